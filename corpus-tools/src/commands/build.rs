@@ -1,0 +1,88 @@
+//! `searchtree build`: shard and index a corpus.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::corpus::FieldNames;
+use crate::indexer::{self, BuildOptions, BuildReport, TOPOLOGY_FILE};
+
+/// Shard a JSON Lines corpus, build one tantivy index per shard, and write a
+/// manifest and a topology for a tree over them.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The corpus: JSON Lines, plain or `.gz`, one object per line.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Number of shards.
+    #[arg(long)]
+    pub shards: u32,
+    /// Output directory; replaced only once the new build is complete.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Parents in the generated topology (0: leaves directly under the root).
+    #[arg(long, default_value_t = 0)]
+    pub parents: u32,
+    /// JSON key of the unique document id.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// JSON key of the title.
+    #[arg(long, default_value = "title")]
+    pub title_field: String,
+    /// JSON key of the body text.
+    #[arg(long, default_value = "body")]
+    pub body_field: String,
+    /// Skip invalid lines (counted and reported) instead of stopping.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+impl BuildArgs {
+    /// The build these arguments ask for.
+    pub fn options(&self) -> BuildOptions {
+        BuildOptions {
+            input: self.input.clone(),
+            shards: self.shards,
+            out: self.out.clone(),
+            parents: self.parents,
+            fields: FieldNames {
+                id: self.id_field.clone(),
+                title: self.title_field.clone(),
+                body: self.body_field.clone(),
+            },
+            skip_invalid: self.skip_invalid,
+            progress: true,
+        }
+    }
+}
+
+/// Runs the build and prints what it did.
+pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
+    let report = indexer::build(&args.options())?;
+    print_report(&report, &args.out);
+    Ok(())
+}
+
+/// Prints a build's summary to stderr.
+pub fn print_report(report: &BuildReport, out: &std::path::Path) {
+    let m = &report.manifest;
+    eprintln!(
+        "built {} documents into {} shards in {:.1?} -> {}",
+        m.input.documents,
+        m.num_shards,
+        report.elapsed,
+        out.display()
+    );
+    let docs: Vec<String> = m.shards.iter().map(|s| s.num_docs.to_string()).collect();
+    eprintln!("  documents per shard: {}", docs.join(", "));
+    if m.input.skipped > 0 {
+        eprintln!("  skipped {} invalid lines, e.g.:", m.input.skipped);
+        for e in &report.skipped_examples {
+            eprintln!("    {e}");
+        }
+    }
+    eprintln!(
+        "  start the tree with: searchtree up --topology {}",
+        out.join(TOPOLOGY_FILE).display()
+    );
+}

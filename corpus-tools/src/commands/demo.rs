@@ -1,0 +1,135 @@
+//! `searchtree demo`: the whole system on the bundled corpus, in one command.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use searchtree_proto::pb::SearchRequest;
+use searchtree_proto::pb::search_client::SearchClient;
+
+use crate::bundled;
+use crate::commands::build::print_report;
+use crate::commands::up::{print_ready, serve_until_stopped, start_tree};
+use crate::corpus::FieldNames;
+use crate::indexer::{self, BuildOptions, TOPOLOGY_FILE};
+use crate::output;
+use crate::supervisor::StartOptions;
+
+/// Queries the demo runs, one for each kind of syntax.
+pub const EXAMPLE_QUERIES: [&str; 6] = [
+    "solar system",
+    "\"theory of relativity\"",
+    "title:jazz",
+    "+volcano -hawaii",
+    "ancient AND rome",
+    "photosynthesis chlorophyll",
+];
+
+/// Build the bundled Wikipedia corpus, start a tree of real processes over
+/// it, run example queries, and keep serving until Ctrl-C.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of shards (leaves).
+    #[arg(long, default_value_t = 4)]
+    pub shards: u32,
+    /// Number of parents between the root and the leaves.
+    #[arg(long, default_value_t = 2)]
+    pub parents: u32,
+    /// Where to put the corpus and indexes (default: a temporary directory,
+    /// removed on exit).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Exit after the example queries instead of serving.
+    #[arg(long)]
+    pub once: bool,
+    /// Hits shown per example query.
+    #[arg(short = 'k', long = "top-k", default_value_t = 5)]
+    pub top_k: u32,
+}
+
+/// Runs the demo.
+pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    let (data_dir, temporary) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("searchtree-demo-{}", std::process::id())),
+            true,
+        ),
+    };
+    let result = demo(args, &data_dir).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    result
+}
+
+async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let corpus = bundled::write_corpus(data_dir)?;
+    let out = data_dir.join("index");
+    eprintln!(
+        "building the bundled corpus ({} Wikipedia summaries) into {} shards...",
+        "10,033", args.shards
+    );
+    let options = BuildOptions {
+        input: corpus,
+        shards: args.shards,
+        out: out.clone(),
+        parents: args.parents,
+        fields: FieldNames::default(),
+        skip_invalid: false,
+        progress: true,
+    };
+    let report = tokio::task::spawn_blocking(move || indexer::build(&options)).await??;
+    print_report(&report, &out);
+
+    let start = StartOptions {
+        default_log: Some("warn".into()),
+        forward_logs: true,
+    };
+    let tree = start_tree(&out.join(TOPOLOGY_FILE), &start).await?;
+    eprintln!(
+        "started {} node processes (1 root, {} parents, {} leaves)",
+        tree.addresses().len(),
+        args.parents,
+        args.shards
+    );
+    print_ready(&tree);
+
+    let result = examples(tree.root_addr(), args.top_k).await;
+    if let Err(e) = result {
+        tree.shutdown().await;
+        return Err(e);
+    }
+    if args.once {
+        tree.shutdown().await;
+        return Ok(());
+    }
+    println!(
+        "\nserving; try: cargo run --release -- query --root {} 'your query'   (Ctrl-C stops)",
+        tree.root_addr()
+    );
+    serve_until_stopped(tree).await;
+    Ok(())
+}
+
+async fn examples(root: std::net::SocketAddr, top_k: u32) -> anyhow::Result<()> {
+    let mut client = SearchClient::connect(format!("http://{root}")).await?;
+    for query in EXAMPLE_QUERIES {
+        let started = Instant::now();
+        let response = client
+            .search(SearchRequest {
+                query: query.to_string(),
+                top_k,
+                budget_ms: 0,
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("query {query:?} failed: {}", s.message()))?
+            .into_inner();
+        println!(
+            "\n$ searchtree query {query:?}   ({:.2?} round trip)",
+            started.elapsed()
+        );
+        print!("{}", output::render(&response, false));
+    }
+    Ok(())
+}

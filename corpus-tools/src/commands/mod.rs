@@ -1,0 +1,6 @@
+//! One module per `searchtree` subcommand.
+
+pub mod build;
+pub mod demo;
+pub mod query;
+pub mod up;

@@ -1,0 +1,50 @@
+//! `searchtree query`: one search against a running tree.
+
+use clap::Args;
+use searchtree_proto::pb::SearchRequest;
+use searchtree_proto::pb::search_client::SearchClient;
+
+use crate::output;
+
+/// Send one query to a tree's root and print the answer.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The root's address, HOST:PORT (as printed by `searchtree up`).
+    #[arg(long)]
+    pub root: String,
+    /// How many hits to return (0: the server's default, 10).
+    #[arg(short = 'k', long = "top-k", default_value_t = 10)]
+    pub top_k: u32,
+    /// Latency budget in milliseconds (0: the root's default).
+    #[arg(long, default_value_t = 0)]
+    pub budget_ms: u32,
+    /// Print the response as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The query, in tantivy syntax, e.g. `"solar system" +planet -dwarf`.
+    #[arg(required = true, num_args = 1..)]
+    pub query: Vec<String>,
+}
+
+/// Runs the query and prints the response.
+pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
+    let mut client = SearchClient::connect(format!("http://{}", args.root))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to root {}: {e}", args.root))?;
+    let request = SearchRequest {
+        query: args.query.join(" "),
+        top_k: args.top_k,
+        budget_ms: args.budget_ms,
+    };
+    let response = client
+        .search(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("search failed: {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    if args.json {
+        println!("{}", output::to_json(&response));
+    } else {
+        print!("{}", output::render(&response, true));
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! Reading a corpus: JSON Lines (plain or gzipped), one document per line.
+//!
+//! Each line is an object with an id, a title and a body (field names
+//! configurable). A line that is not such an object is an error naming the
+//! file and line; with `skip_invalid` it is counted and skipped instead.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use serde_json::Value;
+
+/// Which JSON keys hold the document's parts.
+#[derive(Debug, Clone)]
+pub struct FieldNames {
+    /// Key of the unique document id (a string, or a number taken as text).
+    pub id: String,
+    /// Key of the title (optional in each document).
+    pub title: String,
+    /// Key of the body text (required).
+    pub body: String,
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        FieldNames {
+            id: "id".into(),
+            title: "title".into(),
+            body: "body".into(),
+        }
+    }
+}
+
+/// One document of the corpus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Unique id.
+    pub id: String,
+    /// Title, possibly empty.
+    pub title: String,
+    /// Body text.
+    pub body: String,
+}
+
+/// A line that is not a valid document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {reason}")]
+pub struct LineError {
+    /// The corpus file.
+    pub file: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Parses one line into a document, or says what is wrong with it.
+pub fn parse_line(line: &str, names: &FieldNames) -> Result<Document, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(obj) = value else {
+        return Err("not a JSON object".into());
+    };
+    let id = match obj.get(&names.id) {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(_)) => return Err(format!("{:?} is empty", names.id)),
+        Some(_) => return Err(format!("{:?} must be a string or a number", names.id)),
+        None => return Err(format!("missing {:?}", names.id)),
+    };
+    let text = |key: &str, required: bool| match obj.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Null) | None if !required => Ok(String::new()),
+        None => Err(format!("missing {key:?}")),
+        Some(_) => Err(format!("{key:?} must be a string")),
+    };
+    Ok(Document {
+        id,
+        title: text(&names.title, false)?,
+        body: text(&names.body, true)?,
+    })
+}
+
+/// A corpus file opened for reading, line by line.
+pub struct CorpusReader {
+    path: PathBuf,
+    lines: Box<dyn BufRead>,
+    line_no: u64,
+    names: FieldNames,
+    buf: String,
+    /// Raw bytes of the file read so far (compressed bytes for `.gz`).
+    pub bytes_read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    crc: std::rc::Rc<std::cell::RefCell<Option<crc32fast::Hasher>>>,
+}
+
+/// What the reader yields for each non-blank line.
+pub type Parsed = Result<Document, LineError>;
+
+impl CorpusReader {
+    /// Opens `path`; `.gz` files are decompressed on the fly.
+    pub fn open(path: &Path, names: FieldNames) -> io::Result<Self> {
+        let file = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let bytes_read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let crc = std::rc::Rc::new(std::cell::RefCell::new(Some(crc32fast::Hasher::new())));
+        let raw = CrcReader {
+            inner: BufReader::with_capacity(1 << 16, file),
+            bytes: bytes_read.clone(),
+            crc: crc.clone(),
+        };
+        let lines: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(raw)))
+        } else {
+            Box::new(BufReader::with_capacity(1 << 16, raw))
+        };
+        Ok(CorpusReader {
+            path: path.to_path_buf(),
+            lines,
+            line_no: 0,
+            names,
+            buf: String::new(),
+            bytes_read,
+            crc,
+        })
+    }
+
+    /// The CRC-32 of the raw file bytes read so far, as 8 hex digits. After
+    /// the last line this is the checksum of the whole input file.
+    pub fn checksum(&self) -> String {
+        let crc = self.crc.borrow();
+        format!(
+            "crc32:{:08x}",
+            crc.as_ref().map_or(0, |h| h.clone().finalize())
+        )
+    }
+
+    /// The 1-based number of the last line read.
+    pub fn line_number(&self) -> u64 {
+        self.line_no
+    }
+
+    fn line_error(&self, reason: String) -> LineError {
+        LineError {
+            file: self.path.display().to_string(),
+            line: self.line_no,
+            reason,
+        }
+    }
+}
+
+struct CrcReader<R> {
+    inner: R,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    crc: std::rc::Rc<std::cell::RefCell<Option<crc32fast::Hasher>>>,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.crc.borrow_mut().as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+impl Iterator for CorpusReader {
+    type Item = io::Result<Parsed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buf.clear();
+            match self.lines.read_line(&mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.line_no += 1;
+                    return Some(Ok(Err(self.line_error("not valid UTF-8".into()))));
+                }
+                Err(e) => {
+                    return Some(Err(io::Error::new(
+                        e.kind(),
+                        format!("{}:{}: {e}", self.path.display(), self.line_no + 1),
+                    )));
+                }
+            }
+            self.line_no += 1;
+            let line = self.buf.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let parsed = parse_line(line, &self.names).map_err(|r| self.line_error(r));
+            return Some(Ok(parsed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn names() -> FieldNames {
+        FieldNames::default()
+    }
+
+    #[test]
+    fn parses_documents_and_names_what_is_wrong() {
+        let doc = parse_line(r#"{"id":"a","title":"T","body":"b"}"#, &names()).unwrap();
+        assert_eq!(doc.id, "a");
+        assert_eq!(
+            parse_line(r#"{"id":7,"body":"b"}"#, &names()).unwrap().id,
+            "7"
+        );
+        for (line, why) in [
+            ("{", "not valid JSON"),
+            ("[1]", "not a JSON object"),
+            (r#"{"body":"b"}"#, "missing \"id\""),
+            (r#"{"id":"","body":"b"}"#, "is empty"),
+            (r#"{"id":"a"}"#, "missing \"body\""),
+            (r#"{"id":"a","body":3}"#, "must be a string"),
+            (r#"{"id":[],"body":"b"}"#, "string or a number"),
+        ] {
+            let err = parse_line(line, &names()).unwrap_err();
+            assert!(err.contains(why), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn custom_field_names() {
+        let names = FieldNames {
+            id: "key".into(),
+            title: "name".into(),
+            body: "text".into(),
+        };
+        let doc = parse_line(r#"{"key":"k","name":"N","text":"t"}"#, &names).unwrap();
+        assert_eq!((doc.id.as_str(), doc.title.as_str()), ("k", "N"));
+    }
+
+    #[test]
+    fn errors_carry_file_and_line_and_gz_is_read() {
+        let dir = std::env::temp_dir().join(format!("st-corpus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::default(),
+        );
+        writeln!(gz, r#"{{"id":"a","body":"x"}}"#).unwrap();
+        writeln!(gz).unwrap();
+        writeln!(gz, r#"{{"id":"b"}}"#).unwrap();
+        gz.finish().unwrap();
+
+        let items: Vec<Parsed> = CorpusReader::open(&path, names())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().unwrap().id, "a");
+        let err = items[1].as_ref().unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(
+            err.to_string().ends_with("c.jsonl.gz:3: missing \"body\""),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,36 @@
+//! `searchtree`: the operator CLI.
+
+use clap::{Parser, Subcommand};
+use searchtree_cli::commands::{build, demo, query, up};
+
+/// Build, run and query a scatter/gather search tree.
+#[derive(Debug, Parser)]
+#[command(name = "searchtree", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Build(build::BuildArgs),
+    Up(up::UpArgs),
+    Query(query::QueryArgs),
+    Demo(demo::DemoArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    searchtree_proto::serving::init_tracing();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Build(args) => build::run(args),
+        Command::Up(args) => up::run(args).await,
+        Command::Query(args) => query::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,91 @@
+//! How the CLI shows a search response: a human-readable listing, or JSON.
+
+use std::time::Duration;
+
+use searchtree_proto::pb::{FailureReason, SearchResponse};
+use serde_json::{Value, json};
+
+/// One line summarising an answer's completeness and cost.
+pub fn coverage_line(r: &SearchResponse) -> String {
+    let c = r.coverage.clone().unwrap_or_default();
+    format!(
+        "coverage: {}/{} shards ok, {} timed out, {} failed{}; {} matches; took {:.2?}",
+        c.shards_ok,
+        c.shards_total,
+        c.shards_timed_out,
+        c.shards_failed,
+        if r.partial { " (PARTIAL)" } else { "" },
+        r.total_hits,
+        Duration::from_micros(r.took_us)
+    )
+}
+
+/// The response as a numbered list of hits followed by the coverage line.
+pub fn render(r: &SearchResponse, snippets: bool) -> String {
+    let mut out = String::new();
+    if r.hits.is_empty() {
+        out.push_str("  (no hits)\n");
+    }
+    for (i, h) in r.hits.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>3}. {:>8.4}  {}  [{} · shard {}]\n",
+            i + 1,
+            h.score,
+            h.title,
+            h.doc_id,
+            h.shard
+        ));
+        if snippets && !h.snippet.is_empty() {
+            out.push_str(&format!("             {}\n", h.snippet.replace('\n', " ")));
+        }
+    }
+    for f in r.coverage.iter().flat_map(|c| &c.failures) {
+        out.push_str(&format!(
+            "  shard {} missing: {} — {}\n",
+            f.shard,
+            reason_name(f.reason),
+            f.message
+        ));
+    }
+    out.push_str(&coverage_line(r));
+    out.push('\n');
+    out
+}
+
+/// The name of a failure reason, as the JSON output spells it.
+pub fn reason_name(reason: i32) -> &'static str {
+    match FailureReason::try_from(reason).unwrap_or(FailureReason::Unspecified) {
+        FailureReason::Timeout => "timeout",
+        FailureReason::Unavailable => "unavailable",
+        FailureReason::Error => "error",
+        FailureReason::Unspecified => "unspecified",
+    }
+}
+
+/// The response as one JSON object, field names as in the .proto.
+pub fn to_json(r: &SearchResponse) -> Value {
+    let c = r.coverage.clone().unwrap_or_default();
+    json!({
+        "hits": r.hits.iter().map(|h| json!({
+            "doc_id": h.doc_id,
+            "score": h.score,
+            "shard": h.shard,
+            "title": h.title,
+            "snippet": h.snippet,
+        })).collect::<Vec<_>>(),
+        "total_hits": r.total_hits,
+        "coverage": {
+            "shards_total": c.shards_total,
+            "shards_ok": c.shards_ok,
+            "shards_timed_out": c.shards_timed_out,
+            "shards_failed": c.shards_failed,
+            "failures": c.failures.iter().map(|f| json!({
+                "shard": f.shard,
+                "reason": reason_name(f.reason),
+                "message": f.message,
+            })).collect::<Vec<_>>(),
+        },
+        "partial": r.partial,
+        "took_us": r.took_us,
+    })
+}

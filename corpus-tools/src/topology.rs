@@ -1,0 +1,603 @@
+//! `topology.toml`: which nodes make up a tree and how they connect.
+//!
+//! ```toml
+//! [root]
+//! listen = "127.0.0.1:0"            # port 0: pick a free port at start-up
+//! children = ["parent-0", "parent-1"]
+//!
+//! [[parent]]
+//! name = "parent-0"
+//! listen = "127.0.0.1:0"
+//! children = ["leaf-0", "leaf-1"]   # leaves or other parents
+//!
+//! [[leaf]]
+//! name = "leaf-0"
+//! shard = 0
+//! index = "shards/shard-000"        # relative to this file
+//! listen = "127.0.0.1:0"
+//! ```
+//!
+//! [`Topology::plan`] validates a topology and orders its nodes so that every
+//! node starts after its children, which `searchtree up` relies on to hand
+//! each parent its children's actual addresses.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::shard_dir_name;
+
+/// The default listen address: loopback, any free port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.into()
+}
+
+/// A whole tree as written in `topology.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// The node clients call.
+    pub root: RootNode,
+    /// Inner nodes.
+    #[serde(default, rename = "parent", skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<ParentNode>,
+    /// Leaves, one per shard.
+    #[serde(default, rename = "leaf")]
+    pub leaves: Vec<LeafNode>,
+}
+
+/// The root node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootNode {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Names of its children.
+    pub children: Vec<String>,
+}
+
+/// An inner node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentNode {
+    /// Unique name.
+    pub name: String,
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Names of its children.
+    pub children: Vec<String>,
+}
+
+/// A leaf serving one shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafNode {
+    /// Unique name.
+    pub name: String,
+    /// The shard it serves.
+    pub shard: u32,
+    /// The shard's directory, relative to the topology file.
+    pub index: PathBuf,
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+/// A topology that is not valid; the message names the offending entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid topology: {0}")]
+pub struct TopologyError(pub String);
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, TopologyError> {
+    Err(TopologyError(msg.into()))
+}
+
+/// One node to start, with everything needed to start it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlannedNode {
+    /// A leaf: its shard and absolute index directory.
+    Leaf {
+        /// Name.
+        name: String,
+        /// Listen address.
+        listen: String,
+        /// Shard served.
+        shard: u32,
+        /// Absolute path of the shard directory.
+        index: PathBuf,
+    },
+    /// A parent or the root: its children, each with the shards below it.
+    Inner {
+        /// Name (`root` for the root).
+        name: String,
+        /// Listen address.
+        listen: String,
+        /// Children by name, with the shards below each.
+        children: Vec<(String, Vec<u32>)>,
+        /// Whether this is the root.
+        is_root: bool,
+    },
+}
+
+impl PlannedNode {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        match self {
+            PlannedNode::Leaf { name, .. } | PlannedNode::Inner { name, .. } => name,
+        }
+    }
+}
+
+/// A validated topology, nodes in start order: every node after its children,
+/// the root last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Nodes in start order.
+    pub nodes: Vec<PlannedNode>,
+    /// Shards in the tree (`0..num_shards`).
+    pub num_shards: u32,
+}
+
+/// The name the root goes by in messages.
+pub const ROOT_NAME: &str = "root";
+
+impl Topology {
+    /// Reads a topology file. Relative index paths are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> anyhow::Result<Topology> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut topology: Topology =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for leaf in &mut topology.leaves {
+            if leaf.index.is_relative() {
+                leaf.index = base.join(&leaf.index);
+            }
+        }
+        Ok(topology)
+    }
+
+    /// The topology `searchtree build` writes: the root over `parents`
+    /// parents (or directly over the leaves when 0), shards split evenly and
+    /// contiguously among the parents, every node on `127.0.0.1:0`.
+    pub fn generate(num_shards: u32, parents: u32) -> Result<Topology, TopologyError> {
+        if num_shards == 0 {
+            return invalid("a tree needs at least one shard");
+        }
+        if parents > num_shards {
+            return invalid(format!(
+                "{parents} parents over {num_shards} shards would leave a parent without children; use at most {num_shards}"
+            ));
+        }
+        let leaves: Vec<LeafNode> = (0..num_shards)
+            .map(|s| LeafNode {
+                name: format!("leaf-{s}"),
+                shard: s,
+                index: Path::new("shards").join(shard_dir_name(s)),
+                listen: default_listen(),
+            })
+            .collect();
+        let parents: Vec<ParentNode> = (0..parents)
+            .map(|p| {
+                let (lo, hi) = (p * num_shards / parents, (p + 1) * num_shards / parents);
+                ParentNode {
+                    name: format!("parent-{p}"),
+                    listen: default_listen(),
+                    children: (lo..hi).map(|s| format!("leaf-{s}")).collect(),
+                }
+            })
+            .collect();
+        let root_children = if parents.is_empty() {
+            leaves.iter().map(|l| l.name.clone()).collect()
+        } else {
+            parents.iter().map(|p| p.name.clone()).collect()
+        };
+        Ok(Topology {
+            root: RootNode {
+                listen: default_listen(),
+                children: root_children,
+            },
+            parents,
+            leaves,
+        })
+    }
+
+    /// The topology as TOML, with a header saying how to read it.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).expect("a topology always serializes");
+        format!(
+            "# searchtree topology: {} parent(s), {} leaves.\n\
+             # Index paths are relative to this file; a port of 0 picks a free port.\n\
+             # Start it with: searchtree up --topology <this file>\n\n{body}",
+            self.parents.len(),
+            self.leaves.len()
+        )
+    }
+
+    /// Validates the tree's shape (no filesystem access) and orders its
+    /// nodes for start-up.
+    pub fn plan(&self) -> Result<Plan, TopologyError> {
+        let mut kinds: HashMap<&str, &'static str> = HashMap::new();
+        for (name, kind) in self
+            .leaves
+            .iter()
+            .map(|l| (l.name.as_str(), "leaf"))
+            .chain(self.parents.iter().map(|p| (p.name.as_str(), "parent")))
+        {
+            if name.is_empty() || name == ROOT_NAME {
+                return invalid(format!("{kind} name {name:?} is reserved or empty"));
+            }
+            if kinds.insert(name, kind).is_some() {
+                return invalid(format!("the name {name:?} is used by two nodes"));
+            }
+        }
+        let parents: HashMap<&str, &ParentNode> =
+            self.parents.iter().map(|p| (p.name.as_str(), p)).collect();
+        let leaves: HashMap<&str, &LeafNode> =
+            self.leaves.iter().map(|l| (l.name.as_str(), l)).collect();
+
+        // Every child exists and has exactly one parent.
+        let mut parent_of: HashMap<&str, &str> = HashMap::new();
+        let inner = std::iter::once((ROOT_NAME, &self.root.children))
+            .chain(self.parents.iter().map(|p| (p.name.as_str(), &p.children)));
+        for (name, children) in inner {
+            let what = describe(name, &kinds);
+            if children.is_empty() {
+                return invalid(format!("{what} has no children"));
+            }
+            for child in children {
+                if !kinds.contains_key(child.as_str()) {
+                    return invalid(format!("{what}: unknown child {child:?}"));
+                }
+                if let Some(other) = parent_of.insert(child, name) {
+                    return invalid(format!(
+                        "{} is a child of both {} and {}",
+                        describe(child, &kinds),
+                        describe(other, &kinds),
+                        what
+                    ));
+                }
+            }
+        }
+
+        // Walk down from the root: find cycles and order nodes children-first.
+        let mut order = Vec::new();
+        let mut state: HashMap<&str, bool> = HashMap::new(); // false: on the path, true: done
+        let mut path = vec![ROOT_NAME];
+        for child in &self.root.children {
+            visit(child, &parents, &mut state, &mut path, &mut order)?;
+        }
+        let mut unreached: Vec<&str> = kinds
+            .keys()
+            .copied()
+            .filter(|n| !state.contains_key(n))
+            .collect();
+        unreached.sort_unstable();
+        if let Some(&name) = unreached.first() {
+            // Follow the parents up: either they loop, or they stop short of the root.
+            let mut chain = vec![name];
+            let mut at = name;
+            while let Some(&up) = parent_of.get(at) {
+                if let Some(pos) = chain.iter().position(|n| *n == up) {
+                    let mut cycle: Vec<&str> = chain[pos..].to_vec();
+                    cycle.push(up);
+                    cycle.reverse();
+                    return invalid(format!("cycle: {}", cycle.join(" -> ")));
+                }
+                chain.push(up);
+                at = up;
+            }
+            return invalid(format!(
+                "{} is not below the root (nothing would send it queries)",
+                describe(name, &kinds)
+            ));
+        }
+
+        // Shards: each of 0..n served exactly once.
+        let mut served: BTreeMap<u32, &str> = BTreeMap::new();
+        for leaf in &self.leaves {
+            if let Some(other) = served.insert(leaf.shard, &leaf.name) {
+                return invalid(format!(
+                    "shard {} is listed twice: by leaf {other:?} and leaf {:?}",
+                    leaf.shard, leaf.name
+                ));
+            }
+        }
+        let num_shards = served.keys().next_back().map_or(0, |m| m + 1);
+        if let Some(missing) = (0..num_shards).find(|s| !served.contains_key(s)) {
+            return invalid(format!(
+                "shard {missing} is missing: no leaf serves it (leaves serve shards {:?})",
+                served.keys().collect::<Vec<_>>()
+            ));
+        }
+
+        // Shards below each node, for the children specs.
+        let mut below: HashMap<&str, BTreeSet<u32>> = HashMap::new();
+        let mut nodes = Vec::new();
+        for name in order {
+            if let Some(leaf) = leaves.get(name) {
+                below.insert(name, BTreeSet::from([leaf.shard]));
+                nodes.push(PlannedNode::Leaf {
+                    name: leaf.name.clone(),
+                    listen: leaf.listen.clone(),
+                    shard: leaf.shard,
+                    index: leaf.index.clone(),
+                });
+            } else {
+                let p = parents[name];
+                nodes.push(inner_node(name, &p.listen, &p.children, &mut below, false));
+            }
+        }
+        nodes.push(inner_node(
+            ROOT_NAME,
+            &self.root.listen,
+            &self.root.children,
+            &mut below,
+            true,
+        ));
+        Ok(Plan { nodes, num_shards })
+    }
+}
+
+fn describe(name: &str, kinds: &HashMap<&str, &'static str>) -> String {
+    match kinds.get(name) {
+        Some(kind) => format!("{kind} {name:?}"),
+        None => "the root".into(),
+    }
+}
+
+fn visit<'a>(
+    name: &'a str,
+    parents: &HashMap<&str, &'a ParentNode>,
+    state: &mut HashMap<&'a str, bool>,
+    path: &mut Vec<&'a str>,
+    order: &mut Vec<&'a str>,
+) -> Result<(), TopologyError> {
+    match state.get(name) {
+        Some(true) => return Ok(()),
+        Some(false) => {
+            let start = path.iter().position(|n| *n == name).unwrap_or(0);
+            let mut cycle = path[start..].to_vec();
+            cycle.push(name);
+            return invalid(format!("cycle: {}", cycle.join(" -> ")));
+        }
+        None => {}
+    }
+    state.insert(name, false);
+    path.push(name);
+    if let Some(parent) = parents.get(name) {
+        for child in &parent.children {
+            visit(child, parents, state, path, order)?;
+        }
+    }
+    path.pop();
+    state.insert(name, true);
+    order.push(name);
+    Ok(())
+}
+
+fn inner_node<'a>(
+    name: &'a str,
+    listen: &str,
+    children: &[String],
+    below: &mut HashMap<&'a str, BTreeSet<u32>>,
+    is_root: bool,
+) -> PlannedNode {
+    let children: Vec<(String, Vec<u32>)> = children
+        .iter()
+        .map(|c| (c.clone(), below[c.as_str()].iter().copied().collect()))
+        .collect();
+    let all = children
+        .iter()
+        .flat_map(|(_, s)| s.iter().copied())
+        .collect();
+    below.insert(name, all);
+    PlannedNode::Inner {
+        name: name.to_string(),
+        listen: listen.to_string(),
+        children,
+        is_root,
+    }
+}
+
+/// Checks that every leaf's index directory holds the shard the topology
+/// says it does, and that all of them come from the same build.
+pub fn check_indexes(plan: &Plan) -> Result<(), TopologyError> {
+    let mut build: Option<(String, u32, &str)> = None;
+    for node in &plan.nodes {
+        let PlannedNode::Leaf {
+            name, shard, index, ..
+        } = node
+        else {
+            continue;
+        };
+        if !index.is_dir() {
+            return invalid(format!(
+                "leaf {name:?}: index directory {} does not exist",
+                index.display()
+            ));
+        }
+        let meta = searchtree_leaf::shard::read_meta(index)
+            .map_err(|e| TopologyError(format!("leaf {name:?}: {e}")))?;
+        if meta.shard != *shard {
+            return invalid(format!(
+                "leaf {name:?} is said to serve shard {shard} but {} holds shard {}",
+                index.display(),
+                meta.shard
+            ));
+        }
+        if meta.num_shards != plan.num_shards {
+            return invalid(format!(
+                "leaf {name:?}: {} is one of {} shards but the topology has {}",
+                index.display(),
+                meta.num_shards,
+                plan.num_shards
+            ));
+        }
+        match &build {
+            Some((sum, _, other)) if *sum != meta.input_checksum => {
+                return invalid(format!(
+                    "leaves {other:?} and {name:?} serve shards of different builds ({sum} vs {})",
+                    meta.input_checksum
+                ));
+            }
+            Some(_) => {}
+            None => build = Some((meta.input_checksum.clone(), meta.shard, name)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Topology {
+        toml::from_str(text).unwrap()
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).plan().unwrap_err().0
+    }
+
+    fn leaf(name: &str, shard: u32) -> String {
+        format!("[[leaf]]\nname = \"{name}\"\nshard = {shard}\nindex = \"x\"\n")
+    }
+
+    #[test]
+    fn generated_topology_round_trips_and_plans_children_first() {
+        let t = Topology::generate(4, 2).unwrap();
+        let text = t.to_toml();
+        assert_eq!(parse(&text), t);
+        let plan = t.plan().unwrap();
+        assert_eq!(plan.num_shards, 4);
+        let names: Vec<&str> = plan.nodes.iter().map(PlannedNode::name).collect();
+        assert_eq!(
+            names,
+            [
+                "leaf-0", "leaf-1", "parent-0", "leaf-2", "leaf-3", "parent-1", "root"
+            ]
+        );
+        let PlannedNode::Inner { children, .. } = &plan.nodes[6] else {
+            panic!()
+        };
+        assert_eq!(
+            children,
+            &[
+                ("parent-0".into(), vec![0, 1]),
+                ("parent-1".into(), vec![2, 3])
+            ]
+        );
+    }
+
+    #[test]
+    fn generate_without_parents_hangs_leaves_off_the_root() {
+        let t = Topology::generate(3, 0).unwrap();
+        assert_eq!(t.root.children, ["leaf-0", "leaf-1", "leaf-2"]);
+        assert!(Topology::generate(2, 3).is_err());
+        assert!(Topology::generate(0, 0).is_err());
+    }
+
+    #[test]
+    fn deep_trees_are_fine() {
+        let text = format!(
+            "[root]\nchildren = [\"top\"]\n[[parent]]\nname = \"top\"\nchildren = [\"mid\", \"leaf-2\"]\n\
+             [[parent]]\nname = \"mid\"\nchildren = [\"leaf-0\", \"leaf-1\"]\n{}{}{}",
+            leaf("leaf-0", 0),
+            leaf("leaf-1", 1),
+            leaf("leaf-2", 2)
+        );
+        let plan = parse(&text).plan().unwrap();
+        let names: Vec<&str> = plan.nodes.iter().map(PlannedNode::name).collect();
+        assert_eq!(names, ["leaf-0", "leaf-1", "mid", "leaf-2", "top", "root"]);
+    }
+
+    #[test]
+    fn unknown_child_is_named() {
+        let e = error(&format!(
+            "[root]\nchildren = [\"leaf-0\", \"leaf-9\"]\n{}",
+            leaf("leaf-0", 0)
+        ));
+        assert!(e.contains("unknown child \"leaf-9\""), "{e}");
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let e = error(&format!(
+            "[root]\nchildren = [\"leaf-0\"]\n[[parent]]\nname = \"a\"\nchildren = [\"b\"]\n\
+             [[parent]]\nname = \"b\"\nchildren = [\"a\"]\n{}",
+            leaf("leaf-0", 0)
+        ));
+        assert_eq!(e, "cycle: a -> b -> a");
+        let e = error(&format!(
+            "[root]\nchildren = [\"leaf-0\"]\n[[parent]]\nname = \"a\"\nchildren = [\"a\"]\n{}",
+            leaf("leaf-0", 0)
+        ));
+        assert_eq!(e, "cycle: a -> a");
+    }
+
+    #[test]
+    fn nodes_not_below_the_root_are_named() {
+        let e = error(&format!(
+            "[root]\nchildren = [\"leaf-0\"]\n{}{}",
+            leaf("leaf-0", 0),
+            leaf("leaf-1", 1)
+        ));
+        assert!(e.contains("leaf \"leaf-1\" is not below the root"), "{e}");
+    }
+
+    #[test]
+    fn shards_missing_or_twice_are_named() {
+        let e = error(&format!(
+            "[root]\nchildren = [\"leaf-0\", \"leaf-2\"]\n{}{}",
+            leaf("leaf-0", 0),
+            leaf("leaf-2", 2)
+        ));
+        assert!(e.contains("shard 1 is missing"), "{e}");
+        let e = error(&format!(
+            "[root]\nchildren = [\"l0\", \"l1\"]\n{}{}",
+            leaf("l0", 0),
+            leaf("l1", 0)
+        ));
+        assert!(e.contains("shard 0 is listed twice"), "{e}");
+    }
+
+    #[test]
+    fn a_node_with_two_parents_or_none_is_refused() {
+        let e = error(&format!(
+            "[root]\nchildren = [\"p\", \"leaf-0\"]\n[[parent]]\nname = \"p\"\nchildren = [\"leaf-0\"]\n{}",
+            leaf("leaf-0", 0)
+        ));
+        assert!(e.contains("child of both"), "{e}");
+        let e = error(&format!(
+            "[root]\nchildren = [\"leaf-0\"]\n[[parent]]\nname = \"p\"\nchildren = []\n{}",
+            leaf("leaf-0", 0)
+        ));
+        assert!(e.contains("parent \"p\" has no children"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Topology>("[root]\nchildren = []\nchildrn = []\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn missing_index_directory_is_named() {
+        let t = parse(&format!(
+            "[root]\nchildren = [\"leaf-0\"]\n{}",
+            "[[leaf]]\nname = \"leaf-0\"\nshard = 0\nindex = \"/nonexistent/shard\"\n"
+        ));
+        let e = check_indexes(&t.plan().unwrap()).unwrap_err().0;
+        assert!(
+            e.contains("leaf \"leaf-0\": index directory /nonexistent/shard does not exist"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! A leaf of the search tree: one shard of the corpus in a tantivy index,
+//! searched with corpus-wide BM25 statistics so its scores are comparable with
+//! every other shard's and equal to one whole-corpus index's.
+//!
+//! This crate also owns the shard's on-disk format ([`shard`], [`stats`],
+//! [`schema`]), which `searchtree build` writes.
+#![warn(missing_docs)]
+
+pub mod collector;
+pub mod config;
+pub mod schema;
+pub mod searcher;
+pub mod service;
+pub mod shard;
+pub mod stats;
+
+pub use searcher::ShardSearcher;
+pub use service::LeafService;
+pub use shard::Shard;

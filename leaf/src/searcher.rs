@@ -1,0 +1,120 @@
+//! Searching one shard: parse, score with corpus-wide statistics, collect the
+//! top-k by (score, id), and fetch titles and snippets for the survivors.
+
+use std::time::Instant;
+
+use searchtree_proto::SearchParams;
+use searchtree_proto::pb::{Coverage, Hit, SearchResponse};
+use tantivy::query::{Query, QueryParser};
+use tantivy::schema::Value;
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{Searcher, TantivyDocument};
+
+use crate::collector::TopById;
+use crate::schema;
+use crate::shard::Shard;
+
+/// Longest snippet, in characters.
+const SNIPPET_CHARS: usize = 160;
+
+/// Why a shard search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The query cannot be parsed: the caller must change it.
+    #[error("cannot parse query {query:?}: {reason}")]
+    InvalidQuery {
+        /// The query as given.
+        query: String,
+        /// tantivy's explanation.
+        reason: String,
+    },
+    /// The index failed while searching.
+    #[error("search failed: {0}")]
+    Index(#[from] tantivy::TantivyError),
+}
+
+/// Searches one shard. Cheap to share: all state is immutable.
+pub struct ShardSearcher {
+    shard: Shard,
+    parser: QueryParser,
+}
+
+impl ShardSearcher {
+    /// A searcher over `shard`, parsing queries against its title and body.
+    pub fn new(shard: Shard) -> Self {
+        let parser =
+            QueryParser::for_index(&shard.index, vec![shard.fields.title, shard.fields.body]);
+        ShardSearcher { shard, parser }
+    }
+
+    /// The shard being searched.
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    /// Parses a query the way every shard does.
+    pub fn parse(&self, query: &str) -> Result<Box<dyn Query>, SearchError> {
+        self.parser
+            .parse_query(query)
+            .map_err(|e| SearchError::InvalidQuery {
+                query: query.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Runs a search. Blocking: call it off the async workers.
+    pub fn search(&self, params: &SearchParams) -> Result<SearchResponse, SearchError> {
+        let started = Instant::now();
+        let query = self.parse(&params.query)?;
+        let searcher = self.shard.reader.searcher();
+        let top = searcher.search_with_statistics_provider(
+            &*query,
+            &TopById::new(params.top_k, schema::ID),
+            &self.shard.stats,
+        )?;
+        let hits = self.hits(&searcher, &*query, top.hits)?;
+        Ok(SearchResponse {
+            hits,
+            total_hits: top.total,
+            coverage: Some(Coverage {
+                shards_total: 1,
+                shards_ok: 1,
+                ..Default::default()
+            }),
+            partial: false,
+            took_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    fn hits(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        collected: Vec<crate::collector::Collected>,
+    ) -> Result<Vec<Hit>, SearchError> {
+        if collected.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fields = self.shard.fields;
+        let mut snippets = SnippetGenerator::create(searcher, query, fields.body)?;
+        snippets.set_max_num_chars(SNIPPET_CHARS);
+        collected
+            .into_iter()
+            .map(|c| {
+                let doc: TantivyDocument = searcher.doc(c.address)?;
+                let title = doc
+                    .get_first(fields.title)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(Hit {
+                    doc_id: c.id,
+                    score: c.score,
+                    shard: self.shard.meta.shard,
+                    title,
+                    snippet: snippets.snippet_from_doc(&doc).to_html(),
+                })
+            })
+            .collect()
+    }
+}

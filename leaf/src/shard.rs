@@ -1,0 +1,141 @@
+//! A shard on disk: a single-segment tantivy index plus the files that make it
+//! score as part of the whole corpus.
+//!
+//! ```text
+//! shard-000/
+//!   meta.json, *.idx, *.pos, ...   tantivy's own files (one segment)
+//!   shard.json                     ShardMeta: which shard, corpus-wide totals
+//!   doc_freqs.bin                  corpus-wide document frequency per term
+//! ```
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tantivy::{Index, IndexReader, ReloadPolicy};
+
+use crate::schema::{self, Fields};
+use crate::stats::{CorpusStatistics, CorpusTotals, DOC_FREQS_FILE, DocFreqs};
+
+/// File name of a shard's metadata inside its directory.
+pub const SHARD_META_FILE: &str = "shard.json";
+
+/// What a shard directory says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    /// This shard's number, `0..num_shards`.
+    pub shard: u32,
+    /// How many shards the corpus was split into.
+    pub num_shards: u32,
+    /// Documents in this shard.
+    pub num_docs: u64,
+    /// Whole-corpus totals used for scoring.
+    pub corpus: CorpusTotals,
+    /// Checksum of the corpus input the shard was built from, to tell shards
+    /// of different builds apart.
+    pub input_checksum: String,
+}
+
+/// Why a shard could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// A file of the shard could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `shard.json` is not valid.
+    #[error("{path}: {source}")]
+    Meta {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: serde_json::Error,
+    },
+    /// tantivy refused the index.
+    #[error("{path}: {source}")]
+    Index {
+        /// The shard directory.
+        path: PathBuf,
+        /// The error.
+        source: tantivy::TantivyError,
+    },
+}
+
+/// An opened shard, ready to search.
+pub struct Shard {
+    /// The shard's metadata.
+    pub meta: ShardMeta,
+    /// The tantivy index.
+    pub index: Index,
+    /// A reader over the (immutable) index.
+    pub reader: IndexReader,
+    /// The schema's fields.
+    pub fields: Fields,
+    /// Corpus-wide BM25 statistics for this shard.
+    pub stats: CorpusStatistics,
+}
+
+impl Shard {
+    /// Opens the shard in `dir`, checking that its parts belong together.
+    pub fn open(dir: &Path) -> Result<Shard, ShardError> {
+        let index_err = |source| ShardError::Index {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let meta = read_meta(dir)?;
+        let doc_freqs_path = dir.join(DOC_FREQS_FILE);
+        let doc_freqs = File::open(&doc_freqs_path)
+            .and_then(|f| DocFreqs::read_from(BufReader::new(f)))
+            .map_err(|source| ShardError::Io {
+                path: doc_freqs_path,
+                source,
+            })?;
+        let index = Index::open_in_dir(dir).map_err(index_err)?;
+        let fields = schema::fields_of(&index.schema()).map_err(index_err)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(index_err)?;
+        let stats = CorpusStatistics::new(&reader.searcher(), meta.corpus.clone(), doc_freqs)
+            .map_err(index_err)?;
+        Ok(Shard {
+            meta,
+            index,
+            reader,
+            fields,
+            stats,
+        })
+    }
+}
+
+/// Reads `shard.json` from a shard directory.
+pub fn read_meta(dir: &Path) -> Result<ShardMeta, ShardError> {
+    let path = dir.join(SHARD_META_FILE);
+    let file = File::open(&path).map_err(|source| ShardError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_reader(BufReader::new(file))
+        .map_err(|source| ShardError::Meta { path, source })
+}
+
+/// Writes a shard's metadata and statistics into its directory.
+pub fn write_scoring_files(
+    dir: &Path,
+    meta: &ShardMeta,
+    doc_freqs: &DocFreqs,
+) -> std::io::Result<()> {
+    let mut out = BufWriter::new(File::create(dir.join(DOC_FREQS_FILE))?);
+    doc_freqs.write_to(&mut out)?;
+    out.into_inner()?.sync_all()?;
+    let mut out = BufWriter::new(File::create(dir.join(SHARD_META_FILE))?);
+    serde_json::to_writer_pretty(&mut out, meta)?;
+    out.write_all(b"\n")?;
+    out.into_inner()?.sync_all()
+}

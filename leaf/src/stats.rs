@@ -1,0 +1,266 @@
+//! Corpus-wide BM25 statistics, so that a shard scores as the whole corpus.
+//!
+//! BM25 depends on the number of documents, each term's document frequency
+//! and each field's average length. Scored with its own numbers, a shard
+//! would rank differently from one index over the corpus, and scores from
+//! different shards would not be comparable. `searchtree build` therefore
+//! computes the corpus-wide numbers once and stores, beside each shard:
+//!
+//! - the totals (documents, tokens per field) in the shard's metadata, and
+//! - `doc_freqs.bin`: for every term of the shard's single segment, the
+//!   term's document frequency over the whole corpus, indexed by the term's
+//!   ordinal in that segment's term dictionary (4 bytes per term).
+//!
+//! A leaf answers tantivy's [`Bm25StatisticsProvider`] from these, so no
+//! query needs an extra round trip to learn global statistics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tantivy::query::Bm25StatisticsProvider;
+use tantivy::schema::Field;
+use tantivy::{InvertedIndexReader, Searcher, Term};
+
+/// File name of the per-term document frequencies inside a shard directory.
+pub const DOC_FREQS_FILE: &str = "doc_freqs.bin";
+const MAGIC: &[u8; 8] = b"STDFREQ1";
+
+/// Whole-corpus totals, stored in each shard's metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorpusTotals {
+    /// Documents in the whole corpus.
+    pub num_docs: u64,
+    /// Tokens per indexed field over the whole corpus, by field name.
+    pub num_tokens: BTreeMap<String, u64>,
+}
+
+/// Corpus-wide document frequencies of one segment's terms, per field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocFreqs {
+    /// Field id → document frequency by term ordinal.
+    per_field: HashMap<u32, Vec<u32>>,
+}
+
+impl DocFreqs {
+    /// Frequencies for `field`, indexed by term ordinal.
+    pub fn insert(&mut self, field: Field, by_ordinal: Vec<u32>) {
+        self.per_field.insert(field.field_id(), by_ordinal);
+    }
+
+    /// Writes the table in its binary form.
+    pub fn write_to(&self, mut out: impl Write) -> io::Result<()> {
+        out.write_all(MAGIC)?;
+        let mut fields: Vec<_> = self.per_field.iter().collect();
+        fields.sort_by_key(|(id, _)| **id);
+        out.write_all(&(fields.len() as u32).to_le_bytes())?;
+        for (field, freqs) in fields {
+            out.write_all(&field.to_le_bytes())?;
+            out.write_all(&(freqs.len() as u64).to_le_bytes())?;
+            for f in freqs {
+                out.write_all(&f.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a table written by [`DocFreqs::write_to`].
+    pub fn read_from(mut input: impl Read) -> io::Result<Self> {
+        let mut magic = [0u8; 8];
+        input.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a searchtree doc_freqs file (bad magic)",
+            ));
+        }
+        let mut per_field = HashMap::new();
+        for _ in 0..read_u32(&mut input)? {
+            let field = read_u32(&mut input)?;
+            let len = read_u64(&mut input)? as usize;
+            let mut bytes = vec![0u8; len * 4];
+            input.read_exact(&mut bytes)?;
+            let freqs = bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            per_field.insert(field, freqs);
+        }
+        Ok(DocFreqs { per_field })
+    }
+}
+
+fn read_u32(input: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    input.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_u64(input: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    input.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Answers BM25's questions with whole-corpus numbers for one shard.
+///
+/// The shard must be a single segment: term ordinals are that segment's.
+pub struct CorpusStatistics {
+    totals: CorpusTotals,
+    field_names: HashMap<u32, String>,
+    doc_freqs: DocFreqs,
+    inverted: HashMap<u32, Arc<InvertedIndexReader>>,
+}
+
+impl CorpusStatistics {
+    /// Ties the stored statistics to the (single) segment of `searcher`.
+    pub fn new(
+        searcher: &Searcher,
+        totals: CorpusTotals,
+        doc_freqs: DocFreqs,
+    ) -> tantivy::Result<Self> {
+        let segments = searcher.segment_readers();
+        if segments.len() > 1 {
+            return Err(tantivy::TantivyError::InvalidArgument(format!(
+                "a shard must be a single segment, this one has {}; rebuild it with `searchtree build`",
+                segments.len()
+            )));
+        }
+        let schema = searcher.schema();
+        let mut field_names = HashMap::new();
+        let mut inverted = HashMap::new();
+        for &field_id in doc_freqs.per_field.keys() {
+            let field = Field::from_field_id(field_id);
+            field_names.insert(field_id, schema.get_field_name(field).to_string());
+            // An empty shard has no segment: nothing matches, nothing to look up.
+            if let Some(segment) = segments.first() {
+                inverted.insert(field_id, segment.inverted_index(field)?);
+            }
+        }
+        for (field_id, reader) in &inverted {
+            let stored = doc_freqs.per_field[field_id].len();
+            let actual = reader.terms().num_terms();
+            if stored != actual {
+                return Err(tantivy::TantivyError::InvalidArgument(format!(
+                    "doc_freqs for field {} cover {stored} terms but the segment has {actual}; \
+                     the shard and its statistics do not belong together",
+                    field_names[field_id]
+                )));
+            }
+        }
+        Ok(CorpusStatistics {
+            totals,
+            field_names,
+            doc_freqs,
+            inverted,
+        })
+    }
+}
+
+impl Bm25StatisticsProvider for CorpusStatistics {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        let name = self.field_names.get(&field.field_id());
+        Ok(name
+            .and_then(|n| self.totals.num_tokens.get(n))
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.totals.num_docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let field = term.field().field_id();
+        let (Some(reader), Some(freqs)) = (
+            self.inverted.get(&field),
+            self.doc_freqs.per_field.get(&field),
+        ) else {
+            return Ok(0);
+        };
+        // A term absent from this shard matches nothing here, so its
+        // frequency cannot change any score this shard produces.
+        Ok(reader
+            .terms()
+            .term_ord(term.serialized_value_bytes())?
+            .map_or(0, |ord| u64::from(freqs[ord as usize])))
+    }
+}
+
+/// Computes the whole-corpus totals and, for each shard, the corpus-wide
+/// document frequency of each of its terms. Each shard must be one segment.
+pub fn compute(shards: &[Searcher]) -> tantivy::Result<(CorpusTotals, Vec<DocFreqs>)> {
+    let mut totals = CorpusTotals::default();
+    let mut per_shard = vec![DocFreqs::default(); shards.len()];
+    let Some(first) = shards.first() else {
+        return Ok((totals, per_shard));
+    };
+    let schema = first.schema().clone();
+    // An empty shard has no segment; every other shard must have exactly one.
+    let mut segments = Vec::with_capacity(shards.len());
+    for searcher in shards {
+        let readers = searcher.segment_readers();
+        if readers.len() > 1 {
+            return Err(tantivy::TantivyError::InvalidArgument(
+                "every shard must be merged into one segment before computing statistics".into(),
+            ));
+        }
+        totals.num_docs += readers.first().map_or(0, |r| u64::from(r.num_docs()));
+        segments.push(readers.first());
+    }
+    for (field, entry) in schema.fields() {
+        if !entry.is_indexed() {
+            continue;
+        }
+        let readers = segments
+            .iter()
+            .map(|s| s.map(|s| s.inverted_index(field)).transpose())
+            .collect::<tantivy::Result<Vec<_>>>()?;
+        let tokens: u64 = readers.iter().flatten().map(|r| r.total_num_tokens()).sum();
+        totals.num_tokens.insert(entry.name().to_string(), tokens);
+
+        let mut global: HashMap<Vec<u8>, u32> = HashMap::new();
+        for reader in readers.iter().flatten() {
+            let mut terms = reader.terms().stream()?;
+            while terms.advance() {
+                *global.entry(terms.key().to_vec()).or_default() += terms.value().doc_freq;
+            }
+        }
+        for (reader, out) in readers.iter().zip(per_shard.iter_mut()) {
+            let Some(reader) = reader else {
+                out.insert(field, Vec::new());
+                continue;
+            };
+            let mut by_ordinal = Vec::with_capacity(reader.terms().num_terms());
+            let mut terms = reader.terms().stream()?;
+            while terms.advance() {
+                debug_assert_eq!(terms.term_ord() as usize, by_ordinal.len());
+                by_ordinal.push(global[terms.key()]);
+            }
+            out.insert(field, by_ordinal);
+        }
+    }
+    Ok((totals, per_shard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_freqs_round_trip() {
+        let mut table = DocFreqs::default();
+        table.insert(Field::from_field_id(1), vec![3, 1, 4]);
+        table.insert(Field::from_field_id(2), vec![]);
+        let mut bytes = Vec::new();
+        table.write_to(&mut bytes).unwrap();
+        assert_eq!(DocFreqs::read_from(&bytes[..]).unwrap(), table);
+    }
+
+    #[test]
+    fn refuses_foreign_files() {
+        let err = DocFreqs::read_from(&b"NOTMAGIC\0\0\0\0"[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,97 @@
+//! A parent's view of a child: anything that answers a search for some shards.
+//!
+//! The fan-out is written against the [`Child`] trait, so unit tests can use
+//! in-process children with scripted latency and failures, while nodes use
+//! [`GrpcChild`] to call a real leaf or parent over the network.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use searchtree_proto::pb::search_client::SearchClient;
+use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::spec::ChildSpec;
+
+/// How a child failed to answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChildError {
+    /// The request itself is bad: every child would refuse it, so the whole
+    /// search fails with `INVALID_ARGUMENT`.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The child did not answer in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The child could not be reached or is overloaded.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The child answered with an error.
+    #[error("error: {0}")]
+    Failed(String),
+}
+
+impl From<tonic::Status> for ChildError {
+    fn from(status: tonic::Status) -> Self {
+        let msg = status.message().to_string();
+        match status.code() {
+            Code::InvalidArgument => ChildError::InvalidArgument(msg),
+            Code::DeadlineExceeded | Code::Cancelled => ChildError::Timeout(msg),
+            Code::Unavailable | Code::ResourceExhausted => ChildError::Unavailable(msg),
+            code => ChildError::Failed(format!("{code:?}: {msg}")),
+        }
+    }
+}
+
+/// A child of a parent.
+pub trait Child: Send + Sync {
+    /// A name for logs and failure messages (its address, for gRPC children).
+    fn name(&self) -> &str;
+    /// The shards below this child.
+    fn shards(&self) -> &[u32];
+    /// Searches the child. Dropping the future cancels the call.
+    fn search(&self, request: SearchRequest) -> BoxFuture<'_, Result<SearchResponse, ChildError>>;
+}
+
+/// How long a connection attempt to a child may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A child reached over gRPC. Connects lazily and reconnects by itself, so a
+/// child that is down at start-up or restarts later is picked up again.
+pub struct GrpcChild {
+    spec: ChildSpec,
+    client: SearchClient<Channel>,
+}
+
+impl GrpcChild {
+    /// A client for the child described by `spec`; no connection is made yet.
+    pub fn new(spec: ChildSpec) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(format!("http://{}", spec.addr))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(GrpcChild {
+            spec,
+            client: SearchClient::new(channel),
+        })
+    }
+}
+
+impl Child for GrpcChild {
+    fn name(&self) -> &str {
+        &self.spec.addr
+    }
+
+    fn shards(&self) -> &[u32] {
+        &self.spec.shards
+    }
+
+    fn search(&self, request: SearchRequest) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            let response = client.search(request).await?;
+            Ok(response.into_inner())
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! A parent of the search tree: fans a search out to its children (leaves or
+//! other parents, which speak the same API), merges their top-k into one and
+//! passes it up. The root builds on this crate's [`FanOut`].
+#![warn(missing_docs)]
+
+pub mod child;
+pub mod config;
+pub mod fake;
+pub mod fanout;
+pub mod merge;
+pub mod service;
+pub mod spec;
+
+pub use child::{Child, ChildError, GrpcChild};
+pub use fanout::{FanOut, FanOutError};
+pub use merge::merge;
+pub use service::ParentService;
+pub use spec::ChildSpec;

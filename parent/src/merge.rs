@@ -1,0 +1,153 @@
+//! Merging children's answers into one: a pure, associative function.
+//!
+//! Like tantivy's `Collector::merge_fruits`, merging is independent of how the
+//! tree groups its leaves: merging `[a, b, c]` at once, or `[merge(a, b), c]`,
+//! gives the same response. That is what lets a tree of any depth return the
+//! same top-k as one index over the whole corpus.
+
+use searchtree_proto::hit_order;
+use searchtree_proto::pb::{Coverage, SearchResponse};
+
+/// Merges children's responses into the best `top_k` hits overall, with
+/// match counts summed and coverage combined. `took_us` is left at 0 for the
+/// caller to fill in.
+pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> SearchResponse {
+    let mut out = SearchResponse {
+        coverage: Some(Coverage::default()),
+        ..Default::default()
+    };
+    let coverage = out.coverage.as_mut().expect("just set");
+    for part in parts {
+        out.hits.extend(part.hits);
+        out.total_hits += part.total_hits;
+        out.partial |= part.partial;
+        if let Some(c) = part.coverage {
+            add_coverage(coverage, c);
+        }
+    }
+    coverage.failures.sort_by_key(|f| f.shard);
+    out.partial |= coverage.shards_ok < coverage.shards_total;
+    out.hits.sort_by(hit_order);
+    out.hits.truncate(top_k);
+    out
+}
+
+/// Adds `other`'s counts and failures to `into`.
+pub fn add_coverage(into: &mut Coverage, other: Coverage) {
+    into.shards_total += other.shards_total;
+    into.shards_ok += other.shards_ok;
+    into.shards_timed_out += other.shards_timed_out;
+    into.shards_failed += other.shards_failed;
+    into.failures.extend(other.failures);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use searchtree_proto::pb::{FailureReason, Hit, ShardFailure};
+
+    fn hit(id: &str, score: f32, shard: u32) -> Hit {
+        Hit {
+            doc_id: id.into(),
+            score,
+            shard,
+            ..Default::default()
+        }
+    }
+
+    fn answer(shard: u32, hits: &[(&str, f32)]) -> SearchResponse {
+        SearchResponse {
+            hits: hits.iter().map(|(id, s)| hit(id, *s, shard)).collect(),
+            total_hits: hits.len() as u64 * 3,
+            coverage: Some(Coverage {
+                shards_total: 1,
+                shards_ok: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn failed(shard: u32) -> SearchResponse {
+        SearchResponse {
+            coverage: Some(Coverage {
+                shards_total: 1,
+                shards_failed: 1,
+                failures: vec![ShardFailure {
+                    shard,
+                    reason: FailureReason::Unavailable as i32,
+                    message: "down".into(),
+                }],
+                ..Default::default()
+            }),
+            partial: true,
+            ..Default::default()
+        }
+    }
+
+    fn ids(r: &SearchResponse) -> Vec<&str> {
+        r.hits.iter().map(|h| h.doc_id.as_str()).collect()
+    }
+
+    fn parts() -> Vec<SearchResponse> {
+        vec![
+            answer(0, &[("d", 3.0), ("a", 2.0), ("x", 0.5)]),
+            answer(1, &[("c", 3.0), ("b", 2.0)]),
+            failed(2),
+            answer(3, &[("e", 2.0), ("f", 1.0)]),
+        ]
+    }
+
+    #[test]
+    fn orders_by_score_then_id_and_truncates() {
+        let merged = merge(4, parts());
+        assert_eq!(ids(&merged), ["c", "d", "a", "b"]);
+        assert_eq!(merged.total_hits, 21);
+    }
+
+    #[test]
+    fn fewer_hits_than_top_k_are_all_returned() {
+        let merged = merge(100, parts());
+        assert_eq!(ids(&merged), ["c", "d", "a", "b", "e", "f", "x"]);
+    }
+
+    #[test]
+    fn any_grouping_gives_the_same_answer() {
+        let flat = merge(3, parts());
+        for split in 1..4 {
+            let (left, right) = {
+                let mut p = parts();
+                let right = p.split_off(split);
+                (p, right)
+            };
+            let nested = merge(3, [merge(3, left), merge(3, right)]);
+            assert_eq!(nested, flat, "split at {split}");
+        }
+        let p = parts();
+        let reversed = merge(3, p.into_iter().rev());
+        assert_eq!(reversed, flat);
+    }
+
+    #[test]
+    fn coverage_sums_and_marks_partial() {
+        let merged = merge(3, parts());
+        let c = merged.coverage.unwrap();
+        assert_eq!((c.shards_total, c.shards_ok, c.shards_failed), (4, 3, 1));
+        assert_eq!(c.failures.len(), 1);
+        assert!(merged.partial);
+        let full = merge(3, [answer(0, &[("a", 1.0)]), answer(1, &[])]);
+        assert!(!full.partial);
+    }
+
+    #[test]
+    fn ties_across_children_break_by_id() {
+        let merged = merge(
+            2,
+            [
+                answer(0, &[("m", 1.0), ("z", 1.0)]),
+                answer(1, &[("b", 1.0), ("n", 1.0)]),
+            ],
+        );
+        assert_eq!(ids(&merged), ["b", "m"]);
+    }
+}

@@ -1,0 +1,99 @@
+//! How a parent is told about a child: `SHARDS@HOST:PORT`.
+//!
+//! The shard list (e.g. `0,1` or `0-3`) names the leaves' shards below that
+//! child, so that when the child fails the parent can still say exactly which
+//! shards are missing from its answer.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A child of a parent: its address and the shards below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSpec {
+    /// The shards served below this child, ascending, no duplicates.
+    pub shards: Vec<u32>,
+    /// `HOST:PORT` of the child.
+    pub addr: String,
+}
+
+impl FromStr for ChildSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (shards, addr) = s.split_once('@').ok_or_else(|| {
+            format!("child {s:?} must look like SHARDS@HOST:PORT, e.g. 0-1@127.0.0.1:7001")
+        })?;
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!("child {s:?}: {addr:?} is not HOST:PORT"));
+        }
+        Ok(ChildSpec {
+            shards: parse_shards(shards).map_err(|e| format!("child {s:?}: {e}"))?,
+            addr: addr.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for ChildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shards: Vec<String> = self.shards.iter().map(u32::to_string).collect();
+        write!(f, "{}@{}", shards.join(","), self.addr)
+    }
+}
+
+/// Parses a shard list such as `3`, `0,2` or `0-3,7`.
+pub fn parse_shards(s: &str) -> Result<Vec<u32>, String> {
+    let mut shards = Vec::new();
+    for part in s.split(',') {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{t:?} is not a shard number"))
+        };
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (num(lo)?, num(hi)?);
+                if lo > hi {
+                    return Err(format!("shard range {part:?} is backwards"));
+                }
+                shards.extend(lo..=hi);
+            }
+            None => shards.push(num(part)?),
+        }
+    }
+    shards.sort_unstable();
+    if let Some(w) = shards.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("shard {} is listed twice", w[0]));
+    }
+    Ok(shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists_and_ranges() {
+        let spec: ChildSpec = "0-2,5@127.0.0.1:7001".parse().unwrap();
+        assert_eq!(spec.shards, [0, 1, 2, 5]);
+        assert_eq!(spec.addr, "127.0.0.1:7001");
+        assert_eq!(spec.to_string(), "0,1,2,5@127.0.0.1:7001");
+        assert_eq!(spec.to_string().parse::<ChildSpec>().unwrap(), spec);
+    }
+
+    #[test]
+    fn refuses_bad_specs_with_a_reason() {
+        for (bad, why) in [
+            ("127.0.0.1:7001", "SHARDS@HOST:PORT"),
+            ("0@localhost", "not HOST:PORT"),
+            ("x@127.0.0.1:1", "not a shard number"),
+            ("3-1@127.0.0.1:1", "backwards"),
+            ("1,1@127.0.0.1:1", "listed twice"),
+        ] {
+            let err = bad.parse::<ChildSpec>().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+}

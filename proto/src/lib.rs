@@ -1,0 +1,31 @@
+//! The searchtree wire API and what every node shares around it.
+//!
+//! Every node — leaf, parent, root — serves the same `searchtree.v1.Search`
+//! service, so a parent cannot tell a leaf from another parent and a tree can
+//! be of any depth. This crate holds:
+//!
+//! - [`pb`]: the code generated from `searchtree/v1/search.proto`;
+//! - [`request`]: the request as a node validates it on receipt;
+//! - [`ordering`]: the one order of hits every node agrees on;
+//! - [`serving`]: the gRPC server scaffolding (health, reflection, readiness
+//!   line, shutdown) that every node binary uses.
+//!
+//! It deliberately does not depend on tantivy, so clients and parents stay lean.
+#![warn(missing_docs)]
+
+pub mod ordering;
+pub mod request;
+pub mod serving;
+
+/// Code generated from `searchtree/v1/search.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("searchtree.v1");
+
+    /// The encoded descriptor set of the API, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/searchtree_descriptor.bin"));
+}
+
+pub use ordering::hit_order;
+pub use request::{DEFAULT_TOP_K, MAX_TOP_K, RequestError, SearchParams};

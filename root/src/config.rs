@@ -1,0 +1,18 @@
+//! Command-line configuration of the root node.
+
+use clap::Parser;
+use searchtree_parent::ChildSpec;
+
+/// The root of a search tree: the node clients call.
+#[derive(Debug, Parser)]
+#[command(name = "searchtree-root", version)]
+pub struct RootConfig {
+    /// Address to listen on; port 0 picks a free port, printed as
+    /// `LISTENING HOST:PORT` on stdout.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// A child, as SHARDS@HOST:PORT (e.g. `0-1@127.0.0.1:7001`): the shards
+    /// below it and its address. Repeat for each child.
+    #[arg(long = "child", required = true)]
+    pub children: Vec<ChildSpec>,
+}
