@@ -34,10 +34,8 @@ impl NodeBinaries {
             Some(dir) => PathBuf::from(dir),
             None => {
                 let dir = exe_dir()?;
-                if std::env::var_os("CARGO").is_some()
-                    && std::env::var_os("CARGO_MANIFEST_DIR").is_some()
-                {
-                    build_with_cargo(&dir)?;
+                if started_by_cargo() {
+                    build_with_cargo(&dir, &NODE_PACKAGES)?;
                 }
                 dir
             }
@@ -67,8 +65,13 @@ impl NodeBinaries {
     }
 }
 
+/// Whether this process was started by `cargo run` or `cargo test`.
+pub fn started_by_cargo() -> bool {
+    std::env::var_os("CARGO").is_some() && std::env::var_os("CARGO_MANIFEST_DIR").is_some()
+}
+
 /// The directory cargo puts binaries of the running profile in.
-fn exe_dir() -> anyhow::Result<PathBuf> {
+pub fn exe_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the running executable")?;
     let mut dir = exe.parent().context("executable has no directory")?;
     // Test and example executables live one level down, in deps/ or examples/.
@@ -78,8 +81,9 @@ fn exe_dir() -> anyhow::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// Builds the node binaries into `profile_dir` with the cargo that started us.
-fn build_with_cargo(profile_dir: &Path) -> anyhow::Result<()> {
+/// Builds the binaries of `packages` into `profile_dir` with the cargo that
+/// started us (a no-op when they are up to date).
+pub fn build_with_cargo(profile_dir: &Path, packages: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").expect("checked by the caller");
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("checked"));
     let target_dir = profile_dir
@@ -105,7 +109,7 @@ fn build_with_cargo(profile_dir: &Path) -> anyhow::Result<()> {
             cmd.args(["--profile", other]);
         }
     }
-    for package in NODE_PACKAGES {
+    for package in packages {
         cmd.args(["-p", package]);
     }
     cmd.arg("--bins");

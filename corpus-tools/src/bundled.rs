@@ -4,6 +4,8 @@
 /// 10,033 English Wikipedia article summaries as gzipped JSON Lines
 /// (`id`, `title`, `body`). Wikipedia text, CC BY-SA 4.0.
 pub const CORPUS_JSONL_GZ: &[u8] = include_bytes!("../data/wiki-summaries.jsonl.gz");
+/// Documents in the bundled corpus.
+pub const CORPUS_DOCUMENTS: usize = 10_033;
 /// The file name the corpus is written under.
 pub const CORPUS_FILE_NAME: &str = "wiki-summaries.jsonl.gz";
 /// 300 queries drawn from the corpus, one per line.

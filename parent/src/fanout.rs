@@ -3,8 +3,10 @@
 //!
 //! A child that fails does not fail the search: its shards are counted as
 //! failed in the coverage and the others still answer. Only a bad request
-//! (every child would refuse it) or a search where no child answered at all
-//! is an error.
+//! (every child would refuse it) is an error here; even an answer with no
+//! shard at all travels up as coverage, so the root can say precisely what
+//! is missing. The root decides what to tell a client when nothing answered
+//! ([`require_an_answer`]).
 
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ pub enum FanOutError {
     /// A child refused the request as invalid (e.g. a query that does not parse).
     #[error("{0}")]
     InvalidArgument(String),
-    /// No child answered; the message lists what went wrong with each.
+    /// No shard answered; the message lists what went wrong with each.
     #[error("no shard could answer: {0}")]
     NothingAnswered(String),
 }
@@ -65,13 +67,9 @@ impl FanOut {
             .collect();
 
         let mut parts = Vec::with_capacity(self.children.len());
-        let mut answered = 0;
         while let Some((child, result)) = pending.next().await {
             match result {
-                Ok(response) => {
-                    answered += 1;
-                    parts.push(response);
-                }
+                Ok(response) => parts.push(response),
                 // Dropping `pending` on return cancels the calls still in flight.
                 Err(ChildError::InvalidArgument(msg)) => {
                     return Err(FanOutError::InvalidArgument(msg));
@@ -82,16 +80,23 @@ impl FanOut {
                 }
             }
         }
-        if answered == 0 && !self.children.is_empty() {
-            let reasons: Vec<String> = parts
-                .iter()
-                .flat_map(|p| p.coverage.iter().flat_map(|c| &c.failures))
-                .map(|f| format!("shard {}: {}", f.shard, f.message))
-                .collect();
-            return Err(FanOutError::NothingAnswered(reasons.join("; ")));
-        }
         Ok(merge(params.top_k, parts))
     }
+}
+
+/// Turns an answer in which no shard took part into an error for the client:
+/// there is nothing to show, and the message says why for each shard.
+pub fn require_an_answer(response: SearchResponse) -> Result<SearchResponse, FanOutError> {
+    let coverage = response.coverage.clone().unwrap_or_default();
+    if coverage.shards_total > 0 && coverage.shards_ok == 0 {
+        let reasons: Vec<String> = coverage
+            .failures
+            .iter()
+            .map(|f| format!("shard {}: {}", f.shard, f.message))
+            .collect();
+        return Err(FanOutError::NothingAnswered(reasons.join("; ")));
+    }
+    Ok(response)
 }
 
 /// The answer that stands in for a child that failed: no hits, and each of
@@ -201,13 +206,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn nothing_answered_is_unavailable() {
+    async fn nothing_answered_is_coverage_until_the_root_makes_it_unavailable() {
         let fanout = FanOut::new(vec![Arc::new(FakeChild::failing(
             0,
             ms(1),
             ChildError::Unavailable("down".into()),
         ))]);
-        let err = fanout.search(&params(10)).await.unwrap_err();
+        let response = fanout.search(&params(10)).await.unwrap();
+        assert_eq!(response.coverage.as_ref().unwrap().shards_failed, 1);
+        let err = require_an_answer(response).unwrap_err();
         assert!(matches!(err, FanOutError::NothingAnswered(ref m) if m.contains("shard 0")));
         assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
     }

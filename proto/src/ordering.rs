@@ -34,7 +34,7 @@ mod tests {
 
     #[test]
     fn higher_score_first_then_lower_id() {
-        let mut hits = vec![hit("b", 1.0), hit("c", 2.0), hit("a", 1.0)];
+        let mut hits = [hit("b", 1.0), hit("c", 2.0), hit("a", 1.0)];
         hits.sort_by(hit_order);
         let ids: Vec<_> = hits.iter().map(|h| h.doc_id.as_str()).collect();
         assert_eq!(ids, ["c", "a", "b"]);

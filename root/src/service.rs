@@ -1,11 +1,13 @@
 //! The root's gRPC adapter: the one node clients call.
 //!
 //! The root validates each request before any child sees it, fans it out over
-//! the tree with the parent's [`FanOut`], and reports how long it took.
+//! the tree with the parent's [`FanOut`], and reports how long it took. It is
+//! the one node that turns "no shard answered" into an error for the client.
 
 use std::time::Instant;
 
 use searchtree_parent::FanOut;
+use searchtree_parent::fanout::require_an_answer;
 use searchtree_proto::SearchParams;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
@@ -31,7 +33,11 @@ impl Search for RootService {
     ) -> Result<Response<SearchResponse>, Status> {
         let started = Instant::now();
         let params = SearchParams::try_from(request.get_ref())?;
-        let result = self.fanout.search(&params).await;
+        let result = self
+            .fanout
+            .search(&params)
+            .await
+            .and_then(require_an_answer);
         let elapsed = started.elapsed();
         match &result {
             Ok(r) => {

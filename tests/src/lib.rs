@@ -1,1 +1,154 @@
+//! Shared harness of the end-to-end tests: the bundled corpus built once per
+//! test binary (sharded, and as one whole-corpus index for the oracle), trees
+//! of real node processes on loopback, and the oracle itself.
+#![warn(missing_docs)]
 
+pub mod oracle;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use searchtree_cli::binaries::{self, NodeBinaries};
+use searchtree_cli::corpus::FieldNames;
+use searchtree_cli::indexer::{self, BuildOptions, TOPOLOGY_FILE};
+use searchtree_cli::supervisor::{self, StartOptions, Tree};
+use searchtree_cli::topology::{Topology, check_indexes};
+use searchtree_proto::pb::search_client::SearchClient;
+use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use tonic::transport::Channel;
+
+/// Shards of the sharded build.
+pub const SHARDS: u32 = 4;
+/// Parents of the sharded build's topology.
+pub const PARENTS: u32 = 2;
+
+/// The bundled corpus, built for the tests.
+pub struct Fixture {
+    /// Scratch directory of this test process.
+    pub dir: PathBuf,
+    /// The corpus file.
+    pub corpus: PathBuf,
+    /// 4 shards and a topology with 2 parents.
+    pub sharded: PathBuf,
+    /// The whole corpus as one shard: the oracle's index.
+    pub whole: PathBuf,
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+/// The fixture, built on first use. `tmp` is the test's
+/// `env!("CARGO_TARGET_TMPDIR")`.
+pub fn fixture(tmp: &str) -> &'static Fixture {
+    FIXTURE.get_or_init(|| {
+        let base = Path::new(tmp);
+        remove_stale_dirs(base);
+        let dir = base.join(format!("st-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let corpus = searchtree_cli::bundled::write_corpus(&dir).expect("write corpus");
+        let build = |shards: u32, parents: u32, name: &str| {
+            let out = dir.join(name);
+            indexer::build(&BuildOptions {
+                input: corpus.clone(),
+                shards,
+                out: out.clone(),
+                parents,
+                fields: FieldNames::default(),
+                skip_invalid: false,
+                progress: false,
+            })
+            .unwrap_or_else(|e| panic!("building {name}: {e:#}"));
+            out
+        };
+        Fixture {
+            sharded: build(SHARDS, PARENTS, "sharded"),
+            whole: build(1, 0, "whole"),
+            corpus,
+            dir,
+        }
+    })
+}
+
+/// Removes scratch directories of earlier test processes that are gone.
+fn remove_stale_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("st-e2e-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The node binaries, built by the cargo running the tests if needed.
+pub fn node_binaries() -> NodeBinaries {
+    NodeBinaries::locate().expect("node binaries")
+}
+
+/// The `searchtree` CLI binary, built by the cargo running the tests if needed.
+pub fn cli_binary() -> PathBuf {
+    let dir = binaries::exe_dir().expect("exe dir");
+    if binaries::started_by_cargo() {
+        binaries::build_with_cargo(&dir, &["searchtree-cli"]).expect("build searchtree");
+    }
+    let path = dir.join("searchtree");
+    assert!(path.is_file(), "{} not built", path.display());
+    path
+}
+
+/// A command running the `searchtree` CLI.
+pub fn searchtree() -> Command {
+    let mut cmd = Command::new(cli_binary());
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Starts the tree described by `topology` (a file in a build's output).
+pub async fn start_tree(topology: &Path) -> Tree {
+    let plan = Topology::load(topology)
+        .and_then(|t| Ok(t.plan()?))
+        .expect("valid topology");
+    check_indexes(&plan).expect("indexes present");
+    supervisor::start(
+        &plan,
+        &node_binaries(),
+        &StartOptions {
+            default_log: Some("warn".into()),
+            forward_logs: true,
+        },
+    )
+    .await
+    .expect("tree starts")
+}
+
+/// Starts the 4-shard, 2-parent tree of the fixture.
+pub async fn start_sharded_tree(fixture: &Fixture) -> Tree {
+    start_tree(&fixture.sharded.join(TOPOLOGY_FILE)).await
+}
+
+/// A gRPC client of a node.
+pub async fn client(addr: std::net::SocketAddr) -> SearchClient<Channel> {
+    SearchClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
+
+/// Sends one search.
+pub async fn search(
+    client: &mut SearchClient<Channel>,
+    query: &str,
+    top_k: u32,
+) -> Result<SearchResponse, tonic::Status> {
+    client
+        .search(SearchRequest {
+            query: query.into(),
+            top_k,
+            budget_ms: 0,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}

@@ -68,7 +68,8 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
     let out = data_dir.join("index");
     eprintln!(
         "building the bundled corpus ({} Wikipedia summaries) into {} shards...",
-        "10,033", args.shards
+        bundled::CORPUS_DOCUMENTS,
+        args.shards
     );
     let options = BuildOptions {
         input: corpus,

@@ -1,0 +1,298 @@
+//! The operator's view: the real `searchtree` binary, as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use searchtree_tests::{fixture, searchtree};
+
+const TMP: &str = env!("CARGO_TARGET_TMPDIR");
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = fixture(TMP).dir.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Sends SIGTERM and waits (bounded) for the process to exit.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn build_up_query_and_stop_as_a_user_would() {
+    let fx = fixture(TMP);
+    let dir = scratch("cli-user");
+    let out = dir.join("index");
+    let (ok, _, err) = run(searchtree().args([
+        "build",
+        "--input",
+        fx.corpus.to_str().unwrap(),
+        "--shards",
+        "3",
+        "--parents",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(ok, "build failed: {err}");
+    assert!(err.contains("built 10033 documents into 3 shards"), "{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["num_shards"], 3);
+    assert_eq!(manifest["input"]["documents"], 10033);
+    let per_shard: u64 = manifest["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["num_docs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_shard, 10033);
+
+    let mut up = searchtree()
+        .args([
+            "up",
+            "--topology",
+            out.join("topology.toml").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let root = line
+        .trim()
+        .strip_prefix("READY root=")
+        .unwrap_or_else(|| panic!("first line of up was {line:?}"))
+        .to_string();
+
+    let (ok, text, err) =
+        run(searchtree().args(["query", "--root", &root, "-k", "3", "eiffel tower"]));
+    assert!(ok, "{err}");
+    assert!(text.contains("Eiffel Tower"), "{text}");
+    assert!(text.contains("coverage: 3/3 shards ok"), "{text}");
+
+    let (ok, text, err) =
+        run(searchtree().args(["query", "--root", &root, "--json", "title:paris"]));
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    assert_eq!(json["hits"][0]["doc_id"], "paris");
+    assert_eq!(json["coverage"]["shards_ok"], 3);
+    assert_eq!(json["partial"], false);
+
+    let (ok, _, err) = run(searchtree().args(["query", "--root", &root, "\"unclosed"]));
+    assert!(!ok);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("cannot parse query"),
+        "{err}"
+    );
+
+    let status = terminate(&mut up);
+    assert!(status.success(), "up exited with {status}");
+    // Nothing is left listening: the nodes went down with `up`.
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        rest.trim().is_empty(),
+        "up printed more than one line: {rest:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(&root).is_err(),
+        "root still listening"
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn build(input: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let mut cmd = searchtree();
+    cmd.args(["build", "--shards", "2", "--input"])
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    let (ok, _, err) = run(&mut cmd);
+    (ok, err)
+}
+
+#[test]
+fn bad_corpus_lines_are_named_and_never_replace_a_good_build() {
+    let dir = scratch("cli-bad-corpus");
+    let good = dir.join("good.jsonl");
+    write(
+        &good,
+        "{\"id\":\"a\",\"title\":\"Alpha\",\"body\":\"first letter\"}\n\
+         {\"id\":\"b\",\"title\":\"Beta\",\"body\":\"second letter\"}\n\
+         {\"id\":\"c\",\"title\":\"Gamma\",\"body\":\"third letter\"}\n",
+    );
+    let out = dir.join("index");
+    let (ok, err) = build(&good, &out, &[]);
+    assert!(ok, "{err}");
+    let manifest_before = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+
+    let bad = dir.join("bad.jsonl");
+    write(
+        &bad,
+        "{\"id\":\"a\",\"body\":\"ok\"}\n\n{\"id\":\"b\",\"title\":\"no body\"}\n{not json\n",
+    );
+    let (ok, err) = build(&bad, &out, &[]);
+    assert!(!ok);
+    assert!(err.contains("bad.jsonl:3: missing \"body\""), "{err}");
+    assert!(err.contains("--skip-invalid"), "{err}");
+    // The good build is untouched and nothing half-built is left beside it.
+    assert_eq!(
+        std::fs::read_to_string(out.join("manifest.json")).unwrap(),
+        manifest_before
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+
+    let (ok, err) = build(&bad, &out, &["--skip-invalid"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("skipped 2 invalid lines"), "{err}");
+    assert!(err.contains("bad.jsonl:4: not valid JSON"), "{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["input"]["documents"], 1);
+    assert_eq!(manifest["input"]["skipped"], 2);
+
+    let dup = dir.join("dup.jsonl");
+    write(
+        &dup,
+        "{\"id\":\"a\",\"body\":\"x\"}\n{\"id\":\"b\",\"body\":\"y\"}\n{\"id\":\"a\",\"body\":\"z\"}\n",
+    );
+    let (ok, err) = build(&dup, &out, &["--skip-invalid"]);
+    assert!(!ok);
+    assert!(err.contains("dup.jsonl:3: duplicate id \"a\""), "{err}");
+
+    let (ok, err) = build(&dir.join("missing.jsonl"), &out, &[]);
+    assert!(!ok);
+    assert!(err.contains("missing.jsonl"), "{err}");
+}
+
+#[test]
+fn up_refuses_a_bad_topology_naming_the_entry() {
+    let fx = fixture(TMP);
+    let dir = scratch("cli-bad-topology");
+    let shard = |s: u32| fx.sharded.join(format!("shards/shard-{s:03}"));
+    let leaf = |name: &str, s: u32, index: &Path| {
+        format!(
+            "[[leaf]]\nname = \"{name}\"\nshard = {s}\nindex = \"{}\"\n",
+            index.display()
+        )
+    };
+    let all_leaves: String = (0..4)
+        .map(|s| leaf(&format!("leaf-{s}"), s, &shard(s)))
+        .collect();
+    let cases = [
+        (
+            format!(
+                "[root]\nchildren = [\"leaf-0\", \"leaf-1\", \"leaf-2\", \"leaf-3\", \"leaf-7\"]\n{all_leaves}"
+            ),
+            "unknown child \"leaf-7\"",
+        ),
+        (
+            format!(
+                "[root]\nchildren = [\"leaf-0\", \"leaf-1\", \"leaf-2\", \"leaf-3\"]\n\
+                 [[parent]]\nname = \"p\"\nchildren = [\"q\"]\n[[parent]]\nname = \"q\"\nchildren = [\"p\"]\n{all_leaves}"
+            ),
+            "cycle: p -> q -> p",
+        ),
+        (
+            format!(
+                "[root]\nchildren = [\"leaf-0\", \"leaf-1\", \"leaf-3\"]\n{}{}{}",
+                leaf("leaf-0", 0, &shard(0)),
+                leaf("leaf-1", 1, &shard(1)),
+                leaf("leaf-3", 3, &shard(3))
+            ),
+            "shard 2 is missing",
+        ),
+        (
+            format!(
+                "[root]\nchildren = [\"leaf-0\", \"leaf-0b\"]\n{}{}",
+                leaf("leaf-0", 0, &shard(0)),
+                leaf("leaf-0b", 0, &shard(0))
+            ),
+            "shard 0 is listed twice",
+        ),
+        (
+            format!(
+                "[root]\nchildren = [\"leaf-0\"]\n{}",
+                leaf("leaf-0", 0, &dir.join("nowhere"))
+            ),
+            "leaf \"leaf-0\": index directory",
+        ),
+    ];
+    for (i, (text, should_say)) in cases.iter().enumerate() {
+        let path = dir.join(format!("t{i}.toml"));
+        write(&path, text);
+        let (ok, stdout, err) =
+            run(searchtree().args(["up", "--topology", path.to_str().unwrap()]));
+        assert!(!ok, "case {i} started");
+        assert!(stdout.is_empty(), "case {i} printed {stdout:?}");
+        assert!(err.contains(should_say), "case {i}: {err}");
+    }
+}
+
+#[test]
+fn a_node_that_cannot_start_stops_up_with_its_error() {
+    let fx = fixture(TMP);
+    let dir = scratch("cli-broken-node");
+    // A copy of a one-shard build that lost its statistics file.
+    let broken = dir.join("shard-000");
+    std::fs::create_dir_all(&broken).unwrap();
+    for entry in std::fs::read_dir(fx.whole.join("shards/shard-000")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "doc_freqs.bin" {
+            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
+        }
+    }
+    let path = dir.join("topology.toml");
+    write(
+        &path,
+        &format!(
+            "[root]\nchildren = [\"leaf-0\"]\n[[leaf]]\nname = \"leaf-0\"\nshard = 0\nindex = \"{}\"\n",
+            broken.display()
+        ),
+    );
+    let started = Instant::now();
+    let (ok, stdout, err) = run(searchtree().args(["up", "--topology", path.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout:?}");
+    assert!(
+        err.contains("leaf-0 exited before it was listening"),
+        "{err}"
+    );
+    assert!(err.contains("doc_freqs.bin"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
