@@ -9,12 +9,14 @@ use serde_json::{Value, json};
 pub fn coverage_line(r: &SearchResponse) -> String {
     let c = r.coverage.clone().unwrap_or_default();
     format!(
-        "coverage: {}/{} shards ok, {} timed out, {} failed{}; {} matches; took {:.2?}",
+        "coverage: {}/{} shards ok, {} timed out, {} failed{}; {}/{} documents searched; {} matches; took {:.2?}",
         c.shards_ok,
         c.shards_total,
         c.shards_timed_out,
         c.shards_failed,
         if r.partial { " (PARTIAL)" } else { "" },
+        c.docs_searched,
+        c.docs_total,
         r.total_hits,
         Duration::from_micros(r.took_us)
     )
@@ -79,6 +81,8 @@ pub fn to_json(r: &SearchResponse) -> Value {
             "shards_ok": c.shards_ok,
             "shards_timed_out": c.shards_timed_out,
             "shards_failed": c.shards_failed,
+            "docs_total": c.docs_total,
+            "docs_searched": c.docs_searched,
             "failures": c.failures.iter().map(|f| json!({
                 "shard": f.shard,
                 "reason": reason_name(f.reason),

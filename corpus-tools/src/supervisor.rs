@@ -181,9 +181,18 @@ async fn launch(
     exits: mpsc::UnboundedSender<NodeExit>,
 ) -> anyhow::Result<Running> {
     let mut cmd = match node {
-        PlannedNode::Leaf { listen, index, .. } => {
+        PlannedNode::Leaf {
+            listen,
+            index,
+            inject,
+            ..
+        } => {
             let mut cmd = Command::new(&bins.leaf);
-            cmd.arg("--index").arg(index).arg("--listen").arg(listen);
+            cmd.arg("--index")
+                .arg(index)
+                .arg("--listen")
+                .arg(listen)
+                .args(inject);
             cmd
         }
         PlannedNode::Inner {

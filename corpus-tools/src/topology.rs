@@ -15,6 +15,10 @@
 //! shard = 0
 //! index = "shards/shard-000"        # relative to this file
 //! listen = "127.0.0.1:0"
+//! # Testing only: make this leaf misbehave on purpose.
+//! # inject_delay_ms = 2000          # delay chosen requests this long
+//! # inject_delay_prob = 0.01        # probability a request is delayed
+//! # inject_error_prob = 0.0         # probability a request fails UNAVAILABLE
 //! ```
 //!
 //! [`Topology::plan`] validates a topology and orders its nodes so that every
@@ -86,6 +90,23 @@ pub struct LeafNode {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Testing: delay chosen requests by this many milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inject_delay_ms: u64,
+    /// Testing: probability (0–1) that a request is delayed.
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub inject_delay_prob: f64,
+    /// Testing: probability (0–1) that a request fails with UNAVAILABLE.
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub inject_error_prob: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_f(n: &f64) -> bool {
+    *n == 0.0
 }
 
 /// A topology that is not valid; the message names the offending entry.
@@ -110,6 +131,8 @@ pub enum PlannedNode {
         shard: u32,
         /// Absolute path of the shard directory.
         index: PathBuf,
+        /// Faults to inject, as `--inject-*` flags for the leaf.
+        inject: Vec<String>,
     },
     /// A parent or the root: its children, each with the shards below it.
     Inner {
@@ -181,6 +204,9 @@ impl Topology {
                 shard: s,
                 index: Path::new("shards").join(shard_dir_name(s)),
                 listen: default_listen(),
+                inject_delay_ms: 0,
+                inject_delay_prob: 0.0,
+                inject_error_prob: 0.0,
             })
             .collect();
         let parents: Vec<ParentNode> = (0..parents)
@@ -328,6 +354,7 @@ impl Topology {
                     listen: leaf.listen.clone(),
                     shard: leaf.shard,
                     index: leaf.index.clone(),
+                    inject: leaf.inject_flags()?,
                 });
             } else {
                 let p = parents[name];
@@ -342,6 +369,32 @@ impl Topology {
             true,
         ));
         Ok(Plan { nodes, num_shards })
+    }
+}
+
+impl LeafNode {
+    /// The leaf's fault-injection settings as command-line flags, checked.
+    fn inject_flags(&self) -> Result<Vec<String>, TopologyError> {
+        let mut flags = Vec::new();
+        for (key, p) in [
+            ("inject_delay_prob", self.inject_delay_prob),
+            ("inject_error_prob", self.inject_error_prob),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return invalid(format!(
+                    "leaf {:?}: {key} = {p} is not a probability between 0 and 1",
+                    self.name
+                ));
+            }
+        }
+        if self.inject_delay_ms > 0 && self.inject_delay_prob > 0.0 {
+            flags.push(format!("--inject-delay-ms={}", self.inject_delay_ms));
+            flags.push(format!("--inject-delay-prob={}", self.inject_delay_prob));
+        }
+        if self.inject_error_prob > 0.0 {
+            flags.push(format!("--inject-error-prob={}", self.inject_error_prob));
+        }
+        Ok(flags)
     }
 }
 
@@ -580,6 +633,28 @@ mod tests {
             leaf("leaf-0", 0)
         ));
         assert!(e.contains("parent \"p\" has no children"), "{e}");
+    }
+
+    #[test]
+    fn fault_injection_becomes_leaf_flags() {
+        let t = parse(
+            "[root]\nchildren = [\"leaf-0\"]\n[[leaf]]\nname = \"leaf-0\"\nshard = 0\nindex = \"x\"\n\
+             inject_delay_ms = 2000\ninject_delay_prob = 0.5\ninject_error_prob = 0.1\n",
+        );
+        let PlannedNode::Leaf { inject, .. } = &t.plan().unwrap().nodes[0] else {
+            panic!()
+        };
+        assert_eq!(
+            inject,
+            &[
+                "--inject-delay-ms=2000",
+                "--inject-delay-prob=0.5",
+                "--inject-error-prob=0.1"
+            ]
+        );
+        let mut bad = t.clone();
+        bad.leaves[0].inject_error_prob = 2.0;
+        assert!(bad.plan().unwrap_err().0.contains("inject_error_prob = 2"));
     }
 
     #[test]

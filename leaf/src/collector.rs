@@ -7,20 +7,50 @@
 //! ascending. Within a segment, the id fast field's term ordinals sort like
 //! the ids themselves, so the per-segment heap compares ordinals; ids are
 //! resolved to strings only for the few survivors, when segments are merged.
+//!
+//! The collector also stops early, between documents, once its [`Stop`] says
+//! so — the request's deadline has passed or its caller has gone — and then
+//! reports how far it got, so a leaf can answer with its best hits so far
+//! instead of nothing, and no CPU is spent on answers nobody will read.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::sync::atomic::{self, AtomicBool};
+use std::time::Instant;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::StrColumn;
-use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
+use tantivy::query::Weight;
+use tantivy::{DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED};
 
 use searchtree_proto::ordering::score_then_id;
+
+/// Matching documents collected between two looks at the clock.
+const CHECK_EVERY: u32 = 256;
+
+/// When a search must stop: at a deadline, or when cancelled.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// Stop once this instant has passed.
+    pub deadline: Option<Instant>,
+    /// Stop once this is set (the caller went away).
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl Stop {
+    /// Whether the search should stop now.
+    pub fn now(&self) -> bool {
+        self.cancelled.load(atomic::Ordering::Relaxed)
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
 
 /// Collects the `k` best documents by (score desc, id asc) and counts matches.
 pub struct TopById {
     k: usize,
     id_field: String,
+    stop: Stop,
 }
 
 impl TopById {
@@ -30,7 +60,14 @@ impl TopById {
         TopById {
             k,
             id_field: id_field.to_string(),
+            stop: Stop::default(),
         }
+    }
+
+    /// The same collector, stopping early when `stop` says so.
+    pub fn with_stop(mut self, stop: Stop) -> Self {
+        self.stop = stop;
+        self
     }
 }
 
@@ -50,8 +87,12 @@ pub struct Collected {
 pub struct TopHits {
     /// At most k hits, best first.
     pub hits: Vec<Collected>,
-    /// All documents that matched.
+    /// Documents that matched (among those searched).
     pub total: u64,
+    /// Documents examined: all of them unless the search stopped early.
+    pub docs_searched: u64,
+    /// Whether the search stopped before examining every document.
+    pub stopped: bool,
 }
 
 /// One heap entry; ordered so that the *worst* entry is the heap's maximum.
@@ -89,12 +130,17 @@ pub struct SegmentTop {
     ids: StrColumn,
     heap: BinaryHeap<Entry>,
     total: u64,
+    max_doc: DocId,
+    /// The document the search stopped at, if it stopped early.
+    stopped_at: Option<DocId>,
 }
 
 /// What a segment hands to the merge: its survivors with resolved ids.
 pub struct SegmentFruit {
     hits: Result<Vec<Collected>, String>,
     total: u64,
+    docs_searched: u64,
+    stopped: bool,
 }
 
 impl SegmentCollector for SegmentTop {
@@ -133,9 +179,13 @@ impl SegmentCollector for SegmentTop {
                 }
             })
             .collect();
+        // Documents are visited in id order: stopping at d means [0, d) were seen.
+        let docs_searched = u64::from(self.stopped_at.unwrap_or(self.max_doc));
         SegmentFruit {
             hits,
             total: self.total,
+            docs_searched,
+            stopped: self.stopped_at.is_some(),
         }
     }
 }
@@ -161,7 +211,43 @@ impl Collector for TopById {
             ids,
             heap: BinaryHeap::with_capacity(self.k + 1),
             total: 0,
+            max_doc: reader.max_doc(),
+            stopped_at: None,
         })
+    }
+
+    /// Drives the scorer ourselves (rather than `Weight::for_each`) so the
+    /// search can stop between documents.
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentFruit> {
+        let mut top = self.for_segment(segment, reader)?;
+        if self.stop.now() {
+            top.stopped_at = Some(0);
+            return Ok(top.harvest());
+        }
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let alive = reader.alive_bitset();
+        let mut doc = scorer.doc();
+        let mut since_check = 0u32;
+        while doc != TERMINATED {
+            since_check += 1;
+            if since_check == CHECK_EVERY {
+                since_check = 0;
+                if self.stop.now() {
+                    top.stopped_at = Some(doc);
+                    break;
+                }
+            }
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                top.collect(doc, scorer.score());
+            }
+            doc = scorer.advance();
+        }
+        Ok(top.harvest())
     }
 
     fn requires_scoring(&self) -> bool {
@@ -172,6 +258,8 @@ impl Collector for TopById {
         let mut out = TopHits::default();
         for fruit in fruits {
             out.total += fruit.total;
+            out.docs_searched += fruit.docs_searched;
+            out.stopped |= fruit.stopped;
             out.hits
                 .extend(fruit.hits.map_err(tantivy::TantivyError::InternalError)?);
         }
@@ -179,5 +267,77 @@ impl Collector for TopById {
             .sort_by(|a, b| score_then_id(a.score, &a.id, b.score, &b.id));
         out.hits.truncate(self.k);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::query::TermQuery;
+    use tantivy::schema::IndexRecordOption;
+    use tantivy::{Index, Term, doc};
+
+    use super::*;
+    use crate::schema;
+
+    /// An in-RAM index of `n` identical documents (so every score ties),
+    /// inserted with ids in descending order.
+    fn index(n: usize) -> (Index, schema::Fields) {
+        let (schema, fields) = schema::build();
+        let index = Index::create_in_ram(schema);
+        let mut writer = index.writer_with_num_threads(1, 20 << 20).unwrap();
+        for i in (0..n).rev() {
+            writer
+                .add_document(doc!(fields.id => format!("doc-{i:05}"), fields.body => "same words"))
+                .unwrap();
+        }
+        writer.commit().unwrap();
+        (index, fields)
+    }
+
+    fn run(index: &Index, fields: schema::Fields, collector: &TopById) -> TopHits {
+        let query = TermQuery::new(
+            Term::from_field_text(fields.body, "same"),
+            IndexRecordOption::WithFreqs,
+        );
+        index
+            .reader()
+            .unwrap()
+            .searcher()
+            .search(&query, collector)
+            .unwrap()
+    }
+
+    #[test]
+    fn ties_are_broken_by_id_not_by_insertion_order() {
+        let (index, fields) = index(1000);
+        let top = run(&index, fields, &TopById::new(3, schema::ID));
+        let ids: Vec<_> = top.hits.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["doc-00000", "doc-00001", "doc-00002"]);
+        assert_eq!(
+            (top.total, top.docs_searched, top.stopped),
+            (1000, 1000, false)
+        );
+    }
+
+    #[test]
+    fn a_cancelled_search_stops_and_says_how_far_it_got() {
+        let (index, fields) = index(1000);
+        let stop = Stop::default();
+        stop.cancelled.store(true, atomic::Ordering::Relaxed);
+        let top = run(&index, fields, &TopById::new(3, schema::ID).with_stop(stop));
+        assert!(top.stopped);
+        assert_eq!((top.total, top.docs_searched), (0, 0));
+    }
+
+    #[test]
+    fn a_future_deadline_lets_the_search_finish() {
+        let (index, fields) = index(600);
+        let stop = Stop {
+            deadline: Some(Instant::now() + std::time::Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let top = run(&index, fields, &TopById::new(5, schema::ID).with_stop(stop));
+        assert!(!top.stopped);
+        assert_eq!(top.total, 600);
     }
 }

@@ -1,8 +1,13 @@
 //! Command-line configuration of a leaf node.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+use searchtree_proto::BudgetPolicy;
+
+use crate::fault::FaultConfig;
+use crate::service::LeafTiming;
 
 /// Serve one shard of a searchtree corpus over gRPC.
 #[derive(Debug, Parser)]
@@ -15,10 +20,32 @@ pub struct LeafConfig {
     /// `LISTENING HOST:PORT` on stdout.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// Searches run at once; further requests queue. Defaults to the number
-    /// of CPUs.
+    /// Searches run at once; further requests queue until their deadline.
+    /// Defaults to the number of CPUs.
     #[arg(long)]
     pub max_concurrent_searches: Option<usize>,
+    /// Budget of a request that names none (no budget_ms, no gRPC deadline).
+    #[arg(long, default_value_t = 100)]
+    pub default_budget_ms: u64,
+    /// The longest budget granted to any request.
+    #[arg(long, default_value_t = 30_000)]
+    pub max_budget_ms: u64,
+    /// Collection stops this long before the deadline, leaving time to fetch
+    /// titles and snippets and send the answer.
+    #[arg(long, default_value_t = 1)]
+    pub reserve_ms: u64,
+    /// Testing: delay chosen requests by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub inject_delay_ms: u64,
+    /// Testing: probability (0–1) that a request is delayed.
+    #[arg(long, default_value_t = 0.0)]
+    pub inject_delay_prob: f64,
+    /// Testing: probability (0–1) that a request fails with UNAVAILABLE.
+    #[arg(long, default_value_t = 0.0)]
+    pub inject_error_prob: f64,
+    /// Testing: seed of the fault draws (default: from the clock).
+    #[arg(long)]
+    pub inject_seed: Option<u64>,
 }
 
 impl LeafConfig {
@@ -26,6 +53,38 @@ impl LeafConfig {
     pub fn concurrency(&self) -> usize {
         self.max_concurrent_searches.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        })
+    }
+
+    /// The leaf's deadline handling.
+    pub fn timing(&self) -> LeafTiming {
+        LeafTiming {
+            policy: BudgetPolicy {
+                default: Duration::from_millis(self.default_budget_ms),
+                max: Duration::from_millis(self.max_budget_ms),
+            },
+            reserve: Duration::from_millis(self.reserve_ms),
+        }
+    }
+
+    /// The faults to inject, checked.
+    pub fn faults(&self) -> Result<FaultConfig, String> {
+        let config = FaultConfig {
+            delay: Duration::from_millis(self.inject_delay_ms),
+            delay_prob: self.inject_delay_prob,
+            error_prob: self.inject_error_prob,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The seed for fault draws.
+    pub fn seed(&self) -> u64 {
+        self.inject_seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ u64::from(std::process::id())
         })
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod fault;
 pub mod schema;
 pub mod searcher;
 pub mod service;

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use searchtree_leaf::config::LeafConfig;
+use searchtree_leaf::fault::Faults;
 use searchtree_leaf::{LeafService, Shard, ShardSearcher};
 use searchtree_proto::serving;
 
@@ -9,6 +10,7 @@ use searchtree_proto::serving;
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = LeafConfig::parse();
+    let faults = config.faults().map_err(anyhow::Error::msg)?;
     let shard = Shard::open(&config.index)?;
     tracing::info!(
         shard = shard.meta.shard,
@@ -16,8 +18,17 @@ async fn main() -> anyhow::Result<()> {
         index = %config.index.display(),
         "shard opened"
     );
-    let service = LeafService::new(ShardSearcher::new(shard), config.concurrency());
+    if faults.is_active() {
+        tracing::warn!(?faults, "fault injection is on");
+    }
+    let service = LeafService::new(
+        ShardSearcher::new(shard),
+        config.concurrency(),
+        config.timing(),
+        Faults::new(faults, config.seed()),
+    );
+    let counters = service.counters();
     let listener = serving::bind(&config.listen).await?;
-    serving::serve(listener, service, serving::shutdown_signal()).await?;
+    serving::serve(listener, service, counters, serving::shutdown_signal()).await?;
     Ok(())
 }

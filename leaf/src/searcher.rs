@@ -4,13 +4,13 @@
 use std::time::Instant;
 
 use searchtree_proto::SearchParams;
-use searchtree_proto::pb::{Coverage, Hit, SearchResponse};
+use searchtree_proto::pb::{Coverage, FailureReason, Hit, SearchResponse, ShardFailure};
 use tantivy::query::{Query, QueryParser};
 use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{Searcher, TantivyDocument};
 
-use crate::collector::TopById;
+use crate::collector::{Stop, TopById};
 use crate::schema;
 use crate::shard::Shard;
 
@@ -62,26 +62,56 @@ impl ShardSearcher {
             })
     }
 
-    /// Runs a search. Blocking: call it off the async workers.
-    pub fn search(&self, params: &SearchParams) -> Result<SearchResponse, SearchError> {
+    /// Runs a search that gives up when `stop` says so: at its deadline it
+    /// answers with the best hits found so far, marked as a timed-out shard
+    /// (a soft timeout). Blocking: call it off the async workers.
+    pub fn search(&self, params: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError> {
         let started = Instant::now();
         let query = self.parse(&params.query)?;
         let searcher = self.shard.reader.searcher();
+        let cancelled = stop.cancelled.clone();
         let top = searcher.search_with_statistics_provider(
             &*query,
-            &TopById::new(params.top_k, schema::ID),
+            &TopById::new(params.top_k, schema::ID).with_stop(stop),
             &self.shard.stats,
         )?;
-        let hits = self.hits(&searcher, &*query, top.hits)?;
+        let hits = if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            Vec::new() // nobody is waiting: skip fetching titles and snippets
+        } else {
+            self.hits(&searcher, &*query, top.hits)?
+        };
+        let docs_total = self.shard.meta.num_docs;
+        let shard = self.shard.meta.shard;
+        let coverage = if top.stopped {
+            Coverage {
+                shards_total: 1,
+                shards_timed_out: 1,
+                docs_total,
+                docs_searched: top.docs_searched,
+                failures: vec![ShardFailure {
+                    shard,
+                    reason: FailureReason::Timeout as i32,
+                    message: format!(
+                        "shard {shard} searched {} of {docs_total} documents before its deadline",
+                        top.docs_searched
+                    ),
+                }],
+                ..Default::default()
+            }
+        } else {
+            Coverage {
+                shards_total: 1,
+                shards_ok: 1,
+                docs_total,
+                docs_searched: docs_total,
+                ..Default::default()
+            }
+        };
         Ok(SearchResponse {
             hits,
             total_hits: top.total,
-            coverage: Some(Coverage {
-                shards_total: 1,
-                shards_ok: 1,
-                ..Default::default()
-            }),
-            partial: false,
+            coverage: Some(coverage),
+            partial: top.stopped,
             took_us: started.elapsed().as_micros() as u64,
         })
     }

@@ -50,8 +50,13 @@ pub trait Child: Send + Sync {
     fn name(&self) -> &str;
     /// The shards below this child.
     fn shards(&self) -> &[u32];
-    /// Searches the child. Dropping the future cancels the call.
-    fn search(&self, request: SearchRequest) -> BoxFuture<'_, Result<SearchResponse, ChildError>>;
+    /// Searches the child, which has `budget` to answer in. Dropping the
+    /// future cancels the call.
+    fn search(
+        &self,
+        request: SearchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<SearchResponse, ChildError>>;
 }
 
 /// How long a connection attempt to a child may take.
@@ -87,8 +92,15 @@ impl Child for GrpcChild {
         &self.spec.shards
     }
 
-    fn search(&self, request: SearchRequest) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
+    fn search(
+        &self,
+        request: SearchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
         let mut client = self.client.clone();
+        let mut request = tonic::Request::new(request);
+        // Sent as the grpc-timeout header: the child's exact deadline.
+        request.set_timeout(budget);
         Box::pin(async move {
             let response = client.search(request).await?;
             Ok(response.into_inner())

@@ -2,14 +2,17 @@
 //! merging and timing logic under tokio's paused clock (no real sleeps, no
 //! sockets). Real trees use [`crate::child::GrpcChild`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use searchtree_proto::pb::{Coverage, Hit, SearchRequest, SearchResponse};
 
 use crate::child::{Child, ChildError};
+
+/// Documents in each fake shard.
+pub const FAKE_SHARD_DOCS: u64 = 100;
 
 /// A child that answers after a fixed delay with a fixed outcome.
 pub struct FakeChild {
@@ -21,6 +24,8 @@ pub struct FakeChild {
     pub completed: Arc<AtomicUsize>,
     /// Calls dropped before they completed (cancelled by the caller).
     pub cancelled: Arc<AtomicUsize>,
+    /// The budget each call was given.
+    pub budgets: Arc<Mutex<Vec<Duration>>>,
 }
 
 impl FakeChild {
@@ -51,6 +56,7 @@ impl FakeChild {
             outcome,
             completed: Arc::default(),
             cancelled: Arc::default(),
+            budgets: Arc::default(),
         }
     }
 }
@@ -75,7 +81,12 @@ impl Child for FakeChild {
         &self.shards
     }
 
-    fn search(&self, request: SearchRequest) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
+    fn search(
+        &self,
+        request: SearchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
+        self.budgets.lock().expect("budgets lock").push(budget);
         Box::pin(async move {
             let mut guard = CancelGuard(Some(Arc::clone(&self.cancelled)));
             tokio::time::sleep(self.delay).await;
@@ -91,8 +102,11 @@ impl Child for FakeChild {
                 coverage: Some(Coverage {
                     shards_total: 1,
                     shards_ok: 1,
+                    docs_total: FAKE_SHARD_DOCS,
+                    docs_searched: FAKE_SHARD_DOCS,
                     ..Default::default()
                 }),
+                took_us: self.delay.as_micros() as u64,
                 ..Default::default()
             })
         })

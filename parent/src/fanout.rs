@@ -1,18 +1,21 @@
-//! Scatter/gather: send a search to every child at once, gather what comes
-//! back, and merge it into one answer.
+//! Scatter/gather under a deadline: send a search to every child at once,
+//! gather what comes back until the deadline, and merge it into one answer.
 //!
 //! A child that fails does not fail the search: its shards are counted as
-//! failed in the coverage and the others still answer. Only a bad request
-//! (every child would refuse it) is an error here; even an answer with no
-//! shard at all travels up as coverage, so the root can say precisely what
-//! is missing. The root decides what to tell a client when nothing answered
-//! ([`require_an_answer`]).
+//! failed in the coverage and the others still answer. A child that has not
+//! answered by the deadline is counted as timed out and its call is dropped,
+//! which cancels it (the leaf then stops searching). Only a bad request (every
+//! child would refuse it) is an error here; even an answer with no shard at
+//! all travels up as coverage, so the root can say precisely what is missing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use searchtree_proto::SearchParams;
 use searchtree_proto::pb::{Coverage, FailureReason, SearchResponse, ShardFailure};
+use searchtree_proto::{Counters, SearchParams};
+use tokio::time::Instant;
 
 use crate::child::{Child, ChildError};
 use crate::merge::merge;
@@ -23,85 +26,197 @@ pub enum FanOutError {
     /// A child refused the request as invalid (e.g. a query that does not parse).
     #[error("{0}")]
     InvalidArgument(String),
-    /// No shard answered; the message lists what went wrong with each.
-    #[error("no shard could answer: {0}")]
-    NothingAnswered(String),
 }
 
 impl From<FanOutError> for tonic::Status {
     fn from(err: FanOutError) -> Self {
         match err {
             FanOutError::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
-            FanOutError::NothingAnswered(_) => tonic::Status::unavailable(err.to_string()),
         }
     }
 }
 
+/// The smallest and largest time kept back for the hop to a child and back.
+/// The floor covers the timer's 1 ms granularity: a deadline timer may fire
+/// up to 1 ms late, at the child and here.
+const HOP_FLOOR: Duration = Duration::from_millis(1);
+const HOP_CEILING: Duration = Duration::from_millis(20);
+/// What is kept back for a child not yet measured.
+const HOP_INITIAL: Duration = Duration::from_millis(3);
+
+/// A child plus what the parent has learned about it.
+struct Slot {
+    child: Arc<dyn Child>,
+    /// Documents below the child, as it last reported.
+    docs_total: AtomicU64,
+    /// The hop's cost: round trip minus the time the child says it spent,
+    /// i.e. network, queueing and serialisation, both ways.
+    hop: HopEstimate,
+}
+
+/// A smoothed estimate of a hop's cost and of its variation, kept the way
+/// TCP estimates its retransmission timeout (Jacobson/Karels): the reserve is
+/// `mean + 4 × mean deviation`, so a jittery link (a loaded machine, a debug
+/// build) gets a wider margin than a steady one. Races between concurrent
+/// updates only lose a sample.
+#[derive(Default)]
+struct HopEstimate {
+    /// Smoothed cost, µs (0: nothing measured yet).
+    mean_us: AtomicU64,
+    /// Smoothed mean deviation, µs.
+    dev_us: AtomicU64,
+}
+
+impl HopEstimate {
+    fn reserve(&self) -> Duration {
+        let mean = self.mean_us.load(Ordering::Relaxed);
+        if mean == 0 {
+            return HOP_INITIAL;
+        }
+        let dev = self.dev_us.load(Ordering::Relaxed);
+        Duration::from_micros(mean + 4 * dev).clamp(HOP_FLOOR, HOP_CEILING)
+    }
+
+    fn observe(&self, sample_us: u64) {
+        let sample = sample_us.max(1);
+        let mean = self.mean_us.load(Ordering::Relaxed);
+        if mean == 0 {
+            self.mean_us.store(sample, Ordering::Relaxed);
+            self.dev_us.store(sample / 2, Ordering::Relaxed);
+            return;
+        }
+        let dev = self.dev_us.load(Ordering::Relaxed);
+        // RFC 6298: dev += (|mean - sample| - dev) / 4; mean += (sample - mean) / 8.
+        self.dev_us
+            .store((3 * dev + mean.abs_diff(sample)) / 4, Ordering::Relaxed);
+        self.mean_us
+            .store(((7 * mean + sample) / 8).max(1), Ordering::Relaxed);
+    }
+}
+
+impl Slot {
+    /// Time to keep back from the child's budget for the hop there and back.
+    fn hop_reserve(&self) -> Duration {
+        self.hop.reserve()
+    }
+
+    fn observe(&self, round_trip: Duration, response: &SearchResponse) {
+        self.hop
+            .observe((round_trip.as_micros() as u64).saturating_sub(response.took_us));
+        if let Some(c) = &response.coverage {
+            self.docs_total.store(c.docs_total, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The counters a fan-out keeps, to be included in its node's counter set.
+pub const FANOUT_COUNTERS: &[&str] = &["children_timed_out", "children_failed"];
+
 /// A parent's children and how to search them together.
 #[derive(Clone)]
 pub struct FanOut {
-    children: Vec<Arc<dyn Child>>,
+    slots: Arc<Vec<Slot>>,
+    counters: Arc<Counters>,
 }
 
 impl FanOut {
-    /// A fan-out over `children`.
-    pub fn new(children: Vec<Arc<dyn Child>>) -> Self {
-        FanOut { children }
+    /// A fan-out over `children`, counting into `counters` (which must
+    /// include [`FANOUT_COUNTERS`]).
+    pub fn new(children: Vec<Arc<dyn Child>>, counters: Arc<Counters>) -> Self {
+        let slots = children
+            .into_iter()
+            .map(|child| Slot {
+                child,
+                docs_total: AtomicU64::new(0),
+                hop: HopEstimate::default(),
+            })
+            .collect();
+        FanOut {
+            slots: Arc::new(slots),
+            counters,
+        }
     }
 
     /// The number of shards below all children.
     pub fn shards_total(&self) -> usize {
-        self.children.iter().map(|c| c.shards().len()).sum()
+        self.slots.iter().map(|s| s.child.shards().len()).sum()
     }
 
-    /// Searches every child and merges the answers into the best `top_k`.
-    pub async fn search(&self, params: &SearchParams) -> Result<SearchResponse, FanOutError> {
-        let request = params.to_request();
+    /// Searches every child, gathers answers until `answer_at`, and merges
+    /// them into the best `top_k`. Each child gets the time left until
+    /// `answer_at` minus the measured cost of the hop to it and back.
+    pub async fn search(
+        &self,
+        params: &SearchParams,
+        answer_at: Instant,
+    ) -> Result<SearchResponse, FanOutError> {
+        let sent = Instant::now();
         let mut pending: FuturesUnordered<_> = self
-            .children
+            .slots
             .iter()
-            .map(|child| {
-                let request = request.clone();
-                async move { (child, child.search(request).await) }
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let budget = answer_at
+                    .saturating_duration_since(sent)
+                    .saturating_sub(slot.hop_reserve());
+                // No time to even ask: counted as timed out below.
+                (!budget.is_zero()).then(|| {
+                    let request = params.to_child_request(budget);
+                    async move { (i, slot.child.search(request, budget).await) }
+                })
             })
             .collect();
 
-        let mut parts = Vec::with_capacity(self.children.len());
-        while let Some((child, result)) = pending.next().await {
-            match result {
-                Ok(response) => parts.push(response),
-                // Dropping `pending` on return cancels the calls still in flight.
-                Err(ChildError::InvalidArgument(msg)) => {
-                    return Err(FanOutError::InvalidArgument(msg));
+        let mut parts = Vec::with_capacity(self.slots.len());
+        let mut answered = vec![false; self.slots.len()];
+        let deadline = tokio::time::sleep_until(answer_at);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                // An answer that is ready at the deadline still counts.
+                biased;
+                next = pending.next() => {
+                    let Some((i, result)) = next else { break };
+                    answered[i] = true;
+                    let slot = &self.slots[i];
+                    match result {
+                        Ok(response) => {
+                            slot.observe(sent.elapsed(), &response);
+                            parts.push(response);
+                        }
+                        // Returning drops `pending`, cancelling the calls in flight.
+                        Err(ChildError::InvalidArgument(msg)) => {
+                            return Err(FanOutError::InvalidArgument(msg));
+                        }
+                        Err(err) => {
+                            tracing::debug!(child = slot.child.name(), %err, "child failed");
+                            self.counters.inc(if matches!(err, ChildError::Timeout(_)) {
+                                "children_timed_out"
+                            } else {
+                                "children_failed"
+                            });
+                            parts.push(failure(slot, &err));
+                        }
+                    }
                 }
-                Err(err) => {
-                    tracing::warn!(child = child.name(), %err, "child failed");
-                    parts.push(failure(child.as_ref(), &err));
-                }
+                _ = &mut deadline => break,
             }
+        }
+        drop(pending); // cancels every call still outstanding
+        let waited = sent.elapsed();
+        for (slot, _) in self.slots.iter().zip(&answered).filter(|(_, a)| !**a) {
+            self.counters.inc("children_timed_out");
+            let err = ChildError::Timeout(format!("no answer within {waited:.1?}"));
+            parts.push(failure(slot, &err));
         }
         Ok(merge(params.top_k, parts))
     }
 }
 
-/// Turns an answer in which no shard took part into an error for the client:
-/// there is nothing to show, and the message says why for each shard.
-pub fn require_an_answer(response: SearchResponse) -> Result<SearchResponse, FanOutError> {
-    let coverage = response.coverage.clone().unwrap_or_default();
-    if coverage.shards_total > 0 && coverage.shards_ok == 0 {
-        let reasons: Vec<String> = coverage
-            .failures
-            .iter()
-            .map(|f| format!("shard {}: {}", f.shard, f.message))
-            .collect();
-        return Err(FanOutError::NothingAnswered(reasons.join("; ")));
-    }
-    Ok(response)
-}
-
 /// The answer that stands in for a child that failed: no hits, and each of
 /// its shards counted as failed (or timed out) with the reason.
-pub fn failure(child: &dyn Child, err: &ChildError) -> SearchResponse {
+fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
+    let child = &slot.child;
     let reason = match err {
         ChildError::Timeout(_) => FailureReason::Timeout,
         ChildError::Unavailable(_) => FailureReason::Unavailable,
@@ -124,6 +239,8 @@ pub fn failure(child: &dyn Child, err: &ChildError) -> SearchResponse {
                     message: format!("{}: {err}", child.name()),
                 })
                 .collect(),
+            docs_total: slot.docs_total.load(Ordering::Relaxed),
+            docs_searched: 0,
         }),
         partial: true,
         ..Default::default()
@@ -132,90 +249,23 @@ pub fn failure(child: &dyn Child, err: &ChildError) -> SearchResponse {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::fake::FakeChild;
 
-    fn params(top_k: usize) -> SearchParams {
-        SearchParams {
-            query: "q".into(),
-            top_k,
-            budget: None,
+    #[test]
+    fn hop_reserve_starts_conservative_and_widens_with_jitter() {
+        let steady = HopEstimate::default();
+        assert_eq!(steady.reserve(), HOP_INITIAL);
+        for _ in 0..50 {
+            steady.observe(300);
         }
-    }
+        // 300 µs with no variation: the 1 ms floor.
+        assert_eq!(steady.reserve(), HOP_FLOOR);
 
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn merges_all_children_and_waits_for_the_slowest() {
-        let fanout = FanOut::new(vec![
-            Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0), ("b", 3.0)])),
-            Arc::new(FakeChild::answering(1, ms(40), &[("c", 2.0)])),
-        ]);
-        let start = tokio::time::Instant::now();
-        let r = fanout.search(&params(2)).await.unwrap();
-        assert_eq!(start.elapsed(), ms(40));
-        let ids: Vec<_> = r.hits.iter().map(|h| h.doc_id.as_str()).collect();
-        assert_eq!(ids, ["b", "c"]);
-        assert_eq!(r.total_hits, 3);
-        assert!(!r.partial);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_child_is_coverage_not_an_error() {
-        let fanout = FanOut::new(vec![
-            Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0)])),
-            Arc::new(FakeChild::failing(
-                1,
-                ms(1),
-                ChildError::Unavailable("connection refused".into()),
-            )),
-        ]);
-        let r = fanout.search(&params(10)).await.unwrap();
-        let c = r.coverage.unwrap();
-        assert_eq!((c.shards_total, c.shards_ok, c.shards_failed), (2, 1, 1));
-        assert_eq!(c.failures[0].shard, 1);
-        assert_eq!(c.failures[0].reason, FailureReason::Unavailable as i32);
-        assert!(c.failures[0].message.contains("connection refused"));
-        assert!(r.partial);
-        assert_eq!(r.hits.len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_invalid_query_fails_fast_and_cancels_the_rest() {
-        let slow = Arc::new(FakeChild::answering(0, ms(1000), &[("a", 1.0)]));
-        let fanout = FanOut::new(vec![
-            slow.clone(),
-            Arc::new(FakeChild::failing(
-                1,
-                ms(2),
-                ChildError::InvalidArgument("cannot parse query".into()),
-            )),
-        ]);
-        let start = tokio::time::Instant::now();
-        let err = fanout.search(&params(10)).await.unwrap_err();
-        assert_eq!(
-            err,
-            FanOutError::InvalidArgument("cannot parse query".into())
-        );
-        assert_eq!(start.elapsed(), ms(2));
-        assert_eq!(slow.cancelled.load(std::sync::atomic::Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn nothing_answered_is_coverage_until_the_root_makes_it_unavailable() {
-        let fanout = FanOut::new(vec![Arc::new(FakeChild::failing(
-            0,
-            ms(1),
-            ChildError::Unavailable("down".into()),
-        ))]);
-        let response = fanout.search(&params(10)).await.unwrap();
-        assert_eq!(response.coverage.as_ref().unwrap().shards_failed, 1);
-        let err = require_an_answer(response).unwrap_err();
-        assert!(matches!(err, FanOutError::NothingAnswered(ref m) if m.contains("shard 0")));
-        assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
+        let jittery = HopEstimate::default();
+        for i in 0..50 {
+            jittery.observe(if i % 2 == 0 { 500 } else { 2500 });
+        }
+        let r = jittery.reserve();
+        assert!(r > Duration::from_millis(4) && r < HOP_CEILING, "{r:?}");
     }
 }

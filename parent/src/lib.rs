@@ -8,11 +8,13 @@ pub mod config;
 pub mod fake;
 pub mod fanout;
 pub mod merge;
+pub mod node;
 pub mod service;
 pub mod spec;
 
 pub use child::{Child, ChildError, GrpcChild};
 pub use fanout::{FanOut, FanOutError};
 pub use merge::merge;
+pub use node::{InnerNode, InnerTiming};
 pub use service::ParentService;
 pub use spec::ChildSpec;

@@ -1,24 +1,32 @@
 //! `searchtree-parent`: fans searches out to its children and merges them.
 
 use clap::Parser;
-use searchtree_parent::ParentService;
-use searchtree_parent::config::{ParentConfig, fanout_over};
+use searchtree_parent::config::ParentConfig;
+use searchtree_parent::node::inner_counters;
+use searchtree_parent::{InnerNode, ParentService};
 use searchtree_proto::serving;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = ParentConfig::parse();
-    let fanout = fanout_over(&config.children)?;
+    let node = InnerNode::new(
+        "parent",
+        config.inner.grpc_children()?,
+        config.inner.timing()?,
+        inner_counters("parent", &[]),
+    );
     tracing::info!(
-        children = config.children.len(),
-        shards = fanout.shards_total(),
+        children = config.inner.children.len(),
+        shards = node.shards_total(),
         "parent configured"
     );
+    let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
     serving::serve(
         listener,
-        ParentService::new(fanout),
+        ParentService::new(node),
+        counters,
         serving::shutdown_signal(),
     )
     .await?;

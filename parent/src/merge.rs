@@ -38,6 +38,8 @@ pub fn add_coverage(into: &mut Coverage, other: Coverage) {
     into.shards_ok += other.shards_ok;
     into.shards_timed_out += other.shards_timed_out;
     into.shards_failed += other.shards_failed;
+    into.docs_total += other.docs_total;
+    into.docs_searched += other.docs_searched;
     into.failures.extend(other.failures);
 }
 
@@ -62,6 +64,8 @@ mod tests {
             coverage: Some(Coverage {
                 shards_total: 1,
                 shards_ok: 1,
+                docs_total: 10,
+                docs_searched: 10,
                 ..Default::default()
             }),
             ..Default::default()
@@ -133,6 +137,7 @@ mod tests {
         let merged = merge(3, parts());
         let c = merged.coverage.unwrap();
         assert_eq!((c.shards_total, c.shards_ok, c.shards_failed), (4, 3, 1));
+        assert_eq!((c.docs_total, c.docs_searched), (30, 30));
         assert_eq!(c.failures.len(), 1);
         assert!(merged.partial);
         let full = merge(3, [answer(0, &[("a", 1.0)]), answer(1, &[])]);

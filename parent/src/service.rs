@@ -1,23 +1,20 @@
-//! The parent's gRPC adapter: validate, fan out, stamp the time taken.
+//! The parent's gRPC adapter: hands each request to its [`InnerNode`].
 
-use std::time::Instant;
-
-use searchtree_proto::SearchParams;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tonic::{Request, Response, Status};
 
-use crate::fanout::FanOut;
+use crate::node::InnerNode;
 
 /// Serves `searchtree.v1.Search` by searching every child and merging.
 pub struct ParentService {
-    fanout: FanOut,
+    node: InnerNode,
 }
 
 impl ParentService {
-    /// A service over `fanout`'s children.
-    pub fn new(fanout: FanOut) -> Self {
-        ParentService { fanout }
+    /// A service for `node`.
+    pub fn new(node: InnerNode) -> Self {
+        ParentService { node }
     }
 }
 
@@ -27,10 +24,7 @@ impl Search for ParentService {
         &self,
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        let started = Instant::now();
-        let params = SearchParams::try_from(request.get_ref())?;
-        let mut response = self.fanout.search(&params).await?;
-        response.took_us = started.elapsed().as_micros() as u64;
+        let (_, response) = self.node.search(&request).await?;
         Ok(Response::new(response))
     }
 }

@@ -7,15 +7,19 @@
 //! - [`pb`]: the code generated from `searchtree/v1/search.proto`;
 //! - [`request`]: the request as a node validates it on receipt;
 //! - [`ordering`]: the one order of hits every node agrees on;
+//! - [`deadline`]: how long a request may take, and how that travels down;
+//! - [`stats`]: the counters every node serves over `NodeStats`;
 //! - [`serving`]: the gRPC server scaffolding (health, reflection, readiness
 //!   line, shutdown) that every node binary uses.
 //!
 //! It deliberately does not depend on tantivy, so clients and parents stay lean.
 #![warn(missing_docs)]
 
+pub mod deadline;
 pub mod ordering;
 pub mod request;
 pub mod serving;
+pub mod stats;
 
 /// Code generated from `searchtree/v1/search.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -27,5 +31,7 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/searchtree_descriptor.bin"));
 }
 
+pub use deadline::BudgetPolicy;
 pub use ordering::hit_order;
 pub use request::{DEFAULT_TOP_K, MAX_TOP_K, RequestError, SearchParams};
+pub use stats::Counters;

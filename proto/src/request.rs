@@ -25,6 +25,9 @@ pub enum RequestError {
     /// `top_k` is above [`MAX_TOP_K`].
     #[error("top_k {0} is too large: ask for at most {MAX_TOP_K} hits")]
     TopKTooLarge(u32),
+    /// `min_coverage` is not a fraction.
+    #[error("min_coverage {0} is not a fraction: give a number from 0.0 to 1.0")]
+    MinCoverage(String),
 }
 
 impl From<RequestError> for tonic::Status {
@@ -34,14 +37,19 @@ impl From<RequestError> for tonic::Status {
 }
 
 /// A validated search request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchParams {
     /// The query, in tantivy syntax, not empty.
     pub query: String,
     /// How many hits to return, 1..=[`MAX_TOP_K`].
     pub top_k: usize,
-    /// The caller's latency budget, if it gave one.
+    /// The caller's latency budget (`budget_ms`), if it gave one. The
+    /// effective budget also depends on the gRPC deadline: see
+    /// [`crate::deadline`].
     pub budget: Option<Duration>,
+    /// Strict mode: the least fraction of shards that must answer in full
+    /// (0 accepts any partial answer).
+    pub min_coverage: f64,
 }
 
 impl TryFrom<&SearchRequest> for SearchParams {
@@ -59,24 +67,31 @@ impl TryFrom<&SearchRequest> for SearchParams {
             k if k > MAX_TOP_K => return Err(RequestError::TopKTooLarge(req.top_k)),
             k => k,
         };
+        if !(0.0..=1.0).contains(&req.min_coverage) {
+            return Err(RequestError::MinCoverage(req.min_coverage.to_string()));
+        }
         let budget = (req.budget_ms > 0).then(|| Duration::from_millis(req.budget_ms.into()));
         Ok(SearchParams {
             query: req.query.clone(),
             top_k,
             budget,
+            min_coverage: req.min_coverage,
         })
     }
 }
 
 impl SearchParams {
-    /// The wire form of these parameters, for forwarding to a child.
-    pub fn to_request(&self) -> SearchRequest {
+    /// The request to forward to a child that has `budget` to answer in.
+    /// The budget travels both as `budget_ms` (rounded up) and as the gRPC
+    /// deadline set by the caller (exact); the child takes the smaller.
+    /// Strict mode is the root's business, so it is not forwarded.
+    pub fn to_child_request(&self, budget: Duration) -> SearchRequest {
+        let ms = budget.as_micros().div_ceil(1000);
         SearchRequest {
             query: self.query.clone(),
             top_k: self.top_k as u32,
-            budget_ms: self
-                .budget
-                .map_or(0, |b| u32::try_from(b.as_millis()).unwrap_or(u32::MAX)),
+            budget_ms: u32::try_from(ms).unwrap_or(u32::MAX).max(1),
+            min_coverage: 0.0,
         }
     }
 }
@@ -89,7 +104,7 @@ mod tests {
         SearchRequest {
             query: query.into(),
             top_k,
-            budget_ms: 0,
+            ..Default::default()
         }
     }
 
@@ -116,6 +131,29 @@ mod tests {
             Err(RequestError::QueryTooLong(_))
         ));
         assert_eq!(SearchParams::try_from(&req("a", 1000)).unwrap().top_k, 1000);
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let r = SearchRequest {
+                min_coverage: bad,
+                ..req("a", 1)
+            };
+            assert!(matches!(
+                SearchParams::try_from(&r),
+                Err(RequestError::MinCoverage(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn child_requests_carry_the_budget_rounded_up_and_no_strict_mode() {
+        let p = SearchParams::try_from(&SearchRequest {
+            min_coverage: 1.0,
+            ..req("a", 7)
+        })
+        .unwrap();
+        let child = p.to_child_request(Duration::from_micros(47_200));
+        assert_eq!((child.budget_ms, child.top_k), (48, 7));
+        assert_eq!(child.min_coverage, 0.0);
+        assert_eq!(p.to_child_request(Duration::ZERO).budget_ms, 1);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+use crate::pb::node_stats_server::NodeStatsServer;
 use crate::pb::search_server::{Search, SearchServer};
+use crate::stats::{Counters, StatsService};
 
 /// The prefix of the one line a node prints on stdout once it is listening,
 /// followed by its actual address. `searchtree up` reads it to learn the port
@@ -68,11 +70,13 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// Serves `search` on `listener` beside the standard health service and
-/// server reflection, until `shutdown` resolves; in-flight requests finish.
+/// Serves `search` on `listener` beside the node's counters, the standard
+/// health service and server reflection, until `shutdown` resolves;
+/// in-flight requests finish.
 pub async fn serve<S: Search>(
     listener: TcpListener,
     search: S,
+    counters: std::sync::Arc<Counters>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let local = listener.local_addr()?;
@@ -86,10 +90,16 @@ pub async fn serve<S: Search>(
     tracing::info!(%local, "serving");
     tonic::transport::Server::builder()
         .add_service(SearchServer::new(search))
+        .add_service(NodeStatsServer::new(StatsService(counters)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        // No Nagle: a response's header, data and trailer frames must not
+        // wait for the peer's ACK, which would add latency at every hop.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Command-line configuration of the root node.
 
 use clap::Parser;
-use searchtree_parent::ChildSpec;
+use searchtree_parent::config::InnerArgs;
 
 /// The root of a search tree: the node clients call.
 #[derive(Debug, Parser)]
@@ -11,8 +11,7 @@ pub struct RootConfig {
     /// `LISTENING HOST:PORT` on stdout.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// A child, as SHARDS@HOST:PORT (e.g. `0-1@127.0.0.1:7001`): the shards
-    /// below it and its address. Repeat for each child.
-    #[arg(long = "child", required = true)]
-    pub children: Vec<ChildSpec>,
+    /// The children and the timing.
+    #[command(flatten)]
+    pub inner: InnerArgs,
 }

@@ -1,8 +1,10 @@
-//! The root of the search tree: what clients call over gRPC. It applies the
-//! request policy for the whole tree on top of the parent's fan-out.
+//! The root of the search tree: what clients call over gRPC. It enforces the
+//! latency budget like every inner node, and decides what a client is told
+//! about an incomplete answer (strict mode, nothing answered).
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod policy;
 pub mod service;
 
 pub use service::RootService;

@@ -1,25 +1,34 @@
 //! `searchtree-root`: the tree's front door for clients.
 
 use clap::Parser;
-use searchtree_parent::config::fanout_over;
+use searchtree_parent::InnerNode;
+use searchtree_parent::node::inner_counters;
 use searchtree_proto::serving;
 use searchtree_root::RootService;
 use searchtree_root::config::RootConfig;
+use searchtree_root::policy::ROOT_COUNTERS;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = RootConfig::parse();
-    let fanout = fanout_over(&config.children)?;
+    let node = InnerNode::new(
+        "root",
+        config.inner.grpc_children()?,
+        config.inner.timing()?,
+        inner_counters("root", ROOT_COUNTERS),
+    );
     tracing::info!(
-        children = config.children.len(),
-        shards = fanout.shards_total(),
+        children = config.inner.children.len(),
+        shards = node.shards_total(),
         "root configured"
     );
+    let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
     serving::serve(
         listener,
-        RootService::new(fanout),
+        RootService::new(node),
+        counters,
         serving::shutdown_signal(),
     )
     .await?;

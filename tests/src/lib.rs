@@ -137,18 +137,35 @@ pub async fn client(addr: std::net::SocketAddr) -> SearchClient<Channel> {
         .expect("connect")
 }
 
-/// Sends one search.
+/// A budget generous enough for correctness tests on a slow debug build:
+/// they check what the answer is, not how fast it comes.
+pub const GENEROUS_BUDGET_MS: u32 = 10_000;
+
+/// Sends one search with a generous budget.
 pub async fn search(
     client: &mut SearchClient<Channel>,
     query: &str,
     top_k: u32,
 ) -> Result<SearchResponse, tonic::Status> {
-    client
-        .search(SearchRequest {
+    send(
+        client,
+        SearchRequest {
             query: query.into(),
             top_k,
-            budget_ms: 0,
-        })
+            budget_ms: GENEROUS_BUDGET_MS,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Sends one search request as given.
+pub async fn send(
+    client: &mut SearchClient<Channel>,
+    request: SearchRequest,
+) -> Result<SearchResponse, tonic::Status> {
+    client
+        .search(request)
         .await
         .map(tonic::Response::into_inner)
 }

@@ -121,7 +121,7 @@ async fn examples(root: std::net::SocketAddr, top_k: u32) -> anyhow::Result<()> 
             .search(SearchRequest {
                 query: query.to_string(),
                 top_k,
-                budget_ms: 0,
+                ..Default::default()
             })
             .await
             .map_err(|s| anyhow::anyhow!("query {query:?} failed: {}", s.message()))?

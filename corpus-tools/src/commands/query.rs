@@ -18,6 +18,10 @@ pub struct QueryArgs {
     /// Latency budget in milliseconds (0: the root's default).
     #[arg(long, default_value_t = 0)]
     pub budget_ms: u32,
+    /// Strict mode: the least fraction of shards (0–1) that must answer in
+    /// full, else the root answers with an error instead of a partial answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_coverage: f64,
     /// Print the response as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -35,6 +39,7 @@ pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
         query: args.query.join(" "),
         top_k: args.top_k,
         budget_ms: args.budget_ms,
+        min_coverage: args.min_coverage,
     };
     let response = client
         .search(request)

@@ -1,0 +1,350 @@
+//! An inner node of the tree (a parent, or the root): the request handling
+//! both share, independent of gRPC so it can be tested in-process under a
+//! paused clock.
+//!
+//! On each request: validate it, work out its deadline (the smaller of
+//! `budget_ms` and the gRPC deadline, or the default, capped), keep back a
+//! reserve for the merge and the hop back to the caller, and fan out with
+//! what remains. Whatever has arrived by then is the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::{BudgetPolicy, Counters, SearchParams};
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::child::{Child, ChildError};
+use crate::fanout::{FANOUT_COUNTERS, FanOut};
+
+/// How an inner node treats time.
+#[derive(Debug, Clone, Copy)]
+pub struct InnerTiming {
+    /// Budget limits.
+    pub policy: BudgetPolicy,
+    /// Time kept back from the deadline for this node's merge and the hop
+    /// back to its caller: children's answers are awaited until
+    /// `deadline - reserve`.
+    pub reserve: Duration,
+}
+
+/// The default reserve per level.
+pub const DEFAULT_RESERVE: Duration = Duration::from_millis(3);
+
+impl Default for InnerTiming {
+    fn default() -> Self {
+        InnerTiming {
+            policy: BudgetPolicy::default(),
+            reserve: DEFAULT_RESERVE,
+        }
+    }
+}
+
+/// The counters every inner node keeps.
+pub fn inner_counters(role: &'static str, extra: &[&'static str]) -> Arc<Counters> {
+    let mut names = vec!["requests", "invalid_requests", "partial_answers"];
+    names.extend_from_slice(FANOUT_COUNTERS);
+    names.extend_from_slice(extra);
+    Counters::new(role, &names)
+}
+
+/// A parent or root: children, timing and counters.
+pub struct InnerNode {
+    name: String,
+    shards: Vec<u32>,
+    fanout: FanOut,
+    timing: InnerTiming,
+    counters: Arc<Counters>,
+}
+
+impl InnerNode {
+    /// A node named `name` over `children`, counting into `counters` (made
+    /// with [`inner_counters`]).
+    pub fn new(
+        name: impl Into<String>,
+        children: Vec<Arc<dyn Child>>,
+        timing: InnerTiming,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let mut shards: Vec<u32> = children.iter().flat_map(|c| c.shards().to_vec()).collect();
+        shards.sort_unstable();
+        InnerNode {
+            name: name.into(),
+            shards,
+            fanout: FanOut::new(children, Arc::clone(&counters)),
+            timing,
+            counters,
+        }
+    }
+
+    /// The node's counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// The number of shards below this node.
+    pub fn shards_total(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Handles one request; returns the validated parameters with the answer.
+    pub async fn search(
+        &self,
+        request: &tonic::Request<SearchRequest>,
+    ) -> Result<(SearchParams, SearchResponse), Status> {
+        let arrived = Instant::now();
+        self.counters.inc("requests");
+        let params = SearchParams::try_from(request.get_ref()).inspect_err(|_| {
+            self.counters.inc("invalid_requests");
+        })?;
+        let budget = self.timing.policy.budget_of(request, params.budget);
+        let answer_at = arrived + budget.saturating_sub(self.timing.reserve);
+        let mut response = self
+            .fanout
+            .search(&params, answer_at)
+            .await
+            .inspect_err(|_| self.counters.inc("invalid_requests"))?;
+        if response.partial {
+            self.counters.inc("partial_answers");
+        }
+        response.took_us = arrived.elapsed().as_micros() as u64;
+        tracing::debug!(
+            query = %params.query,
+            ?budget,
+            took = ?arrived.elapsed(),
+            late = ?Instant::now().saturating_duration_since(answer_at),
+            shards_ok = response.coverage.as_ref().map_or(0, |c| c.shards_ok),
+            "answered"
+        );
+        Ok((params, response))
+    }
+}
+
+/// An inner node is itself a child: used to test trees of several levels
+/// in-process.
+impl Child for InnerNode {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn shards(&self) -> &[u32] {
+        &self.shards
+    }
+
+    fn search(
+        &self,
+        request: SearchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
+        Box::pin(async move {
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(budget);
+            let (_, response) = InnerNode::search(self, &request).await?;
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use searchtree_proto::pb::FailureReason;
+
+    use super::*;
+    use crate::fake::{FAKE_SHARD_DOCS, FakeChild};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn request(query: &str, top_k: u32, budget_ms: u32) -> tonic::Request<SearchRequest> {
+        tonic::Request::new(SearchRequest {
+            query: query.into(),
+            top_k,
+            budget_ms,
+            ..Default::default()
+        })
+    }
+
+    fn node(name: &str, children: Vec<Arc<dyn Child>>) -> InnerNode {
+        InnerNode::new(
+            name,
+            children,
+            InnerTiming::default(),
+            inner_counters("parent", &[]),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merges_all_children_that_answer_in_time() {
+        let n = node(
+            "p",
+            vec![
+                Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0), ("b", 3.0)])),
+                Arc::new(FakeChild::answering(1, ms(40), &[("c", 2.0)])),
+            ],
+        );
+        let start = Instant::now();
+        let (_, r) = n.search(&request("q", 2, 100)).await.unwrap();
+        assert_eq!(start.elapsed(), ms(40), "returns as soon as all answered");
+        let ids: Vec<_> = r.hits.iter().map(|h| h.doc_id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(r.total_hits, 3);
+        assert!(!r.partial);
+        let c = r.coverage.unwrap();
+        assert_eq!(
+            (c.docs_total, c.docs_searched),
+            (2 * FAKE_SHARD_DOCS, 2 * FAKE_SHARD_DOCS)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_at_the_deadline_with_what_arrived_and_cancels_the_rest() {
+        let slow = Arc::new(FakeChild::answering(2, ms(2000), &[("z", 9.0)]));
+        let n = node(
+            "p",
+            vec![
+                Arc::new(FakeChild::answering(0, ms(10), &[("a", 1.0)])),
+                Arc::new(FakeChild::answering(1, ms(30), &[("b", 2.0)])),
+                slow.clone(),
+            ],
+        );
+        let start = Instant::now();
+        let (_, r) = n.search(&request("q", 10, 50)).await.unwrap();
+        // Budget 50 ms, reserve 3 ms: the answer leaves at 47 ms exactly.
+        assert_eq!(start.elapsed(), ms(47));
+        let ids: Vec<_> = r.hits.iter().map(|h| h.doc_id.as_str()).collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert!(r.partial);
+        let c = r.coverage.unwrap();
+        assert_eq!(
+            (
+                c.shards_total,
+                c.shards_ok,
+                c.shards_timed_out,
+                c.shards_failed
+            ),
+            (3, 2, 1, 0)
+        );
+        assert_eq!(c.failures[0].shard, 2);
+        assert_eq!(c.failures[0].reason, FailureReason::Timeout as i32);
+        assert_eq!(
+            slow.cancelled.load(Ordering::SeqCst),
+            1,
+            "straggler cancelled"
+        );
+        assert_eq!(slow.completed.load(Ordering::SeqCst), 0);
+        assert_eq!(n.counters().get("children_timed_out"), 1);
+        assert_eq!(n.counters().get("partial_answers"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn children_get_what_remains_minus_the_reserve_and_the_hop() {
+        let child = Arc::new(FakeChild::answering(0, ms(1), &[("a", 1.0)]));
+        let n = node("p", vec![child.clone()]);
+        n.search(&request("q", 10, 50)).await.unwrap();
+        // 50 ms - 3 ms reserve - 3 ms initial hop reserve (nothing measured yet).
+        assert_eq!(child.budgets.lock().unwrap()[0], ms(44));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_grpc_deadline_wins_when_it_is_shorter() {
+        let child = Arc::new(FakeChild::answering(0, ms(1), &[("a", 1.0)]));
+        let n = node("p", vec![child.clone()]);
+        let mut req = request("q", 10, 500);
+        req.set_timeout(ms(20));
+        n.search(&req).await.unwrap();
+        assert_eq!(child.budgets.lock().unwrap()[0], ms(14));
+        // Neither given: the 100 ms default. The hop is measured by now: the
+        // fake answered in exactly the time it says it took, so the hop costs
+        // nothing and the 1 ms floor is kept back.
+        n.search(&request("q", 10, 0)).await.unwrap();
+        assert_eq!(child.budgets.lock().unwrap()[1], ms(96));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_level_answers_before_its_callers_deadline() {
+        // root -> mid -> (fast leaf, straggler); root -> fast leaf.
+        let straggler = Arc::new(FakeChild::answering(1, ms(5000), &[("s", 9.0)]));
+        let mid = Arc::new(node(
+            "mid",
+            vec![
+                Arc::new(FakeChild::answering(0, ms(3), &[("m", 2.0)])),
+                straggler.clone(),
+            ],
+        ));
+        let root = node(
+            "root",
+            vec![mid, Arc::new(FakeChild::answering(2, ms(3), &[("r", 1.0)]))],
+        );
+        let start = Instant::now();
+        let (_, r) = root.search(&request("q", 10, 50)).await.unwrap();
+        assert!(start.elapsed() <= ms(47), "took {:?}", start.elapsed());
+        // The mid-level parent's partial answer made it up in time.
+        let ids: Vec<_> = r.hits.iter().map(|h| h.doc_id.as_str()).collect();
+        assert_eq!(ids, ["m", "r"]);
+        let c = r.coverage.unwrap();
+        assert_eq!((c.shards_ok, c.shards_timed_out), (2, 1));
+        assert_eq!(c.failures[0].shard, 1);
+        assert_eq!(straggler.cancelled.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_child_is_coverage_not_an_error() {
+        let n = node(
+            "p",
+            vec![
+                Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0)])),
+                Arc::new(FakeChild::failing(
+                    1,
+                    ms(1),
+                    ChildError::Unavailable("connection refused".into()),
+                )),
+            ],
+        );
+        let (_, r) = n.search(&request("q", 10, 100)).await.unwrap();
+        let c = r.coverage.unwrap();
+        assert_eq!((c.shards_total, c.shards_ok, c.shards_failed), (2, 1, 1));
+        assert_eq!(c.failures[0].reason, FailureReason::Unavailable as i32);
+        assert!(c.failures[0].message.contains("connection refused"));
+        assert!(r.partial);
+        assert_eq!(n.counters().get("children_failed"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalid_query_fails_fast_and_cancels_the_rest() {
+        let slow = Arc::new(FakeChild::answering(0, ms(1000), &[("a", 1.0)]));
+        let n = node(
+            "p",
+            vec![
+                slow.clone(),
+                Arc::new(FakeChild::failing(
+                    1,
+                    ms(2),
+                    ChildError::InvalidArgument("cannot parse query".into()),
+                )),
+            ],
+        );
+        let start = Instant::now();
+        let err = n.search(&request("q", 10, 5000)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message(), "cannot parse query");
+        assert_eq!(start.elapsed(), ms(2));
+        assert_eq!(slow.cancelled.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_times_everything_out_at_once() {
+        let child = Arc::new(FakeChild::answering(0, ms(1), &[("a", 1.0)]));
+        let n = node("p", vec![child.clone()]);
+        let start = Instant::now();
+        // 1 ms budget, 3 ms reserve: nothing can be asked.
+        let (_, r) = n.search(&request("q", 10, 1)).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(child.budgets.lock().unwrap().is_empty());
+        assert_eq!(r.coverage.unwrap().shards_timed_out, 1);
+    }
+}

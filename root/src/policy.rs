@@ -1,0 +1,159 @@
+//! What the root tells a client about an incomplete answer.
+//!
+//! A partial answer is still an answer: the client gets it, with `coverage`
+//! saying what is missing. The root turns it into an error only when nothing
+//! at all could be answered, or when the client asked for strict mode with
+//! `min_coverage` and the answer falls short.
+
+use searchtree_proto::SearchParams;
+use searchtree_proto::pb::{Coverage, SearchResponse};
+use tonic::{Code, Status};
+
+/// Why an answer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No shard answered.
+    NothingAnswered,
+    /// Fewer shards answered than `min_coverage` asks for.
+    BelowMinCoverage,
+}
+
+impl Refusal {
+    /// The counter this refusal bumps.
+    pub fn counter(self) -> &'static str {
+        match self {
+            Refusal::NothingAnswered => "nothing_answered",
+            Refusal::BelowMinCoverage => "strict_refusals",
+        }
+    }
+}
+
+/// The counters the root keeps beyond an inner node's.
+pub const ROOT_COUNTERS: &[&str] = &["nothing_answered", "strict_refusals"];
+
+/// Passes `response` through, or refuses it: `DEADLINE_EXCEEDED` when shards
+/// are missing because time ran out, `UNAVAILABLE` when they failed. The
+/// message carries the coverage and what went wrong with each missing shard.
+pub fn judge(
+    params: &SearchParams,
+    response: SearchResponse,
+) -> Result<SearchResponse, (Refusal, Status)> {
+    let c = response.coverage.clone().unwrap_or_default();
+    if c.shards_total == 0 {
+        return Ok(response);
+    }
+    let refusal = if c.shards_ok == 0 {
+        Refusal::NothingAnswered
+    } else if f64::from(c.shards_ok) / f64::from(c.shards_total) < params.min_coverage {
+        Refusal::BelowMinCoverage
+    } else {
+        return Ok(response);
+    };
+    let code = if c.shards_timed_out > 0 {
+        Code::DeadlineExceeded
+    } else {
+        Code::Unavailable
+    };
+    let headline = match refusal {
+        Refusal::NothingAnswered => "no shard could answer".to_string(),
+        Refusal::BelowMinCoverage => format!(
+            "coverage {} is below min_coverage {:.1}%",
+            describe(&c),
+            params.min_coverage * 100.0
+        ),
+    };
+    let details: Vec<String> = c
+        .failures
+        .iter()
+        .map(|f| format!("shard {}: {}", f.shard, f.message))
+        .collect();
+    Err((
+        refusal,
+        Status::new(code, format!("{headline}: {}", details.join("; "))),
+    ))
+}
+
+fn describe(c: &Coverage) -> String {
+    format!(
+        "{}/{} shards ({:.1}%; {} timed out, {} failed)",
+        c.shards_ok,
+        c.shards_total,
+        100.0 * f64::from(c.shards_ok) / f64::from(c.shards_total),
+        c.shards_timed_out,
+        c.shards_failed
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use searchtree_proto::pb::{FailureReason, ShardFailure};
+
+    use super::*;
+
+    fn params(min_coverage: f64) -> SearchParams {
+        SearchParams {
+            query: "q".into(),
+            top_k: 10,
+            budget: None,
+            min_coverage,
+        }
+    }
+
+    fn answer(ok: u32, timed_out: u32, failed: u32) -> SearchResponse {
+        let failures = (0..timed_out)
+            .map(|s| (s, FailureReason::Timeout))
+            .chain((timed_out..timed_out + failed).map(|s| (s, FailureReason::Unavailable)))
+            .map(|(shard, reason)| ShardFailure {
+                shard,
+                reason: reason as i32,
+                message: format!("leaf-{shard}: trouble"),
+            })
+            .collect();
+        SearchResponse {
+            coverage: Some(Coverage {
+                shards_total: ok + timed_out + failed,
+                shards_ok: ok,
+                shards_timed_out: timed_out,
+                shards_failed: failed,
+                failures,
+                ..Default::default()
+            }),
+            partial: ok < ok + timed_out + failed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn partial_answers_pass_unless_strict() {
+        assert!(judge(&params(0.0), answer(3, 1, 0)).is_ok());
+        assert!(judge(&params(0.75), answer(3, 1, 0)).is_ok());
+        assert!(judge(&params(1.0), answer(4, 0, 0)).is_ok());
+    }
+
+    #[test]
+    fn strict_mode_says_why_with_the_right_code() {
+        let (refusal, status) = judge(&params(1.0), answer(3, 1, 0)).unwrap_err();
+        assert_eq!(refusal, Refusal::BelowMinCoverage);
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(
+            status.message().contains("3/4 shards (75.0%"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("below min_coverage 100.0%"));
+        assert!(status.message().contains("shard 0: leaf-0: trouble"));
+
+        let (_, status) = judge(&params(0.9), answer(3, 0, 1)).unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn nothing_answered_is_an_error_even_when_not_strict() {
+        let (refusal, status) = judge(&params(0.0), answer(0, 0, 4)).unwrap_err();
+        assert_eq!(refusal, Refusal::NothingAnswered);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().starts_with("no shard could answer"));
+        let (_, status) = judge(&params(0.0), answer(0, 4, 0)).unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+    }
+}
