@@ -1,7 +1,7 @@
 //! `searchtree`: the operator CLI.
 
 use clap::{Parser, Subcommand};
-use searchtree_cli::commands::{build, demo, query, up};
+use searchtree_cli::commands::{bench, build, demo, query, up};
 
 /// Build, run and query a scatter/gather search tree.
 #[derive(Debug, Parser)]
@@ -17,6 +17,7 @@ enum Command {
     Up(up::UpArgs),
     Query(query::QueryArgs),
     Demo(demo::DemoArgs),
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -28,6 +29,7 @@ async fn main() {
         Command::Up(args) => up::run(args).await,
         Command::Query(args) => query::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

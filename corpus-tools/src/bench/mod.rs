@@ -1,0 +1,21 @@
+//! `searchtree bench`: load tests that measure tail latency honestly.
+//!
+//! The default mode is **open loop**: requests are scheduled at a fixed
+//! arrival rate whatever the replies do, and each request's latency is
+//! measured from its *intended* send time. A closed-loop tester (send, wait,
+//! send again) slows down exactly when the server stalls and so never sees
+//! the queue a stall builds up — coordinated omission. Here a 1 s stall shows
+//! up in every request that was due during it, as it would for real users.
+//!
+//! - [`schedule`]: arrival times and the open- and closed-loop drivers;
+//! - [`target`]: what is measured — a tree's root over gRPC, or one index
+//!   in-process (the floor of what the tree adds);
+//! - [`record`]: what is recorded, in an HDR histogram with fixed bounds;
+//! - [`report`]: the report, as text, JSON and HdrHistogram's `.hgrm`;
+//! - [`plot`]: latency by percentile as an SVG chart.
+
+pub mod plot;
+pub mod record;
+pub mod report;
+pub mod schedule;
+pub mod target;

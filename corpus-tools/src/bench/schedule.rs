@@ -1,0 +1,388 @@
+//! When requests are sent, and the loops that send them.
+//!
+//! [`open_loop`] sends request *i* at `start + offset(i)` whatever happened
+//! to earlier requests, and measures its latency from that intended time:
+//! if the tester itself falls behind (or a limit on requests in flight makes
+//! it wait), the wait counts against the server, as it would for a user.
+//! [`closed_loop`] is the opposite, for finding peak throughput: C workers,
+//! each sending its next request when the last one returns.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use searchtree_proto::pb::SearchRequest;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::record::Recorder;
+use super::target::Target;
+
+/// How arrivals are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arrival {
+    /// Exactly 1/rate apart.
+    Uniform,
+    /// Exponentially distributed gaps with mean 1/rate (a Poisson process),
+    /// as independent users would arrive.
+    Poisson,
+}
+
+/// The intended send times of a run, as offsets from its start.
+pub struct Arrivals {
+    rate: f64,
+    arrival: Arrival,
+    rng: u64,
+    count: u64,
+    next: f64,
+    end: f64,
+}
+
+impl Arrivals {
+    /// Arrivals at `rate` per second for `span`, seeded for Poisson.
+    pub fn new(rate: f64, span: Duration, arrival: Arrival, seed: u64) -> Self {
+        assert!(rate > 0.0, "rate must be positive");
+        Arrivals {
+            rate,
+            arrival,
+            rng: seed,
+            count: 0,
+            next: 0.0,
+            end: span.as_secs_f64(),
+        }
+    }
+
+    fn unit(&mut self) -> f64 {
+        // SplitMix64, mapped to (0, 1].
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+}
+
+impl Iterator for Arrivals {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let at = self.next;
+        // A hair below the end, so rounding cannot add an arrival at `end`.
+        if at >= self.end - 1e-9 {
+            return None;
+        }
+        self.count += 1;
+        self.next = match self.arrival {
+            // From the count, not by summing: no drift over long runs.
+            Arrival::Uniform => self.count as f64 / self.rate,
+            Arrival::Poisson => at - self.unit().ln() / self.rate,
+        };
+        Some(Duration::from_secs_f64(at))
+    }
+}
+
+/// What to send and for how long.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Requests per second (open loop).
+    pub rate: f64,
+    /// How arrivals are spaced.
+    pub arrival: Arrival,
+    /// Seed for Poisson arrivals.
+    pub seed: u64,
+    /// Measured time.
+    pub duration: Duration,
+    /// Time before `duration` whose requests are sent but not recorded.
+    pub warmup: Duration,
+    /// At most this many requests in flight (None: unlimited).
+    pub max_in_flight: Option<usize>,
+    /// Give up on a request after this long (counted as `CLIENT_GAVE_UP`).
+    pub timeout: Duration,
+    /// `top_k` of every request.
+    pub top_k: u32,
+    /// `budget_ms` of every request.
+    pub budget_ms: u32,
+}
+
+/// Live counters, for the progress line.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Requests sent so far (warm-up included).
+    pub sent: AtomicU64,
+    /// Requests finished so far (warm-up included).
+    pub done: AtomicU64,
+}
+
+fn request(queries: &[String], i: usize, config: &LoadConfig) -> SearchRequest {
+    SearchRequest {
+        query: queries[i % queries.len()].clone(),
+        top_k: config.top_k,
+        budget_ms: config.budget_ms,
+        ..Default::default()
+    }
+}
+
+/// Runs an open-loop load: returns what was recorded after the warm-up, and
+/// the measured span (the scheduled duration, or until the last answer if
+/// that came later).
+pub async fn open_loop(
+    target: Arc<dyn Target>,
+    queries: Arc<Vec<String>>,
+    config: &LoadConfig,
+    live: Arc<Live>,
+) -> (Recorder, Duration) {
+    let recorder = Arc::new(Mutex::new(Recorder::default()));
+    let limiter = config.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
+    let start = Instant::now();
+    let measured_from = start + config.warmup;
+    let mut tasks = JoinSet::new();
+    let arrivals = Arrivals::new(
+        config.rate,
+        config.warmup + config.duration,
+        config.arrival,
+        config.seed,
+    );
+    for (i, offset) in arrivals.enumerate() {
+        let intended = start + offset;
+        tokio::time::sleep_until(intended).await;
+        let permit = match &limiter {
+            Some(l) => Some(l.clone().acquire_owned().await.expect("never closed")),
+            None => None,
+        };
+        let measured = intended >= measured_from;
+        let request = request(&queries, i, config);
+        let (target, recorder, live) = (
+            Arc::clone(&target),
+            Arc::clone(&recorder),
+            Arc::clone(&live),
+        );
+        let timeout = config.timeout;
+        live.sent.fetch_add(1, Ordering::Relaxed);
+        if measured {
+            recorder.lock().expect("recorder").sent += 1;
+        }
+        tasks.spawn(async move {
+            let _permit = permit;
+            let query = request.query.clone();
+            let result = tokio::time::timeout(timeout, target.search(request)).await;
+            let latency = intended.elapsed();
+            live.done.fetch_add(1, Ordering::Relaxed);
+            if measured {
+                let mut r = recorder.lock().expect("recorder");
+                match result {
+                    Ok(result) => r.record(latency, &query, &result),
+                    Err(_) => r.record_abandoned(latency),
+                }
+            }
+        });
+        // Reap finished tasks as we go so memory stays flat on long runs.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    // The measured window: the scheduled duration, or longer if the last
+    // answers came later than that.
+    let span = measured_from.elapsed().max(config.duration);
+    let recorder = recorder.lock().expect("recorder").clone();
+    (recorder, span)
+}
+
+/// Runs a closed loop: `workers` workers, each sending its next request as
+/// soon as its last one returns, for `config.duration` after the warm-up.
+/// Latency is from each request's actual send time.
+pub async fn closed_loop(
+    target: Arc<dyn Target>,
+    queries: Arc<Vec<String>>,
+    config: &LoadConfig,
+    workers: usize,
+    live: Arc<Live>,
+) -> (Recorder, Duration) {
+    let recorder = Arc::new(Mutex::new(Recorder::default()));
+    let start = Instant::now();
+    let measured_from = start + config.warmup;
+    let end = measured_from + config.duration;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let (target, queries, recorder, live, next) = (
+            Arc::clone(&target),
+            Arc::clone(&queries),
+            Arc::clone(&recorder),
+            Arc::clone(&live),
+            Arc::clone(&next),
+        );
+        let config = config.clone();
+        tasks.spawn(async move {
+            while Instant::now() < end {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let request = request(&queries, i, &config);
+                let query = request.query.clone();
+                let sent = Instant::now();
+                let measured = sent >= measured_from;
+                live.sent.fetch_add(1, Ordering::Relaxed);
+                let result = tokio::time::timeout(config.timeout, target.search(request)).await;
+                live.done.fetch_add(1, Ordering::Relaxed);
+                if measured {
+                    let mut r = recorder.lock().expect("recorder");
+                    r.sent += 1;
+                    match result {
+                        Ok(result) => r.record(sent.elapsed(), &query, &result),
+                        Err(_) => r.record_abandoned(sent.elapsed()),
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let span = measured_from.elapsed();
+    let recorder = recorder.lock().expect("recorder").clone();
+    (recorder, span)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+    use searchtree_proto::pb::SearchResponse;
+
+    use super::*;
+
+    #[test]
+    fn uniform_arrivals_are_evenly_spaced() {
+        let a: Vec<Duration> =
+            Arrivals::new(4.0, Duration::from_secs(1), Arrival::Uniform, 0).collect();
+        let ms: Vec<u128> = a.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [0, 250, 500, 750]);
+    }
+
+    #[test]
+    fn poisson_arrivals_have_the_right_rate() {
+        let n = Arrivals::new(1000.0, Duration::from_secs(20), Arrival::Poisson, 7).count();
+        assert!((19_400..20_600).contains(&n), "{n}");
+    }
+
+    /// A server that answers in 1 ms, except that it stalls completely
+    /// between 5 s and 6 s after the test starts: everything in flight or
+    /// arriving then is answered at 6 s.
+    struct Stalling {
+        start: Instant,
+    }
+
+    impl Target for Stalling {
+        fn search(
+            &self,
+            _: SearchRequest,
+        ) -> BoxFuture<'static, Result<SearchResponse, tonic::Status>> {
+            let (stall_from, stall_to) = (
+                self.start + Duration::from_secs(5),
+                self.start + Duration::from_secs(6),
+            );
+            Box::pin(async move {
+                let now = Instant::now();
+                let mut done = now + Duration::from_millis(1);
+                if done > stall_from && now < stall_to {
+                    done = stall_to;
+                }
+                tokio::time::sleep_until(done).await;
+                Ok(SearchResponse::default())
+            })
+        }
+        fn describe(&self) -> String {
+            "stalling fake".into()
+        }
+    }
+
+    fn config(rate: f64) -> LoadConfig {
+        LoadConfig {
+            rate,
+            arrival: Arrival::Uniform,
+            seed: 1,
+            duration: Duration::from_secs(10),
+            warmup: Duration::ZERO,
+            max_in_flight: None,
+            timeout: Duration::from_secs(30),
+            top_k: 10,
+            budget_ms: 0,
+        }
+    }
+
+    fn queries() -> Arc<Vec<String>> {
+        Arc::new(vec!["q".to_string()])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_loop_sees_the_stall_in_the_high_percentiles() {
+        let target = Arc::new(Stalling {
+            start: Instant::now(),
+        });
+        let (r, span) = open_loop(target, queries(), &config(100.0), Arc::default()).await;
+        assert_eq!((r.sent, r.completed), (1000, 1000));
+        // 100 of 1000 requests were due during the 1 s stall and waited up
+        // to 1 s for it: the p90 is ~1 ms, the p95 ~500 ms, the max ~1 s.
+        let p = |q: f64| Duration::from_micros(r.latency.value_at_quantile(q));
+        assert!(p(0.50) <= Duration::from_millis(2), "p50 {:?}", p(0.50));
+        assert!(p(0.95) >= Duration::from_millis(450), "p95 {:?}", p(0.95));
+        assert!(
+            p(0.999) >= Duration::from_millis(980),
+            "p99.9 {:?}",
+            p(0.999)
+        );
+        assert!(span >= Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_counts_from_the_intended_time_even_when_the_tester_waits() {
+        // One request in flight at a time: while the stall lasts, later
+        // requests cannot even be sent — and the wait still counts.
+        let target = Arc::new(Stalling {
+            start: Instant::now(),
+        });
+        let mut c = config(100.0);
+        c.max_in_flight = Some(1);
+        let (r, _) = open_loop(target, queries(), &c, Arc::default()).await;
+        assert_eq!(r.sent, 1000);
+        assert!(
+            Duration::from_micros(r.latency.value_at_quantile(0.95)) >= Duration::from_millis(450)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_loop_hides_the_stall() {
+        // The contrast that motivates the open loop: one worker sees the stall
+        // once, so its percentiles below the max look healthy.
+        let target = Arc::new(Stalling {
+            start: Instant::now(),
+        });
+        let (r, _) = closed_loop(target, queries(), &config(100.0), 1, Arc::default()).await;
+        assert!(
+            Duration::from_micros(r.latency.value_at_quantile(0.999)) <= Duration::from_millis(2)
+        );
+        assert!(Duration::from_micros(r.latency.max()) >= Duration::from_millis(990));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn warm_up_is_sent_but_not_recorded() {
+        let target = Arc::new(Stalling {
+            start: Instant::now() + Duration::from_secs(100),
+        });
+        let mut c = config(10.0);
+        c.warmup = Duration::from_secs(2);
+        c.duration = Duration::from_secs(3);
+        let live = Arc::new(Live::default());
+        let (r, _) = open_loop(target, queries(), &c, Arc::clone(&live)).await;
+        assert_eq!(r.sent, 30);
+        assert_eq!(live.sent.load(Ordering::Relaxed), 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_given_up_on_are_errors_not_lost() {
+        let target = Arc::new(Stalling {
+            start: Instant::now(),
+        });
+        let mut c = config(100.0);
+        c.timeout = Duration::from_millis(300);
+        let (r, _) = open_loop(target, queries(), &c, Arc::default()).await;
+        assert_eq!(r.completed + r.error_count(), r.sent);
+        assert!(r.errors["CLIENT_GAVE_UP"] > 50);
+    }
+}

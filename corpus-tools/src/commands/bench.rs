@@ -1,0 +1,326 @@
+//! `searchtree bench`: measure a tree (or one index) under load.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use searchtree_proto::SearchParams;
+use searchtree_proto::pb::SearchRequest;
+
+use crate::bench::plot;
+use crate::bench::record::Recorder;
+use crate::bench::report::{Report, hgrm};
+use crate::bench::schedule::{Arrival, Live, LoadConfig, closed_loop, open_loop};
+use crate::bench::target::{DirectTarget, GrpcTarget, Target};
+use crate::bundled;
+
+/// Load-test a tree's root (or one index in-process) and report tail latency
+/// measured without coordinated omission.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The root to load, HOST:PORT.
+    #[arg(long, required_unless_present = "direct", conflicts_with = "direct")]
+    pub root: Option<String>,
+    /// Instead of a tree, search this shard directory in-process (e.g. the
+    /// `shards/shard-000` of a `build --shards 1`): the floor of what the
+    /// tree adds.
+    #[arg(long)]
+    pub direct: Option<PathBuf>,
+    /// Queries, one per line (default: the bundled queries).
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Requests per second (open loop; the first rate of a sweep).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Measured duration, e.g. 30s, 2m, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Warm-up before measuring (sent, not recorded).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// How arrivals are spaced.
+    #[arg(long, value_enum, default_value_t = Arrival::Poisson)]
+    pub arrival: Arrival,
+    /// Seed of the Poisson arrivals.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// gRPC connections to the root (requests are spread over them); in
+    /// `--max` mode, the number of concurrent workers.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Limit requests in flight (default: no limit — an open loop does not
+    /// wait for the server).
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    /// Hits per request.
+    #[arg(long, default_value_t = 10)]
+    pub top_k: u32,
+    /// budget_ms of every request (0: the root's default).
+    #[arg(long, default_value_t = 0)]
+    pub budget_ms: u32,
+    /// Give up on a request after this long (counted as CLIENT_GAVE_UP).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Closed loop: `--connections` workers send back to back, to find peak
+    /// throughput (latency then hides queueing; use it for throughput only).
+    #[arg(long, conflicts_with = "sweep")]
+    pub max: bool,
+    /// Step the rate up from `--rate` by `--step` until p99 exceeds
+    /// `--slo-p99-ms` (or `--max-rate`), and report the highest rate within it.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Rate increment of a sweep.
+    #[arg(long, default_value_t = 100.0)]
+    pub step: f64,
+    /// Highest rate a sweep tries.
+    #[arg(long, default_value_t = 5000.0)]
+    pub max_rate: f64,
+    /// The p99 a sweep must stay under, in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    pub slo_p99_ms: f64,
+    /// Write the report (the last one, for a sweep: all of them) as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write HdrHistogram's percentile distribution (.hgrm).
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+    /// Write a latency-by-percentile chart (SVG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// A label for the plot's line and title.
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+/// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Reads a query file: one query per line; blank lines and `#` comments are
+/// skipped; a line no node would accept is reported with its number.
+pub fn load_queries(path: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let (name, text) = match path {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => ("bundled queries".to_string(), bundled::QUERIES.to_string()),
+    };
+    let mut queries = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let q = line.trim();
+        if q.is_empty() || q.starts_with('#') {
+            continue;
+        }
+        let request = SearchRequest {
+            query: q.to_string(),
+            ..Default::default()
+        };
+        match SearchParams::try_from(&request) {
+            Ok(_) => queries.push(q.to_string()),
+            Err(e) => bad.push(format!("{name}:{}: {e}", i + 1)),
+        }
+    }
+    if !bad.is_empty() {
+        bail!("{} bad queries:\n  {}", bad.len(), bad.join("\n  "));
+    }
+    if queries.is_empty() {
+        bail!("{name}: no queries");
+    }
+    Ok(queries)
+}
+
+/// Runs the load test.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if !args.rate.is_finite() || args.rate <= 0.0 {
+        bail!("--rate must be positive");
+    }
+    let queries = Arc::new(load_queries(args.queries.as_deref())?);
+    let target: Arc<dyn Target> = match (&args.root, &args.direct) {
+        (Some(root), _) => Arc::new(GrpcTarget::connect(root, args.connections).await?),
+        (None, Some(dir)) => Arc::new(DirectTarget::open(dir)?),
+        (None, None) => bail!("give --root HOST:PORT or --direct INDEX_DIR"),
+    };
+    eprintln!("{} queries against {}", queries.len(), target.describe());
+
+    let mut reports = Vec::new();
+    let mut last: Option<Recorder>;
+    let mut rate = args.rate;
+    loop {
+        let config = LoadConfig {
+            rate,
+            arrival: args.arrival,
+            seed: args.seed,
+            duration: args.duration,
+            warmup: args.warmup,
+            max_in_flight: args.max_in_flight,
+            timeout: args.timeout,
+            top_k: args.top_k,
+            budget_ms: args.budget_ms,
+        };
+        let (recorder, report) = one_run(args, &target, &queries, &config).await;
+        print!("{}", report.text());
+        let p99_ms = report.latency_us.p99 as f64 / 1000.0;
+        reports.push(report);
+        last = Some(recorder);
+        if !args.sweep {
+            break;
+        }
+        let within =
+            p99_ms <= args.slo_p99_ms && reports.last().is_some_and(|r| r.errors.is_empty());
+        println!(
+            "sweep:     {rate}/s -> p99 {p99_ms:.2}ms {} the {}ms SLO\n",
+            if within { "within" } else { "OVER" },
+            args.slo_p99_ms
+        );
+        if !within || rate + args.step > args.max_rate {
+            break;
+        }
+        rate += args.step;
+    }
+    if args.sweep {
+        let best = reports
+            .iter()
+            .filter(|r| r.latency_us.p99 as f64 / 1000.0 <= args.slo_p99_ms && r.errors.is_empty())
+            .filter_map(|r| r.rate_target)
+            .fold(None, |acc: Option<f64>, r| {
+                Some(acc.map_or(r, |a| a.max(r)))
+            });
+        match best {
+            Some(r) => println!(
+                "sweep result: highest rate with p99 <= {}ms: {r}/s",
+                args.slo_p99_ms
+            ),
+            None => println!(
+                "sweep result: no rate tried kept p99 <= {}ms",
+                args.slo_p99_ms
+            ),
+        }
+    }
+
+    let recorder = last.expect("at least one run");
+    if let Some(path) = &args.json {
+        let value = if args.sweep {
+            serde_json::to_value(&reports)?
+        } else {
+            serde_json::to_value(reports.last().expect("one report"))?
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.hgrm {
+        std::fs::write(path, hgrm(&recorder))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let label = args.label.clone().unwrap_or_else(|| target.describe());
+        let title = format!("{label}: latency by percentile");
+        std::fs::write(path, plot::svg(&title, &[(&label, &recorder.latency)]))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn one_run(
+    args: &BenchArgs,
+    target: &Arc<dyn Target>,
+    queries: &Arc<Vec<String>>,
+    config: &LoadConfig,
+) -> (Recorder, Report) {
+    let live = Arc::new(Live::default());
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("template"));
+    let ticker = {
+        let (bar, live) = (bar.clone(), Arc::clone(&live));
+        let warmup = config.warmup;
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                let sent = live.sent.load(Ordering::Relaxed);
+                let done = live.done.load(Ordering::Relaxed);
+                let phase = if started.elapsed() < warmup {
+                    "warm-up"
+                } else {
+                    "measuring"
+                };
+                bar.set_message(format!(
+                    "{phase}: sent {sent}, done {done}, in flight {}",
+                    sent - done
+                ));
+                bar.tick();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let (recorder, span, mode, rate) = if args.max {
+        let (r, s) = closed_loop(
+            Arc::clone(target),
+            Arc::clone(queries),
+            config,
+            args.connections,
+            live,
+        )
+        .await;
+        (r, s, "closed_loop", None)
+    } else {
+        let (r, s) = open_loop(Arc::clone(target), Arc::clone(queries), config, live).await;
+        (r, s, "open_loop", Some(config.rate))
+    };
+    ticker.abort();
+    bar.finish_and_clear();
+    for (query, message) in &recorder.invalid_queries {
+        eprintln!("refused as invalid: {query:?}: {message}");
+    }
+    let report = Report::new(target.describe(), mode, rate, &recorder, span);
+    (recorder, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn bad_query_lines_are_reported_with_their_numbers() {
+        let dir = std::env::temp_dir().join(format!("st-queries-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.txt");
+        let long = "x".repeat(5000);
+        std::fs::write(&path, format!("paris\n\n# comment\n{long}\nrome\n")).unwrap();
+        let err = load_queries(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("q.txt:4: query is 5000 bytes long"), "{err}");
+        std::fs::write(&path, "paris\n\nrome\n").unwrap();
+        assert_eq!(load_queries(Some(&path)).unwrap(), ["paris", "rome"]);
+        assert_eq!(load_queries(None).unwrap().len(), 300);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

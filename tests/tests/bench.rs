@@ -1,0 +1,127 @@
+//! `searchtree bench` end to end: a short open-loop run against a real tree
+//! and against one index in-process, with every output it promises.
+
+use searchtree_tests::{fixture, searchtree, start_sharded_tree};
+
+const TMP: &str = env!("CARGO_TARGET_TMPDIR");
+
+fn check_report(json: &serde_json::Value) {
+    let sent = json["sent"].as_u64().unwrap();
+    let completed = json["completed"].as_u64().unwrap();
+    let errors: u64 = json["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(sent >= 50, "{json}");
+    assert_eq!(completed + errors, sent, "{json}");
+    let l = &json["latency_us"];
+    let p = |k: &str| l[k].as_u64().unwrap();
+    assert!(p("p50") > 0);
+    assert!(
+        p("p50") <= p("p90")
+            && p("p90") <= p("p99")
+            && p("p99") <= p("p999")
+            && p("p999") <= p("max")
+    );
+    let coverage = json["coverage_mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&coverage));
+    let partial = json["partial_fraction"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&partial));
+    assert!(json["rate_achieved"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
+    let fx = fixture(TMP);
+    let tree = start_sharded_tree(fx).await;
+    let dir = fx.dir.join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, hgrm, svg) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.svg"));
+    let out = searchtree()
+        .args(["bench", "--root", &tree.root_addr().to_string()])
+        .args([
+            "--rate",
+            "40",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--budget-ms",
+            "2000",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--hgrm")
+        .arg(&hgrm)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("latency:   p50"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_report(&report);
+    assert_eq!(report["mode"], "open_loop");
+    assert_eq!(report["coverage_mean"], 1.0);
+    let hgrm = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(
+        hgrm.contains("Percentile") && hgrm.contains("#[Max"),
+        "{hgrm}"
+    );
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+    tree.shutdown().await;
+
+    // The floor: the same queries against one index in-process.
+    let out = searchtree()
+        .args(["bench", "--direct"])
+        .arg(fx.whole.join("shards/shard-000"))
+        .args([
+            "--rate",
+            "40",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--budget-ms",
+            "2000",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_report(&report);
+    assert!(report["target"].as_str().unwrap().contains("one index"));
+}
+
+#[test]
+fn bad_query_files_are_refused_with_line_numbers() {
+    let fx = fixture(TMP);
+    let path = fx.dir.join("bad-queries.txt");
+    std::fs::write(&path, format!("paris\n{}\n", "y".repeat(5000))).unwrap();
+    let out = searchtree()
+        .args(["bench", "--root", "127.0.0.1:1", "--queries"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad-queries.txt:2: query is 5000 bytes long"),
+        "{err}"
+    );
+}
