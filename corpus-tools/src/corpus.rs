@@ -90,17 +90,51 @@ pub struct CorpusReader {
     buf: String,
     /// Raw bytes of the file read so far (compressed bytes for `.gz`).
     pub bytes_read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    total_bytes: u64,
     crc: std::rc::Rc<std::cell::RefCell<Option<crc32fast::Hasher>>>,
 }
 
 /// What the reader yields for each non-blank line.
 pub type Parsed = Result<Document, LineError>;
 
+/// A stream of documents from somewhere, with what a build reports about it.
+pub trait Source: Iterator<Item = io::Result<Parsed>> {
+    /// Raw bytes read so far, for progress.
+    fn bytes_read(&self) -> u64;
+    /// Raw bytes in all, for progress.
+    fn total_bytes(&self) -> u64;
+    /// A checksum of the raw input read so far (of all of it, at the end).
+    fn checksum(&self) -> String;
+    /// Where the source is: the line number, or the number of files read.
+    fn location(&self) -> u64;
+    /// Inputs passed over that are not errors (e.g. binary files in a
+    /// directory of text), with a few examples.
+    fn passed_over(&self) -> (u64, Vec<String>) {
+        (0, Vec::new())
+    }
+}
+
+impl Source for CorpusReader {
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+    fn checksum(&self) -> String {
+        CorpusReader::checksum(self)
+    }
+    fn location(&self) -> u64 {
+        self.line_no
+    }
+}
+
 impl CorpusReader {
     /// Opens `path`; `.gz` files are decompressed on the fly.
     pub fn open(path: &Path, names: FieldNames) -> io::Result<Self> {
         let file = File::open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let total_bytes = file.metadata()?.len();
         let bytes_read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let crc = std::rc::Rc::new(std::cell::RefCell::new(Some(crc32fast::Hasher::new())));
         let raw = CrcReader {
@@ -120,6 +154,7 @@ impl CorpusReader {
             names,
             buf: String::new(),
             bytes_read,
+            total_bytes,
             crc,
         })
     }

@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -18,7 +17,8 @@ use searchtree_leaf::stats;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::{Index, IndexWriter, TantivyDocument, doc};
 
-use crate::corpus::{CorpusReader, FieldNames, LineError};
+use crate::corpus::{CorpusReader, FieldNames, Source};
+use crate::dir_corpus::DirReader;
 use crate::manifest::{InputInfo, MANIFEST_FILE, Manifest, ShardEntry, shard_dir_name};
 use crate::sharding::{SHARDING_FUNCTION, shard_of};
 use crate::topology::Topology;
@@ -30,11 +30,35 @@ const TOTAL_INDEXING_MEMORY: usize = 512 << 20;
 /// tantivy's floor per indexing thread.
 const MIN_MEMORY_PER_THREAD: usize = 16 << 20;
 
+/// Where the corpus comes from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A JSON Lines file, optionally gzipped.
+    Lines(PathBuf),
+    /// A directory of text files, one document per file.
+    Dir(PathBuf),
+}
+
+impl Input {
+    fn path(&self) -> &Path {
+        match self {
+            Input::Lines(p) | Input::Dir(p) => p,
+        }
+    }
+
+    fn open(&self, fields: &FieldNames) -> anyhow::Result<Box<dyn Source>> {
+        Ok(match self {
+            Input::Lines(p) => Box::new(CorpusReader::open(p, fields.clone())?),
+            Input::Dir(p) => Box::new(DirReader::open(p)?),
+        })
+    }
+}
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    /// The corpus file (JSON Lines, optionally gzipped).
-    pub input: PathBuf,
+    /// The corpus.
+    pub input: Input,
     /// Number of shards.
     pub shards: u32,
     /// Output directory (replaced when the build succeeds).
@@ -54,8 +78,8 @@ pub struct BuildOptions {
 pub struct BuildReport {
     /// The manifest written.
     pub manifest: Manifest,
-    /// The first few skipped lines, for the operator to look at.
-    pub skipped_examples: Vec<LineError>,
+    /// The first few skipped lines (or files), for the operator to look at.
+    pub skipped_examples: Vec<String>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -88,7 +112,7 @@ fn build_into(
     opts: &BuildOptions,
     topology: &Topology,
     dir: &Path,
-) -> anyhow::Result<(Manifest, Vec<LineError>)> {
+) -> anyhow::Result<(Manifest, Vec<String>)> {
     let (schema, fields) = schema::build();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = (cores / opts.shards as usize).clamp(1, 8);
@@ -108,11 +132,10 @@ fn build_into(
         indexes.push(index);
     }
 
-    let input_bytes = std::fs::metadata(&opts.input)
-        .with_context(|| format!("{}", opts.input.display()))?
-        .len();
+    let input = opts.input.path();
+    let mut reader = opts.input.open(&opts.fields)?;
+    let input_bytes = reader.total_bytes();
     let bar = progress_bar(opts.progress, input_bytes);
-    let mut reader = CorpusReader::open(&opts.input, opts.fields.clone())?;
     let mut seen: HashSet<String> = HashSet::new();
     let mut shard_docs = vec![0u64; opts.shards as usize];
     let (mut documents, mut skipped) = (0u64, 0u64);
@@ -123,8 +146,8 @@ fn build_into(
                 if let Some(dup) = seen.replace(document.id.clone()) {
                     bail!(
                         "{}:{}: duplicate id {dup:?}: ids must be unique in a corpus",
-                        opts.input.display(),
-                        reader.line_number()
+                        input.display(),
+                        reader.location()
                     );
                 }
                 let shard = shard_of(&document.id, opts.shards) as usize;
@@ -135,21 +158,28 @@ fn build_into(
             Err(line_error) if opts.skip_invalid => {
                 skipped += 1;
                 if skipped_examples.len() < 10 {
-                    skipped_examples.push(line_error);
+                    skipped_examples.push(line_error.to_string());
                 }
             }
             Err(line_error) => bail!("{line_error} (use --skip-invalid to skip such lines)"),
         }
         if documents % 512 == 0 {
-            bar.set_position(reader.bytes_read.load(Ordering::Relaxed));
+            bar.set_position(reader.bytes_read());
             bar.set_message(format!("{documents} docs"));
         }
     }
     let checksum = reader.checksum();
-    let lines = reader.line_number();
+    let lines = reader.location();
+    let (passed_over, examples) = reader.passed_over();
     drop(reader);
+    skipped += passed_over;
+    skipped_examples.extend(
+        examples
+            .into_iter()
+            .take(10 - skipped_examples.len().min(10)),
+    );
     if documents == 0 {
-        bail!("{}: no documents", opts.input.display());
+        bail!("{}: no documents", input.display());
     }
     bar.set_position(input_bytes);
     bar.set_message(format!("{documents} docs; committing and merging"));
@@ -197,7 +227,7 @@ fn build_into(
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         input: InputInfo {
-            path: opts.input.display().to_string(),
+            path: input.display().to_string(),
             checksum,
             bytes: input_bytes,
             lines,

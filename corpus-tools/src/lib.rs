@@ -9,6 +9,7 @@ pub mod binaries;
 pub mod bundled;
 pub mod commands;
 pub mod corpus;
+pub mod dir_corpus;
 pub mod indexer;
 pub mod manifest;
 pub mod output;

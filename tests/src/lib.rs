@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use searchtree_cli::binaries::{self, NodeBinaries};
 use searchtree_cli::corpus::FieldNames;
-use searchtree_cli::indexer::{self, BuildOptions, TOPOLOGY_FILE};
+use searchtree_cli::indexer::{self, BuildOptions, Input, TOPOLOGY_FILE};
 use searchtree_cli::supervisor::{self, StartOptions, Tree};
 use searchtree_cli::topology::{Topology, check_indexes};
 use searchtree_proto::pb::search_client::SearchClient;
@@ -49,7 +49,7 @@ pub fn fixture(tmp: &str) -> &'static Fixture {
         let build = |shards: u32, parents: u32, name: &str| {
             let out = dir.join(name);
             indexer::build(&BuildOptions {
-                input: corpus.clone(),
+                input: Input::Lines(corpus.clone()),
                 shards,
                 out: out.clone(),
                 parents,

@@ -179,7 +179,10 @@ fn bad_corpus_lines_are_named_and_never_replace_a_good_build() {
 
     let (ok, err) = build(&bad, &out, &["--skip-invalid"]);
     assert!(ok, "{err}");
-    assert!(err.contains("skipped 2 invalid lines"), "{err}");
+    assert!(
+        err.contains("skipped 2 invalid lines or non-text files"),
+        "{err}"
+    );
     assert!(err.contains("bad.jsonl:4: not valid JSON"), "{err}");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();

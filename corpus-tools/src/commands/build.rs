@@ -5,15 +5,23 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::corpus::FieldNames;
-use crate::indexer::{self, BuildOptions, BuildReport, TOPOLOGY_FILE};
+use crate::indexer::{self, BuildOptions, BuildReport, Input, TOPOLOGY_FILE};
 
 /// Shard a JSON Lines corpus, build one tantivy index per shard, and write a
 /// manifest and a topology for a tree over them.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The corpus: JSON Lines, plain or `.gz`, one object per line.
+    #[arg(
+        long,
+        required_unless_present = "input_dir",
+        conflicts_with = "input_dir"
+    )]
+    pub input: Option<PathBuf>,
+    /// Instead: a directory of text files, one document per file (path as
+    /// id and title); files that are not UTF-8 text are passed over.
     #[arg(long)]
-    pub input: PathBuf,
+    pub input_dir: Option<PathBuf>,
     /// Number of shards.
     #[arg(long)]
     pub shards: u32,
@@ -40,8 +48,13 @@ pub struct BuildArgs {
 impl BuildArgs {
     /// The build these arguments ask for.
     pub fn options(&self) -> BuildOptions {
+        let input = match (&self.input, &self.input_dir) {
+            (Some(file), _) => Input::Lines(file.clone()),
+            (None, Some(dir)) => Input::Dir(dir.clone()),
+            (None, None) => unreachable!("clap requires one of --input and --input-dir"),
+        };
         BuildOptions {
-            input: self.input.clone(),
+            input,
             shards: self.shards,
             out: self.out.clone(),
             parents: self.parents,
@@ -76,7 +89,10 @@ pub fn print_report(report: &BuildReport, out: &std::path::Path) {
     let docs: Vec<String> = m.shards.iter().map(|s| s.num_docs.to_string()).collect();
     eprintln!("  documents per shard: {}", docs.join(", "));
     if m.input.skipped > 0 {
-        eprintln!("  skipped {} invalid lines, e.g.:", m.input.skipped);
+        eprintln!(
+            "  skipped {} invalid lines or non-text files, e.g.:",
+            m.input.skipped
+        );
         for e in &report.skipped_examples {
             eprintln!("    {e}");
         }

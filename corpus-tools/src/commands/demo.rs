@@ -11,7 +11,7 @@ use crate::bundled;
 use crate::commands::build::print_report;
 use crate::commands::up::{print_ready, serve_until_stopped, start_tree};
 use crate::corpus::FieldNames;
-use crate::indexer::{self, BuildOptions, TOPOLOGY_FILE};
+use crate::indexer::{self, BuildOptions, Input, TOPOLOGY_FILE};
 use crate::output;
 use crate::supervisor::StartOptions;
 
@@ -72,7 +72,7 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
         args.shards
     );
     let options = BuildOptions {
-        input: corpus,
+        input: Input::Lines(corpus),
         shards: args.shards,
         out: out.clone(),
         parents: args.parents,
