@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Turns the JSON reports of scripts/bench.sh into the markdown results table."""
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+
+
+def load(out, name):
+    path = os.path.join(out, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def row(label, r):
+    l = r["latency_us"]
+    errors = sum(r["errors"].values())
+    return (
+        f"| {label} | {r['rate_achieved']:.0f} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} "
+        f"| {ms(l['p999'])} | {ms(l['max'])} | {errors} | {100 * r['partial_fraction']:.2f}% "
+        f"| {100 * r['coverage_mean']:.2f}% |"
+    )
+
+
+def main():
+    out = sys.argv[1]
+    header = (
+        "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | partial | coverage |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
+    )
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}), "
+          f"{platform.system()} {platform.release()}.\n")
+
+    print("### One index in-process vs the tree (4 shards, 2 parents), open loop\n")
+    print(header)
+    rates = sorted({int(n.split("-")[1].split(".")[0]) for n in os.listdir(out)
+                    if n.startswith("tree-") and n.endswith(".json") and n[5:-5].isdigit()})
+    ratios = []
+    for rate in rates:
+        d, t = load(out, f"direct-{rate}"), load(out, f"tree-{rate}")
+        if d:
+            print(row(f"direct, {rate}/s", d))
+        if t:
+            print(row(f"tree, {rate}/s", t))
+        if d and t:
+            ratios.append((rate, t["latency_us"]["p50"] / max(d["latency_us"]["p50"], 1),
+                           t["latency_us"]["p99"] / max(d["latency_us"]["p99"], 1)))
+    d, t = load(out, "direct-max"), load(out, "tree-max")
+    if d:
+        print(row("direct, closed loop (8 workers)", d))
+    if t:
+        print(row("tree, closed loop (8 workers)", t))
+    print()
+    if ratios:
+        print("| rate | tree p50 ÷ direct p50 | tree p99 ÷ direct p99 |\n|---|---|---|")
+        for rate, p50, p99 in ratios:
+            print(f"| {rate}/s | {p50:.1f}× | {p99:.1f}× |")
+        print()
+    if d and t:
+        print(f"Peak throughput: tree {t['rate_achieved']:.0f}/s, direct {d['rate_achieved']:.0f}/s "
+              f"(tree ÷ direct = {t['rate_achieved'] / d['rate_achieved']:.2f}).\n")
+
+    nb, b = load(out, "straggler-nobudget"), load(out, "straggler-budget50")
+    if nb or b:
+        print("### Stragglers: every leaf delays 1% of requests by 1 s\n")
+        print(header)
+        if nb:
+            print(row("budget 5 s (no cut-off)", nb))
+        if b:
+            print(row("budget 50 ms", b))
+        if nb and b:
+            print(f"\np99.9: {ms(nb['latency_us']['p999'])} ms without a budget, "
+                  f"{ms(b['latency_us']['p999'])} ms with a 50 ms budget "
+                  f"(goal: ≤ 55 ms); mean coverage with the budget {100 * b['coverage_mean']:.2f}% "
+                  f"(goal: ≥ 99%).")
+
+
+if __name__ == "__main__":
+    main()
