@@ -5,6 +5,7 @@
 
 pub mod child;
 pub mod config;
+#[cfg(test)]
 pub mod fake;
 pub mod fanout;
 pub mod merge;

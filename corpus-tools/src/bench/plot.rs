@@ -25,9 +25,12 @@ pub fn svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
             if h.is_empty() {
                 return Vec::new();
             }
+            // The data resolve percentiles down to 1/count: the last point
+            // (p = 1) is drawn there rather than at infinity.
+            let finest = 1.0 - 1.0 / (h.len().max(10) as f64);
             h.iter_quantiles(5)
                 .map(|v| {
-                    let q = v.quantile_iterated_to().min(1.0 - 1.0 / (10f64.powi(7)));
+                    let q = v.quantile_iterated_to().min(finest);
                     (
                         (1.0 / (1.0 - q)).log10(),
                         v.value_iterated_to() as f64 / 1000.0,
