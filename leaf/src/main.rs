@@ -21,14 +21,16 @@ async fn main() -> anyhow::Result<()> {
     if faults.is_active() {
         tracing::warn!(?faults, "fault injection is on");
     }
+    let listener = serving::bind(&config.listen).await?;
+    let mut searcher = ShardSearcher::new(shard);
+    searcher.set_name(listener.local_addr()?.to_string());
     let service = LeafService::new(
-        ShardSearcher::new(shard),
+        searcher,
         config.concurrency(),
         config.timing(),
         Faults::new(faults, config.seed()),
     );
     let counters = service.counters();
-    let listener = serving::bind(&config.listen).await?;
     serving::serve(listener, service, counters, serving::shutdown_signal()).await?;
     Ok(())
 }

@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use searchtree_proto::SearchParams;
-use searchtree_proto::pb::{Coverage, FailureReason, Hit, SearchResponse, ShardFailure};
+use searchtree_proto::pb::{
+    Coverage, FailureReason, Hit, SearchResponse, ShardFailure, ShardSource,
+};
 use tantivy::query::{Query, QueryParser};
 use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
@@ -37,6 +39,8 @@ pub enum SearchError {
 pub struct ShardSearcher {
     shard: Shard,
     parser: QueryParser,
+    /// How this leaf names itself in `coverage.sources` (its address).
+    name: String,
 }
 
 impl ShardSearcher {
@@ -44,7 +48,16 @@ impl ShardSearcher {
     pub fn new(shard: Shard) -> Self {
         let parser =
             QueryParser::for_index(&shard.index, vec![shard.fields.title, shard.fields.body]);
-        ShardSearcher { shard, parser }
+        ShardSearcher {
+            shard,
+            parser,
+            name: String::new(),
+        }
+    }
+
+    /// Sets the name (address) this leaf reports as the source of its answers.
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
     }
 
     /// The shard being searched.
@@ -104,6 +117,11 @@ impl ShardSearcher {
                 shards_ok: 1,
                 docs_total,
                 docs_searched: docs_total,
+                sources: vec![ShardSource {
+                    shard,
+                    replica: self.name.clone(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }
         };

@@ -11,8 +11,9 @@ use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
-
-use crate::spec::ChildSpec;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// How a child failed to answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +31,13 @@ pub enum ChildError {
     /// The child answered with an error.
     #[error("error: {0}")]
     Failed(String),
+}
+
+impl ChildError {
+    /// Whether another replica might succeed where this one failed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ChildError::Unavailable(_))
+    }
 }
 
 impl From<tonic::Status> for ChildError {
@@ -57,6 +65,12 @@ pub trait Child: Send + Sync {
         request: SearchRequest,
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>>;
+
+    /// Asks the child whether it is serving (`grpc.health.v1`). Children
+    /// that cannot tell are assumed to be.
+    fn check_health(&self) -> BoxFuture<'_, Result<(), ChildError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// How long a connection attempt to a child may take.
@@ -65,31 +79,51 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A child reached over gRPC. Connects lazily and reconnects by itself, so a
 /// child that is down at start-up or restarts later is picked up again.
 pub struct GrpcChild {
-    spec: ChildSpec,
+    addr: String,
+    shards: Vec<u32>,
     client: SearchClient<Channel>,
+    health: HealthClient<Channel>,
 }
 
 impl GrpcChild {
-    /// A client for the child described by `spec`; no connection is made yet.
-    pub fn new(spec: ChildSpec) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{}", spec.addr))?
+    /// A client for the child at `addr` (HOST:PORT) serving `shards`; no
+    /// connection is made yet.
+    pub fn new(addr: &str, shards: Vec<u32>) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(GrpcChild {
-            spec,
-            client: SearchClient::new(channel),
+            addr: addr.to_string(),
+            shards,
+            client: SearchClient::new(channel.clone()),
+            health: HealthClient::new(channel),
         })
     }
 }
 
 impl Child for GrpcChild {
     fn name(&self) -> &str {
-        &self.spec.addr
+        &self.addr
     }
 
     fn shards(&self) -> &[u32] {
-        &self.spec.shards
+        &self.shards
+    }
+
+    fn check_health(&self) -> BoxFuture<'_, Result<(), ChildError>> {
+        let mut health = self.health.clone();
+        Box::pin(async move {
+            let response = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?;
+            match response.get_ref().status() {
+                ServingStatus::Serving => Ok(()),
+                other => Err(ChildError::Unavailable(format!("health: {other:?}"))),
+            }
+        })
     }
 
     fn search(

@@ -6,8 +6,11 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use searchtree_proto::BudgetPolicy;
 
+use searchtree_proto::Counters;
+
 use crate::child::{Child, GrpcChild};
 use crate::node::InnerTiming;
+use crate::replica::{Policy, ReplicaConfig, ReplicaGroup};
 use crate::spec::ChildSpec;
 
 /// Fan searches out to child nodes and merge their answers.
@@ -26,10 +29,33 @@ pub struct ParentConfig {
 /// Flags every inner node takes.
 #[derive(Debug, Args)]
 pub struct InnerArgs {
-    /// A child, as SHARDS@HOST:PORT (e.g. `0-1@127.0.0.1:7001`): the shards
-    /// below it and its address. Repeat for each child.
+    /// A child, as SHARDS@HOST:PORT[,HOST:PORT...] (e.g. `0-1@127.0.0.1:7001`):
+    /// the shards below it and its address — several addresses are replicas
+    /// of it. Repeat for each child.
     #[arg(long = "child", required = true)]
     pub children: Vec<ChildSpec>,
+    /// How a replica is chosen: round_robin, least_outstanding or latency_aware.
+    #[arg(long, default_value_t = Policy::default())]
+    pub replica_policy: Policy,
+    /// Time between health checks of each replica, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    pub health_interval_ms: u64,
+    /// How long a health check may take, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub health_timeout_ms: u64,
+    /// Over how long a replica back from an outage ramps up to its full
+    /// share of traffic, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub slow_start_ms: u64,
+    /// Retries after a retryable error, each to another replica.
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
+    /// Hedged requests allowed per request on average (0 turns hedging off).
+    #[arg(long, default_value_t = 0.05)]
+    pub hedge_ratio: f64,
+    /// The least time to wait before hedging, in milliseconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub hedge_min_delay_ms: f64,
     /// Budget of a request that names none (no budget_ms, no gRPC deadline).
     #[arg(long, default_value_t = 100)]
     pub default_budget_ms: u64,
@@ -61,23 +87,55 @@ impl InnerArgs {
         })
     }
 
+    /// How replica groups behave.
+    pub fn replica_config(&self) -> anyhow::Result<ReplicaConfig> {
+        if !(0.0..=1.0).contains(&self.hedge_ratio) {
+            anyhow::bail!("--hedge-ratio {} must be between 0 and 1", self.hedge_ratio);
+        }
+        Ok(ReplicaConfig {
+            policy: self.replica_policy,
+            health_interval: Duration::from_millis(self.health_interval_ms.max(1)),
+            health_timeout: Duration::from_millis(self.health_timeout_ms.max(1)),
+            slow_start: Duration::from_millis(self.slow_start_ms),
+            retries: self.retries,
+            hedge_ratio: self.hedge_ratio,
+            hedge_min_delay: Duration::from_secs_f64(self.hedge_min_delay_ms.max(0.0) / 1000.0),
+            ..ReplicaConfig::default()
+        })
+    }
+
     /// Checks that no shard is below two children, and connects (lazily) to
-    /// each child over gRPC.
-    pub fn grpc_children(&self) -> anyhow::Result<Vec<Arc<dyn Child>>> {
+    /// each child over gRPC; a child with several addresses becomes a
+    /// health-checked replica group counting into `counters`.
+    pub fn grpc_children(&self, counters: &Arc<Counters>) -> anyhow::Result<Vec<Arc<dyn Child>>> {
         let mut seen = std::collections::BTreeMap::new();
         for spec in &self.children {
             for shard in &spec.shards {
-                if let Some(other) = seen.insert(*shard, &spec.addr) {
+                if let Some(other) = seen.insert(*shard, spec.to_string()) {
                     anyhow::bail!(
-                        "shard {shard} is below two children ({other} and {}); each shard must be below exactly one",
-                        spec.addr
+                        "shard {shard} is below two children ({other} and {spec}); each shard must be below exactly one"
                     );
                 }
             }
         }
+        let config = self.replica_config()?;
         self.children
             .iter()
-            .map(|spec| Ok(Arc::new(GrpcChild::new(spec.clone())?) as Arc<dyn Child>))
+            .map(|spec| {
+                let mut replicas = spec
+                    .addrs
+                    .iter()
+                    .map(|addr| {
+                        Ok(Arc::new(GrpcChild::new(addr, spec.shards.clone())?) as Arc<dyn Child>)
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if replicas.len() == 1 {
+                    return Ok(replicas.remove(0));
+                }
+                let group = ReplicaGroup::new(replicas, config.clone(), Arc::clone(counters));
+                group.spawn_health_checks();
+                Ok(group as Arc<dyn Child>)
+            })
             .collect()
     }
 }

@@ -1,25 +1,29 @@
 //! In-process children with scripted latency and outcome, for testing fan-out,
-//! merging and timing logic under tokio's paused clock (no real sleeps, no
-//! sockets). Real trees use [`crate::child::GrpcChild`].
+//! merging, timing and replica logic under tokio's paused clock (no real
+//! sleeps, no sockets). Real trees use [`crate::child::GrpcChild`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use searchtree_proto::pb::{Coverage, Hit, SearchRequest, SearchResponse};
+use searchtree_proto::pb::{Coverage, Hit, SearchRequest, SearchResponse, ShardSource};
 
 use crate::child::{Child, ChildError};
 
 /// Documents in each fake shard.
 pub const FAKE_SHARD_DOCS: u64 = 100;
 
-/// A child that answers after a fixed delay with a fixed outcome.
+/// A child that answers after a delay with a fixed outcome; the delay and
+/// whether it is down can be changed while it runs.
 pub struct FakeChild {
     name: String,
     shards: Vec<u32>,
-    delay: Duration,
+    delay_us: AtomicU64,
+    down: AtomicBool,
     outcome: Result<Vec<Hit>, ChildError>,
+    /// Calls started.
+    pub started: Arc<AtomicUsize>,
     /// Calls whose future ran to completion.
     pub completed: Arc<AtomicUsize>,
     /// Calls dropped before they completed (cancelled by the caller).
@@ -52,12 +56,36 @@ impl FakeChild {
         FakeChild {
             name: format!("fake-{shard}"),
             shards: vec![shard],
-            delay,
+            delay_us: AtomicU64::new(delay.as_micros() as u64),
+            down: AtomicBool::new(false),
             outcome,
+            started: Arc::default(),
             completed: Arc::default(),
             cancelled: Arc::default(),
             budgets: Arc::default(),
         }
+    }
+
+    /// The same child under another name (e.g. one replica of several).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// Changes how long the child takes to answer.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Takes the child down (it refuses calls and health checks) or up.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Calls started so far.
+    pub fn calls(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
     }
 }
 
@@ -87,9 +115,14 @@ impl Child for FakeChild {
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
         self.budgets.lock().expect("budgets lock").push(budget);
+        self.started.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ChildError::Unavailable(format!("{} is down", self.name)));
+            }
+            let delay = Duration::from_micros(self.delay_us.load(Ordering::SeqCst));
             let mut guard = CancelGuard(Some(Arc::clone(&self.cancelled)));
-            tokio::time::sleep(self.delay).await;
+            tokio::time::sleep(delay).await;
             guard.0 = None;
             self.completed.fetch_add(1, Ordering::SeqCst);
             let mut hits = self.outcome.clone()?;
@@ -104,11 +137,30 @@ impl Child for FakeChild {
                     shards_ok: 1,
                     docs_total: FAKE_SHARD_DOCS,
                     docs_searched: FAKE_SHARD_DOCS,
+                    sources: self
+                        .shards
+                        .iter()
+                        .map(|&shard| ShardSource {
+                            shard,
+                            replica: self.name.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
                     ..Default::default()
                 }),
-                took_us: self.delay.as_micros() as u64,
+                took_us: delay.as_micros() as u64,
                 ..Default::default()
             })
+        })
+    }
+
+    fn check_health(&self) -> BoxFuture<'_, Result<(), ChildError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                Err(ChildError::Unavailable(format!("{} is down", self.name)))
+            } else {
+                Ok(())
+            }
         })
     }
 }

@@ -241,6 +241,7 @@ fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
                 .collect(),
             docs_total: slot.docs_total.load(Ordering::Relaxed),
             docs_searched: 0,
+            sources: Vec::new(),
         }),
         partial: true,
         ..Default::default()

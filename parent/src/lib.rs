@@ -10,6 +10,7 @@ pub mod fake;
 pub mod fanout;
 pub mod merge;
 pub mod node;
+pub mod replica;
 pub mod service;
 pub mod spec;
 

@@ -10,11 +10,12 @@ use searchtree_proto::serving;
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = ParentConfig::parse();
+    let counters = inner_counters("parent", &[]);
     let node = InnerNode::new(
         "parent",
-        config.inner.grpc_children()?,
+        config.inner.grpc_children(&counters)?,
         config.inner.timing()?,
-        inner_counters("parent", &[]),
+        counters,
     );
     tracing::info!(
         children = config.inner.children.len(),

@@ -26,6 +26,7 @@ pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> S
         }
     }
     coverage.failures.sort_by_key(|f| f.shard);
+    coverage.sources.sort_by_key(|s| s.shard);
     out.partial |= coverage.shards_ok < coverage.shards_total;
     out.hits.sort_by(hit_order);
     out.hits.truncate(top_k);
@@ -41,6 +42,7 @@ pub fn add_coverage(into: &mut Coverage, other: Coverage) {
     into.docs_total += other.docs_total;
     into.docs_searched += other.docs_searched;
     into.failures.extend(other.failures);
+    into.sources.extend(other.sources);
 }
 
 #[cfg(test)]

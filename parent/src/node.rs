@@ -46,6 +46,7 @@ impl Default for InnerTiming {
 pub fn inner_counters(role: &'static str, extra: &[&'static str]) -> Arc<Counters> {
     let mut names = vec!["requests", "invalid_requests", "partial_answers"];
     names.extend_from_slice(FANOUT_COUNTERS);
+    names.extend_from_slice(crate::replica::REPLICA_COUNTERS);
     names.extend_from_slice(extra);
     Counters::new(role, &names)
 }

@@ -1,37 +1,46 @@
-//! How a parent is told about a child: `SHARDS@HOST:PORT`.
+//! How a parent is told about a child: `SHARDS@HOST:PORT[,HOST:PORT...]`.
 //!
 //! The shard list (e.g. `0,1` or `0-3`) names the leaves' shards below that
 //! child, so that when the child fails the parent can still say exactly which
-//! shards are missing from its answer.
+//! shards are missing from its answer. Several addresses are replicas of the
+//! same child (e.g. two leaves serving the same shard): the parent chooses
+//! among them.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// A child of a parent: its address and the shards below it.
+/// A child of a parent: its replicas' addresses and the shards below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildSpec {
     /// The shards served below this child, ascending, no duplicates.
     pub shards: Vec<u32>,
-    /// `HOST:PORT` of the child.
-    pub addr: String,
+    /// `HOST:PORT` of each replica of the child (at least one, no duplicates).
+    pub addrs: Vec<String>,
 }
 
 impl FromStr for ChildSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (shards, addr) = s.split_once('@').ok_or_else(|| {
+        let (shards, addrs) = s.split_once('@').ok_or_else(|| {
             format!("child {s:?} must look like SHARDS@HOST:PORT, e.g. 0-1@127.0.0.1:7001")
         })?;
-        if addr
-            .rsplit_once(':')
-            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-        {
-            return Err(format!("child {s:?}: {addr:?} is not HOST:PORT"));
+        let mut list: Vec<String> = Vec::new();
+        for addr in addrs.split(',').map(str::trim) {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(format!("child {s:?}: {addr:?} is not HOST:PORT"));
+            }
+            if list.iter().any(|a| a == addr) {
+                return Err(format!("child {s:?}: replica {addr} is listed twice"));
+            }
+            list.push(addr.to_string());
         }
         Ok(ChildSpec {
             shards: parse_shards(shards).map_err(|e| format!("child {s:?}: {e}"))?,
-            addr: addr.to_string(),
+            addrs: list,
         })
     }
 }
@@ -39,7 +48,7 @@ impl FromStr for ChildSpec {
 impl fmt::Display for ChildSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shards: Vec<String> = self.shards.iter().map(u32::to_string).collect();
-        write!(f, "{}@{}", shards.join(","), self.addr)
+        write!(f, "{}@{}", shards.join(","), self.addrs.join(","))
     }
 }
 
@@ -78,9 +87,12 @@ mod tests {
     fn parses_lists_and_ranges() {
         let spec: ChildSpec = "0-2,5@127.0.0.1:7001".parse().unwrap();
         assert_eq!(spec.shards, [0, 1, 2, 5]);
-        assert_eq!(spec.addr, "127.0.0.1:7001");
+        assert_eq!(spec.addrs, ["127.0.0.1:7001"]);
         assert_eq!(spec.to_string(), "0,1,2,5@127.0.0.1:7001");
         assert_eq!(spec.to_string().parse::<ChildSpec>().unwrap(), spec);
+        let replicas: ChildSpec = "3@127.0.0.1:7001,127.0.0.1:7002".parse().unwrap();
+        assert_eq!(replicas.addrs, ["127.0.0.1:7001", "127.0.0.1:7002"]);
+        assert_eq!(replicas.to_string().parse::<ChildSpec>().unwrap(), replicas);
     }
 
     #[test]
@@ -91,6 +103,11 @@ mod tests {
             ("x@127.0.0.1:1", "not a shard number"),
             ("3-1@127.0.0.1:1", "backwards"),
             ("1,1@127.0.0.1:1", "listed twice"),
+            (
+                "1@127.0.0.1:1,127.0.0.1:1",
+                "replica 127.0.0.1:1 is listed twice",
+            ),
+            ("1@127.0.0.1:1,", "is not HOST:PORT"),
         ] {
             let err = bad.parse::<ChildSpec>().unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");

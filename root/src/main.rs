@@ -12,11 +12,12 @@ use searchtree_root::policy::ROOT_COUNTERS;
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = RootConfig::parse();
+    let counters = inner_counters("root", ROOT_COUNTERS);
     let node = InnerNode::new(
         "root",
-        config.inner.grpc_children()?,
+        config.inner.grpc_children(&counters)?,
         config.inner.timing()?,
-        inner_counters("root", ROOT_COUNTERS),
+        counters,
     );
     tracing::info!(
         children = config.inner.children.len(),

@@ -1,0 +1,173 @@
+//! What a parent knows about one replica: whether it is in rotation, how busy
+//! and how fast it is.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::child::Child;
+
+/// Latencies kept per replica, for its recent percentiles.
+const RECENT: usize = 32;
+
+/// Whether a replica receives traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Receives traffic (ramping up if it came back recently).
+    In,
+    /// Failed a health check or a request: no traffic until it passes checks.
+    Ejected,
+    /// Persistently much slower than its peers: only shadow traffic, to see
+    /// whether it recovers.
+    Probation,
+}
+
+/// Mutable state of a replica, behind the replica's lock.
+#[derive(Debug)]
+pub struct ReplicaState {
+    /// Whether it receives traffic.
+    pub rotation: Rotation,
+    /// Consecutive successful health checks while ejected.
+    pub consecutive_ok: u32,
+    /// When it last came back into rotation (start of its slow start).
+    pub back_since: Option<Instant>,
+    /// Smoothed latency, µs (0: not measured yet).
+    pub ewma_us: f64,
+    /// Recent latencies, µs.
+    pub recent: VecDeque<u64>,
+}
+
+impl ReplicaState {
+    fn new() -> Self {
+        ReplicaState {
+            rotation: Rotation::In,
+            consecutive_ok: 0,
+            back_since: None,
+            ewma_us: 0.0,
+            recent: VecDeque::with_capacity(RECENT),
+        }
+    }
+
+    /// Records a latency sample.
+    pub fn observe(&mut self, latency: Duration) {
+        let us = latency.as_micros() as u64;
+        self.ewma_us = if self.ewma_us == 0.0 {
+            us as f64
+        } else {
+            0.8 * self.ewma_us + 0.2 * us as f64
+        };
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(us);
+    }
+
+    /// The `q` quantile of recent latencies, if there are at least `min` samples.
+    pub fn recent_quantile(&self, q: f64, min: usize) -> Option<u64> {
+        if self.recent.len() < min.max(1) {
+            return None;
+        }
+        let mut v: Vec<u64> = self.recent.iter().copied().collect();
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        Some(v[i])
+    }
+
+    /// Share of its normal traffic the replica gets now: 0 out of rotation;
+    /// ramping linearly from 10 % to 100 % over `slow_start` after it came
+    /// back, so a recovered replica is not flooded at once.
+    pub fn weight(&self, now: Instant, slow_start: Duration) -> f64 {
+        if self.rotation != Rotation::In {
+            return 0.0;
+        }
+        match self.back_since {
+            Some(since) if !slow_start.is_zero() => {
+                let f =
+                    now.saturating_duration_since(since).as_secs_f64() / slow_start.as_secs_f64();
+                f.clamp(0.1, 1.0)
+            }
+            _ => 1.0,
+        }
+    }
+}
+
+/// A replica: the child itself, its requests in flight and its state.
+pub struct Replica {
+    /// The child.
+    pub child: Arc<dyn Child>,
+    /// Requests in flight to it.
+    pub outstanding: AtomicUsize,
+    /// Everything else.
+    pub state: std::sync::Mutex<ReplicaState>,
+}
+
+impl Replica {
+    /// A replica in rotation, nothing measured yet.
+    pub fn new(child: Arc<dyn Child>) -> Self {
+        Replica {
+            child,
+            outstanding: AtomicUsize::new(0),
+            state: std::sync::Mutex::new(ReplicaState::new()),
+        }
+    }
+
+    /// Locks its state.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.state.lock().expect("replica state lock")
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a request in flight to a replica for as long as it lives.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Counts one more request in flight.
+    pub fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_ramps_from_a_tenth_to_full() {
+        let now = Instant::now();
+        let mut s = ReplicaState::new();
+        let window = Duration::from_secs(10);
+        assert_eq!(s.weight(now, window), 1.0);
+        s.back_since = Some(now);
+        assert_eq!(s.weight(now, window), 0.1);
+        assert!((s.weight(now + Duration::from_secs(5), window) - 0.5).abs() < 1e-9);
+        assert_eq!(s.weight(now + Duration::from_secs(20), window), 1.0);
+        s.rotation = Rotation::Ejected;
+        assert_eq!(s.weight(now + Duration::from_secs(20), window), 0.0);
+    }
+
+    #[test]
+    fn recent_quantiles_need_enough_samples() {
+        let mut s = ReplicaState::new();
+        for ms in 1..=10 {
+            s.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(s.recent_quantile(0.9, 20), None);
+        assert_eq!(s.recent_quantile(0.9, 10), Some(9_000));
+        assert_eq!(s.recent_quantile(0.0, 1), Some(1_000));
+    }
+}
