@@ -65,6 +65,8 @@ pub struct BuildOptions {
     pub out: PathBuf,
     /// Parents in the generated topology (0: leaves directly under the root).
     pub parents: u32,
+    /// Leaves per shard in the generated topology (replicas of the shard).
+    pub replicas: u32,
     /// JSON keys of the document parts.
     pub fields: FieldNames,
     /// Skip invalid lines (counted and reported) instead of failing.
@@ -90,7 +92,7 @@ pub fn build(opts: &BuildOptions) -> anyhow::Result<BuildReport> {
     if opts.shards == 0 {
         bail!("--shards must be at least 1");
     }
-    let topology = Topology::generate(opts.shards, opts.parents)?;
+    let topology = Topology::generate(opts.shards, opts.parents, opts.replicas)?;
     let staging = Staging::new(&opts.out)?;
     let result = build_into(opts, &topology, staging.path());
     let (manifest, skipped_examples) = match result {

@@ -54,6 +54,7 @@ pub struct NodeExit {
 struct Running {
     name: String,
     addr: SocketAddr,
+    node: PlannedNode,
     stop: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<()>>,
 }
@@ -64,6 +65,9 @@ pub struct Tree {
     nodes: Vec<Running>,
     root: SocketAddr,
     exits: mpsc::UnboundedReceiver<NodeExit>,
+    exit_tx: mpsc::UnboundedSender<NodeExit>,
+    bins: NodeBinaries,
+    options: StartOptions,
 }
 
 impl Tree {
@@ -102,6 +106,39 @@ impl Tree {
         Ok(())
     }
 
+    /// Starts a stopped node again on the address it had, so its parent
+    /// finds it where it was; waits until it is serving.
+    pub async fn restart_node(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .with_context(|| format!("no node named {name:?}"))?;
+        if self.nodes[i].done.is_some() {
+            bail!("{name} is still running");
+        }
+        let mut node = self.nodes[i].node.clone();
+        let addr = self.nodes[i].addr.to_string();
+        match &mut node {
+            PlannedNode::Leaf { listen, .. } | PlannedNode::Inner { listen, .. } => *listen = addr,
+        }
+        let addrs: HashMap<String, SocketAddr> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.addr))
+            .collect();
+        let running = launch(
+            &node,
+            &self.bins,
+            &addrs,
+            &self.options,
+            self.exit_tx.clone(),
+        )
+        .await?;
+        self.nodes[i] = running;
+        Ok(())
+    }
+
     /// Stops every node, the root first and leaves last.
     pub async fn shutdown(mut self) {
         let names: Vec<String> = self.nodes.iter().rev().map(|n| n.name.clone()).collect();
@@ -122,6 +159,9 @@ pub async fn start(
         nodes: Vec::new(),
         root: SocketAddr::from(([127, 0, 0, 1], 0)),
         exits,
+        exit_tx: exit_tx.clone(),
+        bins: bins.clone(),
+        options: options.clone(),
     };
     let mut addrs: HashMap<String, SocketAddr> = HashMap::new();
 
@@ -199,14 +239,16 @@ async fn launch(
             listen,
             children,
             is_root,
+            routing,
             ..
         } => {
             let mut cmd = Command::new(if *is_root { &bins.root } else { &bins.parent });
-            cmd.arg("--listen").arg(listen);
-            for (child, shards) in children {
+            cmd.arg("--listen").arg(listen).args(routing);
+            for (replicas, shards) in children {
                 let shards: Vec<String> = shards.iter().map(u32::to_string).collect();
+                let replicas: Vec<String> = replicas.iter().map(|r| addrs[r].to_string()).collect();
                 cmd.arg("--child")
-                    .arg(format!("{}@{}", shards.join(","), addrs[child]));
+                    .arg(format!("{}@{}", shards.join(","), replicas.join(",")));
             }
             cmd
         }
@@ -288,6 +330,7 @@ async fn launch(
     Ok(Running {
         name,
         addr,
+        node: node.clone(),
         stop: Some(stop_tx),
         done: Some(done_rx),
     })

@@ -48,9 +48,67 @@ pub struct Topology {
     /// Inner nodes.
     #[serde(default, rename = "parent", skip_serializing_if = "Vec::is_empty")]
     pub parents: Vec<ParentNode>,
-    /// Leaves, one per shard.
+    /// Leaves: one per shard, or several (replicas) under the same parent.
     #[serde(default, rename = "leaf")]
     pub leaves: Vec<LeafNode>,
+    /// How inner nodes treat replicas, for every parent and the root.
+    #[serde(default, skip_serializing_if = "Routing::is_default")]
+    pub routing: Routing,
+}
+
+/// Replica handling settings passed to every inner node (each optional;
+/// unset means the node's default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// `round_robin`, `least_outstanding` or `latency_aware`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_policy: Option<String>,
+    /// Hedged requests per request on average; 0 turns hedging off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge_ratio: Option<f64>,
+    /// Retries to another replica after a retryable error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Time between health checks, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_interval_ms: Option<u64>,
+    /// Slow-start window of a returning replica, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start_ms: Option<u64>,
+    /// Budget of a request that names none, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_budget_ms: Option<u64>,
+}
+
+impl Routing {
+    fn is_default(&self) -> bool {
+        *self == Routing::default()
+    }
+
+    /// The settings as flags for `searchtree-parent` and `searchtree-root`.
+    pub fn flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(v) = &self.replica_policy {
+            flags.push(format!("--replica-policy={v}"));
+        }
+        if let Some(v) = self.hedge_ratio {
+            flags.push(format!("--hedge-ratio={v}"));
+        }
+        if let Some(v) = self.retries {
+            flags.push(format!("--retries={v}"));
+        }
+        if let Some(v) = self.health_interval_ms {
+            flags.push(format!("--health-interval-ms={v}"));
+        }
+        if let Some(v) = self.slow_start_ms {
+            flags.push(format!("--slow-start-ms={v}"));
+        }
+        if let Some(v) = self.default_budget_ms {
+            flags.push(format!("--default-budget-ms={v}"));
+        }
+        flags
+    }
 }
 
 /// The root node.
@@ -140,10 +198,13 @@ pub enum PlannedNode {
         name: String,
         /// Listen address.
         listen: String,
-        /// Children by name, with the shards below each.
-        children: Vec<(String, Vec<u32>)>,
+        /// Children: the names of one child's replicas (one name for a
+        /// child without replicas), with the shards below it.
+        children: Vec<(Vec<String>, Vec<u32>)>,
         /// Whether this is the root.
         is_root: bool,
+        /// Flags from the topology's `[routing]` table.
+        routing: Vec<String>,
     },
 }
 
@@ -188,8 +249,16 @@ impl Topology {
 
     /// The topology `searchtree build` writes: the root over `parents`
     /// parents (or directly over the leaves when 0), shards split evenly and
-    /// contiguously among the parents, every node on `127.0.0.1:0`.
-    pub fn generate(num_shards: u32, parents: u32) -> Result<Topology, TopologyError> {
+    /// contiguously among the parents, `replicas` leaves per shard, every
+    /// node on `127.0.0.1:0`.
+    pub fn generate(
+        num_shards: u32,
+        parents: u32,
+        replicas: u32,
+    ) -> Result<Topology, TopologyError> {
+        if replicas == 0 {
+            return invalid("a shard needs at least one replica");
+        }
         if num_shards == 0 {
             return invalid("a tree needs at least one shard");
         }
@@ -198,9 +267,17 @@ impl Topology {
                 "{parents} parents over {num_shards} shards would leave a parent without children; use at most {num_shards}"
             ));
         }
+        let leaf_name = |s: u32, r: u32| {
+            if replicas == 1 {
+                format!("leaf-{s}")
+            } else {
+                format!("leaf-{s}-{r}")
+            }
+        };
         let leaves: Vec<LeafNode> = (0..num_shards)
-            .map(|s| LeafNode {
-                name: format!("leaf-{s}"),
+            .flat_map(|s| (0..replicas).map(move |r| (s, r)))
+            .map(|(s, r)| LeafNode {
+                name: leaf_name(s, r),
                 shard: s,
                 index: Path::new("shards").join(shard_dir_name(s)),
                 listen: default_listen(),
@@ -215,7 +292,9 @@ impl Topology {
                 ParentNode {
                     name: format!("parent-{p}"),
                     listen: default_listen(),
-                    children: (lo..hi).map(|s| format!("leaf-{s}")).collect(),
+                    children: (lo..hi)
+                        .flat_map(|s| (0..replicas).map(move |r| leaf_name(s, r)))
+                        .collect(),
                 }
             })
             .collect();
@@ -231,6 +310,7 @@ impl Topology {
             },
             parents,
             leaves,
+            routing: Routing::default(),
         })
     }
 
@@ -325,12 +405,16 @@ impl Topology {
             ));
         }
 
-        // Shards: each of 0..n served exactly once.
+        // Shards: each of 0..n served by one leaf, or by replicas that are
+        // children of the same node (which chooses among them).
         let mut served: BTreeMap<u32, &str> = BTreeMap::new();
         for leaf in &self.leaves {
-            if let Some(other) = served.insert(leaf.shard, &leaf.name) {
+            if let Some(other) = served.insert(leaf.shard, &leaf.name)
+                && parent_of.get(other) != parent_of.get(leaf.name.as_str())
+            {
                 return invalid(format!(
-                    "shard {} is listed twice: by leaf {other:?} and leaf {:?}",
+                    "shard {} is listed twice, under different parents: by leaf {other:?} and leaf {:?} \
+                     (replicas of a shard must be children of the same node)",
                     leaf.shard, leaf.name
                 ));
             }
@@ -358,16 +442,21 @@ impl Topology {
                 });
             } else {
                 let p = parents[name];
-                nodes.push(inner_node(name, &p.listen, &p.children, &mut below, false));
+                let mut node = inner_node(name, &p.listen, &p.children, &leaves, &mut below, false);
+                set_routing(&mut node, self.routing.flags());
+                nodes.push(node);
             }
         }
-        nodes.push(inner_node(
+        let mut root = inner_node(
             ROOT_NAME,
             &self.root.listen,
             &self.root.children,
+            &leaves,
             &mut below,
             true,
-        ));
+        );
+        set_routing(&mut root, self.routing.flags());
+        nodes.push(root);
         Ok(Plan { nodes, num_shards })
     }
 }
@@ -435,18 +524,36 @@ fn visit<'a>(
     Ok(())
 }
 
+fn set_routing(node: &mut PlannedNode, flags: Vec<String>) {
+    if let PlannedNode::Inner { routing, .. } = node {
+        *routing = flags;
+    }
+}
+
+/// An inner node's plan: leaf children serving the same shard become one
+/// child with several replicas.
 fn inner_node<'a>(
     name: &'a str,
     listen: &str,
     children: &[String],
+    leaves: &HashMap<&str, &LeafNode>,
     below: &mut HashMap<&'a str, BTreeSet<u32>>,
     is_root: bool,
 ) -> PlannedNode {
-    let children: Vec<(String, Vec<u32>)> = children
-        .iter()
-        .map(|c| (c.clone(), below[c.as_str()].iter().copied().collect()))
-        .collect();
-    let all = children
+    let mut grouped: Vec<(Vec<String>, Vec<u32>)> = Vec::new();
+    let mut by_shard: HashMap<u32, usize> = HashMap::new();
+    for child in children {
+        let shards: Vec<u32> = below[child.as_str()].iter().copied().collect();
+        if let Some(leaf) = leaves.get(child.as_str()) {
+            if let Some(&i) = by_shard.get(&leaf.shard) {
+                grouped[i].0.push(child.clone());
+                continue;
+            }
+            by_shard.insert(leaf.shard, grouped.len());
+        }
+        grouped.push((vec![child.clone()], shards));
+    }
+    let all = grouped
         .iter()
         .flat_map(|(_, s)| s.iter().copied())
         .collect();
@@ -454,8 +561,9 @@ fn inner_node<'a>(
     PlannedNode::Inner {
         name: name.to_string(),
         listen: listen.to_string(),
-        children,
+        children: grouped,
         is_root,
+        routing: Vec::new(),
     }
 }
 
@@ -525,7 +633,7 @@ mod tests {
 
     #[test]
     fn generated_topology_round_trips_and_plans_children_first() {
-        let t = Topology::generate(4, 2).unwrap();
+        let t = Topology::generate(4, 2, 1).unwrap();
         let text = t.to_toml();
         assert_eq!(parse(&text), t);
         let plan = t.plan().unwrap();
@@ -543,18 +651,57 @@ mod tests {
         assert_eq!(
             children,
             &[
-                ("parent-0".into(), vec![0, 1]),
-                ("parent-1".into(), vec![2, 3])
+                (vec!["parent-0".into()], vec![0, 1]),
+                (vec!["parent-1".into()], vec![2, 3])
             ]
         );
     }
 
     #[test]
     fn generate_without_parents_hangs_leaves_off_the_root() {
-        let t = Topology::generate(3, 0).unwrap();
+        let t = Topology::generate(3, 0, 1).unwrap();
         assert_eq!(t.root.children, ["leaf-0", "leaf-1", "leaf-2"]);
-        assert!(Topology::generate(2, 3).is_err());
-        assert!(Topology::generate(0, 0).is_err());
+        assert!(Topology::generate(2, 3, 1).is_err());
+        assert!(Topology::generate(0, 0, 1).is_err());
+        assert!(Topology::generate(2, 1, 0).is_err());
+    }
+
+    #[test]
+    fn replicas_of_a_shard_become_one_child_with_several_addresses() {
+        let mut t = Topology::generate(4, 2, 2).unwrap();
+        t.routing.replica_policy = Some("round_robin".into());
+        assert_eq!(parse(&t.to_toml()), t);
+        assert_eq!(
+            t.parents[0].children,
+            ["leaf-0-0", "leaf-0-1", "leaf-1-0", "leaf-1-1"]
+        );
+        let plan = t.plan().unwrap();
+        assert_eq!(plan.num_shards, 4);
+        let PlannedNode::Inner {
+            children, routing, ..
+        } = plan.nodes.iter().find(|n| n.name() == "parent-0").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            children,
+            &[
+                (vec!["leaf-0-0".into(), "leaf-0-1".into()], vec![0]),
+                (vec!["leaf-1-0".into(), "leaf-1-1".into()], vec![1])
+            ]
+        );
+        assert_eq!(routing, &["--replica-policy=round_robin"]);
+        // Replicas under different parents cannot be chosen among: refused.
+        let mut split = t.clone();
+        split.parents[0].children.retain(|c| c != "leaf-0-1");
+        split.parents[1].children.push("leaf-0-1".into());
+        assert!(
+            split
+                .plan()
+                .unwrap_err()
+                .0
+                .contains("under different parents")
+        );
     }
 
     #[test]
@@ -614,11 +761,21 @@ mod tests {
         ));
         assert!(e.contains("shard 1 is missing"), "{e}");
         let e = error(&format!(
+            "[root]\nchildren = [\"p\", \"l1\"]\n[[parent]]\nname = \"p\"\nchildren = [\"l0\"]\n{}{}",
+            leaf("l0", 0),
+            leaf("l1", 0)
+        ));
+        assert!(
+            e.contains("shard 0 is listed twice, under different parents"),
+            "{e}"
+        );
+        // Under the same node, two leaves of a shard are replicas: fine.
+        let ok = parse(&format!(
             "[root]\nchildren = [\"l0\", \"l1\"]\n{}{}",
             leaf("l0", 0),
             leaf("l1", 0)
         ));
-        assert!(e.contains("shard 0 is listed twice"), "{e}");
+        assert_eq!(ok.plan().unwrap().num_shards, 1);
     }
 
     #[test]

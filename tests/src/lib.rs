@@ -53,6 +53,7 @@ pub fn fixture(tmp: &str) -> &'static Fixture {
                 shards,
                 out: out.clone(),
                 parents,
+                replicas: 1,
                 fields: FieldNames::default(),
                 skip_invalid: false,
                 progress: false,

@@ -242,11 +242,11 @@ fn up_refuses_a_bad_topology_naming_the_entry() {
         ),
         (
             format!(
-                "[root]\nchildren = [\"leaf-0\", \"leaf-0b\"]\n{}{}",
+                "[root]\nchildren = [\"p\", \"leaf-0b\"]\n[[parent]]\nname = \"p\"\nchildren = [\"leaf-0\"]\n{}{}",
                 leaf("leaf-0", 0, &shard(0)),
                 leaf("leaf-0b", 0, &shard(0))
             ),
-            "shard 0 is listed twice",
+            "shard 0 is listed twice, under different parents",
         ),
         (
             format!(

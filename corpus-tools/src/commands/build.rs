@@ -31,6 +31,10 @@ pub struct BuildArgs {
     /// Parents in the generated topology (0: leaves directly under the root).
     #[arg(long, default_value_t = 0)]
     pub parents: u32,
+    /// Leaves per shard in the generated topology: replicas, started by `up`
+    /// from the same shard directory, among which their parent chooses.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
     /// JSON key of the unique document id.
     #[arg(long, default_value = "id")]
     pub id_field: String,
@@ -58,6 +62,7 @@ impl BuildArgs {
             shards: self.shards,
             out: self.out.clone(),
             parents: self.parents,
+            replicas: self.replicas,
             fields: FieldNames {
                 id: self.id_field.clone(),
                 title: self.title_field.clone(),

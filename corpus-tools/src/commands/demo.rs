@@ -76,6 +76,7 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
         shards: args.shards,
         out: out.clone(),
         parents: args.parents,
+        replicas: 1,
         fields: FieldNames::default(),
         skip_invalid: false,
         progress: true,

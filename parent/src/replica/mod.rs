@@ -211,7 +211,9 @@ impl ReplicaGroup {
                 if s.consecutive_ok >= self.config.rise {
                     s.rotation = Rotation::In;
                     s.back_since = Some(Instant::now());
+                    // What it measured before the outage says nothing now.
                     s.recent.clear();
+                    s.ewma_us = 0.0;
                     drop(s);
                     self.counters.inc("returns");
                     tracing::info!(
@@ -346,11 +348,28 @@ impl ReplicaGroup {
             return (0..self.replicas.len()).find(|i| !exclude.contains(i));
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        Some(
-            self.config
-                .policy
-                .pick(&candidates, turn, &mut || self.coin()),
-        )
+        let chosen = self
+            .config
+            .policy
+            .pick(&candidates, turn, &mut || self.coin());
+        // Slow start, whatever the policy: a replica ramping up keeps the
+        // request with probability equal to its weight, else the policy
+        // chooses among the others. (A policy drawn to a fresh, idle replica
+        // would otherwise send it everything at once.)
+        let weight = candidates
+            .iter()
+            .find(|c| c.index == chosen)
+            .map_or(1.0, |c| c.weight);
+        if weight < 1.0 && self.coin() >= weight {
+            let others: Vec<Candidate> = candidates
+                .into_iter()
+                .filter(|c| c.index != chosen)
+                .collect();
+            if !others.is_empty() {
+                return Some(self.config.policy.pick(&others, turn, &mut || self.coin()));
+            }
+        }
+        Some(chosen)
     }
 
     /// How long to wait before hedging: the group's recent p95, at least the
@@ -623,6 +642,41 @@ mod tests {
         assert_eq!(r[1].calls() - before, 100);
         assert_eq!(g.counters.get("ejections"), 1);
         assert_eq!(g.counters.get("returns"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_holds_for_every_policy() {
+        for policy in [Policy::LatencyAware, Policy::LeastOutstanding] {
+            let r = fakes(2, ms(1));
+            let g = group(
+                &r,
+                ReplicaConfig {
+                    policy,
+                    ..ReplicaConfig::default()
+                },
+            );
+            send(&g, 50).await;
+            r[1].set_down(true);
+            g.check_all().await;
+            r[1].set_down(false);
+            g.check_all().await;
+            g.check_all().await;
+            let before = r[1].calls();
+            send(&g, 200).await;
+            let early = r[1].calls() - before;
+            assert!(
+                (2..=30).contains(&early),
+                "{policy}: {early} of 200 right after return"
+            );
+            tokio::time::advance(ms(3000)).await;
+            let before = r[1].calls();
+            send(&g, 200).await;
+            let later = r[1].calls() - before;
+            assert!(
+                (70..=130).contains(&later),
+                "{policy}: {later} of 200 after the ramp"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
