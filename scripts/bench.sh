@@ -5,6 +5,9 @@
 #      of each (closed loop);
 #   2. the straggler scenario: every leaf delays 1% of its requests by 1 s;
 #      the root's p99.9 with a 50 ms budget vs with a budget of 5 s (no cut-off).
+#   3. replicas (2 per shard): with 1% of leaf requests delayed 1 s, p99/p99.9
+#      with hedging off vs on and the extra leaf requests hedging cost; and,
+#      with one replica of every shard 3x slower, p99 under each policy.
 # Writes every report (JSON, .hgrm, SVG) and a results table (results.md) to
 # the output directory. See BENCHMARKS.md for the method.
 #
@@ -94,5 +97,48 @@ bench --root "$root" --rate "$straggler_rate" --duration "$straggler_duration" -
   --plot "$out/straggler-budget50.svg" --label "1% stragglers, 50 ms budget" > /dev/null
 echo "  straggler runs done"
 
+# 3. Replicas: 2 per shard.
+"$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --replicas 2 \
+  --out "$out/replica-index" 2> "$out/build-replicas.log"
+
+# Runs the replicated tree with extra topology lines for leaves "leaf-S-1"
+# ($1) and a [routing] table ($2); writes bench report $3 and the parents'
+# counters $3-parents.json.
+replica_run() {
+  local leaf_extra="$1" routing="$2" name="$3" budget="$4" rate="$5" duration="$6"
+  awk -v extra="$leaf_extra" '{ print } /^name = "leaf-[0-9]+-1"$/ { if (extra != "") print extra }' \
+    "$out/replica-index/topology.toml" > "$out/replica-index/$name.toml"
+  printf '\n[routing]\n%b\n' "$routing" >> "$out/replica-index/$name.toml"
+  start_tree "$out/replica-index/$name.toml" "$out/$name.log"
+  bench --root "$root" --rate "$rate" --duration "$duration" --budget-ms "$budget" \
+    --json "$out/$name.json" --hgrm "$out/$name.hgrm" --plot "$out/$name.svg" --label "$name" > /dev/null
+  local parents
+  parents=$(grep -oE 'name=parent-[0-9]+ addr=[0-9.:]+' "$out/$name.log" | sed 's/.*addr=/--addr /' | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  "$bin/searchtree" stats $parents > "$out/$name-parents.json"
+  kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+}
+
+if [ "$quick" = 1 ]; then hedge_duration=8s; policy_duration=4s; else hedge_duration=60s; policy_duration=20s; fi
+# Hedging: every leaf delays 1% of its requests by 1 s; budget 1 s, so the
+# budget does not hide the tail.
+awk '{ print } /^shard = / { print "inject_delay_ms = 1000\ninject_delay_prob = 0.01" }' \
+  "$out/replica-index/topology.toml" > "$out/replica-index/stragglers.toml"
+cp "$out/replica-index/topology.toml" "$out/replica-index/topology.plain.toml"
+cp "$out/replica-index/stragglers.toml" "$out/replica-index/topology.toml"
+replica_run "" 'hedge_ratio = 0' hedge-off 1000 "$straggler_rate" "$hedge_duration"
+replica_run "" 'hedge_ratio = 0.05' hedge-on 1000 "$straggler_rate" "$hedge_duration"
+cp "$out/replica-index/topology.plain.toml" "$out/replica-index/topology.toml"
+echo "  hedging runs done"
+# Policies: one replica of every shard about 3x slower than its peer (+3 ms
+# on a ~1.5 ms leaf round trip), hedging and probation off so the policy
+# alone decides; then the defaults (latency_aware, probation on).
+slow_replica='inject_delay_ms = 3\ninject_delay_prob = 1.0'
+for policy in round_robin least_outstanding latency_aware; do
+  replica_run "$slow_replica" "hedge_ratio = 0\nprobation_factor = 0\nreplica_policy = \"$policy\"" \
+    "policy-$policy" 1000 "$straggler_rate" "$policy_duration"
+done
+replica_run "$slow_replica" 'hedge_ratio = 0' policy-defaults 1000 "$straggler_rate" "$policy_duration"
+echo "  policy runs done"
 python3 scripts/bench_table.py "$out" > "$out/results.md"
 cat "$out/results.md"

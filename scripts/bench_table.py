@@ -86,6 +86,40 @@ def main():
                   f"{ms(b['latency_us']['p999'])} ms with a 50 ms budget "
                   f"(goal: ≤ 55 ms); mean coverage with the budget {100 * b['coverage_mean']:.2f}% "
                   f"(goal: ≥ 99%).")
+    replicas(out, header)
+
+
+def replicas(out, header):
+    off, on = load(out, "hedge-off"), load(out, "hedge-on")
+    if off or on:
+        print("\n### Replicas (2 per shard): hedging, with 1% of leaf requests delayed 1 s, budget 1 s\n")
+        print(header)
+        if off:
+            print(row("hedging off", off))
+        if on:
+            print(row("hedging on (≤ 5%)", on))
+        stats = load(out, "hedge-on-parents")
+        if off and on:
+            cut = off["latency_us"]["p999"] / max(on["latency_us"]["p999"], 1)
+            line = (f"\np99.9: {ms(off['latency_us']['p999'])} ms without hedging, "
+                    f"{ms(on['latency_us']['p999'])} ms with it ({cut:.0f}× lower); "
+                    f"p99: {ms(off['latency_us']['p99'])} → {ms(on['latency_us']['p99'])} ms.")
+            if stats:
+                t = stats["total"]
+                primary = t.get("replica_calls", 0) - t.get("hedges_sent", 0) - t.get("retries", 0)
+                extra = t.get("hedges_sent", 0) / max(primary, 1)
+                line += (f" Hedges sent: {t.get('hedges_sent', 0)} for {primary} primary leaf requests "
+                         f"({100 * extra:.2f}% extra), of which {t.get('hedges_won', 0)} won.")
+            print(line)
+    policies = [(f"{p}, no probation", load(out, f"policy-{p}"))
+                for p in ("round_robin", "least_outstanding", "latency_aware")]
+    policies.append(("latency_aware with probation (the defaults)", load(out, "policy-defaults")))
+    if any(r for _, r in policies):
+        print("\n### Replica policies, one replica of every shard ~3× slower (+3 ms), hedging off\n")
+        print(header)
+        for name, r in policies:
+            if r:
+                print(row(name, r))
 
 
 if __name__ == "__main__":

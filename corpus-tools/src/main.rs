@@ -1,7 +1,7 @@
 //! `searchtree`: the operator CLI.
 
 use clap::{Parser, Subcommand};
-use searchtree_cli::commands::{bench, build, demo, query, up};
+use searchtree_cli::commands::{bench, build, demo, query, stats, up};
 
 /// Build, run and query a scatter/gather search tree.
 #[derive(Debug, Parser)]
@@ -18,6 +18,7 @@ enum Command {
     Query(query::QueryArgs),
     Demo(demo::DemoArgs),
     Bench(bench::BenchArgs),
+    Stats(stats::StatsArgs),
 }
 
 #[tokio::main]
@@ -30,6 +31,7 @@ async fn main() {
         Command::Query(args) => query::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Stats(args) => stats::run(args).await,
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

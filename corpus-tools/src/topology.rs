@@ -79,6 +79,9 @@ pub struct Routing {
     /// Budget of a request that names none, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_budget_ms: Option<u64>,
+    /// Probation threshold (times the peers' p90); 0 turns probation off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_factor: Option<f64>,
 }
 
 impl Routing {
@@ -106,6 +109,9 @@ impl Routing {
         }
         if let Some(v) = self.default_budget_ms {
             flags.push(format!("--default-budget-ms={v}"));
+        }
+        if let Some(v) = self.probation_factor {
+            flags.push(format!("--probation-factor={v}"));
         }
         flags
     }

@@ -56,6 +56,10 @@ pub struct InnerArgs {
     /// The least time to wait before hedging, in milliseconds.
     #[arg(long, default_value_t = 2.0)]
     pub hedge_min_delay_ms: f64,
+    /// A replica whose recent p90 is more than this many times its peers'
+    /// goes on probation (0 turns probation off).
+    #[arg(long, default_value_t = 3.0)]
+    pub probation_factor: f64,
     /// Budget of a request that names none (no budget_ms, no gRPC deadline).
     #[arg(long, default_value_t = 100)]
     pub default_budget_ms: u64,
@@ -100,6 +104,11 @@ impl InnerArgs {
             retries: self.retries,
             hedge_ratio: self.hedge_ratio,
             hedge_min_delay: Duration::from_secs_f64(self.hedge_min_delay_ms.max(0.0) / 1000.0),
+            probation_factor: if self.probation_factor > 0.0 {
+                self.probation_factor
+            } else {
+                f64::INFINITY
+            },
             ..ReplicaConfig::default()
         })
     }

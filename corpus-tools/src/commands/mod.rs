@@ -4,4 +4,5 @@ pub mod bench;
 pub mod build;
 pub mod demo;
 pub mod query;
+pub mod stats;
 pub mod up;
