@@ -9,7 +9,7 @@ use searchtree_proto::BudgetPolicy;
 use searchtree_proto::Counters;
 
 use crate::child::{Child, GrpcChild};
-use crate::node::InnerTiming;
+use crate::node::{InnerNode, InnerTiming, inner_counters};
 use crate::replica::{Policy, ReplicaConfig, ReplicaGroup};
 use crate::spec::ChildSpec;
 
@@ -89,6 +89,29 @@ impl InnerArgs {
             },
             reserve: Duration::from_secs_f64(self.reserve_ms / 1000.0),
         })
+    }
+
+    /// Builds the inner node these flags describe: its children over gRPC,
+    /// its timing, and counters for `role` (plus `extra_counters`).
+    pub fn build_node(
+        &self,
+        role: &'static str,
+        extra_counters: &[&'static str],
+    ) -> anyhow::Result<InnerNode> {
+        let counters = inner_counters(role, extra_counters);
+        let node = InnerNode::new(
+            role,
+            self.grpc_children(&counters)?,
+            self.timing()?,
+            counters,
+        );
+        tracing::info!(
+            children = self.children.len(),
+            shards = node.shards_total(),
+            policy = %self.replica_policy,
+            "{role} configured"
+        );
+        Ok(node)
     }
 
     /// How replica groups behave.

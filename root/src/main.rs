@@ -1,8 +1,6 @@
 //! `searchtree-root`: the tree's front door for clients.
 
 use clap::Parser;
-use searchtree_parent::InnerNode;
-use searchtree_parent::node::inner_counters;
 use searchtree_proto::serving;
 use searchtree_root::RootService;
 use searchtree_root::config::RootConfig;
@@ -12,26 +10,10 @@ use searchtree_root::policy::ROOT_COUNTERS;
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = RootConfig::parse();
-    let counters = inner_counters("root", ROOT_COUNTERS);
-    let node = InnerNode::new(
-        "root",
-        config.inner.grpc_children(&counters)?,
-        config.inner.timing()?,
-        counters,
-    );
-    tracing::info!(
-        children = config.inner.children.len(),
-        shards = node.shards_total(),
-        "root configured"
-    );
+    let node = config.inner.build_node("root", ROOT_COUNTERS)?;
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
-    serving::serve(
-        listener,
-        RootService::new(node),
-        counters,
-        serving::shutdown_signal(),
-    )
-    .await?;
+    let service = RootService::new(node);
+    serving::serve(listener, service, counters, serving::shutdown_signal()).await?;
     Ok(())
 }

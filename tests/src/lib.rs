@@ -14,8 +14,9 @@ use searchtree_cli::corpus::FieldNames;
 use searchtree_cli::indexer::{self, BuildOptions, Input, TOPOLOGY_FILE};
 use searchtree_cli::supervisor::{self, StartOptions, Tree};
 use searchtree_cli::topology::{Topology, check_indexes};
+use searchtree_proto::pb::node_stats_client::NodeStatsClient;
 use searchtree_proto::pb::search_client::SearchClient;
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::pb::{GetStatsRequest, SearchRequest, SearchResponse};
 use tonic::transport::Channel;
 
 /// Shards of the sharded build.
@@ -158,6 +159,31 @@ pub async fn search(
         },
     )
     .await
+}
+
+/// A node's counter `name` (from `searchtree.v1.NodeStats`).
+pub async fn counter(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let mut stats = NodeStatsClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to NodeStats");
+    let response = stats
+        .get_stats(GetStatsRequest {})
+        .await
+        .expect("GetStats")
+        .into_inner();
+    *response
+        .counters
+        .get(name)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// The address of the node called `name` in `tree`.
+pub fn node_addr(tree: &Tree, name: &str) -> std::net::SocketAddr {
+    tree.addresses()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
+        .1
 }
 
 /// Sends one search request as given.

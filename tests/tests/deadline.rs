@@ -5,10 +5,11 @@
 use std::time::{Duration, Instant};
 
 use searchtree_cli::sharding::shard_of;
-use searchtree_proto::pb::node_stats_client::NodeStatsClient;
-use searchtree_proto::pb::{FailureReason, GetStatsRequest, SearchRequest};
+use searchtree_proto::pb::{FailureReason, SearchRequest};
 use searchtree_tests::oracle::Oracle;
-use searchtree_tests::{Fixture, SHARDS, client, fixture, search, send, start_tree};
+use searchtree_tests::{
+    Fixture, SHARDS, client, counter, fixture, node_addr, search, send, start_tree,
+};
 use tonic::Code;
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
@@ -97,21 +98,6 @@ fn request(query: &str, budget_ms: u32, min_coverage: f64) -> SearchRequest {
     }
 }
 
-async fn counter(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let mut stats = NodeStatsClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let r = stats
-        .get_stats(GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    r.counters
-        .get(name)
-        .copied()
-        .unwrap_or_else(|| panic!("no counter {name}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_straggler_is_cut_off_at_the_budget_and_stops_working() {
     let _one = ONE_TREE_AT_A_TIME.lock().await;
@@ -190,12 +176,7 @@ async fn a_straggler_is_cut_off_at_the_budget_and_stops_working() {
 
     // The straggler dropped every request its callers gave up on, and never
     // searched for one of them.
-    let leaf = tree
-        .addresses()
-        .into_iter()
-        .find(|(n, _)| n == "leaf-3")
-        .unwrap()
-        .1;
+    let leaf = node_addr(&tree, "leaf-3");
     let deadline = Instant::now() + Duration::from_secs(10);
     let requests = counter(leaf, "requests").await;
     assert!(requests >= 9, "{requests}");

@@ -5,31 +5,32 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use searchtree_cli::bench::record::Recorder;
 use searchtree_cli::bench::schedule::{Arrival, Live, LoadConfig, open_loop};
 use searchtree_cli::bench::target::GrpcTarget;
 use searchtree_cli::bundled;
 use searchtree_cli::topology::Topology;
-use searchtree_proto::pb::GetStatsRequest;
-use searchtree_proto::pb::node_stats_client::NodeStatsClient;
-use searchtree_tests::{SHARDS, client, fixture, search, start_tree};
+use searchtree_tests::{SHARDS, client, counter, fixture, node_addr, search, start_tree};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 const HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 
-async fn counter(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let mut stats = NodeStatsClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let r = stats
-        .get_stats(GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    r.counters[name]
-}
-
 async fn requests(addr: std::net::SocketAddr) -> u64 {
     counter(addr, "requests").await
+}
+
+/// Runs an open-loop load against `target` in the background.
+fn background_load(
+    target: &Arc<GrpcTarget>,
+    queries: &Arc<Vec<String>>,
+    rate: f64,
+    duration: Duration,
+) -> tokio::task::JoinHandle<(Recorder, Duration)> {
+    let (target, queries) = (Arc::clone(target), Arc::clone(queries));
+    let config = load(rate, duration);
+    tokio::spawn(
+        async move { open_loop(target, queries, &config, Arc::new(Live::default())).await },
+    )
 }
 
 fn load(rate: f64, duration: Duration) -> LoadConfig {
@@ -55,13 +56,6 @@ async fn killing_a_replica_of_every_shard_loses_nothing_and_they_come_back_gradu
     let path = fx.sharded.join("replicas.toml");
     std::fs::write(&path, topology.to_toml()).unwrap();
     let mut tree = start_tree(&path).await;
-    let addr = |tree: &searchtree_cli::supervisor::Tree, name: &str| {
-        tree.addresses()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-    };
 
     // Every shard answers through one of its replicas, named in the response.
     let mut root = client(tree.root_addr()).await;
@@ -91,18 +85,7 @@ async fn killing_a_replica_of_every_shard_loses_nothing_and_they_come_back_gradu
             .map(String::from)
             .collect::<Vec<_>>(),
     );
-    let running = tokio::spawn({
-        let (target, queries) = (Arc::clone(&target), Arc::clone(&queries));
-        async move {
-            open_loop(
-                target,
-                queries,
-                &load(60.0, Duration::from_secs(4)),
-                Arc::new(Live::default()),
-            )
-            .await
-        }
-    });
+    let running = background_load(&target, &queries, 60.0, Duration::from_secs(4));
     tokio::time::sleep(Duration::from_secs(1)).await;
     for s in 0..SHARDS {
         tree.stop_node(&format!("leaf-{s}-0")).await.unwrap();
@@ -121,21 +104,10 @@ async fn killing_a_replica_of_every_shard_loses_nothing_and_they_come_back_gradu
 
     // Restart them: each is back in rotation within two health intervals
     // (plus one for the phase of the checker), then gets traffic gradually.
-    let parents = [addr(&tree, "parent-0"), addr(&tree, "parent-1")];
+    let parents = [node_addr(&tree, "parent-0"), node_addr(&tree, "parent-1")];
     let returns_before =
         counter(parents[0], "returns").await + counter(parents[1], "returns").await;
-    let running = tokio::spawn({
-        let (target, queries) = (Arc::clone(&target), Arc::clone(&queries));
-        async move {
-            open_loop(
-                target,
-                queries,
-                &load(100.0, Duration::from_millis(1500)),
-                Arc::new(Live::default()),
-            )
-            .await
-        }
-    });
+    let running = background_load(&target, &queries, 100.0, Duration::from_millis(1500));
     for s in 0..SHARDS {
         tree.restart_node(&format!("leaf-{s}-0")).await.unwrap();
     }
@@ -165,7 +137,7 @@ async fn killing_a_replica_of_every_shard_loses_nothing_and_they_come_back_gradu
         recorded.errors
     );
     for s in 0..SHARDS {
-        let back = requests(addr(&tree, &format!("leaf-{s}-0"))).await;
+        let back = requests(node_addr(&tree, &format!("leaf-{s}-0"))).await;
         eprintln!("leaf-{s}-0: {back} requests since its restart");
         assert!(back > 0, "leaf-{s}-0 got no traffic after its restart");
     }
@@ -173,7 +145,7 @@ async fn killing_a_replica_of_every_shard_loses_nothing_and_they_come_back_gradu
     // replicas took well under half of their shards' traffic.
     let mut back_total = 0;
     for s in 0..SHARDS {
-        back_total += requests(addr(&tree, &format!("leaf-{s}-0"))).await;
+        back_total += requests(node_addr(&tree, &format!("leaf-{s}-0"))).await;
     }
     let shard_requests = 4 * recorded.sent;
     assert!(
