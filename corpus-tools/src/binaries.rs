@@ -95,7 +95,6 @@ pub fn build_with_cargo(profile_dir: &Path, packages: &[&str]) -> anyhow::Result
         .unwrap_or_default();
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
-        .arg("--quiet")
         .arg("--manifest-path")
         .arg(manifest_dir.join("Cargo.toml"))
         .arg("--target-dir")
@@ -113,12 +112,16 @@ pub fn build_with_cargo(profile_dir: &Path, packages: &[&str]) -> anyhow::Result
         cmd.args(["-p", package]);
     }
     cmd.arg("--bins");
-    tracing::info!("building node binaries: {cmd:?}");
+    tracing::info!(
+        "making sure {} are built (cargo build)",
+        packages.join(", ")
+    );
+    tracing::debug!("{cmd:?}");
     let status = cmd
         .status()
-        .context("running cargo to build the node binaries")?;
+        .with_context(|| format!("running cargo to build {}", packages.join(", ")))?;
     if !status.success() {
-        bail!("building the node binaries failed ({status})");
+        bail!("building {} failed ({status})", packages.join(", "));
     }
     Ok(())
 }
