@@ -5,9 +5,10 @@
 //!
 //! Files that are not UTF-8 text (binary files, which a source tree has) or
 //! larger than [`MAX_FILE_BYTES`] are passed over and counted, not errors.
-//! Files are read in path order, so a build is repeatable.
+//! `.gz` files are decompressed (Debian ships documentation gzipped); their
+//! id drops the `.gz`. Files are read in path order, so a build is repeatable.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::corpus::{Document, Parsed, Source};
@@ -89,9 +90,23 @@ impl Iterator for DirReader {
                 }
             };
             let relative = path.strip_prefix(&self.root).unwrap_or(&path);
-            let id = relative.to_string_lossy().into_owned();
+            let mut id = relative.to_string_lossy().into_owned();
             self.crc.update(id.as_bytes());
             self.crc.update(&bytes);
+            let bytes = if path.extension().is_some_and(|e| e == "gz") {
+                let mut text = Vec::new();
+                let read = flate2::read::MultiGzDecoder::new(&bytes[..])
+                    .take(MAX_FILE_BYTES + 1)
+                    .read_to_end(&mut text);
+                if read.is_err() || text.len() as u64 > MAX_FILE_BYTES {
+                    self.pass_over(&path, "not a readable gzip file of at most 4 MiB");
+                    continue;
+                }
+                id.truncate(id.len() - ".gz".len());
+                text
+            } else {
+                bytes
+            };
             let body = match String::from_utf8(bytes) {
                 Ok(text) if !text.contains('\0') => text,
                 _ => {
@@ -137,16 +152,20 @@ mod tests {
         std::fs::write(root.join("b/c/z.txt"), "deep text").unwrap();
         std::fs::write(root.join("a.md"), "top text").unwrap();
         std::fs::write(root.join("blob.bin"), [0u8, 159, 146, 150]).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, b"zipped text").unwrap();
+        std::fs::write(root.join("b/doc.rst.gz"), gz.finish().unwrap()).unwrap();
         let mut reader = DirReader::open(&root).unwrap();
         let docs: Vec<Document> = reader.by_ref().map(|d| d.unwrap().unwrap()).collect();
         let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-        assert_eq!(ids, ["a.md", "b/c/z.txt"]);
+        assert_eq!(ids, ["a.md", "b/c/z.txt", "b/doc.rst"]);
         assert_eq!(docs[1].title, "b/c/z.txt");
         assert_eq!(docs[1].body, "deep text");
+        assert_eq!(docs[2].body, "zipped text");
         let (n, examples) = reader.passed_over();
         assert_eq!(n, 1);
         assert!(examples[0].ends_with("blob.bin: not UTF-8 text"));
-        assert_eq!(reader.location(), 3);
+        assert_eq!(reader.location(), 4);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
