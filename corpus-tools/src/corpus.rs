@@ -169,11 +169,6 @@ impl CorpusReader {
         )
     }
 
-    /// The 1-based number of the last line read.
-    pub fn line_number(&self) -> u64 {
-        self.line_no
-    }
-
     fn line_error(&self, reason: String) -> LineError {
         LineError {
             file: self.path.display().to_string(),

@@ -95,11 +95,6 @@ impl HopEstimate {
 }
 
 impl Slot {
-    /// Time to keep back from the child's budget for the hop there and back.
-    fn hop_reserve(&self) -> Duration {
-        self.hop.reserve()
-    }
-
     fn observe(&self, round_trip: Duration, response: &SearchResponse) {
         self.hop
             .observe((round_trip.as_micros() as u64).saturating_sub(response.took_us));
@@ -137,11 +132,6 @@ impl FanOut {
         }
     }
 
-    /// The number of shards below all children.
-    pub fn shards_total(&self) -> usize {
-        self.slots.iter().map(|s| s.child.shards().len()).sum()
-    }
-
     /// Searches every child, gathers answers until `answer_at`, and merges
     /// them into the best `top_k`. Each child gets the time left until
     /// `answer_at` minus the measured cost of the hop to it and back.
@@ -158,7 +148,7 @@ impl FanOut {
             .filter_map(|(i, slot)| {
                 let budget = answer_at
                     .saturating_duration_since(sent)
-                    .saturating_sub(slot.hop_reserve());
+                    .saturating_sub(slot.hop.reserve());
                 // No time to even ask: counted as timed out below.
                 (!budget.is_zero()).then(|| {
                     let request = params.to_child_request(budget);
