@@ -11,10 +11,11 @@
 # Writes every report (JSON, .hgrm, SVG) and a results table (results.md) to
 # the output directory. See BENCHMARKS.md for the method.
 #
-# Usage: scripts/bench.sh [--quick] [--out DIR] [--input FILE.jsonl[.gz] | --input-dir DIR]
+# Usage: scripts/bench.sh [--quick] [--out DIR] [--input FILE.jsonl[.gz] | --input-dir DIR] [--queries FILE]
 #   --quick      short runs (a smoke test, ~1 minute); numbers are noisy
 #   --input      corpus to use (default: the bundled Wikipedia summaries)
-#   --input-dir  a directory of text files instead, e.g. /usr/share/doc/linux-doc-6.1
+#   --input-dir  a directory of text files instead, e.g. /usr/share/doc/linux-doc-6.1/Documentation
+#   --queries    the queries to send, one per line (default: the bundled ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,12 +23,14 @@ quick=0
 out="bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
 input="corpus-tools/data/wiki-summaries.jsonl.gz"
 input_flag="--input"
+queries=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --out) out="$2"; shift ;;
     --input) input="$2"; input_flag="--input" ; shift ;;
     --input-dir) input="$2"; input_flag="--input-dir"; shift ;;
+    --queries) queries=(--queries "$(realpath "$2")"); shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -64,7 +67,7 @@ start_tree() {
   root="${line#READY root=}"
 }
 
-bench() { "$bin/searchtree" bench --warmup "$warmup" "$@" 2>> "$out/bench.log"; }
+bench() { "$bin/searchtree" bench --warmup "$warmup" "${queries[@]}" "$@" 2>> "$out/bench.log"; }
 
 # 1. Floor vs tree.
 start_tree "$out/tree-index/topology.toml" "$out/tree.log"
