@@ -32,15 +32,17 @@ fn check_report(json: &serde_json::Value) {
     assert!(json["rate_achieved"].as_f64().unwrap() > 0.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
-    let fx = fixture(TMP);
-    let tree = start_sharded_tree(fx).await;
-    let dir = fx.dir.join("bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (json, hgrm, svg) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.svg"));
+/// Runs a 2-second open-loop `searchtree bench` against `target` (e.g.
+/// `--root ADDR` or `--direct DIR`) with `extra` flags; returns its stdout
+/// and the JSON report written to `json`.
+fn short_run(
+    target: &[&str],
+    json: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+) -> (String, serde_json::Value) {
     let out = searchtree()
-        .args(["bench", "--root", &tree.root_addr().to_string()])
+        .arg("bench")
+        .args(target)
         .args([
             "--rate",
             "40",
@@ -52,23 +54,40 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
             "2000",
         ])
         .arg("--json")
-        .arg(&json)
-        .arg("--hgrm")
-        .arg(&hgrm)
-        .arg("--plot")
-        .arg(&svg)
+        .arg(json)
+        .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("latency:   p50"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     check_report(&report);
+    (stdout, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
+    let fx = fixture(TMP);
+    let tree = start_sharded_tree(fx).await;
+    let dir = fx.dir.join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, hgrm, svg) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.svg"));
+    let root = tree.root_addr().to_string();
+    let (stdout, report) = short_run(
+        &["--root", &root],
+        &json,
+        &[
+            "--hgrm".as_ref(),
+            hgrm.as_os_str(),
+            "--plot".as_ref(),
+            svg.as_os_str(),
+        ],
+    );
+    assert!(stdout.contains("latency:   p50"), "{stdout}");
     assert_eq!(report["mode"], "open_loop");
     assert_eq!(report["coverage_mean"], 1.0);
     let hgrm = std::fs::read_to_string(&hgrm).unwrap();
@@ -80,31 +99,8 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
     tree.shutdown().await;
 
     // The floor: the same queries against one index in-process.
-    let out = searchtree()
-        .args(["bench", "--direct"])
-        .arg(fx.whole.join("shards/shard-000"))
-        .args([
-            "--rate",
-            "40",
-            "--duration",
-            "2s",
-            "--warmup",
-            "500ms",
-            "--budget-ms",
-            "2000",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    check_report(&report);
+    let direct = fx.whole.join("shards/shard-000");
+    let (_, report) = short_run(&["--direct", direct.to_str().unwrap()], &json, &[]);
     assert!(report["target"].as_str().unwrap().contains("one index"));
 }
 
