@@ -1,6 +1,8 @@
 //! A parent of the search tree: fans a search out to its children (leaves or
-//! other parents, which speak the same API), merges their top-k into one and
-//! passes it up. The root builds on this crate's [`FanOut`].
+//! other parents, which speak the same API) under the request's deadline,
+//! merges their top-k into one and passes it up. A child may be a group of
+//! replicas, among which the parent chooses ([`replica`]). The root builds on
+//! this crate's [`InnerNode`].
 #![warn(missing_docs)]
 
 pub mod child;
