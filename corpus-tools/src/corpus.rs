@@ -4,9 +4,11 @@
 //! configurable). A line that is not such an object is an error naming the
 //! file and line; with `skip_invalid` it is counted and skipped instead.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
 use serde_json::Value;
@@ -88,10 +90,17 @@ pub struct CorpusReader {
     line_no: u64,
     names: FieldNames,
     buf: String,
-    /// Raw bytes of the file read so far (compressed bytes for `.gz`).
-    pub bytes_read: std::sync::Arc<std::sync::atomic::AtomicU64>,
     total_bytes: u64,
-    crc: std::rc::Rc<std::cell::RefCell<Option<crc32fast::Hasher>>>,
+    /// What has been read of the raw file (compressed bytes for `.gz`),
+    /// shared with the reader at the bottom of the decoding stack.
+    raw: Rc<RefCell<RawProgress>>,
+}
+
+/// Bytes read from the raw file, and their CRC-32.
+#[derive(Default)]
+struct RawProgress {
+    bytes: u64,
+    crc: crc32fast::Hasher,
 }
 
 /// What the reader yields for each non-blank line.
@@ -116,7 +125,7 @@ pub trait Source: Iterator<Item = io::Result<Parsed>> {
 
 impl Source for CorpusReader {
     fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
+        self.raw.borrow().bytes
     }
     fn total_bytes(&self) -> u64 {
         self.total_bytes
@@ -135,12 +144,10 @@ impl CorpusReader {
         let file = File::open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let total_bytes = file.metadata()?.len();
-        let bytes_read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let crc = std::rc::Rc::new(std::cell::RefCell::new(Some(crc32fast::Hasher::new())));
-        let raw = CrcReader {
+        let progress = Rc::new(RefCell::new(RawProgress::default()));
+        let raw = CountingReader {
             inner: BufReader::with_capacity(1 << 16, file),
-            bytes: bytes_read.clone(),
-            crc: crc.clone(),
+            progress: Rc::clone(&progress),
         };
         let lines: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
             Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(raw)))
@@ -153,20 +160,15 @@ impl CorpusReader {
             line_no: 0,
             names,
             buf: String::new(),
-            bytes_read,
             total_bytes,
-            crc,
+            raw: progress,
         })
     }
 
     /// The CRC-32 of the raw file bytes read so far, as 8 hex digits. After
     /// the last line this is the checksum of the whole input file.
     pub fn checksum(&self) -> String {
-        let crc = self.crc.borrow();
-        format!(
-            "crc32:{:08x}",
-            crc.as_ref().map_or(0, |h| h.clone().finalize())
-        )
+        format!("crc32:{:08x}", self.raw.borrow().crc.clone().finalize())
     }
 
     fn line_error(&self, reason: String) -> LineError {
@@ -178,20 +180,18 @@ impl CorpusReader {
     }
 }
 
-struct CrcReader<R> {
+/// Counts and checksums the raw bytes as they are read.
+struct CountingReader<R> {
     inner: R,
-    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    crc: std::rc::Rc<std::cell::RefCell<Option<crc32fast::Hasher>>>,
+    progress: Rc<RefCell<RawProgress>>,
 }
 
-impl<R: Read> Read for CrcReader<R> {
+impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.bytes
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Some(h) = self.crc.borrow_mut().as_mut() {
-            h.update(&buf[..n]);
-        }
+        let mut progress = self.progress.borrow_mut();
+        progress.bytes += n as u64;
+        progress.crc.update(&buf[..n]);
         Ok(n)
     }
 }

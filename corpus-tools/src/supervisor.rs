@@ -89,14 +89,18 @@ impl Tree {
         self.exits.recv().await
     }
 
+    fn index_of(&self, name: &str) -> anyhow::Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .with_context(|| format!("no node named {name:?}"))
+    }
+
     /// Stops one node (SIGTERM, then SIGKILL after a grace period) and waits
     /// until it has exited.
     pub async fn stop_node(&mut self, name: &str) -> anyhow::Result<()> {
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.name == name)
-            .with_context(|| format!("no node named {name:?}"))?;
+        let i = self.index_of(name)?;
+        let node = &mut self.nodes[i];
         if let Some(stop) = node.stop.take() {
             let _ = stop.send(());
         }
@@ -109,11 +113,7 @@ impl Tree {
     /// Starts a stopped node again on the address it had, so its parent
     /// finds it where it was; waits until it is serving.
     pub async fn restart_node(&mut self, name: &str) -> anyhow::Result<()> {
-        let i = self
-            .nodes
-            .iter()
-            .position(|n| n.name == name)
-            .with_context(|| format!("no node named {name:?}"))?;
+        let i = self.index_of(name)?;
         if self.nodes[i].done.is_some() {
             bail!("{name} is still running");
         }
