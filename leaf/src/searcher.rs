@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use searchtree_proto::SearchParams;
+use searchtree_proto::query::{Quoted, truncate_chars};
 use searchtree_proto::pb::{
     Coverage, FailureReason, Hit, SearchResponse, ShardFailure, ShardSource,
 };
@@ -19,20 +20,43 @@ use crate::shard::Shard;
 /// Longest snippet, in characters.
 const SNIPPET_CHARS: usize = 160;
 
+/// The longest part of tantivy's explanation quoted in an error, in
+/// characters: its messages may echo the query, which must stay short.
+const REASON_CHARS: usize = 160;
+
 /// Why a shard search failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
-    /// The query cannot be parsed: the caller must change it.
-    #[error("cannot parse query {query:?}: {reason}")]
+    /// The query cannot be parsed or asks what the schema cannot answer:
+    /// the caller must change it.
+    #[error("invalid query {query}: {reason}")]
     InvalidQuery {
-        /// The query as given.
-        query: String,
-        /// tantivy's explanation.
+        /// The query, quoted and truncated.
+        query: Quoted,
+        /// tantivy's explanation, truncated.
         reason: String,
     },
     /// The index failed while searching.
     #[error("search failed: {0}")]
-    Index(#[from] tantivy::TantivyError),
+    Index(tantivy::TantivyError),
+}
+
+impl SearchError {
+    /// Sorts a tantivy error raised while searching for `query`: errors
+    /// about what the query asks (a field or feature the schema lacks) are
+    /// the caller's; the rest are the index's.
+    fn from_tantivy(query: &str, err: tantivy::TantivyError) -> Self {
+        use tantivy::TantivyError as E;
+        match err {
+            E::SchemaError(reason)
+            | E::InvalidArgument(reason)
+            | E::FieldNotFound(reason) => SearchError::InvalidQuery {
+                query: Quoted::new(query),
+                reason: truncate_chars(&reason, REASON_CHARS),
+            },
+            other => SearchError::Index(other),
+        }
+    }
 }
 
 /// Searches one shard. Cheap to share: all state is immutable.
@@ -70,8 +94,8 @@ impl ShardSearcher {
         self.parser
             .parse_query(query)
             .map_err(|e| SearchError::InvalidQuery {
-                query: query.to_string(),
-                reason: e.to_string(),
+                query: Quoted::new(query),
+                reason: truncate_chars(&e.to_string(), REASON_CHARS),
             })
     }
 
@@ -83,15 +107,18 @@ impl ShardSearcher {
         let query = self.parse(&params.query)?;
         let searcher = self.shard.reader.searcher();
         let cancelled = stop.cancelled.clone();
-        let top = searcher.search_with_statistics_provider(
-            &*query,
-            &TopById::new(params.top_k, schema::ID).with_stop(stop),
-            &self.shard.stats,
-        )?;
+        let top = searcher
+            .search_with_statistics_provider(
+                &*query,
+                &TopById::new(params.top_k, schema::ID).with_stop(stop),
+                &self.shard.stats,
+            )
+            .map_err(|e| SearchError::from_tantivy(&params.query, e))?;
         let hits = if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
             Vec::new() // nobody is waiting: skip fetching titles and snippets
         } else {
-            self.hits(&searcher, &*query, top.hits)?
+            self.hits(&searcher, &*query, top.hits)
+                .map_err(|e| SearchError::from_tantivy(&params.query, e))?
         };
         let docs_total = self.shard.meta.num_docs;
         let shard = self.shard.meta.shard;
@@ -139,7 +166,7 @@ impl ShardSearcher {
         searcher: &Searcher,
         query: &dyn Query,
         collected: Vec<crate::collector::Collected>,
-    ) -> Result<Vec<Hit>, SearchError> {
+    ) -> tantivy::Result<Vec<Hit>> {
         if collected.is_empty() {
             return Ok(Vec::new());
         }

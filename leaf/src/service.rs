@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use searchtree_proto::{BudgetPolicy, Counters, SearchParams};
+use searchtree_proto::{BudgetPolicy, Counters, QueryLimits, SearchParams};
 use tokio::sync::Semaphore;
+use searchtree_proto::query::Quoted;
 use tonic::{Request, Response, Status};
 
 use crate::collector::Stop;
@@ -32,6 +33,7 @@ pub const COUNTERS: &[&str] = &[
     "queue_deadline_exceeded",
     "injected_delays",
     "injected_errors",
+    "search_panics",
 ];
 
 /// How a leaf treats time.
@@ -50,6 +52,7 @@ pub struct LeafService {
     permits: Arc<Semaphore>,
     timing: LeafTiming,
     faults: Faults,
+    limits: QueryLimits,
     counters: Arc<Counters>,
 }
 
@@ -67,8 +70,15 @@ impl LeafService {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             timing,
             faults,
+            limits: QueryLimits::default(),
             counters: Counters::new("leaf", COUNTERS),
         }
+    }
+
+    /// Checks queries against `limits` instead of the defaults.
+    pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The leaf's counters.
@@ -111,7 +121,7 @@ impl Search for LeafService {
     ) -> Result<Response<SearchResponse>, Status> {
         let arrived = Instant::now();
         self.counters.inc("requests");
-        let params = SearchParams::try_from(request.get_ref()).inspect_err(|_| {
+        let params = SearchParams::validate(request.get_ref(), &self.limits).inspect_err(|_| {
             self.counters.inc("invalid_requests");
         })?;
         let deadline = arrived + self.timing.policy.budget_of(&request, params.budget);
@@ -161,6 +171,7 @@ impl Search for LeafService {
         };
         let searcher = Arc::clone(&self.searcher);
         let counters = Arc::clone(&self.counters);
+        let query = params.query.clone();
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let cancelled = Arc::clone(&stop.cancelled);
@@ -176,8 +187,13 @@ impl Search for LeafService {
         })
         .await;
         guard.armed = false;
-        let response =
-            result.map_err(|e| Status::internal(format!("search task failed: {e}")))??;
+        let response = result.map_err(|e| {
+            // A panic in one search fails that request, not the process:
+            // the blocking task caught it.
+            self.counters.inc("search_panics");
+            tracing::error!(query = %Quoted::new(&query), error = %e, "search panicked");
+            Status::internal("the search failed unexpectedly on this shard (the error is logged)")
+        })??;
         Ok(Response::new(response))
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use searchtree_proto::pb::{Coverage, FailureReason, SearchResponse, ShardFailure};
+use searchtree_proto::query::truncate_bytes;
 use searchtree_proto::{Counters, SearchParams};
 use tokio::time::Instant;
 
@@ -203,6 +204,9 @@ impl FanOut {
     }
 }
 
+/// The longest message kept per failed shard, in bytes.
+const MAX_FAILURE_MESSAGE_BYTES: usize = 256;
+
 /// The answer that stands in for a child that failed: no hits, and each of
 /// its shards counted as failed (or timed out) with the reason.
 fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
@@ -226,7 +230,10 @@ fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
                 .map(|&shard| ShardFailure {
                     shard,
                     reason: reason as i32,
-                    message: format!("{}: {err}", child.name()),
+                    message: truncate_bytes(
+                        &format!("{}: {err}", child.name()),
+                        MAX_FAILURE_MESSAGE_BYTES,
+                    ),
                 })
                 .collect(),
             docs_total: slot.docs_total.load(Ordering::Relaxed),

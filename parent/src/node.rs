@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use searchtree_proto::{BudgetPolicy, Counters, SearchParams};
+use searchtree_proto::{BudgetPolicy, Counters, QueryLimits, SearchParams};
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -57,6 +57,7 @@ pub struct InnerNode {
     shards: Vec<u32>,
     fanout: FanOut,
     timing: InnerTiming,
+    limits: QueryLimits,
     counters: Arc<Counters>,
 }
 
@@ -76,8 +77,15 @@ impl InnerNode {
             shards,
             fanout: FanOut::new(children, Arc::clone(&counters)),
             timing,
+            limits: QueryLimits::default(),
             counters,
         }
+    }
+
+    /// Checks queries against `limits` instead of the defaults.
+    pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The node's counters.
@@ -97,7 +105,7 @@ impl InnerNode {
     ) -> Result<(SearchParams, SearchResponse), Status> {
         let arrived = Instant::now();
         self.counters.inc("requests");
-        let params = SearchParams::try_from(request.get_ref()).inspect_err(|_| {
+        let params = SearchParams::validate(request.get_ref(), &self.limits).inspect_err(|_| {
             self.counters.inc("invalid_requests");
         })?;
         let budget = self.timing.policy.budget_of(request, params.budget);

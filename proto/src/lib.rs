@@ -6,17 +6,22 @@
 //!
 //! - [`pb`]: the code generated from `searchtree/v1/search.proto`;
 //! - [`request`]: the request as a node validates it on receipt;
+//! - [`query`]: the complexity limits a query is checked against first, and
+//!   [`query_args`], the flags that set them;
 //! - [`ordering`]: the one order of hits every node agrees on;
 //! - [`deadline`]: how long a request may take, and how that travels down;
 //! - [`stats`]: the counters every node serves over `NodeStats`;
 //! - [`serving`]: the gRPC server scaffolding (health, reflection, readiness
 //!   line, shutdown) that every node binary uses.
 //!
-//! It deliberately does not depend on tantivy, so clients and parents stay lean.
+//! It deliberately does not depend on tantivy, so clients and parents stay
+//! lean; it uses only tantivy's small query-grammar crate, to check queries.
 #![warn(missing_docs)]
 
 pub mod deadline;
 pub mod ordering;
+pub mod query;
+pub mod query_args;
 pub mod request;
 pub mod serving;
 pub mod stats;
@@ -33,5 +38,6 @@ pub mod pb {
 
 pub use deadline::BudgetPolicy;
 pub use ordering::hit_order;
+pub use query::QueryLimits;
 pub use request::{DEFAULT_TOP_K, MAX_TOP_K, RequestError, SearchParams};
 pub use stats::Counters;

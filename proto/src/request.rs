@@ -3,25 +3,20 @@
 use std::time::Duration;
 
 use crate::pb::SearchRequest;
+use crate::query::{self, QueryError, QueryLimits};
 
 /// Hits returned when a request asks for `top_k = 0`.
 pub const DEFAULT_TOP_K: usize = 10;
 /// The largest `top_k` a node accepts; above it a request is refused rather
 /// than letting one client make every leaf collect and ship huge lists.
 pub const MAX_TOP_K: usize = 1000;
-/// The longest query string accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 4096;
-
 /// Why a request was refused. Each maps to `INVALID_ARGUMENT` with a message
 /// that tells the caller what to change.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum RequestError {
-    /// The query string is empty or only white space.
-    #[error("query is empty: give at least one term, e.g. \"rust\" or \"title:paris\"")]
-    EmptyQuery,
-    /// The query string is longer than [`MAX_QUERY_BYTES`].
-    #[error("query is {0} bytes long; the limit is {MAX_QUERY_BYTES} bytes")]
-    QueryTooLong(usize),
+    /// The query is empty, malformed or too complex (see [`crate::query`]).
+    #[error(transparent)]
+    Query(#[from] QueryError),
     /// `top_k` is above [`MAX_TOP_K`].
     #[error("top_k {0} is too large: ask for at most {MAX_TOP_K} hits")]
     TopKTooLarge(u32),
@@ -52,16 +47,21 @@ pub struct SearchParams {
     pub min_coverage: f64,
 }
 
+/// Validation with the default [`QueryLimits`].
 impl TryFrom<&SearchRequest> for SearchParams {
     type Error = RequestError;
 
     fn try_from(req: &SearchRequest) -> Result<Self, Self::Error> {
-        if req.query.trim().is_empty() {
-            return Err(RequestError::EmptyQuery);
-        }
-        if req.query.len() > MAX_QUERY_BYTES {
-            return Err(RequestError::QueryTooLong(req.query.len()));
-        }
+        SearchParams::validate(req, &QueryLimits::default())
+    }
+}
+
+impl SearchParams {
+    /// Validates a request on receipt, its query against `limits`: every
+    /// node does this before any work, so a malformed or hostile request
+    /// costs one cheap `INVALID_ARGUMENT`.
+    pub fn validate(req: &SearchRequest, limits: &QueryLimits) -> Result<Self, RequestError> {
+        query::check(&req.query, limits)?;
         let top_k = match req.top_k as usize {
             0 => DEFAULT_TOP_K,
             k if k > MAX_TOP_K => return Err(RequestError::TopKTooLarge(req.top_k)),
@@ -78,9 +78,7 @@ impl TryFrom<&SearchRequest> for SearchParams {
             min_coverage: req.min_coverage,
         })
     }
-}
 
-impl SearchParams {
     /// The request to forward to a child that has `budget` to answer in.
     /// The budget travels both as `budget_ms` (rounded up) and as the gRPC
     /// deadline set by the caller (exact); the child takes the smaller.
@@ -119,16 +117,16 @@ mod tests {
     fn refuses_empty_long_and_oversized() {
         assert_eq!(
             SearchParams::try_from(&req("  ", 5)),
-            Err(RequestError::EmptyQuery)
+            Err(RequestError::Query(QueryError::Empty))
         );
         assert_eq!(
             SearchParams::try_from(&req("a", 1001)),
             Err(RequestError::TopKTooLarge(1001))
         );
-        let long = "a ".repeat(MAX_QUERY_BYTES);
+        let long = "a ".repeat(query::DEFAULT_MAX_QUERY_BYTES);
         assert!(matches!(
             SearchParams::try_from(&req(&long, 5)),
-            Err(RequestError::QueryTooLong(_))
+            Err(RequestError::Query(QueryError::TooLong { .. }))
         ));
         assert_eq!(SearchParams::try_from(&req("a", 1000)).unwrap().top_k, 1000);
         for bad in [-0.1, 1.5, f64::NAN] {

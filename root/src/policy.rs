@@ -7,7 +7,15 @@
 
 use searchtree_proto::SearchParams;
 use searchtree_proto::pb::{Coverage, SearchResponse};
+use searchtree_proto::query::truncate_bytes;
 use tonic::{Code, Status};
+
+/// The longest status message the root sends, in bytes: it travels in an
+/// HTTP/2 header (`grpc-message`, percent-encoded), and clients refuse
+/// headers past a few kilobytes. With hundreds of shards failing, the
+/// details are cut; the response's coverage is not sent with an error, so
+/// the headline and the first failures are what the client learns.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
 
 /// Why an answer was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +75,11 @@ pub fn judge(
         .iter()
         .map(|f| format!("shard {}: {}", f.shard, f.message))
         .collect();
-    Err((
-        refusal,
-        Status::new(code, format!("{headline}: {}", details.join("; "))),
-    ))
+    let message = truncate_bytes(
+        &format!("{headline}: {}", details.join("; ")),
+        MAX_STATUS_MESSAGE_BYTES,
+    );
+    Err((refusal, Status::new(code, message)))
 }
 
 fn describe(c: &Coverage) -> String {

@@ -1,0 +1,512 @@
+//! Query complexity limits, checked before anything parses a query for real.
+//!
+//! A query travels to every leaf, so one query that hurts a leaf hurts all of
+//! them at once. Every node therefore checks a query on receipt, the root
+//! first, so that a query no leaf could survive never leaves the root:
+//!
+//! 1. **Nesting, before any parser runs.** tantivy's query grammar is a
+//!    recursive-descent parser: each `(` and each `NOT` is one level of
+//!    recursion, so a few thousand of them overflow a thread's stack and
+//!    abort the process. The check counts them in one pass over the bytes,
+//!    ignoring quotes on purpose: the count is an upper bound on the depth any
+//!    reading of the string could reach, which a quoting trick cannot
+//!    undercount.
+//! 2. **Syntax**, with tantivy's own grammar, on the bounded string.
+//! 3. **Cost and meaning**, walking the parsed query without recursion: how
+//!    many terms, prefix phrases (each expands to up to 50 terms) and ranges;
+//!    only fields the corpus has; `field:*` only on a field that can answer
+//!    it; no regular expressions; boosts that keep scores finite.
+//!
+//! Every refusal is an [`QueryError`] whose message is short and quotes the
+//! query at most once, truncated: a status message travels in HTTP/2
+//! headers, and echoing a hostile query there breaks the transport.
+
+use std::fmt;
+
+use tantivy_query_grammar::{UserInputAst, UserInputLeaf};
+
+/// The fields a query may name (`title:paris`). They are the corpus schema's
+/// searchable fields, part of the API contract.
+pub const FIELDS: &[&str] = &["title", "body", "id"];
+/// The fields `field:*` ("has a value") can be asked of: only fields the
+/// index keeps a column for. Every document has an id, so `id:*` matches all.
+pub const EXISTS_FIELDS: &[&str] = &["id"];
+
+/// The longest excerpt of a query quoted in an error message, in characters.
+pub const QUOTED_QUERY_CHARS: usize = 48;
+
+/// How complex a query may be. Every field has a documented default; nodes
+/// take them as flags, and the nesting limit can never be raised past
+/// [`HARD_MAX_NESTING`], which is what keeps the parser's recursion safe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryLimits {
+    /// The longest query, in bytes.
+    pub max_bytes: usize,
+    /// The most `(` and `NOT` a query may contain, each one a level of
+    /// recursion in the parser.
+    pub max_nesting: usize,
+    /// The most terms: words of every term and phrase, elements of `IN [...]`
+    /// sets, and ranges.
+    pub max_terms: usize,
+    /// The most prefix phrases (`"foo"*`, `"foo ba"*`), each expanding to up
+    /// to 50 indexed terms.
+    pub max_prefix_terms: usize,
+    /// The most range clauses (`title:[a TO c]`), each a scan over the term
+    /// dictionary.
+    pub max_ranges: usize,
+    /// The largest boost (`term^2.5`).
+    pub max_boost: f64,
+}
+
+/// The default longest query, in bytes.
+pub const DEFAULT_MAX_QUERY_BYTES: usize = 4096;
+/// The default nesting limit: far more than any hand-written query uses.
+pub const DEFAULT_MAX_NESTING: usize = 32;
+/// The nesting no configuration may exceed. Measured: the parser aborts a
+/// 2 MiB stack at about 2,200 levels, so 100 keeps a wide margin.
+pub const HARD_MAX_NESTING: usize = 100;
+/// The default term limit.
+pub const DEFAULT_MAX_TERMS: usize = 128;
+/// The default prefix-term limit.
+pub const DEFAULT_MAX_PREFIX_TERMS: usize = 8;
+/// The default range limit.
+pub const DEFAULT_MAX_RANGES: usize = 4;
+/// The default boost limit.
+pub const DEFAULT_MAX_BOOST: f64 = 1000.0;
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_bytes: DEFAULT_MAX_QUERY_BYTES,
+            max_nesting: DEFAULT_MAX_NESTING,
+            max_terms: DEFAULT_MAX_TERMS,
+            max_prefix_terms: DEFAULT_MAX_PREFIX_TERMS,
+            max_ranges: DEFAULT_MAX_RANGES,
+            max_boost: DEFAULT_MAX_BOOST,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// Checks that the limits themselves are usable.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_nesting > HARD_MAX_NESTING {
+            return Err(format!(
+                "max query nesting {} is above the hard limit {HARD_MAX_NESTING}",
+                self.max_nesting
+            ));
+        }
+        if self.max_bytes == 0 || self.max_terms == 0 {
+            return Err("query byte and term limits must be at least 1".into());
+        }
+        if !(self.max_boost.is_finite() && self.max_boost > 0.0) {
+            return Err(format!(
+                "max boost {} must be a positive number",
+                self.max_boost
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a query was refused. Every variant is the caller's to fix, and its
+/// message says how.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    /// Empty or only white space.
+    #[error("query is empty: give at least one term, e.g. \"rust\" or \"title:paris\"")]
+    Empty,
+    /// Longer than [`QueryLimits::max_bytes`].
+    #[error("query is {bytes} bytes long; the limit is {limit} bytes")]
+    TooLong {
+        /// The query's length.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More `(` and `NOT` than [`QueryLimits::max_nesting`].
+    #[error(
+        "query nests too deeply: it has {found} '(' and NOT; the limit is {limit}. Remove needless parentheses"
+    )]
+    TooDeep {
+        /// `(` and `NOT` found.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// tantivy's grammar does not accept it.
+    #[error("cannot parse query {query}: {hint}")]
+    Syntax {
+        /// The query, quoted and truncated.
+        query: Quoted,
+        /// Where and why, e.g. "at byte 6: expected word".
+        hint: String,
+    },
+    /// More terms than [`QueryLimits::max_terms`].
+    #[error("query has {found} terms; the limit is {limit}")]
+    TooManyTerms {
+        /// Terms found.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More prefix terms than [`QueryLimits::max_prefix_terms`].
+    #[error("query has {found} prefix phrases (\"term\"*); the limit is {limit}")]
+    TooManyPrefixes {
+        /// Prefix terms found.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More ranges than [`QueryLimits::max_ranges`].
+    #[error("query has {found} ranges; the limit is {limit}")]
+    TooManyRanges {
+        /// Ranges found.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A field the corpus does not have.
+    #[error("unknown field {field}: a query may name {}", FIELDS.join(", "))]
+    UnknownField {
+        /// The field, quoted and truncated.
+        field: Quoted,
+    },
+    /// `field:*` on a field that cannot answer it.
+    #[error(
+        "{field}:* is not supported: only {}:* is; use * alone to match every document",
+        EXISTS_FIELDS.join(":*, ")
+    )]
+    ExistsUnsupported {
+        /// The field, quoted and truncated.
+        field: Quoted,
+    },
+    /// A regular expression (`/.../`).
+    #[error("regular expressions (/.../) are not supported: use terms, phrases or \"prefix\"*")]
+    Regex,
+    /// A boost that is not a number in range.
+    #[error("boost {found} is out of range: give a positive number up to {limit}")]
+    Boost {
+        /// The boost found, as a short number (`4.9e256`, not 257 digits).
+        found: String,
+        /// The limit.
+        limit: f64,
+    },
+}
+
+/// A string quoted for an error message: at most [`QUOTED_QUERY_CHARS`]
+/// characters, escaped, with `…` when cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted(String);
+
+impl Quoted {
+    /// Quotes `s`, truncated.
+    pub fn new(s: &str) -> Self {
+        Quoted(truncate_chars(s, QUOTED_QUERY_CHARS))
+    }
+}
+
+impl fmt::Display for Quoted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// `s` cut to at most `max` characters, with `…` appended when cut.
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+    }
+}
+
+/// `s` cut to at most `max_bytes` bytes (on a character boundary), with `…`
+/// appended when cut: for messages assembled from many parts (e.g. one per
+/// failed shard) that must stay small enough for a gRPC status.
+pub fn truncate_bytes(s: &str, max_bytes: usize) -> String {
+    if s.len() <= max_bytes {
+        return s.to_string();
+    }
+    let mut cut = max_bytes.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
+}
+
+/// What a query costs, as counted by [`check`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryShape {
+    /// `(` and `NOT` in the string: an upper bound on its nesting.
+    pub nesting: usize,
+    /// Terms, counted as [`QueryLimits::max_terms`] says.
+    pub terms: usize,
+    /// Prefix terms.
+    pub prefix_terms: usize,
+    /// Ranges.
+    pub ranges: usize,
+}
+
+/// Checks `query` against `limits`; see the module documentation for what
+/// is checked, in which order, and why.
+pub fn check(query: &str, limits: &QueryLimits) -> Result<QueryShape, QueryError> {
+    if query.trim().is_empty() {
+        return Err(QueryError::Empty);
+    }
+    if query.len() > limits.max_bytes {
+        return Err(QueryError::TooLong {
+            bytes: query.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let nesting = nesting_bound(query);
+    let max_nesting = limits.max_nesting.min(HARD_MAX_NESTING);
+    if nesting > max_nesting {
+        return Err(QueryError::TooDeep {
+            found: nesting,
+            limit: max_nesting,
+        });
+    }
+    let ast = tantivy_query_grammar::parse_query(query).map_err(|_| QueryError::Syntax {
+        query: Quoted::new(query),
+        hint: syntax_hint(query),
+    })?;
+    let mut shape = measure(&ast, limits)?;
+    shape.nesting = nesting;
+    if shape.terms > limits.max_terms {
+        return Err(QueryError::TooManyTerms {
+            found: shape.terms,
+            limit: limits.max_terms,
+        });
+    }
+    if shape.prefix_terms > limits.max_prefix_terms {
+        return Err(QueryError::TooManyPrefixes {
+            found: shape.prefix_terms,
+            limit: limits.max_prefix_terms,
+        });
+    }
+    if shape.ranges > limits.max_ranges {
+        return Err(QueryError::TooManyRanges {
+            found: shape.ranges,
+            limit: limits.max_ranges,
+        });
+    }
+    Ok(shape)
+}
+
+/// The number of `(` plus the number of `NOT` in `query`: every level of
+/// recursion in the grammar starts with one of them, wherever they stand.
+fn nesting_bound(query: &str) -> usize {
+    let bytes = query.as_bytes();
+    let parens = bytes.iter().filter(|&&b| b == b'(').count();
+    let nots = bytes.windows(3).filter(|w| *w == b"NOT").count();
+    parens + nots
+}
+
+/// Where the grammar first gave up, from its lenient mode, which reports
+/// positions. Only called on strings whose nesting is already bounded.
+fn syntax_hint(query: &str) -> String {
+    let errors = std::panic::catch_unwind(|| tantivy_query_grammar::parse_query_lenient(query).1);
+    match errors.ok().and_then(|e| e.into_iter().next()) {
+        Some(e) => format!(
+            "at byte {}: {}",
+            e.pos,
+            truncate_chars(&e.message, QUOTED_QUERY_CHARS)
+        ),
+        None => "check quotes, parentheses, ranges ([a TO b]) and field:value pairs".into(),
+    }
+}
+
+/// Counts what the parsed query will cost and refuses what no shard can
+/// answer. Iterative: the depth is bounded already, but nothing here needs
+/// recursion.
+fn measure(ast: &UserInputAst, limits: &QueryLimits) -> Result<QueryShape, QueryError> {
+    let mut shape = QueryShape::default();
+    let mut stack = vec![ast];
+    while let Some(node) = stack.pop() {
+        match node {
+            UserInputAst::Clause(clauses) => stack.extend(clauses.iter().map(|(_, ast)| ast)),
+            UserInputAst::Boost(inner, boost) => {
+                let boost = boost.into_inner();
+                if !(boost.is_finite() && boost > 0.0 && boost <= limits.max_boost) {
+                    return Err(QueryError::Boost {
+                        found: truncate_chars(&format!("{boost:e}"), 12),
+                        limit: limits.max_boost,
+                    });
+                }
+                stack.push(inner);
+            }
+            UserInputAst::Leaf(leaf) => measure_leaf(leaf, &mut shape)?,
+        }
+    }
+    Ok(shape)
+}
+
+fn measure_leaf(leaf: &UserInputLeaf, shape: &mut QueryShape) -> Result<(), QueryError> {
+    match leaf {
+        UserInputLeaf::Literal(literal) => {
+            known_field(literal.field_name.as_deref())?;
+            shape.terms += literal.phrase.split_whitespace().count().max(1);
+            if literal.prefix {
+                shape.prefix_terms += 1;
+            }
+        }
+        UserInputLeaf::All => shape.terms += 1,
+        UserInputLeaf::Range { field, .. } => {
+            known_field(field.as_deref())?;
+            shape.terms += 1;
+            shape.ranges += 1;
+        }
+        UserInputLeaf::Set { field, elements } => {
+            known_field(field.as_deref())?;
+            shape.terms += elements.len().max(1);
+        }
+        UserInputLeaf::Exists { field } => {
+            known_field(Some(field))?;
+            if !EXISTS_FIELDS.contains(&field.as_str()) {
+                return Err(QueryError::ExistsUnsupported {
+                    field: Quoted::new(field),
+                });
+            }
+            shape.terms += 1;
+        }
+        UserInputLeaf::Regex { .. } => return Err(QueryError::Regex),
+    }
+    Ok(())
+}
+
+fn known_field(field: Option<&str>) -> Result<(), QueryError> {
+    match field {
+        Some(f) if !FIELDS.contains(&f) => Err(QueryError::UnknownField {
+            field: Quoted::new(f),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_default(q: &str) -> Result<QueryShape, QueryError> {
+        check(q, &QueryLimits::default())
+    }
+
+    #[test]
+    fn ordinary_queries_pass_and_are_measured() {
+        for q in [
+            "rust",
+            "title:paris",
+            "\"new york\" -city",
+            "+a +b c OR d",
+            "(a OR b) AND NOT c",
+            "title:(paris OR london)",
+            "body:[a TO c]",
+            "id:*",
+            "*",
+            "rust^2.5 lang",
+            "\"foo ba\"*",
+            "id: IN [a b c]",
+        ] {
+            assert!(check_default(q).is_ok(), "{q}: {:?}", check_default(q));
+        }
+        let shape = check_default("\"new york city\" title:paris \"foo\"*").unwrap();
+        assert_eq!((shape.terms, shape.prefix_terms), (5, 1));
+        assert_eq!(check_default("(a OR (b AND NOT c))").unwrap().nesting, 3);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // The query of death: thousands of unbalanced parentheses.
+        let err = check_default(&"(".repeat(2200)).unwrap_err();
+        assert_eq!(
+            err,
+            QueryError::TooDeep {
+                found: 2200,
+                limit: DEFAULT_MAX_NESTING
+            }
+        );
+        assert!(check_default(&format!("{}a", "NOT ".repeat(900))).is_err());
+        // Quotes cannot hide parentheses from the count.
+        let sneaky = "(\"))))\" ".repeat(40);
+        assert!(matches!(
+            check_default(&sneaky),
+            Err(QueryError::TooDeep { .. })
+        ));
+        // At the limit is fine.
+        let ok = format!("{}a{}", "(".repeat(32), ")".repeat(32));
+        assert!(check_default(&ok).is_ok());
+    }
+
+    #[test]
+    fn meaning_and_cost_are_checked() {
+        assert!(matches!(
+            check_default("title:*"),
+            Err(QueryError::ExistsUnsupported { .. })
+        ));
+        assert!(matches!(
+            check_default("author:bob"),
+            Err(QueryError::UnknownField { .. })
+        ));
+        assert_eq!(check_default("title:/ab.*/"), Err(QueryError::Regex));
+        assert!(matches!(
+            check_default("a^5000"),
+            Err(QueryError::Boost { .. })
+        ));
+        assert!(matches!(
+            // Distinct words: the grammar merges repeated ones.
+            check_default(&(0..200).map(|i| format!("w{i} ")).collect::<String>()),
+            Err(QueryError::TooManyTerms {
+                found: 200,
+                limit: 128
+            })
+        ));
+        assert!(matches!(
+            check_default(&(0..9).map(|i| format!("\"w{i}\"* ")).collect::<String>()),
+            Err(QueryError::TooManyPrefixes { found: 9, .. })
+        ));
+        assert!(matches!(
+            check_default(
+                &(0..5)
+                    .map(|i| format!("body:[a TO b{i}] "))
+                    .collect::<String>()
+            ),
+            Err(QueryError::TooManyRanges { found: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn messages_are_short_and_quote_the_query_once() {
+        let hostile = format!("title:{}", "\"".repeat(3000));
+        let err = check_default(&hostile).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, QueryError::Syntax { .. }), "{msg}");
+        assert!(msg.len() < 256, "{} bytes: {msg}", msg.len());
+        assert!(msg.contains('…'));
+        let msg = check_default("title:").unwrap_err().to_string();
+        assert!(msg.contains("at byte 6"), "{msg}");
+    }
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(truncate_chars("héllo", 2), "hé…");
+        assert_eq!(truncate_chars("hé", 2), "hé");
+        let t = truncate_bytes("ééééé", 6);
+        assert!(t.len() <= 6 && t.ends_with('…'), "{t}");
+        assert_eq!(truncate_bytes("short", 100), "short");
+    }
+
+    #[test]
+    fn limits_cannot_unbound_the_parser() {
+        let loose = QueryLimits {
+            max_nesting: 5000,
+            ..QueryLimits::default()
+        };
+        assert!(loose.validate().is_err());
+        // Even unvalidated limits are capped.
+        assert!(matches!(
+            check(&"(".repeat(500), &loose),
+            Err(QueryError::TooDeep { limit: 100, .. })
+        ));
+    }
+}
