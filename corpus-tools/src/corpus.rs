@@ -45,17 +45,48 @@ pub struct Document {
     pub body: String,
 }
 
-/// A line that is not a valid document.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {reason}")]
+/// The longest document id a build accepts, in bytes of UTF-8.
+///
+/// Ids are stored whole in every shard and returned with every hit, and
+/// tantivy silently truncates a term longer than 65,530 bytes, which would
+/// break uniqueness and lookups; 1 KiB is far beyond any real key or
+/// relative file path while keeping every hit small. Longer ids are invalid
+/// documents (refused, or skipped with `--skip-invalid`).
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// Why an id of `len` bytes is refused, if it is.
+pub fn check_id_len(len: usize) -> Result<(), String> {
+    if len > MAX_ID_BYTES {
+        return Err(format!(
+            "the id is {len} bytes long; ids may be at most {MAX_ID_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// A line (or, in a directory corpus, a file) that is not a valid document.
+/// Shown as `FILE:LINE: reason`, or `FILE: reason` for a whole file, so the
+/// operator can go straight to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
     /// The corpus file.
     pub file: String,
-    /// 1-based line number.
-    pub line: u64,
+    /// 1-based line number; `None` when the whole file is the document.
+    pub line: Option<u64>,
     /// What is wrong with it.
     pub reason: String,
 }
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
 
 /// Parses one line into a document, or says what is wrong with it.
 pub fn parse_line(line: &str, names: &FieldNames) -> Result<Document, String> {
@@ -70,6 +101,7 @@ pub fn parse_line(line: &str, names: &FieldNames) -> Result<Document, String> {
         Some(_) => return Err(format!("{:?} must be a string or a number", names.id)),
         None => return Err(format!("missing {:?}", names.id)),
     };
+    check_id_len(id.len()).map_err(|why| format!("{:?}: {why}", names.id))?;
     let text = |key: &str, required: bool| match obj.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Null) | None if !required => Ok(String::new()),
@@ -174,7 +206,7 @@ impl CorpusReader {
     fn line_error(&self, reason: String) -> LineError {
         LineError {
             file: self.path.display().to_string(),
-            line: self.line_no,
+            line: Some(self.line_no),
             reason,
         }
     }
@@ -259,6 +291,32 @@ mod tests {
     }
 
     #[test]
+    fn ids_longer_than_the_limit_are_refused() {
+        let line = |id: &str| format!(r#"{{"id":"{id}","body":"b"}}"#);
+        let longest = "é".repeat(MAX_ID_BYTES / 2);
+        assert_eq!(parse_line(&line(&longest), &names()).unwrap().id, longest);
+        let err = parse_line(&line(&format!("{longest}x")), &names()).unwrap_err();
+        assert_eq!(
+            err,
+            format!("\"id\": the id is 1025 bytes long; ids may be at most {MAX_ID_BYTES} bytes")
+        );
+        let err = parse_line(&line(&"a".repeat(70_000)), &names()).unwrap_err();
+        assert!(err.contains("70000 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_line_error_names_file_and_line_or_just_the_file() {
+        let mut err = LineError {
+            file: "c.jsonl".into(),
+            line: Some(7),
+            reason: "why".into(),
+        };
+        assert_eq!(err.to_string(), "c.jsonl:7: why");
+        err.line = None;
+        assert_eq!(err.to_string(), "c.jsonl: why");
+    }
+
+    #[test]
     fn custom_field_names() {
         let names = FieldNames {
             id: "key".into(),
@@ -290,7 +348,7 @@ mod tests {
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].as_ref().unwrap().id, "a");
         let err = items[1].as_ref().unwrap_err();
-        assert_eq!(err.line, 3);
+        assert_eq!(err.line, Some(3));
         assert!(
             err.to_string().ends_with("c.jsonl.gz:3: missing \"body\""),
             "{err}"

@@ -7,11 +7,14 @@
 //! larger than [`MAX_FILE_BYTES`] are passed over and counted, not errors.
 //! `.gz` files are decompressed (Debian ships documentation gzipped); their
 //! id drops the `.gz`. Files are read in path order, so a build is repeatable.
+//! A text file whose id (its relative path) is longer than
+//! [`MAX_ID_BYTES`](crate::corpus::MAX_ID_BYTES) is an invalid document,
+//! reported as `PATH: reason` like a bad line of a JSON Lines corpus.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::corpus::{Document, Parsed, Source};
+use crate::corpus::{Document, LineError, Parsed, Source, check_id_len};
 
 /// Files larger than this are passed over.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -114,6 +117,13 @@ impl Iterator for DirReader {
                     continue;
                 }
             };
+            if let Err(why) = check_id_len(id.len()) {
+                return Some(Ok(Err(LineError {
+                    file: path.display().to_string(),
+                    line: None,
+                    reason: format!("its path relative to the directory is its id, and {why}"),
+                })));
+            }
             return Some(Ok(Ok(Document {
                 title: id.clone(),
                 id,
@@ -166,6 +176,28 @@ mod tests {
         assert_eq!(n, 1);
         assert!(examples[0].ends_with("blob.bin: not UTF-8 text"));
         assert_eq!(reader.location(), 4);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_path_longer_than_an_id_may_be_is_an_invalid_document() {
+        let root = std::env::temp_dir().join(format!("st-dir-long-{}", std::process::id()));
+        // Nested, as one path component may not exceed 255 bytes.
+        let deep: PathBuf = std::iter::repeat_n("d".repeat(200), 6).collect();
+        std::fs::create_dir_all(root.join(&deep)).unwrap();
+        std::fs::write(root.join(&deep).join("long.txt"), "text").unwrap();
+        std::fs::write(root.join("short.txt"), "text").unwrap();
+        let items: Vec<Parsed> = DirReader::open(&root)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(items.len(), 2);
+        let err = items[0].as_ref().unwrap_err();
+        assert_eq!(err.line, None);
+        assert!(err.file.ends_with("long.txt"), "{err}");
+        assert!(err.reason.contains("1214 bytes long"), "{err}");
+        assert!(err.to_string().contains("long.txt: its path"), "{err}");
+        assert_eq!(items[1].as_ref().unwrap().id, "short.txt");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -3,13 +3,16 @@
 //!
 //! The output is assembled in a hidden staging directory beside the target
 //! and renamed into place only when complete, so a failed or interrupted
-//! build never leaves a half-built index where a good one was.
+//! build never leaves a half-built index where a good one was. The target is
+//! replaced only when it is absent, an empty directory, or a previous build
+//! of this tool (recognised by its manifest): a build never deletes or moves
+//! anything else, and never its own input.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use searchtree_leaf::schema::{self, Fields};
 use searchtree_leaf::shard::{ShardMeta, write_scoring_files};
@@ -17,14 +20,28 @@ use searchtree_leaf::stats;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::{Index, IndexWriter, TantivyDocument, doc};
 
-use crate::corpus::{CorpusReader, FieldNames, Source};
+use crate::corpus::{CorpusReader, Document, FieldNames, Source};
 use crate::dir_corpus::DirReader;
-use crate::manifest::{InputInfo, MANIFEST_FILE, Manifest, ShardEntry, shard_dir_name};
+use crate::manifest::{
+    InputInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ShardEntry, shard_dir_name,
+};
 use crate::sharding::{SHARDING_FUNCTION, shard_of};
 use crate::topology::Topology;
 
 /// Name of the topology file a build writes.
 pub const TOPOLOGY_FILE: &str = "topology.toml";
+/// Name of the directory holding the shards in a build's output.
+const SHARDS_DIR: &str = "shards";
+/// The most shards a build makes. Each shard gets its own tantivy writer,
+/// which tantivy gives at least ~16 MiB of indexing memory and a thread, and
+/// becomes one leaf process under `up`: 256 shards can take 4 GiB while
+/// indexing a large corpus and 256 processes serving it, past what one
+/// machine running the whole tree sensibly holds.
+pub const MAX_SHARDS: u32 = 256;
+/// The most replicas (leaves per shard) a generated topology has: each is
+/// its own process under `up`, all on one machine, so more than a handful
+/// buys nothing but load.
+pub const MAX_REPLICAS: u32 = 16;
 /// Memory tantivy may use for indexing, over all shards' writers together.
 const TOTAL_INDEXING_MEMORY: usize = 512 << 20;
 /// tantivy's floor per indexing thread.
@@ -46,6 +63,14 @@ impl Input {
         }
     }
 
+    /// The command-line flag that names this input, for messages.
+    fn flag(&self) -> &'static str {
+        match self {
+            Input::Lines(_) => "--input",
+            Input::Dir(_) => "--input-dir",
+        }
+    }
+
     fn open(&self, fields: &FieldNames) -> anyhow::Result<Box<dyn Source>> {
         Ok(match self {
             Input::Lines(p) => Box::new(CorpusReader::open(p, fields.clone())?),
@@ -61,7 +86,8 @@ pub struct BuildOptions {
     pub input: Input,
     /// Number of shards.
     pub shards: u32,
-    /// Output directory (replaced when the build succeeds).
+    /// Output directory: absent, empty, or a previous build, which is
+    /// replaced when the build succeeds.
     pub out: PathBuf,
     /// Parents in the generated topology (0: leaves directly under the root).
     pub parents: u32,
@@ -87,12 +113,18 @@ pub struct BuildReport {
 }
 
 /// Builds the shards, manifest and topology for `opts`.
+///
+/// Refuses, before writing anything, shard or replica counts out of range,
+/// an input inside the output (or, for a directory corpus, the output inside
+/// the input), and an output that is neither absent, an empty directory nor
+/// a previous build; and, before creating any shard, a corpus with fewer
+/// documents than shards.
 pub fn build(opts: &BuildOptions) -> anyhow::Result<BuildReport> {
     let started = Instant::now();
-    if opts.shards == 0 {
-        bail!("--shards must be at least 1");
-    }
+    check_counts(opts.shards, opts.replicas)?;
     let topology = Topology::generate(opts.shards, opts.parents, opts.replicas)?;
+    check_paths(&opts.input, &opts.out)?;
+    inspect_target(&opts.out)?;
     let staging = Staging::new(&opts.out)?;
     let result = build_into(opts, &topology, staging.path());
     let (manifest, skipped_examples) = match result {
@@ -110,12 +142,61 @@ pub fn build(opts: &BuildOptions) -> anyhow::Result<BuildReport> {
     })
 }
 
+/// Refuses shard and replica counts outside what a build supports.
+fn check_counts(shards: u32, replicas: u32) -> anyhow::Result<()> {
+    if !(1..=MAX_SHARDS).contains(&shards) {
+        bail!("--shards must be between 1 and {MAX_SHARDS}, not {shards}");
+    }
+    if !(1..=MAX_REPLICAS).contains(&replicas) {
+        bail!("--replicas must be between 1 and {MAX_REPLICAS}, not {replicas}");
+    }
+    Ok(())
+}
+
+/// Refuses a corpus too small to give every shard a document.
+fn check_enough_documents(documents: usize, shards: u32) -> anyhow::Result<()> {
+    if documents < shards as usize {
+        bail!(
+            "{documents} documents cannot fill {shards} shards: use --shards {documents} or fewer"
+        );
+    }
+    Ok(())
+}
+
 fn build_into(
     opts: &BuildOptions,
     topology: &Topology,
     dir: &Path,
 ) -> anyhow::Result<(Manifest, Vec<String>)> {
     let (schema, fields) = schema::build();
+    let input = opts.input.path();
+    let reader = opts.input.open(&opts.fields)?;
+    let input_bytes = reader.total_bytes();
+    let bar = progress_bar(opts.progress, input_bytes);
+    let mut corpus = Documents {
+        reader,
+        input,
+        skip_invalid: opts.skip_invalid,
+        seen: HashSet::new(),
+        skipped: 0,
+        skipped_examples: Vec::new(),
+    };
+    // As many documents as there are shards are read before any shard is
+    // created, so a corpus too small for the shard count is refused before
+    // a writer (with its threads and memory) exists.
+    let mut first = Vec::with_capacity(opts.shards as usize);
+    while first.len() < opts.shards as usize {
+        match corpus.next_document()? {
+            Some(document) => first.push(document),
+            None => break,
+        }
+    }
+    if first.is_empty() {
+        bail!("{}: no documents", input.display());
+    }
+    check_enough_documents(first.len(), opts.shards)
+        .with_context(|| input.display().to_string())?;
+
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = (cores / opts.shards as usize).clamp(1, 8);
     let memory = (TOTAL_INDEXING_MEMORY / opts.shards as usize / threads)
@@ -124,7 +205,7 @@ fn build_into(
     let mut writers = Vec::with_capacity(opts.shards as usize);
     let mut indexes = Vec::with_capacity(opts.shards as usize);
     for shard in 0..opts.shards {
-        let shard_dir = dir.join("shards").join(shard_dir_name(shard));
+        let shard_dir = dir.join(SHARDS_DIR).join(shard_dir_name(shard));
         std::fs::create_dir_all(&shard_dir)
             .with_context(|| format!("creating {}", shard_dir.display()))?;
         let index = Index::create_in_dir(&shard_dir, schema.clone())?;
@@ -134,42 +215,32 @@ fn build_into(
         indexes.push(index);
     }
 
-    let input = opts.input.path();
-    let mut reader = opts.input.open(&opts.fields)?;
-    let input_bytes = reader.total_bytes();
-    let bar = progress_bar(opts.progress, input_bytes);
-    let mut seen: HashSet<String> = HashSet::new();
     let mut shard_docs = vec![0u64; opts.shards as usize];
-    let (mut documents, mut skipped) = (0u64, 0u64);
-    let mut skipped_examples = Vec::new();
-    while let Some(item) = reader.next() {
-        match item? {
-            Ok(document) => {
-                if let Some(dup) = seen.replace(document.id.clone()) {
-                    bail!(
-                        "{}:{}: duplicate id {dup:?}: ids must be unique in a corpus",
-                        input.display(),
-                        reader.location()
-                    );
-                }
-                let shard = shard_of(&document.id, opts.shards) as usize;
-                writers[shard].add_document(to_tantivy(&fields, document))?;
-                shard_docs[shard] += 1;
-                documents += 1;
-            }
-            Err(line_error) if opts.skip_invalid => {
-                skipped += 1;
-                if skipped_examples.len() < 10 {
-                    skipped_examples.push(line_error.to_string());
-                }
-            }
-            Err(line_error) => bail!("{line_error} (use --skip-invalid to skip such lines)"),
-        }
-        if documents % 512 == 0 {
-            bar.set_position(reader.bytes_read());
+    let mut documents = 0u64;
+    let mut first = first.into_iter();
+    loop {
+        let document = match first.next() {
+            Some(document) => document,
+            None => match corpus.next_document()? {
+                Some(document) => document,
+                None => break,
+            },
+        };
+        let shard = shard_of(&document.id, opts.shards) as usize;
+        writers[shard].add_document(to_tantivy(&fields, document))?;
+        shard_docs[shard] += 1;
+        documents += 1;
+        if documents.is_multiple_of(512) {
+            bar.set_position(corpus.reader.bytes_read());
             bar.set_message(format!("{documents} docs"));
         }
     }
+    let Documents {
+        reader,
+        mut skipped,
+        mut skipped_examples,
+        ..
+    } = corpus;
     let checksum = reader.checksum();
     let lines = reader.location();
     let (passed_over, examples) = reader.passed_over();
@@ -180,9 +251,6 @@ fn build_into(
             .into_iter()
             .take(10 - skipped_examples.len().min(10)),
     );
-    if documents == 0 {
-        bail!("{}: no documents", input.display());
-    }
     bar.set_position(input_bytes);
     bar.set_message(format!("{documents} docs; committing and merging"));
 
@@ -206,7 +274,7 @@ fn build_into(
     let (corpus, doc_freqs) = stats::compute(&searchers)?;
     let mut entries = Vec::new();
     for (shard, table) in doc_freqs.iter().enumerate() {
-        let shard_dir = dir.join("shards").join(shard_dir_name(shard as u32));
+        let shard_dir = dir.join(SHARDS_DIR).join(shard_dir_name(shard as u32));
         let meta = ShardMeta {
             shard: shard as u32,
             num_shards: opts.shards,
@@ -217,14 +285,14 @@ fn build_into(
         write_scoring_files(&shard_dir, &meta, table)?;
         entries.push(ShardEntry {
             shard: shard as u32,
-            dir: format!("shards/{}", shard_dir_name(shard as u32)),
+            dir: format!("{SHARDS_DIR}/{}", shard_dir_name(shard as u32)),
             num_docs: shard_docs[shard],
         });
     }
     bar.finish_and_clear();
 
     let manifest = Manifest {
-        format: 1,
+        format: MANIFEST_FORMAT,
         created_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -255,7 +323,49 @@ fn build_into(
     Ok((manifest, skipped_examples))
 }
 
-fn to_tantivy(fields: &Fields, d: crate::corpus::Document) -> TantivyDocument {
+/// The corpus's valid documents in order: ids checked to be unique, invalid
+/// lines (or files) refused or, with `skip_invalid`, counted and passed over.
+struct Documents<'a> {
+    reader: Box<dyn Source>,
+    input: &'a Path,
+    skip_invalid: bool,
+    seen: HashSet<String>,
+    skipped: u64,
+    skipped_examples: Vec<String>,
+}
+
+impl Documents<'_> {
+    /// The next valid document, `None` at the end of the corpus.
+    fn next_document(&mut self) -> anyhow::Result<Option<Document>> {
+        while let Some(item) = self.reader.next() {
+            match item? {
+                Ok(document) => {
+                    if let Some(dup) = self.seen.replace(document.id.clone()) {
+                        bail!(
+                            "{}:{}: duplicate id {dup:?}: ids must be unique in a corpus",
+                            self.input.display(),
+                            self.reader.location()
+                        );
+                    }
+                    return Ok(Some(document));
+                }
+                Err(bad) if self.skip_invalid => {
+                    self.skipped += 1;
+                    if self.skipped_examples.len() < 10 {
+                        self.skipped_examples.push(bad.to_string());
+                    }
+                }
+                Err(bad) => {
+                    let what = if bad.line.is_some() { "lines" } else { "files" };
+                    bail!("{bad} (use --skip-invalid to skip such {what})")
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn to_tantivy(fields: &Fields, d: Document) -> TantivyDocument {
     doc!(fields.id => d.id, fields.title => d.title, fields.body => d.body)
 }
 
@@ -296,6 +406,159 @@ fn progress_bar(enabled: bool, len: u64) -> ProgressBar {
     bar
 }
 
+/// What the output path holds, which decides whether a build may take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Nothing: the build is renamed into place.
+    Absent,
+    /// An empty directory: the build is renamed over it.
+    Empty,
+    /// A previous build of this tool and nothing else: moved aside, and
+    /// removed once the new build is in place.
+    PreviousBuild,
+}
+
+/// Says what `out` holds, refusing anything a build must not replace: a
+/// file, a symbolic link, a directory with a foreign (or no) manifest, and
+/// a previous build that also holds files a build does not write (a rebuild
+/// would delete them).
+fn inspect_target(out: &Path) -> anyhow::Result<Target> {
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Target::Absent),
+        Err(e) => return Err(e).with_context(|| format!("--out {}", out.display())),
+    };
+    let refuse = |why: String| {
+        anyhow!(
+            "--out {}: {why}; refusing to replace it (a build replaces only an empty \
+             directory or a previous build)",
+            out.display()
+        )
+    };
+    if meta.file_type().is_symlink() {
+        return Err(refuse("is a symbolic link; name a directory".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("is an existing file, not a directory".into()));
+    }
+    let entries = dir_entries(out)?;
+    let Some(first) = entries.first() else {
+        return Ok(Target::Empty);
+    };
+    if !entries.iter().any(|name| name == MANIFEST_FILE) {
+        return Err(refuse(format!(
+            "is a directory but not a previous build: it holds {} entries (e.g. {first:?}) \
+             and no {MANIFEST_FILE}",
+            entries.len()
+        )));
+    }
+    let manifest = Manifest::read(out)
+        .map_err(|e| refuse(format!("is not a previous build of this tool: {e:#}")))?;
+    manifest.check_ours().map_err(|why| {
+        refuse(format!(
+            "is not a previous build of this tool: its {MANIFEST_FILE} {why}"
+        ))
+    })?;
+    let foreign = |name: &str| {
+        refuse(format!(
+            "is a previous build but also holds {name:?}, which a build does not write \
+             and a rebuild would delete; move it out first"
+        ))
+    };
+    for name in &entries {
+        if name != MANIFEST_FILE && name != TOPOLOGY_FILE && name != SHARDS_DIR {
+            return Err(foreign(name));
+        }
+    }
+    let shards = out.join(SHARDS_DIR);
+    if shards.exists() {
+        if !is_real_dir(&shards) {
+            return Err(foreign(SHARDS_DIR));
+        }
+        let expected: HashSet<String> = manifest
+            .shards
+            .iter()
+            .map(|e| shard_dir_name(e.shard))
+            .collect();
+        for name in dir_entries(&shards)? {
+            if !expected.contains(&name) || !is_real_dir(&shards.join(&name)) {
+                return Err(foreign(&format!("{SHARDS_DIR}/{name}")));
+            }
+        }
+    }
+    Ok(Target::PreviousBuild)
+}
+
+/// The names in directory `dir`, sorted.
+fn dir_entries(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<Vec<String>>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    names.sort();
+    Ok(names)
+}
+
+/// Whether `path` is a directory itself, not a symbolic link to one.
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Refuses an input inside the output, which a rebuild would delete, and,
+/// for a directory corpus, an output inside the input, which the build would
+/// read back as documents.
+fn check_paths(input: &Input, out: &Path) -> anyhow::Result<()> {
+    let (input_path, out_path) = (resolved(input.path())?, resolved(out)?);
+    if input_path == out_path {
+        bail!(
+            "{} {} and --out {} are the same; choose an --out of its own",
+            input.flag(),
+            input.path().display(),
+            out.display()
+        );
+    }
+    if input_path.starts_with(&out_path) {
+        bail!(
+            "{} {} lies inside --out {}, which a build replaces; choose an --out outside it",
+            input.flag(),
+            input.path().display(),
+            out.display()
+        );
+    }
+    if matches!(input, Input::Dir(_)) && out_path.starts_with(&input_path) {
+        bail!(
+            "--out {} lies inside --input-dir {}, so the build would read its own output; \
+             choose an --out outside it",
+            out.display(),
+            input.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// `path` made absolute, with symbolic links resolved in the part of it
+/// that exists, so two spellings of one place compare equal.
+fn resolved(path: &Path) -> anyhow::Result<PathBuf> {
+    let absolute =
+        std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut real) = existing.canonicalize() {
+            real.extend(rest.iter().rev());
+            return Ok(real);
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return Ok(absolute),
+        }
+    }
+}
+
 /// The hidden directory a build writes into before it replaces its target.
 struct Staging {
     staging: PathBuf,
@@ -317,7 +580,7 @@ impl Staging {
             .with_context(|| format!("creating {}", parent.display()))?;
         remove_abandoned(&parent, &name);
         let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        if staging.exists() {
+        if is_real_dir(&staging) {
             std::fs::remove_dir_all(&staging)?;
         }
         std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
@@ -335,28 +598,40 @@ impl Staging {
         let _ = std::fs::remove_dir_all(&self.staging);
     }
 
-    /// Moves the finished build into place. The old output, if any, is moved
-    /// aside first and removed only after the new one is in place.
+    /// Moves the finished build into place, or discards it if the target
+    /// may not be replaced after all.
     fn commit(self) -> anyhow::Result<()> {
+        let result = self.replace_target();
+        if result.is_err() {
+            self.discard();
+        }
+        result
+    }
+
+    /// The target is looked at again, as it may have changed while the
+    /// build ran. A previous build is moved aside first and removed only
+    /// after the new one is in place.
+    fn replace_target(&self) -> anyhow::Result<()> {
+        let into_target = |e: std::io::Error| {
+            anyhow::Error::new(e).context(format!("moving build into {}", self.target.display()))
+        };
+        if inspect_target(&self.target)? != Target::PreviousBuild {
+            // Absent or an empty directory: rename(2) replaces either, and
+            // fails if anything has appeared there meanwhile.
+            return std::fs::rename(&self.staging, &self.target).map_err(into_target);
+        }
         let old = self.staging.with_file_name(format!(
             ".{}.old-{}",
             file_name(&self.target),
             std::process::id()
         ));
-        let had_old = self.target.exists();
-        if had_old {
-            std::fs::rename(&self.target, &old)
-                .with_context(|| format!("moving aside {}", self.target.display()))?;
-        }
+        std::fs::rename(&self.target, &old)
+            .with_context(|| format!("moving aside {}", self.target.display()))?;
         if let Err(e) = std::fs::rename(&self.staging, &self.target) {
-            if had_old {
-                let _ = std::fs::rename(&old, &self.target);
-            }
-            return Err(e).with_context(|| format!("moving build into {}", self.target.display()));
+            let _ = std::fs::rename(&old, &self.target);
+            return Err(into_target(e));
         }
-        if had_old {
-            let _ = std::fs::remove_dir_all(&old);
-        }
+        let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
 }
@@ -378,10 +653,156 @@ fn remove_abandoned(parent: &Path, name: &str) {
         let Some(pid) = entry_name.strip_prefix(&prefix) else {
             continue;
         };
+        let ours = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
         let alive = Path::new("/proc").join(pid).exists();
-        if !alive {
+        if ours && !alive && is_real_dir(&entry.path()) {
             tracing::info!(dir = %entry.path().display(), "removing abandoned partial build");
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh scratch directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("st-indexer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn corpus(dir: &Path, documents: usize) -> PathBuf {
+        let path = dir.join("c.jsonl");
+        let lines: String = (0..documents)
+            .map(|i| format!("{{\"id\":\"d{i}\",\"body\":\"word number {i}\"}}\n"))
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        path
+    }
+
+    fn options(input: &Path, out: &Path, shards: u32) -> BuildOptions {
+        BuildOptions {
+            input: Input::Lines(input.to_path_buf()),
+            shards,
+            out: out.to_path_buf(),
+            parents: 0,
+            replicas: 1,
+            fields: FieldNames::default(),
+            skip_invalid: false,
+            progress: false,
+        }
+    }
+
+    fn message(result: anyhow::Result<impl std::fmt::Debug>) -> String {
+        format!("{:#}", result.unwrap_err())
+    }
+
+    #[test]
+    fn shard_and_replica_counts_are_bounded() {
+        assert!(check_counts(1, 1).is_ok());
+        assert!(check_counts(MAX_SHARDS, MAX_REPLICAS).is_ok());
+        assert!(message(check_counts(0, 1)).contains("between 1 and 256, not 0"));
+        assert!(message(check_counts(100_000, 1)).contains("not 100000"));
+        assert!(message(check_counts(4, 0)).contains("--replicas"));
+        assert!(message(check_counts(4, MAX_REPLICAS + 1)).contains("--replicas"));
+        assert!(check_enough_documents(5, 5).is_ok());
+        assert_eq!(
+            message(check_enough_documents(5, 6)),
+            "5 documents cannot fill 6 shards: use --shards 5 or fewer"
+        );
+    }
+
+    #[test]
+    fn only_nothing_an_empty_directory_or_a_previous_build_may_be_replaced() {
+        let dir = scratch("target");
+        assert_eq!(inspect_target(&dir.join("new")).unwrap(), Target::Absent);
+        std::fs::create_dir(dir.join("empty")).unwrap();
+        assert_eq!(inspect_target(&dir.join("empty")).unwrap(), Target::Empty);
+
+        std::fs::write(dir.join("file"), "keep me").unwrap();
+        assert!(message(inspect_target(&dir.join("file"))).contains("is an existing file"));
+        std::os::unix::fs::symlink(dir.join("empty"), dir.join("link")).unwrap();
+        assert!(message(inspect_target(&dir.join("link"))).contains("symbolic link"));
+
+        let foreign = dir.join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("notes.txt"), "keep me").unwrap();
+        let err = message(inspect_target(&foreign));
+        assert!(
+            err.contains("not a previous build: it holds 1 entries (e.g. \"notes.txt\")"),
+            "{err}"
+        );
+        std::fs::write(foreign.join(MANIFEST_FILE), "{}").unwrap();
+        let err = message(inspect_target(&foreign));
+        assert!(
+            err.contains("is not a previous build of this tool"),
+            "{err}"
+        );
+
+        let input = corpus(&dir, 3);
+        let build_dir = dir.join("index");
+        build(&options(&input, &build_dir, 2)).unwrap();
+        assert_eq!(inspect_target(&build_dir).unwrap(), Target::PreviousBuild);
+        std::fs::write(build_dir.join("mine.toml"), "keep me").unwrap();
+        let err = message(inspect_target(&build_dir));
+        assert!(err.contains("also holds \"mine.toml\""), "{err}");
+        std::fs::remove_file(build_dir.join("mine.toml")).unwrap();
+        std::fs::create_dir(build_dir.join("shards/shard-007")).unwrap();
+        let err = message(inspect_target(&build_dir));
+        assert!(err.contains("also holds \"shards/shard-007\""), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn input_and_output_may_not_contain_each_other() {
+        let dir = scratch("paths");
+        let input = corpus(&dir, 1);
+        // Beside each other is fine, even in a directory not yet made.
+        assert!(check_paths(&Input::Lines(input.clone()), &dir.join("a/b/index")).is_ok());
+        let err = message(check_paths(&Input::Lines(input.clone()), &dir));
+        assert!(err.contains("c.jsonl lies inside --out"), "{err}");
+        // Another spelling of the same place is seen through.
+        let dotted = dir.join("sub/..");
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        assert!(check_paths(&Input::Lines(input.clone()), &dotted).is_err());
+        let err = message(check_paths(&Input::Dir(dir.join("sub")), &dir.join("sub")));
+        assert!(err.contains("are the same"), "{err}");
+        let err = message(check_paths(&Input::Dir(dir.clone()), &dir.join("x/index")));
+        assert!(err.contains("lies inside --input-dir"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn builds_into_an_empty_directory_and_over_a_previous_build_only() {
+        let dir = scratch("build");
+        let input = corpus(&dir, 3);
+        let out = dir.join("index");
+        std::fs::create_dir(&out).unwrap();
+        let report = build(&options(&input, &out, 2)).unwrap();
+        assert_eq!(report.manifest.input.documents, 3);
+        let report = build(&options(&input, &out, 3)).unwrap();
+        assert_eq!(Manifest::read(&out).unwrap().num_shards, 3);
+        assert_eq!(report.manifest.shards.len(), 3);
+
+        // More shards than documents: refused, and the good build stays.
+        let err = message(build(&options(&input, &out, 4)));
+        assert!(err.contains("3 documents cannot fill 4 shards"), "{err}");
+        assert_eq!(Manifest::read(&out).unwrap().num_shards, 3);
+
+        // A corpus inside the output is never replaced.
+        let inside = corpus(&out, 3);
+        let err = message(build(&options(&inside, &out, 2)));
+        assert!(err.contains("lies inside --out"), "{err}");
+        assert!(inside.exists());
+        let hidden: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(hidden.is_empty(), "left behind: {hidden:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

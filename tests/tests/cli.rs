@@ -159,7 +159,8 @@ fn bad_corpus_lines_are_named_and_never_replace_a_good_build() {
     let bad = dir.join("bad.jsonl");
     write(
         &bad,
-        "{\"id\":\"a\",\"body\":\"ok\"}\n\n{\"id\":\"b\",\"title\":\"no body\"}\n{not json\n",
+        "{\"id\":\"a\",\"body\":\"ok\"}\n\n{\"id\":\"b\",\"title\":\"no body\"}\n{not json\n\
+         {\"id\":\"c\",\"body\":\"ok too\"}\n",
     );
     let (ok, err) = build(&bad, &out, &[]);
     assert!(!ok);
@@ -170,12 +171,7 @@ fn bad_corpus_lines_are_named_and_never_replace_a_good_build() {
         std::fs::read_to_string(out.join("manifest.json")).unwrap(),
         manifest_before
     );
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    assert_nothing_left_in(&dir);
 
     let (ok, err) = build(&bad, &out, &["--skip-invalid"]);
     assert!(ok, "{err}");
@@ -186,7 +182,7 @@ fn bad_corpus_lines_are_named_and_never_replace_a_good_build() {
     assert!(err.contains("bad.jsonl:4: not valid JSON"), "{err}");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["input"]["documents"], 1);
+    assert_eq!(manifest["input"]["documents"], 2);
     assert_eq!(manifest["input"]["skipped"], 2);
 
     let dup = dir.join("dup.jsonl");
@@ -201,6 +197,161 @@ fn bad_corpus_lines_are_named_and_never_replace_a_good_build() {
     let (ok, err) = build(&dir.join("missing.jsonl"), &out, &[]);
     assert!(!ok);
     assert!(err.contains("missing.jsonl"), "{err}");
+}
+
+/// Checks no staging or set-aside directory (hidden) was left in `dir`.
+fn assert_nothing_left_in(dir: &Path) {
+    let hidden: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        hidden.is_empty(),
+        "left behind in {}: {hidden:?}",
+        dir.display()
+    );
+}
+
+/// Every file below `dir` with its bytes, to check nothing was touched.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.push((path, bytes));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+const THREE_DOCS: &str = "{\"id\":\"a\",\"body\":\"first letter\"}\n\
+                          {\"id\":\"b\",\"body\":\"second letter\"}\n\
+                          {\"id\":\"c\",\"body\":\"third letter\"}\n";
+
+#[test]
+fn build_never_replaces_what_is_not_a_previous_build() {
+    let dir = scratch("cli-foreign-out");
+    // A directory of someone's files, the corpus among them.
+    let foreign = dir.join("work");
+    std::fs::create_dir_all(foreign.join("notes")).unwrap();
+    let corpus = foreign.join("corpus.jsonl");
+    write(&corpus, THREE_DOCS);
+    write(&foreign.join("notes/todo.txt"), "do not delete\n");
+    let before = snapshot(&foreign);
+    let (ok, err) = build(&corpus, &foreign, &[]);
+    assert!(!ok, "build replaced a foreign directory");
+    assert!(err.contains("lies inside --out"), "{err}");
+    // Even with the corpus elsewhere: the directory is not a build.
+    let outside = dir.join("corpus.jsonl");
+    write(&outside, THREE_DOCS);
+    let (ok, err) = build(&outside, &foreign, &[]);
+    assert!(!ok, "build replaced a foreign directory");
+    assert!(
+        err.contains("is a directory but not a previous build") && err.contains("refusing"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&foreign), before, "the foreign directory changed");
+
+    // A file as --out: refused, and the file stays where and what it was.
+    let file = dir.join("precious.txt");
+    write(&file, "precious bytes\n");
+    let (ok, err) = build(&outside, &file, &[]);
+    assert!(!ok, "build replaced a file");
+    assert!(err.contains("is an existing file"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious bytes\n");
+    let (ok, err) = build(&file, &file, &[]);
+    assert!(!ok, "build replaced its own input");
+    assert!(err.contains("are the same"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious bytes\n");
+    assert_nothing_left_in(&dir);
+
+    // An empty directory is taken, and a previous build is rebuilt over.
+    let out = dir.join("index");
+    std::fs::create_dir(&out).unwrap();
+    let (ok, err) = build(&outside, &out, &[]);
+    assert!(ok, "{err}");
+    let mut cmd = searchtree();
+    cmd.args(["build", "--shards", "3", "--input"])
+        .arg(&outside)
+        .arg("--out")
+        .arg(&out);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(ok, "rebuild failed: {err}");
+    assert!(err.contains("built 3 documents into 3 shards"), "{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["num_shards"], 3);
+    assert_nothing_left_in(&dir);
+
+    // A previous build holding a file a build does not write is not replaced.
+    let mine = out.join("my-topology.toml");
+    write(&mine, "# hand-written\n");
+    let (ok, err) = build(&outside, &out, &[]);
+    assert!(!ok);
+    assert!(err.contains("also holds \"my-topology.toml\""), "{err}");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "# hand-written\n");
+}
+
+#[test]
+fn build_bounds_shards_and_id_length() {
+    let dir = scratch("cli-build-limits");
+    let corpus = dir.join("three.jsonl");
+    write(&corpus, THREE_DOCS);
+    let out = dir.join("index");
+    let shards = |n: &str| {
+        let mut cmd = searchtree();
+        cmd.args(["build", "--shards", n, "--input"])
+            .arg(&corpus)
+            .arg("--out")
+            .arg(&out);
+        run(&mut cmd)
+    };
+    let (ok, _, err) = shards("100000");
+    assert!(!ok);
+    assert!(err.contains("100000 is not in 1..=256"), "{err}");
+    let (ok, _, err) = shards("4");
+    assert!(!ok);
+    assert!(
+        err.contains("three.jsonl: 3 documents cannot fill 4 shards: use --shards 3 or fewer"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused build left output");
+    assert_nothing_left_in(&dir);
+    let (ok, err) = build(&corpus, &out, &["--replicas", "17"]);
+    assert!(!ok);
+    assert!(err.contains("17 is not in 1..=16"), "{err}");
+
+    let long = dir.join("long.jsonl");
+    write(
+        &long,
+        &format!(
+            "{{\"id\":\"a\",\"body\":\"x\"}}\n{{\"id\":\"{}\",\"body\":\"y\"}}\n{{\"id\":\"c\",\"body\":\"z\"}}\n",
+            "i".repeat(70_000)
+        ),
+    );
+    let (ok, err) = build(&long, &out, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "long.jsonl:2: \"id\": the id is 70000 bytes long; ids may be at most 1024 bytes"
+        ),
+        "{err}"
+    );
+    let (ok, err) = build(&long, &out, &["--skip-invalid"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("built 2 documents"), "{err}");
+    assert!(
+        err.contains("long.jsonl:2: \"id\": the id is 70000"),
+        "{err}"
+    );
 }
 
 #[test]

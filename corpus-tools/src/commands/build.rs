@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::corpus::FieldNames;
-use crate::indexer::{self, BuildOptions, BuildReport, Input, TOPOLOGY_FILE};
+use crate::indexer::{
+    self, BuildOptions, BuildReport, Input, MAX_REPLICAS, MAX_SHARDS, TOPOLOGY_FILE,
+};
 
 /// Shard a JSON Lines corpus, build one tantivy index per shard, and write a
 /// manifest and a topology for a tree over them.
@@ -22,18 +24,24 @@ pub struct BuildArgs {
     /// id and title); files that are not UTF-8 text are passed over.
     #[arg(long)]
     pub input_dir: Option<PathBuf>,
-    /// Number of shards.
-    #[arg(long)]
+    /// Number of shards: 1 to 256, and no more than the corpus has documents.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SHARDS)))]
     pub shards: u32,
-    /// Output directory; replaced only once the new build is complete.
+    /// Output directory: new, empty, or a previous build, which is replaced
+    /// only once the new build is complete. Anything else is refused.
     #[arg(long)]
     pub out: PathBuf,
     /// Parents in the generated topology (0: leaves directly under the root).
     #[arg(long, default_value_t = 0)]
     pub parents: u32,
-    /// Leaves per shard in the generated topology: replicas, started by `up`
-    /// from the same shard directory, among which their parent chooses.
-    #[arg(long, default_value_t = 1)]
+    /// Leaves per shard in the generated topology (1 to 16): replicas,
+    /// started by `up` from the same shard directory, among which their
+    /// parent chooses.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_REPLICAS))
+    )]
     pub replicas: u32,
     /// JSON key of the unique document id.
     #[arg(long, default_value = "id")]
@@ -106,4 +114,35 @@ pub fn print_report(report: &BuildReport, out: &std::path::Path) {
         "  start the tree with: searchtree up --topology {}",
         out.join(TOPOLOGY_FILE).display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        build: BuildArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<BuildArgs, String> {
+        let args = ["searchtree", "--input", "c.jsonl", "--out", "o"];
+        Cli::try_parse_from(args.iter().chain(extra))
+            .map(|cli| cli.build)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn shard_and_replica_counts_are_bounded_when_parsed() {
+        assert_eq!(parse(&["--shards", "256"]).unwrap().shards, MAX_SHARDS);
+        let err = parse(&["--shards", "100000"]).unwrap_err();
+        assert!(err.contains("100000 is not in 1..=256"), "{err}");
+        assert!(parse(&["--shards", "0"]).is_err());
+        let args = parse(&["--shards", "2", "--replicas", "16"]).unwrap();
+        assert_eq!(args.replicas, MAX_REPLICAS);
+        assert!(parse(&["--shards", "2", "--replicas", "17"]).is_err());
+    }
 }
