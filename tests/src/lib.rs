@@ -186,6 +186,24 @@ pub fn node_addr(tree: &Tree, name: &str) -> std::net::SocketAddr {
         .1
 }
 
+/// Kills the process with id `pid` outright (SIGKILL), as a crash would.
+pub fn sigkill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -KILL {pid} failed");
+}
+
+/// Kills the node called `name` in `tree` outright (SIGKILL via its pid):
+/// a crash, not a clean stop, so whoever supervises the tree sees it die.
+pub fn kill_node(tree: &Tree, name: &str) {
+    let pid = tree
+        .pid(name)
+        .unwrap_or_else(|| panic!("node {name} is not running"));
+    sigkill(pid);
+}
+
 /// Sends one search request as given.
 pub async fn send(
     client: &mut SearchClient<Channel>,

@@ -13,7 +13,7 @@ use crate::commands::up::{print_ready, serve_until_stopped, start_tree};
 use crate::corpus::FieldNames;
 use crate::indexer::{self, BuildOptions, Input, TOPOLOGY_FILE};
 use crate::output;
-use crate::supervisor::StartOptions;
+use crate::supervisor::{RestartPolicy, StartOptions};
 
 /// Queries the demo runs, one for each kind of syntax.
 pub const EXAMPLE_QUERIES: [&str; 6] = [
@@ -110,8 +110,7 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
         "\nserving; try: cargo run --release -- query --root {} 'your query'   (Ctrl-C stops)",
         tree.root_addr()
     );
-    serve_until_stopped(tree).await;
-    Ok(())
+    serve_until_stopped(tree, &RestartPolicy::default()).await
 }
 
 async fn examples(root: std::net::SocketAddr, top_k: u32) -> anyhow::Result<()> {

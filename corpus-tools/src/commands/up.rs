@@ -7,16 +7,36 @@ use clap::Args;
 use searchtree_proto::serving::shutdown_signal;
 
 use crate::binaries::NodeBinaries;
-use crate::supervisor::{self, StartOptions, Tree};
+use crate::supervisor::{self, RestartPolicy, StartOptions, Tree};
 use crate::topology::{self, Topology};
 
 /// Start every node of a topology as its own process, print
-/// `READY root=HOST:PORT` once all are serving, and run until Ctrl-C/SIGTERM.
+/// `READY root=HOST:PORT` once all are serving, and run until Ctrl-C/SIGTERM,
+/// restarting any node that dies on the address it had.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// The topology file (as written by `searchtree build`).
     #[arg(long)]
     pub topology: PathBuf,
+    /// Never restart a node that dies: the tree serves without it, and a
+    /// dead root ends `up` with an error.
+    #[arg(long)]
+    pub no_restart: bool,
+    /// Restarts of the root allowed within a minute; one more ends `up`
+    /// with an error (as do 5 failed starts of the root in a row).
+    #[arg(long, default_value_t = RestartPolicy::default().max_root_restarts)]
+    pub max_root_restarts: u32,
+}
+
+impl UpArgs {
+    /// The restart policy these flags ask for.
+    pub fn restart_policy(&self) -> RestartPolicy {
+        RestartPolicy {
+            restart: !self.no_restart,
+            max_root_restarts: self.max_root_restarts,
+            ..RestartPolicy::default()
+        }
+    }
 }
 
 /// Validates the topology and starts its tree, node logs forwarded.
@@ -34,24 +54,33 @@ pub fn print_ready(tree: &Tree) {
     let _ = out.flush();
 }
 
-/// Serves until asked to stop; a node that dies is reported, the rest go on.
-pub async fn serve_until_stopped(mut tree: Tree) {
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            Some(exit) = tree.next_exit() => {
-                tracing::error!(
-                    node = %exit.name,
-                    status = ?exit.status,
-                    "node exited; the rest of the tree keeps serving without it"
-                );
-            }
-        }
+/// Serves until asked to stop, restarting nodes that die as `policy` says,
+/// then stops the tree. An error means the root could not be kept alive.
+pub async fn serve_until_stopped(mut tree: Tree, policy: &RestartPolicy) -> anyhow::Result<()> {
+    let result = tree.supervise(policy, shutdown_signal()).await;
+    match &result {
+        Ok(()) => tracing::info!("stopping the tree"),
+        Err(_) => tracing::error!("giving up on the root; stopping the tree"),
     }
-    tracing::info!("stopping the tree");
+    log_restart_summary(&tree);
     tree.shutdown().await;
+    result
+}
+
+/// Logs how often each node was restarted, so an operator sees at a glance
+/// whether the tree was healthy.
+fn log_restart_summary(tree: &Tree) {
+    let restarted: Vec<String> = tree
+        .restart_counts()
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(name, count)| format!("{name}={count}"))
+        .collect();
+    if restarted.is_empty() {
+        tracing::info!("restarts: none");
+    } else {
+        tracing::warn!("restarts: {}", restarted.join(" "));
+    }
 }
 
 /// Runs `up`.
@@ -62,9 +91,9 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     };
     let tree = start_tree(&args.topology, &options).await?;
     for (name, addr) in tree.addresses() {
-        tracing::info!(%name, %addr, "node serving");
+        let pid = tree.pid(&name).unwrap_or_default();
+        tracing::info!(node = %name, %addr, pid, "node serving");
     }
     print_ready(&tree);
-    serve_until_stopped(tree).await;
-    Ok(())
+    serve_until_stopped(tree, &args.restart_policy()).await
 }
