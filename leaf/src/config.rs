@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use searchtree_proto::BudgetPolicy;
+use searchtree_proto::serving::ConnectionArgs;
 
 use crate::fault::FaultConfig;
 use crate::service::LeafTiming;
@@ -20,6 +21,9 @@ pub struct LeafConfig {
     /// `LISTENING HOST:PORT` on stdout.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// How many connections it holds, and when it closes an idle one.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// Searches run at once; further requests queue until their deadline.
     /// Defaults to the number of CPUs.
     #[arg(long)]

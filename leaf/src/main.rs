@@ -31,6 +31,13 @@ async fn main() -> anyhow::Result<()> {
         Faults::new(faults, config.seed()),
     );
     let counters = service.counters();
-    serving::serve(listener, service, counters, serving::shutdown_signal()).await?;
+    serving::serve(
+        listener,
+        service,
+        counters,
+        config.connections.limits(),
+        serving::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

@@ -76,6 +76,21 @@ pub trait Child: Send + Sync {
 /// How long a connection attempt to a child may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How often a parent pings a child it has not heard from, requests or not.
+/// Children close connections on which nothing moved for their idle timeout
+/// (300 s by default); the pings keep the parent's one long-lived connection
+/// from ever looking idle, even through a quiet night. (Children ping their
+/// callers too, at half their idle timeout; these pings do not rely on that.)
+/// They also find a child whose host vanished without a reset, which no
+/// deadline would ever notice: every call to it would time out, forever.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a ping may go unanswered before the connection to the child is
+/// dropped, so that the next call reconnects instead of waiting on a dead
+/// one. Generous: a child that is busy or briefly paused answers late, and
+/// dropping its connection would only cost a reconnect.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A child reached over gRPC. Connects lazily and reconnects by itself, so a
 /// child that is down at start-up or restarts later is picked up again.
 pub struct GrpcChild {
@@ -92,6 +107,9 @@ impl GrpcChild {
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         Ok(GrpcChild {
             addr: addr.to_string(),

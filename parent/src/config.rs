@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 use searchtree_proto::BudgetPolicy;
+use searchtree_proto::serving::ConnectionArgs;
 
 use searchtree_proto::Counters;
 
@@ -21,6 +22,9 @@ pub struct ParentConfig {
     /// `LISTENING HOST:PORT` on stdout.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// How many connections it holds, and when it closes an idle one.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// The children and the timing.
     #[command(flatten)]
     pub inner: InnerArgs,

@@ -2,18 +2,22 @@
 //! the readiness line, health and reflection services, and clean shutdown.
 //!
 //! Keeping this in one place means every node speaks `grpc.health.v1.Health`
-//! and server reflection (v1 and v1alpha, so any `grpcurl` works) the same way.
+//! and server reflection (v1 and v1alpha, so any `grpcurl` works) the same way,
+//! and holds the same [`connections`] limits and HTTP/2 settings.
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::pb::node_stats_server::NodeStatsServer;
 use crate::pb::search_server::{Search, SearchServer};
 use crate::stats::{Counters, StatsService};
+
+pub mod connections;
+
+pub use connections::{ConnectionArgs, ConnectionLimits};
 
 /// The prefix of the one line a node prints on stdout once it is listening,
 /// followed by its actual address. `searchtree up` reads it to learn the port
@@ -70,13 +74,55 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// HTTP/2 streams one connection may have open at once (hyper's default is
+/// 200). A parent sends every search of its callers to a child over one
+/// connection, so for the tree's own traffic this is a node-wide concurrency
+/// limit: past it, requests would wait in the caller's HTTP/2 client, where
+/// no deadline-aware queue or counter sees them. The leaf's own queue (which
+/// refuses what waited past its deadline) is the place to wait.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// How many streams the peer may cancel before this node has taken them up.
+/// Past it (h2's default is 20) the whole connection is torn down with
+/// ENHANCE_YOUR_CALM, and every request on it fails with `h2 protocol error`.
+/// The limit guards against rapid-reset floods, but a tree cancels by design:
+/// a parent drops the calls of children that missed the deadline, and a node
+/// resuming from a stall (a pause, swapping, SIGSTOP) reads at once every
+/// request its caller sent and cancelled meanwhile — about 1,300 after a 3 s
+/// stall under 16 queries in flight. Only streams read but not yet handed to
+/// the server count, and they are handed over as soon as the bytes read so far
+/// are processed: this bounds the size of one burst, not a rate.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 16_384;
+
+/// How many streams this node may reset because the peer broke the protocol
+/// on them before the connection is closed (hyper's default, set here so it
+/// stays put): the tree never provokes such resets, so the guard against
+/// peers that do ("MadeYouReset") keeps its default strength.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
+/// The gRPC server every node runs, with its HTTP/2 settings: keepalive pings
+/// derived from `limits` (see [`ConnectionLimits::keepalive_interval`]) so a
+/// dead peer is noticed and a live one never looks idle, and stream limits
+/// that suit a tree that cancels calls by design.
+pub fn grpc_server(limits: &ConnectionLimits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        // Pings are sent even on connections without requests, and the
+        // connection is closed if one goes unanswered for the timeout.
+        .http2_keepalive_interval(Some(limits.keepalive_interval()))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout()))
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+}
+
 /// Serves `search` on `listener` beside the node's counters, the standard
-/// health service and server reflection, until `shutdown` resolves;
-/// in-flight requests finish.
+/// health service and server reflection, within `limits`, until `shutdown`
+/// resolves; in-flight requests finish.
 pub async fn serve<S: Search>(
     listener: TcpListener,
     search: S,
     counters: std::sync::Arc<Counters>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let local = listener.local_addr()?;
@@ -86,22 +132,48 @@ pub async fn serve<S: Search>(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    log_limits(&limits);
+    // Our own accept loop rather than tonic's TcpIncoming: it caps the
+    // connections held, refuses the rest cleanly, backs off instead of
+    // spinning when descriptors run out, closes idle connections, and keeps
+    // TCP_NODELAY (which tonic's builder setting does not apply here).
+    let incoming = connections::Incoming::new(listener, limits);
+
     announce(local);
     tracing::info!(%local, "serving");
-    tonic::transport::Server::builder()
+    grpc_server(&limits)
         .add_service(SearchServer::new(search))
         .add_service(NodeStatsServer::new(StatsService(counters)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // No Nagle: a response's header, data and trailer frames must not
-        // wait for the peer's ACK, which would add latency at every hop.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming.into_stream(), shutdown)
         .await?;
     Ok(())
+}
+
+/// Logs the limits in force, and warns if the cap exceeds what the
+/// descriptor limit allows (accepting then backs off when descriptors run
+/// out, instead of refusing cleanly).
+fn log_limits(limits: &ConnectionLimits) {
+    let descriptors = connections::descriptor_limit();
+    tracing::info!(
+        max_connections = limits.max_connections,
+        idle_timeout_s = limits.idle_timeout.as_secs_f64(),
+        keepalive_interval_s = limits.keepalive_interval().as_secs_f64(),
+        descriptor_limit = ?descriptors,
+        "connection limits"
+    );
+    if let Some(limit) = descriptors
+        && u64::try_from(limits.max_connections).unwrap_or(u64::MAX) >= limit
+    {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            descriptor_limit = limit,
+            "--max-connections is not below the descriptor limit: past the limit, \
+             new connections wait in the backlog instead of being refused"
+        );
+    }
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

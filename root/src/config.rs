@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use searchtree_parent::config::InnerArgs;
+use searchtree_proto::serving::ConnectionArgs;
 
 /// The root of a search tree: the node clients call.
 #[derive(Debug, Parser)]
@@ -11,6 +12,9 @@ pub struct RootConfig {
     /// `LISTENING HOST:PORT` on stdout.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// How many connections it holds, and when it closes an idle one.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// The children and the timing.
     #[command(flatten)]
     pub inner: InnerArgs,

@@ -14,6 +14,13 @@ async fn main() -> anyhow::Result<()> {
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
     let service = RootService::new(node);
-    serving::serve(listener, service, counters, serving::shutdown_signal()).await?;
+    serving::serve(
+        listener,
+        service,
+        counters,
+        config.connections.limits(),
+        serving::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
