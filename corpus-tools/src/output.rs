@@ -60,6 +60,7 @@ pub fn reason_name(reason: i32) -> &'static str {
         FailureReason::Timeout => "timeout",
         FailureReason::Unavailable => "unavailable",
         FailureReason::Error => "error",
+        FailureReason::Lost => "lost",
         FailureReason::Unspecified => "unspecified",
     }
 }

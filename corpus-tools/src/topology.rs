@@ -4,6 +4,7 @@
 //! [root]
 //! listen = "127.0.0.1:0"            # port 0: pick a free port at start-up
 //! children = ["parent-0", "parent-1"]
+//! # canary = true                   # try unseen queries on one leaf first
 //!
 //! [[parent]]
 //! name = "parent-0"
@@ -19,6 +20,7 @@
 //! # inject_delay_ms = 2000          # delay chosen requests this long
 //! # inject_delay_prob = 0.01        # probability a request is delayed
 //! # inject_error_prob = 0.0         # probability a request fails UNAVAILABLE
+//! # inject_crash_on = "boom"        # abort on a query containing this
 //! ```
 //!
 //! [`Topology::plan`] validates a topology and orders its nodes so that every
@@ -126,6 +128,14 @@ pub struct RootNode {
     pub listen: String,
     /// Names of its children.
     pub children: Vec<String>,
+    /// Send a query the root has not seen recently to one leaf first, and
+    /// fan out only if that leaf survived it (`--canary`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary: bool,
+    /// How long a query that passed its canary goes without one, in seconds
+    /// (unset: the root's default; 0: every query gets a canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_remember_secs: Option<u64>,
 }
 
 /// An inner node.
@@ -163,6 +173,10 @@ pub struct LeafNode {
     /// Testing: probability (0–1) that a request fails with UNAVAILABLE.
     #[serde(default, skip_serializing_if = "is_zero_f")]
     pub inject_error_prob: f64,
+    /// Testing: abort the process on a query containing this string (a
+    /// query of death, to test canaries and restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_crash_on: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -209,7 +223,8 @@ pub enum PlannedNode {
         children: Vec<(Vec<String>, Vec<u32>)>,
         /// Whether this is the root.
         is_root: bool,
-        /// Flags from the topology's `[routing]` table.
+        /// Flags from the topology's `[routing]` table (and, for the root, its
+        /// own keys such as `canary`).
         routing: Vec<String>,
     },
 }
@@ -290,6 +305,7 @@ impl Topology {
                 inject_delay_ms: 0,
                 inject_delay_prob: 0.0,
                 inject_error_prob: 0.0,
+                inject_crash_on: None,
             })
             .collect();
         let parents: Vec<ParentNode> = (0..parents)
@@ -313,6 +329,8 @@ impl Topology {
             root: RootNode {
                 listen: default_listen(),
                 children: root_children,
+                canary: false,
+                canary_remember_secs: None,
             },
             parents,
             leaves,
@@ -461,7 +479,14 @@ impl Topology {
             &mut below,
             true,
         );
-        set_routing(&mut root, self.routing.flags());
+        let mut root_flags = self.routing.flags();
+        if self.root.canary {
+            root_flags.push("--canary".into());
+        }
+        if let Some(secs) = self.root.canary_remember_secs {
+            root_flags.push(format!("--canary-remember-secs={secs}"));
+        }
+        set_routing(&mut root, root_flags);
         nodes.push(root);
         Ok(Plan { nodes, num_shards })
     }
@@ -488,6 +513,15 @@ impl LeafNode {
         }
         if self.inject_error_prob > 0.0 {
             flags.push(format!("--inject-error-prob={}", self.inject_error_prob));
+        }
+        if let Some(term) = &self.inject_crash_on {
+            if term.is_empty() {
+                return invalid(format!(
+                    "leaf {:?}: inject_crash_on must not be empty",
+                    self.name
+                ));
+            }
+            flags.push(format!("--inject-crash-on={term}"));
         }
         Ok(flags)
     }

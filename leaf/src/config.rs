@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use searchtree_proto::BudgetPolicy;
+use searchtree_proto::query_args::QueryLimitArgs;
 use searchtree_proto::serving::ConnectionArgs;
 
 use crate::fault::FaultConfig;
@@ -50,6 +51,13 @@ pub struct LeafConfig {
     /// Testing: seed of the fault draws (default: from the clock).
     #[arg(long)]
     pub inject_seed: Option<u64>,
+    /// Testing: abort the whole process on a query containing this string,
+    /// as a query of death would (to test canaries and restarts).
+    #[arg(long)]
+    pub inject_crash_on: Option<String>,
+    /// How complex a query may be.
+    #[command(flatten)]
+    pub query_limits: QueryLimitArgs,
 }
 
 impl LeafConfig {

@@ -29,7 +29,12 @@ async fn main() -> anyhow::Result<()> {
         config.concurrency(),
         config.timing(),
         Faults::new(faults, config.seed()),
-    );
+    )
+    .with_query_limits(config.query_limits.limits().map_err(anyhow::Error::msg)?)
+    .with_crash_on(config.inject_crash_on.clone());
+    if let Some(term) = &config.inject_crash_on {
+        tracing::warn!(%term, "fault injection: this leaf aborts on queries containing the term");
+    }
     let counters = service.counters();
     serving::serve(
         listener,

@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use searchtree_proto::SearchParams;
-use searchtree_proto::query::{Quoted, truncate_chars};
 use searchtree_proto::pb::{
     Coverage, FailureReason, Hit, SearchResponse, ShardFailure, ShardSource,
 };
+use searchtree_proto::query::{Quoted, truncate_chars};
 use tantivy::query::{Query, QueryParser};
 use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
@@ -48,12 +48,12 @@ impl SearchError {
     fn from_tantivy(query: &str, err: tantivy::TantivyError) -> Self {
         use tantivy::TantivyError as E;
         match err {
-            E::SchemaError(reason)
-            | E::InvalidArgument(reason)
-            | E::FieldNotFound(reason) => SearchError::InvalidQuery {
-                query: Quoted::new(query),
-                reason: truncate_chars(&reason, REASON_CHARS),
-            },
+            E::SchemaError(reason) | E::InvalidArgument(reason) | E::FieldNotFound(reason) => {
+                SearchError::InvalidQuery {
+                    query: Quoted::new(query),
+                    reason: truncate_chars(&reason, REASON_CHARS),
+                }
+            }
             other => SearchError::Index(other),
         }
     }

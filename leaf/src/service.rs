@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::query::Quoted;
 use searchtree_proto::{BudgetPolicy, Counters, QueryLimits, SearchParams};
 use tokio::sync::Semaphore;
-use searchtree_proto::query::Quoted;
 use tonic::{Request, Response, Status};
 
 use crate::collector::Stop;
@@ -53,6 +53,7 @@ pub struct LeafService {
     timing: LeafTiming,
     faults: Faults,
     limits: QueryLimits,
+    crash_on: Option<String>,
     counters: Arc<Counters>,
 }
 
@@ -71,8 +72,16 @@ impl LeafService {
             timing,
             faults,
             limits: QueryLimits::default(),
+            crash_on: None,
             counters: Counters::new("leaf", COUNTERS),
         }
+    }
+
+    /// Testing: abort the process on a query containing `term`, as a query
+    /// of death would.
+    pub fn with_crash_on(mut self, term: Option<String>) -> Self {
+        self.crash_on = term.filter(|t| !t.is_empty());
+        self
     }
 
     /// Checks queries against `limits` instead of the defaults.
@@ -124,6 +133,12 @@ impl Search for LeafService {
         let params = SearchParams::validate(request.get_ref(), &self.limits).inspect_err(|_| {
             self.counters.inc("invalid_requests");
         })?;
+        if let Some(term) = &self.crash_on
+            && params.query.contains(term.as_str())
+        {
+            tracing::error!(%term, "fault injection: aborting on a query of death");
+            std::process::abort();
+        }
         let deadline = arrived + self.timing.policy.budget_of(&request, params.budget);
         let mut guard = CancelOnDrop {
             flag: Arc::default(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::query::truncate_bytes;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
@@ -31,6 +32,11 @@ pub enum ChildError {
     /// The child answered with an error.
     #[error("error: {0}")]
     Failed(String),
+    /// The connection broke while the child was answering: it may have
+    /// crashed on this very request, so the request is not retried on
+    /// another replica (which it might crash too).
+    #[error("connection lost mid-request (the node may have crashed): {0}")]
+    Lost(String),
 }
 
 impl ChildError {
@@ -40,13 +46,21 @@ impl ChildError {
     }
 }
 
+/// The longest child message kept, in bytes: a child's message travels on
+/// in coverage and in status messages, which must stay small.
+pub const MAX_CHILD_MESSAGE_BYTES: usize = 512;
+
 impl From<tonic::Status> for ChildError {
     fn from(status: tonic::Status) -> Self {
-        let msg = status.message().to_string();
+        let msg = truncate_bytes(status.message(), MAX_CHILD_MESSAGE_BYTES);
         match status.code() {
             Code::InvalidArgument => ChildError::InvalidArgument(msg),
             Code::DeadlineExceeded | Code::Cancelled => ChildError::Timeout(msg),
             Code::Unavailable | Code::ResourceExhausted => ChildError::Unavailable(msg),
+            // What tonic reports when the connection dies under a request
+            // already sent (e.g. the child aborted): the h2 stream ends with
+            // no status. Refused connections are UNAVAILABLE instead.
+            Code::Unknown if msg.starts_with("transport error") => ChildError::Lost(msg),
             code => ChildError::Failed(format!("{code:?}: {msg}")),
         }
     }
@@ -157,5 +171,51 @@ impl Child for GrpcChild {
             let response = client.search(request).await?;
             Ok(response.into_inner())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Status;
+
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds_that_stay_distinct() {
+        let kind = |s: Status| ChildError::from(s);
+        assert!(matches!(
+            kind(Status::invalid_argument("bad")),
+            ChildError::InvalidArgument(_)
+        ));
+        assert!(matches!(
+            kind(Status::deadline_exceeded("late")),
+            ChildError::Timeout(_)
+        ));
+        assert!(matches!(
+            kind(Status::unavailable("tcp connect error")),
+            ChildError::Unavailable(_)
+        ));
+        assert!(matches!(
+            kind(Status::resource_exhausted("busy")),
+            ChildError::Unavailable(_)
+        ));
+        assert!(matches!(
+            kind(Status::unknown("transport error")),
+            ChildError::Lost(_)
+        ));
+        assert!(matches!(
+            kind(Status::internal("boom")),
+            ChildError::Failed(_)
+        ));
+        // Only a refusal is retried elsewhere: a lost connection may mean the
+        // request itself killed the node.
+        assert!(ChildError::Unavailable(String::new()).is_retryable());
+        assert!(!ChildError::Lost(String::new()).is_retryable());
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let err = ChildError::from(Status::internal("x".repeat(100_000)));
+        assert!(err.to_string().len() < MAX_CHILD_MESSAGE_BYTES + 64);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 use searchtree_proto::BudgetPolicy;
+use searchtree_proto::query_args::QueryLimitArgs;
 use searchtree_proto::serving::ConnectionArgs;
 
 use searchtree_proto::Counters;
@@ -75,6 +76,9 @@ pub struct InnerArgs {
     /// cost of the hop to them).
     #[arg(long, default_value_t = 3.0)]
     pub reserve_ms: f64,
+    /// How complex a query may be.
+    #[command(flatten)]
+    pub query_limits: QueryLimitArgs,
 }
 
 impl InnerArgs {
@@ -108,7 +112,8 @@ impl InnerArgs {
             self.grpc_children(&counters)?,
             self.timing()?,
             counters,
-        );
+        )
+        .with_query_limits(self.query_limits.limits().map_err(anyhow::Error::msg)?);
         tracing::info!(
             children = self.children.len(),
             shards = node.shards_total(),

@@ -9,7 +9,7 @@
 //! all travels up as coverage, so the root can say precisely what is missing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -113,6 +113,9 @@ pub const FANOUT_COUNTERS: &[&str] = &["children_timed_out", "children_failed"];
 pub struct FanOut {
     slots: Arc<Vec<Slot>>,
     counters: Arc<Counters>,
+    /// Which child the next canary goes to: they take turns, so the risk of
+    /// a query of death is spread over the children.
+    next_canary: Arc<AtomicUsize>,
 }
 
 impl FanOut {
@@ -130,6 +133,49 @@ impl FanOut {
         FanOut {
             slots: Arc::new(slots),
             counters,
+            next_canary: Arc::default(),
+        }
+    }
+
+    /// Searches one child only, for a canary request (`params.canary`): the
+    /// child does the same, so the request reaches exactly one leaf. The
+    /// answer covers that child's part of the tree; a child that failed
+    /// stands in as a failure, with its reason (e.g.
+    /// [`FailureReason::Lost`] when it died under the request).
+    pub async fn search_one(
+        &self,
+        params: &SearchParams,
+        answer_at: Instant,
+    ) -> Result<SearchResponse, FanOutError> {
+        if self.slots.is_empty() {
+            return Ok(merge(params.top_k, Vec::new()));
+        }
+        let slot = &self.slots[self.next_canary.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let sent = Instant::now();
+        let budget = answer_at
+            .saturating_duration_since(sent)
+            .saturating_sub(slot.hop.reserve());
+        let answer = if budget.is_zero() {
+            None
+        } else {
+            let call = slot.child.search(params.to_child_request(budget), budget);
+            tokio::time::timeout_at(answer_at, call).await.ok()
+        };
+        match answer {
+            Some(Ok(response)) => {
+                slot.observe(sent.elapsed(), &response);
+                Ok(response)
+            }
+            Some(Err(ChildError::InvalidArgument(msg))) => Err(FanOutError::InvalidArgument(msg)),
+            Some(Err(err)) => {
+                self.counters.inc("children_failed");
+                Ok(failure(slot, &err))
+            }
+            None => {
+                self.counters.inc("children_timed_out");
+                let err = ChildError::Timeout(format!("no answer within {:.1?}", sent.elapsed()));
+                Ok(failure(slot, &err))
+            }
         }
     }
 
@@ -214,6 +260,7 @@ fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
     let reason = match err {
         ChildError::Timeout(_) => FailureReason::Timeout,
         ChildError::Unavailable(_) => FailureReason::Unavailable,
+        ChildError::Lost(_) => FailureReason::Lost,
         ChildError::InvalidArgument(_) | ChildError::Failed(_) => FailureReason::Error,
     };
     let n = child.shards().len() as u32;

@@ -7,7 +7,7 @@
 
 pub mod child;
 pub mod config;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod fanout;
 pub mod merge;

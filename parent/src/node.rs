@@ -93,6 +93,22 @@ impl InnerNode {
         Arc::clone(&self.counters)
     }
 
+    /// The query limits requests are checked against.
+    pub fn query_limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// The time `request` has from arrival to answer, `params` being the
+    /// request validated: the smaller of its budget and its gRPC deadline,
+    /// or the default, capped.
+    pub fn budget_of(
+        &self,
+        request: &tonic::Request<SearchRequest>,
+        params: &SearchParams,
+    ) -> Duration {
+        self.timing.policy.budget_of(request, params.budget)
+    }
+
     /// The number of shards below this node.
     pub fn shards_total(&self) -> usize {
         self.shards.len()
@@ -110,11 +126,12 @@ impl InnerNode {
         })?;
         let budget = self.timing.policy.budget_of(request, params.budget);
         let answer_at = arrived + budget.saturating_sub(self.timing.reserve);
-        let mut response = self
-            .fanout
-            .search(&params, answer_at)
-            .await
-            .inspect_err(|_| self.counters.inc("invalid_requests"))?;
+        let answer = if params.canary {
+            self.fanout.search_one(&params, answer_at).await
+        } else {
+            self.fanout.search(&params, answer_at).await
+        };
+        let mut response = answer.inspect_err(|_| self.counters.inc("invalid_requests"))?;
         if response.partial {
             self.counters.inc("partial_answers");
         }

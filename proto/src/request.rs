@@ -45,6 +45,8 @@ pub struct SearchParams {
     /// Strict mode: the least fraction of shards that must answer in full
     /// (0 accepts any partial answer).
     pub min_coverage: f64,
+    /// Search one shard only (see `SearchRequest.canary`).
+    pub canary: bool,
 }
 
 /// Validation with the default [`QueryLimits`].
@@ -76,6 +78,7 @@ impl SearchParams {
             top_k,
             budget,
             min_coverage: req.min_coverage,
+            canary: req.canary,
         })
     }
 
@@ -90,6 +93,7 @@ impl SearchParams {
             top_k: self.top_k as u32,
             budget_ms: u32::try_from(ms).unwrap_or(u32::MAX).max(1),
             min_coverage: 0.0,
+            canary: self.canary,
         }
     }
 }

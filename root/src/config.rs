@@ -1,8 +1,12 @@
 //! Command-line configuration of the root node.
 
+use std::time::Duration;
+
 use clap::Parser;
 use searchtree_parent::config::InnerArgs;
 use searchtree_proto::serving::ConnectionArgs;
+
+use crate::canary::{self, CanaryConfig};
 
 /// The root of a search tree: the node clients call.
 #[derive(Debug, Parser)]
@@ -18,4 +22,26 @@ pub struct RootConfig {
     /// The children and the timing.
     #[command(flatten)]
     pub inner: InnerArgs,
+    /// Canary requests: send a query not seen recently to one leaf first,
+    /// and fan it out only once that leaf answered; a query under which the
+    /// leaf died is refused (INVALID_ARGUMENT) for --canary-refuse-secs.
+    #[arg(long)]
+    pub canary: bool,
+    /// How long a query that passed its canary goes without one, in seconds.
+    #[arg(long, default_value_t = canary::DEFAULT_REMEMBER.as_secs())]
+    pub canary_remember_secs: u64,
+    /// How long a query whose canary crashed a node is refused, in seconds.
+    #[arg(long, default_value_t = canary::DEFAULT_REFUSE_FOR.as_secs())]
+    pub canary_refuse_secs: u64,
+}
+
+impl RootConfig {
+    /// The canary settings, if canaries are on.
+    pub fn canary(&self) -> Option<CanaryConfig> {
+        self.canary.then(|| CanaryConfig {
+            remember: Duration::from_secs(self.canary_remember_secs),
+            refuse_for: Duration::from_secs(self.canary_refuse_secs),
+            ..CanaryConfig::default()
+        })
+    }
 }

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let node = config.inner.build_node("root", ROOT_COUNTERS)?;
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
-    let service = RootService::new(node);
+    let service = RootService::new(node).with_canary(config.canary());
     serving::serve(
         listener,
         service,

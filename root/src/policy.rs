@@ -37,7 +37,13 @@ impl Refusal {
 }
 
 /// The counters the root keeps beyond an inner node's.
-pub const ROOT_COUNTERS: &[&str] = &["nothing_answered", "strict_refusals"];
+pub const ROOT_COUNTERS: &[&str] = &[
+    "nothing_answered",
+    "strict_refusals",
+    "canaries",
+    "canary_crashes",
+    "canary_refusals",
+];
 
 /// Passes `response` through, or refuses it: `DEADLINE_EXCEEDED` when shards
 /// are missing because time ran out, `UNAVAILABLE` when they failed. The
@@ -105,6 +111,7 @@ mod tests {
             top_k: 10,
             budget: None,
             min_coverage,
+            canary: false,
         }
     }
 

@@ -95,6 +95,7 @@ fn request(query: &str, budget_ms: u32, min_coverage: f64) -> SearchRequest {
         top_k: 10,
         budget_ms,
         min_coverage,
+        ..Default::default()
     }
 }
 

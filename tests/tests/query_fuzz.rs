@@ -142,8 +142,7 @@ fn grammar_query() -> impl Strategy<Value = String> {
         let op = prop::sample::select(&[" ", " AND ", " OR ", " AND NOT ", " "][..]);
         let prefix = prop::sample::select(&["", "+", "-", "NOT ", ""][..]);
         prop_oneof![
-            (prop::collection::vec(inner.clone(), 1..5), op)
-                .prop_map(|(parts, op)| parts.join(op)),
+            (prop::collection::vec(inner.clone(), 1..5), op).prop_map(|(parts, op)| parts.join(op)),
             (prefix, inner.clone()).prop_map(|(p, q)| format!("{p}({q})")),
             (field(), inner).prop_map(|(f, q)| format!("{f}:({q})")),
         ]
@@ -152,20 +151,27 @@ fn grammar_query() -> impl Strategy<Value = String> {
 
 /// A grammar query, mutated the way hostile or broken clients do.
 fn mutated_query() -> impl Strategy<Value = String> {
-    (grammar_query(), 0u8..6, 1usize..3000, any::<prop::sample::Index>()).prop_map(
-        |(q, how, n, at)| match how {
+    (
+        grammar_query(),
+        0u8..6,
+        1usize..3000,
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(q, how, n, at)| match how {
             0 => q,
             1 => {
                 let cut = at.index(q.len() + 1);
-                let cut = (0..=cut).rev().find(|&i| q.is_char_boundary(i)).unwrap_or(0);
+                let cut = (0..=cut)
+                    .rev()
+                    .find(|&i| q.is_char_boundary(i))
+                    .unwrap_or(0);
                 q[..cut].to_string()
             }
             2 => format!("{}{q}", "(".repeat(n)),
             3 => format!("{q}{}", "\"".repeat(n)),
             4 => format!("{}{q}", "NOT ".repeat(n / 4)),
             _ => q.repeat(n % 20 + 1),
-        },
-    )
+        })
 }
 
 proptest! {
@@ -192,6 +198,45 @@ proptest! {
     ) {
         prop_assert_eq!(run(&q), Ok(()), "query {:?}", q);
     }
+}
+
+/// The deepest nesting any configuration allows parses and searches on a
+/// quarter of the stack a worker thread has (2 MiB): the margin that makes
+/// the hard limit safe.
+#[test]
+fn the_hard_nesting_limit_is_safe_on_a_small_stack() {
+    let limits = QueryLimits {
+        max_nesting: searchtree_proto::query::HARD_MAX_NESTING,
+        ..QueryLimits::default()
+    };
+    let deepest = [
+        format!("{}paris{}", "(".repeat(100), ")".repeat(100)),
+        format!("{}paris{}", "(a OR ".repeat(100), ")".repeat(100)),
+        format!("{}paris", "NOT ".repeat(99)),
+        format!("{}paris{}", "title:(".repeat(100), ")".repeat(100)),
+        format!("{}paris", "(".repeat(100)), // unbalanced: a syntax error
+    ];
+    searcher(); // open the shard on this thread's ample stack
+    std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            for q in deepest {
+                let request = SearchRequest {
+                    query: q,
+                    ..Default::default()
+                };
+                if let Ok(params) = SearchParams::validate(&request, &limits) {
+                    let stop = Stop {
+                        deadline: None,
+                        cancelled: Arc::default(),
+                    };
+                    let _ = searcher().search(&params, stop);
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
 }
 
 /// The findings that started this, retried exactly.

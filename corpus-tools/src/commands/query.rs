@@ -40,6 +40,7 @@ pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
         top_k: args.top_k,
         budget_ms: args.budget_ms,
         min_coverage: args.min_coverage,
+        ..Default::default()
     };
     let response = client
         .search(request)

@@ -229,8 +229,9 @@ impl ReplicaGroup {
 
     fn on_failure(&self, i: usize, err: &ChildError, elapsed: Duration) {
         match err {
-            // Passive health: the replica is gone or refusing work.
-            ChildError::Unavailable(_) => {
+            // Passive health: the replica is gone, refusing work, or died
+            // under a request.
+            ChildError::Unavailable(_) | ChildError::Lost(_) => {
                 let mut s = self.replicas[i].lock();
                 if s.rotation != Rotation::Ejected {
                     s.rotation = Rotation::Ejected;

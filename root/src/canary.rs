@@ -1,0 +1,363 @@
+//! Canary requests ("The Tail at Scale"): a query the root has not seen
+//! recently is first sent to one leaf only, and fanned out to every shard
+//! only once that leaf has answered. A query that kills the node it runs on
+//! then kills one node, not one replica of every shard; the root remembers
+//! it and refuses it for a while, so retrying clients cannot finish the job.
+//!
+//! The price is latency on unseen queries: one extra round trip to one leaf
+//! before the fan-out, within the same budget. Queries seen recently (the
+//! common case under a real query mix, which repeats) go straight out.
+//! Off by default; see BENCHMARKS.md for the measured cost.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use searchtree_parent::InnerNode;
+use searchtree_proto::SearchParams;
+use searchtree_proto::pb::{FailureReason, SearchRequest, SearchResponse};
+use searchtree_proto::query::Quoted;
+use tokio::time::Instant;
+use tonic::{Request, Status};
+
+/// How canaries behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanaryConfig {
+    /// How long a query that passed its canary goes without one.
+    pub remember: Duration,
+    /// How long a query whose canary crashed a node is refused.
+    pub refuse_for: Duration,
+    /// How many queries are remembered as seen (memory stays bounded; past
+    /// this, the oldest are forgotten and get a canary again).
+    pub capacity: usize,
+}
+
+/// Default [`CanaryConfig::remember`].
+pub const DEFAULT_REMEMBER: Duration = Duration::from_secs(600);
+/// Default [`CanaryConfig::refuse_for`].
+pub const DEFAULT_REFUSE_FOR: Duration = Duration::from_secs(600);
+/// Default [`CanaryConfig::capacity`].
+pub const DEFAULT_CAPACITY: usize = 100_000;
+/// The most queries remembered as crashing: a client cycling through
+/// crashing queries cannot make the root's memory grow without bound.
+const MAX_REFUSED: usize = 10_000;
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            remember: DEFAULT_REMEMBER,
+            refuse_for: DEFAULT_REFUSE_FOR,
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// What the root knows of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It passed a canary recently: fan it out.
+    Seen,
+    /// Not seen recently: send a canary first.
+    Unseen,
+    /// Its canary crashed a node this long ago: refuse it.
+    Refused(Duration),
+}
+
+/// The root's memory of queries: seen recently, or refused.
+pub struct Canary {
+    config: CanaryConfig,
+    memory: Mutex<Memory>,
+}
+
+/// Two generations of seen queries: a query is seen if it is in either; the
+/// current generation becomes the previous one when it is full or old, so
+/// forgetting costs nothing per query and memory stays bounded.
+struct Memory {
+    current: HashSet<String>,
+    previous: HashSet<String>,
+    generation_started: Instant,
+    refused: HashMap<String, Instant>,
+}
+
+impl Canary {
+    /// An empty memory.
+    pub fn new(config: CanaryConfig) -> Self {
+        Canary {
+            config,
+            memory: Mutex::new(Memory {
+                current: HashSet::new(),
+                previous: HashSet::new(),
+                generation_started: Instant::now(),
+                refused: HashMap::new(),
+            }),
+        }
+    }
+
+    /// What to do with `query`.
+    pub fn verdict(&self, query: &str) -> Verdict {
+        let now = Instant::now();
+        let mut m = self.memory.lock().expect("canary memory");
+        if let Some(&at) = m.refused.get(query) {
+            let ago = now.saturating_duration_since(at);
+            if ago < self.config.refuse_for {
+                return Verdict::Refused(ago);
+            }
+            m.refused.remove(query);
+        }
+        self.rotate(&mut m, now);
+        if m.current.contains(query) || m.previous.contains(query) {
+            Verdict::Seen
+        } else {
+            Verdict::Unseen
+        }
+    }
+
+    /// `query` passed its canary.
+    pub fn passed(&self, query: &str) {
+        let mut m = self.memory.lock().expect("canary memory");
+        self.rotate(&mut m, Instant::now());
+        m.current.insert(query.to_string());
+    }
+
+    /// `query`'s canary crashed a node.
+    pub fn crashed(&self, query: &str) {
+        let now = Instant::now();
+        let mut m = self.memory.lock().expect("canary memory");
+        if m.refused.len() >= MAX_REFUSED {
+            let refuse_for = self.config.refuse_for;
+            m.refused
+                .retain(|_, at| now.saturating_duration_since(*at) < refuse_for);
+        }
+        if m.refused.len() < MAX_REFUSED {
+            m.refused.insert(query.to_string(), now);
+        }
+        m.current.remove(query);
+        m.previous.remove(query);
+    }
+
+    fn rotate(&self, m: &mut Memory, now: Instant) {
+        let half = self.config.remember / 2;
+        let full = m.current.len() >= self.config.capacity.div_ceil(2).max(1);
+        if full || now.saturating_duration_since(m.generation_started) >= half {
+            m.previous = std::mem::take(&mut m.current);
+            m.generation_started = now;
+        }
+    }
+
+    /// Handles one client request at the root with canaries: refuses a
+    /// query remembered as crashing, sends an unseen one to one leaf first,
+    /// and fans out with what remains of the budget. Returns the validated
+    /// parameters with the answer, like [`InnerNode::search`].
+    pub async fn search(
+        &self,
+        node: &InnerNode,
+        request: &Request<SearchRequest>,
+    ) -> Result<(SearchParams, SearchResponse), Status> {
+        if request.get_ref().canary {
+            return node.search(request).await; // a client's own canary
+        }
+        let arrived = Instant::now();
+        let Ok(params) = SearchParams::validate(request.get_ref(), node.query_limits()) else {
+            return node.search(request).await; // refused there, and counted
+        };
+        let key = params.query.trim();
+        match self.verdict(key) {
+            Verdict::Seen => return node.search(request).await,
+            Verdict::Refused(ago) => {
+                node.counters().inc("canary_refusals");
+                return Err(refusal(key, ago, self.config.refuse_for));
+            }
+            Verdict::Unseen => {}
+        }
+        node.counters().inc("canaries");
+        let budget = node.budget_of(request, &params);
+        let mut probe = Request::new(SearchRequest {
+            canary: true,
+            ..request.get_ref().clone()
+        });
+        probe.set_timeout(budget);
+        let (_, answer) = node.search(&probe).await?;
+        if lost(&answer) {
+            node.counters().inc("canary_crashes");
+            tracing::error!(query = %Quoted::new(key), "canary: the query crashed a node; refusing it");
+            self.crashed(key);
+            return Err(refusal(key, Duration::ZERO, self.config.refuse_for));
+        }
+        if answer.coverage.as_ref().is_some_and(|c| c.shards_ok > 0) {
+            self.passed(key);
+        }
+        let remaining = budget.saturating_sub(arrived.elapsed());
+        let ms = remaining.as_micros().div_ceil(1000);
+        let mut rest = Request::new(SearchRequest {
+            budget_ms: u32::try_from(ms).unwrap_or(u32::MAX).max(1),
+            ..request.get_ref().clone()
+        });
+        rest.set_timeout(remaining);
+        node.search(&rest).await
+    }
+}
+
+/// Whether a node died under the request (rather than refusing it, or
+/// being slow).
+fn lost(answer: &SearchResponse) -> bool {
+    answer.coverage.as_ref().is_some_and(|c| {
+        c.failures
+            .iter()
+            .any(|f| f.reason == FailureReason::Lost as i32)
+    })
+}
+
+fn refusal(query: &str, ago: Duration, refuse_for: Duration) -> Status {
+    Status::invalid_argument(format!(
+        "query {} refused: tried on one shard first, it crashed the node serving it {}s ago; \
+         it stays refused for {}s",
+        Quoted::new(query),
+        ago.as_secs(),
+        refuse_for.as_secs()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use searchtree_parent::fake::FakeChild;
+    use searchtree_parent::node::{InnerTiming, inner_counters};
+    use searchtree_parent::{Child, ChildError};
+
+    use super::*;
+    use crate::policy::ROOT_COUNTERS;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn root(children: &[Arc<FakeChild>]) -> InnerNode {
+        let children = children
+            .iter()
+            .map(|c| Arc::clone(c) as Arc<dyn Child>)
+            .collect();
+        InnerNode::new(
+            "root",
+            children,
+            InnerTiming::default(),
+            inner_counters("root", ROOT_COUNTERS),
+        )
+    }
+
+    fn request(query: &str) -> Request<SearchRequest> {
+        Request::new(SearchRequest {
+            query: query.into(),
+            top_k: 10,
+            budget_ms: 100,
+            ..Default::default()
+        })
+    }
+
+    fn started(c: &FakeChild) -> usize {
+        c.started.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unseen_query_tries_one_child_first_then_all() {
+        let kids: Vec<_> = (0..3)
+            .map(|s| Arc::new(FakeChild::answering(s, ms(10), &[("d", 1.0)])))
+            .collect();
+        let node = root(&kids);
+        let canary = canary();
+        let start = Instant::now();
+        let (_, r) = canary.search(&node, &request("q")).await.unwrap();
+        assert_eq!(r.coverage.unwrap().shards_ok, 3);
+        // Two round trips: the canary, then the fan-out.
+        assert_eq!(start.elapsed(), ms(20));
+        assert_eq!(kids.iter().map(|k| started(k)).sum::<usize>(), 4);
+        // The fan-out got what the canary left of the 100 ms budget.
+        let budgets = kids[0].budgets.lock().unwrap().clone();
+        assert!(
+            budgets[1] < budgets[0] && budgets[1] > ms(70),
+            "{budgets:?}"
+        );
+        // Seen now: straight to the fan-out.
+        canary.search(&node, &request("q")).await.unwrap();
+        assert_eq!(kids.iter().map(|k| started(k)).sum::<usize>(), 7);
+        assert_eq!(node.counters().get("canaries"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_query_that_kills_its_canary_is_refused_and_never_fans_out() {
+        let deadly = Arc::new(FakeChild::failing(
+            0,
+            ms(2),
+            ChildError::Lost("transport error".into()),
+        ));
+        let others: Vec<_> = (1..4)
+            .map(|s| Arc::new(FakeChild::answering(s, ms(1), &[("d", 1.0)])))
+            .collect();
+        let mut kids = vec![Arc::clone(&deadly)];
+        kids.extend(others.iter().cloned());
+        let node = root(&kids);
+        let canary = canary();
+        for _ in 0..3 {
+            let err = canary.search(&node, &request("boom")).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.message().contains("crashed"), "{}", err.message());
+        }
+        assert_eq!(started(&deadly), 1, "one node was risked, once");
+        assert!(others.iter().all(|k| started(k) == 0));
+        assert_eq!(node.counters().get("canary_crashes"), 1);
+        assert_eq!(node.counters().get("canary_refusals"), 2);
+    }
+
+    fn canary() -> Canary {
+        Canary::new(CanaryConfig {
+            remember: Duration::from_secs(60),
+            refuse_for: Duration::from_secs(30),
+            capacity: 4,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unseen_then_seen_then_forgotten() {
+        let c = canary();
+        assert_eq!(c.verdict("a"), Verdict::Unseen);
+        c.passed("a");
+        assert_eq!(c.verdict("a"), Verdict::Seen);
+        tokio::time::advance(Duration::from_secs(35)).await;
+        assert_eq!(c.verdict("a"), Verdict::Seen, "in the previous generation");
+        tokio::time::advance(Duration::from_secs(35)).await;
+        assert_eq!(c.verdict("a"), Verdict::Unseen, "forgotten after ~remember");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_bounded_by_capacity() {
+        let c = canary();
+        for q in ["a", "b", "c", "d", "e", "f"] {
+            c.passed(q);
+        }
+        // Capacity 4: two generations of two; the oldest were forgotten.
+        assert_eq!(c.verdict("a"), Verdict::Unseen);
+        assert_eq!(c.verdict("f"), Verdict::Seen);
+        let m = c.memory.lock().unwrap();
+        assert!(m.current.len() + m.previous.len() <= 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn crashing_queries_are_refused_for_a_while() {
+        let c = canary();
+        c.passed("q");
+        c.crashed("q");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(c.verdict("q"), Verdict::Refused(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert_eq!(
+            c.verdict("q"),
+            Verdict::Unseen,
+            "refusal expired: canary again"
+        );
+        let msg = refusal(&"x".repeat(5000), Duration::ZERO, Duration::from_secs(30))
+            .message()
+            .to_string();
+        assert!(msg.len() < 300, "{msg}");
+    }
+}
