@@ -8,6 +8,7 @@
 #   3. replicas (2 per shard): with 1% of leaf requests delayed 1 s, p99/p99.9
 #      with hedging off vs on and the extra leaf requests hedging cost; and,
 #      with one replica of every shard 3x slower, p99 under each policy.
+#   4. canary requests: latency with canaries off, on, and on for every query.
 # Writes every report (JSON, .hgrm, SVG) and a results table (results.md) to
 # the output directory. See BENCHMARKS.md for the method.
 #
@@ -143,5 +144,22 @@ for policy in round_robin least_outstanding latency_aware; do
 done
 replica_run "$slow_replica" 'hedge_ratio = 0' policy-defaults 1000 "$straggler_rate" "$policy_duration"
 echo "  policy runs done"
+# 4. Canaries: the latency they cost. The same tree with canaries off, on
+# (queries repeat, so after the first pass most are seen), and on with no
+# memory (every query is unseen: a canary before each fan-out, the worst case).
+for mode in off on unseen; do
+  case "$mode" in
+    off) extra="" ;;
+    on) extra="canary = true" ;;
+    unseen) extra="canary = true\ncanary_remember_secs = 0" ;;
+  esac
+  awk -v extra="$extra" '{ print } /^\[root\]$/ { if (extra != "") print extra }' \
+    "$out/tree-index/topology.toml" > "$out/tree-index/canary-$mode.toml"
+  start_tree "$out/tree-index/canary-$mode.toml" "$out/canary-$mode.log"
+  bench --root "$root" --rate "$straggler_rate" --duration "$duration" --budget-ms 1000 \
+    --json "$out/canary-$mode.json" --hgrm "$out/canary-$mode.hgrm" > /dev/null
+  kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+done
+echo "  canary runs done"
 python3 scripts/bench_table.py "$out" > "$out/results.md"
 cat "$out/results.md"

@@ -87,6 +87,27 @@ def main():
                   f"(goal: ≤ 55 ms); mean coverage with the budget {100 * b['coverage_mean']:.2f}% "
                   f"(goal: ≥ 99%).")
     replicas(out, header)
+    canaries(out, header)
+
+
+def canaries(out, header):
+    runs = [(label, load(out, f"canary-{mode}")) for mode, label in
+            (("off", "canaries off"), ("on", "canaries on (queries repeat)"),
+             ("unseen", "canaries on, every query unseen"))]
+    if not any(r for _, r in runs):
+        return
+    print("\n### Canary requests: the latency they cost (4 shards, 2 parents, budget 1 s)\n")
+    print(header)
+    for label, r in runs:
+        if r:
+            print(row(label, r))
+    off = runs[0][1]
+    if off:
+        print()
+        for label, r in runs[1:]:
+            if r:
+                print(f"- {label}: p50 {r['latency_us']['p50'] / max(off['latency_us']['p50'], 1):.2f}×, "
+                      f"p99 {r['latency_us']['p99'] / max(off['latency_us']['p99'], 1):.2f}× canaries off.")
 
 
 def replicas(out, header):
