@@ -1,0 +1,342 @@
+//! Who is in rotation: active health checks, passive health (a replica that
+//! fails a request is ejected at once), the return of a recovered replica
+//! after `rise` good checks, and probation for a replica persistently slower
+//! than its peers, watched through shadow copies of real requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use searchtree_proto::pb::SearchRequest;
+use tokio::time::Instant;
+
+use super::ReplicaGroup;
+use super::hedge::GROUP_RECENT;
+use super::state::{InFlight, Rotation};
+use crate::child::ChildError;
+
+/// Samples a replica needs before probation can judge it.
+const PROBATION_MIN_SAMPLES: usize = 16;
+/// Latencies below this are never "slow", whatever the ratio.
+const PROBATION_FLOOR_US: u64 = 2_000;
+
+impl ReplicaGroup {
+    /// Checks every replica's health every `health_interval` until the group
+    /// is dropped.
+    pub fn spawn_health_checks(self: &Arc<Self>) {
+        let group = Arc::downgrade(self);
+        let interval = self.config.health_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(group) = group.upgrade() else { return };
+                group.check_all().await;
+            }
+        });
+    }
+
+    /// Checks every replica once, all at once.
+    pub async fn check_all(&self) {
+        let checks = self.replicas.iter().enumerate().map(|(i, r)| async move {
+            let ok = matches!(
+                tokio::time::timeout(self.config.health_timeout, r.child.check_health()).await,
+                Ok(Ok(()))
+            );
+            self.on_health(i, ok);
+        });
+        futures::future::join_all(checks).await;
+    }
+
+    /// Whether each replica is in rotation, ejected or on probation.
+    pub fn rotations(&self) -> Vec<Rotation> {
+        self.replicas.iter().map(|r| r.lock().rotation).collect()
+    }
+
+    fn on_health(&self, i: usize, ok: bool) {
+        let mut s = self.replicas[i].lock();
+        match (s.rotation, ok) {
+            (Rotation::In | Rotation::Probation, false) => {
+                s.rotation = Rotation::Ejected;
+                s.consecutive_ok = 0;
+                drop(s);
+                self.counters.inc("ejections");
+                tracing::warn!(
+                    replica = self.replicas[i].child.name(),
+                    "ejected: health check failed"
+                );
+            }
+            (Rotation::Ejected, true) => {
+                s.consecutive_ok += 1;
+                if s.consecutive_ok >= self.config.rise {
+                    s.rotation = Rotation::In;
+                    s.back_since = Some(Instant::now());
+                    // What it measured before the outage says nothing now.
+                    s.recent.clear();
+                    s.ewma_us = 0.0;
+                    drop(s);
+                    self.counters.inc("returns");
+                    tracing::info!(
+                        replica = self.replicas[i].child.name(),
+                        "back in rotation (slow start)"
+                    );
+                }
+            }
+            (Rotation::Ejected, false) => s.consecutive_ok = 0,
+            (Rotation::In | Rotation::Probation, true) => {}
+        }
+    }
+
+    pub(super) fn on_failure(&self, i: usize, err: &ChildError, elapsed: Duration) {
+        match err {
+            // Passive health: the replica is gone, refusing work, or died
+            // under a request.
+            ChildError::Unavailable(_) | ChildError::Lost(_) => {
+                let mut s = self.replicas[i].lock();
+                if s.rotation != Rotation::Ejected {
+                    s.rotation = Rotation::Ejected;
+                    s.consecutive_ok = 0;
+                    drop(s);
+                    self.counters.inc("ejections");
+                    tracing::warn!(replica = self.replicas[i].child.name(), %err, "ejected: request failed");
+                }
+            }
+            // Too slow: at least this slow, as far as the numbers go.
+            ChildError::Timeout(_) => self.replicas[i].lock().observe(elapsed),
+            ChildError::InvalidArgument(_) | ChildError::Failed(_) => {}
+        }
+    }
+
+    pub(super) fn on_success(&self, i: usize, latency: Duration) {
+        self.replicas[i].lock().observe(latency);
+        let mut recent = self.recent.lock().expect("recent lock");
+        if recent.len() == GROUP_RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(latency.as_micros() as u64);
+        let review = recent.len().is_multiple_of(8);
+        drop(recent);
+        if review {
+            self.review_probation();
+        }
+    }
+
+    /// Puts persistently slow replicas on probation, and returns recovered ones.
+    fn review_probation(&self) {
+        let p90s: Vec<(Rotation, Option<u64>)> = self
+            .replicas
+            .iter()
+            .map(|r| {
+                let s = r.lock();
+                (s.rotation, s.recent_quantile(0.9, PROBATION_MIN_SAMPLES))
+            })
+            .collect();
+        let in_rotation = p90s.iter().filter(|(r, _)| *r == Rotation::In).count();
+        for (i, (rotation, p90)) in p90s.iter().enumerate() {
+            let Some(p90) = *p90 else { continue };
+            // The median p90 of the *other* replicas in rotation.
+            let mut others: Vec<u64> = p90s
+                .iter()
+                .enumerate()
+                .filter(|(j, (r, _))| *j != i && *r == Rotation::In)
+                .filter_map(|(_, (_, p))| *p)
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            others.sort_unstable();
+            let median = others[others.len() / 2] as f64;
+            let slow =
+                p90 > PROBATION_FLOOR_US && p90 as f64 > self.config.probation_factor * median;
+            let mut s = self.replicas[i].lock();
+            match rotation {
+                Rotation::In if slow && in_rotation > 1 => {
+                    s.rotation = Rotation::Probation;
+                    s.recent.clear();
+                    drop(s);
+                    self.counters.inc("probations");
+                    tracing::warn!(
+                        replica = self.replicas[i].child.name(),
+                        p90_us = p90,
+                        median_us = median,
+                        "on probation: slow"
+                    );
+                    return; // one at a time; never the last in rotation
+                }
+                Rotation::Probation if !slow => {
+                    s.rotation = Rotation::In;
+                    s.back_since = Some(Instant::now());
+                    drop(s);
+                    self.counters.inc("returns");
+                    tracing::info!(replica = self.replicas[i].child.name(), "off probation");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a copy of the request to replicas on probation, now and then;
+    /// the answers only feed their latency numbers.
+    pub(super) fn shadow(&self, request: &SearchRequest, budget: Duration, turn: usize) {
+        if self.config.shadow_every == 0 || !turn.is_multiple_of(self.config.shadow_every) {
+            return;
+        }
+        for (i, r) in self.replicas.iter().enumerate() {
+            if r.lock().rotation != Rotation::Probation {
+                continue;
+            }
+            let Some(group) = self.me.upgrade() else {
+                return;
+            };
+            let request = request.clone();
+            self.counters.inc("shadow_requests");
+            tokio::spawn(async move {
+                let replica = &group.replicas[i];
+                let _in_flight = InFlight::new(&replica.outstanding);
+                let started = Instant::now();
+                let result = replica.child.search(request, budget).await;
+                let elapsed = started.elapsed();
+                match result {
+                    Ok(_) | Err(ChildError::Timeout(_)) => {
+                        replica.lock().observe(elapsed);
+                        group.review_probation();
+                    }
+                    Err(err) => group.on_failure(i, &err, elapsed),
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{fakes, group, ms, round_robin, send};
+    use super::*;
+    use crate::replica::{Policy, ReplicaConfig};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_that_fails_its_health_check_is_ejected_and_returns_slowly() {
+        let r = fakes(2, ms(1));
+        let g = group(&r, round_robin());
+        r[1].set_down(true);
+        g.check_all().await;
+        assert_eq!(g.rotations(), [Rotation::In, Rotation::Ejected]);
+        send(&g, 20).await;
+        assert_eq!(
+            (r[0].calls(), r[1].calls()),
+            (20, 0),
+            "no traffic to an ejected replica"
+        );
+
+        // Back up: one good check is not enough, two are.
+        r[1].set_down(false);
+        g.check_all().await;
+        assert_eq!(g.rotations()[1], Rotation::Ejected);
+        g.check_all().await;
+        assert_eq!(g.rotations()[1], Rotation::In);
+
+        // Slow start: right after its return it gets ~10% of its turns...
+        send(&g, 200).await;
+        let early = r[1].calls();
+        assert!(
+            (5..=25).contains(&early),
+            "early share {early} of 200 turns"
+        );
+        // ...and its full half once the window (3 s) has passed.
+        tokio::time::advance(ms(3000)).await;
+        let before = r[1].calls();
+        send(&g, 200).await;
+        assert_eq!(r[1].calls() - before, 100);
+        assert_eq!(g.counters.get("ejections"), 1);
+        assert_eq!(g.counters.get("returns"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_holds_for_every_policy() {
+        for policy in [Policy::LatencyAware, Policy::LeastOutstanding] {
+            let r = fakes(2, ms(1));
+            let g = group(
+                &r,
+                ReplicaConfig {
+                    policy,
+                    ..ReplicaConfig::default()
+                },
+            );
+            send(&g, 50).await;
+            r[1].set_down(true);
+            g.check_all().await;
+            r[1].set_down(false);
+            g.check_all().await;
+            g.check_all().await;
+            let before = r[1].calls();
+            send(&g, 200).await;
+            let early = r[1].calls() - before;
+            assert!(
+                (2..=30).contains(&early),
+                "{policy}: {early} of 200 right after return"
+            );
+            tokio::time::advance(ms(3000)).await;
+            let before = r[1].calls();
+            send(&g, 200).await;
+            let later = r[1].calls() - before;
+            assert!(
+                (70..=130).contains(&later),
+                "{policy}: {later} of 200 after the ramp"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_persistently_slow_replica_goes_on_probation_and_comes_back() {
+        let r = fakes(3, ms(3));
+        let g = group(
+            &r,
+            ReplicaConfig {
+                policy: Policy::RoundRobin,
+                hedge_ratio: 0.0,
+                shadow_every: 2,
+                ..ReplicaConfig::default()
+            },
+        );
+        r[2].set_delay(ms(30));
+        send(&g, 120).await;
+        assert_eq!(
+            g.rotations(),
+            [Rotation::In, Rotation::In, Rotation::Probation]
+        );
+        // On probation it only gets shadow copies.
+        let primary_before = r[2].calls();
+        send(&g, 40).await;
+        let shadows = r[2].calls() - primary_before;
+        assert!(
+            (15..=25).contains(&shadows),
+            "{shadows} shadow requests for 40"
+        );
+        // It recovers; the shadow traffic shows it and it returns.
+        r[2].set_delay(ms(3));
+        for _ in 0..80 {
+            send(&g, 1).await;
+            tokio::time::advance(ms(5)).await; // let shadow copies finish
+        }
+        assert_eq!(g.rotations()[2], Rotation::In);
+        assert!(g.counters.get("probations") >= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_replica_in_rotation_is_never_put_on_probation() {
+        let r = fakes(2, ms(3));
+        let g = group(
+            &r,
+            ReplicaConfig {
+                policy: Policy::RoundRobin,
+                hedge_ratio: 0.0,
+                ..ReplicaConfig::default()
+            },
+        );
+        r[0].set_down(true);
+        g.check_all().await;
+        r[1].set_delay(ms(50));
+        send(&g, 100).await;
+        assert_eq!(g.rotations(), [Rotation::Ejected, Rotation::In]);
+    }
+}

@@ -1,0 +1,141 @@
+//! Hedging: when a request is sent to a second replica, and how many may be.
+//! The delay is the group's recent p95 latency (at least `hedge_min_delay`);
+//! a token bucket, earning `hedge_ratio` of a token per request, caps hedges
+//! at that share of requests. (The hedge itself is sent by the group's search.)
+
+use std::time::Duration;
+
+use super::ReplicaGroup;
+
+/// Latencies the group keeps for its hedge delay.
+pub(super) const GROUP_RECENT: usize = 256;
+/// Samples needed before the group hedges (its p95 means something).
+const HEDGE_MIN_SAMPLES: usize = 20;
+/// One hedge token, in the bucket's unit.
+pub(super) const TOKEN: u64 = 1000;
+/// The most hedge tokens saved up.
+const HEDGE_BURST: u64 = 10 * TOKEN;
+
+impl ReplicaGroup {
+    /// How long to wait before hedging: the group's recent p95, at least the
+    /// configured minimum; None when hedging is off or not yet measured.
+    pub(super) fn hedge_delay(&self) -> Option<Duration> {
+        if self.config.hedge_ratio <= 0.0 || self.replicas.len() < 2 {
+            return None;
+        }
+        let recent = self.recent.lock().expect("recent lock");
+        if recent.len() < HEDGE_MIN_SAMPLES {
+            return None;
+        }
+        let mut v: Vec<u64> = recent.iter().copied().collect();
+        drop(recent);
+        v.sort_unstable();
+        let p95 = v[(v.len() - 1) * 95 / 100];
+        Some(Duration::from_micros(p95).max(self.config.hedge_min_delay))
+    }
+
+    /// Earns this request's share of a hedge.
+    pub(super) fn earn_hedge_token(&self) {
+        let earned = (self.config.hedge_ratio * TOKEN as f64).round() as u64;
+        let mut tokens = self.hedge_tokens.lock().expect("tokens lock");
+        *tokens = (*tokens + earned).min(HEDGE_BURST);
+    }
+
+    /// Spends a hedge token if there is one.
+    pub(super) fn take_hedge_token(&self) -> bool {
+        let mut tokens = self.hedge_tokens.lock().expect("tokens lock");
+        if *tokens >= TOKEN {
+            *tokens -= TOKEN;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tokio::time::Instant;
+
+    use super::super::testing::{fakes, group, ms, request, round_robin, send};
+    use super::*;
+    use crate::child::Child;
+    use crate::replica::{Policy, ReplicaConfig};
+
+    #[tokio::test(start_paused = true)]
+    async fn hedges_fire_after_the_delay_and_the_first_answer_wins() {
+        let r = fakes(2, ms(1));
+        let g = group(&r, round_robin());
+        send(&g, 40).await; // measures the group: p95 = 1 ms, hedge delay = 2 ms floor
+        assert_eq!(
+            g.counters.get("hedges_sent"),
+            0,
+            "fast answers are never hedged"
+        );
+
+        r[0].set_delay(ms(500)); // r0 turns slow
+        let start = Instant::now();
+        let response = g.search(request(), ms(1000)).await.unwrap(); // r0's turn
+        assert_eq!(start.elapsed(), ms(3), "hedge at 2 ms, answered 1 ms later");
+        let source = &response.coverage.unwrap().sources[0];
+        assert_eq!((source.replica.as_str(), source.hedged), ("r1", true));
+        assert_eq!(
+            r[0].cancelled.load(Ordering::SeqCst),
+            1,
+            "the loser is cancelled"
+        );
+        assert_eq!(g.counters.get("hedges_sent"), 1);
+        assert_eq!(g.counters.get("hedges_won"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hedges_stay_within_their_budget() {
+        let r = fakes(2, ms(1));
+        let g = group(
+            &r,
+            ReplicaConfig {
+                policy: Policy::RoundRobin,
+                probation_factor: f64::INFINITY,
+                ..ReplicaConfig::default()
+            },
+        );
+        send(&g, 40).await;
+        r[0].set_delay(ms(50)); // half the primaries are now slow
+        send(&g, 400).await;
+        let hedges = g.counters.get("hedges_sent");
+        // 1 initial token + 0.05 per request (440 requests) = 23 at most.
+        assert!(hedges <= 23, "{hedges} hedges for 440 requests");
+        assert!(hedges >= 1);
+    }
+
+    #[test]
+    fn the_hedge_bucket_earns_a_twentieth_per_request() {
+        let g = group(&fakes(2, ms(1)), ReplicaConfig::default());
+        for _ in 0..100 {
+            g.earn_hedge_token();
+        }
+        // One token to start with and 100 x 0.05 earned.
+        let granted = (0..10).filter(|_| g.take_hedge_token()).count();
+        assert_eq!(granted, 6);
+        for _ in 0..1000 {
+            g.earn_hedge_token();
+        }
+        assert_eq!(
+            (0..20).filter(|_| g.take_hedge_token()).count(),
+            10,
+            "bursts are capped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_hedge_when_the_budget_ends_before_the_hedge_delay() {
+        let r = fakes(2, ms(1));
+        let g = group(&r, round_robin());
+        send(&g, 40).await;
+        r[0].set_delay(ms(500));
+        let _ = g.search(request(), Duration::from_micros(1500)).await;
+        assert_eq!(g.counters.get("hedges_sent"), 0);
+    }
+}

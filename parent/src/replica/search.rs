@@ -1,0 +1,201 @@
+//! One request through the group: a primary call, a retry on another replica
+//! after a retryable failure if time remains, and a hedge to a second replica
+//! if the primary is slow; the first answer wins and the other call is
+//! dropped. This is the group's [`Child`] implementation.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use tokio::time::Instant;
+
+use super::ReplicaGroup;
+use super::state::InFlight;
+use crate::child::{Child, ChildError};
+
+/// No retry is sent with less time left than this.
+const MIN_RETRY_BUDGET: Duration = Duration::from_millis(1);
+
+/// Why a call was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Primary,
+    Retry,
+    Hedge,
+}
+
+impl ReplicaGroup {
+    async fn call(
+        &self,
+        i: usize,
+        kind: Kind,
+        request: SearchRequest,
+        budget: Duration,
+    ) -> (usize, Kind, Instant, Result<SearchResponse, ChildError>) {
+        let replica = &self.replicas[i];
+        let _in_flight = InFlight::new(&replica.outstanding);
+        let started = Instant::now();
+        self.counters.inc("replica_calls");
+        let result = replica.child.search(request, budget).await;
+        (i, kind, started, result)
+    }
+
+    async fn search_replicas(
+        &self,
+        request: SearchRequest,
+        budget: Duration,
+    ) -> Result<SearchResponse, ChildError> {
+        let start = Instant::now();
+        let deadline = start + budget;
+        let turn = self.turn.load(Ordering::Relaxed);
+        self.shadow(&request, budget, turn);
+        self.earn_hedge_token();
+
+        let first = self
+            .pick(&[])
+            .ok_or_else(|| ChildError::Unavailable(format!("{}: no replica", self.name)))?;
+        let mut tried = vec![first];
+        let mut flights = FuturesUnordered::new();
+        flights.push(self.call(first, Kind::Primary, request.clone(), budget));
+        let mut retries_left = self.config.retries;
+        let hedge_at = self
+            .hedge_delay()
+            .map(|d| start + d)
+            .filter(|at| *at < deadline);
+        let mut hedge_armed = hedge_at.is_some();
+
+        loop {
+            let hedge_timer = async {
+                match hedge_at {
+                    Some(at) if hedge_armed => tokio::time::sleep_until(at).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                Some((i, kind, started, result)) = flights.next() => match result {
+                    Ok(mut response) => {
+                        self.on_success(i, started.elapsed());
+                        if kind == Kind::Hedge {
+                            self.counters.inc("hedges_won");
+                            // The primary lost the race: it was at least this slow.
+                            self.replicas[first].lock().observe(start.elapsed());
+                        }
+                        if let Some(c) = response.coverage.as_mut() {
+                            for source in &mut c.sources {
+                                source.hedged |= kind == Kind::Hedge;
+                                source.retried |= kind == Kind::Retry;
+                            }
+                        }
+                        // Returning drops the other call in flight, cancelling it.
+                        return Ok(response);
+                    }
+                    Err(ChildError::InvalidArgument(msg)) => return Err(ChildError::InvalidArgument(msg)),
+                    Err(err) => {
+                        self.on_failure(i, &err, started.elapsed());
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        if flights.is_empty()
+                            && err.is_retryable()
+                            && retries_left > 0
+                            && remaining > MIN_RETRY_BUDGET
+                            && let Some(j) = self.pick(&tried)
+                        {
+                            retries_left -= 1;
+                            tried.push(j);
+                            self.counters.inc("retries");
+                            flights.push(self.call(j, Kind::Retry, request.clone(), remaining));
+                            continue;
+                        }
+                        if flights.is_empty() {
+                            return Err(err);
+                        }
+                    }
+                },
+                _ = hedge_timer => {
+                    hedge_armed = false;
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if !remaining.is_zero()
+                        && let Some(j) = self.pick(&tried)
+                        && self.take_hedge_token()
+                    {
+                        tried.push(j);
+                        self.counters.inc("hedges_sent");
+                        flights.push(self.call(j, Kind::Hedge, request.clone(), remaining));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Child for ReplicaGroup {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn shards(&self) -> &[u32] {
+        &self.shards
+    }
+
+    fn search(
+        &self,
+        request: SearchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
+        Box::pin(self.search_replicas(request, budget))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::testing::{fakes, group, ms, request, round_robin};
+    use super::*;
+    use crate::fake::FakeChild;
+    use crate::node::inner_counters;
+    use crate::replica::state::Rotation;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_request_ejects_its_replica_and_is_retried_on_another() {
+        let r = fakes(2, ms(1));
+        let g = group(&r, round_robin());
+        r[0].set_down(true);
+        let response = g.search(request(), ms(100)).await.unwrap();
+        let source = &response.coverage.unwrap().sources[0];
+        assert_eq!(source.replica, "r1");
+        assert!(source.retried);
+        assert_eq!(g.rotations()[0], Rotation::Ejected, "passive health");
+        assert_eq!(g.counters.get("retries"), 1);
+        // Never to the same replica: with both down the request fails after one retry.
+        r[1].set_down(true);
+        let err = g.search(request(), ms(100)).await.unwrap_err();
+        assert!(matches!(err, ChildError::Unavailable(_)));
+        assert_eq!(r[0].calls() + r[1].calls(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_without_time_left() {
+        let r = fakes(2, ms(1));
+        r[0].set_delay(ms(10));
+        let g = group(&r, round_robin());
+        // r0 is picked first and fails... after its whole budget is spent.
+        let failing = Arc::new(
+            FakeChild::failing(0, ms(10), ChildError::Unavailable("gone".into())).named("f"),
+        );
+        let g2 = ReplicaGroup::new(
+            vec![
+                failing.clone() as Arc<dyn Child>,
+                r[1].clone() as Arc<dyn Child>,
+            ],
+            round_robin(),
+            inner_counters("parent", &[]),
+        );
+        let err = g2.search(request(), ms(10)).await.unwrap_err();
+        assert!(matches!(err, ChildError::Unavailable(_)));
+        assert_eq!(r[1].calls(), 0, "no retry after the deadline");
+        drop(g);
+    }
+}
