@@ -52,7 +52,7 @@ pub enum Fault {
 #[derive(Debug)]
 pub struct Faults {
     config: FaultConfig,
-    rng: Mutex<SplitMix64>,
+    rng: Mutex<fastrand::Rng>,
 }
 
 impl Faults {
@@ -60,7 +60,7 @@ impl Faults {
     pub fn new(config: FaultConfig, seed: u64) -> Self {
         Faults {
             config,
-            rng: Mutex::new(SplitMix64(seed)),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
         }
     }
 
@@ -76,7 +76,7 @@ impl Faults {
         }
         let (a, b) = {
             let mut rng = self.rng.lock().expect("rng lock");
-            (rng.unit(), rng.unit())
+            (rng.f64(), rng.f64())
         };
         if a < self.config.error_prob {
             Fault::Error
@@ -85,25 +85,6 @@ impl Faults {
         } else {
             Fault::None
         }
-    }
-}
-
-/// SplitMix64: a tiny, good-enough generator; no dependency for a coin toss.
-#[derive(Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -10,13 +10,9 @@ use super::ReplicaGroup;
 use super::policy::Candidate;
 
 impl ReplicaGroup {
+    /// A uniform draw in [0, 1).
     fn coin(&self) -> f64 {
-        let mut state = self.rng.lock().expect("rng lock");
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.lock().expect("rng lock").f64()
     }
 
     /// Chooses a replica not in `exclude`: among those in rotation by the

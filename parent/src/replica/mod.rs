@@ -69,7 +69,8 @@ pub struct ReplicaGroup {
     config: ReplicaConfig,
     counters: Arc<Counters>,
     turn: AtomicUsize,
-    rng: Mutex<u64>,
+    /// Draws for the policies and slow start; seeded, so runs repeat.
+    rng: Mutex<fastrand::Rng>,
     /// Hedge tokens, in thousandths (integers: no rounding drift).
     hedge_tokens: Mutex<u64>,
     /// The group's recent latencies, µs, for its hedge delay.
@@ -100,7 +101,7 @@ impl ReplicaGroup {
             config,
             counters,
             turn: AtomicUsize::new(0),
-            rng: Mutex::new(0x5eed),
+            rng: Mutex::new(fastrand::Rng::with_seed(0x5eed)),
             hedge_tokens: Mutex::new(TOKEN),
             recent: Mutex::new(VecDeque::with_capacity(GROUP_RECENT)),
             me: me.clone(),

@@ -121,13 +121,8 @@ mod tests {
     use super::*;
 
     fn coin() -> impl FnMut() -> f64 {
-        let mut state = 42u64;
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        }
+        let mut rng = fastrand::Rng::with_seed(42);
+        move || rng.f64()
     }
 
     fn candidate(index: usize, in_flight: usize, ewma_us: f64) -> Candidate {
