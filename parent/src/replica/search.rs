@@ -155,7 +155,6 @@ mod tests {
     use super::super::testing::{fakes, group, ms, request, round_robin};
     use super::*;
     use crate::fake::FakeChild;
-    use crate::node::inner_counters;
     use crate::replica::state::Rotation;
 
     #[tokio::test(start_paused = true)]
@@ -178,24 +177,27 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_retry_without_time_left() {
-        let r = fakes(2, ms(1));
-        r[0].set_delay(ms(10));
-        let g = group(&r, round_robin());
-        // r0 is picked first and fails... after its whole budget is spent.
-        let failing = Arc::new(
-            FakeChild::failing(0, ms(10), ChildError::Unavailable("gone".into())).named("f"),
-        );
-        let g2 = ReplicaGroup::new(
-            vec![
-                failing.clone() as Arc<dyn Child>,
-                r[1].clone() as Arc<dyn Child>,
-            ],
-            round_robin(),
-            inner_counters("parent", &[]),
-        );
-        let err = g2.search(request(), ms(10)).await.unwrap_err();
+        // The first pick fails as unavailable, but only after 10 ms.
+        let setup = || {
+            let failing = Arc::new(
+                FakeChild::failing(0, ms(10), ChildError::Unavailable("gone".into())).named("f"),
+            );
+            let healthy = fakes(1, ms(1)).remove(0);
+            let g = group(&[failing, Arc::clone(&healthy)], round_robin());
+            (healthy, g)
+        };
+        // With a 10 ms budget the failure comes when no time is left.
+        let (healthy, g) = setup();
+        let start = Instant::now();
+        let err = g.search(request(), ms(10)).await.unwrap_err();
         assert!(matches!(err, ChildError::Unavailable(_)));
-        assert_eq!(r[1].calls(), 0, "no retry after the deadline");
-        drop(g);
+        assert_eq!(start.elapsed(), ms(10));
+        assert_eq!(healthy.calls(), 0, "no retry after the deadline");
+        assert_eq!(g.counters.get("retries"), 0);
+        // The same failure with time left is retried on the other replica.
+        let (healthy, g) = setup();
+        g.search(request(), ms(20)).await.unwrap();
+        assert_eq!(healthy.calls(), 1, "a retry while time remains");
+        assert_eq!(g.counters.get("retries"), 1);
     }
 }
