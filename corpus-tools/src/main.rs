@@ -1,7 +1,7 @@
 //! `searchtree`: the operator CLI.
 
 use clap::{Parser, Subcommand};
-use searchtree_cli::commands::{bench, build, demo, query, stats, up};
+use searchtree::commands::{bench, build, demo, query, stats, up};
 
 /// Build, run and query a scatter/gather search tree.
 #[derive(Debug, Parser)]

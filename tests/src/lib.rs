@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use searchtree_cli::binaries::{self, NodeBinaries};
-use searchtree_cli::corpus::FieldNames;
-use searchtree_cli::indexer::{self, BuildOptions, Input, TOPOLOGY_FILE};
-use searchtree_cli::supervisor::{self, StartOptions, Tree};
-use searchtree_cli::topology::{Topology, check_indexes};
+use searchtree::binaries::{self, NodeBinaries};
+use searchtree::corpus::FieldNames;
+use searchtree::indexer::{self, BuildOptions, Input, TOPOLOGY_FILE};
+use searchtree::supervisor::{self, StartOptions, Tree};
+use searchtree::topology::{Topology, check_indexes};
 use searchtree_proto::pb::node_stats_client::NodeStatsClient;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{GetStatsRequest, SearchRequest, SearchResponse};
@@ -46,7 +46,7 @@ pub fn fixture(tmp: &str) -> &'static Fixture {
         remove_stale_dirs(base);
         let dir = base.join(format!("st-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        let corpus = searchtree_cli::bundled::write_corpus(&dir).expect("write corpus");
+        let corpus = searchtree::bundled::write_corpus(&dir).expect("write corpus");
         let build = |shards: u32, parents: u32, name: &str| {
             let out = dir.join(name);
             indexer::build(&BuildOptions {
@@ -95,7 +95,7 @@ pub fn node_binaries() -> NodeBinaries {
 pub fn cli_binary() -> PathBuf {
     let dir = binaries::exe_dir().expect("exe dir");
     if binaries::started_by_cargo() {
-        binaries::build_with_cargo(&dir, &["searchtree-cli"]).expect("build searchtree");
+        binaries::build_with_cargo(&dir, &["searchtree"]).expect("build searchtree");
     }
     let path = dir.join("searchtree");
     assert!(path.is_file(), "{} not built", path.display());

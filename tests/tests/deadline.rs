@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use searchtree_cli::sharding::shard_of;
+use searchtree::sharding::shard_of;
 use searchtree_proto::pb::{FailureReason, SearchRequest};
 use searchtree_tests::oracle::Oracle;
 use searchtree_tests::{

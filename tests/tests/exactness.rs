@@ -1,7 +1,7 @@
 //! The tree's answers equal one whole-corpus index's: same ids, same order,
 //! same scores, same match counts — through real processes over loopback.
 
-use searchtree_cli::bundled;
+use searchtree::bundled;
 use searchtree_proto::pb::SearchResponse;
 use searchtree_tests::oracle::{Expected, Oracle};
 use searchtree_tests::{client, fixture, search, start_sharded_tree, start_tree};

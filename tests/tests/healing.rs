@@ -11,9 +11,9 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use searchtree_cli::indexer::TOPOLOGY_FILE;
-use searchtree_cli::supervisor::{RestartPolicy, health_check};
-use searchtree_cli::topology::Topology;
+use searchtree::indexer::TOPOLOGY_FILE;
+use searchtree::supervisor::{RestartPolicy, health_check};
+use searchtree::topology::Topology;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_tests::{
     SHARDS, fixture, kill_node, node_addr, search, searchtree, sigkill, start_sharded_tree,
@@ -40,8 +40,10 @@ impl Up {
         let mut child = searchtree()
             .args(["up", "--topology"])
             .arg(topology)
-            // Our own supervision logs at info; the nodes' at warn.
-            .env("RUST_LOG", "warn,searchtree_cli=info")
+            // Our own supervision logs at info; the nodes' at warn. (The
+            // target is `searchtree::`, as a bare `searchtree` would also
+            // match the nodes' `searchtree_*` crates.)
+            .env("RUST_LOG", "warn,searchtree::=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use searchtree_cli::bench::record::Recorder;
-use searchtree_cli::bench::schedule::{Arrival, Live, LoadConfig, open_loop};
-use searchtree_cli::bench::target::GrpcTarget;
-use searchtree_cli::bundled;
-use searchtree_cli::topology::Topology;
+use searchtree::bench::record::Recorder;
+use searchtree::bench::schedule::{Arrival, Live, LoadConfig, open_loop};
+use searchtree::bench::target::GrpcTarget;
+use searchtree::bundled;
+use searchtree::topology::Topology;
 use searchtree_tests::{SHARDS, client, counter, fixture, node_addr, search, start_tree};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
