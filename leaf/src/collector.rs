@@ -272,7 +272,7 @@ impl Collector for TopById {
 
 #[cfg(test)]
 mod tests {
-    use tantivy::query::TermQuery;
+    use tantivy::query::{EnableScoring, Explanation, Query, Scorer, TermQuery};
     use tantivy::schema::IndexRecordOption;
     use tantivy::{Index, Term, doc};
 
@@ -294,17 +294,73 @@ mod tests {
         (index, fields)
     }
 
-    fn run(index: &Index, fields: schema::Fields, collector: &TopById) -> TopHits {
-        let query = TermQuery::new(
+    fn query(fields: schema::Fields) -> TermQuery {
+        TermQuery::new(
             Term::from_field_text(fields.body, "same"),
             IndexRecordOption::WithFreqs,
-        );
+        )
+    }
+
+    fn run(index: &Index, fields: schema::Fields, collector: &TopById) -> TopHits {
         index
             .reader()
             .unwrap()
             .searcher()
-            .search(&query, collector)
+            .search(&query(fields), collector)
             .unwrap()
+    }
+
+    /// A weight whose scorer sets `cancel` when it advances for the
+    /// `after`-th time: the caller going away in the middle of a segment,
+    /// after the collector's first look at its [`Stop`].
+    struct CancelAfter {
+        inner: Box<dyn Weight>,
+        after: u32,
+        cancel: Arc<AtomicBool>,
+    }
+
+    struct CancellingScorer {
+        inner: Box<dyn Scorer>,
+        left: u32,
+        cancel: Arc<AtomicBool>,
+    }
+
+    impl Weight for CancelAfter {
+        fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+            Ok(Box::new(CancellingScorer {
+                inner: self.inner.scorer(reader, boost)?,
+                left: self.after,
+                cancel: Arc::clone(&self.cancel),
+            }))
+        }
+
+        fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+            self.inner.explain(reader, doc)
+        }
+    }
+
+    impl DocSet for CancellingScorer {
+        fn advance(&mut self) -> DocId {
+            self.left = self.left.saturating_sub(1);
+            if self.left == 0 {
+                self.cancel.store(true, atomic::Ordering::Relaxed);
+            }
+            self.inner.advance()
+        }
+
+        fn doc(&self) -> DocId {
+            self.inner.doc()
+        }
+
+        fn size_hint(&self) -> u32 {
+            self.inner.size_hint()
+        }
+    }
+
+    impl Scorer for CancellingScorer {
+        fn score(&mut self) -> Score {
+            self.inner.score()
+        }
     }
 
     #[test]
@@ -339,5 +395,46 @@ mod tests {
         let top = run(&index, fields, &TopById::new(5, schema::ID).with_stop(stop));
         assert!(!top.stopped);
         assert_eq!(top.total, 600);
+    }
+
+    #[test]
+    fn a_search_cancelled_midway_stops_at_its_next_look_at_the_clock() {
+        let (index, fields) = index(1000);
+        let searcher = index.reader().unwrap().searcher();
+        assert_eq!(
+            searcher.segment_readers().len(),
+            1,
+            "one segment, in id order"
+        );
+        // Cancelled after the 1st or the 300th document: the collector only
+        // notices at its next check, every CHECK_EVERY (256) documents.
+        for (after, seen) in [(1, CHECK_EVERY - 1), (300, 2 * CHECK_EVERY - 1)] {
+            let stop = Stop::default();
+            let weight = CancelAfter {
+                inner: query(fields)
+                    .weight(EnableScoring::enabled_from_searcher(&searcher))
+                    .unwrap(),
+                after,
+                cancel: Arc::clone(&stop.cancelled),
+            };
+            let collector = TopById::new(3, schema::ID).with_stop(stop);
+            let fruit = collector
+                .collect_segment(&weight, 0, &searcher.segment_readers()[0])
+                .unwrap();
+            let top = collector.merge_fruits(vec![fruit]).unwrap();
+            assert!(top.stopped, "cancelled after {after}");
+            assert_eq!(
+                (top.total, top.docs_searched),
+                (u64::from(seen), u64::from(seen)),
+                "cancelled after {after}"
+            );
+            // The best hits among the documents seen: ids were inserted in
+            // descending order, so those hold the `seen` highest ids, and the
+            // best hits are the lowest of them.
+            let ids: Vec<_> = top.hits.iter().map(|h| h.id.as_str()).collect();
+            let first = 1000 - seen;
+            let expected: Vec<String> = (first..first + 3).map(|i| format!("doc-{i:05}")).collect();
+            assert_eq!(ids, expected, "cancelled after {after}");
+        }
     }
 }
