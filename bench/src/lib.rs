@@ -1,4 +1,9 @@
-//! `searchtree bench`: load tests that measure tail latency honestly.
+//! The load tester behind `searchtree bench`: load tests that measure tail
+//! latency honestly. It is a library of its own, not part of the operator
+//! CLI, because it stands apart from building and running a tree (as
+//! neon's `pagebench` does from its storage): the CLI only parses flags and
+//! prints what this crate measures, and the end-to-end tests drive the same
+//! loops directly.
 //!
 //! The default mode is **open loop**: requests are scheduled at a fixed
 //! arrival rate whatever the replies do, and each request's latency is
@@ -13,6 +18,7 @@
 //! - [`record`]: what is recorded, in an HDR histogram with fixed bounds;
 //! - [`report`]: the report, as text, JSON and HdrHistogram's `.hgrm`;
 //! - [`plot`]: latency by percentile as an SVG chart.
+#![warn(missing_docs)]
 
 pub mod plot;
 pub mod record;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::record::Recorder;
+use crate::record::Recorder;
 
 /// Latency percentiles, µs.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -16,11 +16,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::record::Recorder;
-use super::target::Target;
+use crate::record::Recorder;
+use crate::target::Target;
 
 /// How arrivals are spaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arrival {
     /// Exactly 1/rate apart.
     Uniform,

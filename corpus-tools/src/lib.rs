@@ -4,7 +4,6 @@
 //! the end-to-end tests drive the same code.
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod binaries;
 pub mod bundled;
 pub mod commands;

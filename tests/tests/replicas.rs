@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use searchtree::bench::record::Recorder;
-use searchtree::bench::schedule::{Arrival, Live, LoadConfig, open_loop};
-use searchtree::bench::target::GrpcTarget;
+use searchtree_bench::record::Recorder;
+use searchtree_bench::schedule::{Arrival, Live, LoadConfig, open_loop};
+use searchtree_bench::target::GrpcTarget;
 use searchtree::bundled;
 use searchtree::topology::Topology;
 use searchtree_tests::{SHARDS, client, counter, fixture, node_addr, search, start_tree};

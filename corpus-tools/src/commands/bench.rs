@@ -1,4 +1,8 @@
 //! `searchtree bench`: measure a tree (or one index) under load.
+//!
+//! The load tester itself is the `searchtree-bench` library; this module
+//! turns flags into its [`LoadConfig`], shows progress, runs sweeps and
+//! writes the report files.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,16 +10,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use searchtree_proto::SearchParams;
 use searchtree_proto::pb::SearchRequest;
 
-use crate::bench::plot;
-use crate::bench::record::Recorder;
-use crate::bench::report::{Report, hgrm};
-use crate::bench::schedule::{Arrival, Live, LoadConfig, closed_loop, open_loop};
-use crate::bench::target::{DirectTarget, GrpcTarget, Target};
+use searchtree_bench::plot;
+use searchtree_bench::record::Recorder;
+use searchtree_bench::report::{Report, hgrm};
+use searchtree_bench::schedule::{Arrival, Live, LoadConfig, closed_loop, open_loop};
+use searchtree_bench::target::{DirectTarget, GrpcTarget, Target};
+
 use crate::bundled;
 
 /// Load-test a tree's root (or one index in-process) and report tail latency
@@ -43,8 +48,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// How arrivals are spaced.
-    #[arg(long, value_enum, default_value_t = Arrival::Poisson)]
-    pub arrival: Arrival,
+    #[arg(long, value_enum, default_value_t = ArrivalFlag::Poisson)]
+    pub arrival: ArrivalFlag,
     /// Seed of the Poisson arrivals.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -94,6 +99,26 @@ pub struct BenchArgs {
     /// A label for the plot's line and title.
     #[arg(long)]
     pub label: Option<String>,
+}
+
+/// `--arrival`: the load tester's [`Arrival`] as a flag value, so that the
+/// library does not depend on the command-line parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalFlag {
+    /// Exactly 1/rate apart.
+    Uniform,
+    /// Exponentially distributed gaps with mean 1/rate (a Poisson process),
+    /// as independent users would arrive.
+    Poisson,
+}
+
+impl From<ArrivalFlag> for Arrival {
+    fn from(flag: ArrivalFlag) -> Arrival {
+        match flag {
+            ArrivalFlag::Uniform => Arrival::Uniform,
+            ArrivalFlag::Poisson => Arrival::Poisson,
+        }
+    }
 }
 
 /// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
@@ -169,7 +194,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     loop {
         let config = LoadConfig {
             rate,
-            arrival: args.arrival,
+            arrival: args.arrival.into(),
             seed: args.seed,
             duration: args.duration,
             warmup: args.warmup,
