@@ -45,6 +45,16 @@ pub struct Document {
     pub body: String,
 }
 
+impl From<Document> for searchtree_leaf::shard::ShardDocument {
+    fn from(d: Document) -> Self {
+        searchtree_leaf::shard::ShardDocument {
+            id: d.id,
+            title: d.title,
+            body: d.body,
+        }
+    }
+}
+
 /// The longest document id a build accepts, in bytes of UTF-8.
 ///
 /// Ids are stored whole in every shard and returned with every hit, and

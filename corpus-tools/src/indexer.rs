@@ -14,11 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use searchtree_leaf::schema::{self, Fields};
-use searchtree_leaf::shard::{ShardMeta, write_scoring_files};
-use searchtree_leaf::stats;
-use tantivy::indexer::NoMergePolicy;
-use tantivy::{Index, IndexWriter, TantivyDocument, doc};
+use searchtree_leaf::schema;
+use searchtree_leaf::shard::{ShardDocument, ShardWriter, write_scoring};
 
 use crate::corpus::{CorpusReader, Document, FieldNames, Source};
 use crate::dir_corpus::DirReader;
@@ -42,10 +39,9 @@ pub const MAX_SHARDS: u32 = 256;
 /// its own process under `up`, all on one machine, so more than a handful
 /// buys nothing but load.
 pub const MAX_REPLICAS: u32 = 16;
-/// Memory tantivy may use for indexing, over all shards' writers together.
+/// Memory tantivy may use for indexing, over all shards' writers together
+/// (each is still given at least tantivy's floor per thread).
 const TOTAL_INDEXING_MEMORY: usize = 512 << 20;
-/// tantivy's floor per indexing thread.
-const MIN_MEMORY_PER_THREAD: usize = 16 << 20;
 
 /// Where the corpus comes from.
 #[derive(Debug, Clone)]
@@ -168,7 +164,6 @@ fn build_into(
     topology: &Topology,
     dir: &Path,
 ) -> anyhow::Result<(Manifest, Vec<String>)> {
-    let (schema, fields) = schema::build();
     let input = opts.input.path();
     let reader = opts.input.open(&opts.fields)?;
     let input_bytes = reader.total_bytes();
@@ -199,23 +194,14 @@ fn build_into(
 
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = (cores / opts.shards as usize).clamp(1, 8);
-    let memory = (TOTAL_INDEXING_MEMORY / opts.shards as usize / threads)
-        .max(MIN_MEMORY_PER_THREAD)
-        * threads;
-    let mut writers = Vec::with_capacity(opts.shards as usize);
-    let mut indexes = Vec::with_capacity(opts.shards as usize);
-    for shard in 0..opts.shards {
-        let shard_dir = dir.join(SHARDS_DIR).join(shard_dir_name(shard));
-        std::fs::create_dir_all(&shard_dir)
-            .with_context(|| format!("creating {}", shard_dir.display()))?;
-        let index = Index::create_in_dir(&shard_dir, schema.clone())?;
-        let writer: IndexWriter = index.writer_with_num_threads(threads, memory)?;
-        writer.set_merge_policy(Box::new(NoMergePolicy));
-        writers.push(writer);
-        indexes.push(index);
-    }
+    let memory = TOTAL_INDEXING_MEMORY / opts.shards as usize;
+    let mut writers = (0..opts.shards)
+        .map(|shard| {
+            let shard_dir = dir.join(SHARDS_DIR).join(shard_dir_name(shard));
+            ShardWriter::create(&shard_dir, threads, memory)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
-    let mut shard_docs = vec![0u64; opts.shards as usize];
     let mut documents = 0u64;
     let mut first = first.into_iter();
     loop {
@@ -227,8 +213,7 @@ fn build_into(
             },
         };
         let shard = shard_of(&document.id, opts.shards) as usize;
-        writers[shard].add_document(to_tantivy(&fields, document))?;
-        shard_docs[shard] += 1;
+        writers[shard].add(ShardDocument::from(document))?;
         documents += 1;
         if documents.is_multiple_of(512) {
             bar.set_position(corpus.reader.bytes_read());
@@ -255,40 +240,28 @@ fn build_into(
     bar.set_message(format!("{documents} docs; committing and merging"));
 
     // Commit and merge each shard into one segment, shards in parallel.
-    std::thread::scope(|scope| {
+    let shards = std::thread::scope(|scope| {
         let handles: Vec<_> = writers
             .into_iter()
-            .zip(&indexes)
-            .map(|(writer, index)| scope.spawn(move || finish_shard(writer, index)))
+            .map(|writer| scope.spawn(move || writer.finish()))
             .collect();
         handles
             .into_iter()
-            .try_for_each(|h| h.join().expect("merge thread panicked"))
+            .map(|h| h.join().expect("merge thread panicked"))
+            .collect::<Result<Vec<_>, _>>()
     })?;
 
     bar.set_message("computing corpus-wide statistics");
-    let searchers = indexes
+    let corpus = write_scoring(&shards, &checksum)?;
+    let entries = shards
         .iter()
-        .map(|index| Ok(index.reader()?.searcher()))
-        .collect::<tantivy::Result<Vec<_>>>()?;
-    let (corpus, doc_freqs) = stats::compute(&searchers)?;
-    let mut entries = Vec::new();
-    for (shard, table) in doc_freqs.iter().enumerate() {
-        let shard_dir = dir.join(SHARDS_DIR).join(shard_dir_name(shard as u32));
-        let meta = ShardMeta {
-            shard: shard as u32,
-            num_shards: opts.shards,
-            num_docs: shard_docs[shard],
-            corpus: corpus.clone(),
-            input_checksum: checksum.clone(),
-        };
-        write_scoring_files(&shard_dir, &meta, table)?;
-        entries.push(ShardEntry {
-            shard: shard as u32,
-            dir: format!("{SHARDS_DIR}/{}", shard_dir_name(shard as u32)),
-            num_docs: shard_docs[shard],
-        });
-    }
+        .zip(0..)
+        .map(|(written, shard)| ShardEntry {
+            shard,
+            dir: format!("{SHARDS_DIR}/{}", shard_dir_name(shard)),
+            num_docs: written.num_docs(),
+        })
+        .collect();
     bar.finish_and_clear();
 
     let manifest = Manifest {
@@ -313,7 +286,7 @@ fn build_into(
         num_shards: opts.shards,
         shards: entries,
         corpus,
-        schema: serde_json::to_value(&schema)?,
+        schema: serde_json::to_value(schema::build().0)?,
     };
     write_synced(
         &dir.join(MANIFEST_FILE),
@@ -363,22 +336,6 @@ impl Documents<'_> {
         }
         Ok(None)
     }
-}
-
-fn to_tantivy(fields: &Fields, d: Document) -> TantivyDocument {
-    doc!(fields.id => d.id, fields.title => d.title, fields.body => d.body)
-}
-
-/// Commits a shard's writer and merges its segments into one.
-fn finish_shard(mut writer: IndexWriter, index: &Index) -> anyhow::Result<()> {
-    writer.commit()?;
-    let segments = index.searchable_segment_ids()?;
-    if segments.len() > 1 {
-        writer.merge(&segments).wait()?;
-    }
-    writer.garbage_collect_files().wait()?;
-    writer.wait_merging_threads()?;
-    Ok(())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -7,9 +7,14 @@
 //!   shard.json                     ShardMeta: which shard, corpus-wide totals
 //!   doc_freqs.bin                  corpus-wide document frequency per term
 //! ```
+//!
+//! This module reads a shard; [`write`] writes one. Both halves of the
+//! format live here so that it has one owner.
+
+pub mod write;
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +22,8 @@ use tantivy::{Index, IndexReader, ReloadPolicy};
 
 use crate::schema::{self, Fields};
 use crate::stats::{CorpusStatistics, CorpusTotals, DOC_FREQS_FILE, DocFreqs};
+
+pub use write::{ShardDocument, ShardWriter, WrittenShard, write_scoring, write_scoring_files};
 
 /// File name of a shard's metadata inside its directory.
 pub const SHARD_META_FILE: &str = "shard.json";
@@ -37,10 +44,10 @@ pub struct ShardMeta {
     pub input_checksum: String,
 }
 
-/// Why a shard could not be opened.
+/// Why a shard could not be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
-    /// A file of the shard could not be read.
+    /// A file of the shard could not be read or written.
     #[error("{path}: {source}")]
     Io {
         /// The file.
@@ -56,7 +63,7 @@ pub enum ShardError {
         /// The error.
         source: serde_json::Error,
     },
-    /// tantivy refused the index.
+    /// tantivy refused the index, or failed to write it.
     #[error("{path}: {source}")]
     Index {
         /// The shard directory.
@@ -123,19 +130,4 @@ pub fn read_meta(dir: &Path) -> Result<ShardMeta, ShardError> {
     })?;
     serde_json::from_reader(BufReader::new(file))
         .map_err(|source| ShardError::Meta { path, source })
-}
-
-/// Writes a shard's metadata and statistics into its directory.
-pub fn write_scoring_files(
-    dir: &Path,
-    meta: &ShardMeta,
-    doc_freqs: &DocFreqs,
-) -> std::io::Result<()> {
-    let mut out = BufWriter::new(File::create(dir.join(DOC_FREQS_FILE))?);
-    doc_freqs.write_to(&mut out)?;
-    out.into_inner()?.sync_all()?;
-    let mut out = BufWriter::new(File::create(dir.join(SHARD_META_FILE))?);
-    serde_json::to_writer_pretty(&mut out, meta)?;
-    out.write_all(b"\n")?;
-    out.into_inner()?.sync_all()
 }
