@@ -2,16 +2,26 @@
 //! starting trees of node processes from a topology, and querying them.
 //! The `searchtree` binary is a thin command-line front over this library;
 //! the end-to-end tests drive the same code.
+//!
+//! The modules follow the two things an operator does:
+//!
+//! - [`build`]: corpus and build — reading a corpus (JSON Lines or a
+//!   directory), assigning documents to shards, writing the shards (with the
+//!   leaf crate's writer) into a staging directory that replaces `--out`
+//!   only when complete, and the manifest;
+//! - [`tree`]: the running tree — the topology file and its checks, finding
+//!   the node binaries, and the supervisor that starts the nodes
+//!   children-first and restarts the ones that die;
+//! - [`commands`]: one module per subcommand, the thin layer that parses
+//!   flags and prints; [`output`] is how they show a search response, and
+//!   [`bundled`] the corpus and queries shipped in the binary.
+//!
+//! The load tester behind `searchtree bench` is a crate of its own,
+//! `searchtree-bench`.
 #![warn(missing_docs)]
 
-pub mod binaries;
+pub mod build;
 pub mod bundled;
 pub mod commands;
-pub mod corpus;
-pub mod dir_corpus;
-pub mod indexer;
-pub mod manifest;
 pub mod output;
-pub mod sharding;
-pub mod supervisor;
-pub mod topology;
+pub mod tree;

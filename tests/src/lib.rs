@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use searchtree::binaries::{self, NodeBinaries};
-use searchtree::corpus::FieldNames;
-use searchtree::indexer::{self, BuildOptions, Input, TOPOLOGY_FILE};
-use searchtree::supervisor::{self, StartOptions, Tree};
-use searchtree::topology::{Topology, check_indexes};
+use searchtree::build::corpus::FieldNames;
+use searchtree::build::{self, BuildOptions, Input, TOPOLOGY_FILE};
+use searchtree::tree::binaries::{self, NodeBinaries};
+use searchtree::tree::supervisor::{self, StartOptions, Tree};
+use searchtree::tree::topology::{Topology, check_indexes};
 use searchtree_proto::pb::node_stats_client::NodeStatsClient;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{GetStatsRequest, SearchRequest, SearchResponse};
@@ -49,7 +49,7 @@ pub fn fixture(tmp: &str) -> &'static Fixture {
         let corpus = searchtree::bundled::write_corpus(&dir).expect("write corpus");
         let build = |shards: u32, parents: u32, name: &str| {
             let out = dir.join(name);
-            indexer::build(&BuildOptions {
+            build::build(&BuildOptions {
                 input: Input::Lines(corpus.clone()),
                 shards,
                 out: out.clone(),

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use searchtree::sharding::shard_of;
+use searchtree::build::sharding::shard_of;
 use searchtree_proto::pb::{FailureReason, SearchRequest};
 use searchtree_tests::oracle::Oracle;
 use searchtree_tests::{

@@ -11,9 +11,9 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use searchtree::indexer::TOPOLOGY_FILE;
-use searchtree::supervisor::{RestartPolicy, health_check};
-use searchtree::topology::Topology;
+use searchtree::build::TOPOLOGY_FILE;
+use searchtree::tree::supervisor::{RestartPolicy, health_check};
+use searchtree::tree::topology::Topology;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_tests::{
     SHARDS, fixture, kill_node, node_addr, search, searchtree, sigkill, start_sharded_tree,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::future::join_all;
-use searchtree::topology::Topology;
+use searchtree::tree::topology::Topology;
 use searchtree_proto::pb::GetStatsRequest;
 use searchtree_proto::pb::SearchRequest;
 use searchtree_proto::pb::node_stats_client::NodeStatsClient;

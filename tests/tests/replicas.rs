@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use searchtree::bundled;
+use searchtree::tree::topology::Topology;
 use searchtree_bench::record::Recorder;
 use searchtree_bench::schedule::{Arrival, Live, LoadConfig, open_loop};
 use searchtree_bench::target::GrpcTarget;
-use searchtree::bundled;
-use searchtree::topology::Topology;
 use searchtree_tests::{SHARDS, client, counter, fixture, node_addr, search, start_tree};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::corpus::FieldNames;
-use crate::indexer::{
+use crate::build::corpus::FieldNames;
+use crate::build::{
     self, BuildOptions, BuildReport, Input, MAX_REPLICAS, MAX_SHARDS, TOPOLOGY_FILE,
 };
 
@@ -84,7 +84,7 @@ impl BuildArgs {
 
 /// Runs the build and prints what it did.
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
-    let report = indexer::build(&args.options())?;
+    let report = build::build(&args.options())?;
     print_report(&report, &args.out);
     Ok(())
 }

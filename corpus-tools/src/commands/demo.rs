@@ -7,13 +7,13 @@ use clap::Args;
 use searchtree_proto::pb::SearchRequest;
 use searchtree_proto::pb::search_client::SearchClient;
 
+use crate::build::corpus::FieldNames;
+use crate::build::{self, BuildOptions, Input, TOPOLOGY_FILE};
 use crate::bundled;
 use crate::commands::build::print_report;
 use crate::commands::up::{print_ready, serve_until_stopped, start_tree};
-use crate::corpus::FieldNames;
-use crate::indexer::{self, BuildOptions, Input, TOPOLOGY_FILE};
 use crate::output;
-use crate::supervisor::{RestartPolicy, StartOptions};
+use crate::tree::supervisor::{RestartPolicy, StartOptions};
 
 /// Queries the demo runs, one for each kind of syntax.
 pub const EXAMPLE_QUERIES: [&str; 6] = [
@@ -81,7 +81,7 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
         skip_invalid: false,
         progress: true,
     };
-    let report = tokio::task::spawn_blocking(move || indexer::build(&options)).await??;
+    let report = tokio::task::spawn_blocking(move || build::build(&options)).await??;
     print_report(&report, &out);
 
     let start = StartOptions {

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::Args;
 use searchtree_proto::serving::shutdown_signal;
 
-use crate::binaries::NodeBinaries;
-use crate::supervisor::{self, RestartPolicy, StartOptions, Tree};
-use crate::topology::{self, Topology};
+use crate::tree::binaries::NodeBinaries;
+use crate::tree::supervisor::{self, RestartPolicy, StartOptions, Tree};
+use crate::tree::topology::{self, Topology};
 
 /// Start every node of a topology as its own process, print
 /// `READY root=HOST:PORT` once all are serving, and run until Ctrl-C/SIGTERM,

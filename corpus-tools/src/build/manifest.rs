@@ -5,7 +5,7 @@ use std::path::Path;
 use searchtree_leaf::stats::CorpusTotals;
 use serde::{Deserialize, Serialize};
 
-use crate::sharding::SHARDING_FUNCTION;
+use crate::build::sharding::SHARDING_FUNCTION;
 
 /// File name of the manifest in a build's output directory.
 pub const MANIFEST_FILE: &str = "manifest.json";

@@ -8,13 +8,13 @@
 //! `.gz` files are decompressed (Debian ships documentation gzipped); their
 //! id drops the `.gz`. Files are read in path order, so a build is repeatable.
 //! A text file whose id (its relative path) is longer than
-//! [`MAX_ID_BYTES`](crate::corpus::MAX_ID_BYTES) is an invalid document,
+//! [`MAX_ID_BYTES`](crate::build::corpus::MAX_ID_BYTES) is an invalid document,
 //! reported as `PATH: reason` like a bad line of a JSON Lines corpus.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::corpus::{Document, LineError, Parsed, Source, check_id_len};
+use crate::build::corpus::{Document, LineError, Parsed, Source, check_id_len};
 
 /// Files larger than this are passed over.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;

@@ -1,29 +1,40 @@
-//! `searchtree build`: corpus in, one tantivy index per shard out, each with
-//! the corpus-wide statistics it scores with, plus a manifest and a topology.
+//! Corpus and build: `searchtree build` reads a corpus and writes one
+//! tantivy index per shard, each with the corpus-wide statistics it scores
+//! with, plus a manifest and a topology.
 //!
-//! The output is assembled in a hidden staging directory beside the target
-//! and renamed into place only when complete, so a failed or interrupted
-//! build never leaves a half-built index where a good one was. The target is
-//! replaced only when it is absent, an empty directory, or a previous build
-//! of this tool (recognised by its manifest): a build never deletes or moves
-//! anything else, and never its own input.
+//! - [`corpus`], [`dir_corpus`]: the corpus readers (JSON Lines, plain or
+//!   gzipped; a directory of text files);
+//! - [`sharding`]: which shard a document goes to;
+//! - [`manifest`]: what a build records about itself;
+//! - `out`: what `--out` may be, and the staging directory a build is
+//!   assembled in, so that a failed build never replaces a good one.
+//!
+//! The shards themselves are written by the leaf crate
+//! (`searchtree_leaf::shard::write`), beside the code that reads them.
+
+pub mod corpus;
+pub mod dir_corpus;
+pub mod manifest;
+mod out;
+pub mod sharding;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use searchtree_leaf::schema;
 use searchtree_leaf::shard::{ShardDocument, ShardWriter, write_scoring};
 
-use crate::corpus::{CorpusReader, Document, FieldNames, Source};
-use crate::dir_corpus::DirReader;
-use crate::manifest::{
+use self::corpus::{CorpusReader, Document, FieldNames, Source};
+use self::dir_corpus::DirReader;
+use self::manifest::{
     InputInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ShardEntry, shard_dir_name,
 };
-use crate::sharding::{SHARDING_FUNCTION, shard_of};
-use crate::topology::Topology;
+use self::out::{Staging, check_paths, inspect_target};
+use self::sharding::{SHARDING_FUNCTION, shard_of};
+use crate::tree::topology::Topology;
 
 /// Name of the topology file a build writes.
 pub const TOPOLOGY_FILE: &str = "topology.toml";
@@ -363,275 +374,19 @@ fn progress_bar(enabled: bool, len: u64) -> ProgressBar {
     bar
 }
 
-/// What the output path holds, which decides whether a build may take it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    /// Nothing: the build is renamed into place.
-    Absent,
-    /// An empty directory: the build is renamed over it.
-    Empty,
-    /// A previous build of this tool and nothing else: moved aside, and
-    /// removed once the new build is in place.
-    PreviousBuild,
-}
-
-/// Says what `out` holds, refusing anything a build must not replace: a
-/// file, a symbolic link, a directory with a foreign (or no) manifest, and
-/// a previous build that also holds files a build does not write (a rebuild
-/// would delete them).
-fn inspect_target(out: &Path) -> anyhow::Result<Target> {
-    let meta = match std::fs::symlink_metadata(out) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Target::Absent),
-        Err(e) => return Err(e).with_context(|| format!("--out {}", out.display())),
-    };
-    let refuse = |why: String| {
-        anyhow!(
-            "--out {}: {why}; refusing to replace it (a build replaces only an empty \
-             directory or a previous build)",
-            out.display()
-        )
-    };
-    if meta.file_type().is_symlink() {
-        return Err(refuse("is a symbolic link; name a directory".into()));
-    }
-    if !meta.is_dir() {
-        return Err(refuse("is an existing file, not a directory".into()));
-    }
-    let entries = dir_entries(out)?;
-    let Some(first) = entries.first() else {
-        return Ok(Target::Empty);
-    };
-    if !entries.iter().any(|name| name == MANIFEST_FILE) {
-        return Err(refuse(format!(
-            "is a directory but not a previous build: it holds {} entries (e.g. {first:?}) \
-             and no {MANIFEST_FILE}",
-            entries.len()
-        )));
-    }
-    let manifest = Manifest::read(out)
-        .map_err(|e| refuse(format!("is not a previous build of this tool: {e:#}")))?;
-    manifest.check_ours().map_err(|why| {
-        refuse(format!(
-            "is not a previous build of this tool: its {MANIFEST_FILE} {why}"
-        ))
-    })?;
-    let foreign = |name: &str| {
-        refuse(format!(
-            "is a previous build but also holds {name:?}, which a build does not write \
-             and a rebuild would delete; move it out first"
-        ))
-    };
-    for name in &entries {
-        if name != MANIFEST_FILE && name != TOPOLOGY_FILE && name != SHARDS_DIR {
-            return Err(foreign(name));
-        }
-    }
-    let shards = out.join(SHARDS_DIR);
-    if shards.exists() {
-        if !is_real_dir(&shards) {
-            return Err(foreign(SHARDS_DIR));
-        }
-        let expected: HashSet<String> = manifest
-            .shards
-            .iter()
-            .map(|e| shard_dir_name(e.shard))
-            .collect();
-        for name in dir_entries(&shards)? {
-            if !expected.contains(&name) || !is_real_dir(&shards.join(&name)) {
-                return Err(foreign(&format!("{SHARDS_DIR}/{name}")));
-            }
-        }
-    }
-    Ok(Target::PreviousBuild)
-}
-
-/// The names in directory `dir`, sorted.
-fn dir_entries(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut names = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
-        .collect::<std::io::Result<Vec<String>>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    names.sort();
-    Ok(names)
-}
-
-/// Whether `path` is a directory itself, not a symbolic link to one.
-fn is_real_dir(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
-}
-
-/// Refuses an input inside the output, which a rebuild would delete, and,
-/// for a directory corpus, an output inside the input, which the build would
-/// read back as documents.
-fn check_paths(input: &Input, out: &Path) -> anyhow::Result<()> {
-    let (input_path, out_path) = (resolved(input.path())?, resolved(out)?);
-    if input_path == out_path {
-        bail!(
-            "{} {} and --out {} are the same; choose an --out of its own",
-            input.flag(),
-            input.path().display(),
-            out.display()
-        );
-    }
-    if input_path.starts_with(&out_path) {
-        bail!(
-            "{} {} lies inside --out {}, which a build replaces; choose an --out outside it",
-            input.flag(),
-            input.path().display(),
-            out.display()
-        );
-    }
-    if matches!(input, Input::Dir(_)) && out_path.starts_with(&input_path) {
-        bail!(
-            "--out {} lies inside --input-dir {}, so the build would read its own output; \
-             choose an --out outside it",
-            out.display(),
-            input.path().display()
-        );
-    }
-    Ok(())
-}
-
-/// `path` made absolute, with symbolic links resolved in the part of it
-/// that exists, so two spellings of one place compare equal.
-fn resolved(path: &Path) -> anyhow::Result<PathBuf> {
-    let absolute =
-        std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-    let mut existing = absolute.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(mut real) = existing.canonicalize() {
-            real.extend(rest.iter().rev());
-            return Ok(real);
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name);
-                existing = parent;
-            }
-            _ => return Ok(absolute),
-        }
-    }
-}
-
-/// The hidden directory a build writes into before it replaces its target.
-struct Staging {
-    staging: PathBuf,
-    target: PathBuf,
-}
-
-impl Staging {
-    fn new(target: &Path) -> anyhow::Result<Staging> {
-        let name = target
-            .file_name()
-            .with_context(|| format!("{} has no directory name", target.display()))?
-            .to_string_lossy()
-            .into_owned();
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-        remove_abandoned(&parent, &name);
-        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        if is_real_dir(&staging) {
-            std::fs::remove_dir_all(&staging)?;
-        }
-        std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
-        Ok(Staging {
-            staging,
-            target: target.to_path_buf(),
-        })
-    }
-
-    fn path(&self) -> &Path {
-        &self.staging
-    }
-
-    fn discard(self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
-    }
-
-    /// Moves the finished build into place, or discards it if the target
-    /// may not be replaced after all.
-    fn commit(self) -> anyhow::Result<()> {
-        let result = self.replace_target();
-        if result.is_err() {
-            self.discard();
-        }
-        result
-    }
-
-    /// The target is looked at again, as it may have changed while the
-    /// build ran. A previous build is moved aside first and removed only
-    /// after the new one is in place.
-    fn replace_target(&self) -> anyhow::Result<()> {
-        let into_target = |e: std::io::Error| {
-            anyhow::Error::new(e).context(format!("moving build into {}", self.target.display()))
-        };
-        if inspect_target(&self.target)? != Target::PreviousBuild {
-            // Absent or an empty directory: rename(2) replaces either, and
-            // fails if anything has appeared there meanwhile.
-            return std::fs::rename(&self.staging, &self.target).map_err(into_target);
-        }
-        let old = self.staging.with_file_name(format!(
-            ".{}.old-{}",
-            file_name(&self.target),
-            std::process::id()
-        ));
-        std::fs::rename(&self.target, &old)
-            .with_context(|| format!("moving aside {}", self.target.display()))?;
-        if let Err(e) = std::fs::rename(&self.staging, &self.target) {
-            let _ = std::fs::rename(&old, &self.target);
-            return Err(into_target(e));
-        }
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
-    }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Removes staging directories left by builds that were killed.
-fn remove_abandoned(parent: &Path, name: &str) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    let prefix = format!(".{name}.partial-");
-    for entry in entries.flatten() {
-        let entry_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = entry_name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let ours = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
-        let alive = Path::new("/proc").join(pid).exists();
-        if ours && !alive && is_real_dir(&entry.path()) {
-            tracing::info!(dir = %entry.path().display(), "removing abandoned partial build");
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A fresh scratch directory for one test.
-    fn scratch(name: &str) -> PathBuf {
+    pub(super) fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("st-indexer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
-    fn corpus(dir: &Path, documents: usize) -> PathBuf {
+    pub(super) fn corpus(dir: &Path, documents: usize) -> PathBuf {
         let path = dir.join("c.jsonl");
         let lines: String = (0..documents)
             .map(|i| format!("{{\"id\":\"d{i}\",\"body\":\"word number {i}\"}}\n"))
@@ -640,7 +395,7 @@ mod tests {
         path
     }
 
-    fn options(input: &Path, out: &Path, shards: u32) -> BuildOptions {
+    pub(super) fn options(input: &Path, out: &Path, shards: u32) -> BuildOptions {
         BuildOptions {
             input: Input::Lines(input.to_path_buf()),
             shards,
@@ -653,7 +408,7 @@ mod tests {
         }
     }
 
-    fn message(result: anyhow::Result<impl std::fmt::Debug>) -> String {
+    pub(super) fn message(result: anyhow::Result<impl std::fmt::Debug>) -> String {
         format!("{:#}", result.unwrap_err())
     }
 
@@ -670,66 +425,6 @@ mod tests {
             message(check_enough_documents(5, 6)),
             "5 documents cannot fill 6 shards: use --shards 5 or fewer"
         );
-    }
-
-    #[test]
-    fn only_nothing_an_empty_directory_or_a_previous_build_may_be_replaced() {
-        let dir = scratch("target");
-        assert_eq!(inspect_target(&dir.join("new")).unwrap(), Target::Absent);
-        std::fs::create_dir(dir.join("empty")).unwrap();
-        assert_eq!(inspect_target(&dir.join("empty")).unwrap(), Target::Empty);
-
-        std::fs::write(dir.join("file"), "keep me").unwrap();
-        assert!(message(inspect_target(&dir.join("file"))).contains("is an existing file"));
-        std::os::unix::fs::symlink(dir.join("empty"), dir.join("link")).unwrap();
-        assert!(message(inspect_target(&dir.join("link"))).contains("symbolic link"));
-
-        let foreign = dir.join("foreign");
-        std::fs::create_dir(&foreign).unwrap();
-        std::fs::write(foreign.join("notes.txt"), "keep me").unwrap();
-        let err = message(inspect_target(&foreign));
-        assert!(
-            err.contains("not a previous build: it holds 1 entries (e.g. \"notes.txt\")"),
-            "{err}"
-        );
-        std::fs::write(foreign.join(MANIFEST_FILE), "{}").unwrap();
-        let err = message(inspect_target(&foreign));
-        assert!(
-            err.contains("is not a previous build of this tool"),
-            "{err}"
-        );
-
-        let input = corpus(&dir, 3);
-        let build_dir = dir.join("index");
-        build(&options(&input, &build_dir, 2)).unwrap();
-        assert_eq!(inspect_target(&build_dir).unwrap(), Target::PreviousBuild);
-        std::fs::write(build_dir.join("mine.toml"), "keep me").unwrap();
-        let err = message(inspect_target(&build_dir));
-        assert!(err.contains("also holds \"mine.toml\""), "{err}");
-        std::fs::remove_file(build_dir.join("mine.toml")).unwrap();
-        std::fs::create_dir(build_dir.join("shards/shard-007")).unwrap();
-        let err = message(inspect_target(&build_dir));
-        assert!(err.contains("also holds \"shards/shard-007\""), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn input_and_output_may_not_contain_each_other() {
-        let dir = scratch("paths");
-        let input = corpus(&dir, 1);
-        // Beside each other is fine, even in a directory not yet made.
-        assert!(check_paths(&Input::Lines(input.clone()), &dir.join("a/b/index")).is_ok());
-        let err = message(check_paths(&Input::Lines(input.clone()), &dir));
-        assert!(err.contains("c.jsonl lies inside --out"), "{err}");
-        // Another spelling of the same place is seen through.
-        let dotted = dir.join("sub/..");
-        std::fs::create_dir(dir.join("sub")).unwrap();
-        assert!(check_paths(&Input::Lines(input.clone()), &dotted).is_err());
-        let err = message(check_paths(&Input::Dir(dir.join("sub")), &dir.join("sub")));
-        assert!(err.contains("are the same"), "{err}");
-        let err = message(check_paths(&Input::Dir(dir.clone()), &dir.join("x/index")));
-        assert!(err.contains("lies inside --input-dir"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

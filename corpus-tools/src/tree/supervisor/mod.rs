@@ -1,0 +1,227 @@
+//! Starting a tree of node processes and stopping it again.
+//!
+//! Nodes start children-first: leaves (all at once), then each parent once
+//! its children are up, the root last. A node is up when it has printed
+//! `LISTENING HOST:PORT` and answers the standard gRPC health check; its
+//! actual address is then handed to its parent. Node logs are forwarded to
+//! our stderr, prefixed with the node's name.
+//!
+//! [`Tree::supervise`] keeps a started tree alive: a node that dies is
+//! started again on the address it had (parents hold their children's
+//! addresses, clients the root's), after a backoff chosen by a
+//! [`RestartPolicy`]. A root that cannot be kept alive ends supervision with
+//! an error rather than leave a dead address behind.
+//!
+//! Split by concern: `process` starts one node and watches it, `restart` is
+//! the restart policy, `supervise` the loop that applies it; this module
+//! holds the tree and starts it.
+
+mod process;
+mod restart;
+mod supervise;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+
+pub use self::process::{NodeExit, READY_TIMEOUT, health_check};
+use self::process::{Running, launch};
+pub use self::restart::{Restart, RestartPolicy, RestartState};
+use crate::tree::binaries::NodeBinaries;
+use crate::tree::topology::{Plan, PlannedNode};
+
+/// How to start the nodes.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `RUST_LOG` for the nodes when the environment does not set one.
+    pub default_log: Option<String>,
+    /// Forward node logs to our stderr (otherwise they are only kept to
+    /// explain failures).
+    pub forward_logs: bool,
+}
+
+/// A running tree of node processes. Dropping it kills them; call
+/// [`Tree::shutdown`] to stop them cleanly.
+pub struct Tree {
+    nodes: Vec<Running>,
+    root: SocketAddr,
+    exits: mpsc::UnboundedReceiver<NodeExit>,
+    exit_tx: mpsc::UnboundedSender<NodeExit>,
+    bins: NodeBinaries,
+    options: StartOptions,
+    /// Restarts begun per node by [`Tree::supervise`].
+    restarts: HashMap<String, u64>,
+}
+
+impl Tree {
+    /// The root's address: what clients call.
+    pub fn root_addr(&self) -> SocketAddr {
+        self.root
+    }
+
+    /// Every node's name and address, in start order.
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.addr))
+            .collect()
+    }
+
+    /// The process id of the node called `name` while it runs, so that
+    /// tests can kill it the way a crash would.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let node = self.nodes.iter().find(|n| n.name == name)?;
+        node.done.as_ref().and(node.pid)
+    }
+
+    /// How many times [`Tree::supervise`] restarted each node, in start
+    /// order: what an operator wants to know when the tree stops.
+    pub fn restart_counts(&self) -> Vec<(String, u64)> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let count = self.restarts.get(&n.name).copied().unwrap_or(0);
+                (n.name.clone(), count)
+            })
+            .collect()
+    }
+
+    /// Waits until some node exits on its own.
+    pub async fn next_exit(&mut self) -> Option<NodeExit> {
+        self.exits.recv().await
+    }
+
+    fn index_of(&self, name: &str) -> anyhow::Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .with_context(|| format!("no node named {name:?}"))
+    }
+
+    /// Stops one node (SIGTERM, then SIGKILL after a grace period) and waits
+    /// until it has exited.
+    pub async fn stop_node(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self.index_of(name)?;
+        let node = &mut self.nodes[i];
+        if let Some(stop) = node.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = node.done.take() {
+            let _ = done.await;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped node again on the address it had, so its parent
+    /// finds it where it was; waits until it is serving.
+    pub async fn restart_node(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self.index_of(name)?;
+        if self.nodes[i].done.is_some() {
+            bail!("{name} is still running");
+        }
+        let node = self.restart_plan(i);
+        let addrs = self.address_map();
+        let running = launch(
+            &node,
+            &self.bins,
+            &addrs,
+            &self.options,
+            self.exit_tx.clone(),
+        )
+        .await?;
+        self.nodes[i] = running;
+        Ok(())
+    }
+
+    /// Node `i` as planned, but listening where it listened before (the
+    /// port it actually got if it was planned with port 0).
+    fn restart_plan(&self, i: usize) -> PlannedNode {
+        let mut node = self.nodes[i].node.clone();
+        let addr = self.nodes[i].addr.to_string();
+        match &mut node {
+            PlannedNode::Leaf { listen, .. } | PlannedNode::Inner { listen, .. } => *listen = addr,
+        }
+        node
+    }
+
+    fn address_map(&self) -> HashMap<String, SocketAddr> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.addr))
+            .collect()
+    }
+    /// Stops every node, the root first and leaves last.
+    pub async fn shutdown(mut self) {
+        let names: Vec<String> = self.nodes.iter().rev().map(|n| n.name.clone()).collect();
+        for name in names {
+            let _ = self.stop_node(&name).await;
+        }
+    }
+}
+
+/// Starts every node of `plan` and waits until all are serving.
+pub async fn start(
+    plan: &Plan,
+    bins: &NodeBinaries,
+    options: &StartOptions,
+) -> anyhow::Result<Tree> {
+    let (exit_tx, exits) = mpsc::unbounded_channel();
+    let mut tree = Tree {
+        nodes: Vec::new(),
+        root: SocketAddr::from(([127, 0, 0, 1], 0)),
+        exits,
+        exit_tx: exit_tx.clone(),
+        bins: bins.clone(),
+        options: options.clone(),
+        restarts: HashMap::new(),
+    };
+    let mut addrs: HashMap<String, SocketAddr> = HashMap::new();
+
+    // Leaves first, all at once; then inner nodes in plan order.
+    let (leaves, inner): (Vec<_>, Vec<_>) = plan
+        .nodes
+        .iter()
+        .partition(|n| matches!(n, PlannedNode::Leaf { .. }));
+    let started = futures_start(
+        leaves
+            .iter()
+            .map(|node| launch(node, bins, &addrs, options, exit_tx.clone())),
+    )
+    .await;
+    let mut failure = None;
+    for result in started {
+        match result {
+            Ok(running) => {
+                addrs.insert(running.name.clone(), running.addr);
+                tree.nodes.push(running);
+            }
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    if let Some(e) = failure {
+        tree.shutdown().await;
+        return Err(e);
+    }
+    for node in inner {
+        match launch(node, bins, &addrs, options, exit_tx.clone()).await {
+            Ok(running) => {
+                addrs.insert(running.name.clone(), running.addr);
+                if matches!(node, PlannedNode::Inner { is_root: true, .. }) {
+                    tree.root = running.addr;
+                }
+                tree.nodes.push(running);
+            }
+            Err(e) => {
+                tree.shutdown().await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(tree)
+}
+
+async fn futures_start<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    futures::future::join_all(futures).await
+}

@@ -1,0 +1,308 @@
+//! One node process: starting it, knowing when it is ready (it printed
+//! `LISTENING HOST:PORT` and passes the standard gRPC health check),
+//! forwarding its logs, reporting its exit, and stopping it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use searchtree_proto::serving::LISTENING_PREFIX;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use super::StartOptions;
+use crate::tree::binaries::NodeBinaries;
+use crate::tree::topology::PlannedNode;
+
+/// How long a node may take to print its address and pass a health check.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node may take to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Lines of a node's stderr kept to explain a failed start.
+const STDERR_TAIL: usize = 30;
+
+/// A node process that exited on its own.
+#[derive(Debug)]
+pub struct NodeExit {
+    /// The node's name.
+    pub name: String,
+    /// How it exited.
+    pub status: std::io::Result<ExitStatus>,
+    /// Its process id, telling this process from a later one of the same
+    /// node.
+    pub pid: Option<u32>,
+}
+
+/// A node process being watched, as the tree keeps it.
+pub(super) struct Running {
+    pub(super) name: String,
+    pub(super) addr: SocketAddr,
+    pub(super) pid: Option<u32>,
+    pub(super) node: PlannedNode,
+    pub(super) stop: Option<oneshot::Sender<()>>,
+    pub(super) done: Option<oneshot::Receiver<()>>,
+}
+
+impl Running {
+    pub(super) fn is_root(&self) -> bool {
+        matches!(self.node, PlannedNode::Inner { is_root: true, .. })
+    }
+}
+
+/// A node process that printed its address and passes health checks, not
+/// yet watched.
+pub(super) struct Started {
+    pub(super) name: String,
+    pub(super) addr: SocketAddr,
+    pub(super) child: Child,
+}
+
+/// Starts one node, waits until it is serving, and watches it.
+pub(super) async fn launch(
+    node: &PlannedNode,
+    bins: &NodeBinaries,
+    addrs: &HashMap<String, SocketAddr>,
+    options: &StartOptions,
+    exits: mpsc::UnboundedSender<NodeExit>,
+) -> anyhow::Result<Running> {
+    let started = spawn_ready(node, bins, addrs, options).await?;
+    Ok(watch_started(started, node.clone(), exits))
+}
+
+/// Hands a started node to a task that reports its exit.
+pub(super) fn watch_started(
+    started: Started,
+    node: PlannedNode,
+    exits: mpsc::UnboundedSender<NodeExit>,
+) -> Running {
+    let Started { name, addr, child } = started;
+    let pid = child.id();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::spawn(watch(name.clone(), child, stop_rx, done_tx, exits));
+    Running {
+        name,
+        addr,
+        pid,
+        node,
+        stop: Some(stop_tx),
+        done: Some(done_rx),
+    }
+}
+
+/// Starts one node and waits until it is serving; a node that does not get
+/// there is killed and its last words returned in the error.
+pub(super) async fn spawn_ready(
+    node: &PlannedNode,
+    bins: &NodeBinaries,
+    addrs: &HashMap<String, SocketAddr>,
+    options: &StartOptions,
+) -> anyhow::Result<Started> {
+    let mut cmd = match node {
+        PlannedNode::Leaf {
+            listen,
+            index,
+            inject,
+            ..
+        } => {
+            let mut cmd = Command::new(&bins.leaf);
+            cmd.arg("--index")
+                .arg(index)
+                .arg("--listen")
+                .arg(listen)
+                .args(inject);
+            cmd
+        }
+        PlannedNode::Inner {
+            listen,
+            children,
+            is_root,
+            routing,
+            ..
+        } => {
+            let mut cmd = Command::new(if *is_root { &bins.root } else { &bins.parent });
+            cmd.arg("--listen").arg(listen).args(routing);
+            for (replicas, shards) in children {
+                let shards: Vec<String> = shards.iter().map(u32::to_string).collect();
+                let replicas: Vec<String> = replicas.iter().map(|r| addrs[r].to_string()).collect();
+                cmd.arg("--child")
+                    .arg(format!("{}@{}", shards.join(","), replicas.join(",")));
+            }
+            cmd
+        }
+    };
+    let name = node.name().to_string();
+    if std::env::var_os("RUST_LOG").is_none()
+        && let Some(level) = &options.default_log
+    {
+        cmd.env("RUST_LOG", level);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to send the
+    // node SIGTERM if this supervisor dies, so no node outlives it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("{name}: starting {cmd:?}"))?;
+
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let stderr = child.stderr.take().expect("piped");
+    tokio::spawn(forward_stderr(
+        name.clone(),
+        stderr,
+        Arc::clone(&tail),
+        options.forward_logs,
+    ));
+    let stdout = child.stdout.take().expect("piped");
+
+    let ready = async {
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next_line().await? {
+                Some(line) => {
+                    if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
+                        break addr.trim().parse::<SocketAddr>().with_context(|| {
+                            format!("{name} announced an unreadable address {addr:?}")
+                        })?;
+                    }
+                }
+                None => bail!("{name} exited before it was listening"),
+            }
+        };
+        wait_serving(addr).await?;
+        anyhow::Ok(addr)
+    };
+    let addr = match timeout(READY_TIMEOUT, ready).await {
+        Ok(Ok(addr)) => addr,
+        outcome => {
+            let _ = child.start_kill();
+            let status = child.wait().await.ok();
+            // Give the log forwarder a moment to drain the last lines.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("{name} was not serving within {READY_TIMEOUT:?}"),
+            };
+            let log: Vec<String> = tail.lock().expect("tail lock").iter().cloned().collect();
+            bail!(
+                "{why}{}\n{name} said:\n  {}",
+                status.map(|s| format!(" ({s})")).unwrap_or_default(),
+                log.join("\n  ")
+            );
+        }
+    };
+    tracing::debug!(%name, %addr, "node ready");
+    Ok(Started { name, addr, child })
+}
+
+/// One standard gRPC health check of the node at `addr`: `Ok` if it reports
+/// SERVING. Shared by start-up and by tests that watch a node come back.
+pub async fn health_check(addr: SocketAddr) -> anyhow::Result<()> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    match response.get_ref().status() {
+        ServingStatus::Serving => Ok(()),
+        status => bail!("health status {status:?}"),
+    }
+}
+
+/// Polls the node's health service until it reports SERVING.
+async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last_err = String::new();
+    while Instant::now() < deadline {
+        match health_check(addr).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last_err = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("{addr} never reported SERVING: {last_err}")
+}
+
+/// An exit status for the logs: `exit status: 1`, `signal: 9 (SIGKILL)`.
+pub(super) fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+async fn forward_stderr(
+    name: String,
+    stderr: tokio::process::ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    forward: bool,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if forward {
+            eprintln!("[{name}] {line}");
+        }
+        let mut tail = tail.lock().expect("tail lock");
+        if tail.len() == STDERR_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// Owns a node process: reports if it exits on its own, stops it on request.
+async fn watch(
+    name: String,
+    mut child: Child,
+    stop: oneshot::Receiver<()>,
+    done: oneshot::Sender<()>,
+    exits: mpsc::UnboundedSender<NodeExit>,
+) {
+    let pid = child.id();
+    tokio::select! {
+        status = child.wait() => {
+            tracing::debug!(%name, ?status, "node exited");
+            let _ = exits.send(NodeExit { name, status, pid });
+        }
+        _ = stop => {
+            terminate(&mut child).await;
+        }
+    }
+    let _ = done.send(());
+}
+
+/// SIGTERM, then SIGKILL if the node has not exited after a grace period.
+async fn terminate(child: &mut Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id() {
+        // SAFETY: sending a signal to a process we own has no memory effects.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+        if timeout(STOP_GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
