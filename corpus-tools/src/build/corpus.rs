@@ -339,9 +339,8 @@ mod tests {
 
     #[test]
     fn errors_carry_file_and_line_and_gz_is_read() {
-        let dir = std::env::temp_dir().join(format!("st-corpus-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.jsonl.gz");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl.gz");
         let mut gz = flate2::write::GzEncoder::new(
             File::create(&path).unwrap(),
             flate2::Compression::default(),
@@ -363,6 +362,5 @@ mod tests {
             err.to_string().ends_with("c.jsonl.gz:3: missing \"body\""),
             "{err}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

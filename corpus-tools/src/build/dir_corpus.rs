@@ -157,7 +157,8 @@ mod tests {
 
     #[test]
     fn one_document_per_text_file_in_path_order() {
-        let root = std::env::temp_dir().join(format!("st-dir-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path();
         std::fs::create_dir_all(root.join("b/c")).unwrap();
         std::fs::write(root.join("b/c/z.txt"), "deep text").unwrap();
         std::fs::write(root.join("a.md"), "top text").unwrap();
@@ -165,7 +166,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, b"zipped text").unwrap();
         std::fs::write(root.join("b/doc.rst.gz"), gz.finish().unwrap()).unwrap();
-        let mut reader = DirReader::open(&root).unwrap();
+        let mut reader = DirReader::open(root).unwrap();
         let docs: Vec<Document> = reader.by_ref().map(|d| d.unwrap().unwrap()).collect();
         let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["a.md", "b/c/z.txt", "b/doc.rst"]);
@@ -176,21 +177,18 @@ mod tests {
         assert_eq!(n, 1);
         assert!(examples[0].ends_with("blob.bin: not UTF-8 text"));
         assert_eq!(reader.location(), 4);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn a_path_longer_than_an_id_may_be_is_an_invalid_document() {
-        let root = std::env::temp_dir().join(format!("st-dir-long-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path();
         // Nested, as one path component may not exceed 255 bytes.
         let deep: PathBuf = std::iter::repeat_n("d".repeat(200), 6).collect();
         std::fs::create_dir_all(root.join(&deep)).unwrap();
         std::fs::write(root.join(&deep).join("long.txt"), "text").unwrap();
         std::fs::write(root.join("short.txt"), "text").unwrap();
-        let items: Vec<Parsed> = DirReader::open(&root)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let items: Vec<Parsed> = DirReader::open(root).unwrap().map(Result::unwrap).collect();
         assert_eq!(items.len(), 2);
         let err = items[0].as_ref().unwrap_err();
         assert_eq!(err.line, None);
@@ -198,6 +196,5 @@ mod tests {
         assert!(err.reason.contains("1214 bytes long"), "{err}");
         assert!(err.to_string().contains("long.txt: its path"), "{err}");
         assert_eq!(items[1].as_ref().unwrap().id, "short.txt");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -378,12 +378,9 @@ fn progress_bar(enabled: bool, len: u64) -> ProgressBar {
 mod tests {
     use super::*;
 
-    /// A fresh scratch directory for one test.
-    pub(super) fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("st-indexer-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh scratch directory for one test, removed when dropped.
+    pub(super) fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     pub(super) fn corpus(dir: &Path, documents: usize) -> PathBuf {
@@ -429,8 +426,9 @@ mod tests {
 
     #[test]
     fn builds_into_an_empty_directory_and_over_a_previous_build_only() {
-        let dir = scratch("build");
-        let input = corpus(&dir, 3);
+        let scratch = scratch();
+        let dir = scratch.path();
+        let input = corpus(dir, 3);
         let out = dir.join("index");
         std::fs::create_dir(&out).unwrap();
         let report = build(&options(&input, &out, 2)).unwrap();
@@ -449,12 +447,11 @@ mod tests {
         let err = message(build(&options(&inside, &out, 2)));
         assert!(err.contains("lies inside --out"), "{err}");
         assert!(inside.exists());
-        let hidden: Vec<_> = std::fs::read_dir(&dir)
+        let hidden: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .filter(|n| n.to_string_lossy().starts_with('.'))
             .collect();
         assert!(hidden.is_empty(), "left behind: {hidden:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,9 +10,11 @@
 //! inside the corpus).
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
+use tempfile::TempDir;
 
 use super::manifest::{MANIFEST_FILE, Manifest, shard_dir_name};
 use super::{Input, SHARDS_DIR, TOPOLOGY_FILE};
@@ -170,9 +172,16 @@ fn resolved(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The hidden directory a build writes into before it replaces its target.
+/// The hidden directory a build writes into before it replaces its target:
+/// a sibling of the target, so that the final rename is atomic, and removed
+/// when dropped unless it was moved into place — so a failed build leaves
+/// nothing behind. While the build runs it holds an advisory lock on the
+/// directory, which tells a later build that a staging directory left
+/// behind by a killed build is abandoned rather than in use.
 pub(super) struct Staging {
-    staging: PathBuf,
+    dir: TempDir,
+    /// Holds the lock until the staging directory is dropped.
+    _lock: File,
     target: PathBuf,
 }
 
@@ -190,33 +199,37 @@ impl Staging {
         std::fs::create_dir_all(&parent)
             .with_context(|| format!("creating {}", parent.display()))?;
         remove_abandoned(&parent, &name);
-        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        if is_real_dir(&staging) {
-            std::fs::remove_dir_all(&staging)?;
-        }
-        std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&staging_prefix(&name))
+            .tempdir_in(&parent)
+            .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+        let lock = try_lock_dir(dir.path())
+            .ok()
+            .flatten()
+            .with_context(|| format!("locking {}", dir.path().display()))?;
         Ok(Staging {
-            staging,
+            dir,
+            _lock: lock,
             target: target.to_path_buf(),
         })
     }
 
     pub(super) fn path(&self) -> &Path {
-        &self.staging
+        self.dir.path()
     }
 
     pub(super) fn discard(self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
+        drop(self);
     }
 
     /// Moves the finished build into place, or discards it if the target
     /// may not be replaced after all.
     pub(super) fn commit(self) -> anyhow::Result<()> {
-        let result = self.replace_target();
-        if result.is_err() {
-            self.discard();
-        }
-        result
+        // On an error the staging directory is dropped, and removed.
+        self.replace_target()?;
+        // It is the target now: nothing is left to remove.
+        let _ = self.dir.keep();
+        Ok(())
     }
 
     /// The target is looked at again, as it may have changed while the
@@ -229,16 +242,16 @@ impl Staging {
         if inspect_target(&self.target)? != Target::PreviousBuild {
             // Absent or an empty directory: rename(2) replaces either, and
             // fails if anything has appeared there meanwhile.
-            return std::fs::rename(&self.staging, &self.target).map_err(into_target);
+            return std::fs::rename(self.path(), &self.target).map_err(into_target);
         }
-        let old = self.staging.with_file_name(format!(
+        let old = self.path().with_file_name(format!(
             ".{}.old-{}",
             file_name(&self.target),
             std::process::id()
         ));
         std::fs::rename(&self.target, &old)
             .with_context(|| format!("moving aside {}", self.target.display()))?;
-        if let Err(e) = std::fs::rename(&self.staging, &self.target) {
+        if let Err(e) = std::fs::rename(self.path(), &self.target) {
             let _ = std::fs::rename(&old, &self.target);
             return Err(into_target(e));
         }
@@ -253,23 +266,47 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Removes staging directories left by builds that were killed.
+/// The start of the names of `target`'s staging directories.
+fn staging_prefix(target_name: &str) -> String {
+    format!(".{target_name}.partial-")
+}
+
+/// Removes staging directories left by builds that were killed: a build
+/// holds a lock on its staging directory while it runs, so one whose lock
+/// can be taken belongs to no running build.
 fn remove_abandoned(parent: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
-    let prefix = format!(".{name}.partial-");
+    let prefix = staging_prefix(name);
     for entry in entries.flatten() {
-        let entry_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = entry_name.strip_prefix(&prefix) else {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) || !is_real_dir(&path) {
             continue;
-        };
-        let ours = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
-        let alive = Path::new("/proc").join(pid).exists();
-        if ours && !alive && is_real_dir(&entry.path()) {
-            tracing::info!(dir = %entry.path().display(), "removing abandoned partial build");
-            let _ = std::fs::remove_dir_all(entry.path());
         }
+        if let Ok(Some(_lock)) = try_lock_dir(&path) {
+            tracing::info!(dir = %path.display(), "removing abandoned partial build");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// Takes an exclusive advisory lock on directory `dir` without waiting:
+/// `Some` holds it until the file is dropped or the process dies, `None`
+/// means another holder has it. (`flock` through libc: `File::try_lock`
+/// is newer than the workspace's minimum Rust.)
+fn try_lock_dir(dir: &Path) -> std::io::Result<Option<File>> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(dir)?;
+    // SAFETY: flock on a descriptor we own has no memory effects.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(file));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(err)
     }
 }
 
@@ -281,7 +318,8 @@ mod tests {
 
     #[test]
     fn only_nothing_an_empty_directory_or_a_previous_build_may_be_replaced() {
-        let dir = scratch("target");
+        let scratch = scratch();
+        let dir = scratch.path();
         assert_eq!(inspect_target(&dir.join("new")).unwrap(), Target::Absent);
         std::fs::create_dir(dir.join("empty")).unwrap();
         assert_eq!(inspect_target(&dir.join("empty")).unwrap(), Target::Empty);
@@ -306,7 +344,7 @@ mod tests {
             "{err}"
         );
 
-        let input = corpus(&dir, 3);
+        let input = corpus(dir, 3);
         let build_dir = dir.join("index");
         build(&options(&input, &build_dir, 2)).unwrap();
         assert_eq!(inspect_target(&build_dir).unwrap(), Target::PreviousBuild);
@@ -317,16 +355,16 @@ mod tests {
         std::fs::create_dir(build_dir.join("shards/shard-007")).unwrap();
         let err = message(inspect_target(&build_dir));
         assert!(err.contains("also holds \"shards/shard-007\""), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn input_and_output_may_not_contain_each_other() {
-        let dir = scratch("paths");
-        let input = corpus(&dir, 1);
+        let scratch = scratch();
+        let dir = scratch.path();
+        let input = corpus(dir, 1);
         // Beside each other is fine, even in a directory not yet made.
         assert!(check_paths(&Input::Lines(input.clone()), &dir.join("a/b/index")).is_ok());
-        let err = message(check_paths(&Input::Lines(input.clone()), &dir));
+        let err = message(check_paths(&Input::Lines(input.clone()), dir));
         assert!(err.contains("c.jsonl lies inside --out"), "{err}");
         // Another spelling of the same place is seen through.
         let dotted = dir.join("sub/..");
@@ -334,8 +372,30 @@ mod tests {
         assert!(check_paths(&Input::Lines(input.clone()), &dotted).is_err());
         let err = message(check_paths(&Input::Dir(dir.join("sub")), &dir.join("sub")));
         assert!(err.contains("are the same"), "{err}");
-        let err = message(check_paths(&Input::Dir(dir.clone()), &dir.join("x/index")));
+        let err = message(check_paths(
+            &Input::Dir(dir.to_path_buf()),
+            &dir.join("x/index"),
+        ));
         assert!(err.contains("lies inside --input-dir"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn abandoned_staging_directories_are_removed_and_live_ones_kept() {
+        let scratch = scratch();
+        let dir = scratch.path();
+        let out = dir.join("index");
+        // Left by a build that was killed: nobody holds its lock.
+        let abandoned = dir.join(".index.partial-killed");
+        std::fs::create_dir(&abandoned).unwrap();
+        let live = Staging::new(&out).unwrap();
+        assert!(live.path().starts_with(dir), "a sibling of --out");
+        assert!(!abandoned.exists());
+        // A second build leaves the first one's staging directory alone.
+        let second = Staging::new(&out).unwrap();
+        assert!(live.path().is_dir());
+        assert_ne!(live.path(), second.path());
+        second.discard();
+        live.discard();
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
     }
 }

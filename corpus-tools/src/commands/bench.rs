@@ -336,9 +336,8 @@ mod tests {
 
     #[test]
     fn bad_query_lines_are_reported_with_their_numbers() {
-        let dir = std::env::temp_dir().join(format!("st-queries-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("q.txt");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.txt");
         let long = "x".repeat(5000);
         std::fs::write(&path, format!("paris\n\n# comment\n{long}\nrome\n")).unwrap();
         let err = load_queries(Some(&path)).unwrap_err().to_string();
@@ -346,6 +345,5 @@ mod tests {
         std::fs::write(&path, "paris\n\nrome\n").unwrap();
         assert_eq!(load_queries(Some(&path)).unwrap(), ["paris", "rome"]);
         assert_eq!(load_queries(None).unwrap().len(), 300);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
