@@ -33,7 +33,7 @@ pub enum Arrival {
 pub struct Arrivals {
     rate: f64,
     arrival: Arrival,
-    rng: u64,
+    rng: fastrand::Rng,
     count: u64,
     next: f64,
     end: f64,
@@ -46,21 +46,16 @@ impl Arrivals {
         Arrivals {
             rate,
             arrival,
-            rng: seed,
+            rng: fastrand::Rng::with_seed(seed),
             count: 0,
             next: 0.0,
             end: span.as_secs_f64(),
         }
     }
 
+    /// A uniform random number in (0, 1], whose logarithm is finite.
     fn unit(&mut self) -> f64 {
-        // SplitMix64, mapped to (0, 1].
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        1.0 - self.rng.f64()
     }
 }
 
