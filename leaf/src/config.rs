@@ -9,7 +9,7 @@ use searchtree_proto::query_args::QueryLimitArgs;
 use searchtree_proto::serving::ConnectionArgs;
 
 use crate::fault::FaultConfig;
-use crate::service::LeafTiming;
+use crate::node::LeafTiming;
 
 /// Serve one shard of a searchtree corpus over gRPC.
 #[derive(Debug, Parser)]

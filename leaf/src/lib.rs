@@ -8,13 +8,17 @@
 
 pub mod collector;
 pub mod config;
+pub mod error;
 pub mod fault;
+pub mod node;
 pub mod schema;
 pub mod searcher;
 pub mod service;
 pub mod shard;
 pub mod stats;
 
+pub use error::LeafError;
+pub use node::LeafNode;
 pub use searcher::ShardSearcher;
 pub use service::LeafService;
 pub use shard::Shard;
