@@ -50,6 +50,19 @@ impl ChildError {
 /// in coverage and in status messages, which must stay small.
 pub const MAX_CHILD_MESSAGE_BYTES: usize = 512;
 
+/// An in-process child's failure, as a parent sees it.
+impl From<crate::error::NodeError> for ChildError {
+    fn from(err: crate::error::NodeError) -> Self {
+        use crate::error::NodeError as E;
+        match err {
+            E::Invalid(msg) => ChildError::InvalidArgument(msg),
+            E::Timeout(msg) => ChildError::Timeout(msg),
+            E::Unavailable(msg) | E::Overloaded(msg) => ChildError::Unavailable(msg),
+            E::Internal(msg) => ChildError::Failed(msg),
+        }
+    }
+}
+
 impl From<tonic::Status> for ChildError {
     fn from(status: tonic::Status) -> Self {
         let msg = truncate_bytes(status.message(), MAX_CHILD_MESSAGE_BYTES);

@@ -19,23 +19,8 @@ use searchtree_proto::{Counters, SearchParams};
 use tokio::time::Instant;
 
 use crate::child::{Child, ChildError};
+use crate::error::NodeError;
 use crate::merge::merge;
-
-/// Why a whole search failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FanOutError {
-    /// A child refused the request as invalid (e.g. a query that does not parse).
-    #[error("{0}")]
-    InvalidArgument(String),
-}
-
-impl From<FanOutError> for tonic::Status {
-    fn from(err: FanOutError) -> Self {
-        match err {
-            FanOutError::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
-        }
-    }
-}
 
 /// The smallest and largest time kept back for the hop to a child and back.
 /// The floor covers the timer's 1 ms granularity: a deadline timer may fire
@@ -146,7 +131,7 @@ impl FanOut {
         &self,
         params: &SearchParams,
         answer_at: Instant,
-    ) -> Result<SearchResponse, FanOutError> {
+    ) -> Result<SearchResponse, NodeError> {
         if self.slots.is_empty() {
             return Ok(merge(params.top_k, Vec::new()));
         }
@@ -166,7 +151,7 @@ impl FanOut {
                 slot.observe(sent.elapsed(), &response);
                 Ok(response)
             }
-            Some(Err(ChildError::InvalidArgument(msg))) => Err(FanOutError::InvalidArgument(msg)),
+            Some(Err(ChildError::InvalidArgument(msg))) => Err(NodeError::Invalid(msg)),
             Some(Err(err)) => {
                 self.counters.inc("children_failed");
                 Ok(failure(slot, &err))
@@ -186,7 +171,7 @@ impl FanOut {
         &self,
         params: &SearchParams,
         answer_at: Instant,
-    ) -> Result<SearchResponse, FanOutError> {
+    ) -> Result<SearchResponse, NodeError> {
         let sent = Instant::now();
         let mut pending: FuturesUnordered<_> = self
             .slots
@@ -223,7 +208,7 @@ impl FanOut {
                         }
                         // Returning drops `pending`, cancelling the calls in flight.
                         Err(ChildError::InvalidArgument(msg)) => {
-                            return Err(FanOutError::InvalidArgument(msg));
+                            return Err(NodeError::Invalid(msg));
                         }
                         Err(err) => {
                             tracing::debug!(child = slot.child.name(), %err, "child failed");

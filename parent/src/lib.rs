@@ -7,6 +7,7 @@
 
 pub mod child;
 pub mod config;
+pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod fanout;
@@ -17,7 +18,8 @@ pub mod service;
 pub mod spec;
 
 pub use child::{Child, ChildError, GrpcChild};
-pub use fanout::{FanOut, FanOutError};
+pub use error::NodeError;
+pub use fanout::FanOut;
 pub use merge::merge;
 pub use node::{InnerNode, InnerTiming};
 pub use service::ParentService;

@@ -14,9 +14,9 @@ use futures::future::BoxFuture;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_proto::{BudgetPolicy, Counters, QueryLimits, SearchParams};
 use tokio::time::Instant;
-use tonic::Status;
 
 use crate::child::{Child, ChildError};
+use crate::error::NodeError;
 use crate::fanout::{FANOUT_COUNTERS, FanOut};
 
 /// How an inner node treats time.
@@ -93,20 +93,20 @@ impl InnerNode {
         Arc::clone(&self.counters)
     }
 
-    /// The query limits requests are checked against.
-    pub fn query_limits(&self) -> &QueryLimits {
-        &self.limits
+    /// Counts a request and validates it on receipt.
+    pub fn validate(&self, request: &SearchRequest) -> Result<SearchParams, NodeError> {
+        self.counters.inc("requests");
+        SearchParams::validate(request, &self.limits).map_err(|e| {
+            self.counters.inc("invalid_requests");
+            e.into()
+        })
     }
 
-    /// The time `request` has from arrival to answer, `params` being the
-    /// request validated: the smaller of its budget and its gRPC deadline,
-    /// or the default, capped.
-    pub fn budget_of(
-        &self,
-        request: &tonic::Request<SearchRequest>,
-        params: &SearchParams,
-    ) -> Duration {
-        self.timing.policy.budget_of(request, params.budget)
+    /// The time a request has from arrival to answer: the smaller of its
+    /// `budget_ms` and its gRPC deadline (`grpc_timeout`), or the default,
+    /// capped.
+    pub fn budget(&self, params: &SearchParams, grpc_timeout: Option<Duration>) -> Duration {
+        self.timing.policy.budget(params.budget, grpc_timeout)
     }
 
     /// The number of shards below this node.
@@ -114,22 +114,22 @@ impl InnerNode {
         self.shards.len()
     }
 
-    /// Handles one request; returns the validated parameters with the answer.
+    /// Searches every child (one, for a canary) and answers by `deadline`,
+    /// keeping back the reserve for this node's merge and the hop back.
     pub async fn search(
         &self,
-        request: &tonic::Request<SearchRequest>,
-    ) -> Result<(SearchParams, SearchResponse), Status> {
+        params: &SearchParams,
+        deadline: Instant,
+    ) -> Result<SearchResponse, NodeError> {
         let arrived = Instant::now();
-        self.counters.inc("requests");
-        let params = SearchParams::validate(request.get_ref(), &self.limits).inspect_err(|_| {
-            self.counters.inc("invalid_requests");
-        })?;
-        let budget = self.timing.policy.budget_of(request, params.budget);
-        let answer_at = arrived + budget.saturating_sub(self.timing.reserve);
+        let answer_at = deadline
+            .checked_sub(self.timing.reserve)
+            .unwrap_or(arrived)
+            .max(arrived);
         let answer = if params.canary {
-            self.fanout.search_one(&params, answer_at).await
+            self.fanout.search_one(params, answer_at).await
         } else {
-            self.fanout.search(&params, answer_at).await
+            self.fanout.search(params, answer_at).await
         };
         let mut response = answer.inspect_err(|_| self.counters.inc("invalid_requests"))?;
         if response.partial {
@@ -138,13 +138,12 @@ impl InnerNode {
         response.took_us = arrived.elapsed().as_micros() as u64;
         tracing::debug!(
             query = %params.query,
-            ?budget,
             took = ?arrived.elapsed(),
             late = ?Instant::now().saturating_duration_since(answer_at),
             shards_ok = response.coverage.as_ref().map_or(0, |c| c.shards_ok),
             "answered"
         );
-        Ok((params, response))
+        Ok(response)
     }
 }
 
@@ -165,10 +164,10 @@ impl Child for InnerNode {
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
         Box::pin(async move {
-            let mut request = tonic::Request::new(request);
-            request.set_timeout(budget);
-            let (_, response) = InnerNode::search(self, &request).await?;
-            Ok(response)
+            let arrived = Instant::now();
+            let params = self.validate(&request)?;
+            let deadline = arrived + self.budget(&params, Some(budget));
+            Ok(InnerNode::search(self, &params, deadline).await?)
         })
     }
 }
@@ -186,13 +185,25 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn request(query: &str, top_k: u32, budget_ms: u32) -> tonic::Request<SearchRequest> {
-        tonic::Request::new(SearchRequest {
+    fn request(query: &str, top_k: u32, budget_ms: u32) -> SearchRequest {
+        SearchRequest {
             query: query.into(),
             top_k,
             budget_ms,
             ..Default::default()
-        })
+        }
+    }
+
+    /// What the gRPC adapter does: validate, work out the deadline, search.
+    async fn ask(
+        n: &InnerNode,
+        request: SearchRequest,
+        grpc_timeout: Option<Duration>,
+    ) -> Result<SearchResponse, NodeError> {
+        let arrived = Instant::now();
+        let params = n.validate(&request)?;
+        n.search(&params, arrived + n.budget(&params, grpc_timeout))
+            .await
     }
 
     fn node(name: &str, children: Vec<Arc<dyn Child>>) -> InnerNode {
@@ -214,7 +225,7 @@ mod tests {
             ],
         );
         let start = Instant::now();
-        let (_, r) = n.search(&request("q", 2, 100)).await.unwrap();
+        let r = ask(&n, request("q", 2, 100), None).await.unwrap();
         assert_eq!(start.elapsed(), ms(40), "returns as soon as all answered");
         let ids: Vec<_> = r.hits.iter().map(|h| h.doc_id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);
@@ -239,7 +250,7 @@ mod tests {
             ],
         );
         let start = Instant::now();
-        let (_, r) = n.search(&request("q", 10, 50)).await.unwrap();
+        let r = ask(&n, request("q", 10, 50), None).await.unwrap();
         // Budget 50 ms, reserve 3 ms: the answer leaves at 47 ms exactly.
         assert_eq!(start.elapsed(), ms(47));
         let ids: Vec<_> = r.hits.iter().map(|h| h.doc_id.as_str()).collect();
@@ -271,7 +282,7 @@ mod tests {
     async fn children_get_what_remains_minus_the_reserve_and_the_hop() {
         let child = Arc::new(FakeChild::answering(0, ms(1), &[("a", 1.0)]));
         let n = node("p", vec![child.clone()]);
-        n.search(&request("q", 10, 50)).await.unwrap();
+        ask(&n, request("q", 10, 50), None).await.unwrap();
         // 50 ms - 3 ms reserve - 3 ms initial hop reserve (nothing measured yet).
         assert_eq!(child.budgets.lock().unwrap()[0], ms(44));
     }
@@ -280,14 +291,12 @@ mod tests {
     async fn the_grpc_deadline_wins_when_it_is_shorter() {
         let child = Arc::new(FakeChild::answering(0, ms(1), &[("a", 1.0)]));
         let n = node("p", vec![child.clone()]);
-        let mut req = request("q", 10, 500);
-        req.set_timeout(ms(20));
-        n.search(&req).await.unwrap();
+        ask(&n, request("q", 10, 500), Some(ms(20))).await.unwrap();
         assert_eq!(child.budgets.lock().unwrap()[0], ms(14));
         // Neither given: the 100 ms default. The hop is measured by now: the
         // fake answered in exactly the time it says it took, so the hop costs
         // nothing and the 1 ms floor is kept back.
-        n.search(&request("q", 10, 0)).await.unwrap();
+        ask(&n, request("q", 10, 0), None).await.unwrap();
         assert_eq!(child.budgets.lock().unwrap()[1], ms(96));
     }
 
@@ -307,7 +316,7 @@ mod tests {
             vec![mid, Arc::new(FakeChild::answering(2, ms(3), &[("r", 1.0)]))],
         );
         let start = Instant::now();
-        let (_, r) = root.search(&request("q", 10, 50)).await.unwrap();
+        let r = ask(&root, request("q", 10, 50), None).await.unwrap();
         assert!(start.elapsed() <= ms(47), "took {:?}", start.elapsed());
         // The mid-level parent's partial answer made it up in time.
         let ids: Vec<_> = r.hits.iter().map(|h| h.doc_id.as_str()).collect();
@@ -331,7 +340,7 @@ mod tests {
                 )),
             ],
         );
-        let (_, r) = n.search(&request("q", 10, 100)).await.unwrap();
+        let r = ask(&n, request("q", 10, 100), None).await.unwrap();
         let c = r.coverage.unwrap();
         assert_eq!((c.shards_total, c.shards_ok, c.shards_failed), (2, 1, 1));
         assert_eq!(c.failures[0].reason, FailureReason::Unavailable as i32);
@@ -355,9 +364,8 @@ mod tests {
             ],
         );
         let start = Instant::now();
-        let err = n.search(&request("q", 10, 5000)).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert_eq!(err.message(), "cannot parse query");
+        let err = ask(&n, request("q", 10, 5000), None).await.unwrap_err();
+        assert_eq!(err, NodeError::Invalid("cannot parse query".into()));
         assert_eq!(start.elapsed(), ms(2));
         assert_eq!(slow.cancelled.load(Ordering::SeqCst), 1);
     }
@@ -368,7 +376,7 @@ mod tests {
         let n = node("p", vec![child.clone()]);
         let start = Instant::now();
         // 1 ms budget, 3 ms reserve: nothing can be asked.
-        let (_, r) = n.search(&request("q", 10, 1)).await.unwrap();
+        let r = ask(&n, request("q", 10, 1), None).await.unwrap();
         assert_eq!(start.elapsed(), Duration::ZERO);
         assert!(child.budgets.lock().unwrap().is_empty());
         assert_eq!(r.coverage.unwrap().shards_timed_out, 1);

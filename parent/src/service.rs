@@ -1,7 +1,10 @@
-//! The parent's gRPC adapter: hands each request to its [`InnerNode`].
+//! The parent's gRPC adapter: reads the request and its gRPC deadline, hands
+//! them to its [`InnerNode`], and maps a [`crate::NodeError`] to a status.
 
+use searchtree_proto::deadline::grpc_timeout;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::node::InnerNode;
@@ -24,7 +27,10 @@ impl Search for ParentService {
         &self,
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        let (_, response) = self.node.search(&request).await?;
+        let arrived = Instant::now();
+        let params = self.node.validate(request.get_ref())?;
+        let deadline = arrived + self.node.budget(&params, grpc_timeout(&request));
+        let response = self.node.search(&params, deadline).await?;
         Ok(Response::new(response))
     }
 }

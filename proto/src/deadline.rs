@@ -48,13 +48,18 @@ impl BudgetPolicy {
         request: &tonic::Request<T>,
         budget_ms: Option<Duration>,
     ) -> Duration {
-        let timeout = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        self.budget(budget_ms, timeout)
+        self.budget(budget_ms, grpc_timeout(request))
     }
+}
+
+/// The deadline a gRPC caller set on `request` (its `grpc-timeout` header),
+/// for adapters to hand to tonic-free logic.
+pub fn grpc_timeout<T>(request: &tonic::Request<T>) -> Option<Duration> {
+    request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit

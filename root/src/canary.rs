@@ -13,12 +13,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use searchtree_parent::InnerNode;
+use searchtree_parent::{InnerNode, NodeError};
 use searchtree_proto::SearchParams;
-use searchtree_proto::pb::{FailureReason, SearchRequest, SearchResponse};
+use searchtree_proto::pb::{FailureReason, SearchResponse};
 use searchtree_proto::query::Quoted;
 use tokio::time::Instant;
-use tonic::{Request, Status};
 
 /// How canaries behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,25 +143,21 @@ impl Canary {
         }
     }
 
-    /// Handles one client request at the root with canaries: refuses a
-    /// query remembered as crashing, sends an unseen one to one leaf first,
-    /// and fans out with what remains of the budget. Returns the validated
-    /// parameters with the answer, like [`InnerNode::search`].
+    /// Searches for `params` by `deadline` with canaries: refuses a query
+    /// remembered as crashing, sends an unseen one to one leaf first, and
+    /// fans out by the same deadline once it came back.
     pub async fn search(
         &self,
         node: &InnerNode,
-        request: &Request<SearchRequest>,
-    ) -> Result<(SearchParams, SearchResponse), Status> {
-        if request.get_ref().canary {
-            return node.search(request).await; // a client's own canary
+        params: &SearchParams,
+        deadline: Instant,
+    ) -> Result<SearchResponse, NodeError> {
+        if params.canary {
+            return node.search(params, deadline).await; // a client's own canary
         }
-        let arrived = Instant::now();
-        let Ok(params) = SearchParams::validate(request.get_ref(), node.query_limits()) else {
-            return node.search(request).await; // refused there, and counted
-        };
         let key = params.query.trim();
         match self.verdict(key) {
-            Verdict::Seen => return node.search(request).await,
+            Verdict::Seen => return node.search(params, deadline).await,
             Verdict::Refused(ago) => {
                 node.counters().inc("canary_refusals");
                 return Err(refusal(key, ago, self.config.refuse_for));
@@ -170,13 +165,11 @@ impl Canary {
             Verdict::Unseen => {}
         }
         node.counters().inc("canaries");
-        let budget = node.budget_of(request, &params);
-        let mut probe = Request::new(SearchRequest {
+        let probe = SearchParams {
             canary: true,
-            ..request.get_ref().clone()
-        });
-        probe.set_timeout(budget);
-        let (_, answer) = node.search(&probe).await?;
+            ..params.clone()
+        };
+        let answer = node.search(&probe, deadline).await?;
         if lost(&answer) {
             node.counters().inc("canary_crashes");
             tracing::error!(query = %Quoted::new(key), "canary: the query crashed a node; refusing it");
@@ -186,14 +179,7 @@ impl Canary {
         if answer.coverage.as_ref().is_some_and(|c| c.shards_ok > 0) {
             self.passed(key);
         }
-        let remaining = budget.saturating_sub(arrived.elapsed());
-        let ms = remaining.as_micros().div_ceil(1000);
-        let mut rest = Request::new(SearchRequest {
-            budget_ms: u32::try_from(ms).unwrap_or(u32::MAX).max(1),
-            ..request.get_ref().clone()
-        });
-        rest.set_timeout(remaining);
-        node.search(&rest).await
+        node.search(params, deadline).await
     }
 }
 
@@ -207,8 +193,8 @@ fn lost(answer: &SearchResponse) -> bool {
     })
 }
 
-fn refusal(query: &str, ago: Duration, refuse_for: Duration) -> Status {
-    Status::invalid_argument(format!(
+fn refusal(query: &str, ago: Duration, refuse_for: Duration) -> NodeError {
+    NodeError::Invalid(format!(
         "query {} refused: tried on one shard first, it crashed the node serving it {}s ago; \
          it stays refused for {}s",
         Quoted::new(query),
@@ -225,6 +211,7 @@ mod tests {
     use searchtree_parent::fake::FakeChild;
     use searchtree_parent::node::{InnerTiming, inner_counters};
     use searchtree_parent::{Child, ChildError};
+    use searchtree_proto::pb::SearchRequest;
 
     use super::*;
     use crate::policy::ROOT_COUNTERS;
@@ -246,13 +233,24 @@ mod tests {
         )
     }
 
-    fn request(query: &str) -> Request<SearchRequest> {
-        Request::new(SearchRequest {
+    fn params(query: &str) -> SearchParams {
+        SearchParams::try_from(&SearchRequest {
             query: query.into(),
             top_k: 10,
-            budget_ms: 100,
             ..Default::default()
         })
+        .unwrap()
+    }
+
+    /// Searches with a 100 ms budget.
+    async fn ask(
+        canary: &Canary,
+        node: &InnerNode,
+        query: &str,
+    ) -> Result<SearchResponse, NodeError> {
+        canary
+            .search(node, &params(query), Instant::now() + ms(100))
+            .await
     }
 
     fn started(c: &FakeChild) -> usize {
@@ -267,7 +265,7 @@ mod tests {
         let node = root(&kids);
         let canary = canary();
         let start = Instant::now();
-        let (_, r) = canary.search(&node, &request("q")).await.unwrap();
+        let r = ask(&canary, &node, "q").await.unwrap();
         assert_eq!(r.coverage.unwrap().shards_ok, 3);
         // Two round trips: the canary, then the fan-out.
         assert_eq!(start.elapsed(), ms(20));
@@ -279,7 +277,7 @@ mod tests {
             "{budgets:?}"
         );
         // Seen now: straight to the fan-out.
-        canary.search(&node, &request("q")).await.unwrap();
+        ask(&canary, &node, "q").await.unwrap();
         assert_eq!(kids.iter().map(|k| started(k)).sum::<usize>(), 7);
         assert_eq!(node.counters().get("canaries"), 1);
     }
@@ -299,9 +297,11 @@ mod tests {
         let node = root(&kids);
         let canary = canary();
         for _ in 0..3 {
-            let err = canary.search(&node, &request("boom")).await.unwrap_err();
-            assert_eq!(err.code(), tonic::Code::InvalidArgument);
-            assert!(err.message().contains("crashed"), "{}", err.message());
+            let err = ask(&canary, &node, "boom").await.unwrap_err();
+            assert!(
+                matches!(err, NodeError::Invalid(ref m) if m.contains("crashed")),
+                "{err}"
+            );
         }
         assert_eq!(started(&deadly), 1, "one node was risked, once");
         assert!(others.iter().all(|k| started(k) == 0));
@@ -355,9 +355,7 @@ mod tests {
             Verdict::Unseen,
             "refusal expired: canary again"
         );
-        let msg = refusal(&"x".repeat(5000), Duration::ZERO, Duration::from_secs(30))
-            .message()
-            .to_string();
+        let msg = refusal(&"x".repeat(5000), Duration::ZERO, Duration::from_secs(30)).to_string();
         assert!(msg.len() < 300, "{msg}");
     }
 }

@@ -5,7 +5,9 @@
 
 pub mod canary;
 pub mod config;
+pub mod node;
 pub mod policy;
 pub mod service;
 
+pub use node::RootNode;
 pub use service::RootService;

@@ -2,9 +2,9 @@
 
 use clap::Parser;
 use searchtree_proto::serving;
-use searchtree_root::RootService;
 use searchtree_root::config::RootConfig;
 use searchtree_root::policy::ROOT_COUNTERS;
+use searchtree_root::{RootNode, RootService};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let node = config.inner.build_node("root", ROOT_COUNTERS)?;
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
-    let service = RootService::new(node).with_canary(config.canary());
+    let service = RootService::new(RootNode::new(node).with_canary(config.canary()));
     serving::serve(
         listener,
         service,

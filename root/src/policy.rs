@@ -5,10 +5,10 @@
 //! at all could be answered, or when the client asked for strict mode with
 //! `min_coverage` and the answer falls short.
 
+use searchtree_parent::NodeError;
 use searchtree_proto::SearchParams;
 use searchtree_proto::pb::{Coverage, SearchResponse};
 use searchtree_proto::query::truncate_bytes;
-use tonic::{Code, Status};
 
 /// The longest status message the root sends, in bytes: it travels in an
 /// HTTP/2 header (`grpc-message`, percent-encoded), and clients refuse
@@ -51,7 +51,7 @@ pub const ROOT_COUNTERS: &[&str] = &[
 pub fn judge(
     params: &SearchParams,
     response: SearchResponse,
-) -> Result<SearchResponse, (Refusal, Status)> {
+) -> Result<SearchResponse, (Refusal, NodeError)> {
     let c = response.coverage.clone().unwrap_or_default();
     if c.shards_total == 0 {
         return Ok(response);
@@ -63,11 +63,7 @@ pub fn judge(
     } else {
         return Ok(response);
     };
-    let code = if c.shards_timed_out > 0 {
-        Code::DeadlineExceeded
-    } else {
-        Code::Unavailable
-    };
+    let timed_out = c.shards_timed_out > 0;
     let headline = match refusal {
         Refusal::NothingAnswered => "no shard could answer".to_string(),
         Refusal::BelowMinCoverage => format!(
@@ -85,7 +81,12 @@ pub fn judge(
         &format!("{headline}: {}", details.join("; ")),
         MAX_STATUS_MESSAGE_BYTES,
     );
-    Err((refusal, Status::new(code, message)))
+    let error = if timed_out {
+        NodeError::Timeout(message)
+    } else {
+        NodeError::Unavailable(message)
+    };
+    Err((refusal, error))
 }
 
 fn describe(c: &Coverage) -> String {
@@ -148,28 +149,27 @@ mod tests {
 
     #[test]
     fn strict_mode_says_why_with_the_right_code() {
-        let (refusal, status) = judge(&params(1.0), answer(3, 1, 0)).unwrap_err();
+        let (refusal, err) = judge(&params(1.0), answer(3, 1, 0)).unwrap_err();
         assert_eq!(refusal, Refusal::BelowMinCoverage);
-        assert_eq!(status.code(), Code::DeadlineExceeded);
-        assert!(
-            status.message().contains("3/4 shards (75.0%"),
-            "{}",
-            status.message()
-        );
-        assert!(status.message().contains("below min_coverage 100.0%"));
-        assert!(status.message().contains("shard 0: leaf-0: trouble"));
+        let NodeError::Timeout(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(msg.contains("3/4 shards (75.0%"), "{msg}");
+        assert!(msg.contains("below min_coverage 100.0%"));
+        assert!(msg.contains("shard 0: leaf-0: trouble"));
 
-        let (_, status) = judge(&params(0.9), answer(3, 0, 1)).unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable);
+        let (_, err) = judge(&params(0.9), answer(3, 0, 1)).unwrap_err();
+        assert!(matches!(err, NodeError::Unavailable(_)));
     }
 
     #[test]
     fn nothing_answered_is_an_error_even_when_not_strict() {
-        let (refusal, status) = judge(&params(0.0), answer(0, 0, 4)).unwrap_err();
+        let (refusal, err) = judge(&params(0.0), answer(0, 0, 4)).unwrap_err();
         assert_eq!(refusal, Refusal::NothingAnswered);
-        assert_eq!(status.code(), Code::Unavailable);
-        assert!(status.message().starts_with("no shard could answer"));
-        let (_, status) = judge(&params(0.0), answer(0, 4, 0)).unwrap_err();
-        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(
+            matches!(err, NodeError::Unavailable(ref m) if m.starts_with("no shard could answer"))
+        );
+        let (_, err) = judge(&params(0.0), answer(0, 4, 0)).unwrap_err();
+        assert!(matches!(err, NodeError::Timeout(_)));
     }
 }

@@ -1,0 +1,72 @@
+//! Why an inner node did not answer: one error type for the logic of parents
+//! and the root, whose kinds stay distinct up the tree and are mapped to gRPC
+//! codes once, in the adapter (`service.rs`).
+
+/// Why an inner node did not answer a search. A missing shard is not an
+/// error (it is coverage); these are the reasons for no answer at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The request is the caller's mistake (`INVALID_ARGUMENT`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Nothing could be answered in time (`DEADLINE_EXCEEDED`).
+    #[error("{0}")]
+    Timeout(String),
+    /// Nothing could be answered: the shards failed (`UNAVAILABLE`).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The node is past its capacity and sheds the request
+    /// (`RESOURCE_EXHAUSTED`).
+    #[error("{0}")]
+    Overloaded(String),
+    /// A bug or an unexpected failure (`INTERNAL`).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<searchtree_proto::RequestError> for NodeError {
+    fn from(err: searchtree_proto::RequestError) -> Self {
+        NodeError::Invalid(err.to_string())
+    }
+}
+
+impl From<NodeError> for tonic::Status {
+    fn from(err: NodeError) -> Self {
+        match err {
+            NodeError::Invalid(msg) => tonic::Status::invalid_argument(msg),
+            NodeError::Timeout(msg) => tonic::Status::deadline_exceeded(msg),
+            NodeError::Unavailable(msg) => tonic::Status::unavailable(msg),
+            NodeError::Overloaded(msg) => tonic::Status::resource_exhausted(msg),
+            NodeError::Internal(msg) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_code() {
+        let code = |e: NodeError| tonic::Status::from(e).code();
+        assert_eq!(
+            code(NodeError::Invalid(String::new())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(NodeError::Timeout(String::new())),
+            Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(NodeError::Unavailable(String::new())),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(NodeError::Overloaded(String::new())),
+            Code::ResourceExhausted
+        );
+        assert_eq!(code(NodeError::Internal(String::new())), Code::Internal);
+    }
+}

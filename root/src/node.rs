@@ -1,0 +1,176 @@
+//! The root's request handling, free of gRPC: an inner node's search (see
+//! [`InnerNode`]), with canaries if configured ([`crate::canary`]), then
+//! the judgement of what the client is told about an incomplete answer
+//! ([`crate::policy`]).
+
+use std::time::Duration;
+
+use searchtree_parent::{InnerNode, NodeError};
+use searchtree_proto::SearchParams;
+use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::query::Quoted;
+use tokio::time::Instant;
+
+use crate::canary::{Canary, CanaryConfig};
+use crate::policy::judge;
+
+/// The node clients call: the tree below it, and what it adds on top.
+pub struct RootNode {
+    node: InnerNode,
+    canary: Option<Canary>,
+}
+
+impl RootNode {
+    /// A root over `node`'s children.
+    pub fn new(node: InnerNode) -> Self {
+        RootNode { node, canary: None }
+    }
+
+    /// Sends canaries for unseen queries (see [`crate::canary`]), if `config`
+    /// is given.
+    pub fn with_canary(mut self, config: Option<CanaryConfig>) -> Self {
+        if let Some(config) = config {
+            tracing::info!(?config, "canary requests on");
+        }
+        self.canary = config.map(Canary::new);
+        self
+    }
+
+    /// The inner node below the root's own logic (its counters, say).
+    pub fn inner(&self) -> &InnerNode {
+        &self.node
+    }
+
+    /// Counts a request and validates it on receipt.
+    pub fn validate(&self, request: &SearchRequest) -> Result<SearchParams, NodeError> {
+        self.node.validate(request)
+    }
+
+    /// The time a request has from arrival to answer (see
+    /// [`InnerNode::budget`]).
+    pub fn budget(&self, params: &SearchParams, grpc_timeout: Option<Duration>) -> Duration {
+        self.node.budget(params, grpc_timeout)
+    }
+
+    /// Answers `params` by `deadline`: partial answers pass, unless nothing
+    /// answered or the client's `min_coverage` is not met.
+    pub async fn search(
+        &self,
+        params: &SearchParams,
+        deadline: Instant,
+    ) -> Result<SearchResponse, NodeError> {
+        let response = match &self.canary {
+            Some(canary) => canary.search(&self.node, params, deadline).await?,
+            None => self.node.search(params, deadline).await?,
+        };
+        judge(params, response).map_err(|(refusal, err)| {
+            self.node.counters().inc(refusal.counter());
+            tracing::info!(query = %Quoted::new(&params.query), %err, "answer refused");
+            err
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use searchtree_parent::fake::FakeChild;
+    use searchtree_parent::node::{InnerTiming, inner_counters};
+    use searchtree_parent::{Child, ChildError};
+
+    use super::*;
+    use crate::policy::ROOT_COUNTERS;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn root(children: Vec<Arc<dyn Child>>) -> RootNode {
+        RootNode::new(InnerNode::new(
+            "root",
+            children,
+            InnerTiming::default(),
+            inner_counters("root", ROOT_COUNTERS),
+        ))
+    }
+
+    async fn ask(
+        root: &RootNode,
+        request: SearchRequest,
+        grpc_timeout: Option<Duration>,
+    ) -> Result<SearchResponse, NodeError> {
+        let arrived = Instant::now();
+        let params = root.validate(&request)?;
+        root.search(&params, arrived + root.budget(&params, grpc_timeout))
+            .await
+    }
+
+    fn request(min_coverage: f64) -> SearchRequest {
+        SearchRequest {
+            query: "q".into(),
+            budget_ms: 50,
+            min_coverage,
+            ..Default::default()
+        }
+    }
+
+    fn children() -> Vec<Arc<dyn Child>> {
+        vec![
+            Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0)])),
+            Arc::new(FakeChild::failing(
+                1,
+                ms(1),
+                ChildError::Unavailable("down".into()),
+            )),
+            Arc::new(FakeChild::answering(2, ms(5000), &[("z", 9.0)])),
+        ]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_answer_is_an_answer_unless_the_client_is_strict() {
+        let r = root(children());
+        let start = Instant::now();
+        let answer = ask(&r, request(0.0), None).await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            ms(47),
+            "answered at the budget less the reserve"
+        );
+        let c = answer.coverage.unwrap();
+        assert_eq!(
+            (c.shards_ok, c.shards_failed, c.shards_timed_out),
+            (1, 1, 1)
+        );
+
+        let err = ask(&r, request(0.9), None).await.unwrap_err();
+        assert!(matches!(err, NodeError::Timeout(ref m) if m.contains("below min_coverage")));
+        assert_eq!(r.inner().counters().get("strict_refusals"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shorter_of_budget_and_grpc_deadline_applies_and_errors_keep_their_kind() {
+        let r = root(children());
+        let start = Instant::now();
+        ask(&r, request(0.0), Some(ms(20))).await.unwrap();
+        assert_eq!(start.elapsed(), ms(17));
+        let bad = SearchRequest {
+            query: "title:*".into(),
+            ..request(0.0)
+        };
+        assert!(matches!(
+            ask(&r, bad, None).await,
+            Err(NodeError::Invalid(_))
+        ));
+        let nothing = root(vec![Arc::new(FakeChild::failing(
+            0,
+            ms(1),
+            ChildError::Unavailable("down".into()),
+        ))]);
+        let err = ask(&nothing, request(0.0), None).await.unwrap_err();
+        assert!(
+            matches!(err, NodeError::Unavailable(ref m) if m.starts_with("no shard could answer"))
+        );
+        assert_eq!(nothing.inner().counters().get("nothing_answered"), 1);
+    }
+}
