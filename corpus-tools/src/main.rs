@@ -23,7 +23,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
-    searchtree_proto::serving::init_tracing();
+    searchtree_node::serving::init_tracing();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Build(args) => build::run(args),

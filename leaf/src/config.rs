@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use searchtree_node::query_args::QueryLimitArgs;
+use searchtree_node::serving::ConnectionArgs;
 use searchtree_proto::BudgetPolicy;
-use searchtree_proto::query_args::QueryLimitArgs;
-use searchtree_proto::serving::ConnectionArgs;
 
 use crate::fault::FaultConfig;
 use crate::node::LeafTiming;

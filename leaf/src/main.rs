@@ -4,7 +4,7 @@ use clap::Parser;
 use searchtree_leaf::config::LeafConfig;
 use searchtree_leaf::fault::Faults;
 use searchtree_leaf::{LeafService, Shard, ShardSearcher};
-use searchtree_proto::serving;
+use searchtree_node::serving;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

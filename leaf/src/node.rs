@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use searchtree_node::counter_set;
+use searchtree_node::counters::Counters;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_proto::query::Quoted;
-use searchtree_proto::{BudgetPolicy, Counters, QueryLimits, SearchParams};
+use searchtree_proto::{BudgetPolicy, QueryLimits, SearchParams};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -22,19 +24,35 @@ use crate::error::LeafError;
 use crate::fault::{Fault, Faults};
 use crate::searcher::{SearchError, ShardSearcher};
 
-/// The counters a leaf keeps (served over `NodeStats`).
-pub const COUNTERS: &[&str] = &[
-    "requests",
-    "invalid_requests",
-    "searches_completed",
-    "searches_soft_timeout",
-    "searches_cancelled",
-    "requests_cancelled",
-    "queue_deadline_exceeded",
-    "injected_delays",
-    "injected_errors",
-    "search_panics",
-];
+counter_set! {
+    /// The counters a leaf keeps (served over `NodeStats`; the names are
+    /// documented in the README).
+    pub enum LeafCounter {
+        /// Requests received.
+        Requests = "requests",
+        /// Requests refused as invalid.
+        InvalidRequests = "invalid_requests",
+        /// Searches that ran to the end.
+        SearchesCompleted = "searches_completed",
+        /// Searches answered partially at the deadline.
+        SearchesSoftTimeout = "searches_soft_timeout",
+        /// Searches stopped because the caller went away.
+        SearchesCancelled = "searches_cancelled",
+        /// Requests whose caller went away before the answer.
+        RequestsCancelled = "requests_cancelled",
+        /// Requests refused: no search slot before the deadline.
+        QueueDeadlineExceeded = "queue_deadline_exceeded",
+        /// Requests delayed on purpose (fault injection).
+        InjectedDelays = "injected_delays",
+        /// Requests failed on purpose (fault injection).
+        InjectedErrors = "injected_errors",
+        /// Searches that panicked (and failed only their request).
+        SearchPanics = "search_panics",
+    }
+}
+
+/// A leaf's counters.
+pub type LeafCounters = Counters<LeafCounter>;
 
 /// How a leaf treats time.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +92,7 @@ pub struct LeafNode<S = ShardSearcher> {
     faults: Faults,
     limits: QueryLimits,
     crash_on: Option<String>,
-    counters: Arc<Counters>,
+    counters: Arc<LeafCounters>,
 }
 
 impl<S: ShardSearch> LeafNode<S> {
@@ -88,7 +106,7 @@ impl<S: ShardSearch> LeafNode<S> {
             faults,
             limits: QueryLimits::default(),
             crash_on: None,
-            counters: Counters::new("leaf", COUNTERS),
+            counters: Counters::new("leaf"),
         }
     }
 
@@ -106,7 +124,7 @@ impl<S: ShardSearch> LeafNode<S> {
     }
 
     /// The leaf's counters.
-    pub fn counters(&self) -> Arc<Counters> {
+    pub fn counters(&self) -> Arc<LeafCounters> {
         Arc::clone(&self.counters)
     }
 
@@ -117,9 +135,9 @@ impl<S: ShardSearch> LeafNode<S> {
 
     /// Counts a request and validates it on receipt.
     pub fn validate(&self, request: &SearchRequest) -> Result<SearchParams, LeafError> {
-        self.counters.inc("requests");
+        self.counters.inc(LeafCounter::Requests);
         SearchParams::validate(request, &self.limits).map_err(|e| {
-            self.counters.inc("invalid_requests");
+            self.counters.inc(LeafCounter::InvalidRequests);
             e.into()
         })
     }
@@ -147,14 +165,14 @@ impl<S: ShardSearch> LeafNode<S> {
         match self.faults.draw() {
             Fault::None => {}
             Fault::Error => {
-                self.counters.inc("injected_errors");
+                self.counters.inc(LeafCounter::InjectedErrors);
                 guard.armed = false;
                 return Err(LeafError::Unavailable(
                     "injected fault: this leaf fails on purpose".into(),
                 ));
             }
             Fault::Delay(delay) => {
-                self.counters.inc("injected_delays");
+                self.counters.inc(LeafCounter::InjectedDelays);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -162,7 +180,7 @@ impl<S: ShardSearch> LeafNode<S> {
         let permit =
             tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned()).await;
         let Ok(Ok(permit)) = permit else {
-            self.counters.inc("queue_deadline_exceeded");
+            self.counters.inc(LeafCounter::QueueDeadlineExceeded);
             guard.armed = false;
             return Err(LeafError::Timeout(format!(
                 "shard {} was busy until the deadline ({:?} after arrival)",
@@ -186,11 +204,11 @@ impl<S: ShardSearch> LeafNode<S> {
             let cancelled = Arc::clone(&stop.cancelled);
             let result = searcher.search(&params, stop);
             if cancelled.load(Ordering::Relaxed) {
-                counters.inc("searches_cancelled");
+                counters.inc(LeafCounter::SearchesCancelled);
             } else if result.as_ref().is_ok_and(|r| r.partial) {
-                counters.inc("searches_soft_timeout");
+                counters.inc(LeafCounter::SearchesSoftTimeout);
             } else {
-                counters.inc("searches_completed");
+                counters.inc(LeafCounter::SearchesCompleted);
             }
             result
         })
@@ -201,7 +219,7 @@ impl<S: ShardSearch> LeafNode<S> {
             // A panic in one search fails that request, not the process: the
             // blocking task caught it.
             Err(e) => {
-                self.counters.inc("search_panics");
+                self.counters.inc(LeafCounter::SearchPanics);
                 tracing::error!(query = %Quoted::new(&query), error = %e, "search panicked");
                 Err(LeafError::Internal(
                     "the search failed unexpectedly on this shard (the error is logged)".into(),
@@ -215,7 +233,7 @@ impl<S: ShardSearch> LeafNode<S> {
 /// finished — that is, when the caller went away.
 struct CancelOnDrop {
     flag: Arc<AtomicBool>,
-    counters: Arc<Counters>,
+    counters: Arc<LeafCounters>,
     armed: bool,
 }
 
@@ -223,7 +241,7 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
             self.flag.store(true, Ordering::Relaxed);
-            self.counters.inc("requests_cancelled");
+            self.counters.inc(LeafCounter::RequestsCancelled);
         }
     }
 }
@@ -329,10 +347,10 @@ mod tests {
             .unwrap()
             .expect_err("no slot before the deadline");
         assert!(matches!(err, LeafError::Timeout(ref m) if m.contains("shard 7 was busy")));
-        assert_eq!(node.counters().get("queue_deadline_exceeded"), 1);
+        assert_eq!(node.counters().get(LeafCounter::QueueDeadlineExceeded), 1);
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
-        assert_eq!(node.counters().get("searches_completed"), 1);
+        assert_eq!(node.counters().get(LeafCounter::SearchesCompleted), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -358,11 +376,11 @@ mod tests {
         // The caller gives up, as a parent past its deadline does.
         call.abort();
         assert!(call.await.unwrap_err().is_cancelled());
-        assert_eq!(node.counters().get("requests_cancelled"), 1);
+        assert_eq!(node.counters().get(LeafCounter::RequestsCancelled), 1);
         // The blocking search saw the flag and stopped; the slot is free.
         let stops = node.searcher.stops.lock().unwrap().clone();
         assert!(stops[0].cancelled.load(Ordering::Relaxed));
-        while node.counters().get("searches_cancelled") == 0 {
+        while node.counters().get(LeafCounter::SearchesCancelled) == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(node.permits.available_permits(), 1);
@@ -385,7 +403,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, LeafError::Unavailable(_)));
         assert!(failing.searcher.stops.lock().unwrap().is_empty());
-        assert_eq!(failing.counters().get("requests_cancelled"), 0);
+        assert_eq!(failing.counters().get(LeafCounter::RequestsCancelled), 0);
 
         let (shard, release) = scripted();
         let slow = leaf(
@@ -401,7 +419,7 @@ mod tests {
         let start = Instant::now();
         slow.search(params(), start + ms(100)).await.unwrap();
         assert!(start.elapsed() >= ms(30));
-        assert_eq!(slow.counters().get("injected_delays"), 1);
+        assert_eq!(slow.counters().get(LeafCounter::InjectedDelays), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -414,7 +432,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, LeafError::Internal(_)));
-        assert_eq!(node.counters().get("search_panics"), 1);
+        assert_eq!(node.counters().get(LeafCounter::SearchPanics), 1);
         // The slot was given back: the next search gets it.
         let err = node.search(params(), Instant::now() + ms(100)).await;
         assert!(matches!(err, Err(LeafError::Internal(_))));
@@ -433,8 +451,8 @@ mod tests {
         assert!(matches!(err, LeafError::Invalid(ref m) if m.contains("nests too deeply")));
         assert_eq!(
             (
-                node.counters().get("requests"),
-                node.counters().get("invalid_requests")
+                node.counters().get(LeafCounter::Requests),
+                node.counters().get(LeafCounter::InvalidRequests)
             ),
             (1, 1)
         );

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
+use searchtree_proto::QueryLimits;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use searchtree_proto::{Counters, QueryLimits};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::fault::Faults;
 use crate::node::LeafNode;
-pub use crate::node::{COUNTERS, LeafTiming};
+pub use crate::node::{LeafCounter, LeafCounters, LeafTiming};
 use crate::searcher::ShardSearcher;
 
 /// Serves `searchtree.v1.Search` for one shard.
@@ -50,7 +50,7 @@ impl LeafService {
     }
 
     /// The leaf's counters.
-    pub fn counters(&self) -> Arc<Counters> {
+    pub fn counters(&self) -> Arc<LeafCounters> {
         self.node.counters()
     }
 }

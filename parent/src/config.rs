@@ -4,14 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser};
+use searchtree_node::query_args::QueryLimitArgs;
+use searchtree_node::serving::ConnectionArgs;
 use searchtree_proto::BudgetPolicy;
-use searchtree_proto::query_args::QueryLimitArgs;
-use searchtree_proto::serving::ConnectionArgs;
-
-use searchtree_proto::Counters;
 
 use crate::child::{Child, GrpcChild};
-use crate::node::{InnerNode, InnerTiming, inner_counters};
+use crate::counters::{InnerCounters, inner_counters};
+use crate::node::{InnerNode, InnerTiming};
 use crate::replica::{Policy, ReplicaConfig, ReplicaGroup};
 use crate::spec::ChildSpec;
 
@@ -100,13 +99,9 @@ impl InnerArgs {
     }
 
     /// Builds the inner node these flags describe: its children over gRPC,
-    /// its timing, and counters for `role` (plus `extra_counters`).
-    pub fn build_node(
-        &self,
-        role: &'static str,
-        extra_counters: &[&'static str],
-    ) -> anyhow::Result<InnerNode> {
-        let counters = inner_counters(role, extra_counters);
+    /// its timing, and counters for `role`.
+    pub fn build_node(&self, role: &'static str) -> anyhow::Result<InnerNode> {
+        let counters = inner_counters(role);
         let node = InnerNode::new(
             role,
             self.grpc_children(&counters)?,
@@ -148,7 +143,10 @@ impl InnerArgs {
     /// Checks that no shard is below two children, and connects (lazily) to
     /// each child over gRPC; a child with several addresses becomes a
     /// health-checked replica group counting into `counters`.
-    pub fn grpc_children(&self, counters: &Arc<Counters>) -> anyhow::Result<Vec<Arc<dyn Child>>> {
+    pub fn grpc_children(
+        &self,
+        counters: &Arc<InnerCounters>,
+    ) -> anyhow::Result<Vec<Arc<dyn Child>>> {
         let mut seen = std::collections::BTreeMap::new();
         for spec in &self.children {
             for shard in &spec.shards {

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use searchtree_proto::SearchParams;
 use searchtree_proto::pb::{Coverage, FailureReason, SearchResponse, ShardFailure};
 use searchtree_proto::query::truncate_bytes;
-use searchtree_proto::{Counters, SearchParams};
 use tokio::time::Instant;
 
 use crate::child::{Child, ChildError};
+use crate::counters::{InnerCounter, InnerCounters};
 use crate::error::NodeError;
 use crate::merge::merge;
 
@@ -90,23 +91,19 @@ impl Slot {
     }
 }
 
-/// The counters a fan-out keeps, to be included in its node's counter set.
-pub const FANOUT_COUNTERS: &[&str] = &["children_timed_out", "children_failed"];
-
 /// A parent's children and how to search them together.
 #[derive(Clone)]
 pub struct FanOut {
     slots: Arc<Vec<Slot>>,
-    counters: Arc<Counters>,
+    counters: Arc<InnerCounters>,
     /// Which child the next canary goes to: they take turns, so the risk of
     /// a query of death is spread over the children.
     next_canary: Arc<AtomicUsize>,
 }
 
 impl FanOut {
-    /// A fan-out over `children`, counting into `counters` (which must
-    /// include [`FANOUT_COUNTERS`]).
-    pub fn new(children: Vec<Arc<dyn Child>>, counters: Arc<Counters>) -> Self {
+    /// A fan-out over `children`, counting into `counters` .
+    pub fn new(children: Vec<Arc<dyn Child>>, counters: Arc<InnerCounters>) -> Self {
         let slots = children
             .into_iter()
             .map(|child| Slot {
@@ -153,11 +150,11 @@ impl FanOut {
             }
             Some(Err(ChildError::InvalidArgument(msg))) => Err(NodeError::Invalid(msg)),
             Some(Err(err)) => {
-                self.counters.inc("children_failed");
+                self.counters.inc(InnerCounter::ChildrenFailed);
                 Ok(failure(slot, &err))
             }
             None => {
-                self.counters.inc("children_timed_out");
+                self.counters.inc(InnerCounter::ChildrenTimedOut);
                 let err = ChildError::Timeout(format!("no answer within {:.1?}", sent.elapsed()));
                 Ok(failure(slot, &err))
             }
@@ -213,9 +210,9 @@ impl FanOut {
                         Err(err) => {
                             tracing::debug!(child = slot.child.name(), %err, "child failed");
                             self.counters.inc(if matches!(err, ChildError::Timeout(_)) {
-                                "children_timed_out"
+                                InnerCounter::ChildrenTimedOut
                             } else {
-                                "children_failed"
+                                InnerCounter::ChildrenFailed
                             });
                             parts.push(failure(slot, &err));
                         }
@@ -227,7 +224,7 @@ impl FanOut {
         drop(pending); // cancels every call still outstanding
         let waited = sent.elapsed();
         for (slot, _) in self.slots.iter().zip(&answered).filter(|(_, a)| !**a) {
-            self.counters.inc("children_timed_out");
+            self.counters.inc(InnerCounter::ChildrenTimedOut);
             let err = ChildError::Timeout(format!("no answer within {waited:.1?}"));
             parts.push(failure(slot, &err));
         }

@@ -7,6 +7,7 @@
 
 pub mod child;
 pub mod config;
+pub mod counters;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
@@ -18,6 +19,7 @@ pub mod service;
 pub mod spec;
 
 pub use child::{Child, ChildError, GrpcChild};
+pub use counters::{InnerCounter, InnerCounters};
 pub use error::NodeError;
 pub use fanout::FanOut;
 pub use merge::merge;

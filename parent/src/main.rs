@@ -1,15 +1,15 @@
 //! `searchtree-parent`: fans searches out to its children and merges them.
 
 use clap::Parser;
+use searchtree_node::serving;
 use searchtree_parent::ParentService;
 use searchtree_parent::config::ParentConfig;
-use searchtree_proto::serving;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = ParentConfig::parse();
-    let node = config.inner.build_node("parent", &[])?;
+    let node = config.inner.build_node("parent")?;
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
     let service = ParentService::new(node);

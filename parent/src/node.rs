@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use searchtree_proto::{BudgetPolicy, Counters, QueryLimits, SearchParams};
+use searchtree_proto::{BudgetPolicy, QueryLimits, SearchParams};
 use tokio::time::Instant;
 
 use crate::child::{Child, ChildError};
+use crate::counters::{InnerCounter, InnerCounters};
 use crate::error::NodeError;
-use crate::fanout::{FANOUT_COUNTERS, FanOut};
+use crate::fanout::FanOut;
 
 /// How an inner node treats time.
 #[derive(Debug, Clone, Copy)]
@@ -42,15 +43,6 @@ impl Default for InnerTiming {
     }
 }
 
-/// The counters every inner node keeps.
-pub fn inner_counters(role: &'static str, extra: &[&'static str]) -> Arc<Counters> {
-    let mut names = vec!["requests", "invalid_requests", "partial_answers"];
-    names.extend_from_slice(FANOUT_COUNTERS);
-    names.extend_from_slice(crate::replica::REPLICA_COUNTERS);
-    names.extend_from_slice(extra);
-    Counters::new(role, &names)
-}
-
 /// A parent or root: children, timing and counters.
 pub struct InnerNode {
     name: String,
@@ -58,17 +50,17 @@ pub struct InnerNode {
     fanout: FanOut,
     timing: InnerTiming,
     limits: QueryLimits,
-    counters: Arc<Counters>,
+    counters: Arc<InnerCounters>,
 }
 
 impl InnerNode {
     /// A node named `name` over `children`, counting into `counters` (made
-    /// with [`inner_counters`]).
+    /// with [`crate::counters::inner_counters`]).
     pub fn new(
         name: impl Into<String>,
         children: Vec<Arc<dyn Child>>,
         timing: InnerTiming,
-        counters: Arc<Counters>,
+        counters: Arc<InnerCounters>,
     ) -> Self {
         let mut shards: Vec<u32> = children.iter().flat_map(|c| c.shards().to_vec()).collect();
         shards.sort_unstable();
@@ -89,15 +81,15 @@ impl InnerNode {
     }
 
     /// The node's counters.
-    pub fn counters(&self) -> Arc<Counters> {
+    pub fn counters(&self) -> Arc<InnerCounters> {
         Arc::clone(&self.counters)
     }
 
     /// Counts a request and validates it on receipt.
     pub fn validate(&self, request: &SearchRequest) -> Result<SearchParams, NodeError> {
-        self.counters.inc("requests");
+        self.counters.inc(InnerCounter::Requests);
         SearchParams::validate(request, &self.limits).map_err(|e| {
-            self.counters.inc("invalid_requests");
+            self.counters.inc(InnerCounter::InvalidRequests);
             e.into()
         })
     }
@@ -131,9 +123,10 @@ impl InnerNode {
         } else {
             self.fanout.search(params, answer_at).await
         };
-        let mut response = answer.inspect_err(|_| self.counters.inc("invalid_requests"))?;
+        let mut response =
+            answer.inspect_err(|_| self.counters.inc(InnerCounter::InvalidRequests))?;
         if response.partial {
-            self.counters.inc("partial_answers");
+            self.counters.inc(InnerCounter::PartialAnswers);
         }
         response.took_us = arrived.elapsed().as_micros() as u64;
         tracing::debug!(
@@ -179,6 +172,7 @@ mod tests {
     use searchtree_proto::pb::FailureReason;
 
     use super::*;
+    use crate::counters::inner_counters;
     use crate::fake::{FAKE_SHARD_DOCS, FakeChild};
 
     fn ms(n: u64) -> Duration {
@@ -211,7 +205,7 @@ mod tests {
             name,
             children,
             InnerTiming::default(),
-            inner_counters("parent", &[]),
+            inner_counters("parent"),
         )
     }
 
@@ -274,8 +268,8 @@ mod tests {
             "straggler cancelled"
         );
         assert_eq!(slow.completed.load(Ordering::SeqCst), 0);
-        assert_eq!(n.counters().get("children_timed_out"), 1);
-        assert_eq!(n.counters().get("partial_answers"), 1);
+        assert_eq!(n.counters().get(InnerCounter::ChildrenTimedOut), 1);
+        assert_eq!(n.counters().get(InnerCounter::PartialAnswers), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -346,7 +340,7 @@ mod tests {
         assert_eq!(c.failures[0].reason, FailureReason::Unavailable as i32);
         assert!(c.failures[0].message.contains("connection refused"));
         assert!(r.partial);
-        assert_eq!(n.counters().get("children_failed"), 1);
+        assert_eq!(n.counters().get(InnerCounter::ChildrenFailed), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use searchtree_node::serving::connections::{ConnectionStats, Incoming};
+use searchtree_node::serving::{self, ConnectionLimits};
 use searchtree_parent::child::{Child, GrpcChild};
-use searchtree_proto::serving::connections::{ConnectionStats, Incoming};
-use searchtree_proto::serving::{self, ConnectionLimits};
 use tokio::net::TcpListener;
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);

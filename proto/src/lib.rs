@@ -1,4 +1,5 @@
-//! The searchtree wire API and what every node shares around it.
+//! The searchtree wire API and the validated types every node and client
+//! shares.
 //!
 //! Every node — leaf, parent, root — serves the same `searchtree.v1.Search`
 //! service, so a parent cannot tell a leaf from another parent and a tree can
@@ -6,13 +7,12 @@
 //!
 //! - [`pb`]: the code generated from `searchtree/v1/search.proto`;
 //! - [`request`]: the request as a node validates it on receipt;
-//! - [`query`]: the complexity limits a query is checked against first, and
-//!   [`query_args`], the flags that set them;
+//! - [`query`]: the complexity limits a query is checked against first;
 //! - [`ordering`]: the one order of hits every node agrees on;
 //! - [`deadline`]: how long a request may take, and how that travels down;
-//! - [`stats`]: the counters every node serves over `NodeStats`;
-//! - [`serving`]: the gRPC server scaffolding (health, reflection, readiness
-//!   line, shutdown) that every node binary uses.
+//!
+//! How a node is served (health, reflection, connection limits, counters)
+//! is `searchtree-node`'s business.
 //!
 //! It deliberately does not depend on tantivy, so clients and parents stay
 //! lean; it uses only tantivy's small query-grammar crate, to check queries.
@@ -21,10 +21,7 @@
 pub mod deadline;
 pub mod ordering;
 pub mod query;
-pub mod query_args;
 pub mod request;
-pub mod serving;
-pub mod stats;
 
 /// Code generated from `searchtree/v1/search.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -40,4 +37,3 @@ pub use deadline::BudgetPolicy;
 pub use ordering::hit_order;
 pub use query::QueryLimits;
 pub use request::{DEFAULT_TOP_K, MAX_TOP_K, RequestError, SearchParams};
-pub use stats::Counters;

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use searchtree_parent::{InnerNode, NodeError};
+use searchtree_parent::{InnerCounter, InnerNode, NodeError};
 use searchtree_proto::SearchParams;
 use searchtree_proto::pb::{FailureReason, SearchResponse};
 use searchtree_proto::query::Quoted;
@@ -159,19 +159,19 @@ impl Canary {
         match self.verdict(key) {
             Verdict::Seen => return node.search(params, deadline).await,
             Verdict::Refused(ago) => {
-                node.counters().inc("canary_refusals");
+                node.counters().inc(InnerCounter::CanaryRefusals);
                 return Err(refusal(key, ago, self.config.refuse_for));
             }
             Verdict::Unseen => {}
         }
-        node.counters().inc("canaries");
+        node.counters().inc(InnerCounter::Canaries);
         let probe = SearchParams {
             canary: true,
             ..params.clone()
         };
         let answer = node.search(&probe, deadline).await?;
         if lost(&answer) {
-            node.counters().inc("canary_crashes");
+            node.counters().inc(InnerCounter::CanaryCrashes);
             tracing::error!(query = %Quoted::new(key), "canary: the query crashed a node; refusing it");
             self.crashed(key);
             return Err(refusal(key, Duration::ZERO, self.config.refuse_for));
@@ -208,13 +208,13 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
+    use searchtree_parent::counters::inner_counters;
     use searchtree_parent::fake::FakeChild;
-    use searchtree_parent::node::{InnerTiming, inner_counters};
+    use searchtree_parent::node::InnerTiming;
     use searchtree_parent::{Child, ChildError};
     use searchtree_proto::pb::SearchRequest;
 
     use super::*;
-    use crate::policy::ROOT_COUNTERS;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -229,7 +229,7 @@ mod tests {
             "root",
             children,
             InnerTiming::default(),
-            inner_counters("root", ROOT_COUNTERS),
+            inner_counters("root"),
         )
     }
 
@@ -279,7 +279,7 @@ mod tests {
         // Seen now: straight to the fan-out.
         ask(&canary, &node, "q").await.unwrap();
         assert_eq!(kids.iter().map(|k| started(k)).sum::<usize>(), 7);
-        assert_eq!(node.counters().get("canaries"), 1);
+        assert_eq!(node.counters().get(InnerCounter::Canaries), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -305,8 +305,8 @@ mod tests {
         }
         assert_eq!(started(&deadly), 1, "one node was risked, once");
         assert!(others.iter().all(|k| started(k) == 0));
-        assert_eq!(node.counters().get("canary_crashes"), 1);
-        assert_eq!(node.counters().get("canary_refusals"), 2);
+        assert_eq!(node.counters().get(InnerCounter::CanaryCrashes), 1);
+        assert_eq!(node.counters().get(InnerCounter::CanaryRefusals), 2);
     }
 
     fn canary() -> Canary {

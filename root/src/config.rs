@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use clap::Parser;
+use searchtree_node::serving::ConnectionArgs;
 use searchtree_parent::config::InnerArgs;
-use searchtree_proto::serving::ConnectionArgs;
 
 use crate::canary::{self, CanaryConfig};
 

@@ -1,16 +1,15 @@
 //! `searchtree-root`: the tree's front door for clients.
 
 use clap::Parser;
-use searchtree_proto::serving;
+use searchtree_node::serving;
 use searchtree_root::config::RootConfig;
-use searchtree_root::policy::ROOT_COUNTERS;
 use searchtree_root::{RootNode, RootService};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = RootConfig::parse();
-    let node = config.inner.build_node("root", ROOT_COUNTERS)?;
+    let node = config.inner.build_node("root")?;
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
     let service = RootService::new(RootNode::new(node).with_canary(config.canary()));

@@ -75,12 +75,12 @@ impl RootNode {
 mod tests {
     use std::sync::Arc;
 
+    use searchtree_parent::counters::inner_counters;
     use searchtree_parent::fake::FakeChild;
-    use searchtree_parent::node::{InnerTiming, inner_counters};
-    use searchtree_parent::{Child, ChildError};
+    use searchtree_parent::node::InnerTiming;
+    use searchtree_parent::{Child, ChildError, InnerCounter};
 
     use super::*;
-    use crate::policy::ROOT_COUNTERS;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -91,7 +91,7 @@ mod tests {
             "root",
             children,
             InnerTiming::default(),
-            inner_counters("root", ROOT_COUNTERS),
+            inner_counters("root"),
         ))
     }
 
@@ -145,7 +145,7 @@ mod tests {
 
         let err = ask(&r, request(0.9), None).await.unwrap_err();
         assert!(matches!(err, NodeError::Timeout(ref m) if m.contains("below min_coverage")));
-        assert_eq!(r.inner().counters().get("strict_refusals"), 1);
+        assert_eq!(r.inner().counters().get(InnerCounter::StrictRefusals), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -171,6 +171,12 @@ mod tests {
         assert!(
             matches!(err, NodeError::Unavailable(ref m) if m.starts_with("no shard could answer"))
         );
-        assert_eq!(nothing.inner().counters().get("nothing_answered"), 1);
+        assert_eq!(
+            nothing
+                .inner()
+                .counters()
+                .get(InnerCounter::NothingAnswered),
+            1
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! at all could be answered, or when the client asked for strict mode with
 //! `min_coverage` and the answer falls short.
 
-use searchtree_parent::NodeError;
+use searchtree_parent::{InnerCounter, NodeError};
 use searchtree_proto::SearchParams;
 use searchtree_proto::pb::{Coverage, SearchResponse};
 use searchtree_proto::query::truncate_bytes;
@@ -28,22 +28,13 @@ pub enum Refusal {
 
 impl Refusal {
     /// The counter this refusal bumps.
-    pub fn counter(self) -> &'static str {
+    pub fn counter(self) -> InnerCounter {
         match self {
-            Refusal::NothingAnswered => "nothing_answered",
-            Refusal::BelowMinCoverage => "strict_refusals",
+            Refusal::NothingAnswered => InnerCounter::NothingAnswered,
+            Refusal::BelowMinCoverage => InnerCounter::StrictRefusals,
         }
     }
 }
-
-/// The counters the root keeps beyond an inner node's.
-pub const ROOT_COUNTERS: &[&str] = &[
-    "nothing_answered",
-    "strict_refusals",
-    "canaries",
-    "canary_crashes",
-    "canary_refusals",
-];
 
 /// Passes `response` through, or refuses it: `DEADLINE_EXCEEDED` when shards
 /// are missing because time ran out, `UNAVAILABLE` when they failed. The

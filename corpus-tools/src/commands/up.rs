@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use searchtree_proto::serving::shutdown_signal;
+use searchtree_node::serving::shutdown_signal;
 
 use crate::tree::binaries::NodeBinaries;
 use crate::tree::supervisor::{self, RestartPolicy, StartOptions, Tree};

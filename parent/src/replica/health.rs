@@ -13,6 +13,7 @@ use super::ReplicaGroup;
 use super::hedge::GROUP_RECENT;
 use super::state::{InFlight, Rotation};
 use crate::child::ChildError;
+use crate::counters::InnerCounter;
 
 /// Samples a replica needs before probation can judge it.
 const PROBATION_MIN_SAMPLES: usize = 16;
@@ -60,7 +61,7 @@ impl ReplicaGroup {
                 s.rotation = Rotation::Ejected;
                 s.consecutive_ok = 0;
                 drop(s);
-                self.counters.inc("ejections");
+                self.counters.inc(InnerCounter::Ejections);
                 tracing::warn!(
                     replica = self.replicas[i].child.name(),
                     "ejected: health check failed"
@@ -75,7 +76,7 @@ impl ReplicaGroup {
                     s.recent.clear();
                     s.ewma_us = 0.0;
                     drop(s);
-                    self.counters.inc("returns");
+                    self.counters.inc(InnerCounter::Returns);
                     tracing::info!(
                         replica = self.replicas[i].child.name(),
                         "back in rotation (slow start)"
@@ -97,7 +98,7 @@ impl ReplicaGroup {
                     s.rotation = Rotation::Ejected;
                     s.consecutive_ok = 0;
                     drop(s);
-                    self.counters.inc("ejections");
+                    self.counters.inc(InnerCounter::Ejections);
                     tracing::warn!(replica = self.replicas[i].child.name(), %err, "ejected: request failed");
                 }
             }
@@ -154,7 +155,7 @@ impl ReplicaGroup {
                     s.rotation = Rotation::Probation;
                     s.recent.clear();
                     drop(s);
-                    self.counters.inc("probations");
+                    self.counters.inc(InnerCounter::Probations);
                     tracing::warn!(
                         replica = self.replicas[i].child.name(),
                         p90_us = p90,
@@ -167,7 +168,7 @@ impl ReplicaGroup {
                     s.rotation = Rotation::In;
                     s.back_since = Some(Instant::now());
                     drop(s);
-                    self.counters.inc("returns");
+                    self.counters.inc(InnerCounter::Returns);
                     tracing::info!(replica = self.replicas[i].child.name(), "off probation");
                 }
                 _ => {}
@@ -189,7 +190,7 @@ impl ReplicaGroup {
                 return;
             };
             let request = request.clone();
-            self.counters.inc("shadow_requests");
+            self.counters.inc(InnerCounter::ShadowRequests);
             tokio::spawn(async move {
                 let replica = &group.replicas[i];
                 let _in_flight = InFlight::new(&replica.outstanding);
@@ -247,8 +248,8 @@ mod tests {
         let before = r[1].calls();
         send(&g, 200).await;
         assert_eq!(r[1].calls() - before, 100);
-        assert_eq!(g.counters.get("ejections"), 1);
-        assert_eq!(g.counters.get("returns"), 1);
+        assert_eq!(g.counters.get(InnerCounter::Ejections), 1);
+        assert_eq!(g.counters.get(InnerCounter::Returns), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -319,7 +320,7 @@ mod tests {
             tokio::time::advance(ms(5)).await; // let shadow copies finish
         }
         assert_eq!(g.rotations()[2], Rotation::In);
-        assert!(g.counters.get("probations") >= 1);
+        assert!(g.counters.get(InnerCounter::Probations) >= 1);
     }
 
     #[tokio::test(start_paused = true)]

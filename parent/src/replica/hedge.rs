@@ -62,6 +62,7 @@ mod tests {
     use super::super::testing::{fakes, group, ms, request, round_robin, send};
     use super::*;
     use crate::child::Child;
+    use crate::counters::InnerCounter;
     use crate::replica::{Policy, ReplicaConfig};
 
     #[tokio::test(start_paused = true)]
@@ -70,7 +71,7 @@ mod tests {
         let g = group(&r, round_robin());
         send(&g, 40).await; // measures the group: p95 = 1 ms, hedge delay = 2 ms floor
         assert_eq!(
-            g.counters.get("hedges_sent"),
+            g.counters.get(InnerCounter::HedgesSent),
             0,
             "fast answers are never hedged"
         );
@@ -86,8 +87,8 @@ mod tests {
             1,
             "the loser is cancelled"
         );
-        assert_eq!(g.counters.get("hedges_sent"), 1);
-        assert_eq!(g.counters.get("hedges_won"), 1);
+        assert_eq!(g.counters.get(InnerCounter::HedgesSent), 1);
+        assert_eq!(g.counters.get(InnerCounter::HedgesWon), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -104,7 +105,7 @@ mod tests {
         send(&g, 40).await;
         r[0].set_delay(ms(50)); // half the primaries are now slow
         send(&g, 400).await;
-        let hedges = g.counters.get("hedges_sent");
+        let hedges = g.counters.get(InnerCounter::HedgesSent);
         // 1 initial token + 0.05 per request (440 requests) = 23 at most.
         assert!(hedges <= 23, "{hedges} hedges for 440 requests");
         assert!(hedges >= 1);
@@ -136,6 +137,6 @@ mod tests {
         send(&g, 40).await;
         r[0].set_delay(ms(500));
         let _ = g.search(request(), Duration::from_micros(1500)).await;
-        assert_eq!(g.counters.get("hedges_sent"), 0);
+        assert_eq!(g.counters.get(InnerCounter::HedgesSent), 0);
     }
 }

@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 
-use searchtree_proto::Counters;
+use crate::counters::InnerCounters;
 
 pub use config::ReplicaConfig;
 use hedge::{GROUP_RECENT, TOKEN};
@@ -49,25 +49,13 @@ use state::Replica;
 
 use crate::child::Child;
 
-/// The counters replica groups keep, to be included in their node's set.
-pub const REPLICA_COUNTERS: &[&str] = &[
-    "replica_calls",
-    "retries",
-    "hedges_sent",
-    "hedges_won",
-    "ejections",
-    "returns",
-    "probations",
-    "shadow_requests",
-];
-
 /// Replicas of one child, behaving as one child.
 pub struct ReplicaGroup {
     name: String,
     shards: Vec<u32>,
     replicas: Vec<Replica>,
     config: ReplicaConfig,
-    counters: Arc<Counters>,
+    counters: Arc<InnerCounters>,
     turn: AtomicUsize,
     /// Draws for the policies and slow start; seeded, so runs repeat.
     rng: Mutex<fastrand::Rng>,
@@ -80,12 +68,12 @@ pub struct ReplicaGroup {
 
 impl ReplicaGroup {
     /// A group over `replicas` (which must serve the same shards), counting
-    /// into `counters` (which must include [`REPLICA_COUNTERS`]). Call
+    /// into `counters`. Call
     /// [`ReplicaGroup::spawn_health_checks`] to start checking them.
     pub fn new(
         replicas: Vec<Arc<dyn Child>>,
         config: ReplicaConfig,
-        counters: Arc<Counters>,
+        counters: Arc<InnerCounters>,
     ) -> Arc<Self> {
         assert!(!replicas.is_empty(), "a replica group needs a replica");
         let shards = replicas[0].shards().to_vec();

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::ReplicaGroup;
 use super::state::InFlight;
 use crate::child::{Child, ChildError};
+use crate::counters::InnerCounter;
 
 /// No retry is sent with less time left than this.
 const MIN_RETRY_BUDGET: Duration = Duration::from_millis(1);
@@ -37,7 +38,7 @@ impl ReplicaGroup {
         let replica = &self.replicas[i];
         let _in_flight = InFlight::new(&replica.outstanding);
         let started = Instant::now();
-        self.counters.inc("replica_calls");
+        self.counters.inc(InnerCounter::ReplicaCalls);
         let result = replica.child.search(request, budget).await;
         (i, kind, started, result)
     }
@@ -79,7 +80,7 @@ impl ReplicaGroup {
                     Ok(mut response) => {
                         self.on_success(i, started.elapsed());
                         if kind == Kind::Hedge {
-                            self.counters.inc("hedges_won");
+                            self.counters.inc(InnerCounter::HedgesWon);
                             // The primary lost the race: it was at least this slow.
                             self.replicas[first].lock().observe(start.elapsed());
                         }
@@ -104,7 +105,7 @@ impl ReplicaGroup {
                         {
                             retries_left -= 1;
                             tried.push(j);
-                            self.counters.inc("retries");
+                            self.counters.inc(InnerCounter::Retries);
                             flights.push(self.call(j, Kind::Retry, request.clone(), remaining));
                             continue;
                         }
@@ -121,7 +122,7 @@ impl ReplicaGroup {
                         && self.take_hedge_token()
                     {
                         tried.push(j);
-                        self.counters.inc("hedges_sent");
+                        self.counters.inc(InnerCounter::HedgesSent);
                         flights.push(self.call(j, Kind::Hedge, request.clone(), remaining));
                     }
                 }
@@ -167,7 +168,7 @@ mod tests {
         assert_eq!(source.replica, "r1");
         assert!(source.retried);
         assert_eq!(g.rotations()[0], Rotation::Ejected, "passive health");
-        assert_eq!(g.counters.get("retries"), 1);
+        assert_eq!(g.counters.get(InnerCounter::Retries), 1);
         // Never to the same replica: with both down the request fails after one retry.
         r[1].set_down(true);
         let err = g.search(request(), ms(100)).await.unwrap_err();
@@ -193,11 +194,11 @@ mod tests {
         assert!(matches!(err, ChildError::Unavailable(_)));
         assert_eq!(start.elapsed(), ms(10));
         assert_eq!(healthy.calls(), 0, "no retry after the deadline");
-        assert_eq!(g.counters.get("retries"), 0);
+        assert_eq!(g.counters.get(InnerCounter::Retries), 0);
         // The same failure with time left is retried on the other replica.
         let (healthy, g) = setup();
         g.search(request(), ms(20)).await.unwrap();
         assert_eq!(healthy.calls(), 1, "a retry while time remains");
-        assert_eq!(g.counters.get("retries"), 1);
+        assert_eq!(g.counters.get(InnerCounter::Retries), 1);
     }
 }

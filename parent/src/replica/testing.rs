@@ -8,8 +8,8 @@ use searchtree_proto::pb::SearchRequest;
 
 use super::{Policy, ReplicaConfig, ReplicaGroup};
 use crate::child::Child;
+use crate::counters::inner_counters;
 use crate::fake::FakeChild;
-use crate::node::inner_counters;
 
 pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -34,7 +34,7 @@ pub(super) fn group(replicas: &[Arc<FakeChild>], config: ReplicaConfig) -> Arc<R
         .iter()
         .map(|r| Arc::clone(r) as Arc<dyn Child>)
         .collect();
-    ReplicaGroup::new(children, config, inner_counters("parent", &[]))
+    ReplicaGroup::new(children, config, inner_counters("parent"))
 }
 
 pub(super) fn round_robin() -> ReplicaConfig {

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::query::{self, QueryLimits};
+use searchtree_proto::query::{self, QueryLimits};
 
 /// Flags that set a node's [`QueryLimits`]; the defaults are the documented
 /// ones. Give every node of a tree the same values: a node stricter than

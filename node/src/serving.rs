@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::pb::node_stats_server::NodeStatsServer;
-use crate::pb::search_server::{Search, SearchServer};
-use crate::stats::{Counters, StatsService};
+use crate::counters::{CounterSnapshot, StatsService};
+use searchtree_proto::pb::node_stats_server::NodeStatsServer;
+use searchtree_proto::pb::search_server::{Search, SearchServer};
 
 pub mod connections;
 
@@ -121,7 +121,7 @@ pub fn grpc_server(limits: &ConnectionLimits) -> tonic::transport::Server {
 pub async fn serve<S: Search>(
     listener: TcpListener,
     search: S,
-    counters: std::sync::Arc<Counters>,
+    counters: std::sync::Arc<dyn CounterSnapshot>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -178,7 +178,7 @@ fn log_limits(limits: &ConnectionLimits) {
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(searchtree_proto::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 

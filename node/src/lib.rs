@@ -1,0 +1,18 @@
+//! What every searchtree server shares, so that a leaf, a parent and the
+//! root are served, configured and observed the same way:
+//!
+//! - [`serving`]: log setup, binding, the readiness line `up` reads, the
+//!   standard health service and reflection, connection limits, HTTP/2
+//!   settings and clean shutdown;
+//! - [`counters`]: typed counters per role, served over `NodeStats`;
+//! - [`query_args`]: the query-limit flags every node takes.
+//!
+//! The API itself (generated code, validated requests) stays in
+//! `searchtree-proto`, which clients use without any of this.
+#![warn(missing_docs)]
+
+pub mod counters;
+pub mod query_args;
+pub mod serving;
+
+pub use counters::Counters;

@@ -1,0 +1,185 @@
+//! One accepted connection: it holds its permit of the cap until dropped, and
+//! fails its next read once nothing has moved on it for the idle timeout.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::{ConnectionStats, MAX_IDLE_TIMEOUT};
+
+/// A served connection: the socket, its permit of the connection cap
+/// (released when the connection is dropped), and its idle timer.
+#[derive(Debug)]
+pub struct Connection<T = TcpStream> {
+    pub(super) io: T,
+    idle: IdleTimer,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<T> Connection<T> {
+    pub(super) fn new(
+        io: T,
+        permit: OwnedSemaphorePermit,
+        idle_timeout: Duration,
+        stats: Arc<ConnectionStats>,
+    ) -> Self {
+        let now = Instant::now();
+        let idle_timeout = idle_timeout.min(MAX_IDLE_TIMEOUT);
+        Connection {
+            io,
+            idle: IdleTimer {
+                timeout: idle_timeout,
+                last_progress: now,
+                sleep: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+                expired: false,
+                stats,
+            },
+            _permit: permit,
+        }
+    }
+}
+
+/// When a connection has been idle too long. Progress only records the time;
+/// the timer is moved when it fires early, so a busy connection does not
+/// touch the timer wheel on every read.
+#[derive(Debug)]
+struct IdleTimer {
+    timeout: Duration,
+    last_progress: Instant,
+    sleep: Pin<Box<Sleep>>,
+    expired: bool,
+    stats: Arc<ConnectionStats>,
+}
+
+impl IdleTimer {
+    fn progress(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    /// Ready with the error to fail the connection with once nothing has
+    /// moved for the timeout; registers for a wake-up until then.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        while !self.expired {
+            ready!(self.sleep.as_mut().poll(cx));
+            let deadline = self.last_progress + self.timeout;
+            if Instant::now() >= deadline {
+                self.expired = true;
+                self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(timeout = ?self.timeout, "closing an idle connection");
+            } else {
+                // Something moved since the timer was set: wait for the rest.
+                self.sleep.as_mut().reset(deadline);
+            }
+        }
+        Poll::Ready(self.error())
+    }
+
+    fn error(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connection idle for {:?}", self.timeout),
+        )
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Connection<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.idle.expired {
+            return Poll::Ready(Err(this.idle.error()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.idle.progress();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.idle.poll_expired(cx).map(Err),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.idle.expired {
+            return Poll::Ready(Err(this.idle.error()));
+        }
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.idle.progress();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // A peer that stopped reading is as idle as one that stopped
+            // writing.
+            Poll::Pending => this.idle.poll_expired(cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.idle.expired {
+            return Poll::Ready(Err(this.idle.error()));
+        }
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.idle.progress();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.idle.poll_expired(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Connection<TcpStream> {
+    type ConnectInfo = TcpConnectInfo;
+
+    /// The peer's and our address, as tonic's own TCP listener gives them,
+    /// so `Request::remote_addr` keeps working.
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.io.connect_info()
+    }
+}
