@@ -106,39 +106,13 @@ pub(super) async fn spawn_ready(
     addrs: &HashMap<String, SocketAddr>,
     options: &StartOptions,
 ) -> anyhow::Result<Started> {
-    let mut cmd = match node {
-        PlannedNode::Leaf {
-            listen,
-            index,
-            inject,
-            ..
-        } => {
-            let mut cmd = Command::new(&bins.leaf);
-            cmd.arg("--index")
-                .arg(index)
-                .arg("--listen")
-                .arg(listen)
-                .args(inject);
-            cmd
-        }
-        PlannedNode::Inner {
-            listen,
-            children,
-            is_root,
-            routing,
-            ..
-        } => {
-            let mut cmd = Command::new(if *is_root { &bins.root } else { &bins.parent });
-            cmd.arg("--listen").arg(listen).args(routing);
-            for (replicas, shards) in children {
-                let shards: Vec<String> = shards.iter().map(u32::to_string).collect();
-                let replicas: Vec<String> = replicas.iter().map(|r| addrs[r].to_string()).collect();
-                cmd.arg("--child")
-                    .arg(format!("{}@{}", shards.join(","), replicas.join(",")));
-            }
-            cmd
-        }
+    let program = match node {
+        PlannedNode::Leaf { .. } => &bins.leaf,
+        PlannedNode::Inner { is_root: true, .. } => &bins.root,
+        PlannedNode::Inner { .. } => &bins.parent,
     };
+    let mut cmd = Command::new(program);
+    cmd.args(node.args(|name| addrs[name].to_string()));
     let name = node.name().to_string();
     if std::env::var_os("RUST_LOG").is_none()
         && let Some(level) = &options.default_log

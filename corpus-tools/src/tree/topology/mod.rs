@@ -32,11 +32,13 @@
 //! `checks` (that the index directories hold what the topology says).
 
 mod checks;
+mod contract;
 mod format;
 mod generate;
 mod plan;
 
 pub use checks::check_indexes;
+pub use contract::check_args;
 pub use format::{DEFAULT_LISTEN, LeafNode, ParentNode, RootNode, Routing, Topology};
 pub use plan::{Plan, PlannedNode, ROOT_NAME};
 

@@ -202,7 +202,9 @@ impl Topology {
         }
         set_routing(&mut root, root_flags);
         nodes.push(root);
-        Ok(Plan { nodes, num_shards })
+        let plan = Plan { nodes, num_shards };
+        super::check_args(&plan)?;
+        Ok(plan)
     }
 }
 

@@ -1,0 +1,159 @@
+//! One contract between `up` and the nodes it starts: a node's command line
+//! is built in one place ([`PlannedNode::args`]) from the nodes' own types
+//! (`ChildSpec` for `--child`), and checked with that node's own flag parser
+//! and validation ([`check_args`]) before anything starts. A typo in a
+//! replica policy or an out-of-range hedge ratio is then a topology error
+//! that names the node, not a process that dies at start-up.
+
+use std::collections::HashMap;
+
+use clap::Parser;
+use searchtree_leaf::config::LeafConfig;
+use searchtree_parent::ChildSpec;
+use searchtree_parent::config::{InnerArgs, ParentConfig};
+use searchtree_root::config::RootConfig;
+
+use super::{Plan, PlannedNode, TopologyError};
+
+/// The addresses that stand in for the children's while checking flags
+/// (ports are known only once the children are up): one per node, distinct.
+fn placeholder_addrs(plan: &Plan) -> HashMap<&str, String> {
+    plan.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name(), format!("127.0.0.1:{}", i + 1)))
+        .collect()
+}
+
+impl PlannedNode {
+    /// The node's command-line arguments (without the program name), each
+    /// child's replicas named by `addr_of(name)`.
+    pub fn args(&self, addr_of: impl Fn(&str) -> String) -> Vec<String> {
+        match self {
+            PlannedNode::Leaf {
+                listen,
+                index,
+                inject,
+                ..
+            } => {
+                let mut args = vec![
+                    "--index".to_string(),
+                    index.display().to_string(),
+                    "--listen".to_string(),
+                    listen.clone(),
+                ];
+                args.extend(inject.iter().cloned());
+                args
+            }
+            PlannedNode::Inner {
+                listen,
+                children,
+                routing,
+                ..
+            } => {
+                let mut args = vec!["--listen".to_string(), listen.clone()];
+                args.extend(routing.iter().cloned());
+                for (replicas, shards) in children {
+                    let spec = ChildSpec {
+                        shards: shards.clone(),
+                        addrs: replicas.iter().map(|r| addr_of(r)).collect(),
+                    };
+                    args.push("--child".into());
+                    args.push(spec.to_string());
+                }
+                args
+            }
+        }
+    }
+}
+
+/// Parses every planned node's arguments as that node will, and runs the
+/// node's own checks on them (faults, replica settings, timing, query
+/// limits), so that `up` refuses a bad topology before starting anything.
+pub fn check_args(plan: &Plan) -> Result<(), TopologyError> {
+    let addrs = placeholder_addrs(plan);
+    for node in &plan.nodes {
+        let args = node.args(|name| addrs[name].clone());
+        check_node(node, args).map_err(|e| TopologyError(format!("{}: {e}", node.name())))?;
+    }
+    Ok(())
+}
+
+fn check_node(node: &PlannedNode, args: Vec<String>) -> Result<(), String> {
+    match node {
+        PlannedNode::Leaf { .. } => {
+            let config = LeafConfig::try_parse_from(with_program("searchtree-leaf", args))
+                .map_err(first_line)?;
+            config.faults()?;
+            config.query_limits.limits()?;
+        }
+        PlannedNode::Inner { is_root: true, .. } => {
+            let config = RootConfig::try_parse_from(with_program("searchtree-root", args))
+                .map_err(first_line)?;
+            check_inner(&config.inner)?;
+        }
+        PlannedNode::Inner { .. } => {
+            let config = ParentConfig::try_parse_from(with_program("searchtree-parent", args))
+                .map_err(first_line)?;
+            check_inner(&config.inner)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_inner(inner: &InnerArgs) -> Result<(), String> {
+    inner.replica_config().map_err(|e| e.to_string())?;
+    inner.timing().map_err(|e| e.to_string())?;
+    inner.query_limits.limits()?;
+    Ok(())
+}
+
+fn with_program(program: &str, args: Vec<String>) -> Vec<String> {
+    std::iter::once(program.to_string()).chain(args).collect()
+}
+
+/// clap's message without its usage lines.
+fn first_line(err: clap::Error) -> String {
+    let text = err.to_string();
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{error, parse};
+
+    const TREE: &str = "[root]\nchildren = [\"leaf-0\", \"leaf-1\"]\n\
+        [[leaf]]\nname = \"leaf-0\"\nshard = 0\nindex = \"s0\"\n\
+        [[leaf]]\nname = \"leaf-1\"\nshard = 1\nindex = \"s1\"\n";
+
+    #[test]
+    fn node_flags_are_checked_by_the_nodes_own_parsers_before_start() {
+        assert!(parse(TREE).plan().is_ok());
+        let bad_policy = error(&format!("{TREE}[routing]\nreplica_policy = \"fastest\"\n"));
+        assert!(
+            bad_policy.contains("root") && bad_policy.contains("fastest"),
+            "{bad_policy}"
+        );
+        let bad_ratio = error(&format!("{TREE}[routing]\nhedge_ratio = 3.0\n"));
+        assert!(bad_ratio.contains("--hedge-ratio 3"), "{bad_ratio}");
+    }
+
+    #[test]
+    fn children_are_passed_as_the_parents_own_spec_type() {
+        let plan = parse(TREE).plan().unwrap();
+        let root = plan.nodes.last().unwrap();
+        let args = root.args(|name| format!("{name}.example:7000"));
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--child", "0@leaf-0.example:7000"])
+        );
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--child", "1@leaf-1.example:7000"])
+        );
+    }
+}
