@@ -36,30 +36,3 @@ impl From<searchtree_proto::RequestError> for LeafError {
         LeafError::Invalid(err.to_string())
     }
 }
-
-impl From<LeafError> for tonic::Status {
-    fn from(err: LeafError) -> Self {
-        match err {
-            LeafError::Invalid(msg) => tonic::Status::invalid_argument(msg),
-            LeafError::Timeout(msg) => tonic::Status::deadline_exceeded(msg),
-            LeafError::Unavailable(msg) => tonic::Status::unavailable(msg),
-            LeafError::Internal(msg) => tonic::Status::internal(msg),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tonic::Code;
-
-    use super::*;
-
-    #[test]
-    fn every_kind_has_its_own_code() {
-        let code = |e: LeafError| tonic::Status::from(e).code();
-        assert_eq!(code(LeafError::Invalid("q".into())), Code::InvalidArgument);
-        assert_eq!(code(LeafError::Timeout("t".into())), Code::DeadlineExceeded);
-        assert_eq!(code(LeafError::Unavailable("u".into())), Code::Unavailable);
-        assert_eq!(code(LeafError::Internal("i".into())), Code::Internal);
-    }
-}

@@ -10,6 +10,7 @@ use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::error::LeafError;
 use crate::fault::Faults;
 use crate::node::LeafNode;
 pub use crate::node::{LeafCounter, LeafCounters, LeafTiming};
@@ -66,5 +67,33 @@ impl Search for LeafService {
         let budget = self.node.timing().policy.budget_of(&request, params.budget);
         let response = self.node.search(params, arrived + budget).await?;
         Ok(Response::new(response))
+    }
+}
+
+/// The one mapping of the logic's errors to gRPC codes.
+impl From<LeafError> for Status {
+    fn from(err: LeafError) -> Self {
+        match err {
+            LeafError::Invalid(msg) => Status::invalid_argument(msg),
+            LeafError::Timeout(msg) => Status::deadline_exceeded(msg),
+            LeafError::Unavailable(msg) => Status::unavailable(msg),
+            LeafError::Internal(msg) => Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_code() {
+        let code = |e: LeafError| Status::from(e).code();
+        assert_eq!(code(LeafError::Invalid("q".into())), Code::InvalidArgument);
+        assert_eq!(code(LeafError::Timeout("t".into())), Code::DeadlineExceeded);
+        assert_eq!(code(LeafError::Unavailable("u".into())), Code::Unavailable);
+        assert_eq!(code(LeafError::Internal("i".into())), Code::Internal);
     }
 }

@@ -7,6 +7,7 @@ use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::error::NodeError;
 use crate::node::InnerNode;
 
 /// Serves `searchtree.v1.Search` by searching every child and merging.
@@ -32,5 +33,47 @@ impl Search for ParentService {
         let deadline = arrived + self.node.budget(&params, grpc_timeout(&request));
         let response = self.node.search(&params, deadline).await?;
         Ok(Response::new(response))
+    }
+}
+
+/// The one mapping of the logic's errors to gRPC codes.
+impl From<NodeError> for Status {
+    fn from(err: NodeError) -> Self {
+        match err {
+            NodeError::Invalid(msg) => Status::invalid_argument(msg),
+            NodeError::Timeout(msg) => Status::deadline_exceeded(msg),
+            NodeError::Unavailable(msg) => Status::unavailable(msg),
+            NodeError::Overloaded(msg) => Status::resource_exhausted(msg),
+            NodeError::Internal(msg) => Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_code() {
+        let code = |e: NodeError| Status::from(e).code();
+        assert_eq!(
+            code(NodeError::Invalid(String::new())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(NodeError::Timeout(String::new())),
+            Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(NodeError::Unavailable(String::new())),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(NodeError::Overloaded(String::new())),
+            Code::ResourceExhausted
+        );
+        assert_eq!(code(NodeError::Internal(String::new())), Code::Internal);
     }
 }
