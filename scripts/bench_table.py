@@ -22,18 +22,22 @@ def ms(us):
 def row(label, r):
     l = r["latency_us"]
     errors = sum(r["errors"].values())
+    # Reports written before goodput and latency_ok_us existed show "–".
+    goodput = f"{r['goodput']:.0f}" if "goodput" in r else "–"
+    ok_p99 = ms(r["latency_ok_us"]["p99"]) if "latency_ok_us" in r else "–"
     return (
         f"| {label} | {r['rate_achieved']:.0f} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} "
         f"| {ms(l['p999'])} | {ms(l['max'])} | {errors} | {100 * r['partial_fraction']:.2f}% "
-        f"| {100 * r['coverage_mean']:.2f}% |"
+        f"| {100 * r['coverage_mean']:.2f}% | {goodput} | {ok_p99} |"
     )
 
 
 def main():
     out = sys.argv[1]
     header = (
-        "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | partial | coverage |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | partial | coverage "
+        "| goodput/s | p99 answers ms |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     cpu = "unknown CPU"
     try:

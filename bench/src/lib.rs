@@ -17,9 +17,12 @@
 //!   in-process (the floor of what the tree adds);
 //! - [`record`]: what is recorded, in an HDR histogram with fixed bounds;
 //! - [`report`]: the report, as text, JSON and HdrHistogram's `.hgrm`;
-//! - [`plot`]: latency by percentile as an SVG chart.
+//! - [`plot`]: latency by percentile as an SVG chart;
+//! - [`cpu`]: the load tester's own CPU use, to tell when it, not the
+//!   tree, limited a run.
 #![warn(missing_docs)]
 
+pub mod cpu;
 pub mod plot;
 pub mod record;
 pub mod report;

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::record::Recorder;
+use crate::cpu::WARN_FRACTION;
+use crate::record::{REJECTED, Recorder};
 
 /// Latency percentiles, µs.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -55,6 +57,46 @@ pub struct Report {
     pub latency_us: Percentiles,
     /// Latencies beyond the histogram's range (recorded at its top).
     pub saturated: u64,
+    /// The budget every request carried, ms (`None`: the root's default).
+    pub budget_ms: Option<u64>,
+    /// Answers that came back complete (not partial, every shard) and within
+    /// the budget: what a user could use.
+    pub good: u64,
+    /// `good` per second over the measured span: the throughput that counts
+    /// under overload, where `rate_achieved` also counts fast rejections.
+    pub goodput: f64,
+    /// Requests refused for overload (`RESOURCE_EXHAUSTED`, also counted in
+    /// `errors`): shed on purpose, unlike the other errors.
+    pub rejected: u64,
+    /// Latency of the requests answered with a response alone, µs: errors and
+    /// fast rejections left out, so that they cannot flatter the tail.
+    pub latency_ok_us: Percentiles,
+    /// The load tester's own CPU use over the measured window, as a fraction
+    /// of one core (`None`: not measured). Near or above 1, the tester may
+    /// have limited the run rather than the tree.
+    pub loadgen_cpu: Option<f64>,
+    /// Whether the searching ran in the load tester's own process (`--direct`),
+    /// so that `loadgen_cpu` includes it.
+    pub target_in_process: bool,
+}
+
+/// The percentiles of `h` (zeros when it is empty).
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let q = |q: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
+    Percentiles {
+        p50: q(0.50),
+        p90: q(0.90),
+        p99: q(0.99),
+        p999: q(0.999),
+        max: h.max(),
+        mean: h.mean(),
+    }
 }
 
 impl Report {
@@ -66,20 +108,13 @@ impl Report {
         r: &Recorder,
         span: Duration,
     ) -> Self {
-        let h = &r.latency;
         let finished = r.completed + r.error_count();
-        let q = |q: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(q)
-            }
-        };
+        let secs = span.as_secs_f64().max(1e-9);
         Report {
             target,
             mode: mode.into(),
             rate_target,
-            rate_achieved: finished as f64 / span.as_secs_f64().max(1e-9),
+            rate_achieved: finished as f64 / secs,
             duration_s: span.as_secs_f64(),
             sent: r.sent,
             completed: r.completed,
@@ -95,15 +130,15 @@ impl Report {
             } else {
                 r.coverage_min
             },
-            latency_us: Percentiles {
-                p50: q(0.50),
-                p90: q(0.90),
-                p99: q(0.99),
-                p999: q(0.999),
-                max: h.max(),
-                mean: h.mean(),
-            },
+            latency_us: percentiles(&r.latency),
             saturated: r.saturated,
+            budget_ms: r.budget.map(|b| b.as_millis() as u64),
+            good: r.good,
+            goodput: r.good as f64 / secs,
+            rejected: r.rejected(),
+            latency_ok_us: percentiles(&r.latency_ok),
+            loadgen_cpu: r.loadgen_cpu,
+            target_in_process: r.target_in_process,
         }
     }
 
@@ -153,6 +188,44 @@ impl Report {
             ms(l.max),
             ms(l.mean as u64)
         );
+        let _ = writeln!(
+            out,
+            "outcomes:  good {} (complete, {}), goodput {:.1}/s; rejected ({REJECTED}) {}, other errors {}",
+            self.good,
+            self.budget_ms
+                .map_or("any latency".to_string(), |b| format!("within {b}ms")),
+            self.goodput,
+            self.rejected,
+            self.errors.values().sum::<u64>() - self.rejected
+        );
+        let k = &self.latency_ok_us;
+        let _ = writeln!(
+            out,
+            "latency ok: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {}; answers only)",
+            ms(k.p50),
+            ms(k.p90),
+            ms(k.p99),
+            ms(k.p999),
+            ms(k.max),
+            ms(k.mean as u64)
+        );
+        if let Some(cpu) = self.loadgen_cpu {
+            let _ = writeln!(
+                out,
+                "loadgen:   CPU {cpu:.2} of one core{}",
+                if self.target_in_process {
+                    " (the index is searched in this process too)"
+                } else {
+                    ""
+                }
+            );
+            if cpu > WARN_FRACTION && !self.target_in_process {
+                let _ = writeln!(
+                    out,
+                    "warning:   the load tester used {cpu:.2} of a core: the load tester, not the tree, may have limited this run"
+                );
+            }
+        }
         if self.saturated > 0 {
             let _ = writeln!(
                 out,
@@ -284,7 +357,120 @@ mod tests {
         }
         for key in ["p50", "p90", "p99", "p999", "max"] {
             assert!(json["latency_us"].get(key).is_some(), "{key}");
+            assert!(json["latency_ok_us"].get(key).is_some(), "{key}");
         }
+        for key in ["goodput", "good", "rejected", "loadgen_cpu", "budget_ms"] {
+            assert!(json.get(key).is_some(), "{key}");
+        }
+        // No budget: every complete answer is good (the 10 partial are not).
+        assert_eq!(report.good, 990);
+        assert!((report.goodput - 99.0).abs() < 1e-9);
+        assert_eq!(report.rejected, 0);
+        // The 30 s abandoned request is in the tail of all requests, not of
+        // the answers.
+        assert!(
+            report.latency_ok_us.max <= 10_010,
+            "{}",
+            report.latency_ok_us.max
+        );
+    }
+
+    /// Over 10 s with a 100 ms budget: 600 fast complete answers, 100
+    /// partial ones, 100 complete but late (300 ms), 150 rejections in 1 ms
+    /// and 50 other errors.
+    fn overloaded() -> Recorder {
+        let mut r = Recorder::with_budget(100);
+        let answer = |partial: bool| {
+            Ok(SearchResponse {
+                partial,
+                coverage: Some(Coverage {
+                    shards_total: 4,
+                    shards_ok: if partial { 2 } else { 4 },
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let ms = Duration::from_millis;
+        for i in 0..600u64 {
+            r.record(ms(20 + i % 50), "q", &answer(false));
+        }
+        for _ in 0..100 {
+            r.record(ms(100), "q", &answer(true));
+        }
+        for _ in 0..100 {
+            r.record(ms(300), "q", &answer(false));
+        }
+        for _ in 0..150 {
+            r.record(ms(1), "q", &Err(tonic::Status::resource_exhausted("shed")));
+        }
+        for _ in 0..50 {
+            r.record(ms(100), "q", &Err(tonic::Status::deadline_exceeded("late")));
+        }
+        r.sent = 1000;
+        r
+    }
+
+    #[test]
+    fn goodput_counts_complete_answers_in_budget_and_rejections_stand_apart() {
+        let mut r = overloaded();
+        r.loadgen_cpu = Some(0.25);
+        let report = Report::new(
+            "t".into(),
+            "open_loop",
+            Some(100.0),
+            &r,
+            Duration::from_secs(10),
+        );
+        assert_eq!(report.budget_ms, Some(100));
+        assert_eq!(report.good, 600);
+        assert!((report.goodput - 60.0).abs() < 1e-9);
+        assert!((report.rate_achieved - 100.0).abs() < 1e-9);
+        assert_eq!(report.rejected, 150);
+        assert_eq!(report.errors["RESOURCE_EXHAUSTED"], 150);
+        assert_eq!(report.errors["DEADLINE_EXCEEDED"], 50);
+        // 800 answers: the p50 is a fast one; the p90 and up are the late
+        // 300 ms ones. Over all requests, the 150 1-ms rejections pull the
+        // median down; over answers alone they cannot.
+        let ok = &report.latency_ok_us;
+        assert!((20_000..=70_100).contains(&ok.p50), "{}", ok.p50);
+        assert!((299_000..=301_000).contains(&ok.p99), "{}", ok.p99);
+        assert!(report.latency_ok_us.mean > report.latency_us.mean);
+        let text = report.text();
+        assert!(
+            text.contains("good 600 (complete, within 100ms), goodput 60.0/s; rejected (RESOURCE_EXHAUSTED) 150, other errors 50"),
+            "{text}"
+        );
+        assert!(text.contains("latency ok: p50 "), "{text}");
+        assert!(text.contains("loadgen:   CPU 0.25 of one core\n"), "{text}");
+        assert!(!text.contains("may have limited"), "{text}");
+        // The existing lines are all still there.
+        for line in ["requests:  sent 1000", "coverage:  ", "latency:   p50 "] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_busy_load_tester_is_called_out() {
+        let mut r = overloaded();
+        r.loadgen_cpu = Some(0.93);
+        let report = Report::new(
+            "t".into(),
+            "open_loop",
+            Some(100.0),
+            &r,
+            Duration::from_secs(10),
+        );
+        let text = report.text();
+        assert!(
+            text.contains("warning:   the load tester used 0.93 of a core: the load tester, not the tree, may have limited this run"),
+            "{text}"
+        );
+        // In-process, the CPU is the index's too: no claim about the tester.
+        r.target_in_process = true;
+        let text = Report::new("t".into(), "open_loop", None, &r, Duration::from_secs(10)).text();
+        assert!(!text.contains("may have limited"), "{text}");
+        assert!(text.contains("searched in this process too"), "{text}");
     }
 
     #[test]

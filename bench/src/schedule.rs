@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::cpu::CpuMeter;
 use crate::record::Recorder;
 use crate::target::Target;
 
@@ -110,6 +111,27 @@ pub struct Live {
     pub done: AtomicU64,
 }
 
+/// A recorder for a run of `config` against `target`.
+fn recorder(config: &LoadConfig, target: &dyn Target) -> Recorder {
+    Recorder {
+        target_in_process: target.in_process(),
+        ..Recorder::with_budget(config.budget_ms)
+    }
+}
+
+/// Starts measuring the load tester's CPU when the measured window opens.
+fn cpu_meter_from(measured_from: Instant) -> tokio::task::JoinHandle<CpuMeter> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(measured_from).await;
+        CpuMeter::start()
+    })
+}
+
+/// The load tester's CPU use from the window's start until now.
+async fn cpu_fraction(meter: tokio::task::JoinHandle<CpuMeter>) -> Option<f64> {
+    meter.await.ok().and_then(|m| m.fraction())
+}
+
 fn request(queries: &[String], i: usize, config: &LoadConfig) -> SearchRequest {
     SearchRequest {
         query: queries[i % queries.len()].clone(),
@@ -128,10 +150,11 @@ pub async fn open_loop(
     config: &LoadConfig,
     live: Arc<Live>,
 ) -> (Recorder, Duration) {
-    let recorder = Arc::new(Mutex::new(Recorder::default()));
+    let recorder = Arc::new(Mutex::new(recorder(config, &*target)));
     let limiter = config.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
     let start = Instant::now();
     let measured_from = start + config.warmup;
+    let meter = cpu_meter_from(measured_from);
     let mut tasks = JoinSet::new();
     let arrivals = Arrivals::new(
         config.rate,
@@ -179,7 +202,8 @@ pub async fn open_loop(
     // The measured window: the scheduled duration, or longer if the last
     // answers came later than that.
     let span = measured_from.elapsed().max(config.duration);
-    let recorder = recorder.lock().expect("recorder").clone();
+    let mut recorder = recorder.lock().expect("recorder").clone();
+    recorder.loadgen_cpu = cpu_fraction(meter).await;
     (recorder, span)
 }
 
@@ -193,10 +217,11 @@ pub async fn closed_loop(
     workers: usize,
     live: Arc<Live>,
 ) -> (Recorder, Duration) {
-    let recorder = Arc::new(Mutex::new(Recorder::default()));
+    let recorder = Arc::new(Mutex::new(recorder(config, &*target)));
     let start = Instant::now();
     let measured_from = start + config.warmup;
     let end = measured_from + config.duration;
+    let meter = cpu_meter_from(measured_from);
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for _ in 0..workers.max(1) {
@@ -231,7 +256,8 @@ pub async fn closed_loop(
     }
     while tasks.join_next().await.is_some() {}
     let span = measured_from.elapsed();
-    let recorder = recorder.lock().expect("recorder").clone();
+    let mut recorder = recorder.lock().expect("recorder").clone();
+    recorder.loadgen_cpu = cpu_fraction(meter).await;
     (recorder, span)
 }
 
@@ -353,6 +379,23 @@ mod tests {
             Duration::from_micros(r.latency.value_at_quantile(0.999)) <= Duration::from_millis(2)
         );
         assert!(Duration::from_micros(r.latency.max()) >= Duration::from_millis(990));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_held_up_past_the_budget_are_not_goodput() {
+        let target = Arc::new(Stalling {
+            start: Instant::now(),
+        });
+        let mut c = config(100.0);
+        c.budget_ms = 100;
+        let (r, _) = open_loop(target, queries(), &c, Arc::default()).await;
+        assert_eq!(r.completed, 1000);
+        // Of the ~100 requests held up by the 1 s stall, ~90 waited more
+        // than 100 ms; everything else took ~1 ms.
+        assert!((890..=915).contains(&r.good), "{}", r.good);
+        assert_eq!(r.latency_ok.len(), 1000);
+        #[cfg(unix)]
+        assert!(r.loadgen_cpu.is_some_and(|f| f >= 0.0));
     }
 
     #[tokio::test(start_paused = true)]

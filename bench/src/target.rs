@@ -22,6 +22,11 @@ pub trait Target: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<SearchResponse, tonic::Status>>;
     /// A one-line description for the report.
     fn describe(&self) -> String;
+    /// Whether searching runs inside this process, so that the load
+    /// tester's CPU use includes it (and says nothing about the tester alone).
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 /// A tree's root, over `connections` HTTP/2 connections used in turn.
@@ -121,5 +126,9 @@ impl Target for DirectTarget {
 
     fn describe(&self) -> String {
         format!("one index in-process ({})", self.dir)
+    }
+
+    fn in_process(&self) -> bool {
+        true
     }
 }

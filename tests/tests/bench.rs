@@ -29,7 +29,35 @@ fn check_report(json: &serde_json::Value) {
     assert!((0.0..=1.0).contains(&coverage));
     let partial = json["partial_fraction"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&partial));
-    assert!(json["rate_achieved"].as_f64().unwrap() > 0.0);
+    let achieved = json["rate_achieved"].as_f64().unwrap();
+    assert!(achieved > 0.0);
+
+    // What the overload work reads: goodput, the latency of answers alone,
+    // rejections apart, and the load tester's own CPU.
+    let goodput = json["goodput"].as_f64().unwrap();
+    assert!(goodput > 0.0 && goodput <= achieved + 1e-9, "{json}");
+    let good = json["good"].as_u64().unwrap();
+    assert!(good <= completed, "{json}");
+    assert_eq!(json["budget_ms"], 2000, "{json}");
+    let rejected = json["rejected"].as_u64().unwrap();
+    assert_eq!(
+        rejected,
+        json["errors"]["RESOURCE_EXHAUSTED"].as_u64().unwrap_or(0),
+        "{json}"
+    );
+    let ok = &json["latency_ok_us"];
+    let k = |key: &str| ok[key].as_u64().unwrap();
+    assert!(k("p50") > 0);
+    assert!(
+        k("p50") <= k("p90")
+            && k("p90") <= k("p99")
+            && k("p99") <= k("p999")
+            && k("p999") <= k("max"),
+        "{json}"
+    );
+    assert!(k("p50") <= p("p99") && k("max") <= p("max"), "{json}");
+    let cpu = json["loadgen_cpu"].as_f64().unwrap();
+    assert!(cpu > 0.0 && cpu < 64.0, "{json}");
 }
 
 /// Runs a 2-second open-loop `searchtree bench` against `target` (e.g.
@@ -88,6 +116,13 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
         ],
     );
     assert!(stdout.contains("latency:   p50"), "{stdout}");
+    assert!(stdout.contains("latency ok: p50"), "{stdout}");
+    assert!(stdout.contains("goodput"), "{stdout}");
+    assert!(stdout.contains("loadgen:   CPU"), "{stdout}");
+    // A small tree, lightly loaded, with a generous budget: every answer is
+    // complete and in time.
+    assert_eq!(report["good"], report["completed"], "{report}");
+    assert_eq!(report["target_in_process"], false);
     assert_eq!(report["mode"], "open_loop");
     assert_eq!(report["coverage_mean"], 1.0);
     let hgrm = std::fs::read_to_string(&hgrm).unwrap();
@@ -102,6 +137,7 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
     let direct = fx.whole.join("shards/shard-000");
     let (_, report) = short_run(&["--direct", direct.to_str().unwrap()], &json, &[]);
     assert!(report["target"].as_str().unwrap().contains("one index"));
+    assert_eq!(report["target_in_process"], true);
 }
 
 #[test]

@@ -64,7 +64,9 @@ pub struct BenchArgs {
     /// Hits per request.
     #[arg(long, default_value_t = 10)]
     pub top_k: u32,
-    /// budget_ms of every request (0: the root's default).
+    /// budget_ms of every request (0: the root's default). `goodput` counts
+    /// the complete answers that came back within it (with 0, any complete
+    /// answer).
     #[arg(long, default_value_t = 0)]
     pub budget_ms: u32,
     /// Give up on a request after this long (counted as CLIENT_GAVE_UP).
