@@ -97,6 +97,12 @@ impl<C: CounterSet> Counters<C> {
         self.values[counter.index()].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Sets `counter` to `value`: for the few that are gauges (a current
+    /// limit), not counts.
+    pub fn set(&self, counter: C, value: u64) {
+        self.values[counter.index()].store(value, Ordering::Relaxed);
+    }
+
     /// Adds one to `counter`.
     pub fn inc(&self, counter: C) {
         self.add(counter, 1);

@@ -45,6 +45,12 @@ counter_set! {
         CanaryCrashes = "canary_crashes",
         /// Root: queries refused as remembered crashers.
         CanaryRefusals = "canary_refusals",
+        /// Root: queries admitted past admission control.
+        Admitted = "admitted",
+        /// Root: queries shed by admission control (RESOURCE_EXHAUSTED).
+        Shed = "shed",
+        /// Root: the current admission limit (a gauge, not a count).
+        AdmissionLimit = "admission_limit",
     }
 }
 

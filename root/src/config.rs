@@ -6,6 +6,7 @@ use clap::Parser;
 use searchtree_node::serving::ConnectionArgs;
 use searchtree_parent::config::InnerArgs;
 
+use crate::admission::{self, AdmissionConfig};
 use crate::canary::{self, CanaryConfig};
 
 /// The root of a search tree: the node clients call.
@@ -33,9 +34,46 @@ pub struct RootConfig {
     /// How long a query whose canary crashed a node is refused, in seconds.
     #[arg(long, default_value_t = canary::DEFAULT_REFUSE_FOR.as_secs())]
     pub canary_refuse_secs: u64,
+    /// Turn admission control off: every query is fanned out, however many
+    /// are in flight (for comparison; not for production).
+    #[arg(long)]
+    pub no_admission: bool,
+    /// The least number of queries the admission limit allows in flight.
+    #[arg(long, default_value_t = admission::DEFAULT_MIN_LIMIT)]
+    pub admission_min_limit: usize,
+    /// The most queries the admission limit allows in flight.
+    #[arg(long, default_value_t = admission::DEFAULT_MAX_LIMIT)]
+    pub admission_max_limit: usize,
+    /// The admission limit at start.
+    #[arg(long, default_value_t = admission::DEFAULT_INITIAL_LIMIT)]
+    pub admission_initial_limit: usize,
+    /// What a shed client is told to wait before retrying, in milliseconds.
+    #[arg(long, default_value_t = admission::DEFAULT_PUSHBACK.as_millis() as u64)]
+    pub admission_pushback_ms: u64,
 }
 
 impl RootConfig {
+    /// The admission settings, unless admission control is off.
+    pub fn admission(&self) -> anyhow::Result<Option<AdmissionConfig>> {
+        if self.no_admission {
+            return Ok(None);
+        }
+        if self.admission_min_limit == 0 || self.admission_min_limit > self.admission_max_limit {
+            anyhow::bail!(
+                "--admission-min-limit {} must be at least 1 and at most --admission-max-limit {}",
+                self.admission_min_limit,
+                self.admission_max_limit
+            );
+        }
+        Ok(Some(AdmissionConfig {
+            min_limit: self.admission_min_limit,
+            max_limit: self.admission_max_limit,
+            initial_limit: self.admission_initial_limit,
+            pushback: Duration::from_millis(self.admission_pushback_ms),
+            ..AdmissionConfig::default()
+        }))
+    }
+
     /// The canary settings, if canaries are on.
     pub fn canary(&self) -> Option<CanaryConfig> {
         self.canary.then(|| CanaryConfig {

@@ -3,6 +3,7 @@
 //! about an incomplete answer (strict mode, nothing answered).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod canary;
 pub mod config;
 pub mod node;

@@ -12,7 +12,10 @@ async fn main() -> anyhow::Result<()> {
     let node = config.inner.build_node("root")?;
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
-    let service = RootService::new(RootNode::new(node).with_canary(config.canary()));
+    let root = RootNode::new(node)
+        .with_canary(config.canary())
+        .with_admission(config.admission()?);
+    let service = RootService::new(root);
     serving::serve(
         listener,
         service,

@@ -11,6 +11,11 @@ use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_proto::query::Quoted;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use searchtree_parent::InnerCounter;
+
+use crate::admission::{Admission, AdmissionConfig};
 use crate::canary::{Canary, CanaryConfig};
 use crate::policy::judge;
 
@@ -18,12 +23,40 @@ use crate::policy::judge;
 pub struct RootNode {
     node: InnerNode,
     canary: Option<Canary>,
+    admission: Option<Arc<Admission>>,
 }
 
 impl RootNode {
     /// A root over `node`'s children.
     pub fn new(node: InnerNode) -> Self {
-        RootNode { node, canary: None }
+        RootNode {
+            node,
+            canary: None,
+            admission: None,
+        }
+    }
+
+    /// Admits whole queries under an adaptive limit (see
+    /// [`crate::admission`]), if `config` is given; the rest are shed with
+    /// [`NodeError::Overloaded`].
+    pub fn with_admission(mut self, config: Option<AdmissionConfig>) -> Self {
+        if let Some(config) = config {
+            tracing::info!(?config, "admission control on");
+        }
+        self.admission = config.map(Admission::new);
+        if let Some(a) = &self.admission {
+            let limit = a.limit() as u64;
+            self.node
+                .counters()
+                .set(InnerCounter::AdmissionLimit, limit);
+        }
+        self
+    }
+
+    /// How long a shed client is asked to wait before retrying, if
+    /// admission control is on.
+    pub fn pushback(&self) -> Option<Duration> {
+        self.admission.as_ref().map(|a| a.pushback())
     }
 
     /// Sends canaries for unseen queries (see [`crate::canary`]), if `config`
@@ -59,10 +92,36 @@ impl RootNode {
         params: &SearchParams,
         deadline: Instant,
     ) -> Result<SearchResponse, NodeError> {
-        let response = match &self.canary {
-            Some(canary) => canary.search(&self.node, params, deadline).await?,
-            None => self.node.search(params, deadline).await?,
+        let counters = self.node.counters();
+        let permit = match &self.admission {
+            None => None,
+            Some(admission) => match admission.try_acquire() {
+                Ok(permit) => {
+                    counters.inc(InnerCounter::Admitted);
+                    Some(permit)
+                }
+                Err(shed) => {
+                    counters.inc(InnerCounter::Shed);
+                    return Err(NodeError::Overloaded(format!(
+                        "the tree is at its limit of {} queries in flight; retry after {} ms",
+                        shed.limit,
+                        shed.pushback.as_millis()
+                    )));
+                }
+            },
         };
+        let response = match &self.canary {
+            Some(canary) => canary.search(&self.node, params, deadline).await,
+            None => self.node.search(params, deadline).await,
+        };
+        if let (Some(permit), Some(admission)) = (permit, &self.admission) {
+            let timed_out = response
+                .as_ref()
+                .is_ok_and(|r| r.coverage.as_ref().is_some_and(|c| c.shards_timed_out > 0));
+            permit.finish(timed_out);
+            counters.set(InnerCounter::AdmissionLimit, admission.limit() as u64);
+        }
+        let response = response?;
         judge(params, response).map_err(|(refusal, err)| {
             self.node.counters().inc(refusal.counter());
             tracing::info!(query = %Quoted::new(&params.query), %err, "answer refused");

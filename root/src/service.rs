@@ -8,6 +8,8 @@ use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use searchtree_parent::NodeError;
+
 use crate::node::RootNode;
 
 /// Serves `searchtree.v1.Search` to clients for the whole tree.
@@ -31,7 +33,49 @@ impl Search for RootService {
         let arrived = Instant::now();
         let params = self.root.validate(request.get_ref())?;
         let deadline = arrived + self.root.budget(&params, grpc_timeout(&request));
-        let response = self.root.search(&params, deadline).await?;
-        Ok(Response::new(response))
+        match self.root.search(&params, deadline).await {
+            Ok(response) => Ok(Response::new(response)),
+            Err(err) => Err(status_of(err, self.root.pushback())),
+        }
+    }
+}
+
+/// The status for an error; a shed query also carries gRPC's standard retry
+/// pushback (`grpc-retry-pushback-ms`), so well-behaved clients back off.
+fn status_of(err: NodeError, pushback: Option<std::time::Duration>) -> Status {
+    let overloaded = matches!(err, NodeError::Overloaded(_));
+    let mut status = Status::from(err);
+    if let (true, Some(pushback)) = (overloaded, pushback)
+        && let Ok(value) = pushback.as_millis().to_string().parse()
+    {
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", value);
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_shed_query_carries_the_retry_pushback() {
+        let status = status_of(
+            NodeError::Overloaded("busy".into()),
+            Some(Duration::from_millis(50)),
+        );
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            "50"
+        );
+        let other = status_of(
+            NodeError::Invalid("bad".into()),
+            Some(Duration::from_millis(50)),
+        );
+        assert!(other.metadata().get("grpc-retry-pushback-ms").is_none());
     }
 }

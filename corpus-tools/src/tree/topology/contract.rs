@@ -91,6 +91,7 @@ fn check_node(node: &PlannedNode, args: Vec<String>) -> Result<(), String> {
             let config = RootConfig::try_parse_from(with_program("searchtree-root", args))
                 .map_err(first_line)?;
             check_inner(&config.inner)?;
+            config.admission().map_err(|e| e.to_string())?;
         }
         PlannedNode::Inner { .. } => {
             let config = ParentConfig::try_parse_from(with_program("searchtree-parent", args))

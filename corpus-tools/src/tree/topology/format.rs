@@ -107,6 +107,9 @@ pub struct RootNode {
     /// (unset: the root's default; 0: every query gets a canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_remember_secs: Option<u64>,
+    /// Admission control at the root (on unless `false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<bool>,
 }
 
 /// An inner node.

@@ -70,6 +70,7 @@ impl Topology {
                 children: root_children,
                 canary: false,
                 canary_remember_secs: None,
+                admission: None,
             },
             parents,
             leaves,

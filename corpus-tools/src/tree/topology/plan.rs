@@ -200,6 +200,9 @@ impl Topology {
         if let Some(secs) = self.root.canary_remember_secs {
             root_flags.push(format!("--canary-remember-secs={secs}"));
         }
+        if self.root.admission == Some(false) {
+            root_flags.push("--no-admission".into());
+        }
         set_routing(&mut root, root_flags);
         nodes.push(root);
         let plan = Plan { nodes, num_shards };
