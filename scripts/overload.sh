@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Overload: the tree's capacity C from a closed loop, then open loop at 1x,
+# 2x, 3x and 4x C with a 100 ms budget, with admission control on and off,
+# one fresh tree per run; after each run, one query shows whether the tree is
+# back to normal. Usage: scripts/overload.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace --quiet
+bin=target/release
+export SEARCHTREE_BIN_DIR="$PWD/$bin"
+out="${1:-bench-results/overload-$(date -u +%Y%m%dT%H%M%SZ)}"; mkdir -p "$out"
+"$bin/searchtree" build --input corpus-tools/data/wiki-summaries.jsonl.gz --shards 4 --parents 2 --out "$out/idx" 2> "$out/build.log"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+start_tree() {
+  local topology="$1" log="$2"
+  local fifo; fifo=$(mktemp -u); mkfifo "$fifo"
+  "$bin/searchtree" up --topology "$topology" > "$fifo" 2> "$log" &
+  tree_pid=$!; pids+=("$tree_pid")
+  local line; read -r line < "$fifo"; rm -f "$fifo"
+  root="${line#READY root=}"
+}
+summ() { python3 -c "
+import json,sys; r=json.load(open(sys.argv[1])); l=r['latency_us']; o=r.get('latency_ok_us',{})
+print('%-14s sent %6d achieved %7.0f/s goodput %7.0f/s rejected %6d other-err %5d partial %5.1f%% p50 %7.1f p99 %7.1f ms | answers p99 %7.1f ms | loadgen %.2f' % (sys.argv[2], r['sent'], r['rate_achieved'], r.get('goodput',0), r.get('rejected',0), sum(r['errors'].values())-r.get('rejected',0), 100*r['partial_fraction'], l['p50']/1e3, l['p99']/1e3, o.get('p99',0)/1e3, r.get('loadgen_cpu',0)))" "$1" "$2"; }
+# capacity
+start_tree "$out/idx/topology.toml" "$out/cap.log"
+"$bin/searchtree" bench --root "$root" --max --connections 8 --duration 10s --warmup 2s --budget-ms 100 --json "$out/cap.json" > /dev/null 2>>"$out/bench.log"
+kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+C=$(python3 -c "import json; print(int(json.load(open('$out/cap.json'))['rate_achieved']))")
+echo "capacity C = $C q/s (closed loop, 8 workers)"
+awk '{ print } /^\[root\]$/ { print "admission = false" }' "$out/idx/topology.toml" > "$out/idx/noadm.toml"
+for mode in on off; do
+  topo="$out/idx/topology.toml"; [ "$mode" = off ] && topo="$out/idx/noadm.toml"
+  for x in 1 2 3 4; do
+    start_tree "$topo" "$out/$mode-$x.log"
+    rate=$((C * x))
+    "$bin/searchtree" bench --root "$root" --rate "$rate" --duration 10s --warmup 1s --budget-ms 100 --json "$out/$mode-$x.json" > /dev/null 2>>"$out/bench.log" || true
+    # back to normal within a second?
+    after=$("$bin/searchtree" query --root "$root" --budget-ms 100 -k 3 paris 2>&1 | tail -1)
+    kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+    summ "$out/$mode-$x.json" "adm $mode ${x}xC"
+    echo "   right after: $after"
+  done
+done
