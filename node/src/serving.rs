@@ -10,6 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::counters::{CounterSnapshot, StatsService};
 use searchtree_proto::pb::node_stats_server::NodeStatsServer;
@@ -142,6 +143,13 @@ pub async fn serve<S: Search>(
     announce(local);
     tracing::info!(%local, "serving");
     grpc_server(&limits)
+        // Outermost, so it runs first: a request's clock starts when its
+        // headers reach the node, not when a busy runtime gets round to its
+        // handler (see [`arrival`]).
+        .layer(tower::util::MapRequestLayer::new(
+            stamp_arrival
+                as fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
+        ))
         .add_service(SearchServer::new(search))
         .add_service(NodeStatsServer::new(StatsService(counters)))
         .add_service(health_service)
@@ -150,6 +158,26 @@ pub async fn serve<S: Search>(
         .serve_with_incoming_shutdown(incoming.into_stream(), shutdown)
         .await?;
     Ok(())
+}
+
+/// When a request reached this node: stamped on every request before any
+/// handler runs, so that its deadline (the caller's `grpc-timeout`) counts
+/// from there.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
+
+fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
+    request.extensions_mut().insert(Arrival(Instant::now()));
+    request
+}
+
+/// When `request` reached this node (now, for a request that did not come
+/// through [`serve`], e.g. in a test).
+pub fn arrival<T>(request: &tonic::Request<T>) -> Instant {
+    request
+        .extensions()
+        .get::<Arrival>()
+        .map_or_else(Instant::now, |a| a.0)
 }
 
 /// Logs the limits in force, and warns if the cap exceeds what the

@@ -49,6 +49,8 @@ counter_set! {
         Admitted = "admitted",
         /// Root: queries shed by admission control (RESOURCE_EXHAUSTED).
         Shed = "shed",
+        /// Root: of which batch queries.
+        ShedBatch = "shed_batch",
         /// Root: the current admission limit (a gauge, not a count).
         AdmissionLimit = "admission_limit",
     }

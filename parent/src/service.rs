@@ -1,10 +1,10 @@
 //! The parent's gRPC adapter: reads the request and its gRPC deadline, hands
 //! them to its [`InnerNode`], and maps a [`crate::NodeError`] to a status.
 
+use searchtree_node::serving::arrival;
 use searchtree_proto::deadline::grpc_timeout;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
@@ -28,7 +28,7 @@ impl Search for ParentService {
         &self,
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        let arrived = Instant::now();
+        let arrived = arrival(&request);
         let params = self.node.validate(request.get_ref())?;
         let deadline = arrived + self.node.budget(&params, grpc_timeout(&request));
         let response = self.node.search(&params, deadline).await?;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::pb::SearchRequest;
+use crate::pb::{Priority, SearchRequest};
 use crate::query::{self, QueryError, QueryLimits};
 
 /// Hits returned when a request asks for `top_k = 0`.
@@ -20,6 +20,9 @@ pub enum RequestError {
     /// `top_k` is above [`MAX_TOP_K`].
     #[error("top_k {0} is too large: ask for at most {MAX_TOP_K} hits")]
     TopKTooLarge(u32),
+    /// `priority` is not one of the `Priority` values.
+    #[error("priority {0} is unknown: give 0 (interactive) or 1 (batch)")]
+    Priority(i32),
     /// `min_coverage` is not a fraction.
     #[error("min_coverage {0} is not a fraction: give a number from 0.0 to 1.0")]
     MinCoverage(String),
@@ -47,6 +50,8 @@ pub struct SearchParams {
     pub min_coverage: f64,
     /// Search one shard only (see `SearchRequest.canary`).
     pub canary: bool,
+    /// Interactive or batch work, for admission under overload.
+    pub priority: Priority,
 }
 
 /// Validation with the default [`QueryLimits`].
@@ -72,6 +77,8 @@ impl SearchParams {
         if !(0.0..=1.0).contains(&req.min_coverage) {
             return Err(RequestError::MinCoverage(req.min_coverage.to_string()));
         }
+        let priority =
+            Priority::try_from(req.priority).map_err(|_| RequestError::Priority(req.priority))?;
         let budget = (req.budget_ms > 0).then(|| Duration::from_millis(req.budget_ms.into()));
         Ok(SearchParams {
             query: req.query.clone(),
@@ -79,6 +86,7 @@ impl SearchParams {
             budget,
             min_coverage: req.min_coverage,
             canary: req.canary,
+            priority,
         })
     }
 
@@ -94,6 +102,7 @@ impl SearchParams {
             budget_ms: u32::try_from(ms).unwrap_or(u32::MAX).max(1),
             min_coverage: 0.0,
             canary: self.canary,
+            priority: self.priority as i32,
         }
     }
 }

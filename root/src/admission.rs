@@ -60,6 +60,12 @@ pub struct AdmissionConfig {
     /// What a shed client is told to wait before retrying
     /// (`grpc-retry-pushback-ms`).
     pub pushback: Duration,
+    /// Batch queries are shed once this share of the limit is in flight,
+    /// leaving the rest to interactive ones.
+    pub batch_max_share: f64,
+    /// The share of the limit batch queries keep whatever the load (and
+    /// interactive ones cannot take): batch work is never starved.
+    pub batch_guaranteed_share: f64,
 }
 
 /// Default [`AdmissionConfig::min_limit`]: high enough that bursts of an
@@ -71,6 +77,10 @@ pub const DEFAULT_MIN_LIMIT: usize = 32;
 pub const DEFAULT_MAX_LIMIT: usize = 1024;
 /// Default [`AdmissionConfig::initial_limit`].
 pub const DEFAULT_INITIAL_LIMIT: usize = 64;
+/// Default [`AdmissionConfig::batch_max_share`].
+pub const DEFAULT_BATCH_MAX_SHARE: f64 = 0.5;
+/// Default [`AdmissionConfig::batch_guaranteed_share`].
+pub const DEFAULT_BATCH_GUARANTEED_SHARE: f64 = 0.1;
 /// Default [`AdmissionConfig::pushback`].
 pub const DEFAULT_PUSHBACK: Duration = Duration::from_millis(50);
 
@@ -85,6 +95,8 @@ impl Default for AdmissionConfig {
             long_window: 600,
             drop_factor: 0.9,
             pushback: DEFAULT_PUSHBACK,
+            batch_max_share: DEFAULT_BATCH_MAX_SHARE,
+            batch_guaranteed_share: DEFAULT_BATCH_GUARANTEED_SHARE,
         }
     }
 }
@@ -104,6 +116,8 @@ pub struct Admission {
 struct State {
     limit: f64,
     in_flight: usize,
+    /// Of which batch queries.
+    batch_in_flight: usize,
     /// Long-term average round trip, seconds (0: no sample yet).
     long_rtt: f64,
 }
@@ -116,6 +130,7 @@ pub struct Permit {
     admission: Arc<Admission>,
     started: Instant,
     in_flight: usize,
+    batch: bool,
     done: bool,
 }
 
@@ -141,6 +156,7 @@ impl Admission {
             state: Mutex::new(State {
                 limit: initial as f64,
                 in_flight: 0,
+                batch_in_flight: 0,
                 long_rtt: 0.0,
             }),
         })
@@ -161,22 +177,40 @@ impl Admission {
         self.state.lock().expect("admission state").in_flight
     }
 
-    /// Admits a query if fewer than the limit are in flight.
-    pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Shed> {
+    /// Admits a query if its class may have one more in flight: an
+    /// interactive query while fewer than the limit are in flight (less the
+    /// share guaranteed to batch work), a batch query while fewer than its
+    /// maximum share are, or while batch work is below its guaranteed share.
+    pub fn try_acquire(self: &Arc<Self>, batch: bool) -> Result<Permit, Shed> {
         let mut s = self.state.lock().expect("admission state");
         let limit = s.limit as usize;
-        if s.in_flight >= limit {
+        let c = &self.config;
+        let share = |f: f64| (s.limit * f.clamp(0.0, 1.0)).floor() as usize;
+        let admit = if batch {
+            s.in_flight < limit
+                && (s.in_flight < share(c.batch_max_share)
+                    || s.batch_in_flight < share(c.batch_guaranteed_share))
+        } else {
+            let interactive = s.in_flight - s.batch_in_flight;
+            let reserved = share(c.batch_guaranteed_share).saturating_sub(s.batch_in_flight);
+            s.in_flight + reserved < limit && interactive < limit
+        };
+        if !admit {
             return Err(Shed {
                 in_flight: s.in_flight,
                 limit,
-                pushback: self.config.pushback,
+                pushback: c.pushback,
             });
         }
         s.in_flight += 1;
+        if batch {
+            s.batch_in_flight += 1;
+        }
         Ok(Permit {
             admission: Arc::clone(self),
             started: Instant::now(),
             in_flight: s.in_flight,
+            batch,
             done: false,
         })
     }
@@ -226,6 +260,9 @@ impl Permit {
         let rtt = self.started.elapsed();
         let mut s = self.admission.state.lock().expect("admission state");
         s.in_flight -= 1;
+        if self.batch {
+            s.batch_in_flight -= 1;
+        }
         self.admission.update(
             &mut s,
             rtt.as_secs_f64().max(1e-6),
@@ -238,11 +275,11 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.admission
-                .state
-                .lock()
-                .expect("admission state")
-                .in_flight -= 1;
+            let mut s = self.admission.state.lock().expect("admission state");
+            s.in_flight -= 1;
+            if self.batch {
+                s.batch_in_flight -= 1;
+            }
         }
     }
 }
@@ -311,6 +348,34 @@ mod tests {
     }
 
     #[test]
+    fn batch_work_is_shed_first_within_its_guaranteed_share() {
+        let a = Admission::new(AdmissionConfig {
+            min_limit: 10,
+            initial_limit: 10,
+            max_limit: 10,
+            batch_max_share: 0.5,
+            batch_guaranteed_share: 0.2,
+            ..config()
+        });
+        // Batch alone: up to half the limit.
+        let batch: Vec<_> = (0..5).map(|_| a.try_acquire(true).unwrap()).collect();
+        assert!(a.try_acquire(true).is_err(), "batch past its maximum share");
+        // Interactive takes the rest.
+        let interactive: Vec<_> = (0..5).map(|_| a.try_acquire(false).unwrap()).collect();
+        assert!(a.try_acquire(false).is_err(), "the limit is reached");
+        drop(batch);
+        // With interactive work filling the tree, batch still has its
+        // guaranteed 2 slots, which interactive work cannot take.
+        let more: Vec<_> = (0..3).map(|_| a.try_acquire(false).unwrap()).collect();
+        assert!(a.try_acquire(false).is_err(), "2 slots kept for batch");
+        let guaranteed: Vec<_> = (0..2).map(|_| a.try_acquire(true).unwrap()).collect();
+        assert!(a.try_acquire(true).is_err());
+        assert_eq!(a.in_flight(), 10);
+        drop((interactive, more, guaranteed));
+        assert_eq!(a.in_flight(), 0);
+    }
+
+    #[test]
     fn a_tree_that_got_slower_for_good_is_learnt() {
         let a = Admission::new(config());
         drive(&a, ms(10), 40, 3000);
@@ -343,15 +408,15 @@ mod tests {
             initial_limit: 2,
             ..config()
         });
-        let first = a.try_acquire().unwrap();
-        let second = a.try_acquire().unwrap();
-        let shed = a.try_acquire().unwrap_err();
+        let first = a.try_acquire(false).unwrap();
+        let second = a.try_acquire(false).unwrap();
+        let shed = a.try_acquire(false).unwrap_err();
         assert_eq!((shed.in_flight, shed.limit), (2, 2));
         assert_eq!(shed.pushback, DEFAULT_PUSHBACK);
         tokio::time::advance(ms(20)).await;
         first.finish(false);
         drop(second); // cancelled: frees the slot, no sample
         assert_eq!(a.in_flight(), 0);
-        assert!(a.try_acquire().is_ok());
+        assert!(a.try_acquire(false).is_ok());
     }
 }

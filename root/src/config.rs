@@ -50,6 +50,14 @@ pub struct RootConfig {
     /// What a shed client is told to wait before retrying, in milliseconds.
     #[arg(long, default_value_t = admission::DEFAULT_PUSHBACK.as_millis() as u64)]
     pub admission_pushback_ms: u64,
+    /// Batch queries are shed once this share (0–1) of the admission limit
+    /// is in flight.
+    #[arg(long, default_value_t = admission::DEFAULT_BATCH_MAX_SHARE)]
+    pub batch_max_share: f64,
+    /// The share (0–1) of the admission limit batch queries keep whatever
+    /// the load.
+    #[arg(long, default_value_t = admission::DEFAULT_BATCH_GUARANTEED_SHARE)]
+    pub batch_guaranteed_share: f64,
 }
 
 impl RootConfig {
@@ -65,11 +73,22 @@ impl RootConfig {
                 self.admission_max_limit
             );
         }
+        if !(0.0..=1.0).contains(&self.batch_guaranteed_share)
+            || !(self.batch_guaranteed_share..=1.0).contains(&self.batch_max_share)
+        {
+            anyhow::bail!(
+                "--batch-guaranteed-share {} and --batch-max-share {} must be shares, the guaranteed one the smaller",
+                self.batch_guaranteed_share,
+                self.batch_max_share
+            );
+        }
         Ok(Some(AdmissionConfig {
             min_limit: self.admission_min_limit,
             max_limit: self.admission_max_limit,
             initial_limit: self.admission_initial_limit,
             pushback: Duration::from_millis(self.admission_pushback_ms),
+            batch_max_share: self.batch_max_share,
+            batch_guaranteed_share: self.batch_guaranteed_share,
             ..AdmissionConfig::default()
         }))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use searchtree_parent::{InnerNode, NodeError};
 use searchtree_proto::SearchParams;
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::pb::{Priority, SearchRequest, SearchResponse};
 use searchtree_proto::query::Quoted;
 use tokio::time::Instant;
 
@@ -95,13 +95,16 @@ impl RootNode {
         let counters = self.node.counters();
         let permit = match &self.admission {
             None => None,
-            Some(admission) => match admission.try_acquire() {
+            Some(admission) => match admission.try_acquire(params.priority == Priority::Batch) {
                 Ok(permit) => {
                     counters.inc(InnerCounter::Admitted);
                     Some(permit)
                 }
                 Err(shed) => {
                     counters.inc(InnerCounter::Shed);
+                    if params.priority == Priority::Batch {
+                        counters.inc(InnerCounter::ShedBatch);
+                    }
                     return Err(NodeError::Overloaded(format!(
                         "the tree is at its limit of {} queries in flight; retry after {} ms",
                         shed.limit,

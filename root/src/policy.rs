@@ -104,6 +104,7 @@ mod tests {
             budget: None,
             min_coverage,
             canary: false,
+            priority: searchtree_proto::pb::Priority::Interactive,
         }
     }
 

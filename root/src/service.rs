@@ -2,10 +2,10 @@
 //! and its gRPC deadline, hands them to the [`RootNode`], and maps a
 //! [`searchtree_parent::NodeError`] to a status.
 
+use searchtree_node::serving::arrival;
 use searchtree_proto::deadline::grpc_timeout;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use searchtree_parent::NodeError;
@@ -30,7 +30,7 @@ impl Search for RootService {
         &self,
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        let arrived = Instant::now();
+        let arrived = arrival(&request);
         let params = self.root.validate(request.get_ref())?;
         let deadline = arrived + self.root.budget(&params, grpc_timeout(&request));
         match self.root.search(&params, deadline).await {
