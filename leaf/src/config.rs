@@ -29,6 +29,11 @@ pub struct LeafConfig {
     /// Defaults to the number of CPUs.
     #[arg(long)]
     pub max_concurrent_searches: Option<usize>,
+    /// Requests that may wait for a search slot; more are refused at once
+    /// with RESOURCE_EXHAUSTED, so the queue stays bounded under any load.
+    /// Defaults to 64 per search slot.
+    #[arg(long)]
+    pub max_queued_searches: Option<usize>,
     /// Budget of a request that names none (no budget_ms, no gRPC deadline).
     #[arg(long, default_value_t = 100)]
     pub default_budget_ms: u64,
@@ -66,6 +71,12 @@ impl LeafConfig {
         self.max_concurrent_searches.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         })
+    }
+
+    /// The effective bound on requests waiting for a search slot.
+    pub fn max_queued(&self) -> usize {
+        self.max_queued_searches
+            .unwrap_or_else(|| self.concurrency().max(1) * crate::node::DEFAULT_QUEUED_PER_SLOT)
     }
 
     /// The leaf's deadline handling.

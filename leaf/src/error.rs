@@ -11,6 +11,11 @@ pub enum LeafError {
     /// The deadline passed before a search could start (`DEADLINE_EXCEEDED`).
     #[error("{0}")]
     Timeout(String),
+    /// The leaf is too busy to start this request before its deadline, or
+    /// its queue is full (`RESOURCE_EXHAUSTED`): refused at once, so the
+    /// caller still has time to try another replica.
+    #[error("{0}")]
+    Overloaded(String),
     /// The leaf will not serve this request now, e.g. an injected fault
     /// (`UNAVAILABLE`): another replica may.
     #[error("{0}")]

@@ -6,9 +6,16 @@
 //! it waits for a search slot is refused, and when the caller goes away (the
 //! future is dropped, e.g. a parent past its deadline cancelled its RPC) a
 //! running search stops at its next check.
+//!
+//! Overload is refused at once, not discovered at the deadline: the queue of
+//! requests waiting for a slot is bounded, and a request that the queue ahead
+//! of it would keep from starting before its collection deadline (judged from
+//! an estimate of the recent service time) is refused on arrival with
+//! [`LeafError::Overloaded`], so a parent can try another replica while there
+//! is still time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use searchtree_node::counter_set;
@@ -40,8 +47,18 @@ counter_set! {
         SearchesCancelled = "searches_cancelled",
         /// Requests whose caller went away before the answer.
         RequestsCancelled = "requests_cancelled",
-        /// Requests refused: no search slot before the deadline.
+        /// Requests refused: no search slot before the deadline (or the slot
+        /// came too late to search).
         QueueDeadlineExceeded = "queue_deadline_exceeded",
+        /// Requests refused at once on arrival: the queue for a search slot
+        /// was full, or the queue ahead would keep them from starting before
+        /// their deadline.
+        RefusedOverloaded = "refused_overloaded",
+        /// Requests that waited for a search slot (none was free on arrival).
+        QueueWaits = "queue_waits",
+        /// Total time requests waited for a search slot, in microseconds
+        /// (divided by `queue_waits`, the mean wait).
+        QueueWaitUsTotal = "queue_wait_us_total",
         /// Requests delayed on purpose (fault injection).
         InjectedDelays = "injected_delays",
         /// Requests failed on purpose (fault injection).
@@ -84,10 +101,76 @@ impl ShardSearch for ShardSearcher {
     }
 }
 
+/// The leaf's estimate of how long a search holds its slot: an exponentially
+/// weighted moving average of recent searches, so admission can tell at once
+/// whether a queued request could start in time. Lock-free, as it is updated
+/// from the blocking pool.
+#[derive(Debug)]
+pub struct ServiceEstimate {
+    /// The estimate in nanoseconds; `u64::MAX` until a search has finished.
+    nanos: AtomicU64,
+}
+
+impl ServiceEstimate {
+    /// Weight of the newest sample: recent enough to follow a change of load
+    /// within a few dozen searches, smooth enough to ignore one odd query.
+    pub const WEIGHT: f64 = 0.2;
+    const UNKNOWN: u64 = u64::MAX;
+
+    /// No estimate yet: until a search finishes, every request is admitted.
+    pub fn new() -> Self {
+        ServiceEstimate {
+            nanos: AtomicU64::new(Self::UNKNOWN),
+        }
+    }
+
+    /// The current estimate, if any search has finished.
+    pub fn get(&self) -> Option<Duration> {
+        match self.nanos.load(Ordering::Relaxed) {
+            Self::UNKNOWN => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+
+    /// Folds in one search's time holding its slot (the first sample is
+    /// taken as is).
+    pub fn record(&self, held: Duration) {
+        let sample = u64::try_from(held.as_nanos()).unwrap_or(Self::UNKNOWN - 1);
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == Self::UNKNOWN {
+                    sample.min(Self::UNKNOWN - 1)
+                } else {
+                    let next = old as f64 + Self::WEIGHT * (sample as f64 - old as f64);
+                    (next.max(0.0) as u64).min(Self::UNKNOWN - 1)
+                })
+            });
+    }
+}
+
+impl Default for ServiceEstimate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The default bound on requests waiting for a search slot: this many per
+/// slot. It is the backstop that keeps memory bounded (with no estimate yet,
+/// or with long budgets); ordinary overload is refused earlier, by the
+/// deadline check. Generous, because a parent fans each admitted query out to
+/// every leaf at once: at the root's initial admission limit (64 queries) a
+/// leaf with two slots sees 62 waiting, which must not be refused.
+pub const DEFAULT_QUEUED_PER_SLOT: usize = 64;
+
 /// One shard's request handling: search slots, timing, faults, counters.
 pub struct LeafNode<S = ShardSearcher> {
     searcher: Arc<S>,
     permits: Arc<Semaphore>,
+    slots: usize,
+    max_queued: usize,
+    waiting: Arc<AtomicUsize>,
+    service: Arc<ServiceEstimate>,
     timing: LeafTiming,
     faults: Faults,
     limits: QueryLimits,
@@ -97,11 +180,18 @@ pub struct LeafNode<S = ShardSearcher> {
 
 impl<S: ShardSearch> LeafNode<S> {
     /// A leaf running at most `max_concurrent` searches at once; more wait
-    /// their turn (until their deadline) rather than oversubscribing the CPU.
+    /// their turn (until their deadline) rather than oversubscribing the CPU,
+    /// at most [`DEFAULT_QUEUED_PER_SLOT`] per slot unless
+    /// [`with_max_queued`](Self::with_max_queued) says otherwise.
     pub fn new(searcher: S, max_concurrent: usize, timing: LeafTiming, faults: Faults) -> Self {
+        let slots = max_concurrent.max(1);
         LeafNode {
             searcher: Arc::new(searcher),
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            permits: Arc::new(Semaphore::new(slots)),
+            slots,
+            max_queued: slots * DEFAULT_QUEUED_PER_SLOT,
+            waiting: Arc::default(),
+            service: Arc::default(),
             timing,
             faults,
             limits: QueryLimits::default(),
@@ -121,6 +211,19 @@ impl<S: ShardSearch> LeafNode<S> {
     pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Lets at most `max_queued` requests wait for a search slot; more are
+    /// refused at once, so the queue (and the memory and the wait it costs)
+    /// stays bounded whatever the offered load. 0: never wait.
+    pub fn with_max_queued(mut self, max_queued: usize) -> Self {
+        self.max_queued = max_queued;
+        self
+    }
+
+    /// The estimate of recent service time that admission judges by.
+    pub fn service_estimate(&self) -> Option<Duration> {
+        self.service.get()
     }
 
     /// The leaf's counters.
@@ -177,21 +280,51 @@ impl<S: ShardSearch> LeafNode<S> {
             }
         }
 
-        let permit =
-            tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned()).await;
-        let Ok(Ok(permit)) = permit else {
-            self.counters.inc(LeafCounter::QueueDeadlineExceeded);
-            guard.armed = false;
-            return Err(LeafError::Timeout(format!(
-                "shard {} was busy until the deadline ({:?} after arrival)",
-                self.searcher.shard_id(),
-                deadline.saturating_duration_since(arrived)
-            )));
-        };
-
         let collect_until = deadline
             .checked_sub(self.timing.reserve)
             .unwrap_or(deadline);
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let queued = self.admit_to_queue(collect_until).inspect_err(|_| {
+                    self.counters.inc(LeafCounter::RefusedOverloaded);
+                    guard.armed = false;
+                })?;
+                self.counters.inc(LeafCounter::QueueWaits);
+                let waited_from = Instant::now();
+                let permit =
+                    tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
+                        .await;
+                drop(queued);
+                let waited = waited_from.elapsed();
+                self.counters.add(
+                    LeafCounter::QueueWaitUsTotal,
+                    u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+                );
+                let Ok(Ok(permit)) = permit else {
+                    self.counters.inc(LeafCounter::QueueDeadlineExceeded);
+                    guard.armed = false;
+                    return Err(LeafError::Timeout(format!(
+                        "shard {} was busy until the deadline ({:?} after arrival)",
+                        self.searcher.shard_id(),
+                        deadline.saturating_duration_since(arrived)
+                    )));
+                };
+                permit
+            }
+        };
+        // A slot that came too late to search in is given back unused.
+        if Instant::now() >= collect_until {
+            self.counters.inc(LeafCounter::QueueDeadlineExceeded);
+            guard.armed = false;
+            return Err(LeafError::Timeout(format!(
+                "shard {} got a search slot too late to search ({:?} after arrival)",
+                self.searcher.shard_id(),
+                arrived.elapsed()
+            )));
+        }
+        let started = Instant::now();
+        let service = Arc::clone(&self.service);
         let stop = Stop {
             deadline: Some(collect_until.into_std()),
             cancelled: Arc::clone(&guard.flag),
@@ -200,16 +333,21 @@ impl<S: ShardSearch> LeafNode<S> {
         let counters = Arc::clone(&self.counters);
         let query = params.query.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
             let cancelled = Arc::clone(&stop.cancelled);
             let result = searcher.search(&params, stop);
             if cancelled.load(Ordering::Relaxed) {
+                // Cut short: its time says nothing of the service time.
                 counters.inc(LeafCounter::SearchesCancelled);
-            } else if result.as_ref().is_ok_and(|r| r.partial) {
-                counters.inc(LeafCounter::SearchesSoftTimeout);
             } else {
-                counters.inc(LeafCounter::SearchesCompleted);
+                service.record(started.elapsed());
+                if result.as_ref().is_ok_and(|r| r.partial) {
+                    counters.inc(LeafCounter::SearchesSoftTimeout);
+                } else {
+                    counters.inc(LeafCounter::SearchesCompleted);
+                }
             }
+            // The estimate is updated before the next waiter gets the slot.
+            drop(permit);
             result
         })
         .await;
@@ -226,6 +364,51 @@ impl<S: ShardSearch> LeafNode<S> {
                 ))
             }
         }
+    }
+}
+
+impl<S: ShardSearch> LeafNode<S> {
+    /// Takes a place in the queue for a search slot, or refuses at once: when
+    /// the queue is full, or when the requests already waiting would keep
+    /// this one from starting before `collect_until` — even if the running
+    /// searches ended now, it starts no sooner than
+    /// `ceil(waiting ahead / slots) × service estimate` from now. With no
+    /// estimate yet, it admits.
+    fn admit_to_queue(&self, collect_until: Instant) -> Result<Queued, LeafError> {
+        let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let queued = Queued(Arc::clone(&self.waiting));
+        let shard = self.searcher.shard_id();
+        if ahead >= self.max_queued {
+            return Err(LeafError::Overloaded(format!(
+                "shard {shard} is overloaded: {ahead} requests already wait for a search slot"
+            )));
+        }
+        if let Some(service) = self.service.get() {
+            let rounds = ahead.div_ceil(self.slots);
+            let wait = service.saturating_mul(u32::try_from(rounds).unwrap_or(u32::MAX));
+            let now = Instant::now();
+            if now
+                .checked_add(wait)
+                .is_none_or(|start| start > collect_until)
+            {
+                return Err(LeafError::Overloaded(format!(
+                    "shard {shard} is overloaded: {ahead} requests ahead at ~{service:?} each \
+                     would not let this one start within its {:?}",
+                    collect_until.saturating_duration_since(now)
+                )));
+            }
+        }
+        Ok(queued)
+    }
+}
+
+/// A place in the queue for a search slot, given up when dropped (the slot
+/// came, the deadline passed, or the caller went away).
+struct Queued(Arc<AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -436,6 +619,184 @@ mod tests {
         // The slot was given back: the next search gets it.
         let err = node.search(params(), Instant::now() + ms(100)).await;
         assert!(matches!(err, Err(LeafError::Internal(_))));
+    }
+
+    /// Waits (really, briefly) until `n` requests wait for a slot.
+    async fn until_waiting<S: ShardSearch>(node: &LeafNode<S>, n: usize) {
+        while node.waiting.load(Ordering::Acquire) < n {
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Starts a search with `deadline`, in the background.
+    fn spawn_search(
+        node: &Arc<LeafNode<ScriptedShard>>,
+        deadline: Instant,
+    ) -> tokio::task::JoinHandle<Result<SearchResponse, LeafError>> {
+        let node = Arc::clone(node);
+        tokio::spawn(async move { node.search(params(), deadline).await })
+    }
+
+    /// A leaf with one slot whose service estimate is 100 ms (one search held
+    /// its slot that long), now running a second search (the slot is busy)
+    /// with one request waiting behind it.
+    async fn busy_leaf_with_one_waiting() -> (
+        Arc<LeafNode<ScriptedShard>>,
+        mpsc::Sender<()>,
+        Vec<tokio::task::JoinHandle<Result<SearchResponse, LeafError>>>,
+    ) {
+        let (shard, release) = scripted();
+        let node = leaf(shard, 1, FaultConfig::default());
+        let first = spawn_search(&node, Instant::now() + ms(10_000));
+        until_searching(&node, 1).await;
+        tokio::time::advance(ms(100)).await;
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(node.service_estimate(), Some(ms(100)));
+        let busy = spawn_search(&node, Instant::now() + ms(10_000));
+        until_searching(&node, 2).await;
+        let ahead = spawn_search(&node, Instant::now() + ms(10_000));
+        until_waiting(&node, 1).await;
+        (node, release, vec![busy, ahead])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_cannot_start_before_its_deadline_is_refused_at_once() {
+        let (node, release, others) = busy_leaf_with_one_waiting().await;
+        // One request ahead at ~100 ms: this one could not start within 50 ms.
+        let start = Instant::now();
+        let err = node
+            .search(params(), start + ms(50))
+            .await
+            .expect_err("refused on arrival");
+        assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
+        assert!(matches!(err, LeafError::Overloaded(ref m) if m.contains("shard 7 is overloaded")));
+        assert_eq!(node.counters().get(LeafCounter::RefusedOverloaded), 1);
+        assert_eq!(node.counters().get(LeafCounter::QueueDeadlineExceeded), 0);
+        assert_eq!(node.waiting.load(Ordering::Acquire), 1, "left the queue");
+        for _ in &others {
+            release.send(()).unwrap();
+        }
+        for call in others {
+            call.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_can_start_before_its_deadline_is_admitted() {
+        let (node, release, others) = busy_leaf_with_one_waiting().await;
+        // One request ahead at ~100 ms: this one can start within 150 ms.
+        let admitted = spawn_search(&node, Instant::now() + ms(150));
+        until_waiting(&node, 2).await;
+        assert!(!admitted.is_finished());
+        for _ in 0..=others.len() {
+            release.send(()).unwrap();
+        }
+        for call in others {
+            call.await.unwrap().unwrap();
+        }
+        admitted.await.unwrap().expect("admitted and answered");
+        assert_eq!(node.counters().get(LeafCounter::RefusedOverloaded), 0);
+        assert_eq!(node.counters().get(LeafCounter::SearchesCompleted), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_no_estimate_yet_a_request_is_admitted() {
+        let (shard, release) = scripted();
+        let node = leaf(shard, 1, FaultConfig::default());
+        let busy = spawn_search(&node, Instant::now() + ms(10_000));
+        until_searching(&node, 1).await;
+        let ahead = spawn_search(&node, Instant::now() + ms(10_000));
+        until_waiting(&node, 1).await;
+        let admitted = spawn_search(&node, Instant::now() + ms(5));
+        until_waiting(&node, 2).await;
+        assert_eq!(node.counters().get(LeafCounter::RefusedOverloaded), 0);
+        tokio::time::advance(ms(5)).await;
+        let err = admitted.await.unwrap().unwrap_err();
+        assert!(matches!(err, LeafError::Timeout(_)), "{err:?}");
+        for _ in 0..2 {
+            release.send(()).unwrap();
+        }
+        busy.await.unwrap().unwrap();
+        ahead.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_bound_refuses_the_next_waiter_at_once() {
+        let (shard, release) = scripted();
+        let timing = LeafTiming {
+            policy: BudgetPolicy::default(),
+            reserve: ms(1),
+        };
+        let node = Arc::new(
+            LeafNode::new(shard, 1, timing, Faults::new(FaultConfig::default(), 1))
+                .with_max_queued(2),
+        );
+        let mut calls = vec![spawn_search(&node, Instant::now() + ms(10_000))];
+        until_searching(&node, 1).await;
+        for n in 1..=2 {
+            calls.push(spawn_search(&node, Instant::now() + ms(10_000)));
+            until_waiting(&node, n).await;
+        }
+        let start = Instant::now();
+        let err = node
+            .search(params(), start + ms(10_000))
+            .await
+            .expect_err("the queue is full");
+        assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
+        assert!(
+            matches!(err, LeafError::Overloaded(ref m) if m.contains("2 requests already wait"))
+        );
+        assert_eq!(node.counters().get(LeafCounter::RefusedOverloaded), 1);
+        assert_eq!(node.waiting.load(Ordering::Acquire), 2);
+        for _ in &calls {
+            release.send(()).unwrap();
+        }
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert_eq!(node.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_deadline_passed_while_it_waited_is_not_started() {
+        let (shard, release) = scripted();
+        let node = leaf(shard, 1, FaultConfig::default());
+        let busy = spawn_search(&node, Instant::now() + ms(10_000));
+        until_searching(&node, 1).await;
+        let start = Instant::now();
+        let waiting = spawn_search(&node, start + ms(50));
+        until_waiting(&node, 1).await;
+        // The slot comes free at 49 ms: the collection deadline (50 ms less
+        // the 1 ms reserve) has come, so there is no time left to search.
+        tokio::time::advance(ms(49)).await;
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        let err = waiting.await.unwrap().expect_err("not started");
+        assert!(
+            matches!(err, LeafError::Timeout(ref m) if m.contains("too late")),
+            "{err:?}"
+        );
+        assert_eq!(
+            node.searcher.stops.lock().unwrap().len(),
+            1,
+            "never searched"
+        );
+        assert_eq!(node.counters().get(LeafCounter::QueueDeadlineExceeded), 1);
+        assert_eq!(node.counters().get(LeafCounter::QueueWaits), 1);
+        assert_eq!(node.counters().get(LeafCounter::QueueWaitUsTotal), 49_000);
+        assert_eq!(node.permits.available_permits(), 1);
+    }
+
+    #[test]
+    fn the_service_estimate_is_a_moving_average() {
+        let estimate = ServiceEstimate::new();
+        assert_eq!(estimate.get(), None);
+        estimate.record(ms(100));
+        assert_eq!(estimate.get(), Some(ms(100)));
+        estimate.record(ms(200));
+        assert_eq!(estimate.get(), Some(ms(120)));
     }
 
     #[test]

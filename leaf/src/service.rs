@@ -23,7 +23,8 @@ pub struct LeafService {
 
 impl LeafService {
     /// A service running at most `max_concurrent` searches at once; more wait
-    /// their turn (until their deadline) rather than oversubscribing the CPU.
+    /// their turn (until their deadline, in a bounded queue) rather than
+    /// oversubscribing the CPU.
     pub fn new(
         searcher: ShardSearcher,
         max_concurrent: usize,
@@ -47,6 +48,14 @@ impl LeafService {
     pub fn with_query_limits(self, limits: QueryLimits) -> Self {
         LeafService {
             node: self.node.with_query_limits(limits),
+        }
+    }
+
+    /// Lets at most `max_queued` requests wait for a search slot; more are
+    /// refused at once with `RESOURCE_EXHAUSTED`.
+    pub fn with_max_queued(self, max_queued: usize) -> Self {
+        LeafService {
+            node: self.node.with_max_queued(max_queued),
         }
     }
 
@@ -77,6 +86,7 @@ impl From<LeafError> for Status {
             LeafError::Invalid(msg) => Status::invalid_argument(msg),
             LeafError::Timeout(msg) => Status::deadline_exceeded(msg),
             LeafError::Unavailable(msg) => Status::unavailable(msg),
+            LeafError::Overloaded(msg) => Status::resource_exhausted(msg),
             LeafError::Internal(msg) => Status::internal(msg),
         }
     }
@@ -95,5 +105,9 @@ mod tests {
         assert_eq!(code(LeafError::Timeout("t".into())), Code::DeadlineExceeded);
         assert_eq!(code(LeafError::Unavailable("u".into())), Code::Unavailable);
         assert_eq!(code(LeafError::Internal("i".into())), Code::Internal);
+        assert_eq!(
+            code(LeafError::Overloaded("o".into())),
+            Code::ResourceExhausted
+        );
     }
 }
