@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use searchtree_node::serving::arrival;
 use searchtree_proto::QueryLimits;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::error::LeafError;
@@ -71,7 +71,7 @@ impl Search for LeafService {
         &self,
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        let arrived = Instant::now();
+        let arrived = arrival(&request);
         let params = self.node.validate(request.get_ref())?;
         let budget = self.node.timing().policy.budget_of(&request, params.budget);
         let response = self.node.search(params, arrived + budget).await?;
