@@ -2,7 +2,9 @@
 # Overload: the tree's capacity C from a closed loop, then open loop at 1x,
 # 2x, 3x and 4x C with a 100 ms budget, with admission control on and off,
 # one fresh tree per run; after each run, one query shows whether the tree is
-# back to normal. Usage: scripts/overload.sh [OUT_DIR]
+# back to normal. Then the same C stepped 0.5x to 4x in one run per mode
+# (`bench --step-load`), with a chart of goodput and p99 against offered load.
+# Usage: scripts/overload.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --quiet
@@ -43,4 +45,12 @@ for mode in on off; do
     summ "$out/$mode-$x.json" "adm $mode ${x}xC"
     echo "   right after: $after"
   done
+done
+for mode in on off; do
+  topo="$out/idx/topology.toml"; [ "$mode" = off ] && topo="$out/idx/noadm.toml"
+  start_tree "$topo" "$out/steps-$mode.log"
+  echo "step load, admission $mode:"
+  "$bin/searchtree" bench --root "$root" --step-load --capacity "$C" --duration 10s --warmup 1s --budget-ms 100 \
+    --label "admission $mode" --json "$out/steps-$mode.json" --plot "$out/steps-$mode.svg" 2>>"$out/bench.log" || true
+  kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
 done

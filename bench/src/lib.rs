@@ -19,7 +19,10 @@
 //! - [`report`]: the report, as text, JSON and HdrHistogram's `.hgrm`;
 //! - [`plot`]: latency by percentile as an SVG chart;
 //! - [`cpu`]: the load tester's own CPU use, to tell when it, not the
-//!   tree, limited a run.
+//!   tree, limited a run;
+//! - [`steps`]: the step-load scenario — capacity from a closed loop, then
+//!   open-loop steps from 0.5× to 4× it, with goodput and p99 against
+//!   offered load.
 #![warn(missing_docs)]
 
 pub mod cpu;
@@ -27,4 +30,5 @@ pub mod plot;
 pub mod record;
 pub mod report;
 pub mod schedule;
+pub mod steps;
 pub mod target;

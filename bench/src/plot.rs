@@ -6,13 +6,13 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-const WIDTH: f64 = 800.0;
-const HEIGHT: f64 = 480.0;
-const LEFT: f64 = 70.0;
+pub(crate) const WIDTH: f64 = 800.0;
+pub(crate) const HEIGHT: f64 = 480.0;
+pub(crate) const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 50.0;
-const COLOURS: [&str; 6] = [
+pub(crate) const TOP: f64 = 40.0;
+pub(crate) const BOTTOM: f64 = 50.0;
+pub(crate) const COLOURS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
 ];
 
@@ -122,7 +122,7 @@ pub fn svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
 }
 
 /// The smallest of 1, 2, 5 × 10^k at or above `v`.
-fn nice_ceiling(v: f64) -> f64 {
+pub(crate) fn nice_ceiling(v: f64) -> f64 {
     let p = 10f64.powf(v.log10().floor());
     [1.0, 2.0, 5.0, 10.0]
         .iter()
@@ -131,12 +131,12 @@ fn nice_ceiling(v: f64) -> f64 {
         .unwrap_or(10.0 * p)
 }
 
-fn trim(v: f64) -> String {
+pub(crate) fn trim(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

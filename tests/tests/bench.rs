@@ -140,6 +140,64 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
     assert_eq!(report["target_in_process"], true);
 }
 
+/// The step-load scenario, very short: C from a 1 s closed loop, then 1 s
+/// steps at 0.5x and 1x C; the JSON has the capacity and one entry per
+/// step, and the chart is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_step_load_reports_each_step_and_plots_them() {
+    let fx = fixture(TMP);
+    let tree = start_sharded_tree(fx).await;
+    let dir = fx.dir.join("bench-steps");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, svg) = (dir.join("steps.json"), dir.join("steps.svg"));
+    let out = searchtree()
+        .args(["bench", "--root", &tree.root_addr().to_string()])
+        .args(["--step-load", "--step-factors", "0.5,1"])
+        .args(["--capacity-duration", "1s", "--capacity-workers", "4"])
+        .args(["--duration", "1s", "--warmup", "200ms", "--budget-ms", "2000"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tree.shutdown().await;
+    assert!(stdout.contains("capacity:  C = "), "{stdout}");
+    assert!(stdout.contains("goodput") && stdout.contains("p99 ok"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let capacity = report["capacity"].as_f64().unwrap();
+    assert!(capacity > 0.0, "{report}");
+    assert_eq!(report["capacity_run"]["mode"], "closed_loop", "{report}");
+    assert_eq!(report["budget_ms"], 2000, "{report}");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{report}");
+    for (step, factor) in steps.iter().zip([0.5, 1.0]) {
+        assert_eq!(step["factor"], factor, "{report}");
+        let offered = step["offered"].as_f64().unwrap();
+        assert!((offered - factor * capacity).abs() < 1e-6, "{report}");
+        let goodput = step["goodput"].as_f64().unwrap();
+        let achieved = step["achieved"].as_f64().unwrap();
+        assert!(goodput > 0.0 && goodput <= achieved + 1e-9, "{report}");
+        for key in ["rejected", "other_errors", "p99_us", "p99_ok_us", "sent"] {
+            assert!(step[key].as_u64().is_some(), "{key}: {report}");
+        }
+        assert!(step["p99_ok_us"].as_u64().unwrap() > 0, "{report}");
+        let partial = step["partial_fraction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&partial), "{report}");
+        assert!(step["loadgen_cpu"].as_f64().is_some(), "{report}");
+    }
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.contains("goodput") && svg.contains("p99 of answers"), "{svg}");
+    assert_eq!(svg.matches("<circle").count(), 4, "{svg}");
+}
+
 #[test]
 fn bad_query_files_are_refused_with_line_numbers() {
     let fx = fixture(TMP);

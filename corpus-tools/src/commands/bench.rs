@@ -1,8 +1,8 @@
 //! `searchtree bench`: measure a tree (or one index) under load.
 //!
 //! The load tester itself is the `searchtree-bench` library; this module
-//! turns flags into its [`LoadConfig`], shows progress, runs sweeps and
-//! writes the report files.
+//! turns flags into its [`LoadConfig`], shows progress, runs sweeps (and the
+//! library's step-load scenario) and writes the report files.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use searchtree_bench::plot;
 use searchtree_bench::record::Recorder;
 use searchtree_bench::report::{Report, hgrm};
 use searchtree_bench::schedule::{Arrival, Live, LoadConfig, closed_loop, open_loop};
+use searchtree_bench::steps::{self, Progress, StepConfig};
 use searchtree_bench::target::{DirectTarget, GrpcTarget, Target};
 
 use crate::bundled;
@@ -74,11 +75,11 @@ pub struct BenchArgs {
     pub timeout: Duration,
     /// Closed loop: `--connections` workers send back to back, to find peak
     /// throughput (latency then hides queueing; use it for throughput only).
-    #[arg(long, conflicts_with = "sweep")]
+    #[arg(long, conflicts_with_all = ["sweep", "step_load"])]
     pub max: bool,
     /// Step the rate up from `--rate` by `--step` until p99 exceeds
     /// `--slo-p99-ms` (or `--max-rate`), and report the highest rate within it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "step_load")]
     pub sweep: bool,
     /// Rate increment of a sweep.
     #[arg(long, default_value_t = 100.0)]
@@ -89,7 +90,28 @@ pub struct BenchArgs {
     /// The p99 a sweep must stay under, in milliseconds.
     #[arg(long, default_value_t = 50.0)]
     pub slo_p99_ms: f64,
-    /// Write the report (the last one, for a sweep: all of them) as JSON.
+    /// The step-load scenario: capacity C from a closed loop
+    /// (`--capacity-workers` for `--capacity-duration`), then open loop at
+    /// each of `--step-factors` × C for `--duration`; prints a table, and
+    /// `--json` / `--plot` write the steps and goodput and p99 against
+    /// offered load.
+    #[arg(long, conflicts_with = "hgrm")]
+    pub step_load: bool,
+    /// Offered load of each step, as factors of C, e.g. 0.5,1,2,3,4.
+    #[arg(long, default_value = "0.5,1,1.5,2,3,4")]
+    pub step_factors: String,
+    /// Concurrent workers of the closed loop that measures C.
+    #[arg(long, default_value_t = 8)]
+    pub capacity_workers: usize,
+    /// Measured duration of the closed loop that measures C.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub capacity_duration: Duration,
+    /// Use this capacity (requests/s) instead of measuring it, to step
+    /// several runs from the same C.
+    #[arg(long)]
+    pub capacity: Option<f64>,
+    /// Write the report (the last one, for a sweep: all of them; for
+    /// `--step-load`, the capacity and the steps) as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write HdrHistogram's percentile distribution (.hgrm).
@@ -189,22 +211,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --root HOST:PORT or --direct INDEX_DIR"),
     };
     eprintln!("{} queries against {}", queries.len(), target.describe());
+    if args.step_load {
+        return step_load(args, target, queries).await;
+    }
 
     let mut reports = Vec::new();
     let mut last: Option<Recorder>;
     let mut rate = args.rate;
     loop {
-        let config = LoadConfig {
-            rate,
-            arrival: args.arrival.into(),
-            seed: args.seed,
-            duration: args.duration,
-            warmup: args.warmup,
-            max_in_flight: args.max_in_flight,
-            timeout: args.timeout,
-            top_k: args.top_k,
-            budget_ms: args.budget_ms,
-        };
+        let config = load_config(args, rate);
         let (recorder, report) = one_run(args, &target, &queries, &config).await;
         print!("{}", report.text());
         let p99_ms = report.latency_us.p99 as f64 / 1000.0;
@@ -263,6 +278,107 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let label = args.label.clone().unwrap_or_else(|| target.describe());
         let title = format!("{label}: latency by percentile");
         std::fs::write(path, plot::svg(&title, &[(&label, &recorder.latency)]))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The settings every run shares, at `rate`.
+fn load_config(args: &BenchArgs, rate: f64) -> LoadConfig {
+    LoadConfig {
+        rate,
+        arrival: args.arrival.into(),
+        seed: args.seed,
+        duration: args.duration,
+        warmup: args.warmup,
+        max_in_flight: args.max_in_flight,
+        timeout: args.timeout,
+        top_k: args.top_k,
+        budget_ms: args.budget_ms,
+    }
+}
+
+/// `--step-load`: runs the scenario in the load tester's library with a
+/// progress line, then prints its table and writes its files.
+async fn step_load(
+    args: &BenchArgs,
+    target: Arc<dyn Target>,
+    queries: Arc<Vec<String>>,
+) -> anyhow::Result<()> {
+    let factors = steps::parse_factors(&args.step_factors)
+        .map_err(|e| anyhow::anyhow!("--step-factors: {e}"))?;
+    if let Some(c) = args.capacity
+        && (!c.is_finite() || c <= 0.0)
+    {
+        bail!("--capacity must be positive");
+    }
+    let config = StepConfig {
+        load: load_config(args, args.rate),
+        factors,
+        capacity_workers: args.capacity_workers,
+        capacity_duration: args.capacity_duration,
+        capacity: args.capacity,
+    };
+    let live = Arc::new(Live::default());
+    let phase = Arc::new(std::sync::Mutex::new(String::from("starting")));
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("template"));
+    let ticker = {
+        let (bar, live, phase) = (bar.clone(), Arc::clone(&live), Arc::clone(&phase));
+        tokio::spawn(async move {
+            loop {
+                let sent = live.sent.load(Ordering::Relaxed);
+                let done = live.done.load(Ordering::Relaxed);
+                let phase = phase.lock().expect("phase").clone();
+                bar.set_message(format!(
+                    "{phase}: sent {sent}, done {done}, in flight {}",
+                    sent - done
+                ));
+                bar.tick();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let report = steps::run(target, queries, &config, live, |p| {
+        let mut phase = phase.lock().expect("phase");
+        match p {
+            Progress::Capacity => *phase = "measuring capacity (closed loop)".into(),
+            Progress::CapacityFound(c) => {
+                bar.suspend(|| eprintln!("capacity C = {:.1}/s", c.rate_achieved));
+            }
+            Progress::StepStarted { index, of, planned } => {
+                *phase = format!(
+                    "step {}/{of}: {}x C = {:.1}/s",
+                    index + 1,
+                    planned.factor,
+                    planned.rate
+                );
+            }
+            Progress::StepDone(s) => bar.suspend(|| {
+                eprintln!(
+                    "  {}x: offered {:.1}/s, goodput {:.1}/s, rejected {}, p99 of answers {:.1}ms",
+                    s.factor,
+                    s.offered,
+                    s.goodput,
+                    s.rejected,
+                    s.p99_ok_us as f64 / 1000.0
+                )
+            }),
+        }
+    })
+    .await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let report = report?;
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let label = args.label.clone().unwrap_or_else(|| report.target.clone());
+        let title = format!("{label}: goodput and p99 against offered load");
+        std::fs::write(path, steps::svg(&title, &report))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
