@@ -25,8 +25,10 @@
 //! - The limit grows only while it is used (more than half of it in flight):
 //!   an idle tree learns nothing about its capacity.
 //! - **Addition:** a query whose shards timed out was capped by its budget,
-//!   so its `rtt` understates the overload. Such an answer counts as a drop:
-//!   the limit is cut by `drop_factor` (AIMD's multiplicative decrease).
+//!   so its `rtt` understates the overload; one whose shards were refused by
+//!   overloaded leaves (which refuse at once what they cannot start in time)
+//!   was cut short. Such an answer counts as a drop: the limit is cut by
+//!   `drop_factor` (AIMD's multiplicative decrease).
 //!
 //! Written here rather than taken from a crate: the crates found (tower-acc,
 //! tower-resilience-adaptive) wrap a tower service and queue requests at a

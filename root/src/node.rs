@@ -118,10 +118,14 @@ impl RootNode {
             None => self.node.search(params, deadline).await,
         };
         if let (Some(permit), Some(admission)) = (permit, &self.admission) {
-            let timed_out = response
-                .as_ref()
-                .is_ok_and(|r| r.coverage.as_ref().is_some_and(|c| c.shards_timed_out > 0));
-            permit.finish(timed_out);
+            // A shard that timed out, or was refused by an overloaded leaf,
+            // means the tree is past what it can answer in time: a drop.
+            let dropped = response.as_ref().is_ok_and(|r| {
+                r.coverage
+                    .as_ref()
+                    .is_some_and(|c| c.shards_timed_out > 0 || c.shards_failed > 0)
+            });
+            permit.finish(dropped);
             counters.set(InnerCounter::AdmissionLimit, admission.limit() as u64);
         }
         let response = response?;
