@@ -75,6 +75,10 @@ pub struct InnerArgs {
     /// cost of the hop to them).
     #[arg(long, default_value_t = 3.0)]
     pub reserve_ms: f64,
+    /// The most requests this node works on at once; past it a request is
+    /// refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = crate::node::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
     /// How complex a query may be.
     #[command(flatten)]
     pub query_limits: QueryLimitArgs,
@@ -108,7 +112,8 @@ impl InnerArgs {
             self.timing()?,
             counters,
         )
-        .with_query_limits(self.query_limits.limits().map_err(anyhow::Error::msg)?);
+        .with_query_limits(self.query_limits.limits().map_err(anyhow::Error::msg)?)
+        .with_max_in_flight(self.max_in_flight);
         tracing::info!(
             children = self.children.len(),
             shards = node.shards_total(),

@@ -43,6 +43,9 @@ counter_set! {
         Canaries = "canaries",
         /// Root: canaries under which a node died.
         CanaryCrashes = "canary_crashes",
+        /// Requests refused at once: the node was at its bound of requests
+        /// in flight (RESOURCE_EXHAUSTED).
+        RefusedOverloaded = "refused_overloaded",
         /// Root: queries refused as remembered crashers.
         CanaryRefusals = "canary_refusals",
         /// Root: queries admitted past admission control.
@@ -74,6 +77,7 @@ pub const PARENT_COUNTERS: &[InnerCounter] = &[
     InnerCounter::Returns,
     InnerCounter::Probations,
     InnerCounter::ShadowRequests,
+    InnerCounter::RefusedOverloaded,
 ];
 
 /// Counters for an inner node of `role`: the root reports every counter, a

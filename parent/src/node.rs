@@ -8,6 +8,7 @@
 //! what remains. Whatever has arrived by then is the answer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -50,7 +51,38 @@ pub struct InnerNode {
     fanout: FanOut,
     timing: InnerTiming,
     limits: QueryLimits,
+    in_flight: InFlight,
     counters: Arc<InnerCounters>,
+}
+
+/// The requests a node is working on, under a node-wide bound: past it a
+/// request is refused at once rather than fanned out to children that are
+/// already behind (every queue bounded, at every level).
+#[derive(Debug)]
+struct InFlight {
+    now: AtomicUsize,
+    max: usize,
+}
+
+/// Default bound on an inner node's requests in flight: far above what the
+/// root's admission lets through, a backstop for trees called directly.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+/// Takes one of the node's in-flight slots until dropped.
+struct InFlightGuard<'a>(&'a AtomicUsize);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl InFlight {
+    fn enter(&self) -> Option<InFlightGuard<'_>> {
+        let before = self.now.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlightGuard(&self.now);
+        (before < self.max).then_some(guard)
+    }
 }
 
 impl InnerNode {
@@ -70,8 +102,18 @@ impl InnerNode {
             fanout: FanOut::new(children, Arc::clone(&counters)),
             timing,
             limits: QueryLimits::default(),
+            in_flight: InFlight {
+                now: AtomicUsize::new(0),
+                max: DEFAULT_MAX_IN_FLIGHT,
+            },
             counters,
         }
+    }
+
+    /// Refuses requests past `max` in flight at once (at least 1).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.in_flight.max = max.max(1);
+        self
     }
 
     /// Checks queries against `limits` instead of the defaults.
@@ -114,6 +156,13 @@ impl InnerNode {
         deadline: Instant,
     ) -> Result<SearchResponse, NodeError> {
         let arrived = Instant::now();
+        let Some(_slot) = self.in_flight.enter() else {
+            self.counters.inc(InnerCounter::RefusedOverloaded);
+            return Err(NodeError::Overloaded(format!(
+                "{} is at its limit of {} requests in flight",
+                self.name, self.in_flight.max
+            )));
+        };
         let answer_at = deadline
             .checked_sub(self.timing.reserve)
             .unwrap_or(arrived)
@@ -362,6 +411,28 @@ mod tests {
         assert_eq!(err, NodeError::Invalid("cannot parse query".into()));
         assert_eq!(start.elapsed(), ms(2));
         assert_eq!(slow.cancelled.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_its_bound_a_node_refuses_at_once_and_recovers() {
+        let child = Arc::new(FakeChild::answering(0, ms(50), &[("a", 1.0)]));
+        let n = Arc::new(node("p", vec![child.clone()]).with_max_in_flight(2));
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let n = Arc::clone(&n);
+                tokio::spawn(async move { ask(&n, request("q", 10, 1000), None).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        let err = ask(&n, request("q", 10, 1000), None).await.unwrap_err();
+        assert!(matches!(err, NodeError::Overloaded(_)), "{err:?}");
+        assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
+        assert_eq!(n.counters().get(InnerCounter::RefusedOverloaded), 1);
+        for b in busy {
+            b.await.unwrap().unwrap();
+        }
+        ask(&n, request("q", 10, 1000), None).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
