@@ -1,6 +1,14 @@
 //! `searchtree bench` end to end: a short open-loop run against a real tree
 //! and against one index in-process, with every output it promises.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use searchtree::bundled;
+use searchtree_bench::schedule::{Arrival, Live, LoadConfig, open_loop};
+use searchtree_bench::target::{GrpcTarget, Target};
+use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::{fixture, searchtree, start_sharded_tree};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
@@ -154,7 +162,14 @@ async fn a_short_step_load_reports_each_step_and_plots_them() {
         .args(["bench", "--root", &tree.root_addr().to_string()])
         .args(["--step-load", "--step-factors", "0.5,1"])
         .args(["--capacity-duration", "1s", "--capacity-workers", "4"])
-        .args(["--duration", "1s", "--warmup", "200ms", "--budget-ms", "2000"])
+        .args([
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--budget-ms",
+            "2000",
+        ])
         .arg("--json")
         .arg(&json)
         .arg("--plot")
@@ -169,7 +184,10 @@ async fn a_short_step_load_reports_each_step_and_plots_them() {
     );
     tree.shutdown().await;
     assert!(stdout.contains("capacity:  C = "), "{stdout}");
-    assert!(stdout.contains("goodput") && stdout.contains("p99 ok"), "{stdout}");
+    assert!(
+        stdout.contains("goodput") && stdout.contains("p99 ok"),
+        "{stdout}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let capacity = report["capacity"].as_f64().unwrap();
@@ -194,8 +212,161 @@ async fn a_short_step_load_reports_each_step_and_plots_them() {
         assert!(step["loadgen_cpu"].as_f64().is_some(), "{report}");
     }
     let svg = std::fs::read_to_string(&svg).unwrap();
-    assert!(svg.contains("goodput") && svg.contains("p99 of answers"), "{svg}");
+    assert!(
+        svg.contains("goodput") && svg.contains("p99 of answers"),
+        "{svg}"
+    );
     assert_eq!(svg.matches("<circle").count(), 4, "{svg}");
+}
+
+/// A target that notes when each of its requests came back and whether it
+/// was answered (requests the tester gave up on never come back), so a run
+/// can be read second by second.
+struct Timed {
+    inner: Arc<GrpcTarget>,
+    start: Instant,
+    finished: Arc<Mutex<Vec<(Duration, bool)>>>,
+}
+
+impl Target for Timed {
+    fn search(
+        &self,
+        request: SearchRequest,
+    ) -> BoxFuture<'static, Result<SearchResponse, tonic::Status>> {
+        let (call, start, finished) = (
+            self.inner.search(request),
+            self.start,
+            Arc::clone(&self.finished),
+        );
+        Box::pin(async move {
+            let result = call.await;
+            finished
+                .lock()
+                .unwrap()
+                .push((start.elapsed(), result.is_ok()));
+            result
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+fn stall_load(rate: f64, duration: Duration) -> LoadConfig {
+    LoadConfig {
+        rate,
+        arrival: Arrival::Uniform,
+        seed: 1,
+        duration,
+        warmup: Duration::ZERO,
+        max_in_flight: None,
+        // The tester gives up on (and so cancels, with an HTTP/2 reset) any
+        // request the stalled root holds for more than this.
+        timeout: Duration::from_millis(500),
+        top_k: 10,
+        budget_ms: 200,
+    }
+}
+
+/// The root stops (SIGSTOP) for 2 s under an open-loop load with a 200 ms
+/// budget: the tester gives up on everything sent meanwhile, and the root,
+/// when it resumes, finds a burst of requests cancelled before it read them.
+/// The tester's connections survive that (or are replaced), without
+/// restarting it: the last seconds of the same run are answered again, and a
+/// second run over the same connections has no errors at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_testers_connections_survive_a_stalled_root_and_its_own_cancellations() {
+    let fx = fixture(TMP);
+    let tree = start_sharded_tree(fx).await;
+    let root_pid = tree.pid("root").expect("root running") as libc::pid_t;
+    let grpc = Arc::new(
+        GrpcTarget::connect(&tree.root_addr().to_string(), 2)
+            .await
+            .unwrap(),
+    );
+    let queries = Arc::new(
+        bundled::queries()
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    );
+    let start = Instant::now();
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let target: Arc<dyn Target> = Arc::new(Timed {
+        inner: Arc::clone(&grpc),
+        start,
+        finished: Arc::clone(&finished),
+    });
+    let config = stall_load(40.0, Duration::from_secs(6));
+    let running = {
+        let (target, queries) = (Arc::clone(&target), Arc::clone(&queries));
+        tokio::spawn(
+            async move { open_loop(target, queries, &config, Arc::new(Live::default())).await },
+        )
+    };
+    tokio::time::sleep_until((start + Duration::from_secs(1)).into()).await;
+    // SAFETY: kill(2) with a pid of a child of this process; no memory involved.
+    assert_eq!(unsafe { libc::kill(root_pid, libc::SIGSTOP) }, 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(root_pid, libc::SIGCONT) }, 0);
+    let (recorded, _) = running.await.unwrap();
+    eprintln!(
+        "stalled run: sent {}, completed {}, errors {:?}",
+        recorded.sent, recorded.completed, recorded.errors
+    );
+
+    let finished = finished.lock().unwrap().clone();
+    let mut per_second = [(0u32, 0u32); 7];
+    for &(at, ok) in &finished {
+        let s = (at.as_secs() as usize).min(6);
+        per_second[s].0 += u32::from(ok);
+        per_second[s].1 += u32::from(!ok);
+    }
+    eprintln!("(answered, gRPC errors) per second of the run: {per_second:?}");
+    // The stall cost answers (the tester gave up on what it sent)...
+    assert!(
+        recorded.errors.values().sum::<u64>() >= 40,
+        "{:?}",
+        recorded.errors
+    );
+    // ...but the run's last two seconds, from 1 s after the root resumed,
+    // were answered again, on the same tester.
+    let last: Vec<bool> = finished
+        .iter()
+        .filter(|(at, _)| *at >= Duration::from_secs(4))
+        .map(|&(_, ok)| ok)
+        .collect();
+    assert!(
+        last.len() >= 60,
+        "only {} finished in the last 2 s",
+        last.len()
+    );
+    let answered = last.iter().filter(|&&ok| ok).count();
+    assert!(
+        answered * 100 >= last.len() * 95,
+        "{answered} of {} answered in the last 2 s: {per_second:?}",
+        last.len()
+    );
+
+    // A second run over the very same channels: nothing fails.
+    let (recorded, _) = open_loop(
+        grpc,
+        queries,
+        &stall_load(40.0, Duration::from_secs(2)),
+        Arc::new(Live::default()),
+    )
+    .await;
+    assert!(recorded.sent >= 70, "{}", recorded.sent);
+    assert_eq!(
+        recorded.errors.values().sum::<u64>(),
+        0,
+        "{:?}",
+        recorded.errors
+    );
+    assert_eq!(recorded.completed, recorded.sent);
+    tree.shutdown().await;
 }
 
 #[test]
