@@ -110,6 +110,12 @@ pub struct RootNode {
     /// Admission control at the root (on unless `false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<bool>,
+    /// The admission limit's floor (unset: the root's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_min_limit: Option<usize>,
+    /// The admission limit at start (unset: the root's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_initial_limit: Option<usize>,
 }
 
 /// An inner node.

@@ -71,6 +71,8 @@ impl Topology {
                 canary: false,
                 canary_remember_secs: None,
                 admission: None,
+                admission_min_limit: None,
+                admission_initial_limit: None,
             },
             parents,
             leaves,

@@ -203,6 +203,12 @@ impl Topology {
         if self.root.admission == Some(false) {
             root_flags.push("--no-admission".into());
         }
+        if let Some(n) = self.root.admission_min_limit {
+            root_flags.push(format!("--admission-min-limit={n}"));
+        }
+        if let Some(n) = self.root.admission_initial_limit {
+            root_flags.push(format!("--admission-initial-limit={n}"));
+        }
         set_routing(&mut root, root_flags);
         nodes.push(root);
         let plan = Plan { nodes, num_shards };
