@@ -50,18 +50,7 @@ pub fn svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
     let sx = |x: f64| LEFT + x / max_x * (WIDTH - LEFT - RIGHT);
     let sy = |y: f64| HEIGHT - BOTTOM - y / max_y * (HEIGHT - TOP - BOTTOM);
 
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-        WIDTH / 2.0,
-        escape(title)
-    );
+    let mut out = svg_start(title);
     for i in 0..=max_x as i32 {
         let x = sx(f64::from(i));
         let label = match i {
@@ -134,6 +123,24 @@ pub(crate) fn nice_ceiling(v: f64) -> f64 {
 pub(crate) fn trim(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The opening of a chart: the SVG element, a white background and the
+/// title, shared by every chart the load tester draws.
+pub(crate) fn svg_start(title: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        WIDTH / 2.0,
+        escape(title)
+    );
+    out
 }
 
 pub(crate) fn escape(s: &str) -> String {

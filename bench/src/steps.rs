@@ -18,7 +18,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cpu::WARN_FRACTION;
-use crate::plot::{BOTTOM, COLOURS, HEIGHT, LEFT, TOP, WIDTH, escape, nice_ceiling, trim};
+use crate::plot::{
+    BOTTOM, COLOURS, HEIGHT, LEFT, TOP, WIDTH, escape, nice_ceiling, svg_start, trim,
+};
 use crate::record::REJECTED;
 use crate::report::Report;
 use crate::schedule::{Live, LoadConfig, closed_loop, open_loop};
@@ -430,18 +432,7 @@ pub fn svg(title: &str, report: &StepReport) -> String {
     let sy_ms = |y: f64| HEIGHT - BOTTOM - y / max_ms * (HEIGHT - TOP - BOTTOM);
     let (goodput_colour, p99_colour) = (COLOURS[0], COLOURS[1]);
 
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-        WIDTH / 2.0,
-        escape(title)
-    );
+    let mut out = svg_start(title);
     // Grid: offered load across, both value axes on the same five lines.
     for i in 0..=5 {
         let v = max_x * f64::from(i) / 5.0;

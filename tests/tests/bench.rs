@@ -26,13 +26,7 @@ fn check_report(json: &serde_json::Value) {
     assert_eq!(completed + errors, sent, "{json}");
     let l = &json["latency_us"];
     let p = |k: &str| l[k].as_u64().unwrap();
-    assert!(p("p50") > 0);
-    assert!(
-        p("p50") <= p("p90")
-            && p("p90") <= p("p99")
-            && p("p99") <= p("p999")
-            && p("p999") <= p("max")
-    );
+    assert_percentiles_in_order(l, json);
     let coverage = json["coverage_mean"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&coverage));
     let partial = json["partial_fraction"].as_f64().unwrap();
@@ -55,14 +49,7 @@ fn check_report(json: &serde_json::Value) {
     );
     let ok = &json["latency_ok_us"];
     let k = |key: &str| ok[key].as_u64().unwrap();
-    assert!(k("p50") > 0);
-    assert!(
-        k("p50") <= k("p90")
-            && k("p90") <= k("p99")
-            && k("p99") <= k("p999")
-            && k("p999") <= k("max"),
-        "{json}"
-    );
+    assert_percentiles_in_order(ok, json);
     assert!(k("p50") <= p("p99") && k("max") <= p("max"), "{json}");
     let cpu = json["loadgen_cpu"].as_f64().unwrap();
     assert!(cpu > 0.0 && cpu < 64.0, "{json}");
@@ -384,5 +371,19 @@ fn bad_query_files_are_refused_with_line_numbers() {
     assert!(
         err.contains("bad-queries.txt:2: query is 5000 bytes long"),
         "{err}"
+    );
+}
+
+/// A report's percentiles (`latency_us` or `latency_ok_us`): present, above
+/// zero, and in order.
+fn assert_percentiles_in_order(l: &serde_json::Value, report: &serde_json::Value) {
+    let p = |k: &str| l[k].as_u64().unwrap();
+    assert!(p("p50") > 0, "{report}");
+    assert!(
+        p("p50") <= p("p90")
+            && p("p90") <= p("p99")
+            && p("p99") <= p("p999")
+            && p("p999") <= p("max"),
+        "{report}"
     );
 }
