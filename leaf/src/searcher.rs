@@ -116,6 +116,8 @@ impl ShardSearcher {
             .map_err(|e| SearchError::from_tantivy(&params.query, e))?;
         let hits = if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
             Vec::new() // nobody is waiting: skip fetching titles and snippets
+        } else if params.ids_only {
+            top.hits.into_iter().map(|c| self.bare_hit(c)).collect()
         } else {
             self.hits(&searcher, &*query, top.hits)
                 .map_err(|e| SearchError::from_tantivy(&params.query, e))?
@@ -158,7 +160,20 @@ impl ShardSearcher {
             coverage: Some(coverage),
             partial: top.stopped,
             took_us: started.elapsed().as_micros() as u64,
+            total_hits_is_lower_bound: false,
+            hits_unfetched: 0,
+            snapshot: self.shard.meta.input_checksum.clone(),
         })
+    }
+
+    /// A hit as the query phase returns it: id, score and shard only.
+    fn bare_hit(&self, c: crate::collector::Collected) -> Hit {
+        Hit {
+            doc_id: c.id,
+            score: c.score,
+            shard: self.shard.meta.shard,
+            ..Default::default()
+        }
     }
 
     fn hits(
@@ -182,12 +197,11 @@ impl ShardSearcher {
                     .and_then(|v| v.as_str())
                     .unwrap_or_default()
                     .to_string();
+                let snippet = snippets.snippet_from_doc(&doc).to_html();
                 Ok(Hit {
-                    doc_id: c.id,
-                    score: c.score,
-                    shard: self.shard.meta.shard,
                     title,
-                    snippet: snippets.snippet_from_doc(&doc).to_html(),
+                    snippet,
+                    ..self.bare_hit(c)
                 })
             })
             .collect()

@@ -9,22 +9,32 @@ use searchtree_proto::hit_order;
 use searchtree_proto::pb::{Coverage, SearchResponse};
 
 /// Merges children's responses into the best `top_k` hits overall, with
-/// match counts summed and coverage combined. `took_us` is left at 0 for the
-/// caller to fill in.
+/// match counts summed, coverage combined and the children's snapshots
+/// listed (one name when they agree). `took_us` and `hits_unfetched` are
+/// left at 0 for the caller to fill in.
 pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> SearchResponse {
     let mut out = SearchResponse {
         coverage: Some(Coverage::default()),
         ..Default::default()
     };
     let coverage = out.coverage.as_mut().expect("just set");
+    let mut snapshots = std::collections::BTreeSet::new();
     for part in parts {
         out.hits.extend(part.hits);
         out.total_hits += part.total_hits;
+        out.total_hits_is_lower_bound |= part.total_hits_is_lower_bound;
         out.partial |= part.partial;
+        snapshots.extend(
+            part.snapshot
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
         if let Some(c) = part.coverage {
             add_coverage(coverage, c);
         }
     }
+    out.snapshot = snapshots.into_iter().collect::<Vec<_>>().join(",");
     coverage.failures.sort_by_key(|f| f.shard);
     coverage.sources.sort_by_key(|s| s.shard);
     out.partial |= coverage.shards_ok < coverage.shards_total;
@@ -144,6 +154,23 @@ mod tests {
         assert!(merged.partial);
         let full = merge(3, [answer(0, &[("a", 1.0)]), answer(1, &[])]);
         assert!(!full.partial);
+    }
+
+    #[test]
+    fn snapshots_agree_or_are_listed_and_lower_bounds_spread() {
+        let at = |snapshot: &str, lower: bool| SearchResponse {
+            snapshot: snapshot.into(),
+            total_hits_is_lower_bound: lower,
+            ..answer(0, &[])
+        };
+        let same = merge(3, [at("v1", false), at("v1", false), failed(2)]);
+        assert_eq!(same.snapshot, "v1");
+        assert!(!same.total_hits_is_lower_bound);
+        let mixed = merge(3, [at("v2", true), at("v1", false)]);
+        assert_eq!(mixed.snapshot, "v1,v2");
+        assert!(mixed.total_hits_is_lower_bound);
+        let nested = merge(3, [mixed, at("v1", false)]);
+        assert_eq!(nested.snapshot, "v1,v2");
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub struct SearchParams {
     pub canary: bool,
     /// Interactive or batch work, for admission under overload.
     pub priority: Priority,
+    /// Count every match exactly, leaving block-max pruning off (see
+    /// `SearchRequest.exact_total_hits`).
+    pub exact_total_hits: bool,
+    /// The query phase only: no titles or snippets (see
+    /// `SearchRequest.ids_only`).
+    pub ids_only: bool,
 }
 
 /// Validation with the default [`QueryLimits`].
@@ -87,6 +93,8 @@ impl SearchParams {
             min_coverage: req.min_coverage,
             canary: req.canary,
             priority,
+            exact_total_hits: req.exact_total_hits,
+            ids_only: req.ids_only,
         })
     }
 
@@ -103,6 +111,8 @@ impl SearchParams {
             min_coverage: 0.0,
             canary: self.canary,
             priority: self.priority as i32,
+            exact_total_hits: self.exact_total_hits,
+            ids_only: self.ids_only,
         }
     }
 }

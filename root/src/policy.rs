@@ -105,6 +105,8 @@ mod tests {
             min_coverage,
             canary: false,
             priority: searchtree_proto::pb::Priority::Interactive,
+            exact_total_hits: false,
+            ids_only: false,
         }
     }
 
