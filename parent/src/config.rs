@@ -10,6 +10,7 @@ use searchtree_proto::BudgetPolicy;
 
 use crate::child::{Child, GrpcChild};
 use crate::counters::{InnerCounters, inner_counters};
+use crate::fanout::{EarlyAnswer, FanOutOptions};
 use crate::node::{InnerNode, InnerTiming};
 use crate::replica::{Policy, ReplicaConfig, ReplicaGroup};
 use crate::spec::ChildSpec;
@@ -79,6 +80,21 @@ pub struct InnerArgs {
     /// refused at once with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = crate::node::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    /// Each child is asked for only as many hits as it holds of the top-k
+    /// with this probability, and asked again for the rest when its answer
+    /// shows it might hold more (answers stay exact). 1 asks every child
+    /// for all k.
+    #[arg(long, default_value_t = crate::child_k::DEFAULT_CHILD_K_PROBABILITY)]
+    pub child_k_probability: f64,
+    /// Early answer: once this fraction of the shards has answered, wait at
+    /// most --early-answer-wait-ms for the rest instead of until the
+    /// deadline (0, the default, always waits until the deadline).
+    #[arg(long, default_value_t = 0.0)]
+    pub early_answer_coverage: f64,
+    /// How long to wait for stragglers once --early-answer-coverage is
+    /// reached, in milliseconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub early_answer_wait_ms: f64,
     /// How complex a query may be.
     #[command(flatten)]
     pub query_limits: QueryLimitArgs,
@@ -113,7 +129,8 @@ impl InnerArgs {
             counters,
         )
         .with_query_limits(self.query_limits.limits().map_err(anyhow::Error::msg)?)
-        .with_max_in_flight(self.max_in_flight);
+        .with_max_in_flight(self.max_in_flight)
+        .with_fanout_options(self.fanout_options()?);
         tracing::info!(
             children = self.children.len(),
             shards = node.shards_total(),
@@ -121,6 +138,35 @@ impl InnerArgs {
             "{role} configured"
         );
         Ok(node)
+    }
+
+    /// How children are asked and awaited.
+    pub fn fanout_options(&self) -> anyhow::Result<FanOutOptions> {
+        if !(self.child_k_probability > 0.0 && self.child_k_probability <= 1.0) {
+            anyhow::bail!(
+                "--child-k-probability {} must be above 0 and at most 1",
+                self.child_k_probability
+            );
+        }
+        if !(0.0..=1.0).contains(&self.early_answer_coverage) {
+            anyhow::bail!(
+                "--early-answer-coverage {} must be between 0 and 1",
+                self.early_answer_coverage
+            );
+        }
+        if !(0.0..=60_000.0).contains(&self.early_answer_wait_ms) {
+            anyhow::bail!(
+                "--early-answer-wait-ms {} must be between 0 and 60000",
+                self.early_answer_wait_ms
+            );
+        }
+        Ok(FanOutOptions {
+            child_k_probability: self.child_k_probability,
+            early_answer: (self.early_answer_coverage > 0.0).then(|| EarlyAnswer {
+                coverage: self.early_answer_coverage,
+                wait: Duration::from_secs_f64(self.early_answer_wait_ms / 1000.0),
+            }),
+        })
     }
 
     /// How replica groups behave.

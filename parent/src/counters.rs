@@ -2,6 +2,7 @@
 //! reports a few more), served over `NodeStats` and exported as metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use searchtree_node::counter_set;
 use searchtree_node::counters::{CounterSet, Counters};
@@ -54,8 +55,48 @@ counter_set! {
         Shed = "shed",
         /// Root: of which batch queries.
         ShedBatch = "shed_batch",
+        /// Root: of which interactive queries.
+        ShedInteractive = "shed_interactive",
+        /// Root: of which shed because the whole limit was in flight.
+        ShedAtLimit = "shed_at_limit",
+        /// Root: of which shed because their class had used its share
+        /// (batch past its maximum, interactive up against batch's
+        /// guaranteed share).
+        ShedOverShare = "shed_over_share",
         /// Root: the current admission limit (a gauge, not a count).
         AdmissionLimit = "admission_limit",
+        /// Queries answered from the result cache.
+        CacheHits = "cache_hits",
+        /// Cacheable queries that searched the children themselves.
+        CacheMisses = "cache_misses",
+        /// Queries that waited for an identical search in flight instead
+        /// of searching.
+        CacheCoalesced = "cache_coalesced",
+        /// Answers evicted from the result cache to stay within its size.
+        CacheEvictions = "cache_evictions",
+        /// The result cache's size in bytes (a gauge, not a count).
+        CacheBytes = "cache_bytes",
+        /// Root: the admission limit's current floor, from the tree's
+        /// measured rate (a gauge, not a count).
+        AdmissionFloor = "admission_floor",
+        /// Requests whose wait from arrival to their handler was measured:
+        /// all of them (the leaf's `queue_waits` counts only requests that
+        /// waited for a search slot).
+        QueueWaits = "queue_waits",
+        /// Total wait from arrival to handler, in microseconds (divided by
+        /// `queue_waits`, the mean).
+        QueueWaitUsTotal = "queue_wait_us_total",
+        /// Requests that waited more than [`SLOW_QUEUE_WAIT`] from arrival
+        /// to handler: a runtime too busy to take up its requests.
+        QueueWaitsOver10Ms = "queue_waits_over_10ms",
+        /// Queries for which some child was asked again for more hits (its
+        /// first, smaller answer might have hidden some of the top-k).
+        QueriesAskedAgain = "queries_asked_again",
+        /// Children asked again for more hits.
+        ChildrenAskedAgain = "children_asked_again",
+        /// Answers sent before the deadline because enough shards had
+        /// answered (early answer), leaving stragglers out.
+        EarlyAnswers = "early_answers",
     }
 }
 
@@ -78,7 +119,37 @@ pub const PARENT_COUNTERS: &[InnerCounter] = &[
     InnerCounter::Probations,
     InnerCounter::ShadowRequests,
     InnerCounter::RefusedOverloaded,
+    InnerCounter::CacheHits,
+    InnerCounter::CacheMisses,
+    InnerCounter::CacheCoalesced,
+    InnerCounter::CacheEvictions,
+    InnerCounter::CacheBytes,
+    InnerCounter::QueueWaits,
+    InnerCounter::QueueWaitUsTotal,
+    InnerCounter::QueueWaitsOver10Ms,
+    InnerCounter::QueriesAskedAgain,
+    InnerCounter::ChildrenAskedAgain,
+    InnerCounter::EarlyAnswers,
 ];
+
+/// A wait from arrival to handler past which it counts in
+/// [`InnerCounter::QueueWaitsOver10Ms`]: a tenth of the default budget, far
+/// above the microseconds an idle node takes.
+pub const SLOW_QUEUE_WAIT: Duration = Duration::from_millis(10);
+
+/// Counts one request's wait from its arrival at the node (stamped before
+/// any handler runs, see `searchtree_node::serving::arrival`) to its handler
+/// starting work.
+pub fn count_queue_wait(counters: &InnerCounters, wait: Duration) {
+    counters.inc(InnerCounter::QueueWaits);
+    counters.add(
+        InnerCounter::QueueWaitUsTotal,
+        u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
+    );
+    if wait > SLOW_QUEUE_WAIT {
+        counters.inc(InnerCounter::QueueWaitsOver10Ms);
+    }
+}
 
 /// Counters for an inner node of `role`: the root reports every counter, a
 /// parent [`PARENT_COUNTERS`].

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod child;
+pub mod child_k;
 pub mod config;
 pub mod counters;
 pub mod error;
@@ -21,7 +22,7 @@ pub mod spec;
 pub use child::{Child, ChildError, GrpcChild};
 pub use counters::{InnerCounter, InnerCounters};
 pub use error::NodeError;
-pub use fanout::FanOut;
+pub use fanout::{EarlyAnswer, FanOut, FanOutOptions};
 pub use merge::merge;
 pub use node::{InnerNode, InnerTiming};
 pub use service::ParentService;

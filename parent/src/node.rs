@@ -16,10 +16,11 @@ use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_proto::{BudgetPolicy, QueryLimits, SearchParams};
 use tokio::time::Instant;
 
+use crate::cache::{CacheConfig, ResultCache};
 use crate::child::{Child, ChildError};
-use crate::counters::{InnerCounter, InnerCounters};
+use crate::counters::{InnerCounter, InnerCounters, count_queue_wait};
 use crate::error::NodeError;
-use crate::fanout::FanOut;
+use crate::fanout::{FanOut, FanOutOptions};
 
 /// How an inner node treats time.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +53,8 @@ pub struct InnerNode {
     timing: InnerTiming,
     limits: QueryLimits,
     in_flight: InFlight,
+    /// Complete answers kept for queries asked again (none: no cache).
+    cache: Option<ResultCache>,
     counters: Arc<InnerCounters>,
 }
 
@@ -106,6 +109,7 @@ impl InnerNode {
                 now: AtomicUsize::new(0),
                 max: DEFAULT_MAX_IN_FLIGHT,
             },
+            cache: None,
             counters,
         }
     }
@@ -114,6 +118,29 @@ impl InnerNode {
     pub fn with_max_in_flight(mut self, max: usize) -> Self {
         self.in_flight.max = max.max(1);
         self
+    }
+
+    /// Asks children for fewer hits, and waits for them, as `options` say.
+    pub fn with_fanout_options(mut self, options: FanOutOptions) -> Self {
+        self.fanout = self.fanout.with_options(options);
+        self
+    }
+
+    /// Keeps complete answers in a result cache (see [`crate::cache`]), if
+    /// `config` is given.
+    pub fn with_cache(mut self, config: Option<CacheConfig>) -> Self {
+        self.cache = config
+            .map(|c| ResultCache::new(c, self.shards.clone(), Arc::clone(&self.counters)));
+        self
+    }
+
+    /// The cached answer to `params`, if the node has a fresh one: lets the
+    /// root answer a hit before admission, which a hit does not need.
+    pub async fn cached(&self, params: &SearchParams) -> Option<SearchResponse> {
+        let started = Instant::now();
+        let mut hit = self.cache.as_ref()?.lookup(params).await?;
+        hit.took_us = started.elapsed().as_micros() as u64;
+        Some(hit)
     }
 
     /// Checks queries against `limits` instead of the defaults.
@@ -125,6 +152,16 @@ impl InnerNode {
     /// The node's counters.
     pub fn counters(&self) -> Arc<InnerCounters> {
         Arc::clone(&self.counters)
+    }
+
+    /// Counts how long a request that reached the node at `arrived` waited
+    /// for its handler to start ([`count_queue_wait`]); the gRPC adapters
+    /// call it first thing.
+    pub fn count_queue_wait(&self, arrived: Instant) {
+        count_queue_wait(
+            &self.counters,
+            Instant::now().saturating_duration_since(arrived),
+        );
     }
 
     /// Counts a request and validates it on receipt.
@@ -169,6 +206,10 @@ impl InnerNode {
             .max(arrived);
         let answer = if params.canary {
             self.fanout.search_one(params, answer_at).await
+        } else if let Some(cache) = &self.cache {
+            cache
+                .search(params, answer_at, |at| self.fanout.search(params, at))
+                .await
         } else {
             self.fanout.search(params, answer_at).await
         };
