@@ -12,6 +12,12 @@
 //! so — the request's deadline has passed or its caller has gone — and then
 //! reports how far it got, so a leaf can answer with its best hits so far
 //! instead of nothing, and no CPU is spent on answers nobody will read.
+//!
+//! Given a [`Pruning`], the collector lets tantivy skip documents that cannot
+//! reach the top-k (block-max WAND, `Weight::for_each_pruning`): the answer is
+//! the same, but the match count then covers only the documents scored and is
+//! marked as a lower bound. See the [`pruning`] module for what keeps the
+//! answer exact.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -26,8 +32,15 @@ use tantivy::{DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, T
 
 use searchtree_proto::ordering::score_then_id;
 
+pub mod pruning;
+pub use pruning::{Pruning, prunable};
+
 /// Matching documents collected between two looks at the clock.
 const CHECK_EVERY: u32 = 256;
+
+/// Documents handed over by a pruned search between two looks at the clock:
+/// fewer than [`CHECK_EVERY`], as skipped documents pass in between.
+const CHECK_EVERY_PRUNED: u32 = 16;
 
 /// When a search must stop: at a deadline, or when cancelled.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +64,7 @@ pub struct TopById {
     k: usize,
     id_field: String,
     stop: Stop,
+    pruning: Option<Pruning>,
 }
 
 impl TopById {
@@ -61,7 +75,15 @@ impl TopById {
             k,
             id_field: id_field.to_string(),
             stop: Stop::default(),
+            pruning: None,
         }
+    }
+
+    /// The same collector, letting tantivy skip documents that cannot reach
+    /// the top-k when `pruning` is given (`None`: score every match).
+    pub fn with_pruning(mut self, pruning: Option<Pruning>) -> Self {
+        self.pruning = pruning;
+        self
     }
 
     /// The same collector, stopping early when `stop` says so.
@@ -93,6 +115,9 @@ pub struct TopHits {
     pub docs_searched: u64,
     /// Whether the search stopped before examining every document.
     pub stopped: bool,
+    /// Whether `total` may be short of the matches: documents were skipped
+    /// by pruning, or the search stopped early.
+    pub total_is_lower_bound: bool,
 }
 
 /// One heap entry; ordered so that the *worst* entry is the heap's maximum.
@@ -133,6 +158,21 @@ pub struct SegmentTop {
     max_doc: DocId,
     /// The document the search stopped at, if it stopped early.
     stopped_at: Option<DocId>,
+    /// Whether tantivy was ever allowed to skip a document.
+    pruned: bool,
+}
+
+impl SegmentTop {
+    /// The threshold for tantivy: `-∞` until the heap holds k hits, then
+    /// just below the k-th score (see [`pruning::threshold_below`]).
+    fn threshold(&self, slack: f32) -> Score {
+        match self.heap.peek() {
+            Some(worst) if self.heap.len() == self.k => {
+                pruning::threshold_below(worst.score, slack)
+            }
+            _ => Score::NEG_INFINITY,
+        }
+    }
 }
 
 /// What a segment hands to the merge: its survivors with resolved ids.
@@ -141,6 +181,7 @@ pub struct SegmentFruit {
     total: u64,
     docs_searched: u64,
     stopped: bool,
+    pruned: bool,
 }
 
 impl SegmentCollector for SegmentTop {
@@ -186,7 +227,62 @@ impl SegmentCollector for SegmentTop {
             total: self.total,
             docs_searched,
             stopped: self.stopped_at.is_some(),
+            pruned: self.pruned,
         }
+    }
+}
+
+impl TopById {
+    /// Collects one segment through tantivy's block-max WAND: tantivy hands
+    /// over only documents scoring above the threshold returned to it, and
+    /// skips blocks that cannot. The threshold stays strictly below the
+    /// k-th score, so every document that could enter the top-k on its id
+    /// is still handed over.
+    ///
+    /// The callback cannot end tantivy's loop: once the [`Stop`] says so it
+    /// returns an infinite threshold, which ends block-max WAND at its next
+    /// look at the bounds (every block is then skipped without decoding).
+    /// Documents before the one at which the stop was noticed were scored
+    /// or proven unable to compete: that is `docs_searched`.
+    fn collect_pruned(
+        &self,
+        pruning: &Pruning,
+        weight: &dyn Weight,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentFruit> {
+        let mut top = self.for_segment(segment, reader)?;
+        if self.stop.now() {
+            top.stopped_at = Some(0);
+            return Ok(top.harvest());
+        }
+        let slack = pruning.slack(reader)?;
+        let alive = reader.alive_bitset();
+        let mut since_check = 0u32;
+        let mut stopped_at = None;
+        let mut pruned = false;
+        weight.for_each_pruning(Score::NEG_INFINITY, reader, &mut |doc, score| {
+            if stopped_at.is_some() {
+                return Score::INFINITY;
+            }
+            since_check += 1;
+            if since_check == CHECK_EVERY_PRUNED {
+                since_check = 0;
+                if self.stop.now() {
+                    stopped_at = Some(doc);
+                    return Score::INFINITY;
+                }
+            }
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                top.collect(doc, score);
+            }
+            let threshold = top.threshold(slack);
+            pruned |= threshold > Score::NEG_INFINITY;
+            threshold
+        })?;
+        top.stopped_at = stopped_at;
+        top.pruned = pruned;
+        Ok(top.harvest())
     }
 }
 
@@ -213,17 +309,22 @@ impl Collector for TopById {
             total: 0,
             max_doc: reader.max_doc(),
             stopped_at: None,
+            pruned: false,
         })
     }
 
     /// Drives the scorer ourselves (rather than `Weight::for_each`) so the
-    /// search can stop between documents.
+    /// search can stop between documents; with a [`Pruning`], through
+    /// `Weight::for_each_pruning` instead.
     fn collect_segment(
         &self,
         weight: &dyn Weight,
         segment: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<SegmentFruit> {
+        if let Some(pruning) = &self.pruning {
+            return self.collect_pruned(pruning, weight, segment, reader);
+        }
         let mut top = self.for_segment(segment, reader)?;
         if self.stop.now() {
             top.stopped_at = Some(0);
@@ -260,6 +361,7 @@ impl Collector for TopById {
             out.total += fruit.total;
             out.docs_searched += fruit.docs_searched;
             out.stopped |= fruit.stopped;
+            out.total_is_lower_bound |= fruit.pruned || fruit.stopped;
             out.hits
                 .extend(fruit.hits.map_err(tantivy::TantivyError::InternalError)?);
         }
@@ -269,6 +371,9 @@ impl Collector for TopById {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod pruned_tests;
 
 #[cfg(test)]
 mod tests {

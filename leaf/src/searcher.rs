@@ -13,7 +13,7 @@ use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{Searcher, TantivyDocument};
 
-use crate::collector::{Stop, TopById};
+use crate::collector::{Pruning, Stop, TopById};
 use crate::schema;
 use crate::shard::Shard;
 
@@ -102,15 +102,29 @@ impl ShardSearcher {
     /// Runs a search that gives up when `stop` says so: at its deadline it
     /// answers with the best hits found so far, marked as a timed-out shard
     /// (a soft timeout). Blocking: call it off the async workers.
+    ///
+    /// Unless `exact_total_hits` is asked for, documents that cannot reach
+    /// the top-k may be skipped (block-max pruning, same hits); `total_hits`
+    /// then says it is a lower bound.
     pub fn search(&self, params: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError> {
         let started = Instant::now();
         let query = self.parse(&params.query)?;
         let searcher = self.shard.reader.searcher();
         let cancelled = stop.cancelled.clone();
+        let pruning = if params.exact_total_hits {
+            None
+        } else {
+            // The same statistics as the scores, so the same BM25 weights
+            // bound the blocks.
+            Pruning::for_query(&*query, &self.shard.stats)
+                .map_err(|e| SearchError::from_tantivy(&params.query, e))?
+        };
         let top = searcher
             .search_with_statistics_provider(
                 &*query,
-                &TopById::new(params.top_k, schema::ID).with_stop(stop),
+                &TopById::new(params.top_k, schema::ID)
+                    .with_stop(stop)
+                    .with_pruning(pruning),
                 &self.shard.stats,
             )
             .map_err(|e| SearchError::from_tantivy(&params.query, e))?;
@@ -160,7 +174,7 @@ impl ShardSearcher {
             coverage: Some(coverage),
             partial: top.stopped,
             took_us: started.elapsed().as_micros() as u64,
-            total_hits_is_lower_bound: false,
+            total_hits_is_lower_bound: top.total_is_lower_bound,
             hits_unfetched: 0,
             snapshot: self.shard.meta.input_checksum.clone(),
         })
