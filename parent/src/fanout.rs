@@ -279,8 +279,9 @@ impl FanOut {
             self.counters.inc(InnerCounter::QueriesAskedAgain);
             self.counters
                 .add(InnerCounter::ChildrenAskedAgain, again.len() as u64);
-            let seconds = self.gather(params, &again, answer_at, None).await?;
-            for (&(i, _), second) in again.iter().zip(seconds) {
+            let mut seconds = self.gather(params, &again, answer_at, None).await?;
+            for &(i, _) in &again {
+                let second = std::mem::replace(&mut seconds[i], Answer::NotAsked);
                 let first = std::mem::replace(&mut answers[i], Answer::NotAsked);
                 answers[i] = match (second, first) {
                     (Answer::Answered(full), _) => Answer::Answered(full),
@@ -522,15 +523,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_child_holding_more_of_the_top_k_is_asked_again_and_the_answer_stays_exact() {
-        // Child 0 holds the ten best; the others only weak hits.
+        // The last child holds the ten best (last, so that the second
+        // round's answers must be matched to children by slot, not by
+        // position); the others only weak hits.
         let strong = hits("a", 12, 100.0);
-        let weak: Vec<_> = (1..4).map(|s| hits(&format!("w{s}-"), 12, 10.0)).collect();
-        let mut children = vec![child(0, ms(5), &strong)];
-        children.extend(
-            weak.iter()
-                .enumerate()
-                .map(|(i, h)| child(i as u32 + 1, ms(5), h)),
-        );
+        let weak: Vec<_> = (0..3).map(|s| hits(&format!("w{s}-"), 12, 10.0)).collect();
+        let mut children: Vec<_> = weak
+            .iter()
+            .enumerate()
+            .map(|(i, h)| child(i as u32, ms(5), h))
+            .collect();
+        children.push(child(3, ms(5), &strong));
         let (f, counters) = fanout(&children, FanOutOptions::default());
         let r = f
             .search(&params(10), Instant::now() + ms(100))
@@ -541,10 +544,10 @@ mod tests {
             .collect();
         assert_eq!(ids(&r), exact(&all, 10));
         assert!(!r.partial);
-        // Binomial(10, 1/4) at 0.99: six hits asked of each, so child 0 was
-        // asked again, and only child 0.
-        assert_eq!(children[0].calls(), 2);
-        assert!(children[1..].iter().all(|c| c.calls() == 1));
+        // Binomial(10, 1/4) at 0.99: six hits asked of each, so the strong
+        // child was asked again, and only it.
+        assert_eq!(children[3].calls(), 2);
+        assert!(children[..3].iter().all(|c| c.calls() == 1));
         assert_eq!(counters.get(InnerCounter::ChildrenAskedAgain), 1);
         assert_eq!(counters.get(InnerCounter::QueriesAskedAgain), 1);
         assert_eq!(r.total_hits, 48);

@@ -29,6 +29,7 @@ impl Search for ParentService {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let arrived = arrival(&request);
+        self.node.count_queue_wait(arrived);
         let params = self.node.validate(request.get_ref())?;
         let deadline = arrived + self.node.budget(&params, grpc_timeout(&request));
         let response = self.node.search(&params, deadline).await?;
@@ -75,5 +76,45 @@ mod tests {
             Code::ResourceExhausted
         );
         assert_eq!(code(NodeError::Internal(String::new())), Code::Internal);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_from_arrival_to_the_handler_is_counted() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use searchtree_node::serving::Arrival;
+        use tokio::time::Instant;
+
+        use crate::counters::{InnerCounter, inner_counters};
+        use crate::fake::FakeChild;
+        use crate::node::{InnerNode, InnerTiming};
+
+        let counters = inner_counters("parent");
+        let service = ParentService::new(InnerNode::new(
+            "p",
+            vec![Arc::new(FakeChild::answering(
+                0,
+                Duration::from_millis(1),
+                &[("a", 1.0)],
+            ))],
+            InnerTiming::default(),
+            Arc::clone(&counters),
+        ));
+        let ask = |waited: u64| {
+            let mut request = Request::new(SearchRequest {
+                query: "q".into(),
+                budget_ms: 100,
+                ..Default::default()
+            });
+            let arrived = Instant::now() - Duration::from_millis(waited);
+            request.extensions_mut().insert(Arrival(arrived));
+            request
+        };
+        service.search(ask(2)).await.unwrap();
+        service.search(ask(15)).await.unwrap();
+        assert_eq!(counters.get(InnerCounter::QueueWaits), 2);
+        assert_eq!(counters.get(InnerCounter::QueueWaitUsTotal), 17_000);
+        assert_eq!(counters.get(InnerCounter::QueueWaitsOver10Ms), 1);
     }
 }

@@ -1,11 +1,12 @@
 //! Admission at the root: whole queries are admitted or shed before any
-//! fan-out, under a concurrency limit that follows measured latency.
+//! fan-out, under a concurrency limit that follows measured latency, above a
+//! floor that follows the tree's measured capacity.
 //!
 //! A query shed at the root costs one cheap `RESOURCE_EXHAUSTED`; a query
 //! admitted by some leaves and not others would cost all of the work and
 //! give none of the answer, so the decision is made once, here.
 //!
-//! The limit is Netflix concurrency-limits' *Gradient2*, with one addition
+//! The limit is Netflix concurrency-limits' *Gradient2*, with two additions
 //! for a tree that answers at its deadline:
 //!
 //! - Each finished query is a sample of its round trip (`rtt`). A long-term
@@ -13,22 +14,58 @@
 //!   at once to a faster sample and rises slowly (an exponential average over
 //!   a hundred times `long_window` samples), so a standing queue is taken for the
 //!   new normal only slowly — and while it is, answers that miss their
-//!   budget cut the limit (below). Samples taken with no more than
-//!   `min_limit` in flight carry no queue of ours and move it at the normal
-//!   pace, so a tree that got slower for good is learnt once the limit has
-//!   come down. The latest sample is the short-term one.
+//!   budget cut the limit (below). Samples taken with no more than the floor
+//!   in flight (below: at most a quarter of the budget's worth of queueing)
+//!   move it at the normal pace, so a tree that got slower for good is learnt
+//!   once the limit has come down. The latest sample is the short-term one.
 //! - `gradient = clamp(tolerance × long_rtt / rtt, 0.5, 1)`: 1 while latency
 //!   stays within `tolerance` of normal, down to 0.5 as queues build.
 //! - `new = limit × gradient + √limit` (the square root is the queue allowed
 //!   for bursts), smoothed: `limit += smoothing × (new − limit)`, clamped to
-//!   `[min_limit, max_limit]`.
+//!   `[floor, max_limit]`.
 //! - The limit grows only while it is used (more than half of it in flight):
 //!   an idle tree learns nothing about its capacity.
-//! - **Addition:** a query whose shards timed out was capped by its budget,
-//!   so its `rtt` understates the overload; one whose shards were refused by
-//!   overloaded leaves (which refuse at once what they cannot start in time)
-//!   was cut short. Such an answer counts as a drop: the limit is cut by
-//!   `drop_factor` (AIMD's multiplicative decrease).
+//! - **Addition: drops.** A query whose shards timed out was capped by its
+//!   budget, so its `rtt` understates the overload; one whose shards were
+//!   refused by overloaded leaves (which refuse at once what they cannot
+//!   start in time) was cut short. Such an answer counts as a drop: the limit
+//!   is cut by `drop_factor` (AIMD's multiplicative decrease).
+//! - **Addition: a floor from Little's law.** A fixed floor is right for one
+//!   tree only: 32 in flight is ~18 ms of queue for a tree that answers
+//!   1,700 queries/s, but ~107 ms — more than a 100 ms budget — for one that
+//!   answers 300/s, where it kept the limit from ever coming down far enough
+//!   (BENCHMARKS.md, "Overload"). So the floor is what the tree gets through
+//!   in a quarter of the budget:
+//!   `floor = clamp(answered/s × budget × FLOOR_QUEUE_SHARE, 1, min_limit)`.
+//!   By Little's law, `floor` queries ahead of a new one hold it up for
+//!   `floor ÷ answered/s` = a quarter of the budget at most, which leaves
+//!   the other three quarters for its own search, the hops and per-level
+//!   reserves, and a tail of a few times the mean. `answered/s` is the rate
+//!   of answered work — a complete answer counts 1, a partial one the share
+//!   of its shards that answered, so refusals by overloaded leaves (fast,
+//!   and no work) do not inflate it while a dead shard only scales it —
+//!   measured only while the tree is saturated — otherwise it is the
+//!   offered load, not what the tree can do: while the limit is in use (the
+//!   same "more than half in flight" as above), or while answers queue (the
+//!   latest round trip past `tolerance × long_rtt`; when overloaded leaves
+//!   refuse shards at once, queries finish early and the limit may never be
+//!   half in flight, yet the answers that get through have queued). The
+//!   rate is taken in windows of `RATE_WINDOW` of such time, exponentially
+//!   smoothed. A dead shard is neither: its answers are fast. `budget` is the exponential average of the time admitted
+//!   queries had left (`default_budget` before the first). The configured
+//!   `min_limit` is the floor's ceiling, and the floor until a rate is
+//!   measured. Should the tree speed up, it recovers upward by itself: at
+//!   the floor, round trips are then shorter than a quarter of the budget,
+//!   so the rate measured there (in flight ÷ round trip) puts the floor
+//!   higher, until the queue is a quarter of the budget or the ceiling is
+//!   reached.
+//! - **No ceiling from the rate.** The limit could also be capped at
+//!   `answered/s × budget`, past which every answer waits out its budget;
+//!   but past it answers time out, and the drop rule already cuts the limit
+//!   on every such answer, at once. A cap from a smoothed rate would be a
+//!   slower copy of the same signal, and in every overload run measured the
+//!   collapse came from the floor holding the limit up, never from the limit
+//!   staying above `answered/s × budget` with a floor low enough.
 //!
 //! Written here rather than taken from a crate: the crates found (tower-acc,
 //! tower-resilience-adaptive) wrap a tower service and queue requests at a
@@ -44,7 +81,9 @@ use tokio::time::Instant;
 /// How the limit adapts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdmissionConfig {
-    /// The limit never falls below this (queries in flight).
+    /// The ceiling of the floor (queries in flight): the limit never falls
+    /// below the floor, which follows the tree's measured capacity up to
+    /// this, and is this until a rate is measured.
     pub min_limit: usize,
     /// The limit never rises above this.
     pub max_limit: usize,
@@ -68,12 +107,17 @@ pub struct AdmissionConfig {
     /// The share of the limit batch queries keep whatever the load (and
     /// interactive ones cannot take): batch work is never starved.
     pub batch_guaranteed_share: f64,
+    /// The budget the floor assumes until queries have been seen (the
+    /// tree's default budget).
+    pub default_budget: Duration,
 }
 
-/// Default [`AdmissionConfig::min_limit`]: high enough that bursts of an
-/// open-loop load well within capacity are never shed on a noisy machine
-/// (measured: with a floor of 8, a debug tree at 600/s shed 16% of queries
-/// while answering the rest in full within 35 ms at p99).
+/// Default [`AdmissionConfig::min_limit`], the floor's ceiling: high enough
+/// that bursts of an open-loop load well within capacity are never shed on a
+/// noisy machine (measured: with a fixed floor of 8, a debug tree at 600/s
+/// shed 16% of queries while answering the rest in full within 35 ms at
+/// p99), and what a tree that answers 1,300/s or more in a 100 ms budget
+/// keeps as its floor.
 pub const DEFAULT_MIN_LIMIT: usize = 32;
 /// Default [`AdmissionConfig::max_limit`].
 pub const DEFAULT_MAX_LIMIT: usize = 1024;
@@ -85,6 +129,25 @@ pub const DEFAULT_BATCH_MAX_SHARE: f64 = 0.5;
 pub const DEFAULT_BATCH_GUARANTEED_SHARE: f64 = 0.1;
 /// Default [`AdmissionConfig::pushback`].
 pub const DEFAULT_PUSHBACK: Duration = Duration::from_millis(50);
+/// Default [`AdmissionConfig::default_budget`]: the inner nodes' default.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(100);
+
+/// The share of the budget the queue at the floor may take: the floor is
+/// what the tree answers in this share of the budget (see the module docs).
+/// A quarter leaves three quarters for the query's own search, the hops and
+/// the reserves each level keeps, and a tail of a few times the mean.
+pub const FLOOR_QUEUE_SHARE: f64 = 0.25;
+
+/// Time with the limit in use over which one sample of the answered rate is
+/// taken: long enough for ~75 answers at 300/s.
+const RATE_WINDOW: Duration = Duration::from_millis(250);
+
+/// The weight of one window's sample in the smoothed answered rate: the
+/// rate follows a change within a few windows (about a second in use).
+const RATE_SMOOTHING: f64 = 0.3;
+
+/// The weight of one query's budget in the smoothed typical budget.
+const BUDGET_SMOOTHING: f64 = 0.05;
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
@@ -99,6 +162,7 @@ impl Default for AdmissionConfig {
             pushback: DEFAULT_PUSHBACK,
             batch_max_share: DEFAULT_BATCH_MAX_SHARE,
             batch_guaranteed_share: DEFAULT_BATCH_GUARANTEED_SHARE,
+            default_budget: DEFAULT_BUDGET,
         }
     }
 }
@@ -117,11 +181,82 @@ pub struct Admission {
 #[derive(Debug)]
 struct State {
     limit: f64,
+    /// The limit's current floor (see the module docs).
+    floor: f64,
     in_flight: usize,
     /// Of which batch queries.
     batch_in_flight: usize,
     /// Long-term average round trip, seconds (0: no sample yet).
     long_rtt: f64,
+    /// The smoothed time admitted queries had left, seconds.
+    budget: f64,
+    throughput: Throughput,
+}
+
+impl State {
+    /// Whether what the tree answers now is what it can answer, not what it
+    /// is offered: queries in flight, and either more than half of the
+    /// limit in flight (the limit in use), or the latest answer queued.
+    fn saturated(&self) -> bool {
+        self.in_flight > 0
+            && (self.in_flight as f64 >= self.limit / 2.0 || self.throughput.queueing)
+    }
+}
+
+/// The tree's rate of answered work, measured only while the tree is
+/// saturated ([`State::saturated`]): between two events (a query admitted,
+/// finished or cancelled), the time counts if it was saturated throughout,
+/// and so does the work answered at the second.
+#[derive(Debug)]
+struct Throughput {
+    /// Smoothed answered queries per second (`None`: not yet measured).
+    rate: Option<f64>,
+    /// Answered work in the current window.
+    answered: f64,
+    /// Time in use in the current window, seconds.
+    busy: f64,
+    /// The last event.
+    last: Instant,
+    /// Whether the tree has been saturated since `last`.
+    saturated: bool,
+    /// Whether the latest answer queued: its round trip was past
+    /// `tolerance × long_rtt`.
+    queueing: bool,
+}
+
+impl Throughput {
+    fn new() -> Self {
+        Throughput {
+            rate: None,
+            answered: 0.0,
+            busy: 0.0,
+            last: Instant::now(),
+            saturated: false,
+            queueing: false,
+        }
+    }
+
+    /// Counts the time since the last event if the tree was saturated, and
+    /// `answered` with it; closes the window once it holds
+    /// [`RATE_WINDOW`] of such time, and says whether it did.
+    fn event(&mut self, now: Instant, answered: f64) -> bool {
+        if self.saturated {
+            self.busy += now.saturating_duration_since(self.last).as_secs_f64();
+            self.answered += answered;
+        }
+        self.last = now;
+        if self.busy < RATE_WINDOW.as_secs_f64() {
+            return false;
+        }
+        let sample = self.answered / self.busy;
+        self.rate = Some(match self.rate {
+            None => sample,
+            Some(rate) => rate + RATE_SMOOTHING * (sample - rate),
+        });
+        self.answered = 0.0;
+        self.busy = 0.0;
+        true
+    }
 }
 
 /// A query admitted: hold it while the query runs, then [`Permit::finish`]
@@ -136,9 +271,21 @@ pub struct Permit {
     done: bool,
 }
 
+/// Why a query was shed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedReason {
+    /// The whole limit was in flight.
+    AtLimit,
+    /// Its class had used its share: a batch query past the batch maximum
+    /// share, or an interactive one up against the share kept for batch.
+    OverShare,
+}
+
 /// Why a query was not admitted, and what to tell its client.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shed {
+    /// Which bound refused it.
+    pub reason: ShedReason,
     /// Queries in flight when it was refused.
     pub in_flight: usize,
     /// The limit then.
@@ -148,25 +295,41 @@ pub struct Shed {
 }
 
 impl Admission {
-    /// An admission controller starting at `config.initial_limit`.
+    /// An admission controller starting at `config.initial_limit`, with the
+    /// floor at `config.min_limit` until the tree's rate is measured.
     pub fn new(config: AdmissionConfig) -> Arc<Self> {
+        let floor = Self::floor_ceiling(&config);
         let initial = config
             .initial_limit
-            .clamp(config.min_limit.max(1), config.max_limit.max(1));
+            .clamp(floor as usize, config.max_limit.max(1));
         Arc::new(Admission {
             config,
             state: Mutex::new(State {
                 limit: initial as f64,
+                floor,
                 in_flight: 0,
                 batch_in_flight: 0,
                 long_rtt: 0.0,
+                budget: config.default_budget.as_secs_f64(),
+                throughput: Throughput::new(),
             }),
         })
+    }
+
+    /// The most the floor may be: `min_limit`, within `[1, max_limit]`.
+    fn floor_ceiling(c: &AdmissionConfig) -> f64 {
+        c.min_limit.clamp(1, c.max_limit.max(1)) as f64
     }
 
     /// The current limit.
     pub fn limit(&self) -> usize {
         self.state.lock().expect("admission state").limit as usize
+    }
+
+    /// The limit's current floor: what the tree answers in a quarter of the
+    /// typical budget, at most `min_limit` (see the module docs).
+    pub fn floor(&self) -> usize {
+        self.state.lock().expect("admission state").floor as usize
     }
 
     /// What a shed client is told to wait before retrying.
@@ -179,12 +342,18 @@ impl Admission {
         self.state.lock().expect("admission state").in_flight
     }
 
-    /// Admits a query if its class may have one more in flight: an
-    /// interactive query while fewer than the limit are in flight (less the
-    /// share guaranteed to batch work), a batch query while fewer than its
-    /// maximum share are, or while batch work is below its guaranteed share.
-    pub fn try_acquire(self: &Arc<Self>, batch: bool) -> Result<Permit, Shed> {
+    /// Admits a query with `budget` left if its class may have one more in
+    /// flight: an interactive query while fewer than the limit are in
+    /// flight (less the share guaranteed to batch work), a batch query while
+    /// fewer than its maximum share are, or while batch work is below its
+    /// guaranteed share. Its budget joins the typical budget either way.
+    pub fn try_acquire(self: &Arc<Self>, batch: bool, budget: Duration) -> Result<Permit, Shed> {
+        let now = Instant::now();
         let mut s = self.state.lock().expect("admission state");
+        s.budget += BUDGET_SMOOTHING * (budget.as_secs_f64() - s.budget);
+        if s.throughput.event(now, 0.0) {
+            self.refresh_floor(&mut s);
+        }
         let limit = s.limit as usize;
         let c = &self.config;
         let share = |f: f64| (s.limit * f.clamp(0.0, 1.0)).floor() as usize;
@@ -199,6 +368,11 @@ impl Admission {
         };
         if !admit {
             return Err(Shed {
+                reason: if s.in_flight >= limit {
+                    ShedReason::AtLimit
+                } else {
+                    ShedReason::OverShare
+                },
                 in_flight: s.in_flight,
                 limit,
                 pushback: c.pushback,
@@ -208,9 +382,10 @@ impl Admission {
         if batch {
             s.batch_in_flight += 1;
         }
+        s.throughput.saturated = s.saturated();
         Ok(Permit {
             admission: Arc::clone(self),
-            started: Instant::now(),
+            started: now,
             in_flight: s.in_flight,
             batch,
             done: false,
@@ -218,17 +393,31 @@ impl Admission {
     }
 
     /// Learns from one finished query: its round trip, how many were in
-    /// flight when it started, and whether it was cut short by time.
+    /// flight when it started, and whether it was cut short by time. A
+    /// sample alone, outside any permit, says nothing about the rate the
+    /// tree answers at: only [`Permit::finish`] measures that.
     pub fn on_sample(&self, rtt: Duration, in_flight: usize, dropped: bool) {
         let mut s = self.state.lock().expect("admission state");
         self.update(&mut s, rtt.as_secs_f64().max(1e-6), in_flight, dropped);
     }
 
+    /// Puts the floor where the measured rate and the typical budget say,
+    /// and the limit back above it.
+    fn refresh_floor(&self, s: &mut State) {
+        let ceiling = Self::floor_ceiling(&self.config);
+        s.floor = match s.throughput.rate {
+            None => ceiling,
+            Some(rate) => (rate * s.budget * FLOOR_QUEUE_SHARE).clamp(1.0, ceiling),
+        };
+        s.limit = s.limit.max(s.floor);
+    }
+
     fn update(&self, s: &mut State, rtt: f64, in_flight: usize, dropped: bool) {
         let c = &self.config;
-        let (min, max) = (c.min_limit.max(1) as f64, c.max_limit.max(1) as f64);
+        // The floor is at most `min_limit` clamped to `max_limit`.
+        let max = c.max_limit.max(1) as f64;
         if dropped {
-            s.limit = (s.limit * c.drop_factor).clamp(min, max);
+            s.limit = (s.limit * c.drop_factor).clamp(s.floor, max);
             return;
         }
         let alpha = 2.0 / (c.long_window.max(1) as f64 + 1.0);
@@ -236,9 +425,10 @@ impl Admission {
             // Falls at once to a faster sample: it is the latency without
             // queueing we are after.
             s.long_rtt = rtt;
-        } else if in_flight <= c.min_limit {
-            // So little in flight that no queue of ours is in this sample:
-            // if the tree got slower for good, learn it at the normal pace.
+        } else if in_flight as f64 <= s.floor {
+            // So little in flight that at most a quarter of the budget of
+            // queue is in this sample: if the tree got slower for good,
+            // learn it at the normal pace.
             s.long_rtt += alpha * (rtt - s.long_rtt);
         } else {
             // Rises slowly: a queue must not become the new normal quickly.
@@ -250,27 +440,39 @@ impl Admission {
         }
         let gradient = (c.tolerance * s.long_rtt / rtt).clamp(0.5, 1.0);
         let new_limit = s.limit * gradient + s.limit.sqrt();
-        s.limit = (s.limit + c.smoothing * (new_limit - s.limit)).clamp(min, max);
+        s.limit = (s.limit + c.smoothing * (new_limit - s.limit)).clamp(s.floor, max);
     }
 }
 
 impl Permit {
-    /// The query finished; `timed_out` if some of its shards ran out of
-    /// time (the answer was capped by the budget).
-    pub fn finish(mut self, timed_out: bool) {
+    /// The query finished: `dropped` if some of its shards ran out of time
+    /// or were refused by overloaded leaves (the answer was capped by the
+    /// budget or cut short), and `answered` the share of its shards that
+    /// answered (1 for a complete answer, 0 for an error): the work the
+    /// tree did for it, which the floor's rate counts.
+    pub fn finish(mut self, dropped: bool, answered: f64) {
         self.done = true;
-        let rtt = self.started.elapsed();
-        let mut s = self.admission.state.lock().expect("admission state");
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(self.started);
+        let admission = Arc::clone(&self.admission);
+        let mut s = admission.state.lock().expect("admission state");
+        let window_closed = s.throughput.event(now, answered.clamp(0.0, 1.0));
         s.in_flight -= 1;
         if self.batch {
             s.batch_in_flight -= 1;
         }
-        self.admission.update(
-            &mut s,
-            rtt.as_secs_f64().max(1e-6),
-            self.in_flight,
-            timed_out,
-        );
+        if window_closed {
+            admission.refresh_floor(&mut s);
+        }
+        let rtt = rtt.as_secs_f64().max(1e-6);
+        if answered > 0.0 {
+            // Only an answer with work in it tells whether work queues: one
+            // refused everywhere at once comes back fast either way.
+            s.throughput.queueing =
+                s.long_rtt > 0.0 && rtt > admission.config.tolerance * s.long_rtt;
+        }
+        admission.update(&mut s, rtt, self.in_flight, dropped);
+        s.throughput.saturated = s.saturated();
     }
 }
 
@@ -278,10 +480,14 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
             let mut s = self.admission.state.lock().expect("admission state");
+            if s.throughput.event(Instant::now(), 0.0) {
+                self.admission.refresh_floor(&mut s);
+            }
             s.in_flight -= 1;
             if self.batch {
                 s.batch_in_flight -= 1;
             }
+            s.throughput.saturated = s.saturated();
         }
     }
 }
@@ -293,6 +499,9 @@ mod tests {
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
+
+    /// The budget every query of these tests has.
+    const BUDGET: Duration = Duration::from_millis(100);
 
     /// Limits small enough for the model below to move them.
     fn config() -> AdmissionConfig {
@@ -360,18 +569,33 @@ mod tests {
             ..config()
         });
         // Batch alone: up to half the limit.
-        let batch: Vec<_> = (0..5).map(|_| a.try_acquire(true).unwrap()).collect();
-        assert!(a.try_acquire(true).is_err(), "batch past its maximum share");
+        let batch: Vec<_> = (0..5)
+            .map(|_| a.try_acquire(true, BUDGET).unwrap())
+            .collect();
+        let shed = a.try_acquire(true, BUDGET).unwrap_err();
+        assert_eq!(
+            shed.reason,
+            ShedReason::OverShare,
+            "batch past its maximum share"
+        );
         // Interactive takes the rest.
-        let interactive: Vec<_> = (0..5).map(|_| a.try_acquire(false).unwrap()).collect();
-        assert!(a.try_acquire(false).is_err(), "the limit is reached");
+        let interactive: Vec<_> = (0..5)
+            .map(|_| a.try_acquire(false, BUDGET).unwrap())
+            .collect();
+        let shed = a.try_acquire(false, BUDGET).unwrap_err();
+        assert_eq!(shed.reason, ShedReason::AtLimit, "the limit is reached");
         drop(batch);
         // With interactive work filling the tree, batch still has its
         // guaranteed 2 slots, which interactive work cannot take.
-        let more: Vec<_> = (0..3).map(|_| a.try_acquire(false).unwrap()).collect();
-        assert!(a.try_acquire(false).is_err(), "2 slots kept for batch");
-        let guaranteed: Vec<_> = (0..2).map(|_| a.try_acquire(true).unwrap()).collect();
-        assert!(a.try_acquire(true).is_err());
+        let more: Vec<_> = (0..3)
+            .map(|_| a.try_acquire(false, BUDGET).unwrap())
+            .collect();
+        let shed = a.try_acquire(false, BUDGET).unwrap_err();
+        assert_eq!(shed.reason, ShedReason::OverShare, "2 slots kept for batch");
+        let guaranteed: Vec<_> = (0..2)
+            .map(|_| a.try_acquire(true, BUDGET).unwrap())
+            .collect();
+        assert!(a.try_acquire(true, BUDGET).is_err());
         assert_eq!(a.in_flight(), 10);
         drop((interactive, more, guaranteed));
         assert_eq!(a.in_flight(), 0);
@@ -410,15 +634,178 @@ mod tests {
             initial_limit: 2,
             ..config()
         });
-        let first = a.try_acquire(false).unwrap();
-        let second = a.try_acquire(false).unwrap();
-        let shed = a.try_acquire(false).unwrap_err();
+        let first = a.try_acquire(false, BUDGET).unwrap();
+        let second = a.try_acquire(false, BUDGET).unwrap();
+        let shed = a.try_acquire(false, BUDGET).unwrap_err();
         assert_eq!((shed.in_flight, shed.limit), (2, 2));
         assert_eq!(shed.pushback, DEFAULT_PUSHBACK);
         tokio::time::advance(ms(20)).await;
-        first.finish(false);
+        first.finish(false, 1.0);
         drop(second); // cancelled: frees the slot, no sample
         assert_eq!(a.in_flight(), 0);
-        assert!(a.try_acquire(false).is_ok());
+        assert!(a.try_acquire(false, BUDGET).is_ok());
+    }
+
+    /// A tree behind the admission, on the paused clock: `slots` searches
+    /// at once, each taking `service`. Queries wait for a slot in arrival
+    /// order; one that could not finish within its budget is refused at
+    /// once, as leaves refuse what they cannot start in time: a drop, with
+    /// nothing answered.
+    struct FakeTree {
+        free_at: Vec<Instant>,
+        service: Duration,
+        running: Vec<(Instant, Permit)>,
+        answered: usize,
+        /// The share of its shards each answer has.
+        share: f64,
+    }
+
+    impl FakeTree {
+        fn new(slots: usize, service: Duration) -> Self {
+            FakeTree {
+                free_at: vec![Instant::now(); slots],
+                service,
+                running: Vec::new(),
+                answered: 0,
+                share: 1.0,
+            }
+        }
+
+        /// Takes an admitted query with `budget` left.
+        fn start(&mut self, permit: Permit, budget: Duration) {
+            let now = Instant::now();
+            let slot = (0..self.free_at.len())
+                .min_by_key(|&i| self.free_at[i])
+                .expect("a slot");
+            let done = self.free_at[slot].max(now) + self.service;
+            if done > now + budget {
+                permit.finish(true, 0.0);
+                return;
+            }
+            self.free_at[slot] = done;
+            self.running.push((done, permit));
+        }
+
+        /// Answers in full every query done by now.
+        fn answer_due(&mut self) {
+            let now = Instant::now();
+            let (done, running) = std::mem::take(&mut self.running)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(at, _)| *at <= now);
+            self.running = running;
+            for (_, permit) in done {
+                permit.finish(false, self.share);
+                self.answered += 1;
+            }
+        }
+    }
+
+    /// Offers `per_ms` queries with `budget` every millisecond for `millis`
+    /// ms; returns how many the tree answered meanwhile.
+    async fn offer(
+        a: &Arc<Admission>,
+        tree: &mut FakeTree,
+        per_ms: usize,
+        budget: Duration,
+        millis: u64,
+    ) -> usize {
+        let answered = tree.answered;
+        for _ in 0..millis {
+            tokio::time::advance(ms(1)).await;
+            tree.answer_due();
+            for _ in 0..per_ms {
+                if let Ok(permit) = a.try_acquire(false, budget) {
+                    tree.start(permit, budget);
+                }
+            }
+        }
+        tree.answered - answered
+    }
+
+    fn measured_rate(a: &Admission) -> Option<f64> {
+        a.state.lock().unwrap().throughput.rate
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_a_slow_tree_the_floor_falls_to_a_quarter_budget_of_answers() {
+        // 3 slots of 10 ms: 300 answers/s, offered 1,000/s. The configured
+        // floor of 32 would be 107 ms of queue, past the budget.
+        let a = Admission::new(AdmissionConfig::default());
+        let mut tree = FakeTree::new(3, ms(10));
+        offer(&a, &mut tree, 1, BUDGET, 5000).await;
+        let rate = measured_rate(&a).expect("measured under load");
+        assert!((280.0..=310.0).contains(&rate), "rate {rate}");
+        // 300/s x 100 ms x 1/4 = 7.5.
+        assert!((6..=8).contains(&a.floor()), "floor {}", a.floor());
+        assert!(a.limit() < 16, "limit {}", a.limit());
+        // And the tree answers at its capacity meanwhile.
+        let answered = offer(&a, &mut tree, 1, BUDGET, 2000).await;
+        assert!(answered >= 570, "{answered} answered in 2 s at 300/s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_a_fast_tree_the_floor_stays_at_the_configured_one() {
+        // 20 slots of 2 ms: 10,000/s, offered 20,000/s. A quarter of the
+        // budget is 250 answers: the configured 32 is the lower.
+        let a = Admission::new(AdmissionConfig::default());
+        let mut tree = FakeTree::new(20, ms(2));
+        offer(&a, &mut tree, 20, BUDGET, 3000).await;
+        let rate = measured_rate(&a).expect("measured under load");
+        assert!(rate > 5000.0, "rate {rate}");
+        assert_eq!(a.floor(), DEFAULT_MIN_LIMIT);
+        assert!(a.limit() >= DEFAULT_MIN_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_floor_recovers_when_the_tree_speeds_up() {
+        let a = Admission::new(AdmissionConfig::default());
+        let mut tree = FakeTree::new(3, ms(10));
+        offer(&a, &mut tree, 1, BUDGET, 5000).await;
+        assert!(a.floor() <= 8, "floor {} while slow", a.floor());
+        // 10x faster (3,000/s, floor 75 but for the ceiling), and offered 5,000/s.
+        tree.service = ms(1);
+        offer(&a, &mut tree, 5, BUDGET, 5000).await;
+        assert_eq!(a.floor(), DEFAULT_MIN_LIMIT);
+        assert!(a.limit() >= DEFAULT_MIN_LIMIT, "limit {}", a.limit());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_floor_follows_the_budgets_queries_bring() {
+        // The same slow tree under 40 ms budgets: 300 x 40 ms / 4 = 3.
+        let a = Admission::new(AdmissionConfig::default());
+        let mut tree = FakeTree::new(3, ms(10));
+        offer(&a, &mut tree, 1, ms(40), 5000).await;
+        assert!((2..=3).contains(&a.floor()), "floor {}", a.floor());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_tree_keeps_its_floor_and_partial_answers_count_their_share() {
+        let a = Admission::new(AdmissionConfig {
+            min_limit: 8,
+            initial_limit: 8,
+            max_limit: 8,
+            ..config()
+        });
+        let budget = ms(40);
+        // One query at a time, well under the limit: the offered load is
+        // not the tree's capacity, and nothing is measured.
+        for _ in 0..1000 {
+            let permit = a.try_acquire(false, budget).unwrap();
+            tokio::time::advance(ms(5)).await;
+            permit.finish(false, 1.0);
+        }
+        assert_eq!(measured_rate(&a), None);
+        assert_eq!(a.floor(), 8);
+        // The limit (8) full, of a tree of 8 slots of 10 ms, every answer
+        // missing half its shards: half the work of 800/s is answered,
+        // 400/s, and the floor is 400 x 40 ms / 4 = 4 (complete answers
+        // would make it 8).
+        let mut tree = FakeTree::new(8, ms(10));
+        tree.share = 0.5;
+        offer(&a, &mut tree, 2, budget, 3000).await;
+        let rate = measured_rate(&a).expect("measured while in use");
+        assert!((390.0..=410.0).contains(&rate), "rate {rate}");
+        // (3.9-4: the floor in whole queries is rounded down.)
+        assert!((3..=4).contains(&a.floor()), "floor {}", a.floor());
     }
 }

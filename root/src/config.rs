@@ -38,13 +38,16 @@ pub struct RootConfig {
     /// are in flight (for comparison; not for production).
     #[arg(long)]
     pub no_admission: bool,
-    /// The least number of queries the admission limit allows in flight.
+    /// The ceiling of the admission limit's floor, in queries in flight. The
+    /// floor itself follows the tree's measured rate: what the tree answers
+    /// in a quarter of the typical budget (a tree answering 300/s in 100 ms
+    /// budgets gets 7), never above this, and this until a rate is measured.
     #[arg(long, default_value_t = admission::DEFAULT_MIN_LIMIT)]
     pub admission_min_limit: usize,
     /// The most queries the admission limit allows in flight.
     #[arg(long, default_value_t = admission::DEFAULT_MAX_LIMIT)]
     pub admission_max_limit: usize,
-    /// The admission limit at start.
+    /// The admission limit at start (at least the floor's ceiling).
     #[arg(long, default_value_t = admission::DEFAULT_INITIAL_LIMIT)]
     pub admission_initial_limit: usize,
     /// What a shed client is told to wait before retrying, in milliseconds.
@@ -89,6 +92,7 @@ impl RootConfig {
             pushback: Duration::from_millis(self.admission_pushback_ms),
             batch_max_share: self.batch_max_share,
             batch_guaranteed_share: self.batch_guaranteed_share,
+            default_budget: Duration::from_millis(self.inner.default_budget_ms),
             ..AdmissionConfig::default()
         }))
     }

@@ -14,8 +14,9 @@ use tokio::time::Instant;
 use std::sync::Arc;
 
 use searchtree_parent::InnerCounter;
+use searchtree_parent::counters::InnerCounters;
 
-use crate::admission::{Admission, AdmissionConfig};
+use crate::admission::{Admission, AdmissionConfig, ShedReason};
 use crate::canary::{Canary, CanaryConfig};
 use crate::policy::judge;
 
@@ -45,10 +46,9 @@ impl RootNode {
         }
         self.admission = config.map(Admission::new);
         if let Some(a) = &self.admission {
-            let limit = a.limit() as u64;
-            self.node
-                .counters()
-                .set(InnerCounter::AdmissionLimit, limit);
+            let counters = self.node.counters();
+            counters.set(InnerCounter::AdmissionLimit, a.limit() as u64);
+            counters.set(InnerCounter::AdmissionFloor, a.floor() as u64);
         }
         self
     }
@@ -95,16 +95,16 @@ impl RootNode {
         let counters = self.node.counters();
         let permit = match &self.admission {
             None => None,
-            Some(admission) => match admission.try_acquire(params.priority == Priority::Batch) {
+            Some(admission) => match admission.try_acquire(
+                params.priority == Priority::Batch,
+                deadline.saturating_duration_since(Instant::now()),
+            ) {
                 Ok(permit) => {
                     counters.inc(InnerCounter::Admitted);
                     Some(permit)
                 }
                 Err(shed) => {
-                    counters.inc(InnerCounter::Shed);
-                    if params.priority == Priority::Batch {
-                        counters.inc(InnerCounter::ShedBatch);
-                    }
+                    count_shed(&counters, params.priority, shed.reason);
                     return Err(NodeError::Overloaded(format!(
                         "the tree is at its limit of {} queries in flight; retry after {} ms",
                         shed.limit,
@@ -120,13 +120,16 @@ impl RootNode {
         if let (Some(permit), Some(admission)) = (permit, &self.admission) {
             // A shard that timed out, or was refused by an overloaded leaf,
             // means the tree is past what it can answer in time: a drop.
-            let dropped = response.as_ref().is_ok_and(|r| {
-                r.coverage
-                    .as_ref()
-                    .is_some_and(|c| c.shards_timed_out > 0 || c.shards_failed > 0)
+            // The share of shards that answered is the work the tree did,
+            // which the admission floor's rate counts.
+            let coverage = response.as_ref().ok().and_then(|r| r.coverage.as_ref());
+            let dropped = coverage.is_some_and(|c| c.shards_timed_out > 0 || c.shards_failed > 0);
+            let answered = coverage.map_or(0.0, |c| {
+                f64::from(c.shards_ok) / f64::from(c.shards_total.max(1))
             });
-            permit.finish(dropped);
+            permit.finish(dropped, answered);
             counters.set(InnerCounter::AdmissionLimit, admission.limit() as u64);
+            counters.set(InnerCounter::AdmissionFloor, admission.floor() as u64);
         }
         let response = response?;
         judge(params, response).map_err(|(refusal, err)| {
@@ -135,6 +138,19 @@ impl RootNode {
             err
         })
     }
+}
+
+/// Counts a shed query by its class and by the bound that refused it.
+fn count_shed(counters: &InnerCounters, priority: Priority, reason: ShedReason) {
+    counters.inc(InnerCounter::Shed);
+    counters.inc(match priority {
+        Priority::Batch => InnerCounter::ShedBatch,
+        Priority::Interactive => InnerCounter::ShedInteractive,
+    });
+    counters.inc(match reason {
+        ShedReason::AtLimit => InnerCounter::ShedAtLimit,
+        ShedReason::OverShare => InnerCounter::ShedOverShare,
+    });
 }
 
 #[cfg(test)]
@@ -244,5 +260,54 @@ mod tests {
                 .get(InnerCounter::NothingAnswered),
             1
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn admission_counts_sheds_by_class_and_reason_and_shows_its_floor() {
+        let r = root(vec![Arc::new(FakeChild::answering(0, ms(20), &[("a", 1.0)]))])
+            .with_admission(Some(AdmissionConfig {
+                min_limit: 1,
+                initial_limit: 1,
+                max_limit: 1,
+                ..AdmissionConfig::default()
+            }));
+        let interactive = || SearchRequest {
+            ids_only: true,
+            ..request(0.0)
+        };
+        let batch = || SearchRequest {
+            priority: Priority::Batch as i32,
+            ..interactive()
+        };
+        // One query in flight fills the limit of 1: the next two are shed
+        // at the limit, whatever their class.
+        let (first, shed) = tokio::join!(ask(&r, interactive(), None), async {
+            (
+                ask(&r, interactive(), None).await,
+                ask(&r, batch(), None).await,
+            )
+        });
+        first.unwrap();
+        assert!(matches!(shed.0, Err(NodeError::Overloaded(_))));
+        assert!(matches!(shed.1, Err(NodeError::Overloaded(_))));
+        // Alone, a batch query is still past its share of a limit of 1.
+        assert!(matches!(
+            ask(&r, batch(), None).await,
+            Err(NodeError::Overloaded(_))
+        ));
+        let c = r.inner().counters();
+        let count = |k| c.get(k);
+        assert_eq!(count(InnerCounter::Admitted), 1);
+        assert_eq!(count(InnerCounter::Shed), 3);
+        assert_eq!(
+            (count(InnerCounter::ShedInteractive), count(InnerCounter::ShedBatch)),
+            (1, 2)
+        );
+        assert_eq!(
+            (count(InnerCounter::ShedAtLimit), count(InnerCounter::ShedOverShare)),
+            (2, 1)
+        );
+        assert_eq!(count(InnerCounter::AdmissionLimit), 1);
+        assert_eq!(count(InnerCounter::AdmissionFloor), 1);
     }
 }

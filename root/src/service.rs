@@ -31,6 +31,7 @@ impl Search for RootService {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let arrived = arrival(&request);
+        self.root.inner().count_queue_wait(arrived);
         let params = self.root.validate(request.get_ref())?;
         let deadline = arrived + self.root.budget(&params, grpc_timeout(&request));
         match self.root.search(&params, deadline).await {

@@ -55,6 +55,18 @@ pub struct Routing {
     /// Probation threshold (times the peers' p90); 0 turns probation off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probation_factor: Option<f64>,
+    /// Each child is asked for its share of the top-k with this
+    /// probability, and again when it might hold more; 1 asks for all k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_k_probability: Option<f64>,
+    /// Early answer: the fraction of shards after which stragglers get only
+    /// `early_answer_wait_ms` more (0: wait until the deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_answer_coverage: Option<f64>,
+    /// How long stragglers are waited for once `early_answer_coverage` is
+    /// reached, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_answer_wait_ms: Option<f64>,
 }
 
 impl Routing {
@@ -85,6 +97,15 @@ impl Routing {
         }
         if let Some(v) = self.probation_factor {
             flags.push(format!("--probation-factor={v}"));
+        }
+        if let Some(v) = self.child_k_probability {
+            flags.push(format!("--child-k-probability={v}"));
+        }
+        if let Some(v) = self.early_answer_coverage {
+            flags.push(format!("--early-answer-coverage={v}"));
+        }
+        if let Some(v) = self.early_answer_wait_ms {
+            flags.push(format!("--early-answer-wait-ms={v}"));
         }
         flags
     }
