@@ -264,13 +264,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn admission_counts_sheds_by_class_and_reason_and_shows_its_floor() {
-        let r = root(vec![Arc::new(FakeChild::answering(0, ms(20), &[("a", 1.0)]))])
-            .with_admission(Some(AdmissionConfig {
-                min_limit: 1,
-                initial_limit: 1,
-                max_limit: 1,
-                ..AdmissionConfig::default()
-            }));
+        let r = root(vec![Arc::new(FakeChild::answering(
+            0,
+            ms(20),
+            &[("a", 1.0)],
+        ))])
+        .with_admission(Some(AdmissionConfig {
+            min_limit: 1,
+            initial_limit: 1,
+            max_limit: 1,
+            ..AdmissionConfig::default()
+        }));
         let interactive = || SearchRequest {
             ids_only: true,
             ..request(0.0)
@@ -300,11 +304,17 @@ mod tests {
         assert_eq!(count(InnerCounter::Admitted), 1);
         assert_eq!(count(InnerCounter::Shed), 3);
         assert_eq!(
-            (count(InnerCounter::ShedInteractive), count(InnerCounter::ShedBatch)),
+            (
+                count(InnerCounter::ShedInteractive),
+                count(InnerCounter::ShedBatch)
+            ),
             (1, 2)
         );
         assert_eq!(
-            (count(InnerCounter::ShedAtLimit), count(InnerCounter::ShedOverShare)),
+            (
+                count(InnerCounter::ShedAtLimit),
+                count(InnerCounter::ShedOverShare)
+            ),
             (2, 1)
         );
         assert_eq!(count(InnerCounter::AdmissionLimit), 1);
