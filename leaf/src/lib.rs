@@ -10,11 +10,13 @@ pub mod collector;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod fetch;
 pub mod node;
 pub mod schema;
 pub mod searcher;
 pub mod service;
 pub mod shard;
+pub mod snippet;
 pub mod stats;
 
 pub use error::LeafError;

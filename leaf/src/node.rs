@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use searchtree_node::counter_set;
 use searchtree_node::counters::Counters;
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use searchtree_proto::query::Quoted;
-use searchtree_proto::{BudgetPolicy, QueryLimits, SearchParams};
+use searchtree_proto::{BudgetPolicy, FetchParams, QueryLimits, SearchParams};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -63,8 +63,17 @@ counter_set! {
         InjectedDelays = "injected_delays",
         /// Requests failed on purpose (fault injection).
         InjectedErrors = "injected_errors",
-        /// Searches that panicked (and failed only their request).
+        /// Searches or fetches that panicked (and failed only their request).
         SearchPanics = "search_panics",
+        /// Fetch requests received (the second phase of a two-phase search).
+        Fetches = "fetches",
+        /// Documents fetched: titles and snippets built.
+        FetchedDocs = "fetched_docs",
+        /// Documents asked for that this shard does not hold.
+        FetchNotFound = "fetch_not_found",
+        /// Documents left unfetched: the fetch reached its deadline (or
+        /// waited for a fetch slot until then) before loading them.
+        FetchUnfetched = "fetch_unfetched",
     }
 }
 
@@ -81,14 +90,18 @@ pub struct LeafTiming {
     pub reserve: Duration,
 }
 
-/// What the request path needs of a shard: its number, and a search that
-/// blocks (it runs on the blocking pool) and gives up when `stop` says so.
+/// What the request path needs of a shard: its number, and a search and a
+/// fetch that block (they run on the blocking pool) and give up when `stop`
+/// says so.
 /// [`ShardSearcher`] is the real one; tests use scripted ones.
 pub trait ShardSearch: Send + Sync + 'static {
     /// The shard searched, for messages.
     fn shard_id(&self) -> u32;
     /// Searches the shard. Blocking.
     fn search(&self, params: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError>;
+    /// Fetches titles and snippets of documents (see [`crate::fetch`]).
+    /// Blocking.
+    fn fetch(&self, params: &FetchParams, stop: &Stop) -> Result<FetchResponse, SearchError>;
 }
 
 impl ShardSearch for ShardSearcher {
@@ -98,6 +111,10 @@ impl ShardSearch for ShardSearcher {
 
     fn search(&self, params: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError> {
         ShardSearcher::search(self, params, stop)
+    }
+
+    fn fetch(&self, params: &FetchParams, stop: &Stop) -> Result<FetchResponse, SearchError> {
+        ShardSearcher::fetch(self, params, stop)
     }
 }
 
@@ -167,6 +184,10 @@ pub const DEFAULT_QUEUED_PER_SLOT: usize = 64;
 pub struct LeafNode<S = ShardSearcher> {
     searcher: Arc<S>,
     permits: Arc<Semaphore>,
+    /// Slots for fetches, apart from the search slots: a fetch is small and
+    /// comes late in its query's budget, so it does not queue behind
+    /// searches; bounded all the same (as many as search slots).
+    fetch_permits: Arc<Semaphore>,
     slots: usize,
     max_queued: usize,
     waiting: Arc<AtomicUsize>,
@@ -188,6 +209,7 @@ impl<S: ShardSearch> LeafNode<S> {
         LeafNode {
             searcher: Arc::new(searcher),
             permits: Arc::new(Semaphore::new(slots)),
+            fetch_permits: Arc::new(Semaphore::new(slots)),
             slots,
             max_queued: slots * DEFAULT_QUEUED_PER_SLOT,
             waiting: Arc::default(),
@@ -243,6 +265,72 @@ impl<S: ShardSearch> LeafNode<S> {
             self.counters.inc(LeafCounter::InvalidRequests);
             e.into()
         })
+    }
+
+    /// Counts a fetch and validates it on receipt.
+    pub fn validate_fetch(&self, request: &FetchRequest) -> Result<FetchParams, LeafError> {
+        self.counters.inc(LeafCounter::Fetches);
+        FetchParams::validate(request, &self.limits).map_err(|e| {
+            self.counters.inc(LeafCounter::InvalidRequests);
+            LeafError::Invalid(e.to_string())
+        })
+    }
+
+    /// Fetches titles and snippets for `params` by `deadline`: waits for a
+    /// fetch slot until then, and loads documents on the blocking pool until
+    /// `reserve` before it; those not reached come back unfetched. Dropping
+    /// the future stops the fetch at its next document.
+    pub async fn fetch(
+        &self,
+        params: FetchParams,
+        deadline: Instant,
+    ) -> Result<FetchResponse, LeafError> {
+        let shard = self.searcher.shard_id();
+        let until = deadline
+            .checked_sub(self.timing.reserve)
+            .unwrap_or(deadline);
+        let slot = Arc::clone(&self.fetch_permits).acquire_owned();
+        let Ok(Ok(permit)) = tokio::time::timeout_at(until, slot).await else {
+            self.counters
+                .add(LeafCounter::FetchUnfetched, params.docs.len() as u64);
+            return Err(LeafError::Timeout(format!(
+                "shard {shard} had no fetch slot free before the deadline"
+            )));
+        };
+        let mut guard = CancelOnDrop {
+            flag: Arc::default(),
+            counters: Arc::clone(&self.counters),
+            armed: true,
+        };
+        let stop = Stop {
+            deadline: Some(until.into_std()),
+            cancelled: Arc::clone(&guard.flag),
+        };
+        let searcher = Arc::clone(&self.searcher);
+        let result = tokio::task::spawn_blocking(move || {
+            let result = searcher.fetch(&params, &stop);
+            drop(permit);
+            result
+        })
+        .await;
+        guard.armed = false;
+        match result {
+            Ok(answer) => {
+                let answer = answer?;
+                let count = |c, n: usize| self.counters.add(c, n as u64);
+                count(LeafCounter::FetchedDocs, answer.hits.len());
+                count(LeafCounter::FetchNotFound, answer.not_found.len());
+                count(LeafCounter::FetchUnfetched, answer.unfetched.len());
+                Ok(answer)
+            }
+            Err(e) => {
+                self.counters.inc(LeafCounter::SearchPanics);
+                tracing::error!(shard, error = %e, "fetch panicked");
+                Err(LeafError::Internal(
+                    "the fetch failed unexpectedly on this shard (the error is logged)".into(),
+                ))
+            }
+        }
     }
 
     /// Searches for `params`, answering by `deadline`: collection stops
@@ -458,6 +546,24 @@ mod tests {
     impl ShardSearch for ScriptedShard {
         fn shard_id(&self) -> u32 {
             7
+        }
+
+        /// Every document is found, titled by its id; none once stopped.
+        fn fetch(&self, params: &FetchParams, stop: &Stop) -> Result<FetchResponse, SearchError> {
+            assert!(!self.panics, "scripted panic");
+            let mut answer = FetchResponse::default();
+            for doc in &params.docs {
+                if stop.now() {
+                    answer.unfetched.push(doc.clone());
+                } else {
+                    answer.hits.push(searchtree_proto::pb::Hit {
+                        doc_id: doc.doc_id.clone(),
+                        title: doc.doc_id.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+            Ok(answer)
         }
 
         fn search(&self, _: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError> {
@@ -787,6 +893,69 @@ mod tests {
         assert_eq!(node.counters().get(LeafCounter::QueueWaits), 1);
         assert_eq!(node.counters().get(LeafCounter::QueueWaitUsTotal), 49_000);
         assert_eq!(node.permits.available_permits(), 1);
+    }
+
+    fn fetch_params(ids: &[&str]) -> FetchParams {
+        let docs = ids
+            .iter()
+            .map(|id| searchtree_proto::pb::DocRef {
+                doc_id: id.to_string(),
+                shard: 7,
+            })
+            .collect();
+        let req = FetchRequest {
+            query: "q".into(),
+            docs,
+            budget_ms: 0,
+        };
+        FetchParams::validate(&req, &QueryLimits::default()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_does_not_queue_behind_searches_and_is_counted() {
+        let (shard, release) = scripted();
+        let node = leaf(shard, 1, FaultConfig::default());
+        let busy = spawn_search(&node, Instant::now() + ms(10_000));
+        until_searching(&node, 1).await;
+        let answer = node
+            .fetch(fetch_params(&["a", "b"]), Instant::now() + ms(50))
+            .await
+            .expect("the search slot is busy, the fetch slot is not");
+        assert_eq!(answer.hits.len(), 2);
+        assert_eq!(node.counters().get(LeafCounter::FetchedDocs), 2);
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_with_no_slot_before_its_deadline_times_out_there() {
+        let (shard, _) = scripted();
+        let node = leaf(shard, 1, FaultConfig::default());
+        let held = Arc::clone(&node.fetch_permits).acquire_owned().await;
+        let start = Instant::now();
+        let err = node
+            .fetch(fetch_params(&["a"]), start + ms(50))
+            .await
+            .unwrap_err();
+        // It gave up when its documents could no longer be loaded in time.
+        assert_eq!(start.elapsed(), ms(49));
+        assert!(matches!(err, LeafError::Timeout(ref m) if m.contains("no fetch slot")));
+        assert_eq!(node.counters().get(LeafCounter::FetchUnfetched), 1);
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_fetch_fails_its_request_only() {
+        let (mut shard, _) = scripted();
+        shard.panics = true;
+        let node = leaf(shard, 1, FaultConfig::default());
+        let err = node
+            .fetch(fetch_params(&["a"]), Instant::now() + ms(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LeafError::Internal(_)));
+        assert_eq!(node.counters().get(LeafCounter::SearchPanics), 1);
+        assert_eq!(node.fetch_permits.available_permits(), 1);
     }
 
     #[test]

@@ -9,16 +9,12 @@ use searchtree_proto::pb::{
 };
 use searchtree_proto::query::{Quoted, truncate_chars};
 use tantivy::query::{Query, QueryParser};
-use tantivy::schema::Value;
-use tantivy::snippet::SnippetGenerator;
 use tantivy::{Searcher, TantivyDocument};
 
 use crate::collector::{Pruning, Stop, TopById};
 use crate::schema;
 use crate::shard::Shard;
-
-/// Longest snippet, in characters.
-const SNIPPET_CHARS: usize = 160;
+use crate::snippet::Presenter;
 
 /// The longest part of tantivy's explanation quoted in an error, in
 /// characters: its messages may echo the query, which must stay short.
@@ -199,19 +195,12 @@ impl ShardSearcher {
         if collected.is_empty() {
             return Ok(Vec::new());
         }
-        let fields = self.shard.fields;
-        let mut snippets = SnippetGenerator::create(searcher, query, fields.body)?;
-        snippets.set_max_num_chars(SNIPPET_CHARS);
+        let presenter = Presenter::new(searcher, query, self.shard.fields)?;
         collected
             .into_iter()
             .map(|c| {
                 let doc: TantivyDocument = searcher.doc(c.address)?;
-                let title = doc
-                    .get_first(fields.title)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string();
-                let snippet = snippets.snippet_from_doc(&doc).to_html();
+                let (title, snippet) = presenter.title_and_snippet(&doc);
                 Ok(Hit {
                     title,
                     snippet,

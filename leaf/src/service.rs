@@ -7,7 +7,7 @@ use std::sync::Arc;
 use searchtree_node::serving::arrival;
 use searchtree_proto::QueryLimits;
 use searchtree_proto::pb::search_server::Search;
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use tonic::{Request, Response, Status};
 
 use crate::error::LeafError;
@@ -75,6 +75,17 @@ impl Search for LeafService {
         let params = self.node.validate(request.get_ref())?;
         let budget = self.node.timing().policy.budget_of(&request, params.budget);
         let response = self.node.search(params, arrived + budget).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponse>, Status> {
+        let arrived = arrival(&request);
+        let params = self.node.validate_fetch(request.get_ref())?;
+        let budget = self.node.timing().policy.budget_of(&request, params.budget);
+        let response = self.node.fetch(params, arrived + budget).await?;
         Ok(Response::new(response))
     }
 }

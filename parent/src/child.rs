@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use searchtree_proto::pb::search_client::SearchClient;
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use searchtree_proto::query::truncate_bytes;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -92,6 +92,15 @@ pub trait Child: Send + Sync {
         request: SearchRequest,
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>>;
+
+    /// Fetches titles and snippets of documents in this child's shards (the
+    /// second phase of a two-phase search); the child has `budget` to
+    /// answer in. Dropping the future cancels the call.
+    fn fetch(
+        &self,
+        request: FetchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<FetchResponse, ChildError>>;
 
     /// Asks the child whether it is serving (`grpc.health.v1`). Children
     /// that cannot tell are assumed to be.
@@ -182,6 +191,20 @@ impl Child for GrpcChild {
         request.set_timeout(budget);
         Box::pin(async move {
             let response = client.search(request).await?;
+            Ok(response.into_inner())
+        })
+    }
+
+    fn fetch(
+        &self,
+        request: FetchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<FetchResponse, ChildError>> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(budget);
+        Box::pin(async move {
+            let response = client.fetch(request).await?;
             Ok(response.into_inner())
         })
     }

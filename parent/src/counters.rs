@@ -97,6 +97,18 @@ counter_set! {
         /// Answers sent before the deadline because enough shards had
         /// answered (early answer), leaving stragglers out.
         EarlyAnswers = "early_answers",
+        /// Fetch requests (the second phase of a two-phase search) routed
+        /// to children.
+        Fetches = "fetches",
+        /// Calls to children for a fetch that failed or had not answered by
+        /// the deadline.
+        FetchFailures = "fetch_failures",
+        /// Documents a fetch left without title and snippet (their child
+        /// failed, was late, or ran out of time itself).
+        FetchUnfetched = "fetch_unfetched",
+        /// Root: answers sent with `hits_unfetched > 0` (the fetch phase did
+        /// not finish within the budget).
+        AnswersUnfetched = "answers_unfetched",
     }
 }
 
@@ -130,6 +142,9 @@ pub const PARENT_COUNTERS: &[InnerCounter] = &[
     InnerCounter::QueriesAskedAgain,
     InnerCounter::ChildrenAskedAgain,
     InnerCounter::EarlyAnswers,
+    InnerCounter::Fetches,
+    InnerCounter::FetchFailures,
+    InnerCounter::FetchUnfetched,
 ];
 
 /// A wait from arrival to handler past which it counts in

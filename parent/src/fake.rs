@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use searchtree_proto::pb::{Coverage, Hit, SearchRequest, SearchResponse, ShardSource};
+use searchtree_proto::pb::{
+    Coverage, FetchRequest, FetchResponse, Hit, SearchRequest, SearchResponse, ShardSource,
+};
 
 use crate::child::{Child, ChildError};
 
@@ -21,6 +23,7 @@ pub struct FakeChild {
     shards: Vec<u32>,
     delay_us: AtomicU64,
     down: AtomicBool,
+    snapshot: Mutex<String>,
     outcome: Result<Vec<Hit>, ChildError>,
     /// Calls started.
     pub started: Arc<AtomicUsize>,
@@ -30,6 +33,8 @@ pub struct FakeChild {
     pub cancelled: Arc<AtomicUsize>,
     /// The budget each call was given.
     pub budgets: Arc<Mutex<Vec<Duration>>>,
+    /// Fetch calls started.
+    pub fetches: Arc<AtomicUsize>,
 }
 
 impl FakeChild {
@@ -58,11 +63,13 @@ impl FakeChild {
             shards: vec![shard],
             delay_us: AtomicU64::new(delay.as_micros() as u64),
             down: AtomicBool::new(false),
+            snapshot: Mutex::default(),
             outcome,
             started: Arc::default(),
             completed: Arc::default(),
             cancelled: Arc::default(),
             budgets: Arc::default(),
+            fetches: Arc::default(),
         }
     }
 
@@ -78,6 +85,13 @@ impl FakeChild {
             .store(delay.as_micros() as u64, Ordering::SeqCst);
     }
 
+    /// Changes the snapshot the child says answered (none at first), as a
+    /// leaf does when it serves a new build; a call in flight keeps the
+    /// one it started with.
+    pub fn set_snapshot(&self, snapshot: &str) {
+        *self.snapshot.lock().expect("snapshot lock") = snapshot.to_string();
+    }
+
     /// Takes the child down (it refuses calls and health checks) or up.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -86,6 +100,22 @@ impl FakeChild {
     /// Calls started so far.
     pub fn calls(&self) -> usize {
         self.started.load(Ordering::SeqCst)
+    }
+
+    /// Fetch calls started so far.
+    pub fn fetch_calls(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// The title a fake document shows: made from its id, so a test can
+    /// tell which child filled it.
+    pub fn title_of(doc_id: &str) -> String {
+        format!("title of {doc_id}")
+    }
+
+    /// The snippet a fake document shows for `query`.
+    pub fn snippet_of(doc_id: &str, query: &str) -> String {
+        format!("{doc_id} matches <b>{query}</b>")
     }
 }
 
@@ -116,6 +146,7 @@ impl Child for FakeChild {
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
         self.budgets.lock().expect("budgets lock").push(budget);
         self.started.fetch_add(1, Ordering::SeqCst);
+        let snapshot = self.snapshot.lock().expect("snapshot lock").clone();
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
                 return Err(ChildError::Unavailable(format!("{} is down", self.name)));
@@ -149,8 +180,58 @@ impl Child for FakeChild {
                     ..Default::default()
                 }),
                 took_us: delay.as_micros() as u64,
+                snapshot,
                 ..Default::default()
             })
+        })
+    }
+
+    /// Fetches the scripted hits asked for, after the child's delay, like a
+    /// real child: a document not among its hits (or of another shard) is
+    /// not found, and a delay past `budget` times out at the budget (as a
+    /// gRPC deadline does).
+    fn fetch(
+        &self,
+        request: FetchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<FetchResponse, ChildError>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ChildError::Unavailable(format!("{} is down", self.name)));
+            }
+            let delay = Duration::from_micros(self.delay_us.load(Ordering::SeqCst));
+            if delay > budget {
+                tokio::time::sleep(budget).await;
+                return Err(ChildError::Timeout(format!(
+                    "{} fetched too slowly",
+                    self.name
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            let hits = self.outcome.clone()?;
+            let mut answer = FetchResponse {
+                took_us: delay.as_micros() as u64,
+                ..Default::default()
+            };
+            for doc in request.docs {
+                let held = self.shards.contains(&doc.shard)
+                    && hits
+                        .iter()
+                        .any(|h| h.doc_id == doc.doc_id && h.shard == doc.shard);
+                if held {
+                    answer.hits.push(Hit {
+                        title: Self::title_of(&doc.doc_id),
+                        snippet: Self::snippet_of(&doc.doc_id, &request.query),
+                        doc_id: doc.doc_id,
+                        shard: doc.shard,
+                        ..Default::default()
+                    });
+                } else {
+                    answer.not_found.push(doc);
+                }
+            }
+            Ok(answer)
         })
     }
 

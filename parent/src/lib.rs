@@ -13,6 +13,7 @@ pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod fanout;
+pub mod fetch;
 pub mod merge;
 pub mod node;
 pub mod replica;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use searchtree_proto::{BudgetPolicy, QueryLimits, SearchParams};
+use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
+use searchtree_proto::{BudgetPolicy, FetchParams, QueryLimits, SearchParams};
 use tokio::time::Instant;
 
 use crate::cache::{CacheConfig, ResultCache};
@@ -21,6 +21,7 @@ use crate::child::{Child, ChildError};
 use crate::counters::{InnerCounter, InnerCounters, count_queue_wait};
 use crate::error::NodeError;
 use crate::fanout::{FanOut, FanOutOptions};
+use crate::fetch::Fetcher;
 
 /// How an inner node treats time.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +51,8 @@ pub struct InnerNode {
     name: String,
     shards: Vec<u32>,
     fanout: FanOut,
+    /// Routes fetches (two-phase search) to the children holding the shards.
+    fetcher: Fetcher,
     timing: InnerTiming,
     limits: QueryLimits,
     in_flight: InFlight,
@@ -102,6 +105,7 @@ impl InnerNode {
         InnerNode {
             name: name.into(),
             shards,
+            fetcher: Fetcher::new(&children, Arc::clone(&counters)),
             fanout: FanOut::new(children, Arc::clone(&counters)),
             timing,
             limits: QueryLimits::default(),
@@ -230,6 +234,47 @@ impl InnerNode {
     }
 }
 
+impl InnerNode {
+    /// Counts a fetch and validates it on receipt.
+    pub fn validate_fetch(&self, request: &FetchRequest) -> Result<FetchParams, NodeError> {
+        FetchParams::validate(request, &self.limits).map_err(|e| {
+            self.counters.inc(InnerCounter::InvalidRequests);
+            NodeError::Invalid(e.to_string())
+        })
+    }
+
+    /// The time a fetch has from arrival to answer, worked out as a
+    /// search's is.
+    pub fn fetch_budget(&self, params: &FetchParams, grpc_timeout: Option<Duration>) -> Duration {
+        self.timing.policy.budget(params.budget, grpc_timeout)
+    }
+
+    /// Fetches titles and snippets from the children holding the documents'
+    /// shards, answering by `deadline` less the reserve for the hop back;
+    /// what has not come back by then is `unfetched`.
+    pub async fn fetch(
+        &self,
+        params: &FetchParams,
+        deadline: Instant,
+    ) -> Result<FetchResponse, NodeError> {
+        let arrived = Instant::now();
+        let Some(_slot) = self.in_flight.enter() else {
+            self.counters.inc(InnerCounter::RefusedOverloaded);
+            return Err(NodeError::Overloaded(format!(
+                "{} is at its limit of {} requests in flight",
+                self.name, self.in_flight.max
+            )));
+        };
+        let answer_at = deadline
+            .checked_sub(self.timing.reserve)
+            .unwrap_or(arrived)
+            .max(arrived);
+        let mut answer = self.fetcher.fetch(params, answer_at).await;
+        answer.took_us = arrived.elapsed().as_micros() as u64;
+        Ok(answer)
+    }
+}
+
 /// An inner node is itself a child: used to test trees of several levels
 /// in-process.
 impl Child for InnerNode {
@@ -251,6 +296,19 @@ impl Child for InnerNode {
             let params = self.validate(&request)?;
             let deadline = arrived + self.budget(&params, Some(budget));
             Ok(InnerNode::search(self, &params, deadline).await?)
+        })
+    }
+
+    fn fetch(
+        &self,
+        request: FetchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<FetchResponse, ChildError>> {
+        Box::pin(async move {
+            let arrived = Instant::now();
+            let params = self.validate_fetch(&request)?;
+            let deadline = arrived + self.timing.policy.budget(params.budget, Some(budget));
+            Ok(InnerNode::fetch(self, &params, deadline).await?)
         })
     }
 }

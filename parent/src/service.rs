@@ -4,7 +4,7 @@
 use searchtree_node::serving::arrival;
 use searchtree_proto::deadline::grpc_timeout;
 use searchtree_proto::pb::search_server::Search;
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
@@ -33,6 +33,17 @@ impl Search for ParentService {
         let params = self.node.validate(request.get_ref())?;
         let deadline = arrived + self.node.budget(&params, grpc_timeout(&request));
         let response = self.node.search(&params, deadline).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponse>, Status> {
+        let arrived = arrival(&request);
+        let params = self.node.validate_fetch(request.get_ref())?;
+        let deadline = arrived + self.node.fetch_budget(&params, grpc_timeout(&request));
+        let response = self.node.fetch(&params, deadline).await?;
         Ok(Response::new(response))
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! - [`pb`]: the code generated from `searchtree/v1/search.proto`;
 //! - [`request`]: the request as a node validates it on receipt;
+//! - [`fetch`]: the same for a fetch (the second phase of a two-phase search);
 //! - [`query`]: the complexity limits a query is checked against first;
 //! - [`ordering`]: the one order of hits every node agrees on;
 //! - [`deadline`]: how long a request may take, and how that travels down;
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod deadline;
+pub mod fetch;
 pub mod ordering;
 pub mod query;
 pub mod request;
@@ -34,6 +36,7 @@ pub mod pb {
 }
 
 pub use deadline::BudgetPolicy;
+pub use fetch::{FetchError, FetchParams, MAX_DOC_ID_BYTES};
 pub use ordering::hit_order;
 pub use query::QueryLimits;
 pub use request::{DEFAULT_TOP_K, MAX_TOP_K, RequestError, SearchParams};

@@ -34,6 +34,12 @@ pub struct RootConfig {
     /// How long a query whose canary crashed a node is refused, in seconds.
     #[arg(long, default_value_t = canary::DEFAULT_REFUSE_FOR.as_secs())]
     pub canary_refuse_secs: u64,
+    /// Search in one phase: leaves fill titles and snippets for their own
+    /// top-k, instead of the default two phases (ids and scores from the
+    /// tree, then titles and snippets fetched for the global top-k only).
+    /// For comparison.
+    #[arg(long)]
+    pub one_phase: bool,
     /// Turn admission control off: every query is fanned out, however many
     /// are in flight (for comparison; not for production).
     #[arg(long)]

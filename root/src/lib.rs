@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod canary;
 pub mod config;
+pub mod fetch_phase;
 pub mod node;
 pub mod policy;
 pub mod service;

@@ -14,7 +14,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = serving::bind(&config.listen).await?;
     let root = RootNode::new(node)
         .with_canary(config.canary())
-        .with_admission(config.admission()?);
+        .with_admission(config.admission()?)
+        .with_one_phase(config.one_phase);
     let service = RootService::new(root);
     serving::serve(
         listener,

@@ -1,14 +1,18 @@
 //! The root's request handling, free of gRPC: an inner node's search (see
 //! [`InnerNode`]), with canaries if configured ([`crate::canary`]), then
 //! the judgement of what the client is told about an incomplete answer
-//! ([`crate::policy`]).
+//! ([`crate::policy`]). By default a search has two phases
+//! ([`crate::fetch_phase`]): ids and scores from the whole tree, then titles
+//! and snippets for the global top-k only.
+
+use std::borrow::Cow;
 
 use std::time::Duration;
 
 use searchtree_parent::{InnerNode, NodeError};
-use searchtree_proto::SearchParams;
-use searchtree_proto::pb::{Priority, SearchRequest, SearchResponse};
+use searchtree_proto::pb::{FetchRequest, FetchResponse, Priority, SearchRequest, SearchResponse};
 use searchtree_proto::query::Quoted;
+use searchtree_proto::{FetchParams, SearchParams};
 use tokio::time::Instant;
 
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use searchtree_parent::counters::InnerCounters;
 
 use crate::admission::{Admission, AdmissionConfig, ShedReason};
 use crate::canary::{Canary, CanaryConfig};
+use crate::fetch_phase::FetchPhase;
 use crate::policy::judge;
 
 /// The node clients call: the tree below it, and what it adds on top.
@@ -25,6 +30,9 @@ pub struct RootNode {
     node: InnerNode,
     canary: Option<Canary>,
     admission: Option<Arc<Admission>>,
+    /// Two-phase search; `None` leaves titles and snippets to the leaves
+    /// (one phase).
+    fetch: Option<FetchPhase>,
 }
 
 impl RootNode {
@@ -34,7 +42,42 @@ impl RootNode {
             node,
             canary: None,
             admission: None,
+            fetch: Some(FetchPhase::new()),
         }
+    }
+
+    /// Searches in one phase (leaves fill titles and snippets for their own
+    /// top-k) if `one_phase`, instead of the default two (query, then fetch
+    /// for the global top-k).
+    pub fn with_one_phase(mut self, one_phase: bool) -> Self {
+        self.fetch = (!one_phase).then(FetchPhase::new);
+        self
+    }
+
+    /// The fetch phase, unless the root searches in one phase.
+    pub fn fetch_phase(&self) -> Option<&FetchPhase> {
+        self.fetch.as_ref()
+    }
+
+    /// Counts a fetch and validates it on receipt.
+    pub fn validate_fetch(&self, request: &FetchRequest) -> Result<FetchParams, NodeError> {
+        self.node.validate_fetch(request)
+    }
+
+    /// The time a fetch has from arrival to answer.
+    pub fn fetch_budget(&self, params: &FetchParams, grpc_timeout: Option<Duration>) -> Duration {
+        self.node.fetch_budget(params, grpc_timeout)
+    }
+
+    /// A client's own fetch (after its own `ids_only` search): routed
+    /// through the tree like the root's fetch phase, without admission (it
+    /// loads k documents, not a query's worth of work).
+    pub async fn fetch(
+        &self,
+        params: &FetchParams,
+        deadline: Instant,
+    ) -> Result<FetchResponse, NodeError> {
+        self.node.fetch(params, deadline).await
     }
 
     /// Admits whole queries under an adaptive limit (see
@@ -113,10 +156,29 @@ impl RootNode {
                 }
             },
         };
-        let response = match &self.canary {
-            Some(canary) => canary.search(&self.node, params, deadline).await,
-            None => self.node.search(params, deadline).await,
+        // Two phases unless configured off or the client wants ids only: the
+        // query phase answers ids and scores early enough to leave the fetch
+        // phase its reserve.
+        let fetch = self.fetch.as_ref().filter(|_| !params.ids_only);
+        let (query, query_deadline) = match fetch {
+            Some(phase) => (
+                Cow::Owned(SearchParams {
+                    ids_only: true,
+                    ..params.clone()
+                }),
+                phase.query_deadline(deadline),
+            ),
+            None => (Cow::Borrowed(params), deadline),
         };
+        let mut response = match &self.canary {
+            Some(canary) => canary.search(&self.node, &query, query_deadline).await,
+            None => self.node.search(&query, query_deadline).await,
+        };
+        if let (Some(phase), Ok(answer)) = (fetch, response.as_mut()) {
+            phase
+                .fill(&self.node, &params.query, answer, deadline)
+                .await;
+        }
         if let (Some(permit), Some(admission)) = (permit, &self.admission) {
             // A shard that timed out, or was refused by an overloaded leaf,
             // means the tree is past what it can answer in time: a drop.
@@ -211,7 +273,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_partial_answer_is_an_answer_unless_the_client_is_strict() {
-        let r = root(children());
+        // One phase: the answer's time is the query's alone.
+        let r = root(children()).with_one_phase(true);
         let start = Instant::now();
         let answer = ask(&r, request(0.0), None).await.unwrap();
         assert_eq!(
@@ -232,7 +295,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_shorter_of_budget_and_grpc_deadline_applies_and_errors_keep_their_kind() {
-        let r = root(children());
+        let r = root(children()).with_one_phase(true);
         let start = Instant::now();
         ask(&r, request(0.0), Some(ms(20))).await.unwrap();
         assert_eq!(start.elapsed(), ms(17));

@@ -5,7 +5,7 @@
 use searchtree_node::serving::arrival;
 use searchtree_proto::deadline::grpc_timeout;
 use searchtree_proto::pb::search_server::Search;
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use tonic::{Request, Response, Status};
 
 use searchtree_parent::NodeError;
@@ -38,6 +38,17 @@ impl Search for RootService {
             Ok(response) => Ok(Response::new(response)),
             Err(err) => Err(status_of(err, self.root.pushback())),
         }
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponse>, Status> {
+        let arrived = arrival(&request);
+        let params = self.root.validate_fetch(request.get_ref())?;
+        let deadline = arrived + self.root.fetch_budget(&params, grpc_timeout(&request));
+        let response = self.root.fetch(&params, deadline).await?;
+        Ok(Response::new(response))
     }
 }
 

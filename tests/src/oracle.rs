@@ -1,15 +1,21 @@
 //! The correctness oracle: one plain tantivy index over the whole corpus,
-//! searched with tantivy's own collector and statistics, ties broken by id.
+//! searched with its own statistics, every match scored and counted, ties
+//! broken by id.
 //!
 //! It shares nothing with the leaves' search path but the schema, so an
-//! agreement between the tree and the oracle means the tree is exact.
+//! agreement between the tree and the oracle means the tree is exact. It
+//! never prunes: it scores every match through `Weight::for_each`, the
+//! scorer's own sums (tantivy's `TopDocs` would go through block-max WAND,
+//! whose sums of three or more terms may differ in the last bit).
 
 use std::path::Path;
 
-use tantivy::collector::TopDocs;
+use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::query::QueryParser;
 use tantivy::schema::Value;
-use tantivy::{Index, IndexReader, TantivyDocument};
+use tantivy::{
+    DocAddress, DocId, Index, IndexReader, Score, SegmentOrdinal, SegmentReader, TantivyDocument,
+};
 
 use searchtree_leaf::schema;
 
@@ -47,10 +53,8 @@ impl Oracle {
     pub fn top_k(&self, query: &str, k: usize) -> (Vec<Expected>, u64) {
         let searcher = self.reader.searcher();
         let query = self.parser.parse_query(query).expect("oracle parses");
-        let everything = TopDocs::with_limit(searcher.num_docs().max(1) as usize).order_by_score();
-        let all = searcher
-            .search(&*query, &everything)
-            .expect("oracle search");
+        let mut all = searcher.search(&*query, &AllScored).expect("oracle search");
+        all.sort_by(|a, b| b.0.total_cmp(&a.0));
         let total = all.len() as u64;
         // Everything scoring at least the k-th score may be in the top k once
         // ties are broken by id.
@@ -76,5 +80,50 @@ impl Oracle {
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
         hits.truncate(k);
         (hits, total)
+    }
+}
+
+/// Every match with its score, through tantivy's default (unpruned) path.
+struct AllScored;
+
+/// [`AllScored`] for one segment.
+struct SegmentAllScored {
+    segment: SegmentOrdinal,
+    hits: Vec<(Score, DocAddress)>,
+}
+
+impl Collector for AllScored {
+    type Fruit = Vec<(Score, DocAddress)>;
+    type Child = SegmentAllScored;
+
+    fn for_segment(
+        &self,
+        segment: SegmentOrdinal,
+        _reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentAllScored> {
+        Ok(SegmentAllScored {
+            segment,
+            hits: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        true
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Self::Fruit>) -> tantivy::Result<Self::Fruit> {
+        Ok(fruits.into_iter().flatten().collect())
+    }
+}
+
+impl SegmentCollector for SegmentAllScored {
+    type Fruit = Vec<(Score, DocAddress)>;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        self.hits.push((score, DocAddress::new(self.segment, doc)));
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        self.hits
     }
 }

@@ -1,17 +1,57 @@
 //! The tree's answers equal one whole-corpus index's: same ids, same order,
 //! same scores, same match counts — through real processes over loopback.
+//! With `exact_total_hits` the counts are equal; without it the leaves prune
+//! (block-max WAND) and the counts may fall short, but only when the answer
+//! says so — the hits are the same either way.
 
 use searchtree::bundled;
-use searchtree_proto::pb::SearchResponse;
+use searchtree_proto::pb::search_client::SearchClient;
+use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::oracle::{Expected, Oracle};
-use searchtree_tests::{client, fixture, search, start_sharded_tree, start_tree};
+use searchtree_tests::{GENEROUS_BUDGET_MS, client, fixture, send, start_sharded_tree, start_tree};
+use tonic::transport::Channel;
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 
 /// Relative score difference allowed between the tree and the oracle.
 const TOLERANCE: f32 = 1e-5;
 
-fn assert_same(query: &str, k: usize, got: &SearchResponse, want: &(Vec<Expected>, u64)) {
+/// Whether the answer counted every match, or may have pruned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Count {
+    Exact,
+    Pruned,
+}
+
+/// Searches with or without `exact_total_hits`.
+async fn search(
+    root: &mut SearchClient<Channel>,
+    query: &str,
+    top_k: u32,
+    count: Count,
+) -> SearchResponse {
+    send(
+        root,
+        SearchRequest {
+            query: query.into(),
+            top_k,
+            budget_ms: GENEROUS_BUDGET_MS,
+            exact_total_hits: count == Count::Exact,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{query:?}: {e}"))
+}
+
+/// Checks one answer against the oracle; says whether its count fell short.
+fn assert_same(
+    query: &str,
+    k: usize,
+    count: Count,
+    got: &SearchResponse,
+    want: &(Vec<Expected>, u64),
+) -> bool {
     let got_ids: Vec<&str> = got.hits.iter().map(|h| h.doc_id.as_str()).collect();
     let want_ids: Vec<&str> = want.0.iter().map(|h| h.id.as_str()).collect();
     assert_eq!(got_ids, want_ids, "query {query:?} top-{k}: ids differ");
@@ -25,13 +65,30 @@ fn assert_same(query: &str, k: usize, got: &SearchResponse, want: &(Vec<Expected
             w.score
         );
     }
-    assert_eq!(
-        got.total_hits, want.1,
-        "query {query:?}: match counts differ"
-    );
+    match count {
+        Count::Exact => {
+            assert_eq!(
+                got.total_hits, want.1,
+                "query {query:?}: match counts differ"
+            );
+            assert!(!got.total_hits_is_lower_bound, "query {query:?}");
+        }
+        Count::Pruned => {
+            assert!(
+                got.total_hits <= want.1,
+                "query {query:?}: {} matches counted, {} exist",
+                got.total_hits,
+                want.1
+            );
+            if got.total_hits < want.1 {
+                assert!(got.total_hits_is_lower_bound, "query {query:?}: unflagged");
+            }
+        }
+    }
     let c = got.coverage.as_ref().expect("coverage");
     assert_eq!((c.shards_ok, c.shards_total), (4, 4), "query {query:?}");
     assert!(!got.partial, "query {query:?}");
+    got.total_hits < want.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,15 +100,25 @@ async fn tree_top10_equals_one_index_for_every_bundled_query() {
 
     let queries = bundled::queries();
     assert!(queries.len() >= 200, "only {} queries", queries.len());
-    let mut nonempty = 0;
+    let (mut nonempty, mut short) = (0, 0);
     for query in &queries {
-        let got = search(&mut root, query, 10).await.expect(query);
         let want = oracle.top_k(query, 10);
         nonempty += usize::from(!want.0.is_empty());
-        assert_same(query, 10, &got, &want);
+        for count in [Count::Exact, Count::Pruned] {
+            let got = search(&mut root, query, 10, count).await;
+            short += usize::from(assert_same(query, 10, count, &got, &want));
+        }
     }
-    // The comparison means something only if the queries find things.
+    // The comparison means something only if the queries find things, and
+    // if pruning did skip documents.
     assert!(nonempty >= 200, "only {nonempty} queries had hits");
+    // (Only one- and two-term queries are pruned, and a leaf holds a
+    // quarter of the corpus: about 20 of the 300 bundled queries match
+    // enough documents of a shard for it to skip any.)
+    assert!(
+        short >= 10,
+        "pruning skipped documents in only {short} queries"
+    );
     tree.shutdown().await;
 }
 
@@ -92,14 +159,48 @@ children = ["leaf-0", "leaf-1"]
     let mut root = client(tree.root_addr()).await;
     for query in bundled::queries().iter().step_by(10) {
         for k in [1, 3, 50] {
-            let got = search(&mut root, query, k).await.expect(query);
-            assert_same(query, k as usize, &got, &oracle.top_k(query, k as usize));
+            let want = oracle.top_k(query, k as usize);
+            for count in [Count::Exact, Count::Pruned] {
+                let got = search(&mut root, query, k, count).await;
+                assert_same(query, k as usize, count, &got, &want);
+            }
         }
     }
-    // Many ties: a one-letter term shared by many short documents.
-    for query in ["the", "a", "title:the"] {
-        let got = search(&mut root, query, 25).await.expect(query);
-        assert_same(query, 25, &got, &oracle.top_k(query, 25));
+    tree.shutdown().await;
+}
+
+/// Queries whose top scores tie among many documents: common words in
+/// short titles (every "The ..." title of two words scores alike), so the
+/// top-k is decided by ids, across shards, at the pruning threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ties_at_the_kth_score_break_by_id_with_and_without_pruning() {
+    let fx = fixture(TMP);
+    let oracle = Oracle::open(&fx.whole.join("shards/shard-000"));
+    let tree = start_sharded_tree(fx).await;
+    let mut root = client(tree.root_addr()).await;
+    let mut tied = 0;
+    for query in [
+        "the",
+        "a",
+        "of",
+        "title:the",
+        "title:of",
+        "title:list",
+        "title:river",
+    ] {
+        for k in [1, 10, 25, 50] {
+            let want = oracle.top_k(query, k as usize);
+            let all = oracle.top_k(query, 10 * k as usize).0;
+            // Ties at the k-th score beyond the top-k: the id decided.
+            if let Some(kth) = want.0.last() {
+                tied += usize::from(all.iter().skip(k as usize).any(|h| h.score == kth.score));
+            }
+            for count in [Count::Exact, Count::Pruned] {
+                let got = search(&mut root, query, k, count).await;
+                assert_same(query, k as usize, count, &got, &want);
+            }
+        }
     }
+    assert!(tied >= 8, "only {tied} searches had ties at the k-th score");
     tree.shutdown().await;
 }

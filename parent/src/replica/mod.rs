@@ -18,6 +18,9 @@
 //!   answer wins and the other call is dropped (cancelled). A token bucket
 //!   caps hedges at `hedge_ratio` of requests.
 //!
+//! - **Fetches** (two-phase search) go to one replica chosen the same way,
+//!   and once more to another on a retryable failure; never hedged.
+//!
 //! The code follows those seams: `config` (the knobs), `health` (rotation:
 //! health checks, ejection and return, probation and shadow traffic), `hedge`
 //! (the hedge delay and its token bucket), `choice` (which replica gets a
@@ -30,6 +33,7 @@ pub mod state;
 
 mod choice;
 mod config;
+mod fetch;
 mod health;
 mod hedge;
 mod search;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use tokio::time::Instant;
 
 use super::ReplicaGroup;
@@ -146,6 +146,14 @@ impl Child for ReplicaGroup {
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
         Box::pin(self.search_replicas(request, budget))
+    }
+
+    fn fetch(
+        &self,
+        request: FetchRequest,
+        budget: Duration,
+    ) -> BoxFuture<'_, Result<FetchResponse, ChildError>> {
+        Box::pin(self.fetch_replicas(request, budget))
     }
 }
 

@@ -128,6 +128,11 @@ pub struct RootNode {
     /// (unset: the root's default; 0: every query gets a canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_remember_secs: Option<u64>,
+    /// Search in one phase (`--one-phase`): leaves fill titles and snippets
+    /// for their own top-k, instead of the root fetching them for the global
+    /// top-k (two phases, the default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_phase: bool,
     /// Admission control at the root (on unless `false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<bool>,

@@ -70,6 +70,7 @@ impl Topology {
                 children: root_children,
                 canary: false,
                 canary_remember_secs: None,
+                one_phase: false,
                 admission: None,
                 admission_min_limit: None,
                 admission_initial_limit: None,

@@ -200,6 +200,9 @@ impl Topology {
         if let Some(secs) = self.root.canary_remember_secs {
             root_flags.push(format!("--canary-remember-secs={secs}"));
         }
+        if self.root.one_phase {
+            root_flags.push("--one-phase".into());
+        }
         if self.root.admission == Some(false) {
             root_flags.push("--no-admission".into());
         }

@@ -1,0 +1,322 @@
+//! The fetch phase at an inner node: each document goes to the child whose
+//! shards hold it, all children at once, and whatever has come back by the
+//! deadline is the answer. A document whose child failed, was late or holds
+//! no such document is reported as such; a fetch never fails as a whole
+//! for a child's sake (as a search does not).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use searchtree_proto::FetchParams;
+use searchtree_proto::pb::{DocRef, FetchResponse, Hit};
+use tokio::time::Instant;
+
+use crate::child::{Child, ChildError};
+use crate::counters::{InnerCounter, InnerCounters};
+
+/// Routes fetches to the children that hold the documents' shards.
+pub struct Fetcher {
+    children: Vec<Arc<dyn Child>>,
+    /// Shard -> index of the child that holds it.
+    by_shard: HashMap<u32, usize>,
+    /// The cost of the hop to each child and back (round trip minus the time
+    /// the child says it spent), kept back from the budget it is given.
+    hops: Vec<RoundTrip>,
+    counters: Arc<InnerCounters>,
+}
+
+/// What is kept back for the hop to a child not yet measured.
+const HOP_INITIAL: Duration = Duration::from_millis(3);
+/// The least kept back for a hop: a deadline timer may fire up to 1 ms late,
+/// at the child and here.
+const HOP_FLOOR: Duration = Duration::from_millis(1);
+/// The most kept back for a hop.
+const HOP_CEILING: Duration = Duration::from_millis(20);
+
+impl Fetcher {
+    /// A router over `children` (the node's, in the order it searches them).
+    pub fn new(children: &[Arc<dyn Child>], counters: Arc<InnerCounters>) -> Self {
+        let by_shard = children
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.shards().iter().map(move |&s| (s, i)))
+            .collect();
+        Fetcher {
+            children: children.to_vec(),
+            by_shard,
+            hops: children.iter().map(|_| RoundTrip::default()).collect(),
+            counters,
+        }
+    }
+
+    /// Fetches `params.docs` from the children holding them, answering by
+    /// `answer_at`: hits come back in the order asked; documents of a shard
+    /// no child holds are `not_found`; those whose child failed or had not
+    /// answered by then are `unfetched` (the late calls are dropped, which
+    /// cancels them).
+    pub async fn fetch(&self, params: &FetchParams, answer_at: Instant) -> FetchResponse {
+        let started = Instant::now();
+        self.counters.inc(InnerCounter::Fetches);
+        let mut answer = FetchResponse::default();
+        let mut routed: Vec<Vec<DocRef>> = vec![Vec::new(); self.children.len()];
+        for doc in &params.docs {
+            match self.by_shard.get(&doc.shard) {
+                Some(&i) => routed[i].push(doc.clone()),
+                None => answer.not_found.push(doc.clone()),
+            }
+        }
+        // What each child was asked for, until it answers.
+        let mut pending: HashMap<usize, Vec<DocRef>> = routed
+            .into_iter()
+            .enumerate()
+            .filter(|(_, docs)| !docs.is_empty())
+            .collect();
+        let mut calls: FuturesUnordered<_> = pending
+            .iter()
+            .map(|(&i, docs)| self.call(i, params, docs.clone(), answer_at))
+            .collect();
+        let mut fetched: HashMap<(String, u32), Hit> = HashMap::new();
+        let deadline = tokio::time::sleep_until(answer_at);
+        tokio::pin!(deadline);
+        while !calls.is_empty() {
+            tokio::select! {
+                biased;
+                Some((i, result)) = calls.next() => {
+                    let docs = pending.remove(&i).unwrap_or_default();
+                    match result {
+                        Ok(part) => {
+                            for hit in part.hits {
+                                fetched.insert((hit.doc_id.clone(), hit.shard), hit);
+                            }
+                            answer.not_found.extend(part.not_found);
+                            answer.unfetched.extend(part.unfetched);
+                        }
+                        Err(err) => {
+                            self.counters.inc(InnerCounter::FetchFailures);
+                            tracing::debug!(child = self.children[i].name(), %err, "fetch failed");
+                            answer.unfetched.extend(docs);
+                        }
+                    }
+                }
+                _ = &mut deadline => {
+                    self.counters.add(InnerCounter::FetchFailures, pending.len() as u64);
+                    answer.unfetched.extend(pending.drain().flat_map(|(_, docs)| docs));
+                    break;
+                }
+            }
+        }
+        // In the order asked; a child's hit for a document not asked is dropped.
+        answer.hits = params
+            .docs
+            .iter()
+            .filter_map(|d| fetched.remove(&(d.doc_id.clone(), d.shard)))
+            .collect();
+        answer.not_found = in_order(&params.docs, answer.not_found);
+        answer.unfetched = in_order(&params.docs, answer.unfetched);
+        self.counters
+            .add(InnerCounter::FetchUnfetched, answer.unfetched.len() as u64);
+        answer.took_us = started.elapsed().as_micros() as u64;
+        answer
+    }
+
+    /// One child's share of the fetch, given the time to `answer_at` minus
+    /// the measured hop to it and back.
+    async fn call(
+        &self,
+        i: usize,
+        params: &FetchParams,
+        docs: Vec<DocRef>,
+        answer_at: Instant,
+    ) -> (usize, Result<FetchResponse, ChildError>) {
+        let hop = &self.hops[i];
+        let budget = answer_at
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(hop.reserve(HOP_INITIAL, HOP_FLOOR, HOP_CEILING));
+        if budget.is_zero() {
+            return (i, Err(ChildError::Timeout("no time left to fetch".into())));
+        }
+        let request = params.to_child_request(docs, budget);
+        let sent = Instant::now();
+        let result = self.children[i].fetch(request, budget).await;
+        if let Ok(part) = &result {
+            let round_trip = sent.elapsed().as_micros() as u64;
+            hop.observe(round_trip.saturating_sub(part.took_us));
+        }
+        (i, result)
+    }
+}
+
+/// `some` (documents of `asked`) in the order of `asked`, so answers do not
+/// depend on which child answered first.
+fn in_order(asked: &[DocRef], mut some: Vec<DocRef>) -> Vec<DocRef> {
+    if some.len() > 1 {
+        let at: HashMap<(&str, u32), usize> = asked
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ((d.doc_id.as_str(), d.shard), i))
+            .collect();
+        some.sort_by_key(|d| at.get(&(d.doc_id.as_str(), d.shard)).copied());
+    }
+    some
+}
+
+/// A smoothed estimate of a duration and its variation, kept the way TCP
+/// estimates its retransmission timeout (Jacobson/Karels, RFC 6298), so the
+/// time kept back for it is `mean + 4 × mean deviation`: a jittery link or a
+/// loaded machine gets a wider margin than a steady one. Lock-free; races
+/// between concurrent updates only lose a sample. (The fan-out keeps its hop
+/// estimates the same way.)
+#[derive(Debug, Default)]
+pub struct RoundTrip {
+    /// Smoothed duration, µs (0: nothing measured yet).
+    mean_us: AtomicU64,
+    /// Smoothed mean deviation, µs.
+    dev_us: AtomicU64,
+}
+
+impl RoundTrip {
+    /// What to keep back: `initial` until a sample has been seen, then
+    /// `mean + 4 × deviation` within `[floor, ceiling]`.
+    pub fn reserve(&self, initial: Duration, floor: Duration, ceiling: Duration) -> Duration {
+        let mean = self.mean_us.load(Ordering::Relaxed);
+        if mean == 0 {
+            return initial;
+        }
+        let dev = self.dev_us.load(Ordering::Relaxed);
+        Duration::from_micros(mean + 4 * dev).clamp(floor, ceiling.max(floor))
+    }
+
+    /// Folds in one sample, in microseconds.
+    pub fn observe(&self, sample_us: u64) {
+        let sample = sample_us.max(1);
+        let mean = self.mean_us.load(Ordering::Relaxed);
+        if mean == 0 {
+            self.mean_us.store(sample, Ordering::Relaxed);
+            self.dev_us.store(sample / 2, Ordering::Relaxed);
+            return;
+        }
+        let dev = self.dev_us.load(Ordering::Relaxed);
+        self.dev_us
+            .store((3 * dev + mean.abs_diff(sample)) / 4, Ordering::Relaxed);
+        self.mean_us
+            .store(((7 * mean + sample) / 8).max(1), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use searchtree_proto::pb::FetchRequest;
+
+    use super::*;
+    use crate::counters::inner_counters;
+    use crate::fake::FakeChild;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn doc(id: &str, shard: u32) -> DocRef {
+        DocRef {
+            doc_id: id.into(),
+            shard,
+        }
+    }
+
+    fn params(docs: Vec<DocRef>) -> FetchParams {
+        let req = FetchRequest {
+            query: "q".into(),
+            docs,
+            budget_ms: 0,
+        };
+        FetchParams::validate(&req, &Default::default()).unwrap()
+    }
+
+    /// Three one-shard children, shard s holding "s0" and "s1" (s = 0, 1, 2),
+    /// child 1 answering after `slow`.
+    fn children(slow: Duration) -> Vec<Arc<FakeChild>> {
+        (0..3)
+            .map(|s| {
+                let ids = [format!("{s}0"), format!("{s}1")];
+                let delay = if s == 1 { slow } else { ms(2) };
+                let hits: Vec<(&str, f32)> = ids.iter().map(|id| (id.as_str(), 1.0)).collect();
+                Arc::new(FakeChild::answering(s, delay, &hits))
+            })
+            .collect()
+    }
+
+    fn fetcher(children: &[Arc<FakeChild>]) -> Fetcher {
+        let dyns: Vec<Arc<dyn Child>> = children
+            .iter()
+            .map(|c| Arc::clone(c) as Arc<dyn Child>)
+            .collect();
+        Fetcher::new(&dyns, inner_counters("parent"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_document_goes_to_the_child_holding_its_shard() {
+        let c = children(ms(2));
+        let f = fetcher(&c);
+        let asked = vec![doc("21", 2), doc("00", 0), doc("nope", 0), doc("x", 9)];
+        let answer = f.fetch(&params(asked), Instant::now() + ms(50)).await;
+        let got: Vec<(&str, &str)> = answer
+            .hits
+            .iter()
+            .map(|h| (h.doc_id.as_str(), h.title.as_str()))
+            .collect();
+        assert_eq!(got, [("21", "title of 21"), ("00", "title of 00")]);
+        assert_eq!(answer.hits[0].snippet, FakeChild::snippet_of("21", "q"));
+        assert_eq!(answer.not_found, vec![doc("nope", 0), doc("x", 9)]);
+        assert!(answer.unfetched.is_empty());
+        let calls: Vec<usize> = c.iter().map(|c| c.fetch_calls()).collect();
+        assert_eq!(calls, [1, 0, 1], "one call per child holding a document");
+        assert_eq!(f.counters.get(InnerCounter::Fetches), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_child_leaves_its_documents_unfetched_and_the_answer_keeps_its_deadline() {
+        let c = children(ms(500));
+        let f = fetcher(&c);
+        let start = Instant::now();
+        let asked = vec![doc("10", 1), doc("00", 0), doc("11", 1)];
+        let answer = f.fetch(&params(asked), start + ms(50)).await;
+        // The child's own deadline (the time left less the hop's reserve)
+        // ended its call: the answer is in before the deadline.
+        assert_eq!(start.elapsed(), ms(47));
+        assert_eq!(answer.hits.len(), 1);
+        assert_eq!(answer.unfetched, vec![doc("10", 1), doc("11", 1)]);
+        assert_eq!(f.counters.get(InnerCounter::FetchFailures), 1);
+        assert_eq!(f.counters.get(InnerCounter::FetchUnfetched), 2);
+        assert_eq!(c[1].fetch_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_child_leaves_its_documents_unfetched_at_once() {
+        let c = children(ms(2));
+        c[2].set_down(true);
+        let f = fetcher(&c);
+        let start = Instant::now();
+        let answer = f
+            .fetch(&params(vec![doc("20", 2), doc("01", 0)]), start + ms(50))
+            .await;
+        assert_eq!(start.elapsed(), ms(2), "no waiting for the failed child");
+        assert_eq!(answer.unfetched, vec![doc("20", 2)]);
+        assert_eq!(answer.hits[0].doc_id, "01");
+    }
+
+    #[test]
+    fn the_round_trip_reserve_follows_samples_within_its_bounds() {
+        let rt = RoundTrip::default();
+        assert_eq!(rt.reserve(ms(3), ms(1), ms(20)), ms(3), "initial");
+        for _ in 0..50 {
+            rt.observe(400);
+        }
+        assert_eq!(rt.reserve(ms(3), ms(1), ms(20)), ms(1), "floor");
+        for _ in 0..50 {
+            rt.observe(100_000);
+        }
+        assert_eq!(rt.reserve(ms(3), ms(1), ms(20)), ms(20), "ceiling");
+    }
+}

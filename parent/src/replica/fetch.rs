@@ -1,0 +1,121 @@
+//! A fetch through the group: one replica, chosen as searches are
+//! ([`choice`](super::choice)); if it refuses or cannot be reached, once more
+//! on another while time remains. No hedging: a fetch is small, and a
+//! fetch's latency says little about a replica's search latency, so it is
+//! not folded into the statistics that hedging and probation judge by. A
+//! refusal still ejects the replica, as it would for a search.
+
+use std::time::Duration;
+
+use searchtree_proto::pb::{FetchRequest, FetchResponse};
+use tokio::time::Instant;
+
+use super::ReplicaGroup;
+use super::state::InFlight;
+use crate::child::ChildError;
+use crate::counters::InnerCounter;
+
+/// No retry is sent with less time left than this.
+const MIN_RETRY_BUDGET: Duration = Duration::from_millis(1);
+
+impl ReplicaGroup {
+    /// Fetches from one replica, retrying another on a retryable failure.
+    pub(super) async fn fetch_replicas(
+        &self,
+        request: FetchRequest,
+        budget: Duration,
+    ) -> Result<FetchResponse, ChildError> {
+        let deadline = Instant::now() + budget;
+        let mut tried = Vec::new();
+        let mut budget = budget;
+        loop {
+            let Some(i) = self.pick(&tried) else {
+                return Err(ChildError::Unavailable(format!(
+                    "{}: no replica",
+                    self.name
+                )));
+            };
+            tried.push(i);
+            let replica = &self.replicas[i];
+            let started = Instant::now();
+            self.counters.inc(InnerCounter::ReplicaCalls);
+            let result = {
+                let _in_flight = InFlight::new(&replica.outstanding);
+                replica.child.fetch(request.clone(), budget).await
+            };
+            let err = match result {
+                Ok(answer) => return Ok(answer),
+                Err(err) => err,
+            };
+            if err.is_retryable() {
+                self.on_failure(i, &err, started.elapsed());
+            }
+            budget = deadline.saturating_duration_since(Instant::now());
+            let retry = err.is_retryable()
+                && budget > MIN_RETRY_BUDGET
+                && tried.len() <= self.config.retries as usize;
+            if !retry {
+                return Err(err);
+            }
+            self.counters.inc(InnerCounter::Retries);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use searchtree_proto::pb::DocRef;
+
+    use super::super::testing::{fakes, group, ms, round_robin};
+    use super::*;
+    use crate::child::Child;
+    use crate::replica::state::Rotation;
+
+    fn fetch_request() -> FetchRequest {
+        FetchRequest {
+            query: "q".into(),
+            docs: vec![DocRef {
+                doc_id: "a".into(),
+                shard: 0,
+            }],
+            budget_ms: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_goes_to_one_replica_and_around_a_dead_one() {
+        let r = fakes(2, ms(1));
+        let g = group(&r, round_robin());
+        let answer = g.fetch(fetch_request(), ms(100)).await.unwrap();
+        assert_eq!(answer.hits.len(), 1);
+        assert_eq!(
+            r[0].fetch_calls() + r[1].fetch_calls(),
+            1,
+            "one replica asked"
+        );
+
+        r[0].set_down(true);
+        r[1].set_down(false);
+        for _ in 0..2 {
+            let answer = g.fetch(fetch_request(), ms(100)).await.unwrap();
+            assert_eq!(answer.hits[0].doc_id, "a");
+        }
+        assert_eq!(g.rotations()[0], Rotation::Ejected, "passive health");
+        assert!(g.counters.get(InnerCounter::Retries) >= 1);
+
+        r[1].set_down(true);
+        let err = g.fetch(fetch_request(), ms(100)).await.unwrap_err();
+        assert!(matches!(err, ChildError::Unavailable(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_replica_is_not_retried() {
+        let r = fakes(2, ms(50));
+        let g = group(&r, round_robin());
+        let start = Instant::now();
+        let err = g.fetch(fetch_request(), ms(20)).await.unwrap_err();
+        assert!(matches!(err, ChildError::Timeout(_)), "{err:?}");
+        assert_eq!(start.elapsed(), ms(20));
+        assert_eq!(r[0].fetch_calls() + r[1].fetch_calls(), 1);
+    }
+}
