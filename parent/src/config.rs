@@ -8,6 +8,7 @@ use searchtree_node::query_args::QueryLimitArgs;
 use searchtree_node::serving::ConnectionArgs;
 use searchtree_proto::BudgetPolicy;
 
+use crate::cache::{self, CacheConfig};
 use crate::child::{Child, GrpcChild};
 use crate::counters::{InnerCounters, inner_counters};
 use crate::fanout::{EarlyAnswer, FanOutOptions};
@@ -95,6 +96,14 @@ pub struct InnerArgs {
     /// reached, in milliseconds.
     #[arg(long, default_value_t = 10.0)]
     pub early_answer_wait_ms: f64,
+    /// Size of the result cache of complete answers, in MiB (0 turns it
+    /// off).
+    #[arg(long, default_value_t = cache::DEFAULT_CACHE_MB)]
+    pub cache_mb: u64,
+    /// How long a cached answer is served, in seconds: it bounds how long
+    /// a node that sees only hits serves a snapshot the tree has left.
+    #[arg(long, default_value_t = cache::DEFAULT_TTL.as_secs())]
+    pub cache_ttl_secs: u64,
     /// How complex a query may be.
     #[command(flatten)]
     pub query_limits: QueryLimitArgs,
@@ -130,11 +139,13 @@ impl InnerArgs {
         )
         .with_query_limits(self.query_limits.limits().map_err(anyhow::Error::msg)?)
         .with_max_in_flight(self.max_in_flight)
+        .with_cache(self.cache()?)
         .with_fanout_options(self.fanout_options()?);
         tracing::info!(
             children = self.children.len(),
             shards = node.shards_total(),
             policy = %self.replica_policy,
+            cache_mb = self.cache_mb,
             "{role} configured"
         );
         Ok(node)
@@ -167,6 +178,25 @@ impl InnerArgs {
                 wait: Duration::from_secs_f64(self.early_answer_wait_ms / 1000.0),
             }),
         })
+    }
+
+    /// The result cache's settings, unless `--cache-mb 0` turns it off.
+    pub fn cache(&self) -> anyhow::Result<Option<CacheConfig>> {
+        if self.cache_mb == 0 {
+            return Ok(None);
+        }
+        let Some(max_bytes) = self.cache_mb.checked_mul(1 << 20) else {
+            anyhow::bail!("--cache-mb {} is too large", self.cache_mb);
+        };
+        if self.cache_ttl_secs == 0 {
+            anyhow::bail!(
+                "--cache-ttl-secs must be at least 1 (--cache-mb 0 turns the cache off)"
+            );
+        }
+        Ok(Some(CacheConfig {
+            max_bytes,
+            ttl: Duration::from_secs(self.cache_ttl_secs),
+        }))
     }
 
     /// How replica groups behave.

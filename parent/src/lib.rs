@@ -5,6 +5,7 @@
 //! this crate's [`InnerNode`].
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod child;
 pub mod child_k;
 pub mod config;

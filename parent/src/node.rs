@@ -5,7 +5,8 @@
 //! On each request: validate it, work out its deadline (the smaller of
 //! `budget_ms` and the gRPC deadline, or the default, capped), keep back a
 //! reserve for the merge and the hop back to the caller, and fan out with
-//! what remains. Whatever has arrived by then is the answer.
+//! what remains. Whatever has arrived by then is the answer. A node with a
+//! result cache ([`crate::cache`]) answers a query asked again from it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -170,15 +170,21 @@ impl RootNode {
             ),
             None => (Cow::Borrowed(params), deadline),
         };
-        let mut response = match &self.canary {
-            Some(canary) => canary.search(&self.node, &query, query_deadline).await,
-            None => self.node.search(&query, query_deadline).await,
+        // A cached answer is complete (no canary needed), and its round trip
+        // says nothing of the tree's load: no admission sample (below).
+        let hit = self.node.cached(&query).await;
+        let from_cache = hit.is_some();
+        let mut response = match (hit, &self.canary) {
+            (Some(hit), _) => Ok(hit),
+            (None, Some(canary)) => canary.search(&self.node, &query, query_deadline).await,
+            (None, None) => self.node.search(&query, query_deadline).await,
         };
         if let (Some(phase), Ok(answer)) = (fetch, response.as_mut()) {
             phase
                 .fill(&self.node, &params.query, answer, deadline)
                 .await;
         }
+        let permit = permit.filter(|_| !from_cache);
         if let (Some(permit), Some(admission)) = (permit, &self.admission) {
             // A shard that timed out, or was refused by an overloaded leaf,
             // means the tree is past what it can answer in time: a drop.

@@ -105,6 +105,7 @@ fn check_node(node: &PlannedNode, args: Vec<String>) -> Result<(), String> {
 fn check_inner(inner: &InnerArgs) -> Result<(), String> {
     inner.replica_config().map_err(|e| e.to_string())?;
     inner.timing().map_err(|e| e.to_string())?;
+    inner.cache().map_err(|e| e.to_string())?;
     inner.query_limits.limits()?;
     Ok(())
 }
@@ -141,6 +142,28 @@ mod tests {
         );
         let bad_ratio = error(&format!("{TREE}[routing]\nhedge_ratio = 3.0\n"));
         assert!(bad_ratio.contains("--hedge-ratio 3"), "{bad_ratio}");
+    }
+
+    #[test]
+    fn cache_keys_reach_each_inner_node_and_are_checked() {
+        let tree = "[root]\nchildren = [\"parent-0\"]\ncache_mb = 0\n\
+            [[parent]]\nname = \"parent-0\"\nchildren = [\"leaf-0\"]\n\
+            cache_mb = 16\ncache_ttl_secs = 5\n\
+            [[leaf]]\nname = \"leaf-0\"\nshard = 0\nindex = \"s0\"\n";
+        let plan = parse(tree).plan().unwrap();
+        let args = |name: &str| {
+            let node = plan.nodes.iter().find(|n| n.name() == name).unwrap();
+            node.args(|_| "127.0.0.1:1".into())
+        };
+        assert!(args("root").contains(&"--cache-mb=0".to_string()));
+        let parent = args("parent-0");
+        assert!(parent.contains(&"--cache-mb=16".to_string()), "{parent:?}");
+        assert!(parent.contains(&"--cache-ttl-secs=5".to_string()));
+        let bad_ttl = error(&tree.replace("cache_ttl_secs = 5", "cache_ttl_secs = 0"));
+        assert!(
+            bad_ttl.contains("parent-0") && bad_ttl.contains("--cache-ttl-secs"),
+            "{bad_ttl}"
+        );
     }
 
     #[test]

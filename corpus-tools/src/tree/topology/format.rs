@@ -142,6 +142,14 @@ pub struct RootNode {
     /// The admission limit at start (unset: the root's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission_initial_limit: Option<usize>,
+    /// Result cache size in MiB; 0 turns it off (unset: the node's
+    /// default, `--cache-mb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_mb: Option<u64>,
+    /// How long a cached answer is served, in seconds (unset: the node's
+    /// default, `--cache-ttl-secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_secs: Option<u64>,
 }
 
 /// An inner node.
@@ -155,6 +163,27 @@ pub struct ParentNode {
     pub listen: String,
     /// Names of its children.
     pub children: Vec<String>,
+    /// Result cache size in MiB; 0 turns it off (unset: the node's
+    /// default, `--cache-mb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_mb: Option<u64>,
+    /// How long a cached answer is served, in seconds (unset: the node's
+    /// default, `--cache-ttl-secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_secs: Option<u64>,
+}
+
+/// An inner node's result-cache keys (`cache_mb`, `cache_ttl_secs`) as
+/// flags for `searchtree-parent` and `searchtree-root`.
+pub fn cache_flags(cache_mb: Option<u64>, cache_ttl_secs: Option<u64>) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(v) = cache_mb {
+        flags.push(format!("--cache-mb={v}"));
+    }
+    if let Some(v) = cache_ttl_secs {
+        flags.push(format!("--cache-ttl-secs={v}"));
+    }
+    flags
 }
 
 /// A leaf serving one shard.

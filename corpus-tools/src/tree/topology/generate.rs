@@ -56,6 +56,8 @@ impl Topology {
                     children: (lo..hi)
                         .flat_map(|s| (0..replicas).map(move |r| leaf_name(s, r)))
                         .collect(),
+                    cache_mb: None,
+                    cache_ttl_secs: None,
                 }
             })
             .collect();
@@ -74,6 +76,8 @@ impl Topology {
                 admission: None,
                 admission_min_limit: None,
                 admission_initial_limit: None,
+                cache_mb: None,
+                cache_ttl_secs: None,
             },
             parents,
             leaves,

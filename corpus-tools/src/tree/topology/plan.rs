@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use super::format::{LeafNode, ParentNode, Topology};
+use super::format::{LeafNode, ParentNode, Topology, cache_flags};
 use super::{TopologyError, invalid};
 
 /// One node to start, with everything needed to start it.
@@ -181,7 +181,9 @@ impl Topology {
             } else {
                 let p = parents[name];
                 let mut node = inner_node(name, &p.listen, &p.children, &leaves, &mut below, false);
-                set_routing(&mut node, self.routing.flags());
+                let mut flags = self.routing.flags();
+                flags.extend(cache_flags(p.cache_mb, p.cache_ttl_secs));
+                set_routing(&mut node, flags);
                 nodes.push(node);
             }
         }
@@ -194,6 +196,7 @@ impl Topology {
             true,
         );
         let mut root_flags = self.routing.flags();
+        root_flags.extend(cache_flags(self.root.cache_mb, self.root.cache_ttl_secs));
         if self.root.canary {
             root_flags.push("--canary".into());
         }
