@@ -46,13 +46,18 @@
 //!   and no work) do not inflate it while a dead shard only scales it —
 //!   measured only while the tree is saturated — otherwise it is the
 //!   offered load, not what the tree can do: while the limit is in use (the
-//!   same "more than half in flight" as above), or while answers queue (the
-//!   latest round trip past `tolerance × long_rtt`; when overloaded leaves
-//!   refuse shards at once, queries finish early and the limit may never be
-//!   half in flight, yet the answers that get through have queued). The
-//!   rate is taken in windows of `RATE_WINDOW` of such time, exponentially
-//!   smoothed. A dead shard is neither: its answers are fast. `budget` is the exponential average of the time admitted
-//!   queries had left (`default_budget` before the first). The configured
+//!   same "more than half in flight" as above), or while the tree is
+//!   overloaded below the limit: from a drop while the latest answer queued
+//!   (its round trip past `tolerance × long_rtt`, and past `long_rtt` by
+//!   more than a quarter of the budget) until an answer that did not. When
+//!   overloaded leaves refuse shards at once, queries finish early and the
+//!   limit may never be half in flight, yet the shards that were taken
+//!   queued. Neither a dead shard (cut short, but fast) nor a tree under
+//!   light load with noisy latency (slow now and then, never cut short)
+//!   is saturated. The rate is taken in windows of `RATE_WINDOW` of such
+//!   time, exponentially smoothed. `budget` is the exponential average of
+//!   the time admitted queries had left (`default_budget` before the
+//!   first). The configured
 //!   `min_limit` is the floor's ceiling, and the floor until a rate is
 //!   measured. Should the tree speed up, it recovers upward by itself: at
 //!   the floor, round trips are then shorter than a quarter of the budget,
@@ -196,10 +201,10 @@ struct State {
 impl State {
     /// Whether what the tree answers now is what it can answer, not what it
     /// is offered: queries in flight, and either more than half of the
-    /// limit in flight (the limit in use), or the latest answer queued.
+    /// limit in flight (the limit in use), or the tree overloaded below it.
     fn saturated(&self) -> bool {
         self.in_flight > 0
-            && (self.in_flight as f64 >= self.limit / 2.0 || self.throughput.queueing)
+            && (self.in_flight as f64 >= self.limit / 2.0 || self.throughput.overloaded)
     }
 }
 
@@ -219,9 +224,12 @@ struct Throughput {
     last: Instant,
     /// Whether the tree has been saturated since `last`.
     saturated: bool,
-    /// Whether the latest answer queued: its round trip was past
-    /// `tolerance × long_rtt`.
-    queueing: bool,
+    /// Whether the latest answer with work in it queued (see
+    /// [`Admission::queued`]).
+    queued: bool,
+    /// Whether the tree is overloaded below the limit: since a drop while
+    /// the latest answer queued, no answer came back without queueing.
+    overloaded: bool,
 }
 
 impl Throughput {
@@ -232,7 +240,8 @@ impl Throughput {
             busy: 0.0,
             last: Instant::now(),
             saturated: false,
-            queueing: false,
+            queued: false,
+            overloaded: false,
         }
     }
 
@@ -412,6 +421,14 @@ impl Admission {
         s.limit = s.limit.max(s.floor);
     }
 
+    /// Whether an answer of round trip `rtt` (seconds) queued: past
+    /// `tolerance × long_rtt` (the gradient's own bound), and by more than
+    /// the queue the floor allows, a quarter of the budget (past noise).
+    fn queued(&self, s: &State, rtt: f64) -> bool {
+        let wait = rtt - s.long_rtt;
+        rtt > self.config.tolerance * s.long_rtt && wait > s.budget * FLOOR_QUEUE_SHARE
+    }
+
     fn update(&self, s: &mut State, rtt: f64, in_flight: usize, dropped: bool) {
         let c = &self.config;
         // The floor is at most `min_limit` clamped to `max_limit`.
@@ -465,11 +482,16 @@ impl Permit {
             admission.refresh_floor(&mut s);
         }
         let rtt = rtt.as_secs_f64().max(1e-6);
-        if answered > 0.0 {
+        if answered > 0.0 && s.long_rtt > 0.0 {
             // Only an answer with work in it tells whether work queues: one
             // refused everywhere at once comes back fast either way.
-            s.throughput.queueing =
-                s.long_rtt > 0.0 && rtt > admission.config.tolerance * s.long_rtt;
+            s.throughput.queued = admission.queued(&s, rtt);
+            if !s.throughput.queued {
+                s.throughput.overloaded = false;
+            }
+        }
+        if dropped && s.throughput.queued {
+            s.throughput.overloaded = true;
         }
         admission.update(&mut s, rtt, self.in_flight, dropped);
         s.throughput.saturated = s.saturated();
@@ -658,6 +680,8 @@ mod tests {
         answered: usize,
         /// The share of its shards each answer has.
         share: f64,
+        /// Whether each answer counts as a drop (a shard failed).
+        dropped: bool,
     }
 
     impl FakeTree {
@@ -668,6 +692,7 @@ mod tests {
                 running: Vec::new(),
                 answered: 0,
                 share: 1.0,
+                dropped: false,
             }
         }
 
@@ -694,7 +719,7 @@ mod tests {
                 .partition::<Vec<_>, _>(|(at, _)| *at <= now);
             self.running = running;
             for (_, permit) in done {
-                permit.finish(false, self.share);
+                permit.finish(self.dropped, self.share);
                 self.answered += 1;
             }
         }
@@ -776,6 +801,27 @@ mod tests {
         let mut tree = FakeTree::new(3, ms(10));
         offer(&a, &mut tree, 1, ms(40), 5000).await;
         assert!((2..=3).contains(&a.floor()), "floor {}", a.floor());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_shard_under_light_load_leaves_the_floor_alone() {
+        // 20 slots of 2 ms (10,000/s) offered 1,000/s; then one shard of
+        // four dies: every answer is a drop with 3/4 of its shards, but
+        // fast. Nothing queues: the tree is not saturated, and the floor
+        // keeps the limit up while the drops push it down.
+        let a = Admission::new(AdmissionConfig::default());
+        let mut tree = FakeTree::new(20, ms(2));
+        offer(&a, &mut tree, 1, BUDGET, 1000).await;
+        tree.share = 0.75;
+        tree.dropped = true;
+        offer(&a, &mut tree, 1, BUDGET, 5000).await;
+        assert_eq!(measured_rate(&a), None);
+        assert_eq!(a.floor(), DEFAULT_MIN_LIMIT);
+        assert_eq!(
+            a.limit(),
+            DEFAULT_MIN_LIMIT,
+            "cut by the drops to the floor"
+        );
     }
 
     #[tokio::test(start_paused = true)]
