@@ -29,7 +29,10 @@
 //!   budget, so its `rtt` understates the overload; one whose shards were
 //!   refused by overloaded leaves (which refuse at once what they cannot
 //!   start in time) was cut short. Such an answer counts as a drop: the limit
-//!   is cut by `drop_factor` (AIMD's multiplicative decrease).
+//!   is cut by `drop_factor` (AIMD's multiplicative decrease). The root
+//!   cannot tell a refusal from a dead shard (both fail the shard), so a
+//!   dead shard's answers are drops too, and the floor (which they do not
+//!   lower, below) is what keeps the limit up meanwhile.
 //! - **Addition: a floor from Little's law.** A fixed floor is right for one
 //!   tree only: 32 in flight is ~18 ms of queue for a tree that answers
 //!   1,700 queries/s, but ~107 ms — more than a 100 ms budget — for one that
@@ -40,30 +43,31 @@
 //!   By Little's law, `floor` queries ahead of a new one hold it up for
 //!   `floor ÷ answered/s` = a quarter of the budget at most, which leaves
 //!   the other three quarters for its own search, the hops and per-level
-//!   reserves, and a tail of a few times the mean. `answered/s` is the rate
-//!   of answered work — a complete answer counts 1, a partial one the share
-//!   of its shards that answered, so refusals by overloaded leaves (fast,
-//!   and no work) do not inflate it while a dead shard only scales it —
-//!   measured only while the tree is saturated — otherwise it is the
-//!   offered load, not what the tree can do: while the limit is in use (the
-//!   same "more than half in flight" as above), or while the tree is
-//!   overloaded below the limit: from a drop while the latest answer queued
-//!   (its round trip past `tolerance × long_rtt`, and past `long_rtt` by
-//!   more than a quarter of the budget) until an answer that did not. When
-//!   overloaded leaves refuse shards at once, queries finish early and the
-//!   limit may never be half in flight, yet the shards that were taken
-//!   queued. Neither a dead shard (cut short, but fast) nor a tree under
-//!   light load with noisy latency (slow now and then, never cut short)
-//!   is saturated. The rate is taken in windows of `RATE_WINDOW` of such
-//!   time, exponentially smoothed. `budget` is the exponential average of
-//!   the time admitted queries had left (`default_budget` before the
-//!   first). The configured
-//!   `min_limit` is the floor's ceiling, and the floor until a rate is
-//!   measured. Should the tree speed up, it recovers upward by itself: at
-//!   the floor, round trips are then shorter than a quarter of the budget,
-//!   so the rate measured there (in flight ÷ round trip) puts the floor
-//!   higher, until the queue is a quarter of the budget or the ceiling is
-//!   reached.
+//!   reserves, and a tail of a few times the mean.
+//!   - `answered/s` is the rate of answered work: a complete answer counts
+//!     1, a partial one the share of its shards that answered, so refusals
+//!     by overloaded leaves (fast, and no work) do not inflate it, and a dead
+//!     shard only scales it. It is taken in windows of `RATE_WINDOW` of time
+//!     during which the tree was saturated, exponentially smoothed.
+//!   - Saturated: otherwise the rate is the offered load, not what the tree
+//!     can do. The tree is saturated while the limit is in use (the same
+//!     "more than half in flight" as above), or while it is overloaded below
+//!     the limit: from a drop while the latest answer queued (its round trip
+//!     past `tolerance × long_rtt`, and past `long_rtt` by more than a
+//!     quarter of the budget) until an answer that did not. When overloaded
+//!     leaves refuse shards at once, queries finish early and the limit may
+//!     never be half in flight, yet the shards that were taken queued.
+//!     Neither a dead shard (cut short, but fast) nor a tree under light load
+//!     with noisy latency (slow now and then, never cut short) is saturated.
+//!   - `budget` is the exponential average of the time admitted queries had
+//!     left (`default_budget` before the first).
+//!   - The configured `min_limit` is the floor's ceiling, and the floor
+//!     until a rate is measured.
+//!   - Should the tree speed up, the floor recovers upward by itself: at
+//!     the floor, round trips are then shorter than a quarter of the budget,
+//!     so the rate measured there (in flight ÷ round trip) puts the floor
+//!     higher, until the queue is a quarter of the budget or the ceiling is
+//!     reached.
 //! - **No ceiling from the rate.** The limit could also be capped at
 //!   `answered/s × budget`, past which every answer waits out its budget;
 //!   but past it answers time out, and the drop rule already cuts the limit
