@@ -121,6 +121,7 @@ pub async fn start_tree(topology: &Path) -> Tree {
         &StartOptions {
             default_log: Some("warn".into()),
             forward_logs: true,
+            ..StartOptions::default()
         },
     )
     .await
@@ -130,6 +131,21 @@ pub async fn start_tree(topology: &Path) -> Tree {
 /// Starts the 4-shard, 2-parent tree of the fixture.
 pub async fn start_sharded_tree(fixture: &Fixture) -> Tree {
     start_tree(&fixture.sharded.join(TOPOLOGY_FILE)).await
+}
+
+/// Starts the fixture's tree with the result cache off at the root and
+/// both parents: for tests of the fan-out under failures, where a cached
+/// complete answer would stand in for leaves that are gone.
+pub async fn start_uncached_sharded_tree(fixture: &Fixture) -> Tree {
+    let mut topology =
+        Topology::load(&fixture.sharded.join(TOPOLOGY_FILE)).expect("fixture topology");
+    topology.root.cache_mb = Some(0);
+    for parent in &mut topology.parents {
+        parent.cache_mb = Some(0);
+    }
+    let path = fixture.dir.join("uncached.toml");
+    std::fs::write(&path, topology.to_toml()).expect("write topology");
+    start_tree(&path).await
 }
 
 /// A gRPC client of a node.

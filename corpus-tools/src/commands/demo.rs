@@ -87,6 +87,7 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
     let start = StartOptions {
         default_log: Some("warn".into()),
         forward_logs: true,
+        ..StartOptions::default()
     };
     let tree = start_tree(&out.join(TOPOLOGY_FILE), &start).await?;
     eprintln!(

@@ -26,6 +26,11 @@ pub struct UpArgs {
     /// with an error (as do 5 failed starts of the root in a row).
     #[arg(long, default_value_t = RestartPolicy::default().max_root_restarts)]
     pub max_root_restarts: u32,
+    /// Async worker threads per node. Unset: the machine's cores shared
+    /// among the tree's nodes (at least one each); 0: each node's default,
+    /// one per core (for nodes that have a machine each).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 impl UpArgs {
@@ -88,6 +93,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let options = StartOptions {
         default_log: Some("info".into()),
         forward_logs: true,
+        worker_threads: args.worker_threads,
     };
     let tree = start_tree(&args.topology, &options).await?;
     for (name, addr) in tree.addresses() {

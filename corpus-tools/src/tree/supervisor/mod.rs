@@ -40,6 +40,30 @@ pub struct StartOptions {
     /// Forward node logs to our stderr (otherwise they are only kept to
     /// explain failures).
     pub forward_logs: bool,
+    /// Async worker threads per node (`TOKIO_WORKER_THREADS`). `None`
+    /// shares the machine: its cores divided among the tree's nodes, at
+    /// least one each — every node sized for the whole machine would run
+    /// seven processes' worth of threads on two cores, and the context
+    /// switches cost throughput (measured in BENCHMARKS.md). `Some(0)`
+    /// leaves each node its runtime's default (one per core), as when each
+    /// node has a machine of its own. An explicit `TOKIO_WORKER_THREADS` in
+    /// the environment wins over both.
+    pub worker_threads: Option<usize>,
+}
+
+impl StartOptions {
+    /// The options with [`StartOptions::worker_threads`] worked out for a
+    /// tree of `nodes` processes on this machine.
+    fn for_tree(&self, nodes: usize) -> StartOptions {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        StartOptions {
+            worker_threads: Some(
+                self.worker_threads
+                    .unwrap_or_else(|| (cores / nodes.max(1)).max(1)),
+            ),
+            ..self.clone()
+        }
+    }
 }
 
 /// A running tree of node processes. Dropping it kills them; call
@@ -174,9 +198,10 @@ pub async fn start(
         exits,
         exit_tx: exit_tx.clone(),
         bins: bins.clone(),
-        options: options.clone(),
+        options: options.for_tree(plan.nodes.len()),
         restarts: HashMap::new(),
     };
+    let options = &tree.options.clone();
     let mut addrs: HashMap<String, SocketAddr> = HashMap::new();
 
     // Leaves first, all at once; then inner nodes in plan order.
@@ -224,4 +249,25 @@ pub async fn start(
 
 async fn futures_start<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     futures::future::join_all(futures).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_share_the_machines_cores_unless_told_otherwise() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shared = StartOptions::default();
+        assert_eq!(shared.for_tree(1).worker_threads, Some(cores));
+        assert_eq!(shared.for_tree(10_000).worker_threads, Some(1));
+        assert_eq!(shared.for_tree(2).worker_threads, Some((cores / 2).max(1)));
+        for explicit in [0, 3] {
+            let options = StartOptions {
+                worker_threads: Some(explicit),
+                ..StartOptions::default()
+            };
+            assert_eq!(options.for_tree(7).worker_threads, Some(explicit));
+        }
+    }
 }

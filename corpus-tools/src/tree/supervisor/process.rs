@@ -119,6 +119,11 @@ pub(super) async fn spawn_ready(
     {
         cmd.env("RUST_LOG", level);
     }
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+        && let Some(threads) = options.worker_threads.filter(|&n| n > 0)
+    {
+        cmd.env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
