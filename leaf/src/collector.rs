@@ -32,8 +32,11 @@ use tantivy::{DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, T
 
 use searchtree_proto::ordering::score_then_id;
 
+mod candidates;
 pub mod pruning;
 pub use pruning::{Pruning, prunable};
+
+use candidates::Candidates;
 
 /// Matching documents collected between two looks at the clock.
 const CHECK_EVERY: u32 = 256;
@@ -163,6 +166,20 @@ pub struct SegmentTop {
 }
 
 impl SegmentTop {
+    /// Offers a document to the heap (without counting it as a match).
+    fn insert(&mut self, doc: DocId, score: Score) {
+        // Every document has exactly one id; a missing one sorts last.
+        let id_ord = self.ids.ords().first(doc).unwrap_or(u64::MAX);
+        let entry = Entry { score, id_ord, doc };
+        if self.heap.len() < self.k {
+            self.heap.push(entry);
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && entry < *worst
+        {
+            *worst = entry;
+        }
+    }
+
     /// The threshold for tantivy: `-∞` until the heap holds k hits, then
     /// just below the k-th score (see [`pruning::threshold_below`]).
     fn threshold(&self, slack: f32) -> Score {
@@ -189,16 +206,7 @@ impl SegmentCollector for SegmentTop {
 
     fn collect(&mut self, doc: DocId, score: Score) {
         self.total += 1;
-        // Every document has exactly one id; a missing one sorts last.
-        let id_ord = self.ids.ords().first(doc).unwrap_or(u64::MAX);
-        let entry = Entry { score, id_ord, doc };
-        if self.heap.len() < self.k {
-            self.heap.push(entry);
-        } else if let Some(mut worst) = self.heap.peek_mut()
-            && entry < *worst
-        {
-            *worst = entry;
-        }
+        self.insert(doc, score);
     }
 
     fn harvest(self) -> SegmentFruit {
@@ -257,6 +265,10 @@ impl TopById {
             return Ok(top.harvest());
         }
         let slack = pruning.slack(reader)?;
+        // A union of three or more terms: tantivy's sums only choose
+        // candidates, scored again below in the query's order.
+        let mut rescorer = pruning.rescorer(reader)?;
+        let mut candidates = rescorer.as_ref().map(|_| Candidates::new(self.k, slack));
         let alive = reader.alive_bitset();
         let mut since_check = 0u32;
         let mut stopped_at = None;
@@ -273,13 +285,32 @@ impl TopById {
                     return Score::INFINITY;
                 }
             }
-            if alive.is_none_or(|a| a.is_alive(doc)) {
-                top.collect(doc, score);
-            }
-            let threshold = top.threshold(slack);
+            let threshold = match &mut candidates {
+                Some(candidates) if alive.is_none_or(|a| a.is_alive(doc)) => {
+                    top.total += 1;
+                    candidates.push(doc, score)
+                }
+                Some(candidates) => candidates.threshold(),
+                None => {
+                    if alive.is_none_or(|a| a.is_alive(doc)) {
+                        top.collect(doc, score);
+                    }
+                    top.threshold(slack)
+                }
+            };
             pruned |= threshold > Score::NEG_INFINITY;
             threshold
         })?;
+        if let (Some(rescorer), Some(candidates)) = (&mut rescorer, candidates) {
+            for (doc, _) in candidates.finish() {
+                let score = rescorer.score(doc).ok_or_else(|| {
+                    tantivy::TantivyError::InternalError(format!(
+                        "document {doc} was handed over but matches no clause"
+                    ))
+                })?;
+                top.insert(doc, score);
+            }
+        }
         top.stopped_at = stopped_at;
         top.pruned = pruned;
         Ok(top.harvest())

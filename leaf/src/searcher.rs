@@ -112,7 +112,7 @@ impl ShardSearcher {
         } else {
             // The same statistics as the scores, so the same BM25 weights
             // bound the blocks.
-            Pruning::for_query(&*query, &self.shard.stats)
+            Pruning::for_query(&*query, &searcher, &self.shard.stats)
                 .map_err(|e| SearchError::from_tantivy(&params.query, e))?
         };
         let top = searcher

@@ -112,9 +112,8 @@ async fn tree_top10_equals_one_index_for_every_bundled_query() {
     // The comparison means something only if the queries find things, and
     // if pruning did skip documents.
     assert!(nonempty >= 200, "only {nonempty} queries had hits");
-    // (Only one- and two-term queries are pruned, and a leaf holds a
-    // quarter of the corpus: about 20 of the 300 bundled queries match
-    // enough documents of a shard for it to skip any.)
+    // (A leaf holds a quarter of the corpus: many queries match fewer than
+    // k of its documents, and then nothing is skipped.)
     assert!(
         short >= 10,
         "pruning skipped documents in only {short} queries"

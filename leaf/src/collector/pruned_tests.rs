@@ -88,7 +88,7 @@ fn search(
     pruned: bool,
 ) -> TopHits {
     let pruning = if pruned {
-        Pruning::for_query(query, stats).unwrap()
+        Pruning::for_query(query, searcher, stats).unwrap()
     } else {
         None
     };
@@ -127,9 +127,14 @@ fn pruned_hits_equal_exhaustive_hits_bit_for_bit() {
         "tie",
         "knot",
         "title:tie",
-        "tie knot",     // four terms: not pruned, still equal
-        "music -river", // an exclusion: not pruned
-        "\"river stone\"",
+        "tie knot", // a union of four terms
+        "river stone music",
+        "ancient city war song light",
+        "title:river title:stone title:music",
+        "title:tie body:tie body:knot",
+        "+body:river +body:stone +body:music", // three MUST terms: not pruned
+        "music -river",                        // an exclusion: not pruned
+        "\"river stone\"",                     // a phrase: not pruned
     ];
     let (mut skipped, mut prunable) = (0, 0);
     for stats in [&own as &dyn Bm25StatisticsProvider, &longer] {
@@ -243,7 +248,9 @@ fn block_maxima_are_trusted_only_within_the_averages_ratio() {
     let exact = search(&searcher, &query, &stats, 1, false);
     assert_eq!(exact.hits[0].id, "d0188", "the long document wins");
 
-    let pruning = Pruning::for_query(&query, &stats).unwrap().unwrap();
+    let pruning = Pruning::for_query(&query, &searcher, &stats)
+        .unwrap()
+        .unwrap();
     let slack = pruning.slack(&searcher.segment_readers()[0]).unwrap();
     assert!((400.0..450.0).contains(&slack), "slack {slack}");
     let run = |pruning: Pruning| {
@@ -334,7 +341,7 @@ fn a_stop_ends_tantivys_pruning_loop() {
         };
         let collector = TopById::new(3, schema::ID)
             .with_stop(stop)
-            .with_pruning(Pruning::for_query(&*query, &searcher).unwrap());
+            .with_pruning(Pruning::for_query(&*query, &searcher, &searcher).unwrap());
         let fruit = collector
             .collect_segment(&weight, 0, &searcher.segment_readers()[0])
             .unwrap();
@@ -351,4 +358,37 @@ fn a_stop_ends_tantivys_pruning_loop() {
         let ids: Vec<_> = top.hits.iter().map(|h| h.id.as_str()).collect();
         assert_eq!(ids, ["doc-00000", "doc-00001", "doc-00002"]);
     }
+}
+
+/// Why unions of three or more terms are scored again: tantivy's block-max
+/// sums of the same terms differ from its scorer's in the last bit for
+/// some documents (here, with nothing skipped at all).
+#[test]
+fn block_max_sums_of_three_terms_differ_from_the_scorers_own() {
+    let (index, fields) = random_index();
+    let searcher = index.reader().unwrap().searcher();
+    let parser = QueryParser::for_index(&index, vec![fields.title, fields.body]);
+    let query = parser.parse_query("ancient city war song light").unwrap();
+    let weight = query
+        .weight(EnableScoring::enabled_from_searcher(&searcher))
+        .unwrap();
+    let mut differ = 0;
+    for reader in searcher.segment_readers() {
+        let mut own = std::collections::HashMap::new();
+        weight
+            .for_each(reader, &mut |doc, score| {
+                own.insert(doc, score);
+            })
+            .unwrap();
+        let mut handed = 0;
+        weight
+            .for_each_pruning(Score::NEG_INFINITY, reader, &mut |doc, score| {
+                handed += 1;
+                differ += usize::from(own[&doc].to_bits() != score.to_bits());
+                Score::NEG_INFINITY
+            })
+            .unwrap();
+        assert_eq!(handed, own.len());
+    }
+    assert!(differ > 0, "every block-max sum equalled the scorer's");
 }

@@ -14,66 +14,117 @@
 //!   the two averages (see [`Pruning::slack`]), so the threshold handed to
 //!   tantivy is divided by that ratio.
 //! - **Summation order.** tantivy's block-max union adds the terms' scores
-//!   in the order its cursors happen to be in, not in the scorer's own order;
-//!   with three or more terms in one document the float sums may differ in
-//!   the last bit, and exact ties (which the tree breaks by id) would break
-//!   by that bit instead. With one or two terms the sums are identical
-//!   (a + b = b + a exactly), so only such queries are pruned
-//!   ([`prunable`]); the others are scored exhaustively.
+//!   in the order its cursors happen to be in, not in the scorer's own order
+//!   (the query's); with three or more terms in one document the float sums
+//!   may differ in the last bit, and exact ties (which the tree breaks by
+//!   id) would break by that bit instead. With one or two terms the sums are
+//!   identical (a + b = b + a exactly). For a union of three or more terms
+//!   the block-max sums only choose candidates, with a relative margin
+//!   wider than any rounding of the sum ([`SUM_ORDER_MARGIN`]), and the
+//!   candidates are then scored again in the query's order ([`Rescorer`]).
+//!
+//! Other queries (exclusions, phrases, MUST mixed with SHOULD, nested or
+//! boosted clauses, three or more MUST terms) are scored exhaustively: either
+//! tantivy has no block-max path for them, or its sums could not be redone
+//! here in the scorer's order ([`prunable`]).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, Occur, Query, TermQuery};
+use tantivy::query::{
+    Bm25StatisticsProvider, BooleanQuery, EnableScoring, Occur, Query, Scorer, TermQuery, Weight,
+};
 use tantivy::schema::Field;
-use tantivy::{Score, SegmentReader};
+use tantivy::{DocId, DocSet, Score, Searcher, SegmentReader};
 
 /// Relative head-room on top of the averages' ratio, for the rounding of
 /// the averages and of the sums compared with the threshold.
 const ROUNDING_SLACK: f32 = 1e-4;
 
-/// Whether block-max WAND scores `query` exactly as its scorer does: a
-/// single term, or one or two terms joined by the same occurrence (all
-/// SHOULD or all MUST). Anything else (three or more terms, exclusions,
-/// phrases, nested queries) either sums in another order or gains nothing
-/// from block maxima, and is scored exhaustively.
-pub fn prunable(query: &dyn Query) -> bool {
+/// Relative margin below the k-th block-max sum within which a document is
+/// still a candidate: summing up to the 128 terms a query may hold
+/// (`DEFAULT_MAX_TERMS`) in two different orders moves an f32 sum of
+/// positive terms by less than 2 · 127 · 2⁻²⁴ ≈ 1.5e-5 of itself.
+pub const SUM_ORDER_MARGIN: f32 = 1e-4;
+
+/// How a query is pruned, if at all.
+enum Shape<'q> {
+    /// Block-max sums equal the scorer's: one term, or two joined alike.
+    Exact,
+    /// A union (all SHOULD) of three or more terms: candidates from the
+    /// block-max sums, scores redone from these clauses, in order.
+    TermUnion(Vec<&'q dyn Query>),
+    /// Not pruned.
+    Exhaustive,
+}
+
+fn shape(query: &dyn Query) -> Shape<'_> {
     if query.downcast_ref::<TermQuery>().is_some() {
-        return true;
+        return Shape::Exact;
     }
     let Some(boolean) = query.downcast_ref::<BooleanQuery>() else {
-        return false;
+        return Shape::Exhaustive;
     };
     let clauses = boolean.clauses();
     let Some((first, _)) = clauses.first() else {
-        return false;
+        return Shape::Exhaustive;
     };
-    clauses.len() <= 2
-        && *first != Occur::MustNot
+    let alike_terms = *first != Occur::MustNot
         && clauses
             .iter()
-            .all(|(occur, q)| occur == first && q.downcast_ref::<TermQuery>().is_some())
+            .all(|(occur, q)| occur == first && q.downcast_ref::<TermQuery>().is_some());
+    if !alike_terms {
+        Shape::Exhaustive
+    } else if clauses.len() <= 2 {
+        Shape::Exact
+    } else if *first == Occur::Should && boolean.get_minimum_number_should_match() <= 1 {
+        Shape::TermUnion(clauses.iter().map(|(_, q)| q.as_ref()).collect())
+    } else {
+        Shape::Exhaustive
+    }
+}
+
+/// Whether the collector may prune `query` and still answer exactly: a
+/// single term, terms joined alike (one or two), or a union of terms.
+pub fn prunable(query: &dyn Query) -> bool {
+    !matches!(shape(query), Shape::Exhaustive)
 }
 
 /// Permission to prune one search, with what it takes to prune it safely.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pruning {
     /// The average length of each field the query scores, as the scores
     /// see it (from the statistics provider).
     scored_averages: Vec<(Field, f32)>,
+    /// For a union of three or more terms: the clauses' weights, in the
+    /// query's order, to score candidates again as the scorer sums.
+    clauses: Option<Arc<Vec<Box<dyn Weight>>>>,
     /// A fixed slack instead of the computed one (tests only).
     fixed_slack: Option<f32>,
 }
 
 impl Pruning {
-    /// Pruning for `query` scored with `statistics`, or `None` when the
-    /// query cannot be pruned exactly (see [`prunable`]).
+    /// Pruning for `query` scored with `statistics` over `searcher`, or
+    /// `None` when the query cannot be pruned exactly (see [`prunable`]).
     pub fn for_query(
         query: &dyn Query,
+        searcher: &Searcher,
         statistics: &dyn Bm25StatisticsProvider,
     ) -> tantivy::Result<Option<Pruning>> {
-        if !prunable(query) {
-            return Ok(None);
-        }
+        let clauses = match shape(query) {
+            Shape::Exhaustive => return Ok(None),
+            Shape::Exact => None,
+            Shape::TermUnion(clauses) => {
+                // As BooleanQuery::weight builds them: same statistics, so
+                // the same BM25 weights.
+                let scoring = EnableScoring::enabled_from_statistics_provider(statistics, searcher);
+                let weights = clauses
+                    .into_iter()
+                    .map(|clause| clause.weight(scoring))
+                    .collect::<tantivy::Result<Vec<_>>>()?;
+                Some(Arc::new(weights))
+            }
+        };
         let mut fields = BTreeSet::new();
         query.query_terms(&mut |term, _| {
             fields.insert(term.field());
@@ -89,8 +140,23 @@ impl Pruning {
             .collect::<tantivy::Result<_>>()?;
         Ok(Some(Pruning {
             scored_averages,
+            clauses,
             fixed_slack: None,
         }))
+    }
+
+    /// For a pruned union of three or more terms, what scores its
+    /// candidates again in `segment`; `None` when the block-max sums are
+    /// already the scorer's own.
+    pub(crate) fn rescorer(&self, segment: &SegmentReader) -> tantivy::Result<Option<Rescorer>> {
+        let Some(clauses) = &self.clauses else {
+            return Ok(None);
+        };
+        let scorers = clauses
+            .iter()
+            .map(|weight| weight.scorer(segment, 1.0))
+            .collect::<tantivy::Result<_>>()?;
+        Ok(Some(Rescorer { scorers }))
     }
 
     /// The same pruning, trusting the stored block maxima as they are (tests
@@ -144,6 +210,31 @@ pub fn threshold_below(kth: Score, slack: f32) -> Score {
     (kth / slack).next_down()
 }
 
+/// Scores documents of a union of terms as tantivy's own union scorer
+/// does: each matching clause's score added, in the query's order, to 0.
+pub(crate) struct Rescorer {
+    scorers: Vec<Box<dyn Scorer>>,
+}
+
+impl Rescorer {
+    /// The score of `doc`, or `None` if no clause matches it. Documents
+    /// must come in increasing order.
+    pub(crate) fn score(&mut self, doc: DocId) -> Option<Score> {
+        let mut sum: Score = 0.0;
+        let mut matched = false;
+        for scorer in &mut self.scorers {
+            if scorer.doc() < doc {
+                scorer.seek(doc);
+            }
+            if scorer.doc() == doc {
+                sum += scorer.score();
+                matched = true;
+            }
+        }
+        matched.then_some(sum)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tantivy::query::QueryParser;
@@ -161,8 +252,10 @@ mod tests {
             ("title:word", true), // one term
             ("title:a title:b", true),
             ("+title:a +title:b", true),
-            ("two words", false),        // four terms
-            ("+title:a title:b", false), // MUST and SHOULD mixed
+            ("two words", true), // a union of four terms
+            ("title:a title:b title:c", true),
+            ("+title:a +title:b +title:c", false), // three MUST terms
+            ("+title:a title:b", false),           // MUST and SHOULD mixed
             ("word -other", false),
             ("\"a phrase\"", false),
             ("title:a^2", false), // a boost wraps the term
