@@ -18,6 +18,8 @@
 //! - [`record`]: what is recorded, in an HDR histogram with fixed bounds;
 //! - [`report`]: the report, as text, JSON and HdrHistogram's `.hgrm`;
 //! - [`plot`]: latency by percentile as an SVG chart;
+//! - [`queries`]: which query each request sends — the list in order, or
+//!   Zipf-distributed draws from it, as query logs repeat;
 //! - [`cpu`]: the load tester's own CPU use, to tell when it, not the
 //!   tree, limited a run;
 //! - [`steps`]: the step-load scenario — capacity from a closed loop, then
@@ -27,6 +29,7 @@
 
 pub mod cpu;
 pub mod plot;
+pub mod queries;
 pub mod record;
 pub mod report;
 pub mod schedule;

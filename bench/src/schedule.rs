@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::cpu::CpuMeter;
+use crate::queries::QueryPicker;
 use crate::record::Recorder;
 use crate::target::Target;
 
@@ -86,8 +87,11 @@ pub struct LoadConfig {
     pub rate: f64,
     /// How arrivals are spaced.
     pub arrival: Arrival,
-    /// Seed for Poisson arrivals.
+    /// Seed for Poisson arrivals and Zipf draws of queries.
     pub seed: u64,
+    /// Draw each request's query by Zipf's law with this exponent (see
+    /// [`crate::queries`]); `None` sends the queries in order.
+    pub zipf: Option<f64>,
     /// Measured time.
     pub duration: Duration,
     /// Time before `duration` whose requests are sent but not recorded.
@@ -132,9 +136,9 @@ async fn cpu_fraction(meter: tokio::task::JoinHandle<CpuMeter>) -> Option<f64> {
     meter.await.ok().and_then(|m| m.fraction())
 }
 
-fn request(queries: &[String], i: usize, config: &LoadConfig) -> SearchRequest {
+fn request(queries: &QueryPicker, i: usize, config: &LoadConfig) -> SearchRequest {
     SearchRequest {
-        query: queries[i % queries.len()].clone(),
+        query: queries.pick(i).to_string(),
         top_k: config.top_k,
         budget_ms: config.budget_ms,
         ..Default::default()
@@ -151,6 +155,7 @@ pub async fn open_loop(
     live: Arc<Live>,
 ) -> (Recorder, Duration) {
     let recorder = Arc::new(Mutex::new(recorder(config, &*target)));
+    let queries = QueryPicker::new(queries, config.zipf, config.seed);
     let limiter = config.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
     let start = Instant::now();
     let measured_from = start + config.warmup;
@@ -223,6 +228,7 @@ pub async fn closed_loop(
     let end = measured_from + config.duration;
     let meter = cpu_meter_from(measured_from);
     let next = Arc::new(AtomicU64::new(0));
+    let queries = Arc::new(QueryPicker::new(queries, config.zipf, config.seed));
     let mut tasks = JoinSet::new();
     for _ in 0..workers.max(1) {
         let (target, queries, recorder, live, next) = (
@@ -318,6 +324,7 @@ mod tests {
             rate,
             arrival: Arrival::Uniform,
             seed: 1,
+            zipf: None,
             duration: Duration::from_secs(10),
             warmup: Duration::ZERO,
             max_in_flight: None,

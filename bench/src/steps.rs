@@ -770,6 +770,7 @@ mod tests {
                 rate: 1.0,
                 arrival: Arrival::Uniform,
                 seed: 1,
+                zipf: None,
                 duration: Duration::from_secs(1),
                 warmup: Duration::ZERO,
                 max_in_flight: None,

@@ -17,7 +17,8 @@ enum Command {
     Up(up::UpArgs),
     Query(query::QueryArgs),
     Demo(demo::DemoArgs),
-    Bench(bench::BenchArgs),
+    // Boxed: the load tester's many flags would make every variant its size.
+    Bench(Box<bench::BenchArgs>),
     Stats(stats::StatsArgs),
 }
 

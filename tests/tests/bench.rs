@@ -245,6 +245,7 @@ fn stall_load(rate: f64, duration: Duration) -> LoadConfig {
         rate,
         arrival: Arrival::Uniform,
         seed: 1,
+        zipf: None,
         duration,
         warmup: Duration::ZERO,
         max_in_flight: None,

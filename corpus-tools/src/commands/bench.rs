@@ -51,9 +51,15 @@ pub struct BenchArgs {
     /// How arrivals are spaced.
     #[arg(long, value_enum, default_value_t = ArrivalFlag::Poisson)]
     pub arrival: ArrivalFlag,
-    /// Seed of the Poisson arrivals.
+    /// Seed of the Poisson arrivals and of the Zipf draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Draw each request's query from the list by Zipf's law with this
+    /// exponent S > 0 (the i-th query with probability ∝ 1/i^S, seeded), so
+    /// that queries repeat as in a real log, e.g. 1.0 (default: the list in
+    /// order, each query as often as any other).
+    #[arg(long, value_parser = parse_zipf)]
+    pub zipf: Option<f64>,
     /// gRPC connections to the root (requests are spread over them); in
     /// `--max` mode, the number of concurrent workers.
     #[arg(long, default_value_t = 4)]
@@ -289,6 +295,7 @@ fn load_config(args: &BenchArgs, rate: f64) -> LoadConfig {
         rate,
         arrival: args.arrival.into(),
         seed: args.seed,
+        zipf: args.zipf,
         duration: args.duration,
         warmup: args.warmup,
         max_in_flight: args.max_in_flight,
@@ -438,6 +445,14 @@ async fn one_run(
     (recorder, report)
 }
 
+/// A Zipf exponent: positive and finite.
+fn parse_zipf(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive exponent")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +465,14 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("3h").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn zipf_exponents_are_positive() {
+        assert_eq!(parse_zipf("1.1"), Ok(1.1));
+        for bad in ["0", "-1", "inf", "NaN", "often"] {
+            assert!(parse_zipf(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
