@@ -38,6 +38,7 @@ fn load(rate: f64, duration: Duration) -> LoadConfig {
         rate,
         arrival: Arrival::Uniform,
         seed: 1,
+        zipf: None,
         duration,
         warmup: Duration::ZERO,
         max_in_flight: None,
@@ -53,6 +54,12 @@ async fn killing_a_replica_of_every_shard_loses_nothing_and_they_come_back_gradu
     // 4 shards, 2 parents, 2 replicas per shard, next to the fixture's shards.
     let mut topology = Topology::generate(SHARDS, 2, 2).unwrap();
     topology.routing.health_interval_ms = Some(HEALTH_INTERVAL.as_millis() as u64);
+    // The load repeats the bundled queries: with the result cache on, the
+    // restarted replicas would see no traffic at all.
+    topology.root.cache_mb = Some(0);
+    for parent in &mut topology.parents {
+        parent.cache_mb = Some(0);
+    }
     let path = fx.sharded.join("replicas.toml");
     std::fs::write(&path, topology.to_toml()).unwrap();
     let mut tree = start_tree(&path).await;
