@@ -9,6 +9,9 @@
 #      with hedging off vs on and the extra leaf requests hedging cost; and,
 #      with one replica of every shard 3x slower, p99 under each policy.
 #   4. canary requests: latency with canaries off, on, and on for every query.
+#   5. the result cache: queries drawn by Zipf's law (s = 1), cache off vs on.
+# Scenarios 1-4 measure the search path: the result cache (on by default)
+# is turned off there, or it would answer the bundled queries as they repeat.
 # Writes every report (JSON, .hgrm, SVG) and a results table (results.md) to
 # the output directory. See BENCHMARKS.md for the method.
 #
@@ -51,6 +54,14 @@ echo "writing to $out"
 
 "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --out "$out/tree-index" 2> "$out/build-tree.log"
 "$bin/searchtree" build "$input_flag" "$input" --shards 1 --out "$out/one-index" 2> "$out/build-one.log"
+
+# Turns the result cache off at the root and every parent of topology $1.
+no_cache() {
+  awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' "$1" > "$1.tmp"
+  mv "$1.tmp" "$1"
+}
+cp "$out/tree-index/topology.toml" "$out/tree-index/topology.cached.toml"
+no_cache "$out/tree-index/topology.toml"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -104,6 +115,7 @@ echo "  straggler runs done"
 # 3. Replicas: 2 per shard.
 "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --replicas 2 \
   --out "$out/replica-index" 2> "$out/build-replicas.log"
+no_cache "$out/replica-index/topology.toml"
 
 # Runs the replicated tree with extra topology lines for leaves "leaf-S-1"
 # ($1) and a [routing] table ($2); writes bench report $3 and the parents'
@@ -161,5 +173,22 @@ for mode in off on unseen; do
   kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
 done
 echo "  canary runs done"
+# 5. The result cache: the same tree with its cache off and on (the
+# defaults, 64 MiB and 60 s at the root and each parent), queries drawn by
+# Zipf's law with s = 1 (a query log's repeats); open loop for latency,
+# closed loop for throughput, then the root's and parents' cache counters.
+for mode in off on; do
+  topo="$out/tree-index/topology.toml"; [ "$mode" = on ] && topo="$out/tree-index/topology.cached.toml"
+  start_tree "$topo" "$out/cache-$mode.log"
+  bench --root "$root" --zipf 1 --rate "$straggler_rate" --duration "$duration" --budget-ms 1000 \
+    --json "$out/cache-$mode.json" --hgrm "$out/cache-$mode.hgrm" > /dev/null
+  bench --root "$root" --zipf 1 --max --connections 8 --duration "$duration" --budget-ms 1000 \
+    --json "$out/cache-$mode-max.json" > /dev/null
+  inner=$(grep -oE 'name=(root|parent-[0-9]+) addr=[0-9.:]+' "$out/cache-$mode.log" | sed 's/.*addr=/--addr /' | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  "$bin/searchtree" stats $inner > "$out/cache-$mode-stats.json"
+  kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+done
+echo "  cache runs done"
 python3 scripts/bench_table.py "$out" > "$out/results.md"
 cat "$out/results.md"

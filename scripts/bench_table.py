@@ -92,6 +92,31 @@ def main():
                   f"(goal: ≥ 99%).")
     replicas(out, header)
     canaries(out, header)
+    cache(out, header)
+
+
+def cache(out, header):
+    runs = [(label, load(out, name)) for name, label in
+            (("cache-off", "cache off, open loop"), ("cache-on", "cache on, open loop"),
+             ("cache-off-max", "cache off, closed loop (8 workers)"),
+             ("cache-on-max", "cache on, closed loop (8 workers)"))]
+    if not any(r for _, r in runs):
+        return
+    print("\n### Result cache: Zipf-distributed queries (s = 1), 4 shards, 2 parents, budget 1 s\n")
+    print(header)
+    for label, r in runs:
+        if r:
+            print(row(label, r))
+    stats = load(out, "cache-on-stats")
+    if stats:
+        nodes = stats["nodes"].values()
+        root = next((n["counters"] for n in nodes if n["role"] == "root"), {})
+        looked_up = sum(root.get(k, 0) for k in ("cache_hits", "cache_misses", "cache_coalesced"))
+        t = stats["total"]
+        print(f"\nRoot: {root.get('cache_hits', 0)} hits, {root.get('cache_coalesced', 0)} coalesced, "
+              f"{root.get('cache_misses', 0)} misses ({100 * root.get('cache_hits', 0) / max(looked_up, 1):.1f}% hits); "
+              f"root and parents together {t.get('cache_evictions', 0)} evictions, "
+              f"{t.get('cache_bytes', 0) / 2**20:.1f} MiB cached.")
 
 
 def canaries(out, header):
