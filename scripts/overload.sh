@@ -17,6 +17,10 @@ input="${INPUT:-corpus-tools/data/wiki-summaries.jsonl.gz}"
 input_flag="--input"; [ -d "$input" ] && input_flag="--input-dir"
 queries=(); [ -n "${QUERIES:-}" ] && queries=(--queries "$(realpath "$QUERIES")")
 "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --out "$out/idx" 2> "$out/build.log"
+# The result cache off at the root and the parents: the bundled queries
+# repeat, and overload is about what the search path can take.
+awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' "$out/idx/topology.toml" > "$out/idx/t.toml"
+mv "$out/idx/t.toml" "$out/idx/topology.toml"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
