@@ -232,6 +232,13 @@ mod tests {
         ) -> Result<tonic::Response<SearchResponse>, tonic::Status> {
             Ok(tonic::Response::new(SearchResponse::default()))
         }
+
+        async fn fetch(
+            &self,
+            _: tonic::Request<searchtree_proto::pb::FetchRequest>,
+        ) -> Result<tonic::Response<searchtree_proto::pb::FetchResponse>, tonic::Status> {
+            Ok(tonic::Response::new(Default::default()))
+        }
     }
 
     /// What the proxy does to the connections it has open.
