@@ -189,9 +189,7 @@ impl InnerArgs {
             anyhow::bail!("--cache-mb {} is too large", self.cache_mb);
         };
         if self.cache_ttl_secs == 0 {
-            anyhow::bail!(
-                "--cache-ttl-secs must be at least 1 (--cache-mb 0 turns the cache off)"
-            );
+            anyhow::bail!("--cache-ttl-secs must be at least 1 (--cache-mb 0 turns the cache off)");
         }
         Ok(Some(CacheConfig {
             max_bytes,

@@ -134,8 +134,8 @@ impl InnerNode {
     /// Keeps complete answers in a result cache (see [`crate::cache`]), if
     /// `config` is given.
     pub fn with_cache(mut self, config: Option<CacheConfig>) -> Self {
-        self.cache = config
-            .map(|c| ResultCache::new(c, self.shards.clone(), Arc::clone(&self.counters)));
+        self.cache =
+            config.map(|c| ResultCache::new(c, self.shards.clone(), Arc::clone(&self.counters)));
         self
     }
 
