@@ -332,6 +332,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_cached_answer_needs_no_canary_and_no_child() {
+        let leaf = Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0)]));
+        leaf.set_snapshot("v1");
+        let node = InnerNode::new(
+            "root",
+            vec![leaf.clone()],
+            InnerTiming::default(),
+            inner_counters("root"),
+        )
+        .with_cache(Some(searchtree_parent::cache::CacheConfig {
+            max_bytes: 1 << 20,
+            ttl: Duration::from_secs(60),
+        }));
+        // Every query unseen, so every search would get a canary first.
+        let r = RootNode::new(node)
+            .with_one_phase(true)
+            .with_canary(Some(CanaryConfig {
+                remember: Duration::ZERO,
+                ..CanaryConfig::default()
+            }));
+        let first = ask(&r, request(1.0), None).await.unwrap();
+        assert_eq!(leaf.calls(), 2, "a canary, then the fan-out");
+        let start = Instant::now();
+        let again = ask(&r, request(1.0), None).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(leaf.calls(), 2);
+        assert_eq!(again.hits, first.hits);
+        let c = r.inner().counters();
+        assert_eq!(c.get(InnerCounter::Canaries), 1);
+        assert_eq!(c.get(InnerCounter::CacheHits), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn admission_counts_sheds_by_class_and_reason_and_shows_its_floor() {
         let r = root(vec![Arc::new(FakeChild::answering(
             0,
