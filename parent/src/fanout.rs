@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use searchtree_proto::SearchParams;
 use searchtree_proto::hit_order;
@@ -230,10 +231,16 @@ impl FanOut {
     /// `answer_at` minus the measured cost of the hop to it and back.
     ///
     /// Each child is asked for only as many hits as it is likely to hold of
-    /// the top-k ([`crate::child_k`]); a child that might hold more is asked
-    /// again, for all of them, in the time that remains. If that second
-    /// answer does not come, the child's first hits stay in the answer and
-    /// its shards count as timed out.
+    /// the top-k ([`crate::child_k`]). A child that filled that quota might
+    /// hold more. Whether it does is decided once every child has answered,
+    /// or one more of its round trips after its answer (later ones are
+    /// stragglers), or while there is still time to ask it again (the hop's
+    /// reserve and two round trips), whichever comes first: waiting helps,
+    /// because the merged k-th hit only gets better as answers arrive, and
+    /// with it fewer children need asking. One that needs it is asked again
+    /// for all k and its second answer replaces its first. If the second
+    /// answer does not come in time, the child's first hits stay in the
+    /// answer and its shards count as timed out.
     pub async fn search(
         &self,
         params: &SearchParams,
@@ -241,151 +248,96 @@ impl FanOut {
     ) -> Result<SearchResponse, NodeError> {
         let k = params.top_k;
         let node_shards: usize = self.slots.iter().map(|s| s.child.shards().len()).sum();
-        let asks: Vec<(usize, usize)> = self
+        let quota: Vec<usize> = self
             .slots
             .iter()
-            .enumerate()
-            .map(|(i, slot)| {
+            .map(|slot| {
                 let shards = slot.child.shards().len();
-                (
-                    i,
-                    child_k(k, shards, node_shards, self.options.child_k_probability),
-                )
+                child_k(k, shards, node_shards, self.options.child_k_probability)
             })
             .collect();
         let early = self.options.early_answer.map(|e| e.threshold(node_shards));
-        let mut answers = self.gather(params, &asks, answer_at, early).await?;
+        let sent = Instant::now();
 
-        let kth = {
-            let mut firsts: Vec<&Hit> = answers
-                .iter()
-                .filter_map(Answer::answered)
-                .flat_map(|r| &r.hits)
-                .collect();
-            firsts.sort_by(|a, b| hit_order(a, b));
-            firsts.get(k.saturating_sub(1)).map(|h| (*h).clone())
-        };
-        let again: Vec<(usize, usize)> = asks
-            .iter()
-            .filter(|&&(i, asked)| {
-                asked < k
-                    && answers[i]
-                        .answered()
-                        .is_some_and(|r| needs_more(asked, r, kth.as_ref()))
-            })
-            .map(|&(i, _)| (i, k))
-            .collect();
-        if !again.is_empty() {
-            self.counters.inc(InnerCounter::QueriesAskedAgain);
-            self.counters
-                .add(InnerCounter::ChildrenAskedAgain, again.len() as u64);
-            let mut seconds = self.gather(params, &again, answer_at, None).await?;
-            for &(i, _) in &again {
-                let second = std::mem::replace(&mut seconds[i], Answer::NotAsked);
-                let first = std::mem::replace(&mut answers[i], Answer::NotAsked);
-                answers[i] = match (second, first) {
-                    (Answer::Answered(full), _) => Answer::Answered(full),
-                    // The first answer's hits are real, but maybe not all of
-                    // the child's share: keep them, count the shards as lost.
-                    (second, Answer::Answered(first)) => {
-                        let stand_in = match second {
-                            Answer::StandIn(r) => r,
-                            _ => {
-                                failure(&self.slots[i], &ChildError::Timeout("no time left".into()))
-                            }
-                        };
-                        Answer::StandIn(SearchResponse {
-                            hits: first.hits,
-                            total_hits: first.total_hits,
-                            total_hits_is_lower_bound: first.total_hits_is_lower_bound,
-                            snapshot: first.snapshot,
-                            ..stand_in
-                        })
-                    }
-                    (_, first) => first,
-                };
+        let mut pending = FuturesUnordered::new();
+        let mut states: Vec<ChildState> = Vec::with_capacity(self.slots.len());
+        for (i, &top_k) in quota.iter().enumerate() {
+            match self.ask(i, params, top_k, Round::First, answer_at) {
+                Some(call) => {
+                    pending.push(call);
+                    states.push(ChildState::Waiting);
+                }
+                None => states.push(ChildState::NotAsked),
             }
         }
-        let parts = answers.into_iter().enumerate().map(|(i, a)| match a {
-            Answer::Answered(response) | Answer::StandIn(response) => response,
-            Answer::NotAsked => failure(
-                &self.slots[i],
-                &ChildError::Timeout("not asked: no time left".into()),
-            ),
-        });
-        Ok(merge(k, parts))
-    }
-
-    /// Asks the children in `asks` (slot, hits wanted) at once and gathers
-    /// their answers until `answer_at` — or, with `early`, until a bounded
-    /// wait after enough shards have answered. One entry per slot of the
-    /// node.
-    async fn gather(
-        &self,
-        params: &SearchParams,
-        asks: &[(usize, usize)],
-        answer_at: Instant,
-        early: Option<EarlyThreshold>,
-    ) -> Result<Vec<Answer>, NodeError> {
-        let sent = Instant::now();
-        let mut pending: FuturesUnordered<_> = asks
-            .iter()
-            .filter_map(|&(i, top_k)| {
-                let slot = &self.slots[i];
-                let budget = answer_at
-                    .saturating_duration_since(sent)
-                    .saturating_sub(slot.hop.reserve());
-                // No time to even ask: counted as timed out below.
-                (!budget.is_zero()).then(|| {
-                    let mut request = params.to_child_request(budget);
-                    request.top_k = top_k as u32;
-                    async move { (i, slot.child.search(request, budget).await) }
-                })
-            })
-            .collect();
-
-        let mut answers: Vec<Answer> = (0..self.slots.len()).map(|_| Answer::NotAsked).collect();
-        let mut answered = vec![false; self.slots.len()];
+        let mut firsts_pending = pending.len();
         let mut shards_ok = 0usize;
+        let mut asked_again = 0u64;
         let deadline = tokio::time::sleep_until(answer_at);
         tokio::pin!(deadline);
         loop {
+            let decide_at = states.iter().filter_map(ChildState::decide_by).min();
             tokio::select! {
                 // An answer that is ready at the deadline still counts.
                 biased;
-                next = pending.next() => {
-                    let Some((i, result)) = next else { break };
-                    answered[i] = true;
+                next = pending.next(), if !pending.is_empty() => {
+                    let Some((i, round, result)) = next else { continue };
+                    if round == Round::First {
+                        firsts_pending -= 1;
+                    }
                     let slot = &self.slots[i];
-                    match result {
+                    let response = match result {
                         Ok(response) => {
                             slot.observe(sent.elapsed(), &response);
-                            shards_ok += response.coverage.as_ref().map_or(0, |c| c.shards_ok as usize);
-                            answers[i] = Answer::Answered(response);
+                            Ok(response)
                         }
                         // Returning drops `pending`, cancelling the calls in flight.
-                        Err(ChildError::InvalidArgument(msg)) => {
-                            return Err(NodeError::Invalid(msg));
-                        }
+                        Err(ChildError::InvalidArgument(msg)) => return Err(NodeError::Invalid(msg)),
                         Err(err) => {
                             tracing::debug!(child = slot.child.name(), %err, "child failed");
-                            self.counters.inc(if matches!(err, ChildError::Timeout(_)) {
-                                InnerCounter::ChildrenTimedOut
-                            } else {
-                                InnerCounter::ChildrenFailed
-                            });
-                            answers[i] = Answer::StandIn(failure(slot, &err));
+                            self.count_failure(&err);
+                            Err(failure(slot, &err))
                         }
-                    }
+                    };
+                    let state = std::mem::replace(&mut states[i], ChildState::NotAsked);
+                    states[i] = match (round, state, response) {
+                        (Round::First, _, Ok(first)) => {
+                            shards_ok += first.coverage.as_ref().map_or(0, |c| c.shards_ok as usize);
+                            if quota[i] < k && needs_more(quota[i], &first, None) {
+                                // Wait for the others at most one more round trip
+                                // of this child's (those later are stragglers), and
+                                // never past the point where asking again would not
+                                // fit: the hop's reserve and two round trips.
+                                let now = Instant::now();
+                                let round_trip = now - sent;
+                                let decide_by = answer_at
+                                    .checked_sub(slot.hop.reserve() + 2 * round_trip)
+                                    .unwrap_or(now)
+                                    .min(now + round_trip);
+                                ChildState::Undecided { first, decide_by }
+                            } else {
+                                ChildState::Done(first)
+                            }
+                        }
+                        (Round::First, _, Err(stand_in)) => ChildState::Done(stand_in),
+                        (Round::Second, _, Ok(full)) => ChildState::Done(full),
+                        (Round::Second, ChildState::AskedAgain(first), Err(stand_in)) => {
+                            ChildState::Done(keep_first_hits(first, stand_in))
+                        }
+                        (Round::Second, _, Err(stand_in)) => ChildState::Done(stand_in),
+                    };
                     if let Some(early) = early
                         && early.reached(shards_ok)
-                        && !pending.is_empty()
+                        && firsts_pending > 0
                     {
                         let at = (Instant::now() + early.wait).min(answer_at);
                         if at < deadline.deadline() {
                             deadline.as_mut().reset(at);
                         }
                     }
+                }
+                _ = tokio::time::sleep_until(decide_at.unwrap_or(answer_at)), if decide_at.is_some() => {
+                    asked_again += self.decide(&mut states, &mut pending, params, answer_at, Instant::now());
                 }
                 _ = &mut deadline => {
                     if deadline.deadline() < answer_at {
@@ -394,34 +346,197 @@ impl FanOut {
                     break;
                 }
             }
+            if firsts_pending == 0 {
+                // Every child has answered: no better k-th is coming.
+                asked_again += self.decide(&mut states, &mut pending, params, answer_at, answer_at);
+            }
+            if pending.is_empty() && !states.iter().any(|s| s.decide_by().is_some()) {
+                break;
+            }
         }
         drop(pending); // cancels every call still outstanding
-        let waited = sent.elapsed();
-        for &(i, _) in asks.iter().filter(|(i, _)| !answered[*i]) {
-            self.counters.inc(InnerCounter::ChildrenTimedOut);
-            let err = ChildError::Timeout(format!("no answer within {waited:.1?}"));
-            answers[i] = Answer::StandIn(failure(&self.slots[i], &err));
+        if asked_again > 0 {
+            self.counters.inc(InnerCounter::QueriesAskedAgain);
+            self.counters
+                .add(InnerCounter::ChildrenAskedAgain, asked_again);
         }
-        Ok(answers)
+
+        let kth = kth_hit(&states, k);
+        let waited = sent.elapsed();
+        let parts = states.into_iter().enumerate().map(|(i, state)| {
+            let late = |what: &str| {
+                self.counters.inc(InnerCounter::ChildrenTimedOut);
+                failure(
+                    &self.slots[i],
+                    &ChildError::Timeout(format!("{what} within {waited:.1?}")),
+                )
+            };
+            match state {
+                ChildState::Done(response) => response,
+                ChildState::Undecided { first, .. }
+                    if !needs_more(quota[i], &first, kth.as_ref()) =>
+                {
+                    first
+                }
+                ChildState::Undecided { first, .. } => {
+                    keep_first_hits(first, late("no time to ask for the rest of its hits"))
+                }
+                ChildState::AskedAgain(first) => {
+                    keep_first_hits(first, late("asked again for more hits, no answer"))
+                }
+                ChildState::Waiting | ChildState::NotAsked => late("no answer"),
+            }
+        });
+        Ok(merge(k, parts))
+    }
+
+    /// Sends child `i` a search for `top_k` hits with the time left until
+    /// `answer_at` (less the hop), or `None` if no time is left.
+    fn ask<'a>(
+        &'a self,
+        i: usize,
+        params: &SearchParams,
+        top_k: usize,
+        round: Round,
+        answer_at: Instant,
+    ) -> Option<Call<'a>> {
+        let slot = &self.slots[i];
+        let budget = answer_at
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(slot.hop.reserve());
+        if budget.is_zero() {
+            return None;
+        }
+        let mut request = params.to_child_request(budget);
+        request.top_k = top_k as u32;
+        Some(Box::pin(async move {
+            (i, round, slot.child.search(request, budget).await)
+        }))
+    }
+
+    /// Decides, for every child whose decision is due by `now`, whether it
+    /// must be asked again (and asks it, for all k), with the k-th hit of
+    /// everything gathered so far. Returns how many were asked again.
+    fn decide<'a>(
+        &'a self,
+        states: &mut [ChildState],
+        pending: &mut FuturesUnordered<Call<'a>>,
+        params: &SearchParams,
+        answer_at: Instant,
+        now: Instant,
+    ) -> u64 {
+        let due: Vec<usize> = (0..states.len())
+            .filter(|&i| states[i].decide_by().is_some_and(|by| by <= now))
+            .collect();
+        if due.is_empty() {
+            return 0;
+        }
+        let kth = kth_hit(states, params.top_k);
+        let mut asked = 0;
+        for i in due {
+            let ChildState::Undecided { first, .. } =
+                std::mem::replace(&mut states[i], ChildState::NotAsked)
+            else {
+                unreachable!("only undecided children are due")
+            };
+            states[i] = if !needs_more(first.hits.len(), &first, kth.as_ref()) {
+                ChildState::Done(first)
+            } else if let Some(call) = self.ask(i, params, params.top_k, Round::Second, answer_at) {
+                pending.push(call);
+                asked += 1;
+                ChildState::AskedAgain(first)
+            } else {
+                // No time left to ask: settled after the loop, as late.
+                ChildState::Undecided {
+                    first,
+                    decide_by: answer_at + NEVER,
+                }
+            };
+        }
+        asked
+    }
+
+    fn count_failure(&self, err: &ChildError) {
+        self.counters.inc(if matches!(err, ChildError::Timeout(_)) {
+            InnerCounter::ChildrenTimedOut
+        } else {
+            InnerCounter::ChildrenFailed
+        });
     }
 }
 
-/// What became of one child in one round of asking.
-enum Answer {
-    /// It answered.
-    Answered(SearchResponse),
-    /// It failed or was late: this stands in for its shards.
-    StandIn(SearchResponse),
-    /// It was not asked (this round).
-    NotAsked,
+/// A call to a child in flight: which child, which ask, and its outcome.
+type Call<'a> = BoxFuture<'a, (usize, Round, Result<SearchResponse, ChildError>)>;
+
+/// Far enough past any deadline to stand for "not before the end".
+const NEVER: Duration = Duration::from_secs(24 * 3600);
+
+/// Which ask of a child an answer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The first ask, for the child's likely share of the top-k.
+    First,
+    /// The second, for all k, because the first might have hidden some.
+    Second,
 }
 
-impl Answer {
-    fn answered(&self) -> Option<&SearchResponse> {
+/// Where one child stands during a search.
+enum ChildState {
+    /// Not asked: no time was left.
+    NotAsked,
+    /// Asked; no answer yet.
+    Waiting,
+    /// Its first answer filled its quota, so it might hold more of the
+    /// top-k: to be decided by `decide_by` at the latest.
+    Undecided {
+        first: SearchResponse,
+        decide_by: Instant,
+    },
+    /// Asked again for all k; its first answer is kept in case the second
+    /// does not come.
+    AskedAgain(SearchResponse),
+    /// Its final part of the answer: an answer, or a failure's stand-in.
+    Done(SearchResponse),
+}
+
+impl ChildState {
+    fn decide_by(&self) -> Option<Instant> {
         match self {
-            Answer::Answered(r) => Some(r),
+            ChildState::Undecided { decide_by, .. } => Some(*decide_by),
             _ => None,
         }
+    }
+
+    fn hits(&self) -> &[Hit] {
+        match self {
+            ChildState::Undecided { first: r, .. }
+            | ChildState::AskedAgain(r)
+            | ChildState::Done(r) => &r.hits,
+            ChildState::NotAsked | ChildState::Waiting => &[],
+        }
+    }
+}
+
+/// The k-th best of every hit gathered so far, if there are k.
+fn kth_hit(states: &[ChildState], k: usize) -> Option<Hit> {
+    let mut hits: Vec<&Hit> = states.iter().flat_map(ChildState::hits).collect();
+    if k == 0 || hits.len() < k {
+        return None;
+    }
+    hits.select_nth_unstable_by(k - 1, |a, b| hit_order(a, b));
+    Some(hits[k - 1].clone())
+}
+
+/// A child's first answer, kept where its second did not come: its hits are
+/// real but maybe not all of its share, so its shards count as `stand_in`
+/// says (timed out or failed).
+fn keep_first_hits(first: SearchResponse, stand_in: SearchResponse) -> SearchResponse {
+    SearchResponse {
+        hits: first.hits,
+        total_hits: first.total_hits,
+        total_hits_is_lower_bound: first.total_hits_is_lower_bound,
+        snapshot: first.snapshot,
+        ..stand_in
     }
 }
 
@@ -625,6 +740,32 @@ mod tests {
         // Child 0's first five hits are real and lead the answer.
         assert_eq!(ids(&r)[..5], exact(&[&strong], 5)[..]);
         assert_eq!(children[0].calls(), 2);
+        // Child 1 was asked again too: one round trip after its answer (at
+        // 10 ms) its five hits were all there were, fewer than k. Deciding
+        // before every answer is in may ask more than needed, never less.
+        assert_eq!(children[1].calls(), 2);
+        assert_eq!(counters.get(InnerCounter::ChildrenAskedAgain), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_straggler_does_not_hold_up_the_second_ask_of_its_siblings() {
+        let strong = hits("a", 12, 100.0);
+        // Child 0 answers in 5 ms with a full quota; child 1 never in time.
+        let children = vec![
+            child(0, ms(5), &strong),
+            child(1, ms(5_000), &hits("w", 12, 10.0)),
+        ];
+        let (f, counters) = fanout(&children, FanOutOptions::default());
+        let start = Instant::now();
+        let r = f.search(&params(10), start + ms(100)).await.unwrap();
+        assert_eq!(start.elapsed(), ms(100), "the straggler is waited for");
+        // Asked again after one more of its round trips (10 ms), answered
+        // by 15 ms: its shard is complete, only the straggler's is missing.
+        assert_eq!(children[0].calls(), 2);
+        assert_eq!(ids(&r), exact(&[&strong], 10));
+        let c = r.coverage.as_ref().unwrap();
+        assert_eq!((c.shards_ok, c.shards_timed_out), (1, 1));
+        assert_eq!(c.failures[0].shard, 1);
         assert_eq!(counters.get(InnerCounter::ChildrenAskedAgain), 1);
     }
 
