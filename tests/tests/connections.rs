@@ -13,7 +13,7 @@ use searchtree_node::serving::LISTENING_PREFIX;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::{
-    Fixture, client, fixture, node_addr, node_binaries, search, send, start_sharded_tree,
+    Fixture, client, fixture, node_addr, node_binaries, search, send, start_uncached_sharded_tree,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -356,7 +356,8 @@ fn signal(pid: u32, signal: libc::c_int) {
 async fn a_parent_resuming_from_a_stall_answers_in_full() {
     let _one = ONE_AT_A_TIME.lock().await;
     let fx = fixture(TMP);
-    let tree = start_sharded_tree(fx).await;
+    // Uncached: the same query must reach the stalled parent every time.
+    let tree = start_uncached_sharded_tree(fx).await;
     let mut root = client(tree.root_addr()).await;
     let full = search(&mut root, "river", 10).await.expect("answers");
     assert_eq!(full.coverage.unwrap().shards_ok, 4);
