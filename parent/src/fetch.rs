@@ -306,6 +306,26 @@ mod tests {
         assert_eq!(answer.hits[0].doc_id, "01");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_goes_down_through_an_inner_node_to_its_leaves() {
+        use crate::node::{InnerNode, InnerTiming};
+        let c = children(ms(2));
+        let lower: Vec<Arc<dyn Child>> = c[1..]
+            .iter()
+            .map(|c| Arc::clone(c) as Arc<dyn Child>)
+            .collect();
+        let mid = InnerNode::new("mid", lower, InnerTiming::default(), inner_counters("mid"));
+        let top: Vec<Arc<dyn Child>> = vec![Arc::clone(&c[0]) as Arc<dyn Child>, Arc::new(mid)];
+        let f = Fetcher::new(&top, inner_counters("root"));
+        let asked = vec![doc("21", 2), doc("10", 1), doc("01", 0)];
+        let answer = f.fetch(&params(asked), Instant::now() + ms(50)).await;
+        let ids: Vec<&str> = answer.hits.iter().map(|h| h.doc_id.as_str()).collect();
+        assert_eq!(ids, ["21", "10", "01"], "in the order asked");
+        assert_eq!(answer.hits[1].title, FakeChild::title_of("10"));
+        let calls: Vec<usize> = c.iter().map(|c| c.fetch_calls()).collect();
+        assert_eq!(calls, [1, 1, 1]);
+    }
+
     #[test]
     fn the_round_trip_reserve_follows_samples_within_its_bounds() {
         let rt = RoundTrip::default();
