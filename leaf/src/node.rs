@@ -286,11 +286,34 @@ impl<S: ShardSearch> LeafNode<S> {
         deadline: Instant,
     ) -> Result<FetchResponse, LeafError> {
         let shard = self.searcher.shard_id();
+        // Injected faults hit fetches as they hit searches: a slow or broken
+        // leaf is slow or broken for both phases.
+        match self.faults.draw() {
+            Fault::None => {}
+            Fault::Error => {
+                self.counters.inc(LeafCounter::InjectedErrors);
+                return Err(LeafError::Unavailable(
+                    "injected fault: this leaf fails on purpose".into(),
+                ));
+            }
+            Fault::Delay(delay) => {
+                self.counters.inc(LeafCounter::InjectedDelays);
+                tokio::time::sleep(delay).await;
+            }
+        }
         let until = deadline
             .checked_sub(self.timing.reserve)
             .unwrap_or(deadline);
         let slot = Arc::clone(&self.fetch_permits).acquire_owned();
-        let Ok(Ok(permit)) = tokio::time::timeout_at(until, slot).await else {
+        let permit = if Instant::now() < until {
+            tokio::time::timeout_at(until, slot)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None // too late already: no slot is taken
+        };
+        let Some(permit) = permit else {
             self.counters
                 .add(LeafCounter::FetchUnfetched, params.docs.len() as u64);
             return Err(LeafError::Timeout(format!(
@@ -942,6 +965,39 @@ mod tests {
         assert!(matches!(err, LeafError::Timeout(ref m) if m.contains("no fetch slot")));
         assert_eq!(node.counters().get(LeafCounter::FetchUnfetched), 1);
         drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn injected_faults_fail_or_delay_fetches_too() {
+        let (shard, _) = scripted();
+        let errors = FaultConfig {
+            error_prob: 1.0,
+            ..FaultConfig::default()
+        };
+        let failing = leaf(shard, 1, errors);
+        let err = failing
+            .fetch(fetch_params(&["a"]), Instant::now() + ms(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LeafError::Unavailable(_)));
+        assert_eq!(failing.counters().get(LeafCounter::InjectedErrors), 1);
+
+        let (shard, _) = scripted();
+        let delays = FaultConfig {
+            delay: ms(80),
+            delay_prob: 1.0,
+            ..FaultConfig::default()
+        };
+        let slow = leaf(shard, 1, delays);
+        let start = Instant::now();
+        let err = slow
+            .fetch(fetch_params(&["a"]), start + ms(50))
+            .await
+            .unwrap_err();
+        // Delayed past its deadline: no slot is taken, nothing is read.
+        assert!(matches!(err, LeafError::Timeout(_)), "{err:?}");
+        assert_eq!(start.elapsed(), ms(80));
+        assert_eq!(slow.counters().get(LeafCounter::FetchUnfetched), 1);
     }
 
     #[tokio::test(start_paused = true)]
