@@ -256,6 +256,25 @@ impl ResultCache {
         hit
     }
 
+    /// Stores `response`, a complete answer to `params` built outside
+    /// [`ResultCache::search`] — the root's answer once its fetch phase has
+    /// filled in titles and snippets — if it is of the snapshot the node
+    /// knows. A hit then costs the tree no fetch either.
+    pub async fn remember(&self, params: &SearchParams, response: &SearchResponse) {
+        if params.canary || !self.is_complete(response) {
+            return;
+        }
+        let key = self.key(params);
+        if *key.snapshot != *response.snapshot {
+            return;
+        }
+        let cached = Arc::new(Cached {
+            response: response.clone(),
+            stored_at: Instant::now(),
+        });
+        self.store.insert(key, cached).await;
+    }
+
     /// Answers `params` by `answer_at`: from the cache, by waiting for an
     /// identical search in flight, or with `search` (called with the time
     /// by which it must answer), whose complete answer is then stored.

@@ -148,6 +148,14 @@ impl InnerNode {
         Some(hit)
     }
 
+    /// Keeps `response`, a complete answer to `params` assembled by the
+    /// caller (the root's fetched answer), in the result cache, if any.
+    pub async fn remember(&self, params: &SearchParams, response: &SearchResponse) {
+        if let Some(cache) = &self.cache {
+            cache.remember(params, response).await;
+        }
+    }
+
     /// Checks queries against `limits` instead of the defaults.
     pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
         self.limits = limits;

@@ -129,13 +129,23 @@ impl RootNode {
     }
 
     /// Answers `params` by `deadline`: partial answers pass, unless nothing
-    /// answered or the client's `min_coverage` is not met.
+    /// answered or the client's `min_coverage` is not met. A complete
+    /// two-phase answer is kept in the result cache whole, so a repeat is
+    /// answered before admission, with no search and no fetch.
     pub async fn search(
         &self,
         params: &SearchParams,
         deadline: Instant,
     ) -> Result<SearchResponse, NodeError> {
         let counters = self.node.counters();
+        if self.fetch.is_some()
+            && !params.ids_only
+            && let Some(hit) = self.node.cached(params).await
+        {
+            // The whole answer, titles and snippets included, costs the tree
+            // nothing: no admission, no fan-out, no fetch.
+            return Ok(hit);
+        }
         let permit = match &self.admission {
             None => None,
             Some(admission) => match admission.try_acquire(
@@ -183,6 +193,7 @@ impl RootNode {
             phase
                 .fill(&self.node, &params.query, answer, deadline)
                 .await;
+            self.node.remember(params, answer).await;
         }
         let permit = permit.filter(|_| !from_cache);
         if let (Some(permit), Some(admission)) = (permit, &self.admission) {
@@ -362,6 +373,32 @@ mod tests {
         let c = r.inner().counters();
         assert_eq!(c.get(InnerCounter::Canaries), 1);
         assert_eq!(c.get(InnerCounter::CacheHits), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_two_phase_query_costs_no_search_and_no_fetch() {
+        let leaf = Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0), ("b", 0.5)]));
+        leaf.set_snapshot("v1");
+        let node = InnerNode::new(
+            "root",
+            vec![leaf.clone()],
+            InnerTiming::default(),
+            inner_counters("root"),
+        )
+        .with_cache(Some(searchtree_parent::cache::CacheConfig {
+            max_bytes: 1 << 20,
+            ttl: Duration::from_secs(60),
+        }));
+        let r = RootNode::new(node);
+        let first = ask(&r, request(1.0), None).await.unwrap();
+        assert_eq!((leaf.calls(), leaf.fetch_calls()), (1, 1));
+        assert!(first.hits.iter().all(|h| !h.title.is_empty()));
+        let start = Instant::now();
+        let again = ask(&r, request(1.0), None).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!((leaf.calls(), leaf.fetch_calls()), (1, 1));
+        assert_eq!(again.hits, first.hits, "titles and snippets included");
+        assert_eq!(r.inner().counters().get(InnerCounter::CacheHits), 1);
     }
 
     #[tokio::test(start_paused = true)]
