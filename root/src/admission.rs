@@ -52,13 +52,15 @@
 //!   - Saturated: otherwise the rate is the offered load, not what the tree
 //!     can do. The tree is saturated while the limit is in use (the same
 //!     "more than half in flight" as above), or while it is overloaded below
-//!     the limit: from a drop while the latest answer queued (its round trip
-//!     past `tolerance × long_rtt`, and past `long_rtt` by more than a
-//!     quarter of the budget) until an answer that did not. When overloaded
-//!     leaves refuse shards at once, queries finish early and the limit may
-//!     never be half in flight, yet the shards that were taken queued.
-//!     Neither a dead shard (cut short, but fast) nor a tree under light load
-//!     with noisy latency (slow now and then, never cut short) is saturated.
+//!     the limit: from an answer with shards refused while the latest answer
+//!     queued (its round trip past `tolerance × long_rtt`, and past
+//!     `long_rtt` by more than a quarter of the budget) until an answer that
+//!     did not. When overloaded leaves refuse shards at once, queries finish
+//!     early and the limit may never be half in flight, yet the shards that
+//!     were taken queued. Neither a dead shard (cut short, but fast), nor a
+//!     stalled child (every answer waits out its budget, but nothing is
+//!     refused and little is in flight), nor a tree under light load with
+//!     noisy latency (slow now and then, never cut short) is saturated.
 //!   - `budget` is the exponential average of the time admitted queries had
 //!     left (`default_budget` before the first).
 //!   - The configured `min_limit` is the floor's ceiling, and the floor
@@ -200,15 +202,26 @@ struct State {
     /// The smoothed time admitted queries had left, seconds.
     budget: f64,
     throughput: Throughput,
+    /// When a query was last shed.
+    last_shed: Option<Instant>,
 }
 
 impl State {
     /// Whether what the tree answers now is what it can answer, not what it
-    /// is offered: queries in flight, and either more than half of the
-    /// limit in flight (the limit in use), or the tree overloaded below it.
-    fn saturated(&self) -> bool {
+    /// is offered: queries in flight, and either the limit in use (more than
+    /// half of it in flight) and binding (a query shed within the last
+    /// [`RATE_WINDOW`]), or the tree overloaded below it. A limit that
+    /// drops have cut is "in use" by whatever the clients send, so without
+    /// sheds the rate would be the offered load: a closed loop of a few
+    /// clients, or a stalled child that makes every answer wait out a short
+    /// budget, would pull the floor down to what they happen to send.
+    fn saturated(&self, now: Instant) -> bool {
+        let binding = self
+            .last_shed
+            .is_some_and(|at| now.saturating_duration_since(at) < RATE_WINDOW);
         self.in_flight > 0
-            && (self.in_flight as f64 >= self.limit / 2.0 || self.throughput.overloaded)
+            && ((binding && self.in_flight as f64 >= self.limit / 2.0)
+                || self.throughput.overloaded)
     }
 }
 
@@ -325,6 +338,7 @@ impl Admission {
                 long_rtt: 0.0,
                 budget: config.default_budget.as_secs_f64(),
                 throughput: Throughput::new(),
+                last_shed: None,
             }),
         })
     }
@@ -380,6 +394,7 @@ impl Admission {
             s.in_flight + reserved < limit && interactive < limit
         };
         if !admit {
+            s.last_shed = Some(now);
             return Err(Shed {
                 reason: if s.in_flight >= limit {
                     ShedReason::AtLimit
@@ -395,7 +410,7 @@ impl Admission {
         if batch {
             s.batch_in_flight += 1;
         }
-        s.throughput.saturated = s.saturated();
+        s.throughput.saturated = s.saturated(now);
         Ok(Permit {
             admission: Arc::clone(self),
             started: now,
@@ -468,10 +483,11 @@ impl Admission {
 impl Permit {
     /// The query finished: `dropped` if some of its shards ran out of time
     /// or were refused by overloaded leaves (the answer was capped by the
-    /// budget or cut short), and `answered` the share of its shards that
+    /// budget or cut short), `refused` if some were refused (failed rather
+    /// than timed out), and `answered` the share of its shards that
     /// answered (1 for a complete answer, 0 for an error): the work the
     /// tree did for it, which the floor's rate counts.
-    pub fn finish(mut self, dropped: bool, answered: f64) {
+    pub fn finish(mut self, dropped: bool, refused: bool, answered: f64) {
         self.done = true;
         let now = Instant::now();
         let rtt = now.saturating_duration_since(self.started);
@@ -494,26 +510,32 @@ impl Permit {
                 s.throughput.overloaded = false;
             }
         }
-        if dropped && s.throughput.queued {
+        // Shards refused by overloaded nodes while answers queue: overload
+        // below the limit. Shards that only timed out do not count here: a
+        // stalled or partitioned child makes every answer wait out its
+        // budget with little in flight, which is a failure, not a queue
+        // (and a real queue fills the limit, the other way to saturation).
+        if dropped && refused && s.throughput.queued {
             s.throughput.overloaded = true;
         }
         admission.update(&mut s, rtt, self.in_flight, dropped);
-        s.throughput.saturated = s.saturated();
+        s.throughput.saturated = s.saturated(now);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
+            let now = Instant::now();
             let mut s = self.admission.state.lock().expect("admission state");
-            if s.throughput.event(Instant::now(), 0.0) {
+            if s.throughput.event(now, 0.0) {
                 self.admission.refresh_floor(&mut s);
             }
             s.in_flight -= 1;
             if self.batch {
                 s.batch_in_flight -= 1;
             }
-            s.throughput.saturated = s.saturated();
+            s.throughput.saturated = s.saturated(now);
         }
     }
 }
@@ -666,7 +688,7 @@ mod tests {
         assert_eq!((shed.in_flight, shed.limit), (2, 2));
         assert_eq!(shed.pushback, DEFAULT_PUSHBACK);
         tokio::time::advance(ms(20)).await;
-        first.finish(false, 1.0);
+        first.finish(false, false, 1.0);
         drop(second); // cancelled: frees the slot, no sample
         assert_eq!(a.in_flight(), 0);
         assert!(a.try_acquire(false, BUDGET).is_ok());
@@ -708,7 +730,7 @@ mod tests {
                 .expect("a slot");
             let done = self.free_at[slot].max(now) + self.service;
             if done > now + budget {
-                permit.finish(true, 0.0);
+                permit.finish(true, true, 0.0);
                 return;
             }
             self.free_at[slot] = done;
@@ -723,7 +745,7 @@ mod tests {
                 .partition::<Vec<_>, _>(|(at, _)| *at <= now);
             self.running = running;
             for (_, permit) in done {
-                permit.finish(self.dropped, self.share);
+                permit.finish(self.dropped, self.dropped, self.share);
                 self.answered += 1;
             }
         }
@@ -753,6 +775,25 @@ mod tests {
 
     fn measured_rate(a: &Admission) -> Option<f64> {
         a.state.lock().unwrap().throughput.rate
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_child_is_not_overload_and_keeps_the_floor() {
+        // Batches of 16 queries with 40 ms budgets; half the tree stalled,
+        // so every answer is partial (shards timed out, none refused) and
+        // comes at its budget. Nothing queues at the root.
+        let a = Admission::new(AdmissionConfig::default());
+        for _ in 0..200 {
+            let permits: Vec<_> = (0..16)
+                .map(|_| a.try_acquire(false, ms(40)).expect("admitted"))
+                .collect();
+            tokio::time::advance(ms(40)).await;
+            for permit in permits {
+                permit.finish(true, false, 0.5);
+            }
+        }
+        assert_eq!(a.floor(), DEFAULT_MIN_LIMIT, "no rate measured");
+        assert!(a.limit() >= DEFAULT_MIN_LIMIT, "limit {}", a.limit());
     }
 
     #[tokio::test(start_paused = true)]
@@ -842,7 +883,7 @@ mod tests {
         for _ in 0..1000 {
             let permit = a.try_acquire(false, budget).unwrap();
             tokio::time::advance(ms(5)).await;
-            permit.finish(false, 1.0);
+            permit.finish(false, false, 1.0);
         }
         assert_eq!(measured_rate(&a), None);
         assert_eq!(a.floor(), 8);

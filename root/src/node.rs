@@ -206,7 +206,8 @@ impl RootNode {
             let answered = coverage.map_or(0.0, |c| {
                 f64::from(c.shards_ok) / f64::from(c.shards_total.max(1))
             });
-            permit.finish(dropped, answered);
+            let refused = coverage.is_some_and(|c| c.shards_failed > 0);
+            permit.finish(dropped, refused, answered);
             counters.set(InnerCounter::AdmissionLimit, admission.limit() as u64);
             counters.set(InnerCounter::AdmissionFloor, admission.floor() as u64);
         }

@@ -9,11 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use searchtree::build::TOPOLOGY_FILE;
+use searchtree::tree::topology::Topology;
 use searchtree_node::serving::LISTENING_PREFIX;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::{
-    Fixture, client, fixture, node_addr, node_binaries, search, send, start_uncached_sharded_tree,
+    Fixture, client, fixture, node_addr, node_binaries, search, send, start_tree,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -357,7 +359,19 @@ async fn a_parent_resuming_from_a_stall_answers_in_full() {
     let _one = ONE_AT_A_TIME.lock().await;
     let fx = fixture(TMP);
     // Uncached: the same query must reach the stalled parent every time.
-    let tree = start_uncached_sharded_tree(fx).await;
+    // Admission off: this is about connections surviving a storm of reset
+    // streams, and the stall (every answer partial at a 40 ms budget, on a
+    // debug build whose leaves refuse what they cannot start in time) is
+    // what admission rightly takes for overload and sheds after.
+    let mut topology = Topology::load(&fx.sharded.join(TOPOLOGY_FILE)).expect("topology");
+    topology.root.cache_mb = Some(0);
+    topology.root.admission = Some(false);
+    for parent in &mut topology.parents {
+        parent.cache_mb = Some(0);
+    }
+    let path = fx.sharded.join("stall.toml");
+    std::fs::write(&path, topology.to_toml()).expect("write topology");
+    let tree = start_tree(&path).await;
     let mut root = client(tree.root_addr()).await;
     let full = search(&mut root, "river", 10).await.expect("answers");
     assert_eq!(full.coverage.unwrap().shards_ok, 4);
