@@ -23,18 +23,18 @@ const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 /// Relative score difference allowed between the tree and the oracle.
 const TOLERANCE: f32 = 1e-5;
 
-/// The fixture's 4-shard, 2-parent topology with the root in one phase
-/// (`one_phase = true`, written beside it) or the default two.
+/// The fixture's 4-shard, 2-parent topology with the root in one phase or
+/// two, whatever the build chose for the corpus (written beside it).
 fn topology(fx: &Fixture, one_phase: bool) -> std::path::PathBuf {
     let file = fx.sharded.join(searchtree::build::TOPOLOGY_FILE);
-    if !one_phase {
-        return file;
-    }
-    let text = std::fs::read_to_string(&file).expect("topology");
-    let text = text.replacen("[root]\n", "[root]\none_phase = true\n", 1);
-    assert!(text.contains("one_phase = true"), "{text}");
-    let path = fx.sharded.join("one-phase.toml");
-    std::fs::write(&path, text).expect("write topology");
+    let mut topology = searchtree::tree::topology::Topology::load(&file).expect("topology");
+    topology.root.one_phase = one_phase;
+    let path = fx.sharded.join(if one_phase {
+        "one-phase.toml"
+    } else {
+        "two-phase.toml"
+    });
+    std::fs::write(&path, topology.to_toml()).expect("write topology");
     path
 }
 

@@ -303,8 +303,27 @@ fn build_into(
         &dir.join(MANIFEST_FILE),
         (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes(),
     )?;
+    let mut topology = topology.clone();
+    topology.root.one_phase = prefers_one_phase(&manifest.corpus);
     write_synced(&dir.join(TOPOLOGY_FILE), topology.to_toml().as_bytes())?;
     Ok((manifest, skipped_examples))
+}
+
+/// Mean body length, in tokens, below which a generated topology searches
+/// in one phase. Measured (BENCHMARKS.md, "Two-phase search"): on the
+/// bundled summaries (79 tokens a document) one phase answered about a
+/// third more queries per second than two; on linux-doc (649 tokens) two
+/// phases answered 12% more at k = 10 and 72% more at k = 50. Building a
+/// snippet costs in proportion to the document, the fetch round trip does
+/// not; the threshold sits between the two measured corpora.
+pub const ONE_PHASE_MAX_MEAN_BODY_TOKENS: u64 = 256;
+
+/// Whether a corpus of these totals is better served in one phase: its
+/// documents are so short that snippets for every leaf's top-k cost less
+/// than the fetch phase's extra round trip through the tree.
+pub fn prefers_one_phase(corpus: &searchtree_leaf::stats::CorpusTotals) -> bool {
+    let body = corpus.num_tokens.get(schema::BODY).copied().unwrap_or(0);
+    body < ONE_PHASE_MAX_MEAN_BODY_TOKENS.saturating_mul(corpus.num_docs.max(1))
 }
 
 /// The corpus's valid documents in order: ids checked to be unique, invalid
@@ -390,6 +409,30 @@ mod tests {
             .collect();
         std::fs::write(&path, lines).unwrap();
         path
+    }
+
+    #[test]
+    fn short_documents_get_one_phase_long_ones_two() {
+        let totals = |docs: u64, body: u64| searchtree_leaf::stats::CorpusTotals {
+            num_docs: docs,
+            num_tokens: [(schema::BODY.to_string(), body)].into(),
+        };
+        assert!(
+            prefers_one_phase(&totals(10_033, 791_112)),
+            "bundled: 79 a document"
+        );
+        assert!(
+            !prefers_one_phase(&totals(8_847, 5_740_000)),
+            "linux-doc: 649"
+        );
+        assert!(prefers_one_phase(&totals(0, 0)));
+
+        let dir = scratch();
+        let input = corpus(dir.path(), 8);
+        let out = dir.path().join("out");
+        build(&options(&input, &out, 2)).unwrap();
+        let topology = Topology::load(&out.join(TOPOLOGY_FILE)).unwrap();
+        assert!(topology.root.one_phase, "three-word documents");
     }
 
     pub(super) fn options(input: &Path, out: &Path, shards: u32) -> BuildOptions {
