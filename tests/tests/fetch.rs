@@ -29,11 +29,12 @@ fn topology(fx: &Fixture, one_phase: bool) -> std::path::PathBuf {
     let file = fx.sharded.join(searchtree::build::TOPOLOGY_FILE);
     let mut topology = searchtree::tree::topology::Topology::load(&file).expect("topology");
     topology.root.one_phase = one_phase;
-    let path = fx.sharded.join(if one_phase {
-        "one-phase.toml"
-    } else {
-        "two-phase.toml"
-    });
+    // One file per call: tests run in parallel and must not read a file
+    // another is writing.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let phases = if one_phase { 1 } else { 2 };
+    let path = fx.sharded.join(format!("phases-{phases}-{n}.toml"));
     std::fs::write(&path, topology.to_toml()).expect("write topology");
     path
 }
