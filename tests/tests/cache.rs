@@ -102,6 +102,9 @@ async fn cache_mb_0_turns_a_nodes_cache_off_and_a_parent_caches_for_its_caller()
     let path = topology(fx, "cache-off.toml", |t| {
         t.root.cache_mb = Some(0);
         t.parents[0].cache_mb = Some(0);
+        // Every parent asked for all k: one key per query at each parent
+        // (a second ask for more hits would be another key).
+        t.routing.child_k_probability = Some(1.0);
     });
     let tree = start_tree(&path).await;
     let root_addr = tree.root_addr();
