@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 pub fn coverage_line(r: &SearchResponse) -> String {
     let c = r.coverage.clone().unwrap_or_default();
     format!(
-        "coverage: {}/{} shards ok, {} timed out, {} failed{}; {}/{} documents searched; {} matches; took {:.2?}",
+        "coverage: {}/{} shards ok, {} timed out, {} failed{}; {}/{} documents searched; {}{} matches{}; took {:.2?}",
         c.shards_ok,
         c.shards_total,
         c.shards_timed_out,
@@ -17,7 +17,21 @@ pub fn coverage_line(r: &SearchResponse) -> String {
         if r.partial { " (PARTIAL)" } else { "" },
         c.docs_searched,
         c.docs_total,
+        // Pruned leaves count only what they scored: at least this many.
+        if r.total_hits_is_lower_bound {
+            "≥"
+        } else {
+            ""
+        },
         r.total_hits,
+        if r.hits_unfetched > 0 {
+            format!(
+                "; {} hits without title and snippet (fetch ran out of time)",
+                r.hits_unfetched
+            )
+        } else {
+            String::new()
+        },
         Duration::from_micros(r.took_us)
     )
 }
@@ -77,6 +91,9 @@ pub fn to_json(r: &SearchResponse) -> Value {
             "snippet": h.snippet,
         })).collect::<Vec<_>>(),
         "total_hits": r.total_hits,
+        "total_hits_is_lower_bound": r.total_hits_is_lower_bound,
+        "hits_unfetched": r.hits_unfetched,
+        "snapshot": r.snapshot,
         "coverage": {
             "shards_total": c.shards_total,
             "shards_ok": c.shards_ok,
@@ -93,4 +110,31 @@ pub fn to_json(r: &SearchResponse) -> Value {
         "partial": r.partial,
         "took_us": r.took_us,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lower_bound_and_unfetched_hits_are_said_plainly() {
+        let exact = SearchResponse {
+            total_hits: 19,
+            ..Default::default()
+        };
+        assert!(coverage_line(&exact).contains("; 19 matches;"));
+        let pruned = SearchResponse {
+            total_hits: 19,
+            total_hits_is_lower_bound: true,
+            hits_unfetched: 2,
+            snapshot: "crc32:1".into(),
+            ..Default::default()
+        };
+        let line = coverage_line(&pruned);
+        assert!(line.contains("; ≥19 matches; 2 hits without title"), "{line}");
+        let json = to_json(&pruned);
+        assert_eq!(json["total_hits_is_lower_bound"], true);
+        assert_eq!(json["hits_unfetched"], 2);
+        assert_eq!(json["snapshot"], "crc32:1");
+    }
 }
