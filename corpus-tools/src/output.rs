@@ -131,7 +131,10 @@ mod tests {
             ..Default::default()
         };
         let line = coverage_line(&pruned);
-        assert!(line.contains("; ≥19 matches; 2 hits without title"), "{line}");
+        assert!(
+            line.contains("; ≥19 matches; 2 hits without title"),
+            "{line}"
+        );
         let json = to_json(&pruned);
         assert_eq!(json["total_hits_is_lower_bound"], true);
         assert_eq!(json["hits_unfetched"], 2);
