@@ -59,6 +59,9 @@ counter_set! {
         /// Total time requests waited for a search slot, in microseconds
         /// (divided by `queue_waits`, the mean wait).
         QueueWaitUsTotal = "queue_wait_us_total",
+        /// Requests that waited more than 10 ms for a search slot (the same
+        /// mark as the inner nodes' `queue_waits_over_10ms`).
+        QueueWaitsOver10Ms = "queue_waits_over_10ms",
         /// Requests delayed on purpose (fault injection).
         InjectedDelays = "injected_delays",
         /// Requests failed on purpose (fault injection).
@@ -179,6 +182,10 @@ impl Default for ServiceEstimate {
 /// every leaf at once: at the root's initial admission limit (64 queries) a
 /// leaf with two slots sees 62 waiting, which must not be refused.
 pub const DEFAULT_QUEUED_PER_SLOT: usize = 64;
+
+/// A wait for a search slot past which it counts in
+/// `queue_waits_over_10ms`: a tenth of the default budget.
+const SLOW_QUEUE_WAIT: Duration = Duration::from_millis(10);
 
 /// One shard's request handling: search slots, timing, faults, counters.
 pub struct LeafNode<S = ShardSearcher> {
@@ -412,6 +419,9 @@ impl<S: ShardSearch> LeafNode<S> {
                     LeafCounter::QueueWaitUsTotal,
                     u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
                 );
+                if waited > SLOW_QUEUE_WAIT {
+                    self.counters.inc(LeafCounter::QueueWaitsOver10Ms);
+                }
                 let Ok(Ok(permit)) = permit else {
                     self.counters.inc(LeafCounter::QueueDeadlineExceeded);
                     guard.armed = false;
@@ -915,6 +925,7 @@ mod tests {
         assert_eq!(node.counters().get(LeafCounter::QueueDeadlineExceeded), 1);
         assert_eq!(node.counters().get(LeafCounter::QueueWaits), 1);
         assert_eq!(node.counters().get(LeafCounter::QueueWaitUsTotal), 49_000);
+        assert_eq!(node.counters().get(LeafCounter::QueueWaitsOver10Ms), 1);
         assert_eq!(node.permits.available_permits(), 1);
     }
 
