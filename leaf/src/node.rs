@@ -77,6 +77,9 @@ counter_set! {
         /// Documents left unfetched: the fetch reached its deadline (or
         /// waited for a fetch slot until then) before loading them.
         FetchUnfetched = "fetch_unfetched",
+        /// Fetches whose caller went away before the answer (counted apart
+        /// from `requests_cancelled`, which is about searches).
+        FetchesCancelled = "fetches_cancelled",
     }
 }
 
@@ -330,6 +333,7 @@ impl<S: ShardSearch> LeafNode<S> {
         let mut guard = CancelOnDrop {
             flag: Arc::default(),
             counters: Arc::clone(&self.counters),
+            counter: LeafCounter::FetchesCancelled,
             armed: true,
         };
         let stop = Stop {
@@ -381,6 +385,7 @@ impl<S: ShardSearch> LeafNode<S> {
         let mut guard = CancelOnDrop {
             flag: Arc::default(),
             counters: Arc::clone(&self.counters),
+            counter: LeafCounter::RequestsCancelled,
             armed: true,
         };
         match self.faults.draw() {
@@ -538,6 +543,8 @@ impl Drop for Queued {
 struct CancelOnDrop {
     flag: Arc<AtomicBool>,
     counters: Arc<LeafCounters>,
+    /// What a cancellation counts as: a search's or a fetch's.
+    counter: LeafCounter,
     armed: bool,
 }
 
@@ -545,7 +552,7 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
             self.flag.store(true, Ordering::Relaxed);
-            self.counters.inc(LeafCounter::RequestsCancelled);
+            self.counters.inc(self.counter);
         }
     }
 }
