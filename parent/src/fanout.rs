@@ -271,8 +271,12 @@ impl FanOut {
             }
         }
         let mut firsts_pending = pending.len();
+        let mut seconds_pending = 0usize;
         let mut shards_ok = 0usize;
         let mut asked_again = 0u64;
+        // Set once the early answer's wait is over: first answers still to
+        // come are stragglers left out; second asks are still awaited.
+        let mut stragglers_cut = false;
         let deadline = tokio::time::sleep_until(answer_at);
         tokio::pin!(deadline);
         loop {
@@ -282,13 +286,21 @@ impl FanOut {
                 biased;
                 next = pending.next(), if !pending.is_empty() => {
                     let Some((i, round, result)) = next else { continue };
-                    if round == Round::First {
-                        firsts_pending -= 1;
+                    match round {
+                        Round::First => firsts_pending -= 1,
+                        Round::Second => seconds_pending -= 1,
+                    }
+                    if round == Round::First && stragglers_cut {
+                        continue; // left out by the early answer
                     }
                     let slot = &self.slots[i];
                     let response = match result {
                         Ok(response) => {
-                            slot.observe(sent.elapsed(), &response);
+                            // A second answer's round trip includes the wait
+                            // before it was sent: not a sample of the hop.
+                            if round == Round::First {
+                                slot.observe(sent.elapsed(), &response);
+                            }
                             Ok(response)
                         }
                         // Returning drops `pending`, cancelling the calls in flight.
@@ -337,20 +349,41 @@ impl FanOut {
                     }
                 }
                 _ = tokio::time::sleep_until(decide_at.unwrap_or(answer_at)), if decide_at.is_some() => {
-                    asked_again += self.decide(&mut states, &mut pending, params, answer_at, Instant::now());
+                    let asked = self.decide(&mut states, &mut pending, params, answer_at, Instant::now());
+                    seconds_pending += asked as usize;
+                    asked_again += asked;
                 }
                 _ = &mut deadline => {
-                    if deadline.deadline() < answer_at {
-                        self.counters.inc(InnerCounter::EarlyAnswers);
+                    if deadline.deadline() >= answer_at {
+                        break;
                     }
-                    break;
+                    // The early answer's wait is over: leave the stragglers
+                    // out, but give the children that did answer their
+                    // second asks, until the real deadline.
+                    self.counters.inc(InnerCounter::EarlyAnswers);
+                    stragglers_cut = true;
+                    deadline.as_mut().reset(answer_at);
                 }
             }
-            if firsts_pending == 0 {
-                // Every child has answered: no better k-th is coming.
-                asked_again += self.decide(&mut states, &mut pending, params, answer_at, answer_at);
+            if (firsts_pending == 0 || stragglers_cut)
+                && states.iter().any(|s| s.decide_by().is_some())
+            {
+                // Every child has answered (or the rest are left out): no
+                // better k-th is coming.
+                let asked = self.decide(&mut states, &mut pending, params, answer_at, answer_at);
+                seconds_pending += asked as usize;
+                asked_again += asked;
             }
-            if pending.is_empty() && !states.iter().any(|s| s.decide_by().is_some()) {
+            if firsts_pending == 0 && deadline.deadline() < answer_at {
+                // Nobody left to cut off early: second asks get the full time.
+                deadline.as_mut().reset(answer_at);
+            }
+            let waiting_for = if stragglers_cut {
+                seconds_pending
+            } else {
+                pending.len()
+            };
+            if waiting_for == 0 && !states.iter().any(|s| s.decide_by().is_some()) {
                 break;
             }
         }
@@ -446,11 +479,10 @@ impl FanOut {
                 asked += 1;
                 ChildState::AskedAgain(first)
             } else {
-                // No time left to ask: settled after the loop, as late.
-                ChildState::Undecided {
-                    first,
-                    decide_by: answer_at + NEVER,
-                }
+                // No time left to ask: its first hits stand, its shards late.
+                self.counters.inc(InnerCounter::ChildrenTimedOut);
+                let late = ChildError::Timeout("no time to ask for the rest of its hits".into());
+                ChildState::Done(keep_first_hits(first, failure(&self.slots[i], &late)))
             };
         }
         asked
@@ -467,9 +499,6 @@ impl FanOut {
 
 /// A call to a child in flight: which child, which ask, and its outcome.
 type Call<'a> = BoxFuture<'a, (usize, Round, Result<SearchResponse, ChildError>)>;
-
-/// Far enough past any deadline to stand for "not before the end".
-const NEVER: Duration = Duration::from_secs(24 * 3600);
 
 /// Which ask of a child an answer belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -767,6 +796,37 @@ mod tests {
         assert_eq!((c.shards_ok, c.shards_timed_out), (1, 1));
         assert_eq!(c.failures[0].shard, 1);
         assert_eq!(counters.get(InnerCounter::ChildrenAskedAgain), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_early_answer_leaves_out_stragglers_but_not_second_asks() {
+        let strong = hits("a", 12, 100.0);
+        // Child 0 holds the best ten; 1 and 2 weak hits; 3 is a straggler.
+        let children = vec![
+            child(0, ms(8), &strong),
+            child(1, ms(8), &hits("w", 12, 10.0)),
+            child(2, ms(8), &hits("v", 12, 9.0)),
+            child(3, ms(80), &hits("s", 12, 50.0)),
+        ];
+        let options = FanOutOptions {
+            early_answer: Some(EarlyAnswer {
+                coverage: 0.75,
+                wait: ms(10),
+            }),
+            ..Default::default()
+        };
+        let (f, counters) = fanout(&children, options);
+        let start = Instant::now();
+        let r = f.search(&params(10), start + ms(100)).await.unwrap();
+        // Three answered at 8 ms, so the straggler is left out at 18 ms; child
+        // 0 was asked again at 16 ms and its second answer, at 24 ms, counts.
+        assert_eq!(start.elapsed(), ms(24));
+        assert_eq!(children[0].calls(), 2);
+        assert_eq!(ids(&r), exact(&[&strong], 10));
+        let c = r.coverage.as_ref().unwrap();
+        assert_eq!((c.shards_ok, c.shards_timed_out), (3, 1));
+        assert_eq!(c.failures[0].shard, 3);
+        assert_eq!(counters.get(InnerCounter::EarlyAnswers), 1);
     }
 
     #[tokio::test(start_paused = true)]
