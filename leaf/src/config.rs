@@ -60,6 +60,11 @@ pub struct LeafConfig {
     /// as a query of death would (to test canaries and restarts).
     #[arg(long)]
     pub inject_crash_on: Option<String>,
+    /// Shards with fewer documents are scored exhaustively rather than with
+    /// block-max pruning, which costs more than it saves on short posting
+    /// lists (0 prunes every shard).
+    #[arg(long, default_value_t = crate::searcher::MIN_PRUNED_DOCS)]
+    pub min_pruned_docs: u64,
     /// How complex a query may be.
     #[command(flatten)]
     pub query_limits: QueryLimitArgs,

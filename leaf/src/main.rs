@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = serving::bind(&config.listen).await?;
     let mut searcher = ShardSearcher::new(shard);
     searcher.set_name(listener.local_addr()?.to_string());
+    searcher.set_min_pruned_docs(config.min_pruned_docs);
     let service = LeafService::new(
         searcher,
         config.concurrency(),

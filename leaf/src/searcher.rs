@@ -16,6 +16,13 @@ use crate::schema;
 use crate::shard::Shard;
 use crate::snippet::Presenter;
 
+/// Shards with fewer documents are scored exhaustively: their posting
+/// lists span a few 128-document blocks, with little to skip, and block-max
+/// pruning cost more than it saved (BENCHMARKS.md, "Block-max pruning":
+/// 1.09-1.16x the exhaustive time on a 2,472-document shard, 0.97-1.05x on
+/// 10,033 documents, 0.49-0.94x on 100,330).
+pub const MIN_PRUNED_DOCS: u64 = 16_384;
+
 /// The longest part of tantivy's explanation quoted in an error, in
 /// characters: its messages may echo the query, which must stay short.
 const REASON_CHARS: usize = 160;
@@ -61,6 +68,8 @@ pub struct ShardSearcher {
     parser: QueryParser,
     /// How this leaf names itself in `coverage.sources` (its address).
     name: String,
+    /// Shards with fewer documents are not pruned.
+    min_pruned_docs: u64,
 }
 
 impl ShardSearcher {
@@ -72,7 +81,14 @@ impl ShardSearcher {
             shard,
             parser,
             name: String::new(),
+            min_pruned_docs: MIN_PRUNED_DOCS,
         }
+    }
+
+    /// Scores shards of fewer than `docs` documents exhaustively (0 prunes
+    /// every shard).
+    pub fn set_min_pruned_docs(&mut self, docs: u64) {
+        self.min_pruned_docs = docs;
     }
 
     /// Sets the name (address) this leaf reports as the source of its answers.
@@ -99,15 +115,16 @@ impl ShardSearcher {
     /// answers with the best hits found so far, marked as a timed-out shard
     /// (a soft timeout). Blocking: call it off the async workers.
     ///
-    /// Unless `exact_total_hits` is asked for, documents that cannot reach
-    /// the top-k may be skipped (block-max pruning, same hits); `total_hits`
-    /// then says it is a lower bound.
+    /// Unless `exact_total_hits` is asked for, or the shard is smaller than
+    /// its `min_pruned_docs` ([`MIN_PRUNED_DOCS`] by default), documents that cannot reach the top-k may be
+    /// skipped (block-max pruning, same hits); `total_hits` then says it is a
+    /// lower bound.
     pub fn search(&self, params: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError> {
         let started = Instant::now();
         let query = self.parse(&params.query)?;
         let searcher = self.shard.reader.searcher();
         let cancelled = stop.cancelled.clone();
-        let pruning = if params.exact_total_hits {
+        let pruning = if params.exact_total_hits || searcher.num_docs() < self.min_pruned_docs {
             None
         } else {
             // The same statistics as the scores, so the same BM25 weights

@@ -4,11 +4,13 @@
 //! (block-max WAND) and the counts may fall short, but only when the answer
 //! says so — the hits are the same either way.
 
+use searchtree::build::TOPOLOGY_FILE;
 use searchtree::bundled;
+use searchtree::tree::topology::Topology;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::oracle::{Expected, Oracle};
-use searchtree_tests::{GENEROUS_BUDGET_MS, client, fixture, send, start_sharded_tree, start_tree};
+use searchtree_tests::{Fixture, GENEROUS_BUDGET_MS, client, fixture, send, start_tree};
 use tonic::transport::Channel;
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
@@ -42,6 +44,19 @@ async fn search(
     )
     .await
     .unwrap_or_else(|e| panic!("{query:?}: {e}"))
+}
+
+/// The fixture's tree with every leaf pruning, small as its shards are
+/// (`min_pruned_docs = 0`; by default shards this small are scored
+/// exhaustively), written to `name` beside the fixture's topology.
+async fn start_pruning_tree(fx: &Fixture, name: &str) -> searchtree::tree::supervisor::Tree {
+    let mut topology = Topology::load(&fx.sharded.join(TOPOLOGY_FILE)).expect("topology");
+    for leaf in &mut topology.leaves {
+        leaf.min_pruned_docs = Some(0);
+    }
+    let path = fx.sharded.join(name);
+    std::fs::write(&path, topology.to_toml()).expect("write topology");
+    start_tree(&path).await
 }
 
 /// Checks one answer against the oracle; says whether its count fell short.
@@ -95,7 +110,7 @@ fn assert_same(
 async fn tree_top10_equals_one_index_for_every_bundled_query() {
     let fx = fixture(TMP);
     let oracle = Oracle::open(&fx.whole.join("shards/shard-000"));
-    let tree = start_sharded_tree(fx).await;
+    let tree = start_pruning_tree(fx, "pruning.toml").await;
     let mut root = client(tree.root_addr()).await;
 
     let queries = bundled::queries();
@@ -147,7 +162,7 @@ children = ["leaf-0", "leaf-1"]
 {}"#,
             (0..4)
                 .map(|s| format!(
-                    "[[leaf]]\nname = \"leaf-{s}\"\nshard = {s}\nindex = \"{}\"\n",
+                    "[[leaf]]\nname = \"leaf-{s}\"\nshard = {s}\nmin_pruned_docs = 0\nindex = \"{}\"\n",
                     shards.join(format!("shard-{s:03}")).display()
                 ))
                 .collect::<String>()
@@ -175,7 +190,7 @@ children = ["leaf-0", "leaf-1"]
 async fn ties_at_the_kth_score_break_by_id_with_and_without_pruning() {
     let fx = fixture(TMP);
     let oracle = Oracle::open(&fx.whole.join("shards/shard-000"));
-    let tree = start_sharded_tree(fx).await;
+    let tree = start_pruning_tree(fx, "pruning-ties.toml").await;
     let mut root = client(tree.root_addr()).await;
     let mut tied = 0;
     for query in [

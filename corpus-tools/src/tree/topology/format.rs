@@ -212,6 +212,11 @@ pub struct LeafNode {
     /// query of death, to test canaries and restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject_crash_on: Option<String>,
+    /// Shards with fewer documents are scored without block-max pruning
+    /// (unset: the leaf's default, `--min-pruned-docs`; 0 prunes every
+    /// shard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_pruned_docs: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -45,6 +45,7 @@ impl Topology {
                 inject_delay_prob: 0.0,
                 inject_error_prob: 0.0,
                 inject_crash_on: None,
+                min_pruned_docs: None,
             })
             .collect();
         let parents: Vec<ParentNode> = (0..parents)

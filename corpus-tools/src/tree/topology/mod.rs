@@ -21,6 +21,7 @@
 //! # inject_delay_prob = 0.01        # probability a request is delayed
 //! # inject_error_prob = 0.0         # probability a request fails UNAVAILABLE
 //! # inject_crash_on = "boom"        # abort on a query containing this
+//! # min_pruned_docs = 0             # prune even small shards (default 16384)
 //! ```
 //!
 //! [`Topology::plan`] validates a topology and orders its nodes so that every

@@ -254,6 +254,9 @@ impl LeafNode {
             }
             flags.push(format!("--inject-crash-on={term}"));
         }
+        if let Some(docs) = self.min_pruned_docs {
+            flags.push(format!("--min-pruned-docs={docs}"));
+        }
         Ok(flags)
     }
 }
