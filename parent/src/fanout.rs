@@ -25,14 +25,7 @@ use crate::child_k::{DEFAULT_CHILD_K_PROBABILITY, child_k, needs_more};
 use crate::counters::{InnerCounter, InnerCounters};
 use crate::error::NodeError;
 use crate::merge::merge;
-
-/// The smallest and largest time kept back for the hop to a child and back.
-/// The floor covers the timer's 1 ms granularity: a deadline timer may fire
-/// up to 1 ms late, at the child and here.
-const HOP_FLOOR: Duration = Duration::from_millis(1);
-const HOP_CEILING: Duration = Duration::from_millis(20);
-/// What is kept back for a child not yet measured.
-const HOP_INITIAL: Duration = Duration::from_millis(3);
+use crate::round_trip::RoundTrip;
 
 /// A child plus what the parent has learned about it.
 struct Slot {
@@ -41,47 +34,7 @@ struct Slot {
     docs_total: AtomicU64,
     /// The hop's cost: round trip minus the time the child says it spent,
     /// i.e. network, queueing and serialisation, both ways.
-    hop: HopEstimate,
-}
-
-/// A smoothed estimate of a hop's cost and of its variation, kept the way
-/// TCP estimates its retransmission timeout (Jacobson/Karels): the reserve is
-/// `mean + 4 × mean deviation`, so a jittery link (a loaded machine, a debug
-/// build) gets a wider margin than a steady one. Races between concurrent
-/// updates only lose a sample.
-#[derive(Default)]
-struct HopEstimate {
-    /// Smoothed cost, µs (0: nothing measured yet).
-    mean_us: AtomicU64,
-    /// Smoothed mean deviation, µs.
-    dev_us: AtomicU64,
-}
-
-impl HopEstimate {
-    fn reserve(&self) -> Duration {
-        let mean = self.mean_us.load(Ordering::Relaxed);
-        if mean == 0 {
-            return HOP_INITIAL;
-        }
-        let dev = self.dev_us.load(Ordering::Relaxed);
-        Duration::from_micros(mean + 4 * dev).clamp(HOP_FLOOR, HOP_CEILING)
-    }
-
-    fn observe(&self, sample_us: u64) {
-        let sample = sample_us.max(1);
-        let mean = self.mean_us.load(Ordering::Relaxed);
-        if mean == 0 {
-            self.mean_us.store(sample, Ordering::Relaxed);
-            self.dev_us.store(sample / 2, Ordering::Relaxed);
-            return;
-        }
-        let dev = self.dev_us.load(Ordering::Relaxed);
-        // RFC 6298: dev += (|mean - sample| - dev) / 4; mean += (sample - mean) / 8.
-        self.dev_us
-            .store((3 * dev + mean.abs_diff(sample)) / 4, Ordering::Relaxed);
-        self.mean_us
-            .store(((7 * mean + sample) / 8).max(1), Ordering::Relaxed);
-    }
+    hop: RoundTrip,
 }
 
 impl Slot {
@@ -167,7 +120,7 @@ impl FanOut {
             .map(|child| Slot {
                 child,
                 docs_total: AtomicU64::new(0),
-                hop: HopEstimate::default(),
+                hop: RoundTrip::default(),
             })
             .collect();
         FanOut {
@@ -201,7 +154,7 @@ impl FanOut {
         let sent = Instant::now();
         let budget = answer_at
             .saturating_duration_since(sent)
-            .saturating_sub(slot.hop.reserve());
+            .saturating_sub(slot.hop.hop_reserve());
         let answer = if budget.is_zero() {
             None
         } else {
@@ -323,7 +276,7 @@ impl FanOut {
                                 let now = Instant::now();
                                 let round_trip = now - sent;
                                 let decide_by = answer_at
-                                    .checked_sub(slot.hop.reserve() + 2 * round_trip)
+                                    .checked_sub(slot.hop.hop_reserve() + 2 * round_trip)
                                     .unwrap_or(now)
                                     .min(now + round_trip);
                                 ChildState::Undecided { first, decide_by }
@@ -436,7 +389,7 @@ impl FanOut {
         let slot = &self.slots[i];
         let budget = answer_at
             .saturating_duration_since(Instant::now())
-            .saturating_sub(slot.hop.reserve());
+            .saturating_sub(slot.hop.hop_reserve());
         if budget.is_zero() {
             return None;
         }
@@ -908,23 +861,5 @@ mod tests {
             .unwrap();
         assert!(!r.partial);
         assert_eq!(counters.get(InnerCounter::EarlyAnswers), 0);
-    }
-
-    #[test]
-    fn hop_reserve_starts_conservative_and_widens_with_jitter() {
-        let steady = HopEstimate::default();
-        assert_eq!(steady.reserve(), HOP_INITIAL);
-        for _ in 0..50 {
-            steady.observe(300);
-        }
-        // 300 µs with no variation: the 1 ms floor.
-        assert_eq!(steady.reserve(), HOP_FLOOR);
-
-        let jittery = HopEstimate::default();
-        for i in 0..50 {
-            jittery.observe(if i % 2 == 0 { 500 } else { 2500 });
-        }
-        let r = jittery.reserve();
-        assert!(r > Duration::from_millis(4) && r < HOP_CEILING, "{r:?}");
     }
 }

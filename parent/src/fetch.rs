@@ -6,8 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use searchtree_proto::FetchParams;
@@ -16,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::child::{Child, ChildError};
 use crate::counters::{InnerCounter, InnerCounters};
+use crate::round_trip::RoundTrip;
 
 /// Routes fetches to the children that hold the documents' shards.
 pub struct Fetcher {
@@ -27,14 +26,6 @@ pub struct Fetcher {
     hops: Vec<RoundTrip>,
     counters: Arc<InnerCounters>,
 }
-
-/// What is kept back for the hop to a child not yet measured.
-const HOP_INITIAL: Duration = Duration::from_millis(3);
-/// The least kept back for a hop: a deadline timer may fire up to 1 ms late,
-/// at the child and here.
-const HOP_FLOOR: Duration = Duration::from_millis(1);
-/// The most kept back for a hop.
-const HOP_CEILING: Duration = Duration::from_millis(20);
 
 impl Fetcher {
     /// A router over `children` (the node's, in the order it searches them).
@@ -134,7 +125,7 @@ impl Fetcher {
         let hop = &self.hops[i];
         let budget = answer_at
             .saturating_duration_since(Instant::now())
-            .saturating_sub(hop.reserve(HOP_INITIAL, HOP_FLOOR, HOP_CEILING));
+            .saturating_sub(hop.hop_reserve());
         if budget.is_zero() {
             return (i, Err(ChildError::Timeout("no time left to fetch".into())));
         }
@@ -163,51 +154,10 @@ fn in_order(asked: &[DocRef], mut some: Vec<DocRef>) -> Vec<DocRef> {
     some
 }
 
-/// A smoothed estimate of a duration and its variation, kept the way TCP
-/// estimates its retransmission timeout (Jacobson/Karels, RFC 6298), so the
-/// time kept back for it is `mean + 4 × mean deviation`: a jittery link or a
-/// loaded machine gets a wider margin than a steady one. Lock-free; races
-/// between concurrent updates only lose a sample. (The fan-out keeps its hop
-/// estimates the same way.)
-#[derive(Debug, Default)]
-pub struct RoundTrip {
-    /// Smoothed duration, µs (0: nothing measured yet).
-    mean_us: AtomicU64,
-    /// Smoothed mean deviation, µs.
-    dev_us: AtomicU64,
-}
-
-impl RoundTrip {
-    /// What to keep back: `initial` until a sample has been seen, then
-    /// `mean + 4 × deviation` within `[floor, ceiling]`.
-    pub fn reserve(&self, initial: Duration, floor: Duration, ceiling: Duration) -> Duration {
-        let mean = self.mean_us.load(Ordering::Relaxed);
-        if mean == 0 {
-            return initial;
-        }
-        let dev = self.dev_us.load(Ordering::Relaxed);
-        Duration::from_micros(mean + 4 * dev).clamp(floor, ceiling.max(floor))
-    }
-
-    /// Folds in one sample, in microseconds.
-    pub fn observe(&self, sample_us: u64) {
-        let sample = sample_us.max(1);
-        let mean = self.mean_us.load(Ordering::Relaxed);
-        if mean == 0 {
-            self.mean_us.store(sample, Ordering::Relaxed);
-            self.dev_us.store(sample / 2, Ordering::Relaxed);
-            return;
-        }
-        let dev = self.dev_us.load(Ordering::Relaxed);
-        self.dev_us
-            .store((3 * dev + mean.abs_diff(sample)) / 4, Ordering::Relaxed);
-        self.mean_us
-            .store(((7 * mean + sample) / 8).max(1), Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use searchtree_proto::pb::FetchRequest;
 
     use super::*;
@@ -324,19 +274,5 @@ mod tests {
         assert_eq!(answer.hits[1].title, FakeChild::title_of("10"));
         let calls: Vec<usize> = c.iter().map(|c| c.fetch_calls()).collect();
         assert_eq!(calls, [1, 1, 1]);
-    }
-
-    #[test]
-    fn the_round_trip_reserve_follows_samples_within_its_bounds() {
-        let rt = RoundTrip::default();
-        assert_eq!(rt.reserve(ms(3), ms(1), ms(20)), ms(3), "initial");
-        for _ in 0..50 {
-            rt.observe(400);
-        }
-        assert_eq!(rt.reserve(ms(3), ms(1), ms(20)), ms(1), "floor");
-        for _ in 0..50 {
-            rt.observe(100_000);
-        }
-        assert_eq!(rt.reserve(ms(3), ms(1), ms(20)), ms(20), "ceiling");
     }
 }

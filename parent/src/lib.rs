@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod merge;
 pub mod node;
 pub mod replica;
+pub mod round_trip;
 pub mod service;
 pub mod spec;
 

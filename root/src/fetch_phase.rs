@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use searchtree_parent::fetch::RoundTrip;
+use searchtree_parent::round_trip::RoundTrip;
 use searchtree_parent::{InnerCounter, InnerNode};
 use searchtree_proto::FetchParams;
 use searchtree_proto::pb::{DocRef, SearchResponse};
