@@ -206,17 +206,7 @@ impl InnerNode {
         deadline: Instant,
     ) -> Result<SearchResponse, NodeError> {
         let arrived = Instant::now();
-        let Some(_slot) = self.in_flight.enter() else {
-            self.counters.inc(InnerCounter::RefusedOverloaded);
-            return Err(NodeError::Overloaded(format!(
-                "{} is at its limit of {} requests in flight",
-                self.name, self.in_flight.max
-            )));
-        };
-        let answer_at = deadline
-            .checked_sub(self.timing.reserve)
-            .unwrap_or(arrived)
-            .max(arrived);
+        let (_slot, answer_at) = self.start(arrived, deadline)?;
         let answer = if params.canary {
             self.fanout.search_one(params, answer_at).await
         } else if let Some(cache) = &self.cache {
@@ -244,6 +234,29 @@ impl InnerNode {
 }
 
 impl InnerNode {
+    /// Takes one of the node's in-flight slots for a request that arrived
+    /// at `arrived` and is due at `deadline`, or refuses it at once past the
+    /// bound; and says when its children's answers must be in: the deadline
+    /// less the reserve for this node's merge and the hop back.
+    fn start(
+        &self,
+        arrived: Instant,
+        deadline: Instant,
+    ) -> Result<(InFlightGuard<'_>, Instant), NodeError> {
+        let Some(slot) = self.in_flight.enter() else {
+            self.counters.inc(InnerCounter::RefusedOverloaded);
+            return Err(NodeError::Overloaded(format!(
+                "{} is at its limit of {} requests in flight",
+                self.name, self.in_flight.max
+            )));
+        };
+        let answer_at = deadline
+            .checked_sub(self.timing.reserve)
+            .unwrap_or(arrived)
+            .max(arrived);
+        Ok((slot, answer_at))
+    }
+
     /// Counts a fetch and validates it on receipt.
     pub fn validate_fetch(&self, request: &FetchRequest) -> Result<FetchParams, NodeError> {
         FetchParams::validate(request, &self.limits).map_err(|e| {
@@ -267,17 +280,7 @@ impl InnerNode {
         deadline: Instant,
     ) -> Result<FetchResponse, NodeError> {
         let arrived = Instant::now();
-        let Some(_slot) = self.in_flight.enter() else {
-            self.counters.inc(InnerCounter::RefusedOverloaded);
-            return Err(NodeError::Overloaded(format!(
-                "{} is at its limit of {} requests in flight",
-                self.name, self.in_flight.max
-            )));
-        };
-        let answer_at = deadline
-            .checked_sub(self.timing.reserve)
-            .unwrap_or(arrived)
-            .max(arrived);
+        let (_slot, answer_at) = self.start(arrived, deadline)?;
         let mut answer = self.fetcher.fetch(params, answer_at).await;
         answer.took_us = arrived.elapsed().as_micros() as u64;
         Ok(answer)
