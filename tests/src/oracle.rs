@@ -18,6 +18,7 @@ use tantivy::{
 };
 
 use searchtree_leaf::schema;
+use searchtree_proto::pb::Hit;
 
 /// One expected hit.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,5 +126,27 @@ impl SegmentCollector for SegmentAllScored {
 
     fn harvest(self) -> Self::Fruit {
         self.hits
+    }
+}
+
+/// Relative score difference allowed between the tree and the oracle.
+pub const TOLERANCE: f32 = 1e-5;
+
+/// Asserts that `got` are the oracle's hits `want`: the same ids in the same
+/// order, each score within [`TOLERANCE`] of the oracle's. `what` names the
+/// case in a failure (query, k, mode).
+pub fn assert_same_hits(what: &str, got: &[Hit], want: &[Expected]) {
+    let got_ids: Vec<&str> = got.iter().map(|h| h.doc_id.as_str()).collect();
+    let want_ids: Vec<&str> = want.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(got_ids, want_ids, "{what}: ids differ from one index's");
+    for (g, w) in got.iter().zip(want) {
+        let rel = (g.score - w.score).abs() / w.score.abs().max(f32::MIN_POSITIVE);
+        assert!(
+            rel <= TOLERANCE,
+            "{what}: {} scored {} in the tree, {} in one index",
+            g.doc_id,
+            g.score,
+            w.score
+        );
     }
 }

@@ -6,13 +6,10 @@
 use searchtree::build::TOPOLOGY_FILE;
 use searchtree::tree::topology::Topology;
 use searchtree_proto::pb::SearchResponse;
-use searchtree_tests::oracle::Oracle;
+use searchtree_tests::oracle::{Oracle, assert_same_hits};
 use searchtree_tests::{Fixture, client, counter, fixture, node_addr, search, start_tree};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
-
-/// Relative score difference allowed between the tree and the oracle.
-const TOLERANCE: f32 = 1e-5;
 
 const QUERIES: [&str; 3] = ["river", "paris france", "\"new york\""];
 
@@ -26,19 +23,7 @@ fn timeless(r: &SearchResponse) -> SearchResponse {
 
 fn assert_matches_oracle(oracle: &Oracle, query: &str, got: &SearchResponse) {
     let (want, total) = oracle.top_k(query, 10);
-    let got_ids: Vec<&str> = got.hits.iter().map(|h| h.doc_id.as_str()).collect();
-    let want_ids: Vec<&str> = want.iter().map(|h| h.id.as_str()).collect();
-    assert_eq!(got_ids, want_ids, "{query:?}");
-    for (g, w) in got.hits.iter().zip(&want) {
-        let rel = (g.score - w.score).abs() / w.score.abs().max(f32::MIN_POSITIVE);
-        assert!(
-            rel <= TOLERANCE,
-            "{query:?}: {} {} vs {}",
-            g.doc_id,
-            g.score,
-            w.score
-        );
-    }
+    assert_same_hits(&format!("{query:?}"), &got.hits, &want);
     if !got.total_hits_is_lower_bound {
         assert_eq!(got.total_hits, total, "{query:?}");
     }

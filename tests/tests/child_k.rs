@@ -7,26 +7,13 @@ use searchtree::build::TOPOLOGY_FILE;
 use searchtree::bundled;
 use searchtree::tree::topology::Topology;
 use searchtree_proto::pb::SearchResponse;
-use searchtree_tests::oracle::{Expected, Oracle};
+use searchtree_tests::oracle::{Expected, Oracle, assert_same_hits};
 use searchtree_tests::{client, counter, fixture, node_addr, search, start_tree};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 
-/// Relative score difference allowed between the tree and the oracle.
-const TOLERANCE: f32 = 1e-5;
-
 fn assert_same(query: &str, k: usize, got: &SearchResponse, want: &(Vec<Expected>, u64)) {
-    let got_ids: Vec<&str> = got.hits.iter().map(|h| h.doc_id.as_str()).collect();
-    let want_ids: Vec<&str> = want.0.iter().map(|h| h.id.as_str()).collect();
-    assert_eq!(got_ids, want_ids, "query {query:?} top-{k}: ids differ");
-    for (g, w) in got.hits.iter().zip(&want.0) {
-        let rel = (g.score - w.score).abs() / w.score.abs().max(f32::MIN_POSITIVE);
-        assert!(
-            rel <= TOLERANCE,
-            "query {query:?}: {} scores differ",
-            g.doc_id
-        );
-    }
+    assert_same_hits(&format!("query {query:?} top-{k}"), &got.hits, &want.0);
     if got.total_hits_is_lower_bound {
         assert!(
             got.total_hits <= want.1,

@@ -9,14 +9,11 @@ use searchtree::bundled;
 use searchtree::tree::topology::Topology;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use searchtree_tests::oracle::{Expected, Oracle};
+use searchtree_tests::oracle::{Expected, Oracle, assert_same_hits};
 use searchtree_tests::{Fixture, GENEROUS_BUDGET_MS, client, fixture, send, start_tree};
 use tonic::transport::Channel;
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
-
-/// Relative score difference allowed between the tree and the oracle.
-const TOLERANCE: f32 = 1e-5;
 
 /// Whether the answer counted every match, or may have pruned.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,19 +64,7 @@ fn assert_same(
     got: &SearchResponse,
     want: &(Vec<Expected>, u64),
 ) -> bool {
-    let got_ids: Vec<&str> = got.hits.iter().map(|h| h.doc_id.as_str()).collect();
-    let want_ids: Vec<&str> = want.0.iter().map(|h| h.id.as_str()).collect();
-    assert_eq!(got_ids, want_ids, "query {query:?} top-{k}: ids differ");
-    for (g, w) in got.hits.iter().zip(&want.0) {
-        let rel = (g.score - w.score).abs() / w.score.abs().max(f32::MIN_POSITIVE);
-        assert!(
-            rel <= TOLERANCE,
-            "query {query:?}: {} scored {} in the tree, {} in one index",
-            g.doc_id,
-            g.score,
-            w.score
-        );
-    }
+    assert_same_hits(&format!("query {query:?} top-{k}"), &got.hits, &want.0);
     match count {
         Count::Exact => {
             assert_eq!(

@@ -9,7 +9,7 @@ use prost::Message;
 use searchtree::bundled;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{DocRef, FetchRequest, Hit, SearchRequest, SearchResponse};
-use searchtree_tests::oracle::Oracle;
+use searchtree_tests::oracle::{Oracle, assert_same_hits};
 use searchtree_tests::{Fixture, GENEROUS_BUDGET_MS, client, counter, fixture, send, start_tree};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -19,9 +19,6 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
-
-/// Relative score difference allowed between the tree and the oracle.
-const TOLERANCE: f32 = 1e-5;
 
 /// The fixture's 4-shard, 2-parent topology with the root in one phase or
 /// two, whatever the build chose for the corpus (written beside it).
@@ -82,19 +79,11 @@ async fn two_phases_answer_exactly_what_one_phase_and_one_index_answer() {
             let want_hits: Vec<_> = want.hits.iter().map(shown).collect();
             assert_eq!(got_hits, want_hits, "{query:?} top-{k}: two phases vs one");
             let (expected, _) = oracle.top_k(query, k as usize);
-            let ids: Vec<&str> = got.hits.iter().map(|h| h.doc_id.as_str()).collect();
-            let want_ids: Vec<&str> = expected.iter().map(|e| e.id.as_str()).collect();
-            assert_eq!(ids, want_ids, "{query:?} top-{k}: tree vs one index");
-            for (g, w) in got.hits.iter().zip(&expected) {
-                let rel = (g.score - w.score).abs() / w.score.abs().max(f32::MIN_POSITIVE);
-                assert!(
-                    rel <= TOLERANCE,
-                    "{query:?}: {} {} vs {}",
-                    g.doc_id,
-                    g.score,
-                    w.score
-                );
-            }
+            assert_same_hits(
+                &format!("{query:?} top-{k}: tree vs one index"),
+                &got.hits,
+                &expected,
+            );
             with_snippets += got
                 .hits
                 .iter()
