@@ -88,10 +88,8 @@ impl RootNode {
             tracing::info!(?config, "admission control on");
         }
         self.admission = config.map(Admission::new);
-        if let Some(a) = &self.admission {
-            let counters = self.node.counters();
-            counters.set(InnerCounter::AdmissionLimit, a.limit() as u64);
-            counters.set(InnerCounter::AdmissionFloor, a.floor() as u64);
+        if let Some(admission) = &self.admission {
+            show_admission(&self.node.counters(), admission);
         }
         self
     }
@@ -208,8 +206,7 @@ impl RootNode {
             });
             let refused = coverage.is_some_and(|c| c.shards_failed > 0);
             permit.finish(dropped, refused, answered);
-            counters.set(InnerCounter::AdmissionLimit, admission.limit() as u64);
-            counters.set(InnerCounter::AdmissionFloor, admission.floor() as u64);
+            show_admission(&counters, admission);
         }
         let response = response?;
         judge(params, response).map_err(|(refusal, err)| {
@@ -218,6 +215,12 @@ impl RootNode {
             err
         })
     }
+}
+
+/// Shows the admission limit and its floor in the gauges.
+fn show_admission(counters: &InnerCounters, admission: &Admission) {
+    counters.set(InnerCounter::AdmissionLimit, admission.limit() as u64);
+    counters.set(InnerCounter::AdmissionFloor, admission.floor() as u64);
 }
 
 /// Counts a shed query by its class and by the bound that refused it.
