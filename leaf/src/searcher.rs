@@ -190,6 +190,7 @@ impl ShardSearcher {
             total_hits_is_lower_bound: top.total_is_lower_bound,
             hits_unfetched: 0,
             snapshot: self.shard.meta.input_checksum.clone(),
+            version: self.shard.meta.version,
         })
     }
 

@@ -10,7 +10,7 @@ use searchtree_proto::pb::{Coverage, SearchResponse};
 
 /// Merges children's responses into the best `top_k` hits overall, with
 /// match counts summed, coverage combined and the children's snapshots
-/// listed (one name when they agree). `took_us` and `hits_unfetched` are
+/// listed (one name when they agree) and the highest version named. `took_us` and `hits_unfetched` are
 /// left at 0 for the caller to fill in.
 pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> SearchResponse {
     let mut out = SearchResponse {
@@ -24,6 +24,7 @@ pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> S
         out.total_hits += part.total_hits;
         out.total_hits_is_lower_bound |= part.total_hits_is_lower_bound;
         out.partial |= part.partial;
+        out.version = out.version.max(part.version);
         snapshots.extend(
             part.snapshot
                 .split(',')

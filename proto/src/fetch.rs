@@ -53,6 +53,9 @@ pub struct FetchParams {
     pub docs: Vec<DocRef>,
     /// The caller's latency budget (`budget_ms`), if it gave one.
     pub budget: Option<Duration>,
+    /// The snapshot version the search answered at, 0 for each node's
+    /// current (see `FetchRequest.version`).
+    pub version: u64,
 }
 
 impl FetchParams {
@@ -79,6 +82,7 @@ impl FetchParams {
             query: req.query.clone(),
             docs: req.docs.clone(),
             budget: (req.budget_ms > 0).then(|| Duration::from_millis(req.budget_ms.into())),
+            version: req.version,
         })
     }
 
@@ -90,6 +94,7 @@ impl FetchParams {
             query: self.query.clone(),
             docs,
             budget_ms: u32::try_from(ms).unwrap_or(u32::MAX).max(1),
+            version: self.version,
         }
     }
 }
@@ -110,6 +115,7 @@ mod tests {
             query: query.into(),
             docs,
             budget_ms: 0,
+            version: 0,
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`query`]: the complexity limits a query is checked against first;
 //! - [`ordering`]: the one order of hits every node agrees on;
 //! - [`deadline`]: how long a request may take, and how that travels down;
+//! - [`sharding`]: which shard a document id lives in (builds, loads, routing);
 //!
 //! How a node is served (health, reflection, connection limits, counters)
 //! is `searchtree-node`'s business.
@@ -24,8 +25,9 @@ pub mod fetch;
 pub mod ordering;
 pub mod query;
 pub mod request;
+pub mod sharding;
 
-/// Code generated from `searchtree/v1/search.proto`.
+/// Code generated from `searchtree/v1/search.proto` and `corpus.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("searchtree.v1");

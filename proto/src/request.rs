@@ -58,6 +58,9 @@ pub struct SearchParams {
     /// The query phase only: no titles or snippets (see
     /// `SearchRequest.ids_only`).
     pub ids_only: bool,
+    /// The snapshot version to answer at, 0 for each node's current (see
+    /// `SearchRequest.version`).
+    pub version: u64,
 }
 
 /// Validation with the default [`QueryLimits`].
@@ -95,6 +98,7 @@ impl SearchParams {
             priority,
             exact_total_hits: req.exact_total_hits,
             ids_only: req.ids_only,
+            version: req.version,
         })
     }
 
@@ -113,6 +117,7 @@ impl SearchParams {
             priority: self.priority as i32,
             exact_total_hits: self.exact_total_hits,
             ids_only: self.ids_only,
+            version: self.version,
         }
     }
 }

@@ -83,6 +83,9 @@ impl FetchPhase {
                 })
                 .collect(),
             budget: None,
+            // The version the query phase answered at, so a document
+            // deleted in a later version is still found.
+            version: response.version,
         };
         let started = Instant::now();
         let fetched = match node.fetch(&params, deadline).await {

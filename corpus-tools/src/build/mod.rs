@@ -16,7 +16,8 @@ pub mod corpus;
 pub mod dir_corpus;
 pub mod manifest;
 mod out;
-pub mod sharding;
+/// Which shard a document goes to (shared with the nodes that route loads).
+pub use searchtree_proto::sharding;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -42,6 +42,18 @@ pub struct ShardMeta {
     /// Checksum of the corpus input the shard was built from, to tell shards
     /// of different builds apart.
     pub input_checksum: String,
+    /// The snapshot version this shard directory holds: 1 for a build,
+    /// higher for versions a running tree published since (see
+    /// `corpus.proto`). Shards written before versions existed read as 1.
+    #[serde(default = "first_version")]
+    pub version: u64,
+}
+
+/// The version of a freshly built corpus.
+pub const FIRST_VERSION: u64 = 1;
+
+fn first_version() -> u64 {
+    FIRST_VERSION
 }
 
 /// Why a shard could not be opened or written.

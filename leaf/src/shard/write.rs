@@ -185,6 +185,7 @@ pub fn write_scoring(
             num_docs: shard.num_docs,
             corpus: corpus.clone(),
             input_checksum: input_checksum.to_string(),
+            version: super::FIRST_VERSION,
         };
         write_scoring_files(&shard.dir, &meta, table).map_err(|source| ShardError::Io {
             path: shard.dir.clone(),
