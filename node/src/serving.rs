@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::counters::{CounterSnapshot, StatsService};
 use searchtree_proto::pb::node_stats_server::NodeStatsServer;
+use searchtree_proto::pb::corpus_server::{Corpus, CorpusServer};
 use searchtree_proto::pb::search_server::{Search, SearchServer};
 
 pub mod connections;
@@ -116,12 +117,25 @@ pub fn grpc_server(limits: &ConnectionLimits) -> tonic::transport::Server {
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
 }
 
-/// Serves `search` on `listener` beside the node's counters, the standard
-/// health service and server reflection, within `limits`, until `shutdown`
-/// resolves; in-flight requests finish.
-pub async fn serve<S: Search>(
+/// The largest message of the `Corpus` service a node accepts or sends: a
+/// batch of documents, or a chunk of term statistics.
+pub const MAX_CORPUS_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The `Corpus` service of a node, with message limits that fit batches of
+/// documents and chunks of statistics.
+pub fn corpus_service<C: Corpus>(corpus: C) -> CorpusServer<C> {
+    CorpusServer::new(corpus)
+        .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
+}
+
+/// Serves `search` and `corpus` on `listener` beside the node's counters,
+/// the standard health service and server reflection, within `limits`,
+/// until `shutdown` resolves; in-flight requests finish.
+pub async fn serve<S: Search, C: Corpus>(
     listener: TcpListener,
     search: S,
+    corpus: C,
     counters: std::sync::Arc<dyn CounterSnapshot>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send,
@@ -151,6 +165,7 @@ pub async fn serve<S: Search>(
                 as fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
         ))
         .add_service(SearchServer::new(search))
+        .add_service(corpus_service(corpus))
         .add_service(NodeStatsServer::new(StatsService(counters)))
         .add_service(health_service)
         .add_service(reflection_v1)
