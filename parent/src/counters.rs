@@ -36,6 +36,16 @@ counter_set! {
         Probations = "probations",
         /// Probes sent to replicas on probation.
         ShadowRequests = "shadow_requests",
+        /// Replicas taken out of rotation for lacking the snapshot version
+        /// a request was pinned to (they catch up from a sibling).
+        ReplicasBehind = "replicas_behind",
+        /// Catch-ups asked of behind replicas (`Corpus.CatchUp` calls).
+        CatchUpsStarted = "catch_ups_started",
+        /// Catch-ups that copied the version (the replica then returns
+        /// through probation).
+        CatchUpsSucceeded = "catch_ups_succeeded",
+        /// Catch-ups that failed (tried again with backoff).
+        CatchUpsFailed = "catch_ups_failed",
         /// Root: answers refused because no shard answered.
         NothingAnswered = "nothing_answered",
         /// Root: answers refused below the client's min_coverage.
@@ -130,6 +140,10 @@ pub const PARENT_COUNTERS: &[InnerCounter] = &[
     InnerCounter::Returns,
     InnerCounter::Probations,
     InnerCounter::ShadowRequests,
+    InnerCounter::ReplicasBehind,
+    InnerCounter::CatchUpsStarted,
+    InnerCounter::CatchUpsSucceeded,
+    InnerCounter::CatchUpsFailed,
     InnerCounter::RefusedOverloaded,
     InnerCounter::CacheHits,
     InnerCounter::CacheMisses,

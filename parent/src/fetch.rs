@@ -180,6 +180,7 @@ mod tests {
             query: "q".into(),
             docs,
             budget_ms: 0,
+            version: 0,
         };
         FetchParams::validate(&req, &Default::default()).unwrap()
     }

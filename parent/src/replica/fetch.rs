@@ -44,14 +44,18 @@ impl ReplicaGroup {
                 replica.child.fetch(request.clone(), budget).await
             };
             let err = match result {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    self.on_answered(i, request.version);
+                    return Ok(answer);
+                }
                 Err(err) => err,
             };
-            if err.is_retryable() {
-                self.on_failure(i, &err, started.elapsed());
-            }
+            // Only refusals and versions missing say something about the
+            // replica: a fetch's latency is not its search latency.
+            let retryable = (err.is_retryable() || matches!(err, ChildError::Failed(_)))
+                && self.on_failure(i, &err, started.elapsed(), request.version);
             budget = deadline.saturating_duration_since(Instant::now());
-            let retry = err.is_retryable()
+            let retry = retryable
                 && budget > MIN_RETRY_BUDGET
                 && tried.len() <= self.config.retries as usize;
             if !retry {
@@ -79,6 +83,7 @@ mod tests {
                 shard: 0,
             }],
             budget_ms: 0,
+            version: 0,
         }
     }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use searchtree_proto::pb::SearchRequest;
+use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tokio::time::Instant;
 
 use super::ReplicaGroup;
@@ -19,6 +19,16 @@ use crate::counters::InnerCounter;
 const PROBATION_MIN_SAMPLES: usize = 16;
 /// Latencies below this are never "slow", whatever the ratio.
 const PROBATION_FLOOR_US: u64 = 2_000;
+
+/// The snapshot version an answer came from: the one it names, else the one
+/// the request was pinned to (a leaf answers at it or refuses).
+pub(super) fn answered_version(response: &SearchResponse, asked: u64) -> u64 {
+    if response.version != 0 {
+        response.version
+    } else {
+        asked
+    }
+}
 
 impl ReplicaGroup {
     /// Checks every replica's health every `health_interval` until the group
@@ -85,16 +95,32 @@ impl ReplicaGroup {
             }
             (Rotation::Ejected, false) => s.consecutive_ok = 0,
             (Rotation::In | Rotation::Probation, true) => {}
+            // Healthy or not, a behind replica lacks the version asked for:
+            // only a catch-up brings it back (see `catch_up`).
+            (Rotation::Behind { .. }, _) => {}
         }
     }
 
-    pub(super) fn on_failure(&self, i: usize, err: &ChildError, elapsed: Duration) {
+    /// Judges replica `i` by a failure of a request pinned to `version`;
+    /// true if another replica may answer it (the caller's retry).
+    pub(super) fn on_failure(
+        &self,
+        i: usize,
+        err: &ChildError,
+        elapsed: Duration,
+        version: u64,
+    ) -> bool {
+        if self.refused_version(i, err, version) {
+            return true;
+        }
         match err {
             // Passive health: the replica is gone, refusing work, or died
             // under a request.
             ChildError::Unavailable(_) | ChildError::Lost(_) => {
                 let mut s = self.replicas[i].lock();
-                if s.rotation != Rotation::Ejected {
+                // A behind replica stays behind: ejected, a health check
+                // would bring it back without the version.
+                if matches!(s.rotation, Rotation::In | Rotation::Probation) {
                     s.rotation = Rotation::Ejected;
                     s.consecutive_ok = 0;
                     drop(s);
@@ -106,9 +132,13 @@ impl ReplicaGroup {
             ChildError::Timeout(_) => self.replicas[i].lock().observe(elapsed),
             ChildError::InvalidArgument(_) | ChildError::Failed(_) => {}
         }
+        err.is_retryable()
     }
 
-    pub(super) fn on_success(&self, i: usize, latency: Duration) {
+    /// Records replica `i`'s answer, after `latency`, at snapshot `version`
+    /// (0: unknown).
+    pub(super) fn on_success(&self, i: usize, latency: Duration, version: u64) {
+        self.on_answered(i, version);
         self.replicas[i].lock().observe(latency);
         let mut recent = self.recent.lock().expect("recent lock");
         if recent.len() == GROUP_RECENT {
@@ -195,14 +225,22 @@ impl ReplicaGroup {
                 let replica = &group.replicas[i];
                 let _in_flight = InFlight::new(&replica.outstanding);
                 let started = Instant::now();
+                let version = request.version;
                 let result = replica.child.search(request, budget).await;
                 let elapsed = started.elapsed();
                 match result {
-                    Ok(_) | Err(ChildError::Timeout(_)) => {
+                    Ok(response) => {
+                        group.on_answered(i, answered_version(&response, version));
                         replica.lock().observe(elapsed);
                         group.review_probation();
                     }
-                    Err(err) => group.on_failure(i, &err, elapsed),
+                    Err(ChildError::Timeout(_)) => {
+                        replica.lock().observe(elapsed);
+                        group.review_probation();
+                    }
+                    Err(err) => {
+                        group.on_failure(i, &err, elapsed, version);
+                    }
                 }
             });
         }

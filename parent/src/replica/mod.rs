@@ -20,17 +20,24 @@
 //!
 //! - **Fetches** (two-phase search) go to one replica chosen the same way,
 //!   and once more to another on a retryable failure; never hedged.
+//! - **Catch-up.** A replica that refuses a request pinned to a snapshot
+//!   version it does not hold is *behind*: the request goes to a sibling, and
+//!   the replica stays out of rotation (health checks do not bring it back)
+//!   until it has copied the version from a sibling that answered at it;
+//!   then it returns through probation.
 //!
 //! The code follows those seams: `config` (the knobs), `health` (rotation:
 //! health checks, ejection and return, probation and shadow traffic), `hedge`
 //! (the hedge delay and its token bucket), `choice` (which replica gets a
-//! request), `search` (one request, with its retries and hedges), over
+//! request), `search` (one request, with its retries and hedges),
+//! `catch_up` (behind replicas copying a version from a sibling), over
 //! [`state`] (what is known of one replica) and [`policy`] (the selection
 //! policies).
 
 pub mod policy;
 pub mod state;
 
+mod catch_up;
 mod choice;
 mod config;
 mod fetch;
@@ -41,11 +48,12 @@ mod search;
 mod testing;
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::counters::InnerCounters;
 
+pub use catch_up::{CatchUpCall, GrpcCatchUp};
 pub use config::ReplicaConfig;
 use hedge::{GROUP_RECENT, TOKEN};
 pub use policy::Policy;
@@ -67,17 +75,37 @@ pub struct ReplicaGroup {
     hedge_tokens: Mutex<u64>,
     /// The group's recent latencies, µs, for its hedge delay.
     recent: Mutex<VecDeque<u64>>,
+    /// How a behind replica is told to copy a version from a sibling.
+    catch_up: Arc<dyn CatchUpCall>,
+    /// Woken when a replica answers at a version it had not answered at
+    /// before: a catch-up waiting for a source may have one.
+    answered: tokio::sync::Notify,
+    /// The version a lone replica last lacked (logged once per version).
+    alone_warned: AtomicU64,
     me: Weak<ReplicaGroup>,
 }
 
 impl ReplicaGroup {
     /// A group over `replicas` (which must serve the same shards), counting
     /// into `counters`. Call
-    /// [`ReplicaGroup::spawn_health_checks`] to start checking them.
+    /// [`ReplicaGroup::spawn_health_checks`] to start checking them. Behind
+    /// replicas catch up over gRPC (`Corpus.CatchUp`, the replica's name
+    /// being its address).
     pub fn new(
         replicas: Vec<Arc<dyn Child>>,
         config: ReplicaConfig,
         counters: Arc<InnerCounters>,
+    ) -> Arc<Self> {
+        Self::with_catch_up(replicas, config, counters, Arc::new(GrpcCatchUp::default()))
+    }
+
+    /// As [`ReplicaGroup::new`], with behind replicas told to catch up
+    /// through `catch_up`.
+    pub fn with_catch_up(
+        replicas: Vec<Arc<dyn Child>>,
+        config: ReplicaConfig,
+        counters: Arc<InnerCounters>,
+        catch_up: Arc<dyn CatchUpCall>,
     ) -> Arc<Self> {
         assert!(!replicas.is_empty(), "a replica group needs a replica");
         let shards = replicas[0].shards().to_vec();
@@ -96,6 +124,9 @@ impl ReplicaGroup {
             rng: Mutex::new(fastrand::Rng::with_seed(0x5eed)),
             hedge_tokens: Mutex::new(TOKEN),
             recent: Mutex::new(VecDeque::with_capacity(GROUP_RECENT)),
+            catch_up,
+            answered: tokio::sync::Notify::new(),
+            alone_warned: AtomicU64::new(0),
             me: me.clone(),
         })
     }

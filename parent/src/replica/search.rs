@@ -12,6 +12,7 @@ use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchRes
 use tokio::time::Instant;
 
 use super::ReplicaGroup;
+use super::health::answered_version;
 use super::state::InFlight;
 use crate::child::{Child, ChildError};
 use crate::counters::InnerCounter;
@@ -78,7 +79,8 @@ impl ReplicaGroup {
                 biased;
                 Some((i, kind, started, result)) = flights.next() => match result {
                     Ok(mut response) => {
-                        self.on_success(i, started.elapsed());
+                        let version = answered_version(&response, request.version);
+                        self.on_success(i, started.elapsed(), version);
                         if kind == Kind::Hedge {
                             self.counters.inc(InnerCounter::HedgesWon);
                             // The primary lost the race: it was at least this slow.
@@ -95,10 +97,10 @@ impl ReplicaGroup {
                     }
                     Err(ChildError::InvalidArgument(msg)) => return Err(ChildError::InvalidArgument(msg)),
                     Err(err) => {
-                        self.on_failure(i, &err, started.elapsed());
+                        let retryable = self.on_failure(i, &err, started.elapsed(), request.version);
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         if flights.is_empty()
-                            && err.is_retryable()
+                            && retryable
                             && retries_left > 0
                             && remaining > MIN_RETRY_BUDGET
                             && let Some(j) = self.pick(&tried)

@@ -23,6 +23,14 @@ pub enum Rotation {
     /// Persistently much slower than its peers: only shadow traffic, to see
     /// whether it recovers.
     Probation,
+    /// Refused a request pinned to `version`, which it does not hold (it
+    /// missed a load or a publish): no traffic, whatever its health checks
+    /// say, until it has copied the version from a sibling (catch-up); then
+    /// it returns through probation.
+    Behind {
+        /// The newest version it was asked for and lacks.
+        version: u64,
+    },
 }
 
 /// Mutable state of a replica, behind the replica's lock.
@@ -38,6 +46,11 @@ pub struct ReplicaState {
     pub ewma_us: f64,
     /// Recent latencies, µs.
     pub recent: VecDeque<u64>,
+    /// The snapshot version of its last answer (0: none known), so that a
+    /// sibling behind knows whom to copy a version from.
+    pub answered: u64,
+    /// Whether a catch-up task runs for it (at most one does).
+    pub catching_up: bool,
 }
 
 impl ReplicaState {
@@ -48,6 +61,8 @@ impl ReplicaState {
             back_since: None,
             ewma_us: 0.0,
             recent: VecDeque::with_capacity(RECENT),
+            answered: 0,
+            catching_up: false,
         }
     }
 

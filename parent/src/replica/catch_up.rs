@@ -1,0 +1,540 @@
+//! Catch-up: a replica asked for a snapshot version it does not hold (it was
+//! down or failing during a load or a publish) refuses with
+//! FAILED_PRECONDITION `version-missing: …`. The group then
+//!
+//! - retries the request on a sibling, as for any retryable failure (the
+//!   search and fetch paths ask [`ReplicaGroup::refused_version`]);
+//! - takes the replica out of rotation as [`Rotation::Behind`], which a
+//!   good health check does not undo: it is healthy, only stale;
+//! - runs one background task per behind replica that calls
+//!   `Corpus.CatchUp { version, source, activate: true }` on it, `source`
+//!   being a sibling whose last answer was at that version, retrying with
+//!   backoff while the replica stays behind; once a copy succeeds the
+//!   replica goes on probation (shadow traffic), and from there back into
+//!   rotation with slow start, as any replica that was slow.
+//!
+//! A replica that refuses a version *older* than every one it holds is not
+//! behind (the request is stale): it stays in rotation, and is never told to
+//! copy an old version, which would roll it back. A group of one replica has
+//! nothing to copy from: the replica stays in rotation and its shards fail
+//! until someone publishes again (logged once per version).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
+use searchtree_proto::pb::corpus_client::CorpusClient;
+use searchtree_proto::pb::{CatchUpRequest, CatchUpResponse};
+use tonic::transport::{Channel, Endpoint};
+
+use super::ReplicaGroup;
+use super::state::Rotation;
+use crate::child::ChildError;
+use crate::counters::InnerCounter;
+
+/// How a leaf's refusal of a version it does not hold begins (after the
+/// status code, as [`ChildError`] renders it).
+const VERSION_MISSING: &str = "FailedPrecondition: version-missing:";
+/// The first wait before a failed catch-up is tried again; it doubles per
+/// failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest wait between catch-up attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long one copy may take: a version is a whole shard, copied over the
+/// network, so minutes are normal; a leaf that hangs longer is tried again.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long a connection attempt to a behind replica may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a `version-missing` refusal says about the replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// It lacks the version asked for: it must catch up.
+    Behind,
+    /// Every version it holds is newer than the one asked for: the request
+    /// is stale, the replica is not.
+    Ahead,
+}
+
+/// Reads a failure as a leaf's refusal of the version `wanted`, if it is
+/// one. The leaf's message lists what it holds (`holds versions [3, 4], not
+/// 5`); a message without the list counts as behind.
+fn refusal(err: &ChildError, wanted: u64) -> Option<Refusal> {
+    let ChildError::Failed(msg) = err else {
+        return None;
+    };
+    let rest = msg.strip_prefix(VERSION_MISSING)?;
+    if wanted == 0 {
+        // "The current version" cannot be missing; nothing to catch up to.
+        return None;
+    }
+    let held = rest
+        .split_once('[')
+        .and_then(|(_, tail)| tail.split_once(']'))
+        .map(|(list, _)| {
+            list.split(',')
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if !held.is_empty() && held.iter().all(|&v| v > wanted) {
+        Some(Refusal::Ahead)
+    } else {
+        Some(Refusal::Behind)
+    }
+}
+
+/// The call that makes a behind replica copy a version from a sibling,
+/// behind a trait so that the group's logic can be tested without leaves.
+pub trait CatchUpCall: Send + Sync {
+    /// Asks the replica named `replica` (its address) to catch up as
+    /// `request` says, answering once it has.
+    fn catch_up(
+        &self,
+        replica: &str,
+        request: CatchUpRequest,
+    ) -> BoxFuture<'_, Result<CatchUpResponse, ChildError>>;
+}
+
+/// [`CatchUpCall`] over gRPC (`Corpus.CatchUp`), one lazily connected
+/// client per replica address, made on first use.
+#[derive(Default)]
+pub struct GrpcCatchUp {
+    clients: Mutex<HashMap<String, CorpusClient<Channel>>>,
+}
+
+impl GrpcCatchUp {
+    fn client(&self, addr: &str) -> Result<CorpusClient<Channel>, ChildError> {
+        let mut clients = self.clients.lock().expect("catch-up clients lock");
+        if let Some(client) = clients.get(addr) {
+            return Ok(client.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ChildError::Failed(format!("bad replica address {addr:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = CorpusClient::new(channel)
+            .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES);
+        clients.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+impl CatchUpCall for GrpcCatchUp {
+    fn catch_up(
+        &self,
+        replica: &str,
+        request: CatchUpRequest,
+    ) -> BoxFuture<'_, Result<CatchUpResponse, ChildError>> {
+        let client = self.client(replica);
+        Box::pin(async move {
+            let mut client = client?;
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(CATCH_UP_TIMEOUT);
+            Ok(client.catch_up(request).await?.into_inner())
+        })
+    }
+}
+
+impl ReplicaGroup {
+    /// Handles replica `i`'s failure of a request pinned to `wanted`: if it
+    /// is a refusal of that version, the replica is marked behind (and a
+    /// catch-up started) when it lacks it, and true is returned: the
+    /// request is worth sending to a sibling.
+    pub(super) fn refused_version(&self, i: usize, err: &ChildError, wanted: u64) -> bool {
+        let Some(refusal) = refusal(err, wanted) else {
+            return false;
+        };
+        let name = self.replicas[i].child.name();
+        if refusal == Refusal::Ahead {
+            tracing::debug!(replica = name, wanted, %err, "refused a version older than it holds");
+            return true;
+        }
+        if self.replicas.len() == 1 {
+            if self.alone_warned.swap(wanted, Ordering::Relaxed) != wanted {
+                tracing::warn!(
+                    replica = name,
+                    version = wanted,
+                    %err,
+                    "the only replica of its shards lacks the version: they fail until it is published again"
+                );
+            }
+            return true;
+        }
+        let mut s = self.replicas[i].lock();
+        let newly = !matches!(s.rotation, Rotation::Behind { .. });
+        let version = match s.rotation {
+            Rotation::Behind { version } => version.max(wanted),
+            _ => wanted,
+        };
+        s.rotation = Rotation::Behind { version };
+        s.consecutive_ok = 0;
+        let spawn = !s.catching_up;
+        s.catching_up = true;
+        drop(s);
+        if newly {
+            self.counters.inc(InnerCounter::ReplicasBehind);
+            tracing::warn!(
+                replica = name,
+                version,
+                "behind: out of rotation until it catches up"
+            );
+        }
+        if spawn && let Some(group) = self.me.upgrade() {
+            tokio::spawn(catch_up(std::sync::Arc::downgrade(&group), i));
+        }
+        true
+    }
+
+    /// Records that replica `i` answered at `version` (0: unknown): it can
+    /// be the source of a sibling's catch-up, and if it was behind, it has
+    /// caught up on its own (e.g. an operator copied the version).
+    pub(super) fn on_answered(&self, i: usize, version: u64) {
+        if version == 0 {
+            return;
+        }
+        let mut s = self.replicas[i].lock();
+        let changed = s.answered != version;
+        s.answered = version;
+        let caught_up =
+            matches!(s.rotation, Rotation::Behind { version: behind } if version >= behind);
+        drop(s);
+        if caught_up {
+            self.on_caught_up(i, version);
+        }
+        if changed {
+            self.answered.notify_waiters();
+        }
+    }
+
+    /// The version replica `i` must catch up to, or None if it is no longer
+    /// behind (and then its catch-up task ends).
+    fn still_behind(&self, i: usize) -> Option<u64> {
+        let mut s = self.replicas[i].lock();
+        match s.rotation {
+            Rotation::Behind { version } => Some(version),
+            _ => {
+                s.catching_up = false;
+                None
+            }
+        }
+    }
+
+    /// A sibling of replica `i` to copy `version` from: one not behind
+    /// whose last answer was at that version, preferring one in rotation.
+    fn source(&self, i: usize, version: u64) -> Option<String> {
+        let mut best: Option<(bool, usize)> = None;
+        for (j, r) in self.replicas.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            let s = r.lock();
+            if s.answered != version || matches!(s.rotation, Rotation::Behind { .. }) {
+                continue;
+            }
+            let in_rotation = s.rotation == Rotation::In;
+            if best.is_none_or(|(best_in, _)| in_rotation && !best_in) {
+                best = Some((in_rotation, j));
+            }
+        }
+        best.map(|(_, j)| self.replicas[j].child.name().to_string())
+    }
+
+    /// Replica `i` holds `version` now: unless it was meanwhile asked for a
+    /// newer one, it goes on probation, and back into rotation once its
+    /// latency matches its peers' (its caches are cold after the copy).
+    fn on_caught_up(&self, i: usize, version: u64) {
+        let mut s = self.replicas[i].lock();
+        match s.rotation {
+            Rotation::Behind { version: behind } if behind <= version => {
+                s.rotation = Rotation::Probation;
+                s.recent.clear();
+                s.ewma_us = 0.0;
+                drop(s);
+                tracing::info!(
+                    replica = self.replicas[i].child.name(),
+                    version,
+                    "caught up: on probation until it answers as fast as its peers"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The catch-up of replica `i` of `group`: until the replica is no longer
+/// behind (or the group is gone), finds a source and asks the replica to
+/// copy the version from it, waiting longer after each failure.
+async fn catch_up(group: Weak<ReplicaGroup>, i: usize) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let Some(g) = group.upgrade() else { return };
+        let Some(version) = g.still_behind(i) else {
+            return;
+        };
+        let source = {
+            let answered = g.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            match g.source(i, version) {
+                Some(source) => source,
+                None => {
+                    // No sibling has answered at that version yet: wait
+                    // until one does (the refused request is being retried
+                    // on one), or a while.
+                    let _ = tokio::time::timeout(backoff, answered).await;
+                    continue;
+                }
+            }
+        };
+        let replica = g.replicas[i].child.name().to_string();
+        g.counters.inc(InnerCounter::CatchUpsStarted);
+        tracing::info!(replica, version, source, "catching up");
+        let request = CatchUpRequest {
+            version,
+            source: source.clone(),
+            activate: true,
+        };
+        let result = tokio::time::timeout(CATCH_UP_TIMEOUT, g.catch_up.catch_up(&replica, request))
+            .await
+            .unwrap_or_else(|_| Err(ChildError::Timeout("catch-up took too long".into())));
+        match result {
+            Ok(done) => {
+                g.counters.inc(InnerCounter::CatchUpsSucceeded);
+                tracing::info!(
+                    replica,
+                    version,
+                    source,
+                    bytes = done.bytes,
+                    took_us = done.took_us,
+                    "caught up"
+                );
+                g.on_caught_up(i, version);
+                backoff = BACKOFF_MIN;
+            }
+            Err(err) => {
+                g.counters.inc(InnerCounter::CatchUpsFailed);
+                tracing::warn!(replica, version, source, %err, retry_in = ?backoff, "catch-up failed");
+                drop(g);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use searchtree_proto::pb::{DocRef, FetchRequest};
+    use tokio::time::Instant;
+
+    use super::super::testing::{FakeCatchUp, VersionedChild, ms, pinned, versioned_group};
+    use super::super::{Policy, ReplicaConfig};
+    use super::*;
+    use crate::child::Child;
+
+    fn config() -> ReplicaConfig {
+        ReplicaConfig {
+            policy: Policy::RoundRobin,
+            hedge_ratio: 0.0,
+            shadow_every: 2,
+            ..ReplicaConfig::default()
+        }
+    }
+
+    /// r0 holds version 1 only; r1 holds 1 and 2.
+    fn r0_behind() -> [Arc<VersionedChild>; 2] {
+        [
+            VersionedChild::new("r0", &[1]),
+            VersionedChild::new("r1", &[1, 2]),
+        ]
+    }
+
+    fn copy_of(replica: &str, version: u64, source: &str) -> (String, CatchUpRequest) {
+        (
+            replica.to_string(),
+            CatchUpRequest {
+                version,
+                source: source.to_string(),
+                activate: true,
+            },
+        )
+    }
+
+    fn missing(held: &str, wanted: u64) -> ChildError {
+        ChildError::from(tonic::Status::failed_precondition(format!(
+            "version-missing: shard 2 holds versions {held}, not {wanted}"
+        )))
+    }
+
+    #[test]
+    fn a_leafs_refusal_of_a_version_is_told_from_other_failures() {
+        assert_eq!(refusal(&missing("[3, 4]", 5), 5), Some(Refusal::Behind));
+        assert_eq!(refusal(&missing("[]", 5), 5), Some(Refusal::Behind));
+        assert_eq!(refusal(&missing("[3, 4]", 2), 2), Some(Refusal::Ahead));
+        assert_eq!(refusal(&missing("[3, 4]", 4), 0), None);
+        let other = ChildError::from(tonic::Status::failed_precondition("no data dir"));
+        assert_eq!(refusal(&other, 5), None);
+        let down = ChildError::from(tonic::Status::unavailable("version-missing: no"));
+        assert_eq!(refusal(&down, 5), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_behind_replica_is_left_out_and_catches_up_from_the_sibling_that_answered() {
+        let r = r0_behind();
+        let copies = FakeCatchUp::new(&r, ms(50), 0);
+        let g = versioned_group(&r, &copies, config());
+
+        // r0's turn: it refuses version 2 and r1 answers instead.
+        let response = g.search(pinned(2), ms(100)).await.unwrap();
+        let source = &response.coverage.unwrap().sources[0];
+        assert_eq!((source.replica.as_str(), source.retried), ("r1", true));
+        assert_eq!(response.version, 2);
+        assert_eq!(g.rotations()[0], Rotation::Behind { version: 2 });
+        assert_eq!(g.counters.get(InnerCounter::ReplicasBehind), 1);
+
+        // While it copies, every request goes to r1; further refusals start
+        // no second catch-up.
+        let refused = r[0].inner.calls();
+        for _ in 0..10 {
+            g.search(pinned(2), ms(100)).await.unwrap();
+        }
+        assert!(g.refused_version(0, &missing("[1]", 2), 2));
+        assert_eq!(r[0].inner.calls(), refused, "no traffic while behind");
+        tokio::time::sleep(ms(50)).await;
+        assert_eq!(copies.calls(), [copy_of("r0", 2, "r1")]);
+        assert_eq!(g.counters.get(InnerCounter::CatchUpsStarted), 1);
+        assert_eq!(g.counters.get(InnerCounter::CatchUpsSucceeded), 1);
+
+        // Caught up: probation (shadow copies only), then back in rotation.
+        assert_eq!(g.rotations()[0], Rotation::Probation);
+        for _ in 0..100 {
+            g.search(pinned(2), ms(100)).await.unwrap();
+            tokio::time::advance(ms(2)).await; // let shadow copies finish
+        }
+        assert_eq!(g.rotations()[0], Rotation::In);
+        assert!(g.counters.get(InnerCounter::Returns) >= 1);
+        let back = r[0].inner.calls();
+        tokio::time::advance(ms(3000)).await; // past slow start
+        for _ in 0..10 {
+            g.search(pinned(2), ms(100)).await.unwrap();
+        }
+        assert_eq!(r[0].inner.calls() - back, 5, "its full share again");
+        assert_eq!(copies.calls().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_checks_do_not_bring_a_behind_replica_back_and_failed_copies_back_off() {
+        let r = r0_behind();
+        let copies = FakeCatchUp::new(&r, ms(10), usize::MAX);
+        let g = versioned_group(&r, &copies, config());
+        let start = Instant::now();
+        g.search(pinned(2), ms(100)).await.unwrap();
+        let refused = r[0].inner.calls();
+
+        // Copies at ~0, 1, 3 and 7 s (each failing after 10 ms, then 1, 2,
+        // 4 s of backoff); healthy all along, the replica stays out.
+        for (at_ms, copies_by_then) in [(500, 1), (1500, 2), (2900, 2), (3500, 3), (7500, 4)] {
+            tokio::time::sleep_until(start + ms(at_ms)).await;
+            g.check_all().await;
+            g.search(pinned(2), ms(100)).await.unwrap();
+            assert_eq!(g.rotations()[0], Rotation::Behind { version: 2 });
+            assert_eq!(copies.calls().len(), copies_by_then, "at {at_ms} ms");
+        }
+        assert_eq!(r[0].inner.calls(), refused, "no traffic while behind");
+        assert_eq!(g.counters.get(InnerCounter::CatchUpsFailed), 4);
+        assert_eq!(g.counters.get(InnerCounter::Returns), 0);
+
+        // The next attempt (at ~15 s) succeeds.
+        copies.heal();
+        tokio::time::sleep_until(start + ms(16_000)).await;
+        assert_eq!(g.rotations()[0], Rotation::Probation);
+        assert_eq!(copies.calls().len(), 5);
+        assert!(copies.calls().iter().all(|c| *c == copy_of("r0", 2, "r1")));
+        assert_eq!(g.counters.get(InnerCounter::CatchUpsStarted), 5);
+        assert_eq!(g.counters.get(InnerCounter::CatchUpsSucceeded), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_catch_up_waits_for_a_sibling_to_answer_at_the_version() {
+        let r = r0_behind();
+        let copies = FakeCatchUp::new(&r, ms(10), 0);
+        let g = versioned_group(&r, &copies, config());
+        r[1].inner.set_down(true);
+        let err = g.search(pinned(2), ms(100)).await.unwrap_err();
+        assert!(matches!(err, ChildError::Unavailable(_)), "{err:?}");
+        tokio::time::sleep(ms(5000)).await;
+        assert!(copies.calls().is_empty(), "no sibling holds version 2 yet");
+
+        // r1 returns and answers at version 2: r0 copies from it.
+        r[1].inner.set_down(false);
+        g.check_all().await;
+        g.check_all().await;
+        g.search(pinned(2), ms(100)).await.unwrap();
+        tokio::time::sleep(ms(20)).await;
+        assert_eq!(copies.calls(), [copy_of("r0", 2, "r1")]);
+        assert_eq!(g.rotations()[0], Rotation::Probation);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_fetch_goes_to_a_sibling_and_starts_a_catch_up() {
+        let r = r0_behind();
+        let copies = FakeCatchUp::new(&r, ms(10), 0);
+        let g = versioned_group(&r, &copies, config());
+        let fetch = FetchRequest {
+            query: "q".into(),
+            docs: vec![DocRef {
+                doc_id: "a".into(),
+                shard: 0,
+            }],
+            budget_ms: 0,
+            version: 2,
+        };
+        let answer = g.fetch(fetch, ms(100)).await.unwrap();
+        assert_eq!(answer.hits.len(), 1);
+        assert_eq!((r[0].inner.fetch_calls(), r[1].inner.fetch_calls()), (1, 1));
+        assert_eq!(g.rotations()[0], Rotation::Behind { version: 2 });
+        tokio::time::sleep(ms(20)).await;
+        assert_eq!(copies.calls(), [copy_of("r0", 2, "r1")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_asked_for_a_version_older_than_it_holds_is_not_rolled_back() {
+        let r = [
+            VersionedChild::new("r0", &[3]),
+            VersionedChild::new("r1", &[2, 3]),
+        ];
+        let copies = FakeCatchUp::new(&r, ms(10), 0);
+        let g = versioned_group(&r, &copies, config());
+        let response = g.search(pinned(2), ms(100)).await.unwrap();
+        assert_eq!(response.coverage.unwrap().sources[0].replica, "r1");
+        tokio::time::sleep(ms(5000)).await;
+        assert_eq!(g.rotations(), [Rotation::In, Rotation::In]);
+        assert!(copies.calls().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_replica_stays_in_rotation_and_its_shards_fail() {
+        let r = [VersionedChild::new("r0", &[1])];
+        let copies = FakeCatchUp::new(&r, ms(10), 0);
+        let g = versioned_group(&r, &copies, config());
+        for _ in 0..2 {
+            let err = g.search(pinned(2), ms(100)).await.unwrap_err();
+            assert!(err.to_string().contains("version-missing"), "{err}");
+        }
+        assert_eq!(r[0].inner.calls(), 2);
+        tokio::time::sleep(ms(5000)).await;
+        assert_eq!(g.rotations(), [Rotation::In]);
+        assert!(copies.calls().is_empty());
+        assert_eq!(g.counters.get(InnerCounter::ReplicasBehind), 0);
+        // Version 1, which it holds, it still answers.
+        g.search(pinned(1), ms(100)).await.unwrap();
+    }
+}
