@@ -127,6 +127,18 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// dropping its connection would only cost a reconnect.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The endpoint of the node at `addr` (HOST:PORT) with the settings every
+/// call from an inner node to a child uses (connect timeout, no Nagle,
+/// keepalive pings), shared by searches and corpus calls.
+pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
+}
+
 /// A child reached over gRPC. Connects lazily and reconnects by itself, so a
 /// child that is down at start-up or restarts later is picked up again.
 pub struct GrpcChild {
@@ -140,13 +152,7 @@ impl GrpcChild {
     /// A client for the child at `addr` (HOST:PORT) serving `shards`; no
     /// connection is made yet.
     pub fn new(addr: &str, shards: Vec<u32>) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channel = endpoint(addr)?.connect_lazy();
         Ok(GrpcChild {
             addr: addr.to_string(),
             shards,

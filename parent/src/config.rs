@@ -10,6 +10,7 @@ use searchtree_proto::BudgetPolicy;
 
 use crate::cache::{self, CacheConfig};
 use crate::child::{Child, GrpcChild};
+use crate::corpus::{CorpusChildren, CorpusNode};
 use crate::counters::{InnerCounters, inner_counters};
 use crate::fanout::{EarlyAnswer, FanOutOptions};
 use crate::node::{InnerNode, InnerTiming};
@@ -149,6 +150,14 @@ impl InnerArgs {
             "{role} configured"
         );
         Ok(node)
+    }
+
+    /// The node's side of the `Corpus` service: every replica of every
+    /// child, connected lazily.
+    pub fn corpus_node(&self) -> anyhow::Result<Arc<CorpusNode>> {
+        Ok(Arc::new(CorpusNode::new(CorpusChildren::from_specs(
+            &self.children,
+        )?)))
     }
 
     /// How children are asked and awaited.

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod child;
 pub mod child_k;
 pub mod config;
+pub mod corpus;
 pub mod counters;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]

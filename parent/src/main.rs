@@ -4,6 +4,7 @@ use clap::Parser;
 use searchtree_node::serving;
 use searchtree_parent::ParentService;
 use searchtree_parent::config::ParentConfig;
+use searchtree_parent::corpus::ParentCorpus;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,9 +14,11 @@ async fn main() -> anyhow::Result<()> {
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;
     let service = ParentService::new(node);
+    let corpus = ParentCorpus::new(config.inner.corpus_node()?);
     serving::serve(
         listener,
         service,
+        corpus,
         counters,
         config.connections.limits(),
         serving::shutdown_signal(),

@@ -1,0 +1,101 @@
+//! The `Corpus` service of inner nodes: each call is passed down to every
+//! replica of the children holding the shards concerned, and their answers
+//! are folded into one (see corpus.proto). The root builds on the same
+//! [`CorpusNode`] and adds what only it decides: the version to publish and
+//! the one queries are pinned to.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+
+pub mod acks;
+pub mod clients;
+pub mod load;
+pub mod publish_steps;
+pub mod service;
+
+pub use clients::{CorpusChildren, CorpusReplica};
+pub use load::{NUM_SHARDS_HEADER, forward_load};
+pub use publish_steps::Prepared;
+pub use service::ParentCorpus;
+
+/// A version prepared below a node, and the replicas `(child, replica)`
+/// that prepared it.
+type PreparedSet = (u64, BTreeSet<(usize, usize)>);
+
+/// What an inner node keeps between corpus calls: its children, the
+/// replicas that missed part of a load since the last Activate, and which
+/// replicas prepared the version being published.
+#[derive(Debug)]
+pub struct CorpusNode {
+    children: CorpusChildren,
+    /// Replicas (addresses, here or below) that failed to commit a batch a
+    /// sibling committed: left out of the next version, until Activate.
+    missed: Arc<Mutex<BTreeSet<String>>>,
+    /// The version last prepared here and the replicas `(child, replica)`
+    /// that prepared it: the ones its Install goes to.
+    prepared: Mutex<Option<PreparedSet>>,
+}
+
+impl CorpusNode {
+    /// A node over `children`.
+    pub fn new(children: CorpusChildren) -> Self {
+        CorpusNode {
+            children,
+            missed: Arc::new(Mutex::new(BTreeSet::new())),
+            prepared: Mutex::new(None),
+        }
+    }
+
+    /// The children, for corpus calls.
+    pub fn children(&self) -> &CorpusChildren {
+        &self.children
+    }
+
+    /// Replicas that missed part of a load since the last Activate.
+    pub fn missed(&self) -> BTreeSet<String> {
+        self.missed.lock().expect("missed lock").clone()
+    }
+
+    /// Records replicas that missed part of a load or publish.
+    pub fn add_missed(&self, replicas: impl IntoIterator<Item = String>) {
+        self.missed.lock().expect("missed lock").extend(replicas);
+    }
+
+    /// Forwards a Load stream below (see [`load`]), placing ops among
+    /// `num_shards` shards; acknowledgements arrive on the returned stream.
+    pub fn load<S>(
+        &self,
+        num_shards: u32,
+        incoming: S,
+    ) -> (
+        mpsc::Receiver<Result<searchtree_proto::pb::LoadAck, tonic::Status>>,
+        impl Future<Output = ()> + Send + 'static,
+    )
+    where
+        S: Stream<Item = Result<searchtree_proto::pb::LoadBatch, tonic::Status>>
+            + Unpin
+            + Send
+            + 'static,
+    {
+        let (tx, rx) = mpsc::channel(load::MAX_BATCHES_IN_FLIGHT);
+        let work = forward_load(
+            self.children.clone(),
+            num_shards,
+            incoming,
+            tx,
+            Arc::clone(&self.missed),
+        );
+        (rx, work)
+    }
+}
+
+/// The items of `rx` as a stream (what tonic sends as a streaming request
+/// or response).
+pub fn receiver_stream<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}

@@ -1,0 +1,144 @@
+//! The parent's gRPC adapter for `searchtree.v1.Corpus`: every call is
+//! passed to its [`CorpusNode`]; Publish is the root's, and copying versions
+//! a leaf's.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use searchtree_proto::pb::corpus_server::Corpus;
+use searchtree_proto::pb::{
+    ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
+    FileChunk, InstallChunk, InstallResponse, LoadAck, LoadBatch, PrepareChunk, PrepareRequest,
+    PublishRequest, PublishResponse, VersionsRequest, VersionsResponse,
+};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::clients::CorpusChildren;
+use super::load::NUM_SHARDS_HEADER;
+use super::{CorpusNode, receiver_stream};
+
+/// A stream of answers, as the `Corpus` service returns them.
+pub type AnswerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Serves `searchtree.v1.Corpus` at a parent.
+#[derive(Debug, Clone)]
+pub struct ParentCorpus {
+    node: Arc<CorpusNode>,
+}
+
+impl ParentCorpus {
+    /// A service over `node`.
+    pub fn new(node: Arc<CorpusNode>) -> Self {
+        ParentCorpus { node }
+    }
+}
+
+/// The corpus's shard count a Load stream is placed with: the
+/// [`NUM_SHARDS_HEADER`] metadata, or, without it, the shard count of a node
+/// whose shards are the whole tree's (`0..n`).
+pub fn num_shards_of(metadata: &MetadataMap, children: &CorpusChildren) -> Result<u32, Status> {
+    let Some(value) = metadata.get(NUM_SHARDS_HEADER) else {
+        return children.whole_tree_shards().ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "Load needs the {NUM_SHARDS_HEADER} metadata: this node holds part of the tree's shards (the root sets it)"
+            ))
+        });
+    };
+    let n = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{NUM_SHARDS_HEADER} {value:?} is not a shard count"
+            ))
+        })?;
+    if let Some(max) = children.shards().last()
+        && *max >= n
+    {
+        return Err(Status::invalid_argument(format!(
+            "{NUM_SHARDS_HEADER} {n} is too small: shard {max} is below this node"
+        )));
+    }
+    Ok(n)
+}
+
+/// Inner nodes pass these on; only leaves act on them.
+pub fn leaf_only(call: &str) -> Status {
+    Status::failed_precondition(format!("{call} is a leaf's call"))
+}
+
+#[tonic::async_trait]
+impl Corpus for ParentCorpus {
+    type LoadStream = AnswerStream<LoadAck>;
+    type PrepareStream = AnswerStream<PrepareChunk>;
+    type CopyVersionStream = AnswerStream<FileChunk>;
+
+    async fn load(
+        &self,
+        request: Request<Streaming<LoadBatch>>,
+    ) -> Result<Response<Self::LoadStream>, Status> {
+        let num_shards = num_shards_of(request.metadata(), self.node.children())?;
+        let (acks, work) = self.node.load(num_shards, request.into_inner());
+        tokio::spawn(work);
+        Ok(Response::new(Box::pin(receiver_stream(acks))))
+    }
+
+    async fn publish(
+        &self,
+        _request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        Err(Status::failed_precondition("Publish is the root's call"))
+    }
+
+    async fn prepare(
+        &self,
+        request: Request<PrepareRequest>,
+    ) -> Result<Response<Self::PrepareStream>, Status> {
+        let prepared = self.node.prepare(request.get_ref()).await?;
+        let chunks = prepared.into_chunks().into_iter().map(Ok);
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn install(
+        &self,
+        request: Request<Streaming<InstallChunk>>,
+    ) -> Result<Response<InstallResponse>, Status> {
+        Ok(Response::new(
+            self.node.install(request.into_inner()).await?,
+        ))
+    }
+
+    async fn activate(
+        &self,
+        request: Request<ActivateRequest>,
+    ) -> Result<Response<ActivateResponse>, Status> {
+        Ok(Response::new(
+            self.node.activate(request.into_inner()).await?,
+        ))
+    }
+
+    async fn versions(
+        &self,
+        _request: Request<VersionsRequest>,
+    ) -> Result<Response<VersionsResponse>, Status> {
+        Ok(Response::new(self.node.versions().await))
+    }
+
+    async fn copy_version(
+        &self,
+        _request: Request<CopyVersionRequest>,
+    ) -> Result<Response<Self::CopyVersionStream>, Status> {
+        Err(leaf_only("CopyVersion"))
+    }
+
+    async fn catch_up(
+        &self,
+        _request: Request<CatchUpRequest>,
+    ) -> Result<Response<CatchUpResponse>, Status> {
+        Err(leaf_only("CatchUp"))
+    }
+}
