@@ -103,6 +103,9 @@ struct CacheKey {
     top_k: usize,
     exact_total_hits: bool,
     ids_only: bool,
+    /// The snapshot version the query is pinned to (0: each node's
+    /// current): answers at different versions are different answers.
+    version: u64,
     snapshot: Arc<str>,
 }
 
@@ -113,6 +116,7 @@ impl CacheKey {
             top_k: params.top_k,
             exact_total_hits: params.exact_total_hits,
             ids_only: params.ids_only,
+            version: params.version,
             snapshot,
         }
     }
@@ -701,7 +705,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_key_is_the_query_top_k_and_kind_of_answer_not_the_budget() {
+    async fn the_key_is_the_query_top_k_kind_of_answer_and_version_not_the_budget() {
         let c = child(0, ms(5), "v1");
         let n = node(std::slice::from_ref(&c));
         ask(&n, request("q", 10, 100)).await.unwrap();
@@ -717,11 +721,16 @@ mod tests {
                 ids_only: true,
                 ..request("q", 10, 100)
             },
+            // Pinned to another version of the corpus.
+            SearchRequest {
+                version: 2,
+                ..request("q", 10, 100)
+            },
         ];
         for r in misses {
             ask(&n, r).await.unwrap();
         }
-        assert_eq!(c.calls(), 6, "each a miss");
+        assert_eq!(c.calls(), 7, "each a miss");
         // Budget, strictness and priority do not change a complete answer.
         ask(
             &n,
@@ -733,7 +742,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(c.calls(), 6);
+        assert_eq!(c.calls(), 7);
         assert_eq!(count(&n, InnerCounter::CacheHits), 1);
     }
 

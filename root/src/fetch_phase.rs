@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use searchtree_parent::round_trip::RoundTrip;
 use searchtree_parent::{InnerCounter, InnerNode};
-use searchtree_proto::FetchParams;
+use searchtree_proto::{FetchParams, SearchParams};
 use searchtree_proto::pb::{DocRef, SearchResponse};
 use tokio::time::Instant;
 
@@ -60,12 +60,13 @@ impl FetchPhase {
         deadline.checked_sub(reserve).unwrap_or(now).max(now)
     }
 
-    /// Fills in titles and snippets of `response`'s hits by `deadline`, in
-    /// place; hits that stay bare are counted in `hits_unfetched`.
+    /// Fills in titles and snippets of `response`'s hits (the answer to
+    /// `search`) by `deadline`, in place; hits that stay bare are counted in
+    /// `hits_unfetched`.
     pub async fn fill(
         &self,
         node: &InnerNode,
-        query: &str,
+        search: &SearchParams,
         response: &mut SearchResponse,
         deadline: Instant,
     ) {
@@ -73,7 +74,7 @@ impl FetchPhase {
             return;
         }
         let params = FetchParams {
-            query: query.to_string(),
+            query: search.query.clone(),
             docs: response
                 .hits
                 .iter()
@@ -83,9 +84,13 @@ impl FetchPhase {
                 })
                 .collect(),
             budget: None,
-            // The version the query phase answered at, so a document
-            // deleted in a later version is still found.
-            version: response.version,
+            // The version the query phase answered at (else the one it was
+            // pinned to), so a document deleted in a later version is
+            // still found.
+            version: match response.version {
+                0 => search.version,
+                v => v,
+            },
         };
         let started = Instant::now();
         let fetched = match node.fetch(&params, deadline).await {

@@ -6,8 +6,10 @@
 pub mod admission;
 pub mod canary;
 pub mod config;
+pub mod corpus;
 pub mod fetch_phase;
 pub mod node;
+pub mod pin;
 pub mod policy;
 pub mod service;
 

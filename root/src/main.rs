@@ -3,6 +3,7 @@
 use clap::Parser;
 use searchtree_node::serving;
 use searchtree_root::config::RootConfig;
+use searchtree_root::corpus::RootCorpus;
 use searchtree_root::{RootNode, RootService};
 
 #[tokio::main]
@@ -16,10 +17,13 @@ async fn main() -> anyhow::Result<()> {
         .with_canary(config.canary())
         .with_admission(config.admission()?)
         .with_one_phase(config.one_phase);
+    let corpus = RootCorpus::new(config.inner.corpus_node()?, root.pinned());
+    corpus.spawn_pin_at_start();
     let service = RootService::new(root);
     serving::serve(
         listener,
         service,
+        corpus,
         counters,
         config.connections.limits(),
         serving::shutdown_signal(),

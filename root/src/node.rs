@@ -23,6 +23,7 @@ use searchtree_parent::counters::InnerCounters;
 use crate::admission::{Admission, AdmissionConfig, ShedReason};
 use crate::canary::{Canary, CanaryConfig};
 use crate::fetch_phase::FetchPhase;
+use crate::pin::PinnedVersion;
 use crate::policy::judge;
 
 /// The node clients call: the tree below it, and what it adds on top.
@@ -33,6 +34,8 @@ pub struct RootNode {
     /// Two-phase search; `None` leaves titles and snippets to the leaves
     /// (one phase).
     fetch: Option<FetchPhase>,
+    /// The version every search and fetch is sent at.
+    pinned: Arc<PinnedVersion>,
 }
 
 impl RootNode {
@@ -43,7 +46,14 @@ impl RootNode {
             canary: None,
             admission: None,
             fetch: Some(FetchPhase::new()),
+            pinned: Arc::new(PinnedVersion::default()),
         }
+    }
+
+    /// The version queries are pinned to, shared with the corpus service
+    /// that learns and moves it.
+    pub fn pinned(&self) -> Arc<PinnedVersion> {
+        Arc::clone(&self.pinned)
     }
 
     /// Searches in one phase (leaves fill titles and snippets for their own
@@ -77,7 +87,15 @@ impl RootNode {
         params: &FetchParams,
         deadline: Instant,
     ) -> Result<FetchResponse, NodeError> {
-        self.node.fetch(params, deadline).await
+        let version = self.pinned.for_request(params.version);
+        if version == params.version {
+            return self.node.fetch(params, deadline).await;
+        }
+        let params = FetchParams {
+            version,
+            ..params.clone()
+        };
+        self.node.fetch(&params, deadline).await
     }
 
     /// Admits whole queries under an adaptive limit (see
@@ -136,6 +154,18 @@ impl RootNode {
         deadline: Instant,
     ) -> Result<SearchResponse, NodeError> {
         let counters = self.node.counters();
+        // Every shard answers at the pinned version (the cache keys on it).
+        let pinned;
+        let params = match self.pinned.for_request(params.version) {
+            v if v == params.version => params,
+            version => {
+                pinned = SearchParams {
+                    version,
+                    ..params.clone()
+                };
+                &pinned
+            }
+        };
         if self.fetch.is_some()
             && !params.ids_only
             && let Some(hit) = self.node.cached(params).await
@@ -189,7 +219,7 @@ impl RootNode {
         };
         if let (Some(phase), Ok(answer)) = (fetch, response.as_mut()) {
             phase
-                .fill(&self.node, &params.query, answer, deadline)
+                .fill(&self.node, params, answer, deadline)
                 .await;
             self.node.remember(params, answer).await;
         }

@@ -107,6 +107,7 @@ mod tests {
             priority: searchtree_proto::pb::Priority::Interactive,
             exact_total_hits: false,
             ids_only: false,
+            version: 0,
         }
     }
 

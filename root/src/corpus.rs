@@ -1,0 +1,339 @@
+//! The root's `Corpus` service: what operators call. Loads and publishes run
+//! one at a time; a load starts only while every reachable leaf serves the
+//! same version, and a publish makes the next version (one above anything a
+//! leaf holds) and moves the pin once every leaf installed it. The steps
+//! below the root are an inner node's ([`CorpusNode`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use searchtree_parent::corpus::publish_steps::term_chunks;
+use searchtree_parent::corpus::service::{AnswerStream, leaf_only};
+use searchtree_parent::corpus::{CorpusNode, receiver_stream};
+use searchtree_proto::pb::corpus_server::Corpus;
+use searchtree_proto::pb::{
+    ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
+    FileChunk, InstallChunk, InstallResponse, LeafVersions, LoadAck, LoadBatch, PrepareChunk,
+    PrepareRequest, PublishRequest, PublishResponse, VersionsRequest, VersionsResponse,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pin::PinnedVersion;
+
+/// How often the root asks the leaves for their versions until one answers,
+/// to learn the version to pin queries to.
+pub const PIN_RETRY: Duration = Duration::from_secs(1);
+
+/// The most leaves a refusal lists.
+const MAX_LEAVES_NAMED: usize = 16;
+
+/// Serves `searchtree.v1.Corpus` at the root.
+pub struct RootCorpus {
+    node: Arc<CorpusNode>,
+    pinned: Arc<PinnedVersion>,
+    /// Held by the load or publish under way.
+    busy: Arc<Mutex<()>>,
+}
+
+impl RootCorpus {
+    /// A service over `node`, moving `pinned`.
+    pub fn new(node: Arc<CorpusNode>, pinned: Arc<PinnedVersion>) -> Self {
+        RootCorpus {
+            node,
+            pinned,
+            busy: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Learns the version to pin queries to in the background: asks the
+    /// leaves every [`PIN_RETRY`] until one answers, then pins the highest
+    /// current version reported (unless a publish pinned one meanwhile).
+    pub fn spawn_pin_at_start(&self) -> tokio::task::JoinHandle<()> {
+        let (node, pinned) = (Arc::clone(&self.node), Arc::clone(&self.pinned));
+        tokio::spawn(async move {
+            loop {
+                let versions = node.versions().await;
+                if let Some(current) = versions
+                    .leaves
+                    .iter()
+                    .filter(|l| l.reachable)
+                    .map(|l| l.current)
+                    .max()
+                {
+                    if pinned.learn(current) {
+                        tracing::info!(version = current, "queries pinned");
+                    }
+                    return;
+                }
+                tokio::time::sleep(PIN_RETRY).await;
+            }
+        })
+    }
+
+    /// Takes the one corpus operation slot, or refuses with ABORTED.
+    fn lock(&self) -> Result<OwnedMutexGuard<()>, Status> {
+        Arc::clone(&self.busy)
+            .try_lock_owned()
+            .map_err(|_| Status::aborted("another load or publish is running"))
+    }
+
+    /// Publishes under the lock (see [`Corpus::publish`]).
+    async fn publish_locked(&self, request: PublishRequest) -> Result<PublishResponse, Status> {
+        let started = Instant::now();
+        let leaves = self.node.versions().await.leaves;
+        let current = agreed_current(&leaves)?;
+        let version = next_version(&leaves);
+        let mut skip: BTreeSet<String> = leaves
+            .iter()
+            .filter(|l| !l.reachable)
+            .map(|l| l.replica.clone())
+            .collect();
+        skip.extend(self.node.missed());
+        tracing::info!(version, previous = current, skipped = ?skip, from_build = %request.from_build, "publishing");
+        let prepared = self
+            .node
+            .prepare(&PrepareRequest {
+                version,
+                from_build: request.from_build.clone(),
+                skip_replicas: skip.iter().cloned().collect(),
+            })
+            .await
+            .map_err(|s| step_failed("Prepare", version, s))?;
+        skip.extend(prepared.left_out.iter().cloned());
+        let (num_docs, num_tokens) = prepared.totals();
+        let staged_ops = prepared.per_shard().values().map(|s| s.staged_ops).sum();
+        let mut chunks = vec![InstallChunk {
+            version,
+            num_docs,
+            num_tokens: num_tokens.into_iter().collect(),
+            terms: Vec::new(),
+            skip_replicas: skip.iter().cloned().collect(),
+        }];
+        chunks.extend(
+            term_chunks(&prepared.terms)
+                .into_iter()
+                .map(|terms| InstallChunk {
+                    terms,
+                    ..InstallChunk::default()
+                }),
+        );
+        drop(prepared);
+        self.node
+            .install(futures::stream::iter(chunks.into_iter().map(Ok)))
+            .await
+            .map_err(|s| step_failed("Install", version, s))?;
+        // Every leaf in the version holds it: queries may ask for it.
+        self.pinned.set(version);
+        let activated = self
+            .node
+            .activate(ActivateRequest { version })
+            .await
+            .map_err(|s| step_failed("Activate", version, s))?;
+        skip.extend(activated.replicas_failed);
+        tracing::info!(version, num_docs, behind = ?skip, "published");
+        Ok(PublishResponse {
+            version,
+            previous_version: current,
+            num_docs,
+            staged_ops,
+            replicas_behind: skip.into_iter().collect(),
+            took_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// The current version every reachable leaf serves, or a refusal naming
+/// the leaves when they disagree (or none answered).
+pub fn agreed_current(leaves: &[LeafVersions]) -> Result<u64, Status> {
+    let reachable: Vec<&LeafVersions> = leaves.iter().filter(|l| l.reachable).collect();
+    let Some(first) = reachable.first() else {
+        let errors: Vec<String> = leaves
+            .iter()
+            .take(MAX_LEAVES_NAMED)
+            .map(|l| format!("{}: {}", l.replica, l.error))
+            .collect();
+        return Err(Status::unavailable(format!(
+            "no leaf answered ({})",
+            errors.join("; ")
+        )));
+    };
+    if reachable.iter().all(|l| l.current == first.current) {
+        return Ok(first.current);
+    }
+    let mut named: Vec<String> = reachable
+        .iter()
+        .take(MAX_LEAVES_NAMED)
+        .map(|l| format!("shard {} {} at v{}", l.shard, l.replica, l.current))
+        .collect();
+    if reachable.len() > MAX_LEAVES_NAMED {
+        named.push(format!("and {} more", reachable.len() - MAX_LEAVES_NAMED));
+    }
+    Err(Status::failed_precondition(format!(
+        "leaves disagree on the current version: {} — wait for the replicas to catch up, see `searchtree verify --root`",
+        named.join(", ")
+    )))
+}
+
+/// The version a publish makes: one above the highest any reachable leaf
+/// holds, current or installed.
+pub fn next_version(leaves: &[LeafVersions]) -> u64 {
+    leaves
+        .iter()
+        .filter(|l| l.reachable)
+        .flat_map(|l| l.installed.iter().copied().chain([l.current]))
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+fn step_failed(step: &str, version: u64, status: Status) -> Status {
+    Status::new(
+        status.code(),
+        format!(
+            "publish of v{version} failed at {step}, leaves keep serving the current version: {}",
+            status.message()
+        ),
+    )
+}
+
+fn publish_step(call: &str) -> Status {
+    Status::failed_precondition(format!(
+        "{call} is a step of Publish below the root: call Publish"
+    ))
+}
+
+#[tonic::async_trait]
+impl Corpus for RootCorpus {
+    type LoadStream = AnswerStream<LoadAck>;
+    type PrepareStream = AnswerStream<PrepareChunk>;
+    type CopyVersionStream = AnswerStream<FileChunk>;
+
+    async fn load(
+        &self,
+        request: Request<Streaming<LoadBatch>>,
+    ) -> Result<Response<Self::LoadStream>, Status> {
+        let Some(num_shards) = self.node.children().whole_tree_shards() else {
+            return Err(Status::failed_precondition(format!(
+                "the root's shards {:?} are not 0..n: it cannot place documents",
+                self.node.children().shards()
+            )));
+        };
+        let guard = self.lock()?;
+        agreed_current(&self.node.versions().await.leaves)?;
+        let (acks, work) = self.node.load(num_shards, request.into_inner());
+        tokio::spawn(async move {
+            work.await;
+            drop(guard);
+        });
+        Ok(Response::new(Box::pin(receiver_stream(acks))))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let _guard = self.lock()?;
+        Ok(Response::new(
+            self.publish_locked(request.into_inner()).await?,
+        ))
+    }
+
+    async fn prepare(
+        &self,
+        _request: Request<PrepareRequest>,
+    ) -> Result<Response<Self::PrepareStream>, Status> {
+        Err(publish_step("Prepare"))
+    }
+
+    async fn install(
+        &self,
+        _request: Request<Streaming<InstallChunk>>,
+    ) -> Result<Response<InstallResponse>, Status> {
+        Err(publish_step("Install"))
+    }
+
+    async fn activate(
+        &self,
+        _request: Request<ActivateRequest>,
+    ) -> Result<Response<ActivateResponse>, Status> {
+        Err(publish_step("Activate"))
+    }
+
+    async fn versions(
+        &self,
+        _request: Request<VersionsRequest>,
+    ) -> Result<Response<VersionsResponse>, Status> {
+        let mut versions = self.node.versions().await;
+        versions.pinned = self.pinned.get();
+        Ok(Response::new(versions))
+    }
+
+    async fn copy_version(
+        &self,
+        _request: Request<CopyVersionRequest>,
+    ) -> Result<Response<Self::CopyVersionStream>, Status> {
+        Err(leaf_only("CopyVersion"))
+    }
+
+    async fn catch_up(
+        &self,
+        _request: Request<CatchUpRequest>,
+    ) -> Result<Response<CatchUpResponse>, Status> {
+        Err(leaf_only("CatchUp"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(shard: u32, port: u16, current: u64, installed: &[u64]) -> LeafVersions {
+        LeafVersions {
+            shard,
+            replica: format!("127.0.0.1:{port}"),
+            reachable: true,
+            current,
+            installed: installed.to_vec(),
+            ..LeafVersions::default()
+        }
+    }
+
+    #[test]
+    fn leaves_on_different_versions_are_named() {
+        let agree = [leaf(0, 4000, 2, &[2]), leaf(1, 4001, 2, &[2, 3])];
+        assert_eq!(agreed_current(&agree).unwrap(), 2);
+        let mut down = leaf(1, 4002, 0, &[]);
+        down.reachable = false;
+        let err =
+            agreed_current(&[leaf(0, 4000, 1, &[1]), leaf(1, 4001, 2, &[2]), down]).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            err.message(),
+            "leaves disagree on the current version: shard 0 127.0.0.1:4000 at v1, \
+             shard 1 127.0.0.1:4001 at v2 — wait for the replicas to catch up, see \
+             `searchtree verify --root`"
+        );
+    }
+
+    #[test]
+    fn no_reachable_leaf_is_unavailable() {
+        let mut down = leaf(0, 4000, 0, &[]);
+        down.reachable = false;
+        down.error = "Unavailable: connection refused".into();
+        let err = agreed_current(&[down]).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert!(err.message().contains("connection refused"));
+    }
+
+    #[test]
+    fn the_next_version_is_above_anything_installed() {
+        let leaves = [leaf(0, 4000, 2, &[2, 4]), leaf(1, 4001, 3, &[3])];
+        assert_eq!(next_version(&leaves), 5);
+        let mut down = leaf(2, 4002, 9, &[9]);
+        down.reachable = false;
+        assert_eq!(next_version(&[leaf(0, 4000, 1, &[1]), down]), 2);
+    }
+}

@@ -1,0 +1,56 @@
+//! The snapshot version the root pins every query to, so that all shards
+//! answer at the same one: learnt from the leaves at start, moved by each
+//! Publish once every leaf has installed the new version.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The pinned version; 0 until known, which asks each leaf for its current.
+#[derive(Debug, Default)]
+pub struct PinnedVersion(AtomicU64);
+
+impl PinnedVersion {
+    /// The version queries are pinned to (0: each leaf's current).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Pins queries to `version` (a Publish, once it is installed everywhere).
+    pub fn set(&self, version: u64) {
+        self.0.store(version, Ordering::Release);
+    }
+
+    /// Pins `version` unless something (a Publish) pinned one already;
+    /// returns whether it did.
+    pub fn learn(&self, version: u64) -> bool {
+        self.0
+            .compare_exchange(0, version, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The version a request asking for `requested` is sent at: its own if
+    /// it names one, else the pinned one.
+    pub fn for_request(&self, requested: u64) -> u64 {
+        if requested != 0 {
+            requested
+        } else {
+            self.get()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_at_start_never_overrides_a_publish() {
+        let pin = PinnedVersion::default();
+        assert_eq!(pin.for_request(0), 0);
+        assert!(pin.learn(3));
+        assert_eq!(pin.for_request(0), 3);
+        assert_eq!(pin.for_request(2), 2, "a version asked for is kept");
+        pin.set(4);
+        assert!(!pin.learn(3));
+        assert_eq!(pin.get(), 4);
+    }
+}
