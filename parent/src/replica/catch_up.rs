@@ -431,6 +431,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_replica_on_probation_that_misses_the_next_version_catches_up_again() {
+        let r = [
+            VersionedChild::new("r0", &[1]),
+            VersionedChild::new("r1", &[1, 2, 3]),
+        ];
+        let copies = FakeCatchUp::new(&r, ms(50), 0);
+        let g = versioned_group(&r, &copies, config());
+        g.search(pinned(2), ms(100)).await.unwrap();
+        tokio::time::sleep(ms(100)).await;
+        assert_eq!(g.rotations()[0], Rotation::Probation);
+
+        // The tree moves on to version 3: r1 answers at it, and r0's first
+        // shadow copy is refused, which sends it behind again.
+        for _ in 0..4 {
+            g.search(pinned(3), ms(100)).await.unwrap();
+        }
+        assert_eq!(g.rotations()[0], Rotation::Behind { version: 3 });
+        tokio::time::sleep(ms(100)).await;
+        assert_eq!(
+            copies.calls(),
+            [copy_of("r0", 2, "r1"), copy_of("r0", 3, "r1")]
+        );
+        assert_eq!(g.rotations()[0], Rotation::Probation);
+        assert_eq!(g.counters.get(InnerCounter::ReplicasBehind), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn health_checks_do_not_bring_a_behind_replica_back_and_failed_copies_back_off() {
         let r = r0_behind();
         let copies = FakeCatchUp::new(&r, ms(10), usize::MAX);
