@@ -38,6 +38,7 @@ fn params(query: &str, top_k: usize, exact: bool) -> SearchParams {
         priority: Priority::Interactive,
         exact_total_hits: exact,
         ids_only: true,
+        version: 0,
     }
 }
 

@@ -18,6 +18,11 @@ pub struct LeafConfig {
     /// Shard directory written by `searchtree build` (e.g. OUT/shards/shard-000).
     #[arg(long)]
     pub index: PathBuf,
+    /// The leaf's mutable state: loaded documents and the versions
+    /// published since the build (see `corpus.proto`). Without it the leaf
+    /// serves its build read-only and refuses to load or publish.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port, printed as
     /// `LISTENING HOST:PORT` on stdout.
     #[arg(long, default_value = "127.0.0.1:0")]

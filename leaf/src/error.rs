@@ -24,6 +24,11 @@ pub enum LeafError {
     /// (`INTERNAL`): an index error, or a panic caught in the search.
     #[error("{0}")]
     Internal(String),
+    /// The request is pinned to a snapshot version this leaf does not hold
+    /// (`FAILED_PRECONDITION`, message starting with `version-missing:`): a
+    /// sibling that holds it may answer, and this replica should catch up.
+    #[error("{0}")]
+    VersionMissing(String),
 }
 
 impl From<crate::searcher::SearchError> for LeafError {
@@ -32,6 +37,7 @@ impl From<crate::searcher::SearchError> for LeafError {
         match err {
             SearchError::InvalidQuery { .. } => LeafError::Invalid(err.to_string()),
             SearchError::Index(_) => LeafError::Internal(err.to_string()),
+            SearchError::VersionMissing(_) => LeafError::VersionMissing(err.to_string()),
         }
     }
 }

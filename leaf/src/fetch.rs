@@ -131,6 +131,7 @@ mod tests {
             query: query.into(),
             docs,
             budget_ms: 0,
+            version: 0,
         };
         FetchParams::validate(&req, &Default::default()).unwrap()
     }

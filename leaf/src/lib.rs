@@ -8,6 +8,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod corpus;
 pub mod error;
 pub mod fault;
 pub mod fetch;

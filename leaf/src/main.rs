@@ -1,9 +1,13 @@
 //! `searchtree-leaf`: serves one shard over gRPC.
 
+use std::sync::Arc;
+
 use clap::Parser;
+use searchtree_leaf::LeafService;
 use searchtree_leaf::config::LeafConfig;
+use searchtree_leaf::corpus::store::SearcherSettings;
+use searchtree_leaf::corpus::{CorpusStore, HeldVersions, LeafCorpus};
 use searchtree_leaf::fault::Faults;
-use searchtree_leaf::{LeafService, Shard, ShardSearcher};
 use searchtree_node::serving;
 
 #[tokio::main]
@@ -11,22 +15,45 @@ async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = LeafConfig::parse();
     let faults = config.faults().map_err(anyhow::Error::msg)?;
-    let shard = Shard::open(&config.index)?;
+    let listener = serving::bind(&config.listen).await?;
+    let name = listener.local_addr()?.to_string();
+    let settings = SearcherSettings {
+        name: name.clone(),
+        min_pruned_docs: config.min_pruned_docs,
+    };
+    // The store is opened off the async workers: it may open several
+    // versions and clean up after a crash.
+    let store = match config.data_dir.clone() {
+        Some(data) => {
+            let index = config.index.clone();
+            let settings = settings.clone();
+            Some(
+                tokio::task::spawn_blocking(move || CorpusStore::open(&index, &data, settings))
+                    .await??,
+            )
+        }
+        None => None,
+    };
+    let held = match &store {
+        Some(store) => store.held(),
+        None => Arc::new(HeldVersions::new(settings.open(&config.index)?)),
+    };
+    let current = held.get(0)?;
     tracing::info!(
-        shard = shard.meta.shard,
-        docs = shard.meta.num_docs,
+        shard = current.shard().meta.shard,
+        docs = current.shard().meta.num_docs,
+        version = current.shard().meta.version,
+        versions = ?held.numbers(),
         index = %config.index.display(),
+        data_dir = ?config.data_dir,
         "shard opened"
     );
+    drop(current);
     if faults.is_active() {
         tracing::warn!(?faults, "fault injection is on");
     }
-    let listener = serving::bind(&config.listen).await?;
-    let mut searcher = ShardSearcher::new(shard);
-    searcher.set_name(listener.local_addr()?.to_string());
-    searcher.set_min_pruned_docs(config.min_pruned_docs);
     let service = LeafService::new(
-        searcher,
+        Arc::clone(&held),
         config.concurrency(),
         config.timing(),
         Faults::new(faults, config.seed()),
@@ -38,9 +65,14 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(%term, "fault injection: this leaf aborts on queries containing the term");
     }
     let counters = service.counters();
+    let corpus = match store {
+        Some(store) => LeafCorpus::new(store, Arc::clone(&counters), name),
+        None => LeafCorpus::read_only(held, config.index.clone(), Arc::clone(&counters), name),
+    };
     serving::serve(
         listener,
         service,
+        corpus,
         counters,
         config.connections.limits(),
         serving::shutdown_signal(),

@@ -80,6 +80,22 @@ counter_set! {
         /// Fetches whose caller went away before the answer (counted apart
         /// from `requests_cancelled`, which is about searches).
         FetchesCancelled = "fetches_cancelled",
+        /// Document operations loaded into the staging area.
+        LoadedOps = "loaded_ops",
+        /// Batches of document operations committed.
+        LoadBatches = "load_batches",
+        /// Document operations refused (bad id, another shard's document).
+        LoadRefusedOps = "load_refused_ops",
+        /// Candidate versions prepared.
+        Prepares = "prepares",
+        /// Versions installed (searchable by number).
+        Installs = "installs",
+        /// Versions made current.
+        Activations = "activations",
+        /// Versions copied from a sibling replica.
+        CatchUps = "catch_ups",
+        /// Versions held open now (a gauge).
+        VersionsHeld = "versions_held",
     }
 }
 
@@ -215,9 +231,20 @@ impl<S: ShardSearch> LeafNode<S> {
     /// at most [`DEFAULT_QUEUED_PER_SLOT`] per slot unless
     /// [`with_max_queued`](Self::with_max_queued) says otherwise.
     pub fn new(searcher: S, max_concurrent: usize, timing: LeafTiming, faults: Faults) -> Self {
+        Self::shared(Arc::new(searcher), max_concurrent, timing, faults)
+    }
+
+    /// As [`new`](Self::new), over a searcher shared with others (the
+    /// corpus service, which changes the versions it holds).
+    pub fn shared(
+        searcher: Arc<S>,
+        max_concurrent: usize,
+        timing: LeafTiming,
+        faults: Faults,
+    ) -> Self {
         let slots = max_concurrent.max(1);
         LeafNode {
-            searcher: Arc::new(searcher),
+            searcher,
             permits: Arc::new(Semaphore::new(slots)),
             fetch_permits: Arc::new(Semaphore::new(slots)),
             slots,
@@ -948,6 +975,7 @@ mod tests {
             query: "q".into(),
             docs,
             budget_ms: 0,
+            version: 0,
         };
         FetchParams::validate(&req, &QueryLimits::default()).unwrap()
     }

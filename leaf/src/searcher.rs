@@ -42,7 +42,15 @@ pub enum SearchError {
     /// The index failed while searching.
     #[error("search failed: {0}")]
     Index(tantivy::TantivyError),
+    /// The request is pinned to a version this leaf does not hold; the
+    /// message starts with [`VERSION_MISSING`].
+    #[error("{0}")]
+    VersionMissing(String),
 }
+
+/// How every refusal of a version the leaf does not hold begins, so that a
+/// replica group can tell it from other failures and start a catch-up.
+pub const VERSION_MISSING: &str = "version-missing:";
 
 impl SearchError {
     /// Sorts a tantivy error raised while searching for `query`: errors

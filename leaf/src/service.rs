@@ -10,29 +10,30 @@ use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use tonic::{Request, Response, Status};
 
+use crate::corpus::held::HeldVersions;
 use crate::error::LeafError;
 use crate::fault::Faults;
 use crate::node::LeafNode;
 pub use crate::node::{LeafCounter, LeafCounters, LeafTiming};
-use crate::searcher::ShardSearcher;
 
-/// Serves `searchtree.v1.Search` for one shard.
+/// Serves `searchtree.v1.Search` for one shard, at any version it holds.
 pub struct LeafService {
-    node: LeafNode,
+    node: LeafNode<HeldVersions>,
 }
 
 impl LeafService {
     /// A service running at most `max_concurrent` searches at once; more wait
     /// their turn (until their deadline, in a bounded queue) rather than
-    /// oversubscribing the CPU.
+    /// oversubscribing the CPU. It answers at the versions `versions` holds,
+    /// which the corpus service changes.
     pub fn new(
-        searcher: ShardSearcher,
+        versions: Arc<HeldVersions>,
         max_concurrent: usize,
         timing: LeafTiming,
         faults: Faults,
     ) -> Self {
         LeafService {
-            node: LeafNode::new(searcher, max_concurrent, timing, faults),
+            node: LeafNode::shared(versions, max_concurrent, timing, faults),
         }
     }
 
@@ -99,6 +100,7 @@ impl From<LeafError> for Status {
             LeafError::Unavailable(msg) => Status::unavailable(msg),
             LeafError::Overloaded(msg) => Status::resource_exhausted(msg),
             LeafError::Internal(msg) => Status::internal(msg),
+            LeafError::VersionMissing(msg) => Status::failed_precondition(msg),
         }
     }
 }
@@ -116,6 +118,10 @@ mod tests {
         assert_eq!(code(LeafError::Timeout("t".into())), Code::DeadlineExceeded);
         assert_eq!(code(LeafError::Unavailable("u".into())), Code::Unavailable);
         assert_eq!(code(LeafError::Internal("i".into())), Code::Internal);
+        assert_eq!(
+            code(LeafError::VersionMissing("version-missing: v".into())),
+            Code::FailedPrecondition
+        );
         assert_eq!(
             code(LeafError::Overloaded("o".into())),
             Code::ResourceExhausted

@@ -1,0 +1,174 @@
+//! Install: the corpus-wide statistics of the candidate version arrive (the
+//! totals, then every term's document frequency summed over all shards);
+//! the leaf keeps those of its own terms, writes the candidate's scoring
+//! files (`doc_freqs.bin`, `shard.json`) durably, renames it into place and
+//! opens it — searchable by number, not yet current.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use searchtree_proto::pb::{FieldTerms, InstallChunk};
+use tantivy::schema::Field;
+use tantivy::{Index, InvertedIndexReader};
+
+use super::store::CorpusStore;
+use super::{CorpusError, fsio};
+use crate::shard::{SHARD_META_FILE, ShardMeta, write_scoring_files};
+use crate::stats::{CorpusTotals, DOC_FREQS_FILE, DocFreqs};
+
+/// The corpus-wide statistics of a candidate, gathered chunk by chunk:
+/// only the terms of this shard's segment are kept, by ordinal.
+pub struct GlobalStats {
+    version: u64,
+    corpus: CorpusTotals,
+    /// Per indexed field name.
+    fields: HashMap<String, FieldStats>,
+}
+
+/// The global frequencies of one field's terms in the candidate.
+struct FieldStats {
+    field: Field,
+    /// The candidate's term dictionary (none in an empty candidate).
+    inverted: Option<Arc<InvertedIndexReader>>,
+    /// The global frequency by term ordinal; 0 = not yet seen.
+    by_ordinal: Vec<u32>,
+}
+
+impl GlobalStats {
+    /// Takes in one chunk's terms; terms this shard does not hold are
+    /// skipped.
+    pub fn absorb(&mut self, terms: &[FieldTerms]) -> Result<(), CorpusError> {
+        for group in terms {
+            if group.terms.len() != group.doc_freqs.len() {
+                return Err(CorpusError::Invalid(format!(
+                    "field {}: {} terms but {} frequencies",
+                    group.field,
+                    group.terms.len(),
+                    group.doc_freqs.len()
+                )));
+            }
+            let Some(FieldStats {
+                inverted: Some(inverted),
+                by_ordinal,
+                ..
+            }) = self.fields.get_mut(&group.field)
+            else {
+                continue;
+            };
+            let dictionary = inverted.terms();
+            for (term, &freq) in group.terms.iter().zip(&group.doc_freqs) {
+                if let Some(ord) = dictionary.term_ord(term)? {
+                    by_ordinal[ord as usize] = u32::try_from(freq).map_err(|_| {
+                        CorpusError::Invalid(format!("document frequency {freq} out of range"))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CorpusStore {
+    /// Starts installing the candidate from the first chunk (version and
+    /// corpus totals; it may carry terms too).
+    pub fn begin_install(&self, first: &InstallChunk) -> Result<GlobalStats, CorpusError> {
+        let candidate = self.candidate.as_ref().ok_or_else(|| {
+            CorpusError::Precondition(format!(
+                "shard {} has no candidate of version {} prepared",
+                self.build.shard, first.version
+            ))
+        })?;
+        if candidate.version != first.version {
+            return Err(CorpusError::Precondition(format!(
+                "shard {} prepared version {}, not {}",
+                self.build.shard, candidate.version, first.version
+            )));
+        }
+        let index = Index::open_in_dir(&candidate.dir)?;
+        let searcher = index.reader()?.searcher();
+        let segment = searcher.segment_readers().first();
+        let mut fields = HashMap::new();
+        for (field, entry) in index.schema().fields() {
+            if !entry.is_indexed() {
+                continue;
+            }
+            let inverted = segment.map(|s| s.inverted_index(field)).transpose()?;
+            let num_terms = inverted.as_ref().map_or(0, |i| i.terms().num_terms());
+            let by_ordinal = vec![0u32; num_terms];
+            fields.insert(
+                entry.name().to_string(),
+                FieldStats {
+                    field,
+                    inverted,
+                    by_ordinal,
+                },
+            );
+        }
+        let mut stats = GlobalStats {
+            version: first.version,
+            corpus: CorpusTotals {
+                num_docs: first.num_docs,
+                num_tokens: first.num_tokens.clone().into_iter().collect(),
+            },
+            fields,
+        };
+        stats.absorb(&first.terms)?;
+        Ok(stats)
+    }
+
+    /// Completes the install once every chunk is in: checks every term of
+    /// the candidate got its frequency, writes the scoring files, moves the
+    /// candidate into place and opens it.
+    pub fn finish_install(&mut self, stats: GlobalStats) -> Result<(), CorpusError> {
+        let candidate = match self.candidate.take() {
+            Some(c) if c.version == stats.version => c,
+            other => {
+                self.candidate = other;
+                return Err(CorpusError::Precondition(format!(
+                    "shard {} has no candidate of version {} prepared",
+                    self.build.shard, stats.version
+                )));
+            }
+        };
+        let mut doc_freqs = DocFreqs::default();
+        for (
+            name,
+            FieldStats {
+                field, by_ordinal, ..
+            },
+        ) in stats.fields
+        {
+            if let Some(missing) = by_ordinal.iter().position(|&f| f == 0) {
+                self.candidate = Some(candidate);
+                return Err(CorpusError::Invalid(format!(
+                    "the corpus statistics of version {} lack term #{missing} of field {name} \
+                     of shard {}",
+                    stats.version, self.build.shard
+                )));
+            }
+            doc_freqs.insert(field, by_ordinal);
+        }
+        let meta = ShardMeta {
+            shard: self.build.shard,
+            num_shards: self.build.num_shards,
+            num_docs: candidate.local.num_docs,
+            corpus: stats.corpus,
+            input_checksum: candidate
+                .from_build
+                .clone()
+                .unwrap_or_else(|| format!("v{}-{}", stats.version, candidate.local.digest())),
+            version: stats.version,
+        };
+        // Never write through a link into a build's files.
+        for name in [DOC_FREQS_FILE, SHARD_META_FILE] {
+            let _ = std::fs::remove_file(candidate.dir.join(name));
+        }
+        write_scoring_files(&candidate.dir, &meta, &doc_freqs)?;
+        fsio::sync_dir(&candidate.dir)?;
+        let dir = self.version_dir(stats.version);
+        fsio::remove_dir_if_exists(&dir)?;
+        std::fs::rename(&candidate.dir, &dir)?;
+        fsio::sync_dir(&self.versions_root())?;
+        self.hold(stats.version, dir)
+    }
+}

@@ -1,0 +1,193 @@
+//! A version's exact local totals (`local.json`): documents, tokens per
+//! indexed field and a content digest of this shard alone. Inner nodes sum
+//! them into the corpus totals every shard scores with, and compare digests
+//! to tell whether replicas of a shard hold the same documents.
+//!
+//! tantivy's own token count is exact only for a segment written without
+//! deletes; a merge that drops documents estimates it. So the totals of a
+//! build are read from its segment, and those of a version built from
+//! staged operations are carried forward exactly ([`LocalTotals::remove`],
+//! [`LocalTotals::add`]) by running each field's tokenizer over the stored
+//! text of the documents that leave or enter.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use searchtree_proto::sharding::fnv1a_64;
+use serde::{Deserialize, Serialize};
+use tantivy::schema::{FieldType, Schema, Value};
+use tantivy::{Index, Searcher, TantivyDocument};
+
+use crate::schema::Fields;
+
+/// File name of a version's local totals inside its directory.
+pub const LOCAL_FILE: &str = "local.json";
+
+/// This shard's exact totals for one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalTotals {
+    /// Documents in the shard.
+    pub num_docs: u64,
+    /// Tokens per indexed field, by field name.
+    pub num_tokens: BTreeMap<String, u64>,
+    /// The sum (mod 2^64) of `fnv1a_64(id)` over the documents: changes
+    /// when any document enters or leaves, whatever the order.
+    pub id_hash_sum: u64,
+}
+
+/// One document's contribution to the totals.
+#[derive(Debug, Clone, Default)]
+pub struct DocTokens {
+    /// The document's id.
+    pub id: String,
+    /// Tokens per indexed field, by field name.
+    pub tokens: BTreeMap<String, u64>,
+}
+
+impl LocalTotals {
+    /// The totals of a segment written without deletes (a build, or a
+    /// version's merged segment is NOT one): documents and tokens from
+    /// tantivy's own counts, ids from the id field's term dictionary.
+    pub fn of_undeleted(searcher: &Searcher, fields: Fields) -> tantivy::Result<Self> {
+        let mut totals = LocalTotals::default();
+        let schema = searcher.schema();
+        for (_, entry) in schema.fields() {
+            if entry.is_indexed() {
+                totals.num_tokens.insert(entry.name().to_string(), 0);
+            }
+        }
+        for segment in searcher.segment_readers() {
+            if segment.has_deletes() {
+                return Err(tantivy::TantivyError::InvalidArgument(
+                    "exact totals cannot be read from a segment with deletes".into(),
+                ));
+            }
+            totals.num_docs += u64::from(segment.num_docs());
+            for (field, entry) in schema.fields() {
+                if entry.is_indexed() {
+                    let tokens = segment.inverted_index(field)?.total_num_tokens();
+                    *totals
+                        .num_tokens
+                        .entry(entry.name().to_string())
+                        .or_default() += tokens;
+                }
+            }
+            let ids = segment.inverted_index(fields.id)?;
+            let mut terms = ids.terms().stream()?;
+            while terms.advance() {
+                totals.id_hash_sum = totals.id_hash_sum.wrapping_add(fnv1a_64(terms.key()));
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Takes a document out.
+    pub fn remove(&mut self, doc: &DocTokens) {
+        self.num_docs -= 1;
+        self.id_hash_sum = self.id_hash_sum.wrapping_sub(fnv1a_64(doc.id.as_bytes()));
+        for (field, n) in &doc.tokens {
+            let total = self.num_tokens.entry(field.clone()).or_default();
+            *total = total.saturating_sub(*n);
+        }
+    }
+
+    /// Puts a document in.
+    pub fn add(&mut self, doc: &DocTokens) {
+        self.num_docs += 1;
+        self.id_hash_sum = self.id_hash_sum.wrapping_add(fnv1a_64(doc.id.as_bytes()));
+        for (field, n) in &doc.tokens {
+            *self.num_tokens.entry(field.clone()).or_default() += n;
+        }
+    }
+
+    /// The content digest replicas of a shard compare: the id hash sum
+    /// mixed with the document and token counts, in hex.
+    pub fn digest(&self) -> String {
+        let mut bytes = Vec::with_capacity(64);
+        bytes.extend_from_slice(&self.id_hash_sum.to_le_bytes());
+        bytes.extend_from_slice(&self.num_docs.to_le_bytes());
+        for (field, n) in &self.num_tokens {
+            bytes.extend_from_slice(field.as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(&n.to_le_bytes());
+        }
+        format!("{:016x}", fnv1a_64(&bytes))
+    }
+
+    /// Reads `local.json` of a version directory, if it has one.
+    pub fn read(dir: &Path) -> std::io::Result<Option<Self>> {
+        match std::fs::read(dir.join(LOCAL_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(Into::into),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `local.json` into a version directory, durably.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self)?;
+        super::fsio::write_atomic(&dir.join(LOCAL_FILE), &bytes)
+    }
+}
+
+/// Counts a stored document's tokens per indexed field the way indexing
+/// did: each text field's own tokenizer over its stored text; a raw
+/// (untokenized) field counts one token per value.
+pub struct TokenCounter {
+    fields: Vec<(
+        tantivy::schema::Field,
+        String,
+        tantivy::tokenizer::TextAnalyzer,
+    )>,
+    id: tantivy::schema::Field,
+}
+
+impl TokenCounter {
+    /// A counter for the indexed text fields of `index`'s schema.
+    pub fn new(index: &Index, fields: Fields) -> tantivy::Result<Self> {
+        let schema: Schema = index.schema();
+        let mut counted = Vec::new();
+        for (field, entry) in schema.fields() {
+            if !entry.is_indexed() {
+                continue;
+            }
+            if !matches!(entry.field_type(), FieldType::Str(_)) {
+                return Err(tantivy::TantivyError::InvalidArgument(format!(
+                    "field {} is not text: its tokens cannot be counted",
+                    entry.name()
+                )));
+            }
+            counted.push((
+                field,
+                entry.name().to_string(),
+                index.tokenizer_for_field(field)?,
+            ));
+        }
+        Ok(TokenCounter {
+            fields: counted,
+            id: fields.id,
+        })
+    }
+
+    /// The id and tokens per field of a stored document.
+    pub fn count(&mut self, doc: &TantivyDocument) -> DocTokens {
+        let mut out = DocTokens::default();
+        for (field, name, analyzer) in &mut self.fields {
+            let mut n = 0u64;
+            for value in doc.get_all(*field) {
+                let Some(text) = value.as_str() else { continue };
+                let mut stream = analyzer.token_stream(text);
+                while stream.advance() {
+                    n += 1;
+                }
+            }
+            out.tokens.insert(name.clone(), n);
+        }
+        out.id = doc
+            .get_first(self.id)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        out
+    }
+}

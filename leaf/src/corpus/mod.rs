@@ -1,0 +1,69 @@
+//! A leaf's side of a live corpus: the versions of its shard it holds on
+//! disk and in memory, the staging area loaded documents wait in, and the
+//! steps that turn them into a new version (prepare, install, activate) or
+//! copy a version from a sibling replica.
+//!
+//! ```text
+//! DATA/
+//!   CURRENT                 {"version": N}; absent: the --index build is current
+//!   versions/vNNNNNNNN/      an installed version: a shard directory + local.json
+//!   versions/vNNNNNNNN.tmp/  a candidate being prepared or copied; never searched
+//!   staging/                 loaded operations ([`staging`])
+//! ```
+//!
+//! The `--index` build directory is never written to: version 1 is read from
+//! it in place. [`store::CorpusStore`] owns the layout; [`service`] serves it
+//! as `searchtree.v1.Corpus`, one operation at a time on the blocking pool,
+//! while searches pick their version from [`held::HeldVersions`] without
+//! waiting for it.
+
+pub mod copy;
+pub mod fsio;
+pub mod held;
+pub mod install;
+pub mod local;
+pub mod prepare;
+pub mod service;
+pub mod staging;
+pub mod store;
+
+pub use held::HeldVersions;
+pub use service::LeafCorpus;
+pub use store::CorpusStore;
+
+use crate::shard::ShardError;
+
+/// Why a corpus operation failed on a leaf.
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    /// The request does not fit the leaf's state (a version it does not
+    /// hold, no candidate to install, a build of another shard):
+    /// `FAILED_PRECONDITION`.
+    #[error("{0}")]
+    Precondition(String),
+    /// The request is malformed: `INVALID_ARGUMENT`.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file could not be read or written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// tantivy failed.
+    #[error("{0}")]
+    Index(#[from] tantivy::TantivyError),
+    /// A shard directory could not be opened.
+    #[error("{0}")]
+    Shard(#[from] ShardError),
+    /// A JSON file could not be written or read.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<CorpusError> for tonic::Status {
+    fn from(err: CorpusError) -> Self {
+        match err {
+            CorpusError::Precondition(msg) => tonic::Status::failed_precondition(msg),
+            CorpusError::Invalid(msg) => tonic::Status::invalid_argument(msg),
+            other => tonic::Status::internal(other.to_string()),
+        }
+    }
+}

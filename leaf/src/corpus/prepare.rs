@@ -1,0 +1,271 @@
+//! Prepare: the candidate of the next version, in `versions/vN.tmp`, and
+//! what the publish needs of it — this shard's exact totals and digest,
+//! and its terms' document frequencies (for the corpus-wide sums).
+//!
+//! From the staging area, the candidate is one merge
+//! ([`tantivy::indexer::merge_filtered_segments`]) of the current version's
+//! segment, less the documents deleted or upserted since, with the staged
+//! segments: one segment without deletes, as every version is. From a
+//! build, it is that build's shard directory, linked file by file.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use searchtree_proto::pb::{FieldTerms, PrepareChunk, ShardSummary};
+use tantivy::directory::{MmapDirectory, OwnedBytes};
+use tantivy::fastfield::{AliveBitSet, write_alive_bitset};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{BitSet, DocAddress, DocSet, Index, TERMINATED, TantivyDocument, Term};
+
+use super::local::{LocalTotals, TokenCounter};
+use super::store::{Candidate, CorpusStore};
+use super::{CorpusError, fsio};
+use crate::shard::{SHARD_META_FILE, read_meta};
+use crate::stats::DOC_FREQS_FILE;
+
+/// The most terms one `PrepareChunk` (or `InstallChunk`) carries.
+pub const TERMS_PER_CHUNK: usize = 16_384;
+
+impl CorpusStore {
+    /// Builds candidate `version` — from the staging area, or from the
+    /// build in `from_build` (`DIR/shards/shard-NNN`) when it is not empty
+    /// — and keeps it until Install. A version held but not current (a
+    /// publish that failed after Install) is built again.
+    pub fn prepare(&mut self, version: u64, from_build: &str) -> Result<ShardSummary, CorpusError> {
+        let current = self.held.current();
+        if version <= current {
+            return Err(CorpusError::Precondition(format!(
+                "cannot prepare version {version}: shard {} is at version {current} already",
+                self.build.shard
+            )));
+        }
+        if self.dirs.contains_key(&version) {
+            self.drop_version(version)?;
+        }
+        if let Some(old) = self.candidate.take() {
+            fsio::remove_dir_if_exists(&old.dir)?;
+        }
+        let tmp = self.tmp_dir(version);
+        fsio::remove_dir_if_exists(&tmp)?;
+        std::fs::create_dir_all(&tmp)?;
+        let candidate = if from_build.is_empty() {
+            self.prepare_staged(version, &tmp)
+        } else {
+            self.prepare_from_build(version, Path::new(from_build), &tmp)
+        };
+        let candidate = match candidate {
+            Ok(candidate) => candidate,
+            Err(e) => {
+                let _ = fsio::remove_dir_if_exists(&tmp);
+                return Err(e);
+            }
+        };
+        candidate.local.write(&tmp)?;
+        fsio::sync_files(&tmp)?;
+        fsio::sync_dir(&self.versions_root())?;
+        let summary = ShardSummary {
+            shard: self.build.shard,
+            replica: self.settings.name.clone(),
+            num_docs: candidate.local.num_docs,
+            num_tokens: candidate.local.num_tokens.clone().into_iter().collect(),
+            digest: candidate.local.digest(),
+            staged_ops: candidate.staged_ops,
+        };
+        self.candidate = Some(candidate);
+        Ok(summary)
+    }
+
+    fn prepare_staged(&mut self, version: u64, tmp: &Path) -> Result<Candidate, CorpusError> {
+        let current = self.held.current();
+        let mut local = self.local(current)?;
+        let base = self
+            .held
+            .get(current)
+            .map_err(|e| CorpusError::Precondition(e.to_string()))?;
+        let base_shard = base.shard();
+        let fields = base_shard.fields;
+
+        // The staged documents enter.
+        let (staged, staged_segments) = self.staging.snapshot()?;
+        let mut counter = TokenCounter::new(self.staging.index(), fields)?;
+        let mut staged_ids = BTreeSet::new();
+        for (ord, reader) in staged.segment_readers().iter().enumerate() {
+            for doc in reader.doc_ids_alive() {
+                let stored: TantivyDocument = staged.doc(DocAddress::new(ord as u32, doc))?;
+                let tokens = counter.count(&stored);
+                local.add(&tokens);
+                staged_ids.insert(tokens.id);
+            }
+        }
+
+        // The published documents deleted or replaced leave.
+        let base_searcher = base_shard.reader.searcher();
+        let mut counter = TokenCounter::new(&base_shard.index, fields)?;
+        let mut base_filter = None;
+        if let Some(segment) = base_searcher.segment_readers().first() {
+            let mut alive = BitSet::with_max_value_and_full(segment.max_doc());
+            let mut removed = 0;
+            let ids = segment.inverted_index(fields.id)?;
+            for id in self.staging.deleted().iter().chain(&staged_ids) {
+                let term = Term::from_field_text(fields.id, id);
+                let Some(mut postings) = ids.read_postings(&term, IndexRecordOption::Basic)? else {
+                    continue;
+                };
+                let mut doc = postings.doc();
+                while doc != TERMINATED {
+                    if alive.contains(doc) {
+                        let stored: TantivyDocument = base_searcher.doc(DocAddress::new(0, doc))?;
+                        local.remove(&counter.count(&stored));
+                        alive.remove(doc);
+                        removed += 1;
+                    }
+                    doc = postings.advance();
+                }
+            }
+            if removed > 0 {
+                let mut bytes = Vec::new();
+                write_alive_bitset(&alive, &mut bytes)?;
+                base_filter = Some(AliveBitSet::open(OwnedBytes::new(bytes)));
+            }
+        }
+
+        let mut segments = Vec::new();
+        let mut filters = Vec::new();
+        for segment in base_shard.index.searchable_segments()? {
+            segments.push(segment);
+            filters.push(base_filter.take());
+        }
+        for segment in staged_segments {
+            segments.push(segment);
+            filters.push(None);
+        }
+        if local.num_docs == 0 {
+            Index::create_in_dir(tmp, base_shard.index.schema())?;
+        } else {
+            tantivy::indexer::merge_filtered_segments(
+                &segments,
+                base_shard.index.settings().clone(),
+                filters,
+                MmapDirectory::open(tmp).map_err(tantivy::TantivyError::from)?,
+            )?;
+        }
+        let merged = Index::open_in_dir(tmp)?;
+        let docs: u64 = merged
+            .searchable_segment_metas()?
+            .iter()
+            .map(|m| u64::from(m.num_docs()))
+            .sum();
+        if docs != local.num_docs {
+            return Err(CorpusError::Precondition(format!(
+                "the candidate of version {version} has {docs} documents, its totals say {}",
+                local.num_docs
+            )));
+        }
+        Ok(Candidate {
+            version,
+            dir: tmp.to_path_buf(),
+            local,
+            from_build: None,
+            staged_ops: self.staging.ops(),
+        })
+    }
+
+    fn prepare_from_build(
+        &mut self,
+        version: u64,
+        build: &Path,
+        tmp: &Path,
+    ) -> Result<Candidate, CorpusError> {
+        let shard = self.build.shard;
+        let source = build.join("shards").join(format!("shard-{shard:03}"));
+        let meta = read_meta(&source)?;
+        if (meta.shard, meta.num_shards) != (shard, self.build.num_shards) {
+            return Err(CorpusError::Precondition(format!(
+                "{} is shard {} of {}, this leaf serves shard {shard} of {}",
+                source.display(),
+                meta.shard,
+                meta.num_shards,
+                self.build.num_shards
+            )));
+        }
+        // The scoring files are written by Install; the linked files are
+        // never written to (the build stays as it was).
+        fsio::link_or_copy_files(
+            &source,
+            tmp,
+            &[SHARD_META_FILE, DOC_FREQS_FILE, super::local::LOCAL_FILE],
+        )?;
+        let index = Index::open_in_dir(tmp)?;
+        let fields = crate::schema::fields_of(&index.schema())?;
+        let searcher = index.reader()?.searcher();
+        if searcher.segment_readers().len() > 1 {
+            return Err(CorpusError::Precondition(format!(
+                "{} has {} segments; a shard must be one",
+                source.display(),
+                searcher.segment_readers().len()
+            )));
+        }
+        let local = LocalTotals::of_undeleted(&searcher, fields)?;
+        Ok(Candidate {
+            version,
+            dir: tmp.to_path_buf(),
+            local,
+            from_build: Some(meta.input_checksum),
+            staged_ops: self.staging.ops(),
+        })
+    }
+}
+
+/// Streams the terms of the version in `dir` with their (local) document
+/// frequencies, every indexed field, at most [`TERMS_PER_CHUNK`] terms per
+/// chunk, until `send` returns false (nobody listens).
+pub fn term_chunks(
+    dir: &Path,
+    mut send: impl FnMut(PrepareChunk) -> bool,
+) -> Result<(), CorpusError> {
+    let index = Index::open_in_dir(dir)?;
+    let searcher = index.reader()?.searcher();
+    let schema = index.schema();
+    let Some(segment) = searcher.segment_readers().first() else {
+        return Ok(());
+    };
+    let mut chunk = PrepareChunk::default();
+    let mut in_chunk = 0;
+    for (field, entry) in schema.fields() {
+        if !entry.is_indexed() {
+            continue;
+        }
+        let inverted = segment.inverted_index(field)?;
+        let mut terms = inverted.terms().stream()?;
+        let mut current = FieldTerms {
+            field: entry.name().to_string(),
+            ..Default::default()
+        };
+        while terms.advance() {
+            current.terms.push(terms.key().to_vec());
+            current.doc_freqs.push(u64::from(terms.value().doc_freq));
+            in_chunk += 1;
+            if in_chunk == TERMS_PER_CHUNK {
+                let name = current.field.clone();
+                chunk.terms.push(std::mem::replace(
+                    &mut current,
+                    FieldTerms {
+                        field: name,
+                        ..Default::default()
+                    },
+                ));
+                if !send(std::mem::take(&mut chunk)) {
+                    return Ok(());
+                }
+                in_chunk = 0;
+            }
+        }
+        if !current.terms.is_empty() {
+            chunk.terms.push(current);
+        }
+    }
+    if !chunk.terms.is_empty() {
+        send(chunk);
+    }
+    Ok(())
+}

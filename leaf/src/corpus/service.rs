@@ -1,0 +1,436 @@
+//! The leaf's `searchtree.v1.Corpus` service: each call is one store
+//! operation on the blocking pool, one at a time (a mutex around the
+//! store); searches read the held versions without taking it.
+//!
+//! A leaf started without `--data-dir` serves its build read-only: it
+//! answers Versions and CopyVersion (a sibling may copy its build) and
+//! refuses the calls that would change it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
+use searchtree_proto::pb::corpus_client::CorpusClient;
+use searchtree_proto::pb::corpus_server::Corpus;
+use searchtree_proto::pb::{
+    ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
+    FailureReason, FileChunk, InstallChunk, InstallResponse, LeafVersions, LoadAck, LoadBatch,
+    PrepareChunk, PrepareRequest, PublishRequest, PublishResponse, ShardFailure, VersionsRequest,
+    VersionsResponse,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::copy::{VersionWriter, read_version};
+use super::held::HeldVersions;
+use super::local::LocalTotals;
+use super::prepare::term_chunks;
+use super::store::CorpusStore;
+use super::{CorpusError, fsio};
+use crate::node::{LeafCounter, LeafCounters};
+
+/// How a leaf without a data directory refuses to change.
+pub const READ_ONLY: &str = "started without --data-dir: this leaf serves its build read-only";
+
+/// The gRPC metadata key carrying the corpus's shard count on Load streams.
+pub const NUM_SHARDS_METADATA: &str = "x-searchtree-num-shards";
+
+/// Batches (and their acknowledgements) buffered per Load stream.
+const LOAD_IN_FLIGHT: usize = 4;
+
+/// How long a catch-up waits to connect to its source.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Shared = Arc<Mutex<CorpusStore>>;
+
+/// Serves `searchtree.v1.Corpus` for one leaf.
+pub struct LeafCorpus {
+    held: Arc<HeldVersions>,
+    store: Option<Shared>,
+    counters: Arc<LeafCounters>,
+    /// The leaf's address, as replicas are named.
+    name: String,
+    /// The build directory (`--index`), which a read-only leaf can copy.
+    index_dir: PathBuf,
+    /// The current version's totals of a read-only leaf, computed once.
+    read_only_local: OnceLock<LocalTotals>,
+}
+
+impl LeafCorpus {
+    /// The service of a leaf with a data directory: every call is served.
+    pub fn new(store: CorpusStore, counters: Arc<LeafCounters>, name: String) -> Self {
+        let held = store.held();
+        let index_dir = store.build_dir.clone();
+        let corpus = LeafCorpus {
+            held,
+            store: Some(Arc::new(Mutex::new(store))),
+            counters,
+            name,
+            index_dir,
+            read_only_local: OnceLock::new(),
+        };
+        corpus.update_gauge();
+        corpus
+    }
+
+    /// The service of a leaf without a data directory, serving `held` (its
+    /// build, from `index_dir`) read-only.
+    pub fn read_only(
+        held: Arc<HeldVersions>,
+        index_dir: PathBuf,
+        counters: Arc<LeafCounters>,
+        name: String,
+    ) -> Self {
+        let corpus = LeafCorpus {
+            held,
+            store: None,
+            counters,
+            name,
+            index_dir,
+            read_only_local: OnceLock::new(),
+        };
+        corpus.update_gauge();
+        corpus
+    }
+
+    fn store(&self) -> Result<Shared, Status> {
+        self.store
+            .clone()
+            .ok_or_else(|| Status::failed_precondition(READ_ONLY))
+    }
+
+    fn update_gauge(&self) {
+        self.counters
+            .set(LeafCounter::VersionsHeld, self.held.numbers().len() as u64);
+    }
+
+    /// Runs `op` on the store, alone, on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut CorpusStore) -> Result<T, CorpusError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let guard = self.store()?.lock_owned().await;
+        let (_, result) = blocking(guard, op).await?;
+        self.update_gauge();
+        result.map_err(Status::from)
+    }
+
+    fn versions_read_only(&self) -> Result<LeafVersions, Status> {
+        let current = self.held.current();
+        let searcher = self
+            .held
+            .get(current)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let shard = searcher.shard();
+        let local = match self.read_only_local.get() {
+            Some(local) => local.clone(),
+            None => {
+                let local = LocalTotals::of_undeleted(&shard.reader.searcher(), shard.fields)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                self.read_only_local.get_or_init(|| local).clone()
+            }
+        };
+        Ok(LeafVersions {
+            shard: shard.meta.shard,
+            replica: self.name.clone(),
+            reachable: true,
+            error: String::new(),
+            current,
+            installed: self.held.numbers(),
+            staged_ops: 0,
+            num_docs: local.num_docs,
+            digest: local.digest(),
+            snapshot: shard.meta.input_checksum.clone(),
+        })
+    }
+}
+
+/// Runs `op` on the store behind `guard` on the blocking pool; gives the
+/// guard back for the next step.
+async fn blocking<T: Send + 'static>(
+    mut guard: OwnedMutexGuard<CorpusStore>,
+    op: impl FnOnce(&mut CorpusStore) -> Result<T, CorpusError> + Send + 'static,
+) -> Result<(OwnedMutexGuard<CorpusStore>, Result<T, CorpusError>), Status> {
+    tokio::task::spawn_blocking(move || {
+        let result = op(&mut guard);
+        (guard, result)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("corpus operation failed unexpectedly: {e}")))
+}
+
+#[tonic::async_trait]
+impl Corpus for LeafCorpus {
+    type LoadStream = ReceiverStream<Result<LoadAck, Status>>;
+    type PrepareStream = ReceiverStream<Result<PrepareChunk, Status>>;
+    type CopyVersionStream = ReceiverStream<Result<FileChunk, Status>>;
+
+    async fn load(
+        &self,
+        request: Request<Streaming<LoadBatch>>,
+    ) -> Result<Response<Self::LoadStream>, Status> {
+        let store = self.store()?;
+        let placement = store.lock().await.placement();
+        if let Some(value) = request.metadata().get(NUM_SHARDS_METADATA) {
+            let total = value.to_str().ok().and_then(|v| v.parse::<u32>().ok());
+            if total != Some(placement.num_shards) {
+                return Err(Status::invalid_argument(format!(
+                    "{NUM_SHARDS_METADATA} is {value:?}, but shard {} belongs to a corpus of {} shards",
+                    placement.shard, placement.num_shards
+                )));
+            }
+        }
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(LOAD_IN_FLIGHT);
+        let counters = Arc::clone(&self.counters);
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let seq = batch.seq;
+                let guard = Arc::clone(&store).lock_owned().await;
+                let ack = match blocking(guard, move |s| s.load(&batch)).await {
+                    Ok((_, Ok(ack))) => {
+                        let refused = ack.refused.len() as u64;
+                        let applied =
+                            u64::from(ack.added + ack.replaced + ack.deleted + ack.delete_missing);
+                        counters.inc(LeafCounter::LoadBatches);
+                        counters.add(LeafCounter::LoadedOps, applied);
+                        counters.add(LeafCounter::LoadRefusedOps, refused);
+                        ack
+                    }
+                    Ok((_, Err(e))) => failed_ack(seq, placement.shard, &e.to_string()),
+                    Err(status) => failed_ack(seq, placement.shard, status.message()),
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn publish(
+        &self,
+        _: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        Err(Status::failed_precondition("Publish is the root's call"))
+    }
+
+    async fn prepare(
+        &self,
+        request: Request<PrepareRequest>,
+    ) -> Result<Response<Self::PrepareStream>, Status> {
+        let PrepareRequest {
+            version,
+            from_build,
+            ..
+        } = request.into_inner();
+        let (summary, dir) = self
+            .run(move |s| {
+                let summary = s.prepare(version, &from_build)?;
+                let dir = s.tmp_dir(version);
+                Ok((summary, dir))
+            })
+            .await?;
+        self.counters.inc(LeafCounter::Prepares);
+        let (tx, rx) = mpsc::channel(4);
+        let first = PrepareChunk {
+            shards: vec![summary],
+            terms: Vec::new(),
+        };
+        tx.send(Ok(first))
+            .await
+            .map_err(|_| Status::cancelled("the caller went away"))?;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = term_chunks(&dir, |chunk| tx.blocking_send(Ok(chunk)).is_ok()) {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn install(
+        &self,
+        request: Request<Streaming<InstallChunk>>,
+    ) -> Result<Response<InstallResponse>, Status> {
+        let store = self.store()?;
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an Install stream needs a first chunk"))?;
+        let guard = store.lock_owned().await;
+        let shard = guard.placement().shard;
+        let (guard, begun) = blocking(guard, move |s| s.begin_install(&first)).await?;
+        let mut stats = begun?;
+        while let Some(chunk) = inbound.message().await? {
+            stats = tokio::task::spawn_blocking(move || stats.absorb(&chunk.terms).map(|()| stats))
+                .await
+                .map_err(|e| Status::internal(format!("install failed unexpectedly: {e}")))??;
+        }
+        let (guard, finished) = blocking(guard, move |s| s.finish_install(stats)).await?;
+        drop(guard);
+        finished?;
+        self.update_gauge();
+        self.counters.inc(LeafCounter::Installs);
+        Ok(Response::new(InstallResponse {
+            shards: vec![shard],
+        }))
+    }
+
+    async fn activate(
+        &self,
+        request: Request<ActivateRequest>,
+    ) -> Result<Response<ActivateResponse>, Status> {
+        let version = request.into_inner().version;
+        self.run(move |s| s.activate(version)).await?;
+        self.counters.inc(LeafCounter::Activations);
+        Ok(Response::new(ActivateResponse {
+            replicas: vec![self.name.clone()],
+            replicas_failed: Vec::new(),
+        }))
+    }
+
+    async fn versions(
+        &self,
+        _: Request<VersionsRequest>,
+    ) -> Result<Response<VersionsResponse>, Status> {
+        let leaf = match &self.store {
+            Some(_) => self.run(|s| s.versions()).await?,
+            None => self.versions_read_only()?,
+        };
+        Ok(Response::new(VersionsResponse {
+            leaves: vec![leaf],
+            pinned: 0,
+        }))
+    }
+
+    async fn copy_version(
+        &self,
+        request: Request<CopyVersionRequest>,
+    ) -> Result<Response<Self::CopyVersionStream>, Status> {
+        let version = request.into_inner().version;
+        let dir = match &self.store {
+            Some(_) => {
+                self.run(move |s| s.dir_of(version).map(Path::to_path_buf))
+                    .await?
+            }
+            None => {
+                self.held
+                    .get(version)
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                self.index_dir.clone()
+            }
+        };
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = read_version(&dir, |chunk| tx.blocking_send(Ok(chunk)).is_ok()) {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn catch_up(
+        &self,
+        request: Request<CatchUpRequest>,
+    ) -> Result<Response<CatchUpResponse>, Status> {
+        let started = Instant::now();
+        let CatchUpRequest {
+            version,
+            source,
+            activate,
+        } = request.into_inner();
+        let guard = self.store()?.lock_owned().await;
+        let bytes = if self.held.numbers().contains(&version) {
+            let (_, result) = blocking(guard, move |s| {
+                if activate {
+                    s.activate(version).map(|_| ())
+                } else {
+                    Ok(())
+                }
+            })
+            .await?;
+            result?;
+            0
+        } else {
+            let (guard, tmp) = blocking(guard, move |s| s.begin_copy(version)).await?;
+            let tmp = tmp?;
+            match copy_from(&source, version, tmp.clone()).await {
+                Ok(bytes) => {
+                    let (_, adopted) =
+                        blocking(guard, move |s| s.adopt_copy(version, &tmp, activate)).await?;
+                    adopted?;
+                    bytes
+                }
+                Err(status) => {
+                    let _ =
+                        tokio::task::spawn_blocking(move || fsio::remove_dir_if_exists(&tmp)).await;
+                    return Err(status);
+                }
+            }
+        };
+        self.update_gauge();
+        self.counters.inc(LeafCounter::CatchUps);
+        if activate {
+            self.counters.inc(LeafCounter::Activations);
+        }
+        Ok(Response::new(CatchUpResponse {
+            version,
+            bytes,
+            took_us: started.elapsed().as_micros() as u64,
+        }))
+    }
+}
+
+/// An acknowledgement saying the batch was not committed here, and why.
+fn failed_ack(seq: u64, shard: u32, message: &str) -> LoadAck {
+    LoadAck {
+        seq,
+        ok: false,
+        failures: vec![ShardFailure {
+            shard,
+            reason: FailureReason::Error as i32,
+            message: message.to_string(),
+        }],
+        ..Default::default()
+    }
+}
+
+/// Copies version `version` from the replica at `source` into `dir`;
+/// returns the bytes copied.
+async fn copy_from(source: &str, version: u64, dir: PathBuf) -> Result<u64, Status> {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Status::unavailable(format!("cannot copy version {version} from {source}: {e}"))
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{source}"))
+        .map_err(|e| Status::invalid_argument(format!("source {source:?}: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| unavailable(&e))?;
+    let mut client = CorpusClient::new(channel)
+        .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES);
+    let mut stream = client
+        .copy_version(CopyVersionRequest { version })
+        .await?
+        .into_inner();
+    let mut writer = VersionWriter::new(dir);
+    while let Some(chunk) = stream.message().await? {
+        writer = tokio::task::spawn_blocking(move || writer.write(&chunk).map(|()| writer))
+            .await
+            .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))??;
+    }
+    tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))?
+        .map_err(Status::from)
+}

@@ -1,0 +1,264 @@
+//! The staging area: loaded document operations waiting for the next
+//! version, kept durably so that an acknowledged batch survives a crash.
+//!
+//! ```text
+//! staging/
+//!   meta.json, ...   a tantivy index in the shard schema: the upserted
+//!                    documents (an id upserted twice keeps its last copy)
+//!   ops.log          one JSON line per committed batch: the version it was
+//!                    counted against, its operations, the ids it deleted
+//! ```
+//!
+//! An upsert deletes any staged copy of its id and adds the document; a
+//! delete deletes any staged copy and records the id. When a version is
+//! prepared, the published documents whose id is deleted or upserted here
+//! are dropped and the staged documents merged in ([`super::prepare`]).
+//! Applying the same operations twice yields the same staging area, so a
+//! resent batch is harmless.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use searchtree_proto::pb::{DocOp, LoadAck, RefusedOp};
+use searchtree_proto::sharding::shard_of;
+use serde::{Deserialize, Serialize};
+use tantivy::indexer::NoMergePolicy;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Segment, Term, doc};
+
+use super::CorpusError;
+use super::fsio;
+use crate::schema::{self, Fields};
+use crate::shard::write::MIN_MEMORY_PER_THREAD;
+
+/// The longest document id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 1024;
+
+const LOG_FILE: &str = "ops.log";
+
+/// One line of `ops.log`.
+#[derive(Debug, Serialize, Deserialize)]
+struct LogRecord {
+    /// The current version when the batch was applied.
+    base: u64,
+    /// Operations applied.
+    ops: u64,
+    /// Ids deleted.
+    deleted: Vec<String>,
+}
+
+/// Where this shard sits in the corpus, to refuse documents of others.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    /// This shard's number.
+    pub shard: u32,
+    /// Shards in the corpus.
+    pub num_shards: u32,
+}
+
+/// The staging area of one leaf.
+pub struct Staging {
+    dir: PathBuf,
+    index: Index,
+    writer: IndexWriter,
+    reader: IndexReader,
+    fields: Fields,
+    ops: u64,
+    deleted: BTreeSet<String>,
+    log: File,
+}
+
+impl Staging {
+    /// Opens (or creates) the staging area in `dir`. Operations recorded
+    /// against a version older than `current` were published already (the
+    /// leaf stopped between activating a version and emptying its staging
+    /// area): they are dropped.
+    pub fn open(dir: &Path, current: u64) -> Result<Staging, CorpusError> {
+        std::fs::create_dir_all(dir)?;
+        let index = if dir.join("meta.json").exists() {
+            Index::open_in_dir(dir)?
+        } else {
+            Index::create_in_dir(dir, schema::build().0)?
+        };
+        let fields = schema::fields_of(&index.schema())?;
+        let writer: IndexWriter = index.writer_with_num_threads(1, MIN_MEMORY_PER_THREAD)?;
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let log_path = dir.join(LOG_FILE);
+        let (mut ops, mut deleted, mut stale) = (0, BTreeSet::new(), false);
+        if let Ok(file) = File::open(&log_path) {
+            for line in BufReader::new(file).lines() {
+                // A torn last line is a batch that was never acknowledged.
+                let Ok(record) = serde_json::from_str::<LogRecord>(&line?) else {
+                    break;
+                };
+                stale |= record.base < current;
+                ops += record.ops;
+                deleted.extend(record.deleted);
+            }
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        fsio::sync_dir(dir)?;
+        let mut staging = Staging {
+            dir: dir.to_path_buf(),
+            index,
+            writer,
+            reader,
+            fields,
+            ops,
+            deleted,
+            log,
+        };
+        if stale {
+            staging.clear()?;
+        }
+        Ok(staging)
+    }
+
+    /// Operations staged since the last version.
+    pub fn ops(&self) -> u64 {
+        self.ops
+    }
+
+    /// Ids deleted since the last version (some may be upserted again).
+    pub fn deleted(&self) -> &BTreeSet<String> {
+        &self.deleted
+    }
+
+    /// Applies a batch in order and commits it durably before returning;
+    /// counts each operation against `published` (the current version's
+    /// searcher) and refuses the invalid ones. `base` is the current
+    /// version's number.
+    pub fn apply(
+        &mut self,
+        ops: &[DocOp],
+        placement: Placement,
+        published: &Searcher,
+        base: u64,
+    ) -> Result<LoadAck, CorpusError> {
+        let mut ack = LoadAck {
+            ok: true,
+            ..Default::default()
+        };
+        let mut deleted = Vec::new();
+        let mut applied = 0u64;
+        let fields = self.fields;
+        for op in ops {
+            if let Some(reason) = refusal(&op.id, placement) {
+                ack.refused.push(RefusedOp {
+                    line: op.line,
+                    id: op.id.clone(),
+                    reason,
+                });
+                continue;
+            }
+            let term = Term::from_field_text(fields.id, &op.id);
+            let exists = published.doc_freq(&term)? > 0;
+            self.writer.delete_term(term);
+            if op.delete {
+                deleted.push(op.id.clone());
+                if exists {
+                    ack.deleted += 1;
+                } else {
+                    ack.delete_missing += 1;
+                }
+            } else {
+                self.writer.add_document(doc!(
+                    fields.id => op.id.as_str(),
+                    fields.title => op.title.as_str(),
+                    fields.body => op.body.as_str(),
+                ))?;
+                if exists {
+                    ack.replaced += 1;
+                } else {
+                    ack.added += 1;
+                }
+            }
+            applied += 1;
+        }
+        if applied == 0 {
+            return Ok(ack);
+        }
+        self.writer.commit()?;
+        let record = LogRecord {
+            base,
+            ops: applied,
+            deleted,
+        };
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        self.log.write_all(&line)?;
+        self.log.sync_data()?;
+        self.ops += applied;
+        self.deleted.extend(record.deleted);
+        Ok(ack)
+    }
+
+    /// The staged documents as of the last commit: a searcher over them
+    /// and the segments it reads (with their own deletes).
+    pub fn snapshot(&self) -> Result<(Searcher, Vec<Segment>), CorpusError> {
+        self.reader.reload()?;
+        let searcher = self.reader.searcher();
+        let ids: BTreeSet<_> = searcher
+            .segment_readers()
+            .iter()
+            .map(|r| r.segment_id())
+            .collect();
+        let segments = self
+            .index
+            .searchable_segments()?
+            .into_iter()
+            .filter(|s| ids.contains(&s.id()))
+            .collect();
+        Ok((searcher, segments))
+    }
+
+    /// The staging index (for its settings and tokenizers).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Empties the staging area durably: its operations are part of a
+    /// version now, or superseded by one.
+    pub fn clear(&mut self) -> Result<(), CorpusError> {
+        // The log first: were the leaf to stop between the two steps, staged
+        // documents without their log are re-applied upserts (harmless),
+        // while a log without its documents would delete published ones.
+        fsio::write_atomic(&self.dir.join(LOG_FILE), b"")?;
+        self.log = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join(LOG_FILE))?;
+        self.writer.delete_all_documents()?;
+        self.writer.commit()?;
+        self.ops = 0;
+        self.deleted.clear();
+        Ok(())
+    }
+}
+
+/// Why an operation's id is refused, if it is.
+fn refusal(id: &str, placement: Placement) -> Option<String> {
+    if id.is_empty() {
+        return Some("empty id".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Some(format!(
+            "id of {} bytes, over the limit of {MAX_ID_BYTES}",
+            id.len()
+        ));
+    }
+    let owner = shard_of(id, placement.num_shards);
+    (owner != placement.shard).then(|| {
+        format!(
+            "id belongs to shard {owner} of {}, not to shard {}",
+            placement.num_shards, placement.shard
+        )
+    })
+}

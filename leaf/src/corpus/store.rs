@@ -1,0 +1,352 @@
+//! The version store: a leaf's data directory (see [`super`]) and the
+//! versions it holds open. Every method blocks (file system, tantivy): the
+//! service calls them on the blocking pool, one at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use searchtree_proto::pb::{LeafVersions, LoadAck, LoadBatch};
+use serde::{Deserialize, Serialize};
+
+use super::held::HeldVersions;
+use super::local::LocalTotals;
+use super::staging::{Placement, Staging};
+use super::{CorpusError, fsio};
+use crate::searcher::{ShardSearcher, VERSION_MISSING};
+use crate::shard::{Shard, ShardMeta, read_meta};
+
+const CURRENT_FILE: &str = "CURRENT";
+const VERSIONS_DIR: &str = "versions";
+const STAGING_DIR: &str = "staging";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// How the leaf's searchers are set up, for every version it opens.
+#[derive(Debug, Clone, Default)]
+pub struct SearcherSettings {
+    /// The name (address) reported as the source of answers.
+    pub name: String,
+    /// Shards with fewer documents are scored exhaustively.
+    pub min_pruned_docs: u64,
+}
+
+impl SearcherSettings {
+    /// Opens the shard directory `dir` as a searcher.
+    pub fn open(&self, dir: &Path) -> Result<ShardSearcher, CorpusError> {
+        let mut searcher = ShardSearcher::new(Shard::open(dir)?);
+        searcher.set_name(self.name.clone());
+        searcher.set_min_pruned_docs(self.min_pruned_docs);
+        Ok(searcher)
+    }
+}
+
+/// The content of `CURRENT`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Current {
+    version: u64,
+}
+
+/// A version built by Prepare and not yet installed.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Its number.
+    pub version: u64,
+    /// Its directory (`versions/vN.tmp`).
+    pub dir: PathBuf,
+    /// Its exact local totals.
+    pub local: LocalTotals,
+    /// The build's input checksum, when it is a copy of a build's shard;
+    /// `None` when it was built from the staging area.
+    pub from_build: Option<String>,
+    /// Staged operations it includes (or, from a build, discards).
+    pub staged_ops: u64,
+}
+
+/// A leaf's versions on disk and in memory, and its staging area.
+pub struct CorpusStore {
+    pub(super) data: PathBuf,
+    pub(super) build_dir: PathBuf,
+    pub(super) build: ShardMeta,
+    pub(super) settings: SearcherSettings,
+    pub(super) held: Arc<HeldVersions>,
+    /// The directory of each held version.
+    pub(super) dirs: BTreeMap<u64, PathBuf>,
+    locals: HashMap<u64, LocalTotals>,
+    pub(super) staging: Staging,
+    pub(super) candidate: Option<Candidate>,
+}
+
+impl CorpusStore {
+    /// Opens the store in `data` (created if absent) over the build in
+    /// `build_dir`: the current version (CURRENT's, else the build) and
+    /// every installed version from the one before it on, all searchable.
+    /// Candidates left half-written by a crash are removed.
+    pub fn open(
+        build_dir: &Path,
+        data: &Path,
+        settings: SearcherSettings,
+    ) -> Result<CorpusStore, CorpusError> {
+        let build = read_meta(build_dir)?;
+        let versions = data.join(VERSIONS_DIR);
+        std::fs::create_dir_all(&versions)?;
+        let current = match std::fs::read(data.join(CURRENT_FILE)) {
+            Ok(bytes) => serde_json::from_slice::<Current>(&bytes)?.version,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => build.version,
+            Err(e) => return Err(e.into()),
+        };
+        let mut on_disk = BTreeMap::new();
+        if current == build.version {
+            on_disk.insert(build.version, build_dir.to_path_buf());
+        }
+        for entry in std::fs::read_dir(&versions)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TMP_SUFFIX) {
+                fsio::remove_dir_if_exists(&entry.path())?;
+            } else if let Some(version) = parse_version_dir(&name) {
+                on_disk.insert(version, entry.path());
+            }
+        }
+        if !on_disk.contains_key(&current) && current != build.version {
+            return Err(CorpusError::Precondition(format!(
+                "{} names version {current}, but {} is missing",
+                data.join(CURRENT_FILE).display(),
+                version_dir(data, current).display()
+            )));
+        }
+        // The build is also the previous version of version 2.
+        if current == build.version + 1 {
+            on_disk
+                .entry(build.version)
+                .or_insert(build_dir.to_path_buf());
+        }
+        let current_dir = on_disk
+            .get(&current)
+            .cloned()
+            .unwrap_or_else(|| build_dir.to_path_buf());
+        let held = Arc::new(HeldVersions::new(settings.open(&current_dir)?));
+        let mut dirs = BTreeMap::from([(current, current_dir)]);
+        for (version, dir) in on_disk {
+            if version == current {
+                continue;
+            }
+            if version + 1 < current {
+                if dir != build_dir {
+                    fsio::remove_dir_if_exists(&dir)?;
+                }
+                continue;
+            }
+            held.insert(settings.open(&dir)?);
+            dirs.insert(version, dir);
+        }
+        let staging = Staging::open(&data.join(STAGING_DIR), current)?;
+        Ok(CorpusStore {
+            data: data.to_path_buf(),
+            build_dir: build_dir.to_path_buf(),
+            build,
+            settings,
+            held,
+            dirs,
+            locals: HashMap::new(),
+            staging,
+            candidate: None,
+        })
+    }
+
+    /// The versions searches pick from.
+    pub fn held(&self) -> Arc<HeldVersions> {
+        Arc::clone(&self.held)
+    }
+
+    /// This shard's place in the corpus.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            shard: self.build.shard,
+            num_shards: self.build.num_shards,
+        }
+    }
+
+    /// The staging area.
+    pub fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
+    /// The staging area, to apply loaded operations to.
+    pub fn staging_mut(&mut self) -> &mut Staging {
+        &mut self.staging
+    }
+
+    /// Applies a loaded batch to the staging area, counted against the
+    /// current version; answers once it is committed durably.
+    pub fn load(&mut self, batch: &LoadBatch) -> Result<LoadAck, CorpusError> {
+        let current = self.held.current();
+        let published = self
+            .held
+            .get(current)
+            .map_err(|e| CorpusError::Precondition(e.to_string()))?;
+        let placement = self.placement();
+        let searcher = published.shard().reader.searcher();
+        let mut ack = self
+            .staging
+            .apply(&batch.ops, placement, &searcher, current)?;
+        ack.seq = batch.seq;
+        Ok(ack)
+    }
+
+    /// The directory of held version `version`.
+    pub fn dir_of(&self, version: u64) -> Result<&Path, CorpusError> {
+        self.dirs
+            .get(&version)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| self.missing(version))
+    }
+
+    /// The refusal of a version this leaf does not hold.
+    pub(super) fn missing(&self, version: u64) -> CorpusError {
+        CorpusError::Precondition(format!(
+            "{VERSION_MISSING} shard {} holds versions {:?}, not {version}",
+            self.build.shard,
+            self.held.numbers()
+        ))
+    }
+
+    /// The exact local totals of held version `version`: its `local.json`,
+    /// or for a build (which has none) read from its segment once.
+    pub fn local(&mut self, version: u64) -> Result<LocalTotals, CorpusError> {
+        if let Some(local) = self.locals.get(&version) {
+            return Ok(local.clone());
+        }
+        let dir = self.dir_of(version)?.to_path_buf();
+        let local = match LocalTotals::read(&dir)? {
+            Some(local) => local,
+            None => {
+                let searcher = self
+                    .held
+                    .get(version)
+                    .map_err(|e| CorpusError::Precondition(e.to_string()))?;
+                let shard = searcher.shard();
+                LocalTotals::of_undeleted(&shard.reader.searcher(), shard.fields)?
+            }
+        };
+        self.locals.insert(version, local.clone());
+        Ok(local)
+    }
+
+    /// Makes held version `version` current: durably (CURRENT), then for
+    /// searches; empties the staging area (the version includes or
+    /// supersedes it) and releases versions older than the one before.
+    /// Returns the version it replaced.
+    pub fn activate(&mut self, version: u64) -> Result<u64, CorpusError> {
+        let previous = self.held.current();
+        if version == previous {
+            return Ok(previous);
+        }
+        if !self.dirs.contains_key(&version) {
+            return Err(self.missing(version));
+        }
+        let bytes = serde_json::to_vec(&Current { version })?;
+        fsio::write_atomic(&self.data.join(CURRENT_FILE), &bytes)?;
+        let released = self
+            .held
+            .activate(version)
+            .ok_or_else(|| self.missing(version))?;
+        for old in released {
+            self.locals.remove(&old);
+            if let Some(dir) = self.dirs.remove(&old)
+                && dir != self.build_dir
+            {
+                fsio::remove_dir_if_exists(&dir)?;
+            }
+        }
+        fsio::sync_dir(&self.data.join(VERSIONS_DIR))?;
+        self.staging.clear()?;
+        if let Some(candidate) = self.candidate.take_if(|c| c.version <= version) {
+            fsio::remove_dir_if_exists(&candidate.dir)?;
+        }
+        Ok(previous)
+    }
+
+    /// What this leaf holds, as `Versions` reports it.
+    pub fn versions(&mut self) -> Result<LeafVersions, CorpusError> {
+        let current = self.held.current();
+        let local = self.local(current)?;
+        let snapshot = self
+            .held
+            .get(current)
+            .map(|s| s.shard().meta.input_checksum.clone())
+            .unwrap_or_default();
+        Ok(LeafVersions {
+            shard: self.build.shard,
+            replica: self.settings.name.clone(),
+            reachable: true,
+            error: String::new(),
+            current,
+            installed: self.held.numbers(),
+            staged_ops: self.staging.ops(),
+            num_docs: local.num_docs,
+            digest: local.digest(),
+            snapshot,
+        })
+    }
+
+    /// Holds the complete version directory `dir` (renamed into place) as
+    /// version `version`, searchable by number.
+    pub(super) fn hold(&mut self, version: u64, dir: PathBuf) -> Result<(), CorpusError> {
+        let searcher = self.settings.open(&dir)?;
+        let found = searcher.shard().meta.version;
+        if found != version {
+            return Err(CorpusError::Precondition(format!(
+                "{} holds version {found}, not {version}",
+                dir.display()
+            )));
+        }
+        self.locals.remove(&version);
+        self.held.insert(searcher);
+        self.dirs.insert(version, dir);
+        Ok(())
+    }
+
+    /// Forgets held version `version` (not the current one) and removes
+    /// its directory: it is about to be built again.
+    pub(super) fn drop_version(&mut self, version: u64) -> Result<(), CorpusError> {
+        if version == self.held.current() {
+            return Ok(());
+        }
+        self.held.remove(version);
+        self.locals.remove(&version);
+        if let Some(dir) = self.dirs.remove(&version)
+            && dir != self.build_dir
+        {
+            fsio::remove_dir_if_exists(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Where version `version` lives once complete.
+    pub(super) fn version_dir(&self, version: u64) -> PathBuf {
+        version_dir(&self.data, version)
+    }
+
+    /// Where version `version` is written before it is complete.
+    pub(super) fn tmp_dir(&self, version: u64) -> PathBuf {
+        let mut dir = version_dir(&self.data, version).into_os_string();
+        dir.push(TMP_SUFFIX);
+        PathBuf::from(dir)
+    }
+
+    /// The directory holding every version directory.
+    pub(super) fn versions_root(&self) -> PathBuf {
+        self.data.join(VERSIONS_DIR)
+    }
+}
+
+fn version_dir(data: &Path, version: u64) -> PathBuf {
+    data.join(VERSIONS_DIR).join(format!("v{version:08}"))
+}
+
+fn parse_version_dir(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix('v')?;
+    (digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
