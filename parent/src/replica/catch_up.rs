@@ -28,11 +28,11 @@ use futures::future::BoxFuture;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{CatchUpRequest, CatchUpResponse};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::ReplicaGroup;
 use super::state::Rotation;
-use crate::child::ChildError;
+use crate::child::{ChildError, endpoint};
 use crate::counters::InnerCounter;
 
 /// How a leaf's refusal of a version it does not hold begins (after the
@@ -46,8 +46,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How long one copy may take: a version is a whole shard, copied over the
 /// network, so minutes are normal; a leaf that hangs longer is tried again.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// How long a connection attempt to a behind replica may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a `version-missing` refusal says about the replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,10 +110,8 @@ impl GrpcCatchUp {
         if let Some(client) = clients.get(addr) {
             return Ok(client.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = endpoint(addr)
             .map_err(|e| ChildError::Failed(format!("bad replica address {addr:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
             .connect_lazy();
         let client = CorpusClient::new(channel)
             .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
@@ -372,6 +368,21 @@ mod tests {
         ChildError::from(tonic::Status::failed_precondition(format!(
             "version-missing: shard 2 holds versions {held}, not {wanted}"
         )))
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_cannot_be_reached_fails_its_catch_up_as_unavailable() {
+        // Nothing listens on port 1: the copy fails, to be tried again.
+        let request = CatchUpRequest {
+            version: 2,
+            source: "127.0.0.1:2".into(),
+            activate: true,
+        };
+        let err = GrpcCatchUp::default()
+            .catch_up("127.0.0.1:1", request)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ChildError::Unavailable(_)), "{err:?}");
     }
 
     #[test]
