@@ -26,6 +26,8 @@ pub mod prepare;
 pub mod service;
 pub mod staging;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 pub use held::HeldVersions;
 pub use service::LeafCorpus;

@@ -1,0 +1,606 @@
+//! The version store against the one thing that defines it: a version
+//! published from loaded operations must search exactly as a fresh build of
+//! the resulting documents — same hits, scores and counts — while the
+//! versions before it keep answering as they did.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use searchtree_proto::SearchParams;
+use searchtree_proto::pb::corpus_client::CorpusClient;
+use searchtree_proto::pb::{
+    ActivateRequest, CatchUpRequest, DocOp, FieldTerms, InstallChunk, LoadBatch, PrepareRequest,
+    SearchRequest, SearchResponse, ShardSummary, VersionsRequest,
+};
+use searchtree_proto::sharding::shard_of;
+use tonic::Code;
+
+use super::held::HeldVersions;
+use super::local::LocalTotals;
+use super::prepare::term_chunks;
+use super::store::{CorpusStore, SearcherSettings};
+use super::{LeafCorpus, fsio};
+use crate::collector::Stop;
+use crate::node::{LeafCounters, LeafTiming, ShardSearch};
+use crate::searcher::{SearchError, ShardSearcher, VERSION_MISSING};
+use crate::shard::write::{ShardDocument, ShardWriter, write_scoring};
+use crate::{LeafService, Shard};
+
+const WORDS: &[&str] = &[
+    "river", "stone", "paris", "light", "north", "garden", "engine", "copper", "violet", "harbor",
+    "winter", "signal", "forest", "glass", "market", "silver", "thunder", "orbit", "meadow",
+    "lantern",
+];
+
+const QUERIES: &[&str] = &[
+    "river",
+    "paris stone",
+    "light OR harbor",
+    "copper engine signal",
+    "\"north garden\"",
+    "forest -glass",
+    "lantern",
+    "meadow orbit thunder silver",
+];
+
+type Docs = BTreeMap<String, (String, String)>;
+
+fn text(rng: &mut fastrand::Rng, min: usize, max: usize) -> String {
+    let n = rng.usize(min..=max);
+    (0..n)
+        .map(|_| WORDS[rng.usize(..WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn corpus(seed: u64, prefix: &str, n: usize) -> Docs {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|i| {
+            let title = text(&mut rng, 0, 3);
+            let body = text(&mut rng, 3, 30);
+            (format!("{prefix}{i}"), (title, body))
+        })
+        .collect()
+}
+
+/// Writes `docs` as a build of `num_shards` shards into `out/shards/shard-NNN`.
+fn build(out: &Path, docs: &Docs, num_shards: u32, checksum: &str) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = (0..num_shards)
+        .map(|s| out.join("shards").join(format!("shard-{s:03}")))
+        .collect();
+    let mut writers: Vec<ShardWriter> = dirs
+        .iter()
+        .map(|d| ShardWriter::create(d, 1, 0).unwrap())
+        .collect();
+    for (id, (title, body)) in docs {
+        let document = ShardDocument {
+            id: id.clone(),
+            title: title.clone(),
+            body: body.clone(),
+        };
+        writers[shard_of(id, num_shards) as usize]
+            .add(document)
+            .unwrap();
+    }
+    let written: Vec<_> = writers.into_iter().map(|w| w.finish().unwrap()).collect();
+    write_scoring(&written, checksum).unwrap();
+    dirs
+}
+
+fn settings(name: &str) -> SearcherSettings {
+    SearcherSettings {
+        name: name.into(),
+        min_pruned_docs: 0,
+    }
+}
+
+fn params(query: &str, version: u64) -> SearchParams {
+    SearchParams::try_from(&SearchRequest {
+        query: query.into(),
+        top_k: 200,
+        exact_total_hits: true,
+        version,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn search(held: &HeldVersions, query: &str, version: u64) -> SearchResponse {
+    ShardSearch::search(held, &params(query, version), Stop::default()).unwrap()
+}
+
+/// Same ids in the same order, scores equal within 1e-5 relative, same
+/// exact total.
+fn assert_same(got: &SearchResponse, want: &SearchResponse, what: &str) {
+    let ids = |r: &SearchResponse| r.hits.iter().map(|h| h.doc_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(got), ids(want), "{what}: ids");
+    for (g, w) in got.hits.iter().zip(&want.hits) {
+        let tolerance = 1e-5 * w.score.abs().max(1e-6);
+        assert!(
+            (g.score - w.score).abs() <= tolerance,
+            "{what}: {} scored {} instead of {}",
+            g.doc_id,
+            g.score,
+            w.score
+        );
+    }
+    assert_eq!(got.total_hits, want.total_hits, "{what}: total_hits");
+    assert!(!got.total_hits_is_lower_bound && !want.total_hits_is_lower_bound);
+}
+
+/// Every query at `version` of each held shard equals the fresh build's
+/// shard of the same number.
+fn assert_matches_build(held: &[Arc<HeldVersions>], fresh: &[PathBuf], version: u64, what: &str) {
+    let mut matched = 0;
+    for (shard, dir) in fresh.iter().enumerate() {
+        let want = ShardSearcher::new(Shard::open(dir).unwrap());
+        for query in QUERIES {
+            let expected = want.search(&params(query, 0), Stop::default()).unwrap();
+            let got = search(&held[shard], query, version);
+            assert_same(
+                &got,
+                &expected,
+                &format!("{what}, shard {shard}, {query:?}"),
+            );
+            matched += got.hits.len();
+        }
+    }
+    assert!(
+        matched > 20,
+        "{what}: the queries match too little ({matched})"
+    );
+}
+
+fn upsert(id: &str, title: &str, body: &str) -> DocOp {
+    DocOp {
+        id: id.into(),
+        title: title.into(),
+        body: body.into(),
+        ..Default::default()
+    }
+}
+
+fn delete(id: &str) -> DocOp {
+    DocOp {
+        id: id.into(),
+        delete: true,
+        ..Default::default()
+    }
+}
+
+/// Applies `ops` to `docs` as a load does.
+fn apply(docs: &mut Docs, ops: &[DocOp]) {
+    for op in ops {
+        if op.id.is_empty() || op.id.len() > 1024 {
+            continue;
+        }
+        if op.delete {
+            docs.remove(&op.id);
+        } else {
+            docs.insert(op.id.clone(), (op.title.clone(), op.body.clone()));
+        }
+    }
+}
+
+/// Loads `ops` in batches of 7 into every store (each refuses the other
+/// shards' documents); returns the summed counts (added, replaced,
+/// deleted, delete_missing, refused).
+fn load(stores: &mut [CorpusStore], ops: &[DocOp]) -> [u32; 5] {
+    let mut counts = [0; 5];
+    for (seq, batch) in ops.chunks(7).enumerate() {
+        let batch = LoadBatch {
+            seq: seq as u64,
+            ops: batch.to_vec(),
+        };
+        for store in stores.iter_mut() {
+            let ack = store.load(&batch).unwrap();
+            assert!(ack.ok);
+            assert_eq!(ack.seq, seq as u64);
+            counts[0] += ack.added;
+            counts[1] += ack.replaced;
+            counts[2] += ack.deleted;
+            counts[3] += ack.delete_missing;
+            counts[4] += ack.refused.len() as u32;
+        }
+    }
+    counts
+}
+
+/// The publish the root and parents perform, in-process: prepare every
+/// shard, sum their statistics, install the sums, activate.
+fn publish(stores: &mut [CorpusStore], version: u64, from_build: &str) -> Vec<ShardSummary> {
+    let summaries: Vec<ShardSummary> = stores
+        .iter_mut()
+        .map(|s| s.prepare(version, from_build).unwrap())
+        .collect();
+    let mut global: BTreeMap<String, BTreeMap<Vec<u8>, u64>> = BTreeMap::new();
+    for store in stores.iter() {
+        term_chunks(&store.tmp_dir(version), |chunk| {
+            assert!(chunk.terms.iter().map(|t| t.terms.len()).sum::<usize>() <= 16_384);
+            for group in chunk.terms {
+                let field = global.entry(group.field).or_default();
+                for (term, df) in group.terms.into_iter().zip(group.doc_freqs) {
+                    *field.entry(term).or_default() += df;
+                }
+            }
+            true
+        })
+        .unwrap();
+    }
+    let mut num_tokens = HashMap::new();
+    for summary in &summaries {
+        for (field, n) in &summary.num_tokens {
+            *num_tokens.entry(field.clone()).or_default() += n;
+        }
+    }
+    let first = InstallChunk {
+        version,
+        num_docs: summaries.iter().map(|s| s.num_docs).sum(),
+        num_tokens,
+        ..Default::default()
+    };
+    let terms: Vec<FieldTerms> = global
+        .into_iter()
+        .map(|(field, terms)| FieldTerms {
+            field,
+            terms: terms.keys().cloned().collect(),
+            doc_freqs: terms.values().copied().collect(),
+        })
+        .collect();
+    for store in stores.iter_mut() {
+        let mut stats = store.begin_install(&first).unwrap();
+        stats.absorb(&terms).unwrap();
+        store.finish_install(stats).unwrap();
+    }
+    summaries
+}
+
+fn activate(stores: &mut [CorpusStore], version: u64) {
+    for store in stores {
+        store.activate(version).unwrap();
+    }
+}
+
+fn open_stores(builds: &[PathBuf], data: &Path) -> Vec<CorpusStore> {
+    builds
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            CorpusStore::open(b, &data.join(format!("leaf-{i}")), settings("leaf")).unwrap()
+        })
+        .collect()
+}
+
+fn held(stores: &[CorpusStore]) -> Vec<Arc<HeldVersions>> {
+    stores.iter().map(CorpusStore::held).collect()
+}
+
+#[test]
+fn a_published_version_searches_as_a_fresh_build_and_the_old_one_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(7, "d", 80);
+    let builds = build(&tmp.path().join("build"), &docs, 2, "build-1");
+    let build_files: Vec<_> = builds
+        .iter()
+        .map(|b| fsio::version_files(b).unwrap())
+        .collect();
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    let before: Vec<Vec<SearchResponse>> = held(&stores)
+        .iter()
+        .map(|h| QUERIES.iter().map(|q| search(h, q, 0)).collect())
+        .collect();
+
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut ops = Vec::new();
+    for i in 0..15 {
+        ops.push(upsert(
+            &format!("n{i}"),
+            &text(&mut rng, 1, 2),
+            &text(&mut rng, 3, 25),
+        ));
+    }
+    for i in 0..10 {
+        ops.push(upsert(
+            &format!("d{i}"),
+            &text(&mut rng, 0, 2),
+            &text(&mut rng, 3, 25),
+        ));
+    }
+    for i in 10..18 {
+        ops.push(delete(&format!("d{i}")));
+    }
+    ops.push(delete("never-there"));
+    ops.push(delete("n3")); // upserted above: gone again
+    ops.push(delete("d20"));
+    ops.push(upsert("d20", "back", "river stone river")); // deleted, then back
+    ops.push(upsert("n5", "second", "the second copy wins lantern"));
+    ops.push(upsert("", "", "no id"));
+    ops.push(upsert(&"x".repeat(1025), "", "too long an id"));
+    apply(&mut docs, &ops);
+    let [added, replaced, deleted, missing, refused] = load(&mut stores, &ops);
+    // Each valid operation is applied by its shard and refused by the
+    // other; the two invalid ones by both.
+    let valid = ops.len() as u32 - 2;
+    assert_eq!(added + replaced + deleted + missing, valid);
+    assert_eq!(refused, valid + 4);
+    assert_eq!((added, replaced, deleted, missing), (16, 11, 9, 2));
+
+    let summaries = publish(&mut stores, 2, "");
+    let fresh = build(&tmp.path().join("fresh"), &docs, 2, "fresh");
+    // Exact local totals: as the fresh build's own.
+    for (summary, dir) in summaries.iter().zip(&fresh) {
+        let shard = Shard::open(dir).unwrap();
+        let want = LocalTotals::of_undeleted(&shard.reader.searcher(), shard.fields).unwrap();
+        assert_eq!(summary.num_docs, want.num_docs);
+        assert_eq!(
+            summary.num_tokens,
+            want.num_tokens
+                .clone()
+                .into_iter()
+                .collect::<HashMap<_, _>>()
+        );
+        assert_eq!(summary.digest, want.digest());
+        assert!(summary.staged_ops > 0);
+    }
+    let held_now = held(&stores);
+    // Installed, not current: version 0 still answers as before.
+    assert_matches_build(&held_now, &fresh, 2, "installed version 2");
+    for (h, answers) in held_now.iter().zip(&before) {
+        assert_eq!(h.current(), 1);
+        for (query, answer) in QUERIES.iter().zip(answers) {
+            assert_same(&search(h, query, 0), answer, "current before activation");
+        }
+    }
+
+    activate(&mut stores, 2);
+    assert_matches_build(&held_now, &fresh, 0, "current version 2");
+    for (h, answers) in held_now.iter().zip(&before) {
+        assert_eq!(h.numbers(), vec![1, 2]);
+        assert_eq!(search(h, "river", 0).version, 2);
+        for (query, answer) in QUERIES.iter().zip(answers) {
+            assert_same(&search(h, query, 1), answer, "version 1, held");
+        }
+    }
+    assert!(stores.iter().all(|s| s.staging().ops() == 0));
+
+    // A restart serves the same versions from disk.
+    drop(stores);
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    let held_now = held(&stores);
+    assert!(
+        held_now
+            .iter()
+            .all(|h| h.current() == 2 && h.numbers() == vec![1, 2])
+    );
+    assert_matches_build(&held_now, &fresh, 2, "version 2 after a restart");
+
+    // Staged operations survive a restart, and make version 3.
+    let more = vec![
+        delete("d30"),
+        upsert("late", "late", "paris light harbor"),
+        upsert("d31", "replaced", "copper copper engine"),
+    ];
+    apply(&mut docs, &more);
+    load(&mut stores, &more);
+    let staged: u64 = stores.iter().map(|s| s.staging().ops()).sum();
+    assert_eq!(staged, 3);
+    drop(stores);
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    assert_eq!(stores.iter().map(|s| s.staging().ops()).sum::<u64>(), 3);
+    publish(&mut stores, 3, "");
+    activate(&mut stores, 3);
+    let fresh = build(&tmp.path().join("fresh3"), &docs, 2, "fresh3");
+    let held_now = held(&stores);
+    assert_matches_build(&held_now, &fresh, 3, "version 3");
+    // Version 1 (the build) is released, and the build left as it was.
+    for (h, (dir, files)) in held_now.iter().zip(builds.iter().zip(&build_files)) {
+        assert_eq!(h.numbers(), vec![2, 3]);
+        let Err(SearchError::VersionMissing(msg)) = h.get(1) else {
+            panic!("version 1 should be gone");
+        };
+        assert!(msg.starts_with(VERSION_MISSING), "{msg}");
+        assert_eq!(&fsio::version_files(dir).unwrap(), files);
+        Shard::open(dir).unwrap();
+    }
+    for store in &mut stores {
+        let versions = store.versions().unwrap();
+        assert_eq!(
+            (versions.current, versions.installed.clone()),
+            (3, vec![2, 3])
+        );
+    }
+}
+
+#[test]
+fn a_build_replaces_the_corpus_and_discards_what_was_staged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(3, "d", 50), 2, "one");
+    let other = corpus(4, "e", 70);
+    let rebuilt = tmp.path().join("rebuilt");
+    let fresh = build(&rebuilt, &other, 2, "two");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    load(&mut stores, &[upsert("staged", "", "river river")]);
+
+    publish(&mut stores, 2, rebuilt.to_str().unwrap());
+    activate(&mut stores, 2);
+    let held_now = held(&stores);
+    assert_matches_build(&held_now, &fresh, 0, "hot-swapped build");
+    for (store, h) in stores.iter_mut().zip(&held_now) {
+        assert_eq!(store.staging().ops(), 0);
+        assert_eq!(h.get(0).unwrap().shard().meta.input_checksum, "two");
+    }
+    // The rebuilt build's own files are untouched (its scoring files were
+    // not written through links).
+    for dir in &fresh {
+        assert_eq!(crate::shard::read_meta(dir).unwrap().version, 1);
+        Shard::open(dir).unwrap();
+    }
+
+    // A build of another shard count is refused.
+    let wrong = tmp.path().join("wrong");
+    build(&wrong, &other, 3, "three");
+    let err = stores[0].prepare(3, wrong.to_str().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("of 3"), "{err}");
+}
+
+/// Serves a store's Search and Corpus on a local port, as the binary does.
+async fn serve(store: CorpusStore) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let timing = LeafTiming {
+        policy: Default::default(),
+        reserve: std::time::Duration::ZERO,
+    };
+    let faults = crate::fault::Faults::new(Default::default(), 1);
+    let service = LeafService::new(store.held(), 2, timing, faults);
+    let counters: Arc<LeafCounters> = service.counters();
+    let corpus = LeafCorpus::new(store, Arc::clone(&counters), addr.clone());
+    tokio::spawn(searchtree_node::serving::serve(
+        listener,
+        service,
+        corpus,
+        counters,
+        Default::default(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+async fn client(addr: &str) -> CorpusClient<tonic::transport::Channel> {
+    CorpusClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(5, "d", 60);
+    let builds = build(&tmp.path().join("build"), &docs, 1, "one");
+    let open = |name: &str| CorpusStore::open(&builds[0], &tmp.path().join(name), settings(name));
+    let (a, b) = (open("a").unwrap(), open("b").unwrap());
+    let held_b = b.held();
+    let (addr_a, addr_b) = (serve(a).await, serve(b).await);
+    let (mut a, mut b) = (client(&addr_a).await, client(&addr_b).await);
+
+    // Replica A alone gets a load and publishes version 2.
+    let ops = vec![
+        upsert("new", "new", "river paris"),
+        delete("d3"),
+        upsert("d4", "", "stone stone"),
+    ];
+    apply(&mut docs, &ops);
+    let batches = futures::stream::iter(vec![LoadBatch { seq: 9, ops }]);
+    let mut acks = a.load(batches).await.unwrap().into_inner();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert!(ack.ok && ack.seq == 9 && (ack.added, ack.deleted, ack.replaced) == (1, 1, 1));
+    let prepare = PrepareRequest {
+        version: 2,
+        ..Default::default()
+    };
+    let mut chunks = a.prepare(prepare).await.unwrap().into_inner();
+    let first = chunks.message().await.unwrap().unwrap();
+    let summary = first.shards[0].clone();
+    let mut terms = first.terms;
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        terms.extend(chunk.terms);
+    }
+    // One shard: its own statistics are the corpus's.
+    let install = vec![
+        InstallChunk {
+            version: 2,
+            num_docs: summary.num_docs,
+            num_tokens: summary.num_tokens.clone(),
+            ..Default::default()
+        },
+        InstallChunk {
+            terms,
+            ..Default::default()
+        },
+    ];
+    let installed = a.install(futures::stream::iter(install)).await.unwrap();
+    assert_eq!(installed.into_inner().shards, vec![0]);
+    a.activate(ActivateRequest { version: 2 }).await.unwrap();
+
+    // B is behind: a query pinned to 2 is refused as version-missing.
+    let err = ShardSearch::search(&*held_b, &params("river", 2), Stop::default()).unwrap_err();
+    let status = tonic::Status::from(crate::LeafError::from(err));
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().starts_with(VERSION_MISSING),
+        "{}",
+        status.message()
+    );
+
+    let caught = b
+        .catch_up(CatchUpRequest {
+            version: 2,
+            source: addr_a.clone(),
+            activate: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(caught.version, 2);
+    assert!(caught.bytes > 0);
+
+    let versions = |r: tonic::Response<searchtree_proto::pb::VersionsResponse>| {
+        let mut inner = r.into_inner();
+        inner.leaves.remove(0)
+    };
+    let va = versions(a.versions(VersionsRequest {}).await.unwrap());
+    let vb = versions(b.versions(VersionsRequest {}).await.unwrap());
+    assert_eq!((va.current, vb.current), (2, 2));
+    assert_eq!(va.digest, summary.digest);
+    assert_eq!(vb.digest, va.digest);
+    assert_eq!(vb.num_docs, docs.len() as u64);
+    let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
+    assert_matches_build(&[held_b], &fresh, 2, "caught-up replica");
+
+    // Publish belongs to the root.
+    let err = b
+        .publish(searchtree_proto::pb::PublishRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("root"));
+}
+
+#[tokio::test]
+async fn a_leaf_without_a_data_dir_serves_its_build_read_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(5, "d", 20), 1, "one");
+    let held = Arc::new(HeldVersions::new(settings("ro").open(&builds[0]).unwrap()));
+    let corpus = LeafCorpus::read_only(
+        Arc::clone(&held),
+        builds[0].clone(),
+        LeafCounters::new("leaf"),
+        "ro".into(),
+    );
+    use searchtree_proto::pb::corpus_server::Corpus;
+    let err = corpus
+        .activate(tonic::Request::new(ActivateRequest { version: 2 }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), super::service::READ_ONLY);
+    let err = corpus
+        .prepare(tonic::Request::new(PrepareRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let leaf = corpus
+        .versions(tonic::Request::new(VersionsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .leaves
+        .remove(0);
+    assert_eq!(
+        (leaf.current, leaf.installed, leaf.num_docs),
+        (1, vec![1], 20)
+    );
+    assert_eq!(leaf.snapshot, "one");
+}
