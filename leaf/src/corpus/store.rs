@@ -233,8 +233,9 @@ impl CorpusStore {
     }
 
     /// Makes held version `version` current: durably (CURRENT), then for
-    /// searches; empties the staging area (the version includes or
-    /// supersedes it) and releases versions older than the one before.
+    /// searches; empties the staging area when moving forward (the version
+    /// includes or supersedes it) and releases versions older than the one
+    /// before.
     /// Returns the version it replaced.
     pub fn activate(&mut self, version: u64) -> Result<u64, CorpusError> {
         let previous = self.held.current();
@@ -259,7 +260,11 @@ impl CorpusStore {
             }
         }
         fsio::sync_dir(&self.data.join(VERSIONS_DIR))?;
-        self.staging.clear()?;
+        // A newer version includes (or, from a build, supersedes) what was
+        // staged; going back to an older one leaves the staging area alone.
+        if version > previous {
+            self.staging.clear()?;
+        }
         if let Some(candidate) = self.candidate.take_if(|c| c.version <= version) {
             fsio::remove_dir_if_exists(&candidate.dir)?;
         }
