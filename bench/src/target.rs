@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use searchtree_leaf::corpus::HeldVersions;
 use searchtree_leaf::fault::{FaultConfig, Faults};
 use searchtree_leaf::service::LeafTiming;
 use searchtree_leaf::{LeafService, Shard, ShardSearcher};
@@ -169,7 +170,7 @@ impl DirectTarget {
         let shard = Shard::open(dir)?;
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let service = LeafService::new(
-            ShardSearcher::new(shard),
+            Arc::new(HeldVersions::new(ShardSearcher::new(shard))),
             cpus,
             LeafTiming {
                 policy: Default::default(),
