@@ -18,6 +18,7 @@ use tempfile::TempDir;
 
 use super::manifest::{MANIFEST_FILE, Manifest, shard_dir_name};
 use super::{Input, SHARDS_DIR, TOPOLOGY_FILE};
+use crate::commands::up::STATE_DIR;
 
 /// What the output path holds, which decides whether a build may take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,17 @@ pub(super) fn inspect_target(out: &Path) -> anyhow::Result<Target> {
         ))
     };
     for name in &entries {
+        if name == STATE_DIR {
+            // What a tree over this build loaded and published since: a
+            // rebuild would silently discard it.
+            return Err(refuse(format!(
+                "is a previous build, but a tree started over it keeps what was loaded into it \
+                 in {STATE_DIR:?}, which a rebuild would discard; remove {} first if that is \
+                 intended, or build elsewhere and switch a running tree to it with \
+                 `searchtree publish --from-build`",
+                out.join(STATE_DIR).display()
+            )));
+        }
         if name != MANIFEST_FILE && name != TOPOLOGY_FILE && name != SHARDS_DIR {
             return Err(foreign(name));
         }
@@ -352,6 +364,10 @@ mod tests {
         let err = message(inspect_target(&build_dir));
         assert!(err.contains("also holds \"mine.toml\""), "{err}");
         std::fs::remove_file(build_dir.join("mine.toml")).unwrap();
+        std::fs::create_dir_all(build_dir.join("state/leaf-0")).unwrap();
+        let err = message(inspect_target(&build_dir));
+        assert!(err.contains("keeps what was loaded into it"), "{err}");
+        std::fs::remove_dir_all(build_dir.join("state")).unwrap();
         std::fs::create_dir(build_dir.join("shards/shard-007")).unwrap();
         let err = message(inspect_target(&build_dir));
         assert!(err.contains("also holds \"shards/shard-007\""), "{err}");

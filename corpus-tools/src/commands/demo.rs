@@ -11,7 +11,7 @@ use crate::build::corpus::FieldNames;
 use crate::build::{self, BuildOptions, Input, TOPOLOGY_FILE};
 use crate::bundled;
 use crate::commands::build::print_report;
-use crate::commands::up::{print_ready, serve_until_stopped, start_tree};
+use crate::commands::up::{STATE_DIR, print_ready, serve_until_stopped, start_tree};
 use crate::output;
 use crate::tree::supervisor::{RestartPolicy, StartOptions};
 
@@ -89,7 +89,12 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
         forward_logs: true,
         ..StartOptions::default()
     };
-    let tree = start_tree(&out.join(TOPOLOGY_FILE), &start).await?;
+    // The leaves' state belongs to the build just replaced: start afresh.
+    let state_dir = data_dir.join(STATE_DIR);
+    if state_dir.exists() {
+        std::fs::remove_dir_all(&state_dir)?;
+    }
+    let tree = start_tree(&out.join(TOPOLOGY_FILE), &state_dir, &start).await?;
     eprintln!(
         "started {} node processes (1 root, {} parents, {} leaves)",
         tree.addresses().len(),

@@ -1,8 +1,9 @@
 //! `searchtree up`: start a tree from its topology and keep it running.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Args;
 use searchtree_node::serving::shutdown_signal;
 
@@ -31,6 +32,24 @@ pub struct UpArgs {
     /// one per core (for nodes that have a machine each).
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Where the leaves keep what is loaded and published into the running
+    /// tree: one directory per leaf, named after it, kept across restarts.
+    /// Default: `state/` beside the topology file. (A rebuild into the
+    /// same directory refuses to discard it.)
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The name of the leaves' state directory beside a topology file.
+pub const STATE_DIR: &str = "state";
+
+/// The leaves' state directory for a tree started from `topology` when
+/// none is named: `state/` beside the topology file.
+pub fn default_state_dir(topology: &Path) -> PathBuf {
+    match topology.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(STATE_DIR),
+        _ => PathBuf::from(STATE_DIR),
+    }
 }
 
 impl UpArgs {
@@ -44,10 +63,21 @@ impl UpArgs {
     }
 }
 
-/// Validates the topology and starts its tree, node logs forwarded.
-pub async fn start_tree(path: &std::path::Path, options: &StartOptions) -> anyhow::Result<Tree> {
-    let plan = Topology::load(path)?.plan()?;
+/// Validates the topology and starts its tree, node logs forwarded; each
+/// leaf keeps its state in `state_dir/<leaf name>` (absolute, as the nodes
+/// run elsewhere).
+pub async fn start_tree(
+    path: &Path,
+    state_dir: &Path,
+    options: &StartOptions,
+) -> anyhow::Result<Tree> {
+    let mut plan = Topology::load(path)?.plan()?;
     topology::check_indexes(&plan)?;
+    let state_dir = std::path::absolute(state_dir)
+        .with_context(|| format!("--state-dir {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    plan.set_state_dir(&state_dir);
     let bins = NodeBinaries::locate()?;
     supervisor::start(&plan, &bins, options).await
 }
@@ -95,7 +125,11 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         forward_logs: true,
         worker_threads: args.worker_threads,
     };
-    let tree = start_tree(&args.topology, &options).await?;
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => default_state_dir(&args.topology),
+    };
+    let tree = start_tree(&args.topology, &state_dir, &options).await?;
     for (name, addr) in tree.addresses() {
         let pid = tree.pid(&name).unwrap_or_default();
         tracing::info!(node = %name, %addr, pid, "node serving");

@@ -34,6 +34,7 @@ impl PlannedNode {
                 listen,
                 index,
                 inject,
+                data_dir,
                 ..
             } => {
                 let mut args = vec![
@@ -42,6 +43,10 @@ impl PlannedNode {
                     "--listen".to_string(),
                     listen.clone(),
                 ];
+                if let Some(dir) = data_dir {
+                    args.push("--data-dir".into());
+                    args.push(dir.display().to_string());
+                }
                 args.extend(inject.iter().cloned());
                 args
             }

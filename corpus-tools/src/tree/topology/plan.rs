@@ -3,7 +3,7 @@
 //! grouped into one child of the node above them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::format::{LeafNode, ParentNode, Topology, cache_flags};
 use super::{TopologyError, invalid};
@@ -23,6 +23,9 @@ pub enum PlannedNode {
         index: PathBuf,
         /// Faults to inject, as `--inject-*` flags for the leaf.
         inject: Vec<String>,
+        /// The leaf's own state (`--data-dir`): versions loaded and
+        /// published since the build. `None`: it serves its build read-only.
+        data_dir: Option<PathBuf>,
     },
     /// A parent or the root: its children, each with the shards below it.
     Inner {
@@ -58,6 +61,19 @@ pub struct Plan {
     pub nodes: Vec<PlannedNode>,
     /// Shards in the tree (`0..num_shards`).
     pub num_shards: u32,
+}
+
+impl Plan {
+    /// Gives every leaf a state directory of its own, `dir/<leaf name>`:
+    /// the same on every restart of the leaf, so what it loaded and
+    /// published survives it.
+    pub fn set_state_dir(&mut self, dir: &Path) {
+        for node in &mut self.nodes {
+            if let PlannedNode::Leaf { name, data_dir, .. } = node {
+                *data_dir = Some(dir.join(name.as_str()));
+            }
+        }
+    }
 }
 
 /// The name the root goes by in messages.
@@ -177,6 +193,7 @@ impl Topology {
                     shard: leaf.shard,
                     index: leaf.index.clone(),
                     inject: leaf.inject_flags()?,
+                    data_dir: None,
                 });
             } else {
                 let p = parents[name];
@@ -432,6 +449,34 @@ mod tests {
             leaf("leaf-0", 0)
         ));
         assert!(e.contains("parent \"p\" has no children"), "{e}");
+    }
+
+    #[test]
+    fn each_leaf_gets_a_state_directory_named_after_it() {
+        let mut plan = parse(&format!(
+            "[root]\nchildren = [\"leaf-0\", \"leaf-1\"]\n{}{}",
+            leaf("leaf-0", 0),
+            leaf("leaf-1", 1)
+        ))
+        .plan()
+        .unwrap();
+        let leaf_args = |plan: &Plan| plan.nodes[1].args(|_| String::new());
+        assert!(!leaf_args(&plan).contains(&"--data-dir".to_string()));
+        plan.set_state_dir(Path::new("/srv/tree/state"));
+        let args = leaf_args(&plan);
+        let at = args.iter().position(|a| a == "--data-dir").unwrap();
+        assert_eq!(args[at + 1], "/srv/tree/state/leaf-1");
+        let PlannedNode::Leaf { data_dir, .. } = &plan.nodes[0] else {
+            panic!()
+        };
+        assert_eq!(
+            data_dir.as_deref(),
+            Some(Path::new("/srv/tree/state/leaf-0"))
+        );
+        assert!(
+            matches!(&plan.nodes[2], PlannedNode::Inner { .. }),
+            "the root has no state directory"
+        );
     }
 
     #[test]
