@@ -12,6 +12,10 @@
 //! - [`tree`]: the running tree — the topology file and its checks, finding
 //!   the node binaries, and the supervisor that starts the nodes
 //!   children-first and restarts the ones that die;
+//! - [`live`]: changing a running tree's corpus — reading operations,
+//!   batching them, streaming them to the root with bounded batches in
+//!   flight, and summing up the acks;
+//! - [`verify`]: checking a build on disk or a running tree;
 //! - [`commands`]: one module per subcommand, the thin layer that parses
 //!   flags and prints; [`output`] is how they show a search response, and
 //!   [`bundled`] the corpus and queries shipped in the binary.
@@ -23,5 +27,7 @@
 pub mod build;
 pub mod bundled;
 pub mod commands;
+pub mod live;
 pub mod output;
 pub mod tree;
+pub mod verify;

@@ -1,7 +1,7 @@
 //! `searchtree`: the operator CLI.
 
 use clap::{Parser, Subcommand};
-use searchtree::commands::{bench, build, demo, query, stats, up};
+use searchtree::commands::{bench, build, demo, load, publish, query, stats, up, verify, versions};
 
 /// Build, run and query a scatter/gather search tree.
 #[derive(Debug, Parser)]
@@ -20,6 +20,10 @@ enum Command {
     // Boxed: the load tester's many flags would make every variant its size.
     Bench(Box<bench::BenchArgs>),
     Stats(stats::StatsArgs),
+    Load(load::LoadArgs),
+    Publish(publish::PublishArgs),
+    Versions(versions::VersionsArgs),
+    Verify(verify::VerifyArgs),
 }
 
 #[tokio::main]
@@ -33,6 +37,10 @@ async fn main() {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Stats(args) => stats::run(args).await,
+        Command::Load(args) => load::run(args).await,
+        Command::Publish(args) => publish::run(args).await,
+        Command::Versions(args) => versions::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Which JSON keys hold the document's parts.
 #[derive(Debug, Clone)]
@@ -100,10 +100,21 @@ impl std::error::Error for LineError {}
 
 /// Parses one line into a document, or says what is wrong with it.
 pub fn parse_line(line: &str, names: &FieldNames) -> Result<Document, String> {
+    document_of(&parse_object(line)?, names)
+}
+
+/// Parses one line as a JSON object, or says why it is not one.
+pub fn parse_object(line: &str) -> Result<Map<String, Value>, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     let Value::Object(obj) = value else {
         return Err("not a JSON object".into());
     };
+    Ok(obj)
+}
+
+/// The document id of a line's object: a non-empty string or a number,
+/// at most [`MAX_ID_BYTES`] long.
+pub fn id_of(obj: &Map<String, Value>, names: &FieldNames) -> Result<String, String> {
     let id = match obj.get(&names.id) {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -112,6 +123,12 @@ pub fn parse_line(line: &str, names: &FieldNames) -> Result<Document, String> {
         None => return Err(format!("missing {:?}", names.id)),
     };
     check_id_len(id.len()).map_err(|why| format!("{:?}: {why}", names.id))?;
+    Ok(id)
+}
+
+/// The document a line's object holds, or what is wrong with it.
+pub fn document_of(obj: &Map<String, Value>, names: &FieldNames) -> Result<Document, String> {
+    let id = id_of(obj, names)?;
     let text = |key: &str, required: bool| match obj.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Null) | None if !required => Ok(String::new()),
@@ -238,10 +255,15 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-impl Iterator for CorpusReader {
-    type Item = io::Result<Parsed>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl CorpusReader {
+    /// The next non-blank line, parsed by `parse`; what it refuses comes
+    /// back as a [`LineError`] naming the file and line. `None` at the end.
+    /// [`Iterator::next`] is this with [`parse_line`]; `searchtree load`
+    /// parses operations instead of documents.
+    pub fn next_with<T>(
+        &mut self,
+        parse: impl FnOnce(&str, &FieldNames) -> Result<T, String>,
+    ) -> Option<io::Result<Result<T, LineError>>> {
         loop {
             self.buf.clear();
             match self.lines.read_line(&mut self.buf) {
@@ -263,9 +285,17 @@ impl Iterator for CorpusReader {
             if line.is_empty() {
                 continue;
             }
-            let parsed = parse_line(line, &self.names).map_err(|r| self.line_error(r));
+            let parsed = parse(line, &self.names).map_err(|r| self.line_error(r));
             return Some(Ok(parsed));
         }
+    }
+}
+
+impl Iterator for CorpusReader {
+    type Item = io::Result<Parsed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_with(parse_line)
     }
 }
 

@@ -3,6 +3,10 @@
 pub mod bench;
 pub mod build;
 pub mod demo;
+pub mod load;
+pub mod publish;
 pub mod query;
 pub mod stats;
 pub mod up;
+pub mod verify;
+pub mod versions;

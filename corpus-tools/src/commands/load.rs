@@ -1,0 +1,148 @@
+//! `searchtree load`: stream a file of document operations into a running
+//! tree, then publish them as its next version.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::build::corpus::{CorpusReader, FieldNames};
+use crate::commands::publish::{publish, render_published};
+use crate::live::batches::{Batcher, OpSource};
+use crate::live::client::{LoadStream, connect};
+use crate::live::tally::Tally;
+use crate::live::window::run_window;
+
+/// Add, replace and delete documents of a running tree: stream a JSON Lines
+/// file (plain or `.gz`; one document per line as `build` reads them, or
+/// `{"id": .., "op": "delete"}`) to the root in batches, then publish the
+/// result as the tree's next version. Every operation is idempotent by id:
+/// after any failure, rerun the same command.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The root's address, HOST:PORT (as printed by `searchtree up`).
+    #[arg(long)]
+    pub root: String,
+    /// The operations: JSON Lines, plain or `.gz`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Operations per batch (a batch also closes at 16 MiB of text).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// Batches sent and not yet acknowledged, at most: the next is read
+    /// only when an ack frees a slot.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub in_flight: u32,
+    /// Skip invalid lines, and accept operations the tree refuses, instead
+    /// of stopping at the first invalid line (and failing on refusals).
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Leave the operations staged: publish later with `searchtree publish`.
+    #[arg(long)]
+    pub no_publish: bool,
+    /// JSON key of the unique document id.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// JSON key of the title.
+    #[arg(long, default_value = "title")]
+    pub title_field: String,
+    /// JSON key of the body text.
+    #[arg(long, default_value = "body")]
+    pub body_field: String,
+}
+
+/// Runs the load and prints its summary on stdout (and the publish's).
+/// An error once anything was not loaded or published, or was refused.
+pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
+    let names = FieldNames {
+        id: args.id_field.clone(),
+        title: args.title_field.clone(),
+        body: args.body_field.clone(),
+    };
+    let reader = CorpusReader::open(&args.input, names)?;
+    let total_bytes = crate::build::corpus::Source::total_bytes(&reader);
+    let client = connect(&args.root).await?;
+    let mut batcher = Batcher::new(reader, args.batch_size as usize, args.skip_invalid);
+    let mut stream = LoadStream::open(&client, args.in_flight as usize);
+    let bar = progress_bar(total_bytes);
+    let mut tally = Tally::default();
+    let started = Instant::now();
+    run_window(
+        &mut batcher,
+        &mut stream,
+        args.in_flight as usize,
+        &mut tally,
+        |source, tally| {
+            bar.set_position(source.bytes_read());
+            bar.set_message(format!(
+                "{} operations sent, {} batches acknowledged",
+                tally.ops_sent, tally.batches_ok
+            ));
+        },
+    )
+    .await;
+    bar.finish_and_clear();
+    let input = args.input.display().to_string();
+    print!("{}", tally.render(&input, started.elapsed()));
+
+    if !tally.complete() {
+        println!("not published: rerun the same command; resending is harmless");
+        bail!("the load is incomplete: {}", incomplete_reason(&tally));
+    }
+    if tally.batches_sent == 0 {
+        println!("nothing to load; not published");
+        return refusals(&tally, args.skip_invalid);
+    }
+    if args.no_publish {
+        println!(
+            "not published (--no-publish): the operations are staged; make them searchable with \
+             `searchtree publish --root {}`",
+            args.root
+        );
+        return refusals(&tally, args.skip_invalid);
+    }
+    let response = publish(&client, String::new())
+        .await
+        .context("the load is staged but publishing it failed; rerun the same command, or `searchtree publish`")?;
+    print!("{}", render_published(&response));
+    refusals(&tally, args.skip_invalid)
+}
+
+/// Why a load did not complete, in one line for the error.
+fn incomplete_reason(tally: &Tally) -> String {
+    let mut parts = Vec::new();
+    if !tally.failed.is_empty() {
+        parts.push(format!("{} batches not acknowledged", tally.failed.len()));
+    }
+    if let Some(why) = &tally.stopped {
+        parts.push(format!("stopped: {why}"));
+    }
+    parts.join("; ")
+}
+
+/// Operations the tree refused fail the command unless `--skip-invalid`
+/// said they may be left out.
+fn refusals(tally: &Tally, skip_invalid: bool) -> anyhow::Result<()> {
+    if !tally.refused.is_empty() && !skip_invalid {
+        bail!(
+            "{} operations were refused (listed above); fix them and rerun, or pass --skip-invalid",
+            tally.refused.len()
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar(total_bytes: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total_bytes);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} loading [{bar:30}] {bytes}/{total_bytes} ({eta}) {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}

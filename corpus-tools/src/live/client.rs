@@ -1,0 +1,74 @@
+//! Talking to a root's `Corpus` service: connecting (with the tree's
+//! message limits, as a batch of long documents is large), and one `Load`
+//! stream as a [`Link`].
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
+use searchtree_proto::pb::corpus_client::CorpusClient;
+use searchtree_proto::pb::{LoadAck, LoadBatch};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
+
+use crate::live::window::Link;
+
+/// A client of the `Corpus` service of the node at `addr` (HOST:PORT).
+pub async fn connect(addr: &str) -> anyhow::Result<CorpusClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("{addr:?} is not HOST:PORT"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the root at {addr}"))?;
+    Ok(CorpusClient::new(channel)
+        .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES))
+}
+
+type Acks = Result<tonic::Response<Streaming<LoadAck>>, Status>;
+
+/// One `Corpus.Load` stream. The call starts when the first ack is awaited,
+/// by which time the first window of batches is queued to go with it.
+pub(crate) struct LoadStream {
+    requests: Option<mpsc::Sender<LoadBatch>>,
+    call: Option<BoxFuture<'static, Acks>>,
+    acks: Option<Streaming<LoadAck>>,
+}
+
+impl LoadStream {
+    /// A stream to `client`'s node with room for `in_flight` batches queued.
+    pub(crate) fn open(client: &CorpusClient<Channel>, in_flight: usize) -> Self {
+        let (tx, rx) = mpsc::channel(in_flight.max(1));
+        let batches = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|batch| (batch, rx))
+        });
+        let mut client = client.clone();
+        LoadStream {
+            requests: Some(tx),
+            call: Some(Box::pin(async move { client.load(batches).await })),
+            acks: None,
+        }
+    }
+}
+
+impl Link for LoadStream {
+    async fn send(&mut self, batch: LoadBatch) -> Result<(), Status> {
+        let closed = || Status::unavailable("the load stream is closed");
+        let requests = self.requests.as_ref().ok_or_else(closed)?;
+        requests.send(batch).await.map_err(|_| closed())
+    }
+
+    async fn next_ack(&mut self) -> Option<Result<LoadAck, Status>> {
+        if let Some(call) = self.call.take() {
+            match call.await {
+                Ok(response) => self.acks = Some(response.into_inner()),
+                Err(status) => return Some(Err(status)),
+            }
+        }
+        self.acks.as_mut()?.message().await.transpose()
+    }
+
+    fn close(&mut self) {
+        self.requests = None;
+    }
+}

@@ -1,0 +1,15 @@
+//! Changing the corpus of a running tree from the command line: reading
+//! `searchtree load`'s input into operations ([`ops`]), cutting them into
+//! batches ([`batches`]), streaming the batches to the root with a bounded
+//! number unacknowledged ([`window`]), and adding up what the acks say
+//! ([`tally`]). [`client`] connects to the root's `Corpus` service.
+//!
+//! The root applies batches in the order sent and every operation is
+//! idempotent by id, so the answer to any failure is the same: rerun the
+//! same command.
+
+pub mod batches;
+pub mod client;
+pub mod ops;
+pub mod tally;
+pub mod window;

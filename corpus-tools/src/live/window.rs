@@ -1,0 +1,220 @@
+//! Streaming batches with at most a few unacknowledged: the next batch is
+//! read only when an ack frees a slot, so a slow tree slows the reading
+//! instead of growing a queue anywhere. When the stream breaks, the
+//! batches still in flight are counted as not acknowledged and reading
+//! stops; when the input has an invalid line, reading stops and what was
+//! sent is still waited for.
+
+use std::collections::BTreeMap;
+
+use searchtree_proto::pb::{LoadAck, LoadBatch};
+use tonic::Status;
+
+use crate::live::batches::{BatchInfo, Batcher, Next, OpSource};
+use crate::live::tally::Tally;
+
+/// The two directions of one `Corpus.Load` stream.
+pub(crate) trait Link {
+    /// Sends a batch; an error means the stream is gone.
+    fn send(&mut self, batch: LoadBatch) -> impl std::future::Future<Output = Result<(), Status>>;
+    /// The next ack; `None` when the other side ended the stream.
+    fn next_ack(&mut self) -> impl std::future::Future<Output = Option<Result<LoadAck, Status>>>;
+    /// Ends the request stream: nothing more will be sent.
+    fn close(&mut self);
+}
+
+/// How the root's status reads in the summary.
+pub fn describe_status(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// Sends every batch `batcher` yields over `link`, at most `in_flight`
+/// unacknowledged, recording what happens in `tally`; `progress` is called
+/// after each batch sent and each ack.
+pub(crate) async fn run_window<S: OpSource, L: Link>(
+    batcher: &mut Batcher<S>,
+    link: &mut L,
+    in_flight: usize,
+    tally: &mut Tally,
+    mut progress: impl FnMut(&S, &Tally),
+) {
+    let in_flight = in_flight.max(1);
+    let mut outstanding: BTreeMap<u64, BatchInfo> = BTreeMap::new();
+    let mut reading = true;
+    let mut last_sent_line = 0;
+    loop {
+        while reading && outstanding.len() < in_flight {
+            match batcher.next_batch() {
+                Next::Batch(batch) => {
+                    let info = batch.info;
+                    tally.sent(&info);
+                    outstanding.insert(info.seq, info);
+                    last_sent_line = info.last_line;
+                    if let Err(status) = link.send(batch.batch).await {
+                        // The stream is gone; its reason comes with the acks.
+                        tracing::debug!(status = %describe_status(&status), "load stream closed");
+                        reading = false;
+                    }
+                    progress(batcher.source(), tally);
+                }
+                Next::End => reading = false,
+                Next::Stop {
+                    reason,
+                    unsent_from,
+                } => {
+                    tally.stop(reason, Some(unsent_from));
+                    reading = false;
+                }
+            }
+        }
+        if outstanding.is_empty() {
+            break;
+        }
+        let broken = match link.next_ack().await {
+            Some(Ok(ack)) => {
+                match outstanding.remove(&ack.seq) {
+                    Some(info) => tally.acked(&info, ack),
+                    None => tracing::warn!(seq = ack.seq, "an ack for no batch in flight"),
+                }
+                progress(batcher.source(), tally);
+                continue;
+            }
+            Some(Err(status)) => format!("the load stream failed: {}", describe_status(&status)),
+            None => "the root ended the load stream before acknowledging it".to_string(),
+        };
+        for info in outstanding.values() {
+            tally.lost(info, &broken);
+        }
+        if reading {
+            tally.stop(broken, Some(last_sent_line + 1));
+        }
+        break;
+    }
+    tally.skipped = batcher.skipped;
+    tally.skipped_examples = batcher.skipped_examples.clone();
+    link.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::live::batches::tests::Lines;
+
+    /// A tree that acknowledges each batch `delay` after it arrives (all
+    /// batches ok, one document added each), or breaks after `fail_after`
+    /// batches; it records the most batches it ever held unacknowledged.
+    struct FakeTree {
+        delay: Duration,
+        pending: VecDeque<(tokio::time::Instant, u64)>,
+        max_pending: usize,
+        received: Vec<u64>,
+        fail_after: Option<usize>,
+        closed: bool,
+    }
+
+    impl FakeTree {
+        fn new(delay: Duration) -> Self {
+            FakeTree {
+                delay,
+                pending: VecDeque::new(),
+                max_pending: 0,
+                received: Vec::new(),
+                fail_after: None,
+                closed: false,
+            }
+        }
+    }
+
+    impl Link for FakeTree {
+        async fn send(&mut self, batch: LoadBatch) -> Result<(), Status> {
+            self.received.push(batch.seq);
+            self.pending
+                .push_back((tokio::time::Instant::now() + self.delay, batch.seq));
+            self.max_pending = self.max_pending.max(self.pending.len());
+            Ok(())
+        }
+
+        async fn next_ack(&mut self) -> Option<Result<LoadAck, Status>> {
+            if self.fail_after.is_some_and(|n| self.received.len() > n) {
+                return Some(Err(Status::unavailable("leaf gone")));
+            }
+            let (at, seq) = self.pending.pop_front()?;
+            tokio::time::sleep_until(at).await;
+            Some(Ok(LoadAck {
+                seq,
+                ok: true,
+                added: 1,
+                ..LoadAck::default()
+            }))
+        }
+
+        fn close(&mut self) {
+            self.closed = true;
+        }
+    }
+
+    fn docs(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!(r#"{{"id":"d{i}","body":"b"}}"#))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_in_flight_batches_unacknowledged() {
+        let lines = docs(20);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 1, false);
+        let mut tree = FakeTree::new(Duration::from_millis(100));
+        let mut tally = Tally::default();
+        let started = tokio::time::Instant::now();
+        run_window(&mut batcher, &mut tree, 4, &mut tally, |_, _| {}).await;
+        assert_eq!(tree.max_pending, 4);
+        assert_eq!(tree.received, (1..=20).collect::<Vec<_>>());
+        assert!(tree.closed);
+        assert!(tally.complete(), "{tally:?}");
+        assert_eq!((tally.batches_ok, tally.added), (20, 20));
+        // Five windows of four, each acknowledged 100 ms after it was
+        // sent: the sender waited for acks rather than sending ahead.
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_stream_fails_the_batches_in_flight_and_stops_reading() {
+        let lines = docs(10);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        let mut tree = FakeTree::new(Duration::from_millis(10));
+        tree.fail_after = Some(2);
+        let mut tally = Tally::default();
+        run_window(&mut batcher, &mut tree, 3, &mut tally, |_, _| {}).await;
+        assert_eq!(tree.received, [1, 2, 3]);
+        let failed: Vec<u64> = tally.failed.iter().map(|f| f.info.seq).collect();
+        assert_eq!(failed, [1, 2, 3]);
+        assert_eq!(
+            tally.failed[0].reasons,
+            ["the load stream failed: Unavailable: leaf gone"]
+        );
+        assert_eq!(tally.unsent_from, Some(7));
+        assert!(!tally.complete());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalid_line_stops_reading_but_what_was_sent_is_acknowledged() {
+        let mut lines = docs(6);
+        lines.insert(4, r#"{"id":"x","op":"merge"}"#.into());
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        let mut tree = FakeTree::new(Duration::from_millis(10));
+        let mut tally = Tally::default();
+        run_window(&mut batcher, &mut tree, 4, &mut tally, |_, _| {}).await;
+        assert_eq!(tree.received, [1, 2]);
+        assert_eq!(tally.batches_ok, 2);
+        assert!(tally.failed.is_empty());
+        let why = tally.stopped.as_deref().unwrap();
+        assert!(why.starts_with("in.jsonl:5: \"op\" must be"), "{why}");
+        assert_eq!(tally.unsent_from, Some(5));
+    }
+}

@@ -1,0 +1,401 @@
+//! A build on disk is sound when its manifest is one this tool writes and
+//! agrees with every shard's `shard.json`; every shard opens (with its
+//! scoring files) and its files pass tantivy's checksums; every document
+//! sits in the shard its id hashes to, once; and the corpus-wide
+//! statistics the shards score with are what recomputing them over the
+//! shards gives.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use searchtree_leaf::Shard;
+use searchtree_leaf::shard::{SHARD_META_FILE, read_meta};
+use searchtree_leaf::stats::{self, DOC_FREQS_FILE, DocFreqs};
+use searchtree_proto::sharding::shard_of;
+use tantivy::Searcher;
+
+use super::Report;
+use crate::build::manifest::{MANIFEST_FILE, Manifest};
+
+/// Misplaced or duplicate ids named per shard; the rest are counted.
+const EXAMPLES: usize = 5;
+
+/// Checks the build in `dir`.
+pub fn check(dir: &Path) -> Report {
+    let mut report = Report::default();
+    let manifest = match Manifest::read(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problem(format!("{e:#}"));
+            return report;
+        }
+    };
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if let Err(why) = manifest.check_ours() {
+        report.problem(format!("{}: {why}", manifest_path.display()));
+        return report;
+    }
+    let listed: u64 = manifest.shards.iter().map(|s| s.num_docs).sum();
+    if listed != manifest.input.documents || listed != manifest.corpus.num_docs {
+        report.problem(format!(
+            "{}: its shards list {listed} documents, its input {}, its corpus totals {}",
+            manifest_path.display(),
+            manifest.input.documents,
+            manifest.corpus.num_docs
+        ));
+    }
+
+    let mut opened: Vec<(Searcher, DocFreqs)> = Vec::new();
+    let mut ids = HashSet::new();
+    let mut placed_ok = 0;
+    for entry in &manifest.shards {
+        let shard_dir = dir.join(&entry.dir);
+        match check_shard(&manifest, entry.shard, &shard_dir, &mut ids, &mut report) {
+            Some((searcher, stored, misplaced)) => {
+                opened.push((searcher, stored));
+                placed_ok += usize::from(misplaced == 0);
+            }
+            None => continue,
+        }
+    }
+    if opened.len() == manifest.shards.len() {
+        report.ok(format!(
+            "{} shards open, their files pass tantivy's checksums and agree with {}",
+            opened.len(),
+            MANIFEST_FILE
+        ));
+        check_statistics(dir, &manifest, &opened, &mut report);
+    }
+    if placed_ok == manifest.shards.len() {
+        report.ok(format!(
+            "all {} documents are in the shard their id hashes to ({}), each id once",
+            ids.len(),
+            manifest.sharding
+        ));
+    }
+    report
+}
+
+/// Checks one shard; the opened shard's searcher, its stored frequencies
+/// and the number of misplaced or duplicate ids, or `None` if it does not
+/// open.
+fn check_shard(
+    manifest: &Manifest,
+    number: u32,
+    shard_dir: &Path,
+    ids: &mut HashSet<String>,
+    report: &mut Report,
+) -> Option<(Searcher, DocFreqs, usize)> {
+    let shown = shard_dir.display();
+    let meta = match read_meta(shard_dir) {
+        Ok(meta) => meta,
+        Err(e) => {
+            report.problem(format!("shard {number}: {e}"));
+            return None;
+        }
+    };
+    let meta_path = shard_dir.join(SHARD_META_FILE);
+    let entry = &manifest.shards[number as usize];
+    let mut disagree = |what: &str, here: String, there: String| {
+        report.problem(format!(
+            "{}: {what} is {here} but {MANIFEST_FILE} says {there}",
+            meta_path.display()
+        ));
+    };
+    if meta.shard != number {
+        disagree("shard", meta.shard.to_string(), number.to_string());
+    }
+    if meta.num_shards != manifest.num_shards {
+        disagree(
+            "num_shards",
+            meta.num_shards.to_string(),
+            manifest.num_shards.to_string(),
+        );
+    }
+    if meta.num_docs != entry.num_docs {
+        disagree(
+            "num_docs",
+            meta.num_docs.to_string(),
+            entry.num_docs.to_string(),
+        );
+    }
+    if meta.corpus != manifest.corpus {
+        disagree(
+            "the corpus totals",
+            format!("{:?}", meta.corpus),
+            format!("{:?}", manifest.corpus),
+        );
+    }
+    if meta.input_checksum != manifest.input.checksum {
+        disagree(
+            "input_checksum",
+            format!("{:?}", meta.input_checksum),
+            format!("{:?}", manifest.input.checksum),
+        );
+    }
+
+    let shard = match Shard::open(shard_dir) {
+        Ok(shard) => shard,
+        Err(e) => {
+            report.problem(format!("shard {number} does not open: {e}"));
+            return None;
+        }
+    };
+    match shard.index.validate_checksum() {
+        Ok(bad) if bad.is_empty() => {}
+        Ok(bad) => {
+            let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
+            names.sort();
+            report.problem(format!(
+                "{shown}: files whose checksum does not match their content: {}",
+                names.join(", ")
+            ));
+        }
+        Err(e) => report.problem(format!("{shown}: checking checksums failed: {e}")),
+    }
+    if serde_json::to_value(shard.index.schema()).ok().as_ref() != Some(&manifest.schema) {
+        report.problem(format!(
+            "{shown}: the index's schema is not the one {MANIFEST_FILE} records"
+        ));
+    }
+    let searcher = shard.reader.searcher();
+    if searcher.num_docs() != meta.num_docs {
+        report.problem(format!(
+            "{shown}: the index holds {} documents but {SHARD_META_FILE} says {}",
+            searcher.num_docs(),
+            meta.num_docs
+        ));
+    }
+    let misplaced = match check_ids(&searcher, &shard, manifest.num_shards, number, ids) {
+        Ok(wrong) => {
+            for what in &wrong {
+                report.problem(format!("{shown}: {what}"));
+            }
+            wrong.len()
+        }
+        Err(e) => {
+            report.problem(format!("{shown}: reading ids failed: {e}"));
+            1
+        }
+    };
+    let path = shard_dir.join(DOC_FREQS_FILE);
+    let stored = match File::open(&path).and_then(|f| DocFreqs::read_from(BufReader::new(f))) {
+        Ok(stored) => stored,
+        Err(e) => {
+            report.problem(format!("{}: {e}", path.display()));
+            return None;
+        }
+    };
+    Some((searcher, stored, misplaced))
+}
+
+/// What is wrong with the ids of one shard: ids whose hash names another
+/// shard, ids held by two documents (here or in an earlier shard), deleted
+/// documents (a build has none). At most [`EXAMPLES`] of each, then a count.
+fn check_ids(
+    searcher: &Searcher,
+    shard: &Shard,
+    num_shards: u32,
+    number: u32,
+    ids: &mut HashSet<String>,
+) -> tantivy::Result<Vec<String>> {
+    let mut misplaced = Vec::new();
+    let mut duplicate = Vec::new();
+    let mut wrong = Vec::new();
+    for segment in searcher.segment_readers() {
+        if segment.num_deleted_docs() > 0 {
+            wrong.push(format!(
+                "{} deleted documents in a segment (a build has none)",
+                segment.num_deleted_docs()
+            ));
+        }
+        let inverted = segment.inverted_index(shard.fields.id)?;
+        let mut terms = inverted.terms().stream()?;
+        while terms.advance() {
+            let id = String::from_utf8_lossy(terms.key()).into_owned();
+            let home = shard_of(&id, num_shards);
+            if home != number {
+                misplaced.push(format!("{id:?} (belongs in shard {home})"));
+            }
+            if terms.value().doc_freq > 1 || !ids.insert(id.clone()) {
+                duplicate.push(format!("{id:?}"));
+            }
+        }
+    }
+    for (what, list) in [
+        ("documents in the wrong shard", misplaced),
+        ("ids held by more than one document", duplicate),
+    ] {
+        if !list.is_empty() {
+            let more = list.len().saturating_sub(EXAMPLES);
+            let shown: Vec<&str> = list.iter().take(EXAMPLES).map(String::as_str).collect();
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            wrong.push(format!("{} {what}: {}{tail}", list.len(), shown.join(", ")));
+        }
+    }
+    Ok(wrong)
+}
+
+/// Recomputes the corpus-wide statistics over the shards and compares them
+/// with the manifest's totals and each shard's `doc_freqs.bin`.
+fn check_statistics(
+    dir: &Path,
+    manifest: &Manifest,
+    opened: &[(Searcher, DocFreqs)],
+    report: &mut Report,
+) {
+    let searchers: Vec<Searcher> = opened.iter().map(|(s, _)| s.clone()).collect();
+    let (totals, per_shard) = match stats::compute(&searchers) {
+        Ok(computed) => computed,
+        Err(e) => {
+            report.problem(format!(
+                "{}: recomputing the statistics failed: {e}",
+                dir.display()
+            ));
+            return;
+        }
+    };
+    let mut right = true;
+    if totals != manifest.corpus {
+        right = false;
+        report.problem(format!(
+            "{}: the corpus totals are {:?} but recomputed over the shards they are {:?}",
+            dir.join(MANIFEST_FILE).display(),
+            manifest.corpus,
+            totals
+        ));
+    }
+    for ((entry, (_, stored)), computed) in manifest.shards.iter().zip(opened).zip(&per_shard) {
+        if stored != computed {
+            right = false;
+            report.problem(format!(
+                "{}: the document frequencies differ from those recomputed over all shards",
+                dir.join(&entry.dir).join(DOC_FREQS_FILE).display()
+            ));
+        }
+    }
+    if right {
+        report.ok(format!(
+            "the corpus statistics ({} documents; tokens {:?}) and every shard's document \
+             frequencies match those recomputed over the shards",
+            totals.num_docs, totals.num_tokens
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::corpus::FieldNames;
+    use crate::build::{BuildOptions, Input, build};
+
+    fn built(dir: &Path) -> std::path::PathBuf {
+        let input = dir.join("c.jsonl");
+        let lines: String = (0..40)
+            .map(|i| {
+                format!(
+                    "{{\"id\":\"d{i}\",\"title\":\"t{i}\",\"body\":\"word number {i} and {}\"}}\n",
+                    i % 7
+                )
+            })
+            .collect();
+        std::fs::write(&input, lines).unwrap();
+        let out = dir.join("index");
+        build(&BuildOptions {
+            input: Input::Lines(input),
+            shards: 3,
+            out: out.clone(),
+            parents: 0,
+            replicas: 1,
+            fields: FieldNames::default(),
+            skip_invalid: false,
+            progress: false,
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_fresh_build_passes_every_check() {
+        let scratch = tempfile::tempdir().unwrap();
+        let out = built(scratch.path());
+        let report = check(&out);
+        assert!(report.passed(), "{report:?}");
+        assert_eq!(report.ok.len(), 3, "{report:?}");
+        assert!(report.ok[2].starts_with("all 40 documents are in the shard"));
+    }
+
+    #[test]
+    fn edited_metadata_is_named_with_its_file() {
+        let scratch = tempfile::tempdir().unwrap();
+        let out = built(scratch.path());
+        let meta_path = out.join("shards/shard-001").join(SHARD_META_FILE);
+        let text = std::fs::read_to_string(&meta_path).unwrap();
+        let mut meta: serde_json::Value = serde_json::from_str(&text).unwrap();
+        meta["num_docs"] = serde_json::json!(999);
+        meta["input_checksum"] = serde_json::json!("crc32:00000000");
+        std::fs::write(&meta_path, meta.to_string()).unwrap();
+        let report = check(&out);
+        let problems = report.problems.join("\n");
+        assert!(
+            problems.contains(&format!("{}: num_docs is 999 but", meta_path.display())),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("input_checksum is \"crc32:00000000\""),
+            "{problems}"
+        );
+        assert!(problems.contains("the index holds"), "{problems}");
+    }
+
+    #[test]
+    fn documents_in_the_wrong_shard_are_named() {
+        let scratch = tempfile::tempdir().unwrap();
+        let out = built(scratch.path());
+        let shards = out.join("shards");
+        std::fs::rename(shards.join("shard-000"), shards.join("swap")).unwrap();
+        std::fs::rename(shards.join("shard-001"), shards.join("shard-000")).unwrap();
+        std::fs::rename(shards.join("swap"), shards.join("shard-001")).unwrap();
+        let report = check(&out);
+        let problems = report.problems.join("\n");
+        assert!(
+            problems.contains("shard is 1 but manifest.json says 0"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("documents in the wrong shard: \"d"),
+            "{problems}"
+        );
+        assert!(problems.contains("(belongs in shard 0)"), "{problems}");
+    }
+
+    #[test]
+    fn a_missing_manifest_or_a_truncated_statistics_file_is_named() {
+        let scratch = tempfile::tempdir().unwrap();
+        let out = built(scratch.path());
+        let doc_freqs = out.join("shards/shard-002").join(DOC_FREQS_FILE);
+        let len = std::fs::metadata(&doc_freqs).unwrap().len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&doc_freqs)
+            .unwrap();
+        file.set_len(len / 2).unwrap();
+        let report = check(&out);
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert!(
+            report.problems[0].starts_with("shard 2 does not open: "),
+            "{report:?}"
+        );
+        assert!(report.problems[0].contains(DOC_FREQS_FILE), "{report:?}");
+
+        std::fs::remove_file(out.join(MANIFEST_FILE)).unwrap();
+        let report = check(&out);
+        assert!(report.problems[0].contains("manifest.json"), "{report:?}");
+    }
+}
