@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let counters = service.counters();
     let corpus = match store {
         Some(store) => LeafCorpus::new(store, Arc::clone(&counters), name),
-        None => LeafCorpus::read_only(held, config.index.clone(), Arc::clone(&counters), name),
+        None => LeafCorpus::read_only(held, Arc::clone(&counters), name),
     };
     serving::serve(
         listener,

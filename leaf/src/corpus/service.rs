@@ -6,7 +6,7 @@
 //! answers Versions and CopyVersion (a sibling may copy its build) and
 //! refuses the calls that would change it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,6 @@ pub struct LeafCorpus {
     counters: Arc<LeafCounters>,
     /// The leaf's address, as replicas are named.
     name: String,
-    /// The build directory (`--index`), which a read-only leaf can copy.
-    index_dir: PathBuf,
     /// The current version's totals of a read-only leaf, computed once.
     read_only_local: OnceLock<LocalTotals>,
 }
@@ -62,13 +60,11 @@ impl LeafCorpus {
     /// The service of a leaf with a data directory: every call is served.
     pub fn new(store: CorpusStore, counters: Arc<LeafCounters>, name: String) -> Self {
         let held = store.held();
-        let index_dir = store.build_dir.clone();
         let corpus = LeafCorpus {
             held,
             store: Some(Arc::new(Mutex::new(store))),
             counters,
             name,
-            index_dir,
             read_only_local: OnceLock::new(),
         };
         corpus.update_gauge();
@@ -76,19 +72,13 @@ impl LeafCorpus {
     }
 
     /// The service of a leaf without a data directory, serving `held` (its
-    /// build, from `index_dir`) read-only.
-    pub fn read_only(
-        held: Arc<HeldVersions>,
-        index_dir: PathBuf,
-        counters: Arc<LeafCounters>,
-        name: String,
-    ) -> Self {
+    /// build) read-only.
+    pub fn read_only(held: Arc<HeldVersions>, counters: Arc<LeafCounters>, name: String) -> Self {
         let corpus = LeafCorpus {
             held,
             store: None,
             counters,
             name,
-            index_dir,
             read_only_local: OnceLock::new(),
         };
         corpus.update_gauge();
@@ -318,19 +308,19 @@ impl Corpus for LeafCorpus {
         &self,
         request: Request<CopyVersionRequest>,
     ) -> Result<Response<Self::CopyVersionStream>, Status> {
+        // Without the store's lock: a replica copying from this one while
+        // this one copies from it must not wait for each other.
         let version = request.into_inner().version;
-        let dir = match &self.store {
-            Some(_) => {
-                self.run(move |s| s.dir_of(version).map(Path::to_path_buf))
-                    .await?
-            }
-            None => {
-                self.held
-                    .get(version)
-                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
-                self.index_dir.clone()
-            }
-        };
+        if version == 0 {
+            return Err(Status::invalid_argument("CopyVersion needs a version"));
+        }
+        let dir = self
+            .held
+            .get(version)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?
+            .shard()
+            .dir
+            .clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = read_version(&dir, |chunk| tx.blocking_send(Ok(chunk)).is_ok()) {
@@ -350,6 +340,11 @@ impl Corpus for LeafCorpus {
             source,
             activate,
         } = request.into_inner();
+        if source == self.name {
+            return Err(Status::invalid_argument(format!(
+                "a replica cannot catch up from itself ({source})"
+            )));
+        }
         let guard = self.store()?.lock_owned().await;
         let bytes = if self.held.numbers().contains(&version) {
             let (_, result) = blocking(guard, move |s| {

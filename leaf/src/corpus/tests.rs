@@ -573,12 +573,7 @@ async fn a_leaf_without_a_data_dir_serves_its_build_read_only() {
     let tmp = tempfile::tempdir().unwrap();
     let builds = build(&tmp.path().join("build"), &corpus(5, "d", 20), 1, "one");
     let held = Arc::new(HeldVersions::new(settings("ro").open(&builds[0]).unwrap()));
-    let corpus = LeafCorpus::read_only(
-        Arc::clone(&held),
-        builds[0].clone(),
-        LeafCounters::new("leaf"),
-        "ro".into(),
-    );
+    let corpus = LeafCorpus::read_only(Arc::clone(&held), LeafCounters::new("leaf"), "ro".into());
     use searchtree_proto::pb::corpus_server::Corpus;
     let err = corpus
         .activate(tonic::Request::new(ActivateRequest { version: 2 }))
@@ -603,4 +598,58 @@ async fn a_leaf_without_a_data_dir_serves_its_build_read_only() {
         (1, vec![1], 20)
     );
     assert_eq!(leaf.snapshot, "one");
+}
+
+#[test]
+fn a_copied_version_has_the_same_files_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+    std::fs::create_dir_all(&from).unwrap();
+    std::fs::create_dir_all(&to).unwrap();
+    let big: Vec<u8> = (0..(super::copy::CHUNK_BYTES * 5 / 2))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let exact: Vec<u8> = vec![7; super::copy::CHUNK_BYTES];
+    std::fs::write(from.join("big"), &big).unwrap();
+    std::fs::write(from.join("exact"), &exact).unwrap();
+    std::fs::write(from.join("empty"), b"").unwrap();
+    std::fs::write(from.join(".tantivy-writer.lock"), b"").unwrap();
+    let mut chunks = Vec::new();
+    let sent = super::copy::read_version(&from, |c| {
+        chunks.push(c);
+        true
+    })
+    .unwrap();
+    assert_eq!(sent, (big.len() + exact.len()) as u64);
+    // 3 chunks of the big file, 1 of the exact one, 1 of the empty one.
+    assert_eq!(chunks.len(), 5);
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.data.len() <= super::copy::CHUNK_BYTES)
+    );
+    let mut writer = super::copy::VersionWriter::new(to.clone());
+    for chunk in &chunks {
+        writer.write(chunk).unwrap();
+    }
+    assert_eq!(writer.finish().unwrap(), sent);
+    assert_eq!(std::fs::read(to.join("big")).unwrap(), big);
+    assert_eq!(std::fs::read(to.join("exact")).unwrap(), exact);
+    assert_eq!(std::fs::read(to.join("empty")).unwrap(), b"");
+    assert!(!to.join(".tantivy-writer.lock").exists());
+
+    // A name that would leave the directory is refused; so is a copy that
+    // stops in the middle of a file.
+    let mut writer = super::copy::VersionWriter::new(to.clone());
+    let evil = searchtree_proto::pb::FileChunk {
+        name: "../x".into(),
+        data: vec![1],
+        last: true,
+    };
+    assert!(writer.write(&evil).is_err());
+    let mut writer = super::copy::VersionWriter::new(to);
+    let mut cut = chunks[0].clone();
+    cut.last = false;
+    writer.write(&cut).unwrap();
+    assert!(writer.finish().is_err());
 }

@@ -97,6 +97,8 @@ pub struct Shard {
     pub fields: Fields,
     /// Corpus-wide BM25 statistics for this shard.
     pub stats: CorpusStatistics,
+    /// The directory it was opened from (a replica catching up copies it).
+    pub dir: PathBuf,
 }
 
 impl Shard {
@@ -129,6 +131,7 @@ impl Shard {
             reader,
             fields,
             stats,
+            dir: dir.to_path_buf(),
         })
     }
 }
