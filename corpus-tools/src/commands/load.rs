@@ -83,12 +83,16 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         },
     )
     .await;
+    let elapsed = started.elapsed();
+    let finishing = Instant::now();
+    stream.finish().await;
+    tracing::debug!(took = ?finishing.elapsed(), "the root ended the load stream");
     bar.finish_and_clear();
     let input = args.input.display().to_string();
-    print!("{}", tally.render(&input, started.elapsed()));
+    print!("{}", tally.render(&input, elapsed));
 
     if !tally.complete() {
-        println!("not published: rerun the same command; resending is harmless");
+        println!("{}", tally.advice());
         bail!("the load is incomplete: {}", incomplete_reason(&tally));
     }
     if tally.batches_sent == 0 {

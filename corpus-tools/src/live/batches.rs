@@ -75,6 +75,9 @@ pub enum Next {
         reason: String,
         /// The first line not sent.
         unsent_from: u64,
+        /// Whether an invalid line stopped it (so rerunning the same
+        /// command would stop there again).
+        invalid: bool,
     },
 }
 
@@ -129,6 +132,7 @@ impl<S: OpSource> Batcher<S> {
                     return Next::Stop {
                         reason: format!("{bad} (use --skip-invalid to skip such lines)"),
                         unsent_from,
+                        invalid: true,
                     };
                 }
                 Some(Err(e)) => {
@@ -136,6 +140,7 @@ impl<S: OpSource> Batcher<S> {
                     return Next::Stop {
                         reason: format!("reading the input failed: {e}"),
                         unsent_from,
+                        invalid: false,
                     };
                 }
             };
@@ -252,7 +257,9 @@ pub(crate) mod tests {
             Next::Stop {
                 reason,
                 unsent_from,
+                invalid,
             } => {
+                assert!(invalid);
                 assert!(reason.starts_with("in.jsonl:4: not valid JSON"), "{reason}");
                 assert!(reason.ends_with("(use --skip-invalid to skip such lines)"));
                 assert_eq!(unsent_from, 3, "line 3 was read into the unsent batch");

@@ -2,6 +2,8 @@
 //! message limits, as a batch of long documents is large), and one `Load`
 //! stream as a [`Link`].
 
+use std::time::Duration;
+
 use anyhow::Context;
 use futures::future::BoxFuture;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
@@ -48,6 +50,31 @@ impl LoadStream {
             call: Some(Box::pin(async move { client.load(batches).await })),
             acks: None,
         }
+    }
+}
+
+/// How long the root may take to end a load stream once every batch is
+/// acknowledged and the request side closed.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl LoadStream {
+    /// Closes the request side and waits (bounded) for the root to end the
+    /// stream: the root holds its one-corpus-operation-at-a-time lock until
+    /// then, so a publish sent earlier would be refused as concurrent.
+    pub(crate) async fn finish(&mut self) {
+        self.close();
+        let Some(acks) = self.acks.as_mut() else {
+            return;
+        };
+        let drain = async {
+            while let Ok(Some(ack)) = acks.message().await {
+                tracing::warn!(seq = ack.seq, "an ack after the last batch");
+            }
+        };
+        if tokio::time::timeout(FINISH_TIMEOUT, drain).await.is_err() {
+            tracing::warn!("the root did not end the load stream within {FINISH_TIMEOUT:?}");
+        }
+        self.acks = None;
     }
 }
 

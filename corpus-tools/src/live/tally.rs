@@ -53,6 +53,9 @@ pub struct Tally {
     pub stopped: Option<String>,
     /// The first input line not sent, when it stopped early.
     pub unsent_from: Option<u64>,
+    /// Whether an invalid line stopped it: rerunning the same command
+    /// would stop there again.
+    pub invalid_input: bool,
 }
 
 /// One shard's failure as the summary shows it.
@@ -110,6 +113,16 @@ impl Tally {
         if self.stopped.is_none() {
             self.stopped = Some(reason);
             self.unsent_from = unsent_from;
+        }
+    }
+
+    /// What to do about an incomplete load, for the line after the summary.
+    pub fn advice(&self) -> &'static str {
+        if self.invalid_input {
+            "not published: fix the line named above (or pass --skip-invalid) and rerun; \
+             resending what was sent is harmless"
+        } else {
+            "not published: rerun the same command; resending is harmless"
         }
     }
 
@@ -245,6 +258,16 @@ mod tests {
         tally.stop("the root closed the stream".into(), Some(1201));
         tally.stop("a later reason".into(), None);
         assert!(!tally.complete());
+        assert_eq!(
+            tally.advice(),
+            "not published: rerun the same command; resending is harmless"
+        );
+        tally.invalid_input = true;
+        assert!(
+            tally
+                .advice()
+                .starts_with("not published: fix the line named above")
+        );
         assert_eq!(tally.batches_ok, 1);
 
         let text = tally.render("in.jsonl", Duration::from_secs(2));

@@ -61,7 +61,9 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
                 Next::Stop {
                     reason,
                     unsent_from,
+                    invalid,
                 } => {
+                    tally.invalid_input = invalid;
                     tally.stop(reason, Some(unsent_from));
                     reading = false;
                 }
@@ -216,5 +218,6 @@ mod tests {
         let why = tally.stopped.as_deref().unwrap();
         assert!(why.starts_with("in.jsonl:5: \"op\" must be"), "{why}");
         assert_eq!(tally.unsent_from, Some(5));
+        assert!(tally.invalid_input);
     }
 }
