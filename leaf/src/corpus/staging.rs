@@ -37,6 +37,9 @@ pub const MAX_ID_BYTES: usize = 1024;
 
 const LOG_FILE: &str = "ops.log";
 
+/// Staged segments merged into one past this many.
+pub const MAX_SEGMENTS: usize = 16;
+
 /// One line of `ops.log`.
 #[derive(Debug, Serialize, Deserialize)]
 struct LogRecord {
@@ -187,6 +190,7 @@ impl Staging {
             return Ok(ack);
         }
         self.writer.commit()?;
+        self.compact()?;
         let record = LogRecord {
             base,
             ops: applied,
@@ -199,6 +203,19 @@ impl Staging {
         self.ops += applied;
         self.deleted.extend(record.deleted);
         Ok(ack)
+    }
+
+    /// Merges the staged segments into one once there are
+    /// [`MAX_SEGMENTS`] (each batch commits one): every delete is applied
+    /// to every segment, so their number bounds the cost of a batch.
+    /// Synchronous, under the store's lock, so no snapshot sees it half done.
+    fn compact(&mut self) -> Result<(), CorpusError> {
+        let segments = self.index.searchable_segment_ids()?;
+        if segments.len() >= MAX_SEGMENTS {
+            self.writer.merge(&segments).wait()?;
+            self.writer.garbage_collect_files().wait()?;
+        }
+        Ok(())
     }
 
     /// The staged documents as of the last commit: a searcher over them

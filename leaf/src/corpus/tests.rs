@@ -653,3 +653,33 @@ fn a_copied_version_has_the_same_files_byte_for_byte() {
     writer.write(&cut).unwrap();
     assert!(writer.finish().is_err());
 }
+
+#[test]
+fn many_small_batches_stay_a_few_segments_and_publish_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(9, "d", 40);
+    let builds = build(&tmp.path().join("build"), &docs, 1, "one");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    let mut rng = fastrand::Rng::with_seed(3);
+    for i in 0..50 {
+        // New ids, staged ids replaced again, published ids deleted.
+        let op = match i % 3 {
+            0 => upsert(&format!("s{}", i % 7), "", &text(&mut rng, 2, 12)),
+            1 => delete(&format!("d{i}")),
+            _ => upsert(&format!("d{}", i + 1), "t", &text(&mut rng, 2, 12)),
+        };
+        apply(&mut docs, std::slice::from_ref(&op));
+        load(&mut stores, &[op]);
+    }
+    let (_, segments) = stores[0].staging().snapshot().unwrap();
+    assert!(
+        segments.len() < super::staging::MAX_SEGMENTS,
+        "{}",
+        segments.len()
+    );
+    assert_eq!(stores[0].staging().ops(), 50);
+    publish(&mut stores, 2, "");
+    activate(&mut stores, 2);
+    let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
+    assert_matches_build(&held(&stores), &fresh, 2, "after 50 one-operation batches");
+}
