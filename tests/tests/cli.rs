@@ -104,6 +104,30 @@ fn build_up_query_and_stop_as_a_user_would() {
     assert_eq!(json["coverage"]["shards_ok"], 3);
     assert_eq!(json["partial"], false);
 
+    // Every leaf was given a state directory of its own beside the topology.
+    let mut state: Vec<String> = std::fs::read_dir(out.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    state.sort();
+    assert_eq!(state, ["leaf-0", "leaf-1", "leaf-2"]);
+    let (ok, text, err) = run(searchtree().args(["versions", "--root", &root]));
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(rows[0].starts_with("shard  replica"), "{text}");
+    assert_eq!(rows.len(), 5, "a header, 3 leaves, the pin: {text}");
+    assert!(
+        rows[1].starts_with("0 ") && rows[1].contains(" yes "),
+        "{text}"
+    );
+    assert_eq!(rows[4], "pinned: version 1", "{text}");
+    let (ok, text, err) = run(searchtree().args(["verify", "--root", &root]));
+    assert!(ok, "{text}{err}");
+    assert!(
+        text.contains("ok: every reachable leaf is at version 1"),
+        "{text}"
+    );
+
     let (ok, _, err) = run(searchtree().args(["query", "--root", &root, "\"unclosed"]));
     assert!(!ok);
     assert!(
@@ -139,6 +163,65 @@ fn build(input: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
         .args(extra);
     let (ok, _, err) = run(&mut cmd);
     (ok, err)
+}
+
+#[test]
+fn verify_passes_a_build_and_names_what_was_tampered_with() {
+    let dir = scratch("cli-verify");
+    let input = dir.join("c.jsonl");
+    let lines: String = (0..60)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"d{i}\",\"body\":\"word {} number {i}\"}}\n",
+                i % 5
+            )
+        })
+        .collect();
+    write(&input, &lines);
+    let out = dir.join("index");
+    let (ok, err) = build(&input, &out, &[]);
+    assert!(ok, "{err}");
+    let verify = || run(searchtree().arg("verify").arg(&out));
+
+    let (ok, text, err) = verify();
+    assert!(ok, "{text}{err}");
+    assert!(
+        text.contains("ok: all 60 documents are in the shard their id hashes to"),
+        "{text}"
+    );
+    assert!(text.lines().all(|l| l.starts_with("ok: ")), "{text}");
+
+    let meta = out.join("shards/shard-001/shard.json");
+    let original = std::fs::read_to_string(&meta).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["corpus"]["num_docs"] = serde_json::json!(61);
+    write(&meta, &edited.to_string());
+    let (ok, text, err) = verify();
+    assert!(!ok, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "problem: {}: corpus CorpusTotals {{ num_docs: 61,",
+            meta.display()
+        )),
+        "{text}"
+    );
+    assert!(err.contains("verification failed: 1 problem(s)"), "{err}");
+    write(&meta, &original);
+
+    let doc_freqs = out.join("shards/shard-000/doc_freqs.bin");
+    let bytes = std::fs::read(&doc_freqs).unwrap();
+    std::fs::write(&doc_freqs, &bytes[..bytes.len() - 8]).unwrap();
+    let (ok, text, _) = verify();
+    assert!(!ok, "{text}");
+    assert!(
+        text.starts_with("problem: shard 0 does not open: ") && text.contains("doc_freqs.bin"),
+        "{text}"
+    );
+    std::fs::write(&doc_freqs, &bytes).unwrap();
+    assert!(verify().0, "restored");
+
+    let (ok, text, _) = run(searchtree().arg("verify").arg(dir.join("nowhere")));
+    assert!(!ok && text.contains("manifest.json"), "{text}");
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     };
     print!("{}", report.render());
     if !report.passed() {
-        bail!("verification failed: {} problems", report.problems.len());
+        bail!("verification failed: {} problem(s)", report.problems.len());
     }
     Ok(())
 }

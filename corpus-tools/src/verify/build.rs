@@ -100,7 +100,7 @@ fn check_shard(
     let entry = &manifest.shards[number as usize];
     let mut disagree = |what: &str, here: String, there: String| {
         report.problem(format!(
-            "{}: {what} is {here} but {MANIFEST_FILE} says {there}",
+            "{}: {what} {here} differs from {MANIFEST_FILE}'s {there}",
             meta_path.display()
         ));
     };
@@ -123,7 +123,7 @@ fn check_shard(
     }
     if meta.corpus != manifest.corpus {
         disagree(
-            "the corpus totals",
+            "corpus",
             format!("{:?}", meta.corpus),
             format!("{:?}", manifest.corpus),
         );
@@ -344,11 +344,14 @@ mod tests {
         let report = check(&out);
         let problems = report.problems.join("\n");
         assert!(
-            problems.contains(&format!("{}: num_docs is 999 but", meta_path.display())),
+            problems.contains(&format!(
+                "{}: num_docs 999 differs from manifest.json's ",
+                meta_path.display()
+            )),
             "{problems}"
         );
         assert!(
-            problems.contains("input_checksum is \"crc32:00000000\""),
+            problems.contains("input_checksum \"crc32:00000000\" differs"),
             "{problems}"
         );
         assert!(problems.contains("the index holds"), "{problems}");
@@ -365,7 +368,7 @@ mod tests {
         let report = check(&out);
         let problems = report.problems.join("\n");
         assert!(
-            problems.contains("shard is 1 but manifest.json says 0"),
+            problems.contains("shard 1 differs from manifest.json's 0"),
             "{problems}"
         );
         assert!(
