@@ -148,15 +148,19 @@ impl CorpusStore {
             }
             doc_freqs.insert(field, by_ordinal);
         }
+        // Every shard of a published version names it alike, so that an
+        // answer's `snapshot` lists one name: the version and a digest of
+        // the corpus totals all shards were given.
+        let input_checksum = candidate
+            .from_build
+            .clone()
+            .unwrap_or_else(|| snapshot_name(stats.version, &stats.corpus));
         let meta = ShardMeta {
             shard: self.build.shard,
             num_shards: self.build.num_shards,
             num_docs: candidate.local.num_docs,
             corpus: stats.corpus,
-            input_checksum: candidate
-                .from_build
-                .clone()
-                .unwrap_or_else(|| format!("v{}-{}", stats.version, candidate.local.digest())),
+            input_checksum,
             version: stats.version,
         };
         // Never write through a link into a build's files.
@@ -171,4 +175,15 @@ impl CorpusStore {
         fsio::sync_dir(&self.versions_root())?;
         self.hold(stats.version, dir)
     }
+}
+
+/// The snapshot name of a version published from loaded documents:
+/// `v{version}-{digest of the corpus totals}`, the same on every shard.
+pub fn snapshot_name(version: u64, corpus: &CorpusTotals) -> String {
+    let totals = super::local::LocalTotals {
+        num_docs: corpus.num_docs,
+        num_tokens: corpus.num_tokens.clone(),
+        id_hash_sum: version,
+    };
+    format!("v{version}-{}", totals.digest())
 }

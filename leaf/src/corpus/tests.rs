@@ -404,13 +404,18 @@ fn a_published_version_searches_as_a_fresh_build_and_the_old_one_stays() {
         assert_eq!(&fsio::version_files(dir).unwrap(), files);
         Shard::open(dir).unwrap();
     }
+    let mut snapshots = std::collections::BTreeSet::new();
     for store in &mut stores {
         let versions = store.versions().unwrap();
         assert_eq!(
             (versions.current, versions.installed.clone()),
             (3, vec![2, 3])
         );
+        snapshots.insert(versions.snapshot);
     }
+    // One name for the version on every shard.
+    assert_eq!(snapshots.len(), 1);
+    assert!(snapshots.first().unwrap().starts_with("v3-"));
 }
 
 #[test]
