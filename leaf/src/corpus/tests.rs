@@ -688,3 +688,44 @@ fn many_small_batches_stay_a_few_segments_and_publish_exactly() {
     let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
     assert_matches_build(&held(&stores), &fresh, 2, "after 50 one-operation batches");
 }
+
+#[test]
+fn a_candidate_left_by_a_crash_is_removed_and_install_needs_a_prepare() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(2, "d", 30), 1, "one");
+    let data = tmp.path().join("data");
+    let mut stores = open_stores(&builds, &data);
+    load(&mut stores, &[upsert("x", "", "river")]);
+    stores[0].prepare(2, "").unwrap();
+    let candidate = stores[0].tmp_dir(2);
+    assert!(candidate.exists());
+    drop(stores);
+
+    let mut stores = open_stores(&builds, &data);
+    assert!(!candidate.exists());
+    assert_eq!(stores[0].held().numbers(), vec![1]);
+    assert_eq!(stores[0].staging().ops(), 1);
+    let first = InstallChunk {
+        version: 2,
+        ..Default::default()
+    };
+    let Err(err) = stores[0].begin_install(&first) else {
+        panic!("an install without a candidate must be refused");
+    };
+    assert_eq!(tonic::Status::from(err).code(), Code::FailedPrecondition);
+    // A version at or below the current one cannot be prepared; an
+    // activation of a version not held is refused as missing.
+    assert!(stores[0].prepare(1, "").is_err());
+    let err = stores[0].activate(5).unwrap_err().to_string();
+    assert!(err.starts_with(VERSION_MISSING), "{err}");
+
+    publish(&mut stores, 2, "");
+    // The in-flight search holds its version past the release.
+    let pinned = stores[0].held().get(1).unwrap();
+    activate(&mut stores, 2);
+    publish(&mut stores, 3, "");
+    activate(&mut stores, 3);
+    assert_eq!(stores[0].held().numbers(), vec![2, 3]);
+    let answer = pinned.search(&params("river", 0), Stop::default()).unwrap();
+    assert_eq!(answer.version, 1);
+}
