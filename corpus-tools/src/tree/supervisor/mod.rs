@@ -77,6 +77,8 @@ pub struct Tree {
     options: StartOptions,
     /// Restarts begun per node by [`Tree::supervise`].
     restarts: HashMap<String, u64>,
+    /// The leaves' state when the plan named none: removed with the tree.
+    _scratch_state: Option<tempfile::TempDir>,
 }
 
 impl Tree {
@@ -191,6 +193,8 @@ pub async fn start(
     bins: &NodeBinaries,
     options: &StartOptions,
 ) -> anyhow::Result<Tree> {
+    let (plan, scratch_state) = with_scratch_state(plan)?;
+    let plan = &plan;
     let (exit_tx, exits) = mpsc::unbounded_channel();
     let mut tree = Tree {
         nodes: Vec::new(),
@@ -200,6 +204,7 @@ pub async fn start(
         bins: bins.clone(),
         options: options.for_tree(plan.nodes.len()),
         restarts: HashMap::new(),
+        _scratch_state: scratch_state,
     };
     let options = &tree.options.clone();
     let mut addrs: HashMap<String, SocketAddr> = HashMap::new();
@@ -247,6 +252,34 @@ pub async fn start(
     Ok(tree)
 }
 
+/// The plan with a state directory for every leaf: a leaf without one
+/// could not be loaded into. Those the plan names none get one in a
+/// temporary directory that lives as long as the tree (`up` names a lasting
+/// one; trees started for a test or a benchmark are thrown away with what
+/// was loaded into them). Each restart of a leaf finds its own again.
+fn with_scratch_state(plan: &Plan) -> anyhow::Result<(Plan, Option<tempfile::TempDir>)> {
+    let stateless = plan
+        .nodes
+        .iter()
+        .any(|n| matches!(n, PlannedNode::Leaf { data_dir: None, .. }));
+    if !stateless {
+        return Ok((plan.clone(), None));
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("searchtree-state-")
+        .tempdir()
+        .context("creating a state directory for the leaves")?;
+    let mut plan = plan.clone();
+    for node in &mut plan.nodes {
+        if let PlannedNode::Leaf { name, data_dir, .. } = node
+            && data_dir.is_none()
+        {
+            *data_dir = Some(scratch.path().join(name.as_str()));
+        }
+    }
+    Ok((plan, Some(scratch)))
+}
+
 async fn futures_start<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     futures::future::join_all(futures).await
 }
@@ -254,6 +287,44 @@ async fn futures_start<F: std::future::Future>(futures: impl Iterator<Item = F>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leaves_without_a_state_directory_get_one_that_goes_with_the_tree() {
+        use crate::tree::topology::Topology;
+        let topology: Topology = toml::from_str(
+            "[root]\nchildren = [\"a\", \"b\"]\n\
+             [[leaf]]\nname = \"a\"\nshard = 0\nindex = \"x\"\n\
+             [[leaf]]\nname = \"b\"\nshard = 1\nindex = \"y\"\n",
+        )
+        .unwrap();
+        let mut plan = topology.plan().unwrap();
+        let dirs = |plan: &Plan| -> Vec<Option<std::path::PathBuf>> {
+            plan.nodes
+                .iter()
+                .filter_map(|n| match n {
+                    PlannedNode::Leaf { data_dir, .. } => Some(data_dir.clone()),
+                    PlannedNode::Inner { .. } => None,
+                })
+                .collect()
+        };
+        let (given, scratch) = with_scratch_state(&plan).unwrap();
+        let scratch = scratch.expect("a scratch directory");
+        assert_eq!(
+            dirs(&given),
+            [
+                Some(scratch.path().join("a")),
+                Some(scratch.path().join("b"))
+            ]
+        );
+        let path = scratch.path().to_path_buf();
+        drop(scratch);
+        assert!(!path.exists(), "removed with the tree");
+
+        plan.set_state_dir(std::path::Path::new("/srv/state"));
+        let (kept, none) = with_scratch_state(&plan).unwrap();
+        assert!(none.is_none());
+        assert_eq!(dirs(&kept), dirs(&plan));
+    }
 
     #[test]
     fn nodes_share_the_machines_cores_unless_told_otherwise() {
