@@ -150,3 +150,74 @@ fn progress_bar(total_bytes: u64) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use searchtree_proto::pb::RefusedOp;
+
+    use super::*;
+    use crate::live::batches::BatchInfo;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<LoadArgs, String> {
+        let args = [
+            "searchtree",
+            "--root",
+            "127.0.0.1:1",
+            "--input",
+            "ops.jsonl",
+        ];
+        Cli::try_parse_from(args.iter().chain(extra))
+            .map(|cli| cli.load)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_bounds_of_the_flags() {
+        let args = parse(&[]).unwrap();
+        assert_eq!((args.batch_size, args.in_flight), (500, 4));
+        assert!(!args.skip_invalid && !args.no_publish);
+        assert_eq!(args.id_field, "id");
+        assert!(parse(&["--batch-size", "0"]).is_err());
+        assert!(parse(&["--in-flight", "0"]).is_err());
+        assert!(parse(&["--in-flight", "65"]).is_err());
+        let args = parse(&["--in-flight", "1", "--batch-size", "100000"]).unwrap();
+        assert_eq!((args.batch_size, args.in_flight), (100_000, 1));
+    }
+
+    #[test]
+    fn refusals_fail_the_command_unless_invalid_operations_may_be_skipped() {
+        let mut tally = Tally::default();
+        assert!(refusals(&tally, false).is_ok());
+        tally.refused.insert(
+            3,
+            RefusedOp {
+                line: 3,
+                id: "x".into(),
+                reason: "why".into(),
+            },
+        );
+        assert!(refusals(&tally, true).is_ok());
+        let err = refusals(&tally, false).unwrap_err().to_string();
+        assert!(err.starts_with("1 operations were refused"), "{err}");
+
+        let info = BatchInfo {
+            seq: 2,
+            first_line: 1,
+            last_line: 4,
+            ops: 4,
+        };
+        tally.lost(&info, "gone");
+        tally.stop("the root went away".into(), Some(5));
+        assert_eq!(
+            incomplete_reason(&tally),
+            "1 batches not acknowledged; stopped: the root went away"
+        );
+    }
+}
