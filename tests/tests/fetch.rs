@@ -140,6 +140,7 @@ async fn two_phases_answer_exactly_what_one_phase_and_one_index_answer() {
             query: queries[0].clone(),
             docs,
             budget_ms: GENEROUS_BUDGET_MS,
+            version: 0,
         })
         .await
         .expect("fetch")
@@ -176,6 +177,7 @@ async fn hostile_fetches_are_refused_at_every_node_with_what_to_change() {
                 query: "(".repeat(10_000),
                 docs: vec![doc("a".into())],
                 budget_ms: 100,
+                version: 0,
             },
             "",
         ),
@@ -184,6 +186,7 @@ async fn hostile_fetches_are_refused_at_every_node_with_what_to_change() {
                 query: "rust".into(),
                 docs: (0..1001).map(|i| doc(i.to_string())).collect(),
                 budget_ms: 100,
+                version: 0,
             },
             "at most 1000",
         ),
@@ -192,6 +195,7 @@ async fn hostile_fetches_are_refused_at_every_node_with_what_to_change() {
                 query: "rust".into(),
                 docs: vec![doc("x".repeat(1025))],
                 budget_ms: 100,
+                version: 0,
             },
             "at most 1024 bytes",
         ),
@@ -200,6 +204,7 @@ async fn hostile_fetches_are_refused_at_every_node_with_what_to_change() {
                 query: "rust".into(),
                 docs: vec![doc(String::new())],
                 budget_ms: 100,
+                version: 0,
             },
             "empty doc_id",
         ),
