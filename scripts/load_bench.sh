@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Loading into a running tree, measured side by side with an offline build:
+#   1. `searchtree build` of the load's documents (4 shards): documents/s.
+#   2. A 4-shard tree (2 parents, REPLICAS leaves per shard) built from a
+#      seed of SEED_DOCS documents; `searchtree load` of the same documents,
+#      publish included: documents/s. Ratio load/build.
+#   3. Query p99 at RATE/s with the tree idle, then with the same bench
+#      running while a second load (the documents again, all replaced)
+#      streams in and publishes. Ratio during/idle.
+# The load is the corpus COPIES times over with distinct ids, so that it
+# lasts long enough to query through.
+# Usage: [INPUT=FILE.jsonl[.gz]] [COPIES=3] [SEED_DOCS=1000] [REPLICAS=1]
+#        [RATE=100] scripts/load_bench.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace --quiet
+bin=target/release
+export SEARCHTREE_BIN_DIR="$PWD/$bin"
+out="${1:-bench-results/load-$(date -u +%Y%m%dT%H%M%SZ)}"; mkdir -p "$out"
+input="${INPUT:-corpus-tools/data/wiki-summaries.jsonl.gz}"
+copies="${COPIES:-3}"; seed_docs="${SEED_DOCS:-1000}"; replicas="${REPLICAS:-1}"; rate="${RATE:-100}"
+
+# The documents: COPIES copies of the corpus, ids suffixed per copy; the
+# first SEED_DOCS of them seed the tree.
+python3 - "$input" "$copies" "$seed_docs" "$out" <<'EOF'
+import gzip, json, sys
+src, copies, seed, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+opener = gzip.open if src.endswith(".gz") else open
+lines = [json.loads(l) for l in opener(src, "rt") if l.strip()]
+with open(f"{out}/docs.jsonl", "w") as docs, open(f"{out}/seed.jsonl", "w") as first:
+    n = 0
+    for c in range(copies):
+        for d in lines:
+            d = dict(d, id=f"{d['id']}#{c}")
+            line = json.dumps(d) + "\n"
+            docs.write(line)
+            if n < seed:
+                first.write(line)
+            n += 1
+EOF
+docs=$(wc -l < "$out/docs.jsonl")
+now() { date +%s.%N; }
+rate_of() { python3 -c "print(f'{$1 / ($3 - $2):.0f}')"; }
+
+t0=$(now)
+"$bin/searchtree" build --input "$out/docs.jsonl" --shards 4 --parents 2 --out "$out/build" 2> "$out/build.log"
+t1=$(now)
+build_rate=$(rate_of "$docs" "$t0" "$t1")
+
+"$bin/searchtree" build --input "$out/seed.jsonl" --shards 4 --parents 2 --replicas "$replicas" --out "$out/tree" 2>> "$out/build.log"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+fifo=$(mktemp -u); mkfifo "$fifo"
+"$bin/searchtree" up --topology "$out/tree/topology.toml" > "$fifo" 2> "$out/up.log" &
+pids+=($!)
+read -r line < "$fifo"; rm -f "$fifo"
+root="${line#READY root=}"
+
+t0=$(now)
+"$bin/searchtree" load --root "$root" --input "$out/docs.jsonl" > "$out/load1.txt" 2>> "$out/load.log"
+t1=$(now)
+load_rate=$(rate_of "$docs" "$t0" "$t1")
+
+bench() { # $1: name; queries the root at RATE/s for $2
+  "$bin/searchtree" bench --root "$root" --rate "$rate" --duration "$2" --warmup 1s --json "$out/$1.json" > "$out/$1.txt" 2>> "$out/bench.log"
+}
+p99() { python3 -c "import json; print('%.2f' % (json.load(open('$out/$1.json'))['latency_us']['p99'] / 1000))"; }
+bench idle 15s
+t0=$(now)
+"$bin/searchtree" load --root "$root" --input "$out/docs.jsonl" > "$out/load2.txt" 2>> "$out/load.log" &
+load_pid=$!
+bench during 15s
+wait "$load_pid"
+t1=$(now)
+reload_rate=$(rate_of "$docs" "$t0" "$t1")
+errors() { python3 -c "import json; print(json.load(open('$out/$1.json'))['errors'])"; }
+
+{
+  echo "documents: $docs (corpus x $copies), tree seeded with $seed_docs, $replicas replica(s) per shard, 4 shards, 2 parents"
+  echo "build:                 $build_rate docs/s"
+  echo "load into the tree:    $load_rate docs/s (publish included) = $(python3 -c "print(f'{$load_rate / $build_rate:.2f}')") x build"
+  echo "reload (all replaced): $reload_rate docs/s, while queried at $rate/s"
+  echo "query p99 idle:        $(p99 idle) ms, errors $(errors idle)"
+  echo "query p99 during load: $(p99 during) ms, errors $(errors during) = $(python3 -c "print(f'{$(p99 during) / $(p99 idle):.2f}')") x idle"
+} | tee "$out/summary.txt"

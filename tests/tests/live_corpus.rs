@@ -1,0 +1,574 @@
+//! A corpus that changes while the tree serves, over real processes: part of
+//! the bundled corpus is built, the rest is loaded into the running tree
+//! (some documents replaced, some deleted) and published, while queries keep
+//! coming. No query fails; every answer is one index's answer over either
+//! the old or the new corpus, never a mix; afterwards the tree answers as one
+//! index built from scratch over the final corpus — the same ids, scores and
+//! match counts, so replaced and deleted documents count nowhere.
+//!
+//! Also: a replica killed during a load catches up before it serves again;
+//! a leaf (the only replica of its shard) killed during a load makes the
+//! load report the batches not acknowledged, and rerunning it completes it;
+//! a corpus rebuilt offline replaces the running one with the same switch.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use searchtree::build::corpus::FieldNames;
+use searchtree::build::{self, BuildOptions, Input, TOPOLOGY_FILE};
+use searchtree::bundled;
+use searchtree::tree::supervisor::Tree;
+use searchtree::tree::topology::Topology;
+use searchtree_proto::pb::corpus_client::CorpusClient;
+use searchtree_proto::pb::{SearchRequest, SearchResponse, VersionsRequest};
+use searchtree_tests::oracle::{Expected, Oracle, assert_same_hits};
+use searchtree_tests::{
+    GENEROUS_BUDGET_MS, client, counter, kill_node, node_addr, searchtree, send, start_tree,
+};
+use serde_json::{Value, json};
+
+const TMP: &str = env!("CARGO_TARGET_TMPDIR");
+const SHARDS: u32 = 4;
+/// Documents of the bundled corpus in the initial build; the rest is loaded.
+const INITIAL_DOCS: usize = 7_000;
+/// Queries of the bundled set checked against the oracles.
+const CHECKED_QUERIES: usize = 60;
+
+/// A document as a corpus line holds it.
+#[derive(Debug, Clone)]
+struct Doc {
+    id: String,
+    title: String,
+    body: String,
+}
+
+impl Doc {
+    fn line(&self) -> String {
+        json!({"id": self.id, "title": self.title, "body": self.body}).to_string()
+    }
+}
+
+/// The corpora of these tests, written once per test binary.
+struct Corpora {
+    dir: PathBuf,
+    /// What the load file holds: the rest of the corpus, replacements and
+    /// deletions, interleaved.
+    load_file: PathBuf,
+    /// Counts the load must report.
+    added: usize,
+    replaced: usize,
+    deleted: usize,
+    /// The initial corpus as one index, and the final one.
+    old_oracle: Oracle,
+    new_oracle: Oracle,
+    /// The final corpus, built offline into 4 shards (for the hot swap).
+    final_build: PathBuf,
+    /// The initial corpus file, to build trees from.
+    initial_file: PathBuf,
+}
+
+static CORPORA: std::sync::OnceLock<Corpora> = std::sync::OnceLock::new();
+
+fn read_bundled() -> Vec<Doc> {
+    let gz = flate2::read::GzDecoder::new(bundled::CORPUS_JSONL_GZ);
+    BufReader::new(gz)
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            Doc {
+                id: v["id"].as_str().unwrap().to_string(),
+                title: v["title"].as_str().unwrap_or_default().to_string(),
+                body: v["body"].as_str().unwrap_or_default().to_string(),
+            }
+        })
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for line in lines {
+        writeln!(out, "{line}").unwrap();
+    }
+    out.flush().unwrap();
+}
+
+fn build_into(corpus: &Path, out: &Path, shards: u32, parents: u32, replicas: u32) {
+    build::build(&BuildOptions {
+        input: Input::Lines(corpus.to_path_buf()),
+        shards,
+        out: out.to_path_buf(),
+        parents,
+        replicas,
+        fields: FieldNames::default(),
+        skip_invalid: false,
+        progress: false,
+    })
+    .unwrap_or_else(|e| panic!("building {}: {e:#}", out.display()));
+}
+
+fn corpora() -> &'static Corpora {
+    CORPORA.get_or_init(|| {
+        let dir = Path::new(TMP).join(format!("st-live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let all = read_bundled();
+        let (initial, rest) = all.split_at(INITIAL_DOCS);
+
+        // Every 25th initial document is replaced by another's text, every
+        // 25th (offset) deleted; the rest of the corpus is added.
+        let mut load = Vec::new();
+        let mut final_docs = Vec::new();
+        let (mut replaced, mut deleted) = (0, 0);
+        for (i, doc) in initial.iter().enumerate() {
+            match i % 25 {
+                3 => {
+                    let other = &initial[(i + 7) % initial.len()];
+                    let new = Doc {
+                        body: format!("{} {}", other.body, doc.title),
+                        ..doc.clone()
+                    };
+                    load.push(new.line());
+                    final_docs.push(new);
+                    replaced += 1;
+                }
+                11 => {
+                    load.push(json!({"id": doc.id, "op": "delete"}).to_string());
+                    deleted += 1;
+                }
+                _ => final_docs.push(doc.clone()),
+            }
+        }
+        // Added and deleted within the load: counts nowhere at the end.
+        load.push(
+            Doc {
+                id: "ephemeral-document".into(),
+                title: "Ephemeral".into(),
+                body: "here for one load only".into(),
+            }
+            .line(),
+        );
+        for (i, doc) in rest.iter().enumerate() {
+            load.push(doc.line());
+            final_docs.push(doc.clone());
+            if i == 100 {
+                load.push(json!({"id": "ephemeral-document", "op": "delete"}).to_string());
+            }
+        }
+        // Interleave additions with replacements and deletions, as a feed would.
+        let load: Vec<String> = interleave(load);
+
+        let initial_file = dir.join("initial.jsonl");
+        write_lines(&initial_file, initial.iter().map(Doc::line));
+        let final_file = dir.join("final.jsonl");
+        write_lines(&final_file, final_docs.iter().map(Doc::line));
+        let load_file = dir.join("load.jsonl");
+        write_lines(&load_file, load);
+
+        build_into(&initial_file, &dir.join("old-whole"), 1, 0, 1);
+        build_into(&final_file, &dir.join("new-whole"), 1, 0, 1);
+        let final_build = dir.join("final-build");
+        build_into(&final_file, &final_build, SHARDS, 2, 1);
+        Corpora {
+            old_oracle: Oracle::open(&dir.join("old-whole/shards/shard-000")),
+            new_oracle: Oracle::open(&dir.join("new-whole/shards/shard-000")),
+            load_file,
+            added: rest.len() + 1,
+            replaced,
+            deleted,
+            final_build,
+            initial_file,
+            dir,
+        }
+    })
+}
+
+/// Deals `lines` into 7 piles and concatenates them: the order of
+/// operations on different ids is mixed, the order on one id kept only
+/// where it matters (the ephemeral document, whose delete comes later in
+/// the same pile).
+fn interleave(lines: Vec<String>) -> Vec<String> {
+    let ephemeral: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("ephemeral-document"))
+        .cloned()
+        .collect();
+    let mut piles: Vec<Vec<String>> = vec![Vec::new(); 7];
+    for (i, line) in lines
+        .into_iter()
+        .filter(|l| !l.contains("ephemeral-document"))
+        .enumerate()
+    {
+        piles[i % 7].push(line);
+    }
+    piles[3].splice(10..10, ephemeral.iter().take(1).cloned());
+    piles[5].extend(ephemeral.into_iter().skip(1));
+    piles.concat()
+}
+
+/// A fresh tree over the initial corpus: `replicas` leaves per shard, two
+/// parents, health checks every 100 ms, built into `name`.
+async fn start_initial_tree(name: &str, replicas: u32) -> (Tree, PathBuf) {
+    let c = corpora();
+    let out = c.dir.join(name);
+    build_into(&c.initial_file, &out, SHARDS, 2, replicas);
+    let mut topology = Topology::load(&out.join(TOPOLOGY_FILE)).unwrap();
+    topology.routing.health_interval_ms = Some(100);
+    let path = out.join("live.toml");
+    std::fs::write(&path, topology.to_toml()).unwrap();
+    (start_tree(&path).await, out)
+}
+
+/// Which corpus an answer came from, judged by the version it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Corpus {
+    Old,
+    New,
+}
+
+/// The oracle's answers, computed once per query and corpus.
+#[derive(Default)]
+struct Expectations(HashMap<(String, Corpus), (Vec<Expected>, u64)>);
+
+impl Expectations {
+    fn check(&mut self, what: &str, query: &str, corpus: Corpus, response: &SearchResponse) {
+        let c = corpora();
+        let (hits, total) = self
+            .0
+            .entry((query.to_string(), corpus))
+            .or_insert_with(|| {
+                let oracle = match corpus {
+                    Corpus::Old => &c.old_oracle,
+                    Corpus::New => &c.new_oracle,
+                };
+                oracle.top_k(query, 10)
+            });
+        assert_same_hits(
+            &format!("{what} {query:?} ({corpus:?})"),
+            &response.hits,
+            hits,
+        );
+        assert_eq!(
+            response.total_hits, *total,
+            "{what} {query:?} ({corpus:?}): match counts differ from one index's"
+        );
+    }
+}
+
+fn queries() -> Vec<String> {
+    bundled::queries()
+        .into_iter()
+        .take(CHECKED_QUERIES)
+        .map(str::to_string)
+        .collect()
+}
+
+fn request(query: &str) -> SearchRequest {
+    SearchRequest {
+        query: query.into(),
+        top_k: 10,
+        budget_ms: GENEROUS_BUDGET_MS,
+        exact_total_hits: true,
+        ..Default::default()
+    }
+}
+
+/// Queries the root in a loop until `stop`, recording every answer (or
+/// error) with the query it was for.
+fn keep_querying(
+    root: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(String, Result<SearchResponse, tonic::Status>)>> {
+    tokio::spawn(async move {
+        let mut client = client(root).await;
+        let mut answers = Vec::new();
+        for query in queries().iter().cycle() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            answers.push((query.clone(), send(&mut client, request(query)).await));
+        }
+        answers
+    })
+}
+
+/// Runs the CLI with `args` against the root, off the async workers.
+async fn cli(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || searchtree().args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn load_args(root: std::net::SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "load".to_string(),
+        "--root".into(),
+        root.to_string(),
+        "--input".into(),
+        corpora().load_file.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The versions every leaf reports, through the root.
+async fn leaf_versions(root: std::net::SocketAddr) -> Vec<searchtree_proto::pb::LeafVersions> {
+    let mut corpus = CorpusClient::connect(format!("http://{root}"))
+        .await
+        .unwrap();
+    corpus
+        .versions(VersionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .leaves
+}
+
+/// Checks every recorded answer: none failed, none partial (unless
+/// `allow_partial`), each the old or the new corpus's exact answer by the
+/// version it names. Returns how many answers came from each.
+fn check_answers(
+    answers: Vec<(String, Result<SearchResponse, tonic::Status>)>,
+    old_version: u64,
+    allow_partial: bool,
+) -> HashMap<Corpus, usize> {
+    let mut expect = Expectations::default();
+    let mut seen = HashMap::new();
+    for (i, (query, answer)) in answers.into_iter().enumerate() {
+        let response = answer.unwrap_or_else(|e| panic!("query {i} {query:?} failed: {e}"));
+        if response.partial {
+            assert!(
+                allow_partial,
+                "query {i} {query:?} was partial: {response:?}"
+            );
+            continue;
+        }
+        let corpus = if response.version == old_version {
+            Corpus::Old
+        } else {
+            assert_eq!(
+                response.version,
+                old_version + 1,
+                "query {i} {query:?}: unexpected version"
+            );
+            Corpus::New
+        };
+        expect.check(&format!("answer {i}"), &query, corpus, &response);
+        *seen.entry(corpus).or_default() += 1;
+    }
+    seen
+}
+
+/// Every checked query, once, equals the final corpus's one-index answer.
+async fn assert_answers_final_corpus(root: std::net::SocketAddr, version: u64) {
+    let mut client = client(root).await;
+    let mut expect = Expectations::default();
+    for query in queries() {
+        let response = send(&mut client, request(&query)).await.unwrap();
+        assert!(!response.partial, "{query:?}: partial after the switch");
+        assert_eq!(response.version, version, "{query:?}");
+        expect.check("after the switch", &query, Corpus::New, &response);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_switches_the_whole_tree_at_once_and_ends_exact() {
+    let c = corpora();
+    let (tree, _) = start_initial_tree("load-tree", 2).await;
+    let root = tree.root_addr();
+    let before = leaf_versions(root).await;
+    assert!(
+        before.iter().all(|l| l.reachable && l.current == 1),
+        "{before:?}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let querying = keep_querying(root, Arc::clone(&stop));
+    let out = cli(load_args(root, &[])).await;
+    // A little more querying at the new version before stopping.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = querying.await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    for (what, n) in [
+        ("added", c.added),
+        ("replaced", c.replaced),
+        ("deleted", c.deleted),
+    ] {
+        assert!(
+            printed.contains(&format!("{n} {what}")),
+            "expected \"{n} {what}\" in:\n{}",
+            text(&out)
+        );
+    }
+    let seen = check_answers(answers, 1, false);
+    assert!(seen.get(&Corpus::Old).is_some_and(|&n| n > 0), "{seen:?}");
+    assert!(seen.get(&Corpus::New).is_some_and(|&n| n > 0), "{seen:?}");
+
+    assert_answers_final_corpus(root, 2).await;
+    let after = leaf_versions(root).await;
+    assert_eq!(after.len(), (SHARDS * 2) as usize);
+    for leaf in &after {
+        assert!(leaf.reachable && leaf.current == 2, "{leaf:?}");
+        assert_eq!(leaf.staged_ops, 0, "{leaf:?}");
+    }
+    for shard in 0..SHARDS {
+        let digests: Vec<&str> = after
+            .iter()
+            .filter(|l| l.shard == shard)
+            .map(|l| l.digest.as_str())
+            .collect();
+        assert!(
+            digests.windows(2).all(|w| w[0] == w[1]),
+            "shard {shard}: {after:?}"
+        );
+    }
+    let verify = cli(vec!["verify".into(), "--root".into(), root.to_string()]).await;
+    assert!(verify.status.success(), "{}", text(&verify));
+
+    // Loading the same file again changes nothing but the version: every
+    // operation is idempotent by id.
+    let again = cli(load_args(root, &[])).await;
+    assert!(again.status.success(), "{}", text(&again));
+    let mut client = client(root).await;
+    let mut expect = Expectations::default();
+    for query in queries().into_iter().take(10) {
+        let response = send(&mut client, request(&query)).await.unwrap();
+        assert_eq!(response.version, 3);
+        expect.check("after loading again", &query, Corpus::New, &response);
+    }
+    tree.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_during_a_load_catches_up_before_serving_again() {
+    let (mut tree, _) = start_initial_tree("catch-up-tree", 2).await;
+    let root = tree.root_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let querying = keep_querying(root, Arc::clone(&stop));
+
+    let load = tokio::spawn(cli(load_args(root, &["--batch-size", "100"])));
+    // Once the load is under way, one replica of shard 1 dies.
+    wait_for_staged_ops(root).await;
+    kill_node(&tree, "leaf-1-0");
+    tree.stop_node("leaf-1-0").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tree.restart_node("leaf-1-0").await.unwrap();
+    let out = load.await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The restarted replica is behind; queries pinned to the new version
+    // are answered by its sibling while it copies the version.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leaves = leaf_versions(root).await;
+        let behind: Vec<_> = leaves.iter().filter(|l| l.current != 2).collect();
+        if behind.is_empty() {
+            for shard in 0..SHARDS {
+                let digests: Vec<&str> = leaves
+                    .iter()
+                    .filter(|l| l.shard == shard)
+                    .map(|l| l.digest.as_str())
+                    .collect();
+                assert!(digests.windows(2).all(|w| w[0] == w[1]), "{leaves:?}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "still behind: {behind:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    // A query in flight to the replica when it was killed lost that shard
+    // (a broken connection is not retried: the query may be what killed
+    // it); every complete answer is exact.
+    let seen = check_answers(querying.await.unwrap(), 1, true);
+    assert!(seen.contains_key(&Corpus::New), "{seen:?}");
+    assert_answers_final_corpus(root, 2).await;
+    // It got there by copying the version from its sibling, asked by the
+    // parent that found it behind.
+    let mut catch_ups = 0;
+    for parent in ["parent-0", "parent-1"] {
+        catch_ups += counter(node_addr(&tree, parent), "catch_ups_succeeded").await;
+    }
+    assert!(catch_ups >= 1, "no catch-up was made");
+    tree.shutdown().await;
+}
+
+/// Waits until some leaf has staged operations: the load is under way.
+async fn wait_for_staged_ops(root: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !leaf_versions(root).await.iter().any(|l| l.staged_ops > 0) {
+        assert!(Instant::now() < deadline, "the load never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_killed_during_a_load_fails_its_batches_and_a_rerun_completes_it() {
+    let (mut tree, _) = start_initial_tree("rerun-tree", 1).await;
+    let root = tree.root_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let querying = keep_querying(root, Arc::clone(&stop));
+
+    let load = tokio::spawn(cli(load_args(root, &["--batch-size", "50"])));
+    wait_for_staged_ops(root).await;
+    kill_node(&tree, "leaf-2");
+    tree.stop_node("leaf-2").await.unwrap();
+    let out = load.await.unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(printed.contains("not acknowledged"), "{printed}");
+    assert!(printed.contains("not published"), "{printed}");
+
+    // The tree kept answering at the published version throughout (shard 2
+    // missing while its only leaf was down).
+    tree.restart_node("leaf-2").await.unwrap();
+    let rerun = cli(load_args(root, &[])).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    let seen = check_answers(querying.await.unwrap(), 1, true);
+    assert!(seen.contains_key(&Corpus::Old), "{seen:?}");
+    assert_answers_final_corpus(root, 2).await;
+    tree.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corpus_rebuilt_offline_replaces_the_running_one_without_a_restart() {
+    let c = corpora();
+    let (tree, _) = start_initial_tree("swap-tree", 2).await;
+    let root = tree.root_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let querying = keep_querying(root, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = cli(vec![
+        "publish".into(),
+        "--root".into(),
+        root.to_string(),
+        "--from-build".into(),
+        c.final_build.display().to_string(),
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(out.status.success(), "{}", text(&out));
+    let seen = check_answers(querying.await.unwrap(), 1, false);
+    assert!(seen.contains_key(&Corpus::New), "{seen:?}");
+    assert_answers_final_corpus(root, 2).await;
+    tree.shutdown().await;
+}
