@@ -14,6 +14,8 @@ pub mod counters;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake_corpus;
 pub mod fanout;
 pub mod fetch;
 pub mod merge;

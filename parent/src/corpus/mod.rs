@@ -15,6 +15,8 @@ pub mod clients;
 pub mod load;
 pub mod publish_steps;
 pub mod service;
+#[cfg(test)]
+mod tests;
 
 pub use clients::{CorpusChildren, CorpusReplica};
 pub use load::{NUM_SHARDS_HEADER, forward_load};

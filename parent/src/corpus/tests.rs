@@ -1,0 +1,329 @@
+//! An inner node's corpus calls against fake leaves over real gRPC.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use searchtree_proto::pb::{
+    ActivateRequest, DocOp, FailureReason, InstallChunk, LoadAck, LoadBatch, PrepareRequest,
+};
+use searchtree_proto::sharding::shard_of;
+use tonic::Status;
+
+use super::{CorpusChildren, CorpusNode};
+use crate::fake_corpus::{FakeLeaf, dead_addr};
+use crate::spec::ChildSpec;
+
+fn spec(shard: u32, addrs: &[&str]) -> ChildSpec {
+    format!("{shard}@{}", addrs.join(",")).parse().unwrap()
+}
+
+fn node(specs: &[ChildSpec]) -> CorpusNode {
+    CorpusNode::new(CorpusChildren::from_specs(specs).unwrap())
+}
+
+/// `n` ids placed in `shard` of `num_shards`.
+fn ids_in(shard: u32, num_shards: u32, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("doc-{i}"))
+        .filter(|id| shard_of(id, num_shards) == shard)
+        .take(n)
+        .collect()
+}
+
+fn upsert(id: &str, line: u64) -> DocOp {
+    DocOp {
+        id: id.into(),
+        title: "t".into(),
+        body: "b".into(),
+        delete: false,
+        line,
+    }
+}
+
+/// Loads `batches` through `node` with `num_shards` shards; the acks.
+async fn load(node: &CorpusNode, num_shards: u32, batches: Vec<LoadBatch>) -> Vec<LoadAck> {
+    let incoming = futures::stream::iter(batches.into_iter().map(Ok::<_, Status>));
+    let (mut acks, work) = node.load(num_shards, incoming);
+    tokio::spawn(work);
+    let mut all = Vec::new();
+    while let Some(ack) = acks.recv().await {
+        all.push(ack.unwrap());
+    }
+    all.sort_by_key(|a| a.seq);
+    all
+}
+
+#[tokio::test]
+async fn each_replica_gets_its_shards_ops_in_order_and_the_batch_is_acked_once() {
+    let (a1, a2, b) = (
+        FakeLeaf::start(0).await,
+        FakeLeaf::start(0).await,
+        FakeLeaf::start(1).await,
+    );
+    let node = node(&[spec(0, &[&a1.addr, &a2.addr]), spec(1, &[&b.addr])]);
+    let zero = ids_in(0, 2, 3);
+    let one = ids_in(1, 2, 2);
+    let batch = LoadBatch {
+        seq: 41,
+        ops: vec![
+            upsert(&zero[0], 1),
+            upsert(&one[0], 2),
+            upsert("", 3),
+            upsert(&zero[1], 4),
+            upsert(&one[1], 5),
+            upsert(&zero[2], 6),
+        ],
+    };
+    let only_zero = LoadBatch {
+        seq: 42,
+        ops: vec![upsert(&zero[0], 7)],
+    };
+    let acks = load(&node, 2, vec![batch, only_zero]).await;
+    assert_eq!(acks.len(), 2);
+    let first = &acks[0];
+    assert_eq!(first.seq, 41, "the client's seq is echoed");
+    assert!(first.ok);
+    assert_eq!(first.added, 5, "counted once per shard, not per replica");
+    assert_eq!(first.refused.len(), 1);
+    assert_eq!(
+        (first.refused[0].line, first.refused[0].reason.as_str()),
+        (3, "empty id")
+    );
+    assert!(first.replicas_missed.is_empty());
+    for replica in [&a1, &a2] {
+        let batches = replica.seen(|s| s.batches.clone());
+        assert_eq!(batches, [(0, zero.clone()), (1, vec![zero[0].clone()])]);
+        assert_eq!(replica.seen(|s| s.load_num_shards.clone()), ["2"]);
+    }
+    // The second batch touches no shard of b: it is not sent there.
+    assert_eq!(b.seen(|s| s.batches.clone()), [(0, one)]);
+    assert_eq!(acks[1].added, 1);
+}
+
+#[tokio::test]
+async fn a_replica_down_is_missed_and_left_out_of_the_prepare() {
+    let up = FakeLeaf::start(0).await;
+    let down = dead_addr().await;
+    let node = node(&[spec(0, &[&up.addr, &down])]);
+    let ids = ids_in(0, 1, 2);
+    let acks = load(
+        &node,
+        1,
+        vec![LoadBatch {
+            seq: 1,
+            ops: vec![upsert(&ids[0], 1), upsert(&ids[1], 2)],
+        }],
+    )
+    .await;
+    assert!(acks[0].ok, "{:?}", acks[0]);
+    assert_eq!(acks[0].replicas_missed, std::slice::from_ref(&down));
+    assert!(node.missed().contains(&down));
+
+    let prepared = node
+        .prepare(&PrepareRequest {
+            version: 2,
+            ..PrepareRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(prepared.summaries.len(), 1);
+    assert!(prepared.left_out.is_empty(), "skipped, not failed");
+    let asked = up.seen(|s| s.prepares.clone());
+    assert_eq!(
+        asked[0].skip_replicas,
+        std::slice::from_ref(&down),
+        "passed down too"
+    );
+
+    // Activate starts afresh: the missed replica is asked (and fails).
+    let activated = node.activate(ActivateRequest { version: 1 }).await.unwrap();
+    assert_eq!(activated.replicas, std::slice::from_ref(&up.addr));
+    assert_eq!(activated.replicas_failed, [down]);
+    assert!(node.missed().is_empty());
+}
+
+#[tokio::test]
+async fn a_shard_no_replica_commits_fails_the_batch_and_is_named() {
+    let a = FakeLeaf::start(0).await;
+    let b = FakeLeaf::start(1).await;
+    b.script(|s| s.failing = Some(Status::unavailable("disk gone")));
+    let node = node(&[spec(0, &[&a.addr]), spec(1, &[&b.addr])]);
+    let ops = vec![
+        upsert(&ids_in(0, 2, 1)[0], 1),
+        upsert(&ids_in(1, 2, 1)[0], 2),
+    ];
+    let acks = load(&node, 2, vec![LoadBatch { seq: 7, ops }]).await;
+    let ack = &acks[0];
+    assert!(!ack.ok);
+    assert_eq!(ack.failures.len(), 1);
+    assert_eq!(ack.failures[0].shard, 1);
+    assert_eq!(ack.failures[0].reason(), FailureReason::Unavailable);
+    assert!(ack.failures[0].message.contains("disk gone"));
+    assert!(ack.replicas_missed.is_empty());
+}
+
+#[tokio::test]
+async fn at_most_four_batches_are_in_flight() {
+    let leaf = FakeLeaf::start(0).await;
+    let held = Arc::clone(&leaf.ack_permits);
+    held.forget_permits(tokio::sync::Semaphore::MAX_PERMITS);
+    let node = node(&[spec(0, &[&leaf.addr])]);
+    let ids = ids_in(0, 1, 10);
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&pulled);
+    let incoming = futures::stream::iter(ids.into_iter().enumerate().map(|(i, id)| {
+        Ok::<_, Status>(LoadBatch {
+            seq: i as u64,
+            ops: vec![upsert(&id, i as u64 + 1)],
+        })
+    }))
+    .inspect(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    let (mut acks, work) = node.load(1, incoming);
+    tokio::spawn(work);
+    while leaf.seen(|s| s.batches.len()) < 4 {
+        tokio::task::yield_now().await;
+    }
+    // Four forwarded, none acknowledged: the fifth is not even read.
+    assert_eq!(pulled.load(Ordering::SeqCst), 4);
+    held.add_permits(1);
+    let first = acks.recv().await.unwrap().unwrap();
+    assert_eq!(first.seq, 0);
+    while leaf.seen(|s| s.batches.len()) < 5 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pulled.load(Ordering::SeqCst), 5);
+    held.add_permits(100);
+    let mut seqs = vec![first.seq];
+    while let Some(ack) = acks.recv().await {
+        seqs.push(ack.unwrap().seq);
+    }
+    assert_eq!(seqs, (0..10).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn prepare_sums_terms_over_children_and_install_reaches_every_prepared_replica() {
+    let (a1, a2, b) = (
+        FakeLeaf::start(0).await,
+        FakeLeaf::start(0).await,
+        FakeLeaf::start(1).await,
+    );
+    for leaf in [&a1, &a2] {
+        leaf.script(|s| {
+            s.terms.insert(
+                "body".into(),
+                vec![(b"cat".to_vec(), 3), (b"dog".to_vec(), 1)],
+            );
+        });
+    }
+    b.script(|s| {
+        s.terms.insert("body".into(), vec![(b"cat".to_vec(), 2)]);
+        s.terms.insert("title".into(), vec![(b"cat".to_vec(), 1)]);
+    });
+    let node = node(&[spec(0, &[&a1.addr, &a2.addr]), spec(1, &[&b.addr])]);
+    let prepared = node
+        .prepare(&PrepareRequest {
+            version: 2,
+            ..PrepareRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(prepared.summaries.len(), 3, "every replica's summary");
+    assert_eq!(
+        prepared.terms["body"][b"cat".as_slice()],
+        5,
+        "one replica per shard"
+    );
+    assert_eq!(prepared.terms["body"][b"dog".as_slice()], 1);
+    assert_eq!(prepared.terms["title"][b"cat".as_slice()], 1);
+    assert_eq!(prepared.totals().0, 20);
+    let chunks = prepared.into_chunks();
+    assert_eq!(chunks[0].shards.len(), 3);
+
+    let install = vec![
+        InstallChunk {
+            version: 2,
+            num_docs: 20,
+            ..InstallChunk::default()
+        },
+        InstallChunk {
+            terms: chunks[1].terms.clone(),
+            ..InstallChunk::default()
+        },
+    ];
+    let response = node
+        .install(futures::stream::iter(install.clone().into_iter().map(Ok)))
+        .await
+        .unwrap();
+    assert_eq!(response.shards, [0, 1]);
+    for leaf in [&a1, &a2, &b] {
+        assert_eq!(leaf.seen(|s| s.installed_chunks.clone()), install);
+    }
+    let activated = node.activate(ActivateRequest { version: 2 }).await.unwrap();
+    assert_eq!(activated.replicas.len(), 3);
+    assert!(activated.replicas_failed.is_empty());
+}
+
+#[tokio::test]
+async fn replicas_disagreeing_fail_the_prepare_and_a_failed_install_is_unavailable() {
+    let (a1, a2) = (FakeLeaf::start(0).await, FakeLeaf::start(0).await);
+    a2.script(|s| {
+        s.digest = "other".into();
+        s.num_docs = 9;
+    });
+    let node = node(&[spec(0, &[&a1.addr, &a2.addr])]);
+    let err = node
+        .prepare(&PrepareRequest {
+            version: 2,
+            ..PrepareRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains(&format!("{} has 9 documents, digest other", a2.addr))
+    );
+
+    a2.script(|s| {
+        s.digest = "digest-0".into();
+        s.failing_install = true;
+    });
+    node.prepare(&PrepareRequest {
+        version: 2,
+        ..PrepareRequest::default()
+    })
+    .await
+    .unwrap();
+    let first = InstallChunk {
+        version: 2,
+        ..InstallChunk::default()
+    };
+    let err = node
+        .install(futures::stream::iter([Ok(first)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains(&a2.addr), "{}", err.message());
+}
+
+#[tokio::test]
+async fn versions_list_every_leaf_and_an_unreachable_one_per_shard() {
+    let a = FakeLeaf::start(0).await;
+    let down = dead_addr().await;
+    let node = node(&[spec(0, &[&a.addr]), format!("1-2@{down}").parse().unwrap()]);
+    let versions = node.versions().await;
+    assert_eq!(versions.leaves.len(), 3);
+    assert!(versions.leaves[0].reachable);
+    assert_eq!(versions.leaves[0].current, 1);
+    let unreachable: Vec<u32> = versions
+        .leaves
+        .iter()
+        .filter(|l| !l.reachable)
+        .map(|l| l.shard)
+        .collect();
+    assert_eq!(unreachable, [1, 2]);
+    assert!(!versions.leaves[1].error.is_empty());
+}
