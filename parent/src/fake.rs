@@ -35,6 +35,8 @@ pub struct FakeChild {
     pub budgets: Arc<Mutex<Vec<Duration>>>,
     /// Fetch calls started.
     pub fetches: Arc<AtomicUsize>,
+    /// The snapshot version each search, then each fetch, asked for.
+    pub versions: Arc<Mutex<Vec<(&'static str, u64)>>>,
 }
 
 impl FakeChild {
@@ -70,6 +72,7 @@ impl FakeChild {
             cancelled: Arc::default(),
             budgets: Arc::default(),
             fetches: Arc::default(),
+            versions: Arc::default(),
         }
     }
 
@@ -145,6 +148,10 @@ impl Child for FakeChild {
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
         self.budgets.lock().expect("budgets lock").push(budget);
+        self.versions
+            .lock()
+            .expect("versions lock")
+            .push(("search", request.version));
         self.started.fetch_add(1, Ordering::SeqCst);
         let snapshot = self.snapshot.lock().expect("snapshot lock").clone();
         Box::pin(async move {
@@ -196,6 +203,10 @@ impl Child for FakeChild {
         budget: Duration,
     ) -> BoxFuture<'_, Result<FetchResponse, ChildError>> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
+        self.versions
+            .lock()
+            .expect("versions lock")
+            .push(("fetch", request.version));
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
                 return Err(ChildError::Unavailable(format!("{} is down", self.name)));

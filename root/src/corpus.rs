@@ -288,6 +288,10 @@ impl Corpus for RootCorpus {
 
 #[cfg(test)]
 mod tests {
+    use searchtree_parent::corpus::CorpusChildren;
+    use searchtree_parent::fake_corpus::FakeLeaf;
+    use searchtree_parent::spec::ChildSpec;
+
     use super::*;
 
     fn leaf(shard: u32, port: u16, current: u64, installed: &[u64]) -> LeafVersions {
@@ -326,6 +330,105 @@ mod tests {
         let err = agreed_current(&[down]).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable);
         assert!(err.message().contains("connection refused"));
+    }
+
+    fn root_over(leaves: &[&FakeLeaf]) -> (RootCorpus, Arc<PinnedVersion>) {
+        let specs: Vec<ChildSpec> = leaves
+            .iter()
+            .map(|l| format!("{}@{}", l.shard, l.addr).parse().unwrap())
+            .collect();
+        let node = Arc::new(CorpusNode::new(CorpusChildren::from_specs(&specs).unwrap()));
+        let pinned = Arc::new(PinnedVersion::default());
+        (RootCorpus::new(node, Arc::clone(&pinned)), pinned)
+    }
+
+    async fn publish(root: &RootCorpus) -> Result<PublishResponse, Status> {
+        root.publish(Request::new(PublishRequest::default()))
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn publish_makes_the_next_version_installs_totals_pins_then_activates() {
+        let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        a.script(|s| {
+            s.installed = vec![1, 3];
+            s.staged_ops = 4;
+            s.num_tokens.insert("body".into(), 70);
+            s.terms.insert("body".into(), vec![(b"cat".to_vec(), 2)]);
+        });
+        b.script(|s| {
+            s.num_docs = 5;
+            s.num_tokens.insert("body".into(), 30);
+            s.terms.insert("body".into(), vec![(b"cat".to_vec(), 1)]);
+        });
+        let (root, pinned) = root_over(&[&a, &b]);
+        root.spawn_pin_at_start().await.unwrap();
+        assert_eq!(pinned.get(), 1, "learnt from the leaves");
+
+        let published = publish(&root).await.unwrap();
+        assert_eq!(
+            (published.version, published.previous_version),
+            (4, 1),
+            "one above anything a leaf holds"
+        );
+        assert_eq!((published.num_docs, published.staged_ops), (15, 4));
+        assert!(published.replicas_behind.is_empty());
+        assert_eq!(pinned.get(), 4);
+        for leaf in [&a, &b] {
+            let chunks = leaf.seen(|s| s.installed_chunks.clone());
+            assert_eq!((chunks[0].version, chunks[0].num_docs), (4, 15));
+            assert_eq!(chunks[0].num_tokens["body"], 100);
+            assert_eq!(chunks[1].terms[0].doc_freqs, [3], "summed over shards");
+            assert_eq!(leaf.seen(|s| s.activated.clone()), [4]);
+        }
+        let versions = root
+            .versions(Request::new(VersionsRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(versions.pinned, 4);
+        assert!(versions.leaves.iter().all(|l| l.current == 4));
+    }
+
+    #[tokio::test]
+    async fn a_failed_install_neither_pins_nor_activates() {
+        let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        b.script(|s| s.failing_install = true);
+        let (root, pinned) = root_over(&[&a, &b]);
+        pinned.set(1);
+        let err = publish(&root).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert!(
+            err.message().starts_with("publish of v2 failed at Install"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(pinned.get(), 1);
+        assert!(a.seen(|s| s.activated.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn loads_wait_for_agreeing_leaves_and_run_one_at_a_time() {
+        let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        b.script(|s| s.current = 2);
+        let (root, _) = root_over(&[&a, &b]);
+        let err = publish(&root).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().starts_with("leaves disagree"),
+            "{}",
+            err.message()
+        );
+
+        // While one operation holds the slot, another is refused at once.
+        let held = root.lock().unwrap();
+        let err = publish(&root).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Aborted);
+        assert_eq!(err.message(), "another load or publish is running");
+        drop(held);
+        b.script(|s| s.current = 1);
+        publish(&root).await.unwrap();
     }
 
     #[test]

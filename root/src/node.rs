@@ -218,9 +218,7 @@ impl RootNode {
             (None, None) => self.node.search(&query, query_deadline).await,
         };
         if let (Some(phase), Ok(answer)) = (fetch, response.as_mut()) {
-            phase
-                .fill(&self.node, params, answer, deadline)
-                .await;
+            phase.fill(&self.node, params, answer, deadline).await;
             self.node.remember(params, answer).await;
         }
         let permit = permit.filter(|_| !from_cache);
@@ -433,6 +431,33 @@ mod tests {
         assert_eq!((leaf.calls(), leaf.fetch_calls()), (1, 1));
         assert_eq!(again.hits, first.hits, "titles and snippets included");
         assert_eq!(r.inner().counters().get(InnerCounter::CacheHits), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn searches_and_fetches_go_out_at_the_pinned_version() {
+        let leaf = Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0)]));
+        let r = root(vec![leaf.clone()]);
+        ask(&r, request(0.0), None).await.unwrap();
+        r.pinned().set(3);
+        ask(&r, request(0.0), None).await.unwrap();
+        // A client naming a version keeps it.
+        let named = SearchRequest {
+            version: 2,
+            ..request(0.0)
+        };
+        ask(&r, named, None).await.unwrap();
+        let sent = leaf.versions.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            [
+                ("search", 0),
+                ("fetch", 0),
+                ("search", 3),
+                ("fetch", 3),
+                ("search", 2),
+                ("fetch", 2)
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
