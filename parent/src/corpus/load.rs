@@ -337,3 +337,72 @@ fn refused_op(op: &DocOp, reason: String) -> RefusedOp {
         reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarder() -> Forwarder {
+        let spec = "0@127.0.0.1:1,127.0.0.1:2".parse().unwrap();
+        let (events_tx, _) = mpsc::unbounded_channel();
+        Forwarder {
+            children: CorpusChildren::from_specs(&[spec]).unwrap(),
+            num_shards: 1,
+            events_tx,
+            outgoing: HashMap::new(),
+            pending: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_silent_past_the_timeout_is_missed_and_asked_no_more() {
+        let mut f = forwarder();
+        let mut batch = BatchAcks::new(5, Vec::new());
+        batch.expect(0, vec![0], &["127.0.0.1:1".into(), "127.0.0.1:2".into()]);
+        batch.record(
+            0,
+            0,
+            ReplicaAnswer::Acked(LoadAck {
+                seq: 0,
+                ok: true,
+                added: 1,
+                ..LoadAck::default()
+            }),
+        );
+        f.pending.insert(0, (batch, Instant::now() + ACK_TIMEOUT));
+        tokio::time::advance(ACK_TIMEOUT - Duration::from_millis(1)).await;
+        f.time_out();
+        assert!(f.take_done().is_empty(), "not late yet");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        f.time_out();
+        let acks = f.take_done();
+        assert_eq!(acks.len(), 1);
+        assert!(acks[0].ok, "its sibling committed it");
+        assert_eq!(acks[0].seq, 5);
+        assert_eq!(acks[0].replicas_missed, ["127.0.0.1:2"]);
+        // Later batches are not sent to it: they fail for it at once.
+        let answer = f
+            .send(0, 1, LoadBatch::default())
+            .await
+            .expect_err("dead replica");
+        assert!(
+            matches!(answer, ReplicaAnswer::Failed { reason: FailureReason::Timeout, ref message } if message.contains("120 s"))
+        );
+    }
+
+    #[test]
+    fn ids_must_be_present_and_short() {
+        let op = |id: &str| DocOp {
+            id: id.into(),
+            ..DocOp::default()
+        };
+        assert_eq!(refusal(&op("")).as_deref(), Some("empty id"));
+        assert_eq!(refusal(&op(&"x".repeat(MAX_ID_BYTES))), None);
+        assert!(
+            refusal(&op(&"x".repeat(MAX_ID_BYTES + 1)))
+                .unwrap()
+                .contains("1025 bytes")
+        );
+    }
+}
