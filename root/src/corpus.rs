@@ -80,11 +80,41 @@ impl RootCorpus {
             .map_err(|_| Status::aborted("another load or publish is running"))
     }
 
+    /// The leaves' versions once they agree on the current one. A leaf
+    /// that holds the pinned version but still serves an older one as
+    /// current (it was away when that version was activated) is activated
+    /// first; a leaf that lacks the version altogether is left to catch up
+    /// from a sibling, and the leaves then disagree.
+    async fn settled_versions(&self) -> Result<(u64, Vec<LeafVersions>), Status> {
+        let leaves = self.node.versions().await.leaves;
+        if let Ok(current) = agreed_current(&leaves) {
+            return Ok((current, leaves));
+        }
+        let pinned = self.pinned.get();
+        let lagging: Vec<&LeafVersions> = leaves
+            .iter()
+            .filter(|l| l.reachable && l.current != pinned)
+            .collect();
+        let can_activate = pinned > 0
+            && lagging
+                .iter()
+                .all(|l| l.current < pinned && l.installed.contains(&pinned));
+        if !can_activate {
+            return agreed_current(&leaves).map(|current| (current, leaves));
+        }
+        let names: Vec<&str> = lagging.iter().map(|l| l.replica.as_str()).collect();
+        tracing::info!(version = pinned, leaves = ?names, "activating the pinned version on leaves that missed it");
+        self.node
+            .activate(ActivateRequest { version: pinned })
+            .await?;
+        let leaves = self.node.versions().await.leaves;
+        agreed_current(&leaves).map(|current| (current, leaves))
+    }
+
     /// Publishes under the lock (see [`Corpus::publish`]).
     async fn publish_locked(&self, request: PublishRequest) -> Result<PublishResponse, Status> {
         let started = Instant::now();
-        let leaves = self.node.versions().await.leaves;
-        let current = agreed_current(&leaves)?;
+        let (current, leaves) = self.settled_versions().await?;
         let version = next_version(&leaves);
         let mut skip: BTreeSet<String> = leaves
             .iter()
@@ -222,7 +252,7 @@ impl Corpus for RootCorpus {
             )));
         };
         let guard = self.lock()?;
-        agreed_current(&self.node.versions().await.leaves)?;
+        self.settled_versions().await?;
         let (acks, work) = self.node.load(num_shards, request.into_inner());
         tokio::spawn(async move {
             work.await;
@@ -429,6 +459,36 @@ mod tests {
         drop(held);
         b.script(|s| s.current = 1);
         publish(&root).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_leaf_that_missed_an_activate_is_activated_before_the_next_publish() {
+        let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        a.script(|s| {
+            s.current = 2;
+            s.installed = vec![1, 2];
+        });
+        // b installed version 2 but was away when it was activated.
+        b.script(|s| s.installed = vec![1, 2]);
+        let (root, pinned) = root_over(&[&a, &b]);
+        pinned.set(2);
+        let published = publish(&root).await.unwrap();
+        assert_eq!(published.previous_version, 2);
+        assert_eq!(published.version, 3);
+        assert_eq!(b.state.lock().unwrap().activated, [2, 3]);
+
+        // A leaf that lacks the pinned version is not activated: it must
+        // copy it from a sibling first.
+        let (c, d) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        c.script(|s| {
+            s.current = 2;
+            s.installed = vec![1, 2];
+        });
+        let (root, pinned) = root_over(&[&c, &d]);
+        pinned.set(2);
+        let err = publish(&root).await.unwrap_err();
+        assert!(err.message().starts_with("leaves disagree"), "{err}");
+        assert!(d.state.lock().unwrap().activated.is_empty());
     }
 
     #[test]
