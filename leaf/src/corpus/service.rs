@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::corpus_server::Corpus;
@@ -39,6 +40,10 @@ pub const NUM_SHARDS_METADATA: &str = "x-searchtree-num-shards";
 
 /// Batches (and their acknowledgements) buffered per Load stream.
 const LOAD_IN_FLIGHT: usize = 4;
+
+/// The most batches staged under one commit (those already waiting when a
+/// commit starts).
+const MAX_GROUP_BATCHES: usize = 8;
 
 /// How long a catch-up waits to connect to its source.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -176,8 +181,9 @@ impl Corpus for LeafCorpus {
         let (tx, rx) = mpsc::channel(LOAD_IN_FLIGHT);
         let counters = Arc::clone(&self.counters);
         tokio::spawn(async move {
-            loop {
-                let batch = match inbound.message().await {
+            let mut ended = None;
+            while ended.is_none() {
+                let first = match inbound.message().await {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(status) => {
@@ -185,24 +191,51 @@ impl Corpus for LeafCorpus {
                         break;
                     }
                 };
-                let seq = batch.seq;
-                let guard = Arc::clone(&store).lock_owned().await;
-                let ack = match blocking(guard, move |s| s.load(&batch)).await {
-                    Ok((_, Ok(ack))) => {
-                        let refused = ack.refused.len() as u64;
-                        let applied =
-                            u64::from(ack.added + ack.replaced + ack.deleted + ack.delete_missing);
-                        counters.inc(LeafCounter::LoadBatches);
-                        counters.add(LeafCounter::LoadedOps, applied);
-                        counters.add(LeafCounter::LoadRefusedOps, refused);
-                        ack
+                // Group commit: the batches already waiting behind this one
+                // are staged with it under one commit.
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP_BATCHES {
+                    match inbound.message().now_or_never() {
+                        Some(Ok(Some(batch))) => group.push(batch),
+                        Some(Ok(None)) => ended = Some(Ok(())),
+                        Some(Err(status)) => ended = Some(Err(status)),
+                        None => break, // nothing more has arrived yet
                     }
-                    Ok((_, Err(e))) => failed_ack(seq, placement.shard, &e.to_string()),
-                    Err(status) => failed_ack(seq, placement.shard, status.message()),
-                };
-                if tx.send(Ok(ack)).await.is_err() {
-                    break;
+                    if ended.is_some() {
+                        break;
+                    }
                 }
+                let seqs: Vec<u64> = group.iter().map(|b| b.seq).collect();
+                let guard = Arc::clone(&store).lock_owned().await;
+                let acks = match blocking(guard, move |s| s.load_group(&group)).await {
+                    Ok((_, Ok(acks))) => {
+                        for ack in &acks {
+                            let applied = u64::from(
+                                ack.added + ack.replaced + ack.deleted + ack.delete_missing,
+                            );
+                            counters.inc(LeafCounter::LoadBatches);
+                            counters.add(LeafCounter::LoadedOps, applied);
+                            counters.add(LeafCounter::LoadRefusedOps, ack.refused.len() as u64);
+                        }
+                        acks
+                    }
+                    Ok((_, Err(e))) => seqs
+                        .iter()
+                        .map(|&seq| failed_ack(seq, placement.shard, &e.to_string()))
+                        .collect(),
+                    Err(status) => seqs
+                        .iter()
+                        .map(|&seq| failed_ack(seq, placement.shard, status.message()))
+                        .collect(),
+                };
+                for ack in acks {
+                    if tx.send(Ok(ack)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if let Some(Err(status)) = ended {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -135,10 +135,8 @@ impl Staging {
         &self.deleted
     }
 
-    /// Applies a batch in order and commits it durably before returning;
-    /// counts each operation against `published` (the current version's
-    /// searcher) and refuses the invalid ones. `base` is the current
-    /// version's number.
+    /// Applies a batch in order and commits it durably before returning
+    /// (see [`Staging::apply_group`]).
     pub fn apply(
         &mut self,
         ops: &[DocOp],
@@ -146,48 +144,69 @@ impl Staging {
         published: &Searcher,
         base: u64,
     ) -> Result<LoadAck, CorpusError> {
-        let mut ack = LoadAck {
-            ok: true,
-            ..Default::default()
-        };
+        let mut acks = self.apply_group(&[ops], placement, published, base)?;
+        Ok(acks.pop().expect("one ack per batch"))
+    }
+
+    /// Applies batches in order and commits them durably, together, before
+    /// returning one acknowledgement per batch: a group commit, so that
+    /// batches queued behind one another cost one tantivy commit (a
+    /// segment and an fsync) rather than one each. Counts each operation
+    /// against `published` (the current version's searcher) and refuses
+    /// the invalid ones. `base` is the current version's number.
+    pub fn apply_group(
+        &mut self,
+        batches: &[&[DocOp]],
+        placement: Placement,
+        published: &Searcher,
+        base: u64,
+    ) -> Result<Vec<LoadAck>, CorpusError> {
+        let mut acks = Vec::with_capacity(batches.len());
         let mut deleted = Vec::new();
         let mut applied = 0u64;
         let fields = self.fields;
-        for op in ops {
-            if let Some(reason) = refusal(&op.id, placement) {
-                ack.refused.push(RefusedOp {
-                    line: op.line,
-                    id: op.id.clone(),
-                    reason,
-                });
-                continue;
-            }
-            let term = Term::from_field_text(fields.id, &op.id);
-            let exists = published.doc_freq(&term)? > 0;
-            self.writer.delete_term(term);
-            if op.delete {
-                deleted.push(op.id.clone());
-                if exists {
-                    ack.deleted += 1;
-                } else {
-                    ack.delete_missing += 1;
+        for ops in batches {
+            let mut ack = LoadAck {
+                ok: true,
+                ..Default::default()
+            };
+            for op in *ops {
+                if let Some(reason) = refusal(&op.id, placement) {
+                    ack.refused.push(RefusedOp {
+                        line: op.line,
+                        id: op.id.clone(),
+                        reason,
+                    });
+                    continue;
                 }
-            } else {
-                self.writer.add_document(doc!(
-                    fields.id => op.id.as_str(),
-                    fields.title => op.title.as_str(),
-                    fields.body => op.body.as_str(),
-                ))?;
-                if exists {
-                    ack.replaced += 1;
+                let term = Term::from_field_text(fields.id, &op.id);
+                let exists = published.doc_freq(&term)? > 0;
+                self.writer.delete_term(term);
+                if op.delete {
+                    deleted.push(op.id.clone());
+                    if exists {
+                        ack.deleted += 1;
+                    } else {
+                        ack.delete_missing += 1;
+                    }
                 } else {
-                    ack.added += 1;
+                    self.writer.add_document(doc!(
+                        fields.id => op.id.as_str(),
+                        fields.title => op.title.as_str(),
+                        fields.body => op.body.as_str(),
+                    ))?;
+                    if exists {
+                        ack.replaced += 1;
+                    } else {
+                        ack.added += 1;
+                    }
                 }
+                applied += 1;
             }
-            applied += 1;
+            acks.push(ack);
         }
         if applied == 0 {
-            return Ok(ack);
+            return Ok(acks);
         }
         self.writer.commit()?;
         self.compact()?;
@@ -202,7 +221,7 @@ impl Staging {
         self.log.sync_data()?;
         self.ops += applied;
         self.deleted.extend(record.deleted);
-        Ok(ack)
+        Ok(acks)
     }
 
     /// Merges the staged segments into one once there are

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use searchtree_proto::pb::{LeafVersions, LoadAck, LoadBatch};
+use searchtree_proto::pb::{DocOp, LeafVersions, LoadAck, LoadBatch};
 use serde::{Deserialize, Serialize};
 
 use super::held::HeldVersions;
@@ -179,6 +179,13 @@ impl CorpusStore {
     /// Applies a loaded batch to the staging area, counted against the
     /// current version; answers once it is committed durably.
     pub fn load(&mut self, batch: &LoadBatch) -> Result<LoadAck, CorpusError> {
+        let mut acks = self.load_group(std::slice::from_ref(batch))?;
+        Ok(acks.pop().expect("one ack per batch"))
+    }
+
+    /// Stages `batches` in order with one durable commit for all of them
+    /// (see [`Staging::apply_group`]), one acknowledgement each.
+    pub fn load_group(&mut self, batches: &[LoadBatch]) -> Result<Vec<LoadAck>, CorpusError> {
         let current = self.held.current();
         let published = self
             .held
@@ -186,11 +193,14 @@ impl CorpusStore {
             .map_err(|e| CorpusError::Precondition(e.to_string()))?;
         let placement = self.placement();
         let searcher = published.shard().reader.searcher();
-        let mut ack = self
+        let ops: Vec<&[DocOp]> = batches.iter().map(|b| b.ops.as_slice()).collect();
+        let mut acks = self
             .staging
-            .apply(&batch.ops, placement, &searcher, current)?;
-        ack.seq = batch.seq;
-        Ok(ack)
+            .apply_group(&ops, placement, &searcher, current)?;
+        for (ack, batch) in acks.iter_mut().zip(batches) {
+            ack.seq = batch.seq;
+        }
+        Ok(acks)
     }
 
     /// The directory of held version `version`.

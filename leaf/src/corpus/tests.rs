@@ -729,3 +729,50 @@ fn a_candidate_left_by_a_crash_is_removed_and_install_needs_a_prepare() {
     let answer = pinned.search(&params("river", 0), Stop::default()).unwrap();
     assert_eq!(answer.version, 1);
 }
+
+#[test]
+fn batches_staged_under_one_commit_ack_each_and_publish_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(11, "d", 40);
+    let builds = build(&tmp.path().join("build"), &docs, 1, "one");
+    let data = tmp.path().join("data");
+    let mut stores = open_stores(&builds, &data);
+    // Within one group, a later batch's operation on an id wins.
+    let batches = [
+        vec![upsert("n1", "", "river stone"), upsert("d3", "t", "paris")],
+        vec![delete("n1"), delete("d4"), delete("missing")],
+        vec![upsert("n1", "again", "light harbor"), upsert("", "", "x")],
+    ];
+    for ops in &batches {
+        apply(&mut docs, ops);
+    }
+    let group: Vec<LoadBatch> = batches
+        .iter()
+        .enumerate()
+        .map(|(seq, ops)| LoadBatch {
+            seq: seq as u64 + 10,
+            ops: ops.clone(),
+        })
+        .collect();
+    let acks = stores[0].load_group(&group).unwrap();
+    let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, [10, 11, 12]);
+    let counts: Vec<[u32; 4]> = acks
+        .iter()
+        .map(|a| [a.added, a.replaced, a.deleted, a.delete_missing])
+        .collect();
+    assert_eq!(counts, [[1, 1, 0, 0], [0, 0, 1, 2], [1, 0, 0, 0]]);
+    assert_eq!(acks[2].refused.len(), 1, "the empty id is refused");
+    // One commit for the group, durable: a reopened store still has it.
+    drop(stores);
+    let mut stores = open_stores(&builds, &data);
+    assert_eq!(
+        stores[0].staging().ops(),
+        6,
+        "refused operations are not staged"
+    );
+    publish(&mut stores, 2, "");
+    activate(&mut stores, 2);
+    let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
+    assert_matches_build(&held(&stores), &fresh, 2, "after a group commit");
+}
