@@ -13,8 +13,14 @@ use tantivy::{Index, InvertedIndexReader};
 
 use super::store::CorpusStore;
 use super::{CorpusError, fsio};
+use crate::schema;
 use crate::shard::{SHARD_META_FILE, ShardMeta, write_scoring_files};
 use crate::stats::{CorpusTotals, DOC_FREQS_FILE, DocFreqs};
+
+/// The corpus-wide document frequency of every id term: ids are unique in
+/// a corpus (a build refuses duplicates, a load replaces by id), so the
+/// publish does not exchange one term per document to learn it.
+pub const UNIQUE_ID_FREQ: u32 = 1;
 
 /// The corpus-wide statistics of a candidate, gathered chunk by chunk:
 /// only the terms of this shard's segment are kept, by ordinal.
@@ -94,7 +100,13 @@ impl CorpusStore {
             }
             let inverted = segment.map(|s| s.inverted_index(field)).transpose()?;
             let num_terms = inverted.as_ref().map_or(0, |i| i.terms().num_terms());
-            let by_ordinal = vec![0u32; num_terms];
+            // Id terms are not exchanged: each is one document's.
+            let known = if entry.name() == schema::ID {
+                UNIQUE_ID_FREQ
+            } else {
+                0
+            };
+            let by_ordinal = vec![known; num_terms];
             fields.insert(
                 entry.name().to_string(),
                 FieldStats {

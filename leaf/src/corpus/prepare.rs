@@ -20,6 +20,7 @@ use tantivy::{BitSet, DocAddress, DocSet, Index, TERMINATED, TantivyDocument, Te
 use super::local::{LocalTotals, TokenCounter};
 use super::store::{Candidate, CorpusStore};
 use super::{CorpusError, fsio};
+use crate::schema;
 use crate::shard::{SHARD_META_FILE, read_meta};
 use crate::stats::DOC_FREQS_FILE;
 
@@ -217,7 +218,7 @@ impl CorpusStore {
 }
 
 /// Streams the terms of the version in `dir` with their (local) document
-/// frequencies, every indexed field, at most [`TERMS_PER_CHUNK`] terms per
+/// frequencies, every indexed field but the id (see [`super::install::UNIQUE_ID_FREQ`]), at most [`TERMS_PER_CHUNK`] terms per
 /// chunk, until `send` returns false (nobody listens).
 pub fn term_chunks(
     dir: &Path,
@@ -232,7 +233,9 @@ pub fn term_chunks(
     let mut chunk = PrepareChunk::default();
     let mut in_chunk = 0;
     for (field, entry) in schema.fields() {
-        if !entry.is_indexed() {
+        // Ids are unique in the corpus: an id term's frequency is 1
+        // everywhere, known without exchanging one term per document.
+        if !entry.is_indexed() || entry.name() == schema::ID {
             continue;
         }
         let inverted = segment.inverted_index(field)?;
