@@ -5,6 +5,7 @@ use std::sync::Arc;
 use clap::Parser;
 use searchtree_leaf::LeafService;
 use searchtree_leaf::config::LeafConfig;
+use searchtree_leaf::corpus::background;
 use searchtree_leaf::corpus::store::SearcherSettings;
 use searchtree_leaf::corpus::{CorpusStore, HeldVersions, LeafCorpus};
 use searchtree_leaf::fault::Faults;
@@ -21,16 +22,14 @@ async fn main() -> anyhow::Result<()> {
         name: name.clone(),
         min_pruned_docs: config.min_pruned_docs,
     };
-    // The store is opened off the async workers: it may open several
-    // versions and clean up after a crash.
+    // The store is opened off the async workers (it may open several
+    // versions and clean up after a crash), on a low-priority thread, so
+    // that the staging writer's threads start at its priority.
     let store = match config.data_dir.clone() {
         Some(data) => {
             let index = config.index.clone();
             let settings = settings.clone();
-            Some(
-                tokio::task::spawn_blocking(move || CorpusStore::open(&index, &data, settings))
-                    .await??,
-            )
+            Some(background::spawn(move || CorpusStore::open(&index, &data, settings)).await??)
         }
         None => None,
     };

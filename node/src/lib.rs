@@ -11,6 +11,7 @@
 //! `searchtree-proto`, which clients use without any of this.
 #![warn(missing_docs)]
 
+pub mod background;
 pub mod counters;
 pub mod query_args;
 pub mod serving;

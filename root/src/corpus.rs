@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use searchtree_node::background;
 use searchtree_parent::corpus::publish_steps::term_chunks;
 use searchtree_parent::corpus::service::{AnswerStream, leaf_only};
 use searchtree_parent::corpus::{CorpusNode, receiver_stream};
@@ -31,6 +32,7 @@ pub const PIN_RETRY: Duration = Duration::from_secs(1);
 const MAX_LEAVES_NAMED: usize = 16;
 
 /// Serves `searchtree.v1.Corpus` at the root.
+#[derive(Clone)]
 pub struct RootCorpus {
     node: Arc<CorpusNode>,
     pinned: Arc<PinnedVersion>,
@@ -142,15 +144,15 @@ impl RootCorpus {
             terms: Vec::new(),
             skip_replicas: skip.iter().cloned().collect(),
         }];
-        chunks.extend(
-            term_chunks(&prepared.terms)
-                .into_iter()
-                .map(|terms| InstallChunk {
-                    terms,
-                    ..InstallChunk::default()
-                }),
-        );
-        drop(prepared);
+        // Chunking every term is CPU work: off the async workers, which
+        // keep answering queries meanwhile.
+        let terms = tokio::task::spawn_blocking(move || term_chunks(&prepared.terms))
+            .await
+            .map_err(|e| Status::internal(format!("chunking terms failed: {e}")))?;
+        chunks.extend(terms.into_iter().map(|terms| InstallChunk {
+            terms,
+            ..InstallChunk::default()
+        }));
         self.node
             .install(futures::stream::iter(chunks.into_iter().map(Ok)))
             .await
@@ -254,7 +256,7 @@ impl Corpus for RootCorpus {
         let guard = self.lock()?;
         self.settled_versions().await?;
         let (acks, work) = self.node.load(num_shards, request.into_inner());
-        tokio::spawn(async move {
+        background::spawn(async move {
             work.await;
             drop(guard);
         });
@@ -265,10 +267,17 @@ impl Corpus for RootCorpus {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let _guard = self.lock()?;
-        Ok(Response::new(
-            self.publish_locked(request.into_inner()).await?,
-        ))
+        let guard = self.lock()?;
+        // Decoding and summing statistics run on the bulk-work runtime.
+        let root = self.clone();
+        let published = background::spawn(async move {
+            let published = root.publish_locked(request.into_inner()).await;
+            drop(guard);
+            published
+        })
+        .await
+        .map_err(|e| Status::internal(format!("publish failed unexpectedly: {e}")))??;
+        Ok(Response::new(published))
     }
 
     async fn prepare(

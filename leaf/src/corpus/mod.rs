@@ -17,6 +17,7 @@
 //! while searches pick their version from [`held::HeldVersions`] without
 //! waiting for it.
 
+pub mod background;
 pub mod copy;
 pub mod fsio;
 pub mod held;

@@ -1,6 +1,7 @@
 //! The leaf's `searchtree.v1.Corpus` service: each call is one store
-//! operation on the blocking pool, one at a time (a mutex around the
-//! store); searches read the held versions without taking it.
+//! operation on a low-priority thread of its own ([`background`]), one at
+//! a time (a mutex around the store); searches read the held versions
+//! without taking it.
 //!
 //! A leaf started without `--data-dir` serves its build read-only: it
 //! answers Versions and CopyVersion (a sibling may copy its build) and
@@ -24,6 +25,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::background;
 use super::copy::{VersionWriter, read_version};
 use super::held::HeldVersions;
 use super::local::LocalTotals;
@@ -101,7 +103,7 @@ impl LeafCorpus {
             .set(LeafCounter::VersionsHeld, self.held.numbers().len() as u64);
     }
 
-    /// Runs `op` on the store, alone, on the blocking pool.
+    /// Runs `op` on the store, alone, on a low-priority thread.
     async fn run<T: Send + 'static>(
         &self,
         op: impl FnOnce(&mut CorpusStore) -> Result<T, CorpusError> + Send + 'static,
@@ -142,13 +144,13 @@ impl LeafCorpus {
     }
 }
 
-/// Runs `op` on the store behind `guard` on the blocking pool; gives the
+/// Runs `op` on the store behind `guard` on a low-priority thread; gives the
 /// guard back for the next step.
 async fn blocking<T: Send + 'static>(
     mut guard: OwnedMutexGuard<CorpusStore>,
     op: impl FnOnce(&mut CorpusStore) -> Result<T, CorpusError> + Send + 'static,
 ) -> Result<(OwnedMutexGuard<CorpusStore>, Result<T, CorpusError>), Status> {
-    tokio::task::spawn_blocking(move || {
+    background::spawn(move || {
         let result = op(&mut guard);
         (guard, result)
     })
@@ -180,7 +182,8 @@ impl Corpus for LeafCorpus {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(LOAD_IN_FLIGHT);
         let counters = Arc::clone(&self.counters);
-        tokio::spawn(async move {
+        // Decoding batches is bulk work: on the low-priority runtime.
+        searchtree_node::background::spawn(async move {
             let mut ended = None;
             while ended.is_none() {
                 let first = match inbound.message().await {
@@ -273,7 +276,7 @@ impl Corpus for LeafCorpus {
         tx.send(Ok(first))
             .await
             .map_err(|_| Status::cancelled("the caller went away"))?;
-        tokio::task::spawn_blocking(move || {
+        background::detach(move || {
             if let Err(e) = term_chunks(&dir, |chunk| tx.blocking_send(Ok(chunk)).is_ok()) {
                 let _ = tx.blocking_send(Err(e.into()));
             }
@@ -296,7 +299,7 @@ impl Corpus for LeafCorpus {
         let (guard, begun) = blocking(guard, move |s| s.begin_install(&first)).await?;
         let mut stats = begun?;
         while let Some(chunk) = inbound.message().await? {
-            stats = tokio::task::spawn_blocking(move || stats.absorb(&chunk.terms).map(|()| stats))
+            stats = background::spawn(move || stats.absorb(&chunk.terms).map(|()| stats))
                 .await
                 .map_err(|e| Status::internal(format!("install failed unexpectedly: {e}")))??;
         }
@@ -355,7 +358,7 @@ impl Corpus for LeafCorpus {
             .dir
             .clone();
         let (tx, rx) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
+        background::detach(move || {
             if let Err(e) = read_version(&dir, |chunk| tx.blocking_send(Ok(chunk)).is_ok()) {
                 let _ = tx.blocking_send(Err(e.into()));
             }
@@ -401,8 +404,7 @@ impl Corpus for LeafCorpus {
                     bytes
                 }
                 Err(status) => {
-                    let _ =
-                        tokio::task::spawn_blocking(move || fsio::remove_dir_if_exists(&tmp)).await;
+                    let _ = background::spawn(move || fsio::remove_dir_if_exists(&tmp)).await;
                     return Err(status);
                 }
             }
@@ -453,11 +455,11 @@ async fn copy_from(source: &str, version: u64, dir: PathBuf) -> Result<u64, Stat
         .into_inner();
     let mut writer = VersionWriter::new(dir);
     while let Some(chunk) = stream.message().await? {
-        writer = tokio::task::spawn_blocking(move || writer.write(&chunk).map(|()| writer))
+        writer = background::spawn(move || writer.write(&chunk).map(|()| writer))
             .await
             .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))??;
     }
-    tokio::task::spawn_blocking(move || writer.finish())
+    background::spawn(move || writer.finish())
         .await
         .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))?
         .map_err(Status::from)

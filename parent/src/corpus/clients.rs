@@ -4,6 +4,7 @@
 //! Searches go to one replica of a child ([`crate::replica`]); corpus calls
 //! go to all of them, since every replica must hold every version.
 
+use searchtree_node::background;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use tonic::transport::Channel;
@@ -22,6 +23,9 @@ pub struct CorpusReplica {
 impl CorpusReplica {
     /// A client for the replica at `addr`; no connection is made yet.
     pub fn new(addr: &str) -> Result<Self, tonic::transport::Error> {
+        // The channel's tasks (connection, request encoding) run on the
+        // bulk-work runtime, away from the queries.
+        let _bulk = background::handle().enter();
         let channel = endpoint(addr)?.connect_lazy();
         Ok(CorpusReplica {
             addr: addr.to_string(),

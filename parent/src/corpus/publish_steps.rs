@@ -4,7 +4,7 @@
 //! to every replica that prepared), Activate, and Versions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -197,7 +197,7 @@ impl CorpusNode {
             from_build: request.from_build.clone(),
             skip_replicas: skip.iter().cloned().collect(),
         };
-        let sums = Mutex::new(TermSums::new());
+        let sums = Arc::new(Mutex::new(TermSums::new()));
         let claims = Mutex::new(vec![None; self.children.children().len()]);
         let calls = self
             .children
@@ -232,7 +232,16 @@ impl CorpusNode {
                                 claimed = claims[child] == Some(replica);
                             }
                             if claimed {
-                                add_terms(&mut sums.lock().expect("sums lock"), &chunk.terms)?;
+                                // Summing is CPU work: off the async workers,
+                                // which keep answering queries meanwhile.
+                                let (sums, terms) = (Arc::clone(sums), chunk.terms);
+                                tokio::task::spawn_blocking(move || {
+                                    add_terms(&mut sums.lock().expect("sums lock"), &terms)
+                                })
+                                .await
+                                .map_err(|e| {
+                                    Status::internal(format!("summing terms failed: {e}"))
+                                })??;
                             }
                         }
                         Ok::<_, Status>(summaries)
@@ -309,7 +318,7 @@ impl CorpusNode {
         prepared
             .summaries
             .sort_by(|a, b| (a.shard, &a.replica).cmp(&(b.shard, &b.replica)));
-        prepared.terms = sums.into_inner().expect("sums lock");
+        prepared.terms = std::mem::take(&mut *sums.lock().expect("sums lock"));
         self.add_missed(prepared.left_out.iter().cloned());
         *self.prepared.lock().expect("prepared lock") =
             Some((request.version, prepared.replicas.clone()));

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use searchtree_node::background;
 use searchtree_proto::pb::corpus_server::Corpus;
 use searchtree_proto::pb::{
     ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
@@ -83,7 +84,7 @@ impl Corpus for ParentCorpus {
     ) -> Result<Response<Self::LoadStream>, Status> {
         let num_shards = num_shards_of(request.metadata(), self.node.children())?;
         let (acks, work) = self.node.load(num_shards, request.into_inner());
-        tokio::spawn(work);
+        background::spawn(work);
         Ok(Response::new(Box::pin(receiver_stream(acks))))
     }
 
@@ -98,8 +99,19 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<PrepareRequest>,
     ) -> Result<Response<Self::PrepareStream>, Status> {
-        let prepared = self.node.prepare(request.get_ref()).await?;
-        let chunks = prepared.into_chunks().into_iter().map(Ok);
+        let node = Arc::clone(&self.node);
+        let request = request.into_inner();
+        let chunks = background::spawn(async move {
+            let prepared = node.prepare(&request).await?;
+            // Chunking every term is CPU work: off the async workers.
+            tokio::task::spawn_blocking(move || prepared.into_chunks())
+                .await
+                .map_err(|e| Status::internal(format!("chunking terms failed: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("prepare failed unexpectedly: {e}")))??
+        .into_iter()
+        .map(Ok);
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
@@ -107,9 +119,12 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<Streaming<InstallChunk>>,
     ) -> Result<Response<InstallResponse>, Status> {
-        Ok(Response::new(
-            self.node.install(request.into_inner()).await?,
-        ))
+        let node = Arc::clone(&self.node);
+        let incoming = request.into_inner();
+        let installed = background::spawn(async move { node.install(incoming).await })
+            .await
+            .map_err(|e| Status::internal(format!("install failed unexpectedly: {e}")))??;
+        Ok(Response::new(installed))
     }
 
     async fn activate(
