@@ -255,12 +255,27 @@ impl Corpus for RootCorpus {
         };
         let guard = self.lock()?;
         self.settled_versions().await?;
-        let (acks, work) = self.node.load(num_shards, request.into_inner());
+        let (mut acks, work) = self.node.load(num_shards, request.into_inner());
+        // The client's ack stream ends only once the slot is free again, so
+        // that a publish sent as soon as it ends is not refused as busy.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
         background::spawn(async move {
-            work.await;
+            let forward = async move {
+                while let Some(ack) = acks.recv().await {
+                    if tx.send(ack).await.is_err() {
+                        break; // the client went away
+                    }
+                }
+                // Closed, so that the load's own sends fail fast rather
+                // than wait for a reader that is gone.
+                drop(acks);
+                tx
+            };
+            let ((), tx) = tokio::join!(work, forward);
             drop(guard);
+            drop(tx);
         });
-        Ok(Response::new(Box::pin(receiver_stream(acks))))
+        Ok(Response::new(Box::pin(receiver_stream(rx))))
     }
 
     async fn publish(
