@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::counters::{CounterSnapshot, StatsService};
-use searchtree_proto::pb::node_stats_server::NodeStatsServer;
 use searchtree_proto::pb::corpus_server::{Corpus, CorpusServer};
+use searchtree_proto::pb::node_stats_server::NodeStatsServer;
 use searchtree_proto::pb::search_server::{Search, SearchServer};
 
 pub mod connections;

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use searchtree_parent::round_trip::RoundTrip;
 use searchtree_parent::{InnerCounter, InnerNode};
-use searchtree_proto::{FetchParams, SearchParams};
 use searchtree_proto::pb::{DocRef, SearchResponse};
+use searchtree_proto::{FetchParams, SearchParams};
 use tokio::time::Instant;
 
 /// The fetch reserve before any fetch has been measured.
