@@ -112,6 +112,21 @@ pub fn to_json(r: &SearchResponse) -> Value {
     })
 }
 
+/// A progress bar over `total` bytes of input, labelled with what is being
+/// done to them (`indexing`, `loading`), ticking while the work runs.
+pub fn byte_progress(doing: &str, total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {doing} [{{bar:30}}] {{bytes}}/{{total_bytes}} ({{eta}}) {{msg}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use searchtree_leaf::schema;
 use searchtree_leaf::shard::{ShardDocument, ShardWriter, write_scoring};
 
@@ -382,16 +382,7 @@ fn progress_bar(enabled: bool, len: u64) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} indexing [{bar:30}] {bytes}/{total_bytes} ({eta}) {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
+    crate::output::byte_progress("indexing", len)
 }
 
 #[cfg(test)]

@@ -43,15 +43,9 @@ pub struct BuildArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_REPLICAS))
     )]
     pub replicas: u32,
-    /// JSON key of the unique document id.
-    #[arg(long, default_value = "id")]
-    pub id_field: String,
-    /// JSON key of the title.
-    #[arg(long, default_value = "title")]
-    pub title_field: String,
-    /// JSON key of the body text.
-    #[arg(long, default_value = "body")]
-    pub body_field: String,
+    /// Which JSON keys hold the document's parts.
+    #[command(flatten)]
+    pub fields: FieldNameArgs,
     /// Skip invalid lines (counted and reported) instead of stopping.
     #[arg(long)]
     pub skip_invalid: bool,
@@ -71,11 +65,7 @@ impl BuildArgs {
             out: self.out.clone(),
             parents: self.parents,
             replicas: self.replicas,
-            fields: FieldNames {
-                id: self.id_field.clone(),
-                title: self.title_field.clone(),
-                body: self.body_field.clone(),
-            },
+            fields: self.fields.names(),
             skip_invalid: self.skip_invalid,
             progress: true,
         }
@@ -144,5 +134,30 @@ mod tests {
         let args = parse(&["--shards", "2", "--replicas", "16"]).unwrap();
         assert_eq!(args.replicas, MAX_REPLICAS);
         assert!(parse(&["--shards", "2", "--replicas", "17"]).is_err());
+    }
+}
+
+/// The JSON keys of a corpus line's parts, as `build` and `load` take them.
+#[derive(Debug, Clone, Args)]
+pub struct FieldNameArgs {
+    /// JSON key of the unique document id.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// JSON key of the title.
+    #[arg(long, default_value = "title")]
+    pub title_field: String,
+    /// JSON key of the body text.
+    #[arg(long, default_value = "body")]
+    pub body_field: String,
+}
+
+impl FieldNameArgs {
+    /// The keys, as the corpus reader takes them.
+    pub fn names(&self) -> FieldNames {
+        FieldNames {
+            id: self.id_field.clone(),
+            title: self.title_field.clone(),
+            body: self.body_field.clone(),
+        }
     }
 }

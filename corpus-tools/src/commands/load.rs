@@ -2,13 +2,14 @@
 //! tree, then publish them as its next version.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
-use crate::build::corpus::{CorpusReader, FieldNames};
+use crate::build::corpus::CorpusReader;
+use crate::commands::build::FieldNameArgs;
 use crate::commands::publish::{publish, render_published};
 use crate::live::batches::{Batcher, OpSource};
 use crate::live::client::{LoadStream, connect};
@@ -42,26 +43,15 @@ pub struct LoadArgs {
     /// Leave the operations staged: publish later with `searchtree publish`.
     #[arg(long)]
     pub no_publish: bool,
-    /// JSON key of the unique document id.
-    #[arg(long, default_value = "id")]
-    pub id_field: String,
-    /// JSON key of the title.
-    #[arg(long, default_value = "title")]
-    pub title_field: String,
-    /// JSON key of the body text.
-    #[arg(long, default_value = "body")]
-    pub body_field: String,
+    /// Which JSON keys hold the document's parts (as `build`'s).
+    #[command(flatten)]
+    pub fields: FieldNameArgs,
 }
 
 /// Runs the load and prints its summary on stdout (and the publish's).
 /// An error once anything was not loaded or published, or was refused.
 pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
-    let names = FieldNames {
-        id: args.id_field.clone(),
-        title: args.title_field.clone(),
-        body: args.body_field.clone(),
-    };
-    let reader = CorpusReader::open(&args.input, names)?;
+    let reader = CorpusReader::open(&args.input, args.fields.names())?;
     let total_bytes = crate::build::corpus::Source::total_bytes(&reader);
     let client = connect(&args.root).await?;
     let mut batcher = Batcher::new(reader, args.batch_size as usize, args.skip_invalid);
@@ -139,16 +129,7 @@ fn refusals(tally: &Tally, skip_invalid: bool) -> anyhow::Result<()> {
 }
 
 fn progress_bar(total_bytes: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total_bytes);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} loading [{bar:30}] {bytes}/{total_bytes} ({eta}) {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
+    crate::output::byte_progress("loading", total_bytes)
 }
 
 #[cfg(test)]
@@ -183,7 +164,7 @@ mod tests {
         let args = parse(&[]).unwrap();
         assert_eq!((args.batch_size, args.in_flight), (2000, 4));
         assert!(!args.skip_invalid && !args.no_publish);
-        assert_eq!(args.id_field, "id");
+        assert_eq!(args.fields.id_field, "id");
         assert!(parse(&["--batch-size", "0"]).is_err());
         assert!(parse(&["--in-flight", "0"]).is_err());
         assert!(parse(&["--in-flight", "65"]).is_err());
