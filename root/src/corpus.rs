@@ -28,6 +28,10 @@ use crate::pin::PinnedVersion;
 /// to learn the version to pin queries to.
 pub const PIN_RETRY: Duration = Duration::from_secs(1);
 
+/// How long a starting root waits for the leaves' versions before it
+/// serves (see [`RootCorpus::pin_at_start`]).
+pub const PIN_AT_START_WAIT: Duration = Duration::from_secs(5);
+
 /// The most leaves a refusal lists.
 const MAX_LEAVES_NAMED: usize = 16;
 
@@ -73,6 +77,20 @@ impl RootCorpus {
                 tokio::time::sleep(PIN_RETRY).await;
             }
         })
+    }
+
+    /// Learns the version to pin as [`RootCorpus::spawn_pin_at_start`]
+    /// does, waiting up to `wait` for it before the root serves: the first
+    /// queries are then pinned too (and cached under the version they will
+    /// keep being asked at). Past `wait` it goes on in the background.
+    pub async fn pin_at_start(&self, wait: Duration) {
+        let learning = self.spawn_pin_at_start();
+        if tokio::time::timeout(wait, learning).await.is_err() {
+            tracing::warn!(
+                ?wait,
+                "no leaf said its version yet: queries go unpinned until one does"
+            );
+        }
     }
 
     /// Takes the one corpus operation slot, or refuses with ABORTED.

@@ -18,7 +18,9 @@ async fn main() -> anyhow::Result<()> {
         .with_admission(config.admission()?)
         .with_one_phase(config.one_phase);
     let corpus = RootCorpus::new(config.inner.corpus_node()?, root.pinned());
-    corpus.spawn_pin_at_start();
+    corpus
+        .pin_at_start(searchtree_root::corpus::PIN_AT_START_WAIT)
+        .await;
     let service = RootService::new(root);
     serving::serve(
         listener,
