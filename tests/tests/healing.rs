@@ -37,9 +37,19 @@ struct Up {
 impl Up {
     /// Starts `up` on `topology` and reads its first line of stdout.
     fn start(topology: &Path) -> Up {
+        // Trees of these tests run at once from the same topology: each
+        // keeps its leaves' state in a directory of its own.
+        static TREES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = TREES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state = topology
+            .parent()
+            .expect("topology in a directory")
+            .join(format!("healing-state-{}-{n}", std::process::id()));
         let mut child = searchtree()
             .args(["up", "--topology"])
             .arg(topology)
+            .arg("--state-dir")
+            .arg(&state)
             // Our own supervision logs at info; the nodes' at warn. (The
             // target is `searchtree::`, as a bare `searchtree` would also
             // match the nodes' `searchtree_*` crates.)

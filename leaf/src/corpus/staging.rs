@@ -85,7 +85,16 @@ impl Staging {
             Index::create_in_dir(dir, schema::build().0)?
         };
         let fields = schema::fields_of(&index.schema())?;
-        let writer: IndexWriter = index.writer_with_num_threads(1, MIN_MEMORY_PER_THREAD)?;
+        let writer: IndexWriter = index
+            .writer_with_num_threads(1, MIN_MEMORY_PER_THREAD)
+            .map_err(|e| match e {
+                tantivy::TantivyError::LockFailure(..) => CorpusError::Precondition(format!(
+                    "{}: another leaf is using this data directory; give each leaf its own \
+                     --data-dir (under `searchtree up`, each tree its own --state-dir)",
+                    dir.display()
+                )),
+                other => other.into(),
+            })?;
         writer.set_merge_policy(Box::new(NoMergePolicy));
         let reader = index
             .reader_builder()

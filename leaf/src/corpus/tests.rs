@@ -776,3 +776,23 @@ fn batches_staged_under_one_commit_ack_each_and_publish_exactly() {
     let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
     assert_matches_build(&held(&stores), &fresh, 2, "after a group commit");
 }
+
+#[test]
+fn a_data_directory_in_use_by_another_leaf_is_refused_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(4, "d", 10), 1, "one");
+    let data = tmp.path().join("data");
+    let _first = open_stores(&builds, &data);
+    let Err(err) = CorpusStore::open(&builds[0], &data.join("leaf-0"), settings("second")) else {
+        panic!("two leaves must not share a data directory");
+    };
+    let status = tonic::Status::from(err);
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("another leaf is using this data directory"),
+        "{}",
+        status.message()
+    );
+}
