@@ -10,7 +10,7 @@
 # The load is the corpus COPIES times over with distinct ids, so that it
 # lasts long enough to query through.
 # Usage: [INPUT=FILE.jsonl[.gz]] [COPIES=3] [SEED_DOCS=1000] [REPLICAS=1]
-#        [RATE=100] scripts/load_bench.sh [OUT_DIR]
+#        [RATE=100] [LOAD_FLAGS='--in-flight 8'] scripts/load_bench.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --quiet
@@ -18,7 +18,7 @@ bin=target/release
 export SEARCHTREE_BIN_DIR="$PWD/$bin"
 out="${1:-bench-results/load-$(date -u +%Y%m%dT%H%M%SZ)}"; mkdir -p "$out"
 input="${INPUT:-corpus-tools/data/wiki-summaries.jsonl.gz}"
-copies="${COPIES:-3}"; seed_docs="${SEED_DOCS:-1000}"; replicas="${REPLICAS:-1}"; rate="${RATE:-100}"
+load_flags=(${LOAD_FLAGS:-}); copies="${COPIES:-3}"; seed_docs="${SEED_DOCS:-1000}"; replicas="${REPLICAS:-1}"; rate="${RATE:-100}"
 
 # The documents: COPIES copies of the corpus, ids suffixed per copy; the
 # first SEED_DOCS of them seed the tree.
@@ -63,7 +63,7 @@ read -r line < "$fifo"; rm -f "$fifo"
 root="${line#READY root=}"
 
 t0=$(now)
-"$bin/searchtree" load --root "$root" --input "$out/docs.jsonl" > "$out/load1.txt" 2>> "$out/load.log"
+"$bin/searchtree" load "${load_flags[@]}" --root "$root" --input "$out/docs.jsonl" > "$out/load1.txt" 2>> "$out/load.log"
 t1=$(now)
 load_rate=$(rate_of "$docs" "$t0" "$t1")
 
@@ -77,7 +77,7 @@ bench idle 15s
 reload_loop() {
   local n=0 start; start=$(now)
   while [ ! -e "$out/bench.done" ]; do
-    "$bin/searchtree" load --root "$root" --input "$out/docs.jsonl" >> "$out/reload.txt" 2>> "$out/load.log"
+    "$bin/searchtree" load "${load_flags[@]}" --root "$root" --input "$out/docs.jsonl" >> "$out/reload.txt" 2>> "$out/load.log"
     n=$((n + 1))
   done
   echo "$n $start $(now)" > "$out/reload.times"

@@ -34,7 +34,7 @@ pub struct LoadArgs {
     pub batch_size: u32,
     /// Batches sent and not yet acknowledged, at most: the next is read
     /// only when an ack frees a slot.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub in_flight: u32,
     /// Skip invalid lines, and accept operations the tree refuses, instead
     /// of stopping at the first invalid line (and failing on refusals).
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn defaults_and_bounds_of_the_flags() {
         let args = parse(&[]).unwrap();
-        assert_eq!((args.batch_size, args.in_flight), (2000, 4));
+        assert_eq!((args.batch_size, args.in_flight), (2000, 8));
         assert!(!args.skip_invalid && !args.no_publish);
         assert_eq!(args.fields.id_field, "id");
         assert!(parse(&["--batch-size", "0"]).is_err());
