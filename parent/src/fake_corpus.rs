@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::corpus::load::NUM_SHARDS_HEADER;
+use searchtree_proto::sharding::NUM_SHARDS_METADATA;
 
 type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -133,7 +133,7 @@ impl Corpus for FakeLeaf {
         self.refusal()?;
         let num_shards = request
             .metadata()
-            .get(NUM_SHARDS_HEADER)
+            .get(NUM_SHARDS_METADATA)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();

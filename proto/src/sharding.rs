@@ -33,6 +33,28 @@ pub fn shard_of(id: &str, num_shards: u32) -> u32 {
     jump_consistent_hash(fnv1a_64(id.as_bytes()), num_shards)
 }
 
+/// The gRPC metadata key carrying the corpus's shard count on `Corpus.Load`
+/// streams: operations carry no shard, so every hop (the root sets it)
+/// places them with the same count.
+pub const NUM_SHARDS_METADATA: &str = "x-searchtree-num-shards";
+
+/// Why a document id cannot be placed (loaded), if it cannot: it must be
+/// non-empty and at most [`crate::MAX_DOC_ID_BYTES`] long. The root, the
+/// parents and the leaves refuse such an operation with this reason.
+pub fn id_refusal(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("empty id".into())
+    } else if id.len() > crate::MAX_DOC_ID_BYTES {
+        Some(format!(
+            "id of {} bytes (at most {})",
+            id.len(),
+            crate::MAX_DOC_ID_BYTES
+        ))
+    } else {
+        None
+    }
+}
+
 /// How the manifest names this function, so a reader knows how ids were placed.
 pub const SHARDING_FUNCTION: &str = "jump_consistent_hash(fnv1a_64(id), num_shards)";
 

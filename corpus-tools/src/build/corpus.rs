@@ -62,7 +62,7 @@ impl From<Document> for searchtree_leaf::shard::ShardDocument {
 /// break uniqueness and lookups; 1 KiB is far beyond any real key or
 /// relative file path while keeping every hit small. Longer ids are invalid
 /// documents (refused, or skipped with `--skip-invalid`).
-pub const MAX_ID_BYTES: usize = 1024;
+pub const MAX_ID_BYTES: usize = searchtree_proto::MAX_DOC_ID_BYTES;
 
 /// Why an id of `len` bytes is refused, if it is.
 pub fn check_id_len(len: usize) -> Result<(), String> {

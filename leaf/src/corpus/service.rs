@@ -21,6 +21,7 @@ use searchtree_proto::pb::{
     PrepareChunk, PrepareRequest, PublishRequest, PublishResponse, ShardFailure, VersionsRequest,
     VersionsResponse,
 };
+use searchtree_proto::sharding::NUM_SHARDS_METADATA;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -36,9 +37,6 @@ use crate::node::{LeafCounter, LeafCounters};
 
 /// How a leaf without a data directory refuses to change.
 pub const READ_ONLY: &str = "started without --data-dir: this leaf serves its build read-only";
-
-/// The gRPC metadata key carrying the corpus's shard count on Load streams.
-pub const NUM_SHARDS_METADATA: &str = "x-searchtree-num-shards";
 
 /// Batches (and their acknowledgements) buffered per Load stream.
 const LOAD_IN_FLIGHT: usize = 4;

@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use searchtree_proto::pb::{DocOp, LoadAck, RefusedOp};
-use searchtree_proto::sharding::shard_of;
+use searchtree_proto::sharding::{id_refusal, shard_of};
 use serde::{Deserialize, Serialize};
 use tantivy::indexer::NoMergePolicy;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Segment, Term, doc};
@@ -31,9 +31,6 @@ use super::CorpusError;
 use super::fsio;
 use crate::schema::{self, Fields};
 use crate::shard::write::MIN_MEMORY_PER_THREAD;
-
-/// The longest document id accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 1024;
 
 const LOG_FILE: &str = "ops.log";
 
@@ -290,14 +287,8 @@ impl Staging {
 
 /// Why an operation's id is refused, if it is.
 fn refusal(id: &str, placement: Placement) -> Option<String> {
-    if id.is_empty() {
-        return Some("empty id".into());
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Some(format!(
-            "id of {} bytes, over the limit of {MAX_ID_BYTES}",
-            id.len()
-        ));
+    if let Some(reason) = id_refusal(id) {
+        return Some(reason);
     }
     let owner = shard_of(id, placement.num_shards);
     (owner != placement.shard).then(|| {

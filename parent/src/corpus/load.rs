@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use searchtree_proto::pb::{DocOp, FailureReason, LoadAck, LoadBatch, RefusedOp};
-use searchtree_proto::sharding::shard_of;
+use searchtree_proto::sharding::{NUM_SHARDS_METADATA, id_refusal, shard_of};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Status;
@@ -24,29 +24,13 @@ use super::receiver_stream;
 /// Batches of one incoming stream forwarded and not yet acknowledged.
 pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
-/// The gRPC metadata carrying the corpus's shard count on Load streams: ops
-/// carry no shard, and every hop places them with the same count.
-pub const NUM_SHARDS_HEADER: &str = "x-searchtree-num-shards";
-
-/// The longest document id, in bytes.
-pub const MAX_ID_BYTES: usize = 1024;
-
 /// How long a replica may take to acknowledge a batch before it counts as
 /// failed for it (and for the rest of the stream).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why `op` cannot be loaded, if it cannot.
 pub fn refusal(op: &DocOp) -> Option<String> {
-    if op.id.is_empty() {
-        Some("empty id".into())
-    } else if op.id.len() > MAX_ID_BYTES {
-        Some(format!(
-            "id of {} bytes (at most {MAX_ID_BYTES})",
-            op.id.len()
-        ))
-    } else {
-        None
-    }
+    id_refusal(&op.id)
 }
 
 /// What a replica's stream reports to the forwarder.
@@ -230,7 +214,7 @@ impl Forwarder {
         let mut request = tonic::Request::new(receiver_stream(rx));
         request
             .metadata_mut()
-            .insert(NUM_SHARDS_HEADER, MetadataValue::from(self.num_shards));
+            .insert(NUM_SHARDS_METADATA, MetadataValue::from(self.num_shards));
         let events = self.events_tx.clone();
         let addr = target.addr.clone();
         tokio::spawn(async move {
@@ -341,6 +325,7 @@ fn refused_op(op: &DocOp, reason: String) -> RefusedOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use searchtree_proto::MAX_DOC_ID_BYTES;
 
     fn forwarder() -> Forwarder {
         let spec = "0@127.0.0.1:1,127.0.0.1:2".parse().unwrap();
@@ -398,9 +383,9 @@ mod tests {
             ..DocOp::default()
         };
         assert_eq!(refusal(&op("")).as_deref(), Some("empty id"));
-        assert_eq!(refusal(&op(&"x".repeat(MAX_ID_BYTES))), None);
+        assert_eq!(refusal(&op(&"x".repeat(MAX_DOC_ID_BYTES))), None);
         assert!(
-            refusal(&op(&"x".repeat(MAX_ID_BYTES + 1)))
+            refusal(&op(&"x".repeat(MAX_DOC_ID_BYTES + 1)))
                 .unwrap()
                 .contains("1025 bytes")
         );

@@ -19,7 +19,7 @@ pub mod service;
 mod tests;
 
 pub use clients::{CorpusChildren, CorpusReplica};
-pub use load::{NUM_SHARDS_HEADER, forward_load};
+pub use load::forward_load;
 pub use publish_steps::Prepared;
 pub use service::ParentCorpus;
 

@@ -17,8 +17,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::clients::CorpusChildren;
-use super::load::NUM_SHARDS_HEADER;
 use super::{CorpusNode, receiver_stream};
+use searchtree_proto::sharding::NUM_SHARDS_METADATA;
 
 /// A stream of answers, as the `Corpus` service returns them.
 pub type AnswerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -37,13 +37,13 @@ impl ParentCorpus {
 }
 
 /// The corpus's shard count a Load stream is placed with: the
-/// [`NUM_SHARDS_HEADER`] metadata, or, without it, the shard count of a node
+/// [`NUM_SHARDS_METADATA`] metadata, or, without it, the shard count of a node
 /// whose shards are the whole tree's (`0..n`).
 pub fn num_shards_of(metadata: &MetadataMap, children: &CorpusChildren) -> Result<u32, Status> {
-    let Some(value) = metadata.get(NUM_SHARDS_HEADER) else {
+    let Some(value) = metadata.get(NUM_SHARDS_METADATA) else {
         return children.whole_tree_shards().ok_or_else(|| {
             Status::invalid_argument(format!(
-                "Load needs the {NUM_SHARDS_HEADER} metadata: this node holds part of the tree's shards (the root sets it)"
+                "Load needs the {NUM_SHARDS_METADATA} metadata: this node holds part of the tree's shards (the root sets it)"
             ))
         });
     };
@@ -54,14 +54,14 @@ pub fn num_shards_of(metadata: &MetadataMap, children: &CorpusChildren) -> Resul
         .filter(|n| *n > 0)
         .ok_or_else(|| {
             Status::invalid_argument(format!(
-                "{NUM_SHARDS_HEADER} {value:?} is not a shard count"
+                "{NUM_SHARDS_METADATA} {value:?} is not a shard count"
             ))
         })?;
     if let Some(max) = children.shards().last()
         && *max >= n
     {
         return Err(Status::invalid_argument(format!(
-            "{NUM_SHARDS_HEADER} {n} is too small: shard {max} is below this node"
+            "{NUM_SHARDS_METADATA} {n} is too small: shard {max} is below this node"
         )));
     }
     Ok(n)
