@@ -40,19 +40,12 @@ pub fn spawn<T: Send + 'static>(
     op: impl FnOnce() -> T + Send + 'static,
 ) -> impl Future<Output = Result<T, Panicked>> {
     let (tx, rx) = oneshot::channel();
-    let started = std::thread::Builder::new()
-        .name("corpus".into())
-        .spawn(move || {
-            lower_priority();
-            let _ = tx.send(op());
-        });
-    async move {
-        started.map_err(|e| {
-            tracing::error!(%e, "cannot start a corpus thread");
-            Panicked
-        })?;
-        rx.await.map_err(|_| Panicked)
-    }
+    detach(move || {
+        let _ = tx.send(op());
+    });
+    // A thread that never started dropped `tx` with `op`: that too is
+    // an answer that never comes.
+    async move { rx.await.map_err(|_| Panicked) }
 }
 
 /// Runs `op` on a new low-priority thread and lets it be: for work that
