@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use searchtree_node::ops::OpsArgs;
 use searchtree_node::query_args::QueryLimitArgs;
 use searchtree_node::serving::ConnectionArgs;
 use searchtree_proto::BudgetPolicy;
@@ -30,6 +31,9 @@ pub struct LeafConfig {
     /// How many connections it holds, and when it closes an idle one.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Metrics, TLS, admin calls, tracing and drain.
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// Searches run at once; further requests queue until their deadline.
     /// Defaults to the number of CPUs.
     #[arg(long)]

@@ -5,7 +5,9 @@
 //!   standard health service and reflection, connection limits, HTTP/2
 //!   settings and clean shutdown;
 //! - [`counters`]: typed counters per role, served over `NodeStats`;
-//! - [`query_args`]: the query-limit flags every node takes.
+//! - [`query_args`]: the query-limit flags every node takes;
+//! - [`ops`]: the operations flags (HTTP port for metrics, TLS, admin
+//!   calls, tracing, drain) and the HTTP server.
 //!
 //! The API itself (generated code, validated requests) stays in
 //! `searchtree-proto`, which clients use without any of this.
@@ -13,6 +15,7 @@
 
 pub mod background;
 pub mod counters;
+pub mod ops;
 pub mod query_args;
 pub mod serving;
 

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::counters::{CounterSnapshot, StatsService};
+use crate::ops::OpsArgs;
 use searchtree_proto::pb::corpus_server::{Corpus, CorpusServer};
 use searchtree_proto::pb::node_stats_server::NodeStatsServer;
 use searchtree_proto::pb::search_server::{Search, SearchServer};
@@ -129,23 +130,80 @@ pub fn corpus_service<C: Corpus>(corpus: C) -> CorpusServer<C> {
         .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
 }
 
+/// How a node is served, beyond its services: connection limits, the
+/// operations flags, and what its role adds to the HTTP port.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// Connections held at once and idle timeout.
+    pub limits: ConnectionLimits,
+    /// The operations flags the node was started with.
+    pub ops: OpsArgs,
+    /// Routes the role adds to its HTTP port (the root's status page),
+    /// merged with the ones every node serves.
+    pub http_routes: axum::Router,
+}
+
+impl ServeOptions {
+    /// Options with `limits` and `ops`, and no role-specific HTTP routes.
+    pub fn new(limits: ConnectionLimits, ops: OpsArgs) -> Self {
+        ServeOptions {
+            limits,
+            ops,
+            http_routes: axum::Router::new(),
+        }
+    }
+
+    /// Adds routes to the node's HTTP port.
+    pub fn with_http_routes(mut self, routes: axum::Router) -> Self {
+        self.http_routes = self.http_routes.merge(routes);
+        self
+    }
+}
+
 /// Serves `search` and `corpus` on `listener` beside the node's counters,
-/// the standard health service and server reflection, within `limits`,
-/// until `shutdown` resolves; in-flight requests finish.
+/// the standard health service and server reflection, as `options` say
+/// (and HTTP on `--metrics-listen` when given), until `shutdown` resolves;
+/// in-flight requests finish.
 pub async fn serve<S: Search, C: Corpus>(
     listener: TcpListener,
     search: S,
     corpus: C,
     counters: std::sync::Arc<dyn CounterSnapshot>,
-    limits: ConnectionLimits,
-    shutdown: impl Future<Output = ()> + Send,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let limits = options.limits;
     let local = listener.local_addr()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SearchServer<S>>().await;
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    // One shutdown for both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let http = match &options.ops.metrics_listen {
+        Some(addr) => {
+            let http_listener = crate::ops::http::bind(addr).await?;
+            Some(tokio::spawn(crate::ops::http::serve(
+                http_listener,
+                options.http_routes,
+                stopped(),
+            )))
+        }
+        None => None,
+    };
 
     log_limits(&limits);
     // Our own accept loop rather than tonic's TcpIncoming: it caps the
@@ -170,8 +228,11 @@ pub async fn serve<S: Search, C: Corpus>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming.into_stream(), shutdown)
+        .serve_with_incoming_shutdown(incoming.into_stream(), stopped())
         .await?;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser};
+use searchtree_node::ops::OpsArgs;
 use searchtree_node::query_args::QueryLimitArgs;
 use searchtree_node::serving::ConnectionArgs;
 use searchtree_proto::BudgetPolicy;
@@ -28,6 +29,9 @@ pub struct ParentConfig {
     /// How many connections it holds, and when it closes an idle one.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Metrics, TLS, admin calls, tracing and drain.
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// The children and the timing.
     #[command(flatten)]
     pub inner: InnerArgs,

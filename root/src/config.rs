@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use searchtree_node::ops::OpsArgs;
 use searchtree_node::serving::ConnectionArgs;
 use searchtree_parent::config::InnerArgs;
 
@@ -20,6 +21,9 @@ pub struct RootConfig {
     /// How many connections it holds, and when it closes an idle one.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Metrics, TLS, admin calls, tracing and drain.
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// The children and the timing.
     #[command(flatten)]
     pub inner: InnerArgs,

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         service,
         corpus,
         counters,
-        config.connections.limits(),
+        serving::ServeOptions::new(config.connections.limits(), config.ops.clone()),
         serving::shutdown_signal(),
     )
     .await?;
