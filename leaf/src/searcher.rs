@@ -190,6 +190,7 @@ impl ShardSearcher {
             }
         };
         Ok(SearchResponse {
+            profile: Default::default(),
             hits,
             total_hits: top.total,
             coverage: Some(coverage),

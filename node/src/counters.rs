@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use searchtree_proto::pb::node_stats_server::NodeStats;
-use searchtree_proto::pb::{GetStatsRequest, GetStatsResponse};
+use searchtree_proto::pb::{
+    GetStatsRequest, GetStatsResponse, GetStatusRequest, GetStatusResponse,
+};
 use tonic::{Request, Response, Status};
 
 /// A closed set of counter names: an enum made with [`counter_set!`].
@@ -154,6 +156,13 @@ impl NodeStats for StatsService {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        Err(Status::unimplemented("GetStatus is not served yet"))
     }
 }
 

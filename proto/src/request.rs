@@ -61,6 +61,9 @@ pub struct SearchParams {
     /// The snapshot version to answer at, 0 for each node's current (see
     /// `SearchRequest.version`).
     pub version: u64,
+    /// Whether every node adds its timings to the response
+    /// (`SearchRequest.profile`).
+    pub profile: bool,
 }
 
 /// Validation with the default [`QueryLimits`].
@@ -99,6 +102,7 @@ impl SearchParams {
             exact_total_hits: req.exact_total_hits,
             ids_only: req.ids_only,
             version: req.version,
+            profile: req.profile,
         })
     }
 
@@ -118,6 +122,7 @@ impl SearchParams {
             exact_total_hits: self.exact_total_hits,
             ids_only: self.ids_only,
             version: self.version,
+            profile: self.profile,
         }
     }
 }

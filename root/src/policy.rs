@@ -99,6 +99,7 @@ mod tests {
 
     fn params(min_coverage: f64) -> SearchParams {
         SearchParams {
+            profile: Default::default(),
             query: "q".into(),
             top_k: 10,
             budget: None,
