@@ -147,7 +147,7 @@ enum Shared {
     /// snapshot's key (or to a straggler); else partial, cut short by a
     /// deadline `budget` after the search started.
     Answer {
-        response: SearchResponse,
+        response: Box<SearchResponse>,
         complete: bool,
         budget: Duration,
     },
@@ -365,7 +365,7 @@ impl ResultCache {
                 Shared::Failed(err) => Err(err.clone()),
                 Shared::Answer {
                     response, complete, ..
-                } if led || *complete => Ok(response.clone()),
+                } if led || *complete => Ok(SearchResponse::clone(response)),
                 Shared::Answer {
                     response, budget, ..
                 } => {
@@ -373,7 +373,7 @@ impl ResultCache {
                         self.counters.inc(InnerCounter::CacheMisses);
                         return self.search_alone(key, answer_at, search).await;
                     }
-                    Ok(response.clone())
+                    Ok(SearchResponse::clone(response))
                 }
             },
         };
@@ -427,7 +427,7 @@ impl ResultCache {
                 self.housekeep().await;
                 Ok(response)
             }
-            Err(Shared::Answer { response, .. }) => Ok(response),
+            Err(Shared::Answer { response, .. }) => Ok(*response),
             Err(Shared::Failed(err)) => Err(err),
         }
     }
@@ -445,7 +445,7 @@ impl ResultCache {
         let response = result.map_err(Shared::Failed)?;
         if !self.is_complete(&response) {
             return Err(Shared::Answer {
-                response,
+                response: Box::new(response),
                 complete: false,
                 budget,
             });
@@ -471,7 +471,7 @@ impl ResultCache {
             self.store.insert(key.with_snapshot(snapshot), cached).await;
         }
         Err(Shared::Answer {
-            response,
+            response: Box::new(response),
             complete: true,
             budget,
         })
