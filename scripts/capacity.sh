@@ -26,6 +26,10 @@
 #                --bin-dir /work/prof-target/release --label before --bin-dir target/release --label after
 #                (default: target/release, label "now", after `cargo build --release --workspace`;
 #                a set in this workspace's target/release is rebuilt first)
+#   --up-flags / --bench-flags  extra flags for the last --bin-dir's `up` and
+#                `bench` (one string, split on spaces), e.g. the same binaries
+#                twice, the second with --up-flags "--tls-dir DIR" --bench-flags
+#                "--tls-ca DIR/ca.pem" to measure what TLS costs
 #   --input      corpus (default: the bundled Wikipedia summaries); --input-dir: a directory of text files
 #   --queries    the queries to send, one per line (default: the bundled ones)
 set -euo pipefail
@@ -38,6 +42,8 @@ input_flag="--input"
 queries=()
 bin_dirs=()
 labels=()
+up_flags=()
+bench_flags=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -45,7 +51,9 @@ while [ $# -gt 0 ]; do
     --input) input="$2"; input_flag="--input"; shift ;;
     --input-dir) input="$2"; input_flag="--input-dir"; shift ;;
     --queries) queries=(--queries "$(realpath "$2")"); shift ;;
-    --bin-dir) bin_dirs+=("$(realpath "$2")"); shift ;;
+    --bin-dir) bin_dirs+=("$(realpath "$2")"); up_flags+=(""); bench_flags+=(""); shift ;;
+    --up-flags) up_flags[${#bin_dirs[@]}-1]="$2"; shift ;;
+    --bench-flags) bench_flags[${#bin_dirs[@]}-1]="$2"; shift ;;
     --label) labels+=("$2"); shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -53,6 +61,7 @@ while [ $# -gt 0 ]; do
 done
 if [ ${#bin_dirs[@]} = 0 ]; then
   bin_dirs=("$PWD/target/release")
+  up_flags=(""); bench_flags=("")
   [ ${#labels[@]} = 0 ] && labels=(now)
 fi
 if [ ${#labels[@]} != ${#bin_dirs[@]} ]; then
@@ -88,12 +97,14 @@ trap cleanup EXIT
 # Starts set $1's tree; sets root_of[$1], up_pid_of[$1]. Tries the topology
 # with the result cache off first; binaries with no cache refuse that key,
 # and then get the plain topology.
-declare -A root_of up_pid_of bin_of
+declare -A root_of up_pid_of bin_of up_flags_of bench_flags_of
 start_tree() {
   local label="$1" bin="$2" dir="$out/$1" topology line fifo
+  local -a extra
+  read -r -a extra <<< "${up_flags_of[$label]}"
   for topology in "$dir/tree-index/nocache.toml" "$dir/tree-index/topology.toml"; do
     fifo=$(mktemp -u); mkfifo "$fifo"
-    SEARCHTREE_BIN_DIR="$bin" "$bin/searchtree" up --topology "$topology" > "$fifo" 2> "$dir/tree.log" &
+    SEARCHTREE_BIN_DIR="$bin" "$bin/searchtree" up --topology "$topology" "${extra[@]}" > "$fifo" 2> "$dir/tree.log" &
     up_pid_of[$label]=$!
     line=""; read -r line < "$fifo" || true; rm -f "$fifo"
     if [[ "$line" == "READY root="* ]]; then
@@ -110,8 +121,9 @@ start_tree() {
 
 for i in "${!bin_dirs[@]}"; do
   label="${labels[$i]}"; bin="${bin_dirs[$i]}"; dir="$out/$label"; bin_of[$label]="$bin"
+  up_flags_of[$label]="${up_flags[$i]}"; bench_flags_of[$label]="${bench_flags[$i]}"
   mkdir -p "$dir"
-  echo "$label: $bin" > "$dir/bin-dir.txt"
+  echo "$label: $bin ${up_flags[$i]:+up: ${up_flags[$i]}} ${bench_flags[$i]:+bench: ${bench_flags[$i]}}" > "$dir/bin-dir.txt"
   "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --out "$dir/tree-index" 2> "$dir/build-tree.log"
   "$bin/searchtree" build "$input_flag" "$input" --shards 1 --out "$dir/one-index" 2> "$dir/build-one.log"
   awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' \
@@ -128,8 +140,11 @@ done
 bench() {
   local label="$1" name="$2"; shift 2
   local bin="${bin_of[$label]}" dir="$out/$label" start bench_pid watcher=""
+  local -a extra=()
+  # The set's bench flags go to runs against its tree only.
+  [ "$1" = --root ] && read -r -a extra <<< "${bench_flags_of[$label]}"
   start=$(date +%s.%N)
-  "$bin/searchtree" bench --warmup "${warmup}s" --duration "${duration}s" --budget-ms "$budget" \
+  "$bin/searchtree" bench "${extra[@]}" --warmup "${warmup}s" --duration "${duration}s" --budget-ms "$budget" \
     "${queries[@]}" "$@" --json "$dir/$name.json" > "$dir/$name.txt" 2>> "$dir/bench.log" &
   bench_pid=$!
   if [ "${WATCH:-0}" = 1 ]; then
