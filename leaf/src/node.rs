@@ -14,6 +14,7 @@
 //! [`LeafError::Overloaded`], so a parent can try another replica while there
 //! is still time.
 
+use searchtree_node::ops::metrics::metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -454,6 +455,7 @@ impl<S: ShardSearch> LeafNode<S> {
                 if waited > SLOW_QUEUE_WAIT {
                     self.counters.inc(LeafCounter::QueueWaitsOver10Ms);
                 }
+                metrics().leaf_queue_wait.observe(waited.as_secs_f64());
                 let Ok(Ok(permit)) = permit else {
                     self.counters.inc(LeafCounter::QueueDeadlineExceeded);
                     guard.armed = false;
@@ -493,6 +495,9 @@ impl<S: ShardSearch> LeafNode<S> {
                 counters.inc(LeafCounter::SearchesCancelled);
             } else {
                 service.record(started.elapsed());
+                metrics()
+                    .leaf_search
+                    .observe(started.elapsed().as_secs_f64());
                 if result.as_ref().is_ok_and(|r| r.partial) {
                     counters.inc(LeafCounter::SearchesSoftTimeout);
                 } else {

@@ -21,6 +21,8 @@ pub trait CounterSet: Copy + Send + Sync + 'static {
     fn index(self) -> usize;
     /// The counter's name as reported (snake_case).
     fn name(self) -> &'static str;
+    /// What the counter counts: its doc comment, for the metrics page.
+    fn help(self) -> &'static str;
 }
 
 /// Declares an enum of counters with their reported names, implementing
@@ -45,13 +47,13 @@ macro_rules! counter_set {
     (
         $(#[$meta:meta])*
         $vis:vis enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+            $( $(#[doc = $vdoc:literal])* $variant:ident = $text:literal ),+ $(,)?
         }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         $vis enum $name {
-            $( $(#[$vmeta])* $variant ),+
+            $( $(#[doc = $vdoc])* $variant ),+
         }
 
         impl $crate::counters::CounterSet for $name {
@@ -64,6 +66,12 @@ macro_rules! counter_set {
             fn name(self) -> &'static str {
                 match self {
                     $( $name::$variant => $text ),+
+                }
+            }
+
+            fn help(self) -> &'static str {
+                match self {
+                    $( $name::$variant => concat!($($vdoc, " ",)* "") ),+
                 }
             }
         }
@@ -122,6 +130,8 @@ pub trait CounterSnapshot: Send + Sync {
     fn role(&self) -> &'static str;
     /// The reported counters' names and values.
     fn snapshot(&self) -> Vec<(&'static str, u64)>;
+    /// The reported counters' names, what they count, and values.
+    fn described(&self) -> Vec<(&'static str, &'static str, u64)>;
 }
 
 impl<C: CounterSet> CounterSnapshot for Counters<C> {
@@ -133,6 +143,13 @@ impl<C: CounterSet> CounterSnapshot for Counters<C> {
         self.reported
             .iter()
             .map(|&c| (c.name(), self.get(c)))
+            .collect()
+    }
+
+    fn described(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.reported
+            .iter()
+            .map(|&c| (c.name(), c.help(), self.get(c)))
             .collect()
     }
 }

@@ -7,6 +7,8 @@
 //! to look for what a node can be told about its operation.
 
 pub mod http;
+pub mod metrics;
+pub mod timing;
 
 use clap::Args;
 

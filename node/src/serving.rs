@@ -196,9 +196,11 @@ pub async fn serve<S: Search, C: Corpus>(
     let http = match &options.ops.metrics_listen {
         Some(addr) => {
             let http_listener = crate::ops::http::bind(addr).await?;
+            let routes = crate::ops::metrics::routes(std::sync::Arc::clone(&counters))
+                .merge(options.http_routes);
             Some(tokio::spawn(crate::ops::http::serve(
                 http_listener,
-                options.http_routes,
+                routes,
                 stopped(),
             )))
         }
@@ -222,6 +224,8 @@ pub async fn serve<S: Search, C: Corpus>(
             stamp_arrival
                 as fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
         ))
+        // Every call's latency by method and status, for the metrics page.
+        .layer(tower::layer::layer_fn(crate::ops::timing::Timed::new))
         .add_service(SearchServer::new(search))
         .add_service(corpus_service(corpus))
         .add_service(NodeStatsServer::new(StatsService(counters)))

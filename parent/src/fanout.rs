@@ -26,6 +26,7 @@ use crate::counters::{InnerCounter, InnerCounters};
 use crate::error::NodeError;
 use crate::merge::merge;
 use crate::round_trip::RoundTrip;
+use searchtree_node::ops::metrics::metrics;
 
 /// A child plus what the parent has learned about it.
 struct Slot {
@@ -35,10 +36,13 @@ struct Slot {
     /// The hop's cost: round trip minus the time the child says it spent,
     /// i.e. network, queueing and serialisation, both ways.
     hop: RoundTrip,
+    /// The child's shards as a metric label (`0-1`).
+    label: Arc<str>,
 }
 
 impl Slot {
     fn observe(&self, round_trip: Duration, response: &SearchResponse) {
+        metrics().observe_child(&self.label, "ok", round_trip);
         self.hop
             .observe((round_trip.as_micros() as u64).saturating_sub(response.took_us));
         if let Some(c) = &response.coverage {
@@ -118,6 +122,7 @@ impl FanOut {
         let slots = children
             .into_iter()
             .map(|child| Slot {
+                label: shard_label(child.shards()).into(),
                 child,
                 docs_total: AtomicU64::new(0),
                 hop: RoundTrip::default(),
@@ -450,6 +455,28 @@ impl FanOut {
     }
 }
 
+/// A child's shards as a label: runs of consecutive shards as `a-b`,
+/// joined by `,` (`0-1`, `0,2`).
+fn shard_label(shards: &[u32]) -> String {
+    let mut sorted = shards.to_vec();
+    sorted.sort_unstable();
+    let mut runs: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        runs.push(if i == j {
+            sorted[i].to_string()
+        } else {
+            format!("{}-{}", sorted[i], sorted[j])
+        });
+        i = j + 1;
+    }
+    runs.join(",")
+}
+
 /// A call to a child in flight: which child, which ask, and its outcome.
 type Call<'a> = BoxFuture<'a, (usize, Round, Result<SearchResponse, ChildError>)>;
 
@@ -528,6 +555,12 @@ const MAX_FAILURE_MESSAGE_BYTES: usize = 256;
 /// The answer that stands in for a child that failed: no hits, and each of
 /// its shards counted as failed (or timed out) with the reason.
 fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
+    let outcome = if matches!(err, ChildError::Timeout(_)) {
+        "timed_out"
+    } else {
+        "failed"
+    };
+    metrics().observe_child(&slot.label, outcome, Duration::ZERO);
     let child = &slot.child;
     let reason = match err {
         ChildError::Timeout(_) => FailureReason::Timeout,

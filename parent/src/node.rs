@@ -23,6 +23,7 @@ use crate::counters::{InnerCounter, InnerCounters, count_queue_wait};
 use crate::error::NodeError;
 use crate::fanout::{FanOut, FanOutOptions};
 use crate::fetch::Fetcher;
+use searchtree_node::ops::metrics::metrics;
 
 /// How an inner node treats time.
 #[derive(Debug, Clone, Copy)]
@@ -221,6 +222,10 @@ impl InnerNode {
         if response.partial {
             self.counters.inc(InnerCounter::PartialAnswers);
         }
+        let coverage = response.coverage.as_ref().map_or(0.0, |c| {
+            f64::from(c.shards_ok) / f64::from(c.shards_total.max(1))
+        });
+        metrics().observe_answer(response.partial, coverage);
         response.took_us = arrived.elapsed().as_micros() as u64;
         tracing::debug!(
             query = %params.query,

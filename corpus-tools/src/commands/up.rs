@@ -38,6 +38,16 @@ pub struct UpArgs {
     /// same directory refuses to discard it.)
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Once the tree is ready, write a JSON list of its nodes here (name,
+    /// role, pid, gRPC and HTTP addresses, and `up`'s own pid), kept
+    /// current as nodes restart.
+    #[arg(long)]
+    pub nodes_file: Option<PathBuf>,
+    /// Do not give the nodes an HTTP port (by default each serves
+    /// Prometheus metrics at `/metrics` on a free port of its host, and the
+    /// root its status page).
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 /// The name of the leaves' state directory beside a topology file.
@@ -124,15 +134,24 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         default_log: Some("info".into()),
         forward_logs: true,
         worker_threads: args.worker_threads,
+        metrics: !args.no_metrics,
     };
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),
         None => default_state_dir(&args.topology),
     };
-    let tree = start_tree(&args.topology, &state_dir, &options).await?;
-    for (name, addr) in tree.addresses() {
-        let pid = tree.pid(&name).unwrap_or_default();
-        tracing::info!(node = %name, %addr, pid, "node serving");
+    let mut tree = start_tree(&args.topology, &state_dir, &options).await?;
+    for node in tree.nodes_file().nodes {
+        tracing::info!(
+            node = %node.name,
+            addr = %node.grpc,
+            http = ?node.http,
+            pid = node.pid.unwrap_or_default(),
+            "node serving"
+        );
+    }
+    if let Some(path) = &args.nodes_file {
+        tree.keep_nodes_file(path.clone())?;
     }
     print_ready(&tree);
     serve_until_stopped(tree, &args.restart_policy()).await

@@ -16,6 +16,7 @@
 //! the restart policy, `supervise` the loop that applies it; this module
 //! holds the tree and starts it.
 
+mod nodes_file;
 mod process;
 mod restart;
 mod supervise;
@@ -26,6 +27,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
+pub use self::nodes_file::{NodeEntry, NodesFile};
 pub use self::process::{NodeExit, READY_TIMEOUT, health_check};
 use self::process::{Running, launch};
 pub use self::restart::{Restart, RestartPolicy, RestartState};
@@ -49,6 +51,9 @@ pub struct StartOptions {
     /// node has a machine of its own. An explicit `TOKIO_WORKER_THREADS` in
     /// the environment wins over both.
     pub worker_threads: Option<usize>,
+    /// Give every node an HTTP port on its host (`--metrics-listen
+    /// HOST:0`): Prometheus metrics, and the root's status page.
+    pub metrics: bool,
 }
 
 impl StartOptions {
@@ -79,12 +84,61 @@ pub struct Tree {
     restarts: HashMap<String, u64>,
     /// The leaves' state when the plan named none: removed with the tree.
     _scratch_state: Option<tempfile::TempDir>,
+    /// Where the nodes file is kept current, if anywhere.
+    nodes_file: Option<std::path::PathBuf>,
 }
 
 impl Tree {
     /// The root's address: what clients call.
     pub fn root_addr(&self) -> SocketAddr {
         self.root
+    }
+
+    /// Every node with its role, pid and addresses, in start order.
+    pub fn nodes_file(&self) -> NodesFile {
+        NodesFile {
+            supervisor_pid: std::process::id(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeEntry {
+                    name: n.name.clone(),
+                    role: n.node.role().to_string(),
+                    pid: n.done.as_ref().and(n.pid),
+                    grpc: n.addr,
+                    http: n.http,
+                })
+                .collect(),
+        }
+    }
+
+    /// Keeps the nodes file at `path` current from now on (written now, and
+    /// whenever a node is restarted).
+    pub fn keep_nodes_file(&mut self, path: std::path::PathBuf) -> anyhow::Result<()> {
+        self.nodes_file = Some(path);
+        self.try_write_nodes_file()
+    }
+
+    fn try_write_nodes_file(&self) -> anyhow::Result<()> {
+        match &self.nodes_file {
+            Some(path) => self.nodes_file().write(path),
+            None => Ok(()),
+        }
+    }
+
+    /// Rewrites the nodes file, if one is kept; a failure is logged (the
+    /// tree serves on regardless).
+    fn write_nodes_file(&self) {
+        if let Err(e) = self.try_write_nodes_file() {
+            tracing::warn!("{e:#}");
+        }
+    }
+
+    /// The HTTP address of the node called `name` (metrics; the root's
+    /// status page), when the tree was started with
+    /// [`StartOptions::metrics`].
+    pub fn http_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.nodes.iter().find(|n| n.name == name)?.http
     }
 
     /// Every node's name and address, in start order.
@@ -158,6 +212,7 @@ impl Tree {
         )
         .await?;
         self.nodes[i] = running;
+        self.write_nodes_file();
         Ok(())
     }
 
@@ -205,6 +260,7 @@ pub async fn start(
         options: options.for_tree(plan.nodes.len()),
         restarts: HashMap::new(),
         _scratch_state: scratch_state,
+        nodes_file: None,
     };
     let options = &tree.options.clone();
     let mut addrs: HashMap<String, SocketAddr> = HashMap::new();

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use searchtree_node::ops::http::HTTP_PREFIX;
 use searchtree_node::serving::LISTENING_PREFIX;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -45,6 +46,8 @@ pub struct NodeExit {
 pub(super) struct Running {
     pub(super) name: String,
     pub(super) addr: SocketAddr,
+    /// Its HTTP port (metrics), when it was given one.
+    pub(super) http: Option<SocketAddr>,
     pub(super) pid: Option<u32>,
     pub(super) node: PlannedNode,
     pub(super) stop: Option<oneshot::Sender<()>>,
@@ -62,6 +65,7 @@ impl Running {
 pub(super) struct Started {
     pub(super) name: String,
     pub(super) addr: SocketAddr,
+    pub(super) http: Option<SocketAddr>,
     pub(super) child: Child,
 }
 
@@ -73,7 +77,7 @@ pub(super) async fn launch(
     options: &StartOptions,
     exits: mpsc::UnboundedSender<NodeExit>,
 ) -> anyhow::Result<Running> {
-    let started = spawn_ready(node, bins, addrs, options).await?;
+    let started = spawn_ready(node, bins, addrs, options, None).await?;
     Ok(watch_started(started, node.clone(), exits))
 }
 
@@ -83,7 +87,12 @@ pub(super) fn watch_started(
     node: PlannedNode,
     exits: mpsc::UnboundedSender<NodeExit>,
 ) -> Running {
-    let Started { name, addr, child } = started;
+    let Started {
+        name,
+        addr,
+        http,
+        child,
+    } = started;
     let pid = child.id();
     let (stop_tx, stop_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -91,6 +100,7 @@ pub(super) fn watch_started(
     Running {
         name,
         addr,
+        http,
         pid,
         node,
         stop: Some(stop_tx),
@@ -99,12 +109,15 @@ pub(super) fn watch_started(
 }
 
 /// Starts one node and waits until it is serving; a node that does not get
-/// there is killed and its last words returned in the error.
+/// there is killed and its last words returned in the error. With
+/// [`StartOptions::metrics`], the node serves HTTP on `http` (a restarted
+/// node keeps the port it had), else on a free port of its host.
 pub(super) async fn spawn_ready(
     node: &PlannedNode,
     bins: &NodeBinaries,
     addrs: &HashMap<String, SocketAddr>,
     options: &StartOptions,
+    http: Option<SocketAddr>,
 ) -> anyhow::Result<Started> {
     let program = match node {
         PlannedNode::Leaf { .. } => &bins.leaf,
@@ -113,6 +126,13 @@ pub(super) async fn spawn_ready(
     };
     let mut cmd = Command::new(program);
     cmd.args(node.args(|name| addrs[name].to_string()));
+    if options.metrics {
+        let listen = match http {
+            Some(addr) => addr.to_string(),
+            None => format!("{}:0", host_of(node.listen())),
+        };
+        cmd.arg("--metrics-listen").arg(listen);
+    }
     let name = node.name().to_string();
     if std::env::var_os("RUST_LOG").is_none()
         && let Some(level) = &options.default_log
@@ -153,9 +173,15 @@ pub(super) async fn spawn_ready(
 
     let ready = async {
         let mut lines = BufReader::new(stdout).lines();
+        let mut http = None;
         let addr = loop {
             match lines.next_line().await? {
                 Some(line) => {
+                    if let Some(addr) = line.strip_prefix(HTTP_PREFIX) {
+                        http = Some(addr.trim().parse::<SocketAddr>().with_context(|| {
+                            format!("{name} announced an unreadable HTTP address {addr:?}")
+                        })?);
+                    }
                     if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
                         break addr.trim().parse::<SocketAddr>().with_context(|| {
                             format!("{name} announced an unreadable address {addr:?}")
@@ -166,10 +192,10 @@ pub(super) async fn spawn_ready(
             }
         };
         wait_serving(addr).await?;
-        anyhow::Ok(addr)
+        anyhow::Ok((addr, http))
     };
-    let addr = match timeout(READY_TIMEOUT, ready).await {
-        Ok(Ok(addr)) => addr,
+    let (addr, http) = match timeout(READY_TIMEOUT, ready).await {
+        Ok(Ok(found)) => found,
         outcome => {
             let _ = child.start_kill();
             let status = child.wait().await.ok();
@@ -188,7 +214,17 @@ pub(super) async fn spawn_ready(
         }
     };
     tracing::debug!(%name, %addr, "node ready");
-    Ok(Started { name, addr, child })
+    Ok(Started {
+        name,
+        addr,
+        http,
+        child,
+    })
+}
+
+/// The host part of a listen address `HOST:PORT` (`[::1]:0` gives `[::1]`).
+fn host_of(listen: &str) -> &str {
+    listen.rsplit_once(':').map_or(listen, |(host, _)| host)
 }
 
 /// One standard gRPC health check of the node at `addr`: `Ok` if it reports

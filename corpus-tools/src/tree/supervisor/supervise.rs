@@ -98,6 +98,7 @@ impl Tree {
                             );
                             let node = self.nodes[i].node.clone();
                             self.nodes[i] = watch_started(started, node, self.exit_tx.clone());
+                            self.write_nodes_file();
                         }
                         Err(e) => match states[i].start_failed(Instant::now()) {
                             Restart::After { attempt, delay } => {
@@ -133,12 +134,13 @@ impl Tree {
                         due[i] = None;
                         *self.restarts.entry(self.nodes[i].name.clone()).or_default() += 1;
                         let node = self.restart_plan(i);
+                        let http = self.nodes[i].http;
                         let (bins, addrs, options) =
                             (self.bins.clone(), self.address_map(), self.options.clone());
                         let attempt = attempts[i];
                         tracing::info!(node = %self.nodes[i].name, attempt, "restarting node");
                         starting.spawn(async move {
-                            (i, attempt, spawn_ready(&node, &bins, &addrs, &options).await)
+                            (i, attempt, spawn_ready(&node, &bins, &addrs, &options, http).await)
                         });
                     }
                 }

@@ -51,6 +51,22 @@ impl PlannedNode {
             PlannedNode::Leaf { name, .. } | PlannedNode::Inner { name, .. } => name,
         }
     }
+
+    /// The address the node listens on, as planned (port 0: any).
+    pub fn listen(&self) -> &str {
+        match self {
+            PlannedNode::Leaf { listen, .. } | PlannedNode::Inner { listen, .. } => listen,
+        }
+    }
+
+    /// The node's role: `leaf`, `parent` or `root`.
+    pub fn role(&self) -> &'static str {
+        match self {
+            PlannedNode::Leaf { .. } => "leaf",
+            PlannedNode::Inner { is_root: true, .. } => "root",
+            PlannedNode::Inner { .. } => "parent",
+        }
+    }
 }
 
 /// A validated topology, nodes in start order: every node after its children,
