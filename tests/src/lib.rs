@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod oracle;
+pub mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
