@@ -85,12 +85,14 @@ async fn every_node_serves_metrics_that_promtool_accepts_and_that_move() {
         assert!(!answer.partial, "{q}: {answer:?}");
     }
 
+    let mut all_pages = String::new();
     for node in &nodes.nodes {
         assert!(node.pid.is_some(), "{node:?}");
         let http = node
             .http
             .unwrap_or_else(|| panic!("{} has no HTTP address", node.name));
         let page = http_get(http, "/metrics");
+        all_pages.push_str(&page);
         promtool_check(&node.name, &page);
         let role = format!("searchtree_node_info{{role=\"{}\"}}", node.role);
         assert_eq!(sample(&page, &role), Some(1.0), "{}:\n{page}", node.name);
@@ -139,4 +141,65 @@ async fn every_node_serves_metrics_that_promtool_accepts_and_that_move() {
             }
         }
     }
+    dashboard_queries_parse_and_name_served_series(&all_pages);
+}
+
+/// The Grafana dashboard's queries are valid PromQL (`promtool check
+/// rules` on them as recording rules) and every series they name is one
+/// the nodes serve.
+fn dashboard_queries_parse_and_name_served_series(pages: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/searchtree.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").replace("$job", ".*"));
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::Value::String(expr.clone())
+        ));
+    }
+    let dir = tempfile_dir();
+    let file = dir.join("dashboard-rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "dashboard queries:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expr in &exprs {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("searchtree_"))
+        {
+            assert!(
+                pages.contains(&format!("# TYPE {name} "))
+                    || ["_bucket", "_sum", "_count"].iter().any(|s| name
+                        .strip_suffix(s)
+                        .is_some_and(|base| pages.contains(&format!("# TYPE {base} histogram")))),
+                "the dashboard reads {name}, which no node serves"
+            );
+        }
+    }
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(TMP).join(format!("metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
