@@ -75,7 +75,16 @@ impl Search for LeafService {
         let arrived = arrival(&request);
         let params = self.node.validate(request.get_ref())?;
         let budget = self.node.timing().policy.budget_of(&request, params.budget);
+        let query = tracing::enabled!(tracing::Level::DEBUG).then(|| params.query.clone());
         let response = self.node.search(params, arrived + budget).await?;
+        if let Some(query) = query {
+            tracing::debug!(
+                %query,
+                hits = response.hits.len(),
+                took = ?arrived.elapsed(),
+                "answered"
+            );
+        }
         Ok(Response::new(response))
     }
 

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod metrics;
 pub mod timing;
+pub mod trace;
 
 use clap::Args;
 

@@ -226,6 +226,9 @@ pub async fn serve<S: Search, C: Corpus>(
         ))
         // Every call's latency by method and status, for the metrics page.
         .layer(tower::layer::layer_fn(crate::ops::timing::Timed::new))
+        // Each request runs in its trace (log lines carry the trace id;
+        // calls to children pass it on).
+        .layer(tower::layer::layer_fn(crate::ops::trace::Traced::new))
         .add_service(SearchServer::new(search))
         .add_service(corpus_service(corpus))
         .add_service(NodeStatsServer::new(StatsService(counters)))

@@ -195,6 +195,7 @@ impl Child for GrpcChild {
         let mut request = tonic::Request::new(request);
         // Sent as the grpc-timeout header: the child's exact deadline.
         request.set_timeout(budget);
+        searchtree_node::ops::trace::inject(request.metadata_mut());
         Box::pin(async move {
             let response = client.search(request).await?;
             Ok(response.into_inner())
@@ -209,6 +210,7 @@ impl Child for GrpcChild {
         let mut client = self.client.clone();
         let mut request = tonic::Request::new(request);
         request.set_timeout(budget);
+        searchtree_node::ops::trace::inject(request.metadata_mut());
         Box::pin(async move {
             let response = client.fetch(request).await?;
             Ok(response.into_inner())

@@ -1,0 +1,271 @@
+//! One trace through every level: the W3C `traceparent` a request arrives
+//! with (or the client's `x-request-id`, or a new trace when it has
+//! neither) is kept for the request's lifetime, every log line the node
+//! writes for it carries the trace id (a `tracing` span around the
+//! handler), the node hands it on to every child it calls, and the answer
+//! says which trace it was.
+//!
+//! A malformed `traceparent` is replaced, never refused: tracing must not
+//! fail a query.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tracing::Instrument;
+
+/// The W3C trace-context header.
+pub const TRACEPARENT: &str = "traceparent";
+/// The request-id header many clients and proxies set.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The longest `x-request-id` kept (longer ones are cut): it goes into
+/// every log line.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A request's place in a trace: the trace it belongs to, the caller's span,
+/// and the client's request id if it gave one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 16 bytes, never all zero.
+    pub trace_id: u128,
+    /// The caller's span (8 bytes); 0 when the trace starts here.
+    pub parent_span: u64,
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+    /// The client's `x-request-id`, if it sent one.
+    pub request_id: Option<String>,
+}
+
+impl TraceContext {
+    /// A new trace, with random ids.
+    pub fn new() -> Self {
+        TraceContext {
+            trace_id: fastrand::u128(1..),
+            parent_span: 0,
+            flags: 1,
+            request_id: None,
+        }
+    }
+
+    /// The context of a request with these headers: its `traceparent` if
+    /// valid, else a new trace; its `x-request-id` either way.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let mut context = headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent)
+            .unwrap_or_else(TraceContext::new);
+        context.request_id = headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                let mut id = v.to_string();
+                if id.len() > MAX_REQUEST_ID {
+                    let mut end = MAX_REQUEST_ID;
+                    while !id.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    id.truncate(end);
+                }
+                id
+            });
+        context
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The `traceparent` for a call this node makes within the trace, as
+    /// span `span`.
+    pub fn traceparent(&self, span: u64) -> String {
+        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, span, self.flags)
+    }
+}
+
+impl Default for TraceContext {
+    fn default() -> Self {
+        TraceContext::new()
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.trace_id)
+    }
+}
+
+/// Parses `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>` (version 00;
+/// later versions may append fields, which are ignored). All-zero ids are
+/// invalid.
+pub fn parse_traceparent(value: &str) -> Option<TraceContext> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
+    let parent_span = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
+    Some(TraceContext {
+        trace_id,
+        parent_span,
+        flags: u8::from_str_radix(flags, 16).ok()?,
+        request_id: None,
+    })
+}
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// The trace of the request this task is serving, if any.
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Adds the current trace (a new span of it) and request id to the
+/// metadata of a call this node is about to make to another node, so the
+/// callee's log lines carry the same trace id.
+pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
+    let Ok(()) = CURRENT.try_with(|context| {
+        if let Ok(value) = context.traceparent(fastrand::u64(1..)).parse() {
+            metadata.insert(TRACEPARENT, value);
+        }
+        if let Some(id) = &context.request_id
+            && let Ok(value) = id.parse()
+        {
+            metadata.insert(REQUEST_ID, value);
+        }
+    }) else {
+        return;
+    };
+}
+
+/// A service that runs each request within its trace: the context in a
+/// task-local (for [`inject`]), a `request` span carrying the trace id
+/// around the handler, and `traceparent` (and `x-request-id`) echoed on
+/// the response.
+#[derive(Debug, Clone)]
+pub struct Traced<S> {
+    inner: S,
+}
+
+impl<S> Traced<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Traced { inner }
+    }
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Traced<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let context = TraceContext::from_headers(request.headers());
+        let span = match &context.request_id {
+            Some(id) => tracing::info_span!(
+                "request",
+                trace_id = %context,
+                request_id = %id,
+                path = request.uri().path()
+            ),
+            None => {
+                tracing::info_span!("request", trace_id = %context, path = request.uri().path())
+            }
+        };
+        let echo_traceparent = context.traceparent(fastrand::u64(1..));
+        let echo_request_id = context.request_id.clone();
+        let call = CURRENT.sync_scope(context.clone(), || self.inner.call(request));
+        Box::pin(CURRENT.scope(context, async move {
+            let mut result = call.instrument(span).await;
+            if let Ok(response) = &mut result {
+                let headers = response.headers_mut();
+                if let Ok(value) = echo_traceparent.parse() {
+                    headers.insert(TRACEPARENT, value);
+                }
+                if let Some(id) = echo_request_id
+                    && let Ok(value) = id.parse()
+                {
+                    headers.insert(REQUEST_ID, value);
+                }
+            }
+            result
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_valid_traceparents_and_replaces_the_rest() {
+        let c =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(c.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(c.parent_span, 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(c.flags, 1);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-zz-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert(TRACEPARENT, "garbage".parse().unwrap());
+        headers.insert(REQUEST_ID, "req-7".parse().unwrap());
+        let c = TraceContext::from_headers(&headers);
+        assert_ne!(c.trace_id, 0);
+        assert_eq!(c.request_id.as_deref(), Some("req-7"));
+        let again = parse_traceparent(&c.traceparent(5)).unwrap();
+        assert_eq!(again.trace_id, c.trace_id);
+        assert_eq!(again.parent_span, 5);
+    }
+
+    #[tokio::test]
+    async fn calls_made_while_serving_carry_the_trace() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        inject(&mut md);
+        assert!(md.get(TRACEPARENT).is_none(), "no trace outside a request");
+        let context = TraceContext {
+            request_id: Some("abc".into()),
+            ..TraceContext::new()
+        };
+        CURRENT
+            .scope(context.clone(), async {
+                inject(&mut md);
+            })
+            .await;
+        let sent = parse_traceparent(md.get(TRACEPARENT).unwrap().to_str().unwrap()).unwrap();
+        assert_eq!(sent.trace_id, context.trace_id);
+        assert_eq!(md.get(REQUEST_ID).unwrap(), "abc");
+    }
+}
