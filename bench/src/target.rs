@@ -10,10 +10,10 @@ use searchtree_leaf::corpus::HeldVersions;
 use searchtree_leaf::fault::{FaultConfig, Faults};
 use searchtree_leaf::service::LeafTiming;
 use searchtree_leaf::{LeafService, Shard, ShardSearcher};
+use searchtree_node::ops::client::NodeChannel;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
-use tonic::transport::{Channel, Endpoint};
 
 /// Something that answers searches.
 pub trait Target: Send + Sync + 'static {
@@ -80,7 +80,7 @@ impl Default for Liveness {
 /// restarted to get its connections back.
 pub struct GrpcTarget {
     addr: String,
-    clients: Vec<SearchClient<Channel>>,
+    clients: Vec<SearchClient<NodeChannel>>,
     next: AtomicUsize,
 }
 
@@ -102,7 +102,7 @@ impl GrpcTarget {
     ) -> anyhow::Result<Self> {
         let mut clients = Vec::new();
         for _ in 0..connections.max(1) {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            let channel = searchtree_node::ops::client::endpoint(addr)?
                 .connect_timeout(liveness.connect_timeout)
                 // Requests are small and latency is what is measured: no
                 // Nagle delay on top of the tree's.
@@ -121,7 +121,10 @@ impl GrpcTarget {
                 .connect()
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
-            clients.push(SearchClient::new(channel).max_decoding_message_size(64 << 20));
+            clients.push(
+                SearchClient::new(searchtree_node::ops::client::channel(channel))
+                    .max_decoding_message_size(64 << 20),
+            );
         }
         Ok(GrpcTarget {
             addr: addr.to_string(),

@@ -16,6 +16,8 @@
 //!   batching them, streaming them to the root with bounded batches in
 //!   flight, and summing up the acks;
 //! - [`verify`]: checking a build on disk or a running tree;
+//! - [`certs`] and [`client_args`]: development certificates, and how the
+//!   CLI calls a tree (TLS, client certificate, token);
 //! - [`commands`]: one module per subcommand, the thin layer that parses
 //!   flags and prints; [`output`] is how they show a search response, and
 //!   [`bundled`] the corpus and queries shipped in the binary.
@@ -26,6 +28,8 @@
 
 pub mod build;
 pub mod bundled;
+pub mod certs;
+pub mod client_args;
 pub mod commands;
 pub mod live;
 pub mod output;

@@ -1,7 +1,10 @@
 //! `searchtree`: the operator CLI.
 
 use clap::{Parser, Subcommand};
-use searchtree::commands::{bench, build, demo, load, publish, query, stats, up, verify, versions};
+use searchtree::client_args::ClientArgs;
+use searchtree::commands::{
+    bench, build, certs, demo, load, publish, query, stats, up, verify, versions,
+};
 
 /// Build, run and query a scatter/gather search tree.
 #[derive(Debug, Parser)]
@@ -9,6 +12,9 @@ use searchtree::commands::{bench, build, demo, load, publish, query, stats, up, 
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How client commands call the tree.
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -24,12 +30,20 @@ enum Command {
     Publish(publish::PublishArgs),
     Versions(versions::VersionsArgs),
     Verify(verify::VerifyArgs),
+    Certs(certs::CertsArgs),
 }
 
 #[tokio::main]
 async fn main() {
     searchtree_node::serving::init_tracing();
     let cli = Cli::parse();
+    // `up` sets its own from --tls-dir.
+    if !matches!(cli.command, Command::Up(_))
+        && let Err(err) = cli.client.install()
+    {
+        eprintln!("error: {err:#}");
+        std::process::exit(2);
+    }
     let result = match &cli.command {
         Command::Build(args) => build::run(args),
         Command::Up(args) => up::run(args).await,
@@ -41,6 +55,7 @@ async fn main() {
         Command::Publish(args) => publish::run(args).await,
         Command::Versions(args) => versions::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Certs(args) => certs::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -15,6 +15,10 @@ use searchtree_node::serving;
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = LeafConfig::parse();
+    config
+        .ops
+        .install_client_security()
+        .map_err(anyhow::Error::msg)?;
     let faults = config.faults().map_err(anyhow::Error::msg)?;
     let listener = serving::bind(&config.listen).await?;
     let name = listener.local_addr()?.to_string();

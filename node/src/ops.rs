@@ -6,9 +6,12 @@
 //! [`OpsArgs`], which every node's configuration flattens in turn: one place
 //! to look for what a node can be told about its operation.
 
+pub mod auth;
+pub mod client;
 pub mod http;
 pub mod metrics;
 pub mod timing;
+pub mod tls;
 pub mod trace;
 
 use clap::Args;
@@ -21,4 +24,26 @@ pub struct OpsArgs {
     /// The address is printed as `HTTP HOST:PORT` on stdout. Off by default.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// TLS: the node's certificate, the CA it trusts, mutual TLS.
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
+    /// Who may call admin methods and search.
+    #[command(flatten)]
+    pub auth: auth::AuthArgs,
+}
+
+impl OpsArgs {
+    /// Sets how this process calls other nodes (TLS against --tls-ca, with
+    /// its own certificate; its admin token), from these flags. Call once,
+    /// at start-up, before any channel is made.
+    pub fn install_client_security(&self) -> Result<(), String> {
+        let tls = self.tls.client().map_err(|e| e.to_string())?;
+        let token = self
+            .auth
+            .admin_token_file
+            .as_deref()
+            .map(auth::read_token)
+            .transpose()?;
+        client::set_security(client::ClientSecurity { tls, token })
+    }
 }

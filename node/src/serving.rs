@@ -174,6 +174,18 @@ pub async fn serve<S: Search, C: Corpus>(
 ) -> Result<(), ServeError> {
     let limits = options.limits;
     let local = listener.local_addr()?;
+    let policy = std::sync::Arc::new(
+        crate::ops::auth::AuthPolicy::from_args(
+            &options.ops.auth,
+            options.ops.tls.tls_client_ca.is_some(),
+        )
+        .map_err(ServeError::Config)?,
+    );
+    let tls = options
+        .ops
+        .tls
+        .server()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SearchServer<S>>().await;
 
@@ -214,9 +226,20 @@ pub async fn serve<S: Search, C: Corpus>(
     // TCP_NODELAY (which tonic's builder setting does not apply here).
     let incoming = connections::Incoming::new(listener, limits);
 
+    let mut server = grpc_server(&limits);
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
     announce(local);
-    tracing::info!(%local, "serving");
-    grpc_server(&limits)
+    tracing::info!(
+        %local,
+        tls = options.ops.tls.tls_cert.is_some(),
+        mutual_tls = policy.mutual_tls,
+        admin_token = policy.admin_token.is_some(),
+        search_token = policy.search_token.is_some(),
+        "serving"
+    );
+    server
         // Outermost, so it runs first: a request's clock starts when its
         // headers reach the node, not when a busy runtime gets round to its
         // handler (see [`arrival`]).
@@ -229,6 +252,10 @@ pub async fn serve<S: Search, C: Corpus>(
         // Each request runs in its trace (log lines carry the trace id;
         // calls to children pass it on).
         .layer(tower::layer::layer_fn(crate::ops::trace::Traced::new))
+        // Who may call what, before any service runs.
+        .layer(tower::layer::layer_fn(move |inner| {
+            crate::ops::auth::Authenticated::new(inner, std::sync::Arc::clone(&policy))
+        }))
         .add_service(SearchServer::new(search))
         .add_service(corpus_service(corpus))
         .add_service(NodeStatsServer::new(StatsService(counters)))
@@ -305,4 +332,8 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The operations flags could not be applied (a certificate or token
+    /// file missing or unreadable).
+    #[error("{0}")]
+    Config(String),
 }

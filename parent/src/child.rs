@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use searchtree_node::ops::client::NodeChannel;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use searchtree_proto::query::truncate_bytes;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -131,7 +132,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// call from an inner node to a child uses (connect timeout, no Nagle,
 /// keepalive pings), shared by searches and corpus calls.
 pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    Ok(searchtree_node::ops::client::endpoint(addr)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -144,15 +145,15 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
 pub struct GrpcChild {
     addr: String,
     shards: Vec<u32>,
-    client: SearchClient<Channel>,
-    health: HealthClient<Channel>,
+    client: SearchClient<NodeChannel>,
+    health: HealthClient<NodeChannel>,
 }
 
 impl GrpcChild {
     /// A client for the child at `addr` (HOST:PORT) serving `shards`; no
     /// connection is made yet.
     pub fn new(addr: &str, shards: Vec<u32>) -> Result<Self, tonic::transport::Error> {
-        let channel = endpoint(addr)?.connect_lazy();
+        let channel = searchtree_node::ops::client::channel(endpoint(addr)?.connect_lazy());
         Ok(GrpcChild {
             addr: addr.to_string(),
             shards,
@@ -195,7 +196,6 @@ impl Child for GrpcChild {
         let mut request = tonic::Request::new(request);
         // Sent as the grpc-timeout header: the child's exact deadline.
         request.set_timeout(budget);
-        searchtree_node::ops::trace::inject(request.metadata_mut());
         Box::pin(async move {
             let response = client.search(request).await?;
             Ok(response.into_inner())
@@ -210,7 +210,6 @@ impl Child for GrpcChild {
         let mut client = self.client.clone();
         let mut request = tonic::Request::new(request);
         request.set_timeout(budget);
-        searchtree_node::ops::trace::inject(request.metadata_mut());
         Box::pin(async move {
             let response = client.fetch(request).await?;
             Ok(response.into_inner())

@@ -10,6 +10,10 @@ use searchtree_parent::corpus::ParentCorpus;
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = ParentConfig::parse();
+    config
+        .ops
+        .install_client_security()
+        .map_err(anyhow::Error::msg)?;
     let node = config.inner.build_node("parent")?;
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;

@@ -10,6 +10,10 @@ use searchtree_root::{RootNode, RootService};
 async fn main() -> anyhow::Result<()> {
     serving::init_tracing();
     let config = RootConfig::parse();
+    config
+        .ops
+        .install_client_security()
+        .map_err(anyhow::Error::msg)?;
     let node = config.inner.build_node("root")?;
     let counters = node.counters();
     let listener = serving::bind(&config.listen).await?;

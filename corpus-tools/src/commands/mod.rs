@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod certs;
 pub mod demo;
 pub mod load;
 pub mod publish;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use searchtree_node::ops::client::NodeChannel;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{PublishRequest, PublishResponse};
-use tonic::transport::Channel;
 
 use crate::build::manifest::Manifest;
 use crate::live::client::connect;
@@ -32,7 +32,7 @@ pub struct PublishArgs {
 
 /// Calls Publish on the root; `from_build` empty publishes what is staged.
 pub async fn publish(
-    client: &CorpusClient<Channel>,
+    client: &CorpusClient<NodeChannel>,
     from_build: String,
 ) -> anyhow::Result<PublishResponse> {
     client

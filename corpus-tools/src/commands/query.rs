@@ -32,9 +32,11 @@ pub struct QueryArgs {
 
 /// Runs the query and prints the response.
 pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
-    let mut client = SearchClient::connect(format!("http://{}", args.root))
+    let channel = searchtree_node::ops::client::endpoint(&args.root)?
+        .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to root {}: {e}", args.root))?;
+    let mut client = SearchClient::new(searchtree_node::ops::client::channel(channel));
     let request = SearchRequest {
         query: args.query.join(" "),
         top_k: args.top_k,

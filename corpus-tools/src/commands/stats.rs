@@ -20,9 +20,11 @@ pub async fn run(args: &StatsArgs) -> anyhow::Result<()> {
     let mut nodes = serde_json::Map::new();
     let mut total: BTreeMap<String, u64> = BTreeMap::new();
     for addr in &args.addrs {
-        let mut client = NodeStatsClient::connect(format!("http://{addr}"))
+        let channel = searchtree_node::ops::client::endpoint(addr)?
+            .connect()
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+        let mut client = NodeStatsClient::new(searchtree_node::ops::client::channel(channel));
         let stats = client
             .get_stats(GetStatsRequest {})
             .await

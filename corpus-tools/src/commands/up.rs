@@ -48,6 +48,22 @@ pub struct UpArgs {
     /// root its status page).
     #[arg(long)]
     pub no_metrics: bool,
+    /// Run the tree with TLS between every pair of nodes and to clients,
+    /// and admin calls behind a token, with the certificates in this
+    /// directory (made by `searchtree certs` — or here, if it has none).
+    /// Clients then need `--tls-ca DIR/ca.pem` (and `--token-file
+    /// DIR/admin.token` for admin calls).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// With --tls-dir: mutual TLS; every caller must present a certificate
+    /// signed by the CA (`--client-cert DIR/client.pem --client-key
+    /// DIR/client.key`).
+    #[arg(long, requires = "tls_dir")]
+    pub mtls: bool,
+    /// With --tls-dir: searching needs the admin token too (by default
+    /// searching is open to anyone who can reach the root over TLS).
+    #[arg(long, requires = "tls_dir")]
+    pub protect_search: bool,
 }
 
 /// The name of the leaves' state directory beside a topology file.
@@ -128,6 +144,62 @@ fn log_restart_summary(tree: &Tree) {
     }
 }
 
+/// Makes the certificates in `dir` if it has none, sets `up`'s own calls
+/// (health checks) to use them, and returns the flags that make every node
+/// serve TLS, call its children over TLS and require the admin token.
+fn secure_tree(dir: &Path, mtls: bool, protect_search: bool) -> anyhow::Result<Vec<String>> {
+    use crate::certs::{self, CertDir, files};
+    let certs = CertDir(dir.to_path_buf());
+    if !certs.is_complete() {
+        let hosts: Vec<String> = certs::DEFAULT_HOSTS.iter().map(|h| h.to_string()).collect();
+        certs::generate(dir, &hosts)?;
+        tracing::info!(dir = %dir.display(), "made development certificates");
+    }
+    let file = |name: &str| {
+        std::path::absolute(certs.file(name))
+            .map(|p| p.display().to_string())
+            .with_context(|| format!("{}", certs.file(name).display()))
+    };
+    crate::client_args::ClientArgs {
+        tls_ca: Some(certs.file(files::CA)),
+        client_cert: Some(certs.file(files::NODE)),
+        client_key: Some(certs.file(files::NODE_KEY)),
+        token_file: Some(certs.file(files::ADMIN_TOKEN)),
+    }
+    .install()?;
+    let mut flags = vec![
+        "--tls-cert".to_string(),
+        file(files::NODE)?,
+        "--tls-key".into(),
+        file(files::NODE_KEY)?,
+        "--tls-ca".into(),
+        file(files::CA)?,
+        "--admin-token-file".into(),
+        file(files::ADMIN_TOKEN)?,
+    ];
+    if mtls {
+        flags.extend(["--tls-client-ca".into(), file(files::CA)?]);
+    }
+    if protect_search {
+        flags.extend(["--search-token-file".into(), file(files::ADMIN_TOKEN)?]);
+    }
+    tracing::info!(
+        "TLS on: clients call with --tls-ca {}{} (admin calls: --token-file {})",
+        file(files::CA)?,
+        if mtls {
+            format!(
+                " --client-cert {} --client-key {}",
+                file(files::CLIENT)?,
+                file(files::CLIENT_KEY)?
+            )
+        } else {
+            String::new()
+        },
+        file(files::ADMIN_TOKEN)?
+    );
+    Ok(flags)
+}
+
 /// Runs `up`.
 pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let options = StartOptions {
@@ -135,6 +207,10 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         forward_logs: true,
         worker_threads: args.worker_threads,
         metrics: !args.no_metrics,
+        node_args: match &args.tls_dir {
+            Some(dir) => secure_tree(dir, args.mtls, args.protect_search)?,
+            None => Vec::new(),
+        },
     };
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),

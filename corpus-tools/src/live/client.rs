@@ -6,25 +6,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::BoxFuture;
+use searchtree_node::ops::client::NodeChannel;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{LoadAck, LoadBatch};
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
 use crate::live::window::Link;
 
 /// A client of the `Corpus` service of the node at `addr` (HOST:PORT).
-pub async fn connect(addr: &str) -> anyhow::Result<CorpusClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+pub async fn connect(addr: &str) -> anyhow::Result<CorpusClient<NodeChannel>> {
+    let channel = searchtree_node::ops::client::endpoint(addr)
         .with_context(|| format!("{addr:?} is not HOST:PORT"))?
         .connect()
         .await
         .with_context(|| format!("cannot connect to the root at {addr}"))?;
-    Ok(CorpusClient::new(channel)
-        .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES))
+    Ok(
+        CorpusClient::new(searchtree_node::ops::client::channel(channel))
+            .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES),
+    )
 }
 
 type Acks = Result<tonic::Response<Streaming<LoadAck>>, Status>;
@@ -39,7 +41,7 @@ pub(crate) struct LoadStream {
 
 impl LoadStream {
     /// A stream to `client`'s node with room for `in_flight` batches queued.
-    pub(crate) fn open(client: &CorpusClient<Channel>, in_flight: usize) -> Self {
+    pub(crate) fn open(client: &CorpusClient<NodeChannel>, in_flight: usize) -> Self {
         let (tx, rx) = mpsc::channel(in_flight.max(1));
         let batches = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|batch| (batch, rx))

@@ -440,11 +440,11 @@ async fn copy_from(source: &str, version: u64, dir: PathBuf) -> Result<u64, Stat
     let unavailable = |e: &dyn std::fmt::Display| {
         Status::unavailable(format!("cannot copy version {version} from {source}: {e}"))
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{source}"))
+    let endpoint = searchtree_node::ops::client::endpoint(source)
         .map_err(|e| Status::invalid_argument(format!("source {source:?}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT);
     let channel = endpoint.connect().await.map_err(|e| unavailable(&e))?;
-    let mut client = CorpusClient::new(channel)
+    let mut client = CorpusClient::new(searchtree_node::ops::client::channel(channel))
         .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES);
     let mut stream = client

@@ -5,9 +5,9 @@
 //! go to all of them, since every replica must hold every version.
 
 use searchtree_node::background;
+use searchtree_node::ops::client::{NodeChannel, channel};
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_proto::pb::corpus_client::CorpusClient;
-use tonic::transport::Channel;
 
 use crate::child::endpoint;
 use crate::spec::ChildSpec;
@@ -17,7 +17,7 @@ use crate::spec::ChildSpec;
 pub struct CorpusReplica {
     /// `HOST:PORT`, as named in the child's spec and in messages.
     pub addr: String,
-    client: CorpusClient<Channel>,
+    client: CorpusClient<NodeChannel>,
 }
 
 impl CorpusReplica {
@@ -26,7 +26,7 @@ impl CorpusReplica {
         // The channel's tasks (connection, request encoding) run on the
         // bulk-work runtime, away from the queries.
         let _bulk = background::handle().enter();
-        let channel = endpoint(addr)?.connect_lazy();
+        let channel = channel(endpoint(addr)?.connect_lazy());
         Ok(CorpusReplica {
             addr: addr.to_string(),
             client: CorpusClient::new(channel)
@@ -37,7 +37,7 @@ impl CorpusReplica {
 
     /// A handle for one call (clients are cheap to clone and share the
     /// channel).
-    pub fn client(&self) -> CorpusClient<Channel> {
+    pub fn client(&self) -> CorpusClient<NodeChannel> {
         self.client.clone()
     }
 }

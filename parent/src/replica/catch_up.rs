@@ -25,10 +25,10 @@ use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use searchtree_node::ops::client::NodeChannel;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{CatchUpRequest, CatchUpResponse};
-use tonic::transport::Channel;
 
 use super::ReplicaGroup;
 use super::state::Rotation;
@@ -101,18 +101,20 @@ pub trait CatchUpCall: Send + Sync {
 /// client per replica address, made on first use.
 #[derive(Default)]
 pub struct GrpcCatchUp {
-    clients: Mutex<HashMap<String, CorpusClient<Channel>>>,
+    clients: Mutex<HashMap<String, CorpusClient<NodeChannel>>>,
 }
 
 impl GrpcCatchUp {
-    fn client(&self, addr: &str) -> Result<CorpusClient<Channel>, ChildError> {
+    fn client(&self, addr: &str) -> Result<CorpusClient<NodeChannel>, ChildError> {
         let mut clients = self.clients.lock().expect("catch-up clients lock");
         if let Some(client) = clients.get(addr) {
             return Ok(client.clone());
         }
-        let channel = endpoint(addr)
-            .map_err(|e| ChildError::Failed(format!("bad replica address {addr:?}: {e}")))?
-            .connect_lazy();
+        let channel = searchtree_node::ops::client::channel(
+            endpoint(addr)
+                .map_err(|e| ChildError::Failed(format!("bad replica address {addr:?}: {e}")))?
+                .connect_lazy(),
+        );
         let client = CorpusClient::new(channel)
             .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES);

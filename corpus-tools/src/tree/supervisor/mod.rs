@@ -54,6 +54,8 @@ pub struct StartOptions {
     /// Give every node an HTTP port on its host (`--metrics-listen
     /// HOST:0`): Prometheus metrics, and the root's status page.
     pub metrics: bool,
+    /// Flags given to every node (e.g. TLS and token files).
+    pub node_args: Vec<String>,
 }
 
 impl StartOptions {

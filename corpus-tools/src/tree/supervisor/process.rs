@@ -126,6 +126,7 @@ pub(super) async fn spawn_ready(
     };
     let mut cmd = Command::new(program);
     cmd.args(node.args(|name| addrs[name].to_string()));
+    cmd.args(&options.node_args);
     if options.metrics {
         let listen = match http {
             Some(addr) => addr.to_string(),
@@ -230,7 +231,7 @@ fn host_of(listen: &str) -> &str {
 /// One standard gRPC health check of the node at `addr`: `Ok` if it reports
 /// SERVING. Shared by start-up and by tests that watch a node come back.
 pub async fn health_check(addr: SocketAddr) -> anyhow::Result<()> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let endpoint = searchtree_node::ops::client::endpoint(&addr.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await?;

@@ -1,0 +1,79 @@
+//! How this process calls other nodes, in one place: plaintext or TLS, the
+//! bearer token it presents, and the trace it passes on. Every channel a
+//! node or the CLI opens to a node is made by [`endpoint`] and wrapped by
+//! [`channel`], so no call can forget the settings.
+
+use std::sync::OnceLock;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// How this process calls other nodes.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSecurity {
+    /// TLS settings; `None` for plaintext.
+    pub tls: Option<ClientTlsConfig>,
+    /// The bearer token sent on every call, if any.
+    pub token: Option<String>,
+}
+
+static SECURITY: OnceLock<ClientSecurity> = OnceLock::new();
+
+/// Sets how this process calls other nodes; once, at start-up, before any
+/// channel is made. A second call is refused.
+pub fn set_security(security: ClientSecurity) -> Result<(), String> {
+    SECURITY
+        .set(security)
+        .map_err(|_| "client security was already set".to_string())
+}
+
+/// How this process calls other nodes (plaintext, no token, unless set).
+pub fn security() -> &'static ClientSecurity {
+    SECURITY.get_or_init(ClientSecurity::default)
+}
+
+/// The endpoint of the node at `addr` (HOST:PORT): `https` with the TLS
+/// settings when they are set, else `http`.
+pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    let security = security();
+    match &security.tls {
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone()),
+        None => Endpoint::from_shared(format!("http://{addr}")),
+    }
+}
+
+/// A channel that sends this process's token and the current trace on
+/// every call.
+pub type NodeChannel = InterceptedService<Channel, Outgoing>;
+
+/// Wraps `channel` so every call carries the token and the trace.
+pub fn channel(channel: Channel) -> NodeChannel {
+    let token = security()
+        .token
+        .as_ref()
+        .and_then(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>().ok());
+    InterceptedService::new(channel, Outgoing { token })
+}
+
+/// What every outgoing call carries: the bearer token, the trace.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for Outgoing {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        crate::ops::trace::inject(request.metadata_mut());
+        Ok(request)
+    }
+}

@@ -1,0 +1,86 @@
+//! TLS for a node: its identity (certificate and key, from files), the CA
+//! it trusts when it calls other nodes, and whether its callers must show
+//! a certificate of their own (mutual TLS). rustls, through tonic.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// The TLS flags of a node.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM); with --tls-key. The
+    /// node also presents it as its client identity to children that ask
+    /// for one.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signed the other nodes' certificates: calls to
+    /// children are made over TLS, verified against it.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Require every caller to present a certificate signed by this CA
+    /// (PEM): mutual TLS. A verified caller counts as an admin (see
+    /// --admin-token-file).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(pub String);
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))
+}
+
+impl TlsArgs {
+    /// The node's identity, if it has one.
+    pub fn identity(&self) -> Result<Option<Identity>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(
+                read(cert, "--tls-cert")?,
+                read(key, "--tls-key")?,
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The server's TLS settings, or `None` for plaintext.
+    pub fn server(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
+        let Some(identity) = self.identity()? else {
+            return Ok(None);
+        };
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.tls_client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read(ca, "--tls-client-ca")?));
+        }
+        Ok(Some(config))
+    }
+
+    /// How this node calls others: TLS against --tls-ca (with its own
+    /// identity for mutual TLS), or plaintext without it.
+    pub fn client(&self) -> Result<Option<ClientTlsConfig>, TlsError> {
+        client_tls(self.tls_ca.as_deref(), self.identity()?)
+    }
+}
+
+/// The client TLS settings for a CA file and an optional identity, or
+/// `None` (plaintext) without a CA.
+pub fn client_tls(
+    ca: Option<&Path>,
+    identity: Option<Identity>,
+) -> Result<Option<ClientTlsConfig>, TlsError> {
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "CA")?));
+    if let Some(identity) = identity {
+        config = config.identity(identity);
+    }
+    Ok(Some(config))
+}
