@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use searchtree::client_args::ClientArgs;
 use searchtree::commands::{
-    bench, build, certs, demo, load, publish, query, stats, up, verify, versions,
+    bench, build, certs, demo, load, publish, query, restart, stats, up, verify, versions,
 };
 
 /// Build, run and query a scatter/gather search tree.
@@ -31,6 +31,7 @@ enum Command {
     Versions(versions::VersionsArgs),
     Verify(verify::VerifyArgs),
     Certs(certs::CertsArgs),
+    Restart(restart::RestartArgs),
 }
 
 #[tokio::main]
@@ -56,6 +57,7 @@ async fn main() {
         Command::Versions(args) => versions::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Certs(args) => certs::run(args),
+        Command::Restart(args) => restart::run(args).await,
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

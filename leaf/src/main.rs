@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         .install_client_security()
         .map_err(anyhow::Error::msg)?;
     let faults = config.faults().map_err(anyhow::Error::msg)?;
-    let listener = serving::bind(&config.listen).await?;
+    let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
     let name = listener.local_addr()?.to_string();
     let settings = SearcherSettings {
         name: name.clone(),

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod drain;
 pub mod http;
 pub mod metrics;
 pub mod timing;
@@ -30,6 +31,9 @@ pub struct OpsArgs {
     /// Who may call admin methods and search.
     #[command(flatten)]
     pub auth: auth::AuthArgs,
+    /// Graceful drain on SIGTERM.
+    #[command(flatten)]
+    pub drain: drain::DrainArgs,
 }
 
 impl OpsArgs {

@@ -41,9 +41,33 @@ pub fn init_tracing() {
 
 /// Binds a listener; `addr` may use port 0 to let the OS pick a free port.
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
+    bind_with(addr, false).await
+}
+
+/// Binds a listener, with SO_REUSEPORT when `reuse_port` (so a replacement
+/// process can listen on the same address before this one drains).
+pub async fn bind_with(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let context =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    if !reuse_port {
+        return TcpListener::bind(addr).await.map_err(context);
+    }
+    let resolved = tokio::net::lookup_host(addr)
         .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        .map_err(context)?
+        .next()
+        .ok_or_else(|| context(std::io::Error::other("no address")))?;
+    let socket = if resolved.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(context)?;
+    socket.set_reuseaddr(true).map_err(context)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true).map_err(context)?;
+    socket.bind(resolved).map_err(context)?;
+    socket.listen(1024).map_err(context)
 }
 
 /// Prints the readiness line `LISTENING HOST:PORT` on stdout and flushes it.
@@ -192,12 +216,23 @@ pub async fn serve<S: Search, C: Corpus>(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    // One shutdown for both servers.
+    // One shutdown for both servers, after the drain (see
+    // [`crate::ops::drain`]).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let reporter = health_reporter.clone();
+    tokio::spawn(crate::ops::drain::drain_on(
+        shutdown,
+        options.ops.drain.clone(),
+        async move {
+            reporter.set_not_serving::<SearchServer<S>>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        },
+        move || {
+            let _ = stop_tx.send(true);
+        },
+    ));
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -207,7 +242,7 @@ pub async fn serve<S: Search, C: Corpus>(
 
     let http = match &options.ops.metrics_listen {
         Some(addr) => {
-            let http_listener = crate::ops::http::bind(addr).await?;
+            let http_listener = crate::ops::http::bind(addr, options.ops.drain.reuse_port).await?;
             let routes = crate::ops::metrics::routes(std::sync::Arc::clone(&counters))
                 .merge(options.http_routes);
             Some(tokio::spawn(crate::ops::http::serve(

@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let node = config.inner.build_node("parent")?;
     let counters = node.counters();
-    let listener = serving::bind(&config.listen).await?;
+    let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
     let service = ParentService::new(node);
     let corpus = ParentCorpus::new(config.inner.corpus_node()?);
     serving::serve(

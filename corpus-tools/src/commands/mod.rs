@@ -7,6 +7,7 @@ pub mod demo;
 pub mod load;
 pub mod publish;
 pub mod query;
+pub mod restart;
 pub mod stats;
 pub mod up;
 pub mod verify;

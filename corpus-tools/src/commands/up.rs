@@ -207,9 +207,14 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         forward_logs: true,
         worker_threads: args.worker_threads,
         metrics: !args.no_metrics,
-        node_args: match &args.tls_dir {
-            Some(dir) => secure_tree(dir, args.mtls, args.protect_search)?,
-            None => Vec::new(),
+        node_args: {
+            // Every node can be replaced on its address while it drains
+            // (`searchtree restart --rolling`).
+            let mut flags = vec!["--reuse-port".to_string()];
+            if let Some(dir) = &args.tls_dir {
+                flags.extend(secure_tree(dir, args.mtls, args.protect_search)?);
+            }
+            flags
         },
     };
     let state_dir = match &args.state_dir {

@@ -12,9 +12,10 @@ use tokio::net::TcpListener;
 /// listening, followed by the actual address (see [`crate::serving::LISTENING_PREFIX`]).
 pub const HTTP_PREFIX: &str = "HTTP ";
 
-/// Binds the HTTP port and announces it on stdout as `HTTP HOST:PORT`.
-pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    let listener = crate::serving::bind(addr).await?;
+/// Binds the HTTP port (with SO_REUSEPORT when `reuse_port`) and announces
+/// it on stdout as `HTTP HOST:PORT`.
+pub async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let listener = crate::serving::bind_with(addr, reuse_port).await?;
     let local = listener.local_addr()?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{HTTP_PREFIX}{local}");

@@ -34,6 +34,10 @@ pub use self::restart::{Restart, RestartPolicy, RestartState};
 use crate::tree::binaries::NodeBinaries;
 use crate::tree::topology::{Plan, PlannedNode};
 
+/// How long a rolling restart waits after a node serves again before the
+/// next one goes: a few of its parent's health-check intervals.
+const REJOIN: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// How to start the nodes.
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
@@ -205,15 +209,67 @@ impl Tree {
         }
         let node = self.restart_plan(i);
         let addrs = self.address_map();
-        let running = launch(
-            &node,
-            &self.bins,
-            &addrs,
-            &self.options,
-            self.exit_tx.clone(),
-        )
-        .await?;
-        self.nodes[i] = running;
+        // On the HTTP port it had, too (scrapers know it).
+        let started =
+            process::spawn_ready(&node, &self.bins, &addrs, &self.options, self.nodes[i].http)
+                .await?;
+        self.nodes[i] = process::watch_started(started, node, self.exit_tx.clone());
+        self.write_nodes_file();
+        Ok(())
+    }
+
+    /// Restarts every running node one by one, leaves first and the root
+    /// last, each serving again (and given time to return to its parent's
+    /// rotation) before the next: a node without replicas is replaced
+    /// first and drained after, on the same address (the nodes bind with
+    /// SO_REUSEPORT, see [`StartOptions::node_args`]); a leaf (whose data
+    /// directory one process holds at a time) is drained, then started.
+    /// The nodes file follows each step.
+    pub async fn rolling_restart(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            let name = self.nodes[i].name.clone();
+            if self.nodes[i].done.is_none() {
+                tracing::warn!(node = %name, "rolling restart: node is down, left to the supervisor");
+                continue;
+            }
+            let old_pid = self.nodes[i].pid.unwrap_or_default();
+            match self.nodes[i].node {
+                PlannedNode::Leaf { .. } => {
+                    self.stop_node(&name).await?;
+                    self.restart_node(&name).await?;
+                }
+                PlannedNode::Inner { .. } => self.replace_node(i).await?,
+            }
+            tracing::info!(
+                node = %name,
+                old_pid,
+                pid = self.nodes[i].pid.unwrap_or_default(),
+                "rolling restart: node replaced"
+            );
+            // Parents check their children's health every 250 ms: let them
+            // see it serving before the next node goes.
+            tokio::time::sleep(REJOIN).await;
+        }
+        tracing::info!("rolling restart: done");
+        Ok(())
+    }
+
+    /// Starts a new process of node `i` on its address beside the running
+    /// one, then drains the old one.
+    async fn replace_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = self.restart_plan(i);
+        let http = self.nodes[i].http;
+        let started =
+            process::spawn_ready(&node, &self.bins, &self.address_map(), &self.options, http)
+                .await?;
+        let new = process::watch_started(started, node, self.exit_tx.clone());
+        let mut old = std::mem::replace(&mut self.nodes[i], new);
+        if let Some(stop) = old.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = old.done.take() {
+            let _ = done.await;
+        }
         self.write_nodes_file();
         Ok(())
     }

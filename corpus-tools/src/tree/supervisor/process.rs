@@ -25,8 +25,10 @@ use crate::tree::topology::PlannedNode;
 
 /// How long a node may take to print its address and pass a health check.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a node may take to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a node may take to exit after SIGTERM before it is killed:
+/// longer than its drain (notice plus the requests in flight, 11 s by
+/// default), so a draining node is never cut short.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 /// Lines of a node's stderr kept to explain a failed start.
 const STDERR_TAIL: usize = 30;
 

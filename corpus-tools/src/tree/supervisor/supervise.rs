@@ -40,10 +40,29 @@ impl Tree {
         // The attempt each node is on, for the logs.
         let mut attempts: Vec<u32> = vec![0; self.nodes.len()];
 
+        // SIGHUP asks for a rolling restart (`searchtree restart --rolling`).
+        #[cfg(unix)]
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        #[cfg(unix)]
+        let hangup = async || hangups.recv().await;
+        #[cfg(not(unix))]
+        let hangup = async || std::future::pending::<Option<()>>().await;
+        let mut hangup = hangup;
+
         loop {
             let next_due = due.iter().flatten().min().copied();
             tokio::select! {
                 _ = &mut stop => return Ok(()),
+                Some(()) = hangup() => {
+                    tracing::info!("rolling restart requested");
+                    if let Err(e) = self.rolling_restart().await {
+                        tracing::error!("rolling restart stopped: {e:#}");
+                    }
+                    for state in states.iter_mut() {
+                        state.started(Instant::now());
+                    }
+                }
                 Some(exit) = self.exits.recv() => {
                     let Some(i) = self.nodes.iter().position(|n| {
                         n.name == exit.name && n.pid == exit.pid && n.done.is_some()
