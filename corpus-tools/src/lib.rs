@@ -19,7 +19,8 @@
 //! - [`certs`] and [`client_args`]: development certificates, and how the
 //!   CLI calls a tree (TLS, client certificate, token);
 //! - [`commands`]: one module per subcommand, the thin layer that parses
-//!   flags and prints; [`output`] is how they show a search response, and
+//!   flags and prints; [`output`] is how they show a search response
+//!   ([`waterfall`], its profile), and
 //!   [`bundled`] the corpus and queries shipped in the binary.
 //!
 //! The load tester behind `searchtree bench` is a crate of its own,
@@ -35,3 +36,4 @@ pub mod live;
 pub mod output;
 pub mod tree;
 pub mod verify;
+pub mod waterfall;

@@ -68,6 +68,15 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(%term, "fault injection: this leaf aborts on queries containing the term");
     }
     let counters = service.counters();
+    let status_versions = Arc::clone(&held);
+    let status: searchtree_node::ops::status::RoleStatusFn =
+        Arc::new(move || searchtree_node::ops::status::RoleStatus {
+            version: status_versions
+                .get(0)
+                .map_or(0, |current| current.shard().meta.version),
+            coverage_mean: 1.0,
+            children: Vec::new(),
+        });
     let corpus = match store {
         Some(store) => LeafCorpus::new(store, Arc::clone(&counters), name),
         None => LeafCorpus::read_only(held, Arc::clone(&counters), name),
@@ -77,7 +86,8 @@ async fn main() -> anyhow::Result<()> {
         service,
         corpus,
         counters,
-        serving::ServeOptions::new(config.connections.limits(), config.ops.clone()),
+        serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
+            .with_status(status),
         serving::shutdown_signal(),
     )
     .await?;

@@ -479,6 +479,7 @@ impl<S: ShardSearch> LeafNode<S> {
             )));
         }
         let started = Instant::now();
+        let profile = params.profile;
         let service = Arc::clone(&self.service);
         let stop = Stop {
             deadline: Some(collect_until.into_std()),
@@ -511,7 +512,22 @@ impl<S: ShardSearch> LeafNode<S> {
         .await;
         guard.armed = false;
         match result {
-            Ok(answer) => Ok(answer?),
+            Ok(answer) => {
+                let mut answer = answer?;
+                if profile {
+                    let micros =
+                        |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+                    answer.profile = Some(searchtree_proto::pb::NodeProfile {
+                        role: "leaf".into(),
+                        shards: vec![self.searcher.shard_id()],
+                        queue_us: micros(started.saturating_duration_since(arrived)),
+                        search_us: micros(started.elapsed()),
+                        total_us: micros(arrived.elapsed()),
+                        ..Default::default()
+                    });
+                }
+                Ok(answer)
+            }
             // A panic in one search fails that request, not the process: the
             // blocking task caught it.
             Err(e) => {

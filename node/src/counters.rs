@@ -154,9 +154,28 @@ impl<C: CounterSet> CounterSnapshot for Counters<C> {
     }
 }
 
-/// Serves a node's counters.
+/// Serves a node's counters and status.
 #[derive(Clone)]
-pub struct StatsService(pub Arc<dyn CounterSnapshot>);
+pub struct StatsService {
+    /// The node's counters.
+    pub counters: Arc<dyn CounterSnapshot>,
+    /// The node's name (its address).
+    pub node: String,
+    /// What its role adds to its status.
+    pub status: Option<crate::ops::status::RoleStatusFn>,
+}
+
+impl StatsService {
+    /// A service for `counters` alone (a node with no name or role status,
+    /// as in tests).
+    pub fn new(counters: Arc<dyn CounterSnapshot>) -> Self {
+        StatsService {
+            counters,
+            node: String::new(),
+            status: None,
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl NodeStats for StatsService {
@@ -165,9 +184,9 @@ impl NodeStats for StatsService {
         _request: Request<GetStatsRequest>,
     ) -> Result<Response<GetStatsResponse>, Status> {
         Ok(Response::new(GetStatsResponse {
-            role: self.0.role().to_string(),
+            role: self.counters.role().to_string(),
             counters: self
-                .0
+                .counters
                 .snapshot()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
@@ -179,7 +198,11 @@ impl NodeStats for StatsService {
         &self,
         _request: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
-        Err(Status::unimplemented("GetStatus is not served yet"))
+        Ok(Response::new(crate::ops::status::status(
+            &self.node,
+            self.counters.role(),
+            self.status.as_ref(),
+        )))
     }
 }
 
@@ -202,7 +225,7 @@ mod tests {
         c.inc(Test::A);
         c.add(Test::B, 5);
         c.inc(Test::Hidden);
-        let r = StatsService(c.clone())
+        let r = StatsService::new(c.clone())
             .get_stats(Request::new(GetStatsRequest {}))
             .await
             .unwrap()

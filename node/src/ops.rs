@@ -11,6 +11,7 @@ pub mod client;
 pub mod drain;
 pub mod http;
 pub mod metrics;
+pub mod status;
 pub mod timing;
 pub mod tls;
 pub mod trace;

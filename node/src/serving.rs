@@ -165,6 +165,8 @@ pub struct ServeOptions {
     /// Routes the role adds to its HTTP port (the root's status page),
     /// merged with the ones every node serves.
     pub http_routes: axum::Router,
+    /// What the role adds to `NodeStats.GetStatus`.
+    pub status: Option<crate::ops::status::RoleStatusFn>,
 }
 
 impl ServeOptions {
@@ -174,7 +176,14 @@ impl ServeOptions {
             limits,
             ops,
             http_routes: axum::Router::new(),
+            status: None,
         }
+    }
+
+    /// Adds what the role reports in `NodeStats.GetStatus`.
+    pub fn with_status(mut self, status: crate::ops::status::RoleStatusFn) -> Self {
+        self.status = Some(status);
+        self
     }
 
     /// Adds routes to the node's HTTP port.
@@ -254,6 +263,7 @@ pub async fn serve<S: Search, C: Corpus>(
         None => None,
     };
 
+    crate::ops::status::start_clock();
     log_limits(&limits);
     // Our own accept loop rather than tonic's TcpIncoming: it caps the
     // connections held, refuses the rest cleanly, backs off instead of
@@ -293,7 +303,11 @@ pub async fn serve<S: Search, C: Corpus>(
         }))
         .add_service(SearchServer::new(search))
         .add_service(corpus_service(corpus))
-        .add_service(NodeStatsServer::new(StatsService(counters)))
+        .add_service(NodeStatsServer::new(StatsService {
+            counters,
+            node: local.to_string(),
+            status: options.status,
+        }))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

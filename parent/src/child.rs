@@ -103,6 +103,13 @@ pub trait Child: Send + Sync {
         budget: Duration,
     ) -> BoxFuture<'_, Result<FetchResponse, ChildError>>;
 
+    /// The child's replicas (their addresses) and whether each is in
+    /// rotation, for the status page. A child without replicas is not
+    /// health-checked by its parent: `unchecked`.
+    fn replica_states(&self) -> Vec<(String, &'static str)> {
+        vec![(self.name().to_string(), "unchecked")]
+    }
+
     /// Asks the child whether it is serving (`grpc.health.v1`). Children
     /// that cannot tell are assumed to be.
     fn check_health(&self) -> BoxFuture<'_, Result<(), ChildError>> {

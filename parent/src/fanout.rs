@@ -16,7 +16,9 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use searchtree_proto::SearchParams;
 use searchtree_proto::hit_order;
-use searchtree_proto::pb::{Coverage, FailureReason, Hit, SearchResponse, ShardFailure};
+use searchtree_proto::pb::{
+    ChildProfile, Coverage, FailureReason, Hit, NodeProfile, SearchResponse, ShardFailure,
+};
 use searchtree_proto::query::truncate_bytes;
 use tokio::time::Instant;
 
@@ -136,6 +138,11 @@ impl FanOut {
         }
     }
 
+    /// The children, in order.
+    pub fn children(&self) -> impl Iterator<Item = &Arc<dyn Child>> {
+        self.slots.iter().map(|s| &s.child)
+    }
+
     /// The same fan-out, asking and waiting as `options` say.
     pub fn with_options(mut self, options: FanOutOptions) -> Self {
         self.options = options;
@@ -232,6 +239,8 @@ impl FanOut {
         let mut seconds_pending = 0usize;
         let mut shards_ok = 0usize;
         let mut asked_again = 0u64;
+        // With `params.profile`: each child call's timings, as it ended.
+        let mut profiles: Vec<ChildProfile> = Vec::new();
         // Set once the early answer's wait is over: first answers still to
         // come are stragglers left out; second asks are still awaited.
         let mut stragglers_cut = false;
@@ -243,7 +252,10 @@ impl FanOut {
                 // An answer that is ready at the deadline still counts.
                 biased;
                 next = pending.next(), if !pending.is_empty() => {
-                    let Some((i, round, result)) = next else { continue };
+                    let Some((i, round, asked_at, mut result)) = next else { continue };
+                    if params.profile {
+                        profiles.push(child_profile(&self.slots[i], sent, asked_at, &mut result));
+                    }
                     match round {
                         Round::First => firsts_pending -= 1,
                         Round::Second => seconds_pending -= 1,
@@ -354,6 +366,21 @@ impl FanOut {
 
         let kth = kth_hit(&states, k);
         let waited = sent.elapsed();
+        if params.profile {
+            for (i, state) in states.iter().enumerate() {
+                if matches!(state, ChildState::Waiting | ChildState::AskedAgain(_)) {
+                    let slot = &self.slots[i];
+                    profiles.push(ChildProfile {
+                        shards: slot.child.shards().to_vec(),
+                        replica: slot.child.name().to_string(),
+                        start_us: 0,
+                        round_trip_us: micros(waited),
+                        outcome: "timed_out".into(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
         let parts = states.into_iter().enumerate().map(|(i, state)| {
             let late = |what: &str| {
                 self.counters.inc(InnerCounter::ChildrenTimedOut);
@@ -378,7 +405,16 @@ impl FanOut {
                 ChildState::Waiting | ChildState::NotAsked => late("no answer"),
             }
         });
-        Ok(merge(k, parts))
+        let merging = Instant::now();
+        let mut merged = merge(k, parts);
+        if params.profile {
+            merged.profile = Some(NodeProfile {
+                merge_us: micros(merging.elapsed()),
+                children: profiles,
+                ..Default::default()
+            });
+        }
+        Ok(merged)
     }
 
     /// Sends child `i` a search for `top_k` hits with the time left until
@@ -401,7 +437,8 @@ impl FanOut {
         let mut request = params.to_child_request(budget);
         request.top_k = top_k as u32;
         Some(Box::pin(async move {
-            (i, round, slot.child.search(request, budget).await)
+            let asked_at = Instant::now();
+            (i, round, asked_at, slot.child.search(request, budget).await)
         }))
     }
 
@@ -455,6 +492,42 @@ impl FanOut {
     }
 }
 
+/// Microseconds, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The timings of one child call that ended with `result` (its own profile
+/// moved out of it), asked at `asked_at`, in a fan-out that began at `sent`.
+fn child_profile(
+    slot: &Slot,
+    sent: Instant,
+    asked_at: Instant,
+    result: &mut Result<SearchResponse, ChildError>,
+) -> ChildProfile {
+    let round_trip = micros(asked_at.elapsed());
+    let (outcome, hop_us, profile) = match result {
+        Ok(response) => (
+            "ok",
+            round_trip.saturating_sub(response.took_us),
+            response.profile.take(),
+        ),
+        Err(ChildError::Timeout(_)) => ("timed_out", 0, None),
+        Err(_) => ("failed", 0, None),
+    };
+    ChildProfile {
+        shards: slot.child.shards().to_vec(),
+        replica: slot.child.name().to_string(),
+        start_us: micros(asked_at.saturating_duration_since(sent)),
+        round_trip_us: round_trip,
+        hop_us,
+        outcome: outcome.into(),
+        hedged: false,
+        retried: false,
+        profile,
+    }
+}
+
 /// A child's shards as a label: runs of consecutive shards as `a-b`,
 /// joined by `,` (`0-1`, `0,2`).
 fn shard_label(shards: &[u32]) -> String {
@@ -478,7 +551,7 @@ fn shard_label(shards: &[u32]) -> String {
 }
 
 /// A call to a child in flight: which child, which ask, and its outcome.
-type Call<'a> = BoxFuture<'a, (usize, Round, Result<SearchResponse, ChildError>)>;
+type Call<'a> = BoxFuture<'a, (usize, Round, Instant, Result<SearchResponse, ChildError>)>;
 
 /// Which ask of a child an answer belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

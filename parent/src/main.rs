@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let node = config.inner.build_node("parent")?;
     let counters = node.counters();
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
+    let status = node.status_fn(|| 0);
     let service = ParentService::new(node);
     let corpus = ParentCorpus::new(config.inner.corpus_node()?);
     serving::serve(
@@ -24,7 +25,8 @@ async fn main() -> anyhow::Result<()> {
         service,
         corpus,
         counters,
-        serving::ServeOptions::new(config.connections.limits(), config.ops.clone()),
+        serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
+            .with_status(status),
         serving::shutdown_signal(),
     )
     .await?;

@@ -163,6 +163,41 @@ impl InnerNode {
         self
     }
 
+    /// What the node reports in `NodeStats.GetStatus`: each child's shards
+    /// and its replicas' states, the mean coverage of its answers, and the
+    /// version `version` says (the root's pin; 0 for a parent).
+    pub fn status_fn(
+        &self,
+        version: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> searchtree_node::ops::status::RoleStatusFn {
+        let children: Vec<Arc<dyn Child>> = self.fanout.children().cloned().collect();
+        Arc::new(move || searchtree_node::ops::status::RoleStatus {
+            version: version(),
+            coverage_mean: metrics().coverage_mean(),
+            children: child_statuses(&children),
+        })
+    }
+}
+
+/// Each child's shards and its replicas' states.
+fn child_statuses(children: &[Arc<dyn Child>]) -> Vec<searchtree_proto::pb::ChildStatus> {
+    children
+        .iter()
+        .map(|child| searchtree_proto::pb::ChildStatus {
+            shards: child.shards().to_vec(),
+            replicas: child
+                .replica_states()
+                .into_iter()
+                .map(|(address, state)| searchtree_proto::pb::ReplicaStatus {
+                    address,
+                    state: state.to_string(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+impl InnerNode {
     /// The node's counters.
     pub fn counters(&self) -> Arc<InnerCounters> {
         Arc::clone(&self.counters)
@@ -208,9 +243,10 @@ impl InnerNode {
     ) -> Result<SearchResponse, NodeError> {
         let arrived = Instant::now();
         let (_slot, answer_at) = self.start(arrived, deadline)?;
+        // A profiled search is a real one: never answered from the cache.
         let answer = if params.canary {
             self.fanout.search_one(params, answer_at).await
-        } else if let Some(cache) = &self.cache {
+        } else if let Some(cache) = self.cache.as_ref().filter(|_| !params.profile) {
             cache
                 .search(params, answer_at, |at| self.fanout.search(params, at))
                 .await
@@ -227,6 +263,13 @@ impl InnerNode {
         });
         metrics().observe_answer(response.partial, coverage);
         response.took_us = arrived.elapsed().as_micros() as u64;
+        if params.profile {
+            let profile = response.profile.get_or_insert_with(Default::default);
+            profile.role = searchtree_node::counters::CounterSnapshot::role(self.counters.as_ref())
+                .to_string();
+            profile.shards = self.shards.clone();
+            profile.total_us = response.took_us;
+        }
         tracing::debug!(
             query = %params.query,
             took = ?arrived.elapsed(),

@@ -117,7 +117,12 @@ impl FetchPhase {
             }
         }
         response.hits_unfetched = unfetched;
-        response.took_us += u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let fetch_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        response.took_us += fetch_us;
+        if let Some(profile) = response.profile.as_mut() {
+            profile.fetch_us = fetch_us;
+            profile.total_us = response.took_us;
+        }
         if unfetched > 0 {
             node.counters().inc(InnerCounter::AnswersUnfetched);
         }

@@ -12,6 +12,7 @@ pub mod node;
 pub mod pin;
 pub mod policy;
 pub mod service;
+pub mod status;
 
 pub use node::RootNode;
 pub use service::RootService;

@@ -25,13 +25,18 @@ async fn main() -> anyhow::Result<()> {
     corpus
         .pin_at_start(searchtree_root::corpus::PIN_AT_START_WAIT)
         .await;
+    let pinned = root.pinned();
+    let status = root.inner().status_fn(move || pinned.get());
     let service = RootService::new(root);
+    let page = searchtree_root::status::routes(listener.local_addr()?.to_string());
     serving::serve(
         listener,
         service,
         corpus,
         counters,
-        serving::ServeOptions::new(config.connections.limits(), config.ops.clone()),
+        serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
+            .with_status(status)
+            .with_http_routes(page),
         serving::shutdown_signal(),
     )
     .await?;

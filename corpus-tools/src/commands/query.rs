@@ -25,6 +25,10 @@ pub struct QueryArgs {
     /// Print the response as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Ask every node for its timings and print where the time went, level
+    /// by level (a profiled search skips the result caches).
+    #[arg(long)]
+    pub profile: bool,
     /// The query, in tantivy syntax, e.g. `"solar system" +planet -dwarf`.
     #[arg(required = true, num_args = 1..)]
     pub query: Vec<String>,
@@ -42,6 +46,7 @@ pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
         top_k: args.top_k,
         budget_ms: args.budget_ms,
         min_coverage: args.min_coverage,
+        profile: args.profile,
         ..Default::default()
     };
     let response = client
@@ -53,6 +58,10 @@ pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
         println!("{}", output::to_json(&response));
     } else {
         print!("{}", output::render(&response, true));
+        if let Some(profile) = &response.profile {
+            println!("\nwhere the time went (ms):");
+            print!("{}", crate::waterfall::render(profile));
+        }
     }
     Ok(())
 }

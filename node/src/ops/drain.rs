@@ -69,6 +69,7 @@ pub async fn drain_on<F, N>(
     F: FnOnce(),
 {
     signal.await;
+    crate::ops::status::set_draining();
     tracing::info!(
         notice_ms = args.drain_notice_ms,
         "draining: health says NOT_SERVING; still serving while callers notice"

@@ -104,7 +104,11 @@ where
                     .map_or("OK", |code| code_name(code.as_bytes())),
                 Err(_) => "UNKNOWN",
             };
-            crate::ops::metrics::metrics().observe_request(method, code, start.elapsed());
+            let elapsed = start.elapsed();
+            crate::ops::metrics::metrics().observe_request(method, code, elapsed);
+            if method == "Search" {
+                crate::ops::status::record_search(elapsed);
+            }
             result
         })
     }

@@ -86,6 +86,23 @@ pub struct ReplicaGroup {
 }
 
 impl ReplicaGroup {
+    /// Each replica's address and whether it is in rotation (`healthy`,
+    /// `ejected`, `probation`, `behind`), for the status page.
+    pub fn replica_rotations(&self) -> Vec<(String, &'static str)> {
+        self.replicas
+            .iter()
+            .map(|r| {
+                let state = match r.lock().rotation {
+                    state::Rotation::In => "healthy",
+                    state::Rotation::Ejected => "ejected",
+                    state::Rotation::Probation => "probation",
+                    state::Rotation::Behind { .. } => "behind",
+                };
+                (r.child.name().to_string(), state)
+            })
+            .collect()
+    }
+
     /// A group over `replicas` (which must serve the same shards), counting
     /// into `counters`. Call
     /// [`ReplicaGroup::spawn_health_checks`] to start checking them. Behind

@@ -138,6 +138,10 @@ impl Child for ReplicaGroup {
         &self.name
     }
 
+    fn replica_states(&self) -> Vec<(String, &'static str)> {
+        self.replica_rotations()
+    }
+
     fn shards(&self) -> &[u32] {
         &self.shards
     }
