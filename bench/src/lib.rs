@@ -34,4 +34,5 @@ pub mod record;
 pub mod report;
 pub mod schedule;
 pub mod steps;
+pub mod tail;
 pub mod target;

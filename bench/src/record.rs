@@ -52,6 +52,8 @@ pub struct Recorder {
     pub saturated: u64,
     /// Queries refused as invalid, with their text (the first few).
     pub invalid_queries: Vec<(String, String)>,
+    /// The slowest path of each profiled answer ([`crate::tail`]).
+    pub slow_paths: Vec<crate::tail::SlowPath>,
 }
 
 impl Default for Recorder {
@@ -71,6 +73,7 @@ impl Default for Recorder {
             coverage_min: 1.0,
             saturated: 0,
             invalid_queries: Vec::new(),
+            slow_paths: Vec::new(),
         }
     }
 }
@@ -120,6 +123,9 @@ impl Recorder {
                 });
                 self.coverage_sum += fraction;
                 self.coverage_min = self.coverage_min.min(fraction);
+                if let Some(profile) = &r.profile {
+                    self.slow_paths.push(crate::tail::slow_path(us, profile));
+                }
                 let in_time = self.budget.is_none_or(|b| latency <= b);
                 if !r.partial && full && in_time {
                     self.good += 1;

@@ -78,6 +78,10 @@ pub struct Report {
     /// Whether the searching ran in the load tester's own process (`--direct`),
     /// so that `loadgen_cpu` includes it.
     pub target_in_process: bool,
+    /// Where the requests at or above the p99 spent their time, when they
+    /// were profiled (`--profile-tail`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail: Option<crate::tail::TailReport>,
 }
 
 /// The percentiles of `h` (zeros when it is empty).
@@ -139,6 +143,8 @@ impl Report {
             latency_ok_us: percentiles(&r.latency_ok),
             loadgen_cpu: r.loadgen_cpu,
             target_in_process: r.target_in_process,
+            tail: (!r.slow_paths.is_empty())
+                .then(|| crate::tail::report(&r.slow_paths, percentiles(&r.latency_ok).p99)),
         }
     }
 
@@ -232,6 +238,9 @@ impl Report {
                 "warning:   {} latencies beyond the histogram's range",
                 self.saturated
             );
+        }
+        if let Some(tail) = &self.tail {
+            out.push_str(&tail.text());
         }
         out
     }

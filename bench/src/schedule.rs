@@ -104,6 +104,9 @@ pub struct LoadConfig {
     pub top_k: u32,
     /// `budget_ms` of every request.
     pub budget_ms: u32,
+    /// Ask every node for its timings (`SearchRequest.profile`), so the
+    /// report can say where the tail comes from ([`crate::tail`]).
+    pub profile: bool,
 }
 
 /// Live counters, for the progress line.
@@ -141,6 +144,7 @@ fn request(queries: &QueryPicker, i: usize, config: &LoadConfig) -> SearchReques
         query: queries.pick(i).to_string(),
         top_k: config.top_k,
         budget_ms: config.budget_ms,
+        profile: config.profile,
         ..Default::default()
     }
 }
@@ -331,6 +335,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             top_k: 10,
             budget_ms: 0,
+            profile: false,
         }
     }
 

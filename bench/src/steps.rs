@@ -777,6 +777,7 @@ mod tests {
                 timeout: Duration::from_secs(5),
                 top_k: 10,
                 budget_ms: 100,
+                profile: false,
             },
             factors: vec![0.5, 2.0],
             capacity_workers: 2,

@@ -254,6 +254,7 @@ fn stall_load(rate: f64, duration: Duration) -> LoadConfig {
         timeout: Duration::from_millis(500),
         top_k: 10,
         budget_ms: 200,
+        profile: false,
     }
 }
 

@@ -45,6 +45,7 @@ fn load(rate: f64, duration: Duration) -> LoadConfig {
         timeout: Duration::from_secs(10),
         top_k: 10,
         budget_ms: 2_000,
+        profile: false,
     }
 }
 

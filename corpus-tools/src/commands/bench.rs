@@ -76,6 +76,11 @@ pub struct BenchArgs {
     /// answer).
     #[arg(long, default_value_t = 0)]
     pub budget_ms: u32,
+    /// Send every request with `profile` set, and report which level and
+    /// which leaf (shard, replica) the requests at or above the p99 spent
+    /// their time in. Profiled searches skip the result caches.
+    #[arg(long)]
+    pub profile_tail: bool,
     /// Give up on a request after this long (counted as CLIENT_GAVE_UP).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -302,6 +307,7 @@ fn load_config(args: &BenchArgs, rate: f64) -> LoadConfig {
         timeout: args.timeout,
         top_k: args.top_k,
         budget_ms: args.budget_ms,
+        profile: args.profile_tail,
     }
 }
 
