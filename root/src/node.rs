@@ -210,7 +210,11 @@ impl RootNode {
         };
         // A cached answer is complete (no canary needed), and its round trip
         // says nothing of the tree's load: no admission sample (below).
-        let hit = self.node.cached(&query).await;
+        // A profiled search is timed as a real one: not from the cache.
+        let hit = match params.profile {
+            true => None,
+            false => self.node.cached(&query).await,
+        };
         let from_cache = hit.is_some();
         let mut response = match (hit, &self.canary) {
             (Some(hit), _) => Ok(hit),
@@ -219,7 +223,9 @@ impl RootNode {
         };
         if let (Some(phase), Ok(answer)) = (fetch, response.as_mut()) {
             phase.fill(&self.node, params, answer, deadline).await;
-            self.node.remember(params, answer).await;
+            if !params.profile {
+                self.node.remember(params, answer).await;
+            }
         }
         let permit = permit.filter(|_| !from_cache);
         if let (Some(permit), Some(admission)) = (permit, &self.admission) {
