@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod drain;
 pub mod http;
+pub mod layer;
 pub mod metrics;
 pub mod status;
 pub mod timing;

@@ -292,14 +292,11 @@ pub async fn serve<S: Search, C: Corpus>(
             stamp_arrival
                 as fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
         ))
-        // Every call's latency by method and status, for the metrics page.
-        .layer(tower::layer::layer_fn(crate::ops::timing::Timed::new))
-        // Each request runs in its trace (log lines carry the trace id;
-        // calls to children pass it on).
-        .layer(tower::layer::layer_fn(crate::ops::trace::Traced::new))
-        // Who may call what, before any service runs.
+        // Who may call what (before any service runs), each request within
+        // its trace (log lines carry the trace id; calls to children pass
+        // it on), every call's latency by method and status.
         .layer(tower::layer::layer_fn(move |inner| {
-            crate::ops::auth::Authenticated::new(inner, std::sync::Arc::clone(&policy))
+            crate::ops::layer::Operated::new(inner, std::sync::Arc::clone(&policy))
         }))
         .add_service(SearchServer::new(search))
         .add_service(corpus_service(corpus))

@@ -9,11 +9,7 @@
 //! refusal is immediate: `UNAUTHENTICATED` without credentials,
 //! `PERMISSION_DENIED` with wrong ones — never a hang.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use clap::Args;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -171,52 +167,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A service that refuses calls the policy does not allow.
-#[derive(Debug, Clone)]
-pub struct Authenticated<S> {
-    inner: S,
-    policy: Arc<AuthPolicy>,
-}
-
-impl<S> Authenticated<S> {
-    /// Wraps `inner` with `policy`.
-    pub fn new(inner: S, policy: Arc<AuthPolicy>) -> Self {
-        Authenticated { inner, policy }
-    }
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if !self.policy.is_open() {
-            let has_certificate = request
-                .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|info| info.peer_certs())
-                .is_some_and(|certs| !certs.is_empty());
-            let authorization = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            if let Err(status) =
-                self.policy
-                    .check(request.uri().path(), authorization, has_certificate)
-            {
-                return Box::pin(async move { Ok(status.into_http()) });
-            }
+impl AuthPolicy {
+    /// Judges `request` (its path, `authorization` header and, under mutual
+    /// TLS, its verified certificate): `Err` with the refusal to send.
+    pub fn judge<B>(&self, request: &http::Request<B>) -> Result<(), tonic::Status> {
+        if self.is_open() {
+            return Ok(());
         }
-        Box::pin(self.inner.call(request))
+        let has_certificate = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.peer_certs())
+            .is_some_and(|certs| !certs.is_empty());
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        self.check(request.uri().path(), authorization, has_certificate)
     }
 }
 

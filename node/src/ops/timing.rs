@@ -1,12 +1,8 @@
 //! Times every gRPC call a node serves, by method and status code, into
-//! [`crate::ops::metrics`]: one wrapper around the whole server, so no
-//! service can be forgotten.
+//! [`crate::ops::metrics`] (called by [`crate::ops::layer`], around the
+//! whole server, so no service can be forgotten).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::time::Instant;
+use std::time::Duration;
 
 /// The methods the nodes serve, as metric labels; anything else is `other`
 /// (a label must never take a value a caller chose).
@@ -29,7 +25,7 @@ const METHODS: &[&str] = &[
 ];
 
 /// The method label of a request path `/package.Service/Method`.
-fn method_of(path: &str) -> &'static str {
+pub fn method_of(path: &str) -> &'static str {
     let method = path.rsplit('/').next().unwrap_or("");
     METHODS
         .iter()
@@ -62,55 +58,20 @@ fn code_name(code: &[u8]) -> &'static str {
     }
 }
 
-/// A service that records how long each call to the one it wraps took.
-#[derive(Debug, Clone)]
-pub struct Timed<S> {
-    inner: S,
-}
-
-impl<S> Timed<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Timed { inner }
-    }
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for Timed<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = method_of(request.uri().path());
-        let start = Instant::now();
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let result = call.await;
-            // An error answer carries its status in the headers (a
-            // trailers-only response); an answer does in the trailers,
-            // which come later: no status header means the call succeeded.
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .map_or("OK", |code| code_name(code.as_bytes())),
-                Err(_) => "UNKNOWN",
-            };
-            let elapsed = start.elapsed();
-            crate::ops::metrics::metrics().observe_request(method, code, elapsed);
-            if method == "Search" {
-                crate::ops::status::record_search(elapsed);
-            }
-            result
-        })
+/// Records a served call of `method` that ended with `response` after
+/// `elapsed`: its latency by method and status for the metrics page, and a
+/// search's for the recent percentiles of `GetStatus`.
+pub fn record<RB>(method: &'static str, response: &http::Response<RB>, elapsed: Duration) {
+    // An error answer carries its status in the headers (a trailers-only
+    // response); an answer does in the trailers, which come later: no
+    // status header means the call succeeded.
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .map_or("OK", |code| code_name(code.as_bytes()));
+    crate::ops::metrics::metrics().observe_request(method, code, elapsed);
+    if method == "Search" {
+        crate::ops::status::record_search(elapsed);
     }
 }
 

@@ -2,16 +2,14 @@
 //! with (or the client's `x-request-id`, or a new trace when it has
 //! neither) is kept for the request's lifetime, every log line the node
 //! writes for it carries the trace id (a `tracing` span around the
-//! handler), the node hands it on to every child it calls, and the answer
-//! says which trace it was.
+//! handler, see [`crate::ops::layer`]), the node hands it on to every
+//! child it calls, and the answer says which trace it was.
 //!
 //! A malformed `traceparent` is replaced, never refused: tracing must not
 //! fail a query.
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use tracing::Instrument;
 
@@ -153,66 +151,35 @@ pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
     };
 }
 
-/// A service that runs each request within its trace: the context in a
-/// task-local (for [`inject`]), a `request` span carrying the trace id
-/// around the handler, and `traceparent` (and `x-request-id`) echoed on
-/// the response.
-#[derive(Debug, Clone)]
-pub struct Traced<S> {
-    inner: S,
-}
-
-impl<S> Traced<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Traced { inner }
+/// The span every log line written for a request carries.
+pub fn span(context: &TraceContext, path: &str) -> tracing::Span {
+    match &context.request_id {
+        Some(id) => tracing::info_span!("request", trace_id = %context, request_id = %id, path),
+        None => tracing::info_span!("request", trace_id = %context, path),
     }
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for Traced<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+/// Runs `call` (made by `make` within the trace) within `context`: the
+/// context in the task-local [`inject`] reads, the span around it.
+pub fn within<F: Future>(
+    context: TraceContext,
+    span: tracing::Span,
+    make: impl FnOnce() -> F,
+) -> tokio::task::futures::TaskLocalFuture<TraceContext, tracing::instrument::Instrumented<F>> {
+    let call = CURRENT.sync_scope(context.clone(), make);
+    CURRENT.scope(context, call.instrument(span))
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+/// Names the trace on an answer: `traceparent` (a span of the request's
+/// trace) and the client's `x-request-id`.
+pub fn echo(context: &TraceContext, headers: &mut http::HeaderMap) {
+    if let Ok(value) = context.traceparent(fastrand::u64(1..)).parse() {
+        headers.insert(TRACEPARENT, value);
     }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let context = TraceContext::from_headers(request.headers());
-        let span = match &context.request_id {
-            Some(id) => tracing::info_span!(
-                "request",
-                trace_id = %context,
-                request_id = %id,
-                path = request.uri().path()
-            ),
-            None => {
-                tracing::info_span!("request", trace_id = %context, path = request.uri().path())
-            }
-        };
-        let echo_traceparent = context.traceparent(fastrand::u64(1..));
-        let echo_request_id = context.request_id.clone();
-        let call = CURRENT.sync_scope(context.clone(), || self.inner.call(request));
-        Box::pin(CURRENT.scope(context, async move {
-            let mut result = call.instrument(span).await;
-            if let Ok(response) = &mut result {
-                let headers = response.headers_mut();
-                if let Ok(value) = echo_traceparent.parse() {
-                    headers.insert(TRACEPARENT, value);
-                }
-                if let Some(id) = echo_request_id
-                    && let Ok(value) = id.parse()
-                {
-                    headers.insert(REQUEST_ID, value);
-                }
-            }
-            result
-        }))
+    if let Some(id) = &context.request_id
+        && let Ok(value) = id.parse()
+    {
+        headers.insert(REQUEST_ID, value);
     }
 }
 
