@@ -245,6 +245,7 @@ impl RootNode {
         let response = response?;
         judge(params, response).map_err(|(refusal, err)| {
             self.node.counters().inc(refusal.counter());
+            searchtree_node::ops::metrics::metrics().observe_unanswered("failed");
             tracing::info!(query = %Quoted::new(&params.query), %err, "answer refused");
             err
         })
@@ -260,6 +261,7 @@ fn show_admission(counters: &InnerCounters, admission: &Admission) {
 /// Counts a shed query by its class and by the bound that refused it.
 fn count_shed(counters: &InnerCounters, priority: Priority, reason: ShedReason) {
     counters.inc(InnerCounter::Shed);
+    searchtree_node::ops::metrics::metrics().observe_unanswered("refused");
     counters.inc(match priority {
         Priority::Batch => InnerCounter::ShedBatch,
         Priority::Interactive => InnerCounter::ShedInteractive,

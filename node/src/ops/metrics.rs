@@ -59,7 +59,7 @@ pub struct ChildOutcomeLabels {
 /// How complete an inner node's answer was, as a label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CompletenessLabels {
-    /// `complete`, `partial` or `failed`.
+    /// `complete`, `partial`, `failed` or `refused`.
     pub completeness: &'static str,
 }
 
@@ -132,7 +132,7 @@ impl Metrics {
         );
         registry.register(
             "answers",
-            "Answers by completeness: complete, partial (a shard missing or cut short), failed",
+            "Answers by completeness: complete, partial (a shard missing or cut short); at the root also failed (refused after the fan-out) and refused (shed)",
             answers.clone(),
         );
         registry.register(
@@ -215,12 +215,12 @@ impl Metrics {
         self.coverage_sum.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6 / n as f64
     }
 
-    /// Records an inner node's request that had no answer at all.
-    pub fn observe_failed_answer(&self) {
+    /// Records a root's query that got no answer: `failed` (refused after
+    /// the fan-out: no shard answered, or fewer than its `min_coverage`) or
+    /// `refused` (shed by admission control before any work).
+    pub fn observe_unanswered(&self, completeness: &'static str) {
         self.answers
-            .get_or_create(&CompletenessLabels {
-                completeness: "failed",
-            })
+            .get_or_create(&CompletenessLabels { completeness })
             .inc();
     }
 }
