@@ -9,7 +9,7 @@ A tree started by `searchtree up` is observed from the kernel:
     protobuf, as they cross the wire);
   - `/proc/PID/stat` gives each node's CPU time (utime + stime).
 Which process is which node comes from `up`'s log (`node serving node=NAME
-addr=ADDR pid=PID`), or, for binaries that do not log it, from the
+addr=ADDR [http=...] pid=PID`), or, for binaries that do not log it, from the
 children of `up` (their command name gives the role) and their listening
 sockets (`ss -tlnpH`).
 
@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-SERVING = re.compile(r"node serving node=(\S+) addr=(\S+) pid=(\d+)")
+SERVING = re.compile(r"node serving node=(\S+) addr=(\S+)(?: \S+=\S+)*? pid=(\d+)")
 USERS = re.compile(r'users:\(\("([^"]*)",pid=(\d+)')
 COOKIE = re.compile(r"\bsk:([0-9a-f]+)")
 COUNTER = re.compile(r"\b(bytes_sent|bytes_received|bytes_acked):(\d+)")
