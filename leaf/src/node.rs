@@ -450,7 +450,7 @@ impl<S: ShardSearch> LeafNode<S> {
                 let waited = waited_from.elapsed();
                 self.counters.add(
                     LeafCounter::QueueWaitUsTotal,
-                    u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+                    searchtree_proto::deadline::micros(waited),
                 );
                 if waited > SLOW_QUEUE_WAIT {
                     self.counters.inc(LeafCounter::QueueWaitsOver10Ms);
@@ -515,8 +515,7 @@ impl<S: ShardSearch> LeafNode<S> {
             Ok(answer) => {
                 let mut answer = answer?;
                 if profile {
-                    let micros =
-                        |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+                    use searchtree_proto::deadline::micros;
                     answer.profile = Some(searchtree_proto::pb::NodeProfile {
                         role: "leaf".into(),
                         shards: vec![self.searcher.shard_id()],

@@ -173,7 +173,7 @@ pub fn count_queue_wait(counters: &InnerCounters, wait: Duration) {
     counters.inc(InnerCounter::QueueWaits);
     counters.add(
         InnerCounter::QueueWaitUsTotal,
-        u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
+        searchtree_proto::deadline::micros(wait),
     );
     if wait > SLOW_QUEUE_WAIT {
         counters.inc(InnerCounter::QueueWaitsOver10Ms);

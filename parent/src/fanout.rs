@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use searchtree_proto::SearchParams;
+use searchtree_proto::deadline::micros;
 use searchtree_proto::hit_order;
 use searchtree_proto::pb::{
     ChildProfile, Coverage, FailureReason, Hit, NodeProfile, SearchResponse, ShardFailure,
@@ -490,11 +491,6 @@ impl FanOut {
             InnerCounter::ChildrenFailed
         });
     }
-}
-
-/// Microseconds, saturating.
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The timings of one child call that ended with `result` (its own profile

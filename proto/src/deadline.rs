@@ -8,6 +8,12 @@
 
 use std::time::Duration;
 
+/// `d` in whole microseconds, saturating: how every `*_us` field of the API
+/// is filled.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// A node's budget limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetPolicy {

@@ -190,7 +190,7 @@ impl RootCorpus {
             num_docs,
             staged_ops,
             replicas_behind: skip.into_iter().collect(),
-            took_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            took_us: searchtree_proto::deadline::micros(started.elapsed()),
         })
     }
 }

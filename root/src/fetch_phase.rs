@@ -101,7 +101,7 @@ impl FetchPhase {
             }
         };
         self.took
-            .observe(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            .observe(searchtree_proto::deadline::micros(started.elapsed()));
         let mut by_doc: HashMap<(String, u32), (String, String)> = fetched
             .into_iter()
             .map(|h| ((h.doc_id, h.shard), (h.title, h.snippet)))
@@ -117,7 +117,7 @@ impl FetchPhase {
             }
         }
         response.hits_unfetched = unfetched;
-        let fetch_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let fetch_us = searchtree_proto::deadline::micros(started.elapsed());
         response.took_us += fetch_us;
         if let Some(profile) = response.profile.as_mut() {
             profile.fetch_us = fetch_us;
