@@ -29,6 +29,7 @@ use crate::counters::{InnerCounter, InnerCounters};
 use crate::error::NodeError;
 use crate::merge::merge;
 use crate::round_trip::RoundTrip;
+use crate::spec::format_shards;
 use searchtree_node::ops::metrics::metrics;
 
 /// A child plus what the parent has learned about it.
@@ -125,7 +126,7 @@ impl FanOut {
         let slots = children
             .into_iter()
             .map(|child| Slot {
-                label: shard_label(child.shards()).into(),
+                label: format_shards(child.shards()).into(),
                 child,
                 docs_total: AtomicU64::new(0),
                 hop: RoundTrip::default(),
@@ -522,28 +523,6 @@ fn child_profile(
         retried: false,
         profile,
     }
-}
-
-/// A child's shards as a label: runs of consecutive shards as `a-b`,
-/// joined by `,` (`0-1`, `0,2`).
-fn shard_label(shards: &[u32]) -> String {
-    let mut sorted = shards.to_vec();
-    sorted.sort_unstable();
-    let mut runs: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i;
-        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
-            j += 1;
-        }
-        runs.push(if i == j {
-            sorted[i].to_string()
-        } else {
-            format!("{}-{}", sorted[i], sorted[j])
-        });
-        i = j + 1;
-    }
-    runs.join(",")
 }
 
 /// A call to a child in flight: which child, which ask, and its outcome.

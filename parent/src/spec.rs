@@ -52,6 +52,29 @@ impl fmt::Display for ChildSpec {
     }
 }
 
+/// Writes a shard list the way [`parse_shards`] reads it, runs of
+/// consecutive shards as `a-b` (`0-1`, `0,2`, `0-3,7`): a child's label in
+/// the metrics.
+pub fn format_shards(shards: &[u32]) -> String {
+    let mut sorted = shards.to_vec();
+    sorted.sort_unstable();
+    let mut runs: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        runs.push(if i == j {
+            sorted[i].to_string()
+        } else {
+            format!("{}-{}", sorted[i], sorted[j])
+        });
+        i = j + 1;
+    }
+    runs.join(",")
+}
+
 /// Parses a shard list such as `3`, `0,2` or `0-3,7`.
 pub fn parse_shards(s: &str) -> Result<Vec<u32>, String> {
     let mut shards = Vec::new();
@@ -82,6 +105,21 @@ pub fn parse_shards(s: &str) -> Result<Vec<u32>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_shard_lists_as_they_are_parsed() {
+        for (shards, text) in [
+            (vec![0, 1], "0-1"),
+            (vec![2, 0], "0,2"),
+            (vec![0, 1, 2, 3, 7], "0-3,7"),
+            (vec![5], "5"),
+        ] {
+            assert_eq!(format_shards(&shards), text);
+            let mut sorted = shards.clone();
+            sorted.sort_unstable();
+            assert_eq!(parse_shards(text).unwrap(), sorted);
+        }
+    }
 
     #[test]
     fn parses_lists_and_ranges() {
