@@ -30,7 +30,7 @@ use crate::error::NodeError;
 use crate::merge::merge;
 use crate::round_trip::RoundTrip;
 use crate::spec::format_shards;
-use searchtree_node::ops::metrics::metrics;
+use searchtree_node::ops::metrics::{ChildMetrics, metrics};
 
 /// A child plus what the parent has learned about it.
 struct Slot {
@@ -40,13 +40,13 @@ struct Slot {
     /// The hop's cost: round trip minus the time the child says it spent,
     /// i.e. network, queueing and serialisation, both ways.
     hop: RoundTrip,
-    /// The child's shards as a metric label (`0-1`).
-    label: Arc<str>,
+    /// The child's series in the metrics (labelled with its shards, `0-1`).
+    metrics: ChildMetrics,
 }
 
 impl Slot {
     fn observe(&self, round_trip: Duration, response: &SearchResponse) {
-        metrics().observe_child(&self.label, "ok", round_trip);
+        self.metrics.answered(round_trip);
         self.hop
             .observe((round_trip.as_micros() as u64).saturating_sub(response.took_us));
         if let Some(c) = &response.coverage {
@@ -126,7 +126,7 @@ impl FanOut {
         let slots = children
             .into_iter()
             .map(|child| Slot {
-                label: format_shards(child.shards()).into(),
+                metrics: metrics().child(&format_shards(child.shards())),
                 child,
                 docs_total: AtomicU64::new(0),
                 hop: RoundTrip::default(),
@@ -603,12 +603,7 @@ const MAX_FAILURE_MESSAGE_BYTES: usize = 256;
 /// The answer that stands in for a child that failed: no hits, and each of
 /// its shards counted as failed (or timed out) with the reason.
 fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
-    let outcome = if matches!(err, ChildError::Timeout(_)) {
-        "timed_out"
-    } else {
-        "failed"
-    };
-    metrics().observe_child(&slot.label, outcome, Duration::ZERO);
+    slot.metrics.missed(matches!(err, ChildError::Timeout(_)));
     let child = &slot.child;
     let reason = match err {
         ChildError::Timeout(_) => FailureReason::Timeout,

@@ -171,21 +171,29 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Records a child call's outcome and, when it answered, its round trip.
-    pub fn observe_child(&self, child: &Arc<str>, outcome: &'static str, round_trip: Duration) {
-        if outcome == "ok" {
-            self.child_round_trip
-                .get_or_create(&ChildLabels {
-                    child: Arc::clone(child),
+    /// The series of the child labelled `child` (its shard range), looked
+    /// up once, so that recording a call takes no lock and no hashing.
+    pub fn child(&self, child: &str) -> ChildMetrics {
+        let child: Arc<str> = child.into();
+        let calls = |outcome: &'static str| {
+            self.child_calls
+                .get_or_create(&ChildOutcomeLabels {
+                    child: Arc::clone(&child),
+                    outcome,
                 })
-                .observe(round_trip.as_secs_f64());
+                .clone()
+        };
+        ChildMetrics {
+            round_trip: self
+                .child_round_trip
+                .get_or_create(&ChildLabels {
+                    child: Arc::clone(&child),
+                })
+                .clone(),
+            ok: calls("ok"),
+            timed_out: calls("timed_out"),
+            failed: calls("failed"),
         }
-        self.child_calls
-            .get_or_create(&ChildOutcomeLabels {
-                child: Arc::clone(child),
-                outcome,
-            })
-            .inc();
     }
 
     /// Records an inner node's answer: complete or partial, and its coverage
@@ -222,6 +230,32 @@ impl Metrics {
         self.answers
             .get_or_create(&CompletenessLabels { completeness })
             .inc();
+    }
+}
+
+/// One child's series (see [`Metrics::child`]).
+#[derive(Debug, Clone)]
+pub struct ChildMetrics {
+    round_trip: Histogram,
+    ok: Counter,
+    timed_out: Counter,
+    failed: Counter,
+}
+
+impl ChildMetrics {
+    /// Records a call that answered after `round_trip`.
+    pub fn answered(&self, round_trip: Duration) {
+        self.round_trip.observe(round_trip.as_secs_f64());
+        self.ok.inc();
+    }
+
+    /// Records a call that did not answer: timed out, or failed.
+    pub fn missed(&self, timed_out: bool) {
+        if timed_out {
+            self.timed_out.inc();
+        } else {
+            self.failed.inc();
+        }
     }
 }
 
