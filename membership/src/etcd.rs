@@ -1,0 +1,490 @@
+//! A small etcd v3 client over the cluster's gRPC API: ranges, puts and
+//! deletes, leases and watches, spread over the cluster's endpoints.
+//!
+//! Every endpoint gets a lazily connected channel. A call goes to the
+//! endpoint that last answered; if that fails (the member is down, or has no
+//! leader), the call moves on to the next endpoint, so losing a minority of
+//! the cluster, or its leader, costs a retry, not an error. Every call has a
+//! timeout: a member that hangs is passed over like one that refuses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb;
+use crate::pb::kv_client::KvClient;
+use crate::pb::lease_client::LeaseClient;
+use crate::pb::maintenance_client::MaintenanceClient;
+use crate::pb::watch_client::WatchClient;
+
+/// How long one unary call to one member may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to one member may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why an etcd call failed (on every endpoint it was tried on).
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// An endpoint is not a valid URI.
+    #[error("etcd endpoint {endpoint:?}: {reason}")]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No member answered.
+    #[error("etcd unavailable ({endpoints}): {last}")]
+    Unavailable {
+        /// The endpoints tried.
+        endpoints: String,
+        /// The last member's error.
+        last: String,
+    },
+    /// A stream (watch or keep-alive) ended or failed.
+    #[error("etcd stream ended: {0}")]
+    Stream(String),
+}
+
+/// One watch event, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `key` now holds `value`.
+    Put {
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: Vec<u8>,
+    },
+    /// `key` was deleted (or its lease expired).
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// What a watch stream delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMessage {
+    /// Changes up to and including `revision`.
+    Events {
+        /// The store's revision after these events.
+        revision: i64,
+        /// The changes, in order.
+        events: Vec<Event>,
+    },
+    /// The watch can no longer deliver every change since the revision it
+    /// started at (compacted, or cancelled by the member): list again.
+    Lost(String),
+}
+
+/// A client of one etcd cluster.
+#[derive(Clone)]
+pub struct Etcd {
+    endpoints: Arc<Vec<(String, Channel)>>,
+    /// The endpoint that answered last: calls start there.
+    current: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("endpoints", &self.endpoint_names())
+            .finish()
+    }
+}
+
+/// The range end that, with `prefix` as the key, selects every key starting
+/// with `prefix` (etcd's convention: the prefix with its last byte plus one).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
+impl Etcd {
+    /// A client of the cluster whose members answer at `endpoints`
+    /// (`http://host:port` or `host:port`, comma-separated or as a list).
+    /// Connects lazily: a cluster that is down now is not an error yet.
+    pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self, EtcdError> {
+        let mut list = Vec::new();
+        for endpoint in endpoints
+            .iter()
+            .flat_map(|e| e.as_ref().split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let uri = if endpoint.contains("://") {
+                endpoint.to_string()
+            } else {
+                format!("http://{endpoint}")
+            };
+            let channel = Endpoint::from_shared(uri)
+                .map_err(|e| EtcdError::Endpoint {
+                    endpoint: endpoint.to_string(),
+                    reason: e.to_string(),
+                })?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(3))
+                .keep_alive_while_idle(true)
+                .connect_lazy();
+            list.push((endpoint.to_string(), channel));
+        }
+        if list.is_empty() {
+            return Err(EtcdError::Endpoint {
+                endpoint: String::new(),
+                reason: "no endpoint given".into(),
+            });
+        }
+        Ok(Etcd {
+            endpoints: Arc::new(list),
+            current: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The endpoints, as given.
+    pub fn endpoint_names(&self) -> Vec<String> {
+        self.endpoints.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// The endpoints in the order a call tries them: the last one that
+    /// answered first.
+    fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        let n = self.endpoints.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        (0..n).map(move |k| (start + k) % n)
+    }
+
+    /// Runs `call` against each endpoint in turn until one answers.
+    async fn unary<T, F, Fut>(&self, mut call: F) -> Result<T, EtcdError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last = String::new();
+        for i in self.order().collect::<Vec<_>>() {
+            let (name, channel) = &self.endpoints[i];
+            match tokio::time::timeout(CALL_TIMEOUT, call(channel.clone())).await {
+                Ok(Ok(response)) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => last = format!("{name}: {}", status.message()),
+                Err(_) => last = format!("{name}: no answer within {CALL_TIMEOUT:?}"),
+            }
+        }
+        Err(EtcdError::Unavailable {
+            endpoints: self.endpoint_names().join(","),
+            last,
+        })
+    }
+
+    /// Every key starting with `prefix` and its value, and the store's
+    /// revision they were read at (a linearizable read).
+    pub async fn get_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<(String, Vec<u8>)>, i64), EtcdError> {
+        let request = pb::RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            ..Default::default()
+        };
+        let response = self
+            .unary(|c| {
+                let request = request.clone();
+                async move { KvClient::new(c).range(request).await }
+            })
+            .await?;
+        let revision = response.header.map_or(0, |h| h.revision);
+        let kvs = response
+            .kvs
+            .into_iter()
+            .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.value))
+            .collect();
+        Ok((kvs, revision))
+    }
+
+    /// Sets `key` to `value`, attached to `lease` (0: none).
+    pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<(), EtcdError> {
+        let request = pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            lease,
+            prev_kv: false,
+        };
+        self.unary(|c| {
+            let request = request.clone();
+            async move { KvClient::new(c).put(request).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes `key`.
+    pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {
+        let request = pb::DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            range_end: Vec::new(),
+        };
+        self.unary(|c| {
+            let request = request.clone();
+            async move { KvClient::new(c).delete_range(request).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Grants a lease of `ttl`; returns its id and the TTL granted (etcd may
+    /// raise a TTL below its minimum).
+    pub async fn grant(&self, ttl: Duration) -> Result<(i64, Duration), EtcdError> {
+        let request = pb::LeaseGrantRequest {
+            ttl: ttl.as_secs().max(1) as i64,
+            id: 0,
+        };
+        let response = self
+            .unary(|c| async move { LeaseClient::new(c).lease_grant(request).await })
+            .await?;
+        if !response.error.is_empty() {
+            return Err(EtcdError::Unavailable {
+                endpoints: self.endpoint_names().join(","),
+                last: response.error,
+            });
+        }
+        Ok((response.id, Duration::from_secs(response.ttl.max(1) as u64)))
+    }
+
+    /// Revokes a lease: every key attached to it is deleted at once.
+    pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
+        let request = pb::LeaseRevokeRequest { id: lease };
+        self.unary(|c| async move { LeaseClient::new(c).lease_revoke(request).await })
+            .await
+            .map(drop)
+    }
+
+    /// Opens a keep-alive stream for `lease` on the first member that takes
+    /// it.
+    pub async fn keep_alive(&self, lease: i64) -> Result<KeepAlive, EtcdError> {
+        let mut last = String::new();
+        for i in self.order().collect::<Vec<_>>() {
+            let (name, channel) = &self.endpoints[i];
+            let (mut tx, rx) = mpsc::channel(1);
+            let open = async {
+                tx.send(pb::LeaseKeepAliveRequest { id: lease })
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                LeaseClient::new(channel.clone()).lease_keep_alive(rx).await
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, open).await {
+                Ok(Ok(response)) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(KeepAlive {
+                        lease,
+                        tx,
+                        rx: response.into_inner(),
+                    });
+                }
+                Ok(Err(status)) => last = format!("{name}: {}", status.message()),
+                Err(_) => last = format!("{name}: no answer within {CALL_TIMEOUT:?}"),
+            }
+        }
+        Err(EtcdError::Unavailable {
+            endpoints: self.endpoint_names().join(","),
+            last,
+        })
+    }
+
+    /// Watches every key starting with `prefix`, from `revision` on, on the
+    /// first member that takes the watch. The member must have a leader
+    /// (`hasleader`): one cut off from the quorum cancels the watch rather
+    /// than go silent, and the watcher moves on.
+    pub async fn watch_prefix(&self, prefix: &str, revision: i64) -> Result<Watch, EtcdError> {
+        let mut last = String::new();
+        for i in self.order().collect::<Vec<_>>() {
+            let (name, channel) = &self.endpoints[i];
+            let (mut tx, rx) = mpsc::channel(1);
+            let create = pb::WatchRequest {
+                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                    pb::WatchCreateRequest {
+                        key: prefix.as_bytes().to_vec(),
+                        range_end: prefix_end(prefix.as_bytes()),
+                        start_revision: revision,
+                        progress_notify: true,
+                        ..Default::default()
+                    },
+                )),
+            };
+            let open = async {
+                tx.send(create)
+                    .await
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                let mut request = tonic::Request::new(rx);
+                request.metadata_mut().insert(
+                    "hasleader",
+                    tonic::metadata::MetadataValue::from_static("true"),
+                );
+                let mut stream = WatchClient::new(channel.clone())
+                    .watch(request)
+                    .await?
+                    .into_inner();
+                // The first message confirms the watch (or refuses it).
+                match stream.message().await? {
+                    Some(first) if first.created && !first.canceled => Ok(stream),
+                    Some(first) => Err(tonic::Status::unavailable(format!(
+                        "watch refused: {}",
+                        first.cancel_reason
+                    ))),
+                    None => Err(tonic::Status::unavailable("watch stream closed")),
+                }
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, open).await {
+                Ok(Ok(stream)) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(Watch {
+                        _tx: tx,
+                        stream,
+                        endpoint: name.clone(),
+                    });
+                }
+                Ok(Err(status)) => last = format!("{name}: {}", status.message()),
+                Err(_) => last = format!("{name}: no answer within {CALL_TIMEOUT:?}"),
+            }
+        }
+        Err(EtcdError::Unavailable {
+            endpoints: self.endpoint_names().join(","),
+            last,
+        })
+    }
+
+    /// Each member's status (`None` for one that does not answer): its id,
+    /// the leader it knows, its version.
+    pub async fn statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
+        let calls = self.endpoints.iter().map(|(name, channel)| async move {
+            let mut client = MaintenanceClient::new(channel.clone());
+            let call = client.status(pb::StatusRequest {});
+            let status = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                Ok(Ok(response)) => Some(response.into_inner()),
+                _ => None,
+            };
+            (name.clone(), status)
+        });
+        futures::future::join_all(calls).await
+    }
+}
+
+/// A lease's keep-alive stream on one member.
+pub struct KeepAlive {
+    lease: i64,
+    tx: mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    rx: tonic::Streaming<pb::LeaseKeepAliveResponse>,
+}
+
+impl KeepAlive {
+    /// Renews the lease once; returns the TTL it now has (zero: the lease
+    /// is gone, expired or revoked).
+    pub async fn renew(&mut self) -> Result<Duration, EtcdError> {
+        let exchange = async {
+            self.tx
+                .send(pb::LeaseKeepAliveRequest { id: self.lease })
+                .await
+                .map_err(|e| EtcdError::Stream(e.to_string()))?;
+            match self.rx.message().await {
+                Ok(Some(response)) => Ok(Duration::from_secs(response.ttl.max(0) as u64)),
+                Ok(None) => Err(EtcdError::Stream("keep-alive stream closed".into())),
+                Err(status) => Err(EtcdError::Stream(status.message().to_string())),
+            }
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(EtcdError::Stream("keep-alive not answered".into())))
+    }
+}
+
+/// A watch on one member.
+pub struct Watch {
+    /// Held so the request side of the stream stays open.
+    _tx: mpsc::Sender<pb::WatchRequest>,
+    stream: tonic::Streaming<pb::WatchResponse>,
+    endpoint: String,
+}
+
+impl Watch {
+    /// The member this watch runs on.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The next changes; progress notifications (no events) come as empty
+    /// batches that still advance the revision.
+    pub async fn next(&mut self) -> Result<WatchMessage, EtcdError> {
+        let response = match self.stream.next().await {
+            Some(Ok(response)) => response,
+            Some(Err(status)) => return Err(EtcdError::Stream(status.message().to_string())),
+            None => return Err(EtcdError::Stream("watch stream closed".into())),
+        };
+        if response.compact_revision != 0 {
+            return Ok(WatchMessage::Lost(format!(
+                "compacted at revision {}",
+                response.compact_revision
+            )));
+        }
+        if response.canceled {
+            return Ok(WatchMessage::Lost(format!(
+                "cancelled: {}",
+                response.cancel_reason
+            )));
+        }
+        let revision = response.header.map_or(0, |h| h.revision);
+        let events = response
+            .events
+            .into_iter()
+            .filter_map(|e| {
+                let kv = e.kv?;
+                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                Some(if e.r#type == pb::mvccpb::event::EventType::Delete as i32 {
+                    Event::Delete { key }
+                } else {
+                    Event::Put {
+                        key,
+                        value: kv.value,
+                    }
+                })
+            })
+            .collect();
+        Ok(WatchMessage::Events { revision, events })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_range_ends_past_every_key_that_starts_with_it() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[tokio::test]
+    async fn endpoints_take_a_scheme_or_not_and_commas() {
+        let etcd = Etcd::new(&["127.0.0.1:2379, http://127.0.0.1:2479"]).unwrap();
+        assert_eq!(
+            etcd.endpoint_names(),
+            ["127.0.0.1:2379", "http://127.0.0.1:2479"]
+        );
+        assert!(Etcd::new::<&str>(&[]).is_err());
+        assert!(Etcd::new(&[" , "]).is_err());
+    }
+}
