@@ -19,6 +19,10 @@ pub struct LeafConfig {
     /// Shard directory written by `searchtree build` (e.g. OUT/shards/shard-000).
     #[arg(long)]
     pub index: PathBuf,
+    /// The shard the index must hold (checked at start; what the leaf
+    /// registers in etcd is always the shard its index holds).
+    #[arg(long)]
+    pub shard: Option<u32>,
     /// The leaf's mutable state: loaded documents and the versions
     /// published since the build (see `corpus.proto`). Without it the leaf
     /// serves its build read-only and refuses to load or publish.

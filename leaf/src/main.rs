@@ -42,8 +42,17 @@ async fn main() -> anyhow::Result<()> {
         None => Arc::new(HeldVersions::new(settings.open(&config.index)?)),
     };
     let current = held.get(0)?;
+    let shard = current.shard().meta.shard;
+    if let Some(expected) = config.shard
+        && expected != shard
+    {
+        anyhow::bail!(
+            "--shard {expected}, but {} holds shard {shard}",
+            config.index.display()
+        );
+    }
     tracing::info!(
-        shard = current.shard().meta.shard,
+        shard,
         docs = current.shard().meta.num_docs,
         version = current.shard().meta.version,
         versions = ?held.numbers(),
@@ -87,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
         corpus,
         counters,
         serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
-            .with_status(status),
+            .with_status(status)
+            .with_member("leaf", vec![shard]),
         serving::shutdown_signal(),
     )
     .await?;

@@ -1,6 +1,6 @@
 //! The operations side every node shares: the flags an operator sets on any
 //! node (its HTTP port for metrics, TLS, who may call admin methods,
-//! tracing export, drain), and the HTTP server behind `--metrics-listen`.
+//! tracing export, drain, membership in etcd), and the HTTP server behind `--metrics-listen`.
 //!
 //! Each concern keeps its flags in its own `Args` struct, flattened into
 //! [`OpsArgs`], which every node's configuration flattens in turn: one place
@@ -36,6 +36,9 @@ pub struct OpsArgs {
     /// Graceful drain on SIGTERM.
     #[command(flatten)]
     pub drain: drain::DrainArgs,
+    /// Membership in etcd: where the node registers, and finds children.
+    #[command(flatten)]
+    pub membership: searchtree_membership::MembershipArgs,
 }
 
 impl OpsArgs {

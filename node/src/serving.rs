@@ -167,6 +167,8 @@ pub struct ServeOptions {
     pub http_routes: axum::Router,
     /// What the role adds to `NodeStats.GetStatus`.
     pub status: Option<crate::ops::status::RoleStatusFn>,
+    /// What the node registers in etcd (with --etcd): its role and shards.
+    pub member: Option<(&'static str, Vec<u32>)>,
 }
 
 impl ServeOptions {
@@ -177,7 +179,15 @@ impl ServeOptions {
             ops,
             http_routes: axum::Router::new(),
             status: None,
+            member: None,
         }
+    }
+
+    /// Says what the node registers in etcd when started with --etcd: its
+    /// role (`leaf`, `parent`, `root`) and the shards it serves.
+    pub fn with_member(mut self, role: &'static str, shards: Vec<u32>) -> Self {
+        self.member = Some((role, shards));
+        self
     }
 
     /// Adds what the role reports in `NodeStats.GetStatus`.
@@ -225,10 +235,18 @@ pub async fn serve<S: Search, C: Corpus>(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let http_listener = match &options.ops.metrics_listen {
+        Some(addr) => Some(crate::ops::http::bind(addr, options.ops.drain.reuse_port).await?),
+        None => None,
+    };
+    let http_local = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let registration = register(&options, local, http_local)?.map(std::sync::Arc::new);
+
     // One shutdown for both servers, after the drain (see
     // [`crate::ops::drain`]).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reporter = health_reporter.clone();
+    let withdrawing = registration.clone();
     tokio::spawn(crate::ops::drain::drain_on(
         shutdown,
         options.ops.drain.clone(),
@@ -237,6 +255,10 @@ pub async fn serve<S: Search, C: Corpus>(
             reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
+            // Out of etcd too, so that parents drop it at once.
+            if let Some(registration) = withdrawing {
+                registration.withdraw(WITHDRAW_WAIT).await;
+            }
         },
         move || {
             let _ = stop_tx.send(true);
@@ -249,9 +271,8 @@ pub async fn serve<S: Search, C: Corpus>(
         }
     };
 
-    let http = match &options.ops.metrics_listen {
-        Some(addr) => {
-            let http_listener = crate::ops::http::bind(addr, options.ops.drain.reuse_port).await?;
+    let http = match http_listener {
+        Some(http_listener) => {
             let routes = crate::ops::metrics::routes(std::sync::Arc::clone(&counters))
                 .merge(options.http_routes);
             Some(tokio::spawn(crate::ops::http::serve(
@@ -313,7 +334,66 @@ pub async fn serve<S: Search, C: Corpus>(
     if let Some(http) = http {
         let _ = http.await;
     }
+    drop(registration);
     Ok(())
+}
+
+/// How long a draining node waits for etcd to confirm it is deregistered.
+const WITHDRAW_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Registers the node in etcd if `--etcd` says so: its advertised address
+/// (or the one it listens on), role, shards and HTTP address.
+fn register(
+    options: &ServeOptions,
+    local: SocketAddr,
+    http: Option<SocketAddr>,
+) -> Result<Option<searchtree_membership::Registration>, ServeError> {
+    let Some(membership) = options
+        .ops
+        .membership
+        .membership()
+        .map_err(ServeError::Config)?
+    else {
+        return Ok(None);
+    };
+    let Some((role, shards)) = &options.member else {
+        return Ok(None);
+    };
+    let addr = match &membership.advertise {
+        Some(addr) => addr.clone(),
+        None if local.ip().is_unspecified() => {
+            return Err(ServeError::Config(format!(
+                "listening on {local}, a wildcard address: say with --advertise HOST:PORT where callers reach this node"
+            )));
+        }
+        None => local.to_string(),
+    };
+    // The HTTP port at the advertised host.
+    let http = http.map(|h| {
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr.as_str(), |(host, _)| host);
+        if h.ip().is_unspecified() {
+            format!("{host}:{}", h.port())
+        } else {
+            h.to_string()
+        }
+    });
+    let member = searchtree_membership::Member {
+        addr: addr.clone(),
+        role: role.to_string(),
+        shards: shards.clone(),
+        http,
+        pid: std::process::id(),
+    };
+    let key = searchtree_membership::member::member_key(&membership.tree, &addr);
+    tracing::info!(key, etcd = ?membership.etcd.endpoint_names(), "registering in etcd");
+    Ok(Some(searchtree_membership::Registration::start(
+        membership.etcd,
+        key,
+        member,
+        membership.ttl,
+    )))
 }
 
 /// When a request reached this node: stamped on every request before any
