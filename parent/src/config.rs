@@ -13,10 +13,12 @@ use crate::cache::{self, CacheConfig};
 use crate::child::{Child, GrpcChild};
 use crate::corpus::{CorpusChildren, CorpusNode};
 use crate::counters::{InnerCounters, inner_counters};
+use crate::discovery::DiscoveredChild;
 use crate::fanout::{EarlyAnswer, FanOutOptions};
 use crate::node::{InnerNode, InnerTiming};
 use crate::replica::{Policy, ReplicaConfig, ReplicaGroup};
-use crate::spec::ChildSpec;
+use crate::spec::{ChildSpec, format_shards};
+use searchtree_membership::TreeMembership;
 
 /// Fan searches out to child nodes and merge their answers.
 #[derive(Debug, Parser)]
@@ -42,7 +44,9 @@ pub struct ParentConfig {
 pub struct InnerArgs {
     /// A child, as SHARDS@HOST:PORT[,HOST:PORT...] (e.g. `0-1@127.0.0.1:7001`):
     /// the shards below it and its address — several addresses are replicas
-    /// of it. Repeat for each child.
+    /// of it. With --etcd, SHARDS alone (e.g. `0-1`): its replicas are the
+    /// nodes registered in the tree as serving exactly those shards. Repeat
+    /// for each child.
     #[arg(long = "child", required = true)]
     pub children: Vec<ChildSpec>,
     /// How a replica is chosen: round_robin, least_outstanding or latency_aware.
@@ -132,20 +136,45 @@ impl InnerArgs {
         })
     }
 
-    /// Builds the inner node these flags describe: its children over gRPC,
-    /// its timing, and counters for `role`.
-    pub fn build_node(&self, role: &'static str) -> anyhow::Result<InnerNode> {
+    /// Builds the inner node these flags describe — its children over
+    /// gRPC, its timing, and counters for `role` — and its side of the
+    /// `Corpus` service. Children named by shards alone are found in etcd
+    /// through `membership` (which they then require), and followed from
+    /// then on.
+    pub async fn build(
+        &self,
+        role: &'static str,
+        membership: Option<TreeMembership>,
+    ) -> anyhow::Result<(InnerNode, Arc<CorpusNode>)> {
         let counters = inner_counters(role);
-        let node = InnerNode::new(
-            role,
-            self.grpc_children(&counters)?,
-            self.timing()?,
-            counters,
-        )
-        .with_query_limits(self.query_limits.limits().map_err(anyhow::Error::msg)?)
-        .with_max_in_flight(self.max_in_flight)
-        .with_cache(self.cache()?)
-        .with_fanout_options(self.fanout_options()?);
+        let (children, discovered) = self.grpc_children(&counters)?;
+        let node = self.node_over(role, children, counters)?;
+        let corpus = self.corpus_node()?;
+        if !discovered.is_empty() {
+            let Some(membership) = membership else {
+                anyhow::bail!(
+                    "--child {} names no address: its replicas are found in etcd, which needs --etcd and --tree",
+                    format_shards(&discovered[0].shards)
+                );
+            };
+            let own = membership.advertise.clone();
+            crate::discovery::follow(membership, own, discovered, Arc::clone(&corpus)).await;
+        }
+        Ok((node, corpus))
+    }
+
+    /// The inner node over `children`, configured by these flags.
+    fn node_over(
+        &self,
+        role: &'static str,
+        children: Vec<Arc<dyn Child>>,
+        counters: Arc<InnerCounters>,
+    ) -> anyhow::Result<InnerNode> {
+        let node = InnerNode::new(role, children, self.timing()?, counters)
+            .with_query_limits(self.query_limits.limits().map_err(anyhow::Error::msg)?)
+            .with_max_in_flight(self.max_in_flight)
+            .with_cache(self.cache()?)
+            .with_fanout_options(self.fanout_options()?);
         tracing::info!(
             children = self.children.len(),
             shards = node.shards_total(),
@@ -158,7 +187,7 @@ impl InnerArgs {
 
     /// The node's side of the `Corpus` service: every replica of every
     /// child, connected lazily.
-    pub fn corpus_node(&self) -> anyhow::Result<Arc<CorpusNode>> {
+    fn corpus_node(&self) -> anyhow::Result<Arc<CorpusNode>> {
         Ok(Arc::new(CorpusNode::new(CorpusChildren::from_specs(
             &self.children,
         )?)))
@@ -234,11 +263,13 @@ impl InnerArgs {
 
     /// Checks that no shard is below two children, and connects (lazily) to
     /// each child over gRPC; a child with several addresses becomes a
-    /// health-checked replica group counting into `counters`.
+    /// health-checked replica group counting into `counters`, and so does
+    /// one found in etcd (returned also as discovered, to be followed).
     pub fn grpc_children(
         &self,
         counters: &Arc<InnerCounters>,
-    ) -> anyhow::Result<Vec<Arc<dyn Child>>> {
+    ) -> anyhow::Result<(Vec<Arc<dyn Child>>, Vec<DiscoveredChild>)> {
+        #![allow(clippy::type_complexity)]
         let mut seen = std::collections::BTreeMap::new();
         for spec in &self.children {
             for shard in &spec.shards {
@@ -250,9 +281,24 @@ impl InnerArgs {
             }
         }
         let config = self.replica_config()?;
-        self.children
+        let mut discovered = Vec::new();
+        let children = self
+            .children
             .iter()
             .map(|spec| {
+                if spec.is_discovered() {
+                    let group = ReplicaGroup::discovered(
+                        spec.shards.clone(),
+                        config.clone(),
+                        Arc::clone(counters),
+                    );
+                    group.spawn_health_checks();
+                    discovered.push(DiscoveredChild {
+                        shards: spec.shards.clone(),
+                        group: Arc::clone(&group),
+                    });
+                    return Ok(group as Arc<dyn Child>);
+                }
                 let mut replicas = spec
                     .addrs
                     .iter()
@@ -267,6 +313,7 @@ impl InnerArgs {
                 group.spawn_health_checks();
                 Ok(group as Arc<dyn Child>)
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((children, discovered))
     }
 }

@@ -11,6 +11,7 @@ pub mod child_k;
 pub mod config;
 pub mod corpus;
 pub mod counters;
+pub mod discovery;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;

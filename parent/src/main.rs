@@ -14,19 +14,26 @@ async fn main() -> anyhow::Result<()> {
         .ops
         .install_client_security()
         .map_err(anyhow::Error::msg)?;
-    let node = config.inner.build_node("parent")?;
+    let membership = config
+        .ops
+        .membership
+        .membership()
+        .map_err(anyhow::Error::msg)?;
+    let (node, corpus_node) = config.inner.build("parent", membership).await?;
     let counters = node.counters();
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
     let status = node.status_fn(|| 0);
+    let shards = node.shards();
     let service = ParentService::new(node);
-    let corpus = ParentCorpus::new(config.inner.corpus_node()?);
+    let corpus = ParentCorpus::new(corpus_node);
     serving::serve(
         listener,
         service,
         corpus,
         counters,
         serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
-            .with_status(status),
+            .with_status(status)
+            .with_member("parent", shards),
         serving::shutdown_signal(),
     )
     .await?;

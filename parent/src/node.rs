@@ -234,6 +234,11 @@ impl InnerNode {
         self.shards.len()
     }
 
+    /// The shards below this node, ascending (what it registers in etcd).
+    pub fn shards(&self) -> Vec<u32> {
+        self.shards.clone()
+    }
+
     /// Searches every child (one, for a canary) and answers by `deadline`,
     /// keeping back the reserve for this node's merge and the hop back.
     pub async fn search(

@@ -1,4 +1,5 @@
-//! How a parent is told about a child: `SHARDS@HOST:PORT[,HOST:PORT...]`.
+//! How a parent is told about a child: `SHARDS@HOST:PORT[,HOST:PORT...]`,
+//! or only `SHARDS` when its replicas are found in etcd (`--etcd`).
 //!
 //! The shard list (e.g. `0,1` or `0-3`) names the leaves' shards below that
 //! child, so that when the child fails the parent can still say exactly which
@@ -14,17 +15,34 @@ use std::str::FromStr;
 pub struct ChildSpec {
     /// The shards served below this child, ascending, no duplicates.
     pub shards: Vec<u32>,
-    /// `HOST:PORT` of each replica of the child (at least one, no duplicates).
+    /// `HOST:PORT` of each replica of the child, no duplicates; none when
+    /// the replicas are found in etcd.
     pub addrs: Vec<String>,
+}
+
+impl ChildSpec {
+    /// Whether the child's replicas are found in etcd rather than listed.
+    pub fn is_discovered(&self) -> bool {
+        self.addrs.is_empty()
+    }
 }
 
 impl FromStr for ChildSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (shards, addrs) = s.split_once('@').ok_or_else(|| {
-            format!("child {s:?} must look like SHARDS@HOST:PORT, e.g. 0-1@127.0.0.1:7001")
-        })?;
+        let Some((shards, addrs)) = s.split_once('@') else {
+            // Only shards: the replicas are found in etcd.
+            let shards = parse_shards(s).map_err(|e| {
+                format!(
+                    "child {s:?} must look like SHARDS@HOST:PORT (e.g. 0-1@127.0.0.1:7001), or SHARDS alone with --etcd: {e}"
+                )
+            })?;
+            return Ok(ChildSpec {
+                shards,
+                addrs: Vec::new(),
+            });
+        };
         let mut list: Vec<String> = Vec::new();
         for addr in addrs.split(',').map(str::trim) {
             if addr
@@ -48,6 +66,9 @@ impl FromStr for ChildSpec {
 impl fmt::Display for ChildSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shards: Vec<String> = self.shards.iter().map(u32::to_string).collect();
+        if self.addrs.is_empty() {
+            return write!(f, "{}", shards.join(","));
+        }
         write!(f, "{}@{}", shards.join(","), self.addrs.join(","))
     }
 }
@@ -131,12 +152,20 @@ mod tests {
         let replicas: ChildSpec = "3@127.0.0.1:7001,127.0.0.1:7002".parse().unwrap();
         assert_eq!(replicas.addrs, ["127.0.0.1:7001", "127.0.0.1:7002"]);
         assert_eq!(replicas.to_string().parse::<ChildSpec>().unwrap(), replicas);
+        let discovered: ChildSpec = "0-1".parse().unwrap();
+        assert!(discovered.is_discovered());
+        assert_eq!(discovered.shards, [0, 1]);
+        assert_eq!(
+            discovered.to_string().parse::<ChildSpec>().unwrap(),
+            discovered
+        );
     }
 
     #[test]
     fn refuses_bad_specs_with_a_reason() {
         for (bad, why) in [
             ("127.0.0.1:7001", "SHARDS@HOST:PORT"),
+            ("0-1@", "is not HOST:PORT"),
             ("0@localhost", "not HOST:PORT"),
             ("x@127.0.0.1:1", "not a shard number"),
             ("3-1@127.0.0.1:1", "backwards"),

@@ -14,14 +14,20 @@ async fn main() -> anyhow::Result<()> {
         .ops
         .install_client_security()
         .map_err(anyhow::Error::msg)?;
-    let node = config.inner.build_node("root")?;
+    let membership = config
+        .ops
+        .membership
+        .membership()
+        .map_err(anyhow::Error::msg)?;
+    let (node, corpus_node) = config.inner.build("root", membership).await?;
     let counters = node.counters();
+    let shards = node.shards();
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
     let root = RootNode::new(node)
         .with_canary(config.canary())
         .with_admission(config.admission()?)
         .with_one_phase(config.one_phase);
-    let corpus = RootCorpus::new(config.inner.corpus_node()?, root.pinned());
+    let corpus = RootCorpus::new(corpus_node, root.pinned());
     corpus
         .pin_at_start(searchtree_root::corpus::PIN_AT_START_WAIT)
         .await;
@@ -36,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         counters,
         serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
             .with_status(status)
+            .with_member("root", shards)
             .with_http_routes(page),
         serving::shutdown_signal(),
     )

@@ -76,6 +76,27 @@ impl CorpusChildren {
         Ok(CorpusChildren { children })
     }
 
+    /// Sets the replicas of the child over exactly `shards` to `addrs`,
+    /// keeping the clients of those that stay. Addresses that are not valid
+    /// URIs are left out (and logged).
+    pub fn set_replicas(&mut self, shards: &[u32], addrs: &[String]) {
+        let Some(child) = self.children.iter_mut().find(|c| c.shards == shards) else {
+            return;
+        };
+        let mut next = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if let Some(existing) = child.replicas.iter().find(|r| &r.addr == addr) {
+                next.push(existing.clone());
+                continue;
+            }
+            match CorpusReplica::new(addr) {
+                Ok(replica) => next.push(replica),
+                Err(err) => tracing::warn!(addr, %err, "cannot make a corpus client"),
+            }
+        }
+        child.replicas = next;
+    }
+
     /// The children, in the order given.
     pub fn children(&self) -> &[CorpusChild] {
         &self.children

@@ -25,14 +25,16 @@ pub use service::ParentCorpus;
 
 /// A version prepared below a node, and the replicas `(child, replica)`
 /// that prepared it.
-type PreparedSet = (u64, BTreeSet<(usize, usize)>);
+type PreparedSet = (u64, BTreeSet<(usize, usize)>, CorpusChildren);
 
 /// What an inner node keeps between corpus calls: its children, the
 /// replicas that missed part of a load since the last Activate, and which
 /// replicas prepared the version being published.
 #[derive(Debug)]
 pub struct CorpusNode {
-    children: CorpusChildren,
+    /// Replaced whole when membership changes; each call works on the
+    /// children as it found them.
+    children: std::sync::RwLock<CorpusChildren>,
     /// Replicas (addresses, here or below) that failed to commit a batch a
     /// sibling committed: left out of the next version, until Activate.
     missed: Arc<Mutex<BTreeSet<String>>>,
@@ -45,15 +47,22 @@ impl CorpusNode {
     /// A node over `children`.
     pub fn new(children: CorpusChildren) -> Self {
         CorpusNode {
-            children,
+            children: std::sync::RwLock::new(children),
             missed: Arc::new(Mutex::new(BTreeSet::new())),
             prepared: Mutex::new(None),
         }
     }
 
-    /// The children, for corpus calls.
-    pub fn children(&self) -> &CorpusChildren {
-        &self.children
+    /// The children, for corpus calls (a snapshot).
+    pub fn children(&self) -> CorpusChildren {
+        self.children.read().expect("children lock").clone()
+    }
+
+    /// Sets the replicas of the child over `shards` (membership in etcd
+    /// changed): corpus calls from now on go to `addrs`.
+    pub fn set_replicas(&self, shards: &[u32], addrs: &[String]) {
+        let mut children = self.children.write().expect("children lock");
+        children.set_replicas(shards, addrs);
     }
 
     /// Replicas that missed part of a load since the last Activate.
@@ -84,7 +93,7 @@ impl CorpusNode {
     {
         let (tx, rx) = mpsc::channel(load::MAX_BATCHES_IN_FLIGHT);
         let work = forward_load(
-            self.children.clone(),
+            self.children(),
             num_shards,
             incoming,
             tx,

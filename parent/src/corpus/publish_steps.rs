@@ -15,6 +15,7 @@ use searchtree_proto::pb::{
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::CorpusChildren;
 use super::CorpusNode;
 use super::receiver_stream;
 
@@ -197,10 +198,10 @@ impl CorpusNode {
             from_build: request.from_build.clone(),
             skip_replicas: skip.iter().cloned().collect(),
         };
+        let children = self.children();
         let sums = Arc::new(Mutex::new(TermSums::new()));
-        let claims = Mutex::new(vec![None; self.children.children().len()]);
-        let calls = self
-            .children
+        let claims = Mutex::new(vec![None; children.children().len()]);
+        let calls = children
             .children()
             .iter()
             .enumerate()
@@ -295,8 +296,7 @@ impl CorpusNode {
             }
         }
         let covered: BTreeSet<u32> = prepared.summaries.iter().map(|s| s.shard).collect();
-        let missing: Vec<String> = self
-            .children
+        let missing: Vec<String> = children
             .shards()
             .into_iter()
             .filter(|s| !covered.contains(s))
@@ -321,7 +321,7 @@ impl CorpusNode {
         prepared.terms = std::mem::take(&mut *sums.lock().expect("sums lock"));
         self.add_missed(prepared.left_out.iter().cloned());
         *self.prepared.lock().expect("prepared lock") =
-            Some((request.version, prepared.replicas.clone()));
+            Some((request.version, prepared.replicas.clone(), children.clone()));
         Ok(prepared)
     }
 
@@ -341,10 +341,10 @@ impl CorpusNode {
                 "Install's first chunk names no version",
             ));
         }
-        let targets = self.install_targets(first.version, &first.skip_replicas);
+        let (children, targets) = self.install_targets(first.version, &first.skip_replicas);
         let mut calls = Vec::new();
         for (child, replica) in targets {
-            let target = &self.children.children()[child].replicas[replica];
+            let target = &children.children()[child].replicas[replica];
             let (tx, rx) = mpsc::channel::<InstallChunk>(4);
             let mut client = target.client();
             let call = tokio::spawn(async move { client.install(receiver_stream(rx)).await });
@@ -402,24 +402,24 @@ impl CorpusNode {
     /// The replicas an Install of `version` goes to: those that prepared it
     /// here, or (if this node has not seen the Prepare, e.g. it restarted)
     /// every replica not skipped.
-    fn install_targets(&self, version: u64, skip: &[String]) -> Vec<(usize, usize)> {
-        if let Some((v, replicas)) = &*self.prepared.lock().expect("prepared lock")
+    /// (The children as the Prepare saw them: membership may have changed
+    /// since.)
+    fn install_targets(
+        &self,
+        version: u64,
+        skip: &[String],
+    ) -> (CorpusChildren, Vec<(usize, usize)>) {
+        if let Some((v, replicas, children)) = &*self.prepared.lock().expect("prepared lock")
             && *v == version
         {
-            return replicas.iter().copied().collect();
+            return (children.clone(), replicas.iter().copied().collect());
         }
         let skip = self.skipped(skip);
-        self.all_replicas()
-            .filter(|(c, r)| !skip.contains(&self.children.children()[*c].replicas[*r].addr))
-            .collect()
-    }
-
-    fn all_replicas(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.children
-            .children()
-            .iter()
-            .enumerate()
-            .flat_map(|(c, child)| (0..child.replicas.len()).map(move |r| (c, r)))
+        let children = self.children();
+        let targets = all_replicas(&children)
+            .filter(|(c, r)| !skip.contains(&children.children()[*c].replicas[*r].addr))
+            .collect();
+        (children, targets)
     }
 
     /// Activate: every replica below makes `version` its current one; the
@@ -428,8 +428,9 @@ impl CorpusNode {
         if request.version == 0 {
             return Err(Status::invalid_argument("Activate needs a version"));
         }
-        let calls = self.all_replicas().map(|(c, r)| {
-            let target = &self.children.children()[c].replicas[r];
+        let children = self.children();
+        let calls = all_replicas(&children).map(|(c, r)| {
+            let target = &children.children()[c].replicas[r];
             let mut call = tonic::Request::new(request);
             call.set_timeout(ACTIVATE_TIMEOUT);
             async move {
@@ -459,8 +460,9 @@ impl CorpusNode {
     /// Versions: what every leaf below holds; a replica that does not
     /// answer is listed unreachable for each shard below it.
     pub async fn versions(&self) -> VersionsResponse {
-        let calls = self.all_replicas().map(|(c, r)| {
-            let child = &self.children.children()[c];
+        let children = self.children();
+        let calls = all_replicas(&children).map(|(c, r)| {
+            let child = &children.children()[c];
             let target = &child.replicas[r];
             let mut call = tonic::Request::new(VersionsRequest {});
             call.set_timeout(VERSIONS_TIMEOUT);
@@ -489,6 +491,15 @@ impl CorpusNode {
         leaves.sort_by(|a, b| (a.shard, &a.replica).cmp(&(b.shard, &b.replica)));
         VersionsResponse { leaves, pinned: 0 }
     }
+}
+
+/// Every replica of every child, as (child, replica) indices.
+fn all_replicas(children: &CorpusChildren) -> impl Iterator<Item = (usize, usize)> + '_ {
+    children
+        .children()
+        .iter()
+        .enumerate()
+        .flat_map(|(c, child)| (0..child.replicas.len()).map(move |r| (c, r)))
 }
 
 #[cfg(test)]

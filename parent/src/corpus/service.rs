@@ -82,7 +82,7 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<Streaming<LoadBatch>>,
     ) -> Result<Response<Self::LoadStream>, Status> {
-        let num_shards = num_shards_of(request.metadata(), self.node.children())?;
+        let num_shards = num_shards_of(request.metadata(), &self.node.children())?;
         let (acks, work) = self.node.load(num_shards, request.into_inner());
         background::spawn(work);
         Ok(Response::new(Box::pin(receiver_stream(acks))))

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -31,6 +31,7 @@ use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{CatchUpRequest, CatchUpResponse};
 
 use super::ReplicaGroup;
+use super::state::Replica;
 use super::state::Rotation;
 use crate::child::{ChildError, endpoint};
 use crate::counters::InnerCounter;
@@ -140,20 +141,25 @@ impl CatchUpCall for GrpcCatchUp {
 }
 
 impl ReplicaGroup {
-    /// Handles replica `i`'s failure of a request pinned to `wanted`: if it
+    /// Handles `replica`'s failure of a request pinned to `wanted`: if it
     /// is a refusal of that version, the replica is marked behind (and a
     /// catch-up started) when it lacks it, and true is returned: the
     /// request is worth sending to a sibling.
-    pub(super) fn refused_version(&self, i: usize, err: &ChildError, wanted: u64) -> bool {
+    pub(super) fn refused_version(
+        &self,
+        replica: &Arc<Replica>,
+        err: &ChildError,
+        wanted: u64,
+    ) -> bool {
         let Some(refusal) = refusal(err, wanted) else {
             return false;
         };
-        let name = self.replicas[i].child.name();
+        let name = replica.child.name();
         if refusal == Refusal::Ahead {
             tracing::debug!(replica = name, wanted, %err, "refused a version older than it holds");
             return true;
         }
-        if self.replicas.len() == 1 {
+        if self.replicas().len() == 1 {
             if self.alone_warned.swap(wanted, Ordering::Relaxed) != wanted {
                 tracing::warn!(
                     replica = name,
@@ -164,7 +170,7 @@ impl ReplicaGroup {
             }
             return true;
         }
-        let mut s = self.replicas[i].lock();
+        let mut s = replica.lock();
         let newly = !matches!(s.rotation, Rotation::Behind { .. });
         let version = match s.rotation {
             Rotation::Behind { version } => version.max(wanted),
@@ -184,36 +190,42 @@ impl ReplicaGroup {
             );
         }
         if spawn && let Some(group) = self.me.upgrade() {
-            tokio::spawn(catch_up(std::sync::Arc::downgrade(&group), i));
+            tokio::spawn(catch_up(Arc::downgrade(&group), Arc::clone(replica)));
         }
         true
     }
 
-    /// Records that replica `i` answered at `version` (0: unknown): it can
+    /// Records that `replica` answered at `version` (0: unknown): it can
     /// be the source of a sibling's catch-up, and if it was behind, it has
     /// caught up on its own (e.g. an operator copied the version).
-    pub(super) fn on_answered(&self, i: usize, version: u64) {
+    pub(super) fn on_answered(&self, replica: &Replica, version: u64) {
         if version == 0 {
             return;
         }
-        let mut s = self.replicas[i].lock();
+        let mut s = replica.lock();
         let changed = s.answered != version;
         s.answered = version;
         let caught_up =
             matches!(s.rotation, Rotation::Behind { version: behind } if version >= behind);
         drop(s);
         if caught_up {
-            self.on_caught_up(i, version);
+            self.on_caught_up(replica, version);
         }
         if changed {
             self.answered.notify_waiters();
         }
     }
 
-    /// The version replica `i` must catch up to, or None if it is no longer
-    /// behind (and then its catch-up task ends).
-    fn still_behind(&self, i: usize) -> Option<u64> {
-        let mut s = self.replicas[i].lock();
+    /// The version `replica` must catch up to, or None if it is no longer
+    /// behind, or no longer one of the group's (and then its catch-up task
+    /// ends).
+    fn still_behind(&self, replica: &Arc<Replica>) -> Option<u64> {
+        let member = self.is_member(replica);
+        let mut s = replica.lock();
+        if !member {
+            s.catching_up = false;
+            return None;
+        }
         match s.rotation {
             Rotation::Behind { version } => Some(version),
             _ => {
@@ -223,12 +235,13 @@ impl ReplicaGroup {
         }
     }
 
-    /// A sibling of replica `i` to copy `version` from: one not behind
+    /// A sibling of `replica` to copy `version` from: one not behind
     /// whose last answer was at that version, preferring one in rotation.
-    fn source(&self, i: usize, version: u64) -> Option<String> {
+    fn source(&self, replica: &Arc<Replica>, version: u64) -> Option<String> {
+        let replicas = self.replicas();
         let mut best: Option<(bool, usize)> = None;
-        for (j, r) in self.replicas.iter().enumerate() {
-            if j == i {
+        for (j, r) in replicas.iter().enumerate() {
+            if Arc::ptr_eq(r, replica) {
                 continue;
             }
             let s = r.lock();
@@ -240,14 +253,14 @@ impl ReplicaGroup {
                 best = Some((in_rotation, j));
             }
         }
-        best.map(|(_, j)| self.replicas[j].child.name().to_string())
+        best.map(|(_, j)| replicas[j].child.name().to_string())
     }
 
-    /// Replica `i` holds `version` now: unless it was meanwhile asked for a
+    /// `replica` holds `version` now: unless it was meanwhile asked for a
     /// newer one, it goes on probation, and back into rotation once its
     /// latency matches its peers' (its caches are cold after the copy).
-    fn on_caught_up(&self, i: usize, version: u64) {
-        let mut s = self.replicas[i].lock();
+    fn on_caught_up(&self, replica: &Replica, version: u64) {
+        let mut s = replica.lock();
         match s.rotation {
             Rotation::Behind { version: behind } if behind <= version => {
                 s.rotation = Rotation::Probation;
@@ -255,7 +268,7 @@ impl ReplicaGroup {
                 s.ewma_us = 0.0;
                 drop(s);
                 tracing::info!(
-                    replica = self.replicas[i].child.name(),
+                    replica = replica.child.name(),
                     version,
                     "caught up: on probation until it answers as fast as its peers"
                 );
@@ -265,21 +278,22 @@ impl ReplicaGroup {
     }
 }
 
-/// The catch-up of replica `i` of `group`: until the replica is no longer
-/// behind (or the group is gone), finds a source and asks the replica to
-/// copy the version from it, waiting longer after each failure.
-async fn catch_up(group: Weak<ReplicaGroup>, i: usize) {
+/// The catch-up of `replica` of `group`: until the replica is no longer
+/// behind (or the group, or the replica, is gone), finds a source and asks
+/// the replica to copy the version from it, waiting longer after each
+/// failure.
+async fn catch_up(group: Weak<ReplicaGroup>, replica: Arc<Replica>) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let Some(g) = group.upgrade() else { return };
-        let Some(version) = g.still_behind(i) else {
+        let Some(version) = g.still_behind(&replica) else {
             return;
         };
         let source = {
             let answered = g.answered.notified();
             tokio::pin!(answered);
             answered.as_mut().enable();
-            match g.source(i, version) {
+            match g.source(&replica, version) {
                 Some(source) => source,
                 None => {
                     // No sibling has answered at that version yet: wait
@@ -290,34 +304,34 @@ async fn catch_up(group: Weak<ReplicaGroup>, i: usize) {
                 }
             }
         };
-        let replica = g.replicas[i].child.name().to_string();
+        let name = replica.child.name().to_string();
         g.counters.inc(InnerCounter::CatchUpsStarted);
-        tracing::info!(replica, version, source, "catching up");
+        tracing::info!(replica = name, version, source, "catching up");
         let request = CatchUpRequest {
             version,
             source: source.clone(),
             activate: true,
         };
-        let result = tokio::time::timeout(CATCH_UP_TIMEOUT, g.catch_up.catch_up(&replica, request))
+        let result = tokio::time::timeout(CATCH_UP_TIMEOUT, g.catch_up.catch_up(&name, request))
             .await
             .unwrap_or_else(|_| Err(ChildError::Timeout("catch-up took too long".into())));
         match result {
             Ok(done) => {
                 g.counters.inc(InnerCounter::CatchUpsSucceeded);
                 tracing::info!(
-                    replica,
+                    replica = name,
                     version,
                     source,
                     bytes = done.bytes,
                     took_us = done.took_us,
                     "caught up"
                 );
-                g.on_caught_up(i, version);
+                g.on_caught_up(&replica, version);
                 backoff = BACKOFF_MIN;
             }
             Err(err) => {
                 g.counters.inc(InnerCounter::CatchUpsFailed);
-                tracing::warn!(replica, version, source, %err, retry_in = ?backoff, "catch-up failed");
+                tracing::warn!(replica = name, version, source, %err, retry_in = ?backoff, "catch-up failed");
                 drop(g);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -419,7 +433,7 @@ mod tests {
         for _ in 0..10 {
             g.search(pinned(2), ms(100)).await.unwrap();
         }
-        assert!(g.refused_version(0, &missing("[1]", 2), 2));
+        assert!(g.refused_version(&g.replicas()[0], &missing("[1]", 2), 2));
         assert_eq!(r[0].inner.calls(), refused, "no traffic while behind");
         tokio::time::sleep(ms(50)).await;
         assert_eq!(copies.calls(), [copy_of("r0", 2, "r1")]);

@@ -6,8 +6,11 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
 use super::ReplicaGroup;
 use super::policy::Candidate;
+use super::state::Replica;
 
 impl ReplicaGroup {
     /// A uniform draw in [0, 1).
@@ -15,13 +18,13 @@ impl ReplicaGroup {
         self.rng.lock().expect("rng lock").f64()
     }
 
-    /// Chooses a replica not in `exclude`: among those in rotation by the
-    /// policy; if none is, any remaining one (an answer from a replica that
-    /// looks down beats no answer).
-    pub(super) fn pick(&self, exclude: &[usize]) -> Option<usize> {
+    /// Chooses one of `replicas` (the group's, as a request saw them) not
+    /// in `exclude`: among those in rotation by the policy; if none is, any
+    /// remaining one (an answer from a replica that looks down beats no
+    /// answer).
+    pub(super) fn pick(&self, replicas: &[Arc<Replica>], exclude: &[usize]) -> Option<usize> {
         let now = Instant::now();
-        let candidates: Vec<Candidate> = self
-            .replicas
+        let candidates: Vec<Candidate> = replicas
             .iter()
             .enumerate()
             .filter(|(i, _)| !exclude.contains(i))
@@ -37,7 +40,7 @@ impl ReplicaGroup {
             })
             .collect();
         if candidates.is_empty() {
-            return (0..self.replicas.len()).find(|i| !exclude.contains(i));
+            return (0..replicas.len()).find(|i| !exclude.contains(i));
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let chosen = self

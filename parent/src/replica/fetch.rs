@@ -28,15 +28,16 @@ impl ReplicaGroup {
         let deadline = Instant::now() + budget;
         let mut tried = Vec::new();
         let mut budget = budget;
+        let replicas = self.replicas();
         loop {
-            let Some(i) = self.pick(&tried) else {
+            let Some(i) = self.pick(&replicas, &tried) else {
                 return Err(ChildError::Unavailable(format!(
                     "{}: no replica",
                     self.name
                 )));
             };
             tried.push(i);
-            let replica = &self.replicas[i];
+            let replica = &replicas[i];
             let started = Instant::now();
             self.counters.inc(InnerCounter::ReplicaCalls);
             let result = {
@@ -45,7 +46,7 @@ impl ReplicaGroup {
             };
             let err = match result {
                 Ok(answer) => {
-                    self.on_answered(i, request.version);
+                    self.on_answered(replica, request.version);
                     return Ok(answer);
                 }
                 Err(err) => err,
@@ -53,7 +54,7 @@ impl ReplicaGroup {
             // Only refusals and versions missing say something about the
             // replica: a fetch's latency is not its search latency.
             let retryable = (err.is_retryable() || matches!(err, ChildError::Failed(_)))
-                && self.on_failure(i, &err, started.elapsed(), request.version);
+                && self.on_failure(replica, &err, started.elapsed(), request.version);
             budget = deadline.saturating_duration_since(Instant::now());
             let retry = retryable
                 && budget > MIN_RETRY_BUDGET

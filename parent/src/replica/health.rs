@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::ReplicaGroup;
 use super::hedge::GROUP_RECENT;
-use super::state::{InFlight, Rotation};
+use super::state::{InFlight, Replica, Rotation};
 use crate::child::ChildError;
 use crate::counters::InnerCounter;
 
@@ -49,23 +49,24 @@ impl ReplicaGroup {
 
     /// Checks every replica once, all at once.
     pub async fn check_all(&self) {
-        let checks = self.replicas.iter().enumerate().map(|(i, r)| async move {
+        let replicas = self.replicas();
+        let checks = replicas.iter().map(|r| async move {
             let ok = matches!(
                 tokio::time::timeout(self.config.health_timeout, r.child.check_health()).await,
                 Ok(Ok(()))
             );
-            self.on_health(i, ok);
+            self.on_health(r, ok);
         });
         futures::future::join_all(checks).await;
     }
 
     /// Whether each replica is in rotation, ejected or on probation.
     pub fn rotations(&self) -> Vec<Rotation> {
-        self.replicas.iter().map(|r| r.lock().rotation).collect()
+        self.replicas().iter().map(|r| r.lock().rotation).collect()
     }
 
-    fn on_health(&self, i: usize, ok: bool) {
-        let mut s = self.replicas[i].lock();
+    fn on_health(&self, replica: &Replica, ok: bool) {
+        let mut s = replica.lock();
         match (s.rotation, ok) {
             (Rotation::In | Rotation::Probation, false) => {
                 s.rotation = Rotation::Ejected;
@@ -73,7 +74,7 @@ impl ReplicaGroup {
                 drop(s);
                 self.counters.inc(InnerCounter::Ejections);
                 tracing::warn!(
-                    replica = self.replicas[i].child.name(),
+                    replica = replica.child.name(),
                     "ejected: health check failed"
                 );
             }
@@ -87,10 +88,7 @@ impl ReplicaGroup {
                     s.ewma_us = 0.0;
                     drop(s);
                     self.counters.inc(InnerCounter::Returns);
-                    tracing::info!(
-                        replica = self.replicas[i].child.name(),
-                        "back in rotation (slow start)"
-                    );
+                    tracing::info!(replica = replica.child.name(), "in rotation (slow start)");
                 }
             }
             (Rotation::Ejected, false) => s.consecutive_ok = 0,
@@ -101,23 +99,23 @@ impl ReplicaGroup {
         }
     }
 
-    /// Judges replica `i` by a failure of a request pinned to `version`;
+    /// Judges `replica` by a failure of a request pinned to `version`;
     /// true if another replica may answer it (the caller's retry).
     pub(super) fn on_failure(
         &self,
-        i: usize,
+        replica: &Arc<Replica>,
         err: &ChildError,
         elapsed: Duration,
         version: u64,
     ) -> bool {
-        if self.refused_version(i, err, version) {
+        if self.refused_version(replica, err, version) {
             return true;
         }
         match err {
             // Passive health: the replica is gone, refusing work, or died
             // under a request.
             ChildError::Unavailable(_) | ChildError::Lost(_) => {
-                let mut s = self.replicas[i].lock();
+                let mut s = replica.lock();
                 // A behind replica stays behind: ejected, a health check
                 // would bring it back without the version.
                 if matches!(s.rotation, Rotation::In | Rotation::Probation) {
@@ -125,21 +123,21 @@ impl ReplicaGroup {
                     s.consecutive_ok = 0;
                     drop(s);
                     self.counters.inc(InnerCounter::Ejections);
-                    tracing::warn!(replica = self.replicas[i].child.name(), %err, "ejected: request failed");
+                    tracing::warn!(replica = replica.child.name(), %err, "ejected: request failed");
                 }
             }
             // Too slow: at least this slow, as far as the numbers go.
-            ChildError::Timeout(_) => self.replicas[i].lock().observe(elapsed),
+            ChildError::Timeout(_) => replica.lock().observe(elapsed),
             ChildError::InvalidArgument(_) | ChildError::Failed(_) => {}
         }
         err.is_retryable()
     }
 
-    /// Records replica `i`'s answer, after `latency`, at snapshot `version`
+    /// Records `replica`'s answer, after `latency`, at snapshot `version`
     /// (0: unknown).
-    pub(super) fn on_success(&self, i: usize, latency: Duration, version: u64) {
-        self.on_answered(i, version);
-        self.replicas[i].lock().observe(latency);
+    pub(super) fn on_success(&self, replica: &Arc<Replica>, latency: Duration, version: u64) {
+        self.on_answered(replica, version);
+        replica.lock().observe(latency);
         let mut recent = self.recent.lock().expect("recent lock");
         if recent.len() == GROUP_RECENT {
             recent.pop_front();
@@ -154,8 +152,8 @@ impl ReplicaGroup {
 
     /// Puts persistently slow replicas on probation, and returns recovered ones.
     fn review_probation(&self) {
-        let p90s: Vec<(Rotation, Option<u64>)> = self
-            .replicas
+        let replicas = self.replicas();
+        let p90s: Vec<(Rotation, Option<u64>)> = replicas
             .iter()
             .map(|r| {
                 let s = r.lock();
@@ -179,7 +177,7 @@ impl ReplicaGroup {
             let median = others[others.len() / 2] as f64;
             let slow =
                 p90 > PROBATION_FLOOR_US && p90 as f64 > self.config.probation_factor * median;
-            let mut s = self.replicas[i].lock();
+            let mut s = replicas[i].lock();
             match rotation {
                 Rotation::In if slow && in_rotation > 1 => {
                     s.rotation = Rotation::Probation;
@@ -187,7 +185,7 @@ impl ReplicaGroup {
                     drop(s);
                     self.counters.inc(InnerCounter::Probations);
                     tracing::warn!(
-                        replica = self.replicas[i].child.name(),
+                        replica = replicas[i].child.name(),
                         p90_us = p90,
                         median_us = median,
                         "on probation: slow"
@@ -199,7 +197,7 @@ impl ReplicaGroup {
                     s.back_since = Some(Instant::now());
                     drop(s);
                     self.counters.inc(InnerCounter::Returns);
-                    tracing::info!(replica = self.replicas[i].child.name(), "off probation");
+                    tracing::info!(replica = replicas[i].child.name(), "off probation");
                 }
                 _ => {}
             }
@@ -212,7 +210,7 @@ impl ReplicaGroup {
         if self.config.shadow_every == 0 || !turn.is_multiple_of(self.config.shadow_every) {
             return;
         }
-        for (i, r) in self.replicas.iter().enumerate() {
+        for r in self.replicas().iter() {
             if r.lock().rotation != Rotation::Probation {
                 continue;
             }
@@ -220,9 +218,10 @@ impl ReplicaGroup {
                 return;
             };
             let request = request.clone();
+            let replica = Arc::clone(r);
             self.counters.inc(InnerCounter::ShadowRequests);
             tokio::spawn(async move {
-                let replica = &group.replicas[i];
+                let replica = &replica;
                 let _in_flight = InFlight::new(&replica.outstanding);
                 let started = Instant::now();
                 let version = request.version;
@@ -230,7 +229,7 @@ impl ReplicaGroup {
                 let elapsed = started.elapsed();
                 match result {
                     Ok(response) => {
-                        group.on_answered(i, answered_version(&response, version));
+                        group.on_answered(replica, answered_version(&response, version));
                         replica.lock().observe(elapsed);
                         group.review_probation();
                     }
@@ -239,7 +238,7 @@ impl ReplicaGroup {
                         group.review_probation();
                     }
                     Err(err) => {
-                        group.on_failure(i, &err, elapsed, version);
+                        group.on_failure(replica, &err, elapsed, version);
                     }
                 }
             });
@@ -288,6 +287,54 @@ mod tests {
         assert_eq!(r[1].calls() - before, 100);
         assert_eq!(g.counters.get(InnerCounter::Ejections), 1);
         assert_eq!(g.counters.get(InnerCounter::Returns), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn discovered_replicas_join_through_health_checks_and_leave() {
+        let r = fakes(2, ms(1));
+        let g = ReplicaGroup::discovered(
+            vec![0],
+            round_robin(),
+            crate::counters::inner_counters("parent"),
+        );
+        let by_name = |name: &str| {
+            r.iter()
+                .find(|f| crate::child::Child::name(&***f) == name)
+                .map(|f| Arc::clone(f) as Arc<dyn crate::child::Child>)
+        };
+        // No replica yet: refused at once, not after the budget.
+        let start = Instant::now();
+        let err = crate::child::Child::search(&*g, super::super::testing::request(), ms(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ChildError::Unavailable(_)), "{err:?}");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        // What a starting node finds is in rotation at once.
+        g.update_members(&["r0".into()], false, by_name);
+        send(&g, 10).await;
+        assert_eq!(r[0].calls(), 10);
+
+        // A replica that registers later joins through health checks...
+        let (added, removed) = g.update_members(&["r0".into(), "r1".into()], true, by_name);
+        assert_eq!((added, removed), (vec!["r1".to_string()], vec![]));
+        assert_eq!(g.rotations(), [Rotation::In, Rotation::Ejected]);
+        send(&g, 10).await;
+        assert_eq!(r[1].calls(), 0, "no traffic before its health checks pass");
+        g.check_all().await;
+        g.check_all().await;
+        assert_eq!(g.rotations(), [Rotation::In, Rotation::In]);
+        // ...and slow start.
+        send(&g, 200).await;
+        assert!((5..=25).contains(&r[1].calls()), "{}", r[1].calls());
+
+        // One whose registration goes leaves; the other keeps its state.
+        let (added, removed) = g.update_members(&["r1".into()], true, by_name);
+        assert_eq!((added, removed), (vec![], vec!["r0".to_string()]));
+        assert_eq!(g.rotations(), [Rotation::In]);
+        let before = r[0].calls();
+        send(&g, 10).await;
+        assert_eq!(r[0].calls(), before);
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,7 +20,7 @@ impl ReplicaGroup {
     /// How long to wait before hedging: the group's recent p95, at least the
     /// configured minimum; None when hedging is off or not yet measured.
     pub(super) fn hedge_delay(&self) -> Option<Duration> {
-        if self.config.hedge_ratio <= 0.0 || self.replicas.len() < 2 {
+        if self.config.hedge_ratio <= 0.0 || self.replicas().len() < 2 {
             return None;
         }
         let recent = self.recent.lock().expect("recent lock");

@@ -65,7 +65,9 @@ use crate::child::Child;
 pub struct ReplicaGroup {
     name: String,
     shards: Vec<u32>,
-    replicas: Vec<Replica>,
+    /// The replicas now: replaced whole when membership changes, so a
+    /// request works on the list it started with.
+    members: std::sync::RwLock<Arc<[Arc<Replica>]>>,
     config: ReplicaConfig,
     counters: Arc<InnerCounters>,
     turn: AtomicUsize,
@@ -89,7 +91,7 @@ impl ReplicaGroup {
     /// Each replica's address and whether it is in rotation (`healthy`,
     /// `ejected`, `probation`, `behind`), for the status page.
     pub fn replica_rotations(&self) -> Vec<(String, &'static str)> {
-        self.replicas
+        self.replicas()
             .iter()
             .map(|r| {
                 let state = match r.lock().rotation {
@@ -131,10 +133,44 @@ impl ReplicaGroup {
             .map(|r| r.name())
             .collect::<Vec<_>>()
             .join("|");
+        let replicas = replicas
+            .into_iter()
+            .map(|r| Arc::new(Replica::new(r)))
+            .collect();
+        Self::build(name, shards, replicas, config, counters, catch_up)
+    }
+
+    /// A group over `shards` whose replicas are not known yet: they come
+    /// and go through [`ReplicaGroup::update_members`] (membership in etcd).
+    /// Until one has joined, requests fail at once as unavailable.
+    pub fn discovered(
+        shards: Vec<u32>,
+        config: ReplicaConfig,
+        counters: Arc<InnerCounters>,
+    ) -> Arc<Self> {
+        let name = format!("{}@etcd", crate::spec::format_shards(&shards));
+        Self::build(
+            name,
+            shards,
+            Vec::new(),
+            config,
+            counters,
+            Arc::new(GrpcCatchUp::default()),
+        )
+    }
+
+    fn build(
+        name: String,
+        shards: Vec<u32>,
+        replicas: Vec<Arc<Replica>>,
+        config: ReplicaConfig,
+        counters: Arc<InnerCounters>,
+        catch_up: Arc<dyn CatchUpCall>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| ReplicaGroup {
             name,
             shards,
-            replicas: replicas.into_iter().map(Replica::new).collect(),
+            members: std::sync::RwLock::new(replicas.into()),
             config,
             counters,
             turn: AtomicUsize::new(0),
@@ -146,5 +182,54 @@ impl ReplicaGroup {
             alone_warned: AtomicU64::new(0),
             me: me.clone(),
         })
+    }
+}
+
+impl ReplicaGroup {
+    /// The replicas now (a snapshot: membership may change meanwhile).
+    fn replicas(&self) -> Arc<[Arc<Replica>]> {
+        Arc::clone(&self.members.read().expect("members lock"))
+    }
+
+    /// Whether `replica` is still one of the group's.
+    fn is_member(&self, replica: &Arc<Replica>) -> bool {
+        self.replicas().iter().any(|r| Arc::ptr_eq(r, replica))
+    }
+
+    /// Makes the group's replicas the children at `addrs`: those already in
+    /// it stay as they are (rotation, latencies); those that left go (calls
+    /// in flight to them finish); a new one is created by `connect` and, if
+    /// `joining`, joins like a replica back from an outage — out of rotation
+    /// until it passes `rise` health checks, then ramped up by slow start
+    /// (else it is in rotation at once: the members a node finds when it
+    /// starts). Returns the addresses added and removed.
+    pub fn update_members(
+        &self,
+        addrs: &[String],
+        joining: bool,
+        connect: impl Fn(&str) -> Option<Arc<dyn Child>>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut members = self.members.write().expect("members lock");
+        let mut next: Vec<Arc<Replica>> = Vec::with_capacity(addrs.len());
+        let mut added = Vec::new();
+        for addr in addrs {
+            if let Some(existing) = members.iter().find(|r| r.child.name() == addr) {
+                next.push(Arc::clone(existing));
+            } else if let Some(child) = connect(addr) {
+                next.push(Arc::new(if joining {
+                    Replica::joining(child)
+                } else {
+                    Replica::new(child)
+                }));
+                added.push(addr.clone());
+            }
+        }
+        let removed = members
+            .iter()
+            .filter(|r| !addrs.iter().any(|a| a == r.child.name()))
+            .map(|r| r.child.name().to_string())
+            .collect();
+        *members = next.into();
+        (added, removed)
     }
 }

@@ -3,6 +3,7 @@
 //! if the primary is slow; the first answer wins and the other call is
 //! dropped. This is the group's [`Child`] implementation.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 
 use super::ReplicaGroup;
 use super::health::answered_version;
-use super::state::InFlight;
+use super::state::{InFlight, Replica};
 use crate::child::{Child, ChildError};
 use crate::counters::InnerCounter;
 
@@ -31,12 +32,13 @@ enum Kind {
 impl ReplicaGroup {
     async fn call(
         &self,
+        replicas: &[Arc<Replica>],
         i: usize,
         kind: Kind,
         request: SearchRequest,
         budget: Duration,
     ) -> (usize, Kind, Instant, Result<SearchResponse, ChildError>) {
-        let replica = &self.replicas[i];
+        let replica = &replicas[i];
         let _in_flight = InFlight::new(&replica.outstanding);
         let started = Instant::now();
         self.counters.inc(InnerCounter::ReplicaCalls);
@@ -55,12 +57,14 @@ impl ReplicaGroup {
         self.shadow(&request, budget, turn);
         self.earn_hedge_token();
 
+        let replicas = self.replicas();
+        let replicas = &replicas[..];
         let first = self
-            .pick(&[])
+            .pick(replicas, &[])
             .ok_or_else(|| ChildError::Unavailable(format!("{}: no replica", self.name)))?;
         let mut tried = vec![first];
         let mut flights = FuturesUnordered::new();
-        flights.push(self.call(first, Kind::Primary, request.clone(), budget));
+        flights.push(self.call(replicas, first, Kind::Primary, request.clone(), budget));
         let mut retries_left = self.config.retries;
         let hedge_at = self
             .hedge_delay()
@@ -80,11 +84,11 @@ impl ReplicaGroup {
                 Some((i, kind, started, result)) = flights.next() => match result {
                     Ok(mut response) => {
                         let version = answered_version(&response, request.version);
-                        self.on_success(i, started.elapsed(), version);
+                        self.on_success(&replicas[i], started.elapsed(), version);
                         if kind == Kind::Hedge {
                             self.counters.inc(InnerCounter::HedgesWon);
                             // The primary lost the race: it was at least this slow.
-                            self.replicas[first].lock().observe(start.elapsed());
+                            replicas[first].lock().observe(start.elapsed());
                         }
                         if let Some(c) = response.coverage.as_mut() {
                             for source in &mut c.sources {
@@ -97,18 +101,18 @@ impl ReplicaGroup {
                     }
                     Err(ChildError::InvalidArgument(msg)) => return Err(ChildError::InvalidArgument(msg)),
                     Err(err) => {
-                        let retryable = self.on_failure(i, &err, started.elapsed(), request.version);
+                        let retryable = self.on_failure(&replicas[i], &err, started.elapsed(), request.version);
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         if flights.is_empty()
                             && retryable
                             && retries_left > 0
                             && remaining > MIN_RETRY_BUDGET
-                            && let Some(j) = self.pick(&tried)
+                            && let Some(j) = self.pick(replicas, &tried)
                         {
                             retries_left -= 1;
                             tried.push(j);
                             self.counters.inc(InnerCounter::Retries);
-                            flights.push(self.call(j, Kind::Retry, request.clone(), remaining));
+                            flights.push(self.call(replicas, j, Kind::Retry, request.clone(), remaining));
                             continue;
                         }
                         if flights.is_empty() {
@@ -120,12 +124,12 @@ impl ReplicaGroup {
                     hedge_armed = false;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     if !remaining.is_zero()
-                        && let Some(j) = self.pick(&tried)
+                        && let Some(j) = self.pick(replicas, &tried)
                         && self.take_hedge_token()
                     {
                         tried.push(j);
                         self.counters.inc(InnerCounter::HedgesSent);
-                        flights.push(self.call(j, Kind::Hedge, request.clone(), remaining));
+                        flights.push(self.call(replicas, j, Kind::Hedge, request.clone(), remaining));
                     }
                 }
             }

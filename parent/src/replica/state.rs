@@ -129,6 +129,14 @@ impl Replica {
         }
     }
 
+    /// A replica that has just appeared (registered in etcd): out of
+    /// rotation until health checks bring it in, with slow start.
+    pub fn joining(child: Arc<dyn Child>) -> Self {
+        let replica = Replica::new(child);
+        replica.lock().rotation = Rotation::Ejected;
+        replica
+    }
+
     /// Locks its state.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
         self.state.lock().expect("replica state lock")
