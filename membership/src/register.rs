@@ -22,6 +22,7 @@ const RETRY_MIN: Duration = Duration::from_millis(250);
 /// A node's registration in etcd, kept up by a background task.
 pub struct Registration {
     serving: watch::Sender<bool>,
+    registered: watch::Receiver<bool>,
     withdrawn: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
@@ -32,19 +33,32 @@ impl Registration {
     pub fn start(etcd: Etcd, key: String, member: Member, ttl: Duration) -> Registration {
         let (serving, serving_rx) = watch::channel(true);
         let (withdrawn_tx, withdrawn) = watch::channel(false);
+        let (registered_tx, registered) = watch::channel(false);
         let task = tokio::spawn(keep_registered(
             etcd,
             key,
             member,
             ttl,
             serving_rx,
+            registered_tx,
             withdrawn_tx,
         ));
         Registration {
             serving,
+            registered,
             withdrawn,
             task,
         }
+    }
+
+    /// Waits, at most `wait`, until the record is in etcd; false if it is
+    /// not yet (etcd unreachable: the task keeps trying).
+    pub async fn registered(&self, wait: Duration) -> bool {
+        let mut registered = self.registered.clone();
+        matches!(
+            tokio::time::timeout(wait, registered.wait_for(|r| *r)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Takes the record out (the node is draining): revokes the lease and
@@ -68,6 +82,7 @@ async fn keep_registered(
     member: Member,
     ttl: Duration,
     mut serving: watch::Receiver<bool>,
+    registered: watch::Sender<bool>,
     withdrawn: watch::Sender<bool>,
 ) {
     let value = member.to_json();
@@ -78,7 +93,7 @@ async fn keep_registered(
             let _ = withdrawn.send(true);
             return;
         }
-        let registered = async {
+        let attempt = async {
             let (lease, granted) = etcd.grant(ttl).await?;
             if let Err(err) = etcd.put(&key, value.clone(), lease).await {
                 let _ = etcd.revoke(lease).await;
@@ -87,7 +102,7 @@ async fn keep_registered(
             let keep = etcd.keep_alive(lease).await?;
             Ok::<_, crate::etcd::EtcdError>((lease, granted, keep))
         };
-        let (lease, granted, keep) = match registered.await {
+        let (lease, granted, keep) = match attempt.await {
             Ok(r) => r,
             Err(err) => {
                 if !warned {
@@ -105,6 +120,7 @@ async fn keep_registered(
         warned = false;
         retry = RETRY_MIN;
         tracing::info!(key, lease, ttl_s = granted.as_secs(), "registered in etcd");
+        let _ = registered.send(true);
         if hold(&etcd, lease, granted, keep, &mut serving).await {
             // Draining: take the record out now rather than at the TTL.
             match etcd.revoke(lease).await {

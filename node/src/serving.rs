@@ -296,6 +296,15 @@ pub async fn serve<S: Search, C: Corpus>(
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
+    // Registered before the readiness line, so that a node started after
+    // this one (its parent) finds it in its first view of the membership.
+    if let Some(registration) = &registration
+        && !registration.registered(FIRST_REGISTRATION_WAIT).await
+    {
+        tracing::warn!(
+            "not registered in etcd yet: serving, and registering as soon as it answers"
+        );
+    }
     announce(local);
     tracing::info!(
         %local,
@@ -337,6 +346,10 @@ pub async fn serve<S: Search, C: Corpus>(
     drop(registration);
     Ok(())
 }
+
+/// How long a starting node waits to be registered in etcd before it says
+/// it is listening anyway.
+const FIRST_REGISTRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long a draining node waits for etcd to confirm it is deregistered.
 const WITHDRAW_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
