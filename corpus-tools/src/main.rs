@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use searchtree::client_args::ClientArgs;
 use searchtree::commands::{
-    bench, build, certs, demo, load, publish, query, restart, stats, up, verify, versions,
+    bench, build, certs, demo, load, members, publish, query, restart, stats, up, verify, versions,
 };
 
 /// Build, run and query a scatter/gather search tree.
@@ -32,6 +32,7 @@ enum Command {
     Verify(verify::VerifyArgs),
     Certs(certs::CertsArgs),
     Restart(restart::RestartArgs),
+    Members(members::MembersArgs),
 }
 
 #[tokio::main]
@@ -58,6 +59,7 @@ async fn main() {
         Command::Verify(args) => verify::run(args).await,
         Command::Certs(args) => certs::run(args),
         Command::Restart(args) => restart::run(args).await,
+        Command::Members(args) => members::run(args).await,
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -5,6 +5,7 @@ pub mod build;
 pub mod certs;
 pub mod demo;
 pub mod load;
+pub mod members;
 pub mod publish;
 pub mod query;
 pub mod restart;

@@ -64,6 +64,14 @@ pub struct UpArgs {
     /// searching is open to anyone who can reach the root over TLS).
     #[arg(long, requires = "tls_dir")]
     pub protect_search: bool,
+    /// etcd endpoints (comma-separated): the nodes register there and
+    /// parents find their children there, rather than being given their
+    /// addresses (needs --tree).
+    #[arg(long, requires = "tree")]
+    pub etcd: Option<String>,
+    /// The tree's name in etcd (with --etcd).
+    #[arg(long, requires = "etcd")]
+    pub tree: Option<String>,
 }
 
 /// The name of the leaves' state directory beside a topology file.
@@ -216,6 +224,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
             }
             flags
         },
+        membership: args.etcd.clone().zip(args.tree.clone()),
     };
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),

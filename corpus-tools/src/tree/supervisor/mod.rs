@@ -60,6 +60,10 @@ pub struct StartOptions {
     pub metrics: bool,
     /// Flags given to every node (e.g. TLS and token files).
     pub node_args: Vec<String>,
+    /// Membership in etcd (endpoints, tree name): every node registers
+    /// there, and inner nodes find their children there instead of being
+    /// given their addresses.
+    pub membership: Option<(String, String)>,
 }
 
 impl StartOptions {

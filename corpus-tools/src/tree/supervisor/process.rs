@@ -127,7 +127,16 @@ pub(super) async fn spawn_ready(
         PlannedNode::Inner { .. } => &bins.parent,
     };
     let mut cmd = Command::new(program);
-    cmd.args(node.args(|name| addrs[name].to_string()));
+    match &options.membership {
+        // Children are found in etcd: named by their shards alone.
+        Some((etcd, tree)) => {
+            cmd.args(node.args(|_| None));
+            cmd.arg("--etcd").arg(etcd).arg("--tree").arg(tree);
+        }
+        None => {
+            cmd.args(node.args(|name| Some(addrs[name].to_string())));
+        }
+    }
     cmd.args(&options.node_args);
     if options.metrics {
         let listen = match http {

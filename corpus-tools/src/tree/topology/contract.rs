@@ -28,7 +28,7 @@ fn placeholder_addrs(plan: &Plan) -> HashMap<&str, String> {
 impl PlannedNode {
     /// The node's command-line arguments (without the program name), each
     /// child's replicas named by `addr_of(name)`.
-    pub fn args(&self, addr_of: impl Fn(&str) -> String) -> Vec<String> {
+    pub fn args(&self, addr_of: impl Fn(&str) -> Option<String>) -> Vec<String> {
         match self {
             PlannedNode::Leaf {
                 listen,
@@ -61,7 +61,7 @@ impl PlannedNode {
                 for (replicas, shards) in children {
                     let spec = ChildSpec {
                         shards: shards.clone(),
-                        addrs: replicas.iter().map(|r| addr_of(r)).collect(),
+                        addrs: replicas.iter().filter_map(|r| addr_of(r)).collect(),
                     };
                     args.push("--child".into());
                     args.push(spec.to_string());
@@ -78,7 +78,7 @@ impl PlannedNode {
 pub fn check_args(plan: &Plan) -> Result<(), TopologyError> {
     let addrs = placeholder_addrs(plan);
     for node in &plan.nodes {
-        let args = node.args(|name| addrs[name].clone());
+        let args = node.args(|name| Some(addrs[name].clone()));
         check_node(node, args).map_err(|e| TopologyError(format!("{}: {e}", node.name())))?;
     }
     Ok(())
@@ -158,7 +158,7 @@ mod tests {
         let plan = parse(tree).plan().unwrap();
         let args = |name: &str| {
             let node = plan.nodes.iter().find(|n| n.name() == name).unwrap();
-            node.args(|_| "127.0.0.1:1".into())
+            node.args(|_| Some("127.0.0.1:1".into()))
         };
         assert!(args("root").contains(&"--cache-mb=0".to_string()));
         let parent = args("parent-0");
@@ -175,7 +175,7 @@ mod tests {
     fn children_are_passed_as_the_parents_own_spec_type() {
         let plan = parse(TREE).plan().unwrap();
         let root = plan.nodes.last().unwrap();
-        let args = root.args(|name| format!("{name}.example:7000"));
+        let args = root.args(|name| Some(format!("{name}.example:7000")));
         assert!(
             args.windows(2)
                 .any(|w| w == ["--child", "0@leaf-0.example:7000"])

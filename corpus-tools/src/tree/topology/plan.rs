@@ -476,7 +476,7 @@ mod tests {
         ))
         .plan()
         .unwrap();
-        let leaf_args = |plan: &Plan| plan.nodes[1].args(|_| String::new());
+        let leaf_args = |plan: &Plan| plan.nodes[1].args(|_| Some(String::new()));
         assert!(!leaf_args(&plan).contains(&"--data-dir".to_string()));
         plan.set_state_dir(Path::new("/srv/tree/state"));
         let args = leaf_args(&plan);
