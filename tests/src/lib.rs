@@ -3,6 +3,7 @@
 //! of real node processes on loopback, and the oracle itself.
 #![warn(missing_docs)]
 
+pub mod etcd;
 pub mod oracle;
 pub mod up;
 
