@@ -34,6 +34,7 @@ pub mod client_args;
 pub mod commands;
 pub mod live;
 pub mod output;
+pub mod simulate;
 pub mod tree;
 pub mod verify;
 pub mod waterfall;

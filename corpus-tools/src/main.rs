@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 use searchtree::client_args::ClientArgs;
 use searchtree::commands::{
-    bench, build, certs, demo, load, members, publish, query, restart, stats, up, verify, versions,
+    bench, build, certs, demo, load, members, publish, query, restart, simulate, stats, up, verify,
+    versions,
 };
 
 /// Build, run and query a scatter/gather search tree.
@@ -33,6 +34,7 @@ enum Command {
     Certs(certs::CertsArgs),
     Restart(restart::RestartArgs),
     Members(members::MembersArgs),
+    Simulate(simulate::SimulateArgs),
 }
 
 #[tokio::main]
@@ -60,6 +62,12 @@ async fn main() {
         Command::Certs(args) => certs::run(args),
         Command::Restart(args) => restart::run(args).await,
         Command::Members(args) => members::run(args).await,
+        // Its own runtime, on a paused clock, on a thread of its own.
+        Command::Simulate(args) => std::thread::scope(|s| {
+            s.spawn(|| simulate::run(args))
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the simulation panicked")))
+        }),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

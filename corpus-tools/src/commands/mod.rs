@@ -9,6 +9,7 @@ pub mod members;
 pub mod publish;
 pub mod query;
 pub mod restart;
+pub mod simulate;
 pub mod stats;
 pub mod up;
 pub mod verify;

@@ -1,0 +1,321 @@
+//! `searchtree simulate`: trees far larger than one machine, on virtual
+//! time, with the code that serves.
+//!
+//! The inner nodes are the real ones (`searchtree-parent`'s `InnerNode`,
+//! its fan-out, deadlines and merge, and `ReplicaGroup` with its health
+//! checks, probation, retries and hedging); only the leaves are simulated
+//! ([`leaf`]), answering after latencies drawn from a model. Everything runs
+//! on one thread on tokio's paused clock: when every task waits, the clock
+//! jumps to the next timer, so an hour of traffic costs what its work costs,
+//! not an hour. Queries arrive open-loop (Poisson, `--rate`), and the same
+//! seed gives the same numbers.
+
+pub mod leaf;
+pub mod tree;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use searchtree_proto::pb::SearchRequest;
+use searchtree_proto::query::QueryLimits;
+use searchtree_proto::request::SearchParams;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use leaf::LeafModel;
+use tree::TreeShape;
+
+/// One simulation's settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The tree.
+    pub shape: TreeShape,
+    /// The leaves.
+    pub model: LeafModel,
+    /// Queries to send.
+    pub queries: u64,
+    /// Their mean rate, per second (Poisson arrivals).
+    pub rate: f64,
+    /// Each query's budget (None: no budget, every query waits for all).
+    pub budget: Option<Duration>,
+    /// Hits asked for.
+    pub top_k: u32,
+}
+
+/// What a simulation measured.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    /// Queries sent.
+    pub sent: u64,
+    /// Queries answered (complete or partial).
+    pub completed: u64,
+    /// Queries that failed, by error.
+    pub errors: BTreeMap<String, u64>,
+    /// Answers missing some shards, as a fraction of those answered.
+    pub partial_fraction: f64,
+    /// Mean and least fraction of shards in an answer.
+    pub coverage_mean: f64,
+    /// The least coverage of any answer.
+    pub coverage_min: f64,
+    /// Latency of answered queries, µs.
+    pub latency: Histogram<u64>,
+    /// Requests the leaves received (hedges, retries and shadows included).
+    pub leaf_requests: u64,
+    /// Simulated time from the first query to the last answer.
+    pub simulated: Duration,
+    /// Wall-clock time the simulation took.
+    pub wall: Duration,
+}
+
+impl SimReport {
+    /// The report as JSON, with the keys `searchtree bench` uses.
+    pub fn json(&self) -> serde_json::Value {
+        let h = &self.latency;
+        let q = |p: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(p)
+            }
+        };
+        serde_json::json!({
+            "mode": "simulated",
+            "sent": self.sent,
+            "completed": self.completed,
+            "errors": self.errors,
+            "partial_fraction": self.partial_fraction,
+            "coverage_mean": self.coverage_mean,
+            "coverage_min": self.coverage_min,
+            "latency_us": {
+                "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
+                "max": h.max(), "mean": h.mean(),
+            },
+            "leaf_requests": self.leaf_requests,
+            "leaf_requests_per_query": self.leaf_requests as f64 / self.sent.max(1) as f64,
+            "simulated_s": self.simulated.as_secs_f64(),
+            "wall_s": self.wall.as_secs_f64(),
+            "leaf_requests_per_wall_s": self.leaf_requests as f64 / self.wall.as_secs_f64().max(1e-9),
+        })
+    }
+}
+
+/// What one query came to.
+enum Outcome {
+    Answered {
+        latency: Duration,
+        coverage: f64,
+        partial: bool,
+    },
+    Failed(String),
+}
+
+/// Runs a simulation on a current-thread runtime with a paused clock.
+pub fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
+    anyhow::ensure!(config.rate > 0.0, "--rate must be above 0");
+    anyhow::ensure!(config.queries > 0, "--queries must be at least 1");
+    anyhow::ensure!(
+        config.shape.leaves >= 1 && config.shape.replicas >= 1,
+        "--leaves and --replicas must be at least 1"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
+    let wall = std::time::Instant::now();
+    let mut report = runtime.block_on(drive(config))?;
+    report.wall = wall.elapsed();
+    // Drop the runtime (health-check tasks and all) before returning.
+    drop(runtime);
+    Ok(report)
+}
+
+async fn drive(config: &SimConfig) -> anyhow::Result<SimReport> {
+    let (root, requests) = tree::build(&config.shape, config.model.clone());
+    let root = Arc::new(root);
+    let budget = config.budget.unwrap_or(Duration::from_secs(3600));
+    let params = SearchParams::validate(
+        &SearchRequest {
+            query: "simulated".into(),
+            top_k: config.top_k,
+            ..Default::default()
+        },
+        &QueryLimits::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let params = Arc::new(params);
+    let mut arrivals = fastrand::Rng::with_seed(config.shape.seed ^ 0x5eed_a771);
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut report = SimReport {
+        sent: 0,
+        completed: 0,
+        errors: BTreeMap::new(),
+        partial_fraction: 0.0,
+        coverage_mean: 0.0,
+        coverage_min: 1.0,
+        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+        leaf_requests: 0,
+        simulated: Duration::ZERO,
+        wall: Duration::ZERO,
+    };
+    let mut partial = 0u64;
+    let mut coverage_sum = 0.0;
+    let mut record = |outcome: Outcome, report: &mut SimReport| match outcome {
+        Outcome::Answered {
+            latency,
+            coverage,
+            partial: p,
+        } => {
+            report.completed += 1;
+            partial += u64::from(p);
+            coverage_sum += coverage;
+            report.coverage_min = report.coverage_min.min(coverage);
+            let _ = report.latency.record((latency.as_micros() as u64).max(1));
+        }
+        Outcome::Failed(kind) => *report.errors.entry(kind).or_default() += 1,
+    };
+    let start = Instant::now();
+    let mut at = start;
+    for _ in 0..config.queries {
+        // Exponential gaps: Poisson arrivals at the rate asked for.
+        let gap = -(1.0 - arrivals.f64()).ln() / config.rate;
+        at += Duration::from_secs_f64(gap);
+        tokio::time::sleep_until(at).await;
+        let root = Arc::clone(&root);
+        let params = Arc::clone(&params);
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            match root.search(&params, sent + budget).await {
+                Ok(response) => {
+                    let coverage = response.coverage.as_ref().map_or(0.0, |c| {
+                        f64::from(c.shards_ok) / f64::from(c.shards_total.max(1))
+                    });
+                    Outcome::Answered {
+                        latency: sent.elapsed(),
+                        coverage,
+                        partial: response.partial,
+                    }
+                }
+                Err(err) => Outcome::Failed(error_kind(&err.to_string())),
+            }
+        });
+        report.sent += 1;
+        while let Some(done) = tasks.try_join_next() {
+            record(done?, &mut report);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        record(done?, &mut report);
+    }
+    report.simulated = start.elapsed();
+    report.leaf_requests = requests.load(Ordering::Relaxed);
+    if report.completed > 0 {
+        report.partial_fraction = partial as f64 / report.completed as f64;
+        report.coverage_mean = coverage_sum / report.completed as f64;
+    } else {
+        report.coverage_min = 0.0;
+    }
+    Ok(report)
+}
+
+/// A short, stable name for an error (its first words), for the report.
+fn error_kind(message: &str) -> String {
+    message
+        .split(':')
+        .next()
+        .unwrap_or(message)
+        .chars()
+        .take(60)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaf::Body;
+
+    fn config(leaves: u32, queries: u64) -> SimConfig {
+        SimConfig {
+            shape: TreeShape {
+                leaves,
+                fanout: 10,
+                replicas: 1,
+                dead_fraction: 0.0,
+                hedge_ratio: 0.0,
+                reserve: Duration::from_millis(1),
+                hop: Duration::ZERO,
+                seed: 7,
+            },
+            model: LeafModel {
+                body: Body::Lognormal {
+                    median_us: 1000.0,
+                    sigma: 0.1,
+                },
+                straggler_prob: 0.01,
+                straggler: Duration::from_secs(1),
+                straggler_for: None,
+                failure_prob: 0.0,
+            },
+            queries,
+            rate: 20.0,
+            budget: None,
+            top_k: 10,
+        }
+    }
+
+    #[test]
+    fn a_hundred_leaves_each_slow_one_time_in_a_hundred_make_63_percent_of_queries_slow() {
+        let queries = 3_000;
+        let r = run(&config(100, queries)).unwrap();
+        assert_eq!(r.completed, queries);
+        // Slow: held up by a straggler (1 s added), well above the body.
+        let slow = r.latency.count_between(500_000, u64::MAX) as f64 / queries as f64;
+        let expected = 1.0 - 0.99f64.powi(100); // 0.634
+        let sd = (expected * (1.0 - expected) / queries as f64).sqrt();
+        assert!(
+            (slow - expected).abs() < 4.0 * sd,
+            "{slow:.4} of queries slow, expected {expected:.4} ± {:.4}",
+            4.0 * sd
+        );
+        assert_eq!(r.leaf_requests, 100 * queries);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_numbers() {
+        let mut c = config(50, 500);
+        c.shape.replicas = 2;
+        c.shape.hedge_ratio = 0.1;
+        c.budget = Some(Duration::from_millis(50));
+        let strip = |r: SimReport| {
+            let mut j = r.json();
+            j.as_object_mut().unwrap().remove("wall_s");
+            j.as_object_mut()
+                .unwrap()
+                .remove("leaf_requests_per_wall_s");
+            j
+        };
+        let a = strip(run(&c).unwrap());
+        let b = strip(run(&c).unwrap());
+        assert_eq!(a, b);
+        c.shape.seed = 8;
+        assert_ne!(a, strip(run(&c).unwrap()), "another seed, other numbers");
+    }
+
+    #[test]
+    fn a_budget_bounds_latency_and_costs_coverage() {
+        let mut c = config(100, 1_000);
+        c.budget = Some(Duration::from_millis(50));
+        let r = run(&c).unwrap();
+        assert_eq!(r.completed, 1_000);
+        assert!(r.latency.max() <= 51_000, "max {} µs", r.latency.max());
+        // About one leaf in a hundred straggles past the budget.
+        assert!(
+            (0.985..0.995).contains(&r.coverage_mean),
+            "coverage {}",
+            r.coverage_mean
+        );
+        assert!(r.partial_fraction > 0.5, "{}", r.partial_fraction);
+    }
+}
