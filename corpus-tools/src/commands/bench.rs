@@ -131,6 +131,11 @@ pub struct BenchArgs {
     /// Write a latency-by-percentile chart (SVG).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write every latency recorded, as `VALUE_US COUNT` lines: what
+    /// `searchtree simulate --leaf-latency FILE` draws from (bench a leaf's
+    /// own address to measure one).
+    #[arg(long)]
+    pub save_latency: Option<PathBuf>,
     /// A label for the plot's line and title.
     #[arg(long)]
     pub label: Option<String>,
@@ -283,6 +288,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.hgrm {
         std::fs::write(path, hgrm(&recorder))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.save_latency {
+        std::fs::write(path, latency_counts(&recorder.latency_ok))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.plot {
@@ -493,4 +502,13 @@ mod tests {
         assert_eq!(load_queries(Some(&path)).unwrap(), ["paris", "rome"]);
         assert_eq!(load_queries(None).unwrap().len(), 300);
     }
+}
+
+/// Every value a histogram recorded (µs) with its count, one per line.
+fn latency_counts(h: &hdrhistogram::Histogram<u64>) -> String {
+    let mut out = String::from("# value_us count (searchtree bench --save-latency)\n");
+    for v in h.iter_recorded() {
+        out.push_str(&format!("{} {}\n", v.value_iterated_to(), v.count_at_value()));
+    }
+    out
 }
