@@ -144,6 +144,9 @@ pub struct SimLeaf {
     rng: Mutex<fastrand::Rng>,
     dead: bool,
     slow_until: Mutex<Option<Instant>>,
+    /// The ids of the hits it answers (made once: formatting them per
+    /// request was a good part of a simulation's time).
+    doc_ids: Vec<String>,
     /// Requests this leaf was sent, across leaves (shared).
     requests: std::sync::Arc<AtomicU64>,
 }
@@ -168,6 +171,7 @@ impl SimLeaf {
             )),
             dead,
             slow_until: Mutex::new(None),
+            doc_ids: (0..LEAF_HITS).map(|i| format!("s{shard}-d{i}")).collect(),
             requests,
         }
     }
@@ -229,9 +233,10 @@ impl Child for SimLeaf {
             let shard = self.shards[0];
             let hits: Vec<Hit> = {
                 let mut rng = self.rng.lock().expect("rng lock");
-                let mut hits: Vec<Hit> = (0..LEAF_HITS.min(request.top_k as usize))
-                    .map(|i| Hit {
-                        doc_id: format!("s{shard}-d{i}"),
+                let mut hits: Vec<Hit> = self.doc_ids[..LEAF_HITS.min(request.top_k as usize)]
+                    .iter()
+                    .map(|id| Hit {
+                        doc_id: id.clone(),
                         score: rng.f32() * 10.0,
                         shard,
                         ..Default::default()
