@@ -508,7 +508,11 @@ mod tests {
 fn latency_counts(h: &hdrhistogram::Histogram<u64>) -> String {
     let mut out = String::from("# value_us count (searchtree bench --save-latency)\n");
     for v in h.iter_recorded() {
-        out.push_str(&format!("{} {}\n", v.value_iterated_to(), v.count_at_value()));
+        out.push_str(&format!(
+            "{} {}\n",
+            v.value_iterated_to(),
+            v.count_at_value()
+        ));
     }
     out
 }
