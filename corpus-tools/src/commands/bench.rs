@@ -468,6 +468,19 @@ fn parse_zipf(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Every value a histogram recorded (µs) with its count, one per line.
+fn latency_counts(h: &hdrhistogram::Histogram<u64>) -> String {
+    let mut out = String::from("# value_us count (searchtree bench --save-latency)\n");
+    for v in h.iter_recorded() {
+        out.push_str(&format!(
+            "{} {}\n",
+            v.value_iterated_to(),
+            v.count_at_value()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,17 +515,4 @@ mod tests {
         assert_eq!(load_queries(Some(&path)).unwrap(), ["paris", "rome"]);
         assert_eq!(load_queries(None).unwrap().len(), 300);
     }
-}
-
-/// Every value a histogram recorded (µs) with its count, one per line.
-fn latency_counts(h: &hdrhistogram::Histogram<u64>) -> String {
-    let mut out = String::from("# value_us count (searchtree bench --save-latency)\n");
-    for v in h.iter_recorded() {
-        out.push_str(&format!(
-            "{} {}\n",
-            v.value_iterated_to(),
-            v.count_at_value()
-        ));
-    }
-    out
 }
