@@ -1,7 +1,7 @@
 //! The simulated tree: the real inner-node code (`InnerNode`: fan-out,
 //! deadlines, merge; `ReplicaGroup`: health checks, probation, retries,
 //! hedging) over simulated leaves, in one process, each inner node a child
-//! of the one above it through an in-process [`Child`].
+//! of the one above it (`InnerNode` is a [`Child`] itself).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -15,9 +15,6 @@ use searchtree_parent::node::{InnerNode, InnerTiming};
 use searchtree_parent::replica::{ReplicaConfig, ReplicaGroup};
 use searchtree_proto::BudgetPolicy;
 use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
-use searchtree_proto::query::QueryLimits;
-use searchtree_proto::request::SearchParams;
-use tokio::time::Instant;
 
 use super::leaf::{LeafModel, SimLeaf};
 
@@ -43,22 +40,20 @@ pub struct TreeShape {
     pub seed: u64,
 }
 
-/// An inner node as its parent's child: the call goes straight to the
-/// node's search, after a hop's delay each way.
-struct LocalNode {
-    name: String,
-    shards: Vec<u32>,
+/// An inner node as its parent's child with a network hop's delay each way
+/// (without one, the `InnerNode` is the child itself).
+struct Hop {
     node: InnerNode,
     hop: Duration,
 }
 
-impl Child for LocalNode {
+impl Child for Hop {
     fn name(&self) -> &str {
-        &self.name
+        Child::name(&self.node)
     }
 
     fn shards(&self) -> &[u32] {
-        &self.shards
+        Child::shards(&self.node)
     }
 
     fn search(
@@ -67,26 +62,20 @@ impl Child for LocalNode {
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
         Box::pin(async move {
-            let deadline = Instant::now() + budget;
-            if !self.hop.is_zero() {
-                tokio::time::sleep(self.hop).await;
-            }
-            let params = SearchParams::validate(&request, &QueryLimits::default())
-                .map_err(|e| ChildError::InvalidArgument(e.to_string()))?;
-            let answer = self.node.search(&params, deadline).await?;
-            if !self.hop.is_zero() {
-                tokio::time::sleep(self.hop).await;
-            }
+            tokio::time::sleep(self.hop).await;
+            let left = budget.saturating_sub(self.hop);
+            let answer = Child::search(&self.node, request, left).await?;
+            tokio::time::sleep(self.hop).await;
             Ok(answer)
         })
     }
 
     fn fetch(
         &self,
-        _request: FetchRequest,
-        _budget: Duration,
+        request: FetchRequest,
+        budget: Duration,
     ) -> BoxFuture<'_, Result<FetchResponse, ChildError>> {
-        Box::pin(async { Err(ChildError::Failed("simulated trees fetch nothing".into())) })
+        Child::fetch(&self.node, request, budget)
     }
 }
 
@@ -168,16 +157,16 @@ pub fn build(shape: &TreeShape, model: LeafModel) -> (InnerNode, Arc<AtomicU64>)
         let mut i = 0;
         while children.peek().is_some() {
             let group: Vec<Arc<dyn Child>> = children.by_ref().take(fanout).collect();
-            let mut shards: Vec<u32> = group.iter().flat_map(|c| c.shards().to_vec()).collect();
-            shards.sort_unstable();
-            let name = format!("inner-{i}");
+            let inner = node(format!("inner-{i}"), group);
             i += 1;
-            next.push(Arc::new(LocalNode {
-                node: node(name.clone(), group),
-                name,
-                shards,
-                hop: shape.hop,
-            }) as Arc<dyn Child>);
+            next.push(if shape.hop.is_zero() {
+                Arc::new(inner) as Arc<dyn Child>
+            } else {
+                Arc::new(Hop {
+                    node: inner,
+                    hop: shape.hop,
+                })
+            });
         }
         level = next;
     }
