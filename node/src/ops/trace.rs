@@ -128,11 +128,6 @@ tokio::task_local! {
     static CURRENT: TraceContext;
 }
 
-/// The trace of the request this task is serving, if any.
-pub fn current() -> Option<TraceContext> {
-    CURRENT.try_with(Clone::clone).ok()
-}
-
 /// Adds the current trace (a new span of it) and request id to the
 /// metadata of a call this node is about to make to another node, so the
 /// callee's log lines carry the same trace id.

@@ -144,13 +144,6 @@ impl Tree {
         }
     }
 
-    /// The HTTP address of the node called `name` (metrics; the root's
-    /// status page), when the tree was started with
-    /// [`StartOptions::metrics`].
-    pub fn http_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.nodes.iter().find(|n| n.name == name)?.http
-    }
-
     /// Every node's name and address, in start order.
     pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
         self.nodes
