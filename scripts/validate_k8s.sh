@@ -16,7 +16,7 @@ version="${KUBERNETES_VERSION:-1.31.0}"
 
 if ! command -v kubernetes-validate >/dev/null; then
     echo "kubernetes-validate is missing: python3 -m pip install kubernetes-validate" >&2
-    echo "(or run scripts/install_test_tools.sh)" >&2
+    echo "(.ci/run installs it)" >&2
     exit 2
 fi
 shopt -s nullglob

@@ -82,7 +82,7 @@ impl EtcdCluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start etcd (is Debian's etcd-server installed?)");
+            .expect("start etcd (install Debian's etcd-server, as .ci/run does)");
         self.members[i].process = Some(child);
     }
 

