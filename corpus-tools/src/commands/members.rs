@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 use searchtree_membership::{Discovery, Etcd};
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::tree::supervisor::health_status;
 
 /// List the nodes registered in a tree (address, role, shards, pid, HTTP
 /// address) with each one's health, and the etcd members' state.
@@ -28,23 +29,11 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A node's health as its gRPC health check says.
 async fn health(addr: &str) -> String {
-    let check = async {
-        let channel = searchtree_node::ops::client::endpoint(addr)?
-            .connect_timeout(HEALTH_TIMEOUT)
-            .connect()
-            .await?;
-        let response = HealthClient::new(searchtree_node::ops::client::channel(channel))
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await?;
-        anyhow::Ok(response.get_ref().status())
-    };
-    match tokio::time::timeout(HEALTH_TIMEOUT * 2, check).await {
-        Ok(Ok(ServingStatus::Serving)) => "serving".into(),
-        Ok(Ok(ServingStatus::NotServing)) => "not_serving".into(),
-        Ok(Ok(status)) => format!("{status:?}").to_lowercase(),
-        Ok(Err(_)) | Err(_) => "unreachable".into(),
+    match health_status(addr, HEALTH_TIMEOUT, HEALTH_TIMEOUT).await {
+        Ok(ServingStatus::Serving) => "serving".into(),
+        Ok(ServingStatus::NotServing) => "not_serving".into(),
+        Ok(status) => format!("{status:?}").to_lowercase(),
+        Err(_) => "unreachable".into(),
     }
 }
 

@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
 pub use self::nodes_file::{NodeEntry, NodesFile};
-pub use self::process::{NodeExit, READY_TIMEOUT, health_check};
+pub use self::process::{NodeExit, READY_TIMEOUT, health_check, health_status};
 use self::process::{Running, launch};
 pub use self::restart::{Restart, RestartPolicy, RestartState};
 use crate::tree::binaries::NodeBinaries;

@@ -239,19 +239,31 @@ fn host_of(listen: &str) -> &str {
     listen.rsplit_once(':').map_or(listen, |(host, _)| host)
 }
 
-/// One standard gRPC health check of the node at `addr`: `Ok` if it reports
-/// SERVING. Shared by start-up and by tests that watch a node come back.
-pub async fn health_check(addr: SocketAddr) -> anyhow::Result<()> {
-    let endpoint = searchtree_node::ops::client::endpoint(&addr.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5));
+/// One standard gRPC health check of the node at `addr` (`HOST:PORT`):
+/// the status it reports, connecting within `connect` and answered within
+/// `timeout`. Shared by start-up, `searchtree members`, and tests.
+pub async fn health_status(
+    addr: &str,
+    connect: Duration,
+    timeout: Duration,
+) -> anyhow::Result<ServingStatus> {
+    let endpoint = searchtree_node::ops::client::endpoint(addr)?
+        .connect_timeout(connect)
+        .timeout(timeout);
     let channel = endpoint.connect().await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),
         })
         .await?;
-    match response.get_ref().status() {
+    Ok(response.get_ref().status())
+}
+
+/// One standard gRPC health check of the node at `addr`: `Ok` if it reports
+/// SERVING. Shared by start-up and by tests that watch a node come back.
+pub async fn health_check(addr: SocketAddr) -> anyhow::Result<()> {
+    let connect = Duration::from_secs(2);
+    match health_status(&addr.to_string(), connect, Duration::from_secs(5)).await? {
         ServingStatus::Serving => Ok(()),
         status => bail!("health status {status:?}"),
     }
