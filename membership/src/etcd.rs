@@ -1,5 +1,5 @@
-//! A small etcd v3 client over the cluster's gRPC API: ranges, puts and
-//! deletes, leases and watches, spread over the cluster's endpoints.
+//! A small etcd v3 client over the cluster's gRPC API: ranges and puts,
+//! leases and watches, spread over the cluster's endpoints.
 //!
 //! Every endpoint gets a lazily connected channel. A call goes to the
 //! endpoint that last answered; if that fails (the member is down, or has no
@@ -166,19 +166,21 @@ impl Etcd {
         (0..n).map(move |k| (start + k) % n)
     }
 
-    /// Runs `call` against each endpoint in turn until one answers.
-    async fn unary<T, F, Fut>(&self, mut call: F) -> Result<T, EtcdError>
+    /// Runs `call` against each endpoint in turn (the last one that
+    /// answered first), each within [`CALL_TIMEOUT`], until one succeeds;
+    /// calls then start at that one.
+    async fn first_answer<T, F, Fut>(&self, mut call: F) -> Result<T, EtcdError>
     where
-        F: FnMut(Channel) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        F: FnMut(&str, Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut last = String::new();
         for i in self.order().collect::<Vec<_>>() {
             let (name, channel) = &self.endpoints[i];
-            match tokio::time::timeout(CALL_TIMEOUT, call(channel.clone())).await {
-                Ok(Ok(response)) => {
+            match tokio::time::timeout(CALL_TIMEOUT, call(name, channel.clone())).await {
+                Ok(Ok(answer)) => {
                     self.current.store(i, Ordering::Relaxed);
-                    return Ok(response.into_inner());
+                    return Ok(answer);
                 }
                 Ok(Err(status)) => last = format!("{name}: {}", status.message()),
                 Err(_) => last = format!("{name}: no answer within {CALL_TIMEOUT:?}"),
@@ -188,6 +190,19 @@ impl Etcd {
             endpoints: self.endpoint_names().join(","),
             last,
         })
+    }
+
+    /// A unary call, on the first member that answers it.
+    async fn unary<T, F, Fut>(&self, mut call: F) -> Result<T, EtcdError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.first_answer(|_, channel| {
+            let response = call(channel);
+            async move { Ok(response.await?.into_inner()) }
+        })
+        .await
     }
 
     /// Every key starting with `prefix` and its value, and the store's
@@ -232,20 +247,6 @@ impl Etcd {
         .map(drop)
     }
 
-    /// Deletes `key`.
-    pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {
-        let request = pb::DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
-            range_end: Vec::new(),
-        };
-        self.unary(|c| {
-            let request = request.clone();
-            async move { KvClient::new(c).delete_range(request).await }
-        })
-        .await
-        .map(drop)
-    }
-
     /// Grants a lease of `ttl`; returns its id and the TTL granted (etcd may
     /// raise a TTL below its minimum).
     pub async fn grant(&self, ttl: Duration) -> Result<(i64, Duration), EtcdError> {
@@ -274,35 +275,26 @@ impl Etcd {
     }
 
     /// Opens a keep-alive stream for `lease` on the first member that takes
-    /// it.
-    pub async fn keep_alive(&self, lease: i64) -> Result<KeepAlive, EtcdError> {
-        let mut last = String::new();
-        for i in self.order().collect::<Vec<_>>() {
-            let (name, channel) = &self.endpoints[i];
+    /// it, renewing the lease once on the way (its answer is read here, so
+    /// that each [`KeepAlive::renew`] reads its own); `None` if the lease
+    /// is gone (expired or revoked).
+    pub async fn keep_alive(&self, lease: i64) -> Result<Option<KeepAlive>, EtcdError> {
+        self.first_answer(|_, channel| async move {
             let (mut tx, rx) = mpsc::channel(1);
-            let open = async {
-                tx.send(pb::LeaseKeepAliveRequest { id: lease })
-                    .await
-                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                LeaseClient::new(channel.clone()).lease_keep_alive(rx).await
-            };
-            match tokio::time::timeout(CALL_TIMEOUT, open).await {
-                Ok(Ok(response)) => {
-                    self.current.store(i, Ordering::Relaxed);
-                    return Ok(KeepAlive {
-                        lease,
-                        tx,
-                        rx: response.into_inner(),
-                    });
-                }
-                Ok(Err(status)) => last = format!("{name}: {}", status.message()),
-                Err(_) => last = format!("{name}: no answer within {CALL_TIMEOUT:?}"),
+            tx.send(pb::LeaseKeepAliveRequest { id: lease })
+                .await
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            let mut rx = LeaseClient::new(channel)
+                .lease_keep_alive(rx)
+                .await?
+                .into_inner();
+            match rx.message().await? {
+                Some(first) if first.ttl > 0 => Ok(Some(KeepAlive { lease, tx, rx })),
+                Some(_) => Ok(None),
+                None => Err(tonic::Status::unavailable("keep-alive stream closed")),
             }
-        }
-        Err(EtcdError::Unavailable {
-            endpoints: self.endpoint_names().join(","),
-            last,
         })
+        .await
     }
 
     /// Watches every key starting with `prefix`, from `revision` on, on the
@@ -310,22 +302,21 @@ impl Etcd {
     /// (`hasleader`): one cut off from the quorum cancels the watch rather
     /// than go silent, and the watcher moves on.
     pub async fn watch_prefix(&self, prefix: &str, revision: i64) -> Result<Watch, EtcdError> {
-        let mut last = String::new();
-        for i in self.order().collect::<Vec<_>>() {
-            let (name, channel) = &self.endpoints[i];
-            let (mut tx, rx) = mpsc::channel(1);
-            let create = pb::WatchRequest {
-                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-                    pb::WatchCreateRequest {
-                        key: prefix.as_bytes().to_vec(),
-                        range_end: prefix_end(prefix.as_bytes()),
-                        start_revision: revision,
-                        progress_notify: true,
-                        ..Default::default()
-                    },
-                )),
-            };
-            let open = async {
+        self.first_answer(|name, channel| {
+            let endpoint = name.to_string();
+            async move {
+                let (mut tx, rx) = mpsc::channel(1);
+                let create = pb::WatchRequest {
+                    request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                        pb::WatchCreateRequest {
+                            key: prefix.as_bytes().to_vec(),
+                            range_end: prefix_end(prefix.as_bytes()),
+                            start_revision: revision,
+                            progress_notify: true,
+                            ..Default::default()
+                        },
+                    )),
+                };
                 tx.send(create)
                     .await
                     .map_err(|e| tonic::Status::internal(e.to_string()))?;
@@ -334,37 +325,23 @@ impl Etcd {
                     "hasleader",
                     tonic::metadata::MetadataValue::from_static("true"),
                 );
-                let mut stream = WatchClient::new(channel.clone())
-                    .watch(request)
-                    .await?
-                    .into_inner();
+                let mut stream = WatchClient::new(channel).watch(request).await?.into_inner();
                 // The first message confirms the watch (or refuses it).
                 match stream.message().await? {
-                    Some(first) if first.created && !first.canceled => Ok(stream),
+                    Some(first) if first.created && !first.canceled => Ok(Watch {
+                        _tx: tx,
+                        stream,
+                        endpoint,
+                    }),
                     Some(first) => Err(tonic::Status::unavailable(format!(
                         "watch refused: {}",
                         first.cancel_reason
                     ))),
                     None => Err(tonic::Status::unavailable("watch stream closed")),
                 }
-            };
-            match tokio::time::timeout(CALL_TIMEOUT, open).await {
-                Ok(Ok(stream)) => {
-                    self.current.store(i, Ordering::Relaxed);
-                    return Ok(Watch {
-                        _tx: tx,
-                        stream,
-                        endpoint: name.clone(),
-                    });
-                }
-                Ok(Err(status)) => last = format!("{name}: {}", status.message()),
-                Err(_) => last = format!("{name}: no answer within {CALL_TIMEOUT:?}"),
             }
-        }
-        Err(EtcdError::Unavailable {
-            endpoints: self.endpoint_names().join(","),
-            last,
         })
+        .await
     }
 
     /// Each member's status (`None` for one that does not answer): its id,

@@ -99,7 +99,11 @@ async fn keep_registered(
                 let _ = etcd.revoke(lease).await;
                 return Err(err);
             }
-            let keep = etcd.keep_alive(lease).await?;
+            let Some(keep) = etcd.keep_alive(lease).await? else {
+                return Err(crate::etcd::EtcdError::Stream(format!(
+                    "lease {lease} gone as soon as granted"
+                )));
+            };
             Ok::<_, crate::etcd::EtcdError>((lease, granted, keep))
         };
         let (lease, granted, keep) = match attempt.await {
@@ -164,7 +168,8 @@ async fn hold(
                 let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
                 tracing::debug!(%err, lease, "keep-alive failed: trying another member");
                 match etcd.keep_alive(lease).await {
-                    Ok(k) => keep = k,
+                    Ok(Some(k)) => keep = k,
+                    Ok(None) => return false,
                     // Keep trying on the next tick; the lease may still live
                     // (etcd extends leases when a new leader takes over).
                     Err(err) if since.elapsed() > ttl * 4 => {
