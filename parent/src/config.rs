@@ -39,6 +39,9 @@ pub struct ParentConfig {
     pub inner: InnerArgs,
 }
 
+/// Every child of a node, and those of them found in etcd.
+pub type Children = (Vec<Arc<dyn Child>>, Vec<DiscoveredChild>);
+
 /// Flags every inner node takes.
 #[derive(Debug, Args)]
 pub struct InnerArgs {
@@ -265,11 +268,7 @@ impl InnerArgs {
     /// each child over gRPC; a child with several addresses becomes a
     /// health-checked replica group counting into `counters`, and so does
     /// one found in etcd (returned also as discovered, to be followed).
-    pub fn grpc_children(
-        &self,
-        counters: &Arc<InnerCounters>,
-    ) -> anyhow::Result<(Vec<Arc<dyn Child>>, Vec<DiscoveredChild>)> {
-        #![allow(clippy::type_complexity)]
+    pub fn grpc_children(&self, counters: &Arc<InnerCounters>) -> anyhow::Result<Children> {
         let mut seen = std::collections::BTreeMap::new();
         for spec in &self.children {
             for shard in &spec.shards {
