@@ -17,10 +17,11 @@ pub(super) const TOKEN: u64 = 1000;
 const HEDGE_BURST: u64 = 10 * TOKEN;
 
 impl ReplicaGroup {
-    /// How long to wait before hedging: the group's recent p95, at least the
-    /// configured minimum; None when hedging is off or not yet measured.
-    pub(super) fn hedge_delay(&self) -> Option<Duration> {
-        if self.config.hedge_ratio <= 0.0 || self.replicas().len() < 2 {
+    /// How long to wait before hedging a request among `replicas`: the
+    /// group's recent p95, at least the configured minimum; None when
+    /// hedging is off, there is no second replica, or nothing is measured yet.
+    pub(super) fn hedge_delay(&self, replicas: usize) -> Option<Duration> {
+        if self.config.hedge_ratio <= 0.0 || replicas < 2 {
             return None;
         }
         let recent = self.recent.lock().expect("recent lock");

@@ -67,7 +67,7 @@ impl ReplicaGroup {
         flights.push(self.call(replicas, first, Kind::Primary, request.clone(), budget));
         let mut retries_left = self.config.retries;
         let hedge_at = self
-            .hedge_delay()
+            .hedge_delay(replicas.len())
             .map(|d| start + d)
             .filter(|at| *at < deadline);
         let mut hedge_armed = hedge_at.is_some();
