@@ -20,6 +20,11 @@ async fn main() -> anyhow::Result<()> {
         .install_client_security()
         .map_err(anyhow::Error::msg)?;
     let faults = config.faults().map_err(anyhow::Error::msg)?;
+    let membership = config
+        .ops
+        .membership
+        .membership()
+        .map_err(anyhow::Error::msg)?;
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
     let name = listener.local_addr()?.to_string();
     let settings = SearcherSettings {
@@ -97,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         counters,
         serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
             .with_status(status)
-            .with_member("leaf", vec![shard]),
+            .with_member(membership, "leaf", vec![shard]),
         serving::shutdown_signal(),
     )
     .await?;

@@ -167,8 +167,13 @@ pub struct ServeOptions {
     pub http_routes: axum::Router,
     /// What the role adds to `NodeStats.GetStatus`.
     pub status: Option<crate::ops::status::RoleStatusFn>,
-    /// What the node registers in etcd (with --etcd): its role and shards.
-    pub member: Option<(&'static str, Vec<u32>)>,
+    /// Where the node registers (with --etcd), as what role, serving which
+    /// shards.
+    pub member: Option<(
+        searchtree_membership::TreeMembership,
+        &'static str,
+        Vec<u32>,
+    )>,
 }
 
 impl ServeOptions {
@@ -183,10 +188,15 @@ impl ServeOptions {
         }
     }
 
-    /// Says what the node registers in etcd when started with --etcd: its
-    /// role (`leaf`, `parent`, `root`) and the shards it serves.
-    pub fn with_member(mut self, role: &'static str, shards: Vec<u32>) -> Self {
-        self.member = Some((role, shards));
+    /// Registers the node in `membership` (from its --etcd flags; none
+    /// without them) as `role` (`leaf`, `parent`, `root`) serving `shards`.
+    pub fn with_member(
+        mut self,
+        membership: Option<searchtree_membership::TreeMembership>,
+        role: &'static str,
+        shards: Vec<u32>,
+    ) -> Self {
+        self.member = membership.map(|m| (m, role, shards));
         self
     }
 
@@ -354,22 +364,14 @@ const FIRST_REGISTRATION_WAIT: std::time::Duration = std::time::Duration::from_s
 /// How long a draining node waits for etcd to confirm it is deregistered.
 const WITHDRAW_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Registers the node in etcd if `--etcd` says so: its advertised address
-/// (or the one it listens on), role, shards and HTTP address.
+/// Registers the node in etcd if it was given a membership: its advertised
+/// address (or the one it listens on), role, shards and HTTP address.
 fn register(
     options: &ServeOptions,
     local: SocketAddr,
     http: Option<SocketAddr>,
 ) -> Result<Option<searchtree_membership::Registration>, ServeError> {
-    let Some(membership) = options
-        .ops
-        .membership
-        .membership()
-        .map_err(ServeError::Config)?
-    else {
-        return Ok(None);
-    };
-    let Some((role, shards)) = &options.member else {
+    let Some((membership, role, shards)) = &options.member else {
         return Ok(None);
     };
     let addr = match &membership.advertise {
@@ -402,7 +404,7 @@ fn register(
     let key = searchtree_membership::member::member_key(&membership.tree, &addr);
     tracing::info!(key, etcd = ?membership.etcd.endpoint_names(), "registering in etcd");
     Ok(Some(searchtree_membership::Registration::start(
-        membership.etcd,
+        membership.etcd.clone(),
         key,
         member,
         membership.ttl,

@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
         .membership
         .membership()
         .map_err(anyhow::Error::msg)?;
-    let (node, corpus_node) = config.inner.build("parent", membership).await?;
+    let (node, corpus_node) = config.inner.build("parent", membership.clone()).await?;
     let counters = node.counters();
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
     let status = node.status_fn(|| 0);
@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         counters,
         serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
             .with_status(status)
-            .with_member("parent", shards),
+            .with_member(membership, "parent", shards),
         serving::shutdown_signal(),
     )
     .await?;

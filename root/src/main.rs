@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
         .membership
         .membership()
         .map_err(anyhow::Error::msg)?;
-    let (node, corpus_node) = config.inner.build("root", membership).await?;
+    let (node, corpus_node) = config.inner.build("root", membership.clone()).await?;
     let counters = node.counters();
     let shards = node.shards();
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         counters,
         serving::ServeOptions::new(config.connections.limits(), config.ops.clone())
             .with_status(status)
-            .with_member("root", shards)
+            .with_member(membership, "root", shards)
             .with_http_routes(page),
         serving::shutdown_signal(),
     )
