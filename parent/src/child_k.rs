@@ -7,7 +7,11 @@
 //! merges (and, one level down, searches for) hits that cannot make the
 //! answer. As Vespa's `top-k-probability` does, a node asks each child for
 //! `k'` hits, the smallest number that holds the child's share of the
-//! global top-k with a configured probability.
+//! global top-k with a configured probability — one more than the
+//! binomial quantile, because a child that returns exactly as many of the
+//! top-k as it was asked for cannot tell that it holds no more, and is
+//! asked again (so the chance of a second ask is that of holding `k'` or
+//! more: at most one minus the probability).
 //!
 //! The answer stays exact: a child that returned all `k'` hits it was asked
 //! for *might* hold more of the global top-k — if its `k'`-th hit ranks
@@ -23,15 +27,17 @@ use searchtree_proto::hit_order;
 use searchtree_proto::pb::{Hit, SearchResponse};
 
 /// Default [`child_k`] probability: with 4 shards and k = 10 a leaf is asked
-/// for 6–9 hits rather than 10, and about one child in a hundred is asked
+/// for 7 hits rather than 10, and at most one child in a hundred is asked
 /// again. Higher means fewer second asks and fewer savings.
 pub const DEFAULT_CHILD_K_PROBABILITY: f64 = 0.99;
 
 /// The number of hits to ask of a child holding `child_shards` of the
 /// node's `node_shards`, when the node must return `k`: the smallest `k'`
-/// with `P(Binomial(k, child_shards / node_shards) ≤ k') ≥ probability`, at
-/// least 1 and at most `k`. A probability of 1 or more (or a child holding
-/// every shard) asks for all `k`.
+/// with `P(Binomial(k, child_shards / node_shards) < k') ≥ probability`
+/// (the chance that the child holds `k'` or more of the top-k, and so is
+/// asked again, is at most `1 − probability`), at least 1 and at most `k`.
+/// A probability of 1 or more (or a child holding every shard) asks for all
+/// `k`.
 pub fn child_k(k: usize, child_shards: usize, node_shards: usize, probability: f64) -> usize {
     if k <= 1 || probability >= 1.0 || node_shards == 0 || child_shards >= node_shards {
         return k;
@@ -45,7 +51,9 @@ pub fn child_k(k: usize, child_shards: usize, node_shards: usize, probability: f
     for x in 0..k {
         cdf += ln_pmf.exp();
         if cdf >= probability {
-            return x.max(1);
+            // P(X <= x) >= probability: asked for x + 1, the child is asked
+            // again only when it holds x + 1 or more.
+            return (x + 1).min(k);
         }
         ln_pmf += ((k - x) as f64 / (x + 1) as f64).ln() + ln_odds;
     }
@@ -90,18 +98,57 @@ mod tests {
     }
 
     #[test]
-    fn asks_for_the_binomial_quantile() {
+    fn asks_for_one_more_than_the_binomial_quantile() {
         // Binomial(10, 1/4): P(X <= 5) = 0.980, P(X <= 6) = 0.9965.
-        assert_eq!(child_k(10, 1, 4, 0.99), 6);
-        assert_eq!(child_k(10, 1, 4, 0.98), 5);
-        assert_eq!(child_k(10, 1, 4, 0.92), 4);
-        // Binomial(10, 1/2): P(X <= 8) = 0.989, P(X <= 9) = 0.999.
-        assert_eq!(child_k(10, 2, 4, 0.99), 9);
+        assert_eq!(child_k(10, 1, 4, 0.99), 7);
+        assert_eq!(child_k(10, 1, 4, 0.98), 6);
+        assert_eq!(child_k(10, 1, 4, 0.92), 5);
+        // Binomial(10, 1/2): P(X <= 8) = 0.989, P(X <= 9) = 0.999: all k.
+        assert_eq!(child_k(10, 2, 4, 0.99), 10);
         // A large fan-out gains most: Binomial(10, 1/16).
-        assert_eq!(child_k(10, 1, 16, 0.99), 3);
+        assert_eq!(child_k(10, 1, 16, 0.99), 4);
         // Large k does not underflow, and stays near the mean + a few sd.
         let big = child_k(1000, 1, 4, 0.99);
         assert!((260..=290).contains(&big), "{big}");
+    }
+
+    /// P(Binomial(k, share) >= at), summed directly.
+    fn tail(k: usize, share: f64, at: usize) -> f64 {
+        let choose =
+            |n: usize, r: usize| (0..r).fold(1.0, |c, i| c * (n - i) as f64 / (i + 1) as f64);
+        (at..=k)
+            .map(|x| choose(k, x) * share.powi(x as i32) * (1.0 - share).powi((k - x) as i32))
+            .sum()
+    }
+
+    #[test]
+    fn a_child_is_asked_again_with_at_most_one_minus_the_probability() {
+        // Asked again when it holds k' or more of the top-k.
+        for (k, child, node) in [
+            (10, 1, 4),
+            (10, 1, 22),
+            (10, 2, 4),
+            (50, 1, 4),
+            (50, 2, 4),
+            (20, 3, 7),
+        ] {
+            for p in [0.5, 0.9, 0.99, 0.999] {
+                let asked = child_k(k, child, node, p);
+                let again = tail(k, child as f64 / node as f64, asked);
+                assert!(
+                    asked == k || again <= 1.0 - p + 1e-9,
+                    "k {k}, {child}/{node}, p {p}: k' {asked}, asked again {again:.4}"
+                );
+                // And k' is the least that does: one fewer asks again too often.
+                if asked > 1 {
+                    let fewer = tail(k, child as f64 / node as f64, asked - 1);
+                    assert!(
+                        fewer > 1.0 - p - 1e-9,
+                        "k {k}, {child}/{node}, p {p}: {fewer}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -813,7 +813,12 @@ mod tests {
             child(0, ms(5), &strong),
             child(1, ms(5_000), &hits("w", 12, 10.0)),
         ];
-        let (f, counters) = fanout(&children, FanOutOptions::default());
+        // Two children of one shard each: at 0.9 each is asked for 8 of 10.
+        let options = FanOutOptions {
+            child_k_probability: 0.9,
+            ..FanOutOptions::default()
+        };
+        let (f, counters) = fanout(&children, options);
         let start = Instant::now();
         let r = f.search(&params(10), start + ms(100)).await.unwrap();
         assert_eq!(start.elapsed(), ms(100), "the straggler is waited for");
