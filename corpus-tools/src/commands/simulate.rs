@@ -9,6 +9,7 @@ use clap::Args;
 use crate::simulate::leaf::{Body, LeafModel};
 use crate::simulate::tree::{TreeShape, inner_levels};
 use crate::simulate::{SimConfig, SimReport, run as simulate};
+use searchtree_parent::child_k::DEFAULT_CHILD_K_PROBABILITY;
 
 /// Simulate a tree far larger than this machine — the real fan-out,
 /// deadlines, merge, replica groups and hedging over simulated leaves — on
@@ -60,6 +61,11 @@ pub struct SimulateArgs {
     /// Hedged requests per request in each replica group (0: none).
     #[arg(long, default_value_t = 0.0)]
     pub hedge_ratio: f64,
+    /// Each child is asked for its likely share of the top-k with this
+    /// probability, and asked again when it might hold more, as in the
+    /// serving tree; 1 asks every child for all k.
+    #[arg(long, default_value_t = DEFAULT_CHILD_K_PROBABILITY)]
+    pub child_k_probability: f64,
     /// Queries per second, Poisson arrivals (open loop).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -72,8 +78,15 @@ pub struct SimulateArgs {
     /// Seed of every draw: the same seed gives the same numbers.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Split the arrivals over N copies of the tree, each on a thread of
+    /// its own (N times as fast on N cores). Each copy's replica groups
+    /// learn from 1/N of the traffic; the same seed and N give the same
+    /// numbers.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: u32,
     /// Run once per value of one parameter, as PARAM=V1,V2,... (fanout,
-    /// replicas, hedge-ratio, budget-ms, straggler-prob, leaves), and print
+    /// replicas, hedge-ratio, child-k-probability, budget-ms, straggler-prob,
+    /// leaves), and print
     /// a what-if table.
     #[arg(long)]
     pub sweep: Option<String>,
@@ -96,6 +109,11 @@ impl SimulateArgs {
         unit("failure-prob", self.failure_prob)?;
         unit("dead-fraction", self.dead_fraction)?;
         unit("hedge-ratio", self.hedge_ratio)?;
+        anyhow::ensure!(
+            self.child_k_probability > 0.0 && self.child_k_probability <= 1.0,
+            "--child-k-probability {} must be above 0 and at most 1",
+            self.child_k_probability
+        );
         let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1000.0);
         Ok(SimConfig {
             shape: TreeShape {
@@ -104,6 +122,7 @@ impl SimulateArgs {
                 replicas: self.replicas,
                 dead_fraction: self.dead_fraction,
                 hedge_ratio: self.hedge_ratio,
+                child_k_probability: self.child_k_probability,
                 reserve: ms(self.reserve_ms),
                 hop: ms(self.hop_ms),
                 seed: self.seed,
@@ -119,6 +138,7 @@ impl SimulateArgs {
             rate: self.rate,
             budget: self.budget_ms.map(ms),
             top_k: self.top_k,
+            parallel: self.parallel,
         })
     }
 }
@@ -135,10 +155,11 @@ fn set(config: &mut SimConfig, param: &str, value: &str) -> anyhow::Result<()> {
         "replicas" => config.shape.replicas = num()? as u32,
         "leaves" => config.shape.leaves = num()? as u32,
         "hedge-ratio" => config.shape.hedge_ratio = num()?,
+        "child-k-probability" => config.shape.child_k_probability = num()?,
         "straggler-prob" => config.model.straggler_prob = num()?,
         "budget-ms" => config.budget = Some(Duration::from_secs_f64(num()? / 1000.0)),
         other => anyhow::bail!(
-            "--sweep {other}: one of fanout, replicas, leaves, hedge-ratio, straggler-prob, budget-ms"
+            "--sweep {other}: one of fanout, replicas, leaves, hedge-ratio, child-k-probability, straggler-prob, budget-ms"
         ),
     }
     Ok(())

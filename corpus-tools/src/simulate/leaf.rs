@@ -176,21 +176,25 @@ impl SimLeaf {
         }
     }
 
-    /// This request's latency, or its failure.
-    fn outcome(&self) -> Result<Duration, ChildError> {
-        let (u, v, s, f) = {
+    /// This request's latency, or its failure, and the scores of the hits
+    /// it answers with (best first), from one lock of its generator.
+    fn outcome(&self) -> Result<(Duration, [f32; LEAF_HITS]), ChildError> {
+        let (u, v, s, f, mut scores) = {
             let mut rng = self.rng.lock().expect("rng lock");
-            (rng.f64(), rng.f64(), rng.f64(), rng.f64())
+            let draws = (rng.f64(), rng.f64(), rng.f64(), rng.f64());
+            let scores: [f32; LEAF_HITS] = std::array::from_fn(|_| rng.f32() * 10.0);
+            (draws.0, draws.1, draws.2, draws.3, scores)
         };
+        scores.sort_unstable_by(|a, b| b.total_cmp(a));
         let m = &self.model;
         if f < m.failure_prob {
             return Err(ChildError::Unavailable(format!("{} failed", self.name)));
         }
         let mut latency = m.body.draw(u, v);
-        let now = Instant::now();
         let straggling = match m.straggler_for {
             None => s < m.straggler_prob,
             Some(period) => {
+                let now = Instant::now();
                 let mut until = self.slow_until.lock().expect("slow lock");
                 if until.is_some_and(|t| t > now) {
                     true
@@ -205,7 +209,7 @@ impl SimLeaf {
         if straggling {
             latency += m.straggler;
         }
-        Ok(latency)
+        Ok((latency, scores))
     }
 }
 
@@ -228,23 +232,20 @@ impl Child for SimLeaf {
             if self.dead {
                 return Err(ChildError::Unavailable(format!("{} is dead", self.name)));
             }
-            let latency = self.outcome()?;
+            let (latency, scores) = self.outcome()?;
             tokio::time::sleep(latency).await;
             let shard = self.shards[0];
-            let hits: Vec<Hit> = {
-                let mut rng = self.rng.lock().expect("rng lock");
-                let mut hits: Vec<Hit> = self.doc_ids[..LEAF_HITS.min(request.top_k as usize)]
-                    .iter()
-                    .map(|id| Hit {
-                        doc_id: id.clone(),
-                        score: rng.f32() * 10.0,
-                        shard,
-                        ..Default::default()
-                    })
-                    .collect();
-                hits.sort_by(searchtree_proto::hit_order);
-                hits
-            };
+            // Scores best first; ids ascend, so ties keep the hit order.
+            let hits: Vec<Hit> = self.doc_ids[..LEAF_HITS.min(request.top_k as usize)]
+                .iter()
+                .zip(scores)
+                .map(|(id, score)| Hit {
+                    doc_id: id.clone(),
+                    score,
+                    shard,
+                    ..Default::default()
+                })
+                .collect();
             Ok(SearchResponse {
                 total_hits: hits.len() as u64,
                 hits,

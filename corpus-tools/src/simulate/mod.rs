@@ -9,6 +9,15 @@
 //! jumps to the next timer, so an hour of traffic costs what its work costs,
 //! not an hour. Queries arrive open-loop (Poisson, `--rate`), and the same
 //! seed gives the same numbers.
+//!
+//! With `--parallel N` the arrivals are split N ways — N Poisson streams at
+//! rate/N, whose union is the Poisson stream asked for — each served by its
+//! own copy of the tree on its own thread and paused clock, and the copies'
+//! reports are added up. Queries do not share leaves' draws or inner nodes'
+//! state across copies, so what a replica group learns (latency, health) it
+//! learns from 1/N of the traffic; for trees without replicas the
+//! statistics are those of one tree. The same seed and N give the same
+//! numbers on any machine.
 
 pub mod leaf;
 pub mod tree;
@@ -43,6 +52,9 @@ pub struct SimConfig {
     pub budget: Option<Duration>,
     /// Hits asked for.
     pub top_k: u32,
+    /// Copies of the tree, each on a thread of its own serving 1/N of the
+    /// arrivals (see the module's documentation); 1: one tree.
+    pub parallel: u32,
 }
 
 /// What a simulation measured.
@@ -112,7 +124,8 @@ enum Outcome {
     Failed(String),
 }
 
-/// Runs a simulation on a current-thread runtime with a paused clock.
+/// Runs a simulation: one copy of the tree per `config.parallel`, each on
+/// its own thread with a current-thread runtime and a paused clock.
 pub fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
     anyhow::ensure!(config.rate > 0.0, "--rate must be above 0");
     anyhow::ensure!(config.queries > 0, "--queries must be at least 1");
@@ -120,6 +133,81 @@ pub fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
         config.shape.leaves >= 1 && config.shape.replicas >= 1,
         "--leaves and --replicas must be at least 1"
     );
+    anyhow::ensure!(
+        (1..=256).contains(&config.parallel),
+        "--parallel must be within 1..256"
+    );
+    // Thousands of simulated nodes: no metric series per child.
+    searchtree_node::ops::metrics::without_child_series();
+    let copies = u64::from(config.parallel).min(config.queries);
+    let wall = std::time::Instant::now();
+    let reports = std::thread::scope(|scope| {
+        let running: Vec<_> = (0..copies)
+            .map(|copy| {
+                let part = copy_config(config, copy, copies);
+                std::thread::Builder::new()
+                    .name(format!("simulate-{copy}"))
+                    .spawn_scoped(scope, move || run_one(&part))
+            })
+            .collect::<Result<_, _>>()?;
+        running
+            .into_iter()
+            .map(|copy| {
+                copy.join()
+                    .map_err(|_| anyhow::anyhow!("a simulation thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let mut report = add_up(reports)?;
+    report.wall = wall.elapsed();
+    Ok(report)
+}
+
+/// Copy `copy` of `copies`: its share of the queries, at its share of the
+/// rate, drawing from its own seed (copy 0 keeps the seed given, so one
+/// copy is the plain simulation).
+fn copy_config(config: &SimConfig, copy: u64, copies: u64) -> SimConfig {
+    let mut part = config.clone();
+    part.queries = config.queries / copies + u64::from(copy < config.queries % copies);
+    part.rate = config.rate / copies as f64;
+    part.shape.seed = config
+        .shape
+        .seed
+        .wrapping_add(copy.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    part.parallel = 1;
+    part
+}
+
+/// One copy's report added into the others': counts summed, latencies
+/// merged, means weighted by the queries they are over.
+fn add_up(reports: Vec<SimReport>) -> anyhow::Result<SimReport> {
+    let mut reports = reports.into_iter();
+    let mut total = reports
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no simulation ran"))?;
+    for r in reports {
+        let (a, b) = (total.completed as f64, r.completed as f64);
+        if a + b > 0.0 {
+            total.partial_fraction =
+                (total.partial_fraction * a + r.partial_fraction * b) / (a + b);
+            total.coverage_mean = (total.coverage_mean * a + r.coverage_mean * b) / (a + b);
+        }
+        total.coverage_min = total.coverage_min.min(r.coverage_min);
+        total.sent += r.sent;
+        total.completed += r.completed;
+        for (kind, n) in r.errors {
+            *total.errors.entry(kind).or_default() += n;
+        }
+        total.latency.add(&r.latency)?;
+        total.leaf_requests += r.leaf_requests;
+        total.simulated = total.simulated.max(r.simulated);
+    }
+    Ok(total)
+}
+
+/// Runs one copy of the tree on a current-thread runtime with a paused
+/// clock.
+fn run_one(config: &SimConfig) -> anyhow::Result<SimReport> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -244,6 +332,7 @@ mod tests {
                 replicas: 1,
                 dead_fraction: 0.0,
                 hedge_ratio: 0.0,
+                child_k_probability: 1.0,
                 reserve: Duration::from_millis(1),
                 hop: Duration::ZERO,
                 seed: 7,
@@ -262,6 +351,7 @@ mod tests {
             rate: 20.0,
             budget: None,
             top_k: 10,
+            parallel: 1,
         }
     }
 

@@ -32,6 +32,10 @@ pub struct TreeShape {
     pub dead_fraction: f64,
     /// Hedged requests per request in each replica group.
     pub hedge_ratio: f64,
+    /// Each child is asked for its likely share of the top-k with this
+    /// probability, and again when it might hold more (as the serving
+    /// tree does; 1 asks every child for all k).
+    pub child_k_probability: f64,
     /// Time each inner node keeps back for its merge and the hop up.
     pub reserve: Duration,
     /// One network hop's delay, each way.
@@ -137,9 +141,9 @@ pub fn build(shape: &TreeShape, model: LeafModel) -> (InnerNode, Arc<AtomicU64>)
         reserve: shape.reserve,
     };
     let options = FanOutOptions {
-        // Every child is asked for all k: simulated leaves hold no
-        // real score distribution to size k' from.
-        child_k_probability: 1.0,
+        // A simulated leaf's scores are independent draws, so the global
+        // top-k falls on shards as the binomial bound assumes.
+        child_k_probability: shape.child_k_probability,
         early_answer: None,
     };
     let node = |name: String, children: Vec<Arc<dyn Child>>| {

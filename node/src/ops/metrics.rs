@@ -14,6 +14,7 @@
 //! outcome — never a query or a request id.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -173,7 +174,11 @@ impl Metrics {
 
     /// The series of the child labelled `child` (its shard range), looked
     /// up once, so that recording a call takes no lock and no hashing.
+    /// After [`without_child_series`], a handle that records nothing.
     pub fn child(&self, child: &str) -> ChildMetrics {
+        if CHILD_SERIES_OFF.load(Ordering::Relaxed) {
+            return ChildMetrics(None);
+        }
         let child: Arc<str> = child.into();
         let calls = |outcome: &'static str| {
             self.child_calls
@@ -183,7 +188,7 @@ impl Metrics {
                 })
                 .clone()
         };
-        ChildMetrics {
+        ChildMetrics(Some(ChildSeries {
             round_trip: self
                 .child_round_trip
                 .get_or_create(&ChildLabels {
@@ -193,7 +198,7 @@ impl Metrics {
             ok: calls("ok"),
             timed_out: calls("timed_out"),
             failed: calls("failed"),
-        }
+        }))
     }
 
     /// Records an inner node's answer: complete or partial, and its coverage
@@ -204,23 +209,18 @@ impl Metrics {
             .get_or_create(&CompletenessLabels { completeness })
             .inc();
         self.coverage.observe(coverage);
-        self.coverage_sum.fetch_add(
-            (coverage * 1e6) as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.coverage_count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.coverage_sum
+            .fetch_add((coverage * 1e6) as u64, Ordering::Relaxed);
+        self.coverage_count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The mean coverage of the answers since start (1 before any).
     pub fn coverage_mean(&self) -> f64 {
-        let n = self
-            .coverage_count
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let n = self.coverage_count.load(Ordering::Relaxed);
         if n == 0 {
             return 1.0;
         }
-        self.coverage_sum.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6 / n as f64
+        self.coverage_sum.load(Ordering::Relaxed) as f64 / 1e6 / n as f64
     }
 
     /// Records a root's query that got no answer: `failed` (refused after
@@ -233,9 +233,13 @@ impl Metrics {
     }
 }
 
-/// One child's series (see [`Metrics::child`]).
+/// One child's series (see [`Metrics::child`]), or nothing once child
+/// series are off.
 #[derive(Debug, Clone)]
-pub struct ChildMetrics {
+pub struct ChildMetrics(Option<ChildSeries>);
+
+#[derive(Debug, Clone)]
+struct ChildSeries {
     round_trip: Histogram,
     ok: Counter,
     timed_out: Counter,
@@ -245,18 +249,32 @@ pub struct ChildMetrics {
 impl ChildMetrics {
     /// Records a call that answered after `round_trip`.
     pub fn answered(&self, round_trip: Duration) {
-        self.round_trip.observe(round_trip.as_secs_f64());
-        self.ok.inc();
+        if let Some(s) = &self.0 {
+            s.round_trip.observe(round_trip.as_secs_f64());
+            s.ok.inc();
+        }
     }
 
     /// Records a call that did not answer: timed out, or failed.
     pub fn missed(&self, timed_out: bool) {
-        if timed_out {
-            self.timed_out.inc();
-        } else {
-            self.failed.inc();
+        if let Some(s) = &self.0 {
+            if timed_out {
+                s.timed_out.inc();
+            } else {
+                s.failed.inc();
+            }
         }
     }
+}
+
+static CHILD_SERIES_OFF: AtomicBool = AtomicBool::new(false);
+
+/// From now on, children get no series of their own: for a process that
+/// runs thousands of simulated nodes (`searchtree simulate`), where a
+/// series per child would be meaningless, hold memory per child and cost a
+/// lock per answer. Nodes that serve never call it.
+pub fn without_child_series() {
+    CHILD_SERIES_OFF.store(true, Ordering::Relaxed);
 }
 
 /// The process's metrics, created on first use.
