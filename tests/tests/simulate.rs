@@ -109,6 +109,9 @@ fn a_simulation_draws_from_latencies_measured_on_a_real_leaf() {
             "2",
             "--queries",
             "200",
+            // Two copies of the tree on two threads, 100 queries each.
+            "--parallel",
+            "2",
         ])
         .arg("--leaf-latency")
         .arg(&saved)

@@ -373,6 +373,27 @@ mod tests {
     }
 
     #[test]
+    fn copies_in_parallel_add_up_to_one_simulation_of_every_query() {
+        let queries = 3_000;
+        let mut c = config(100, queries);
+        c.parallel = 2;
+        let r = run(&c).unwrap();
+        assert_eq!((r.sent, r.completed), (queries, queries));
+        assert_eq!(r.leaf_requests, 100 * queries);
+        let slow = r.latency.count_between(500_000, u64::MAX) as f64 / queries as f64;
+        let expected = 1.0 - 0.99f64.powi(100);
+        let sd = (expected * (1.0 - expected) / queries as f64).sqrt();
+        assert!(
+            (slow - expected).abs() < 4.0 * sd,
+            "{slow:.4} of queries slow"
+        );
+        // Deterministic for a given seed and number of copies.
+        let again = run(&c).unwrap();
+        assert_eq!(r.latency, again.latency);
+        assert_eq!(r.coverage_mean, again.coverage_mean);
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_numbers() {
         let mut c = config(50, 500);
         c.shape.replicas = 2;
