@@ -61,6 +61,12 @@ fn node(out: &mut String, p: &NodeProfile, total: u64, offset: u64, depth: usize
 
 fn child(out: &mut String, c: &ChildProfile, total: u64, offset: u64, depth: usize) {
     let start = offset + c.start_us;
+    // How a replica group got this answer, if not from its first choice.
+    let how = match (c.hedged, c.retried) {
+        (true, _) => " (hedged)",
+        (_, true) => " (retried)",
+        _ => "",
+    };
     match &c.profile {
         Some(p) => {
             // The child's own time sits inside the round trip, after half
@@ -68,7 +74,7 @@ fn child(out: &mut String, c: &ChildProfile, total: u64, offset: u64, depth: usi
             let name = format!(" @{}", c.replica);
             let _ = writeln!(
                 out,
-                "{:<44} |{}| {:>8} ms  round trip, hop {}",
+                "{:<44} |{}| {:>8} ms  round trip, hop {}{how}",
                 format!("{}→ call {}", "  ".repeat(depth), shards(&c.shards)),
                 bar(total, start, c.round_trip_us),
                 ms(c.round_trip_us),
@@ -79,7 +85,7 @@ fn child(out: &mut String, c: &ChildProfile, total: u64, offset: u64, depth: usi
         None => {
             let _ = writeln!(
                 out,
-                "{:<44} |{}| {:>8} ms  {}",
+                "{:<44} |{}| {:>8} ms  {}{how}",
                 format!(
                     "{}→ call {} @{}",
                     "  ".repeat(depth),
@@ -133,6 +139,7 @@ mod tests {
                     round_trip_us: 4_000,
                     hop_us: 2_000,
                     outcome: "ok".into(),
+                    hedged: true,
                     profile: Some(leaf),
                     ..Default::default()
                 },
@@ -155,7 +162,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[1].contains("→ call [shard 0]") && lines[1].contains("hop 2.00"),
+            lines[1].contains("→ call [shard 0]")
+                && lines[1].contains("hop 2.00")
+                && lines[1].ends_with("(hedged)"),
             "{text}"
         );
         assert!(

@@ -503,6 +503,11 @@ fn child_profile(
     result: &mut Result<SearchResponse, ChildError>,
 ) -> ChildProfile {
     let round_trip = micros(asked_at.elapsed());
+    let (replica, hedged, retried) = result
+        .as_ref()
+        .ok()
+        .and_then(answered_by)
+        .unwrap_or_else(|| (slot.child.name().to_string(), false, false));
     let (outcome, hop_us, profile) = match result {
         Ok(response) => (
             "ok",
@@ -514,15 +519,28 @@ fn child_profile(
     };
     ChildProfile {
         shards: slot.child.shards().to_vec(),
-        replica: slot.child.name().to_string(),
+        replica,
         start_us: micros(asked_at.saturating_duration_since(sent)),
         round_trip_us: round_trip,
         hop_us,
         outcome: outcome.into(),
-        hedged: false,
-        retried: false,
+        hedged,
+        retried,
         profile,
     }
+}
+
+/// The one replica that answered for every shard of `response` (a leaf,
+/// or a replica group over one shard's leaves), and whether that answer
+/// came from a hedge or a retry; `None` when several did (an inner node
+/// below) or none is named.
+fn answered_by(response: &SearchResponse) -> Option<(String, bool, bool)> {
+    let sources = &response.coverage.as_ref()?.sources;
+    let first = sources.first()?;
+    sources
+        .iter()
+        .all(|s| s.replica == first.replica)
+        .then(|| (first.replica.clone(), first.hedged, first.retried))
 }
 
 /// A call to a child in flight: which child, which ask, and its outcome.
@@ -645,6 +663,7 @@ mod tests {
     use super::*;
     use crate::counters::inner_counters;
     use crate::fake::FakeChild;
+    use searchtree_proto::pb::ShardSource;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -803,6 +822,50 @@ mod tests {
         // before every answer is in may ask more than needed, never less.
         assert_eq!(children[1].calls(), 2);
         assert_eq!(counters.get(InnerCounter::ChildrenAskedAgain), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_profile_names_the_replica_that_answered_and_how() {
+        let children = vec![
+            child(0, ms(2), &hits("a", 3, 9.0)),
+            child(1, ms(60), &hits("b", 3, 8.0)),
+        ];
+        let (f, _) = fanout(&children, FanOutOptions::default());
+        let mut p = params(10);
+        p.profile = true;
+        let r = f.search(&p, Instant::now() + ms(50)).await.unwrap();
+        let mut calls = r.profile.unwrap().children;
+        calls.sort_by_key(|c| c.shards.clone());
+        assert_eq!(calls[0].replica, "fake-0");
+        assert_eq!(calls[0].outcome, "ok");
+        assert_eq!(calls[1].outcome, "timed_out");
+        assert_eq!(
+            calls[1].replica, "fake-1",
+            "no answer: the child's own name"
+        );
+
+        // A replica group's answer names its replica and says it was a hedge.
+        let source = |shard, replica: &str, hedged| ShardSource {
+            shard,
+            replica: replica.into(),
+            hedged,
+            ..Default::default()
+        };
+        let answer = |sources| SearchResponse {
+            coverage: Some(Coverage {
+                sources,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            answered_by(&answer(vec![source(3, "10.0.0.7:50051", true)])),
+            Some(("10.0.0.7:50051".into(), true, false))
+        );
+        // Several replicas below (an inner node): none is named.
+        let two = answer(vec![source(0, "a", false), source(1, "b", false)]);
+        assert_eq!(answered_by(&two), None);
+        assert_eq!(answered_by(&answer(vec![])), None);
     }
 
     #[tokio::test(start_paused = true)]
