@@ -3,6 +3,8 @@
 //! CA — the same hits one index gives — and refuses plaintext; admin calls
 //! need the token (UNAUTHENTICATED without one, PERMISSION_DENIED with a
 //! wrong one); under mutual TLS a client without a certificate is refused.
+//! The HTTP port (metrics, status page) serves HTTPS with the node's
+//! certificate and asks for the same tokens.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,6 +31,31 @@ fn grpcurl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `curl` over HTTPS against `url`, trusting `ca`, with a bearer token if
+/// given: the HTTP status (0 if no response) and the body.
+fn curl(url: &str, ca: &Path, token: Option<&str>) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command.args([
+        "-s",
+        "--max-time",
+        "10",
+        "--cacert",
+        path(ca),
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = command
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e} (install Debian's `curl`, as .ci/run does)"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 fn path(p: &Path) -> &str {
@@ -112,6 +139,38 @@ fn a_tls_tree_answers_over_tls_only_and_guards_admin_calls() {
     // Health and reflection stay open.
     let (ok, out, err) = grpcurl(&["-cacert", path(&ca), &root, "list"]);
     assert!(ok && out.contains("searchtree.v1.Search"), "{out}{err}");
+
+    // The HTTP port speaks HTTPS with the node's certificate, and asks for
+    // the admin token where the gRPC port does: metrics and the tree's
+    // status need it, the page and (searching being open here) its search
+    // do not.
+    let http = up
+        .nodes()
+        .node("root")
+        .expect("root")
+        .http
+        .expect("HTTP port");
+    let token = token.trim();
+    let url = |p: &str| format!("https://{http}{p}");
+    let (code, body) = curl(&url("/metrics"), &ca, None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("needs credentials"), "{body}");
+    let (code, _) = curl(&url("/metrics"), &ca, Some("not-the-token"));
+    assert_eq!(code, 403);
+    let (code, body) = curl(&url("/metrics"), &ca, Some(token));
+    assert_eq!(code, 200);
+    assert!(body.contains("searchtree_"), "{body}");
+    let (code, _) = curl(&url("/api/tree"), &ca, None);
+    assert_eq!(code, 401);
+    let (code, body) = curl(&url("/api/tree"), &ca, Some(token));
+    assert!(code == 200 && body.contains("\"root\""), "{code} {body}");
+    let (code, body) = curl(&url("/"), &ca, None);
+    assert!(code == 200 && body.contains("<html"), "{code}");
+    let (code, body) = curl(&url("/api/search?q=paris"), &ca, None);
+    assert!(code == 200 && body.contains("\"hits\""), "{code} {body}");
+    // Plain HTTP gets no answer from it.
+    let (code, _) = curl(&format!("http://{http}/metrics"), &ca, Some(token));
+    assert_ne!(code, 200, "plain HTTP was answered");
 
     // The CLI's admin path works end to end with the token: the root asks
     // every leaf (over TLS, with its own token) for its versions.

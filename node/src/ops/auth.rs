@@ -92,7 +92,39 @@ impl AuthPolicy {
         authorization: Option<&[u8]>,
         has_certificate: bool,
     ) -> Result<(), tonic::Status> {
-        let class = class_of(path);
+        self.check_class(class_of(path), authorization, has_certificate)
+    }
+
+    /// Judges a request to the node's HTTP port for `path`, with this
+    /// `authorization` header: the page itself is open (it asks for a
+    /// token when its calls are refused); the search behind it is a
+    /// search; metrics and the tree's status are admin reads. Client
+    /// certificates are not asked for on the HTTP port (a browser seldom
+    /// has one), so only tokens count there.
+    pub fn check_http(
+        &self,
+        path: &str,
+        authorization: Option<&[u8]>,
+    ) -> Result<(), tonic::Status> {
+        let class = match path {
+            "/" => Class::Open,
+            "/api/search" => Class::Search,
+            _ => Class::Admin,
+        };
+        if self.admin_token.is_none() && matches!(class, Class::Admin) {
+            // Under mutual TLS alone there is no token a browser or a
+            // scraper could send: the HTTP port stays as open as before.
+            return Ok(());
+        }
+        self.check_class(class, authorization, false)
+    }
+
+    fn check_class(
+        &self,
+        class: Class,
+        authorization: Option<&[u8]>,
+        has_certificate: bool,
+    ) -> Result<(), tonic::Status> {
         let tokens: Vec<&str> = match class {
             Class::Open => return Ok(()),
             Class::Search => match &self.search_token {
@@ -207,6 +239,39 @@ mod tests {
 
     fn code(r: Result<(), tonic::Status>) -> Option<Code> {
         r.err().map(|s| s.code())
+    }
+
+    #[test]
+    fn the_http_port_asks_for_the_tokens_the_grpc_port_does() {
+        let p = policy(Some("s3cret"), Some("look"), false);
+        assert_eq!(code(p.check_http("/", None)), None, "the page is open");
+        for admin in ["/metrics", "/api/tree"] {
+            assert_eq!(code(p.check_http(admin, None)), Some(Code::Unauthenticated));
+            assert_eq!(
+                code(p.check_http(admin, Some(b"Bearer look"))),
+                Some(Code::PermissionDenied),
+                "the search token is not an admin's"
+            );
+            assert_eq!(code(p.check_http(admin, Some(b"Bearer s3cret"))), None);
+        }
+        assert_eq!(
+            code(p.check_http("/api/search", None)),
+            Some(Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(p.check_http("/api/search", Some(b"Bearer look"))),
+            None
+        );
+        assert_eq!(
+            code(p.check_http("/api/search", Some(b"Bearer s3cret"))),
+            None
+        );
+        // Nothing configured: all open, as before.
+        let open = policy(None, None, false);
+        assert_eq!(code(open.check_http("/metrics", None)), None);
+        // Mutual TLS alone: no token exists to ask for on the HTTP port.
+        let mtls = policy(None, None, true);
+        assert_eq!(code(mtls.check_http("/metrics", None)), None);
     }
 
     #[test]
