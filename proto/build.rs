@@ -1,4 +1,5 @@
-//! Compiles `searchtree/v1/{search,corpus}.proto` with a pure-Rust protobuf compiler
+//! Compiles `searchtree/v1/{search,corpus}.proto` (and the OTLP trace
+//! export, `opentelemetry/otlp_trace.proto`) with a pure-Rust protobuf compiler
 //! (no system `protoc` needed) and keeps the encoded descriptor set for
 //! server reflection.
 
@@ -16,5 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
     tonic_prost_build::configure().compile_fds(descriptors)?;
+    // The OTLP trace export nodes send spans by (kept out of the
+    // descriptor set above: it is not a service nodes serve).
+    let otlp = "opentelemetry/otlp_trace.proto";
+    println!("cargo:rerun-if-changed={otlp}");
+    tonic_prost_build::configure().compile_fds(protox::compile([otlp], ["."])?)?;
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod drain;
 pub mod http;
 pub mod layer;
 pub mod metrics;
+pub mod otlp;
 pub mod status;
 pub mod timing;
 pub mod tls;
@@ -39,6 +40,9 @@ pub struct OpsArgs {
     /// Membership in etcd: where the node registers, and finds children.
     #[command(flatten)]
     pub membership: searchtree_membership::MembershipArgs,
+    /// Span export over OTLP.
+    #[command(flatten)]
+    pub otlp: otlp::OtlpArgs,
 }
 
 impl OpsArgs {

@@ -303,6 +303,10 @@ pub async fn serve<S: Search, C: Corpus>(
         None => None,
     };
 
+    if let Some(endpoint) = &options.ops.otlp.otlp_endpoint {
+        crate::ops::otlp::start(endpoint, counters.role(), local.to_string())
+            .map_err(ServeError::Config)?;
+    }
     crate::ops::status::start_clock();
     log_limits(&limits);
     // Our own accept loop rather than tonic's TcpIncoming: it caps the

@@ -27,6 +27,13 @@ pub mod query;
 pub mod request;
 pub mod sharding;
 
+/// The OpenTelemetry trace export (OTLP/gRPC): what a node sends its spans
+/// as, and what a collector receives.
+#[allow(missing_docs, clippy::all)]
+pub mod otlp {
+    tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+}
+
 /// Code generated from `searchtree/v1/search.proto` and `corpus.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {

@@ -64,6 +64,10 @@ pub struct UpArgs {
     /// searching is open to anyone who can reach the root over TLS).
     #[arg(long, requires = "tls_dir")]
     pub protect_search: bool,
+    /// Every node exports a span per request served to this OTLP/gRPC
+    /// collector (e.g. `http://127.0.0.1:4317`).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
     /// etcd endpoints (comma-separated): the nodes register there and
     /// parents find their children there, rather than being given their
     /// addresses (needs --tree).
@@ -221,6 +225,9 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
             let mut flags = vec!["--reuse-port".to_string()];
             if let Some(dir) = &args.tls_dir {
                 flags.extend(secure_tree(dir, args.mtls, args.protect_search)?);
+            }
+            if let Some(endpoint) = &args.otlp_endpoint {
+                flags.push(format!("--otlp-endpoint={endpoint}"));
             }
             flags
         },

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use crate::ops::auth::AuthPolicy;
-use crate::ops::{timing, trace};
+use crate::ops::{otlp, timing, trace};
 
 /// A service that refuses what the policy does not allow, runs the rest
 /// within their trace, and times every call.
@@ -49,7 +49,9 @@ where
             return Box::pin(async move { Ok(refusal) });
         }
         let context = trace::TraceContext::from_headers(request.headers());
-        let span = trace::span(&context, request.uri().path());
+        let path = request.uri().path().to_string();
+        let span = trace::span(&context, &path);
+        let began = std::time::SystemTime::now();
         let inner = &mut self.inner;
         let call = trace::within(context.clone(), span, || inner.call(request));
         Box::pin(async move {
@@ -57,6 +59,14 @@ where
             if let Ok(response) = &mut result {
                 trace::echo(&context, response.headers_mut());
                 timing::record(method, response, start.elapsed());
+                // An error ends the call in the headers (trailers-only);
+                // a success's status comes in trailers: OK.
+                let status = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                otlp::record(&context, &path, began, std::time::SystemTime::now(), status);
             }
             result
         })

@@ -29,6 +29,9 @@ pub struct TraceContext {
     pub trace_id: u128,
     /// The caller's span (8 bytes); 0 when the trace starts here.
     pub parent_span: u64,
+    /// This node's span for the request (8 bytes, never 0): the parent of
+    /// the calls it makes, and the span it exports ([`crate::ops::otlp`]).
+    pub span_id: u64,
     /// The trace flags (bit 0: sampled).
     pub flags: u8,
     /// The client's `x-request-id`, if it sent one.
@@ -41,6 +44,7 @@ impl TraceContext {
         TraceContext {
             trace_id: fastrand::u128(1..),
             parent_span: 0,
+            span_id: fastrand::u64(1..),
             flags: 1,
             request_id: None,
         }
@@ -119,6 +123,7 @@ pub fn parse_traceparent(value: &str) -> Option<TraceContext> {
     Some(TraceContext {
         trace_id,
         parent_span,
+        span_id: fastrand::u64(1..),
         flags: u8::from_str_radix(flags, 16).ok()?,
         request_id: None,
     })
@@ -128,12 +133,13 @@ tokio::task_local! {
     static CURRENT: TraceContext;
 }
 
-/// Adds the current trace (a new span of it) and request id to the
-/// metadata of a call this node is about to make to another node, so the
-/// callee's log lines carry the same trace id.
+/// Adds the current trace (this node's span as the parent) and request id
+/// to the metadata of a call this node is about to make to another node, so
+/// the callee's log lines carry the same trace id and its span hangs under
+/// this one.
 pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
     let Ok(()) = CURRENT.try_with(|context| {
-        if let Ok(value) = context.traceparent(fastrand::u64(1..)).parse() {
+        if let Ok(value) = context.traceparent(context.span_id).parse() {
             metadata.insert(TRACEPARENT, value);
         }
         if let Some(id) = &context.request_id
@@ -165,10 +171,10 @@ pub fn within<F: Future>(
     CURRENT.scope(context, call.instrument(span))
 }
 
-/// Names the trace on an answer: `traceparent` (a span of the request's
-/// trace) and the client's `x-request-id`.
+/// Names the trace on an answer: `traceparent` (this node's span of the
+/// request's trace) and the client's `x-request-id`.
 pub fn echo(context: &TraceContext, headers: &mut http::HeaderMap) {
-    if let Ok(value) = context.traceparent(fastrand::u64(1..)).parse() {
+    if let Ok(value) = context.traceparent(context.span_id).parse() {
         headers.insert(TRACEPARENT, value);
     }
     if let Some(id) = &context.request_id
@@ -228,6 +234,10 @@ mod tests {
             .await;
         let sent = parse_traceparent(md.get(TRACEPARENT).unwrap().to_str().unwrap()).unwrap();
         assert_eq!(sent.trace_id, context.trace_id);
+        assert_eq!(
+            sent.parent_span, context.span_id,
+            "the callee hangs under our span"
+        );
         assert_eq!(md.get(REQUEST_ID).unwrap(), "abc");
     }
 }
