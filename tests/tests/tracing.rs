@@ -215,4 +215,32 @@ async fn spans_of_one_query_reach_an_otlp_collector_as_one_tree() {
         assert!(parents.contains(&id(&leaf.parent_span_id)), "{leaf:#?}");
         assert_eq!(leaf.kind, 2, "a server span");
     }
+
+    // The root's metrics count what it exported.
+    let http = up.nodes().node("root").unwrap().http.unwrap();
+    let metrics = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(http).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        page
+    })
+    .await
+    .unwrap();
+    let exported: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("searchtree_otlp_spans_exported_total "))
+        .unwrap_or_else(|| panic!("no exported-spans counter in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(exported >= 1.0, "{metrics}");
+    assert!(
+        metrics.contains("searchtree_otlp_spans_dropped_total 0"),
+        "{metrics}"
+    );
 }

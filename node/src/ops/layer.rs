@@ -49,9 +49,14 @@ where
             return Box::pin(async move { Ok(refusal) });
         }
         let context = trace::TraceContext::from_headers(request.headers());
-        let path = request.uri().path().to_string();
-        let span = trace::span(&context, &path);
-        let began = std::time::SystemTime::now();
+        let span = trace::span(&context, request.uri().path());
+        // What the exported span needs, taken only when exporting.
+        let exported = otlp::enabled().then(|| {
+            (
+                request.uri().path().to_string(),
+                std::time::SystemTime::now(),
+            )
+        });
         let inner = &mut self.inner;
         let call = trace::within(context.clone(), span, || inner.call(request));
         Box::pin(async move {
@@ -59,14 +64,16 @@ where
             if let Ok(response) = &mut result {
                 trace::echo(&context, response.headers_mut());
                 timing::record(method, response, start.elapsed());
-                // An error ends the call in the headers (trailers-only);
-                // a success's status comes in trailers: OK.
-                let status = response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .unwrap_or(0);
-                otlp::record(&context, &path, began, std::time::SystemTime::now(), status);
+                if let Some((path, began)) = exported {
+                    // An error ends the call in the headers (trailers-only);
+                    // a success's status comes in trailers: OK.
+                    let status = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                        .unwrap_or(0);
+                    otlp::record(&context, &path, began, std::time::SystemTime::now(), status);
+                }
             }
             result
         })

@@ -329,6 +329,29 @@ impl prometheus_client::collector::Collector for CounterCollector {
             MetricType::Gauge,
         )?)?;
 
+        if crate::ops::otlp::enabled() {
+            let (exported, dropped) = crate::ops::otlp::totals();
+            for (name, help, value) in [
+                (
+                    "searchtree_otlp_spans_exported",
+                    "Spans an OTLP collector accepted",
+                    exported,
+                ),
+                (
+                    "searchtree_otlp_spans_dropped",
+                    "Spans dropped: the export queue was full or an export failed",
+                    dropped,
+                ),
+            ] {
+                ConstCounter::new(value).encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    MetricType::Counter,
+                )?)?;
+            }
+        }
+
         for &(name, help, value) in &self.values {
             let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
             let help = help.as_str();

@@ -80,6 +80,12 @@ pub fn start(endpoint: &str, role: &'static str, address: String) -> Result<(), 
     Ok(())
 }
 
+/// Whether this node exports spans (so that callers gather what a span
+/// needs only then).
+pub fn enabled() -> bool {
+    EXPORTER.get().is_some()
+}
+
 /// Records the server span of a request in `context` that ran from `start`
 /// to `end` for `path`, and ended with gRPC status `grpc_status` (0: OK).
 /// A no-op unless exporting, or when the trace is not sampled.
