@@ -232,3 +232,20 @@ pub async fn send(
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// `GET path` from a node's plain-HTTP port (metrics, status page): the
+/// response's head (status line and headers) and body. Blocking; call it
+/// from `spawn_blocking` in async tests.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the HTTP port");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.to_string(), body.to_string())
+}

@@ -12,24 +12,16 @@ use searchtree_tests::{client, fixture, search};
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 
 /// GET `path` from `addr` over plain HTTP/1.1; the body.
+/// `GET path`, which must answer 200 in Prometheus' text format.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the HTTP port");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let (head, body) = searchtree_tests::http_get(addr, path);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    body.to_string()
+    body
 }
 
 /// Runs `promtool check metrics` on `page`; panics with its complaints.

@@ -17,6 +17,24 @@ use searchtree_tests::{GENEROUS_BUDGET_MS, client, fixture};
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
+/// The query both tests send, within trace [`TRACE_ID`] as a child of the
+/// client's span `client_span`.
+fn traced_search(client_span: u64) -> tonic::Request<SearchRequest> {
+    let mut request = tonic::Request::new(SearchRequest {
+        query: "river delta".into(),
+        top_k: 5,
+        budget_ms: GENEROUS_BUDGET_MS,
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{client_span:016x}-01")
+            .parse()
+            .unwrap(),
+    );
+    request
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trace_id_reaches_every_nodes_log_lines() {
     let f = fixture(TMP);
@@ -29,18 +47,7 @@ async fn a_trace_id_reaches_every_nodes_log_lines() {
         "info,searchtree_leaf=debug,searchtree_parent=debug,searchtree_root=debug",
     );
     let mut client = client(up.root).await;
-    let mut request = tonic::Request::new(SearchRequest {
-        query: "river delta".into(),
-        top_k: 5,
-        budget_ms: GENEROUS_BUDGET_MS,
-        ..Default::default()
-    });
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-00f067aa0ba902b7-01")
-            .parse()
-            .unwrap(),
-    );
+    let mut request = traced_search(0x00f0_67aa_0ba9_02b7);
     request
         .metadata_mut()
         .insert("x-request-id", "tracing-test-1".parse().unwrap());
@@ -147,19 +154,8 @@ async fn spans_of_one_query_reach_an_otlp_collector_as_one_tree() {
         "warn",
     );
     let mut client = client(up.root).await;
-    let mut request = tonic::Request::new(SearchRequest {
-        query: "river delta".into(),
-        top_k: 5,
-        budget_ms: GENEROUS_BUDGET_MS,
-        ..Default::default()
-    });
     const CLIENT_SPAN: u64 = 0x00f0_67aa_0ba9_02b7;
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CLIENT_SPAN:016x}-01")
-            .parse()
-            .unwrap(),
-    );
+    let request = traced_search(CLIENT_SPAN);
     client.search(request).await.expect("search");
 
     // Spans are sent in batches, at most half a second apart.
@@ -216,31 +212,36 @@ async fn spans_of_one_query_reach_an_otlp_collector_as_one_tree() {
         assert_eq!(leaf.kind, 2, "a server span");
     }
 
-    // The root's metrics count what it exported.
+    // The root's metrics count what it exported (once the collector's
+    // answer is back, a moment after the spans arrived).
     let http = up.nodes().node("root").unwrap().http.unwrap();
-    let metrics = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(http).unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut page = String::new();
-        stream.read_to_string(&mut page).unwrap();
-        page
-    })
-    .await
-    .unwrap();
-    let exported: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("searchtree_otlp_spans_exported_total "))
-        .unwrap_or_else(|| panic!("no exported-spans counter in\n{metrics}"))
-        .parse()
-        .unwrap();
-    assert!(exported >= 1.0, "{metrics}");
-    assert!(
-        metrics.contains("searchtree_otlp_spans_dropped_total 0"),
-        "{metrics}"
-    );
+    let counter = |page: &str, name: &str| -> Option<f64> {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) =
+            tokio::task::spawn_blocking(move || searchtree_tests::http_get(http, "/metrics"))
+                .await
+                .unwrap();
+        let exported = counter(&metrics, "searchtree_otlp_spans_exported_total");
+        assert!(
+            exported.is_some(),
+            "no exported-spans counter in\n{metrics}"
+        );
+        if exported >= Some(1.0) {
+            assert_eq!(
+                counter(&metrics, "searchtree_otlp_spans_dropped_total"),
+                Some(0.0),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing counted as exported:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

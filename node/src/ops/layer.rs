@@ -51,7 +51,7 @@ where
         let context = trace::TraceContext::from_headers(request.headers());
         let span = trace::span(&context, request.uri().path());
         // What the exported span needs, taken only when exporting.
-        let exported = otlp::enabled().then(|| {
+        let exported = otlp::traces(request.uri().path()).then(|| {
             (
                 request.uri().path().to_string(),
                 std::time::SystemTime::now(),

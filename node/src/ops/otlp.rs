@@ -86,6 +86,13 @@ pub fn enabled() -> bool {
     EXPORTER.get().is_some()
 }
 
+/// Whether a request to `path` gets a span: not health checks and
+/// reflection, which parents and probes send every few seconds, each a
+/// trace of its own that would bury the queries'.
+pub fn traces(path: &str) -> bool {
+    enabled() && !path.starts_with("/grpc.health.") && !path.starts_with("/grpc.reflection.")
+}
+
 /// Records the server span of a request in `context` that ran from `start`
 /// to `end` for `path`, and ended with gRPC status `grpc_status` (0: OK).
 /// A no-op unless exporting, or when the trace is not sampled.
