@@ -285,13 +285,11 @@ pub async fn serve<S: Search, C: Corpus>(
         Some(http_listener) => {
             let routes = crate::ops::metrics::routes(std::sync::Arc::clone(&counters))
                 .merge(options.http_routes);
-            let http_tls = match (&options.ops.tls.tls_cert, &options.ops.tls.tls_key) {
-                (Some(cert), Some(key)) => Some(
-                    crate::ops::http::tls_config(cert, key)
-                        .map_err(|e| ServeError::Config(e.to_string()))?,
-                ),
-                _ => None,
-            };
+            let http_tls = options
+                .ops
+                .tls
+                .http_server()
+                .map_err(|e| ServeError::Config(e.to_string()))?;
             Some(tokio::spawn(crate::ops::http::serve(
                 http_listener,
                 routes,

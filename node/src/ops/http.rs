@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
 
 use super::auth::AuthPolicy;
-use super::tls::TlsError;
 
 /// The prefix of the line a node prints on stdout once its HTTP port is
 /// listening, followed by the actual address (see [`crate::serving::LISTENING_PREFIX`]).
@@ -47,28 +43,8 @@ pub async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> 
     Ok(listener)
 }
 
-/// The TLS settings of the HTTP port: the node's own certificate chain and
-/// key (the files of `--tls-cert`/`--tls-key`), HTTP/1.1.
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let read = |path: &Path, what: &str| {
-        std::fs::read(path).map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))
-    };
-    let chain = CertificateDer::pem_slice_iter(&read(cert, "--tls-cert")?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError(format!("--tls-cert {}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_slice(&read(key, "--tls-key")?)
-        .map_err(|e| TlsError(format!("--tls-key {}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
-        .map_err(|e| TlsError(format!("the HTTP port's TLS: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 /// Serves `router` on `listener` until `shutdown` resolves — over TLS with
-/// `tls`, and asking for the tokens `policy` asks for. An error is logged,
+/// `tls` ([`super::tls::TlsArgs::http_server`]), and asking for the tokens `policy` asks for. An error is logged,
 /// not returned: the HTTP port failing must not stop the node from
 /// answering searches.
 pub async fn serve(

@@ -3,8 +3,12 @@
 //! a certificate of their own (mutual TLS). rustls, through tonic.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// The TLS flags of a node.
@@ -60,6 +64,27 @@ impl TlsArgs {
             config = config.client_ca_root(Certificate::from_pem(read(ca, "--tls-client-ca")?));
         }
         Ok(Some(config))
+    }
+
+    /// The TLS settings of the node's HTTP port, or `None` for plain HTTP:
+    /// the same certificate and key as its gRPC port, HTTP/1.1, no client
+    /// certificates asked for (a browser seldom has one).
+    pub fn http_server(&self) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let chain = CertificateDer::pem_slice_iter(&read(cert, "--tls-cert")?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError(format!("--tls-cert {}: {e}", cert.display())))?;
+        let key = PrivateKeyDer::from_pem_slice(&read(key, "--tls-key")?)
+            .map_err(|e| TlsError(format!("--tls-key {}: {e}", key.display())))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|e| TlsError(format!("the HTTP port's TLS: {e}")))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
     }
 
     /// How this node calls others: TLS against --tls-ca (with its own
