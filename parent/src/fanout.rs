@@ -248,8 +248,22 @@ impl FanOut {
         let mut stragglers_cut = false;
         let deadline = tokio::time::sleep_until(answer_at);
         tokio::pin!(deadline);
+        // One timer for the next decision, moved as that time moves (a
+        // timer made and dropped per answer cost more than the merge).
+        let decide_timer = tokio::time::sleep_until(answer_at);
+        tokio::pin!(decide_timer);
+        let mut decide_armed: Option<Instant> = None;
+        // The k-th hit of everything gathered so far, kept until an answer
+        // changes what was gathered.
+        let mut kth_cache: Option<Option<Hit>> = None;
         loop {
             let decide_at = states.iter().filter_map(ChildState::decide_by).min();
+            if let Some(at) = decide_at
+                && decide_armed != Some(at)
+            {
+                decide_timer.as_mut().reset(at);
+                decide_armed = Some(at);
+            }
             tokio::select! {
                 // An answer that is ready at the deadline still counts.
                 biased;
@@ -283,6 +297,7 @@ impl FanOut {
                             Err(failure(slot, &err))
                         }
                     };
+                    kth_cache = None;
                     let state = std::mem::replace(&mut states[i], ChildState::NotAsked);
                     states[i] = match (round, state, response) {
                         (Round::First, _, Ok(first)) => {
@@ -320,8 +335,10 @@ impl FanOut {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(decide_at.unwrap_or(answer_at)), if decide_at.is_some() => {
-                    let asked = self.decide(&mut states, &mut pending, params, answer_at, Instant::now());
+                _ = &mut decide_timer, if decide_at.is_some() => {
+                    decide_armed = None;
+                    let kth = kth_cache.get_or_insert_with(|| kth_hit(&states, k)).as_ref();
+                    let asked = self.decide(&mut states, &mut pending, params, answer_at, Instant::now(), kth);
                     seconds_pending += asked as usize;
                     asked_again += asked;
                 }
@@ -342,7 +359,11 @@ impl FanOut {
             {
                 // Every child has answered (or the rest are left out): no
                 // better k-th is coming.
-                let asked = self.decide(&mut states, &mut pending, params, answer_at, answer_at);
+                let kth = kth_cache
+                    .get_or_insert_with(|| kth_hit(&states, k))
+                    .as_ref();
+                let asked =
+                    self.decide(&mut states, &mut pending, params, answer_at, answer_at, kth);
                 seconds_pending += asked as usize;
                 asked_again += asked;
             }
@@ -366,7 +387,7 @@ impl FanOut {
                 .add(InnerCounter::ChildrenAskedAgain, asked_again);
         }
 
-        let kth = kth_hit(&states, k);
+        let kth = kth_cache.unwrap_or_else(|| kth_hit(&states, k));
         let waited = sent.elapsed();
         if params.profile {
             for (i, state) in states.iter().enumerate() {
@@ -445,8 +466,8 @@ impl FanOut {
     }
 
     /// Decides, for every child whose decision is due by `now`, whether it
-    /// must be asked again (and asks it, for all k), with the k-th hit of
-    /// everything gathered so far. Returns how many were asked again.
+    /// must be asked again (and asks it, for all k), with `kth`, the k-th
+    /// hit of everything gathered so far. Returns how many were asked again.
     fn decide<'a>(
         &'a self,
         states: &mut [ChildState],
@@ -454,14 +475,11 @@ impl FanOut {
         params: &SearchParams,
         answer_at: Instant,
         now: Instant,
+        kth: Option<&Hit>,
     ) -> u64 {
         let due: Vec<usize> = (0..states.len())
             .filter(|&i| states[i].decide_by().is_some_and(|by| by <= now))
             .collect();
-        if due.is_empty() {
-            return 0;
-        }
-        let kth = kth_hit(states, params.top_k);
         let mut asked = 0;
         for i in due {
             let ChildState::Undecided { first, .. } =
@@ -469,7 +487,7 @@ impl FanOut {
             else {
                 unreachable!("only undecided children are due")
             };
-            states[i] = if !needs_more(first.hits.len(), &first, kth.as_ref()) {
+            states[i] = if !needs_more(first.hits.len(), &first, kth) {
                 ChildState::Done(first)
             } else if let Some(call) = self.ask(i, params, params.top_k, Round::Second, answer_at) {
                 pending.push(call);
