@@ -6,21 +6,30 @@
 //! same top-k as one index over the whole corpus.
 
 use searchtree_proto::hit_order;
-use searchtree_proto::pb::{Coverage, SearchResponse};
+use searchtree_proto::pb::{Coverage, Hit, SearchResponse};
 
 /// Merges children's responses into the best `top_k` hits overall, with
 /// match counts summed, coverage combined and the children's snapshots
 /// listed (one name when they agree) and the highest version named. `took_us` and `hits_unfetched` are
 /// left at 0 for the caller to fill in.
 pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> SearchResponse {
+    let mut parts: Vec<SearchResponse> = parts.into_iter().collect();
     let mut out = SearchResponse {
+        hits: best_hits(top_k, &mut parts),
         coverage: Some(Coverage::default()),
         ..Default::default()
     };
     let coverage = out.coverage.as_mut().expect("just set");
+    let (failures, sources) = parts
+        .iter()
+        .filter_map(|p| p.coverage.as_ref())
+        .fold((0, 0), |(f, s), c| {
+            (f + c.failures.len(), s + c.sources.len())
+        });
+    coverage.failures.reserve_exact(failures);
+    coverage.sources.reserve_exact(sources);
     let mut snapshots = std::collections::BTreeSet::new();
     for part in parts {
-        out.hits.extend(part.hits);
         out.total_hits += part.total_hits;
         out.total_hits_is_lower_bound |= part.total_hits_is_lower_bound;
         out.partial |= part.partial;
@@ -39,9 +48,32 @@ pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> S
     coverage.failures.sort_by_key(|f| f.shard);
     coverage.sources.sort_by_key(|s| s.shard);
     out.partial |= coverage.shards_ok < coverage.shards_total;
-    out.hits.sort_by(hit_order);
-    out.hits.truncate(top_k);
     out
+}
+
+/// The best `top_k` hits of all `parts`, in order, taken out of them. They
+/// are chosen by position, so only the winners move (a parent merging many
+/// children's hits spent its time copying the losers).
+fn best_hits(top_k: usize, parts: &mut [SearchResponse]) -> Vec<Hit> {
+    let mut order: Vec<(u32, u32)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, r)| (0..r.hits.len() as u32).map(move |i| (p as u32, i)))
+        .collect();
+    let hit = |&(p, i): &(u32, u32)| &parts[p as usize].hits[i as usize];
+    // The order is total (ties broken by id), so unstable is exact.
+    let by_rank = |a: &(u32, u32), b: &(u32, u32)| hit_order(hit(a), hit(b));
+    if top_k == 0 {
+        order.clear();
+    } else if order.len() > top_k {
+        order.select_nth_unstable_by(top_k - 1, by_rank);
+        order.truncate(top_k);
+    }
+    order.sort_unstable_by(by_rank);
+    order
+        .into_iter()
+        .map(|(p, i)| std::mem::take(&mut parts[p as usize].hits[i as usize]))
+        .collect()
 }
 
 /// Adds `other`'s counts and failures to `into`.
