@@ -6,13 +6,16 @@
 //! it wait), the wait counts against the server, as it would for a user.
 //! [`closed_loop`] is the opposite, for finding peak throughput: C workers,
 //! each sending its next request when the last one returns.
+//!
+//! Because latency counts from the intended time, the tester's own lateness
+//! in sending counts too; [`Pacing`] says how it waits for each send time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use searchtree_proto::pb::SearchRequest;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -80,6 +83,68 @@ impl Iterator for Arrivals {
     }
 }
 
+/// How the open loop waits for each request's send time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// tokio's timer. Exact on a paused clock (tests), but on a real one it
+    /// fires on its 1 ms tick: a request went out up to a millisecond after
+    /// its time, and that lateness was added to its latency (a third of
+    /// the p50 of a small tree).
+    Timer,
+    /// A thread of the tester's own sleeping to each send time on the
+    /// operating system's timer (tens of microseconds late) and waking the
+    /// sender: what measurements use.
+    Thread,
+}
+
+/// Waits for send times as [`Pacing`] says.
+enum Pacer {
+    Timer,
+    Thread(std::sync::mpsc::Sender<(std::time::Instant, oneshot::Sender<()>)>),
+}
+
+impl Pacer {
+    fn new(pacing: Pacing) -> Pacer {
+        match pacing {
+            Pacing::Timer => Pacer::Timer,
+            Pacing::Thread => {
+                let (tx, rx) =
+                    std::sync::mpsc::channel::<(std::time::Instant, oneshot::Sender<()>)>();
+                // Ends when the pacer is dropped (the channel closes).
+                std::thread::Builder::new()
+                    .name("bench-pacer".into())
+                    .spawn(move || {
+                        for (at, done) in rx {
+                            std::thread::sleep(
+                                at.saturating_duration_since(std::time::Instant::now()),
+                            );
+                            let _ = done.send(());
+                        }
+                    })
+                    .expect("start the pacer thread");
+                Pacer::Thread(tx)
+            }
+        }
+    }
+
+    /// Returns at `at` (at once if that has passed).
+    async fn wait_until(&self, at: Instant) {
+        match self {
+            Pacer::Timer => tokio::time::sleep_until(at).await,
+            Pacer::Thread(tx) => {
+                if at <= Instant::now() {
+                    return;
+                }
+                let (done, wait) = oneshot::channel();
+                if tx.send((at.into_std(), done)).is_err() || wait.await.is_err() {
+                    // The thread is gone: fall back to the timer.
+                    tokio::time::sleep_until(at).await;
+                }
+            }
+        }
+    }
+}
+
 /// What to send and for how long.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -107,6 +172,9 @@ pub struct LoadConfig {
     /// Ask every node for its timings (`SearchRequest.profile`), so the
     /// report can say where the tail comes from ([`crate::tail`]).
     pub profile: bool,
+    /// How the open loop waits for send times: [`Pacing::Thread`] on a
+    /// real clock, [`Pacing::Timer`] on a paused one.
+    pub pacing: Pacing,
 }
 
 /// Live counters, for the progress line.
@@ -165,6 +233,7 @@ pub async fn open_loop(
     let measured_from = start + config.warmup;
     let meter = cpu_meter_from(measured_from);
     let mut tasks = JoinSet::new();
+    let pacer = Pacer::new(config.pacing);
     let arrivals = Arrivals::new(
         config.rate,
         config.warmup + config.duration,
@@ -173,7 +242,7 @@ pub async fn open_loop(
     );
     for (i, offset) in arrivals.enumerate() {
         let intended = start + offset;
-        tokio::time::sleep_until(intended).await;
+        pacer.wait_until(intended).await;
         let permit = match &limiter {
             Some(l) => Some(l.clone().acquire_owned().await.expect("never closed")),
             None => None,
@@ -336,6 +405,7 @@ mod tests {
             top_k: 10,
             budget_ms: 0,
             profile: false,
+            pacing: Pacing::Timer,
         }
     }
 

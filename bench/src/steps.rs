@@ -778,6 +778,7 @@ mod tests {
                 top_k: 10,
                 budget_ms: 100,
                 profile: false,
+                pacing: crate::schedule::Pacing::Timer,
             },
             factors: vec![0.5, 2.0],
             capacity_workers: 2,

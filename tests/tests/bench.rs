@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use searchtree::bundled;
-use searchtree_bench::schedule::{Arrival, Live, LoadConfig, open_loop};
+use searchtree_bench::schedule::{Arrival, Live, LoadConfig, Pacing, open_loop};
 use searchtree_bench::target::{GrpcTarget, Target};
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::{fixture, searchtree, start_sharded_tree};
@@ -255,6 +255,7 @@ fn stall_load(rate: f64, duration: Duration) -> LoadConfig {
         top_k: 10,
         budget_ms: 200,
         profile: false,
+        pacing: Pacing::Thread,
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use searchtree::bundled;
 use searchtree::tree::topology::Topology;
 use searchtree_bench::record::Recorder;
-use searchtree_bench::schedule::{Arrival, Live, LoadConfig, open_loop};
+use searchtree_bench::schedule::{Arrival, Live, LoadConfig, Pacing, open_loop};
 use searchtree_bench::target::GrpcTarget;
 use searchtree_tests::{SHARDS, client, counter, fixture, node_addr, search, start_tree};
 
@@ -46,6 +46,7 @@ fn load(rate: f64, duration: Duration) -> LoadConfig {
         top_k: 10,
         budget_ms: 2_000,
         profile: false,
+        pacing: Pacing::Thread,
     }
 }
 

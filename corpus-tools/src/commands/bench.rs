@@ -18,7 +18,7 @@ use searchtree_proto::pb::SearchRequest;
 use searchtree_bench::plot;
 use searchtree_bench::record::Recorder;
 use searchtree_bench::report::{Report, hgrm};
-use searchtree_bench::schedule::{Arrival, Live, LoadConfig, closed_loop, open_loop};
+use searchtree_bench::schedule::{Arrival, Live, LoadConfig, Pacing, closed_loop, open_loop};
 use searchtree_bench::steps::{self, Progress, StepConfig};
 use searchtree_bench::target::{DirectTarget, GrpcTarget, Target};
 
@@ -317,6 +317,7 @@ fn load_config(args: &BenchArgs, rate: f64) -> LoadConfig {
         top_k: args.top_k,
         budget_ms: args.budget_ms,
         profile: args.profile_tail,
+        pacing: Pacing::Thread,
     }
 }
 
