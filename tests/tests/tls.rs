@@ -36,7 +36,20 @@ fn grpcurl(args: &[&str]) -> (bool, String, String) {
 /// `curl` over HTTPS against `url`, trusting `ca`, with a bearer token if
 /// given: the HTTP status (0 if no response) and the body.
 fn curl(url: &str, ca: &Path, token: Option<&str>) -> (u16, String) {
+    curl_as(url, ca, token, None)
+}
+
+/// [`curl`], presenting the client certificate and key `cert` if given.
+fn curl_as(
+    url: &str,
+    ca: &Path,
+    token: Option<&str>,
+    cert: Option<(&Path, &Path)>,
+) -> (u16, String) {
     let mut command = Command::new("curl");
+    if let Some((cert, key)) = cert {
+        command.args(["--cert", path(cert), "--key", path(key)]);
+    }
     command.args([
         "-s",
         "--max-time",
@@ -243,4 +256,50 @@ fn under_mutual_tls_a_client_needs_a_certificate() {
         "searchtree.v1.NodeStats/GetStats",
     ]);
     assert!(ok && out.contains("\"role\": \"root\""), "{out}{err}");
+
+    // The HTTP port holds callers to the same rules: a verified client
+    // certificate is an admin there too; without one (or a token) only the
+    // page itself answers, and searching behind it needs credentials as
+    // searching over gRPC does.
+    let http = up
+        .nodes()
+        .node("root")
+        .expect("root")
+        .http
+        .expect("HTTP port");
+    let url = |p: &str| format!("https://{http}{p}");
+    let (client_cert, client_key) = (certs.join("client.pem"), certs.join("client.key"));
+    let client = Some((client_cert.as_path(), client_key.as_path()));
+    let (code, body) = curl_as(&url("/metrics"), &ca, None, client);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("searchtree_"), "{body}");
+    let (code, body) = curl_as(&url("/api/search?q=paris"), &ca, None, client);
+    assert!(code == 200 && body.contains("\"hits\""), "{code} {body}");
+    for refused in ["/metrics", "/api/tree", "/api/search?q=paris"] {
+        let (code, body) = curl(&url(refused), &ca, None);
+        assert_eq!(code, 401, "{refused}: {body}");
+        assert!(body.contains("client certificate"), "{refused}: {body}");
+    }
+    let (code, body) = curl(&url("/"), &ca, None);
+    assert!(code == 200 && body.contains("<html"), "{code}");
+    // A certificate from another CA fails the handshake: no answer at all.
+    let other = f.dir.join(format!("certs-other-{}", std::process::id()));
+    let made = searchtree_tests::searchtree()
+        .args(["certs", "--out"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (other_cert, other_key) = (other.join("client.pem"), other.join("client.key"));
+    let (code, _) = curl_as(
+        &url("/metrics"),
+        &ca,
+        None,
+        Some((other_cert.as_path(), other_key.as_path())),
+    );
+    assert_eq!(code, 0, "a certificate of another CA was answered");
 }

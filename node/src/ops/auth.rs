@@ -96,27 +96,25 @@ impl AuthPolicy {
     }
 
     /// Judges a request to the node's HTTP port for `path`, with this
-    /// `authorization` header: the page itself is open (it asks for a
+    /// `authorization` header and whether the connection came with a
+    /// verified client certificate: the page itself is open (it asks for a
     /// token when its calls are refused); the search behind it is a
-    /// search; metrics and the tree's status are admin reads. Client
-    /// certificates are not asked for on the HTTP port (a browser seldom
-    /// has one), so only tokens count there.
+    /// search; metrics and the tree's status are admin reads, held to the
+    /// same rules as the gRPC port's admin calls. So under mutual TLS alone
+    /// a scraper needs a client certificate, and a browser without one
+    /// sees only the page (give the node an admin token to let it in).
     pub fn check_http(
         &self,
         path: &str,
         authorization: Option<&[u8]>,
+        has_certificate: bool,
     ) -> Result<(), tonic::Status> {
         let class = match path {
             "/" => Class::Open,
             "/api/search" => Class::Search,
             _ => Class::Admin,
         };
-        if self.admin_token.is_none() && matches!(class, Class::Admin) {
-            // Under mutual TLS alone there is no token a browser or a
-            // scraper could send: the HTTP port stays as open as before.
-            return Ok(());
-        }
-        self.check_class(class, authorization, false)
+        self.check_class(class, authorization, has_certificate)
     }
 
     fn check_class(
@@ -127,13 +125,18 @@ impl AuthPolicy {
     ) -> Result<(), tonic::Status> {
         let tokens: Vec<&str> = match class {
             Class::Open => return Ok(()),
-            Class::Search => match &self.search_token {
-                None => return Ok(()),
-                Some(search) => [Some(search.as_str()), self.admin_token.as_deref()]
+            Class::Search => {
+                // Under mutual TLS the gRPC port admits no caller without a
+                // certificate, so searching is never open then: a caller
+                // without one (on the HTTP port) needs a token that allows it.
+                if self.search_token.is_none() && !self.mutual_tls {
+                    return Ok(());
+                }
+                [self.search_token.as_deref(), self.admin_token.as_deref()]
                     .into_iter()
                     .flatten()
-                    .collect(),
-            },
+                    .collect()
+            }
             Class::Admin => {
                 if self.admin_token.is_none() && !self.mutual_tls {
                     return Ok(());
@@ -244,34 +247,63 @@ mod tests {
     #[test]
     fn the_http_port_asks_for_the_tokens_the_grpc_port_does() {
         let p = policy(Some("s3cret"), Some("look"), false);
-        assert_eq!(code(p.check_http("/", None)), None, "the page is open");
+        assert_eq!(
+            code(p.check_http("/", None, false)),
+            None,
+            "the page is open"
+        );
         for admin in ["/metrics", "/api/tree"] {
-            assert_eq!(code(p.check_http(admin, None)), Some(Code::Unauthenticated));
             assert_eq!(
-                code(p.check_http(admin, Some(b"Bearer look"))),
+                code(p.check_http(admin, None, false)),
+                Some(Code::Unauthenticated)
+            );
+            assert_eq!(
+                code(p.check_http(admin, Some(b"Bearer look"), false)),
                 Some(Code::PermissionDenied),
                 "the search token is not an admin's"
             );
-            assert_eq!(code(p.check_http(admin, Some(b"Bearer s3cret"))), None);
+            assert_eq!(
+                code(p.check_http(admin, Some(b"Bearer s3cret"), false)),
+                None
+            );
         }
         assert_eq!(
-            code(p.check_http("/api/search", None)),
+            code(p.check_http("/api/search", None, false)),
             Some(Code::Unauthenticated)
         );
         assert_eq!(
-            code(p.check_http("/api/search", Some(b"Bearer look"))),
+            code(p.check_http("/api/search", Some(b"Bearer look"), false)),
             None
         );
         assert_eq!(
-            code(p.check_http("/api/search", Some(b"Bearer s3cret"))),
+            code(p.check_http("/api/search", Some(b"Bearer s3cret"), false)),
             None
         );
         // Nothing configured: all open, as before.
         let open = policy(None, None, false);
-        assert_eq!(code(open.check_http("/metrics", None)), None);
-        // Mutual TLS alone: no token exists to ask for on the HTTP port.
+        assert_eq!(code(open.check_http("/metrics", None, false)), None);
+        // Mutual TLS alone: everything but the page needs a verified
+        // certificate, as every call on the gRPC port does.
         let mtls = policy(None, None, true);
-        assert_eq!(code(mtls.check_http("/metrics", None)), None);
+        for admin in ["/metrics", "/api/tree", "/api/search"] {
+            assert_eq!(
+                code(mtls.check_http(admin, None, false)),
+                Some(Code::Unauthenticated)
+            );
+            assert_eq!(code(mtls.check_http(admin, None, true)), None);
+        }
+        assert_eq!(code(mtls.check_http("/", None, false)), None);
+        // Mutual TLS and an admin token: either lets an admin in.
+        let both = policy(Some("s3cret"), None, true);
+        assert_eq!(code(both.check_http("/metrics", None, true)), None);
+        assert_eq!(
+            code(both.check_http("/metrics", Some(b"Bearer s3cret"), false)),
+            None
+        );
+        assert_eq!(
+            code(both.check_http("/metrics", None, false)),
+            Some(Code::Unauthenticated)
+        );
     }
 
     #[test]

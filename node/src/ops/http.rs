@@ -1,9 +1,9 @@
 //! The node's HTTP port: what operators' tools speak rather than gRPC
 //! (Prometheus scrapes, a browser). It runs beside the gRPC server, on its
 //! own listener, and stops with it. It is held to the node's own rules:
-//! with a certificate the node serves HTTPS here too, and with tokens
-//! configured its reads need them as its gRPC calls do
-//! ([`AuthPolicy::check_http`]).
+//! with a certificate the node serves HTTPS here too, and with tokens or
+//! mutual TLS configured its reads need a token or a verified client
+//! certificate as its gRPC calls do ([`AuthPolicy::check_http`]).
 
 use std::future::Future;
 use std::io::Write;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -66,9 +67,12 @@ pub async fn serve(
                 .await
         }
         Some(config) => {
-            axum::serve(TlsListener::start(listener, config), router)
-                .with_graceful_shutdown(shutdown)
-                .await
+            axum::serve(
+                TlsListener::start(listener, config),
+                router.into_make_service_with_connect_info::<Peer>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
         }
     };
     if let Err(e) = served {
@@ -83,9 +87,18 @@ async fn guard(policy: Arc<AuthPolicy>, request: Request, next: Next) -> Respons
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match policy.check_http(request.uri().path(), authorization) {
+    // Only a TLS connection carries a peer; plain HTTP has no certificate.
+    let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|p| p.0);
+    let has_certificate = peer.is_some_and(|p| p.verified_certificate);
+    match policy.check_http(request.uri().path(), authorization, has_certificate) {
         Ok(()) => next.run(request).await,
         Err(status) => {
+            tracing::debug!(
+                peer = ?peer.map(|p| p.addr),
+                path = request.uri().path(),
+                reason = status.message(),
+                "HTTP request refused"
+            );
             let code = if status.code() == tonic::Code::PermissionDenied {
                 StatusCode::FORBIDDEN
             } else {
@@ -107,8 +120,24 @@ async fn guard(policy: Arc<AuthPolicy>, request: Request, next: Next) -> Respons
 /// done. Handshakes run in tasks of their own, each bounded in time, so
 /// that a client that stalls in its handshake holds up nobody else.
 struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepted: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
     local: SocketAddr,
+}
+
+/// Who is at the other end of a TLS connection to the HTTP port.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    /// Its address (for logs).
+    addr: SocketAddr,
+    /// Whether it presented a client certificate, which the handshake
+    /// verified against --tls-client-ca (a bad one fails the handshake).
+    verified_certificate: bool,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
+        *stream.remote_addr()
+    }
 }
 
 impl TlsListener {
@@ -136,6 +165,14 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
+                            let peer = Peer {
+                                addr: peer,
+                                verified_certificate: stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .is_some(),
+                            };
                             let _ = tx.send((stream, peer)).await;
                         }
                         Ok(Err(e)) => {
@@ -152,7 +189,7 @@ impl TlsListener {
 
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.accepted.recv().await {
@@ -164,6 +201,9 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        Ok(Peer {
+            addr: self.local,
+            verified_certificate: false,
+        })
     }
 }

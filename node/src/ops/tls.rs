@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use clap::Args;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::RootCertStore;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// The TLS flags of a node.
@@ -67,8 +69,11 @@ impl TlsArgs {
     }
 
     /// The TLS settings of the node's HTTP port, or `None` for plain HTTP:
-    /// the same certificate and key as its gRPC port, HTTP/1.1, no client
-    /// certificates asked for (a browser seldom has one).
+    /// the same certificate and key as its gRPC port, HTTP/1.1. Under mutual
+    /// TLS a client certificate is asked for and verified against
+    /// --tls-client-ca when one is offered, but not required: a browser
+    /// seldom has one, and the page itself is open (what a caller without
+    /// one may read is [`super::auth::AuthPolicy::check_http`]'s to say).
     pub fn http_server(&self) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
@@ -79,9 +84,29 @@ impl TlsArgs {
         let key = PrivateKeyDer::from_pem_slice(&read(key, "--tls-key")?)
             .map_err(|e| TlsError(format!("--tls-key {}: {e}", key.display())))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let clients = match &self.tls_client_ca {
+            None => WebPkiClientVerifier::no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(&read(ca, "--tls-client-ca")?) {
+                    let cert = cert
+                        .map_err(|e| TlsError(format!("--tls-client-ca {}: {e}", ca.display())))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| TlsError(format!("--tls-client-ca {}: {e}", ca.display())))?;
+                }
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError(format!("--tls-client-ca {}: {e}", ca.display())))?
+            }
+        };
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .and_then(|b| {
+                b.with_client_cert_verifier(clients)
+                    .with_single_cert(chain, key)
+            })
             .map_err(|e| TlsError(format!("the HTTP port's TLS: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))
