@@ -301,6 +301,7 @@ pub async fn serve<S: Search, C: Corpus>(
         None => None,
     };
 
+    crate::ops::trace::set_sample_ratio(options.ops.otlp.otlp_sample_ratio);
     if let Some(endpoint) = &options.ops.otlp.otlp_endpoint {
         crate::ops::otlp::start(endpoint, counters.role(), local.to_string())
             .map_err(ServeError::Config)?;

@@ -150,10 +150,26 @@ async fn spans_of_one_query_reach_an_otlp_collector_as_one_tree() {
     let up = UpProcess::start(
         &f.sharded.join("topology.toml"),
         &f.dir,
-        &["--otlp-endpoint", &endpoint],
+        &["--otlp-endpoint", &endpoint, "--otlp-sample-ratio", "0"],
         "warn",
     );
     let mut client = client(up.root).await;
+    // Sampled at ratio 0: queries that start their own trace export
+    // nothing; one that brings a sampled `traceparent` (below) does. These
+    // go first: every node exports in the order its requests end, so once
+    // the traced query's spans are in, theirs would be too. (Other
+    // queries than the traced one, which must not come from a cache.)
+    for query in ["river", "delta", "mountain", "lake", "city"] {
+        client
+            .search(SearchRequest {
+                query: query.into(),
+                top_k: 5,
+                budget_ms: GENEROUS_BUDGET_MS,
+                ..Default::default()
+            })
+            .await
+            .expect("search");
+    }
     const CLIENT_SPAN: u64 = 0x00f0_67aa_0ba9_02b7;
     let request = traced_search(CLIENT_SPAN);
     client.search(request).await.expect("search");
@@ -175,6 +191,14 @@ async fn spans_of_one_query_reach_an_otlp_collector_as_one_tree() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let unsampled = collector
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| s.trace_id != trace_id && s.name == "searchtree.v1.Search/Search")
+        .count();
+    assert_eq!(unsampled, 0, "spans of traces the ratio left out");
     let count = |service: &str| spans.iter().filter(|(s, _)| s == service).count();
     assert_eq!(
         (

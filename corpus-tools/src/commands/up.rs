@@ -68,6 +68,11 @@ pub struct UpArgs {
     /// collector (e.g. `http://127.0.0.1:4317`).
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// The share of new traces whose spans are exported, 0 to 1 (every
+    /// node's --otlp-sample-ratio; default: all).
+    #[arg(long, requires = "otlp_endpoint",
+          value_parser = searchtree_node::ops::otlp::parse_ratio)]
+    pub otlp_sample_ratio: Option<f64>,
     /// etcd endpoints (comma-separated): the nodes register there and
     /// parents find their children there, rather than being given their
     /// addresses (needs --tree).
@@ -228,6 +233,9 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
             }
             if let Some(endpoint) = &args.otlp_endpoint {
                 flags.push(format!("--otlp-endpoint={endpoint}"));
+            }
+            if let Some(ratio) = args.otlp_sample_ratio {
+                flags.push(format!("--otlp-sample-ratio={ratio}"));
             }
             flags
         },

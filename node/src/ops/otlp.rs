@@ -27,12 +27,37 @@ use tokio::sync::mpsc;
 use crate::ops::trace::TraceContext;
 
 /// The OTLP export flags.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct OtlpArgs {
     /// Export a span for every request served to this OTLP/gRPC collector
     /// (e.g. `http://127.0.0.1:4317`). Off by default.
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// The share of new traces (requests arriving without a `traceparent`)
+    /// marked sampled, 0 to 1: only sampled requests' spans are exported,
+    /// at every node they reach. Decided from the trace id, so every node
+    /// agrees; a request that brings a `traceparent` follows its sampled
+    /// flag. Traces start at the root: set it there (`up` sets it on every
+    /// node).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_ratio)]
+    pub otlp_sample_ratio: f64,
+}
+
+impl Default for OtlpArgs {
+    fn default() -> Self {
+        OtlpArgs {
+            otlp_endpoint: None,
+            otlp_sample_ratio: 1.0,
+        }
+    }
+}
+
+/// Reads a ratio between 0 and 1 (for `--otlp-sample-ratio`).
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?} is not a ratio between 0 and 1")),
+    }
 }
 
 /// Spans waiting to be sent; past this, new ones are dropped.
