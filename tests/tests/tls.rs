@@ -71,6 +71,17 @@ fn curl_as(
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// The address of `path` on the root's HTTP port, over HTTPS.
+fn root_https(up: &UpProcess) -> impl Fn(&str) -> String {
+    let http = up
+        .nodes()
+        .node("root")
+        .expect("root")
+        .http
+        .expect("HTTP port");
+    move |path| format!("https://{http}{path}")
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
@@ -157,14 +168,8 @@ fn a_tls_tree_answers_over_tls_only_and_guards_admin_calls() {
     // the admin token where the gRPC port does: metrics and the tree's
     // status need it, the page and (searching being open here) its search
     // do not.
-    let http = up
-        .nodes()
-        .node("root")
-        .expect("root")
-        .http
-        .expect("HTTP port");
     let token = token.trim();
-    let url = |p: &str| format!("https://{http}{p}");
+    let url = root_https(&up);
     let (code, body) = curl(&url("/metrics"), &ca, None);
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("needs credentials"), "{body}");
@@ -182,7 +187,8 @@ fn a_tls_tree_answers_over_tls_only_and_guards_admin_calls() {
     let (code, body) = curl(&url("/api/search?q=paris"), &ca, None);
     assert!(code == 200 && body.contains("\"hits\""), "{code} {body}");
     // Plain HTTP gets no answer from it.
-    let (code, _) = curl(&format!("http://{http}/metrics"), &ca, Some(token));
+    let plain = url("/metrics").replacen("https://", "http://", 1);
+    let (code, _) = curl(&plain, &ca, Some(token));
     assert_ne!(code, 200, "plain HTTP was answered");
 
     // The CLI's admin path works end to end with the token: the root asks
@@ -261,13 +267,7 @@ fn under_mutual_tls_a_client_needs_a_certificate() {
     // certificate is an admin there too; without one (or a token) only the
     // page itself answers, and searching behind it needs credentials as
     // searching over gRPC does.
-    let http = up
-        .nodes()
-        .node("root")
-        .expect("root")
-        .http
-        .expect("HTTP port");
-    let url = |p: &str| format!("https://{http}{p}");
+    let url = root_https(&up);
     let (client_cert, client_key) = (certs.join("client.pem"), certs.join("client.key"));
     let client = Some((client_cert.as_path(), client_key.as_path()));
     let (code, body) = curl_as(&url("/metrics"), &ca, None, client);
