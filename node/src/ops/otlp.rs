@@ -24,7 +24,7 @@ use searchtree_proto::otlp::{
 };
 use tokio::sync::mpsc;
 
-use crate::ops::trace::TraceContext;
+use crate::ops::trace::{SAMPLE_ALL, TraceContext};
 
 /// The OTLP export flags.
 #[derive(Debug, Clone, Args)]
@@ -39,7 +39,7 @@ pub struct OtlpArgs {
     /// agrees; a request that brings a `traceparent` follows its sampled
     /// flag. Traces start at the root: set it there (`up` sets it on every
     /// node).
-    #[arg(long, default_value_t = 1.0, value_parser = parse_ratio)]
+    #[arg(long, default_value_t = SAMPLE_ALL, value_parser = parse_ratio)]
     pub otlp_sample_ratio: f64,
 }
 
@@ -47,7 +47,7 @@ impl Default for OtlpArgs {
     fn default() -> Self {
         OtlpArgs {
             otlp_endpoint: None,
-            otlp_sample_ratio: 1.0,
+            otlp_sample_ratio: SAMPLE_ALL,
         }
     }
 }

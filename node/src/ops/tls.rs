@@ -40,6 +40,13 @@ pub struct TlsArgs {
 #[error("{0}")]
 pub struct TlsError(pub String);
 
+/// The certificates of a PEM file given as flag `what`.
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    CertificateDer::pem_slice_iter(&read(path, what)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))
+}
+
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))
 }
@@ -78,27 +85,24 @@ impl TlsArgs {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        let chain = CertificateDer::pem_slice_iter(&read(cert, "--tls-cert")?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError(format!("--tls-cert {}: {e}", cert.display())))?;
+        let chain = read_certs(cert, "--tls-cert")?;
         let key = PrivateKeyDer::from_pem_slice(&read(key, "--tls-key")?)
             .map_err(|e| TlsError(format!("--tls-key {}: {e}", key.display())))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let clients = match &self.tls_client_ca {
             None => WebPkiClientVerifier::no_client_auth(),
             Some(ca) => {
+                let invalid = |e: &dyn std::fmt::Display| {
+                    TlsError(format!("--tls-client-ca {}: {e}", ca.display()))
+                };
                 let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&read(ca, "--tls-client-ca")?) {
-                    let cert = cert
-                        .map_err(|e| TlsError(format!("--tls-client-ca {}: {e}", ca.display())))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| TlsError(format!("--tls-client-ca {}: {e}", ca.display())))?;
+                for cert in read_certs(ca, "--tls-client-ca")? {
+                    roots.add(cert).map_err(|e| invalid(&e))?;
                 }
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                     .allow_unauthenticated()
                     .build()
-                    .map_err(|e| TlsError(format!("--tls-client-ca {}: {e}", ca.display())))?
+                    .map_err(|e| invalid(&e))?
             }
         };
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

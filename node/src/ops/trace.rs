@@ -108,7 +108,10 @@ impl fmt::Display for TraceContext {
 
 /// The share of new traces marked sampled, as an `f64`'s bits (1.0 until
 /// set).
-static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(0x3FF0_0000_0000_0000);
+static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(SAMPLE_ALL.to_bits());
+
+/// The sample ratio until one is set: every new trace.
+pub const SAMPLE_ALL: f64 = 1.0;
 
 /// Sets the share of new traces (requests that arrive without a valid
 /// `traceparent`) this node marks sampled: 0 to 1, clamped. Every node a
