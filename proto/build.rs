@@ -16,7 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("searchtree_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // A node's profile is asked for rarely but would sit inline in every
+        // response, making each move of a response between a fan-out's
+        // states copy it.
+        .boxed(".searchtree.v1.SearchResponse.profile")
+        .compile_fds(descriptors)?;
     // The OTLP trace export nodes send spans by (kept out of the
     // descriptor set above: it is not a service nodes serve).
     let otlp = "opentelemetry/otlp_trace.proto";

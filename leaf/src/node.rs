@@ -516,14 +516,14 @@ impl<S: ShardSearch> LeafNode<S> {
                 let mut answer = answer?;
                 if profile {
                     use searchtree_proto::deadline::micros;
-                    answer.profile = Some(searchtree_proto::pb::NodeProfile {
+                    answer.profile = Some(Box::new(searchtree_proto::pb::NodeProfile {
                         role: "leaf".into(),
                         shards: vec![self.searcher.shard_id()],
                         queue_us: micros(started.saturating_duration_since(arrived)),
                         search_us: micros(started.elapsed()),
                         total_us: micros(arrived.elapsed()),
                         ..Default::default()
-                    });
+                    }));
                 }
                 Ok(answer)
             }

@@ -10,8 +10,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -121,7 +121,14 @@ pub struct FanOut {
     /// Which child the next canary goes to: they take turns, so the risk of
     /// a query of death is spread over the children.
     next_canary: Arc<AtomicUsize>,
+    /// The hits to ask each child for at the last k searched: the same k
+    /// comes again and again, and working the binomial bound out per child
+    /// per search cost as much as a simulated leaf's answer.
+    quotas: Arc<Mutex<Option<Quotas>>>,
 }
+
+/// The hits to ask each child for (in the children's order) at one k.
+type Quotas = (usize, Arc<[usize]>);
 
 impl FanOut {
     /// A fan-out over `children`, counting into `counters` .
@@ -140,6 +147,7 @@ impl FanOut {
             counters,
             options: FanOutOptions::default(),
             next_canary: Arc::default(),
+            quotas: Arc::default(),
         }
     }
 
@@ -151,7 +159,28 @@ impl FanOut {
     /// The same fan-out, asking and waiting as `options` say.
     pub fn with_options(mut self, options: FanOutOptions) -> Self {
         self.options = options;
+        self.quotas = Arc::default();
         self
+    }
+
+    /// How many hits to ask each child for when `k` are wanted.
+    fn quotas(&self, k: usize, node_shards: usize) -> Arc<[usize]> {
+        let mut kept = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, quotas)) = kept.as_ref()
+            && *at == k
+        {
+            return Arc::clone(quotas);
+        }
+        let quotas: Arc<[usize]> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                let shards = slot.child.shards().len();
+                child_k(k, shards, node_shards, self.options.child_k_probability)
+            })
+            .collect();
+        *kept = Some((k, Arc::clone(&quotas)));
+        quotas
     }
 
     /// Searches one child only, for a canary request (`params.canary`): the
@@ -218,14 +247,7 @@ impl FanOut {
     ) -> Result<SearchResponse, NodeError> {
         let k = params.top_k;
         let node_shards: usize = self.slots.iter().map(|s| s.child.shards().len()).sum();
-        let quota: Vec<usize> = self
-            .slots
-            .iter()
-            .map(|slot| {
-                let shards = slot.child.shards().len();
-                child_k(k, shards, node_shards, self.options.child_k_probability)
-            })
-            .collect();
+        let quota = self.quotas(k, node_shards);
         let early = self.options.early_answer.map(|e| e.threshold(node_shards));
         let sent = Instant::now();
 
@@ -258,7 +280,7 @@ impl FanOut {
         let mut decide_armed: Option<Instant> = None;
         // The k-th hit of everything gathered so far, kept until an answer
         // changes what was gathered.
-        let mut kth_cache: Option<Option<Hit>> = None;
+        let mut top = TopK::new(k);
         loop {
             let decide_at = states.iter().filter_map(ChildState::decide_by).min();
             if let Some(at) = decide_at
@@ -300,7 +322,6 @@ impl FanOut {
                             Err(failure(slot, &err))
                         }
                     };
-                    kth_cache = None;
                     let state = std::mem::replace(&mut states[i], ChildState::NotAsked);
                     states[i] = match (round, state, response) {
                         (Round::First, _, Ok(first)) => {
@@ -328,6 +349,10 @@ impl FanOut {
                         }
                         (Round::Second, _, Err(stand_in)) => ChildState::Done(stand_in),
                     };
+                    match round {
+                        Round::First => top.add(&states, i),
+                        Round::Second => top.replaced(),
+                    }
                     if let Some(early) = early
                         && early.reached(shards_ok)
                         && firsts_pending > 0
@@ -340,8 +365,7 @@ impl FanOut {
                 }
                 _ = &mut decide_timer, if decide_at.is_some() => {
                     decide_armed = None;
-                    let kth = kth_cache.get_or_insert_with(|| kth_hit(&states, k)).as_ref();
-                    let asked = self.decide(&mut states, &mut pending, params, answer_at, Instant::now(), kth);
+                    let asked = self.decide(&mut states, &mut pending, params, answer_at, Instant::now(), &mut top);
                     seconds_pending += asked as usize;
                     asked_again += asked;
                 }
@@ -362,11 +386,14 @@ impl FanOut {
             {
                 // Every child has answered (or the rest are left out): no
                 // better k-th is coming.
-                let kth = kth_cache
-                    .get_or_insert_with(|| kth_hit(&states, k))
-                    .as_ref();
-                let asked =
-                    self.decide(&mut states, &mut pending, params, answer_at, answer_at, kth);
+                let asked = self.decide(
+                    &mut states,
+                    &mut pending,
+                    params,
+                    answer_at,
+                    answer_at,
+                    &mut top,
+                );
                 seconds_pending += asked as usize;
                 asked_again += asked;
             }
@@ -390,7 +417,7 @@ impl FanOut {
                 .add(InnerCounter::ChildrenAskedAgain, asked_again);
         }
 
-        let kth = kth_cache.unwrap_or_else(|| kth_hit(&states, k));
+        let kth = top.kth(&states).cloned();
         let waited = sent.elapsed();
         if params.profile {
             for (i, state) in states.iter().enumerate() {
@@ -434,11 +461,11 @@ impl FanOut {
         let merging = Instant::now();
         let mut merged = merge(k, parts);
         if params.profile {
-            merged.profile = Some(NodeProfile {
+            merged.profile = Some(Box::new(NodeProfile {
                 merge_us: micros(merging.elapsed()),
                 children: profiles,
                 ..Default::default()
-            });
+            }));
         }
         Ok(merged)
     }
@@ -474,8 +501,8 @@ impl FanOut {
     }
 
     /// Decides, for every child whose decision is due by `now`, whether it
-    /// must be asked again (and asks it, for all k), with `kth`, the k-th
-    /// hit of everything gathered so far. Returns how many were asked again.
+    /// must be asked again (and asks it, for all k), against the k-th hit of
+    /// everything gathered so far. Returns how many were asked again.
     fn decide<'a>(
         &'a self,
         states: &mut [ChildState],
@@ -483,19 +510,22 @@ impl FanOut {
         params: &SearchParams,
         answer_at: Instant,
         now: Instant,
-        kth: Option<&Hit>,
+        top: &mut TopK,
     ) -> u64 {
-        let due: Vec<usize> = (0..states.len())
-            .filter(|&i| states[i].decide_by().is_some_and(|by| by <= now))
-            .collect();
+        // A decision moves a child's hits, never changes them: the k-th
+        // stays what it was before the first one.
+        let kth = top.kth(states);
         let mut asked = 0;
-        for i in due {
+        for (i, state) in states.iter_mut().enumerate() {
+            if state.decide_by().is_none_or(|by| by > now) {
+                continue;
+            }
             let ChildState::Undecided { first, .. } =
-                std::mem::replace(&mut states[i], ChildState::NotAsked)
+                std::mem::replace(state, ChildState::NotAsked)
             else {
                 unreachable!("only undecided children are due")
             };
-            states[i] = if !needs_more(first.hits.len(), &first, kth) {
+            *state = if !needs_more(first.hits.len(), &first, kth) {
                 ChildState::Done(first)
             } else if let Some(call) = self.ask(
                 i,
@@ -559,7 +589,7 @@ fn child_profile(
         outcome: outcome.into(),
         hedged,
         retried,
-        profile,
+        profile: profile.map(|p| *p),
     }
 }
 
@@ -642,14 +672,85 @@ impl ChildState {
     }
 }
 
-/// The k-th best of every hit gathered so far, if there are k.
-fn kth_hit(states: &[ChildState], k: usize) -> Option<Hit> {
-    let mut hits: Vec<&Hit> = states.iter().flat_map(ChildState::hits).collect();
-    if k == 0 || hits.len() < k {
-        return None;
+/// The best k hits gathered so far, kept up to date as first answers come
+/// in, so that deciding whether to ask a child again costs a comparison
+/// rather than a pass over every hit gathered (a node decides after most of
+/// its children's answers). A second answer replaces a first one's hits, so
+/// after one the list is worked out again from every answer.
+struct TopK {
+    k: usize,
+    /// Where the best hits are, best first, at most `k`: (child, position
+    /// in its answer). A child's hits move with its state but never change
+    /// until a second answer replaces them.
+    best: Vec<(u32, u32)>,
+    /// A second answer replaced a first: `best` must be worked out again.
+    stale: bool,
+    /// The k-th hit's score and id (all the order reads), kept apart from
+    /// the answers so that they can move while it is compared against.
+    kth: Hit,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK {
+            k,
+            best: Vec::with_capacity(k + 1),
+            stale: false,
+            kth: Hit::default(),
+        }
     }
-    hits.select_nth_unstable_by(k - 1, |a, b| hit_order(a, b));
-    Some(hits[k - 1].clone())
+
+    /// Child `c`'s first answer, now in `states[c]`, joins the gathered hits.
+    fn add(&mut self, states: &[ChildState], c: usize) {
+        if self.stale || self.k == 0 {
+            return;
+        }
+        let hit = |&(c, i): &(u32, u32)| &states[c as usize].hits()[i as usize];
+        // An answer's hits come best first: once one cannot enter, neither
+        // can those after it.
+        for (i, new) in states[c].hits().iter().enumerate() {
+            let full = self.best.len() == self.k;
+            if full && hit_order(new, hit(&self.best[self.k - 1])).is_ge() {
+                break;
+            }
+            let at = self
+                .best
+                .partition_point(|p| hit_order(hit(p), new).is_lt());
+            self.best.insert(at, (c as u32, i as u32));
+            self.best.truncate(self.k);
+        }
+    }
+
+    /// A second answer replaced child hits: work the list out again.
+    fn replaced(&mut self) {
+        self.stale = true;
+    }
+
+    /// The k-th best hit gathered, if k were gathered.
+    fn kth(&mut self, states: &[ChildState]) -> Option<&Hit> {
+        let hit = |&(c, i): &(u32, u32)| &states[c as usize].hits()[i as usize];
+        if self.stale {
+            self.stale = false;
+            self.best.clear();
+            for (c, state) in states.iter().enumerate() {
+                self.best
+                    .extend((0..state.hits().len() as u32).map(|i| (c as u32, i)));
+            }
+            let by_rank = |a: &(u32, u32), b: &(u32, u32)| hit_order(hit(a), hit(b));
+            if self.best.len() > self.k && self.k > 0 {
+                self.best.select_nth_unstable_by(self.k - 1, by_rank);
+            }
+            self.best.truncate(self.k);
+            self.best.sort_unstable_by(by_rank);
+        }
+        if self.k == 0 || self.best.len() < self.k {
+            return None;
+        }
+        let from = hit(&self.best[self.k - 1]);
+        self.kth.score = from.score;
+        self.kth.doc_id.clone_from(&from.doc_id);
+        Some(&self.kth)
+    }
 }
 
 /// A child's first answer, kept where its second did not come: its hits are
@@ -726,6 +827,42 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_kept_top_k_follows_every_answer_as_a_full_pass_would() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..200 {
+            let k = rng.usize(1..12);
+            let children = rng.usize(1..9);
+            let mut states: Vec<ChildState> = (0..children).map(|_| ChildState::Waiting).collect();
+            let mut top = TopK::new(k);
+            for c in 0..children {
+                // Scores from a few values, so that ties (broken by id) are common.
+                let mut answer: Vec<Hit> = (0..rng.usize(0..6))
+                    .map(|i| Hit {
+                        doc_id: format!("d{c}-{i}"),
+                        score: rng.u8(0..4) as f32,
+                        ..Default::default()
+                    })
+                    .collect();
+                answer.sort_by(hit_order);
+                states[c] = ChildState::Done(SearchResponse {
+                    hits: answer,
+                    ..Default::default()
+                });
+                if round % 7 == 0 && c == children / 2 {
+                    top.replaced(); // as after a second answer
+                } else {
+                    top.add(&states, c);
+                }
+                let mut all: Vec<&Hit> = states.iter().flat_map(ChildState::hits).collect();
+                all.sort_by(|a, b| hit_order(a, b));
+                let expected = all.get(k - 1).map(|h| (h.score, h.doc_id.clone()));
+                let kept = top.kth(&states).map(|h| (h.score, h.doc_id.clone()));
+                assert_eq!(kept, expected, "round {round}, k {k}, after child {c}");
+            }
+        }
     }
 
     /// `n` hits named `{prefix}{i}` scoring `top`, `top - 1`, ...

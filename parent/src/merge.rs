@@ -28,27 +28,42 @@ pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> S
         });
     coverage.failures.reserve_exact(failures);
     coverage.sources.reserve_exact(sources);
-    let mut snapshots = std::collections::BTreeSet::new();
+    out.snapshot = snapshots(&parts);
     for part in parts {
         out.total_hits += part.total_hits;
         out.total_hits_is_lower_bound |= part.total_hits_is_lower_bound;
         out.partial |= part.partial;
         out.version = out.version.max(part.version);
-        snapshots.extend(
-            part.snapshot
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        );
         if let Some(c) = part.coverage {
             add_coverage(coverage, c);
         }
     }
-    out.snapshot = snapshots.into_iter().collect::<Vec<_>>().join(",");
     coverage.failures.sort_by_key(|f| f.shard);
     coverage.sources.sort_by_key(|s| s.shard);
     out.partial |= coverage.shards_ok < coverage.shards_total;
     out
+}
+
+/// The snapshots `parts` were answered from, each named once, sorted,
+/// comma-separated. Usually every part names the same one (a tree answers
+/// at one version), which is kept without taking any apart.
+fn snapshots(parts: &[SearchResponse]) -> String {
+    let mut named = parts
+        .iter()
+        .map(|p| p.snapshot.as_str())
+        .filter(|s| !s.is_empty());
+    let Some(first) = named.next() else {
+        return String::new();
+    };
+    if !first.contains(',') && named.all(|s| s == first) {
+        return first.to_owned();
+    }
+    let all: std::collections::BTreeSet<&str> = parts
+        .iter()
+        .flat_map(|p| p.snapshot.split(','))
+        .filter(|s| !s.is_empty())
+        .collect();
+    all.into_iter().collect::<Vec<_>>().join(",")
 }
 
 /// The best `top_k` hits of all `parts`, in order, taken out of them. They

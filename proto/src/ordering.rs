@@ -9,11 +9,14 @@ use crate::pb::Hit;
 
 /// Orders two hits: higher score first; equal scores by `doc_id`, bytewise
 /// ascending. Document ids are unique in a corpus, so the order is total.
+/// Inlined across crates: every merge and top-k decision calls it per pair.
+#[inline]
 pub fn hit_order(a: &Hit, b: &Hit) -> Ordering {
     score_then_id(a.score, &a.doc_id, b.score, &b.doc_id)
 }
 
 /// [`hit_order`] on bare parts, for callers that have not built a [`Hit`] yet.
+#[inline]
 pub fn score_then_id(a_score: f32, a_id: &str, b_score: f32, b_id: &str) -> Ordering {
     b_score
         .total_cmp(&a_score)

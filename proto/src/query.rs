@@ -21,6 +21,7 @@
 //! query at most once, truncated: a status message travels in HTTP/2
 //! headers, and echoing a hostile query there breaks the transport.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use tantivy_query_grammar::{UserInputAst, UserInputLeaf};
@@ -247,9 +248,42 @@ pub struct QueryShape {
     pub ranges: usize,
 }
 
+thread_local! {
+    /// The last query this thread found valid, with the limits it was
+    /// checked against and its shape. Parsing is the costly part of a
+    /// check, and one query is often checked several times in a row on one
+    /// thread: by the root and then by each node of a tree run in one
+    /// process (the simulator's thousands of inner nodes).
+    static LAST_VALID: RefCell<Option<(String, QueryLimits, QueryShape)>> =
+        const { RefCell::new(None) };
+}
+
 /// Checks `query` against `limits`; see the module documentation for what
 /// is checked, in which order, and why.
 pub fn check(query: &str, limits: &QueryLimits) -> Result<QueryShape, QueryError> {
+    let known = LAST_VALID.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(q, l, _)| q == query && l == limits)
+            .map(|(_, _, shape)| *shape)
+    });
+    if let Some(shape) = known {
+        return Ok(shape);
+    }
+    let shape = check_anew(query, limits)?;
+    LAST_VALID.with_borrow_mut(|last| match last {
+        Some((q, l, s)) => {
+            q.clear();
+            q.push_str(query);
+            *l = *limits;
+            *s = shape;
+        }
+        None => *last = Some((query.to_owned(), *limits, shape)),
+    });
+    Ok(shape)
+}
+
+/// [`check`] without the memory of the last valid query.
+fn check_anew(query: &str, limits: &QueryLimits) -> Result<QueryShape, QueryError> {
     if query.trim().is_empty() {
         return Err(QueryError::Empty);
     }
@@ -494,6 +528,27 @@ mod tests {
         let t = truncate_bytes("ééééé", 6);
         assert!(t.len() <= 6 && t.ends_with('…'), "{t}");
         assert_eq!(truncate_bytes("short", 100), "short");
+    }
+
+    #[test]
+    fn a_remembered_query_is_still_checked_against_other_limits() {
+        let q = "alpha beta gamma";
+        let wide = QueryLimits::default();
+        let narrow = QueryLimits {
+            max_terms: 2,
+            ..QueryLimits::default()
+        };
+        let shape = check(q, &wide).unwrap();
+        assert_eq!(shape.terms, 3);
+        assert_eq!(check(q, &wide).unwrap(), shape, "remembered");
+        assert!(matches!(
+            check(q, &narrow),
+            Err(QueryError::TooManyTerms { found: 3, limit: 2 })
+        ));
+        // An invalid query is never remembered as valid.
+        assert!(check("(alpha", &wide).is_err());
+        assert!(check("(alpha", &wide).is_err());
+        assert_eq!(check(q, &wide).unwrap(), shape);
     }
 
     #[test]

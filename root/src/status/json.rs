@@ -45,7 +45,7 @@ pub fn search(query: &str, r: &SearchResponse) -> Value {
             "title": h.title,
             "snippet": h.snippet,
         })).collect::<Vec<_>>(),
-        "profile": r.profile.as_ref().map(profile),
+        "profile": r.profile.as_deref().map(profile),
     })
 }
 
