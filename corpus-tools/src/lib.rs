@@ -27,6 +27,7 @@
 //! `searchtree-bench`.
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod build;
 pub mod bundled;
 pub mod certs;

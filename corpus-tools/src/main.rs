@@ -10,7 +10,7 @@ use searchtree::commands::{
 /// A faster allocator than the system's for what the CLI does in bulk
 /// (`simulate`, `bench`, `build`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: searchtree::allocator::MiMalloc = searchtree::allocator::MiMalloc;
 
 /// Tells the allocator to keep what it frees rather than return it to the
 /// OS after a delay: a simulation frees and allocates again the same
