@@ -319,7 +319,7 @@ impl FanOut {
                         Err(err) => {
                             tracing::debug!(child = slot.child.name(), %err, "child failed");
                             self.count_failure(&err);
-                            Err(failure(slot, &err))
+                            Err(Box::new(failure(slot, &err)))
                         }
                     };
                     let state = std::mem::replace(&mut states[i], ChildState::NotAsked);
@@ -345,7 +345,7 @@ impl FanOut {
                         (Round::First, _, Err(stand_in)) => ChildState::Done(stand_in),
                         (Round::Second, _, Ok(full)) => ChildState::Done(full),
                         (Round::Second, ChildState::AskedAgain(first), Err(stand_in)) => {
-                            ChildState::Done(keep_first_hits(first, stand_in))
+                            ChildState::Done(Box::new(keep_first_hits(*first, *stand_in)))
                         }
                         (Round::Second, _, Err(stand_in)) => ChildState::Done(stand_in),
                     };
@@ -443,17 +443,17 @@ impl FanOut {
                 )
             };
             match state {
-                ChildState::Done(response) => response,
+                ChildState::Done(response) => *response,
                 ChildState::Undecided { first, .. }
                     if !needs_more(quota[i], &first, kth.as_ref()) =>
                 {
-                    first
+                    *first
                 }
                 ChildState::Undecided { first, .. } => {
-                    keep_first_hits(first, late("no time to ask for the rest of its hits"))
+                    keep_first_hits(*first, late("no time to ask for the rest of its hits"))
                 }
                 ChildState::AskedAgain(first) => {
-                    keep_first_hits(first, late("asked again for more hits, no answer"))
+                    keep_first_hits(*first, late("asked again for more hits, no answer"))
                 }
                 ChildState::Waiting | ChildState::NotAsked => late("no answer"),
             }
@@ -542,7 +542,10 @@ impl FanOut {
                 // No time left to ask: its first hits stand, its shards late.
                 self.counters.inc(InnerCounter::ChildrenTimedOut);
                 let late = ChildError::Timeout("no time to ask for the rest of its hits".into());
-                ChildState::Done(keep_first_hits(first, failure(&self.slots[i], &late)))
+                ChildState::Done(Box::new(keep_first_hits(
+                    *first,
+                    failure(&self.slots[i], &late),
+                )))
             };
         }
         asked
@@ -563,13 +566,13 @@ fn child_profile(
     slot: &Slot,
     sent: Instant,
     asked_at: Instant,
-    result: &mut Result<SearchResponse, ChildError>,
+    result: &mut Result<Answer, ChildError>,
 ) -> ChildProfile {
     let round_trip = micros(asked_at.elapsed());
     let (replica, hedged, retried) = result
         .as_ref()
         .ok()
-        .and_then(answered_by)
+        .and_then(|r| answered_by(r))
         .unwrap_or_else(|| (slot.child.name().to_string(), false, false));
     let (outcome, hop_us, profile) = match result {
         Ok(response) => (
@@ -618,13 +621,19 @@ struct Call<'a> {
 }
 
 impl Future for Call<'_> {
-    type Output = (usize, Round, Instant, Result<SearchResponse, ChildError>);
+    type Output = (usize, Round, Instant, Result<Answer, ChildError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let result = std::task::ready!(self.answer.as_mut().poll(cx));
-        Poll::Ready((self.child, self.round, self.asked_at, result))
+        Poll::Ready((self.child, self.round, self.asked_at, result.map(Box::new)))
     }
 }
+
+/// A child's answer as a fan-out holds it: boxed, so that handing it from
+/// the call to the select, the match and the child's state moves a pointer
+/// rather than the response (a response copied that way, several times per
+/// answer, was a tenth of a large fan-out's time).
+type Answer = Box<SearchResponse>;
 
 /// Which ask of a child an answer belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -643,15 +652,12 @@ enum ChildState {
     Waiting,
     /// Its first answer filled its quota, so it might hold more of the
     /// top-k: to be decided by `decide_by` at the latest.
-    Undecided {
-        first: SearchResponse,
-        decide_by: Instant,
-    },
+    Undecided { first: Answer, decide_by: Instant },
     /// Asked again for all k; its first answer is kept in case the second
     /// does not come.
-    AskedAgain(SearchResponse),
+    AskedAgain(Answer),
     /// Its final part of the answer: an answer, or a failure's stand-in.
-    Done(SearchResponse),
+    Done(Answer),
 }
 
 impl ChildState {
@@ -847,10 +853,10 @@ mod tests {
                     })
                     .collect();
                 answer.sort_by(hit_order);
-                states[c] = ChildState::Done(SearchResponse {
+                states[c] = ChildState::Done(Box::new(SearchResponse {
                     hits: answer,
                     ..Default::default()
-                });
+                }));
                 if round % 7 == 0 && c == children / 2 {
                     top.replaced(); // as after a second answer
                 } else {
