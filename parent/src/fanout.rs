@@ -281,8 +281,10 @@ impl FanOut {
         // The k-th hit of everything gathered so far, kept until an answer
         // changes what was gathered.
         let mut top = TopK::new(k);
+        // The earliest decision due (the least `decide_by` of the children
+        // undecided), kept as answers and decisions change it.
+        let mut decide_at: Option<Instant> = None;
         loop {
-            let decide_at = states.iter().filter_map(ChildState::decide_by).min();
             if let Some(at) = decide_at
                 && decide_armed != Some(at)
             {
@@ -305,12 +307,15 @@ impl FanOut {
                         continue; // left out by the early answer
                     }
                     let slot = &self.slots[i];
+                    // One clock read per answer, for its round trip and its
+                    // decision.
+                    let now = Instant::now();
                     let response = match result {
                         Ok(response) => {
                             // A second answer's round trip includes the wait
                             // before it was sent: not a sample of the hop.
                             if round == Round::First {
-                                slot.observe(sent.elapsed(), &response);
+                                slot.observe(now - sent, &response);
                             }
                             Ok(response)
                         }
@@ -331,12 +336,12 @@ impl FanOut {
                                 // of this child's (those later are stragglers), and
                                 // never past the point where asking again would not
                                 // fit: the hop's reserve and two round trips.
-                                let now = Instant::now();
                                 let round_trip = now - sent;
                                 let decide_by = answer_at
                                     .checked_sub(slot.hop.hop_reserve() + 2 * round_trip)
                                     .unwrap_or(now)
                                     .min(now + round_trip);
+                                decide_at = Some(decide_at.map_or(decide_by, |at| at.min(decide_by)));
                                 ChildState::Undecided { first, decide_by }
                             } else {
                                 ChildState::Done(first)
@@ -365,7 +370,8 @@ impl FanOut {
                 }
                 _ = &mut decide_timer, if decide_at.is_some() => {
                     decide_armed = None;
-                    let asked = self.decide(&mut states, &mut pending, params, answer_at, Instant::now(), &mut top);
+                    let asked;
+                    (asked, decide_at) = self.decide(&mut states, &mut pending, params, answer_at, Instant::now(), &mut top);
                     seconds_pending += asked as usize;
                     asked_again += asked;
                 }
@@ -381,12 +387,11 @@ impl FanOut {
                     deadline.as_mut().reset(answer_at);
                 }
             }
-            if (firsts_pending == 0 || stragglers_cut)
-                && states.iter().any(|s| s.decide_by().is_some())
-            {
+            if (firsts_pending == 0 || stragglers_cut) && decide_at.is_some() {
                 // Every child has answered (or the rest are left out): no
                 // better k-th is coming.
-                let asked = self.decide(
+                let asked;
+                (asked, decide_at) = self.decide(
                     &mut states,
                     &mut pending,
                     params,
@@ -406,7 +411,7 @@ impl FanOut {
             } else {
                 pending.len()
             };
-            if waiting_for == 0 && !states.iter().any(|s| s.decide_by().is_some()) {
+            if waiting_for == 0 && decide_at.is_none() {
                 break;
             }
         }
@@ -502,7 +507,8 @@ impl FanOut {
 
     /// Decides, for every child whose decision is due by `now`, whether it
     /// must be asked again (and asks it, for all k), against the k-th hit of
-    /// everything gathered so far. Returns how many were asked again.
+    /// everything gathered so far. Returns how many were asked again, and
+    /// when the next decision (of those not due yet) is due.
     fn decide<'a>(
         &'a self,
         states: &mut [ChildState],
@@ -511,14 +517,20 @@ impl FanOut {
         answer_at: Instant,
         now: Instant,
         top: &mut TopK,
-    ) -> u64 {
+    ) -> (u64, Option<Instant>) {
         // A decision moves a child's hits, never changes them: the k-th
         // stays what it was before the first one.
         let kth = top.kth(states);
         let mut asked = 0;
+        let mut next: Option<Instant> = None;
         for (i, state) in states.iter_mut().enumerate() {
-            if state.decide_by().is_none_or(|by| by > now) {
-                continue;
+            match state.decide_by() {
+                None => continue,
+                Some(by) if by > now => {
+                    next = Some(next.map_or(by, |at| at.min(by)));
+                    continue;
+                }
+                Some(_) => {}
             }
             let ChildState::Undecided { first, .. } =
                 std::mem::replace(state, ChildState::NotAsked)
@@ -548,7 +560,7 @@ impl FanOut {
                 )))
             };
         }
-        asked
+        (asked, next)
     }
 
     fn count_failure(&self, err: &ChildError) {
