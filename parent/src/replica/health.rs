@@ -10,7 +10,6 @@ use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tokio::time::Instant;
 
 use super::ReplicaGroup;
-use super::hedge::GROUP_RECENT;
 use super::state::{InFlight, Replica, Rotation};
 use crate::child::ChildError;
 use crate::counters::InnerCounter;
@@ -138,13 +137,11 @@ impl ReplicaGroup {
     pub(super) fn on_success(&self, replica: &Arc<Replica>, latency: Duration, version: u64) {
         self.on_answered(replica, version);
         replica.lock().observe(latency);
-        let mut recent = self.recent.lock().expect("recent lock");
-        if recent.len() == GROUP_RECENT {
-            recent.pop_front();
-        }
-        recent.push_back(latency.as_micros() as u64);
-        let review = recent.len().is_multiple_of(8);
-        drop(recent);
+        let review = self
+            .recent
+            .lock()
+            .expect("recent lock")
+            .observe(latency.as_micros() as u64);
         if review {
             self.review_probation();
         }

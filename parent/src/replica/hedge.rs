@@ -3,6 +3,7 @@
 //! a token bucket, earning `hedge_ratio` of a token per request, caps hedges
 //! at that share of requests. (The hedge itself is sent by the group's search.)
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::ReplicaGroup;
@@ -11,10 +12,52 @@ use super::ReplicaGroup;
 pub(super) const GROUP_RECENT: usize = 256;
 /// Samples needed before the group hedges (its p95 means something).
 const HEDGE_MIN_SAMPLES: usize = 20;
+/// Answers between two reviews of a group: its hedge delay worked out
+/// again, and its replicas' probation.
+const REVIEW_EVERY: u64 = 8;
 /// One hedge token, in the bucket's unit.
 pub(super) const TOKEN: u64 = 1000;
 /// The most hedge tokens saved up.
 const HEDGE_BURST: u64 = 10 * TOKEN;
+
+/// A group's recent latencies (µs) and the p95 they give, worked out
+/// every [`REVIEW_EVERY`] answers rather than per request: sorting the
+/// window for every request was most of a replica group's own cost.
+pub(super) struct RecentLatencies {
+    window: VecDeque<u64>,
+    /// Answers observed.
+    seen: u64,
+    /// The window's p95 at the last review, once it held enough samples.
+    p95: Option<u64>,
+}
+
+impl RecentLatencies {
+    pub(super) fn new() -> Self {
+        RecentLatencies {
+            window: VecDeque::with_capacity(GROUP_RECENT),
+            seen: 0,
+            p95: None,
+        }
+    }
+
+    /// Adds one answer's latency. Returns whether the group is due a review
+    /// (every [`REVIEW_EVERY`] answers); the p95 is worked out again then,
+    /// and as soon as the window first holds enough samples.
+    pub(super) fn observe(&mut self, us: u64) -> bool {
+        if self.window.len() == GROUP_RECENT {
+            self.window.pop_front();
+        }
+        self.window.push_back(us);
+        self.seen += 1;
+        let review = self.seen.is_multiple_of(REVIEW_EVERY);
+        if self.window.len() >= HEDGE_MIN_SAMPLES && (review || self.p95.is_none()) {
+            let mut v: Vec<u64> = self.window.iter().copied().collect();
+            let i = (v.len() - 1) * 95 / 100;
+            self.p95 = Some(*v.select_nth_unstable(i).1);
+        }
+        review
+    }
+}
 
 impl ReplicaGroup {
     /// How long to wait before hedging a request among `replicas`: the
@@ -24,14 +67,7 @@ impl ReplicaGroup {
         if self.config.hedge_ratio <= 0.0 || replicas < 2 {
             return None;
         }
-        let recent = self.recent.lock().expect("recent lock");
-        if recent.len() < HEDGE_MIN_SAMPLES {
-            return None;
-        }
-        let mut v: Vec<u64> = recent.iter().copied().collect();
-        drop(recent);
-        v.sort_unstable();
-        let p95 = v[(v.len() - 1) * 95 / 100];
+        let p95 = self.recent.lock().expect("recent lock").p95?;
         Some(Duration::from_micros(p95).max(self.config.hedge_min_delay))
     }
 
@@ -110,6 +146,30 @@ mod tests {
         // 1 initial token + 0.05 per request (440 requests) = 23 at most.
         assert!(hedges <= 23, "{hedges} hedges for 440 requests");
         assert!(hedges >= 1);
+    }
+
+    #[test]
+    fn the_p95_is_known_from_enough_samples_and_follows_every_review() {
+        let mut recent = RecentLatencies::new();
+        let reviews: usize = (1..HEDGE_MIN_SAMPLES as u64)
+            .map(|us| recent.observe(us) as usize)
+            .sum();
+        assert_eq!(reviews, (HEDGE_MIN_SAMPLES - 1) / REVIEW_EVERY as usize);
+        assert_eq!(recent.p95, None, "too few samples");
+        recent.observe(HEDGE_MIN_SAMPLES as u64);
+        assert_eq!(recent.p95, Some(19), "p95 of 1..=20 µs");
+        // A slower group: the p95 follows at the next review, not before.
+        let mut seen = HEDGE_MIN_SAMPLES as u64;
+        while !recent.observe(1_000) {
+            seen += 1;
+            assert_eq!(recent.p95, Some(19));
+        }
+        assert!((seen + 1).is_multiple_of(REVIEW_EVERY));
+        for _ in 0..GROUP_RECENT {
+            recent.observe(1_000);
+        }
+        assert_eq!(recent.p95, Some(1_000));
+        assert_eq!(recent.window.len(), GROUP_RECENT, "the window is bounded");
     }
 
     #[test]

@@ -47,7 +47,6 @@ mod search;
 #[cfg(test)]
 mod testing;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -55,7 +54,7 @@ use crate::counters::InnerCounters;
 
 pub use catch_up::{CatchUpCall, GrpcCatchUp};
 pub use config::ReplicaConfig;
-use hedge::{GROUP_RECENT, TOKEN};
+use hedge::{RecentLatencies, TOKEN};
 pub use policy::Policy;
 use state::Replica;
 
@@ -75,8 +74,8 @@ pub struct ReplicaGroup {
     rng: Mutex<fastrand::Rng>,
     /// Hedge tokens, in thousandths (integers: no rounding drift).
     hedge_tokens: Mutex<u64>,
-    /// The group's recent latencies, µs, for its hedge delay.
-    recent: Mutex<VecDeque<u64>>,
+    /// The group's recent latencies, for its hedge delay and reviews.
+    recent: Mutex<RecentLatencies>,
     /// How a behind replica is told to copy a version from a sibling.
     catch_up: Arc<dyn CatchUpCall>,
     /// Woken when a replica answers at a version it had not answered at
@@ -176,7 +175,7 @@ impl ReplicaGroup {
             turn: AtomicUsize::new(0),
             rng: Mutex::new(fastrand::Rng::with_seed(0x5eed)),
             hedge_tokens: Mutex::new(TOKEN),
-            recent: Mutex::new(VecDeque::with_capacity(GROUP_RECENT)),
+            recent: Mutex::new(RecentLatencies::new()),
             catch_up,
             answered: tokio::sync::Notify::new(),
             alone_warned: AtomicU64::new(0),

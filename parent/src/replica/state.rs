@@ -86,9 +86,8 @@ impl ReplicaState {
             return None;
         }
         let mut v: Vec<u64> = self.recent.iter().copied().collect();
-        v.sort_unstable();
         let i = ((v.len() - 1) as f64 * q).round() as usize;
-        Some(v[i])
+        Some(*v.select_nth_unstable(i).1)
     }
 
     /// Share of its normal traffic the replica gets now: 0 out of rotation;
