@@ -14,7 +14,8 @@
 //! - **Retries.** A request that fails with a retryable error (unavailable,
 //!   connection refused) goes once more to another replica, if time remains.
 //! - **Hedging.** A request not answered after the group's recent p95 latency
-//!   (at least `hedge_min_delay`) is sent to a second replica too; the first
+//!   (over its last 256 answers, worked out every 8; at least
+//!   `hedge_min_delay`) is sent to a second replica too; the first
 //!   answer wins and the other call is dropped (cancelled). A token bucket
 //!   caps hedges at `hedge_ratio` of requests.
 //!
