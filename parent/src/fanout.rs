@@ -30,7 +30,7 @@ use crate::child::{Child, ChildError};
 use crate::child_k::{DEFAULT_CHILD_K_PROBABILITY, child_k, needs_more};
 use crate::counters::{InnerCounter, InnerCounters};
 use crate::error::NodeError;
-use crate::merge::merge;
+use crate::merge::{merge, rank_best};
 use crate::round_trip::RoundTrip;
 use crate::spec::format_shards;
 use searchtree_node::ops::metrics::{ChildMetrics, metrics};
@@ -746,25 +746,15 @@ impl TopK {
 
     /// The k-th best hit gathered, if k were gathered.
     fn kth(&mut self, states: &[ChildState]) -> Option<&Hit> {
-        let hit = |&(c, i): &(u32, u32)| &states[c as usize].hits()[i as usize];
         if self.stale {
             self.stale = false;
-            self.best.clear();
-            for (c, state) in states.iter().enumerate() {
-                self.best
-                    .extend((0..state.hits().len() as u32).map(|i| (c as u32, i)));
-            }
-            let by_rank = |a: &(u32, u32), b: &(u32, u32)| hit_order(hit(a), hit(b));
-            if self.best.len() > self.k && self.k > 0 {
-                self.best.select_nth_unstable_by(self.k - 1, by_rank);
-            }
-            self.best.truncate(self.k);
-            self.best.sort_unstable_by(by_rank);
+            rank_best(self.k, states.len(), |c| states[c].hits(), &mut self.best);
         }
         if self.k == 0 || self.best.len() < self.k {
             return None;
         }
-        let from = hit(&self.best[self.k - 1]);
+        let (c, i) = self.best[self.k - 1];
+        let from = &states[c as usize].hits()[i as usize];
         self.kth.score = from.score;
         self.kth.doc_id.clone_from(&from.doc_id);
         Some(&self.kth)

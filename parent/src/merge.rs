@@ -70,25 +70,38 @@ fn snapshots(parts: &[SearchResponse]) -> String {
 /// are chosen by position, so only the winners move (a parent merging many
 /// children's hits spent its time copying the losers).
 fn best_hits(top_k: usize, parts: &mut [SearchResponse]) -> Vec<Hit> {
-    let mut order: Vec<(u32, u32)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(p, r)| (0..r.hits.len() as u32).map(move |i| (p as u32, i)))
-        .collect();
-    let hit = |&(p, i): &(u32, u32)| &parts[p as usize].hits[i as usize];
-    // The order is total (ties broken by id), so unstable is exact.
-    let by_rank = |a: &(u32, u32), b: &(u32, u32)| hit_order(hit(a), hit(b));
-    if top_k == 0 {
-        order.clear();
-    } else if order.len() > top_k {
-        order.select_nth_unstable_by(top_k - 1, by_rank);
-        order.truncate(top_k);
-    }
-    order.sort_unstable_by(by_rank);
+    let mut order = Vec::new();
+    rank_best(top_k, parts.len(), |p| &parts[p].hits, &mut order);
     order
         .into_iter()
         .map(|(p, i)| std::mem::take(&mut parts[p as usize].hits[i as usize]))
         .collect()
+}
+
+/// Fills `order` with the positions (answer, hit) of the best `top_k` hits
+/// of `answers` answers, whose hits `hits(answer)` gives, best first. The
+/// order is total (ties broken by id), so selecting and sorting unstably is
+/// exact.
+pub(crate) fn rank_best<'a>(
+    top_k: usize,
+    answers: usize,
+    hits: impl Fn(usize) -> &'a [Hit],
+    order: &mut Vec<(u32, u32)>,
+) {
+    order.clear();
+    if top_k == 0 {
+        return;
+    }
+    for p in 0..answers {
+        order.extend((0..hits(p).len() as u32).map(|i| (p as u32, i)));
+    }
+    let hit = |&(p, i): &(u32, u32)| &hits(p as usize)[i as usize];
+    let by_rank = |a: &(u32, u32), b: &(u32, u32)| hit_order(hit(a), hit(b));
+    if order.len() > top_k {
+        order.select_nth_unstable_by(top_k - 1, by_rank);
+        order.truncate(top_k);
+    }
+    order.sort_unstable_by(by_rank);
 }
 
 /// Adds `other`'s counts and failures to `into`.

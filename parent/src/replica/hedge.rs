@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::ReplicaGroup;
+use super::state::nth_smallest;
 
 /// Latencies the group keeps for its hedge delay.
 pub(super) const GROUP_RECENT: usize = 256;
@@ -51,9 +52,8 @@ impl RecentLatencies {
         self.seen += 1;
         let review = self.seen.is_multiple_of(REVIEW_EVERY);
         if self.window.len() >= HEDGE_MIN_SAMPLES && (review || self.p95.is_none()) {
-            let mut v: Vec<u64> = self.window.iter().copied().collect();
-            let i = (v.len() - 1) * 95 / 100;
-            self.p95 = Some(*v.select_nth_unstable(i).1);
+            let i = (self.window.len() - 1) * 95 / 100;
+            self.p95 = Some(nth_smallest(&self.window, i));
         }
         review
     }

@@ -85,9 +85,8 @@ impl ReplicaState {
         if self.recent.len() < min.max(1) {
             return None;
         }
-        let mut v: Vec<u64> = self.recent.iter().copied().collect();
-        let i = ((v.len() - 1) as f64 * q).round() as usize;
-        Some(*v.select_nth_unstable(i).1)
+        let i = ((self.recent.len() - 1) as f64 * q).round() as usize;
+        Some(nth_smallest(&self.recent, i))
     }
 
     /// Share of its normal traffic the replica gets now: 0 out of rotation;
@@ -162,6 +161,12 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The `i`-th smallest of `window` (0: the least), by selection on a copy.
+pub(super) fn nth_smallest(window: &VecDeque<u64>, i: usize) -> u64 {
+    let mut v: Vec<u64> = window.iter().copied().collect();
+    *v.select_nth_unstable(i).1
 }
 
 #[cfg(test)]
