@@ -67,7 +67,9 @@ async fn a_trace_id_reaches_every_nodes_log_lines() {
 
     let names: Vec<String> = up.nodes().nodes.into_iter().map(|n| n.name).collect();
     assert_eq!(names.len(), 7);
-    // Log lines travel through pipes: give them a moment.
+    // Log lines travel through pipes: give them a moment. Wait for each
+    // node's answer line, its last for the query (a node may log other
+    // lines within the trace before it, e.g. a cache cleared).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let log = up.log();
@@ -78,6 +80,7 @@ async fn a_trace_id_reaches_every_nodes_log_lines() {
                     line.starts_with(&format!("[{name}]"))
                         && line.contains(&format!("trace_id={TRACE_ID}"))
                         && line.contains("request_id=tracing-test-1")
+                        && line.contains("answered query=river delta")
                 })
             })
             .collect();
