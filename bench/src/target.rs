@@ -14,6 +14,9 @@ use searchtree_node::ops::client::NodeChannel;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Something that answers searches.
 pub trait Target: Send + Sync + 'static {
@@ -100,38 +103,52 @@ impl GrpcTarget {
         connections: usize,
         liveness: Liveness,
     ) -> anyhow::Result<Self> {
-        let mut clients = Vec::new();
-        for _ in 0..connections.max(1) {
-            let channel = searchtree_node::ops::client::endpoint(addr)?
-                .connect_timeout(liveness.connect_timeout)
-                // Requests are small and latency is what is measured: no
-                // Nagle delay on top of the tree's.
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(liveness.keepalive_interval)
-                .keep_alive_timeout(liveness.keepalive_timeout)
-                // Ping idle connections too: between runs (a sweep's steps,
-                // a step-load's capacity run) or while every request on the
-                // connection was given up on, a silent connection would
-                // otherwise only be found by the next requests timing out.
-                .keep_alive_while_idle(true)
-                // `connect` (not `connect_lazy`) checks the address up front;
-                // once connected, tonic's reconnecting channel never fails
-                // for good: a failed reconnect fails one request, and the
-                // next one tries again.
-                .connect()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
-            clients.push(
-                SearchClient::new(searchtree_node::ops::client::channel(channel))
-                    .max_decoding_message_size(64 << 20),
-            );
-        }
+        let clients = connect_channels(addr, connections, liveness)
+            .await?
+            .into_iter()
+            .map(|channel| SearchClient::new(channel).max_decoding_message_size(64 << 20))
+            .collect();
         Ok(GrpcTarget {
             addr: addr.to_string(),
             clients,
             next: AtomicUsize::new(0),
         })
     }
+}
+
+/// Opens `connections` HTTP/2 connections to `addr` with `liveness`, each
+/// carrying this process's token and trace like a node's own calls. Fails if
+/// the first connection cannot be made, so that a wrong address is reported
+/// at once rather than as a run of errors.
+async fn connect_channels(
+    addr: &str,
+    connections: usize,
+    liveness: Liveness,
+) -> anyhow::Result<Vec<NodeChannel>> {
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        let channel = searchtree_node::ops::client::endpoint(addr)?
+            .connect_timeout(liveness.connect_timeout)
+            // Requests are small and latency is what is measured: no
+            // Nagle delay on top of the tree's.
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(liveness.keepalive_interval)
+            .keep_alive_timeout(liveness.keepalive_timeout)
+            // Ping idle connections too: between runs (a sweep's steps,
+            // a step-load's capacity run) or while every request on the
+            // connection was given up on, a silent connection would
+            // otherwise only be found by the next requests timing out.
+            .keep_alive_while_idle(true)
+            // `connect` (not `connect_lazy`) checks the address up front;
+            // once connected, tonic's reconnecting channel never fails
+            // for good: a failed reconnect fails one request, and the
+            // next one tries again.
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+        channels.push(searchtree_node::ops::client::channel(channel));
+    }
+    Ok(channels)
 }
 
 impl Target for GrpcTarget {
@@ -152,6 +169,73 @@ impl Target for GrpcTarget {
     fn describe(&self) -> String {
         format!(
             "tree root {} ({} connections)",
+            self.addr,
+            self.clients.len()
+        )
+    }
+}
+
+/// Any node's standard gRPC health check (`grpc.health.v1.Health/Check`)
+/// instead of a search: the round trip of gRPC itself — HTTP/2 framing,
+/// protobuf, the kernel's loopback or network, waking each side's threads —
+/// with no search, no fan-out and no node's own work behind it.
+///
+/// Every hop of a tree pays that round trip once, so measured at the rate
+/// of a load test it is the floor under each level's share of the tree's
+/// latency, which no change to searching or merging can go below. A health
+/// check answered `SERVING` counts as a complete answer; any other status
+/// as `UNAVAILABLE`.
+pub struct PingTarget {
+    addr: String,
+    clients: Vec<HealthClient<NodeChannel>>,
+    next: AtomicUsize,
+}
+
+impl PingTarget {
+    /// Connects to the node at `addr` (HOST:PORT) `connections` times, with
+    /// the default [`Liveness`].
+    pub async fn connect(addr: &str, connections: usize) -> anyhow::Result<Self> {
+        let clients = connect_channels(addr, connections, Liveness::default())
+            .await?
+            .into_iter()
+            .map(HealthClient::new)
+            .collect();
+        Ok(PingTarget {
+            addr: addr.to_string(),
+            clients,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Target for PingTarget {
+    fn search(
+        &self,
+        _request: SearchRequest,
+    ) -> BoxFuture<'static, Result<SearchResponse, tonic::Status>> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        let mut client = self.clients[i].clone();
+        Box::pin(async move {
+            let status = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?
+                .into_inner()
+                .status();
+            match status {
+                ServingStatus::Serving => Ok(SearchResponse::default()),
+                other => Err(tonic::Status::unavailable(format!(
+                    "the node's health is {}",
+                    other.as_str_name()
+                ))),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "health checks of node {} ({} connections)",
             self.addr,
             self.clients.len()
         )
@@ -312,6 +396,30 @@ mod tests {
         fn accepted(&self) -> usize {
             self.accepted.load(Ordering::SeqCst)
         }
+    }
+
+    #[tokio::test]
+    async fn a_ping_is_answered_while_the_node_serves_and_fails_when_it_does_not() {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let ping = PingTarget::connect(&addr, 2).await.unwrap();
+        assert!(ping.describe().contains(&addr));
+        for _ in 0..3 {
+            let answer = ping.search(SearchRequest::default()).await.unwrap();
+            assert!(!answer.partial);
+        }
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let refused = ping.search(SearchRequest::default()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(refused.message().contains("NOT_SERVING"), "{refused:?}");
     }
 
     async fn search(target: &GrpcTarget) -> Result<SearchResponse, tonic::Status> {

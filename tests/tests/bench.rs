@@ -126,6 +126,16 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
         "{hgrm}"
     );
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+
+    // The transport's floor: health checks of a node at the same rate, every
+    // one answered SERVING and counted as a complete answer.
+    let (_, report) = short_run(&["--ping", &root], &json, &[]);
+    assert!(
+        report["target"].as_str().unwrap().contains("health checks"),
+        "{report}"
+    );
+    assert_eq!(report["good"], report["completed"], "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     tree.shutdown().await;
 
     // The floor: the same queries against one index in-process.

@@ -20,7 +20,7 @@ use searchtree_bench::record::Recorder;
 use searchtree_bench::report::{Report, hgrm};
 use searchtree_bench::schedule::{Arrival, Live, LoadConfig, Pacing, closed_loop, open_loop};
 use searchtree_bench::steps::{self, Progress, StepConfig};
-use searchtree_bench::target::{DirectTarget, GrpcTarget, Target};
+use searchtree_bench::target::{DirectTarget, GrpcTarget, PingTarget, Target};
 
 use crate::bundled;
 
@@ -29,13 +29,18 @@ use crate::bundled;
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// The root to load, HOST:PORT.
-    #[arg(long, required_unless_present = "direct", conflicts_with = "direct")]
+    #[arg(long, required_unless_present_any = ["direct", "ping"], conflicts_with_all = ["direct", "ping"])]
     pub root: Option<String>,
     /// Instead of a tree, search this shard directory in-process (e.g. the
     /// `shards/shard-000` of a `build --shards 1`): the floor of what the
     /// tree adds.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ping")]
     pub direct: Option<PathBuf>,
+    /// Instead of searching, send gRPC health checks to this node (any node,
+    /// HOST:PORT) at the same rate: the round trip of gRPC itself on this
+    /// machine and network, the floor under every hop of a tree.
+    #[arg(long)]
+    pub ping: Option<String>,
     /// Queries, one per line (default: the bundled queries).
     #[arg(long)]
     pub queries: Option<PathBuf>,
@@ -221,10 +226,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("--rate must be positive");
     }
     let queries = Arc::new(load_queries(args.queries.as_deref())?);
-    let target: Arc<dyn Target> = match (&args.root, &args.direct) {
-        (Some(root), _) => Arc::new(GrpcTarget::connect(root, args.connections).await?),
-        (None, Some(dir)) => Arc::new(DirectTarget::open(dir)?),
-        (None, None) => bail!("give --root HOST:PORT or --direct INDEX_DIR"),
+    let target: Arc<dyn Target> = match (&args.root, &args.direct, &args.ping) {
+        (Some(root), _, _) => Arc::new(GrpcTarget::connect(root, args.connections).await?),
+        (None, Some(dir), _) => Arc::new(DirectTarget::open(dir)?),
+        (None, None, Some(node)) => Arc::new(PingTarget::connect(node, args.connections).await?),
+        (None, None, None) => {
+            bail!("give --root HOST:PORT, --direct INDEX_DIR or --ping HOST:PORT")
+        }
     };
     eprintln!("{} queries against {}", queries.len(), target.describe());
     if args.step_load {
