@@ -122,7 +122,7 @@ for s in shapes:
     p = {q: statistics.median(x["latency_us"][q] for x in runs) / 1000 for q in ("p50", "p99", "p999")}
     errs = sum(sum(x["errors"].values()) for x in runs)
     rows = lambda q: ", ".join(f"{x['latency_us'][q] / 1000:.2f}" for x in runs)
-    step = f"+{p['p50'] - prev:.2f}" if prev is not None else "–"
+    step = f"{p['p50'] - prev:+.2f}" if prev is not None else "–"
     print(f"| {what[s]} | {p['p50']:.2f} | {p['p99']:.2f} | {p['p999']:.2f} | {rows('p50')} | {rows('p99')} | {errs} | {step} |")
     prev = p["p50"]
 EOF
