@@ -82,9 +82,7 @@ impl Default for Liveness {
 /// the next request opens a new connection. The tester never has to be
 /// restarted to get its connections back.
 pub struct GrpcTarget {
-    addr: String,
-    clients: Vec<SearchClient<NodeChannel>>,
-    next: AtomicUsize,
+    connections: Connections<SearchClient<NodeChannel>>,
 }
 
 impl GrpcTarget {
@@ -103,52 +101,74 @@ impl GrpcTarget {
         connections: usize,
         liveness: Liveness,
     ) -> anyhow::Result<Self> {
-        let clients = connect_channels(addr, connections, liveness)
-            .await?
-            .into_iter()
-            .map(|channel| SearchClient::new(channel).max_decoding_message_size(64 << 20))
-            .collect();
-        Ok(GrpcTarget {
+        let connections = Connections::open(addr, connections, liveness, |channel| {
+            SearchClient::new(channel).max_decoding_message_size(64 << 20)
+        })
+        .await?;
+        Ok(GrpcTarget { connections })
+    }
+}
+
+/// A node's address and the clients of the HTTP/2 connections a target
+/// opened to it, used in turn so that requests spread over them.
+struct Connections<C> {
+    addr: String,
+    clients: Vec<C>,
+    next: AtomicUsize,
+}
+
+impl<C: Clone> Connections<C> {
+    /// Opens `connections` HTTP/2 connections to `addr` with `liveness`,
+    /// each carrying this process's token and trace like a node's own
+    /// calls, and wraps each in a client with `client`. Fails if the first
+    /// connection cannot be made, so that a wrong address is reported at
+    /// once rather than as a run of errors.
+    async fn open(
+        addr: &str,
+        connections: usize,
+        liveness: Liveness,
+        client: impl Fn(NodeChannel) -> C,
+    ) -> anyhow::Result<Self> {
+        let mut clients = Vec::new();
+        for _ in 0..connections.max(1) {
+            let channel = searchtree_node::ops::client::endpoint(addr)?
+                .connect_timeout(liveness.connect_timeout)
+                // Requests are small and latency is what is measured: no
+                // Nagle delay on top of the tree's.
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(liveness.keepalive_interval)
+                .keep_alive_timeout(liveness.keepalive_timeout)
+                // Ping idle connections too: between runs (a sweep's steps,
+                // a step-load's capacity run) or while every request on the
+                // connection was given up on, a silent connection would
+                // otherwise only be found by the next requests timing out.
+                .keep_alive_while_idle(true)
+                // `connect` (not `connect_lazy`) checks the address up front;
+                // once connected, tonic's reconnecting channel never fails
+                // for good: a failed reconnect fails one request, and the
+                // next one tries again.
+                .connect()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+            clients.push(client(searchtree_node::ops::client::channel(channel)));
+        }
+        Ok(Connections {
             addr: addr.to_string(),
             clients,
             next: AtomicUsize::new(0),
         })
     }
-}
 
-/// Opens `connections` HTTP/2 connections to `addr` with `liveness`, each
-/// carrying this process's token and trace like a node's own calls. Fails if
-/// the first connection cannot be made, so that a wrong address is reported
-/// at once rather than as a run of errors.
-async fn connect_channels(
-    addr: &str,
-    connections: usize,
-    liveness: Liveness,
-) -> anyhow::Result<Vec<NodeChannel>> {
-    let mut channels = Vec::new();
-    for _ in 0..connections.max(1) {
-        let channel = searchtree_node::ops::client::endpoint(addr)?
-            .connect_timeout(liveness.connect_timeout)
-            // Requests are small and latency is what is measured: no
-            // Nagle delay on top of the tree's.
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(liveness.keepalive_interval)
-            .keep_alive_timeout(liveness.keepalive_timeout)
-            // Ping idle connections too: between runs (a sweep's steps,
-            // a step-load's capacity run) or while every request on the
-            // connection was given up on, a silent connection would
-            // otherwise only be found by the next requests timing out.
-            .keep_alive_while_idle(true)
-            // `connect` (not `connect_lazy`) checks the address up front;
-            // once connected, tonic's reconnecting channel never fails
-            // for good: a failed reconnect fails one request, and the
-            // next one tries again.
-            .connect()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
-        channels.push(searchtree_node::ops::client::channel(channel));
+    /// The client whose turn it is.
+    fn next(&self) -> C {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        self.clients[i].clone()
     }
-    Ok(channels)
+
+    /// "ADDR (N connections)", for a target's description.
+    fn describe(&self) -> String {
+        format!("{} ({} connections)", self.addr, self.clients.len())
+    }
 }
 
 impl Target for GrpcTarget {
@@ -156,8 +176,7 @@ impl Target for GrpcTarget {
         &self,
         request: SearchRequest,
     ) -> BoxFuture<'static, Result<SearchResponse, tonic::Status>> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        let mut client = self.clients[i].clone();
+        let mut client = self.connections.next();
         Box::pin(async move {
             client
                 .search(request)
@@ -167,11 +186,7 @@ impl Target for GrpcTarget {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "tree root {} ({} connections)",
-            self.addr,
-            self.clients.len()
-        )
+        format!("tree root {}", self.connections.describe())
     }
 }
 
@@ -186,25 +201,16 @@ impl Target for GrpcTarget {
 /// check answered `SERVING` counts as a complete answer; any other status
 /// as `UNAVAILABLE`.
 pub struct PingTarget {
-    addr: String,
-    clients: Vec<HealthClient<NodeChannel>>,
-    next: AtomicUsize,
+    connections: Connections<HealthClient<NodeChannel>>,
 }
 
 impl PingTarget {
     /// Connects to the node at `addr` (HOST:PORT) `connections` times, with
     /// the default [`Liveness`].
     pub async fn connect(addr: &str, connections: usize) -> anyhow::Result<Self> {
-        let clients = connect_channels(addr, connections, Liveness::default())
-            .await?
-            .into_iter()
-            .map(HealthClient::new)
-            .collect();
-        Ok(PingTarget {
-            addr: addr.to_string(),
-            clients,
-            next: AtomicUsize::new(0),
-        })
+        let connections =
+            Connections::open(addr, connections, Liveness::default(), HealthClient::new).await?;
+        Ok(PingTarget { connections })
     }
 }
 
@@ -213,8 +219,7 @@ impl Target for PingTarget {
         &self,
         _request: SearchRequest,
     ) -> BoxFuture<'static, Result<SearchResponse, tonic::Status>> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        let mut client = self.clients[i].clone();
+        let mut client = self.connections.next();
         Box::pin(async move {
             let status = client
                 .check(HealthCheckRequest {
@@ -234,11 +239,7 @@ impl Target for PingTarget {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "health checks of node {} ({} connections)",
-            self.addr,
-            self.clients.len()
-        )
+        format!("health checks of node {}", self.connections.describe())
     }
 }
 
