@@ -34,6 +34,7 @@
 #   --queries    the queries to send, one per line (default: the bundled ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 quick=0
 out="bench-results/capacity-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -90,30 +91,21 @@ mkdir -p "$out"
 out="$(realpath "$out")"
 echo "writing to $out"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
 # Starts set $1's tree; sets root_of[$1], up_pid_of[$1]. Tries the topology
 # with the result cache off first; binaries with no cache refuse that key,
 # and then get the plain topology.
 declare -A root_of up_pid_of bin_of up_flags_of bench_flags_of
 start_tree() {
-  local label="$1" bin="$2" dir="$out/$1" topology line fifo
+  local label="$1" bin="$2" dir="$out/$1" topology
   local -a extra
   read -r -a extra <<< "${up_flags_of[$label]}"
   for topology in "$dir/tree-index/nocache.toml" "$dir/tree-index/topology.toml"; do
-    fifo=$(mktemp -u); mkfifo "$fifo"
-    SEARCHTREE_BIN_DIR="$bin" "$bin/searchtree" up --topology "$topology" "${extra[@]}" > "$fifo" 2> "$dir/tree.log" &
-    up_pid_of[$label]=$!
-    line=""; read -r line < "$fifo" || true; rm -f "$fifo"
-    if [[ "$line" == "READY root="* ]]; then
-      pids+=("${up_pid_of[$label]}")
-      root_of[$label]="${line#READY root=}"
+    if start_up "$bin" "$topology" "$dir/tree.log" "${extra[@]}"; then
+      up_pid_of[$label]="$up_pid"
+      root_of[$label]="$root"
       echo "  $label: tree up at ${root_of[$label]} ($(basename "$topology"))"
       return
     fi
-    wait "${up_pid_of[$label]}" 2>/dev/null || true
     cp "$dir/tree.log" "$dir/tree-$(basename "$topology" .toml).failed.log"
   done
   echo "$label: the tree did not start; see $dir/tree-*.failed.log" >&2; exit 1
@@ -126,8 +118,7 @@ for i in "${!bin_dirs[@]}"; do
   echo "$label: $bin ${up_flags[$i]:+up: ${up_flags[$i]}} ${bench_flags[$i]:+bench: ${bench_flags[$i]}}" > "$dir/bin-dir.txt"
   "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --out "$dir/tree-index" 2> "$dir/build-tree.log"
   "$bin/searchtree" build "$input_flag" "$input" --shards 1 --out "$dir/one-index" 2> "$dir/build-one.log"
-  awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' \
-    "$dir/tree-index/topology.toml" > "$dir/tree-index/nocache.toml"
+  without_cache "$dir/tree-index/topology.toml" "$dir/tree-index/nocache.toml"
   start_tree "$label" "$bin"
 done
 

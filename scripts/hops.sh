@@ -18,6 +18,7 @@
 #                        [--queries FILE] [--rate N] [--rounds N] [--duration SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 out="bench-results/hops-$(date -u +%Y%m%dT%H%M%SZ)"
 input="corpus-tools/data/wiki-summaries.jsonl.gz"
@@ -46,26 +47,16 @@ mkdir -p "$out"
 out="$(realpath "$out")"
 echo "writing to $out"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-# build NAME ARGS...: a build with the result cache off in its topology.
+# build NAME ARGS...: a build, and its topology with the result cache off.
 build() {
   local name="$1"; shift
   "$bin/searchtree" build "$input_flag" "$input" --out "$out/$name" "$@" 2> "$out/build-$name.log"
-  awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' \
-    "$out/$name/topology.toml" > "$out/$name/nocache.toml"
+  without_cache "$out/$name/topology.toml" "$out/$name/nocache.toml"
 }
-# start NAME: runs NAME's tree; sets root (its root's address) and log.
+# start NAME: runs NAME's tree; sets root (its root's address).
 start() {
-  local name="$1" fifo line
-  fifo=$(mktemp -u); mkfifo "$fifo"
-  SEARCHTREE_BIN_DIR="$bin" "$bin/searchtree" up --topology "$out/$name/nocache.toml" > "$fifo" 2> "$out/tree-$name.log" &
-  pids+=($!)
-  line=""; read -r line < "$fifo" || true; rm -f "$fifo"
-  [[ "$line" == "READY root="* ]] || { echo "$name: the tree did not start, see $out/tree-$name.log" >&2; exit 1; }
-  root="${line#READY root=}"
+  start_up "$bin" "$out/$1/nocache.toml" "$out/tree-$1.log" \
+    || { echo "$1: the tree did not start, see $out/tree-$1.log" >&2; exit 1; }
 }
 
 build one --shards 1
