@@ -22,6 +22,7 @@
 #   --queries    the queries to send, one per line (default: the bundled ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 quick=0
 out="bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
@@ -47,36 +48,21 @@ else
 fi
 
 cargo build --release --workspace --quiet
-bin=target/release
-export SEARCHTREE_BIN_DIR="$PWD/$bin"
+bin="$PWD/target/release"
 mkdir -p "$out"
 echo "writing to $out"
 
 "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --out "$out/tree-index" 2> "$out/build-tree.log"
 "$bin/searchtree" build "$input_flag" "$input" --shards 1 --out "$out/one-index" 2> "$out/build-one.log"
 
-# Turns the result cache off at the root and every parent of topology $1.
-no_cache() {
-  awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' "$1" > "$1.tmp"
-  mv "$1.tmp" "$1"
-}
+# The result cache off at the root and every parent (scenarios 1-4); the
+# cached topology is kept for scenario 5.
 cp "$out/tree-index/topology.toml" "$out/tree-index/topology.cached.toml"
-no_cache "$out/tree-index/topology.toml"
+without_cache "$out/tree-index/topology.cached.toml" "$out/tree-index/topology.toml"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-# Starts `searchtree up` on a topology; sets $root to the root's address and
-# $tree_pid to the process to stop.
+# start_tree TOPOLOGY LOG: runs the tree; sets root (see scripts/lib.sh).
 start_tree() {
-  local topology="$1" log="$2"
-  local fifo; fifo=$(mktemp -u); mkfifo "$fifo"
-  "$bin/searchtree" up --topology "$topology" > "$fifo" 2> "$log" &
-  tree_pid=$!
-  pids+=("$tree_pid")
-  local line; read -r line < "$fifo"; rm -f "$fifo"
-  root="${line#READY root=}"
+  start_up "$bin" "$1" "$2" || { echo "the tree did not start, see $2" >&2; exit 1; }
 }
 
 bench() { "$bin/searchtree" bench --warmup "$warmup" "${queries[@]}" "$@" 2>> "$out/bench.log"; }
@@ -97,7 +83,7 @@ bench --direct "$out/one-index/shards/shard-000" --max --connections 8 --duratio
 bench --root "$root" --max --connections 8 --duration "$duration" \
   --budget-ms 1000 --json "$out/tree-max.json" > /dev/null
 echo "  peak throughput done"
-kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+stop_up
 
 # 2. Stragglers: every leaf delays 1% of its requests by 1 s.
 awk '{ print } /^shard = / { print "inject_delay_ms = 1000\ninject_delay_prob = 0.01" }' \
@@ -111,11 +97,13 @@ bench --root "$root" --rate "$straggler_rate" --duration "$straggler_duration" -
   --json "$out/straggler-budget50.json" --hgrm "$out/straggler-budget50.hgrm" \
   --plot "$out/straggler-budget50.svg" --label "1% stragglers, 50 ms budget" > /dev/null
 echo "  straggler runs done"
+stop_up
 
 # 3. Replicas: 2 per shard.
 "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --replicas 2 \
   --out "$out/replica-index" 2> "$out/build-replicas.log"
-no_cache "$out/replica-index/topology.toml"
+mv "$out/replica-index/topology.toml" "$out/replica-index/cached.toml"
+without_cache "$out/replica-index/cached.toml" "$out/replica-index/topology.toml"
 
 # Runs the replicated tree with extra topology lines for leaves "leaf-S-1"
 # ($1) and a [routing] table ($2); writes bench report $3 and the parents'
@@ -129,10 +117,10 @@ replica_run() {
   bench --root "$root" --rate "$rate" --duration "$duration" --budget-ms "$budget" \
     --json "$out/$name.json" --hgrm "$out/$name.hgrm" --plot "$out/$name.svg" --label "$name" > /dev/null
   local parents
-  parents=$(grep -oE 'name=parent-[0-9]+ addr=[0-9.:]+' "$out/$name.log" | sed 's/.*addr=/--addr /' | tr '\n' ' ')
+  parents=$(grep -oE 'node=parent-[0-9]+ addr=[0-9.:]+' "$out/$name.log" | sed 's/.*addr=/--addr /' | tr '\n' ' ')
   # shellcheck disable=SC2086
   "$bin/searchtree" stats $parents > "$out/$name-parents.json"
-  kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+  stop_up
 }
 
 if [ "$quick" = 1 ]; then hedge_duration=8s; policy_duration=4s; else hedge_duration=60s; policy_duration=20s; fi
@@ -170,7 +158,7 @@ for mode in off on unseen; do
   start_tree "$out/tree-index/canary-$mode.toml" "$out/canary-$mode.log"
   bench --root "$root" --rate "$straggler_rate" --duration "$duration" --budget-ms 1000 \
     --json "$out/canary-$mode.json" --hgrm "$out/canary-$mode.hgrm" > /dev/null
-  kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+  stop_up
 done
 echo "  canary runs done"
 # 5. The result cache: the same tree with its cache off and on (the
@@ -184,10 +172,10 @@ for mode in off on; do
     --json "$out/cache-$mode.json" --hgrm "$out/cache-$mode.hgrm" > /dev/null
   bench --root "$root" --zipf 1 --max --connections 8 --duration "$duration" --budget-ms 1000 \
     --json "$out/cache-$mode-max.json" > /dev/null
-  inner=$(grep -oE 'name=(root|parent-[0-9]+) addr=[0-9.:]+' "$out/cache-$mode.log" | sed 's/.*addr=/--addr /' | tr '\n' ' ')
+  inner=$(grep -oE 'node=(root|parent-[0-9]+) addr=[0-9.:]+' "$out/cache-$mode.log" | sed 's/.*addr=/--addr /' | tr '\n' ' ')
   # shellcheck disable=SC2086
   "$bin/searchtree" stats $inner > "$out/cache-$mode-stats.json"
-  kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+  stop_up
 done
 echo "  cache runs done"
 python3 scripts/bench_table.py "$out" > "$out/results.md"

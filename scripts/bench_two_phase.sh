@@ -12,6 +12,7 @@
 #            [--rate R] [--top-k "10 50"] [--queries FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 quick=0
 out="bench-results/two-phase-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -41,26 +42,22 @@ mkdir -p "$out/bin"
 cp target/release/searchtree target/release/searchtree-leaf target/release/searchtree-parent \
   target/release/searchtree-root "$out/bin/"
 bin="$(realpath "$out/bin")"
-export SEARCHTREE_BIN_DIR="$bin"
 echo "writing to $out"
 
 "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --out "$out/index" 2> "$out/build.log"
 topo="$out/index/topology.toml"
-awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' "$topo" > "$out/index/two.toml"
-awk '{ print } /^\[root\]$/ { print "one_phase = true" }' "$out/index/two.toml" > "$out/index/one.toml"
+# `build` writes its own choice of phases into the topology; each mode's
+# topology replaces it.
+without_cache "$topo" "$out/index/nocache.toml"
+for mode in one two; do
+  awk -v phase="$([ "$mode" = one ] && echo true || echo false)" \
+    '!/^one_phase = / { print } /^\[root\]$/ { print "one_phase = " phase }' \
+    "$out/index/nocache.toml" > "$out/index/$mode.toml"
+done
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-# Starts `searchtree up` on topology $1; sets $root and $tree_pid.
+# start_tree TOPOLOGY LOG: runs the tree; sets root (see scripts/lib.sh).
 start_tree() {
-  local fifo; fifo=$(mktemp -u); mkfifo "$fifo"
-  "$bin/searchtree" up --topology "$1" > "$fifo" 2> "$2" &
-  tree_pid=$!
-  pids+=("$tree_pid")
-  local line; read -r line < "$fifo"; rm -f "$fifo"
-  root="${line#READY root=}"
+  start_up "$bin" "$1" "$2" || { echo "the tree did not start, see $2" >&2; exit 1; }
 }
 
 bench() { "$bin/searchtree" bench --warmup "$warmup" "${queries[@]}" "$@" 2>> "$out/bench.log"; }
@@ -75,7 +72,7 @@ for k in $top_ks; do
     nodes=$(grep -oE 'node=[a-z0-9-]+ addr=[0-9.:]+' "$out/$mode-k$k.log" | sed 's/.*addr=/--addr /' | tr '\n' ' ')
     # shellcheck disable=SC2086
     "$bin/searchtree" stats $nodes > "$out/$mode-k$k-stats.json"
-    kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+    stop_up
     echo "  k=$k $mode done"
   done
 done

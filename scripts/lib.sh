@@ -1,5 +1,5 @@
 # What the benchmark scripts share: stopping the trees they start, the
-# result cache turned off, and starting a tree. Source it from a script:
+# result cache turned off, and starting and stopping a tree. Source it from a script:
 #   . "$(dirname "$0")/lib.sh"
 
 # Every `up` a script starts, stopped (with its nodes) when the script exits.
@@ -33,4 +33,10 @@ start_up() {
   fi
   wait "$up_pid" 2>/dev/null || true
   return 1
+}
+
+# stop_up: stops the `up` the last start_up started, and its nodes.
+stop_up() {
+  kill "$up_pid" 2>/dev/null || true
+  wait "$up_pid" 2>/dev/null || true
 }

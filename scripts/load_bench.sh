@@ -15,9 +15,9 @@
 #        (BENCH_FLAGS: extra flags for the query bench, e.g. --profile-tail)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 cargo build --release --workspace --quiet
-bin=target/release
-export SEARCHTREE_BIN_DIR="$PWD/$bin"
+bin="$PWD/target/release"
 out="${1:-bench-results/load-$(date -u +%Y%m%dT%H%M%SZ)}"; mkdir -p "$out"
 input="${INPUT:-corpus-tools/data/wiki-summaries.jsonl.gz}"
 load_flags=(${LOAD_FLAGS:-}); copies="${COPIES:-3}"; seed_docs="${SEED_DOCS:-1000}"; replicas="${REPLICAS:-1}"; rate="${RATE:-100}"; rounds="${ROUNDS:-3}"
@@ -53,16 +53,10 @@ build_rate=$(rate_of "$docs" "$t0" "$t1")
 # The result cache off at the root and the parents: the bundled queries
 # repeat within a run, and a publish empties the caches, so with them on the
 # comparison would be of cache hits against misses, not of search latency.
-awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' "$out/tree/topology.toml" > "$out/tree/t.toml"
+without_cache "$out/tree/topology.toml" "$out/tree/t.toml"
 mv "$out/tree/t.toml" "$out/tree/topology.toml"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-fifo=$(mktemp -u); mkfifo "$fifo"
-"$bin/searchtree" up --topology "$out/tree/topology.toml" > "$fifo" 2> "$out/up.log" &
-pids+=($!)
-read -r line < "$fifo"; rm -f "$fifo"
-root="${line#READY root=}"
+start_up "$bin" "$out/tree/topology.toml" "$out/up.log" \
+  || { echo "the tree did not start, see $out/up.log" >&2; exit 1; }
 
 t0=$(now)
 "$bin/searchtree" load "${load_flags[@]}" --root "$root" --input "$out/docs.jsonl" > "$out/load1.txt" 2>> "$out/load.log"

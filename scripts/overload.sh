@@ -9,9 +9,9 @@
 # Usage: [INPUT=FILE.jsonl[.gz] | INPUT=DIR] [QUERIES=FILE] scripts/overload.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 cargo build --release --workspace --quiet
-bin=target/release
-export SEARCHTREE_BIN_DIR="$PWD/$bin"
+bin="$PWD/target/release"
 out="${1:-bench-results/overload-$(date -u +%Y%m%dT%H%M%SZ)}"; mkdir -p "$out"
 input="${INPUT:-corpus-tools/data/wiki-summaries.jsonl.gz}"
 input_flag="--input"; [ -d "$input" ] && input_flag="--input-dir"
@@ -19,18 +19,11 @@ queries=(); [ -n "${QUERIES:-}" ] && queries=(--queries "$(realpath "$QUERIES")"
 "$bin/searchtree" build "$input_flag" "$input" --shards 4 --parents 2 --out "$out/idx" 2> "$out/build.log"
 # The result cache off at the root and the parents: the bundled queries
 # repeat, and overload is about what the search path can take.
-awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' "$out/idx/topology.toml" > "$out/idx/t.toml"
+without_cache "$out/idx/topology.toml" "$out/idx/t.toml"
 mv "$out/idx/t.toml" "$out/idx/topology.toml"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+# start_tree TOPOLOGY LOG: runs the tree; sets root and up_pid (scripts/lib.sh).
 start_tree() {
-  local topology="$1" log="$2"
-  local fifo; fifo=$(mktemp -u); mkfifo "$fifo"
-  "$bin/searchtree" up --topology "$topology" > "$fifo" 2> "$log" &
-  tree_pid=$!; pids+=("$tree_pid")
-  local line; read -r line < "$fifo"; rm -f "$fifo"
-  root="${line#READY root=}"
+  start_up "$bin" "$1" "$2" || { echo "the tree did not start, see $2" >&2; exit 1; }
 }
 # Memory of the tree's node processes (the children of `up`), KiB, as
 # "PID RSS_ANON RSS_FILE" lines from /proc/PID/status; sampled idle and then
@@ -38,7 +31,7 @@ start_tree() {
 # the index's mmap'd files, which grow with the pages queries touch and say
 # nothing about heap or queues; anonymous memory is what load can pile up.
 mem_of_nodes() {
-  for p in $(pgrep -P "$tree_pid"); do
+  for p in $(pgrep -P "$up_pid"); do
     awk -v p="$p" '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { if (a != "") print p, a, f + 0 }' "/proc/$p/status" 2>/dev/null || true
   done
 }
@@ -69,7 +62,7 @@ print('%-14s sent %6d achieved %7.0f/s goodput %7.0f/s rejected %6d other-err %5
 # capacity
 start_tree "$out/idx/topology.toml" "$out/cap.log"
 "$bin/searchtree" bench "${queries[@]}" --root "$root" --max --connections 8 --duration 10s --warmup 2s --budget-ms 100 --json "$out/cap.json" > /dev/null 2>>"$out/bench.log"
-kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+stop_up
 C=$(python3 -c "import json; print(int(json.load(open('$out/cap.json'))['rate_achieved']))")
 echo "capacity C = $C q/s (closed loop, 8 workers)"
 awk '{ print } /^\[root\]$/ { print "admission = false" }' "$out/idx/topology.toml" > "$out/idx/noadm.toml"
@@ -93,7 +86,7 @@ for mode in on off; do
     wait "$bench_pid" || true
     # back to normal within a second?
     after=$("$bin/searchtree" query --root "$root" --budget-ms 100 -k 3 paris 2>&1 | tail -1)
-    kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+    stop_up
     summ "$out/$mode-$x.json" "adm $mode ${x}xC"
     echo "   right after: $after"
     echo "   $(mem_ratio "$out/$mode-$x.mem-idle" "$out/$mode-$x.mem")"
@@ -105,5 +98,5 @@ for mode in on off; do
   echo "step load, admission $mode:"
   "$bin/searchtree" bench "${queries[@]}" --root "$root" --step-load --capacity "$C" --duration 10s --warmup 1s --budget-ms 100 \
     --label "admission $mode" --json "$out/steps-$mode.json" --plot "$out/steps-$mode.svg" 2>>"$out/bench.log" || true
-  kill "$tree_pid"; wait "$tree_pid" 2>/dev/null || true
+  stop_up
 done

@@ -9,6 +9,7 @@
 # Usage: scripts/simulate_vs_tree.sh [--rate R] [--duration 30s] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 rate=100
 duration=30s
@@ -24,19 +25,14 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$out"
 cargo build --release --workspace -q
-bin=target/release
+bin="$PWD/target/release"
 
 "$bin/searchtree" build --input corpus-tools/data/wiki-summaries.jsonl.gz \
   --shards 4 --parents 2 --out "$out/index" >/dev/null
-awk '{ print } /^\[root\]$|^\[\[parent\]\]$/ { print "cache_mb = 0" }' \
-  "$out/index/topology.toml" > "$out/index/nocache.toml"
+without_cache "$out/index/topology.toml" "$out/index/nocache.toml"
 
-"$bin/searchtree" up --topology "$out/index/nocache.toml" --nodes-file "$out/nodes.json" \
-  >"$out/up.out" 2>"$out/up.log" &
-up=$!
-trap 'kill $up 2>/dev/null; wait $up 2>/dev/null' EXIT
-for _ in $(seq 100); do grep -q READY "$out/up.out" 2>/dev/null && break; sleep 0.2; done
-root=$(sed -n 's/^READY root=//p' "$out/up.out")
+start_up "$bin" "$out/index/nocache.toml" "$out/up.log" --nodes-file "$out/nodes.json" \
+  || { echo "the tree did not start, see $out/up.log" >&2; exit 1; }
 leaf=$(python3 -c "import json,sys; n=json.load(open('$out/nodes.json'))['nodes']; print(next(x['grpc'] for x in n if x['role']=='leaf'))")
 
 # A leaf answers the same Search API: bench it alone, the same queries.
