@@ -19,6 +19,7 @@ pub mod service;
 pub mod shard;
 pub mod snippet;
 pub mod stats;
+pub mod sum_order;
 
 pub use error::LeafError;
 pub use node::LeafNode;

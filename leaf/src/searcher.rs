@@ -15,6 +15,7 @@ use crate::collector::{Pruning, Stop, TopById};
 use crate::schema;
 use crate::shard::Shard;
 use crate::snippet::Presenter;
+use crate::sum_order;
 
 /// Shards with fewer documents are scored exhaustively: their posting
 /// lists span a few 128-document blocks, with little to skip, and block-max
@@ -109,14 +110,17 @@ impl ShardSearcher {
         &self.shard
     }
 
-    /// Parses a query the way every shard does.
+    /// Parses a query the way every shard does, its conjunctions arranged
+    /// to add up in the query's order on every shard ([`sum_order`]).
     pub fn parse(&self, query: &str) -> Result<Box<dyn Query>, SearchError> {
-        self.parser
+        let parsed = self
+            .parser
             .parse_query(query)
             .map_err(|e| SearchError::InvalidQuery {
                 query: Quoted::new(query),
                 reason: truncate_chars(&e.to_string(), REASON_CHARS),
-            })
+            })?;
+        Ok(sum_order::in_query_order(parsed.as_ref()).unwrap_or(parsed))
     }
 
     /// Runs a search that gives up when `stop` says so: at its deadline it

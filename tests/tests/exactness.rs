@@ -203,3 +203,57 @@ async fn ties_at_the_kth_score_break_by_id_with_and_without_pruning() {
     assert!(tied >= 8, "only {tied} searches had ties at the k-th score");
     tree.shutdown().await;
 }
+
+/// Conjunctions of three or more required terms. tantivy adds a
+/// conjunction's scores in the order of its clauses' posting-list lengths,
+/// and a shard's lengths are its own, not the corpus's: without the leaves
+/// adding in one index's order, a shard's sum could differ from one index's
+/// in the last bit, and an exact tie (broken by id) would break by that bit
+/// instead ([`searchtree_leaf::sum_order`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conjunctions_of_three_or_more_terms_add_up_as_one_index_does() {
+    let fx = fixture(TMP);
+    let oracle = Oracle::open(&fx.whole.join("shards/shard-000"));
+    let tree = start_tree(&fx.sharded.join(TOPOLOGY_FILE)).await;
+    let mut root = client(tree.root_addr()).await;
+    let common = [
+        "the", "of", "and", "in", "to", "a", "is", "first", "on", "was",
+    ];
+    let mut queries: Vec<String> = Vec::new();
+    for n in 3..=5 {
+        for start in 0..common.len() {
+            let words: Vec<String> = (0..n)
+                .map(|i| format!("+{}", common[(start + i * 3) % common.len()]))
+                .collect();
+            queries.push(words.join(" "));
+        }
+    }
+    queries.push("+to +the +first +on".into());
+    // The bundled queries of three or more words, every word required.
+    for query in bundled::queries() {
+        let words: Vec<&str> = query
+            .split_whitespace()
+            .filter(|w| w.chars().all(char::is_alphanumeric))
+            .collect();
+        if words.len() >= 3 {
+            queries.push(
+                words
+                    .iter()
+                    .map(|w| format!("+{w}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+    }
+    let mut nonempty = 0;
+    for query in &queries {
+        for k in [10, 37, 50] {
+            let want = oracle.top_k(query, k as usize);
+            nonempty += usize::from(!want.0.is_empty());
+            let got = search(&mut root, query, k, Count::Exact).await;
+            assert_same(query, k as usize, Count::Exact, &got, &want);
+        }
+    }
+    assert!(nonempty >= 60, "only {nonempty} searches had hits");
+    tree.shutdown().await;
+}
