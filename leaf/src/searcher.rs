@@ -200,7 +200,8 @@ impl ShardSearcher {
             coverage: Some(coverage),
             partial: top.stopped,
             took_us: started.elapsed().as_micros() as u64,
-            total_hits_is_lower_bound: top.total_is_lower_bound,
+            // Cut short at its deadline, the shard counted only what it searched.
+            total_hits_is_lower_bound: top.total_is_lower_bound || top.stopped,
             hits_unfetched: 0,
             snapshot: self.shard.meta.input_checksum.clone(),
             version: self.shard.meta.version,

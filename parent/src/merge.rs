@@ -41,6 +41,9 @@ pub fn merge(top_k: usize, parts: impl IntoIterator<Item = SearchResponse>) -> S
     coverage.failures.sort_by_key(|f| f.shard);
     coverage.sources.sort_by_key(|s| s.shard);
     out.partial |= coverage.shards_ok < coverage.shards_total;
+    // Matches in shards that did not answer, or were cut short, are not
+    // counted: a partial answer's count is a lower bound.
+    out.total_hits_is_lower_bound |= out.partial;
     out
 }
 
@@ -224,9 +227,13 @@ mod tests {
             total_hits_is_lower_bound: lower,
             ..answer(0, &[])
         };
-        let same = merge(3, [at("v1", false), at("v1", false), failed(2)]);
+        let same = merge(3, [at("v1", false), at("v1", false)]);
         assert_eq!(same.snapshot, "v1");
         assert!(!same.total_hits_is_lower_bound);
+        // A shard missing: its matches are not counted.
+        let partial = merge(3, [at("v1", false), at("v1", false), failed(2)]);
+        assert_eq!(partial.snapshot, "v1");
+        assert!(partial.partial && partial.total_hits_is_lower_bound);
         let mixed = merge(3, [at("v2", true), at("v1", false)]);
         assert_eq!(mixed.snapshot, "v1,v2");
         assert!(mixed.total_hits_is_lower_bound);
