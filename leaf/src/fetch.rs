@@ -26,6 +26,7 @@ impl ShardSearcher {
         let query = self.parse(&params.query)?;
         let searcher = self.shard().reader.searcher();
         let fields = self.shard().fields;
+        let stats = &self.shard().stats;
         let shard = self.shard().meta.shard;
         let mut presenter = None;
         let mut response = FetchResponse::default();
@@ -47,7 +48,8 @@ impl ShardSearcher {
             let presenter = match &mut presenter {
                 Some(p) => p,
                 none => none.insert(
-                    Presenter::new(&searcher, &*query, fields).map_err(SearchError::Index)?,
+                    Presenter::new(&searcher, stats, &*query, fields)
+                        .map_err(SearchError::Index)?,
                 ),
             };
             let stored: TantivyDocument = searcher.doc(address).map_err(SearchError::Index)?;

@@ -227,7 +227,7 @@ impl ShardSearcher {
         if collected.is_empty() {
             return Ok(Vec::new());
         }
-        let presenter = Presenter::new(searcher, query, self.shard.fields)?;
+        let presenter = Presenter::new(searcher, &self.shard.stats, query, self.shard.fields)?;
         collected
             .into_iter()
             .map(|c| {

@@ -3,29 +3,56 @@
 //! whether the query phase filled it (one-phase search) or a later fetch did
 //! (two-phase search).
 
-use tantivy::query::Query;
+use std::collections::{BTreeMap, BTreeSet};
+
+use tantivy::query::{Bm25StatisticsProvider, Query};
 use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{Searcher, TantivyDocument};
+use tantivy::{Score, Searcher, TantivyDocument, Term};
 
 use crate::schema::Fields;
 
 /// Longest snippet, in characters.
 pub const SNIPPET_CHARS: usize = 160;
 
-/// Builds titles and snippets for one query over one searcher (snippets
-/// weigh the query's terms by the searcher's statistics, so both phases must
-/// use the same shard's searcher to agree).
+/// Builds titles and snippets for one query over one searcher.
 pub struct Presenter {
     snippets: SnippetGenerator,
     fields: Fields,
 }
 
 impl Presenter {
-    /// A presenter highlighting `query`'s terms in the body.
-    pub fn new(searcher: &Searcher, query: &dyn Query, fields: Fields) -> tantivy::Result<Self> {
-        let mut snippets = SnippetGenerator::create(searcher, query, fields.body)?;
-        snippets.set_max_num_chars(SNIPPET_CHARS);
+    /// A presenter highlighting `query`'s terms in the body. A snippet is
+    /// the body's passage whose query terms weigh most, rarer terms more
+    /// (1 / (1 + document frequency), as tantivy weighs them); the
+    /// frequencies come from `statistics` — the corpus's, not the shard's —
+    /// so a hit gets the same snippet whichever shard holds it, the same as
+    /// one index over the corpus would give.
+    pub fn new(
+        searcher: &Searcher,
+        statistics: &dyn Bm25StatisticsProvider,
+        query: &dyn Query,
+        fields: Fields,
+    ) -> tantivy::Result<Self> {
+        let mut terms: BTreeSet<&Term> = BTreeSet::new();
+        query.query_terms(&mut |term, _| {
+            if term.field() == fields.body {
+                terms.insert(term);
+            }
+        });
+        let mut weights: BTreeMap<String, Score> = BTreeMap::new();
+        for term in terms {
+            let value = term.value();
+            let Some(text) = value.as_str() else {
+                continue;
+            };
+            let doc_freq = statistics.doc_freq(term)?;
+            if doc_freq > 0 {
+                weights.insert(text.to_string(), 1.0 / (1.0 + doc_freq as Score));
+            }
+        }
+        let tokenizer = searcher.index().tokenizer_for_field(fields.body)?;
+        let snippets = SnippetGenerator::new(weights, tokenizer, fields.body, SNIPPET_CHARS);
         Ok(Presenter { snippets, fields })
     }
 

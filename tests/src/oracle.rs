@@ -14,13 +14,16 @@
 
 use std::path::Path;
 
-use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::query::QueryParser;
-use tantivy::schema::Value;
+use tantivy::collector::{Collector, DocSetCollector, SegmentCollector};
+use tantivy::query::{QueryParser, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::snippet::SnippetGenerator;
 use tantivy::{
     DocAddress, DocId, Index, IndexReader, Score, SegmentOrdinal, SegmentReader, TantivyDocument,
+    Term,
 };
 
+use searchtree_leaf::snippet::SNIPPET_CHARS;
 use searchtree_leaf::{schema, sum_order};
 use searchtree_proto::pb::Hit;
 
@@ -86,6 +89,38 @@ impl Oracle {
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
         hits.truncate(k);
         (hits, total)
+    }
+
+    /// The title and snippet (HTML, at most [`SNIPPET_CHARS`] characters)
+    /// one index gives each of `ids` for `query`: tantivy's own snippet
+    /// generator over the whole corpus.
+    pub fn presented(&self, query: &str, ids: &[&str]) -> Vec<(String, String)> {
+        let searcher = self.reader.searcher();
+        let schema = self.index.schema();
+        let fields = schema::fields_of(&schema).expect("schema");
+        let query = self.parser.parse_query(query).expect("oracle parses");
+        let mut snippets =
+            SnippetGenerator::create(&searcher, &*query, fields.body).expect("snippets");
+        snippets.set_max_num_chars(SNIPPET_CHARS);
+        ids.iter()
+            .map(|id| {
+                let term = Term::from_field_text(fields.id, id);
+                let found = searcher
+                    .search(
+                        &TermQuery::new(term, IndexRecordOption::Basic),
+                        &DocSetCollector,
+                    )
+                    .expect("id lookup");
+                let address = *found.iter().next().expect("id in the oracle");
+                let doc: TantivyDocument = searcher.doc(address).expect("doc");
+                let title = doc
+                    .get_first(fields.title)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                (title, snippets.snippet_from_doc(&doc).to_html())
+            })
+            .collect()
     }
 }
 

@@ -257,3 +257,48 @@ async fn conjunctions_of_three_or_more_terms_add_up_as_one_index_does() {
     assert!(nonempty >= 60, "only {nonempty} searches had hits");
     tree.shutdown().await;
 }
+
+/// Titles and snippets are one index's too, in one phase (each leaf fills
+/// its hits) and in two (the root fetches them for the global top-k): a
+/// snippet is the body passage whose query terms weigh most, rarer terms
+/// more, and a leaf weighs them by the corpus's frequencies, not its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn titles_and_snippets_are_one_index_s_in_both_phases() {
+    let fx = fixture(TMP);
+    let oracle = Oracle::open(&fx.whole.join("shards/shard-000"));
+    for one_phase in [true, false] {
+        let mut topology = Topology::load(&fx.sharded.join(TOPOLOGY_FILE)).expect("topology");
+        topology.root.one_phase = one_phase;
+        let path = fx.sharded.join(format!("phases-{one_phase}.toml"));
+        std::fs::write(&path, topology.to_toml()).expect("write topology");
+        let tree = start_tree(&path).await;
+        let mut root = client(tree.root_addr()).await;
+        let mut snippets = 0;
+        let mut queries = bundled::queries();
+        queries.extend([
+            "letter alphabet",
+            "common law",
+            "french language",
+            "planetary nebula",
+        ]);
+        for query in queries {
+            let got = search(&mut root, query, 10, Count::Exact).await;
+            assert_eq!(got.hits_unfetched, 0, "{query:?}");
+            let ids: Vec<&str> = got.hits.iter().map(|h| h.doc_id.as_str()).collect();
+            for (hit, (title, snippet)) in got.hits.iter().zip(oracle.presented(query, &ids)) {
+                assert_eq!(hit.title, title, "{query:?}: title of {}", hit.doc_id);
+                assert_eq!(
+                    hit.snippet, snippet,
+                    "{query:?} (one phase: {one_phase}): snippet of {}",
+                    hit.doc_id
+                );
+                snippets += usize::from(snippet.contains("<b>"));
+            }
+        }
+        assert!(
+            snippets >= 1000,
+            "only {snippets} snippets highlight a term"
+        );
+        tree.shutdown().await;
+    }
+}
