@@ -8,7 +8,7 @@ use searchtree_proto::pb::{
     Coverage, FailureReason, Hit, SearchResponse, ShardFailure, ShardSource,
 };
 use searchtree_proto::query::{Quoted, truncate_chars};
-use tantivy::query::{Query, QueryParser};
+use tantivy::query::{Query, QueryParser, QueryParserError};
 use tantivy::{Searcher, TantivyDocument};
 
 use crate::collector::{Pruning, Stop, TopById};
@@ -27,6 +27,10 @@ pub const MIN_PRUNED_DOCS: u64 = 16_384;
 /// The longest part of tantivy's explanation quoted in an error, in
 /// characters: its messages may echo the query, which must stay short.
 const REASON_CHARS: usize = 160;
+
+/// Why a query with no positive part is refused.
+const NOTHING_TO_MATCH: &str = "nothing in it can match: it has only excluded terms \
+    (-word, NOT word) or punctuation without words; add a word to search for";
 
 /// Why a shard search failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +122,12 @@ impl ShardSearcher {
             .parse_query(query)
             .map_err(|e| SearchError::InvalidQuery {
                 query: Quoted::new(query),
-                reason: truncate_chars(&e.to_string(), REASON_CHARS),
+                reason: match e {
+                    // tantivy's words for it ("only excluding terms given")
+                    // puzzle a person who typed punctuation alone.
+                    QueryParserError::AllButQueryForbidden => NOTHING_TO_MATCH.into(),
+                    e => truncate_chars(&e.to_string(), REASON_CHARS),
+                },
             })?;
         Ok(sum_order::in_query_order(parsed.as_ref()).unwrap_or(parsed))
     }

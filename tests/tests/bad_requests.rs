@@ -22,6 +22,10 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
             ("title:(", 10, "cannot parse query"),
             ("nosuchfield:paris", 10, "nosuchfield"),
             ("paris", 1001, "top_k 1001 is too large"),
+            ("-paris", 10, "only excluded terms"),
+            // Punctuation has no words to search: said as much, not
+            // blamed on exclusions the query does not have.
+            ("! !", 10, "punctuation"),
         ] {
             let status = search(&mut node, query, top_k)
                 .await
