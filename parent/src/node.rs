@@ -141,8 +141,12 @@ impl InnerNode {
     }
 
     /// The cached answer to `params`, if the node has a fresh one: lets the
-    /// root answer a hit before admission, which a hit does not need.
+    /// root answer a hit before admission, which a hit does not need. A
+    /// profiled search is timed as a real one: never answered from here.
     pub async fn cached(&self, params: &SearchParams) -> Option<SearchResponse> {
+        if params.profile {
+            return None;
+        }
         let started = Instant::now();
         let mut hit = self.cache.as_ref()?.lookup(params).await?;
         hit.took_us = started.elapsed().as_micros() as u64;
@@ -150,8 +154,12 @@ impl InnerNode {
     }
 
     /// Keeps `response`, a complete answer to `params` assembled by the
-    /// caller (the root's fetched answer), in the result cache, if any.
+    /// caller (the root's fetched answer), in the result cache, if any. A
+    /// profiled answer is not kept: its timings belong to one request.
     pub async fn remember(&self, params: &SearchParams, response: &SearchResponse) {
+        if params.profile {
+            return;
+        }
         if let Some(cache) = &self.cache {
             cache.remember(params, response).await;
         }

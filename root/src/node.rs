@@ -166,6 +166,8 @@ impl RootNode {
                 &pinned
             }
         };
+        // A profiled search is timed as a real one: `cached` never answers
+        // it, here or for the query phase below.
         if self.fetch.is_some()
             && !params.ids_only
             && let Some(hit) = self.node.cached(params).await
@@ -210,11 +212,7 @@ impl RootNode {
         };
         // A cached answer is complete (no canary needed), and its round trip
         // says nothing of the tree's load: no admission sample (below).
-        // A profiled search is timed as a real one: not from the cache.
-        let hit = match params.profile {
-            true => None,
-            false => self.node.cached(&query).await,
-        };
+        let hit = self.node.cached(&query).await;
         let from_cache = hit.is_some();
         let mut response = match (hit, &self.canary) {
             (Some(hit), _) => Ok(hit),
@@ -223,9 +221,7 @@ impl RootNode {
         };
         if let (Some(phase), Ok(answer)) = (fetch, response.as_mut()) {
             phase.fill(&self.node, params, answer, deadline).await;
-            if !params.profile {
-                self.node.remember(params, answer).await;
-            }
+            self.node.remember(params, answer).await;
         }
         let permit = permit.filter(|_| !from_cache);
         if let (Some(permit), Some(admission)) = (permit, &self.admission) {
@@ -439,6 +435,39 @@ mod tests {
         assert_eq!((leaf.calls(), leaf.fetch_calls()), (1, 1));
         assert_eq!(again.hits, first.hits, "titles and snippets included");
         assert_eq!(r.inner().counters().get(InnerCounter::CacheHits), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_profiled_two_phase_query_is_searched_and_not_kept_though_cached() {
+        let leaf = Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0), ("b", 0.5)]));
+        leaf.set_snapshot("v1");
+        let node = InnerNode::new(
+            "root",
+            vec![leaf.clone()],
+            InnerTiming::default(),
+            inner_counters("root"),
+        )
+        .with_cache(Some(searchtree_parent::cache::CacheConfig {
+            max_bytes: 1 << 20,
+            ttl: Duration::from_secs(60),
+        }));
+        let r = RootNode::new(node);
+        let profiled = || SearchRequest {
+            profile: true,
+            ..request(1.0)
+        };
+        // Asked profiled first: searched, fetched, and not kept.
+        let first = ask(&r, profiled(), None).await.unwrap();
+        assert!(first.profile.is_some());
+        assert_eq!((leaf.calls(), leaf.fetch_calls()), (1, 1));
+        ask(&r, request(1.0), None).await.unwrap();
+        assert_eq!((leaf.calls(), leaf.fetch_calls()), (2, 2), "nothing kept");
+        // The plain answer is cached now; a profiled repeat still searches.
+        let again = ask(&r, profiled(), None).await.unwrap();
+        assert!(again.profile.is_some(), "a profiled answer has its profile");
+        assert_eq!((leaf.calls(), leaf.fetch_calls()), (3, 3));
+        assert!(again.hits.iter().all(|h| !h.title.is_empty()));
+        assert_eq!(r.inner().counters().get(InnerCounter::CacheHits), 0);
     }
 
     #[tokio::test(start_paused = true)]
