@@ -75,6 +75,7 @@ pub fn reason_name(reason: i32) -> &'static str {
         FailureReason::Unavailable => "unavailable",
         FailureReason::Error => "error",
         FailureReason::Lost => "lost",
+        FailureReason::VersionMissing => "version_missing",
         FailureReason::Unspecified => "unspecified",
     }
 }

@@ -40,10 +40,26 @@ pub enum ChildError {
     Lost(String),
 }
 
+/// How a leaf's refusal of a snapshot version it does not hold begins, as
+/// [`ChildError`] renders it: the status code, then the leaf's
+/// `version-missing:` prefix (`VERSION_MISSING` in the leaf's searcher).
+const VERSION_MISSING: &str = "FailedPrecondition: version-missing:";
+
 impl ChildError {
     /// Whether another replica might succeed where this one failed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, ChildError::Unavailable(_))
+    }
+
+    /// If this is a leaf's refusal of the version a request is pinned to,
+    /// the rest of its message (which lists the versions the leaf holds):
+    /// replica groups catch such a replica up, and a shard failing so is
+    /// counted as [`FailureReason::VersionMissing`](searchtree_proto::pb::FailureReason).
+    pub fn version_missing(&self) -> Option<&str> {
+        match self {
+            ChildError::Failed(msg) => msg.strip_prefix(VERSION_MISSING),
+            _ => None,
+        }
     }
 }
 
@@ -59,6 +75,8 @@ impl From<crate::error::NodeError> for ChildError {
             E::Invalid(msg) => ChildError::InvalidArgument(msg),
             E::Timeout(msg) => ChildError::Timeout(msg),
             E::Unavailable(msg) | E::Overloaded(msg) => ChildError::Unavailable(msg),
+            // As a gRPC child's would read (see `From<tonic::Status>`).
+            E::VersionMissing(msg) => ChildError::Failed(format!("FailedPrecondition: {msg}")),
             E::Internal(msg) => ChildError::Failed(msg),
         }
     }

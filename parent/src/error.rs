@@ -15,6 +15,11 @@ pub enum NodeError {
     /// Nothing could be answered: the shards failed (`UNAVAILABLE`).
     #[error("{0}")]
     Unavailable(String),
+    /// Nothing could be answered: no shard holds the snapshot version the
+    /// request is pinned to, so asking again cannot help
+    /// (`FAILED_PRECONDITION`).
+    #[error("{0}")]
+    VersionMissing(String),
     /// The node is past its capacity and sheds the request
     /// (`RESOURCE_EXHAUSTED`).
     #[error("{0}")]

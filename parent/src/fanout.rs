@@ -786,6 +786,7 @@ fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
         ChildError::Timeout(_) => FailureReason::Timeout,
         ChildError::Unavailable(_) => FailureReason::Unavailable,
         ChildError::Lost(_) => FailureReason::Lost,
+        _ if err.version_missing().is_some() => FailureReason::VersionMissing,
         ChildError::InvalidArgument(_) | ChildError::Failed(_) => FailureReason::Error,
     };
     let n = child.shards().len() as u32;
@@ -1088,6 +1089,30 @@ mod tests {
         assert_eq!((c.shards_ok, c.shards_timed_out), (1, 1));
         assert_eq!(c.failures[0].shard, 1);
         assert_eq!(counters.get(InnerCounter::ChildrenAskedAgain), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_lacking_the_version_is_told_from_other_errors() {
+        let refused = |shard: u32, msg: &str| {
+            let err = ChildError::from(tonic::Status::failed_precondition(msg));
+            Arc::new(FakeChild::failing(shard, ms(1), err))
+        };
+        let children = vec![
+            refused(0, "version-missing: shard 0 holds versions [1], not 9"),
+            refused(1, "the data directory is gone"),
+        ];
+        let (f, _) = fanout(&children, FanOutOptions::default());
+        let r = f
+            .search(&params(10), Instant::now() + ms(50))
+            .await
+            .unwrap();
+        let c = r.coverage.unwrap();
+        let reasons: Vec<_> = c.failures.iter().map(|f| f.reason()).collect();
+        assert_eq!(
+            reasons,
+            [FailureReason::VersionMissing, FailureReason::Error]
+        );
+        assert!(c.failures[0].message.contains("holds versions [1], not 9"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,6 +55,7 @@ impl From<NodeError> for Status {
             NodeError::Invalid(msg) => Status::invalid_argument(msg),
             NodeError::Timeout(msg) => Status::deadline_exceeded(msg),
             NodeError::Unavailable(msg) => Status::unavailable(msg),
+            NodeError::VersionMissing(msg) => Status::failed_precondition(msg),
             NodeError::Overloaded(msg) => Status::resource_exhausted(msg),
             NodeError::Internal(msg) => Status::internal(msg),
         }
@@ -81,6 +82,10 @@ mod tests {
         assert_eq!(
             code(NodeError::Unavailable(String::new())),
             Code::Unavailable
+        );
+        assert_eq!(
+            code(NodeError::VersionMissing(String::new())),
+            Code::FailedPrecondition
         );
         assert_eq!(
             code(NodeError::Overloaded(String::new())),

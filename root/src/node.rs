@@ -379,6 +379,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_version_no_leaf_holds_is_refused_as_a_failed_precondition() {
+        let lacking = |shard: u32| -> Arc<dyn Child> {
+            let err = ChildError::from(tonic::Status::failed_precondition(format!(
+                "version-missing: shard {shard} holds versions [1], not 999"
+            )));
+            Arc::new(FakeChild::failing(shard, ms(1), err))
+        };
+        let r = root(vec![lacking(0), lacking(1)]);
+        let pinned = SearchRequest {
+            version: 999,
+            ..request(0.0)
+        };
+        let err = ask(&r, pinned.clone(), None).await.unwrap_err();
+        let NodeError::VersionMissing(msg) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(msg.contains("none holds version 999"), "{msg}");
+        assert!(msg.contains("shard 1 holds versions [1], not 999"), "{msg}");
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::FailedPrecondition
+        );
+        // One shard down for another reason: worth retrying.
+        let r = root(vec![
+            lacking(0),
+            Arc::new(FakeChild::failing(
+                1,
+                ms(1),
+                ChildError::Unavailable("down".into()),
+            )),
+        ]);
+        let err = ask(&r, pinned, None).await.unwrap_err();
+        assert!(matches!(err, NodeError::Unavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_cached_answer_needs_no_canary_and_no_child() {
         let leaf = Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0)]));
         leaf.set_snapshot("v1");

@@ -4,10 +4,15 @@
 //! saying what is missing. The root turns it into an error only when nothing
 //! at all could be answered, or when the client asked for strict mode with
 //! `min_coverage` and the answer falls short.
+//!
+//! The code tells the client whether asking again may help: a shard that ran
+//! out of time or failed may answer next time (`DEADLINE_EXCEEDED`,
+//! `UNAVAILABLE`), but when every shard refused because it does not hold
+//! the version the request is pinned to, none will (`FAILED_PRECONDITION`).
 
 use searchtree_parent::{InnerCounter, NodeError};
 use searchtree_proto::SearchParams;
-use searchtree_proto::pb::{Coverage, SearchResponse};
+use searchtree_proto::pb::{Coverage, FailureReason, SearchResponse};
 use searchtree_proto::query::truncate_bytes;
 
 /// The longest status message the root sends, in bytes: it travels in an
@@ -37,8 +42,10 @@ impl Refusal {
 }
 
 /// Passes `response` through, or refuses it: `DEADLINE_EXCEEDED` when shards
-/// are missing because time ran out, `UNAVAILABLE` when they failed. The
-/// message carries the coverage and what went wrong with each missing shard.
+/// are missing because time ran out, `FAILED_PRECONDITION` when no shard
+/// answered and every one lacks the version asked for, `UNAVAILABLE` when
+/// they failed otherwise. The message carries the coverage and what went
+/// wrong with each missing shard.
 pub fn judge(
     params: &SearchParams,
     response: SearchResponse,
@@ -55,7 +62,17 @@ pub fn judge(
         return Ok(response);
     };
     let timed_out = c.shards_timed_out > 0;
+    let version_missing = refusal == Refusal::NothingAnswered
+        && !timed_out
+        && !c.failures.is_empty()
+        && c.failures
+            .iter()
+            .all(|f| f.reason == FailureReason::VersionMissing as i32);
     let headline = match refusal {
+        Refusal::NothingAnswered if version_missing => format!(
+            "no shard could answer: none holds version {}",
+            params.version
+        ),
         Refusal::NothingAnswered => "no shard could answer".to_string(),
         Refusal::BelowMinCoverage => format!(
             "coverage {} is below min_coverage {:.1}%",
@@ -74,6 +91,8 @@ pub fn judge(
     );
     let error = if timed_out {
         NodeError::Timeout(message)
+    } else if version_missing {
+        NodeError::VersionMissing(message)
     } else {
         NodeError::Unavailable(message)
     };
@@ -167,5 +186,43 @@ mod tests {
         );
         let (_, err) = judge(&params(0.0), answer(0, 4, 0)).unwrap_err();
         assert!(matches!(err, NodeError::Timeout(_)));
+    }
+
+    /// `answer` with the failures of `shards` reported as version-missing.
+    fn lacking(mut response: SearchResponse, shards: &[u32]) -> SearchResponse {
+        let c = response.coverage.as_mut().unwrap();
+        for f in c.failures.iter_mut().filter(|f| shards.contains(&f.shard)) {
+            f.reason = FailureReason::VersionMissing as i32;
+            f.message = format!(
+                "leaf-{}: error: FailedPrecondition: version-missing: shard {} holds versions [1], not 9",
+                f.shard, f.shard
+            );
+        }
+        response
+    }
+
+    #[test]
+    fn a_version_no_shard_holds_is_a_failed_precondition_not_worth_retrying() {
+        let pinned = SearchParams {
+            version: 9,
+            ..params(0.0)
+        };
+        let (refusal, err) = judge(&pinned, lacking(answer(0, 0, 2), &[0, 1])).unwrap_err();
+        assert_eq!(refusal, Refusal::NothingAnswered);
+        let NodeError::VersionMissing(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            msg.starts_with("no shard could answer: none holds version 9: shard 0: "),
+            "{msg}"
+        );
+        assert!(msg.contains("version-missing: shard 1 holds versions [1], not 9"));
+        // Mixed with other failures, or with shards out of time: retryable.
+        let (_, err) = judge(&pinned, lacking(answer(0, 0, 2), &[0])).unwrap_err();
+        assert!(matches!(err, NodeError::Unavailable(_)), "{err:?}");
+        let (_, err) = judge(&pinned, lacking(answer(0, 1, 1), &[1])).unwrap_err();
+        assert!(matches!(err, NodeError::Timeout(_)), "{err:?}");
+        // Some shards answered: a partial answer, as for any failure.
+        assert!(judge(&pinned, lacking(answer(1, 0, 1), &[1])).is_ok());
     }
 }

@@ -36,9 +36,6 @@ use super::state::Rotation;
 use crate::child::{ChildError, endpoint};
 use crate::counters::InnerCounter;
 
-/// How a leaf's refusal of a version it does not hold begins (after the
-/// status code, as [`ChildError`] renders it).
-const VERSION_MISSING: &str = "FailedPrecondition: version-missing:";
 /// The first wait before a failed catch-up is tried again; it doubles per
 /// failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -62,10 +59,7 @@ enum Refusal {
 /// one. The leaf's message lists what it holds (`holds versions [3, 4], not
 /// 5`); a message without the list counts as behind.
 fn refusal(err: &ChildError, wanted: u64) -> Option<Refusal> {
-    let ChildError::Failed(msg) = err else {
-        return None;
-    };
-    let rest = msg.strip_prefix(VERSION_MISSING)?;
+    let rest = err.version_missing()?;
     if wanted == 0 {
         // "The current version" cannot be missing; nothing to catch up to.
         return None;
