@@ -35,6 +35,8 @@ pub struct FakeChild {
     pub budgets: Arc<Mutex<Vec<Duration>>>,
     /// Fetch calls started.
     pub fetches: Arc<AtomicUsize>,
+    /// The ids every fetch asked for, in the order asked.
+    pub fetched: Arc<Mutex<Vec<String>>>,
     /// The snapshot version each search, then each fetch, asked for.
     pub versions: Arc<Mutex<Vec<(&'static str, u64)>>>,
 }
@@ -72,6 +74,7 @@ impl FakeChild {
             cancelled: Arc::default(),
             budgets: Arc::default(),
             fetches: Arc::default(),
+            fetched: Arc::default(),
             versions: Arc::default(),
         }
     }
@@ -203,6 +206,10 @@ impl Child for FakeChild {
         budget: Duration,
     ) -> BoxFuture<'_, Result<FetchResponse, ChildError>> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
+        self.fetched
+            .lock()
+            .expect("fetched lock")
+            .extend(request.docs.iter().map(|d| d.doc_id.clone()));
         self.versions
             .lock()
             .expect("versions lock")

@@ -2,9 +2,10 @@
 //! shards hold it, all children at once, and whatever has come back by the
 //! deadline is the answer. A document whose child failed, was late or holds
 //! no such document is reported as such; a fetch never fails as a whole
-//! for a child's sake (as a search does not).
+//! for a child's sake (as a search does not). A document asked for twice is
+//! fetched once and answered twice, so the answer lines up with the request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -44,69 +45,78 @@ impl Fetcher {
     }
 
     /// Fetches `params.docs` from the children holding them, answering by
-    /// `answer_at`: hits come back in the order asked; documents of a shard
-    /// no child holds are `not_found`; those whose child failed or had not
-    /// answered by then are `unfetched` (the late calls are dropped, which
-    /// cancels them).
+    /// `answer_at`. Each distinct document is asked for once, and answered
+    /// once per time it was asked, in the order asked: as a hit; as
+    /// `not_found` if no child holds its shard or its child has no such
+    /// document; else as `unfetched` (its child failed, had not answered by
+    /// then, or left it out; the late calls are dropped, which cancels
+    /// them).
     pub async fn fetch(&self, params: &FetchParams, answer_at: Instant) -> FetchResponse {
         let started = Instant::now();
         self.counters.inc(InnerCounter::Fetches);
-        let mut answer = FetchResponse::default();
         let mut routed: Vec<Vec<DocRef>> = vec![Vec::new(); self.children.len()];
+        let mut asked: HashSet<(&str, u32)> = HashSet::new();
         for doc in &params.docs {
-            match self.by_shard.get(&doc.shard) {
-                Some(&i) => routed[i].push(doc.clone()),
-                None => answer.not_found.push(doc.clone()),
+            if let Some(&i) = self.by_shard.get(&doc.shard)
+                && asked.insert((doc.doc_id.as_str(), doc.shard))
+            {
+                routed[i].push(doc.clone());
             }
         }
-        // What each child was asked for, until it answers.
-        let mut pending: HashMap<usize, Vec<DocRef>> = routed
+        // The children asked, until they answer.
+        let mut pending: HashSet<usize> = routed
+            .iter()
+            .enumerate()
+            .filter(|(_, docs)| !docs.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        let mut calls: FuturesUnordered<_> = routed
             .into_iter()
             .enumerate()
             .filter(|(_, docs)| !docs.is_empty())
-            .collect();
-        let mut calls: FuturesUnordered<_> = pending
-            .iter()
-            .map(|(&i, docs)| self.call(i, params, docs.clone(), answer_at))
+            .map(|(i, docs)| self.call(i, params, docs, answer_at))
             .collect();
         let mut fetched: HashMap<(String, u32), Hit> = HashMap::new();
+        let mut not_found: HashSet<(String, u32)> = HashSet::new();
         let deadline = tokio::time::sleep_until(answer_at);
         tokio::pin!(deadline);
         while !calls.is_empty() {
             tokio::select! {
                 biased;
                 Some((i, result)) = calls.next() => {
-                    let docs = pending.remove(&i).unwrap_or_default();
+                    pending.remove(&i);
                     match result {
                         Ok(part) => {
                             for hit in part.hits {
                                 fetched.insert((hit.doc_id.clone(), hit.shard), hit);
                             }
-                            answer.not_found.extend(part.not_found);
-                            answer.unfetched.extend(part.unfetched);
+                            not_found.extend(part.not_found.into_iter().map(|d| (d.doc_id, d.shard)));
                         }
                         Err(err) => {
                             self.counters.inc(InnerCounter::FetchFailures);
                             tracing::debug!(child = self.children[i].name(), %err, "fetch failed");
-                            answer.unfetched.extend(docs);
                         }
                     }
                 }
                 _ = &mut deadline => {
                     self.counters.add(InnerCounter::FetchFailures, pending.len() as u64);
-                    answer.unfetched.extend(pending.drain().flat_map(|(_, docs)| docs));
                     break;
                 }
             }
         }
-        // In the order asked; a child's hit for a document not asked is dropped.
-        answer.hits = params
-            .docs
-            .iter()
-            .filter_map(|d| fetched.remove(&(d.doc_id.clone(), d.shard)))
-            .collect();
-        answer.not_found = in_order(&params.docs, answer.not_found);
-        answer.unfetched = in_order(&params.docs, answer.unfetched);
+        // One answer per document asked, in the order asked; a child's hit
+        // for a document not asked is dropped.
+        let mut answer = FetchResponse::default();
+        for doc in &params.docs {
+            let key = (doc.doc_id.clone(), doc.shard);
+            if let Some(hit) = fetched.get(&key) {
+                answer.hits.push(hit.clone());
+            } else if !self.by_shard.contains_key(&doc.shard) || not_found.contains(&key) {
+                answer.not_found.push(doc.clone());
+            } else {
+                answer.unfetched.push(doc.clone());
+            }
+        }
         self.counters
             .add(InnerCounter::FetchUnfetched, answer.unfetched.len() as u64);
         answer.took_us = started.elapsed().as_micros() as u64;
@@ -138,20 +148,6 @@ impl Fetcher {
         }
         (i, result)
     }
-}
-
-/// `some` (documents of `asked`) in the order of `asked`, so answers do not
-/// depend on which child answered first.
-fn in_order(asked: &[DocRef], mut some: Vec<DocRef>) -> Vec<DocRef> {
-    if some.len() > 1 {
-        let at: HashMap<(&str, u32), usize> = asked
-            .iter()
-            .enumerate()
-            .map(|(i, d)| ((d.doc_id.as_str(), d.shard), i))
-            .collect();
-        some.sort_by_key(|d| at.get(&(d.doc_id.as_str(), d.shard)).copied());
-    }
-    some
 }
 
 #[cfg(test)]
@@ -224,6 +220,38 @@ mod tests {
         let calls: Vec<usize> = c.iter().map(|c| c.fetch_calls()).collect();
         assert_eq!(calls, [1, 0, 1], "one call per child holding a document");
         assert_eq!(f.counters.get(InnerCounter::Fetches), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_document_asked_twice_is_fetched_once_and_answered_twice() {
+        let c = children(ms(2));
+        c[2].set_down(true);
+        let f = fetcher(&c);
+        let asked = vec![
+            doc("00", 0),
+            doc("20", 2),
+            doc("10", 1),
+            doc("00", 0),
+            doc("nope", 0),
+            doc("x", 9),
+            doc("10", 1),
+            doc("nope", 0),
+            doc("20", 2),
+            doc("x", 9),
+        ];
+        let answer = f.fetch(&params(asked), Instant::now() + ms(50)).await;
+        let ids: Vec<&str> = answer.hits.iter().map(|h| h.doc_id.as_str()).collect();
+        assert_eq!(ids, ["00", "10", "00", "10"], "one hit per time asked");
+        assert_eq!(answer.hits[2].title, FakeChild::title_of("00"));
+        assert_eq!(
+            answer.not_found,
+            [doc("nope", 0), doc("x", 9), doc("nope", 0), doc("x", 9)]
+        );
+        assert_eq!(answer.unfetched, [doc("20", 2), doc("20", 2)]);
+        let sent = |i: usize| c[i].fetched.lock().unwrap().clone();
+        assert_eq!(sent(0), ["00", "nope"], "each distinct document once");
+        assert_eq!(sent(1), ["10"]);
+        assert_eq!(f.counters.get(InnerCounter::FetchUnfetched), 2);
     }
 
     #[tokio::test(start_paused = true)]
