@@ -60,6 +60,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    // `searchtree … | head` ends quietly, whichever command prints.
+    searchtree::closed_output::exit_quietly_when_closed();
     searchtree_node::serving::init_tracing();
     let cli = Cli::parse();
     // `up` sets its own from --tls-dir.

@@ -533,3 +533,26 @@ fn a_node_that_cannot_start_stops_up_with_its_error() {
     assert!(err.contains("doc_freqs.bin"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    // As `searchtree … | head -0`: the reader is gone before the first line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = searchtree()
+        .args([
+            "simulate",
+            "--leaves",
+            "4",
+            "--fanout",
+            "2",
+            "--queries",
+            "10",
+        ])
+        .stdout(writer)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
