@@ -87,7 +87,10 @@ impl RootNode {
         params: &FetchParams,
         deadline: Instant,
     ) -> Result<FetchResponse, NodeError> {
-        let version = self.pinned.for_request(params.version);
+        let version = self
+            .pinned
+            .for_request(params.version)
+            .map_err(NodeError::VersionMissing)?;
         if version == params.version {
             return self.node.fetch(params, deadline).await;
         }
@@ -156,7 +159,11 @@ impl RootNode {
         let counters = self.node.counters();
         // Every shard answers at the pinned version (the cache keys on it).
         let pinned;
-        let params = match self.pinned.for_request(params.version) {
+        let version = self
+            .pinned
+            .for_request(params.version)
+            .map_err(NodeError::VersionMissing)?;
+        let params = match version {
             v if v == params.version => params,
             version => {
                 pinned = SearchParams {

@@ -28,12 +28,20 @@ impl PinnedVersion {
     }
 
     /// The version a request asking for `requested` is sent at: its own if
-    /// it names one, else the pinned one.
-    pub fn for_request(&self, requested: u64) -> u64 {
-        if requested != 0 {
-            requested
-        } else {
-            self.get()
+    /// it names one, else the pinned one. A version newer than the pinned
+    /// one has not been published: refused here, with why, rather than sent
+    /// down, where every replica would refuse it and each replica group
+    /// would take its replicas for behind and out of rotation — one request
+    /// could empty the tree's rotation.
+    pub fn for_request(&self, requested: u64) -> Result<u64, String> {
+        let pinned = self.get();
+        match requested {
+            0 => Ok(pinned),
+            v if pinned != 0 && v > pinned => Err(format!(
+                "version {v} is not published: the tree answers at version {pinned} \
+                 (and at older versions its leaves still hold); 0 asks for the current one"
+            )),
+            v => Ok(v),
         }
     }
 }
@@ -45,12 +53,27 @@ mod tests {
     #[test]
     fn learning_at_start_never_overrides_a_publish() {
         let pin = PinnedVersion::default();
-        assert_eq!(pin.for_request(0), 0);
+        assert_eq!(pin.for_request(0), Ok(0));
         assert!(pin.learn(3));
-        assert_eq!(pin.for_request(0), 3);
-        assert_eq!(pin.for_request(2), 2, "a version asked for is kept");
+        assert_eq!(pin.for_request(0), Ok(3));
+        assert_eq!(pin.for_request(2), Ok(2), "a version asked for is kept");
         pin.set(4);
         assert!(!pin.learn(3));
         assert_eq!(pin.get(), 4);
+    }
+
+    #[test]
+    fn a_version_not_yet_published_is_refused_with_the_current_one() {
+        let pin = PinnedVersion::default();
+        // Before the root knows, the leaves judge.
+        assert_eq!(pin.for_request(999), Ok(999));
+        pin.set(4);
+        assert_eq!(pin.for_request(4), Ok(4));
+        let refused = pin.for_request(999).unwrap_err();
+        assert!(
+            refused.contains("version 999 is not published"),
+            "{refused}"
+        );
+        assert!(refused.contains("at version 4"), "{refused}");
     }
 }
