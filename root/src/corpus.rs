@@ -111,17 +111,9 @@ impl RootCorpus {
             return Ok((current, leaves));
         }
         let pinned = self.pinned.get();
-        let lagging: Vec<&LeafVersions> = leaves
-            .iter()
-            .filter(|l| l.reachable && l.current != pinned)
-            .collect();
-        let can_activate = pinned > 0
-            && lagging
-                .iter()
-                .all(|l| l.current < pinned && l.installed.contains(&pinned));
-        if !can_activate {
+        let Some(lagging) = to_activate(&leaves, pinned) else {
             return agreed_current(&leaves).map(|current| (current, leaves));
-        }
+        };
         let names: Vec<&str> = lagging.iter().map(|l| l.replica.as_str()).collect();
         tracing::info!(version = pinned, leaves = ?names, "activating the pinned version on leaves that missed it");
         self.node
@@ -193,6 +185,22 @@ impl RootCorpus {
             took_us: searchtree_proto::deadline::micros(started.elapsed()),
         })
     }
+}
+
+/// The reachable leaves to activate at `pinned` so that all agree: those
+/// serving an older version while holding the pinned one. `None` when that
+/// would not settle them: a leaf serving something else, or none to
+/// activate (no leaf answered: an Activate then would tell the parents a
+/// publish ended, and they would forget which replicas missed a load).
+fn to_activate(leaves: &[LeafVersions], pinned: u64) -> Option<Vec<&LeafVersions>> {
+    let lagging: Vec<&LeafVersions> = leaves
+        .iter()
+        .filter(|l| l.reachable && l.current != pinned)
+        .collect();
+    let settles = lagging
+        .iter()
+        .all(|l| l.current < pinned && l.installed.contains(&pinned));
+    (pinned > 0 && !lagging.is_empty() && settles).then_some(lagging)
 }
 
 /// The current version every reachable leaf serves, or a refusal naming
@@ -375,6 +383,23 @@ mod tests {
             installed: installed.to_vec(),
             ..LeafVersions::default()
         }
+    }
+
+    #[test]
+    fn only_reachable_leaves_holding_the_pinned_version_are_activated() {
+        // One leaf missed the Activate of v3: activating it settles them.
+        let missed = [leaf(0, 4000, 3, &[2, 3]), leaf(1, 4001, 2, &[2, 3])];
+        let lagging = to_activate(&missed, 3).expect("activate");
+        assert_eq!(lagging.len(), 1);
+        assert_eq!(lagging[0].replica, "127.0.0.1:4001");
+        // A leaf lacking v3 must catch up from a sibling instead.
+        assert!(to_activate(&[leaf(0, 4000, 3, &[3]), leaf(1, 4001, 2, &[2])], 3).is_none());
+        // No leaf answered: nothing to activate, and no Activate may tell
+        // the parents that a publish ended.
+        let mut gone = leaf(0, 4000, 0, &[]);
+        gone.reachable = false;
+        assert!(to_activate(&[gone.clone(), gone], 3).is_none());
+        assert!(to_activate(&missed, 0).is_none(), "nothing pinned yet");
     }
 
     #[test]

@@ -423,7 +423,12 @@ impl CorpusNode {
     }
 
     /// Activate: every replica below makes `version` its current one; the
-    /// ones that fail are named. The missed set starts afresh.
+    /// ones that fail are named. When `version` is the one prepared here
+    /// (the last step of a publish), the missed set starts afresh: the
+    /// replicas that missed the load were left out of it and catch up from
+    /// a sibling. Any other Activate (a leaf that missed an earlier one,
+    /// brought to the pinned version) leaves it alone: the load's staged
+    /// operations are not published yet, and its misses still count.
     pub async fn activate(&self, request: ActivateRequest) -> Result<ActivateResponse, Status> {
         if request.version == 0 {
             return Err(Status::invalid_argument("Activate needs a version"));
@@ -452,8 +457,14 @@ impl CorpusNode {
                 }
             }
         }
-        self.missed.lock().expect("missed lock").clear();
-        *self.prepared.lock().expect("prepared lock") = None;
+        let mut prepared = self.prepared.lock().expect("prepared lock");
+        if prepared
+            .as_ref()
+            .is_some_and(|(v, _, _)| *v == request.version)
+        {
+            self.missed.lock().expect("missed lock").clear();
+            *prepared = None;
+        }
         Ok(response)
     }
 
