@@ -45,6 +45,8 @@ pub struct FakeLeafState {
     pub failing: Option<Status>,
     /// Refuse Install only.
     pub failing_install: bool,
+    /// Never answer Versions (a hung process).
+    pub hung_versions: bool,
     /// The batches it received (seq given by its parent, op ids).
     pub batches: Vec<(u64, Vec<String>)>,
     /// The shard count each Load stream carried in its metadata.
@@ -258,6 +260,9 @@ impl Corpus for FakeLeaf {
         _request: Request<VersionsRequest>,
     ) -> Result<Response<VersionsResponse>, Status> {
         self.refusal()?;
+        if self.state.lock().expect("fake leaf").hung_versions {
+            std::future::pending::<()>().await;
+        }
         let s = self.state.lock().expect("fake leaf");
         Ok(Response::new(VersionsResponse {
             leaves: vec![LeafVersions {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use searchtree_node::background;
-use searchtree_parent::corpus::publish_steps::term_chunks;
+use searchtree_parent::corpus::publish_steps::{VERSIONS_TIMEOUT, term_chunks};
 use searchtree_parent::corpus::service::{AnswerStream, leaf_only};
 use searchtree_parent::corpus::{CorpusNode, receiver_stream};
 use searchtree_proto::pb::corpus_server::Corpus;
@@ -61,7 +61,7 @@ impl RootCorpus {
         let (node, pinned) = (Arc::clone(&self.node), Arc::clone(&self.pinned));
         tokio::spawn(async move {
             loop {
-                let versions = node.versions().await;
+                let versions = node.versions(VERSIONS_TIMEOUT).await;
                 if let Some(current) = versions
                     .leaves
                     .iter()
@@ -106,7 +106,7 @@ impl RootCorpus {
     /// first; a leaf that lacks the version altogether is left to catch up
     /// from a sibling, and the leaves then disagree.
     async fn settled_versions(&self) -> Result<(u64, Vec<LeafVersions>), Status> {
-        let leaves = self.node.versions().await.leaves;
+        let leaves = self.node.versions(VERSIONS_TIMEOUT).await.leaves;
         if let Ok(current) = agreed_current(&leaves) {
             return Ok((current, leaves));
         }
@@ -119,7 +119,7 @@ impl RootCorpus {
         self.node
             .activate(ActivateRequest { version: pinned })
             .await?;
-        let leaves = self.node.versions().await.leaves;
+        let leaves = self.node.versions(VERSIONS_TIMEOUT).await.leaves;
         agreed_current(&leaves).map(|current| (current, leaves))
     }
 
@@ -344,9 +344,14 @@ impl Corpus for RootCorpus {
 
     async fn versions(
         &self,
-        _request: Request<VersionsRequest>,
+        request: Request<VersionsRequest>,
     ) -> Result<Response<VersionsResponse>, Status> {
-        let mut versions = self.node.versions().await;
+        // Within the caller's deadline, so that a hung leaf is named
+        // unreachable before the caller gives up on the whole answer.
+        let within = searchtree_proto::deadline::grpc_timeout(&request)
+            .unwrap_or(VERSIONS_TIMEOUT)
+            .min(VERSIONS_TIMEOUT);
+        let mut versions = self.node.versions(within).await;
         versions.pinned = self.pinned.get();
         Ok(Response::new(versions))
     }

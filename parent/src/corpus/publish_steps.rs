@@ -433,8 +433,26 @@ impl CorpusNode {
         if request.version == 0 {
             return Err(Status::invalid_argument("Activate needs a version"));
         }
-        let children = self.children();
-        let calls = all_replicas(&children).map(|(c, r)| {
+        // The end of a publish goes to the replicas that prepared its
+        // version (the others lack it: skipped, unreachable or failed, and
+        // a hung one would hold the publish for ACTIVATE_TIMEOUT); any
+        // other Activate to every replica.
+        let prepared_here = self
+            .prepared
+            .lock()
+            .expect("prepared lock")
+            .as_ref()
+            .filter(|(v, _, _)| *v == request.version)
+            .map(|(_, replicas, children)| (replicas.clone(), children.clone()));
+        let (children, targets): (CorpusChildren, Vec<(usize, usize)>) = match prepared_here {
+            Some((replicas, children)) => (children, replicas.into_iter().collect()),
+            None => {
+                let children = self.children();
+                let all = all_replicas(&children).collect();
+                (children, all)
+            }
+        };
+        let calls = targets.into_iter().map(|(c, r)| {
             let target = &children.children()[c].replicas[r];
             let mut call = tonic::Request::new(request);
             call.set_timeout(ACTIVATE_TIMEOUT);
@@ -468,15 +486,20 @@ impl CorpusNode {
         Ok(response)
     }
 
-    /// Versions: what every leaf below holds; a replica that does not
-    /// answer is listed unreachable for each shard below it.
-    pub async fn versions(&self) -> VersionsResponse {
+    /// Versions: what every leaf below holds, answered `within` the time
+    /// given; a replica that does not answer is listed unreachable for each
+    /// shard below it. Children get a fifth less time than this node has,
+    /// so that one hung replica costs its own entry, not this node's whole
+    /// answer (which its caller would otherwise give up on at the same
+    /// moment).
+    pub async fn versions(&self, within: Duration) -> VersionsResponse {
         let children = self.children();
+        let below = within.mul_f64(0.8);
         let calls = all_replicas(&children).map(|(c, r)| {
             let child = &children.children()[c];
             let target = &child.replicas[r];
             let mut call = tonic::Request::new(VersionsRequest {});
-            call.set_timeout(VERSIONS_TIMEOUT);
+            call.set_timeout(below);
             async move {
                 match target.client().versions(call).await {
                     Ok(r) => r.into_inner().leaves,

@@ -17,6 +17,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::clients::CorpusChildren;
+use super::publish_steps::VERSIONS_TIMEOUT;
 use super::{CorpusNode, receiver_stream};
 use searchtree_proto::sharding::NUM_SHARDS_METADATA;
 
@@ -138,9 +139,12 @@ impl Corpus for ParentCorpus {
 
     async fn versions(
         &self,
-        _request: Request<VersionsRequest>,
+        request: Request<VersionsRequest>,
     ) -> Result<Response<VersionsResponse>, Status> {
-        Ok(Response::new(self.node.versions().await))
+        let within = searchtree_proto::deadline::grpc_timeout(&request)
+            .unwrap_or(VERSIONS_TIMEOUT)
+            .min(VERSIONS_TIMEOUT);
+        Ok(Response::new(self.node.versions(within).await))
     }
 
     async fn copy_version(
