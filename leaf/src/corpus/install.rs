@@ -196,6 +196,7 @@ pub fn snapshot_name(version: u64, corpus: &CorpusTotals) -> String {
         num_docs: corpus.num_docs,
         num_tokens: corpus.num_tokens.clone(),
         id_hash_sum: version,
+        content_hash_sum: 0,
     };
     format!("v{version}-{}", totals.digest())
 }

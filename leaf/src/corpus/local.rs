@@ -33,6 +33,13 @@ pub struct LocalTotals {
     /// The sum (mod 2^64) of `fnv1a_64(id)` over the documents: changes
     /// when any document enters or leaves, whatever the order.
     pub id_hash_sum: u64,
+    /// The sum (mod 2^64) of each document's content hash (its id and the
+    /// text of its indexed fields, [`TokenCounter::content_hash`]): changes
+    /// when a document's text does, even where its token counts do not.
+    /// (0 in the totals of versions written before it was kept: the same
+    /// on every replica that shares their history.)
+    #[serde(default)]
+    pub content_hash_sum: u64,
 }
 
 /// One document's contribution to the totals.
@@ -40,6 +47,8 @@ pub struct LocalTotals {
 pub struct DocTokens {
     /// The document's id.
     pub id: String,
+    /// Its content hash ([`TokenCounter::content_hash`]).
+    pub content: u64,
     /// Tokens per indexed field, by field name.
     pub tokens: BTreeMap<String, u64>,
 }
@@ -50,6 +59,7 @@ impl LocalTotals {
     /// tantivy's own counts, ids from the id field's term dictionary.
     pub fn of_undeleted(searcher: &Searcher, fields: Fields) -> tantivy::Result<Self> {
         let mut totals = LocalTotals::default();
+        let counter = TokenCounter::new(searcher.index(), fields)?;
         let schema = searcher.schema();
         for (_, entry) in schema.fields() {
             if entry.is_indexed() {
@@ -77,6 +87,13 @@ impl LocalTotals {
             while terms.advance() {
                 totals.id_hash_sum = totals.id_hash_sum.wrapping_add(fnv1a_64(terms.key()));
             }
+            // Every document's text, read once per version (the store's
+            // blocks in order).
+            let store = segment.get_store_reader(64)?;
+            for doc in store.iter::<TantivyDocument>(None) {
+                let hash = counter.content_hash(&doc?);
+                totals.content_hash_sum = totals.content_hash_sum.wrapping_add(hash);
+            }
         }
         Ok(totals)
     }
@@ -85,6 +102,7 @@ impl LocalTotals {
     pub fn remove(&mut self, doc: &DocTokens) {
         self.num_docs -= 1;
         self.id_hash_sum = self.id_hash_sum.wrapping_sub(fnv1a_64(doc.id.as_bytes()));
+        self.content_hash_sum = self.content_hash_sum.wrapping_sub(doc.content);
         for (field, n) in &doc.tokens {
             let total = self.num_tokens.entry(field.clone()).or_default();
             *total = total.saturating_sub(*n);
@@ -95,16 +113,18 @@ impl LocalTotals {
     pub fn add(&mut self, doc: &DocTokens) {
         self.num_docs += 1;
         self.id_hash_sum = self.id_hash_sum.wrapping_add(fnv1a_64(doc.id.as_bytes()));
+        self.content_hash_sum = self.content_hash_sum.wrapping_add(doc.content);
         for (field, n) in &doc.tokens {
             *self.num_tokens.entry(field.clone()).or_default() += n;
         }
     }
 
-    /// The content digest replicas of a shard compare: the id hash sum
-    /// mixed with the document and token counts, in hex.
+    /// The content digest replicas of a shard compare: the id and content
+    /// hash sums mixed with the document and token counts, in hex.
     pub fn digest(&self) -> String {
         let mut bytes = Vec::with_capacity(64);
         bytes.extend_from_slice(&self.id_hash_sum.to_le_bytes());
+        bytes.extend_from_slice(&self.content_hash_sum.to_le_bytes());
         bytes.extend_from_slice(&self.num_docs.to_le_bytes());
         for (field, n) in &self.num_tokens {
             bytes.extend_from_slice(field.as_bytes());
@@ -188,6 +208,70 @@ impl TokenCounter {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
+        out.content = self.content_hash(doc);
         out
+    }
+
+    /// A stored document's content hash: `fnv1a_64` over its id and the
+    /// text of each indexed field, in the schema's order, each value
+    /// closed by a 0xff byte (which no UTF-8 text contains).
+    pub fn content_hash(&self, doc: &TantivyDocument) -> u64 {
+        let mut bytes = Vec::new();
+        let id = doc.get_first(self.id).and_then(|v| v.as_str());
+        bytes.extend_from_slice(id.unwrap_or_default().as_bytes());
+        bytes.push(0xff);
+        for (field, _, _) in &self.fields {
+            if *field == self.id {
+                continue;
+            }
+            for value in doc.get_all(*field) {
+                if let Some(text) = value.as_str() {
+                    bytes.extend_from_slice(text.as_bytes());
+                }
+                bytes.push(0xff);
+            }
+            bytes.push(0xff);
+        }
+        fnv1a_64(&bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::{IndexWriter, doc};
+
+    use super::*;
+    use crate::schema;
+
+    /// The totals of a one-document index, read by a scan, and as a load
+    /// carries them forward (`add`): the same.
+    fn totals_of(title: &str, body: &str) -> (LocalTotals, LocalTotals) {
+        let (schema, fields) = schema::build();
+        let index = Index::create_in_ram(schema);
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 20 << 20).unwrap();
+        let stored = doc!(fields.id => "d1", fields.title => title, fields.body => body);
+        writer.add_document(stored.clone()).unwrap();
+        writer.commit().unwrap();
+        let scanned =
+            LocalTotals::of_undeleted(&index.reader().unwrap().searcher(), fields).unwrap();
+        let mut carried = LocalTotals::default();
+        carried.add(&TokenCounter::new(&index, fields).unwrap().count(&stored));
+        (scanned, carried)
+    }
+
+    #[test]
+    fn an_edit_that_keeps_every_count_still_changes_the_digest() {
+        let (before, carried) = totals_of("river", "the old stone bridge");
+        assert_eq!(carried.digest(), before.digest(), "scan and load agree");
+        // Same id, same number of tokens in every field, other words.
+        let (after, _) = totals_of("river", "the new stone bridge");
+        assert_eq!(
+            (after.num_docs, &after.num_tokens, after.id_hash_sum),
+            (before.num_docs, &before.num_tokens, before.id_hash_sum)
+        );
+        assert_ne!(after.digest(), before.digest());
+        // A word moved from one field to the other: another content too.
+        let (moved, _) = totals_of("river the", "old stone bridge");
+        assert_ne!(moved.content_hash_sum, before.content_hash_sum);
     }
 }
