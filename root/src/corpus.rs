@@ -230,7 +230,9 @@ pub fn agreed_current(leaves: &[LeafVersions]) -> Result<u64, Status> {
         named.push(format!("and {} more", reachable.len() - MAX_LEAVES_NAMED));
     }
     Err(Status::failed_precondition(format!(
-        "leaves disagree on the current version: {} — wait for the replicas to catch up, see `searchtree verify --root`",
+        "leaves disagree on the current version: {} — a replica lacking the current version \
+         copies it from a sibling once a query reaches it and its parent finds it behind; \
+         see `searchtree verify --root`",
         named.join(", ")
     )))
 }
@@ -419,7 +421,8 @@ mod tests {
         assert_eq!(
             err.message(),
             "leaves disagree on the current version: shard 0 127.0.0.1:4000 at v1, \
-             shard 1 127.0.0.1:4001 at v2 — wait for the replicas to catch up, see \
+             shard 1 127.0.0.1:4001 at v2 — a replica lacking the current version copies \
+             it from a sibling once a query reaches it and its parent finds it behind; see \
              `searchtree verify --root`"
         );
     }

@@ -100,7 +100,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
     let response = publish(&client, String::new())
         .await
         .context("the load is staged but publishing it failed; rerun the same command, or `searchtree publish`")?;
-    print!("{}", render_published(&response));
+    print!("{}", render_published(&response, false));
     refusals(&tally, args.skip_invalid)
 }
 

@@ -43,16 +43,21 @@ pub async fn publish(
         .map_err(|s| anyhow!("publish failed: {}", describe_status(&s)))
 }
 
-/// What a publish did, as `load` and `publish` print it.
-pub fn render_published(r: &PublishResponse) -> String {
+/// What a publish did, as `load` and `publish` print it. A publish of a
+/// rebuilt corpus (`from_build`) discards what was staged, and says so.
+pub fn render_published(r: &PublishResponse, from_build: bool) -> String {
     let mut out = String::new();
+    let staged = if from_build {
+        format!("{} staged operations discarded", r.staged_ops)
+    } else {
+        format!("{} staged operations", r.staged_ops)
+    };
     let _ = writeln!(
         out,
-        "published version {} (previous {}): {} documents, {} staged operations, took {:.1?}",
+        "published version {} (previous {}): {} documents, {staged}, took {:.1?}",
         r.version,
         r.previous_version,
         r.num_docs,
-        r.staged_ops,
         Duration::from_micros(r.took_us)
     );
     if !r.replicas_behind.is_empty() {
@@ -81,8 +86,9 @@ pub async fn run(args: &PublishArgs) -> anyhow::Result<()> {
         }
     };
     let client = connect(&args.root).await?;
+    let swap = !from_build.is_empty();
     let response = publish(&client, from_build).await?;
-    print!("{}", render_published(&response));
+    print!("{}", render_published(&response, swap));
     Ok(())
 }
 
@@ -101,11 +107,13 @@ mod tests {
             took_us: 1_500_000,
         };
         assert_eq!(
-            render_published(&r),
+            render_published(&r, false),
             "published version 3 (previous 2): 9000 documents, 120 staged operations, took 1.5s\n"
         );
+        // A rebuilt corpus replaced them: they are not in the version.
+        assert!(render_published(&r, true).contains(", 120 staged operations discarded,"));
         r.replicas_behind = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
-        assert!(render_published(&r).ends_with(
+        assert!(render_published(&r, false).ends_with(
             "  replicas behind (they catch up by copying the version): 127.0.0.1:1, 127.0.0.1:2\n"
         ));
     }

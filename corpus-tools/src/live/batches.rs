@@ -78,6 +78,9 @@ pub enum Next {
         /// Whether an invalid line stopped it (so rerunning the same
         /// command would stop there again).
         invalid: bool,
+        /// Whether the input could not be read at all from there (a
+        /// truncated `.gz`, a directory): rerunning fails the same way.
+        unreadable: bool,
     },
 }
 
@@ -133,6 +136,7 @@ impl<S: OpSource> Batcher<S> {
                         reason: format!("{bad} (use --skip-invalid to skip such lines)"),
                         unsent_from,
                         invalid: true,
+                        unreadable: false,
                     };
                 }
                 Some(Err(e)) => {
@@ -141,6 +145,7 @@ impl<S: OpSource> Batcher<S> {
                         reason: format!("reading the input failed: {e}"),
                         unsent_from,
                         invalid: false,
+                        unreadable: true,
                     };
                 }
             };
@@ -258,6 +263,7 @@ pub(crate) mod tests {
                 reason,
                 unsent_from,
                 invalid,
+                ..
             } => {
                 assert!(invalid);
                 assert!(reason.starts_with("in.jsonl:4: not valid JSON"), "{reason}");

@@ -56,6 +56,9 @@ pub struct Tally {
     /// Whether an invalid line stopped it: rerunning the same command
     /// would stop there again.
     pub invalid_input: bool,
+    /// Whether the input itself could not be read (a truncated `.gz`, a
+    /// directory): rerunning the same command would fail the same way.
+    pub unreadable_input: bool,
 }
 
 /// One shard's failure as the summary shows it.
@@ -118,7 +121,10 @@ impl Tally {
 
     /// What to do about an incomplete load, for the line after the summary.
     pub fn advice(&self) -> &'static str {
-        if self.invalid_input {
+        if self.unreadable_input {
+            "not published: the input could not be read (see above): fix or replace it \
+             and rerun; resending what was sent is harmless"
+        } else if self.invalid_input {
             "not published: fix the line named above (or pass --skip-invalid) and rerun; \
              resending what was sent is harmless"
         } else {
@@ -192,8 +198,14 @@ impl Tally {
         }
         if let Some(why) = &self.stopped {
             let _ = writeln!(out, "  stopped: {why}");
-            if let Some(line) = self.unsent_from {
-                let _ = writeln!(out, "  nothing from line {line} on was sent");
+            match self.unsent_from {
+                Some(_) if self.batches_sent == 0 => {
+                    let _ = writeln!(out, "  nothing was sent");
+                }
+                Some(line) => {
+                    let _ = writeln!(out, "  nothing from line {line} on was sent");
+                }
+                None => {}
             }
         }
         out
@@ -284,6 +296,27 @@ mod tests {
             "  nothing from line 1201 on was sent",
         ];
         assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{text}");
+    }
+
+    #[test]
+    fn an_input_that_cannot_be_read_is_not_worth_resending_as_it_is() {
+        let mut tally = Tally {
+            unreadable_input: true,
+            ..Tally::default()
+        };
+        tally.stop(
+            "reading the input failed: invalid gzip header".into(),
+            Some(0),
+        );
+        assert!(
+            tally
+                .advice()
+                .starts_with("not published: the input could not be read"),
+            "{}",
+            tally.advice()
+        );
+        let text = tally.render("in.jsonl.gz", Duration::from_secs(1));
+        assert!(text.ends_with("  nothing was sent\n"), "{text}");
     }
 
     #[test]

@@ -62,8 +62,10 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
                     reason,
                     unsent_from,
                     invalid,
+                    unreadable,
                 } => {
                     tally.invalid_input = invalid;
+                    tally.unreadable_input = unreadable;
                     tally.stop(reason, Some(unsent_from));
                     reading = false;
                 }
