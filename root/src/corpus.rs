@@ -32,6 +32,10 @@ pub const PIN_RETRY: Duration = Duration::from_secs(1);
 /// serves (see [`RootCorpus::pin_at_start`]).
 pub const PIN_AT_START_WAIT: Duration = Duration::from_secs(5);
 
+/// How often a root looks for a version published through another root
+/// (see [`RootCorpus::spawn_follow_publishes`]).
+pub const PIN_FOLLOW: Duration = Duration::from_secs(5);
+
 /// The most leaves a refusal lists.
 const MAX_LEAVES_NAMED: usize = 16;
 
@@ -75,6 +79,33 @@ impl RootCorpus {
                     return;
                 }
                 tokio::time::sleep(PIN_RETRY).await;
+            }
+        })
+    }
+
+    /// Follows publishes made through other roots (a tree may have
+    /// several behind one address): every `every` ([`PIN_FOLLOW`] in a
+    /// served root), while no load or
+    /// publish runs here, asks the leaves for their versions, and when every
+    /// reachable leaf serves a newer current version than the one pinned,
+    /// pins it. A root's own publish pins its version itself.
+    pub fn spawn_follow_publishes(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        background::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Ok(_idle) = this.busy.try_lock() else {
+                    continue; // a load or publish of this root's own
+                };
+                let leaves = this.node.versions(VERSIONS_TIMEOUT).await.leaves;
+                if let Ok(current) = agreed_current(&leaves)
+                    && this.pinned.advance_to(current)
+                {
+                    tracing::info!(
+                        version = current,
+                        "queries pinned to a version published elsewhere"
+                    );
+                }
             }
         })
     }
@@ -494,6 +525,25 @@ mod tests {
             .into_inner();
         assert_eq!(versions.pinned, 4);
         assert!(versions.leaves.iter().all(|l| l.current == 4));
+    }
+
+    #[tokio::test]
+    async fn a_version_published_through_another_root_is_followed() {
+        let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        let (root, pinned) = root_over(&[&a, &b]);
+        pinned.set(1);
+        let following = root.spawn_follow_publishes(Duration::from_millis(20));
+        // Another root published v2: one leaf activated so far, then both.
+        a.script(|s| s.current = 2);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(pinned.get(), 1, "leaves that disagree move nothing");
+        b.script(|s| s.current = 2);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pinned.get() != 2 {
+            assert!(std::time::Instant::now() < deadline, "never followed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        following.abort();
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     corpus
         .pin_at_start(searchtree_root::corpus::PIN_AT_START_WAIT)
         .await;
+    corpus.spawn_follow_publishes(searchtree_root::corpus::PIN_FOLLOW);
     let pinned = root.pinned();
     let status = root.inner().status_fn(move || pinned.get());
     let service = RootService::new(root);

@@ -27,6 +27,23 @@ impl PinnedVersion {
             .is_ok()
     }
 
+    /// Moves the pin to `version` if it is newer than the one pinned (and
+    /// one is): a version published through another root. Returns whether
+    /// it moved.
+    pub fn advance_to(&self, version: u64) -> bool {
+        let mut pinned = self.get();
+        while pinned != 0 && version > pinned {
+            match self
+                .0
+                .compare_exchange(pinned, version, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => pinned = now,
+            }
+        }
+        false
+    }
+
     /// The version a request asking for `requested` is sent at: its own if
     /// it names one, else the pinned one. A version newer than the pinned
     /// one has not been published: refused here, with why, rather than sent
@@ -60,6 +77,18 @@ mod tests {
         pin.set(4);
         assert!(!pin.learn(3));
         assert_eq!(pin.get(), 4);
+    }
+
+    #[test]
+    fn a_version_published_elsewhere_moves_the_pin_forward_only() {
+        let pin = PinnedVersion::default();
+        assert!(!pin.advance_to(3), "nothing pinned yet: learnt at start");
+        pin.set(3);
+        assert!(!pin.advance_to(2));
+        assert!(!pin.advance_to(3));
+        assert!(pin.advance_to(5));
+        assert_eq!(pin.for_request(0), Ok(5));
+        assert_eq!(pin.for_request(5), Ok(5), "no longer refused");
     }
 
     #[test]
