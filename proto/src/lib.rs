@@ -22,6 +22,7 @@
 
 pub mod deadline;
 pub mod fetch;
+pub mod forwarded;
 pub mod ordering;
 pub mod query;
 pub mod request;

@@ -59,6 +59,9 @@ pub struct Tally {
     /// Whether the input itself could not be read (a truncated `.gz`, a
     /// directory): rerunning the same command would fail the same way.
     pub unreadable_input: bool,
+    /// Whether the node the load was sent to refused it as not the tree's
+    /// root: rerunning the same command would be refused again.
+    pub not_root: bool,
 }
 
 /// One shard's failure as the summary shows it.
@@ -121,7 +124,10 @@ impl Tally {
 
     /// What to do about an incomplete load, for the line after the summary.
     pub fn advice(&self) -> &'static str {
-        if self.unreadable_input {
+        if self.not_root {
+            "not published: nothing was loaded, as --root named a node below the tree's root; \
+             rerun with the root's address"
+        } else if self.unreadable_input {
             "not published: the input could not be read (see above): fix or replace it \
              and rerun; resending what was sent is harmless"
         } else if self.invalid_input {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use searchtree_proto::forwarded;
 use searchtree_proto::pb::{LoadAck, LoadBatch};
 use tonic::Status;
 
@@ -83,7 +84,10 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
                 progress(batcher.source(), tally);
                 continue;
             }
-            Some(Err(status)) => format!("the load stream failed: {}", describe_status(&status)),
+            Some(Err(status)) => {
+                tally.not_root |= forwarded::is_not_root(&status);
+                format!("the load stream failed: {}", describe_status(&status))
+            }
             None => "the root ended the load stream before acknowledging it".to_string(),
         };
         for info in outstanding.values() {
@@ -116,6 +120,8 @@ mod tests {
         max_pending: usize,
         received: Vec<u64>,
         fail_after: Option<usize>,
+        /// What it breaks with.
+        failure: Status,
         closed: bool,
     }
 
@@ -127,6 +133,7 @@ mod tests {
                 max_pending: 0,
                 received: Vec::new(),
                 fail_after: None,
+                failure: Status::unavailable("leaf gone"),
                 closed: false,
             }
         }
@@ -143,7 +150,7 @@ mod tests {
 
         async fn next_ack(&mut self) -> Option<Result<LoadAck, Status>> {
             if self.fail_after.is_some_and(|n| self.received.len() > n) {
-                return Some(Err(Status::unavailable("leaf gone")));
+                return Some(Err(self.failure.clone()));
             }
             let (at, seq) = self.pending.pop_front()?;
             tokio::time::sleep_until(at).await;
@@ -221,5 +228,31 @@ mod tests {
         assert!(why.starts_with("in.jsonl:5: \"op\" must be"), "{why}");
         assert_eq!(tally.unsent_from, Some(5));
         assert!(tally.invalid_input);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_below_the_root_refusing_the_load_is_not_advised_to_be_retried() {
+        let lines = docs(4);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        let mut tree = FakeTree::new(Duration::from_millis(10));
+        tree.fail_after = Some(0);
+        tree.failure = forwarded::not_root("a leaf (shard 1)", "load");
+        let mut tally = Tally::default();
+        run_window(&mut batcher, &mut tree, 2, &mut tally, |_, _| {}).await;
+        assert!(!tally.complete());
+        assert!(tally.not_root);
+        let advice = tally.advice();
+        assert!(!advice.contains("rerun the same command"), "{advice}");
+        assert!(advice.contains("rerun with the root's address"), "{advice}");
+
+        // Any other broken stream is worth rerunning as it was.
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        let mut tree = FakeTree::new(Duration::from_millis(10));
+        tree.fail_after = Some(0);
+        let mut tally = Tally::default();
+        run_window(&mut batcher, &mut tree, 2, &mut tally, |_, _| {}).await;
+        assert!(!tally.not_root);
+        assert!(tally.advice().contains("rerun the same command"));
     }
 }

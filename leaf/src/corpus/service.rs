@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
+use searchtree_proto::forwarded::{self, describe_shards};
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::corpus_server::Corpus;
 use searchtree_proto::pb::{
@@ -168,14 +169,17 @@ impl Corpus for LeafCorpus {
     ) -> Result<Response<Self::LoadStream>, Status> {
         let store = self.store()?;
         let placement = store.lock().await.placement();
-        if let Some(value) = request.metadata().get(NUM_SHARDS_METADATA) {
-            let total = value.to_str().ok().and_then(|v| v.parse::<u32>().ok());
-            if total != Some(placement.num_shards) {
-                return Err(Status::invalid_argument(format!(
-                    "{NUM_SHARDS_METADATA} is {value:?}, but shard {} belongs to a corpus of {} shards",
-                    placement.shard, placement.num_shards
-                )));
-            }
+        // Only the root may start a load: a client's, sent here, would
+        // stage operations on this replica alone.
+        let Some(value) = request.metadata().get(NUM_SHARDS_METADATA) else {
+            return Err(not_root(placement.shard, "load"));
+        };
+        let total = value.to_str().ok().and_then(|v| v.parse::<u32>().ok());
+        if total != Some(placement.num_shards) {
+            return Err(Status::invalid_argument(format!(
+                "{NUM_SHARDS_METADATA} is {value:?}, but shard {} belongs to a corpus of {} shards",
+                placement.shard, placement.num_shards
+            )));
         }
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(LOAD_IN_FLIGHT);
@@ -246,7 +250,14 @@ impl Corpus for LeafCorpus {
         &self,
         _: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        Err(Status::failed_precondition("Publish is the root's call"))
+        let shard = self
+            .held
+            .get(self.held.current())
+            .map_err(|e| Status::internal(e.to_string()))?
+            .shard()
+            .meta
+            .shard;
+        Err(not_root(shard, "publish"))
     }
 
     async fn prepare(
@@ -418,6 +429,11 @@ impl Corpus for LeafCorpus {
             took_us: started.elapsed().as_micros() as u64,
         }))
     }
+}
+
+/// The refusal of a client's `call` sent to this leaf rather than the root.
+fn not_root(shard: u32, call: &str) -> Status {
+    forwarded::not_root(&format!("a leaf ({})", describe_shards(&[shard])), call)
 }
 
 /// An acknowledgement saying the batch was not committed here, and why.

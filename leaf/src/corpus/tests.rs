@@ -13,7 +13,7 @@ use searchtree_proto::pb::{
     ActivateRequest, CatchUpRequest, DocOp, FieldTerms, InstallChunk, LoadBatch, PrepareRequest,
     SearchRequest, SearchResponse, ShardSummary, VersionsRequest,
 };
-use searchtree_proto::sharding::shard_of;
+use searchtree_proto::sharding::{NUM_SHARDS_METADATA, shard_of};
 use tonic::Code;
 
 use super::held::HeldVersions;
@@ -497,8 +497,37 @@ async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
         upsert("d4", "", "stone stone"),
     ];
     apply(&mut docs, &ops);
-    let batches = futures::stream::iter(vec![LoadBatch { seq: 9, ops }]);
-    let mut acks = a.load(batches).await.unwrap().into_inner();
+    let batch = LoadBatch { seq: 9, ops };
+    // A client's Load sent to a leaf is refused, pointing at the root...
+    let err = a
+        .load(futures::stream::iter(vec![batch.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().starts_with(
+            "this is a leaf (shard 0), not the tree's root: load through the root, \
+             `searchtree load --root ROOT_ADDR`"
+        ),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        a.versions(VersionsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .leaves[0]
+            .staged_ops,
+        0,
+        "nothing staged"
+    );
+    // ...and one forwarded from above (it carries the shard count) is served.
+    let mut forwarded = tonic::Request::new(futures::stream::iter(vec![batch]));
+    forwarded
+        .metadata_mut()
+        .insert(NUM_SHARDS_METADATA, "1".parse().unwrap());
+    let mut acks = a.load(forwarded).await.unwrap().into_inner();
     let ack = acks.message().await.unwrap().unwrap();
     assert!(ack.ok && ack.seq == 9 && (ack.added, ack.deleted, ack.replaced) == (1, 1, 1));
     let prepare = PrepareRequest {
@@ -570,7 +599,12 @@ async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("root"));
+    assert!(
+        err.message()
+            .starts_with("this is a leaf (shard 0), not the tree's root: publish through the root"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::clients::CorpusChildren;
 use super::publish_steps::VERSIONS_TIMEOUT;
 use super::{CorpusNode, receiver_stream};
+use searchtree_proto::forwarded::{self, describe_shards};
 use searchtree_proto::sharding::NUM_SHARDS_METADATA;
 
 /// A stream of answers, as the `Corpus` service returns them.
@@ -38,15 +39,12 @@ impl ParentCorpus {
 }
 
 /// The corpus's shard count a Load stream is placed with: the
-/// [`NUM_SHARDS_METADATA`] metadata, or, without it, the shard count of a node
-/// whose shards are the whole tree's (`0..n`).
+/// [`NUM_SHARDS_METADATA`] metadata the node above sets. A Load without it
+/// came from a client, not from the root: refused (see
+/// [`searchtree_proto::forwarded`]).
 pub fn num_shards_of(metadata: &MetadataMap, children: &CorpusChildren) -> Result<u32, Status> {
     let Some(value) = metadata.get(NUM_SHARDS_METADATA) else {
-        return children.whole_tree_shards().ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "Load needs the {NUM_SHARDS_METADATA} metadata: this node holds part of the tree's shards (the root sets it)"
-            ))
-        });
+        return Err(not_root_here(children, "load"));
     };
     let n = value
         .to_str()
@@ -66,6 +64,12 @@ pub fn num_shards_of(metadata: &MetadataMap, children: &CorpusChildren) -> Resul
         )));
     }
     Ok(n)
+}
+
+/// The refusal of a client's `call` sent to this parent rather than the root.
+fn not_root_here(children: &CorpusChildren, call: &str) -> Status {
+    let shards = describe_shards(&children.shards());
+    forwarded::not_root(&format!("a parent ({shards})"), call)
 }
 
 /// Inner nodes pass these on; only leaves act on them.
@@ -93,7 +97,7 @@ impl Corpus for ParentCorpus {
         &self,
         _request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        Err(Status::failed_precondition("Publish is the root's call"))
+        Err(not_root_here(&self.node.children(), "publish"))
     }
 
     async fn prepare(

@@ -358,3 +358,48 @@ async fn a_hung_replica_costs_its_own_entry_not_the_whole_answer() {
     want.sort();
     assert_eq!(reachable, want);
 }
+
+#[tokio::test]
+async fn a_load_or_publish_sent_by_a_client_to_a_parent_is_refused_with_where_to_send_it() {
+    use searchtree_proto::pb::PublishRequest;
+    use searchtree_proto::pb::corpus_server::Corpus;
+    use searchtree_proto::sharding::NUM_SHARDS_METADATA;
+    use tonic::metadata::MetadataMap;
+
+    // This parent holds the whole tree's shards, as the only parent of a
+    // tree does: a client's Load must still go through the root.
+    let children =
+        CorpusChildren::from_specs(&[spec(0, &["127.0.0.1:1"]), spec(1, &["127.0.0.1:2"])])
+            .unwrap();
+    let err = super::service::num_shards_of(&MetadataMap::new(), &children).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().starts_with(
+            "this is a parent (shards 0-1), not the tree's root: load through the root, \
+             `searchtree load --root ROOT_ADDR`"
+        ),
+        "{}",
+        err.message()
+    );
+
+    // The root's forwarded Load carries the shard count and is served.
+    let mut forwarded = MetadataMap::new();
+    forwarded.insert(NUM_SHARDS_METADATA, "2".parse().unwrap());
+    assert_eq!(
+        super::service::num_shards_of(&forwarded, &children).unwrap(),
+        2
+    );
+
+    let service = super::ParentCorpus::new(Arc::new(CorpusNode::new(children)));
+    let err = service
+        .publish(tonic::Request::new(PublishRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .starts_with("this is a parent (shards 0-1), not the tree's root: publish"),
+        "{}",
+        err.message()
+    );
+}
