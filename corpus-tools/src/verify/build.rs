@@ -3,24 +3,19 @@
 //! scoring files) and its files pass tantivy's checksums; every document
 //! sits in the shard its id hashes to, once; and the corpus-wide
 //! statistics the shards score with are what recomputing them over the
-//! shards gives.
+//! shards gives. The per-shard checks are the leaf's
+//! ([`searchtree_leaf::shard::check`]), which runs them before it serves a
+//! build.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
-use searchtree_leaf::Shard;
-use searchtree_leaf::shard::{SHARD_META_FILE, read_meta};
+use searchtree_leaf::shard::check::check_shard;
 use searchtree_leaf::stats::{self, DOC_FREQS_FILE, DocFreqs};
-use searchtree_proto::sharding::shard_of;
 use tantivy::Searcher;
 
 use super::Report;
 use crate::build::manifest::{MANIFEST_FILE, Manifest};
-
-/// Misplaced or duplicate ids named per shard; the rest are counted.
-const EXAMPLES: usize = 5;
 
 /// Checks the build in `dir`.
 pub fn check(dir: &Path) -> Report {
@@ -52,7 +47,13 @@ pub fn check(dir: &Path) -> Report {
     let mut placed_ok = 0;
     for entry in &manifest.shards {
         let shard_dir = dir.join(&entry.dir);
-        match check_shard(&manifest, entry.shard, &shard_dir, &mut ids, &mut report) {
+        match check_shard(
+            &manifest,
+            entry.shard,
+            &shard_dir,
+            &mut ids,
+            &mut report.problems,
+        ) {
             Some((searcher, stored, misplaced)) => {
                 opened.push((searcher, stored));
                 placed_ok += usize::from(misplaced == 0);
@@ -76,170 +77,6 @@ pub fn check(dir: &Path) -> Report {
         ));
     }
     report
-}
-
-/// Checks one shard; the opened shard's searcher, its stored frequencies
-/// and the number of misplaced or duplicate ids, or `None` if it does not
-/// open.
-fn check_shard(
-    manifest: &Manifest,
-    number: u32,
-    shard_dir: &Path,
-    ids: &mut HashSet<String>,
-    report: &mut Report,
-) -> Option<(Searcher, DocFreqs, usize)> {
-    let shown = shard_dir.display();
-    let meta = match read_meta(shard_dir) {
-        Ok(meta) => meta,
-        Err(e) => {
-            report.problem(format!("shard {number}: {e}"));
-            return None;
-        }
-    };
-    let meta_path = shard_dir.join(SHARD_META_FILE);
-    let entry = &manifest.shards[number as usize];
-    let mut disagree = |what: &str, here: String, there: String| {
-        report.problem(format!(
-            "{}: {what} {here} differs from {MANIFEST_FILE}'s {there}",
-            meta_path.display()
-        ));
-    };
-    if meta.shard != number {
-        disagree("shard", meta.shard.to_string(), number.to_string());
-    }
-    if meta.num_shards != manifest.num_shards {
-        disagree(
-            "num_shards",
-            meta.num_shards.to_string(),
-            manifest.num_shards.to_string(),
-        );
-    }
-    if meta.num_docs != entry.num_docs {
-        disagree(
-            "num_docs",
-            meta.num_docs.to_string(),
-            entry.num_docs.to_string(),
-        );
-    }
-    if meta.corpus != manifest.corpus {
-        disagree(
-            "corpus",
-            format!("{:?}", meta.corpus),
-            format!("{:?}", manifest.corpus),
-        );
-    }
-    if meta.input_checksum != manifest.input.checksum {
-        disagree(
-            "input_checksum",
-            format!("{:?}", meta.input_checksum),
-            format!("{:?}", manifest.input.checksum),
-        );
-    }
-
-    let shard = match Shard::open(shard_dir) {
-        Ok(shard) => shard,
-        Err(e) => {
-            report.problem(format!("shard {number} does not open: {e}"));
-            return None;
-        }
-    };
-    match shard.index.validate_checksum() {
-        Ok(bad) if bad.is_empty() => {}
-        Ok(bad) => {
-            let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
-            names.sort();
-            report.problem(format!(
-                "{shown}: files whose checksum does not match their content: {}",
-                names.join(", ")
-            ));
-        }
-        Err(e) => report.problem(format!("{shown}: checking checksums failed: {e}")),
-    }
-    if serde_json::to_value(shard.index.schema()).ok().as_ref() != Some(&manifest.schema) {
-        report.problem(format!(
-            "{shown}: the index's schema is not the one {MANIFEST_FILE} records"
-        ));
-    }
-    let searcher = shard.reader.searcher();
-    if searcher.num_docs() != meta.num_docs {
-        report.problem(format!(
-            "{shown}: the index holds {} documents but {SHARD_META_FILE} says {}",
-            searcher.num_docs(),
-            meta.num_docs
-        ));
-    }
-    let misplaced = match check_ids(&searcher, &shard, manifest.num_shards, number, ids) {
-        Ok(wrong) => {
-            for what in &wrong {
-                report.problem(format!("{shown}: {what}"));
-            }
-            wrong.len()
-        }
-        Err(e) => {
-            report.problem(format!("{shown}: reading ids failed: {e}"));
-            1
-        }
-    };
-    let path = shard_dir.join(DOC_FREQS_FILE);
-    let stored = match File::open(&path).and_then(|f| DocFreqs::read_from(BufReader::new(f))) {
-        Ok(stored) => stored,
-        Err(e) => {
-            report.problem(format!("{}: {e}", path.display()));
-            return None;
-        }
-    };
-    Some((searcher, stored, misplaced))
-}
-
-/// What is wrong with the ids of one shard: ids whose hash names another
-/// shard, ids held by two documents (here or in an earlier shard), deleted
-/// documents (a build has none). At most [`EXAMPLES`] of each, then a count.
-fn check_ids(
-    searcher: &Searcher,
-    shard: &Shard,
-    num_shards: u32,
-    number: u32,
-    ids: &mut HashSet<String>,
-) -> tantivy::Result<Vec<String>> {
-    let mut misplaced = Vec::new();
-    let mut duplicate = Vec::new();
-    let mut wrong = Vec::new();
-    for segment in searcher.segment_readers() {
-        if segment.num_deleted_docs() > 0 {
-            wrong.push(format!(
-                "{} deleted documents in a segment (a build has none)",
-                segment.num_deleted_docs()
-            ));
-        }
-        let inverted = segment.inverted_index(shard.fields.id)?;
-        let mut terms = inverted.terms().stream()?;
-        while terms.advance() {
-            let id = String::from_utf8_lossy(terms.key()).into_owned();
-            let home = shard_of(&id, num_shards);
-            if home != number {
-                misplaced.push(format!("{id:?} (belongs in shard {home})"));
-            }
-            if terms.value().doc_freq > 1 || !ids.insert(id.clone()) {
-                duplicate.push(format!("{id:?}"));
-            }
-        }
-    }
-    for (what, list) in [
-        ("documents in the wrong shard", misplaced),
-        ("ids held by more than one document", duplicate),
-    ] {
-        if !list.is_empty() {
-            let more = list.len().saturating_sub(EXAMPLES);
-            let shown: Vec<&str> = list.iter().take(EXAMPLES).map(String::as_str).collect();
-            let tail = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
-            wrong.push(format!("{} {what}: {}{tail}", list.len(), shown.join(", ")));
-        }
-    }
-    Ok(wrong)
 }
 
 /// Recomputes the corpus-wide statistics over the shards and compares them
@@ -294,6 +131,7 @@ mod tests {
     use super::*;
     use crate::build::corpus::FieldNames;
     use crate::build::{BuildOptions, Input, build};
+    use searchtree_leaf::shard::SHARD_META_FILE;
 
     fn built(dir: &Path) -> std::path::PathBuf {
         let input = dir.join("c.jsonl");

@@ -6,9 +6,10 @@
 //! ([`tantivy::indexer::merge_filtered_segments`]) of the current version's
 //! segment, less the documents deleted or upserted since, with the staged
 //! segments: one segment without deletes, as every version is. From a
-//! build, it is that build's shard directory, linked file by file.
+//! build, it is that build's shard directory, linked file by file, once it
+//! passed the checks `searchtree verify` makes of a shard.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use searchtree_proto::pb::{FieldTerms, PrepareChunk, ShardSummary};
@@ -21,6 +22,8 @@ use super::local::{LocalTotals, TokenCounter};
 use super::store::{Candidate, CorpusStore};
 use super::{CorpusError, fsio};
 use crate::schema;
+use crate::shard::check::check_shard;
+use crate::shard::manifest::{MANIFEST_FILE, Manifest};
 use crate::shard::{SHARD_META_FILE, read_meta};
 use crate::stats::DOC_FREQS_FILE;
 
@@ -189,6 +192,7 @@ impl CorpusStore {
                 self.build.num_shards
             )));
         }
+        check_build_shard(build, shard, &source)?;
         // The scoring files are written by Install; the linked files are
         // never written to (the build stays as it was).
         fsio::link_or_copy_files(
@@ -214,6 +218,32 @@ impl CorpusStore {
             from_build: Some(meta.input_checksum),
             staged_ops: self.staging.ops(),
         })
+    }
+}
+
+/// Refuses shard `shard` of the build in `build` (its directory `source`)
+/// unless it passes the checks `searchtree verify` makes of a shard: a
+/// damaged build would otherwise become the tree's version and answer
+/// wrongly.
+fn check_build_shard(build: &Path, shard: u32, source: &Path) -> Result<(), CorpusError> {
+    let refuse = |what: String| {
+        CorpusError::Precondition(format!(
+            "the build {} is damaged, shard {shard} refuses it (`searchtree verify {}` \
+             checks it all): {what}",
+            build.display(),
+            build.display()
+        ))
+    };
+    let manifest = Manifest::read(build).map_err(|e| refuse(format!("{e:#}")))?;
+    manifest
+        .check_ours()
+        .map_err(|why| refuse(format!("{}: {why}", build.join(MANIFEST_FILE).display())))?;
+    let mut problems = Vec::new();
+    check_shard(&manifest, shard, source, &mut HashSet::new(), &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(refuse(problems.join("; ")))
     }
 }
 

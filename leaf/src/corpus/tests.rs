@@ -13,7 +13,7 @@ use searchtree_proto::pb::{
     ActivateRequest, CatchUpRequest, DocOp, FieldTerms, InstallChunk, LoadBatch, PrepareRequest,
     SearchRequest, SearchResponse, ShardSummary, VersionsRequest,
 };
-use searchtree_proto::sharding::{NUM_SHARDS_METADATA, shard_of};
+use searchtree_proto::sharding::{NUM_SHARDS_METADATA, SHARDING_FUNCTION, shard_of};
 use tonic::Code;
 
 use super::held::HeldVersions;
@@ -24,6 +24,9 @@ use super::{LeafCorpus, fsio};
 use crate::collector::Stop;
 use crate::node::{LeafCounters, LeafTiming, ShardSearch};
 use crate::searcher::{SearchError, ShardSearcher, VERSION_MISSING};
+use crate::shard::manifest::{
+    InputInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ShardEntry, shard_dir_name,
+};
 use crate::shard::write::{ShardDocument, ShardWriter, write_scoring};
 use crate::{LeafService, Shard};
 
@@ -85,7 +88,39 @@ fn build(out: &Path, docs: &Docs, num_shards: u32, checksum: &str) -> Vec<PathBu
             .unwrap();
     }
     let written: Vec<_> = writers.into_iter().map(|w| w.finish().unwrap()).collect();
-    write_scoring(&written, checksum).unwrap();
+    let corpus = write_scoring(&written, checksum).unwrap();
+    // The manifest `searchtree build` writes beside the shards.
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        created_unix: 0,
+        input: InputInfo {
+            path: "docs.jsonl".into(),
+            checksum: checksum.into(),
+            bytes: 0,
+            lines: docs.len() as u64,
+            documents: docs.len() as u64,
+            skipped: 0,
+            fields: ["id".into(), "title".into(), "body".into()],
+        },
+        sharding: SHARDING_FUNCTION.into(),
+        num_shards,
+        shards: written
+            .iter()
+            .enumerate()
+            .map(|(n, w)| ShardEntry {
+                shard: n as u32,
+                dir: format!("shards/{}", shard_dir_name(n as u32)),
+                num_docs: w.num_docs(),
+            })
+            .collect(),
+        corpus,
+        schema: serde_json::to_value(Shard::open(&dirs[0]).unwrap().index.schema()).unwrap(),
+    };
+    std::fs::write(
+        out.join(MANIFEST_FILE),
+        serde_json::to_string(&manifest).unwrap(),
+    )
+    .unwrap();
     dirs
 }
 
@@ -448,6 +483,92 @@ fn a_build_replaces_the_corpus_and_discards_what_was_staged() {
     build(&wrong, &other, 3, "three");
     let err = stores[0].prepare(3, wrong.to_str().unwrap()).unwrap_err();
     assert!(err.to_string().contains("of 3"), "{err}");
+}
+
+#[test]
+fn a_damaged_build_is_refused_and_the_current_version_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = corpus(3, "d", 50);
+    let builds = build(&tmp.path().join("build"), &docs, 2, "one");
+    let rebuilt = build(&tmp.path().join("rebuilt"), &corpus(4, "e", 70), 2, "two");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+
+    // Copies of the rebuilt build, each damaged in one way `searchtree
+    // verify` notices.
+    let copy = |name: &str| {
+        let to = tmp.path().join(name);
+        for dir in &rebuilt {
+            let shard = to.join("shards").join(dir.file_name().unwrap());
+            std::fs::create_dir_all(&shard).unwrap();
+            for file in std::fs::read_dir(dir).unwrap() {
+                let file = file.unwrap().path();
+                std::fs::copy(&file, shard.join(file.file_name().unwrap())).unwrap();
+            }
+        }
+        let manifest = tmp.path().join("rebuilt").join(MANIFEST_FILE);
+        std::fs::copy(manifest, to.join(MANIFEST_FILE)).unwrap();
+        (to.clone(), to.join("shards").join(shard_dir_name(0)))
+    };
+    let flip_a_byte_of = |shard: &Path, ext: &str| {
+        let file = std::fs::read_dir(shard)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .find(|f| f.extension().is_some_and(|e| e == ext))
+            .unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        std::fs::write(&file, bytes).unwrap();
+        file
+    };
+    let (term, term_shard) = copy("term");
+    let flipped_term = flip_a_byte_of(&term_shard, "term");
+    let (store, store_shard) = copy("store");
+    let flipped_store = flip_a_byte_of(&store_shard, "store");
+    let (freqs, freqs_shard) = copy("freqs");
+    std::fs::remove_file(freqs_shard.join(crate::stats::DOC_FREQS_FILE)).unwrap();
+
+    let cases = [
+        (
+            &term,
+            flipped_term
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        (
+            &store,
+            flipped_store
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        (&freqs, crate::stats::DOC_FREQS_FILE.to_string()),
+    ];
+    for (damaged, named) in cases {
+        let err = stores[0].prepare(2, damaged.to_str().unwrap()).unwrap_err();
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status.message().starts_with(&format!(
+                "the build {} is damaged, shard 0 refuses it",
+                damaged.display()
+            )),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains(&named), "{}", status.message());
+        assert!(!stores[0].tmp_dir(2).exists(), "no candidate left behind");
+        assert_eq!(stores[0].held().current(), 1);
+    }
+    assert_matches_build(&held(&stores), &builds, 0, "the version before");
+
+    // The intact build still prepares, installs and serves.
+    publish(&mut stores, 2, tmp.path().join("rebuilt").to_str().unwrap());
+    activate(&mut stores, 2);
+    assert_matches_build(&held(&stores), &rebuilt, 0, "the intact build");
 }
 
 /// Serves a store's Search and Corpus on a local port, as the binary does.

@@ -11,6 +11,8 @@
 //! This module reads a shard; [`write`] writes one. Both halves of the
 //! format live here so that it has one owner.
 
+pub mod check;
+pub mod manifest;
 pub mod write;
 
 use std::fs::File;
