@@ -310,6 +310,21 @@ mod tests {
             .await
     }
 
+    /// A root's inner node over `leaf` alone, with a result cache.
+    fn cached_node(leaf: &Arc<FakeChild>) -> InnerNode {
+        let child: Arc<dyn Child> = leaf.clone();
+        InnerNode::new(
+            "root",
+            vec![child],
+            InnerTiming::default(),
+            inner_counters("root"),
+        )
+        .with_cache(Some(searchtree_parent::cache::CacheConfig {
+            max_bytes: 1 << 20,
+            ttl: Duration::from_secs(60),
+        }))
+    }
+
     fn request(min_coverage: f64) -> SearchRequest {
         SearchRequest {
             query: "q".into(),
@@ -425,16 +440,7 @@ mod tests {
     async fn a_cached_answer_needs_no_canary_and_no_child() {
         let leaf = Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0)]));
         leaf.set_snapshot("v1");
-        let node = InnerNode::new(
-            "root",
-            vec![leaf.clone()],
-            InnerTiming::default(),
-            inner_counters("root"),
-        )
-        .with_cache(Some(searchtree_parent::cache::CacheConfig {
-            max_bytes: 1 << 20,
-            ttl: Duration::from_secs(60),
-        }));
+        let node = cached_node(&leaf);
         // Every query unseen, so every search would get a canary first.
         let r = RootNode::new(node)
             .with_one_phase(true)
@@ -458,16 +464,7 @@ mod tests {
     async fn a_repeated_two_phase_query_costs_no_search_and_no_fetch() {
         let leaf = Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0), ("b", 0.5)]));
         leaf.set_snapshot("v1");
-        let node = InnerNode::new(
-            "root",
-            vec![leaf.clone()],
-            InnerTiming::default(),
-            inner_counters("root"),
-        )
-        .with_cache(Some(searchtree_parent::cache::CacheConfig {
-            max_bytes: 1 << 20,
-            ttl: Duration::from_secs(60),
-        }));
+        let node = cached_node(&leaf);
         let r = RootNode::new(node);
         let first = ask(&r, request(1.0), None).await.unwrap();
         assert_eq!((leaf.calls(), leaf.fetch_calls()), (1, 1));
@@ -484,16 +481,7 @@ mod tests {
     async fn a_profiled_two_phase_query_is_searched_and_not_kept_though_cached() {
         let leaf = Arc::new(FakeChild::answering(0, ms(5), &[("a", 1.0), ("b", 0.5)]));
         leaf.set_snapshot("v1");
-        let node = InnerNode::new(
-            "root",
-            vec![leaf.clone()],
-            InnerTiming::default(),
-            inner_counters("root"),
-        )
-        .with_cache(Some(searchtree_parent::cache::CacheConfig {
-            max_bytes: 1 << 20,
-            ttl: Duration::from_secs(60),
-        }));
+        let node = cached_node(&leaf);
         let r = RootNode::new(node);
         let profiled = || SearchRequest {
             profile: true,
