@@ -43,17 +43,30 @@ async fn search(
     .unwrap_or_else(|e| panic!("{query:?}: {e}"))
 }
 
+/// The fixture's tree with its topology changed by `change`, written to
+/// `name` beside the fixture's topology.
+async fn start_changed_tree(
+    fx: &Fixture,
+    name: &str,
+    change: impl FnOnce(&mut Topology),
+) -> searchtree::tree::supervisor::Tree {
+    let mut topology = Topology::load(&fx.sharded.join(TOPOLOGY_FILE)).expect("topology");
+    change(&mut topology);
+    let path = fx.sharded.join(name);
+    std::fs::write(&path, topology.to_toml()).expect("write topology");
+    start_tree(&path).await
+}
+
 /// The fixture's tree with every leaf pruning, small as its shards are
 /// (`min_pruned_docs = 0`; by default shards this small are scored
 /// exhaustively), written to `name` beside the fixture's topology.
 async fn start_pruning_tree(fx: &Fixture, name: &str) -> searchtree::tree::supervisor::Tree {
-    let mut topology = Topology::load(&fx.sharded.join(TOPOLOGY_FILE)).expect("topology");
-    for leaf in &mut topology.leaves {
-        leaf.min_pruned_docs = Some(0);
-    }
-    let path = fx.sharded.join(name);
-    std::fs::write(&path, topology.to_toml()).expect("write topology");
-    start_tree(&path).await
+    start_changed_tree(fx, name, |topology| {
+        for leaf in &mut topology.leaves {
+            leaf.min_pruned_docs = Some(0);
+        }
+    })
+    .await
 }
 
 /// Checks one answer against the oracle; says whether its count fell short.
@@ -267,11 +280,8 @@ async fn titles_and_snippets_are_one_index_s_in_both_phases() {
     let fx = fixture(TMP);
     let oracle = Oracle::open(&fx.whole.join("shards/shard-000"));
     for one_phase in [true, false] {
-        let mut topology = Topology::load(&fx.sharded.join(TOPOLOGY_FILE)).expect("topology");
-        topology.root.one_phase = one_phase;
-        let path = fx.sharded.join(format!("phases-{one_phase}.toml"));
-        std::fs::write(&path, topology.to_toml()).expect("write topology");
-        let tree = start_tree(&path).await;
+        let name = format!("phases-{one_phase}.toml");
+        let tree = start_changed_tree(fx, &name, |t| t.root.one_phase = one_phase).await;
         let mut root = client(tree.root_addr()).await;
         let mut snippets = 0;
         let mut queries = bundled::queries();
