@@ -9,8 +9,37 @@
 //! forwarded Load carries [`NUM_SHARDS_METADATA`](crate::sharding::NUM_SHARDS_METADATA) (the root sets it, parents
 //! pass it on), so a Load without it below the root came from a client and
 //! is refused with [`not_root`].
+//!
+//! A publish's steps (Prepare, Install, Activate) are the same: the root
+//! sends them once it holds the lock, in order, to every replica; one a
+//! client sends straight to a node would switch a part of the tree to a
+//! version the rest lacks. Inner nodes mark the steps they pass down with
+//! [`FORWARDED_METADATA`] ([`forwarded`]); a step without it is refused
+//! with [`not_root`], naming `searchtree publish`.
+//! (This tells a forwarded call from a mistaken one; keeping clients out on
+//! purpose is the admin token's work.)
 
-use tonic::{Code, Status};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Status};
+
+/// The metadata an inner node sets on a publish step it passes down.
+pub const FORWARDED_METADATA: &str = "x-searchtree-forwarded";
+
+/// `message` as a call an inner node passes down: marked with
+/// [`FORWARDED_METADATA`].
+pub fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        FORWARDED_METADATA,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    request
+}
+
+/// Whether a call carrying `metadata` was passed down by an inner node.
+pub fn is_forwarded(metadata: &MetadataMap) -> bool {
+    metadata.contains_key(FORWARDED_METADATA)
+}
 
 /// The refusal of a client's `call` ("load" or "publish", as the CLI's
 /// subcommands are named) sent to `node`, a node below the root described
@@ -72,5 +101,11 @@ mod tests {
         assert_eq!(describe_shards(&[0, 1, 2]), "shards 0-2");
         assert_eq!(describe_shards(&[0, 2]), "shards 0, 2");
         assert_eq!(describe_shards(&[]), "no shards");
+    }
+
+    #[test]
+    fn a_forwarded_call_is_marked() {
+        assert!(is_forwarded(forwarded(()).metadata()));
+        assert!(!is_forwarded(Request::new(()).metadata()));
     }
 }

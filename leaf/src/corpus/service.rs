@@ -97,6 +97,25 @@ impl LeafCorpus {
             .ok_or_else(|| Status::failed_precondition(READ_ONLY))
     }
 
+    /// The shard this leaf serves (its current version's).
+    fn shard(&self) -> Result<u32, Status> {
+        let searcher = self
+            .held
+            .get(self.held.current())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(searcher.shard().meta.shard)
+    }
+
+    /// Refuses a publish step a client sent here rather than through the
+    /// root (see [`forwarded`]).
+    fn step_from_above(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        if forwarded::is_forwarded(metadata) {
+            Ok(())
+        } else {
+            Err(not_root(self.shard()?, "publish"))
+        }
+    }
+
     fn update_gauge(&self) {
         self.counters
             .set(LeafCounter::VersionsHeld, self.held.numbers().len() as u64);
@@ -250,20 +269,14 @@ impl Corpus for LeafCorpus {
         &self,
         _: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let shard = self
-            .held
-            .get(self.held.current())
-            .map_err(|e| Status::internal(e.to_string()))?
-            .shard()
-            .meta
-            .shard;
-        Err(not_root(shard, "publish"))
+        Err(not_root(self.shard()?, "publish"))
     }
 
     async fn prepare(
         &self,
         request: Request<PrepareRequest>,
     ) -> Result<Response<Self::PrepareStream>, Status> {
+        self.step_from_above(request.metadata())?;
         let PrepareRequest {
             version,
             from_build,
@@ -297,6 +310,7 @@ impl Corpus for LeafCorpus {
         &self,
         request: Request<Streaming<InstallChunk>>,
     ) -> Result<Response<InstallResponse>, Status> {
+        self.step_from_above(request.metadata())?;
         let store = self.store()?;
         let mut inbound = request.into_inner();
         let first = inbound
@@ -326,6 +340,7 @@ impl Corpus for LeafCorpus {
         &self,
         request: Request<ActivateRequest>,
     ) -> Result<Response<ActivateResponse>, Status> {
+        self.step_from_above(request.metadata())?;
         let version = request.into_inner().version;
         self.run(move |s| s.activate(version)).await?;
         self.counters.inc(LeafCounter::Activations);

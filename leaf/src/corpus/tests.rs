@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use searchtree_proto::SearchParams;
+use searchtree_proto::forwarded::forwarded;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{
     ActivateRequest, CatchUpRequest, DocOp, FieldTerms, InstallChunk, LoadBatch, PrepareRequest,
@@ -644,18 +645,40 @@ async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
         "nothing staged"
     );
     // ...and one forwarded from above (it carries the shard count) is served.
-    let mut forwarded = tonic::Request::new(futures::stream::iter(vec![batch]));
-    forwarded
+    let mut from_root = tonic::Request::new(futures::stream::iter(vec![batch]));
+    from_root
         .metadata_mut()
         .insert(NUM_SHARDS_METADATA, "1".parse().unwrap());
-    let mut acks = a.load(forwarded).await.unwrap().into_inner();
+    let mut acks = a.load(from_root).await.unwrap().into_inner();
     let ack = acks.message().await.unwrap().unwrap();
     assert!(ack.ok && ack.seq == 9 && (ack.added, ack.deleted, ack.replaced) == (1, 1, 1));
     let prepare = PrepareRequest {
         version: 2,
         ..Default::default()
     };
-    let mut chunks = a.prepare(prepare).await.unwrap().into_inner();
+    // A publish's steps come from the tree above, never from a client.
+    let refused = [
+        a.prepare(prepare.clone()).await.map(|_| ()).unwrap_err(),
+        a.install(futures::stream::iter(Vec::<InstallChunk>::new()))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        a.activate(ActivateRequest { version: 2 })
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ];
+    for err in refused {
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(
+            err.message().starts_with(
+                "this is a leaf (shard 0), not the tree's root: publish through the root"
+            ),
+            "{}",
+            err.message()
+        );
+    }
+    let mut chunks = a.prepare(forwarded(prepare)).await.unwrap().into_inner();
     let first = chunks.message().await.unwrap().unwrap();
     let summary = first.shards[0].clone();
     let mut terms = first.terms;
@@ -675,9 +698,14 @@ async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
             ..Default::default()
         },
     ];
-    let installed = a.install(futures::stream::iter(install)).await.unwrap();
+    let installed = a
+        .install(forwarded(futures::stream::iter(install)))
+        .await
+        .unwrap();
     assert_eq!(installed.into_inner().shards, vec![0]);
-    a.activate(ActivateRequest { version: 2 }).await.unwrap();
+    a.activate(forwarded(ActivateRequest { version: 2 }))
+        .await
+        .unwrap();
 
     // B is behind: a query pinned to 2 is refused as version-missing.
     let err = ShardSearch::search(&*held_b, &params("river", 2), Stop::default()).unwrap_err();
@@ -736,13 +764,13 @@ async fn a_leaf_without_a_data_dir_serves_its_build_read_only() {
     let corpus = LeafCorpus::read_only(Arc::clone(&held), LeafCounters::new("leaf"), "ro".into());
     use searchtree_proto::pb::corpus_server::Corpus;
     let err = corpus
-        .activate(tonic::Request::new(ActivateRequest { version: 2 }))
+        .activate(forwarded(ActivateRequest { version: 2 }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(err.message(), super::service::READ_ONLY);
     let err = corpus
-        .prepare(tonic::Request::new(PrepareRequest::default()))
+        .prepare(forwarded(PrepareRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use searchtree_proto::forwarded::forwarded;
 use searchtree_proto::pb::{
     ActivateRequest, ActivateResponse, FieldTerms, InstallChunk, InstallResponse, LeafVersions,
     PrepareChunk, PrepareRequest, ShardSummary, VersionsRequest, VersionsResponse,
@@ -218,7 +219,8 @@ impl CorpusNode {
                 async move {
                     let mut claimed = false;
                     let outcome = async {
-                        let mut stream = target.client().prepare(down).await?.into_inner();
+                        let mut stream =
+                            target.client().prepare(forwarded(down)).await?.into_inner();
                         let mut summaries = Vec::new();
                         while let Some(chunk) = stream.message().await? {
                             summaries.extend(chunk.shards);
@@ -347,7 +349,8 @@ impl CorpusNode {
             let target = &children.children()[child].replicas[replica];
             let (tx, rx) = mpsc::channel::<InstallChunk>(4);
             let mut client = target.client();
-            let call = tokio::spawn(async move { client.install(receiver_stream(rx)).await });
+            let call =
+                tokio::spawn(async move { client.install(forwarded(receiver_stream(rx))).await });
             calls.push((target.addr.clone(), Some(tx), call));
         }
         let mut next = Some(first);
@@ -454,7 +457,7 @@ impl CorpusNode {
         };
         let calls = targets.into_iter().map(|(c, r)| {
             let target = &children.children()[c].replicas[r];
-            let mut call = tonic::Request::new(request);
+            let mut call = forwarded(request);
             call.set_timeout(ACTIVATE_TIMEOUT);
             async move {
                 let answer = target.client().activate(call).await;

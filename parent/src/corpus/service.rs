@@ -36,6 +36,16 @@ impl ParentCorpus {
     pub fn new(node: Arc<CorpusNode>) -> Self {
         ParentCorpus { node }
     }
+
+    /// Refuses a publish step a client sent here rather than through the
+    /// root (see [`forwarded`]).
+    fn step_from_above(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        if forwarded::is_forwarded(metadata) {
+            Ok(())
+        } else {
+            Err(not_root_here(&self.node.children(), "publish"))
+        }
+    }
 }
 
 /// The corpus's shard count a Load stream is placed with: the
@@ -104,6 +114,7 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<PrepareRequest>,
     ) -> Result<Response<Self::PrepareStream>, Status> {
+        self.step_from_above(request.metadata())?;
         let node = Arc::clone(&self.node);
         let request = request.into_inner();
         let chunks = background::spawn(async move {
@@ -124,6 +135,7 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<Streaming<InstallChunk>>,
     ) -> Result<Response<InstallResponse>, Status> {
+        self.step_from_above(request.metadata())?;
         let node = Arc::clone(&self.node);
         let incoming = request.into_inner();
         let installed = background::spawn(async move { node.install(incoming).await })
@@ -136,6 +148,7 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<ActivateRequest>,
     ) -> Result<Response<ActivateResponse>, Status> {
+        self.step_from_above(request.metadata())?;
         Ok(Response::new(
             self.node.activate(request.into_inner()).await?,
         ))

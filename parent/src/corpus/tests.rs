@@ -402,4 +402,34 @@ async fn a_load_or_publish_sent_by_a_client_to_a_parent_is_refused_with_where_to
         "{}",
         err.message()
     );
+
+    // So are a publish's steps, unless the node above marked them.
+    use searchtree_proto::pb::{ActivateRequest, PrepareRequest};
+    let refused = [
+        service
+            .prepare(tonic::Request::new(PrepareRequest::default()))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        service
+            .activate(tonic::Request::new(ActivateRequest { version: 2 }))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ];
+    for err in refused {
+        assert!(
+            err.message()
+                .starts_with("this is a parent (shards 0-1), not the tree's root: publish"),
+            "{}",
+            err.message()
+        );
+    }
+    let err = service
+        .activate(searchtree_proto::forwarded::forwarded(ActivateRequest {
+            version: 0,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "Activate needs a version");
 }
