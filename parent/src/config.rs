@@ -39,8 +39,14 @@ pub struct ParentConfig {
     pub inner: InnerArgs,
 }
 
-/// Every child of a node, and those of them found in etcd.
-pub type Children = (Vec<Arc<dyn Child>>, Vec<DiscoveredChild>);
+/// Every child of a node, those of them found in etcd, and those that are
+/// replica groups (told of every Activate, see
+/// [`CorpusNode::follow_activations`]).
+pub type Children = (
+    Vec<Arc<dyn Child>>,
+    Vec<DiscoveredChild>,
+    Vec<Arc<ReplicaGroup>>,
+);
 
 /// Flags every inner node takes.
 #[derive(Debug, Args)]
@@ -150,9 +156,12 @@ impl InnerArgs {
         membership: Option<TreeMembership>,
     ) -> anyhow::Result<(InnerNode, Arc<CorpusNode>)> {
         let counters = inner_counters(role);
-        let (children, discovered) = self.grpc_children(&counters)?;
+        let (children, discovered, groups) = self.grpc_children(&counters)?;
         let node = self.node_over(role, children, counters)?;
         let corpus = self.corpus_node()?;
+        for group in &groups {
+            corpus.follow_activations(group);
+        }
         if !discovered.is_empty() {
             let Some(membership) = membership else {
                 anyhow::bail!(
@@ -281,6 +290,7 @@ impl InnerArgs {
         }
         let config = self.replica_config()?;
         let mut discovered = Vec::new();
+        let mut groups = Vec::new();
         let children = self
             .children
             .iter()
@@ -292,6 +302,7 @@ impl InnerArgs {
                         Arc::clone(counters),
                     );
                     group.spawn_health_checks();
+                    groups.push(Arc::clone(&group));
                     discovered.push(DiscoveredChild {
                         shards: spec.shards.clone(),
                         group: Arc::clone(&group),
@@ -310,9 +321,10 @@ impl InnerArgs {
                 }
                 let group = ReplicaGroup::new(replicas, config.clone(), Arc::clone(counters));
                 group.spawn_health_checks();
+                groups.push(Arc::clone(&group));
                 Ok(group as Arc<dyn Child>)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok((children, discovered))
+        Ok((children, discovered, groups))
     }
 }

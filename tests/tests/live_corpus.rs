@@ -6,7 +6,8 @@
 //! index built from scratch over the final corpus — the same ids, scores and
 //! match counts, so replaced and deleted documents count nowhere.
 //!
-//! Also: a replica killed during a load catches up before it serves again;
+//! Also: a replica killed during a load catches up before it serves again,
+//! and one that missed a publish catches up in an idle tree too;
 //! a leaf (the only replica of its shard) killed during a load makes the
 //! load report the batches not acknowledged, and rerunning it completes it;
 //! a corpus rebuilt offline replaces the running one with the same switch.
@@ -473,24 +474,7 @@ async fn a_replica_killed_during_a_load_catches_up_before_serving_again() {
 
     // The restarted replica is behind; queries pinned to the new version
     // are answered by its sibling while it copies the version.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let leaves = leaf_versions(root).await;
-        let behind: Vec<_> = leaves.iter().filter(|l| l.current != 2).collect();
-        if behind.is_empty() {
-            for shard in 0..SHARDS {
-                let digests: Vec<&str> = leaves
-                    .iter()
-                    .filter(|l| l.shard == shard)
-                    .map(|l| l.digest.as_str())
-                    .collect();
-                assert!(digests.windows(2).all(|w| w[0] == w[1]), "{leaves:?}");
-            }
-            break;
-        }
-        assert!(Instant::now() < deadline, "still behind: {behind:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_every_replica_holds(root, 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     // A query in flight to the replica when it was killed lost that shard
@@ -507,6 +491,54 @@ async fn a_replica_killed_during_a_load_catches_up_before_serving_again() {
     }
     assert!(catch_ups >= 1, "no catch-up was made");
     tree.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_a_publish_catches_up_in_an_idle_tree() {
+    let (mut tree, _) = start_initial_tree("idle-catch-up-tree", 2).await;
+    let root = tree.root_addr();
+    kill_node(&tree, "leaf-1-0");
+    tree.stop_node("leaf-1-0").await.unwrap();
+    let out = cli(load_args(root, &[])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    tree.restart_node("leaf-1-0").await.unwrap();
+
+    // No query is sent: the parent that activated version 2 knows which
+    // of its replicas lack it, and has them copy it from a sibling.
+    wait_until_every_replica_holds(root, 2).await;
+    let mut catch_ups = 0;
+    for parent in ["parent-0", "parent-1"] {
+        catch_ups += counter(node_addr(&tree, parent), "catch_ups_succeeded").await;
+    }
+    assert!(catch_ups >= 1, "no catch-up was made");
+    assert_answers_final_corpus(root, 2).await;
+    tree.shutdown().await;
+}
+
+/// Waits (at most a minute) until every replica serves `version` as its
+/// current one, and checks that replicas of a shard hold the same documents.
+async fn wait_until_every_replica_holds(root: std::net::SocketAddr, version: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leaves = leaf_versions(root).await;
+        let behind: Vec<_> = leaves
+            .iter()
+            .filter(|l| l.current != version || !l.reachable)
+            .collect();
+        if behind.is_empty() {
+            for shard in 0..SHARDS {
+                let digests: Vec<&str> = leaves
+                    .iter()
+                    .filter(|l| l.shard == shard)
+                    .map(|l| l.digest.as_str())
+                    .collect();
+                assert!(digests.windows(2).all(|w| w[0] == w[1]), "{leaves:?}");
+            }
+            return;
+        }
+        assert!(Instant::now() < deadline, "still behind: {behind:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until some leaf has staged operations: the load is under way.

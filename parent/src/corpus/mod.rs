@@ -5,10 +5,12 @@
 //! the one queries are pinned to.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use futures::Stream;
 use tokio::sync::mpsc;
+
+use crate::replica::ReplicaGroup;
 
 pub mod acks;
 pub mod clients;
@@ -41,6 +43,9 @@ pub struct CorpusNode {
     /// The version last prepared here and the replicas `(child, replica)`
     /// that prepared it: the ones its Install goes to.
     prepared: Mutex<Option<PreparedSet>>,
+    /// The replica groups serving this node's searches, told of every
+    /// Activate so that a replica that lacks the version catches up at once.
+    groups: Mutex<Vec<Weak<ReplicaGroup>>>,
 }
 
 impl CorpusNode {
@@ -50,6 +55,30 @@ impl CorpusNode {
             children: std::sync::RwLock::new(children),
             missed: Arc::new(Mutex::new(BTreeSet::new())),
             prepared: Mutex::new(None),
+            groups: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Tells `group` (one of the replica groups this node searches) of
+    /// every version activated below from now on (see
+    /// [`ReplicaGroup::on_activated`]).
+    pub fn follow_activations(&self, group: &Arc<ReplicaGroup>) {
+        self.groups
+            .lock()
+            .expect("groups lock")
+            .push(Arc::downgrade(group));
+    }
+
+    /// `version` was activated on the direct replicas `activated` (their
+    /// addresses): the groups learn which of their replicas hold it.
+    fn activated(&self, version: u64, activated: &BTreeSet<String>) {
+        let groups: Vec<Arc<ReplicaGroup>> = {
+            let mut groups = self.groups.lock().expect("groups lock");
+            groups.retain(|g| g.strong_count() > 0);
+            groups.iter().filter_map(Weak::upgrade).collect()
+        };
+        for group in groups {
+            group.on_activated(version, activated);
         }
     }
 

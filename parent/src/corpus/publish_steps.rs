@@ -465,10 +465,14 @@ impl CorpusNode {
             }
         });
         let mut response = ActivateResponse::default();
+        let mut activated = BTreeSet::new();
         for (addr, answer) in futures::future::join_all(calls).await {
             match answer {
                 Ok(r) => {
                     let r = r.into_inner();
+                    if r.replicas_failed.is_empty() {
+                        activated.insert(addr);
+                    }
                     response.replicas.extend(r.replicas);
                     response.replicas_failed.extend(r.replicas_failed);
                 }
@@ -486,6 +490,8 @@ impl CorpusNode {
             self.missed.lock().expect("missed lock").clear();
             *prepared = None;
         }
+        drop(prepared);
+        self.activated(request.version, &activated);
         Ok(response)
     }
 

@@ -82,9 +82,12 @@ fn not_root_here(children: &CorpusChildren, call: &str) -> Status {
     forwarded::not_root(&format!("a parent ({shards})"), call)
 }
 
+/// How [`leaf_only`]'s refusal ends.
+pub const LEAF_ONLY: &str = " is a leaf's call";
+
 /// Inner nodes pass these on; only leaves act on them.
 pub fn leaf_only(call: &str) -> Status {
-    Status::failed_precondition(format!("{call} is a leaf's call"))
+    Status::failed_precondition(format!("{call}{LEAF_ONLY}"))
 }
 
 #[tonic::async_trait]

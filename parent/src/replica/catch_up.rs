@@ -19,7 +19,7 @@
 //! nothing to copy from: the replica stays in rotation and its shards fail
 //! until someone publishes again (logged once per version).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -164,6 +164,14 @@ impl ReplicaGroup {
             }
             return true;
         }
+        self.mark_behind(replica, wanted);
+        true
+    }
+
+    /// Takes `replica`, which lacks `wanted`, out of rotation until it has
+    /// copied that version (or a newer one it is found to lack) from a
+    /// sibling, and starts its catch-up unless one runs.
+    fn mark_behind(&self, replica: &Arc<Replica>, wanted: u64) {
         let mut s = replica.lock();
         let newly = !matches!(s.rotation, Rotation::Behind { .. });
         let version = match s.rotation {
@@ -178,7 +186,7 @@ impl ReplicaGroup {
         if newly {
             self.counters.inc(InnerCounter::ReplicasBehind);
             tracing::warn!(
-                replica = name,
+                replica = replica.child.name(),
                 version,
                 "behind: out of rotation until it catches up"
             );
@@ -186,7 +194,33 @@ impl ReplicaGroup {
         if spawn && let Some(group) = self.me.upgrade() {
             tokio::spawn(catch_up(Arc::downgrade(&group), Arc::clone(replica)));
         }
-        true
+    }
+
+    /// A publish (or the root settling the leaves on the pinned version)
+    /// activated `version` on the replicas named in `activated` (their
+    /// addresses, as this node calls them): they hold it, and can be a
+    /// sibling's source. Every other replica of this group lacks it (it was
+    /// left out, unreachable, or failed) and catches up now, in an idle
+    /// tree as in a busy one, instead of waiting for a query to find it
+    /// behind. A group none of whose replicas activated (its shards all
+    /// failed, or it is a group of inner nodes, which answer for the leaves
+    /// below them) is left as it is.
+    pub fn on_activated(&self, version: u64, activated: &BTreeSet<String>) {
+        let replicas = self.replicas();
+        let (holding, lacking): (Vec<_>, Vec<_>) = replicas
+            .iter()
+            .partition(|r| activated.contains(r.child.name()));
+        if holding.is_empty() || version == 0 {
+            return;
+        }
+        for replica in holding {
+            self.on_answered(replica, version);
+        }
+        for replica in lacking {
+            if replica.lock().answered < version {
+                self.mark_behind(replica, version);
+            }
+        }
     }
 
     /// Records that `replica` answered at `version` (0: unknown): it can
@@ -250,6 +284,17 @@ impl ReplicaGroup {
         best.map(|(_, j)| replicas[j].child.name().to_string())
     }
 
+    /// `replica` was taken for behind but is not a replica that catches
+    /// up: ejected, so that health checks bring it back.
+    fn not_behind(&self, replica: &Replica) {
+        let mut s = replica.lock();
+        if matches!(s.rotation, Rotation::Behind { .. }) {
+            s.rotation = Rotation::Ejected;
+            s.consecutive_ok = 0;
+        }
+        s.catching_up = false;
+    }
+
     /// `replica` holds `version` now: unless it was meanwhile asked for a
     /// newer one, it goes on probation, and back into rotation once its
     /// latency matches its peers' (its caches are cold after the copy).
@@ -270,6 +315,13 @@ impl ReplicaGroup {
             _ => {}
         }
     }
+}
+
+/// Whether a catch-up failed because the replica is an inner node, which
+/// copies no versions (its `CatchUp` refusal, see
+/// [`crate::corpus::service::leaf_only`]).
+fn is_not_a_leaf(err: &ChildError) -> bool {
+    matches!(err, ChildError::Failed(msg) if msg.ends_with(crate::corpus::service::LEAF_ONLY))
 }
 
 /// The catch-up of `replica` of `group`: until the replica is no longer
@@ -322,6 +374,14 @@ async fn catch_up(group: Weak<ReplicaGroup>, replica: Arc<Replica>) {
                 );
                 g.on_caught_up(&replica, version);
                 backoff = BACKOFF_MIN;
+            }
+            Err(err) if is_not_a_leaf(&err) => {
+                // An inner node answers for the leaves below it, which its
+                // own groups catch up: health checks decide its rotation.
+                g.counters.inc(InnerCounter::CatchUpsFailed);
+                tracing::info!(replica = name, %err, "not a leaf: its own children catch up");
+                g.not_behind(&replica);
+                return;
             }
             Err(err) => {
                 g.counters.inc(InnerCounter::CatchUpsFailed);
@@ -449,6 +509,60 @@ mod tests {
         }
         assert_eq!(r[0].inner.calls() - back, 5, "its full share again");
         assert_eq!(copies.calls().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_left_out_of_an_activate_catches_up_with_no_query_asking() {
+        let r = r0_behind();
+        let copies = FakeCatchUp::new(&r, ms(50), 0);
+        let g = versioned_group(&r, &copies, config());
+
+        // The tree is idle: the only news of version 2 is its Activate,
+        // which reached r1 alone.
+        g.on_activated(2, &BTreeSet::from(["r1".to_string()]));
+        assert_eq!(g.rotations()[0], Rotation::Behind { version: 2 });
+        tokio::time::sleep(ms(100)).await;
+        assert_eq!(copies.calls(), [copy_of("r0", 2, "r1")]);
+        assert_eq!(g.rotations()[0], Rotation::Probation);
+        assert_eq!(r[0].inner.calls(), 0, "no query was sent");
+
+        // An Activate that reached both, or neither, leaves them alone.
+        g.on_activated(2, &BTreeSet::from(["r0".to_string(), "r1".to_string()]));
+        g.on_activated(3, &BTreeSet::new());
+        assert_eq!(g.rotations()[0], Rotation::Probation);
+        assert_eq!(copies.calls().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_that_is_not_a_leaf_is_not_kept_behind() {
+        struct Inner;
+        impl CatchUpCall for Inner {
+            fn catch_up(
+                &self,
+                _replica: &str,
+                _request: CatchUpRequest,
+            ) -> BoxFuture<'_, Result<CatchUpResponse, ChildError>> {
+                Box::pin(async {
+                    Err(ChildError::from(crate::corpus::service::leaf_only(
+                        "CatchUp",
+                    )))
+                })
+            }
+        }
+        let r = r0_behind();
+        let children = r.iter().map(|c| Arc::clone(c) as Arc<dyn Child>).collect();
+        let g = ReplicaGroup::with_catch_up(
+            children,
+            config(),
+            crate::counters::inner_counters("parent"),
+            Arc::new(Inner),
+        );
+        g.on_activated(2, &BTreeSet::from(["r1".to_string()]));
+        tokio::time::sleep(ms(10)).await;
+        assert_eq!(g.rotations()[0], Rotation::Ejected, "health checks decide");
+        g.check_all().await;
+        g.check_all().await;
+        assert_eq!(g.rotations()[0], Rotation::In);
     }
 
     #[tokio::test(start_paused = true)]
