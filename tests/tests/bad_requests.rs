@@ -41,6 +41,23 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
                 status.message()
             );
         }
+        // A request that is not a SearchRequest at all: a client whose
+        // .proto declares the query as bytes, sending bytes that are not
+        // UTF-8; a field with a length past the message's end. The request
+        // is what is wrong.
+        for (body, should_mention) in [
+            (vec![0x0a, 0x02, 0xff, 0xfe], "not UTF-8"),
+            (vec![0x0a, 0x7f, b'a'], "buffer underflow"),
+        ] {
+            let status = raw_search(addr, body).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+            assert!(
+                status.message().contains(should_mention)
+                    && status.message().contains("not this method's message"),
+                "{name}: {:?}",
+                status.message()
+            );
+        }
         // Still serving, and still exact enough to find the obvious answer.
         let ok = search(&mut node, "paris", 10)
             .await
@@ -66,4 +83,52 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
     let paris = search(&mut root, "title:paris", 3).await.unwrap();
     assert_eq!(paris.hits[0].doc_id, "paris");
     tree.shutdown().await;
+}
+
+/// Sends `body`, as it is, as the message of a `Search` call to `addr`, the
+/// way a client built from some other .proto would.
+async fn raw_search(
+    addr: std::net::SocketAddr,
+    body: Vec<u8>,
+) -> Result<searchtree_proto::pb::SearchResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/searchtree.v1.Search/Search");
+    grpc.unary(
+        tonic::Request::new(RawMessage(body)),
+        path,
+        tonic_prost::ProstCodec::<RawMessage, searchtree_proto::pb::SearchResponse>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// A message whose encoding is exactly the bytes it holds.
+#[derive(Debug, Clone, Default)]
+struct RawMessage(Vec<u8>);
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        _tag: u32,
+        _wire_type: prost::encoding::WireType,
+        _buf: &mut impl prost::bytes::Buf,
+        _ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        unreachable!("only sent")
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }

@@ -1,6 +1,8 @@
 //! The one wrapper around every node's gRPC services: who may call
 //! ([`crate::ops::auth`]), the request's trace ([`crate::ops::trace`]) and
-//! its timing ([`crate::ops::timing`]), in one boxed future per call.
+//! its timing ([`crate::ops::timing`]), in one boxed future per call; and a
+//! request that does not decode is the caller's error
+//! ([`undecodable_is_invalid_argument`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,6 +64,7 @@ where
         Box::pin(async move {
             let mut result = call.await;
             if let Ok(response) = &mut result {
+                undecodable_is_invalid_argument(response.headers_mut());
                 trace::echo(&context, response.headers_mut());
                 timing::record(method, response, start.elapsed());
                 if let Some((path, began)) = exported {
@@ -77,5 +80,82 @@ where
             }
             result
         })
+    }
+}
+
+/// How tonic's refusal of a request message that does not decode begins
+/// (prost's `DecodeError`, e.g. a string field that is not UTF-8).
+const UNDECODABLE: &str = "failed to decode Protobuf message";
+/// tonic's refusal of a unary call whose body holds no message at all.
+const NO_MESSAGE: &str = "Missing request message.";
+
+/// Rewrites tonic's `INTERNAL` refusal of a request it could not decode
+/// (bytes that are not the method's message, a string field that is not
+/// UTF-8, an empty body) into `INVALID_ARGUMENT`, keeping the decoder's
+/// words: the request is what is wrong, and sending it again cannot help,
+/// which `INTERNAL` would not tell a client. Such a refusal ends the call in
+/// the response's headers (trailers-only), before any node code runs; every
+/// other response is left as it is.
+pub fn undecodable_is_invalid_argument(headers: &mut http::HeaderMap) {
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"13") {
+        return;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return;
+    };
+    let message = status.message();
+    if !(message.starts_with(UNDECODABLE) || message == NO_MESSAGE) {
+        return;
+    }
+    let refusal = tonic::Status::invalid_argument(format!(
+        "the request is not this method's message (is the client's .proto searchtree's?): {message}"
+    ));
+    headers.remove("grpc-message");
+    headers.remove("grpc-status-details-bin");
+    let _ = refusal.add_header(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers_of(status: tonic::Status) -> http::HeaderMap {
+        status.into_http::<tonic::body::Body>().headers().clone()
+    }
+
+    #[test]
+    fn an_undecodable_request_is_invalid_argument_and_other_statuses_stay() {
+        // prost's words for a query that is not UTF-8.
+        let decode_error = "failed to decode Protobuf message: SearchRequest.query: \
+                            invalid string value: data is not UTF-8 encoded";
+        let mut headers = headers_of(tonic::Status::internal(decode_error));
+        undecodable_is_invalid_argument(&mut headers);
+        let status = tonic::Status::from_header_map(&headers).unwrap();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("the request is not this method's message")
+                && status.message().contains(UNDECODABLE),
+            "{}",
+            status.message()
+        );
+
+        let mut empty = headers_of(tonic::Status::internal(NO_MESSAGE));
+        undecodable_is_invalid_argument(&mut empty);
+        assert_eq!(
+            tonic::Status::from_header_map(&empty).unwrap().code(),
+            tonic::Code::InvalidArgument
+        );
+
+        for other in [
+            tonic::Status::internal("search panicked"),
+            tonic::Status::unavailable(UNDECODABLE),
+        ] {
+            let before = headers_of(other);
+            let mut after = before.clone();
+            undecodable_is_invalid_argument(&mut after);
+            assert_eq!(before, after);
+        }
     }
 }
