@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 use searchtree::client_args::ClientArgs;
 use searchtree::commands::{
-    bench, build, certs, demo, load, members, publish, query, restart, simulate, stats, up, verify,
-    versions,
+    bench, build, certs, demo, discard, load, members, publish, query, restart, simulate, stats,
+    up, verify, versions,
 };
 
 /// A faster allocator than the system's for what the CLI does in bulk
@@ -50,6 +50,7 @@ enum Command {
     Stats(stats::StatsArgs),
     Load(load::LoadArgs),
     Publish(publish::PublishArgs),
+    Discard(discard::DiscardArgs),
     Versions(versions::VersionsArgs),
     Verify(verify::VerifyArgs),
     Certs(certs::CertsArgs),
@@ -80,6 +81,7 @@ async fn main() {
         Command::Stats(args) => stats::run(args).await,
         Command::Load(args) => load::run(args).await,
         Command::Publish(args) => publish::run(args).await,
+        Command::Discard(args) => discard::run(args).await,
         Command::Versions(args) => versions::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Certs(args) => certs::run(args),

@@ -12,9 +12,9 @@ use searchtree_node::serving::corpus_service;
 use searchtree_proto::pb::corpus_server::Corpus;
 use searchtree_proto::pb::{
     ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
-    FieldTerms, FileChunk, InstallChunk, InstallResponse, LeafVersions, LoadAck, LoadBatch,
-    PrepareChunk, PrepareRequest, PublishRequest, PublishResponse, ShardSummary, VersionsRequest,
-    VersionsResponse,
+    DiscardRequest, DiscardResponse, FieldTerms, FileChunk, InstallChunk, InstallResponse,
+    LeafVersions, LoadAck, LoadBatch, PrepareChunk, PrepareRequest, PublishRequest,
+    PublishResponse, ShardSummary, VersionsRequest, VersionsResponse,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -291,6 +291,13 @@ impl Corpus for FakeLeaf {
         &self,
         _request: Request<CatchUpRequest>,
     ) -> Result<Response<CatchUpResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn discard(
+        &self,
+        _request: Request<DiscardRequest>,
+    ) -> Result<Response<DiscardResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
 }

@@ -15,8 +15,9 @@ use searchtree_parent::corpus::{CorpusNode, receiver_stream};
 use searchtree_proto::pb::corpus_server::Corpus;
 use searchtree_proto::pb::{
     ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
-    FileChunk, InstallChunk, InstallResponse, LeafVersions, LoadAck, LoadBatch, PrepareChunk,
-    PrepareRequest, PublishRequest, PublishResponse, VersionsRequest, VersionsResponse,
+    DiscardRequest, DiscardResponse, FileChunk, InstallChunk, InstallResponse, LeafVersions,
+    LoadAck, LoadBatch, PrepareChunk, PrepareRequest, PublishRequest, PublishResponse,
+    VersionsRequest, VersionsResponse,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
@@ -401,6 +402,26 @@ impl Corpus for RootCorpus {
         _request: Request<CatchUpRequest>,
     ) -> Result<Response<CatchUpResponse>, Status> {
         Err(leaf_only("CatchUp"))
+    }
+
+    /// Under the same lock as a load or a publish: a discard in the middle
+    /// of either would leave replicas with different staged operations.
+    async fn discard(
+        &self,
+        _request: Request<DiscardRequest>,
+    ) -> Result<Response<DiscardResponse>, Status> {
+        let guard = self.lock()?;
+        let node = Arc::clone(&self.node);
+        let discarded = background::spawn(async move {
+            let discarded = node.discard().await;
+            drop(guard);
+            discarded
+        })
+        .await
+        .map_err(|e| Status::internal(format!("discard failed unexpectedly: {e}")))?;
+        let ops: u64 = discarded.shards.iter().map(|s| s.staged_ops).sum();
+        tracing::info!(ops, failed = ?discarded.replicas_failed, "staged operations discarded");
+        Ok(Response::new(discarded))
     }
 }
 

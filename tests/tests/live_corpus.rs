@@ -7,7 +7,8 @@
 //! match counts, so replaced and deleted documents count nowhere.
 //!
 //! Also: a replica killed during a load catches up before it serves again,
-//! and one that missed a publish catches up in an idle tree too;
+//! and one that missed a publish catches up in an idle tree too; a staged
+//! load can be thrown away (`searchtree discard`);
 //! a leaf (the only replica of its shard) killed during a load makes the
 //! load report the batches not acknowledged, and rerunning it completes it;
 //! a corpus rebuilt offline replaces the running one with the same switch.
@@ -494,7 +495,8 @@ async fn a_replica_killed_during_a_load_catches_up_before_serving_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_that_missed_a_publish_catches_up_in_an_idle_tree() {
+async fn a_replica_that_missed_a_publish_catches_up_in_an_idle_tree_and_a_staged_load_is_discarded()
+{
     let (mut tree, _) = start_initial_tree("idle-catch-up-tree", 2).await;
     let root = tree.root_addr();
     kill_node(&tree, "leaf-1-0");
@@ -512,6 +514,37 @@ async fn a_replica_that_missed_a_publish_catches_up_in_an_idle_tree() {
     }
     assert!(catch_ups >= 1, "no catch-up was made");
     assert_answers_final_corpus(root, 2).await;
+
+    // A load staged and not wanted is thrown away: every replica's staging
+    // area is empty after, and the next publish changes nothing.
+    let out = cli(load_args(root, &["--no-publish"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(leaf_versions(root).await.iter().all(|l| l.staged_ops > 0));
+    let leaf = node_addr(&tree, "leaf-0-1").to_string();
+    let refused = cli(vec!["discard".into(), "--root".into(), leaf]).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("not the tree's root: discard through the root"),
+        "{}",
+        text(&refused)
+    );
+    let out = cli(vec!["discard".into(), "--root".into(), root.to_string()]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("discarded "),
+        "{}",
+        text(&out)
+    );
+    let leaves = leaf_versions(root).await;
+    assert!(leaves.iter().all(|l| l.staged_ops == 0), "{leaves:?}");
+    let out = cli(vec!["publish".into(), "--root".into(), root.to_string()]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(", 0 staged operations,"),
+        "{}",
+        text(&out)
+    );
+    assert_answers_final_corpus(root, 3).await;
     tree.shutdown().await;
 }
 

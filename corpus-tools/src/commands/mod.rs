@@ -4,6 +4,7 @@ pub mod bench;
 pub mod build;
 pub mod certs;
 pub mod demo;
+pub mod discard;
 pub mod load;
 pub mod members;
 pub mod publish;

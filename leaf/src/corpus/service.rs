@@ -18,9 +18,9 @@ use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::corpus_server::Corpus;
 use searchtree_proto::pb::{
     ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
-    FailureReason, FileChunk, InstallChunk, InstallResponse, LeafVersions, LoadAck, LoadBatch,
-    PrepareChunk, PrepareRequest, PublishRequest, PublishResponse, ShardFailure, VersionsRequest,
-    VersionsResponse,
+    DiscardRequest, DiscardResponse, FailureReason, FileChunk, InstallChunk, InstallResponse,
+    LeafVersions, LoadAck, LoadBatch, PrepareChunk, PrepareRequest, PublishRequest,
+    PublishResponse, ShardDiscard, ShardFailure, VersionsRequest, VersionsResponse,
 };
 use searchtree_proto::sharding::NUM_SHARDS_METADATA;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
@@ -106,13 +106,17 @@ impl LeafCorpus {
         Ok(searcher.shard().meta.shard)
     }
 
-    /// Refuses a publish step a client sent here rather than through the
-    /// root (see [`forwarded`]).
-    fn step_from_above(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+    /// Refuses a step of the root's `call` (a publish's, a discard) that a
+    /// client sent here rather than through the root (see [`forwarded`]).
+    fn step_from_above(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        call: &str,
+    ) -> Result<(), Status> {
         if forwarded::is_forwarded(metadata) {
             Ok(())
         } else {
-            Err(not_root(self.shard()?, "publish"))
+            Err(not_root(self.shard()?, call))
         }
     }
 
@@ -276,7 +280,7 @@ impl Corpus for LeafCorpus {
         &self,
         request: Request<PrepareRequest>,
     ) -> Result<Response<Self::PrepareStream>, Status> {
-        self.step_from_above(request.metadata())?;
+        self.step_from_above(request.metadata(), "publish")?;
         let PrepareRequest {
             version,
             from_build,
@@ -310,7 +314,7 @@ impl Corpus for LeafCorpus {
         &self,
         request: Request<Streaming<InstallChunk>>,
     ) -> Result<Response<InstallResponse>, Status> {
-        self.step_from_above(request.metadata())?;
+        self.step_from_above(request.metadata(), "publish")?;
         let store = self.store()?;
         let mut inbound = request.into_inner();
         let first = inbound
@@ -340,7 +344,7 @@ impl Corpus for LeafCorpus {
         &self,
         request: Request<ActivateRequest>,
     ) -> Result<Response<ActivateResponse>, Status> {
-        self.step_from_above(request.metadata())?;
+        self.step_from_above(request.metadata(), "publish")?;
         let version = request.into_inner().version;
         self.run(move |s| s.activate(version)).await?;
         self.counters.inc(LeafCounter::Activations);
@@ -388,6 +392,24 @@ impl Corpus for LeafCorpus {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn discard(
+        &self,
+        request: Request<DiscardRequest>,
+    ) -> Result<Response<DiscardResponse>, Status> {
+        self.step_from_above(request.metadata(), "discard")?;
+        let shard = self.shard()?;
+        let staged_ops = self.run(|s| s.discard_staged()).await?;
+        tracing::info!(staged_ops, "staged operations discarded");
+        Ok(Response::new(DiscardResponse {
+            shards: vec![ShardDiscard {
+                shard,
+                replica: self.name.clone(),
+                staged_ops,
+            }],
+            replicas_failed: Vec::new(),
+        }))
     }
 
     async fn catch_up(

@@ -281,6 +281,14 @@ impl CorpusStore {
         Ok(previous)
     }
 
+    /// Throws away every staged operation, durably (`Corpus.Discard`);
+    /// returns how many there were.
+    pub fn discard_staged(&mut self) -> Result<u64, CorpusError> {
+        let ops = self.staging.ops();
+        self.staging.clear()?;
+        Ok(ops)
+    }
+
     /// What this leaf holds, as `Versions` reports it.
     pub fn versions(&mut self) -> Result<LeafVersions, CorpusError> {
         let current = self.held.current();

@@ -14,6 +14,7 @@ use crate::replica::ReplicaGroup;
 
 pub mod acks;
 pub mod clients;
+pub mod discard;
 pub mod load;
 pub mod publish_steps;
 pub mod service;

@@ -537,7 +537,7 @@ impl CorpusNode {
 }
 
 /// Every replica of every child, as (child, replica) indices.
-fn all_replicas(children: &CorpusChildren) -> impl Iterator<Item = (usize, usize)> + '_ {
+pub(super) fn all_replicas(children: &CorpusChildren) -> impl Iterator<Item = (usize, usize)> + '_ {
     children
         .children()
         .iter()

@@ -10,8 +10,9 @@ use searchtree_node::background;
 use searchtree_proto::pb::corpus_server::Corpus;
 use searchtree_proto::pb::{
     ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
-    FileChunk, InstallChunk, InstallResponse, LoadAck, LoadBatch, PrepareChunk, PrepareRequest,
-    PublishRequest, PublishResponse, VersionsRequest, VersionsResponse,
+    DiscardRequest, DiscardResponse, FileChunk, InstallChunk, InstallResponse, LoadAck, LoadBatch,
+    PrepareChunk, PrepareRequest, PublishRequest, PublishResponse, VersionsRequest,
+    VersionsResponse,
 };
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -37,13 +38,13 @@ impl ParentCorpus {
         ParentCorpus { node }
     }
 
-    /// Refuses a publish step a client sent here rather than through the
-    /// root (see [`forwarded`]).
-    fn step_from_above(&self, metadata: &MetadataMap) -> Result<(), Status> {
+    /// Refuses a step of the root's `call` (a publish's, a discard) that a
+    /// client sent here rather than through the root (see [`forwarded`]).
+    fn step_from_above(&self, metadata: &MetadataMap, call: &str) -> Result<(), Status> {
         if forwarded::is_forwarded(metadata) {
             Ok(())
         } else {
-            Err(not_root_here(&self.node.children(), "publish"))
+            Err(not_root_here(&self.node.children(), call))
         }
     }
 }
@@ -117,7 +118,7 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<PrepareRequest>,
     ) -> Result<Response<Self::PrepareStream>, Status> {
-        self.step_from_above(request.metadata())?;
+        self.step_from_above(request.metadata(), "publish")?;
         let node = Arc::clone(&self.node);
         let request = request.into_inner();
         let chunks = background::spawn(async move {
@@ -138,7 +139,7 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<Streaming<InstallChunk>>,
     ) -> Result<Response<InstallResponse>, Status> {
-        self.step_from_above(request.metadata())?;
+        self.step_from_above(request.metadata(), "publish")?;
         let node = Arc::clone(&self.node);
         let incoming = request.into_inner();
         let installed = background::spawn(async move { node.install(incoming).await })
@@ -151,7 +152,7 @@ impl Corpus for ParentCorpus {
         &self,
         request: Request<ActivateRequest>,
     ) -> Result<Response<ActivateResponse>, Status> {
-        self.step_from_above(request.metadata())?;
+        self.step_from_above(request.metadata(), "publish")?;
         Ok(Response::new(
             self.node.activate(request.into_inner()).await?,
         ))
@@ -172,6 +173,18 @@ impl Corpus for ParentCorpus {
         _request: Request<CopyVersionRequest>,
     ) -> Result<Response<Self::CopyVersionStream>, Status> {
         Err(leaf_only("CopyVersion"))
+    }
+
+    async fn discard(
+        &self,
+        request: Request<DiscardRequest>,
+    ) -> Result<Response<DiscardResponse>, Status> {
+        self.step_from_above(request.metadata(), "discard")?;
+        let node = Arc::clone(&self.node);
+        let discarded = background::spawn(async move { node.discard().await })
+            .await
+            .map_err(|e| Status::internal(format!("discard failed unexpectedly: {e}")))?;
+        Ok(Response::new(discarded))
     }
 
     async fn catch_up(
