@@ -95,9 +95,15 @@ impl RootCorpus {
         background::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let Ok(_idle) = this.busy.try_lock() else {
-                    continue; // a load or publish of this root's own
-                };
+                // Skipped while a load or publish of this root's own runs,
+                // but not held during the sweep: a sweep can take seconds
+                // (a leaf just started reads its shard once for its totals),
+                // and a load sent meanwhile would be refused as busy. The
+                // pin only moves forward, so a sweep that overlaps a
+                // publish cannot undo it.
+                if this.busy.try_lock().is_err() {
+                    continue;
+                }
                 let leaves = this.node.versions(VERSIONS_TIMEOUT).await.leaves;
                 if let Ok(current) = agreed_current(&leaves)
                     && this.pinned.advance_to(current)
@@ -564,6 +570,23 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never followed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        following.abort();
+    }
+
+    #[tokio::test]
+    async fn a_slow_sweep_for_other_roots_publishes_does_not_make_a_load_wait() {
+        let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        // One leaf takes its time to say its versions (as one just started
+        // does, reading its shard once): the sweep lasts seconds.
+        b.script(|s| s.hung_versions = true);
+        let (root, pinned) = root_over(&[&a, &b]);
+        pinned.set(1);
+        let following = root.spawn_follow_publishes(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            root.lock().is_ok(),
+            "a load or publish would be refused as busy"
+        );
         following.abort();
     }
 
