@@ -231,6 +231,26 @@ impl Etcd {
         Ok((kvs, revision))
     }
 
+    /// The value of `key` and the lease it is attached to (0: none), or
+    /// `None` if there is no such key (a linearizable read).
+    pub async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, EtcdError> {
+        let request = pb::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let response = self
+            .unary(|c| {
+                let request = request.clone();
+                async move { KvClient::new(c).range(request).await }
+            })
+            .await?;
+        Ok(response
+            .kvs
+            .into_iter()
+            .next()
+            .map(|kv| (kv.value, kv.lease)))
+    }
+
     /// Sets `key` to `value`, attached to `lease` (0: none).
     pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<(), EtcdError> {
         let request = pb::PutRequest {

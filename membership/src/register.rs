@@ -7,6 +7,12 @@
 //! granted and the record put again, as M3's heartbeat store does. When the
 //! node drains, the lease is revoked at once, so its parents drop it without
 //! waiting for the TTL; a node that dies is dropped when the TTL runs out.
+//!
+//! The record is the node's own: with each renewal the node reads it back,
+//! and puts it back under its lease if something else overwrote it (junk
+//! written by hand, another node registered at the same address) or deleted
+//! it, so a live node is never left out of its parents' view. The way to
+//! take a live node out is to drain it (SIGTERM).
 
 use std::time::Duration;
 
@@ -125,7 +131,7 @@ async fn keep_registered(
         retry = RETRY_MIN;
         tracing::info!(key, lease, ttl_s = granted.as_secs(), "registered in etcd");
         let _ = registered.send(true);
-        if hold(&etcd, lease, granted, keep, &mut serving).await {
+        if hold(&etcd, lease, granted, keep, (&key, &value), &mut serving).await {
             // Draining: take the record out now rather than at the TTL.
             match etcd.revoke(lease).await {
                 Ok(()) => tracing::info!(key, "deregistered from etcd"),
@@ -141,12 +147,14 @@ async fn keep_registered(
 }
 
 /// Keeps `lease` alive until the node stops serving (true) or the lease is
-/// lost (false).
+/// lost (false); after each renewal, puts `record` (key and value) back
+/// under the lease if it is no longer there as put.
 async fn hold(
     etcd: &Etcd,
     lease: i64,
     ttl: Duration,
     mut keep: KeepAlive,
+    record: (&str, &[u8]),
     serving: &mut watch::Receiver<bool>,
 ) -> bool {
     let every = (ttl / 3).max(Duration::from_millis(100));
@@ -163,7 +171,10 @@ async fn hold(
         }
         match keep.renew().await {
             Ok(left) if left.is_zero() => return false,
-            Ok(_) => failing_since = None,
+            Ok(_) => {
+                failing_since = None;
+                restore(etcd, lease, record).await;
+            }
             Err(err) => {
                 let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
                 tracing::debug!(%err, lease, "keep-alive failed: trying another member");
@@ -180,5 +191,35 @@ async fn hold(
                 }
             }
         }
+    }
+}
+
+/// Reads the record back and puts it again under `lease` if it was
+/// overwritten or deleted. A read that fails changes nothing: etcd trouble
+/// is the keep-alive's to handle.
+async fn restore(etcd: &Etcd, lease: i64, (key, value): (&str, &[u8])) {
+    let found = match etcd.get(key).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::debug!(%err, key, "cannot read the record back");
+            return;
+        }
+    };
+    if let Some((v, l)) = &found
+        && v.as_slice() == value
+        && *l == lease
+    {
+        return;
+    }
+    tracing::warn!(
+        key,
+        found = found.as_ref().map(|(v, _)| String::from_utf8_lossy(v)
+            .chars()
+            .take(200)
+            .collect::<String>()),
+        "the record was overwritten or deleted (by hand, or by another node registered at this address?): putting it back"
+    );
+    if let Err(err) = etcd.put(key, value.to_vec(), lease).await {
+        tracing::warn!(%err, key, "could not put the record back: trying at the next renewal");
     }
 }

@@ -1,0 +1,69 @@
+//! What other writers leave in a tree's etcd prefix, on a real etcd on
+//! loopback, without a tree: a live node's record overwritten with junk or
+//! emptied by hand is put back by the node.
+
+use std::time::{Duration, Instant};
+
+use searchtree_membership::member::{Member, member_key, tree_prefix};
+use searchtree_membership::{Etcd, Registration};
+use searchtree_tests::etcd::EtcdCluster;
+
+const TMP: &str = env!("CARGO_TARGET_TMPDIR");
+
+/// Waits until `key` holds `value` under some lease again; returns how
+/// long that took, or panics after `wait`.
+async fn until_restored(etcd: &Etcd, key: &str, value: &[u8], wait: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some((v, lease))) = etcd.get(key).await
+            && v == value
+            && lease != 0
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < wait,
+            "{key} not put back within {wait:?}: {:?}",
+            etcd.get(key).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_live_nodes_record_overwritten_or_deleted_by_hand_is_put_back() {
+    let cluster = EtcdCluster::start(std::path::Path::new(TMP), 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let etcd = cluster.client();
+        let member = Member {
+            addr: "127.0.0.1:43999".into(),
+            role: "leaf".into(),
+            shards: vec![0],
+            http: None,
+            pid: std::process::id(),
+        };
+        let key = member_key("store-test", &member.addr);
+        let ttl = Duration::from_secs(3);
+        let registration = Registration::start(etcd.clone(), key.clone(), member.clone(), ttl);
+        assert!(registration.registered(Duration::from_secs(10)).await);
+        let value = member.to_json();
+
+        // Junk over the record (not attached to any lease: it would stay
+        // for ever), then the record emptied: each is undone within about
+        // one renewal (a third of the TTL).
+        etcd.put(&key, b"{\"junk\": true}".to_vec(), 0)
+            .await
+            .unwrap();
+        let took = until_restored(&etcd, &key, &value, ttl * 2).await;
+        println!("overwritten record put back after {took:?}");
+        etcd.put(&key, Vec::new(), 0).await.unwrap();
+        let (kvs, _) = etcd.get_prefix(&tree_prefix("store-test")).await.unwrap();
+        assert_eq!(kvs.len(), 1);
+        until_restored(&etcd, &key, &value, ttl * 2).await;
+
+        // A node that drains still takes its record out.
+        registration.withdraw(Duration::from_secs(5)).await;
+        assert_eq!(etcd.get(&key).await.unwrap(), None);
+    });
+}
