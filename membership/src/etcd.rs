@@ -25,6 +25,17 @@ use crate::pb::watch_client::WatchClient;
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting to one member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The largest answer read from etcd, in bytes: as etcd's own client takes.
+/// A prefix read returns every record under the prefix in one message, and
+/// etcd takes records of up to 1.5 MiB each: a handful of large ones (junk
+/// written under the prefix) already pass gRPC's default limit of 4 MiB,
+/// and a node held to that limit could never read its tree's membership.
+const MAX_ANSWER_BYTES: usize = i32::MAX as usize;
+
+/// A KV client on `channel` that reads answers of any size etcd sends.
+fn kv(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+}
 
 /// Why an etcd call failed (on every endpoint it was tried on).
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +230,7 @@ impl Etcd {
         let response = self
             .unary(|c| {
                 let request = request.clone();
-                async move { KvClient::new(c).range(request).await }
+                async move { kv(c).range(request).await }
             })
             .await?;
         let revision = response.header.map_or(0, |h| h.revision);
@@ -241,7 +252,7 @@ impl Etcd {
         let response = self
             .unary(|c| {
                 let request = request.clone();
-                async move { KvClient::new(c).range(request).await }
+                async move { kv(c).range(request).await }
             })
             .await?;
         Ok(response
@@ -261,7 +272,7 @@ impl Etcd {
         };
         self.unary(|c| {
             let request = request.clone();
-            async move { KvClient::new(c).put(request).await }
+            async move { kv(c).put(request).await }
         })
         .await
         .map(drop)
@@ -345,7 +356,11 @@ impl Etcd {
                     "hasleader",
                     tonic::metadata::MetadataValue::from_static("true"),
                 );
-                let mut stream = WatchClient::new(channel).watch(request).await?.into_inner();
+                let mut stream = WatchClient::new(channel)
+                    .max_decoding_message_size(MAX_ANSWER_BYTES)
+                    .watch(request)
+                    .await?
+                    .into_inner();
                 // The first message confirms the watch (or refuses it).
                 match stream.message().await? {
                     Some(first) if first.created && !first.canceled => Ok(Watch {

@@ -1,6 +1,7 @@
 //! What other writers leave in a tree's etcd prefix, on a real etcd on
 //! loopback, without a tree: a live node's record overwritten with junk or
-//! emptied by hand is put back by the node.
+//! emptied by hand is put back by the node, and records larger in total
+//! than a gRPC message's default limit (4 MiB) still read as a view.
 
 use std::time::{Duration, Instant};
 
@@ -65,5 +66,23 @@ fn a_live_nodes_record_overwritten_or_deleted_by_hand_is_put_back() {
         // A node that drains still takes its record out.
         registration.withdraw(Duration::from_secs(5)).await;
         assert_eq!(etcd.get(&key).await.unwrap(), None);
+    });
+}
+#[test]
+fn a_prefix_larger_than_a_default_grpc_message_still_reads() {
+    let cluster = EtcdCluster::start(std::path::Path::new(TMP), 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let etcd = cluster.client();
+        let prefix = tree_prefix("big-test");
+        // Four records of 1.2 MB each (etcd takes requests up to 1.5 MiB):
+        // about 4.8 MB in one range answer.
+        for c in ['a', 'b', 'c', 'd'] {
+            let key = format!("{prefix}{}", c.to_string().repeat(1_200_000));
+            etcd.put(&key, b"junk".to_vec(), 0).await.unwrap();
+        }
+        let (kvs, revision) = etcd.get_prefix(&prefix).await.expect("the prefix reads");
+        assert_eq!(kvs.len(), 4);
+        assert!(revision > 0);
     });
 }
