@@ -98,6 +98,45 @@ impl From<tonic::Status> for ChildError {
     }
 }
 
+/// Checks that `response` answers for `shards`, the shards its child was
+/// asked for: its coverage counts that many shards, and every shard it
+/// names (answered, failed, timed out) and every hit's shard is one of
+/// them. A node at the address serves other shards when the address is
+/// wrong or its registration in etcd names shards it does not serve; its
+/// hits merged as those of the shards asked for would duplicate some
+/// documents and leave others out, under a coverage that says all is well.
+/// The error says what the answer covered instead.
+pub fn check_answer_shards(shards: &[u32], response: &SearchResponse) -> Result<(), String> {
+    let Some(coverage) = &response.coverage else {
+        return Ok(());
+    };
+    let named = coverage
+        .sources
+        .iter()
+        .map(|s| s.shard)
+        .chain(coverage.failures.iter().map(|f| f.shard))
+        .chain(response.hits.iter().map(|h| h.shard));
+    let mut foreign: Vec<u32> = named.filter(|s| !shards.contains(s)).collect();
+    if foreign.is_empty() && coverage.shards_total as usize == shards.len() {
+        return Ok(());
+    }
+    foreign.sort_unstable();
+    foreign.dedup();
+    let wanted = crate::spec::format_shards(shards);
+    Err(if foreign.is_empty() {
+        format!(
+            "answered for {} shard(s), not the {} of shards {wanted}: not the node of these shards",
+            coverage.shards_total,
+            shards.len()
+        )
+    } else {
+        format!(
+            "answered for shard(s) {}, not {wanted}: the node at this address serves other shards (a wrong address, or a wrong registration)",
+            crate::spec::format_shards(&foreign)
+        )
+    })
+}
+
 /// A child of a parent.
 pub trait Child: Send + Sync {
     /// A name for logs and failure messages (its address, for gRPC children).
@@ -222,8 +261,11 @@ impl Child for GrpcChild {
         // Sent as the grpc-timeout header: the child's exact deadline.
         request.set_timeout(budget);
         Box::pin(async move {
-            let response = client.search(request).await?;
-            Ok(response.into_inner())
+            let response = client.search(request).await?.into_inner();
+            // Another replica, if any, answers for the right shards; this
+            // one is ejected as if unreachable.
+            check_answer_shards(&self.shards, &response).map_err(ChildError::Unavailable)?;
+            Ok(response)
         })
     }
 
@@ -279,6 +321,61 @@ mod tests {
         // request itself killed the node.
         assert!(ChildError::Unavailable(String::new()).is_retryable());
         assert!(!ChildError::Lost(String::new()).is_retryable());
+    }
+
+    #[test]
+    fn an_answer_for_other_shards_is_refused() {
+        use searchtree_proto::pb::{Coverage, Hit, ShardFailure, ShardSource};
+        let answer = |total: u32, sources: &[u32], failures: &[u32], hits: &[u32]| SearchResponse {
+            hits: hits
+                .iter()
+                .map(|&shard| Hit {
+                    shard,
+                    ..Default::default()
+                })
+                .collect(),
+            coverage: Some(Coverage {
+                shards_total: total,
+                sources: sources
+                    .iter()
+                    .map(|&shard| ShardSource {
+                        shard,
+                        ..Default::default()
+                    })
+                    .collect(),
+                failures: failures
+                    .iter()
+                    .map(|&shard| ShardFailure {
+                        shard,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // The shards asked for: answered, or some of them failed.
+        assert_eq!(
+            check_answer_shards(&[0], &answer(1, &[0], &[], &[0, 0])),
+            Ok(())
+        );
+        assert_eq!(
+            check_answer_shards(&[0, 1], &answer(2, &[1], &[0], &[1])),
+            Ok(())
+        );
+        // A leaf of shard 1 at the address of shard 0's: its hits, its source.
+        let err = check_answer_shards(&[0], &answer(1, &[1], &[], &[])).unwrap_err();
+        assert!(err.contains("shard(s) 1, not 0"), "{err}");
+        assert!(check_answer_shards(&[0], &answer(1, &[0], &[], &[1])).is_err());
+        assert!(check_answer_shards(&[2, 3], &answer(2, &[], &[1], &[])).is_err());
+        // A node over fewer shards than asked for (shards 0-1 for 0-3).
+        let err = check_answer_shards(&[0, 1, 2, 3], &answer(2, &[0, 1], &[], &[])).unwrap_err();
+        assert!(err.contains("2 shard(s), not the 4"), "{err}");
+        // An answer without coverage says nothing to check.
+        assert_eq!(
+            check_answer_shards(&[0], &SearchResponse::default()),
+            Ok(())
+        );
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! A crashed node never takes its parent down: the others still answer and
-//! the coverage says exactly what is missing.
+//! the coverage says exactly what is missing. A node that answers for other
+//! shards than it was asked for is counted as missing too.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 
 use searchtree_proto::pb::FailureReason;
-use searchtree_tests::{client, fixture, search, start_uncached_sharded_tree};
+use searchtree_tests::{client, fixture, node_binaries, search, start_uncached_sharded_tree};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 
@@ -63,4 +68,79 @@ async fn a_killed_leaf_is_counted_as_failed_and_the_rest_answer() {
     let status = search(&mut root, "river", 10).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     tree.shutdown().await;
+}
+
+/// Starts a node binary with `args` and `--listen 127.0.0.1:0`; returns it
+/// and the address it printed.
+fn start_node(program: &std::path::Path, args: &[&str]) -> (Child, SocketAddr) {
+    let mut process = Command::new(program)
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start a node");
+    let mut line = String::new();
+    BufReader::new(process.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .unwrap_or_else(|| panic!("node printed {line:?}"))
+        .parse()
+        .expect("address");
+    (process, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answering_for_other_shards_is_counted_as_missing() {
+    let fx = fixture(TMP);
+    let bins = node_binaries();
+    // The leaf of shard 1, given to the root as shard 0 too: a wrong
+    // address, as a wrong registration in etcd would give it.
+    let index = fx.sharded.join("shards/shard-001");
+    let (mut leaf, leaf_addr) = start_node(
+        &bins.leaf,
+        &["--shard", "1", "--index", index.to_str().unwrap()],
+    );
+    let children = [format!("0@{leaf_addr}"), format!("1@{leaf_addr}")];
+    let (mut root, root_addr) = start_node(
+        &bins.root,
+        &[
+            "--child",
+            &children[0],
+            "--child",
+            &children[1],
+            "--cache-mb",
+            "0",
+        ],
+    );
+    let mut c = client(root_addr).await;
+    for query in ["river", "music", "war"] {
+        let r = search(&mut c, query, 10).await.expect("answers");
+        let coverage = r.coverage.unwrap();
+        assert_eq!(
+            (coverage.shards_ok, coverage.shards_failed),
+            (1, 1),
+            "{query}: {coverage:?}"
+        );
+        assert_eq!(coverage.failures[0].shard, 0, "{coverage:?}");
+        assert!(
+            coverage.failures[0].message.contains("serves other shards"),
+            "{coverage:?}"
+        );
+        assert!(r.partial);
+        let mut ids: Vec<_> = r.hits.iter().map(|h| h.doc_id.as_str()).collect();
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "{query}: a document twice: {:?}", r.hits);
+        assert!(r.hits.iter().all(|h| h.shard == 1));
+    }
+    for p in [&mut root, &mut leaf] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
 }
