@@ -184,6 +184,7 @@ mod tests {
             shards: vec![shard],
             http: None,
             pid: 1,
+            instance: 0,
         };
         let mut members = Members::new();
         apply(

@@ -30,6 +30,36 @@ pub struct Member {
     /// Its process id, for operators on its machine.
     #[serde(default)]
     pub pid: u32,
+    /// A number its process drew at start ([`this_instance`]), by which a
+    /// node tells its own record from the others: 0 in records written by
+    /// anything else.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub instance: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// This process's instance number: random, drawn once, never 0, below
+/// 2^53 (exact as a JSON number in any reader). A node
+/// registers with it, and an inner node leaves records that carry it out
+/// of its children, so that it never counts itself as a replica of one of
+/// its children (a parent over a single child registers with exactly that
+/// child's shards) whatever address it registered under.
+pub fn this_instance() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static INSTANCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *INSTANCE.get_or_init(|| {
+        // RandomState is seeded randomly per process.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(now.as_nanos());
+        }
+        // Below 2^53: exact in readers that hold JSON numbers as doubles.
+        (h.finish() >> 11).max(1)
+    })
 }
 
 impl Member {
@@ -57,8 +87,14 @@ mod tests {
             shards: vec![3],
             http: Some("10.0.0.7:9100".into()),
             pid: 42,
+            instance: this_instance(),
         };
         assert_eq!(Member::from_json(&m.to_json()), Some(m));
+        assert!((1..1 << 53).contains(&this_instance()));
+        assert_eq!(this_instance(), this_instance());
+        // A record without the number (written by hand) reads as 0.
+        let by_hand = br#"{"addr":"a:1","role":"leaf","shards":[0]}"#;
+        assert_eq!(Member::from_json(by_hand).unwrap().instance, 0);
         assert_eq!(Member::from_json(b"not json"), None);
         assert_eq!(
             member_key("demo", "10.0.0.7:7000"),

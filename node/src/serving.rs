@@ -412,6 +412,7 @@ fn register(
         shards: shards.clone(),
         http,
         pid: std::process::id(),
+        instance: searchtree_membership::member::this_instance(),
     };
     let key = searchtree_membership::member::member_key(&membership.tree, &addr);
     tracing::info!(key, etcd = ?membership.etcd.endpoint_names(), "registering in etcd");

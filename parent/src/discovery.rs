@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use searchtree_membership::member::this_instance;
 use searchtree_membership::{Discovery, Members, TreeMembership};
 
 use crate::child::{Child, GrpcChild};
@@ -32,11 +33,23 @@ pub struct DiscoveredChild {
 }
 
 /// The addresses of the members serving exactly `shards` (leaves and
-/// parents; never a root), sorted, less `own` (this node).
-pub fn replicas_of(members: &Members, shards: &[u32], own: Option<&str>) -> Vec<String> {
+/// parents; never a root), sorted, less this node: the record at `own`
+/// (its advertised address) and any record of `own_instance` (this
+/// process, at whatever address it registered).
+pub fn replicas_of(
+    members: &Members,
+    shards: &[u32],
+    own: Option<&str>,
+    own_instance: u64,
+) -> Vec<String> {
     let mut addrs: Vec<String> = members
         .values()
-        .filter(|m| m.role != "root" && m.shards == shards && Some(m.addr.as_str()) != own)
+        .filter(|m| {
+            m.role != "root"
+                && m.shards == shards
+                && Some(m.addr.as_str()) != own
+                && (m.instance == 0 || m.instance != own_instance)
+        })
         .map(|m| m.addr.clone())
         .collect();
     addrs.sort();
@@ -65,7 +78,7 @@ pub async fn follow(
     let mut view = discovery.subscribe();
     let apply = move |members: &Members, joining: bool| {
         for child in &children {
-            let addrs = replicas_of(members, &child.shards, own.as_deref());
+            let addrs = replicas_of(members, &child.shards, own.as_deref(), this_instance());
             let shards = child.shards.clone();
             let (added, removed) = child.group.update_members(&addrs, joining, |addr| {
                 match GrpcChild::new(addr, shards.clone()) {
@@ -117,6 +130,7 @@ mod tests {
                     shards: shards.to_vec(),
                     http: None,
                     pid: 0,
+                    instance: 7,
                 },
             )
         };
@@ -129,12 +143,24 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        assert_eq!(replicas_of(&members, &[0], None), ["l0a:1", "l0b:1"]);
-        assert_eq!(replicas_of(&members, &[0, 1], None), ["p01:1"]);
+        assert_eq!(replicas_of(&members, &[0], None, 1), ["l0a:1", "l0b:1"]);
+        assert_eq!(replicas_of(&members, &[0, 1], None, 1), ["p01:1"]);
         assert_eq!(
-            replicas_of(&members, &[0, 1], Some("p01:1")),
+            replicas_of(&members, &[0, 1], Some("p01:1"), 1),
             Vec::<String>::new()
         );
-        assert!(replicas_of(&members, &[2], None).is_empty());
+        assert!(replicas_of(&members, &[2], None, 1).is_empty());
+
+        // A parent over one child registers with that child's shards: its
+        // own record, at whatever address, is not a replica of the child.
+        let mut members = members;
+        let mut own = m("p0:1", "parent", &[0]).1;
+        own.instance = 42;
+        members.insert("k/p0:1".into(), own);
+        assert_eq!(replicas_of(&members, &[0], None, 42), ["l0a:1", "l0b:1"]);
+        assert_eq!(
+            replicas_of(&members, &[0], None, 1),
+            ["l0a:1", "l0b:1", "p0:1"]
+        );
     }
 }

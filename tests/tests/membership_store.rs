@@ -43,6 +43,7 @@ fn a_live_nodes_record_overwritten_or_deleted_by_hand_is_put_back() {
             shards: vec![0],
             http: None,
             pid: std::process::id(),
+            instance: 0,
         };
         let key = member_key("store-test", &member.addr);
         let ttl = Duration::from_secs(3);
