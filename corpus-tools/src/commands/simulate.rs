@@ -114,7 +114,7 @@ impl SimulateArgs {
             "--child-k-probability {} must be above 0 and at most 1",
             self.child_k_probability
         );
-        let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1000.0);
+        let ms = |name: &str, v: f64| millis(name, v);
         Ok(SimConfig {
             shape: TreeShape {
                 leaves: self.leaves,
@@ -123,24 +123,39 @@ impl SimulateArgs {
                 dead_fraction: self.dead_fraction,
                 hedge_ratio: self.hedge_ratio,
                 child_k_probability: self.child_k_probability,
-                reserve: ms(self.reserve_ms),
-                hop: ms(self.hop_ms),
+                reserve: ms("reserve-ms", self.reserve_ms)?,
+                hop: ms("hop-ms", self.hop_ms)?,
                 seed: self.seed,
             },
             model: LeafModel {
                 body: Body::parse(&self.leaf_latency).map_err(anyhow::Error::msg)?,
                 straggler_prob: self.straggler_prob,
-                straggler: ms(self.straggler_ms),
-                straggler_for: (self.straggler_for_ms > 0.0).then(|| ms(self.straggler_for_ms)),
+                straggler: ms("straggler-ms", self.straggler_ms)?,
+                straggler_for: Some(ms("straggler-for-ms", self.straggler_for_ms)?)
+                    .filter(|d| !d.is_zero()),
                 failure_prob: self.failure_prob,
             },
             queries: self.queries,
             rate: self.rate,
-            budget: self.budget_ms.map(ms),
+            budget: self.budget_ms.map(|b| ms("budget-ms", b)).transpose()?,
             top_k: self.top_k,
             parallel: self.parallel,
         })
     }
+}
+
+/// The longest duration a millisecond flag takes: a day of simulated time.
+const MAX_MILLIS: f64 = 86_400_000.0;
+
+/// `--name`'s value `v`, in milliseconds, as a duration: a number within
+/// 0..=[`MAX_MILLIS`] (NaN, infinities and negative values are refused, not
+/// read as 0 or left to panic).
+fn millis(name: &str, v: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        (0.0..=MAX_MILLIS).contains(&v),
+        "--{name} {v} must be a number of milliseconds within 0..{MAX_MILLIS}"
+    );
+    Ok(Duration::from_secs_f64(v / 1000.0))
 }
 
 /// Sets `param` to `value` in `config`.
@@ -157,7 +172,7 @@ fn set(config: &mut SimConfig, param: &str, value: &str) -> anyhow::Result<()> {
         "hedge-ratio" => config.shape.hedge_ratio = num()?,
         "child-k-probability" => config.shape.child_k_probability = num()?,
         "straggler-prob" => config.model.straggler_prob = num()?,
-        "budget-ms" => config.budget = Some(Duration::from_secs_f64(num()? / 1000.0)),
+        "budget-ms" => config.budget = Some(millis("sweep budget-ms", num()?)?),
         other => anyhow::bail!(
             "--sweep {other}: one of fanout, replicas, leaves, hedge-ratio, child-k-probability, straggler-prob, budget-ms"
         ),
@@ -246,4 +261,19 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         std::fs::write(path, searchtree_bench::plot::svg(&title, &series))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_that_are_not_durations_are_refused() {
+        assert_eq!(millis("x", 50.0).unwrap(), Duration::from_millis(50));
+        assert_eq!(millis("x", 0.0).unwrap(), Duration::ZERO);
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 1e300] {
+            let err = millis("budget-ms", bad).unwrap_err().to_string();
+            assert!(err.starts_with("--budget-ms"), "{bad}: {err}");
+        }
+    }
 }

@@ -124,14 +124,38 @@ enum Outcome {
     Failed(String),
 }
 
+/// The most leaf processes (leaves times replicas) a simulation builds:
+/// each costs a few kilobytes and is asked by every query, so a million
+/// take gigabytes and hours; more would only exhaust memory.
+pub const MAX_LEAF_PROCESSES: u64 = 1_000_000;
+
 /// Runs a simulation: one copy of the tree per `config.parallel`, each on
 /// its own thread with a current-thread runtime and a paused clock.
 pub fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
-    anyhow::ensure!(config.rate > 0.0, "--rate must be above 0");
+    anyhow::ensure!(
+        config.rate > 0.0 && config.rate.is_finite(),
+        "--rate must be above 0 and finite"
+    );
     anyhow::ensure!(config.queries > 0, "--queries must be at least 1");
     anyhow::ensure!(
         config.shape.leaves >= 1 && config.shape.replicas >= 1,
         "--leaves and --replicas must be at least 1"
+    );
+    let processes = u64::from(config.shape.leaves) * u64::from(config.shape.replicas);
+    anyhow::ensure!(
+        processes <= MAX_LEAF_PROCESSES,
+        "--leaves {} times --replicas {} is {processes} leaf processes: at most {MAX_LEAF_PROCESSES} are simulated (each costs memory, and every query asks every leaf)",
+        config.shape.leaves,
+        config.shape.replicas
+    );
+    anyhow::ensure!(
+        config.shape.fanout >= 2,
+        "--fanout {} must be at least 2 (children per inner node)",
+        config.shape.fanout
+    );
+    anyhow::ensure!(
+        config.budget.is_none_or(|b| !b.is_zero()),
+        "--budget-ms must be above 0 (leave it out for no budget)"
     );
     anyhow::ensure!(
         (1..=256).contains(&config.parallel),
@@ -412,6 +436,30 @@ mod tests {
         assert_eq!(a, b);
         c.shape.seed = 8;
         assert_ne!(a, strip(run(&c).unwrap()), "another seed, other numbers");
+    }
+
+    #[test]
+    fn hostile_shapes_and_rates_are_refused_before_anything_is_built() {
+        let refused = |change: &dyn Fn(&mut SimConfig), what: &str| {
+            let mut c = config(10, 10);
+            change(&mut c);
+            let err = run(&c).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(what), "{what}: {err:?}");
+        };
+        refused(&|c| c.shape.fanout = 0, "--fanout 0 must be at least 2");
+        refused(&|c| c.shape.fanout = 1, "--fanout 1 must be at least 2");
+        // Would allocate until memory ran out.
+        refused(&|c| c.shape.leaves = 4_000_000, "leaf processes");
+        refused(
+            &|c| {
+                c.shape.leaves = 1000;
+                c.shape.replicas = 1_000_000;
+            },
+            "leaf processes",
+        );
+        refused(&|c| c.rate = f64::INFINITY, "--rate");
+        refused(&|c| c.rate = f64::NAN, "--rate");
+        refused(&|c| c.budget = Some(Duration::ZERO), "--budget-ms");
     }
 
     #[test]
