@@ -513,15 +513,19 @@ impl<S: ShardSearch> LeafNode<S> {
         guard.armed = false;
         match result {
             Ok(answer) => {
+                use searchtree_proto::deadline::micros;
                 let mut answer = answer?;
+                // The leaf's whole time, its queue wait (and any injected
+                // delay) included: callers take the round trip less this as
+                // the hop (their hop estimate, the profile's `hop_us`).
+                answer.took_us = micros(arrived.elapsed());
                 if profile {
-                    use searchtree_proto::deadline::micros;
                     answer.profile = Some(Box::new(searchtree_proto::pb::NodeProfile {
                         role: "leaf".into(),
                         shards: vec![self.searcher.shard_id()],
                         queue_us: micros(started.saturating_duration_since(arrived)),
                         search_us: micros(started.elapsed()),
-                        total_us: micros(arrived.elapsed()),
+                        total_us: answer.took_us,
                         ..Default::default()
                     }));
                 }
@@ -727,6 +731,25 @@ mod tests {
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
         assert_eq!(node.counters().get(LeafCounter::SearchesCompleted), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn took_us_is_the_leafs_whole_time_as_its_profile_says() {
+        let (shard, release) = scripted();
+        let delayed = FaultConfig {
+            delay: ms(30),
+            delay_prob: 1.0,
+            error_prob: 0.0,
+        };
+        let node = leaf(shard, 1, delayed);
+        release.send(()).unwrap();
+        let mut p = params();
+        p.profile = true;
+        let answer = node.search(p, Instant::now() + ms(1_000)).await.unwrap();
+        // The injected delay is the leaf's time, not the hop's.
+        assert!(answer.took_us >= 30_000, "{}", answer.took_us);
+        let profile = answer.profile.expect("profiled");
+        assert_eq!(profile.total_us, answer.took_us);
     }
 
     #[tokio::test(start_paused = true)]
