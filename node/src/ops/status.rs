@@ -38,46 +38,77 @@ struct Recent {
     since: Instant,
 }
 
-fn recent() -> &'static Mutex<Recent> {
-    static RECENT: OnceLock<Mutex<Recent>> = OnceLock::new();
-    RECENT.get_or_init(|| {
+impl Recent {
+    fn new(now: Instant) -> Self {
         let new = || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
-        Mutex::new(Recent {
+        Recent {
             current: new(),
             previous: new(),
-            since: Instant::now(),
-        })
-    })
+            since: now,
+        }
+    }
+
+    /// Brings the windows up to `now`, whether or not searches came
+    /// meanwhile: a window older than [`WINDOW`] becomes the previous one,
+    /// and one older than two windows is forgotten with it, so that a node
+    /// that stopped getting searches stops reporting old ones.
+    fn rotate(&mut self, now: Instant) {
+        let age = now.saturating_duration_since(self.since);
+        if age >= 2 * WINDOW {
+            self.current.reset();
+            self.previous.reset();
+            self.since = now;
+        } else if age >= WINDOW {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.reset();
+            self.since = now;
+        }
+    }
+
+    fn record(&mut self, elapsed: Duration, now: Instant) {
+        self.rotate(now);
+        let us = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _ = self.current.record(us.min(3_600_000_000));
+    }
+
+    /// Searches over the windows as of `now`, and their p50, p99 and
+    /// p99.9 in µs.
+    fn percentiles(&mut self, now: Instant) -> (u64, [u64; 3]) {
+        self.rotate(now);
+        let mut both = self.current.clone();
+        let _ = both.add(&self.previous);
+        let q = |q: f64| {
+            if both.is_empty() {
+                0
+            } else {
+                both.value_at_quantile(q)
+            }
+        };
+        (both.len(), [q(0.5), q(0.99), q(0.999)])
+    }
+}
+
+fn recent() -> &'static Mutex<Recent> {
+    static RECENT: OnceLock<Mutex<Recent>> = OnceLock::new();
+    RECENT.get_or_init(|| Mutex::new(Recent::new(Instant::now())))
 }
 
 /// Records one search's latency.
 pub fn record_search(elapsed: Duration) {
-    let mut r = recent().lock().expect("recent latencies lock");
-    if r.since.elapsed() >= WINDOW {
-        let r = &mut *r;
-        std::mem::swap(&mut r.current, &mut r.previous);
-        r.current.reset();
-        r.since = Instant::now();
-    }
-    let us = u64::try_from(elapsed.as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let _ = r.current.record(us.min(3_600_000_000));
+    recent()
+        .lock()
+        .expect("recent latencies lock")
+        .record(elapsed, Instant::now());
 }
 
 /// Searches over the recent windows, and their p50, p99 and p99.9 in µs.
 fn recent_percentiles() -> (u64, [u64; 3]) {
-    let r = recent().lock().expect("recent latencies lock");
-    let mut both = r.current.clone();
-    let _ = both.add(&r.previous);
-    let q = |q: f64| {
-        if both.is_empty() {
-            0
-        } else {
-            both.value_at_quantile(q)
-        }
-    };
-    (both.len(), [q(0.5), q(0.99), q(0.999)])
+    recent()
+        .lock()
+        .expect("recent latencies lock")
+        .percentiles(Instant::now())
 }
 
 /// When the process started (for uptime).
@@ -127,6 +158,25 @@ pub fn start_clock() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn searches_of_more_than_two_windows_ago_are_no_longer_reported() {
+        let start = Instant::now();
+        let mut recent = Recent::new(start);
+        for ms in 1..=10 {
+            recent.record(Duration::from_millis(ms), start);
+        }
+        assert_eq!(recent.percentiles(start).0, 10);
+        // No search since: a window later they are still recent...
+        assert_eq!(recent.percentiles(start + WINDOW).0, 10);
+        // ... two windows later they are not.
+        assert_eq!(recent.percentiles(start + 3 * WINDOW).0, 0);
+        assert_eq!(recent.percentiles(start + 3 * WINDOW).1, [0, 0, 0]);
+        // Nor after a long pause with no read in between.
+        let mut idle = Recent::new(start);
+        idle.record(Duration::from_millis(5), start);
+        assert_eq!(idle.percentiles(start + 10 * WINDOW).0, 0);
+    }
 
     #[test]
     fn reports_recent_percentiles_health_and_what_the_role_adds() {
