@@ -611,8 +611,16 @@ fn child_profile(
 /// The one replica that answered for every shard of `response` (a leaf,
 /// or a replica group over one shard's leaves), and whether that answer
 /// came from a hedge or a retry; `None` when several did (an inner node
-/// below) or none is named.
+/// below) or none is named, and when the answer's profile says an inner
+/// node gave it (a partial answer of a parent may name one leaf alone).
 fn answered_by(response: &SearchResponse) -> Option<(String, bool, bool)> {
+    if response
+        .profile
+        .as_ref()
+        .is_some_and(|p| !p.role.is_empty() && p.role != "leaf")
+    {
+        return None;
+    }
     let sources = &response.coverage.as_ref()?.sources;
     let first = sources.first()?;
     sources
@@ -1062,6 +1070,19 @@ mod tests {
         let two = answer(vec![source(0, "a", false), source(1, "b", false)]);
         assert_eq!(answered_by(&two), None);
         assert_eq!(answered_by(&answer(vec![])), None);
+        // A parent's partial answer names one leaf: still the parent's call.
+        let profiled = |role: &str| SearchResponse {
+            profile: Some(Box::new(NodeProfile {
+                role: role.into(),
+                ..Default::default()
+            })),
+            ..answer(vec![source(1, "leaf-1", false)])
+        };
+        assert_eq!(answered_by(&profiled("parent")), None);
+        assert_eq!(
+            answered_by(&profiled("leaf")),
+            Some(("leaf-1".into(), false, false))
+        );
     }
 
     #[tokio::test(start_paused = true)]
