@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::future::BoxFuture;
 use searchtree_leaf::corpus::HeldVersions;
 use searchtree_leaf::fault::{FaultConfig, Faults};
@@ -149,7 +150,7 @@ impl<C: Clone> Connections<C> {
                 // next one tries again.
                 .connect()
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+                .with_context(|| format!("cannot connect to {addr}"))?;
             clients.push(client(searchtree_node::ops::client::channel(channel)));
         }
         Ok(Connections {

@@ -1,5 +1,6 @@
 //! `searchtree query`: one search against a running tree.
 
+use anyhow::Context;
 use clap::Args;
 use searchtree_proto::pb::SearchRequest;
 use searchtree_proto::pb::search_client::SearchClient;
@@ -39,7 +40,7 @@ pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
     let channel = searchtree_node::ops::client::endpoint(&args.root)?
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to root {}: {e}", args.root))?;
+        .with_context(|| format!("cannot connect to root {}", args.root))?;
     let mut client = SearchClient::new(searchtree_node::ops::client::channel(channel));
     let request = SearchRequest {
         query: args.query.join(" "),
@@ -64,4 +65,29 @@ pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_root_that_cannot_be_reached_is_named_with_the_reason() {
+        // Nothing listens on port 1.
+        let args = QueryArgs {
+            root: "127.0.0.1:1".into(),
+            top_k: 10,
+            budget_ms: 0,
+            min_coverage: 0.0,
+            json: false,
+            profile: false,
+            query: vec!["paris".into()],
+        };
+        let err = format!("{:#}", run(&args).await.unwrap_err());
+        assert!(
+            err.starts_with("cannot connect to root 127.0.0.1:1: transport error: ")
+                && err.contains("Connection refused"),
+            "{err}"
+        );
+    }
 }

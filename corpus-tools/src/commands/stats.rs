@@ -1,5 +1,6 @@
 //! `searchtree stats`: a node's counters (or several nodes', summed).
 
+use anyhow::Context;
 use std::collections::BTreeMap;
 
 use clap::Args;
@@ -23,7 +24,7 @@ pub async fn run(args: &StatsArgs) -> anyhow::Result<()> {
         let channel = searchtree_node::ops::client::endpoint(addr)?
             .connect()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+            .with_context(|| format!("cannot connect to {addr}"))?;
         let mut client = NodeStatsClient::new(searchtree_node::ops::client::channel(channel));
         let stats = client
             .get_stats(GetStatsRequest {})
