@@ -106,7 +106,14 @@ impl From<tonic::Status> for ChildError {
 /// hits merged as those of the shards asked for would duplicate some
 /// documents and leave others out, under a coverage that says all is well.
 /// The error says what the answer covered instead.
-pub fn check_answer_shards(shards: &[u32], response: &SearchResponse) -> Result<(), String> {
+///
+/// A canary (`canary`) searches one shard below the child, not all of them:
+/// its answer counts fewer shards, still none but the child's.
+pub fn check_answer_shards(
+    shards: &[u32],
+    canary: bool,
+    response: &SearchResponse,
+) -> Result<(), String> {
     let Some(coverage) = &response.coverage else {
         return Ok(());
     };
@@ -117,7 +124,13 @@ pub fn check_answer_shards(shards: &[u32], response: &SearchResponse) -> Result<
         .chain(coverage.failures.iter().map(|f| f.shard))
         .chain(response.hits.iter().map(|h| h.shard));
     let mut foreign: Vec<u32> = named.filter(|s| !shards.contains(s)).collect();
-    if foreign.is_empty() && coverage.shards_total as usize == shards.len() {
+    let counted = coverage.shards_total as usize;
+    let count_fits = if canary {
+        counted <= shards.len()
+    } else {
+        counted == shards.len()
+    };
+    if foreign.is_empty() && count_fits {
         return Ok(());
     }
     foreign.sort_unstable();
@@ -257,6 +270,7 @@ impl Child for GrpcChild {
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
         let mut client = self.client.clone();
+        let canary = request.canary;
         let mut request = tonic::Request::new(request);
         // Sent as the grpc-timeout header: the child's exact deadline.
         request.set_timeout(budget);
@@ -264,7 +278,8 @@ impl Child for GrpcChild {
             let response = client.search(request).await?.into_inner();
             // Another replica, if any, answers for the right shards; this
             // one is ejected as if unreachable.
-            check_answer_shards(&self.shards, &response).map_err(ChildError::Unavailable)?;
+            check_answer_shards(&self.shards, canary, &response)
+                .map_err(ChildError::Unavailable)?;
             Ok(response)
         })
     }
@@ -356,26 +371,38 @@ mod tests {
         };
         // The shards asked for: answered, or some of them failed.
         assert_eq!(
-            check_answer_shards(&[0], &answer(1, &[0], &[], &[0, 0])),
+            check_answer_shards(&[0], false, &answer(1, &[0], &[], &[0, 0])),
             Ok(())
         );
         assert_eq!(
-            check_answer_shards(&[0, 1], &answer(2, &[1], &[0], &[1])),
+            check_answer_shards(&[0, 1], false, &answer(2, &[1], &[0], &[1])),
             Ok(())
         );
         // A leaf of shard 1 at the address of shard 0's: its hits, its source.
-        let err = check_answer_shards(&[0], &answer(1, &[1], &[], &[])).unwrap_err();
+        let err = check_answer_shards(&[0], false, &answer(1, &[1], &[], &[])).unwrap_err();
         assert!(err.contains("shard(s) 1, not 0"), "{err}");
-        assert!(check_answer_shards(&[0], &answer(1, &[0], &[], &[1])).is_err());
-        assert!(check_answer_shards(&[2, 3], &answer(2, &[], &[1], &[])).is_err());
+        assert!(check_answer_shards(&[0], false, &answer(1, &[0], &[], &[1])).is_err());
+        assert!(check_answer_shards(&[2, 3], false, &answer(2, &[], &[1], &[])).is_err());
         // A node over fewer shards than asked for (shards 0-1 for 0-3).
-        let err = check_answer_shards(&[0, 1, 2, 3], &answer(2, &[0, 1], &[], &[])).unwrap_err();
+        let err =
+            check_answer_shards(&[0, 1, 2, 3], false, &answer(2, &[0, 1], &[], &[])).unwrap_err();
         assert!(err.contains("2 shard(s), not the 4"), "{err}");
         // An answer without coverage says nothing to check.
         assert_eq!(
-            check_answer_shards(&[0], &SearchResponse::default()),
+            check_answer_shards(&[0], false, &SearchResponse::default()),
             Ok(())
         );
+        // A canary searches one of the child's shards, answered or crashed;
+        // still none of another child's.
+        assert_eq!(
+            check_answer_shards(&[2, 3], true, &answer(1, &[2], &[], &[2])),
+            Ok(())
+        );
+        assert_eq!(
+            check_answer_shards(&[2, 3], true, &answer(1, &[], &[3], &[])),
+            Ok(())
+        );
+        assert!(check_answer_shards(&[2, 3], true, &answer(1, &[1], &[], &[1])).is_err());
     }
 
     #[test]
