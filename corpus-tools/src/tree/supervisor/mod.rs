@@ -13,12 +13,14 @@
 //! an error rather than leave a dead address behind.
 //!
 //! Split by concern: `process` starts one node and watches it, `restart` is
-//! the restart policy, `supervise` the loop that applies it; this module
+//! the restart policy, `supervise` the loop that applies it, `stderr_tail`
+//! what a node said before it failed; this module
 //! holds the tree and starts it.
 
 mod nodes_file;
 mod process;
 mod restart;
+mod stderr_tail;
 mod supervise;
 
 use std::collections::HashMap;

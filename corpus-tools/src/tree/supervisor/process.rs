@@ -2,7 +2,7 @@
 //! `LISTENING HOST:PORT` and passes the standard gRPC health check),
 //! forwarding its logs, reporting its exit, and stopping it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use super::StartOptions;
+use super::stderr_tail::StderrTail;
 use crate::tree::binaries::NodeBinaries;
 use crate::tree::topology::PlannedNode;
 
@@ -29,7 +30,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// longer than its drain (notice plus the requests in flight, 11 s by
 /// default), so a draining node is never cut short.
 const STOP_GRACE: Duration = Duration::from_secs(15);
-/// Lines of a node's stderr kept to explain a failed start.
+/// Lines of a node's stderr kept to explain a failed start (backtrace
+/// frames are counted, not kept).
 const STDERR_TAIL: usize = 30;
 
 /// A node process that exited on its own.
@@ -173,7 +175,7 @@ pub(super) async fn spawn_ready(
         .spawn()
         .with_context(|| format!("{name}: starting {cmd:?}"))?;
 
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let tail = Arc::new(Mutex::new(StderrTail::new(STDERR_TAIL)));
     let stderr = child.stderr.take().expect("piped");
     tokio::spawn(forward_stderr(
         name.clone(),
@@ -217,7 +219,7 @@ pub(super) async fn spawn_ready(
                 Ok(Err(e)) => e.to_string(),
                 _ => format!("{name} was not serving within {READY_TIMEOUT:?}"),
             };
-            let log: Vec<String> = tail.lock().expect("tail lock").iter().cloned().collect();
+            let log = tail.lock().expect("tail lock").lines();
             bail!(
                 "{why}{}\n{name} said:\n  {}",
                 status.map(|s| format!(" ({s})")).unwrap_or_default(),
@@ -294,7 +296,7 @@ pub(super) fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
 async fn forward_stderr(
     name: String,
     stderr: tokio::process::ChildStderr,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Arc<Mutex<StderrTail>>,
     forward: bool,
 ) {
     let mut lines = BufReader::new(stderr).lines();
@@ -302,11 +304,7 @@ async fn forward_stderr(
         if forward {
             eprintln!("[{name}] {line}");
         }
-        let mut tail = tail.lock().expect("tail lock");
-        if tail.len() == STDERR_TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line);
+        tail.lock().expect("tail lock").push(line);
     }
 }
 
