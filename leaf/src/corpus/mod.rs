@@ -48,16 +48,16 @@ pub enum CorpusError {
     #[error("{0}")]
     Invalid(String),
     /// A file could not be read or written.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// tantivy failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Index(#[from] tantivy::TantivyError),
     /// A shard directory could not be opened.
-    #[error("{0}")]
+    #[error(transparent)]
     Shard(#[from] ShardError),
     /// A JSON file could not be written or read.
-    #[error("{0}")]
+    #[error(transparent)]
     Json(#[from] serde_json::Error),
 }
 

@@ -59,31 +59,35 @@ fn first_version() -> u64 {
 }
 
 /// Why a shard could not be opened or written.
+///
+/// Each message names the path and includes the underlying error, so the
+/// underlying error is a field, not a `source`: an error chain printed whole
+/// (`Caused by:`) would otherwise say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     /// A file of the shard could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `shard.json` is not valid.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Meta {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// tantivy refused the index, or failed to write it.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Index {
         /// The shard directory.
         path: PathBuf,
         /// The error.
-        source: tantivy::TantivyError,
+        error: tantivy::TantivyError,
     },
 }
 
@@ -106,17 +110,17 @@ pub struct Shard {
 impl Shard {
     /// Opens the shard in `dir`, checking that its parts belong together.
     pub fn open(dir: &Path) -> Result<Shard, ShardError> {
-        let index_err = |source| ShardError::Index {
+        let index_err = |error| ShardError::Index {
             path: dir.to_path_buf(),
-            source,
+            error,
         };
         let meta = read_meta(dir)?;
         let doc_freqs_path = dir.join(DOC_FREQS_FILE);
         let doc_freqs = File::open(&doc_freqs_path)
             .and_then(|f| DocFreqs::read_from(BufReader::new(f)))
-            .map_err(|source| ShardError::Io {
+            .map_err(|error| ShardError::Io {
                 path: doc_freqs_path,
-                source,
+                error,
             })?;
         let index = Index::open_in_dir(dir).map_err(index_err)?;
         let fields = schema::fields_of(&index.schema()).map_err(index_err)?;
@@ -141,10 +145,9 @@ impl Shard {
 /// Reads `shard.json` from a shard directory.
 pub fn read_meta(dir: &Path) -> Result<ShardMeta, ShardError> {
     let path = dir.join(SHARD_META_FILE);
-    let file = File::open(&path).map_err(|source| ShardError::Io {
+    let file = File::open(&path).map_err(|error| ShardError::Io {
         path: path.clone(),
-        source,
+        error,
     })?;
-    serde_json::from_reader(BufReader::new(file))
-        .map_err(|source| ShardError::Meta { path, source })
+    serde_json::from_reader(BufReader::new(file)).map_err(|error| ShardError::Meta { path, error })
 }

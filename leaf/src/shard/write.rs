@@ -55,13 +55,13 @@ impl ShardWriter {
     /// [`MIN_MEMORY_PER_THREAD`] per thread). Segments are not merged while
     /// documents are added; [`ShardWriter::finish`] merges them once.
     pub fn create(dir: &Path, threads: usize, memory: usize) -> Result<ShardWriter, ShardError> {
-        let index_err = |source| ShardError::Index {
+        let index_err = |error| ShardError::Index {
             path: dir.to_path_buf(),
-            source,
+            error,
         };
-        std::fs::create_dir_all(dir).map_err(|source| ShardError::Io {
+        std::fs::create_dir_all(dir).map_err(|error| ShardError::Io {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
         let (schema, fields) = schema::build();
         let index = Index::create_in_dir(dir, schema).map_err(index_err)?;
@@ -86,9 +86,9 @@ impl ShardWriter {
         let fields = &self.fields;
         self.writer
             .add_document(doc!(fields.id => id, fields.title => title, fields.body => body))
-            .map_err(|source| ShardError::Index {
+            .map_err(|error| ShardError::Index {
                 path: self.dir.clone(),
-                source,
+                error,
             })?;
         self.num_docs += 1;
         Ok(())
@@ -125,7 +125,7 @@ impl ShardWriter {
                 index,
                 num_docs,
             }),
-            Err(source) => Err(ShardError::Index { path: dir, source }),
+            Err(error) => Err(ShardError::Index { path: dir, error }),
         }
     }
 }
@@ -164,19 +164,19 @@ pub fn write_scoring(
                 .index
                 .reader()
                 .map(|reader| reader.searcher())
-                .map_err(|source| ShardError::Index {
+                .map_err(|error| ShardError::Index {
                     path: shard.dir.clone(),
-                    source,
+                    error,
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (corpus, doc_freqs) = stats::compute(&searchers).map_err(|source| ShardError::Index {
+    let (corpus, doc_freqs) = stats::compute(&searchers).map_err(|error| ShardError::Index {
         path: shards
             .first()
             .and_then(|s| s.dir.parent())
             .map(Path::to_path_buf)
             .unwrap_or_default(),
-        source,
+        error,
     })?;
     for (number, (shard, table)) in shards.iter().zip(&doc_freqs).enumerate() {
         let meta = ShardMeta {
@@ -187,9 +187,9 @@ pub fn write_scoring(
             input_checksum: input_checksum.to_string(),
             version: super::FIRST_VERSION,
         };
-        write_scoring_files(&shard.dir, &meta, table).map_err(|source| ShardError::Io {
+        write_scoring_files(&shard.dir, &meta, table).map_err(|error| ShardError::Io {
             path: shard.dir.clone(),
-            source,
+            error,
         })?;
     }
     Ok(corpus)
