@@ -102,13 +102,21 @@ mod tests {
 
     /// A two-document shard (number 0 of 1) in a fresh directory.
     fn shard(name: &str) -> (ShardSearcher, std::path::PathBuf) {
+        shard_of(
+            name,
+            &[
+                ("a", "Paris", "paris is the capital of france, on the seine"),
+                ("b", "Rome", "rome is the capital of italy, on the tiber"),
+            ],
+        )
+    }
+
+    /// A shard (number 0 of 1) of `docs` (id, title, body) in a fresh directory.
+    fn shard_of(name: &str, docs: &[(&str, &str, &str)]) -> (ShardSearcher, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("st-fetch-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut writer = ShardWriter::create(&dir, 1, 0).unwrap();
-        for (id, title, body) in [
-            ("a", "Paris", "paris is the capital of france, on the seine"),
-            ("b", "Rome", "rome is the capital of italy, on the tiber"),
-        ] {
+        for &(id, title, body) in docs {
             let document = ShardDocument {
                 id: id.into(),
                 title: title.into(),
@@ -158,6 +166,30 @@ mod tests {
             assert_eq!(got.snippet, full.snippet);
         }
         assert!(fetched.hits[0].snippet.contains("<b>"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_snippet_is_looked_for_only_in_the_first_megabyte_of_a_body() {
+        use crate::snippet::MAX_ANALYZED_BYTES;
+        let filler = "filler ".repeat(MAX_ANALYZED_BYTES / 7 + 1);
+        let late = format!("early words {filler} needle");
+        let (searcher, dir) = shard_of(
+            "huge",
+            &[("late", "Huge", &late), ("small", "Small", "a needle here")],
+        );
+        let refs = vec![doc("late", 0), doc("small", 0)];
+        let fetched = searcher
+            .fetch(&params("needle", refs), &Stop::default())
+            .unwrap();
+        let snippet = |id: &str| {
+            let hit = fetched.hits.iter().find(|h| h.doc_id == id).unwrap();
+            hit.snippet.clone()
+        };
+        // The huge body's only match lies past the analyzed prefix: it gets
+        // no highlighted passage; short bodies as before.
+        assert!(!snippet("late").contains("needle"), "{}", snippet("late"));
+        assert!(snippet("small").contains("<b>needle</b>"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

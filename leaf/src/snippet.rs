@@ -15,6 +15,14 @@ use crate::schema::Fields;
 /// Longest snippet, in characters.
 pub const SNIPPET_CHARS: usize = 160;
 
+/// How much of a body the snippet is looked for in, in bytes (Elasticsearch's
+/// `index.highlight.max_analyzed_offset` is 1,000,000 characters). Tokenizing
+/// a body costs time in proportion to its length: a 20 MB document took
+/// ~150 ms, more than the default budget, and every hit of its shard came
+/// back without a title or snippet. Past this prefix a body is not looked
+/// at, so a term that appears only later is not highlighted.
+pub const MAX_ANALYZED_BYTES: usize = 1_000_000;
+
 /// Builds titles and snippets for one query over one searcher.
 pub struct Presenter {
     snippets: SnippetGenerator,
@@ -63,6 +71,40 @@ impl Presenter {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
-        (title, self.snippets.snippet_from_doc(doc).to_html())
+        let body = doc
+            .get_first(self.fields.body)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let snippet = self
+            .snippets
+            .snippet(analyzed_prefix(body.trim(), MAX_ANALYZED_BYTES));
+        (title, snippet.to_html())
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+fn analyzed_prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_never_splits_a_character() {
+        assert_eq!(analyzed_prefix("short", 100), "short");
+        assert_eq!(analyzed_prefix("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut inside it backs off before it.
+        assert_eq!(analyzed_prefix("aé", 2), "a");
+        assert_eq!(analyzed_prefix("aé", 3), "aé");
     }
 }
