@@ -302,6 +302,7 @@ impl InnerArgs {
                         Arc::clone(counters),
                     );
                     group.spawn_health_checks();
+                    group.spawn_version_checks();
                     groups.push(Arc::clone(&group));
                     discovered.push(DiscoveredChild {
                         shards: spec.shards.clone(),
@@ -321,6 +322,7 @@ impl InnerArgs {
                 }
                 let group = ReplicaGroup::new(replicas, config.clone(), Arc::clone(counters));
                 group.spawn_health_checks();
+                group.spawn_version_checks();
                 groups.push(Arc::clone(&group));
                 Ok(group as Arc<dyn Child>)
             })

@@ -269,8 +269,9 @@ pub fn agreed_current(leaves: &[LeafVersions]) -> Result<u64, Status> {
     }
     Err(Status::failed_precondition(format!(
         "leaves disagree on the current version: {} — a replica lacking the current version \
-         copies it from a sibling once a query reaches it and its parent finds it behind; \
-         see `searchtree verify --root`",
+         copies it from a sibling as soon as its parent finds it behind (within seconds of \
+         its return, or of the publish); retry then, and see `searchtree verify --root` if \
+         it stays behind",
         named.join(", ")
     )))
 }
@@ -480,8 +481,9 @@ mod tests {
             err.message(),
             "leaves disagree on the current version: shard 0 127.0.0.1:4000 at v1, \
              shard 1 127.0.0.1:4001 at v2 — a replica lacking the current version copies \
-             it from a sibling once a query reaches it and its parent finds it behind; see \
-             `searchtree verify --root`"
+             it from a sibling as soon as its parent finds it behind (within seconds of its \
+             return, or of the publish); retry then, and see `searchtree verify --root` if it \
+             stays behind"
         );
     }
 

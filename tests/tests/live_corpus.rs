@@ -7,8 +7,9 @@
 //! match counts, so replaced and deleted documents count nowhere.
 //!
 //! Also: a replica killed during a load catches up before it serves again,
-//! and one that missed a publish catches up in an idle tree too; a staged
-//! load can be thrown away (`searchtree discard`);
+//! and one that missed a publish catches up in an idle tree too, even when
+//! its parent restarted since; a staged load can be thrown away
+//! (`searchtree discard`);
 //! a leaf (the only replica of its shard) killed during a load makes the
 //! load report the batches not acknowledged, and rerunning it completes it;
 //! a corpus rebuilt offline replaces the running one with the same switch.
@@ -544,6 +545,41 @@ async fn a_replica_that_missed_a_publish_catches_up_in_an_idle_tree_and_a_staged
         "{}",
         text(&out)
     );
+    assert_answers_final_corpus(root, 3).await;
+    tree.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_whose_parent_restarted_catches_up_in_an_idle_tree() {
+    let (mut tree, out) = start_initial_tree("restarted-parent-tree", 2).await;
+    let root = tree.root_addr();
+    let topology = Topology::load(&out.join("live.toml")).unwrap();
+    let parent = topology
+        .parents
+        .iter()
+        .find(|p| p.children.iter().any(|c| c == "leaf-1-0"))
+        .expect("a parent over leaf-1-0")
+        .name
+        .clone();
+    kill_node(&tree, "leaf-1-0");
+    tree.stop_node("leaf-1-0").await.unwrap();
+    let loaded = cli(load_args(root, &[])).await;
+    assert!(loaded.status.success(), "{}", text(&loaded));
+
+    // The parent that sent version 2's Activate, and knew leaf-1-0 missed
+    // it, restarts: the new process knows nothing of that. Then leaf-1-0
+    // comes back at version 1, and no query is sent.
+    kill_node(&tree, &parent);
+    tree.stop_node(&parent).await.unwrap();
+    tree.restart_node(&parent).await.unwrap();
+    tree.restart_node("leaf-1-0").await.unwrap();
+    wait_until_every_replica_holds(root, 2).await;
+    let catch_ups = counter(node_addr(&tree, &parent), "catch_ups_succeeded").await;
+    assert!(catch_ups >= 1, "{parent} (restarted) made no catch-up");
+
+    // The leaves agree again: the next load is not refused.
+    let next = cli(load_args(root, &[])).await;
+    assert!(next.status.success(), "{}", text(&next));
     assert_answers_final_corpus(root, 3).await;
     tree.shutdown().await;
 }

@@ -28,7 +28,7 @@ use futures::future::BoxFuture;
 use searchtree_node::ops::client::NodeChannel;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_proto::pb::corpus_client::CorpusClient;
-use searchtree_proto::pb::{CatchUpRequest, CatchUpResponse};
+use searchtree_proto::pb::{CatchUpRequest, CatchUpResponse, LeafVersions, VersionsRequest};
 
 use super::ReplicaGroup;
 use super::state::Replica;
@@ -80,8 +80,11 @@ fn refusal(err: &ChildError, wanted: u64) -> Option<Refusal> {
     }
 }
 
-/// The call that makes a behind replica copy a version from a sibling,
-/// behind a trait so that the group's logic can be tested without leaves.
+/// The corpus calls a group makes to its replicas to keep them on the
+/// tree's version: copying a version from a sibling, and asking which
+/// versions a replica holds (to find one behind with no query asking, see
+/// `version_check`). Behind a trait so that the group's logic can be tested
+/// without leaves.
 pub trait CatchUpCall: Send + Sync {
     /// Asks the replica named `replica` (its address) to catch up as
     /// `request` says, answering once it has.
@@ -90,6 +93,11 @@ pub trait CatchUpCall: Send + Sync {
         replica: &str,
         request: CatchUpRequest,
     ) -> BoxFuture<'_, Result<CatchUpResponse, ChildError>>;
+
+    /// Asks the replica named `replica` which versions it holds
+    /// (`Corpus.Versions`): one entry for a leaf, one per leaf below for an
+    /// inner node.
+    fn versions(&self, replica: &str) -> BoxFuture<'_, Result<Vec<LeafVersions>, ChildError>>;
 }
 
 /// [`CatchUpCall`] over gRPC (`Corpus.CatchUp`), one lazily connected
@@ -132,6 +140,16 @@ impl CatchUpCall for GrpcCatchUp {
             Ok(client.catch_up(request).await?.into_inner())
         })
     }
+
+    fn versions(&self, replica: &str) -> BoxFuture<'_, Result<Vec<LeafVersions>, ChildError>> {
+        let client = self.client(replica);
+        Box::pin(async move {
+            let mut client = client?;
+            let mut request = tonic::Request::new(VersionsRequest {});
+            request.set_timeout(super::version_check::VERSIONS_TIMEOUT);
+            Ok(client.versions(request).await?.into_inner().leaves)
+        })
+    }
 }
 
 impl ReplicaGroup {
@@ -171,7 +189,7 @@ impl ReplicaGroup {
     /// Takes `replica`, which lacks `wanted`, out of rotation until it has
     /// copied that version (or a newer one it is found to lack) from a
     /// sibling, and starts its catch-up unless one runs.
-    fn mark_behind(&self, replica: &Arc<Replica>, wanted: u64) {
+    pub(super) fn mark_behind(&self, replica: &Arc<Replica>, wanted: u64) {
         let mut s = replica.lock();
         let newly = !matches!(s.rotation, Rotation::Behind { .. });
         let version = match s.rotation {
@@ -285,9 +303,12 @@ impl ReplicaGroup {
     }
 
     /// `replica` was taken for behind but is not a replica that catches
-    /// up: ejected, so that health checks bring it back.
+    /// up (an inner node): ejected, so that health checks bring it back,
+    /// and passed by from now on when versions are checked (see
+    /// `version_check`), which would otherwise take it for behind again.
     fn not_behind(&self, replica: &Replica) {
         let mut s = replica.lock();
+        s.not_a_leaf = true;
         if matches!(s.rotation, Rotation::Behind { .. }) {
             s.rotation = Rotation::Ejected;
             s.consecutive_ok = 0;
@@ -547,6 +568,12 @@ mod tests {
                         "CatchUp",
                     )))
                 })
+            }
+            fn versions(
+                &self,
+                _replica: &str,
+            ) -> BoxFuture<'_, Result<Vec<LeafVersions>, ChildError>> {
+                Box::pin(async { Ok(Vec::new()) })
             }
         }
         let r = r0_behind();

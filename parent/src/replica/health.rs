@@ -88,6 +88,9 @@ impl ReplicaGroup {
                     drop(s);
                     self.counters.inc(InnerCounter::Returns);
                     tracing::info!(replica = replica.child.name(), "in rotation (slow start)");
+                    // It may have been away while a version was activated
+                    // (this node restarted since, and does not know).
+                    self.versions_wanted.notify_one();
                 }
             }
             (Rotation::Ejected, false) => s.consecutive_ok = 0,

@@ -25,13 +25,16 @@
 //!   version it does not hold is *behind*: the request goes to a sibling, and
 //!   the replica stays out of rotation (health checks do not bring it back)
 //!   until it has copied the version from a sibling that answered at it;
-//!   then it returns through probation.
+//!   then it returns through probation. Behind replicas are also found with
+//!   no query asking: the group asks its replicas which versions they hold
+//!   when the node starts, when a replica comes back, and every half minute.
 //!
 //! The code follows those seams: `config` (the knobs), `health` (rotation:
 //! health checks, ejection and return, probation and shadow traffic), `hedge`
 //! (the hedge delay and its token bucket), `choice` (which replica gets a
 //! request), `search` (one request, with its retries and hedges),
-//! `catch_up` (behind replicas copying a version from a sibling), over
+//! `catch_up` (behind replicas copying a version from a sibling),
+//! `version_check` (finding behind replicas by asking their versions), over
 //! [`state`] (what is known of one replica) and [`policy`] (the selection
 //! policies).
 
@@ -47,6 +50,7 @@ mod hedge;
 mod search;
 #[cfg(test)]
 mod testing;
+mod version_check;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
@@ -84,6 +88,9 @@ pub struct ReplicaGroup {
     answered: tokio::sync::Notify,
     /// The version a lone replica last lacked (logged once per version).
     alone_warned: AtomicU64,
+    /// Woken when the replicas' versions are worth asking again (a replica
+    /// came back or joined): see [`ReplicaGroup::spawn_version_checks`].
+    versions_wanted: Arc<tokio::sync::Notify>,
     me: Weak<ReplicaGroup>,
 }
 
@@ -180,6 +187,7 @@ impl ReplicaGroup {
             catch_up,
             answered: tokio::sync::Notify::new(),
             alone_warned: AtomicU64::new(0),
+            versions_wanted: Arc::new(tokio::sync::Notify::new()),
             me: me.clone(),
         })
     }
@@ -230,6 +238,9 @@ impl ReplicaGroup {
             .map(|r| r.child.name().to_string())
             .collect();
         *members = next.into();
+        if !added.is_empty() {
+            self.versions_wanted.notify_one();
+        }
         (added, removed)
     }
 }

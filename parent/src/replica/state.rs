@@ -51,6 +51,10 @@ pub struct ReplicaState {
     pub answered: u64,
     /// Whether a catch-up task runs for it (at most one does).
     pub catching_up: bool,
+    /// It refused a catch-up as an inner node does (it answers for leaves
+    /// below it, which their own parent keeps current): checks of the
+    /// replicas' versions pass it by.
+    pub not_a_leaf: bool,
 }
 
 impl ReplicaState {
@@ -63,6 +67,7 @@ impl ReplicaState {
             recent: VecDeque::with_capacity(RECENT),
             answered: 0,
             catching_up: false,
+            not_a_leaf: false,
         }
     }
 

@@ -2,13 +2,15 @@
 //! holding snapshot versions), a group over them, requests to send, and a
 //! scripted catch-up.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use searchtree_proto::pb::{
-    CatchUpRequest, CatchUpResponse, FetchRequest, FetchResponse, SearchRequest, SearchResponse,
+    CatchUpRequest, CatchUpResponse, FetchRequest, FetchResponse, LeafVersions, SearchRequest,
+    SearchResponse,
 };
 
 use super::{CatchUpCall, Policy, ReplicaConfig, ReplicaGroup};
@@ -61,22 +63,54 @@ pub(super) async fn send(g: &ReplicaGroup, n: usize) {
 pub(super) struct VersionedChild {
     pub inner: Arc<FakeChild>,
     held: Mutex<Vec<u64>>,
+    /// The version it serves as current (what Versions reports).
+    current: Mutex<u64>,
 }
 
 impl VersionedChild {
+    /// A replica holding `held`, the highest its current one.
     pub fn new(name: &str, held: &[u64]) -> Arc<Self> {
         Arc::new(VersionedChild {
             inner: Arc::new(FakeChild::answering(0, ms(1), &[("a", 1.0)]).named(name)),
             held: Mutex::new(held.to_vec()),
+            current: Mutex::new(held.iter().copied().max().unwrap_or(0)),
         })
     }
 
-    /// Makes `version` one it holds (as a copy from a sibling does).
-    pub fn hold(&self, version: u64) {
+    /// Makes `version` one it holds, not its current one (as Install does).
+    pub fn install(&self, version: u64) {
         let mut held = self.held.lock().unwrap();
         if !held.contains(&version) {
             held.push(version);
             held.sort_unstable();
+        }
+    }
+
+    /// Makes `version` one it holds and its current one (as a copy from a
+    /// sibling, activated, does).
+    pub fn hold(&self, version: u64) {
+        self.install(version);
+        self.set_current(version);
+    }
+
+    /// Makes `version` its current one (as Activate does).
+    pub fn set_current(&self, version: u64) {
+        *self.current.lock().unwrap() = version;
+    }
+
+    /// Its current version.
+    pub fn current(&self) -> u64 {
+        *self.current.lock().unwrap()
+    }
+
+    /// What it answers to Versions.
+    fn versions(&self) -> LeafVersions {
+        LeafVersions {
+            replica: self.name().to_string(),
+            reachable: true,
+            current: self.current(),
+            installed: self.held.lock().unwrap().clone(),
+            ..LeafVersions::default()
         }
     }
 
@@ -139,12 +173,17 @@ impl Child for VersionedChild {
 
 /// A scripted `Corpus.CatchUp`: records each call, takes `delay`, fails the
 /// first `failures` calls, and then makes the replica hold the version.
+/// `Corpus.Versions` answers what the replica holds, unless it is down.
 pub(super) struct FakeCatchUp {
     replicas: Vec<Arc<VersionedChild>>,
     delay: Duration,
     failures: AtomicUsize,
     /// Calls made: the replica asked and its request.
     pub calls: Mutex<Vec<(String, CatchUpRequest)>>,
+    /// Replicas whose Versions fails (busy), healthy otherwise.
+    versions_down: Mutex<BTreeSet<String>>,
+    /// Replicas that refuse CatchUp as an inner node does.
+    inner_nodes: Mutex<BTreeSet<String>>,
 }
 
 impl FakeCatchUp {
@@ -154,7 +193,31 @@ impl FakeCatchUp {
             delay,
             failures: AtomicUsize::new(failures),
             calls: Mutex::default(),
+            versions_down: Mutex::default(),
+            inner_nodes: Mutex::default(),
         })
+    }
+
+    /// Makes `replica`'s Versions fail (`down`) or answer again.
+    pub fn set_versions_down(&self, replica: &str, down: bool) {
+        let mut set = self.versions_down.lock().unwrap();
+        if down {
+            set.insert(replica.to_string());
+        } else {
+            set.remove(replica);
+        }
+    }
+
+    /// Makes `replica` refuse CatchUp as an inner node does.
+    pub fn refuse_as_inner(&self, replica: &str) {
+        self.inner_nodes.lock().unwrap().insert(replica.to_string());
+    }
+
+    fn replica(&self, name: &str) -> &Arc<VersionedChild> {
+        self.replicas
+            .iter()
+            .find(|r| r.name() == name)
+            .expect("a known replica")
     }
 
     /// Calls made so far.
@@ -179,8 +242,14 @@ impl CatchUpCall for FakeCatchUp {
             .unwrap()
             .push((replica.to_string(), request.clone()));
         let replica = replica.to_string();
+        let inner_node = self.inner_nodes.lock().unwrap().contains(&replica);
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
+            if inner_node {
+                return Err(ChildError::from(crate::corpus::service::leaf_only(
+                    "CatchUp",
+                )));
+            }
             if self
                 .failures
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -188,17 +257,24 @@ impl CatchUpCall for FakeCatchUp {
             {
                 return Err(ChildError::Unavailable(format!("{replica}: copy failed")));
             }
-            let target = self
-                .replicas
-                .iter()
-                .find(|r| r.name() == replica)
-                .expect("catch-up of a known replica");
-            target.hold(request.version);
+            self.replica(&replica).hold(request.version);
             Ok(CatchUpResponse {
                 version: request.version,
                 bytes: 1 << 20,
                 took_us: self.delay.as_micros() as u64,
             })
+        })
+    }
+
+    fn versions(&self, replica: &str) -> BoxFuture<'_, Result<Vec<LeafVersions>, ChildError>> {
+        let target = Arc::clone(self.replica(replica));
+        let busy = self.versions_down.lock().unwrap().contains(replica);
+        Box::pin(async move {
+            target.inner.check_health().await?;
+            if busy {
+                return Err(ChildError::Timeout("busy".into()));
+            }
+            Ok(vec![target.versions()])
         })
     }
 }
