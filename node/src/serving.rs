@@ -19,6 +19,7 @@ use searchtree_proto::pb::node_stats_server::NodeStatsServer;
 use searchtree_proto::pb::search_server::{Search, SearchServer};
 
 pub mod connections;
+pub mod request_stream;
 
 pub use connections::{ConnectionArgs, ConnectionLimits};
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use searchtree_node::background;
+use searchtree_node::serving::request_stream::numbered;
 use searchtree_parent::corpus::publish_steps::{VERSIONS_TIMEOUT, term_chunks};
 use searchtree_parent::corpus::service::{AnswerStream, leaf_only};
 use searchtree_parent::corpus::{CorpusNode, receiver_stream};
@@ -322,7 +323,8 @@ impl Corpus for RootCorpus {
         };
         let guard = self.lock()?;
         self.settled_versions().await?;
-        let (mut acks, work) = self.node.load(num_shards, request.into_inner());
+        let incoming = numbered(request.into_inner(), "Load", "LoadBatch");
+        let (mut acks, work) = self.node.load(num_shards, incoming);
         // The client's ack stream ends only once the slot is free again, so
         // that a publish sent as soon as it ends is not refused as busy.
         let (tx, rx) = tokio::sync::mpsc::channel(1);

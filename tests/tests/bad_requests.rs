@@ -1,7 +1,13 @@
 //! Bad requests get INVALID_ARGUMENT with a message a person can act on, at
-//! every kind of node, and the tree keeps serving afterwards.
+//! every kind of node, and the tree keeps serving afterwards. So does a Load
+//! stream one of whose messages does not decode, and what came before it
+//! stands.
 
-use searchtree_tests::{client, fixture, search, start_sharded_tree};
+use prost::Message;
+use searchtree_proto::pb::corpus_client::CorpusClient;
+use searchtree_proto::pb::{DocOp, LoadAck, LoadBatch, VersionsRequest};
+use searchtree_proto::sharding::{NUM_SHARDS_METADATA, shard_of};
+use searchtree_tests::{SHARDS, client, fixture, node_addr, search, start_sharded_tree};
 use tonic::Code;
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
@@ -83,6 +89,136 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
     let paris = search(&mut root, "title:paris", 3).await.unwrap();
     assert_eq!(paris.hits[0].doc_id, "paris");
     tree.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_message_that_does_not_decode_is_invalid_argument_and_what_came_before_stands() {
+    let fx = fixture(TMP);
+    let tree = start_sharded_tree(fx).await;
+    let root = tree.root_addr();
+    // The root, a parent and a leaf (each as the node above would call it:
+    // with the corpus's shard count) all answer alike. Every document goes
+    // to shard 0, which is below all three.
+    for (i, name) in ["root", "parent-0", "leaf-0"].into_iter().enumerate() {
+        let addr = node_addr(&tree, name);
+        let before = staged_on_shard_0(root).await;
+        let first = batch(11, &format!("{name}-first"));
+        let after = batch(13, &format!("{name}-after"));
+        // Message 2 holds a document whose id is not UTF-8: what a client
+        // whose .proto declares ids as bytes could send.
+        let undecodable = vec![0x12, 0x04, 0x0a, 0x02, 0xff, 0xfe];
+        let (acks, end) = raw_load(
+            addr,
+            name != "root",
+            vec![first.encode_to_vec(), undecodable, after.encode_to_vec()],
+        )
+        .await;
+        assert_eq!(acks.len(), 1, "{name}: {acks:?}");
+        assert!(
+            acks[0].ok && acks[0].seq == 11 && acks[0].added == 1,
+            "{name}: {acks:?}"
+        );
+        let status = end.expect_err("the stream must not end as if whole");
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("message 2 of the Load stream is not a LoadBatch")
+                && status.message().contains("not UTF-8")
+                && status.message().contains("send message 2"),
+            "{name}: {:?}",
+            status.message()
+        );
+        // What was acknowledged is staged; nothing of the message after it.
+        assert_eq!(staged_on_shard_0(root).await, before + 1, "{name}");
+        assert_eq!(before, i as u64);
+    }
+    // A well-formed load goes through afterwards: nothing was left held.
+    let (acks, end) = raw_load(root, false, vec![batch(21, "root-next").encode_to_vec()]).await;
+    end.expect("a whole stream ends cleanly");
+    assert!(acks.len() == 1 && acks[0].ok, "{acks:?}");
+    assert_eq!(staged_on_shard_0(root).await, 4);
+    tree.shutdown().await;
+}
+
+/// A batch of one document, with an id of shard 0 that starts with `stem`.
+fn batch(seq: u64, stem: &str) -> LoadBatch {
+    let id = (0..)
+        .map(|n| format!("{stem}-{n}"))
+        .find(|id| shard_of(id, SHARDS) == 0)
+        .unwrap();
+    LoadBatch {
+        seq,
+        ops: vec![DocOp {
+            id,
+            title: "bad stream".into(),
+            body: "a document sent beside a message that does not decode".into(),
+            delete: false,
+            line: seq,
+        }],
+    }
+}
+
+/// Operations staged on shard 0 (its one leaf), through the root.
+async fn staged_on_shard_0(root: std::net::SocketAddr) -> u64 {
+    let mut corpus = CorpusClient::connect(format!("http://{root}"))
+        .await
+        .unwrap();
+    let leaves = corpus
+        .versions(VersionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .leaves;
+    leaves
+        .iter()
+        .filter(|l| l.shard == 0)
+        .map(|l| l.staged_ops)
+        .sum()
+}
+
+/// Sends `messages`, each as it is, as a `Load` stream to `addr` (with the
+/// corpus's shard count, as a node above sends it, when `from_above`), and
+/// returns the acknowledgements and how the stream ended.
+async fn raw_load(
+    addr: std::net::SocketAddr,
+    from_above: bool,
+    messages: Vec<Vec<u8>>,
+) -> (Vec<LoadAck>, Result<(), tonic::Status>) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/searchtree.v1.Corpus/Load");
+    let mut request =
+        tonic::Request::new(futures::stream::iter(messages.into_iter().map(RawMessage)));
+    if from_above {
+        request
+            .metadata_mut()
+            .insert(NUM_SHARDS_METADATA, SHARDS.to_string().parse().unwrap());
+    }
+    let response = grpc
+        .streaming(
+            request,
+            path,
+            tonic_prost::ProstCodec::<RawMessage, LoadAck>::default(),
+        )
+        .await;
+    let mut stream = match response {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (Vec::new(), Err(status)),
+    };
+    let mut acks = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(ack)) => acks.push(ack),
+            Ok(None) => return (acks, Ok(())),
+            Err(status) => return (acks, Err(status)),
+        }
+    }
 }
 
 /// Sends `body`, as it is, as the message of a `Search` call to `addr`, the

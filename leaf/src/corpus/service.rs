@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
+use searchtree_node::serving::request_stream::numbered;
 use searchtree_proto::forwarded::{self, describe_shards};
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::corpus_server::Corpus;
@@ -204,17 +205,20 @@ impl Corpus for LeafCorpus {
                 placement.shard, placement.num_shards
             )));
         }
-        let mut inbound = request.into_inner();
+        // A batch that does not decode ends the stream, named by its
+        // number: the batches before it are staged and acknowledged as
+        // usual (a group commit stops at it), none after it is read.
+        let mut inbound = numbered(request.into_inner(), "Load", "LoadBatch");
         let (tx, rx) = mpsc::channel(LOAD_IN_FLIGHT);
         let counters = Arc::clone(&self.counters);
         // Decoding batches is bulk work: on the low-priority runtime.
         searchtree_node::background::spawn(async move {
             let mut ended = None;
             while ended.is_none() {
-                let first = match inbound.message().await {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => break,
-                    Err(status) => {
+                let first = match inbound.next().await {
+                    Some(Ok(batch)) => batch,
+                    None => break,
+                    Some(Err(status)) => {
                         let _ = tx.send(Err(status)).await;
                         break;
                     }
@@ -223,10 +227,10 @@ impl Corpus for LeafCorpus {
                 // are staged with it under one commit.
                 let mut group = vec![first];
                 while group.len() < MAX_GROUP_BATCHES {
-                    match inbound.message().now_or_never() {
-                        Some(Ok(Some(batch))) => group.push(batch),
-                        Some(Ok(None)) => ended = Some(Ok(())),
-                        Some(Err(status)) => ended = Some(Err(status)),
+                    match inbound.next().now_or_never() {
+                        Some(Some(Ok(batch))) => group.push(batch),
+                        Some(None) => ended = Some(Ok(())),
+                        Some(Some(Err(status))) => ended = Some(Err(status)),
                         None => break, // nothing more has arrived yet
                     }
                     if ended.is_some() {

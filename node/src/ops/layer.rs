@@ -84,8 +84,10 @@ where
 }
 
 /// How tonic's refusal of a request message that does not decode begins
-/// (prost's `DecodeError`, e.g. a string field that is not UTF-8).
-const UNDECODABLE: &str = "failed to decode Protobuf message";
+/// (prost's `DecodeError`, e.g. a string field that is not UTF-8); a
+/// streaming request's is rewritten by
+/// [`crate::serving::request_stream`].
+pub const UNDECODABLE: &str = "failed to decode Protobuf message";
 /// tonic's refusal of a unary call whose body holds no message at all.
 const NO_MESSAGE: &str = "Missing request message.";
 

@@ -50,7 +50,11 @@ enum Outgoing {
 /// Forwards the batches of `incoming` to the replicas of `children`, placing
 /// ops among `num_shards` shards, and sends an acknowledgement per batch to
 /// `acks`. Replicas left out of a committed batch are added to `missed`.
-/// Returns once every batch read was acknowledged (or the caller left).
+/// Returns once every batch read was acknowledged (or the caller left). A
+/// failure of `incoming` (a batch that does not decode, see
+/// [`searchtree_node::serving::request_stream`]) reads no further batch:
+/// the ones before it are forwarded and acknowledged as usual, then the
+/// failure ends `acks`, so that the caller knows the stream was cut short.
 pub async fn forward_load<S>(
     children: CorpusChildren,
     num_shards: u32,
@@ -70,8 +74,12 @@ pub async fn forward_load<S>(
         next_seq: 0,
     };
     let mut incoming_done = false;
+    let mut broke_off = None;
     loop {
         if incoming_done && forwarder.pending.is_empty() {
+            if let Some(status) = broke_off {
+                let _ = acks.send(Err(status)).await;
+            }
             return;
         }
         let next_deadline = forwarder.pending.values().map(|p| p.1).min();
@@ -85,6 +93,7 @@ pub async fn forward_load<S>(
                     Some(Err(status)) => {
                         tracing::info!(%status, "load stream broke off");
                         incoming_done = true;
+                        broke_off = Some(status);
                         forwarder.close();
                     }
                     None => {

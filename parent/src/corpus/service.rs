@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use searchtree_node::background;
+use searchtree_node::serving::request_stream::numbered;
 use searchtree_proto::pb::corpus_server::Corpus;
 use searchtree_proto::pb::{
     ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
@@ -102,7 +103,8 @@ impl Corpus for ParentCorpus {
         request: Request<Streaming<LoadBatch>>,
     ) -> Result<Response<Self::LoadStream>, Status> {
         let num_shards = num_shards_of(request.metadata(), &self.node.children())?;
-        let (acks, work) = self.node.load(num_shards, request.into_inner());
+        let incoming = numbered(request.into_inner(), "Load", "LoadBatch");
+        let (acks, work) = self.node.load(num_shards, incoming);
         background::spawn(work);
         Ok(Response::new(Box::pin(receiver_stream(acks))))
     }
