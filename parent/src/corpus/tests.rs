@@ -102,6 +102,47 @@ async fn each_replica_gets_its_shards_ops_in_order_and_the_batch_is_acked_once()
 }
 
 #[tokio::test]
+async fn a_stream_that_fails_midway_acks_what_came_before_then_ends_with_the_failure() {
+    let (a1, a2) = (FakeLeaf::start(0).await, FakeLeaf::start(0).await);
+    let node = node(&[spec(0, &[&a1.addr, &a2.addr])]);
+    let ids = ids_in(0, 1, 2);
+    let refusal = Status::invalid_argument("message 2 of the Load stream is not a LoadBatch");
+    let incoming = futures::stream::iter([
+        Ok(LoadBatch {
+            seq: 7,
+            ops: vec![upsert(&ids[0], 1)],
+        }),
+        Err(refusal.clone()),
+        Ok(LoadBatch {
+            seq: 9,
+            ops: vec![upsert(&ids[1], 3)],
+        }),
+    ]);
+    let (mut acks, work) = node.load(1, incoming);
+    tokio::spawn(work);
+    let mut answers = Vec::new();
+    while let Some(answer) = acks.recv().await {
+        answers.push(answer);
+    }
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    let ack = answers[0]
+        .as_ref()
+        .expect("the batch before is acknowledged");
+    assert!(ack.ok && ack.seq == 7 && ack.added == 1, "{ack:?}");
+    let end = answers[1]
+        .as_ref()
+        .expect_err("the failure ends the stream");
+    assert_eq!(
+        (end.code(), end.message()),
+        (refusal.code(), refusal.message())
+    );
+    for replica in [&a1, &a2] {
+        let batches = replica.seen(|s| s.batches.clone());
+        assert_eq!(batches, [(0, vec![ids[0].clone()])], "nothing after it");
+    }
+}
+
+#[tokio::test]
 async fn a_replica_down_is_missed_and_left_out_of_the_prepare() {
     let up = FakeLeaf::start(0).await;
     let down = dead_addr().await;
