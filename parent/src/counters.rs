@@ -96,8 +96,8 @@ counter_set! {
         /// Total wait from arrival to handler, in microseconds (divided by
         /// `queue_waits`, the mean).
         QueueWaitUsTotal = "queue_wait_us_total",
-        /// Requests that waited more than [`SLOW_QUEUE_WAIT`] from arrival
-        /// to handler: a runtime too busy to take up its requests.
+        /// Requests that waited more than 10 ms from arrival to handler: a
+        /// runtime too busy to take up its requests.
         QueueWaitsOver10Ms = "queue_waits_over_10ms",
         /// Queries for which some child was asked again for more hits (its
         /// first, smaller answer might have hidden some of the top-k).

@@ -1,7 +1,8 @@
 //! Prometheus metrics: every node of a tree started by `searchtree up`
 //! serves `GET /metrics` at the HTTP address the nodes file gives, in a
 //! format `promtool check metrics` accepts, with the series an operator's
-//! dashboard reads, and they move when queries are served.
+//! dashboard reads — only those of its role, there from the start — and
+//! they move when queries are served.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -70,6 +71,15 @@ async fn every_node_serves_metrics_that_promtool_accepts_and_that_move() {
     assert_eq!(root.grpc, up.root);
     assert_eq!(root.role, "root");
 
+    for node in &nodes.nodes {
+        let http = node
+            .http
+            .unwrap_or_else(|| panic!("{} has no HTTP address", node.name));
+        let page = http_get(http, "/metrics");
+        promtool_check(&node.name, &page);
+        role_series_before_any_query(&node.name, &node.role, &page);
+    }
+
     let queries = ["paris", "river delta", "einstein relativity", "music"];
     let mut client = client(up.root).await;
     for q in queries {
@@ -134,6 +144,93 @@ async fn every_node_serves_metrics_that_promtool_accepts_and_that_move() {
         }
     }
     dashboard_queries_parse_and_name_served_series(&all_pages);
+}
+
+/// The families a page declares (`# TYPE` lines).
+fn families(page: &str) -> std::collections::BTreeSet<&str> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect()
+}
+
+/// A node's page before it served any query: every series its role
+/// records is there (at zero, so that dashboards and alerts read 0 rather
+/// than nothing), and no family another role records.
+fn role_series_before_any_query(node: &str, role: &str, page: &str) {
+    let leaf_only = [
+        "searchtree_leaf_search_duration_seconds",
+        "searchtree_leaf_queue_wait_seconds",
+    ];
+    let inner_only = [
+        "searchtree_child_round_trip_seconds",
+        "searchtree_child_calls_total",
+        "searchtree_answers_total",
+        "searchtree_answer_coverage_ratio",
+    ];
+    let root_only = [
+        "searchtree_answers_total{completeness=\"failed\"}",
+        "searchtree_answers_total{completeness=\"refused\"}",
+        "searchtree_admission_limit",
+        "searchtree_admitted_total",
+        "searchtree_shed_total",
+    ];
+    let mut present = vec![
+        "searchtree_request_duration_seconds_count{method=\"Search\",code=\"OK\"}",
+        "searchtree_request_duration_seconds_count{method=\"Fetch\",code=\"OK\"}",
+        "searchtree_requests_total",
+    ];
+    let (absent_families, absent_series): (&[&str], &[&str]) = match role {
+        "leaf" => {
+            present.extend([
+                "searchtree_leaf_search_duration_seconds_count",
+                "searchtree_leaf_queue_wait_seconds_count",
+            ]);
+            (&inner_only, &root_only)
+        }
+        "parent" | "root" => {
+            present.extend([
+                "searchtree_answers_total{completeness=\"complete\"}",
+                "searchtree_answers_total{completeness=\"partial\"}",
+                "searchtree_answer_coverage_ratio_count",
+            ]);
+            if role == "root" {
+                present.extend(root_only);
+            }
+            (&leaf_only, if role == "root" { &[] } else { &root_only })
+        }
+        other => panic!("{node}: unknown role {other}"),
+    };
+    for series in present {
+        assert!(
+            sample(page, series).is_some(),
+            "{node} ({role}): no {series} before the first query:\n{page}"
+        );
+    }
+    // Every child of an inner node has its series from the start.
+    if role != "leaf" {
+        for series in [
+            "searchtree_child_round_trip_seconds_count{child=",
+            "searchtree_child_calls_total{child=",
+        ] {
+            assert!(
+                page.lines().filter(|l| l.starts_with(series)).count() >= 2,
+                "{node}: no {series}..}} for each child:\n{page}"
+            );
+        }
+    }
+    let declared = families(page);
+    for name in absent_families {
+        assert!(
+            !declared.contains(name),
+            "{node} ({role}) shows {name}, which only another role records:\n{page}"
+        );
+    }
+    for series in absent_series {
+        assert!(
+            !page.lines().any(|l| l.starts_with(series)),
+            "{node} ({role}) shows {series}, which only the root records:\n{page}"
+        );
+    }
 }
 
 /// The Grafana dashboard's queries are valid PromQL (`promtool check
