@@ -1,7 +1,9 @@
 //! Connection limits over real processes: a node out of descriptors neither
 //! spins nor stops answering the clients it has, and comes back once idle
-//! connections time out; a parent resuming from a stall answers in full
-//! although its caller cancelled everything it sent meanwhile.
+//! connections time out; clients trickling request heads hold the HTTP
+//! port's slots no longer than its header-read timeout; a parent resuming
+//! from a stall answers in full although its caller cancelled everything
+//! it sent meanwhile.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -11,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use searchtree::build::TOPOLOGY_FILE;
 use searchtree::tree::topology::Topology;
+use searchtree_node::ops::http::{HTTP_HEADER_READ_TIMEOUT, HTTP_PREFIX, MAX_HTTP_CONNECTIONS};
 use searchtree_node::serving::LISTENING_PREFIX;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::{
     Fixture, client, fixture, node_addr, node_binaries, search, send, start_tree,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
@@ -44,6 +47,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 struct Leaf {
     process: Child,
     addr: std::net::SocketAddr,
+    /// Its HTTP port, when started with `--metrics-listen`.
+    http: Option<std::net::SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -84,17 +89,27 @@ impl Leaf {
             }
         });
         let mut stdout = BufReader::new(process.stdout.take().expect("piped")).lines();
+        // The HTTP port is announced before the readiness line.
+        let mut http = None;
         let addr = loop {
             let line = stdout
                 .next()
                 .expect("the leaf exited before listening")
                 .expect("read the leaf's stdout");
+            if let Some(addr) = line.strip_prefix(HTTP_PREFIX) {
+                http = Some(addr.trim().parse().expect("an address"));
+            }
             if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
                 break addr.trim().parse().expect("an address");
             }
         };
         std::thread::spawn(move || stdout.for_each(drop));
-        Leaf { process, addr, log }
+        Leaf {
+            process,
+            addr,
+            http,
+            log,
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -298,6 +313,112 @@ async fn out_of_descriptors_a_node_backs_off_instead_of_spinning() {
     let warnings = leaf.log_lines("cannot accept connections");
     let allowed = 1 + started.elapsed().as_secs() as usize / 5;
     assert!(warnings <= allowed, "{warnings} accept warnings");
+}
+
+/// `GET /metrics` on a connection of its own: whether it was answered 200
+/// within two seconds (a connection past the cap is closed unanswered).
+async fn metrics_answered(http: std::net::SocketAddr) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(http).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: leaf\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Ok(true))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_trickling_request_heads_hold_the_http_port_no_longer_than_its_head_timeout() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let fx = fixture(TMP);
+    let leaf = Leaf::start(fx, &["--metrics-listen", "127.0.0.1:0"]);
+    let http = leaf.http.expect("the leaf announced its HTTP port");
+    assert!(metrics_answered(http).await, "/metrics answers at first");
+    let mut grpc = client(leaf.addr).await;
+    search(&mut grpc, "river", 5).await.expect("answers");
+
+    // More clients than the port has slots, each sending its request's
+    // head one byte a second: never idle for the idle timeout (30 s), and
+    // never done.
+    let started = Instant::now();
+    let mut tricklers = Vec::new();
+    for _ in 0..MAX_HTTP_CONNECTIONS + 16 {
+        tricklers.push(TcpStream::connect(http).await.expect("connect"));
+    }
+    let head = b"GET /metrics HTTP/1.1\r\nHost: leaf\r\nX-Padding: ".repeat(8);
+    let trickling = tokio::spawn(async move {
+        let mut closed_by_server = 0;
+        for byte in head {
+            let mut open = Vec::new();
+            for mut stream in tricklers.drain(..) {
+                if stream.write_all(&[byte]).await.is_ok() {
+                    open.push(stream);
+                }
+            }
+            tricklers = open;
+            // Those the server closed read EOF (or a reset) at once.
+            let mut open = Vec::new();
+            for mut stream in tricklers.drain(..) {
+                let mut buf = [0u8; 64];
+                match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => closed_by_server += 1,
+                    _ => open.push(stream),
+                }
+            }
+            tricklers = open;
+            if tricklers.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        (closed_by_server, tricklers.len())
+    });
+
+    // The port is full: a scrape gets no answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !metrics_answered(http).await,
+        "the trickling clients did not fill the port"
+    );
+    // gRPC is another port, with limits of its own: unaffected.
+    search(&mut grpc, "river", 5)
+        .await
+        .expect("gRPC answers while the HTTP port is full");
+
+    // Once the head timeout passes, the port answers again. A busy machine
+    // may run the timers a little late.
+    let deadline = started + HTTP_HEADER_READ_TIMEOUT + Duration::from_secs(3);
+    loop {
+        if metrics_answered(http).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/metrics still unanswered {:?} after trickling clients took the port",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = started.elapsed();
+    eprintln!("/metrics answered again {took:?} after the trickling clients took the port");
+
+    // The server closed every trickling client (past the cap at once, the
+    // others at the timeout); none was left to send its whole head.
+    let (closed_by_server, still_open) = tokio::time::timeout(Duration::from_secs(10), trickling)
+        .await
+        .expect("the trickling clients were all closed")
+        .expect("trickling task");
+    assert_eq!(still_open, 0);
+    assert_eq!(closed_by_server, MAX_HTTP_CONNECTIONS + 16);
+    search(&mut grpc, "river", 5)
+        .await
+        .expect("the gRPC client still answers");
 }
 
 /// Sends `n` searches at once with a budget of `budget_ms` each.

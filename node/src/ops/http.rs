@@ -9,28 +9,39 @@
 //! ([`crate::serving::connections`]), with limits of its own: at most
 //! [`MAX_HTTP_CONNECTIONS`] at once, each closed once nothing moved on it
 //! for [`HTTP_IDLE_TIMEOUT`]; so clients that open connections and never
-//! finish a request cannot take the descriptors the gRPC port needs. When
-//! the node stops, requests still open on it get [`HTTP_SHUTDOWN_GRACE`]
-//! to finish, so a half-sent request cannot hold up a drain.
+//! finish a request cannot take the descriptors the gRPC port needs. A
+//! client must also send each request's head (request line and headers)
+//! within [`HTTP_HEADER_READ_TIMEOUT`], after a TLS handshake of at most
+//! [`HANDSHAKE_TIMEOUT`]: one that trickles its head a byte at a time,
+//! which the idle timeout never catches, gives its slot up then. When the
+//! node stops, requests still open on it get [`HTTP_SHUTDOWN_GRACE`] to
+//! finish, so a half-sent request cannot hold up a drain.
+//!
+//! It speaks HTTP/1.1 only (hyper's HTTP/1 server, driven here rather than
+//! by `axum::serve`, which sets no timer and so no header-read timeout).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures::FutureExt as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected as _;
+use tower::ServiceExt as _;
 
 use super::auth::AuthPolicy;
 use crate::serving::connections::{Connection, ConnectionLimits, Incoming};
@@ -40,9 +51,7 @@ use crate::serving::connections::{Connection, ConnectionLimits, Incoming};
 pub const HTTP_PREFIX: &str = "HTTP ";
 
 /// How long a client may take over its TLS handshake on the HTTP port.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshaken connections waiting for the server to take them.
-const ACCEPTED_BACKLOG: usize = 64;
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections the HTTP port holds at once (Prometheus and a few browsers
 /// need a handful); past it a new connection is accepted and closed at once.
@@ -51,6 +60,15 @@ pub const MAX_HTTP_CONNECTIONS: usize = 64;
 /// A connection to the HTTP port on which no byte moved for this long is
 /// closed: a request is a few hundred bytes, and an answer is written at once.
 pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client has to send a request's head (request line and
+/// headers) on the HTTP port, counted from the connection's start (after
+/// its TLS handshake) or from the previous answer; then the connection is
+/// closed. A scraper's or a browser's head is a few hundred bytes, sent at
+/// once; the idle timeout alone would let a client that sends one byte
+/// every few seconds hold a slot for ever, and
+/// [`MAX_HTTP_CONNECTIONS`] such clients the whole port.
+pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Once the node stops, how long requests still open on the HTTP port may
 /// take to finish before the port closes anyway.
@@ -76,9 +94,10 @@ pub async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> 
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves — over TLS with
-/// `tls` ([`super::tls::TlsArgs::http_server`]), and asking for the tokens `policy` asks for. An error is logged,
-/// not returned: the HTTP port failing must not stop the node from
-/// answering searches.
+/// `tls` ([`super::tls::TlsArgs::http_server`]), and asking for the tokens
+/// `policy` asks for. Nothing is returned: a connection that fails is
+/// logged and dropped, and the HTTP port failing must not stop the node
+/// from answering searches.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -93,68 +112,115 @@ pub async fn serve(
     let router = router.layer(axum::middleware::from_fn(move |request, next| {
         guard(Arc::clone(&policy), request, next)
     }));
-    let incoming = Incoming::new(listener, http_limits());
-    let shutdown = shutdown.shared();
-    let served = {
-        let shutdown = shutdown.clone();
-        async move {
-            match tls {
-                None => {
-                    axum::serve(PlainListener { incoming, local }, router)
-                        .with_graceful_shutdown(shutdown)
-                        .await
-                }
-                Some(config) => {
-                    axum::serve(
-                        TlsListener::start(incoming, local, config),
-                        router.into_make_service_with_connect_info::<Peer>(),
-                    )
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                }
+    let acceptor = tls.map(TlsAcceptor::from);
+    let mut incoming = Incoming::new(listener, http_limits());
+    // At most MAX_HTTP_CONNECTIONS tasks, one per connection held.
+    let mut connections = JoinSet::new();
+    let (closing, closing_rx) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            connection = incoming.accept() => {
+                connections.spawn(serve_connection(
+                    connection,
+                    local,
+                    router.clone(),
+                    acceptor.clone(),
+                    closing_rx.clone(),
+                ));
             }
+            // Reap finished connections as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-    };
-    let grace = async move {
-        shutdown.await;
-        tokio::time::sleep(HTTP_SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = served => {
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }
-        () = grace => {
-            tracing::debug!(
-                grace = ?HTTP_SHUTDOWN_GRACE,
-                "HTTP port: requests still open at shutdown are dropped"
-            );
-        }
+    }
+    // No new connection: the listener closes.
+    drop(incoming);
+    let _ = closing.send(true);
+    let finished = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, finished)
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            grace = ?HTTP_SHUTDOWN_GRACE,
+            "HTTP port: requests still open at shutdown are dropped"
+        );
+        connections.abort_all();
     }
 }
 
-/// The plain HTTP port's connections, bounded by [`http_limits`].
-struct PlainListener {
-    incoming: Incoming,
+/// Serves one connection: its TLS handshake first with `acceptor`, then
+/// its requests, until it ends, fails, or the port closes (`closing`).
+async fn serve_connection(
+    connection: Connection,
     local: SocketAddr,
+    router: axum::Router,
+    acceptor: Option<TlsAcceptor>,
+    closing: watch::Receiver<bool>,
+) {
+    let addr = connection.connect_info().remote_addr().unwrap_or(local);
+    let Some(acceptor) = acceptor else {
+        return serve_http1(connection, addr, router, None, closing).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
+        Ok(Ok(stream)) => {
+            let peer = Peer {
+                addr,
+                verified_certificate: stream.get_ref().1.peer_certificates().is_some(),
+            };
+            serve_http1(stream, addr, router, Some(peer), closing).await;
+        }
+        Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "HTTP port: TLS handshake failed"),
+        Err(_) => tracing::debug!(peer = %addr, "HTTP port: TLS handshake timed out"),
+    }
 }
 
-impl axum::serve::Listener for PlainListener {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let connection = self.incoming.accept().await;
-        let peer = connection
-            .connect_info()
-            .remote_addr()
-            .unwrap_or(self.local);
-        (connection, peer)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+/// Serves HTTP/1 requests on `io` with `router`, each request's head due
+/// within [`HTTP_HEADER_READ_TIMEOUT`]; a TLS connection's requests carry
+/// its `peer` for [`guard`].
+async fn serve_http1<I>(
+    io: I,
+    addr: SocketAddr,
+    router: axum::Router,
+    peer: Option<Peer>,
+    mut closing: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(ConnectInfo(peer));
+            }
+            let response = router.clone().oneshot(request);
+            async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|e| match e {})) }
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HTTP_HEADER_READ_TIMEOUT);
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let mut closing_seen = false;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            _ = closing.wait_for(|closing| *closing), if !closing_seen => {
+                // Finish the request in flight, if any, then close.
+                closing_seen = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => tracing::debug!(
+            peer = %addr,
+            timeout = ?HTTP_HEADER_READ_TIMEOUT,
+            "HTTP port: closed a connection that did not send a request's head in time"
+        ),
+        Err(e) => tracing::debug!(peer = %addr, error = %e, "HTTP port: connection failed"),
     }
 }
 
@@ -194,14 +260,6 @@ async fn guard(policy: Arc<AuthPolicy>, request: Request, next: Next) -> Respons
     }
 }
 
-/// A listener that hands the server connections whose TLS handshake is
-/// done. Handshakes run in tasks of their own, each bounded in time, so
-/// that a client that stalls in its handshake holds up nobody else.
-struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<Connection>, Peer)>,
-    local: SocketAddr,
-}
-
 /// Who is at the other end of a TLS connection to the HTTP port.
 #[derive(Debug, Clone, Copy)]
 struct Peer {
@@ -210,77 +268,6 @@ struct Peer {
     /// Whether it presented a client certificate, which the handshake
     /// verified against --tls-client-ca (a bad one fails the handshake).
     verified_certificate: bool,
-}
-
-impl Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
-        *stream.remote_addr()
-    }
-}
-
-impl TlsListener {
-    fn start(
-        mut incoming: Incoming,
-        local: SocketAddr,
-        config: Arc<rustls::ServerConfig>,
-    ) -> TlsListener {
-        let (tx, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let tcp = tokio::select! {
-                    // The server is gone: stop accepting.
-                    _ = tx.closed() => return,
-                    // Never fails: past the cap, or out of descriptors, it
-                    // refuses or waits on its own.
-                    connection = incoming.accept() => connection,
-                };
-                let peer = tcp.connect_info().remote_addr().unwrap_or(local);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let peer = Peer {
-                                addr: peer,
-                                verified_certificate: stream
-                                    .get_ref()
-                                    .1
-                                    .peer_certificates()
-                                    .is_some(),
-                            };
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "HTTP port: TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "HTTP port: TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener { accepted, local }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<Connection>;
-    type Addr = Peer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(connection) => connection,
-            // The accepting task ended (it only does once the server is
-            // gone): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(Peer {
-            addr: self.local,
-            verified_certificate: false,
-        })
-    }
 }
 
 #[cfg(test)]
