@@ -100,13 +100,15 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
     };
     let n = (info.width * info.height) as usize;
     let mut colours = std::collections::HashSet::new();
-    let (mut header, mut ink, mut bars) = (0usize, 0usize, 0usize);
+    let (mut header, mut ink, mut bars, mut white_in_header) = (0usize, 0usize, 0usize, 0usize);
     for i in 0..n {
         let (r, g, b) = rgb(i);
         colours.insert((r, g, b));
         match (r, g, b) {
             (0x1f, 0x3a, 0x5f) => header += 1,
             (0x4a, 0x78, 0xb5) => bars += 1,
+            // The header is the top 40 rows or so.
+            (0xff, 0xff, 0xff) if i < 40 * WIDTH as usize => white_in_header += 1,
             _ => {}
         }
         // Dark pixels: text.
@@ -124,5 +126,11 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
         "no header bar: {header} pixels"
     );
     assert!(bars > 500, "no waterfall bars: {bars} pixels");
+    // A tree without tokens asks for none: no white token box in the
+    // header, only its title's letters.
+    assert!(
+        white_in_header < 1_500,
+        "the header shows a token box: {white_in_header} white pixels"
+    );
     assert!(ink > n / 200, "hardly any text: {ink} dark pixels of {n}");
 }
