@@ -174,8 +174,9 @@ pub trait Child: Send + Sync {
     ) -> BoxFuture<'_, Result<FetchResponse, ChildError>>;
 
     /// The child's replicas (their addresses) and whether each is in
-    /// rotation, for the status page. A child without replicas is not
-    /// health-checked by its parent: `unchecked`.
+    /// rotation, for the status page. A child that is not a replica group
+    /// (an in-process one: every child a node calls over gRPC is a group, of
+    /// one replica or more) is not health-checked by its parent: `unchecked`.
     fn replica_states(&self) -> Vec<(String, &'static str)> {
         vec![(self.name().to_string(), "unchecked")]
     }

@@ -274,9 +274,9 @@ impl InnerArgs {
     }
 
     /// Checks that no shard is below two children, and connects (lazily) to
-    /// each child over gRPC; a child with several addresses becomes a
-    /// health-checked replica group counting into `counters`, and so does
-    /// one found in etcd (returned also as discovered, to be followed).
+    /// each child over gRPC; every child becomes a health-checked replica
+    /// group counting into `counters` — of its addresses, one or several, or
+    /// of those found in etcd (returned also as discovered, to be followed).
     pub fn grpc_children(&self, counters: &Arc<InnerCounters>) -> anyhow::Result<Children> {
         let mut seen = std::collections::BTreeMap::new();
         for spec in &self.children {
@@ -310,16 +310,16 @@ impl InnerArgs {
                     });
                     return Ok(group as Arc<dyn Child>);
                 }
-                let mut replicas = spec
+                // One address is a group of one: health-checked and judged
+                // by its answers like any replica, so that its state is
+                // known (a lone replica still gets every request).
+                let replicas = spec
                     .addrs
                     .iter()
                     .map(|addr| {
                         Ok(Arc::new(GrpcChild::new(addr, spec.shards.clone())?) as Arc<dyn Child>)
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                if replicas.len() == 1 {
-                    return Ok(replicas.remove(0));
-                }
                 let group = ReplicaGroup::new(replicas, config.clone(), Arc::clone(counters));
                 group.spawn_health_checks();
                 group.spawn_version_checks();

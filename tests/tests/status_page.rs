@@ -65,6 +65,9 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
         );
     }
     assert_eq!(dom.matches(">SERVING<").count(), 7, "{dom}");
+    // Every child, a lone one included, is health-checked by its parent.
+    assert!(!dom.contains("unchecked"), "{dom}");
+    assert_eq!(dom.matches(">healthy<").count(), 6, "{dom}");
     for text in [
         "4/4 shards answered",
         "Paris Commune",
