@@ -88,7 +88,6 @@ async fn main() -> anyhow::Result<()> {
             version: status_versions
                 .get(0)
                 .map_or(0, |current| current.shard().meta.version),
-            coverage_mean: 1.0,
             children: Vec::new(),
         });
     let corpus = match store {

@@ -519,6 +519,7 @@ impl<S: ShardSearch> LeafNode<S> {
                 // delay) included: callers take the round trip less this as
                 // the hop (their hop estimate, the profile's `hop_us`).
                 answer.took_us = micros(arrived.elapsed());
+                searchtree_node::ops::status::record_answer(&answer);
                 if profile {
                     answer.profile = Some(Box::new(searchtree_proto::pb::NodeProfile {
                         role: "leaf".into(),

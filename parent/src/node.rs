@@ -24,6 +24,7 @@ use crate::error::NodeError;
 use crate::fanout::{FanOut, FanOutOptions};
 use crate::fetch::Fetcher;
 use searchtree_node::ops::metrics::metrics;
+use searchtree_node::ops::status;
 
 /// How an inner node treats time.
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +151,8 @@ impl InnerNode {
         let started = Instant::now();
         let mut hit = self.cache.as_ref()?.lookup(params).await?;
         hit.took_us = started.elapsed().as_micros() as u64;
+        // An answer all the same, complete: the status's coverage counts it.
+        status::record_answer(&hit);
         Some(hit)
     }
 
@@ -172,16 +175,16 @@ impl InnerNode {
     }
 
     /// What the node reports in `NodeStats.GetStatus`: each child's shards
-    /// and its replicas' states, the mean coverage of its answers, and the
-    /// version `version` says (the root's pin; 0 for a parent).
+    /// and its replicas' states, and the version `version` says (the
+    /// root's pin; 0 for a parent). Its answers' coverage it records as it
+    /// answers ([`status::record_answer`]).
     pub fn status_fn(
         &self,
         version: impl Fn() -> u64 + Send + Sync + 'static,
-    ) -> searchtree_node::ops::status::RoleStatusFn {
+    ) -> status::RoleStatusFn {
         let children: Vec<Arc<dyn Child>> = self.fanout.children().cloned().collect();
-        Arc::new(move || searchtree_node::ops::status::RoleStatus {
+        Arc::new(move || status::RoleStatus {
             version: version(),
-            coverage_mean: metrics().coverage_mean(),
             children: child_statuses(&children),
         })
     }
@@ -271,10 +274,8 @@ impl InnerNode {
         if response.partial {
             self.counters.inc(InnerCounter::PartialAnswers);
         }
-        let coverage = response.coverage.as_ref().map_or(0.0, |c| {
-            f64::from(c.shards_ok) / f64::from(c.shards_total.max(1))
-        });
-        metrics().observe_answer(response.partial, coverage);
+        metrics().observe_answer(response.partial, status::coverage_of(&response));
+        status::record_answer(&response);
         response.took_us = arrived.elapsed().as_micros() as u64;
         if params.profile {
             let profile = response.profile.get_or_insert_with(Default::default);

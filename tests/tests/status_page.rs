@@ -2,13 +2,18 @@
 //! loads `/?q=...` from the root's HTTP port, the page walks the tree and
 //! runs the search, and the rendered page shows every node of the tree,
 //! the hits, the coverage and the waterfall. The screenshot is decoded and
-//! checked, not just fetched.
+//! checked, not just fetched. And what the page shows is true: the tree's
+//! data (`/api/tree`) follows a leaf that stops answering and comes back.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use searchtree_tests::fixture;
+use serde_json::Value;
+
 use searchtree_tests::up::UpProcess;
+use searchtree_tests::{fixture, http_get, searchtree};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 const WIDTH: u32 = 1200;
@@ -54,6 +59,8 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
     let url = format!("http://{}/?q=paris", root.http.expect("root HTTP port"));
     let scratch = f.dir.join(format!("chromium-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
+    // Every node has answered once before the page looks.
+    query(up.root, "paris");
 
     let dom = chromium(&url, &["--dump-dom"], &scratch.join("profile-dom"));
     for node in &nodes.nodes {
@@ -68,6 +75,8 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
     // Every child, a lone one included, is health-checked by its parent.
     assert!(!dom.contains("unchecked"), "{dom}");
     assert_eq!(dom.matches(">healthy<").count(), 6, "{dom}");
+    // Coverage is over the last minute's answers, and says so.
+    assert!(dom.contains("coverage 100.0% of "), "{dom}");
     for text in [
         "4/4 shards answered",
         "Paris Commune",
@@ -136,4 +145,141 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
         "the header shows a token box: {white_in_header} white pixels"
     );
     assert!(ink > n / 200, "hardly any text: {ink} dark pixels of {n}");
+}
+
+/// `/api/tree` from the root's HTTP port `http`.
+fn tree(http: SocketAddr) -> Value {
+    let (head, body) = http_get(http, "/api/tree");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// Searches the tree at `root` once with the CLI (a generous budget).
+fn query(root: SocketAddr, q: &str) -> String {
+    let out = searchtree()
+        .args([
+            "query",
+            "--root",
+            &root.to_string(),
+            "--budget-ms",
+            "1000",
+            q,
+        ])
+        .output()
+        .expect("run searchtree query");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The node at `addr` in `tree`, and the state its parent gives it.
+fn find<'a>(tree: &'a Value, addr: &str) -> Option<(&'a Value, &'a str)> {
+    for child in tree["children"].as_array()? {
+        for replica in child["replicas"].as_array()? {
+            if replica["address"] == addr {
+                return Some((&replica["node"], replica["state"].as_str()?));
+            }
+            if let Some(found) = find(&replica["node"], addr) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// Polls `/api/tree` until `ok` holds, for at most `wait`; the last tree
+/// read.
+fn until(http: SocketAddr, wait: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let t = tree(http);
+        if ok(&t) || start.elapsed() > wait {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Sends `signal` (STOP, CONT) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_lone_leaf_that_stops_answering_is_shown_ejected_and_its_partial_answers_age_out() {
+    let f = fixture(TMP);
+    let up = UpProcess::start(&f.sharded.join("topology.toml"), &f.dir, &[], "warn");
+    let nodes = up.nodes();
+    let http = nodes
+        .node("root")
+        .expect("root")
+        .http
+        .expect("root HTTP port");
+    let leaf = nodes.node("leaf-0").expect("leaf-0");
+    let leaf_addr = leaf.grpc.to_string();
+    let parent_of = |t: &Value| -> Value {
+        t["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["replicas"][0]["node"])
+            .find(|p| find(p, &leaf_addr).is_some())
+            .cloned()
+            .expect("the leaf's parent")
+    };
+
+    let fresh = tree(http);
+    assert_eq!(
+        find(&fresh, &leaf_addr).expect("the leaf").1,
+        "healthy",
+        "{fresh}"
+    );
+    // No answers yet: no coverage to speak of (not "100%").
+    assert_eq!(parent_of(&fresh)["answers"], 0, "{fresh}");
+
+    // The leaf stops (a hung process): its shard times out, and its
+    // parent's health checks eject it.
+    let pid = leaf.pid.expect("leaf-0 runs");
+    signal(pid, "STOP");
+    for q in ["paris", "london", "rome"] {
+        assert!(query(up.root, q).contains("PARTIAL"));
+    }
+    let stopped = until(http, Duration::from_secs(10), |t| {
+        find(t, &leaf_addr).is_some_and(|(_, state)| state == "ejected")
+    });
+    signal(pid, "CONT");
+    assert_eq!(
+        find(&stopped, &leaf_addr).unwrap().1,
+        "ejected",
+        "{stopped}"
+    );
+    let parent = parent_of(&stopped);
+    // (An answer the root gave up waiting for is not one.)
+    assert!(parent["answers"].as_u64().unwrap() >= 1, "{stopped}");
+    assert_eq!(parent["coverage_mean"], 0.5, "{stopped}");
+
+    // Back: in rotation again, and once its partial answers are older than
+    // the status's window (two 30 s halves), the coverage is that of the
+    // answers since: complete.
+    let back = until(http, Duration::from_secs(10), |t| {
+        find(t, &leaf_addr).is_some_and(|(_, state)| state == "healthy")
+    });
+    assert_eq!(find(&back, &leaf_addr).unwrap().1, "healthy", "{back}");
+    // Queries all different: none answered from the root's cache.
+    let asked = std::cell::Cell::new(0);
+    let recovered = until(http, Duration::from_secs(90), |t| {
+        asked.set(asked.get() + 1);
+        query(up.root, &format!("paris x{}", asked.get()));
+        parent_of(t)["coverage_mean"] == 1.0
+    });
+    let parent = parent_of(&recovered);
+    assert_eq!(parent["coverage_mean"], 1.0, "{recovered}");
+    assert!(parent["answers"].as_u64().unwrap() > 0, "{recovered}");
 }

@@ -1,14 +1,17 @@
 //! What `NodeStats.GetStatus` says of a node, for the status page: its
 //! health (serving or draining), uptime, recent search latency
-//! percentiles, and what its role adds (version, coverage, children and
-//! their replicas' states).
+//! percentiles and answers' coverage ([`recent`]), and what its role adds
+//! (version, children and their replicas' states).
+
+mod recent;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use searchtree_proto::pb::{ChildStatus, GetStatusResponse};
+use searchtree_proto::pb::{ChildStatus, GetStatusResponse, SearchResponse};
+
+use recent::{Figures, Recent};
 
 /// Whether this process is draining (it reports NOT_SERVING).
 static DRAINING: AtomicBool = AtomicBool::new(false);
@@ -27,69 +30,6 @@ pub fn health() -> &'static str {
     }
 }
 
-/// How long each of the two windows of recent latencies lasts: percentiles
-/// cover the last one to two of them.
-const WINDOW: Duration = Duration::from_secs(30);
-
-/// Search latencies of the last minute or so, in microseconds.
-struct Recent {
-    current: Histogram<u64>,
-    previous: Histogram<u64>,
-    since: Instant,
-}
-
-impl Recent {
-    fn new(now: Instant) -> Self {
-        let new = || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
-        Recent {
-            current: new(),
-            previous: new(),
-            since: now,
-        }
-    }
-
-    /// Brings the windows up to `now`, whether or not searches came
-    /// meanwhile: a window older than [`WINDOW`] becomes the previous one,
-    /// and one older than two windows is forgotten with it, so that a node
-    /// that stopped getting searches stops reporting old ones.
-    fn rotate(&mut self, now: Instant) {
-        let age = now.saturating_duration_since(self.since);
-        if age >= 2 * WINDOW {
-            self.current.reset();
-            self.previous.reset();
-            self.since = now;
-        } else if age >= WINDOW {
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.current.reset();
-            self.since = now;
-        }
-    }
-
-    fn record(&mut self, elapsed: Duration, now: Instant) {
-        self.rotate(now);
-        let us = u64::try_from(elapsed.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let _ = self.current.record(us.min(3_600_000_000));
-    }
-
-    /// Searches over the windows as of `now`, and their p50, p99 and
-    /// p99.9 in µs.
-    fn percentiles(&mut self, now: Instant) -> (u64, [u64; 3]) {
-        self.rotate(now);
-        let mut both = self.current.clone();
-        let _ = both.add(&self.previous);
-        let q = |q: f64| {
-            if both.is_empty() {
-                0
-            } else {
-                both.value_at_quantile(q)
-            }
-        };
-        (both.len(), [q(0.5), q(0.99), q(0.999)])
-    }
-}
-
 fn recent() -> &'static Mutex<Recent> {
     static RECENT: OnceLock<Mutex<Recent>> = OnceLock::new();
     RECENT.get_or_init(|| Mutex::new(Recent::new(Instant::now())))
@@ -99,16 +39,34 @@ fn recent() -> &'static Mutex<Recent> {
 pub fn record_search(elapsed: Duration) {
     recent()
         .lock()
-        .expect("recent latencies lock")
-        .record(elapsed, Instant::now());
+        .expect("recent figures lock")
+        .record_search(elapsed, Instant::now());
 }
 
-/// Searches over the recent windows, and their p50, p99 and p99.9 in µs.
-fn recent_percentiles() -> (u64, [u64; 3]) {
+/// The share of the shards asked that answered `response` in full
+/// (shards that answered over shards asked; 0 without a coverage).
+pub fn coverage_of(response: &SearchResponse) -> f64 {
+    response.coverage.as_ref().map_or(0.0, |c| {
+        f64::from(c.shards_ok) / f64::from(c.shards_total.max(1))
+    })
+}
+
+/// Records one answer, for the recent coverage `GetStatus` reports (see
+/// [`coverage_of`]).
+pub fn record_answer(response: &SearchResponse) {
+    let coverage = coverage_of(response);
     recent()
         .lock()
-        .expect("recent latencies lock")
-        .percentiles(Instant::now())
+        .expect("recent figures lock")
+        .record_answer(coverage, Instant::now());
+}
+
+/// The figures of the recent windows, now.
+fn recent_figures() -> Figures {
+    recent()
+        .lock()
+        .expect("recent figures lock")
+        .figures(Instant::now())
 }
 
 /// When the process started (for uptime).
@@ -120,10 +78,8 @@ fn started() -> Instant {
 /// What a role adds to its status.
 #[derive(Debug, Clone, Default)]
 pub struct RoleStatus {
-    /// The version it answers at by default.
+    /// The version it answers at by default (0: none known).
     pub version: u64,
-    /// Mean coverage of its answers (inner nodes; 1 for a leaf).
-    pub coverage_mean: f64,
     /// Its children, as it sees them.
     pub children: Vec<ChildStatus>,
 }
@@ -133,7 +89,8 @@ pub type RoleStatusFn = Arc<dyn Fn() -> RoleStatus + Send + Sync>;
 
 /// The status of this process, a node called `node` of `role`.
 pub fn status(node: &str, role: &str, extra: Option<&RoleStatusFn>) -> GetStatusResponse {
-    let (requests, [p50, p99, p999]) = recent_percentiles();
+    let figures = recent_figures();
+    let [p50, p99, p999] = figures.percentiles;
     let role_status = extra.map(|f| f()).unwrap_or_default();
     GetStatusResponse {
         node: node.to_string(),
@@ -141,11 +98,12 @@ pub fn status(node: &str, role: &str, extra: Option<&RoleStatusFn>) -> GetStatus
         health: health().to_string(),
         version: role_status.version,
         uptime_s: started().elapsed().as_secs(),
-        requests,
+        requests: figures.searches,
         p50_us: p50,
         p99_us: p99,
         p999_us: p999,
-        coverage_mean: role_status.coverage_mean,
+        coverage_mean: figures.coverage_mean,
+        answers: figures.answers,
         children: role_status.children,
     }
 }
@@ -157,35 +115,26 @@ pub fn start_clock() {
 
 #[cfg(test)]
 mod tests {
+    use searchtree_proto::pb::Coverage;
+
     use super::*;
 
     #[test]
-    fn searches_of_more_than_two_windows_ago_are_no_longer_reported() {
-        let start = Instant::now();
-        let mut recent = Recent::new(start);
-        for ms in 1..=10 {
-            recent.record(Duration::from_millis(ms), start);
-        }
-        assert_eq!(recent.percentiles(start).0, 10);
-        // No search since: a window later they are still recent...
-        assert_eq!(recent.percentiles(start + WINDOW).0, 10);
-        // ... two windows later they are not.
-        assert_eq!(recent.percentiles(start + 3 * WINDOW).0, 0);
-        assert_eq!(recent.percentiles(start + 3 * WINDOW).1, [0, 0, 0]);
-        // Nor after a long pause with no read in between.
-        let mut idle = Recent::new(start);
-        idle.record(Duration::from_millis(5), start);
-        assert_eq!(idle.percentiles(start + 10 * WINDOW).0, 0);
-    }
-
-    #[test]
-    fn reports_recent_percentiles_health_and_what_the_role_adds() {
+    fn reports_recent_figures_health_and_what_the_role_adds() {
+        let answer = |shards_ok| SearchResponse {
+            coverage: Some(Coverage {
+                shards_total: 2,
+                shards_ok,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         for ms in 1..=100 {
             record_search(Duration::from_millis(ms));
+            record_answer(&answer(if ms <= 50 { 2 } else { 1 }));
         }
         let extra: RoleStatusFn = Arc::new(|| RoleStatus {
             version: 7,
-            coverage_mean: 0.5,
             children: Vec::new(),
         });
         let s = status("127.0.0.1:1", "parent", Some(&extra));
@@ -194,6 +143,8 @@ mod tests {
         assert!(s.requests >= 100);
         assert!((45_000..=55_000).contains(&s.p50_us), "{s:?}");
         assert!(s.p99_us >= 98_000, "{s:?}");
+        assert_eq!(s.answers, 100);
+        assert!((s.coverage_mean - 0.75).abs() < 1e-9, "{s:?}");
         assert_eq!(s.health, "SERVING");
     }
 }

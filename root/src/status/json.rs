@@ -16,6 +16,7 @@ pub fn status(s: &GetStatusResponse) -> Value {
         "p99_ms": s.p99_us as f64 / 1000.0,
         "p999_ms": s.p999_us as f64 / 1000.0,
         "coverage_mean": s.coverage_mean,
+        "answers": s.answers,
     })
 }
 

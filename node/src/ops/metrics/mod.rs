@@ -83,10 +83,6 @@ pub struct Metrics {
     pub coverage: Histogram,
     /// Leaves: time a search spent collecting and scoring.
     pub leaf_search: Histogram,
-    /// Inner nodes: the sum of the answers' coverage, in millionths, and
-    /// their number (for the status page's mean).
-    coverage_sum: std::sync::atomic::AtomicU64,
-    coverage_count: std::sync::atomic::AtomicU64,
     /// Leaves: time a search waited in the queue before a searcher took it.
     pub leaf_queue_wait: Histogram,
 }
@@ -123,8 +119,6 @@ impl Metrics {
             answers,
             coverage,
             leaf_search,
-            coverage_sum: Default::default(),
-            coverage_count: Default::default(),
             leaf_queue_wait,
         }
     }
@@ -173,18 +167,6 @@ impl Metrics {
             .get_or_create(&CompletenessLabels { completeness })
             .inc();
         self.coverage.observe(coverage);
-        self.coverage_sum
-            .fetch_add((coverage * 1e6) as u64, Ordering::Relaxed);
-        self.coverage_count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The mean coverage of the answers since start (1 before any).
-    pub fn coverage_mean(&self) -> f64 {
-        let n = self.coverage_count.load(Ordering::Relaxed);
-        if n == 0 {
-            return 1.0;
-        }
-        self.coverage_sum.load(Ordering::Relaxed) as f64 / 1e6 / n as f64
     }
 
     /// Records a root's query that got no answer: `failed` (refused after
