@@ -9,7 +9,7 @@
 //! result cache ([`crate::cache`]) answers a query asked again from it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -62,6 +62,9 @@ pub struct InnerNode {
     /// Complete answers kept for queries asked again (none: no cache).
     cache: Option<ResultCache>,
     counters: Arc<InnerCounters>,
+    /// The newest snapshot version its answers came from (0: none yet),
+    /// which its status reports when nothing pins one.
+    answered_version: Arc<AtomicU64>,
 }
 
 /// The requests a node is working on, under a node-wide bound: past it a
@@ -118,6 +121,7 @@ impl InnerNode {
             },
             cache: None,
             counters,
+            answered_version: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -175,16 +179,21 @@ impl InnerNode {
     }
 
     /// What the node reports in `NodeStats.GetStatus`: each child's shards
-    /// and its replicas' states, and the version `version` says (the
-    /// root's pin; 0 for a parent). Its answers' coverage it records as it
-    /// answers ([`status::record_answer`]).
+    /// and its replicas' states, and the version it answers at — the one
+    /// `pinned` says (the root's pin), else, when that is 0 (a parent, or a
+    /// root with no pin), the newest its answers came from (0 until it has
+    /// answered).
     pub fn status_fn(
         &self,
-        version: impl Fn() -> u64 + Send + Sync + 'static,
+        pinned: impl Fn() -> u64 + Send + Sync + 'static,
     ) -> status::RoleStatusFn {
         let children: Vec<Arc<dyn Child>> = self.fanout.children().cloned().collect();
+        let answered = Arc::clone(&self.answered_version);
         Arc::new(move || status::RoleStatus {
-            version: version(),
+            version: match pinned() {
+                0 => answered.load(Ordering::Relaxed),
+                pin => pin,
+            },
             children: child_statuses(&children),
         })
     }
@@ -276,6 +285,8 @@ impl InnerNode {
         }
         metrics().observe_answer(response.partial, status::coverage_of(&response));
         status::record_answer(&response);
+        self.answered_version
+            .fetch_max(response.version, Ordering::Relaxed);
         response.took_us = arrived.elapsed().as_micros() as u64;
         if params.profile {
             let profile = response.profile.get_or_insert_with(Default::default);

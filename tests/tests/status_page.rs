@@ -59,8 +59,14 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
     let url = format!("http://{}/?q=paris", root.http.expect("root HTTP port"));
     let scratch = f.dir.join(format!("chromium-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
-    // Every node has answered once before the page looks.
+    // Every inner node has answered once before the page looks.
     query(up.root, "paris");
+    let leaf_version =
+        tree(root.http.expect("root HTTP port"))["children"][0]["replicas"][0]["node"]["children"]
+            [0]["replicas"][0]["node"]["version"]
+            .as_u64()
+            .expect("a leaf's version");
+    assert!(leaf_version > 0);
 
     let dom = chromium(&url, &["--dump-dom"], &scratch.join("profile-dom"));
     for node in &nodes.nodes {
@@ -72,6 +78,13 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
         );
     }
     assert_eq!(dom.matches(">SERVING<").count(), 7, "{dom}");
+    // Inner nodes show the version they answer at, as leaves do: not 0.
+    assert_eq!(
+        dom.matches(&format!("version {leaf_version} · last minute"))
+            .count(),
+        7,
+        "{dom}"
+    );
     // Every child, a lone one included, is health-checked by its parent.
     assert!(!dom.contains("unchecked"), "{dom}");
     assert_eq!(dom.matches(">healthy<").count(), 6, "{dom}");
