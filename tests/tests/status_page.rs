@@ -268,9 +268,15 @@ fn a_lone_leaf_that_stops_answering_is_shown_ejected_and_its_partial_answers_age
         find(t, &leaf_addr).is_some_and(|(_, state)| state == "ejected")
     });
     signal(pid, "CONT");
-    assert_eq!(
-        find(&stopped, &leaf_addr).unwrap().1,
-        "ejected",
+    let (hung, state) = find(&stopped, &leaf_addr).unwrap();
+    assert_eq!(state, "ejected", "{stopped}");
+    // The walk says what the leaf's silence means, not just a code.
+    assert_eq!(hung["health"], "UNREACHABLE", "{stopped}");
+    assert!(
+        hung["error"]
+            .as_str()
+            .unwrap()
+            .contains("hung or overloaded"),
         "{stopped}"
     );
     let parent = parent_of(&stopped);

@@ -84,12 +84,21 @@ async fn status_of(addr: &str) -> Result<searchtree_proto::pb::GetStatusResponse
         .map_err(|e| e.to_string())?
         .connect_timeout(STATUS_TIMEOUT)
         .timeout(STATUS_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        format!("cannot connect ({e}): is the node running? Its log says why it is not")
+    })?;
     NodeStatsClient::new(client::channel(channel))
         .get_status(GetStatusRequest {})
         .await
         .map(|r| r.into_inner())
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        .map_err(|s| match s.code() {
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => format!(
+                "no status within {} s: the node is hung or overloaded (see its log, \
+                 or its /metrics)",
+                STATUS_TIMEOUT.as_secs()
+            ),
+            code => format!("{code:?}: {}", s.message()),
+        })
 }
 
 /// The query string of `GET /api/search`.
