@@ -17,7 +17,8 @@
 //!   flight, and summing up the acks;
 //! - [`verify`]: checking a build on disk or a running tree;
 //! - [`certs`] and [`client_args`]: development certificates, and how the
-//!   CLI calls a tree (TLS, client certificate, token); [`closed_output`]:
+//!   CLI calls a tree (TLS, client certificate, token); [`connection_hint`]:
+//!   which flag to change when a call fails on TLS; [`closed_output`]:
 //!   a closed pipe ends it quietly;
 //! - [`commands`]: one module per subcommand, the thin layer that parses
 //!   flags and prints; [`output`] is how they show a search response
@@ -35,6 +36,7 @@ pub mod certs;
 pub mod client_args;
 pub mod closed_output;
 pub mod commands;
+pub mod connection_hint;
 pub mod live;
 pub mod output;
 pub mod simulate;

@@ -96,7 +96,11 @@ async fn main() {
         }),
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        let chain = format!("{err:#}");
+        eprintln!("error: {chain}");
+        if let Some(hint) = searchtree::connection_hint::hint(&chain, cli.client.tls_ca.is_some()) {
+            eprintln!("hint: {hint}");
+        }
         std::process::exit(1);
     }
 }

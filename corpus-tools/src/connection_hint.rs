@@ -1,0 +1,115 @@
+//! What to do about a call that failed on TLS: rustls and h2 name the
+//! failure in their own terms ("h2 protocol error", "BadSignature"), which
+//! do not tell an operator which flag is wrong. This reads the error chain
+//! and says it in the CLI's flags.
+
+/// The advice for an error chain (as printed with `{:#}`), given whether
+/// this process calls nodes over TLS (`--tls-ca`); `None` when the failure
+/// does not look like a TLS problem.
+pub fn hint(chain: &str, client_uses_tls: bool) -> Option<&'static str> {
+    if client_uses_tls {
+        if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
+            return Some(
+                "the node does not speak TLS: call it without --tls-ca (and without \
+                 --client-cert/--client-key)",
+            );
+        }
+        if chain.contains("UnknownIssuer") || chain.contains("BadSignature") {
+            return Some(
+                "the node's certificate is not signed by the CA in --tls-ca: pass the CA \
+                 that signed the nodes' certificates (ca.pem beside node.pem)",
+            );
+        }
+        if chain.contains("NotValidForName") {
+            return Some(
+                "the node's certificate does not name the host in --root/--addr: dial a \
+                 name it holds, or make the certificate again with `searchtree certs \
+                 --hosts NAME,...`",
+            );
+        }
+        if chain.contains("Expired") {
+            return Some(
+                "the node's certificate has expired (or this machine's clock is wrong): \
+                 make new certificates with `searchtree certs` and restart the nodes",
+            );
+        }
+        if chain.contains("CertificateRequired") || chain.contains("certificate required") {
+            return Some(
+                "the node requires a client certificate (mutual TLS): pass --client-cert \
+                 and --client-key",
+            );
+        }
+        return None;
+    }
+    // A refused port or an unknown host is said plainly already.
+    let unreachable = chain.contains("Connection refused")
+        || chain.contains("failed to lookup")
+        || chain.contains("dns error");
+    if !unreachable
+        && (chain.contains("h2 protocol error")
+            || chain.contains("http2 error")
+            || chain.contains("transport error")
+            || chain.contains("operation was canceled"))
+    {
+        return Some(
+            "if the node serves TLS, call it with --tls-ca CA.pem (and --token-file for \
+             admin calls); a plaintext call to a TLS node fails this way",
+        );
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hint;
+
+    #[test]
+    fn plaintext_client_against_tls_node_names_tls_ca() {
+        let h = hint(
+            "search failed: Internal: h2 protocol error: http2 error",
+            false,
+        )
+        .unwrap();
+        assert!(h.contains("--tls-ca") && h.contains("--token-file"), "{h}");
+        let h = hint("search failed: Cancelled: operation was canceled", false).unwrap();
+        assert!(h.contains("--tls-ca"), "{h}");
+        let h = hint("Versions failed: Unknown: transport error", false).unwrap();
+        assert!(h.contains("--tls-ca"), "{h}");
+    }
+
+    #[test]
+    fn tls_client_against_plaintext_node_says_it_does_not_speak_tls() {
+        let chain = "cannot connect to root 127.0.0.1:1: transport error: received corrupt \
+                     message of type InvalidContentType";
+        assert!(hint(chain, true).unwrap().contains("does not speak TLS"));
+    }
+
+    #[test]
+    fn certificate_failures_are_told_apart() {
+        let ca = hint(
+            "transport error: invalid peer certificate: BadSignature",
+            true,
+        )
+        .unwrap();
+        assert!(ca.contains("not signed by the CA"), "{ca}");
+        let unknown = hint("invalid peer certificate: UnknownIssuer", true).unwrap();
+        assert_eq!(unknown, ca);
+        let name = hint("invalid peer certificate: NotValidForName", true).unwrap();
+        assert!(name.contains("does not name the host"), "{name}");
+        let expired = hint("invalid peer certificate: Expired", true).unwrap();
+        assert!(expired.contains("expired"), "{expired}");
+    }
+
+    #[test]
+    fn other_failures_get_no_tls_advice() {
+        assert_eq!(
+            hint("transport error: Connection refused (os error 111)", true),
+            None
+        );
+        assert_eq!(
+            hint("transport error: Connection refused (os error 111)", false),
+            None
+        );
+        assert_eq!(hint("no such index", false), None);
+    }
+}
