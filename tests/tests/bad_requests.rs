@@ -1,11 +1,12 @@
 //! Bad requests get INVALID_ARGUMENT with a message a person can act on, at
 //! every kind of node, and the tree keeps serving afterwards. So does a Load
 //! stream one of whose messages does not decode, and what came before it
-//! stands.
+//! stands; an Install stream's is refused the same way.
 
 use prost::Message;
+use searchtree_proto::forwarded::forwarded;
 use searchtree_proto::pb::corpus_client::CorpusClient;
-use searchtree_proto::pb::{DocOp, LoadAck, LoadBatch, VersionsRequest};
+use searchtree_proto::pb::{DocOp, InstallResponse, LoadAck, LoadBatch, VersionsRequest};
 use searchtree_proto::sharding::{NUM_SHARDS_METADATA, shard_of};
 use searchtree_tests::{SHARDS, client, fixture, node_addr, search, start_sharded_tree};
 use tonic::Code;
@@ -133,6 +134,24 @@ async fn a_load_message_that_does_not_decode_is_invalid_argument_and_what_came_b
         assert_eq!(staged_on_shard_0(root).await, before + 1, "{name}");
         assert_eq!(before, i as u64);
     }
+    // So does a publish's Install step (as the node above passes it down):
+    // a chunk whose replica name is not UTF-8 is named, not INTERNAL.
+    for name in ["parent-0", "leaf-0"] {
+        let undecodable = vec![0x08, 0x07, 0x2a, 0x02, 0xff, 0xfe];
+        let status = raw_install(node_addr(&tree, name), vec![undecodable])
+            .await
+            .expect_err("an undecodable Install chunk must be refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("message 1 of the Install stream is not an InstallChunk")
+                && status.message().contains("not UTF-8")
+                && status.message().contains("no message came before it"),
+            "{name}: {:?}",
+            status.message()
+        );
+    }
     // A well-formed load goes through afterwards: nothing was left held.
     let (acks, end) = raw_load(root, false, vec![batch(21, "root-next").encode_to_vec()]).await;
     end.expect("a whole stream ends cleanly");
@@ -185,13 +204,7 @@ async fn raw_load(
     from_above: bool,
     messages: Vec<Vec<u8>>,
 ) -> (Vec<LoadAck>, Result<(), tonic::Status>) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
+    let mut grpc = raw_client(addr).await;
     let path = http::uri::PathAndQuery::from_static("/searchtree.v1.Corpus/Load");
     let mut request =
         tonic::Request::new(futures::stream::iter(messages.into_iter().map(RawMessage)));
@@ -221,12 +234,26 @@ async fn raw_load(
     }
 }
 
-/// Sends `body`, as it is, as the message of a `Search` call to `addr`, the
-/// way a client built from some other .proto would.
-async fn raw_search(
+/// Sends `messages`, each as it is, as an `Install` stream to `addr`, the
+/// way the node above passes a publish's step down.
+async fn raw_install(
     addr: std::net::SocketAddr,
-    body: Vec<u8>,
-) -> Result<searchtree_proto::pb::SearchResponse, tonic::Status> {
+    messages: Vec<Vec<u8>>,
+) -> Result<InstallResponse, tonic::Status> {
+    let mut grpc = raw_client(addr).await;
+    let path = http::uri::PathAndQuery::from_static("/searchtree.v1.Corpus/Install");
+    let request = forwarded(futures::stream::iter(messages.into_iter().map(RawMessage)));
+    grpc.client_streaming(
+        request,
+        path,
+        tonic_prost::ProstCodec::<RawMessage, InstallResponse>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// A gRPC client of `addr` that sends messages as they are.
+async fn raw_client(addr: std::net::SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -234,6 +261,16 @@ async fn raw_search(
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
+    grpc
+}
+
+/// Sends `body`, as it is, as the message of a `Search` call to `addr`, the
+/// way a client built from some other .proto would.
+async fn raw_search(
+    addr: std::net::SocketAddr,
+    body: Vec<u8>,
+) -> Result<searchtree_proto::pb::SearchResponse, tonic::Status> {
+    let mut grpc = raw_client(addr).await;
     let path = http::uri::PathAndQuery::from_static("/searchtree.v1.Search/Search");
     grpc.unary(
         tonic::Request::new(RawMessage(body)),

@@ -320,16 +320,16 @@ impl Corpus for LeafCorpus {
     ) -> Result<Response<InstallResponse>, Status> {
         self.step_from_above(request.metadata(), "publish")?;
         let store = self.store()?;
-        let mut inbound = request.into_inner();
+        let mut inbound = numbered(request.into_inner(), "Install", "InstallChunk");
         let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("an Install stream needs a first chunk"))?;
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("an Install stream needs a first chunk"))??;
         let guard = store.lock_owned().await;
         let shard = guard.placement().shard;
         let (guard, begun) = blocking(guard, move |s| s.begin_install(&first)).await?;
         let mut stats = begun?;
-        while let Some(chunk) = inbound.message().await? {
+        while let Some(chunk) = inbound.next().await.transpose()? {
             stats = background::spawn(move || stats.absorb(&chunk.terms).map(|()| stats))
                 .await
                 .map_err(|e| Status::internal(format!("install failed unexpectedly: {e}")))??;

@@ -91,8 +91,13 @@ pub fn undecodable_message(status: Status, call: &str, message: &str, received: 
         1 => "the message before it was handled as usual".to_string(),
         n => format!("the {n} messages before it were handled as usual"),
     };
+    let article = if message.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    };
     Status::invalid_argument(format!(
-        "message {number} of the {call} stream is not a {message} (is the client's .proto \
+        "message {number} of the {call} stream is not {article} {message} (is the client's .proto \
          searchtree's?): {}. The stream ends there: {before}, and nothing after it was read; \
          send message {number} and those after it again, fixed",
         status.message()

@@ -143,7 +143,7 @@ impl Corpus for ParentCorpus {
     ) -> Result<Response<InstallResponse>, Status> {
         self.step_from_above(request.metadata(), "publish")?;
         let node = Arc::clone(&self.node);
-        let incoming = request.into_inner();
+        let incoming = numbered(request.into_inner(), "Install", "InstallChunk");
         let installed = background::spawn(async move { node.install(incoming).await })
             .await
             .map_err(|e| Status::internal(format!("install failed unexpectedly: {e}")))??;
