@@ -29,12 +29,12 @@ impl ClientArgs {
     /// Sets how this process calls nodes.
     pub fn install(&self) -> anyhow::Result<()> {
         let identity = match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => Some(tonic::transport::Identity::from_pem(
-                std::fs::read(cert)
-                    .map_err(|e| anyhow::anyhow!("--client-cert {}: {e}", cert.display()))?,
-                std::fs::read(key)
-                    .map_err(|e| anyhow::anyhow!("--client-key {}: {e}", key.display()))?,
-            )),
+            (Some(cert), Some(key)) => Some(tls::identity_from(
+                cert,
+                "--client-cert",
+                key,
+                "--client-key",
+            )?),
             _ => None,
         };
         if identity.is_some() && self.tls_ca.is_none() {

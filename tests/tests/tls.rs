@@ -4,7 +4,8 @@
 //! need the token (UNAUTHENTICATED without one, PERMISSION_DENIED with a
 //! wrong one); under mutual TLS a client without a certificate is refused.
 //! The HTTP port (metrics, status page) serves HTTPS with the node's
-//! certificate and asks for the same tokens.
+//! certificate and asks for the same tokens. A node or the CLI given TLS
+//! files that do not go together says which, naming them, at start.
 
 use std::path::Path;
 use std::process::Command;
@@ -302,4 +303,112 @@ fn under_mutual_tls_a_client_needs_a_certificate() {
         Some((other_cert.as_path(), other_key.as_path())),
     );
     assert_eq!(code, 0, "a certificate of another CA was answered");
+}
+
+#[test]
+fn tls_files_that_do_not_go_together_are_named_at_start() {
+    let f = fixture(TMP);
+    let dir = f.dir.join(format!("tls-files-{}", std::process::id()));
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for out in [&a, &b] {
+        let done = searchtree_tests::searchtree()
+            .args(["certs", "--out", path(out)])
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "{done:?}");
+    }
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let shard = f.sharded.join("shards/shard-000");
+    let leaf = |tls: &[&Path]| {
+        let mut cmd = Command::new(searchtree_tests::node_binaries().leaf);
+        cmd.args(["--index", path(&shard), "--shard", "0"])
+            .env("RUST_BACKTRACE", "0");
+        for (flag, file) in ["--tls-cert", "--tls-key", "--tls-client-ca"]
+            .iter()
+            .zip(tls)
+        {
+            cmd.args([flag, path(file)]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "a leaf started with {tls:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let (cert_a, key_a, key_b) = (a.join("node.pem"), a.join("node.key"), b.join("node.key"));
+
+    // Another pair's key: both files named, and what to check.
+    let err = leaf(&[&cert_a, &key_b]);
+    assert!(
+        err.contains(&format!(
+            "--tls-cert {} and --tls-key {} do not make a usable identity",
+            cert_a.display(),
+            key_b.display()
+        )) && err.contains("is the key the one the certificate was made for?"),
+        "{err}"
+    );
+    // The files swapped, or a CA with nothing in it: the file is named.
+    let err = leaf(&[&key_a, &key_a]);
+    assert!(
+        err.contains(&format!(
+            "--tls-cert {}: no certificate in it",
+            key_a.display()
+        )),
+        "{err}"
+    );
+    let err = leaf(&[&cert_a, &cert_a]);
+    assert!(
+        err.contains(&format!("--tls-key {}", cert_a.display()))
+            && err.contains("a PEM private key is expected"),
+        "{err}"
+    );
+    let err = leaf(&[&cert_a, &key_a, &empty]);
+    assert!(
+        err.contains(&format!(
+            "--tls-client-ca {}: no certificate in it",
+            empty.display()
+        )),
+        "{err}"
+    );
+
+    // The CLI checks its own files the same way, before calling anyone.
+    let out = searchtree_tests::searchtree()
+        .args([
+            "query",
+            "--root",
+            "127.0.0.1:1",
+            "--tls-ca",
+            path(&a.join("ca.pem")),
+        ])
+        .args(["--client-cert", path(&a.join("client.pem"))])
+        .args(["--client-key", path(&b.join("client.key")), "paris"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("--client-cert")
+            && err.contains("--client-key")
+            && err.contains("do not make a usable identity"),
+        "{err}"
+    );
+    let out = searchtree_tests::searchtree()
+        .args([
+            "query",
+            "--root",
+            "127.0.0.1:1",
+            "--tls-ca",
+            path(&empty),
+            "paris",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!(
+                "--tls-ca {}: no certificate in it",
+                empty.display()
+            )),
+        "{err}"
+    );
 }

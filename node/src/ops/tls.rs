@@ -51,14 +51,78 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))
 }
 
+/// The certificates of a PEM file given as flag `what`, at least one:
+/// rustls would otherwise take an empty or mistaken file for "trust
+/// nothing" and fail every handshake later, naming no file.
+fn read_some_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = read_certs(path, what)?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "{what} {}: no certificate in it (a PEM file with -----BEGIN CERTIFICATE----- blocks \
+             is expected)",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// The identity in `cert` and `key`, given as flags `cert_flag` and
+/// `key_flag` (e.g. `--client-cert`, `--client-key`), checked as
+/// [`read_pair`] checks it.
+pub fn identity_from(
+    cert: &Path,
+    cert_flag: &str,
+    key: &Path,
+    key_flag: &str,
+) -> Result<Identity, TlsError> {
+    read_pair(cert, cert_flag, key, key_flag)?;
+    Ok(Identity::from_pem(
+        read(cert, cert_flag)?,
+        read(key, key_flag)?,
+    ))
+}
+
+/// The certificate chain and key of `cert` and `key`, checked to go
+/// together: a key from another pair, or a file of the wrong kind, is said
+/// at start naming both files, not as a transport error at the first
+/// handshake.
+fn read_pair(
+    cert: &Path,
+    cert_flag: &str,
+    key: &Path,
+    key_flag: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = read_some_certs(cert, cert_flag)?;
+    let private = PrivateKeyDer::from_pem_slice(&read(key, key_flag)?).map_err(|e| {
+        TlsError(format!(
+            "{key_flag} {}: {e} (a PEM private key is expected)",
+            key.display()
+        ))
+    })?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(chain.clone(), private.clone_key())
+        })
+        .map_err(|e| {
+            TlsError(format!(
+                "{cert_flag} {} and {key_flag} {} do not make a usable identity: {e} (is the \
+                 key the one the certificate was made for?)",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    Ok((chain, private))
+}
+
 impl TlsArgs {
     /// The node's identity, if it has one.
     pub fn identity(&self) -> Result<Option<Identity>, TlsError> {
         match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(
-                read(cert, "--tls-cert")?,
-                read(key, "--tls-key")?,
-            ))),
+            (Some(cert), Some(key)) => {
+                identity_from(cert, "--tls-cert", key, "--tls-key").map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -70,6 +134,7 @@ impl TlsArgs {
         };
         let mut config = ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &self.tls_client_ca {
+            read_some_certs(ca, "--tls-client-ca")?;
             config = config.client_ca_root(Certificate::from_pem(read(ca, "--tls-client-ca")?));
         }
         Ok(Some(config))
@@ -85,9 +150,7 @@ impl TlsArgs {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        let chain = read_certs(cert, "--tls-cert")?;
-        let key = PrivateKeyDer::from_pem_slice(&read(key, "--tls-key")?)
-            .map_err(|e| TlsError(format!("--tls-key {}: {e}", key.display())))?;
+        let (chain, key) = read_pair(cert, "--tls-cert", key, "--tls-key")?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let clients = match &self.tls_client_ca {
             None => WebPkiClientVerifier::no_client_auth(),
@@ -96,7 +159,7 @@ impl TlsArgs {
                     TlsError(format!("--tls-client-ca {}: {e}", ca.display()))
                 };
                 let mut roots = RootCertStore::empty();
-                for cert in read_certs(ca, "--tls-client-ca")? {
+                for cert in read_some_certs(ca, "--tls-client-ca")? {
                     roots.add(cert).map_err(|e| invalid(&e))?;
                 }
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
@@ -132,7 +195,9 @@ pub fn client_tls(
     let Some(ca) = ca else {
         return Ok(None);
     };
-    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "CA")?));
+    read_some_certs(ca, "--tls-ca")?;
+    let mut config =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "--tls-ca")?));
     if let Some(identity) = identity {
         config = config.identity(identity);
     }
