@@ -229,12 +229,36 @@ async fn up_restarts_a_killed_leaf_parent_and_root_on_their_addresses() {
     assert_eq!(exits.len(), 3, "{exits:?}");
     assert!(exits.iter().all(|f| f["attempt"] == "1"), "{exits:?}");
 
+    // A node stopped on purpose (SIGTERM to it alone: it drains and exits
+    // 0) is brought back too, and logged as a warning, not an error.
+    let (addr, pid) = nodes["leaf-1"];
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let (new_addr, _) = up.restarted("leaf-1", 1).await;
+    assert_eq!(new_addr, addr);
+    let clean: Vec<String> = up
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("node stopped cleanly; restarting it on"))
+        .cloned()
+        .collect();
+    assert!(
+        clean.len() == 1 && clean[0].contains(" WARN ") && clean[0].contains("node=leaf-1"),
+        "{clean:?}"
+    );
+    assert_eq!(up.events("node exited; restarting it on").len(), 3);
+
     up.terminate();
     let status = up.exit_status().await;
     assert!(status.success(), "up exited with {status}");
     let log = up.log();
     assert!(
-        log.contains("restarts: leaf-2=1 parent-0=1 root=1"),
+        log.contains("restarts: leaf-1=1 leaf-2=1 parent-0=1 root=1"),
         "no restart summary in:\n{log}"
     );
 }

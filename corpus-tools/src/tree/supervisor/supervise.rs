@@ -74,17 +74,31 @@ impl Tree {
                     self.nodes[i].stop = None;
                     self.nodes[i].done = None;
                     let status = describe_status(&exit.status);
+                    let clean = matches!(&exit.status, Ok(s) if s.success());
                     let name = &self.nodes[i].name;
                     match states[i].exited(Instant::now()) {
                         Restart::After { attempt, delay } => {
-                            tracing::error!(
-                                node = %name,
-                                %status,
-                                attempt,
-                                restart_in = ?delay,
-                                "node exited; restarting it on {}",
-                                self.nodes[i].addr
-                            );
+                            if clean {
+                                // Drained and stopped on a signal sent to
+                                // it alone (a replacement): not a failure.
+                                tracing::warn!(
+                                    node = %name,
+                                    %status,
+                                    attempt,
+                                    restart_in = ?delay,
+                                    "node stopped cleanly; restarting it on {}",
+                                    self.nodes[i].addr
+                                );
+                            } else {
+                                tracing::error!(
+                                    node = %name,
+                                    %status,
+                                    attempt,
+                                    restart_in = ?delay,
+                                    "node exited; restarting it on {}",
+                                    self.nodes[i].addr
+                                );
+                            }
                             attempts[i] = attempt;
                             due[i] = Some(Instant::now() + delay);
                         }
