@@ -22,7 +22,10 @@ async fn main() -> anyhow::Result<()> {
     let (node, corpus_node) = config.inner.build("parent", membership.clone()).await?;
     let counters = node.counters();
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
-    let status = node.status_fn(|| 0);
+    // Before its first answer after a publish, a parent reports the
+    // version it activated below: the one its next search is pinned to.
+    let activated = std::sync::Arc::clone(&corpus_node);
+    let status = node.status_fn(move || activated.last_activated());
     let shards = node.shards();
     let service = ParentService::new(node);
     let corpus = ParentCorpus::new(corpus_node);

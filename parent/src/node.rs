@@ -180,8 +180,9 @@ impl InnerNode {
 
     /// What the node reports in `NodeStats.GetStatus`: each child's shards
     /// and its replicas' states, and the version it answers at — the one
-    /// `pinned` says (the root's pin), else, when that is 0 (a parent, or a
-    /// root with no pin), the newest its answers came from (0 until it has
+    /// `pinned` says (the root's pin; a parent's last Activate below),
+    /// else, when that is 0 (a root with no pin, a parent with no publish
+    /// since it started), the newest its answers came from (0 until it has
     /// answered).
     pub fn status_fn(
         &self,

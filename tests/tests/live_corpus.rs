@@ -28,7 +28,8 @@ use searchtree::bundled;
 use searchtree::tree::supervisor::Tree;
 use searchtree::tree::topology::Topology;
 use searchtree_proto::pb::corpus_client::CorpusClient;
-use searchtree_proto::pb::{SearchRequest, SearchResponse, VersionsRequest};
+use searchtree_proto::pb::node_stats_client::NodeStatsClient;
+use searchtree_proto::pb::{GetStatusRequest, SearchRequest, SearchResponse, VersionsRequest};
 use searchtree_tests::oracle::{Expected, Oracle, assert_same_hits};
 use searchtree_tests::{
     GENEROUS_BUDGET_MS, client, counter, kill_node, node_addr, searchtree, send, start_tree,
@@ -505,6 +506,17 @@ async fn a_replica_that_missed_a_publish_catches_up_in_an_idle_tree_and_a_staged
     let out = cli(load_args(root, &[])).await;
     assert!(out.status.success(), "{}", text(&out));
     tree.restart_node("leaf-1-0").await.unwrap();
+    // Before any search, each parent reports the version it activated.
+    for parent in ["parent-0", "parent-1"] {
+        let status = NodeStatsClient::connect(format!("http://{}", node_addr(&tree, parent)))
+            .await
+            .unwrap()
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.version, 2, "{parent}: {status:?}");
+    }
 
     // No query is sent: the parent that activated version 2 knows which
     // of its replicas lack it, and has them copy it from a sibling.

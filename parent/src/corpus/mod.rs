@@ -47,6 +47,10 @@ pub struct CorpusNode {
     /// The replica groups serving this node's searches, told of every
     /// Activate so that a replica that lacks the version catches up at once.
     groups: Mutex<Vec<Weak<ReplicaGroup>>>,
+    /// The version last activated on a replica below through this node (0:
+    /// none since it started): what its searches are pinned to from then
+    /// on, and what its status reports before a search has shown it.
+    last_activated: std::sync::atomic::AtomicU64,
 }
 
 impl CorpusNode {
@@ -57,6 +61,7 @@ impl CorpusNode {
             missed: Arc::new(Mutex::new(BTreeSet::new())),
             prepared: Mutex::new(None),
             groups: Mutex::new(Vec::new()),
+            last_activated: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -73,6 +78,10 @@ impl CorpusNode {
     /// `version` was activated on the direct replicas `activated` (their
     /// addresses): the groups learn which of their replicas hold it.
     fn activated(&self, version: u64, activated: &BTreeSet<String>) {
+        if !activated.is_empty() {
+            self.last_activated
+                .store(version, std::sync::atomic::Ordering::Relaxed);
+        }
         let groups: Vec<Arc<ReplicaGroup>> = {
             let mut groups = self.groups.lock().expect("groups lock");
             groups.retain(|g| g.strong_count() > 0);
@@ -81,6 +90,13 @@ impl CorpusNode {
         for group in groups {
             group.on_activated(version, activated);
         }
+    }
+
+    /// The version last activated below through this node, 0 if none
+    /// was since it started.
+    pub fn last_activated(&self) -> u64 {
+        self.last_activated
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The children, for corpus calls (a snapshot).
