@@ -5,7 +5,8 @@
 //! wrong one); under mutual TLS a client without a certificate is refused.
 //! The HTTP port (metrics, status page) serves HTTPS with the node's
 //! certificate and asks for the same tokens. A node or the CLI given TLS
-//! files that do not go together says which, naming them, at start.
+//! files that do not go together, or a certificate out of date, says which,
+//! naming them, at start.
 
 use std::path::Path;
 use std::process::Command;
@@ -369,6 +370,32 @@ fn tls_files_that_do_not_go_together_are_named_at_start() {
         )),
         "{err}"
     );
+
+    // A certificate out of date: said at start, with its dates.
+    for (what, from, to) in [
+        ("expired", (2020, 1, 1), (2021, 1, 1)),
+        ("not yet valid", (2090, 1, 1), (2091, 1, 1)),
+    ] {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_file, key_file) = (dir.join("dated.pem"), dir.join("dated.key"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let err = leaf(&[&cert_file, &key_file]);
+        assert!(
+            err.contains(&format!("--tls-cert {}: certificate", cert_file.display()))
+                && err.contains(if what == "expired" {
+                    "expired"
+                } else {
+                    "not valid yet"
+                })
+                && err.contains("searchtree certs"),
+            "{what}: {err}"
+        );
+    }
 
     // The CLI checks its own files the same way, before calling anyone.
     let out = searchtree_tests::searchtree()

@@ -113,7 +113,43 @@ fn read_pair(
                 key.display()
             ))
         })?;
+    check_in_date(&chain[0], cert_flag, cert)?;
     Ok((chain, private))
+}
+
+/// Refuses a certificate that is expired or not yet valid: every caller
+/// would refuse it at each handshake, naming nothing the node's operator
+/// sees. Only the dates are checked (webpki checks them before anything
+/// else, so trusting the certificate itself for the check is enough); who
+/// signed it and which names it holds are for the callers to judge.
+fn check_in_date(cert: &CertificateDer<'static>, flag: &str, path: &Path) -> Result<(), TlsError> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::{CertificateError, Error};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut itself = RootCertStore::empty();
+    if itself.add(cert.clone()).is_err() {
+        return Ok(()); // Not one webpki reads: rustls's own check has spoken.
+    }
+    let Ok(verifier) =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(itself), provider)
+            .build()
+    else {
+        return Ok(());
+    };
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a valid name");
+    let now = rustls::pki_types::UnixTime::now();
+    match verifier.verify_server_cert(cert, &[], &name, &[], now) {
+        Err(Error::InvalidCertificate(
+            e @ (CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. }),
+        )) => Err(TlsError(format!(
+            "{flag} {}: {e} (make a new one: `searchtree certs --out DIR` for development)",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 impl TlsArgs {
