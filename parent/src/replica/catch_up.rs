@@ -422,7 +422,9 @@ mod tests {
     use searchtree_proto::pb::{DocRef, FetchRequest};
     use tokio::time::Instant;
 
-    use super::super::testing::{FakeCatchUp, VersionedChild, ms, pinned, versioned_group};
+    use super::super::testing::{
+        FakeCatchUp, VersionedChild, copy_of, ms, pinned, versioned_group,
+    };
     use super::super::{Policy, ReplicaConfig};
     use super::*;
     use crate::child::Child;
@@ -442,17 +444,6 @@ mod tests {
             VersionedChild::new("r0", &[1]),
             VersionedChild::new("r1", &[1, 2]),
         ]
-    }
-
-    fn copy_of(replica: &str, version: u64, source: &str) -> (String, CatchUpRequest) {
-        (
-            replica.to_string(),
-            CatchUpRequest {
-                version,
-                source: source.to_string(),
-                activate: true,
-            },
-        )
     }
 
     fn missing(held: &str, wanted: u64) -> ChildError {

@@ -18,6 +18,19 @@ use crate::child::{Child, ChildError};
 use crate::counters::inner_counters;
 use crate::fake::FakeChild;
 
+/// The catch-up a group asks of `replica`: copy `version` from `source`
+/// and make it current.
+pub(super) fn copy_of(replica: &str, version: u64, source: &str) -> (String, CatchUpRequest) {
+    (
+        replica.to_string(),
+        CatchUpRequest {
+            version,
+            source: source.to_string(),
+            activate: true,
+        },
+    )
+}
+
 pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }

@@ -169,11 +169,10 @@ impl ReplicaGroup {
 #[cfg(test)]
 mod tests {
     use super::super::state::Rotation;
-    use super::super::testing::{FakeCatchUp, VersionedChild, ms, versioned_group};
+    use super::super::testing::{FakeCatchUp, VersionedChild, copy_of, ms, versioned_group};
     use super::super::{Policy, ReplicaConfig};
     use super::*;
     use crate::counters::InnerCounter;
-    use searchtree_proto::pb::CatchUpRequest;
 
     fn config() -> ReplicaConfig {
         ReplicaConfig {
@@ -182,17 +181,6 @@ mod tests {
             health_interval: ms(100),
             ..ReplicaConfig::default()
         }
-    }
-
-    fn copy_of(replica: &str, version: u64, source: &str) -> (String, CatchUpRequest) {
-        (
-            replica.to_string(),
-            CatchUpRequest {
-                version,
-                source: source.to_string(),
-                activate: true,
-            },
-        )
     }
 
     #[test]
