@@ -87,6 +87,24 @@ impl UpProcess {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// Waits (up to 10 s) until `up` or a node has logged a line holding
+    /// `needle`, and returns it; panics with the log if none comes. What
+    /// `up` logs after READY reaches the log a moment after READY.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no line with {needle:?} in up's log:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// `up`'s pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -53,10 +53,19 @@ fn chromium(url: &str, args: &[&str], profile_dir: &Path) -> String {
 #[test]
 fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
     let f = fixture(TMP);
-    let up = UpProcess::start(&f.sharded.join("topology.toml"), &f.dir, &[], "warn");
+    let up = UpProcess::start(
+        &f.sharded.join("topology.toml"),
+        &f.dir,
+        &[],
+        "warn,searchtree::commands::up=info",
+    );
     let nodes = up.nodes();
     let root = nodes.node("root").expect("root");
-    let url = format!("http://{}/?q=paris", root.http.expect("root HTTP port"));
+    let page = format!("http://{}/", root.http.expect("root HTTP port"));
+    // `up` says where the page is.
+    let said = format!("status page: {page}");
+    up.wait_for_log(&said);
+    let url = format!("{page}?q=paris");
     let scratch = f.dir.join(format!("chromium-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     // Every inner node has answered once before the page looks.

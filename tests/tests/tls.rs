@@ -96,10 +96,18 @@ fn a_tls_tree_answers_over_tls_only_and_guards_admin_calls() {
         &f.sharded.join("topology.toml"),
         &f.dir,
         &["--tls-dir", path(&certs)],
-        "warn",
+        "warn,searchtree::commands::up=info",
     );
     let root = up.root.to_string();
     let ca = certs.join("ca.pem");
+    // `up` says where the status page is, over HTTPS like the rest.
+    let page = up
+        .nodes()
+        .node("root")
+        .and_then(|n| n.http)
+        .expect("root HTTP port");
+    let said = format!("status page: https://{page}/");
+    up.wait_for_log(&said);
     let token = std::fs::read_to_string(certs.join("admin.token")).unwrap();
     let bearer = format!("authorization: Bearer {}", token.trim());
 

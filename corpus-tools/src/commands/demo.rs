@@ -87,6 +87,8 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
     let start = StartOptions {
         default_log: Some("warn".into()),
         forward_logs: true,
+        // The status page is the demo's window on the tree.
+        metrics: true,
         ..StartOptions::default()
     };
     // The leaves' state belongs to the build just replaced: start afresh.
@@ -116,6 +118,9 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
         "\nserving; try: cargo run --release -- query --root {} 'your query'   (Ctrl-C stops)",
         tree.root_addr()
     );
+    if let Some(http) = tree.root_http() {
+        println!("status page (the tree, its latencies, a search box): http://{http}/");
+    }
     serve_until_stopped(tree, &RestartPolicy::default()).await
 }
 

@@ -259,5 +259,14 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         tree.keep_nodes_file(path.clone())?;
     }
     print_ready(&tree);
+    if let Some(http) = tree.root_http() {
+        // The nodes' HTTP ports speak TLS when the tree does.
+        let scheme = if args.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("status page: {scheme}://{http}/");
+    }
     serve_until_stopped(tree, &args.restart_policy()).await
 }

@@ -106,6 +106,13 @@ impl Tree {
         self.root
     }
 
+    /// The root's HTTP address (its status page and metrics), when the
+    /// tree was started with [`StartOptions::metrics`]: where a person
+    /// points a browser.
+    pub fn root_http(&self) -> Option<SocketAddr> {
+        self.nodes.iter().find(|n| n.is_root()).and_then(|n| n.http)
+    }
+
     /// Every node with its role, pid and addresses, in start order.
     pub fn nodes_file(&self) -> NodesFile {
         NodesFile {
