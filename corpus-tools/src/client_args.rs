@@ -26,6 +26,15 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// Whether any of the flags (or their environment variables) is given:
+    /// a command that does not use them says so rather than ignore them.
+    pub fn is_set(&self) -> bool {
+        self.tls_ca.is_some()
+            || self.client_cert.is_some()
+            || self.client_key.is_some()
+            || self.token_file.is_some()
+    }
+
     /// Sets how this process calls nodes.
     pub fn install(&self) -> anyhow::Result<()> {
         let identity = match (&self.client_cert, &self.client_key) {

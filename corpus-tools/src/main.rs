@@ -65,12 +65,27 @@ async fn main() {
     searchtree::closed_output::exit_quietly_when_closed();
     searchtree_node::serving::init_tracing();
     let cli = Cli::parse();
-    // `up` sets its own from --tls-dir.
-    if !matches!(cli.command, Command::Up(_))
-        && let Err(err) = cli.client.install()
-    {
-        eprintln!("error: {err:#}");
-        std::process::exit(2);
+    match &cli.command {
+        // `up` sets its own from --tls-dir; these call no node at all, and a
+        // shell's SEARCHTREE_TLS_CA for some tree must not stop them.
+        Command::Up(_) | Command::Build(_) | Command::Certs(_) | Command::Simulate(_) => {}
+        // The demo calls the plaintext tree it starts, whatever the shell
+        // exports for calling other trees.
+        Command::Demo(_) => {
+            if cli.client.is_set() {
+                eprintln!(
+                    "note: the demo starts and calls a plaintext tree of its own: \
+                     --tls-ca, --client-cert, --client-key and --token-file \
+                     (and SEARCHTREE_TLS_CA, SEARCHTREE_TOKEN_FILE) are not used"
+                );
+            }
+        }
+        _ => {
+            if let Err(err) = cli.client.install() {
+                eprintln!("error: {err:#}");
+                std::process::exit(2);
+            }
+        }
     }
     let result = match &cli.command {
         Command::Build(args) => build::run(args),

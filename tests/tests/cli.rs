@@ -46,17 +46,21 @@ fn build_up_query_and_stop_as_a_user_would() {
     let fx = fixture(TMP);
     let dir = scratch("cli-user");
     let out = dir.join("index");
-    let (ok, _, err) = run(searchtree().args([
-        "build",
-        "--input",
-        fx.corpus.to_str().unwrap(),
-        "--shards",
-        "3",
-        "--parents",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    // A shell set up to call some TLS tree builds all the same: `build`
+    // calls no node.
+    let (ok, _, err) = run(searchtree()
+        .env("SEARCHTREE_TLS_CA", "/nonexistent/ca.pem")
+        .args([
+            "build",
+            "--input",
+            fx.corpus.to_str().unwrap(),
+            "--shards",
+            "3",
+            "--parents",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]));
     assert!(ok, "build failed: {err}");
     assert!(err.contains("built 10033 documents into 3 shards"), "{err}");
     let manifest: serde_json::Value =

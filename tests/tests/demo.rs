@@ -40,12 +40,18 @@ fn the_demo_once_answers_every_example_from_every_shard_and_cleans_up() {
         .args(["demo", "--once"])
         // Its corpus and indexes go to a temporary directory, removed on exit.
         .env("TMPDIR", &tmp)
+        // A shell set up to call some TLS tree: the demo calls its own.
+        .env("SEARCHTREE_TLS_CA", "/nonexistent/ca.pem")
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("READY root=127.0.0.1:"), "{stdout}");
+    assert!(
+        stderr.contains("a plaintext tree of its own") && stderr.contains("are not used"),
+        "{stderr}"
+    );
     let answers = answered_examples(&stdout);
     assert_eq!(answers.len(), 6, "{stdout}");
     for (query, coverage) in &answers {
