@@ -88,26 +88,43 @@ fn remove_stale_dirs(base: &Path) {
     }
 }
 
+/// The directory holding the `searchtree` CLI and the node binaries, all
+/// four built by the cargo running the tests (once per test process, in one
+/// cargo call, so that no two builds with different feature sets keep
+/// rebuilding each other's dependencies).
+fn binaries_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = binaries::exe_dir().expect("exe dir");
+        if binaries::started_by_cargo() {
+            let mut packages = vec!["searchtree"];
+            packages.extend(binaries::NODE_PACKAGES);
+            binaries::build_with_cargo(&dir, &packages).expect("build the binaries");
+        }
+        dir
+    })
+}
+
 /// The node binaries, built by the cargo running the tests if needed.
 pub fn node_binaries() -> NodeBinaries {
-    NodeBinaries::locate().expect("node binaries")
+    NodeBinaries::in_dir(binaries_dir()).expect("node binaries")
 }
 
 /// The `searchtree` CLI binary, built by the cargo running the tests if needed.
 pub fn cli_binary() -> PathBuf {
-    let dir = binaries::exe_dir().expect("exe dir");
-    if binaries::started_by_cargo() {
-        binaries::build_with_cargo(&dir, &["searchtree"]).expect("build searchtree");
-    }
-    let path = dir.join("searchtree");
+    let path = binaries_dir().join("searchtree");
     assert!(path.is_file(), "{} not built", path.display());
     path
 }
 
-/// A command running the `searchtree` CLI.
+/// A command running the `searchtree` CLI. It finds the node binaries beside
+/// itself, already built: cargo's variables are removed so that it does not
+/// run cargo again (as `cargo run` would have it do).
 pub fn searchtree() -> Command {
     let mut cmd = Command::new(cli_binary());
-    cmd.env("RUST_LOG", "warn");
+    cmd.env("RUST_LOG", "warn")
+        .env_remove("CARGO")
+        .env_remove("CARGO_MANIFEST_DIR");
     cmd
 }
 
@@ -248,4 +265,22 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     (head.to_string(), body.to_string())
+}
+
+/// Sends SIGTERM to a process the test started (`up`, `demo`) and waits
+/// (bounded) for it to exit, as an operator's Ctrl-C or `kill` would.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    use std::time::{Duration, Instant};
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

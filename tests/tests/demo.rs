@@ -1,10 +1,9 @@
 //! The README's first command, `searchtree demo`, run as a newcomer runs it.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-use searchtree_tests::{http_get, searchtree};
+use searchtree_tests::{http_get, searchtree, terminate};
 
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 
@@ -124,21 +123,7 @@ fn the_serving_demo_shows_its_status_page_and_stops_on_sigterm() {
         "{text}"
     );
 
-    Command::new("kill")
-        .args(["-TERM", &demo.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = demo.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = terminate(&mut demo);
     assert!(status.success(), "the demo exited with {status}");
     // Its data directory was the user's: kept.
     assert!(data.join("index").join("topology.toml").is_file());
