@@ -30,6 +30,7 @@ struct Tally {
 
 fn params(query: &str, top_k: usize, exact: bool) -> SearchParams {
     SearchParams {
+        hops: 0,
         profile: Default::default(),
         query: query.to_string(),
         top_k,

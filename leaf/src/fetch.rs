@@ -138,6 +138,7 @@ mod tests {
 
     fn params(query: &str, docs: Vec<DocRef>) -> FetchParams {
         let req = FetchRequest {
+            hops: 0,
             query: query.into(),
             docs,
             budget_ms: 0,

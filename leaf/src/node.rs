@@ -1016,6 +1016,7 @@ mod tests {
             })
             .collect();
         let req = FetchRequest {
+            hops: 0,
             query: "q".into(),
             docs,
             budget_ms: 0,

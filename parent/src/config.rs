@@ -169,7 +169,12 @@ impl InnerArgs {
                     format_shards(&discovered[0].shards)
                 );
             };
-            let own = membership.advertise.clone();
+            let own = crate::discovery::OwnRecord {
+                addr: membership.advertise.clone(),
+                role: role.to_string(),
+                shards: node.shards(),
+                instance: searchtree_membership::member::this_instance(),
+            };
             crate::discovery::follow(membership, own, discovered, Arc::clone(&corpus)).await;
         }
         Ok((node, corpus))

@@ -173,6 +173,7 @@ mod tests {
 
     fn params(docs: Vec<DocRef>) -> FetchParams {
         let req = FetchRequest {
+            hops: 0,
             query: "q".into(),
             docs,
             budget_ms: 0,

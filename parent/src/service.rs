@@ -3,6 +3,7 @@
 
 use searchtree_node::serving::arrival;
 use searchtree_proto::deadline::grpc_timeout;
+use searchtree_proto::hops;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use tonic::{Request, Response, Status};
@@ -29,6 +30,7 @@ impl Search for ParentService {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let arrived = arrival(&request);
+        hops::check(request.get_ref().hops, "a parent")?;
         self.node.count_queue_wait(arrived);
         let params = self.node.validate(request.get_ref())?;
         let deadline = arrived + self.node.budget(&params, grpc_timeout(&request));
@@ -41,6 +43,7 @@ impl Search for ParentService {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let arrived = arrival(&request);
+        hops::check(request.get_ref().hops, "a parent")?;
         let params = self.node.validate_fetch(request.get_ref())?;
         let deadline = arrived + self.node.fetch_budget(&params, grpc_timeout(&request));
         let response = self.node.fetch(&params, deadline).await?;

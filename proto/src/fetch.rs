@@ -56,6 +56,8 @@ pub struct FetchParams {
     /// The snapshot version the search answered at, 0 for each node's
     /// current (see `FetchRequest.version`).
     pub version: u64,
+    /// Inner nodes the request has passed through (see [`crate::hops`]).
+    pub hops: u32,
 }
 
 impl FetchParams {
@@ -83,6 +85,7 @@ impl FetchParams {
             docs: req.docs.clone(),
             budget: (req.budget_ms > 0).then(|| Duration::from_millis(req.budget_ms.into())),
             version: req.version,
+            hops: req.hops,
         })
     }
 
@@ -95,6 +98,7 @@ impl FetchParams {
             docs,
             budget_ms: u32::try_from(ms).unwrap_or(u32::MAX).max(1),
             version: self.version,
+            hops: crate::hops::next(self.hops),
         }
     }
 }
@@ -112,6 +116,7 @@ mod tests {
 
     fn req(query: &str, docs: Vec<DocRef>) -> FetchRequest {
         FetchRequest {
+            hops: 0,
             query: query.into(),
             docs,
             budget_ms: 0,

@@ -23,6 +23,7 @@
 pub mod deadline;
 pub mod fetch;
 pub mod forwarded;
+pub mod hops;
 pub mod ordering;
 pub mod query;
 pub mod request;

@@ -61,6 +61,8 @@ pub struct SearchParams {
     /// The snapshot version to answer at, 0 for each node's current (see
     /// `SearchRequest.version`).
     pub version: u64,
+    /// Inner nodes the request has passed through (see [`crate::hops`]).
+    pub hops: u32,
     /// Whether every node adds its timings to the response
     /// (`SearchRequest.profile`).
     pub profile: bool,
@@ -102,6 +104,7 @@ impl SearchParams {
             exact_total_hits: req.exact_total_hits,
             ids_only: req.ids_only,
             version: req.version,
+            hops: req.hops,
             profile: req.profile,
         })
     }
@@ -122,6 +125,7 @@ impl SearchParams {
             exact_total_hits: self.exact_total_hits,
             ids_only: self.ids_only,
             version: self.version,
+            hops: crate::hops::next(self.hops),
             profile: self.profile,
         }
     }

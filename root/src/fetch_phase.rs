@@ -91,6 +91,7 @@ impl FetchPhase {
                 0 => search.version,
                 v => v,
             },
+            hops: search.hops,
         };
         let started = Instant::now();
         let fetched = match node.fetch(&params, deadline).await {

@@ -118,6 +118,7 @@ mod tests {
 
     fn params(min_coverage: f64) -> SearchParams {
         SearchParams {
+            hops: 0,
             profile: Default::default(),
             query: "q".into(),
             top_k: 10,

@@ -4,6 +4,7 @@
 
 use searchtree_node::serving::arrival;
 use searchtree_proto::deadline::grpc_timeout;
+use searchtree_proto::hops;
 use searchtree_proto::pb::search_server::Search;
 use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use tonic::{Request, Response, Status};
@@ -31,6 +32,7 @@ impl Search for RootService {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let arrived = arrival(&request);
+        hops::check(request.get_ref().hops, "the root")?;
         self.root.inner().count_queue_wait(arrived);
         let params = self.root.validate(request.get_ref())?;
         let deadline = arrived + self.root.budget(&params, grpc_timeout(&request));
@@ -45,6 +47,7 @@ impl Search for RootService {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let arrived = arrival(&request);
+        hops::check(request.get_ref().hops, "the root")?;
         let params = self.root.validate_fetch(request.get_ref())?;
         let deadline = arrived + self.root.fetch_budget(&params, grpc_timeout(&request));
         let response = self.root.fetch(&params, deadline).await?;

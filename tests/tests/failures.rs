@@ -73,9 +73,15 @@ async fn a_killed_leaf_is_counted_as_failed_and_the_rest_answer() {
 /// Starts a node binary with `args` and `--listen 127.0.0.1:0`; returns it
 /// and the address it printed.
 fn start_node(program: &std::path::Path, args: &[&str]) -> (Child, SocketAddr) {
+    start_node_at(program, args, "127.0.0.1:0")
+}
+
+/// Starts a node binary with `args` listening on `listen`; returns it and
+/// the address it printed.
+fn start_node_at(program: &std::path::Path, args: &[&str], listen: &str) -> (Child, SocketAddr) {
     let mut process = Command::new(program)
         .args(args)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -142,5 +148,63 @@ async fn a_node_answering_for_other_shards_is_counted_as_missing() {
     for p in [&mut root, &mut leaf] {
         let _ = p.kill();
         let _ = p.wait();
+    }
+}
+
+/// A parent wired to itself (its child's address is its own, as a wrong
+/// `--child` or etcd record would make it) refuses the request once it has
+/// gone round 16 times, naming the loop, instead of passing it round until
+/// its budget runs out; and goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_going_round_a_loop_is_refused_after_sixteen_hops() {
+    let bins = node_binaries();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let own = format!("127.0.0.1:{port}");
+    let child = format!("0@{own}");
+    let (parent, addr) = start_node_at(&bins.parent, &["--child", &child, "--cache-mb", "0"], &own);
+    let _parent = KilledOnDrop(parent);
+    let mut c = client(addr).await;
+    // A parent passes a partial answer up (strict mode is the root's): no
+    // hits, and the one shard failed, naming the loop.
+    let answer = c
+        .search(searchtree_proto::pb::SearchRequest {
+            query: "river".into(),
+            budget_ms: 5000,
+            ..Default::default()
+        })
+        .await
+        .expect("a partial answer")
+        .into_inner();
+    let coverage = answer.coverage.unwrap();
+    assert_eq!((coverage.shards_ok, coverage.shards_failed), (0, 1));
+    assert!(
+        coverage.failures[0].message.contains("wiring has a loop"),
+        "{coverage:?}"
+    );
+    // The client's request and 16 more round the loop were served; the
+    // next was refused on arrival, before it counted.
+    assert_eq!(searchtree_tests::counter(addr, "requests").await, 17);
+    // A client's own request past the limit is refused the same way.
+    let refused = c
+        .search(searchtree_proto::pb::SearchRequest {
+            query: "river".into(),
+            hops: 17,
+            ..Default::default()
+        })
+        .await
+        .expect_err("past the limit");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+}
+
+/// A node process killed when the test ends, passed or failed.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -137,6 +137,7 @@ async fn two_phases_answer_exactly_what_one_phase_and_one_index_answer() {
         .collect();
     let fetched = two_root
         .fetch(FetchRequest {
+            hops: 0,
             query: queries[0].clone(),
             docs,
             budget_ms: GENEROUS_BUDGET_MS,
@@ -174,6 +175,7 @@ async fn hostile_fetches_are_refused_at_every_node_with_what_to_change() {
     let hostile = [
         (
             FetchRequest {
+                hops: 0,
                 query: "(".repeat(10_000),
                 docs: vec![doc("a".into())],
                 budget_ms: 100,
@@ -183,6 +185,7 @@ async fn hostile_fetches_are_refused_at_every_node_with_what_to_change() {
         ),
         (
             FetchRequest {
+                hops: 0,
                 query: "rust".into(),
                 docs: (0..1001).map(|i| doc(i.to_string())).collect(),
                 budget_ms: 100,
@@ -192,6 +195,7 @@ async fn hostile_fetches_are_refused_at_every_node_with_what_to_change() {
         ),
         (
             FetchRequest {
+                hops: 0,
                 query: "rust".into(),
                 docs: vec![doc("x".repeat(1025))],
                 budget_ms: 100,
@@ -201,6 +205,7 @@ async fn hostile_fetches_are_refused_at_every_node_with_what_to_change() {
         ),
         (
             FetchRequest {
+                hops: 0,
                 query: "rust".into(),
                 docs: vec![doc(String::new())],
                 budget_ms: 100,

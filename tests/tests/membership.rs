@@ -23,41 +23,51 @@ const TREE: &str = "membership-test";
 /// The hand-started leaves' lease: short, so a killed one leaves soon.
 const LEASE_TTL_SECS: &str = "2";
 
-/// A leaf started by hand, as an operator adds a replica to a running tree.
-struct HandLeaf {
+/// A node started by hand, as an operator adds a replica to a running tree.
+struct HandNode {
     process: Child,
     addr: SocketAddr,
 }
 
-impl HandLeaf {
-    fn start(etcd: &str, shard: u32, index: &Path) -> HandLeaf {
-        let mut process = Command::new(node_binaries().leaf)
-            .args(["--etcd", etcd, "--tree", TREE])
-            .args(["--shard", &shard.to_string()])
-            .arg("--index")
-            .arg(index)
+impl HandNode {
+    /// A leaf of `shard` over `index`, registered in [`TREE`].
+    fn leaf(etcd: &str, shard: u32, index: &Path) -> HandNode {
+        let index = index.to_str().expect("utf-8 path");
+        HandNode::start(
+            &node_binaries().leaf,
+            etcd,
+            TREE,
+            &["--shard", &shard.to_string(), "--index", index],
+        )
+    }
+
+    /// The node `binary` with `args`, registered in `tree`.
+    fn start(binary: &Path, etcd: &str, tree: &str, args: &[&str]) -> HandNode {
+        let mut process = Command::new(binary)
+            .args(["--etcd", etcd, "--tree", tree])
+            .args(args)
             .args(["--listen", "127.0.0.1:0"])
             .args(["--lease-ttl-secs", LEASE_TTL_SECS])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start a leaf");
+            .expect("start a node");
         let mut line = String::new();
         BufReader::new(process.stdout.take().expect("piped"))
             .read_line(&mut line)
-            .expect("leaf's stdout");
+            .expect("node's stdout");
         let addr = line
             .trim()
             .strip_prefix("LISTENING ")
-            .unwrap_or_else(|| panic!("leaf printed {line:?}"))
+            .unwrap_or_else(|| panic!("node printed {line:?}"))
             .parse()
             .expect("address");
-        HandLeaf { process, addr }
+        HandNode { process, addr }
     }
 }
 
-impl Drop for HandLeaf {
+impl Drop for HandNode {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
@@ -194,7 +204,7 @@ fn a_tree_found_through_etcd_is_exact_follows_its_members_and_outlives_etcd() {
 
     // A replica started by hand joins and gets traffic.
     let started = Instant::now();
-    let added = HandLeaf::start(&endpoints, 0, &shard_dir(&f.sharded, 0));
+    let added = HandNode::leaf(&endpoints, 0, &shard_dir(&f.sharded, 0));
     let first = rt.block_on(first_routed_query(up.root, added.addr, started));
     println!(
         "new leaf: first routed query {} ms after start",
@@ -221,7 +231,7 @@ fn a_tree_found_through_etcd_is_exact_follows_its_members_and_outlives_etcd() {
     });
     // ...and a member added afterwards is seen.
     let started = Instant::now();
-    let after_leader = HandLeaf::start(&endpoints, 1, &shard_dir(&f.sharded, 1));
+    let after_leader = HandNode::leaf(&endpoints, 1, &shard_dir(&f.sharded, 1));
     rt.block_on(first_routed_query(up.root, after_leader.addr, started));
 
     // 10 s with no etcd at all fails no query.
@@ -238,7 +248,7 @@ fn a_tree_found_through_etcd_is_exact_follows_its_members_and_outlives_etcd() {
     // Membership changes made after it returns are seen: a new replica
     // joins and gets traffic, and one that drains (SIGTERM) leaves at once.
     let started = Instant::now();
-    let after_outage = HandLeaf::start(&endpoints, 2, &shard_dir(&f.sharded, 2));
+    let after_outage = HandNode::leaf(&endpoints, 2, &shard_dir(&f.sharded, 2));
     rt.block_on(first_routed_query(up.root, after_outage.addr, started));
     let term = Command::new("kill")
         .args(["-TERM", &after_leader.process.id().to_string()])
@@ -253,4 +263,81 @@ fn a_tree_found_through_etcd_is_exact_follows_its_members_and_outlives_etcd() {
     let left_line = format!("replica left child=\"1\" replica=\"{}\"", after_leader.addr);
     // The parent of shard 1 sees its replica leave.
     up.wait_for_log(&left_line);
+}
+
+/// Two replicas of a parent over a single child register with that child's
+/// shards, as the child does: each must take only the child as its child,
+/// never the other. Were they to take each other, a query whose leaf is
+/// gone would bounce between them until its budget ran out.
+#[test]
+fn replicas_of_a_parent_over_one_child_never_take_each_other_as_its_child() {
+    let f = fixture(TMP);
+    let etcd = EtcdCluster::start(&f.dir, 1);
+    let endpoints = etcd.endpoints();
+    let bins = node_binaries();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let leaf = HandNode::leaf(&endpoints, 0, &shard_dir(&f.whole, 0));
+    let parents: Vec<HandNode> = (0..2)
+        .map(|_| HandNode::start(&bins.parent, &endpoints, TREE, &["--child", "0"]))
+        .collect();
+    let root = HandNode::start(&bins.root, &endpoints, TREE, &["--child", "0"]);
+    rt.block_on(async {
+        for node in parents.iter().chain([&leaf, &root]) {
+            until_registered(&etcd, node.addr, true).await;
+        }
+    });
+    // Time for each parent to see the other register and, were it taken
+    // as a replica of the child, to health-check it into rotation.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The tree answers exactly.
+    let oracle = Oracle::open(&shard_dir(&f.whole, 0));
+    rt.block_on(async {
+        let mut c = client(root.addr).await;
+        for query in bundled::queries().iter().step_by(17) {
+            let got = search(&mut c, query, 10).await.expect("search");
+            assert_same_hits(query, &got.hits, &oracle.top_k(query, 10).0);
+        }
+    });
+
+    // The leaf drains and deregisters; a query now finds no leaf below
+    // either parent, and each parent is asked a handful of times at most.
+    let term = Command::new("kill")
+        .args(["-TERM", &leaf.process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    rt.block_on(async {
+        until_registered(&etcd, leaf.addr, false).await;
+        let requests = || async {
+            let mut sum = 0;
+            for p in &parents {
+                sum += counter(p.addr, "requests").await;
+            }
+            sum
+        };
+        let before = requests().await;
+        let mut c = client(root.addr).await;
+        let answer = c
+            .search(searchtree_proto::pb::SearchRequest {
+                query: "water".into(),
+                budget_ms: 2000,
+                ..Default::default()
+            })
+            .await;
+        let asked = requests().await - before;
+        println!("with the leaf gone, one query asked the parents {asked} times: {answer:?}");
+        match answer {
+            Ok(response) => {
+                let coverage = response.into_inner().coverage.unwrap();
+                assert_eq!(coverage.shards_ok, 0, "{coverage:?}");
+            }
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status}"),
+        }
+        assert!(
+            asked <= 6,
+            "one query was passed between the parents {asked} times"
+        );
+    });
 }

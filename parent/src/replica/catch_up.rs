@@ -669,6 +669,7 @@ mod tests {
         let copies = FakeCatchUp::new(&r, ms(10), 0);
         let g = versioned_group(&r, &copies, config());
         let fetch = FetchRequest {
+            hops: 0,
             query: "q".into(),
             docs: vec![DocRef {
                 doc_id: "a".into(),

@@ -78,6 +78,7 @@ mod tests {
 
     fn fetch_request() -> FetchRequest {
         FetchRequest {
+            hops: 0,
             query: "q".into(),
             docs: vec![DocRef {
                 doc_id: "a".into(),
