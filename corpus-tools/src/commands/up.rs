@@ -116,6 +116,7 @@ pub async fn start_tree(
 ) -> anyhow::Result<Tree> {
     let mut plan = Topology::load(path)?.plan()?;
     topology::check_indexes(&plan)?;
+    topology::check_addresses_free(&plan)?;
     let state_dir = std::path::absolute(state_dir)
         .with_context(|| format!("--state-dir {}", state_dir.display()))?;
     std::fs::create_dir_all(&state_dir)

@@ -30,14 +30,17 @@
 //!
 //! It is split along its seams: `format` (the file), `generate` (the
 //! topology a build writes), `plan` (validation and start order) and
-//! `checks` (that the index directories hold what the topology says).
+//! `checks` (that the index directories hold what the topology says) and
+//! `addresses` (every node its own address, none already served).
 
+mod addresses;
 mod checks;
 mod contract;
 mod format;
 mod generate;
 mod plan;
 
+pub use addresses::check_free as check_addresses_free;
 pub use checks::check_indexes;
 pub use contract::check_args;
 pub use format::{DEFAULT_LISTEN, LeafNode, ParentNode, RootNode, Routing, Topology};

@@ -252,6 +252,7 @@ impl Topology {
         nodes.push(root);
         let plan = Plan { nodes, num_shards };
         super::check_args(&plan)?;
+        super::addresses::check_distinct(&plan)?;
         Ok(plan)
     }
 }
