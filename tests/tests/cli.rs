@@ -547,3 +547,39 @@ fn a_closed_pipe_ends_a_command_quietly() {
     assert_eq!(out.status.code(), Some(141), "{err}");
     assert!(err.is_empty(), "{err}");
 }
+
+#[test]
+fn a_second_up_on_the_same_ports_is_refused() {
+    let fx = fixture(TMP);
+    let dir = scratch("cli-second-up");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+    };
+    let (root, leaf) = (free(), free());
+    let path = dir.join("topology.toml");
+    write(
+        &path,
+        &format!(
+            "[root]\nlisten = \"{root}\"\nchildren = [\"leaf-0\"]\n\
+             [[leaf]]\nname = \"leaf-0\"\nshard = 0\nlisten = \"{leaf}\"\nindex = \"{}\"\n",
+            fx.whole.join("shards/shard-000").display()
+        ),
+    );
+    let first = searchtree_tests::up::UpProcess::start(&path, &dir, &["--no-metrics"], "warn");
+    assert_eq!(first.root, root);
+    // The same topology again: the nodes would bind (SO_REUSEPORT) and
+    // share the ports with the first tree's, so `up` refuses first.
+    let (ok, stdout, err) = run(searchtree().args(["up", "--topology", path.to_str().unwrap()]));
+    assert!(!ok, "a second tree started");
+    assert!(stdout.is_empty(), "{stdout:?}");
+    assert!(
+        err.contains(&format!("{leaf} is already served by another process")),
+        "{err}"
+    );
+    // The first tree still answers, alone on its ports.
+    let (ok, stdout, err) = run(searchtree().args(["query", "--root", &root.to_string(), "river"]));
+    assert!(ok, "{err}");
+    assert!(!stdout.is_empty());
+}
