@@ -7,6 +7,12 @@
 /// this process calls nodes over TLS (`--tls-ca`); `None` when the failure
 /// does not look like a TLS problem.
 pub fn hint(chain: &str, client_uses_tls: bool) -> Option<&'static str> {
+    if chain.contains("keep-alive timed out") {
+        return Some(
+            "the node stopped answering during the call (stopped, overloaded, or its \
+             machine unreachable): check it, then run the command again",
+        );
+    }
     if client_uses_tls {
         if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
             return Some(

@@ -38,6 +38,7 @@ pub mod closed_output;
 pub mod commands;
 pub mod connection_hint;
 pub mod live;
+pub mod node_call;
 pub mod output;
 pub mod simulate;
 pub mod tree;

@@ -583,3 +583,50 @@ fn a_second_up_on_the_same_ports_is_refused() {
     assert!(ok, "{err}");
     assert!(!stdout.is_empty());
 }
+
+#[test]
+fn commands_against_a_stopped_node_fail_naming_it_instead_of_waiting() {
+    let fx = fixture(TMP);
+    let index = fx.whole.join("shards/shard-000");
+    let mut leaf = Command::new(searchtree_tests::node_binaries().leaf)
+        .args(["--shard", "0", "--listen", "127.0.0.1:0", "--index"])
+        .arg(&index)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start a leaf");
+    let mut line = String::new();
+    BufReader::new(leaf.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("LISTENING ").unwrap().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &leaf.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    // Stopped, its kernel still accepts connections; nothing answers.
+    signal("-STOP");
+    for command in [
+        vec!["query", "--root", &addr, "river"],
+        vec!["versions", "--root", &addr],
+        vec!["stats", "--addr", &addr],
+    ] {
+        let started = Instant::now();
+        let (ok, _, err) = run(searchtree().args(&command));
+        assert!(!ok, "{command:?} succeeded");
+        assert!(
+            err.contains(&format!("{addr} did not answer within 5 s")),
+            "{command:?}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30), "{command:?}");
+    }
+    signal("-CONT");
+    let (ok, stdout, err) = run(searchtree().args(["query", "--root", &addr, "river"]));
+    assert!(ok, "{err}");
+    assert!(!stdout.is_empty());
+    terminate(&mut leaf);
+}

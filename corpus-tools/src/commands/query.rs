@@ -1,10 +1,10 @@
 //! `searchtree query`: one search against a running tree.
 
-use anyhow::Context;
 use clap::Args;
 use searchtree_proto::pb::SearchRequest;
 use searchtree_proto::pb::search_client::SearchClient;
 
+use crate::live::window::describe_status;
 use crate::output;
 
 /// Send one query to a tree's root and print the answer.
@@ -37,11 +37,8 @@ pub struct QueryArgs {
 
 /// Runs the query and prints the response.
 pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
-    let channel = searchtree_node::ops::client::endpoint(&args.root)?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to root {}", args.root))?;
-    let mut client = SearchClient::new(searchtree_node::ops::client::channel(channel));
+    let channel = crate::node_call::connect(&args.root, "root").await?;
+    let mut client = SearchClient::new(channel);
     let request = SearchRequest {
         query: args.query.join(" "),
         top_k: args.top_k,
@@ -53,7 +50,7 @@ pub async fn run(args: &QueryArgs) -> anyhow::Result<()> {
     let response = client
         .search(request)
         .await
-        .map_err(|s| anyhow::anyhow!("search failed: {:?}: {}", s.code(), s.message()))?
+        .map_err(|s| anyhow::anyhow!("search failed: {}", describe_status(&s)))?
         .into_inner();
     if args.json {
         println!("{}", output::to_json(&response));

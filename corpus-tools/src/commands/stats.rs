@@ -1,6 +1,5 @@
 //! `searchtree stats`: a node's counters (or several nodes', summed).
 
-use anyhow::Context;
 use std::collections::BTreeMap;
 
 use clap::Args;
@@ -21,15 +20,12 @@ pub async fn run(args: &StatsArgs) -> anyhow::Result<()> {
     let mut nodes = serde_json::Map::new();
     let mut total: BTreeMap<String, u64> = BTreeMap::new();
     for addr in &args.addrs {
-        let channel = searchtree_node::ops::client::endpoint(addr)?
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        let mut client = NodeStatsClient::new(searchtree_node::ops::client::channel(channel));
+        let channel = crate::node_call::connect(addr, "node").await?;
+        let mut client = NodeStatsClient::new(channel);
         let stats = client
             .get_stats(GetStatsRequest {})
             .await
-            .map_err(|s| anyhow::anyhow!("{addr}: {}", s.message()))?
+            .map_err(|s| anyhow::anyhow!("{addr}: {}", crate::live::window::describe_status(&s)))?
             .into_inner();
         let counters: BTreeMap<String, u64> = stats.counters.into_iter().collect();
         for (k, v) in &counters {

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::future::BoxFuture;
 use searchtree_node::ops::client::NodeChannel;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
@@ -17,16 +16,10 @@ use crate::live::window::Link;
 
 /// A client of the `Corpus` service of the node at `addr` (HOST:PORT).
 pub async fn connect(addr: &str) -> anyhow::Result<CorpusClient<NodeChannel>> {
-    let channel = searchtree_node::ops::client::endpoint(addr)
-        .with_context(|| format!("{addr:?} is not HOST:PORT"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to the root at {addr}"))?;
-    Ok(
-        CorpusClient::new(searchtree_node::ops::client::channel(channel))
-            .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES),
-    )
+    let channel = crate::node_call::connect(addr, "the root").await?;
+    Ok(CorpusClient::new(channel)
+        .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES))
 }
 
 type Acks = Result<tonic::Response<Streaming<LoadAck>>, Status>;

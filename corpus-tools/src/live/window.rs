@@ -24,9 +24,22 @@ pub(crate) trait Link {
     fn close(&mut self);
 }
 
-/// How the root's status reads in the summary.
+/// How the root's status reads in the summary: its code, its message, and
+/// the transport's own causes when the call failed below gRPC (tonic says
+/// only "http2 error"; the cause says, e.g., that a keepalive ping went
+/// unanswered).
 pub fn describe_status(status: &Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Sends every batch `batcher` yields over `link`, at most `in_flight`
