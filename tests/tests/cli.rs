@@ -630,3 +630,49 @@ fn commands_against_a_stopped_node_fail_naming_it_instead_of_waiting() {
     assert!(!stdout.is_empty());
     terminate(&mut leaf);
 }
+
+#[test]
+fn ctrl_c_on_up_stops_the_tree_with_every_node_draining() {
+    use std::os::unix::process::CommandExt;
+
+    let fx = fixture(TMP);
+    // As at a terminal: `up` leads its own process group, and Ctrl-C sends
+    // SIGINT to the whole group.
+    let mut up = searchtree();
+    up.args(["up", "--topology"])
+        .arg(fx.sharded.join("topology.toml"))
+        .arg("--state-dir")
+        .arg(scratch("cli-ctrl-c").join("state"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut up = up.spawn().expect("start up");
+    let mut ready = String::new();
+    BufReader::new(up.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.starts_with("READY root="), "{ready:?}");
+    let group = format!("-{}", up.id());
+    let ok = Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let log = std::io::read_to_string(up.stderr.take().unwrap()).unwrap();
+    let status = up.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("stopping the tree"), "{log}");
+    assert!(
+        !log.contains("second stop signal"),
+        "a node did not drain:\n{log}"
+    );
+    // Each of the 7 nodes drained once, the root first.
+    let drained: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("draining: health says NOT_SERVING"))
+        .collect();
+    assert_eq!(drained.len(), 7, "{log}");
+    assert!(drained[0].starts_with("[root]"), "{log}");
+}

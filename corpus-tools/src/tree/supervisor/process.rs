@@ -162,6 +162,13 @@ pub(super) async fn spawn_ready(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Its own process group: a Ctrl-C at the terminal (SIGINT to the
+    // foreground group) reaches the supervisor alone, which stops the tree
+    // root first, each node draining; were the nodes in the group too, each
+    // would take the signal and then the supervisor's SIGTERM as a second
+    // one, and exit without draining.
+    #[cfg(unix)]
+    cmd.process_group(0);
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to send the
     // node SIGTERM if this supervisor dies, so no node outlives it.
