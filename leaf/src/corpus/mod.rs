@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! DATA/
+//!   SHARD                   the shard and build it belongs to ([`owner`])
+//!   LOCK                    held locked by the leaf using it
 //!   CURRENT                 {"version": N}; absent: the --index build is current
 //!   versions/vNNNNNNNN/      an installed version: a shard directory + local.json
 //!   versions/vNNNNNNNN.tmp/  a candidate being prepared or copied; never searched
@@ -23,6 +25,7 @@ pub mod fsio;
 pub mod held;
 pub mod install;
 pub mod local;
+pub mod owner;
 pub mod prepare;
 pub mod service;
 pub mod staging;

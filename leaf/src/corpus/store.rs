@@ -74,19 +74,23 @@ pub struct CorpusStore {
     locals: HashMap<u64, LocalTotals>,
     pub(super) staging: Staging,
     pub(super) candidate: Option<Candidate>,
+    /// Held locked while the store is open ([`super::owner`]).
+    _lock: std::fs::File,
 }
 
 impl CorpusStore {
     /// Opens the store in `data` (created if absent) over the build in
     /// `build_dir`: the current version (CURRENT's, else the build) and
     /// every installed version from the one before it on, all searchable.
-    /// Candidates left half-written by a crash are removed.
+    /// Candidates left half-written by a crash are removed. A directory
+    /// another leaf holds, or one of another shard or build, is refused first.
     pub fn open(
         build_dir: &Path,
         data: &Path,
         settings: SearcherSettings,
     ) -> Result<CorpusStore, CorpusError> {
         let build = read_meta(build_dir)?;
+        let lock = super::owner::claim(data, build_dir, &build)?;
         let versions = data.join(VERSIONS_DIR);
         std::fs::create_dir_all(&versions)?;
         let current = match std::fs::read(data.join(CURRENT_FILE)) {
@@ -150,6 +154,7 @@ impl CorpusStore {
             locals: HashMap::new(),
             staging,
             candidate: None,
+            _lock: lock,
         })
     }
 

@@ -979,3 +979,41 @@ fn a_data_directory_in_use_by_another_leaf_is_refused_with_what_to_do() {
         status.message()
     );
 }
+
+#[test]
+fn a_data_directory_of_another_shard_or_build_is_refused_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = corpus(5, "d", 20);
+    let two = build(&tmp.path().join("two"), &docs, 2, "one");
+    let other = build(&tmp.path().join("other"), &docs, 2, "another");
+    let data = tmp.path().join("data");
+    drop(CorpusStore::open(&two[0], &data, settings("leaf")).unwrap());
+    // A candidate left by a crash would be removed by an open that goes on.
+    let leftover = data.join("versions/v00000002.tmp");
+    std::fs::create_dir_all(&leftover).unwrap();
+
+    let refusal = |index: &Path| match CorpusStore::open(index, &data, settings("leaf")) {
+        Ok(_) => panic!("{} opened over shard 0's data", index.display()),
+        Err(err) => tonic::Status::from(err),
+    };
+    let status = refusal(&two[1]);
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("holds shard 0 of 2")
+            && status.message().contains("is shard 1 of 2"),
+        "{}",
+        status.message()
+    );
+    let status = refusal(&other[0]);
+    assert!(
+        status
+            .message()
+            .contains("was made over another build of the corpus (input checksum one)"),
+        "{}",
+        status.message()
+    );
+    assert!(leftover.exists(), "a refused open touched the directory");
+    // Over its own shard and build it opens, as before.
+    CorpusStore::open(&two[0], &data, settings("leaf")).unwrap();
+    assert!(!leftover.exists());
+}
