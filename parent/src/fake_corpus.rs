@@ -14,7 +14,7 @@ use searchtree_proto::pb::{
     ActivateRequest, ActivateResponse, CatchUpRequest, CatchUpResponse, CopyVersionRequest,
     DiscardRequest, DiscardResponse, FieldTerms, FileChunk, InstallChunk, InstallResponse,
     LeafVersions, LoadAck, LoadBatch, PrepareChunk, PrepareRequest, PublishRequest,
-    PublishResponse, ShardSummary, VersionsRequest, VersionsResponse,
+    PublishResponse, ShardDiscard, ShardSummary, VersionsRequest, VersionsResponse,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -298,7 +298,19 @@ impl Corpus for FakeLeaf {
         &self,
         _request: Request<DiscardRequest>,
     ) -> Result<Response<DiscardResponse>, Status> {
-        Err(Status::unimplemented("not scripted"))
+        let mut state = self.state.lock().expect("fake state");
+        if let Some(status) = &state.failing {
+            return Err(status.clone());
+        }
+        let discarded_ops = std::mem::take(&mut state.staged_ops);
+        Ok(Response::new(DiscardResponse {
+            shards: vec![ShardDiscard {
+                shard: self.shard,
+                replica: self.addr.clone(),
+                staged_ops: discarded_ops,
+            }],
+            replicas_failed: Vec::new(),
+        }))
     }
 }
 

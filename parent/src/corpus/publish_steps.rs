@@ -305,15 +305,30 @@ impl CorpusNode {
             .map(|s| s.to_string())
             .collect();
         if !missing.is_empty() {
+            // Replicas left out because they missed a load or a discard:
+            // the reason, when no other replica of their shards answered.
+            let left_out: Vec<String> = children
+                .children()
+                .iter()
+                .filter(|c| c.shards.iter().any(|s| !covered.contains(s)))
+                .flat_map(|c| c.replicas.iter())
+                .filter(|r| skip.contains(&r.addr))
+                .map(|r| r.addr.clone())
+                .collect();
+            let mut reasons = errors;
+            if !left_out.is_empty() {
+                reasons.push(format!(
+                    "left out: {}, which missed part of a load or a discard since the last \
+                     publish (unreachable or failing then) and has no replica in step to take \
+                     its place: run `searchtree discard` now that it is back, then load again",
+                    left_out.join(", ")
+                ));
+            }
             return Err(Status::unavailable(format!(
                 "no replica prepared version {} of shard(s) {} ({})",
                 request.version,
                 missing.join(", "),
-                if errors.is_empty() {
-                    "every replica was skipped".to_string()
-                } else {
-                    errors.join("; ")
-                }
+                reasons.join("; ")
             )));
         }
         check_digests(&prepared.summaries)?;

@@ -474,3 +474,45 @@ async fn a_load_or_publish_sent_by_a_client_to_a_parent_is_refused_with_where_to
         .unwrap_err();
     assert_eq!(err.message(), "Activate needs a version");
 }
+
+#[tokio::test]
+async fn a_sole_replica_that_missed_a_discard_is_named_until_a_discard_reaches_it() {
+    let a = FakeLeaf::start(0).await;
+    let b = FakeLeaf::start(1).await;
+    let node = node(&[spec(0, &[&a.addr]), spec(1, &[&b.addr])]);
+    // Shard 1's only replica fails the discard: it keeps its staged
+    // operations, so it cannot be in the next version.
+    b.script(|s| s.failing = Some(Status::unavailable("down")));
+    let discarded = node.discard().await;
+    assert_eq!(discarded.replicas_failed, std::slice::from_ref(&b.addr));
+    b.script(|s| s.failing = None);
+
+    let refused = node
+        .prepare(&PrepareRequest {
+            version: 2,
+            ..PrepareRequest::default()
+        })
+        .await
+        .expect_err("shard 1 has no replica in step");
+    let message = refused.message();
+    assert!(
+        message.starts_with("no replica prepared version 2 of shard(s) 1 ("),
+        "only shard 1 is named: {message}"
+    );
+    assert!(
+        message.contains(&format!("left out: {}, which missed", b.addr))
+            && message.contains("run `searchtree discard`"),
+        "{message}"
+    );
+
+    // Back, and reached by a discard rerun: it is in step again.
+    let discarded = node.discard().await;
+    assert!(discarded.replicas_failed.is_empty(), "{discarded:?}");
+    assert!(node.missed().is_empty());
+    node.prepare(&PrepareRequest {
+        version: 2,
+        ..PrepareRequest::default()
+    })
+    .await
+    .unwrap();
+}
