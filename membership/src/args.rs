@@ -6,6 +6,9 @@ use clap::Args;
 
 use crate::etcd::Etcd;
 
+/// The longest lease a node may ask for, in seconds.
+pub const MAX_LEASE_TTL_SECS: u64 = 3600;
+
 /// Membership flags every node takes.
 #[derive(Debug, Clone, Args)]
 pub struct MembershipArgs {
@@ -23,8 +26,10 @@ pub struct MembershipArgs {
     #[arg(long)]
     pub advertise: Option<String>,
     /// How long the registration outlives a node that stops renewing it
-    /// (crashed, or cut off from etcd), in seconds.
-    #[arg(long, default_value_t = 10)]
+    /// (crashed, or cut off from etcd), in seconds: 1 to 3600 (a longer one
+    /// would keep a crashed node listed, and its callers trying it, for
+    /// hours).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_TTL_SECS))]
     pub lease_ttl_secs: u64,
 }
 
@@ -52,6 +57,36 @@ pub struct TreeMembership {
     pub advertise: Option<String>,
 }
 
+/// Refuses an `--advertise` address callers could not reach: not
+/// `HOST:PORT`, port 0, or a wildcard host.
+fn check_advertise(addr: &str) -> Result<(), String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "--advertise {addr:?} {why}: give HOST:PORT where callers reach this node, e.g. \
+             10.0.0.5:7001 or leaf-0.search:7001"
+        ))
+    };
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return refuse("is not HOST:PORT");
+    };
+    match port.parse::<u16>() {
+        Ok(0) => return refuse("has port 0"),
+        Ok(_) => {}
+        Err(_) => return refuse("has no valid port"),
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() || bare.contains(char::is_whitespace) || bare.contains('/') {
+        return refuse("has no valid host");
+    }
+    if bare
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return refuse("is a wildcard address, which no caller can dial");
+    }
+    Ok(())
+}
+
 impl MembershipArgs {
     /// The membership these flags ask for: none without --etcd; --etcd
     /// needs --tree.
@@ -72,8 +107,14 @@ impl MembershipArgs {
                 "--tree {tree:?} must be a non-empty name without '/'"
             ));
         }
-        if self.lease_ttl_secs == 0 {
-            return Err("--lease-ttl-secs must be at least 1".into());
+        if !(1..=MAX_LEASE_TTL_SECS).contains(&self.lease_ttl_secs) {
+            return Err(format!(
+                "--lease-ttl-secs {} must be from 1 to {MAX_LEASE_TTL_SECS}",
+                self.lease_ttl_secs
+            ));
+        }
+        if let Some(addr) = &self.advertise {
+            check_advertise(addr)?;
         }
         let etcd = Etcd::new(&self.etcd).map_err(|e| e.to_string())?;
         Ok(Some(TreeMembership {
@@ -82,5 +123,28 @@ impl MembershipArgs {
             ttl: Duration::from_secs(self.lease_ttl_secs),
             advertise: self.advertise.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_advertise_address_is_refused() {
+        for good in ["10.0.0.5:7001", "leaf-0.search:7001", "[::1]:7001"] {
+            assert_eq!(check_advertise(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("junk", "is not HOST:PORT"),
+            (":0", "has port 0"),
+            ("host:x", "has no valid port"),
+            (":7001", "has no valid host"),
+            ("0.0.0.0:7001", "wildcard"),
+            ("[::]:7001", "wildcard"),
+        ] {
+            let err = check_advertise(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

@@ -139,11 +139,28 @@ impl Etcd {
             } else {
                 format!("http://{endpoint}")
             };
-            let channel = Endpoint::from_shared(uri)
-                .map_err(|e| EtcdError::Endpoint {
-                    endpoint: endpoint.to_string(),
-                    reason: e.to_string(),
-                })?
+            let refuse = |reason: &str| EtcdError::Endpoint {
+                endpoint: endpoint.to_string(),
+                reason: reason.to_string(),
+            };
+            let parsed = Endpoint::from_shared(uri).map_err(|e| refuse(&e.to_string()))?;
+            match parsed.uri().scheme_str() {
+                Some("http") => {}
+                Some("https") => {
+                    return Err(refuse(
+                        "etcd over TLS is not supported: reach etcd over http:// on a \
+                         private network",
+                    ));
+                }
+                _ => return Err(refuse("give it as http://HOST:PORT")),
+            }
+            if parsed.uri().port_u16().is_none() {
+                return Err(refuse(
+                    "has no port: give it as http://HOST:PORT (etcd's client port is \
+                     usually 2379)",
+                ));
+            }
+            let channel = parsed
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(5))
@@ -498,5 +515,24 @@ mod tests {
         );
         assert!(Etcd::new::<&str>(&[]).is_err());
         assert!(Etcd::new(&[" , "]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn endpoints_need_http_and_a_port() {
+        assert!(Etcd::new(&["http://127.0.0.1:2379,etcd-b:2379"]).is_ok());
+        for (bad, why) in [
+            ("https://etcd:2379", "TLS is not supported"),
+            ("http://etcd", "has no port"),
+            ("etcd", "has no port"),
+            ("ftp://etcd:2379", "http://HOST:PORT"),
+        ] {
+            let err = Etcd::new(&[bad]).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }
