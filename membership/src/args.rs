@@ -57,6 +57,17 @@ pub struct TreeMembership {
     pub advertise: Option<String>,
 }
 
+/// Refuses a `--tree` name that cannot be a key prefix in etcd: empty, or
+/// with a '/'. Nodes and `searchtree members` check it alike.
+pub fn check_tree_name(tree: &str) -> Result<(), String> {
+    if tree.is_empty() || tree.contains('/') {
+        return Err(format!(
+            "--tree {tree:?} must be a non-empty name without '/'"
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses an `--advertise` address callers could not reach: not
 /// `HOST:PORT`, port 0, or a wildcard host.
 fn check_advertise(addr: &str) -> Result<(), String> {
@@ -102,11 +113,7 @@ impl MembershipArgs {
         let Some(tree) = self.tree.clone() else {
             return Err("--etcd needs --tree NAME (the tree this node belongs to)".into());
         };
-        if tree.is_empty() || tree.contains('/') {
-            return Err(format!(
-                "--tree {tree:?} must be a non-empty name without '/'"
-            ));
-        }
+        check_tree_name(&tree)?;
         if !(1..=MAX_LEASE_TTL_SECS).contains(&self.lease_ttl_secs) {
             return Err(format!(
                 "--lease-ttl-secs {} must be from 1 to {MAX_LEASE_TTL_SECS}",

@@ -39,10 +39,27 @@ async fn health(addr: &str) -> String {
 
 /// Lists the members.
 pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
+    searchtree_membership::args::check_tree_name(&args.tree).map_err(anyhow::Error::msg)?;
     let etcd = Etcd::new(&[args.etcd.as_str()])?;
     let discovery = Discovery::start(etcd.clone(), &args.tree);
     if !discovery.synced(Duration::from_secs(5)).await {
-        anyhow::bail!("etcd at {} does not answer", args.etcd);
+        // Say which members answer: a cluster that lost its quorum answers
+        // no read, but its members that are up still tell their status.
+        let states: Vec<String> = etcd
+            .statuses()
+            .await
+            .into_iter()
+            .map(|(endpoint, s)| match s {
+                Some(s) => format!("{endpoint} up (version {})", s.version),
+                None => format!("{endpoint} DOWN"),
+            })
+            .collect();
+        anyhow::bail!(
+            "etcd at {} does not answer the tree's members within 5 s ({}); a cluster \
+             answers reads only while a majority of its members is up",
+            args.etcd,
+            states.join(", ")
+        );
     }
     let members = discovery.subscribe().borrow().clone();
     let healths = futures::future::join_all(members.values().map(|m| health(&m.addr))).await;
