@@ -238,7 +238,7 @@ pub fn truncate_bytes(s: &str, max_bytes: usize) -> String {
 /// What a query costs, as counted by [`check`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueryShape {
-    /// `(` and `NOT` in the string: an upper bound on its nesting.
+    /// `(` and `NOT` operators in the string: an upper bound on its nesting.
     pub nesting: usize,
     /// Terms, counted as [`QueryLimits::max_terms`] says.
     pub terms: usize,
@@ -328,12 +328,18 @@ fn check_anew(query: &str, limits: &QueryLimits) -> Result<QueryShape, QueryErro
     Ok(shape)
 }
 
-/// The number of `(` plus the number of `NOT` in `query`: every level of
-/// recursion in the grammar starts with one of them, wherever they stand.
+/// The number of `(` plus the number of `NOT` followed by white space in
+/// `query`: every level of recursion in the grammar starts with one of them
+/// (its NOT operator is `NOT` and at least one white-space character),
+/// wherever they stand. `NOT` inside a word (NOTHING, ANNOTATE) is no
+/// operator and is not counted.
 fn nesting_bound(query: &str) -> usize {
     let bytes = query.as_bytes();
     let parens = bytes.iter().filter(|&&b| b == b'(').count();
-    let nots = bytes.windows(3).filter(|w| *w == b"NOT").count();
+    let nots = bytes
+        .windows(4)
+        .filter(|w| &w[..3] == b"NOT" && w[3].is_ascii_whitespace())
+        .count();
     parens + nots
 }
 
@@ -461,6 +467,10 @@ mod tests {
             }
         );
         assert!(check_default(&format!("{}a", "NOT ".repeat(900))).is_err());
+        // Upper-case words holding NOT are terms, not levels.
+        let shouting = "NOTHING ANNOTATED NOTABLE ".repeat(40);
+        assert_eq!(check_default(&shouting).unwrap().nesting, 0);
+        assert_eq!(check_default("a AND NOT\tb").unwrap().nesting, 1);
         // Quotes cannot hide parentheses from the count.
         let sneaky = "(\"))))\" ".repeat(40);
         assert!(matches!(
