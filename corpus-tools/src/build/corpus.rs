@@ -117,7 +117,17 @@ pub fn parse_object(line: &str) -> Result<Map<String, Value>, String> {
 pub fn id_of(obj: &Map<String, Value>, names: &FieldNames) -> Result<String, String> {
     let id = match obj.get(&names.id) {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
+        // A whole number within 64 bits is exact; any other number came
+        // through a float and two ids could read alike (2^64 and 2^64 + 1,
+        // 1.5 and 1.50).
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+        Some(Value::Number(n)) => {
+            return Err(format!(
+                "{:?} {n} is not a whole number within 64 bits, so it cannot be kept exact: \
+                 write the id as a string",
+                names.id
+            ));
+        }
         Some(Value::String(_)) => return Err(format!("{:?} is empty", names.id)),
         Some(_) => return Err(format!("{:?} must be a string or a number", names.id)),
         None => return Err(format!("missing {:?}", names.id)),
@@ -316,6 +326,16 @@ mod tests {
             parse_line(r#"{"id":7,"body":"b"}"#, &names()).unwrap().id,
             "7"
         );
+        assert!(
+            parse_line(r#"{"id":-18446744073709551615,"body":"b"}"#, &names()).is_err(),
+            "below i64 too"
+        );
+        assert_eq!(
+            parse_line(r#"{"id":18446744073709551615,"body":"b"}"#, &names())
+                .unwrap()
+                .id,
+            "18446744073709551615"
+        );
         for (line, why) in [
             ("{", "not valid JSON"),
             ("[1]", "not a JSON object"),
@@ -324,6 +344,11 @@ mod tests {
             (r#"{"id":"a"}"#, "missing \"body\""),
             (r#"{"id":"a","body":3}"#, "must be a string"),
             (r#"{"id":[],"body":"b"}"#, "string or a number"),
+            (
+                r#"{"id":18446744073709551616,"body":"b"}"#,
+                "not a whole number within 64 bits",
+            ),
+            (r#"{"id":1.5,"body":"b"}"#, "write the id as a string"),
         ] {
             let err = parse_line(line, &names()).unwrap_err();
             assert!(err.contains(why), "{line}: {err}");
