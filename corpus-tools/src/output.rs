@@ -95,6 +95,7 @@ pub fn to_json(r: &SearchResponse) -> Value {
         "total_hits_is_lower_bound": r.total_hits_is_lower_bound,
         "hits_unfetched": r.hits_unfetched,
         "snapshot": r.snapshot,
+        "version": r.version,
         "coverage": {
             "shards_total": c.shards_total,
             "shards_ok": c.shards_ok,
@@ -144,6 +145,7 @@ mod tests {
             total_hits_is_lower_bound: true,
             hits_unfetched: 2,
             snapshot: "crc32:1".into(),
+            version: 3,
             ..Default::default()
         };
         let line = coverage_line(&pruned);
@@ -155,5 +157,6 @@ mod tests {
         assert_eq!(json["total_hits_is_lower_bound"], true);
         assert_eq!(json["hits_unfetched"], 2);
         assert_eq!(json["snapshot"], "crc32:1");
+        assert_eq!(json["version"], 3);
     }
 }
