@@ -32,7 +32,7 @@ fn build_up_query_and_stop_as_a_user_would() {
     let out = dir.join("index");
     // A shell set up to call some TLS tree builds all the same: `build`
     // calls no node.
-    let (ok, _, err) = run(searchtree()
+    let (ok, summary, err) = run(searchtree()
         .env("SEARCHTREE_TLS_CA", "/nonexistent/ca.pem")
         .args([
             "build",
@@ -46,7 +46,10 @@ fn build_up_query_and_stop_as_a_user_would() {
             out.to_str().unwrap(),
         ]));
     assert!(ok, "build failed: {err}");
-    assert!(err.contains("built 10033 documents into 3 shards"), "{err}");
+    assert!(
+        summary.contains("built 10033 documents into 3 shards"),
+        "{summary}{err}"
+    );
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["num_shards"], 3);
@@ -149,8 +152,9 @@ fn build(input: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
         .arg("--out")
         .arg(out)
         .args(extra);
-    let (ok, _, err) = run(&mut cmd);
-    (ok, err)
+    let (ok, out, err) = run(&mut cmd);
+    // The summary on stdout, refusals and warnings on stderr.
+    (ok, format!("{out}{err}"))
 }
 
 #[test]
@@ -354,9 +358,12 @@ fn build_never_replaces_what_is_not_a_previous_build() {
         .arg(&outside)
         .arg("--out")
         .arg(&out);
-    let (ok, _, err) = run(&mut cmd);
+    let (ok, summary, err) = run(&mut cmd);
     assert!(ok, "rebuild failed: {err}");
-    assert!(err.contains("built 3 documents into 3 shards"), "{err}");
+    assert!(
+        summary.contains("built 3 documents into 3 shards"),
+        "{summary}"
+    );
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["num_shards"], 3);

@@ -72,38 +72,42 @@ impl BuildArgs {
     }
 }
 
-/// Runs the build and prints what it did.
+/// Runs the build and prints what it did (on stdout: it is the command's
+/// result; progress and warnings go to stderr).
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     let report = build::build(&args.options())?;
-    print_report(&report, &args.out);
+    print_report(&mut std::io::stdout().lock(), &report, &args.out);
     Ok(())
 }
 
-/// Prints a build's summary to stderr.
-pub fn print_report(report: &BuildReport, out: &std::path::Path) {
+/// Writes a build's summary to `to`: what was built, where, documents per
+/// shard, lines skipped, and how to start the tree.
+pub fn print_report(to: &mut dyn std::io::Write, report: &BuildReport, out: &std::path::Path) {
     let m = &report.manifest;
-    eprintln!(
-        "built {} documents into {} shards in {:.1?} -> {}",
+    let mut text = format!(
+        "built {} documents into {} shards in {:.1?} -> {}\n",
         m.input.documents,
         m.num_shards,
         report.elapsed,
         out.display()
     );
     let docs: Vec<String> = m.shards.iter().map(|s| s.num_docs.to_string()).collect();
-    eprintln!("  documents per shard: {}", docs.join(", "));
+    text.push_str(&format!("  documents per shard: {}\n", docs.join(", ")));
     if m.input.skipped > 0 {
-        eprintln!(
-            "  skipped {} invalid lines or non-text files, e.g.:",
+        text.push_str(&format!(
+            "  skipped {} invalid lines or non-text files, e.g.:\n",
             m.input.skipped
-        );
+        ));
         for e in &report.skipped_examples {
-            eprintln!("    {e}");
+            text.push_str(&format!("    {e}\n"));
         }
     }
-    eprintln!(
-        "  start the tree with: searchtree up --topology {}",
+    text.push_str(&format!(
+        "  start the tree with: searchtree up --topology {}\n",
         out.join(TOPOLOGY_FILE).display()
-    );
+    ));
+    // A closed pipe (`| head -1`) is not an error of the build's.
+    let _ = to.write_all(text.as_bytes()).and_then(|()| to.flush());
 }
 
 #[cfg(test)]

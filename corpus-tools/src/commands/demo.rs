@@ -82,7 +82,7 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
         progress: true,
     };
     let report = tokio::task::spawn_blocking(move || build::build(&options)).await??;
-    print_report(&report, &out);
+    print_report(&mut std::io::stderr().lock(), &report, &out);
 
     let start = StartOptions {
         default_log: Some("warn".into()),
