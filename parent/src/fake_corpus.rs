@@ -277,6 +277,7 @@ impl Corpus for FakeLeaf {
                 ..LeafVersions::default()
             }],
             pinned: 0,
+            role: "leaf".into(),
         }))
     }
 

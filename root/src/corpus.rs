@@ -396,6 +396,7 @@ impl Corpus for RootCorpus {
             .min(VERSIONS_TIMEOUT);
         let mut versions = self.node.versions(within).await;
         versions.pinned = self.pinned.get();
+        versions.role = "root".into();
         Ok(Response::new(versions))
     }
 

@@ -91,7 +91,23 @@ pub fn render(response: &VersionsResponse) -> String {
             v => format!("version {v}"),
         }
     );
+    if let Some(note) = below_the_root(&response.role) {
+        let _ = writeln!(out, "{note}");
+    }
     out
+}
+
+/// What to say when the node asked is not the root, whose answer covers only
+/// the leaves below it (and pins no version); `None` for the root (or a node
+/// too old to say its role).
+pub fn below_the_root(role: &str) -> Option<String> {
+    match role {
+        "parent" | "leaf" => Some(format!(
+            "note: this is a {role}, not the tree's root: only the leaves below it are listed; \
+             ask the root (`--root ROOT_ADDR`) for the whole tree"
+        )),
+        _ => None,
+    }
 }
 
 /// Runs `versions`.
@@ -128,6 +144,7 @@ mod tests {
                 },
             ],
             pinned: 2,
+            role: "root".into(),
         };
         let text = render(&response);
         let lines: Vec<&str> = text.lines().collect();
@@ -140,6 +157,19 @@ mod tests {
                 "pinned: version 2",
             ],
             "{text}"
+        );
+        let parent = VersionsResponse {
+            role: "parent".into(),
+            pinned: 0,
+            ..response
+        };
+        assert!(
+            render(&parent).ends_with(
+                "note: this is a parent, not the tree's root: only the leaves below it are \
+                 listed; ask the root (`--root ROOT_ADDR`) for the whole tree\n"
+            ),
+            "{}",
+            render(&parent)
         );
     }
 }

@@ -11,6 +11,9 @@ use super::Report;
 /// Checks what a root's Versions answered.
 pub fn check(response: &VersionsResponse) -> Report {
     let mut report = Report::default();
+    if let Some(note) = crate::commands::versions::below_the_root(&response.role) {
+        report.problem(note.trim_start_matches("note: ").to_string());
+    }
     let leaves = &response.leaves;
     if leaves.is_empty() {
         report.problem("the root reports no leaves");
@@ -120,6 +123,7 @@ mod tests {
                 leaf(1, "c", 2, "y"),
             ],
             pinned: 2,
+            role: "root".into(),
         });
         assert!(report.passed(), "{report:?}");
         assert_eq!(
@@ -143,6 +147,7 @@ mod tests {
                 gone,
             ],
             pinned: 2,
+            role: "root".into(),
         });
         assert_eq!(
             report.problems,
@@ -159,10 +164,37 @@ mod tests {
         let pinned_elsewhere = check(&VersionsResponse {
             leaves: vec![leaf(0, "a", 2, "x")],
             pinned: 1,
+            role: "root".into(),
         });
         assert_eq!(
             pinned_elsewhere.problems,
             ["the root pins version 1 but the leaves are at version 2"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod below_the_root_tests {
+    use super::*;
+
+    #[test]
+    fn a_check_asked_of_a_parent_is_not_a_pass() {
+        let report = check(&VersionsResponse {
+            leaves: vec![LeafVersions {
+                shard: 0,
+                replica: "a".into(),
+                reachable: true,
+                current: 1,
+                installed: vec![1],
+                ..LeafVersions::default()
+            }],
+            pinned: 0,
+            role: "parent".into(),
+        });
+        assert!(!report.passed());
+        assert!(
+            report.problems[0].starts_with("this is a parent, not the tree's root"),
+            "{report:?}"
         );
     }
 }

@@ -369,6 +369,7 @@ impl Corpus for LeafCorpus {
         Ok(Response::new(VersionsResponse {
             leaves: vec![leaf],
             pinned: 0,
+            role: "leaf".into(),
         }))
     }
 

@@ -547,7 +547,11 @@ impl CorpusNode {
             .flatten()
             .collect();
         leaves.sort_by(|a, b| (a.shard, &a.replica).cmp(&(b.shard, &b.replica)));
-        VersionsResponse { leaves, pinned: 0 }
+        VersionsResponse {
+            leaves,
+            pinned: 0,
+            role: String::new(),
+        }
     }
 }
 

@@ -167,7 +167,9 @@ impl Corpus for ParentCorpus {
         let within = searchtree_proto::deadline::grpc_timeout(&request)
             .unwrap_or(VERSIONS_TIMEOUT)
             .min(VERSIONS_TIMEOUT);
-        Ok(Response::new(self.node.versions(within).await))
+        let mut versions = self.node.versions(within).await;
+        versions.role = "parent".into();
+        Ok(Response::new(versions))
     }
 
     async fn copy_version(
