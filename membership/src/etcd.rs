@@ -49,16 +49,36 @@ pub enum EtcdError {
         reason: String,
     },
     /// No member answered.
-    #[error("etcd unavailable ({endpoints}): {last}")]
+    #[error("etcd unavailable ({endpoints}): {errors}")]
     Unavailable {
         /// The endpoints tried.
         endpoints: String,
-        /// The last member's error.
-        last: String,
+        /// Each member's error, "; "-separated.
+        errors: String,
     },
     /// A stream (watch or keep-alive) ended or failed.
     #[error("etcd stream ended: {0}")]
     Stream(String),
+}
+
+/// A failed call's status as an operator reads it: its code, its message
+/// (empty from a server that is not etcd), and the transport's causes.
+fn describe(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}", status.code());
+    if !status.message().is_empty() {
+        text.push_str(": ");
+        text.push_str(status.message());
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = std::error::Error::source(cause);
+    }
+    text
 }
 
 /// One watch event, decoded.
@@ -202,7 +222,7 @@ impl Etcd {
         F: FnMut(&str, Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let mut last = String::new();
+        let mut errors = Vec::new();
         for i in self.order().collect::<Vec<_>>() {
             let (name, channel) = &self.endpoints[i];
             match tokio::time::timeout(CALL_TIMEOUT, call(name, channel.clone())).await {
@@ -210,13 +230,13 @@ impl Etcd {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(answer);
                 }
-                Ok(Err(status)) => last = format!("{name}: {}", status.message()),
-                Err(_) => last = format!("{name}: no answer within {CALL_TIMEOUT:?}"),
+                Ok(Err(status)) => errors.push(format!("{name}: {}", describe(&status))),
+                Err(_) => errors.push(format!("{name}: no answer within {CALL_TIMEOUT:?}")),
             }
         }
         Err(EtcdError::Unavailable {
             endpoints: self.endpoint_names().join(","),
-            last,
+            errors: errors.join("; "),
         })
     }
 
@@ -308,7 +328,7 @@ impl Etcd {
         if !response.error.is_empty() {
             return Err(EtcdError::Unavailable {
                 endpoints: self.endpoint_names().join(","),
-                last: response.error,
+                errors: response.error,
             });
         }
         Ok((response.id, Duration::from_secs(response.ttl.max(1) as u64)))
@@ -521,6 +541,26 @@ mod tests {
 #[cfg(test)]
 mod endpoint_tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_call_names_every_endpoint_and_its_cause() {
+        let dead = |_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (a, b) = (dead(0), dead(1));
+        let etcd = Etcd::new(&[format!("http://{a},http://{b}")]).unwrap();
+        let err = etcd.get_prefix("/x").await.unwrap_err().to_string();
+        for addr in [a, b] {
+            assert!(
+                err.contains(&format!("http://{addr}: Unavailable: ")),
+                "{addr}: {err}"
+            );
+        }
+        assert!(err.contains("Connection refused"), "{err}");
+    }
 
     #[tokio::test]
     async fn endpoints_need_http_and_a_port() {
