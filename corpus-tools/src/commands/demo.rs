@@ -64,6 +64,14 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    // Listen for Ctrl-C and SIGTERM from the start, so that one that comes
+    // while the corpus builds or the tree starts ends the demo here (and
+    // its temporary directory is removed) rather than killing the process.
+    let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        searchtree_node::serving::shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
     let corpus = bundled::write_corpus(data_dir)?;
     let out = data_dir.join("index");
     eprintln!(
@@ -81,7 +89,17 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
         skip_invalid: false,
         progress: true,
     };
-    let report = tokio::task::spawn_blocking(move || build::build(&options)).await??;
+    let mut building = tokio::task::spawn_blocking(move || build::build(&options));
+    let report = tokio::select! {
+        report = &mut building => report??,
+        _ = &mut stop => {
+            // The build cannot be cut short: let it end before its
+            // directory is removed.
+            let _ = building.await;
+            eprintln!("interrupted while building: stopped");
+            return Ok(());
+        }
+    };
     print_report(&mut std::io::stderr().lock(), &report, &out);
 
     let start = StartOptions {
@@ -96,7 +114,15 @@ async fn demo(args: &DemoArgs, data_dir: &std::path::Path) -> anyhow::Result<()>
     if state_dir.exists() {
         std::fs::remove_dir_all(&state_dir)?;
     }
-    let tree = start_tree(&out.join(TOPOLOGY_FILE), &state_dir, &start).await?;
+    let topology = out.join(TOPOLOGY_FILE);
+    let tree = tokio::select! {
+        tree = start_tree(&topology, &state_dir, &start) => tree?,
+        _ = &mut stop => {
+            // Dropping the start stops the nodes started so far.
+            eprintln!("interrupted while starting the tree: stopped");
+            return Ok(());
+        }
+    };
     eprintln!(
         "started {} node processes (1 root, {} parents, {} leaves)",
         tree.addresses().len(),
