@@ -20,6 +20,8 @@
 //! - [`plot`]: latency by percentile as an SVG chart;
 //! - [`queries`]: which query each request sends — the list in order, or
 //!   Zipf-distributed draws from it, as query logs repeat;
+//! - [`limits`]: the range of every setting, and parsers that refuse
+//!   values outside it with the range named;
 //! - [`cpu`]: the load tester's own CPU use, to tell when it, not the
 //!   tree, limited a run;
 //! - [`steps`]: the step-load scenario — capacity from a closed loop, then
@@ -28,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod cpu;
+pub mod limits;
 pub mod plot;
 pub mod queries;
 pub mod record;

@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use searchtree_proto::MAX_TOP_K;
 use searchtree_proto::pb::SearchRequest;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::cpu::CpuMeter;
+use crate::limits;
 use crate::queries::QueryPicker;
 use crate::record::Recorder;
 use crate::target::Target;
@@ -45,9 +47,15 @@ pub struct Arrivals {
 }
 
 impl Arrivals {
-    /// Arrivals at `rate` per second for `span`, seeded for Poisson.
+    /// Arrivals at `rate` per second for `span`, seeded for Poisson. The
+    /// rate must be positive and finite (see [`LoadConfig::check`]): with 0
+    /// or less no arrival would ever come, with infinity all would come at
+    /// once, forever.
     pub fn new(rate: f64, span: Duration, arrival: Arrival, seed: u64) -> Self {
-        assert!(rate > 0.0, "rate must be positive");
+        assert!(
+            rate.is_finite() && rate > 0.0,
+            "rate {rate} must be positive and finite"
+        );
         Arrivals {
             rate,
             arrival,
@@ -175,6 +183,75 @@ pub struct LoadConfig {
     /// How the open loop waits for send times: [`Pacing::Thread`] on a
     /// real clock, [`Pacing::Timer`] on a paused one.
     pub pacing: Pacing,
+}
+
+impl LoadConfig {
+    /// Checks every setting against the ranges in [`crate::limits`], so
+    /// that a run cannot hang (an in-flight limit of 0, a rate of 0), panic
+    /// (a negative or infinite rate, a duration whose end overflows the
+    /// clock) or report only errors (a top-k no node accepts). Callers
+    /// check before they start anything; the message names the setting,
+    /// its value and the range it takes.
+    pub fn check(&self) -> Result<(), String> {
+        let run = limits::MAX_RUN.as_secs();
+        if !(self.rate > 0.0 && self.rate <= limits::MAX_RATE) {
+            return Err(format!(
+                "rate {}: give a number of requests per second above 0 and at most {}",
+                limits::show(self.rate),
+                limits::MAX_RATE
+            ));
+        }
+        if self.duration.is_zero() || self.duration > limits::MAX_RUN {
+            return Err(format!(
+                "duration {:?}: give a duration above 0 and at most {run}s",
+                self.duration
+            ));
+        }
+        if self.warmup > limits::MAX_RUN {
+            return Err(format!(
+                "warmup {:?}: give a duration from 0 to {run}s",
+                self.warmup
+            ));
+        }
+        if self.timeout.is_zero() || self.timeout > limits::MAX_TIMEOUT {
+            return Err(format!(
+                "timeout {:?}: give a duration above 0 and at most {}s",
+                self.timeout,
+                limits::MAX_TIMEOUT.as_secs()
+            ));
+        }
+        if let Some(n) = self.max_in_flight
+            && !(1..=limits::MAX_IN_FLIGHT).contains(&n)
+        {
+            return Err(format!(
+                "max_in_flight {n}: give a whole number of requests from 1 to {}",
+                limits::MAX_IN_FLIGHT
+            ));
+        }
+        if !(1..=MAX_TOP_K).contains(&(self.top_k as usize)) {
+            return Err(format!(
+                "top_k {}: give a whole number of hits from 1 to {MAX_TOP_K} (nodes refuse more)",
+                self.top_k
+            ));
+        }
+        if self.budget_ms > limits::MAX_BUDGET_MS {
+            return Err(format!(
+                "budget_ms {}: give a whole number of milliseconds from 0 to {}",
+                self.budget_ms,
+                limits::MAX_BUDGET_MS
+            ));
+        }
+        if let Some(s) = self.zipf
+            && !(s > 0.0 && s <= limits::MAX_ZIPF)
+        {
+            return Err(format!(
+                "zipf {}: give an exponent above 0 and at most {}",
+                limits::show(s),
+                limits::MAX_ZIPF
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Live counters, for the progress line.
@@ -411,6 +488,41 @@ mod tests {
 
     fn queries() -> Arc<Vec<String>> {
         Arc::new(vec!["q".to_string()])
+    }
+
+    #[test]
+    fn settings_that_would_hang_or_panic_are_refused() {
+        assert_eq!(config(100.0).check(), Ok(()));
+        let refused = |change: &dyn Fn(&mut LoadConfig), what: &str| {
+            let mut c = config(100.0);
+            change(&mut c);
+            let err = c.check().unwrap_err();
+            assert!(err.starts_with(what), "{what}: {err}");
+        };
+        // Would wait forever for a permit.
+        refused(&|c| c.max_in_flight = Some(0), "max_in_flight 0");
+        // Would never send, or panic in the schedule.
+        refused(&|c| c.rate = 0.0, "rate 0");
+        refused(&|c| c.rate = -60.0, "rate -60");
+        refused(&|c| c.rate = f64::NAN, "rate NaN");
+        refused(&|c| c.rate = f64::INFINITY, "rate inf");
+        refused(&|c| c.rate = 1e300, "rate 1e300");
+        refused(&|c| c.duration = Duration::ZERO, "duration");
+        refused(&|c| c.duration = Duration::from_secs(u64::MAX), "duration");
+        refused(&|c| c.warmup = Duration::from_secs(u64::MAX), "warmup");
+        refused(&|c| c.timeout = Duration::ZERO, "timeout");
+        // Every request would come back INVALID_ARGUMENT.
+        refused(&|c| c.top_k = 100_000, "top_k 100000");
+        refused(&|c| c.top_k = 0, "top_k 0");
+        refused(&|c| c.budget_ms = u32::MAX, "budget_ms");
+        refused(&|c| c.zipf = Some(0.0), "zipf 0");
+        refused(&|c| c.zipf = Some(f64::NAN), "zipf NaN");
+    }
+
+    #[test]
+    #[should_panic(expected = "must be positive and finite")]
+    fn arrivals_at_an_infinite_rate_are_refused_not_sent_forever() {
+        let _ = Arrivals::new(f64::INFINITY, Duration::from_secs(1), Arrival::Uniform, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cpu::WARN_FRACTION;
+use crate::limits::{MAX_FACTOR, MAX_RATE};
 use crate::plot::{
     BOTTOM, COLOURS, HEIGHT, LEFT, TOP, WIDTH, escape, nice_ceiling, svg_start, trim,
 };
@@ -42,10 +43,12 @@ pub fn parse_factors(s: &str) -> Result<Vec<f64>, String> {
                 .trim_end_matches(['x', 'X'])
                 .parse()
                 .map_err(|_| format!("{f:?} is not a factor like 0.5 or 2"))?;
-            if n.is_finite() && n > 0.0 {
+            if n > 0.0 && n <= MAX_FACTOR {
                 Ok(n)
             } else {
-                Err(format!("{f:?}: a factor must be positive"))
+                Err(format!(
+                    "{f:?}: a factor must be above 0 and at most {MAX_FACTOR}"
+                ))
             }
         })
         .collect::<Result<Vec<f64>, String>>()?;
@@ -66,20 +69,27 @@ pub struct Planned {
 
 /// The steps to run for `capacity` requests per second: one per factor, in
 /// the order given. Refuses a capacity that is not positive, since no load
-/// could then be offered relative to it.
+/// could then be offered relative to it, and a step above the load
+/// tester's [`MAX_RATE`], which it could not send.
 pub fn plan(capacity: f64, factors: &[f64]) -> Result<Vec<Planned>, String> {
     if !capacity.is_finite() || capacity <= 0.0 {
         return Err(format!(
             "capacity {capacity}/s: the closed loop answered nothing, so there is no load to step from"
         ));
     }
-    Ok(factors
+    factors
         .iter()
-        .map(|&factor| Planned {
-            factor,
-            rate: factor * capacity,
+        .map(|&factor| {
+            let rate = factor * capacity;
+            if rate > MAX_RATE {
+                return Err(format!(
+                    "step {}x of capacity {capacity}/s is {rate}/s: the load tester sends at most {MAX_RATE}/s (lower --step-factors or --capacity)",
+                    trim(factor)
+                ));
+            }
+            Ok(Planned { factor, rate })
         })
-        .collect())
+        .collect()
 }
 
 /// How the capacity was found, kept with the steps so that a reader can
@@ -579,10 +589,17 @@ mod tests {
         assert_eq!(parse_factors("0.5,1,2").unwrap(), [0.5, 1.0, 2.0]);
         assert_eq!(parse_factors(" 0.5x, 4X ,").unwrap(), [0.5, 4.0]);
         assert!(parse_factors("").is_err());
-        assert!(parse_factors("1,0").unwrap_err().contains("positive"));
+        assert!(
+            parse_factors("1,0")
+                .unwrap_err()
+                .contains("above 0 and at most 100")
+        );
         assert!(parse_factors("1,-2").is_err());
         assert!(parse_factors("1,fast").unwrap_err().contains("fast"));
         assert!(parse_factors("inf").is_err());
+        assert!(parse_factors("NaN").is_err());
+        // An infinite rate would send forever without pausing.
+        assert!(parse_factors("1e300").unwrap_err().contains("at most 100"));
     }
 
     #[test]
@@ -594,6 +611,12 @@ mod tests {
         assert_eq!(plan(10.0, &[2.0, 1.0]).unwrap()[0].rate, 20.0);
         assert!(plan(0.0, &[1.0]).unwrap_err().contains("answered nothing"));
         assert!(plan(f64::NAN, &[1.0]).is_err());
+        let err = plan(500_000.0, &[1.0, 4.0]).unwrap_err();
+        assert!(
+            err.contains("step 4x of capacity 500000/s is 2000000/s")
+                && err.contains("at most 1000000/s"),
+            "{err}"
+        );
     }
 
     /// The report of a 10 s open-loop step at `rate` with a 100 ms budget:

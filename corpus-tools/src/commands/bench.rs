@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use searchtree_proto::SearchParams;
 use searchtree_proto::pb::SearchRequest;
+use searchtree_proto::{MAX_TOP_K, SearchParams};
 
+use searchtree_bench::limits;
 use searchtree_bench::plot;
 use searchtree_bench::record::Recorder;
 use searchtree_bench::report::{Report, hgrm};
@@ -44,14 +45,16 @@ pub struct BenchArgs {
     /// Queries, one per line (default: the bundled queries).
     #[arg(long)]
     pub queries: Option<PathBuf>,
-    /// Requests per second (open loop; the first rate of a sweep).
-    #[arg(long, default_value_t = 100.0)]
+    /// Requests per second (open loop; the first rate of a sweep): above 0
+    /// and at most 1000000.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
     pub rate: f64,
-    /// Measured duration, e.g. 30s, 2m, 500ms.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Measured duration, e.g. 30s, 2m, 500ms: above 0 and at most a day
+    /// (1440m).
+    #[arg(long, default_value = "10s", value_parser = parse_run)]
     pub duration: Duration,
-    /// Warm-up before measuring (sent, not recorded).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// Warm-up before measuring (sent, not recorded): 0 to a day (1440m).
+    #[arg(long, default_value = "2s", value_parser = parse_warmup)]
     pub warmup: Duration,
     /// How arrivals are spaced.
     #[arg(long, value_enum, default_value_t = ArrivalFlag::Poisson)]
@@ -62,49 +65,53 @@ pub struct BenchArgs {
     /// Draw each request's query from the list by Zipf's law with this
     /// exponent S > 0 (the i-th query with probability ∝ 1/i^S, seeded), so
     /// that queries repeat as in a real log, e.g. 1.0 (default: the list in
-    /// order, each query as often as any other).
+    /// order, each query as often as any other); at most 100.
     #[arg(long, value_parser = parse_zipf)]
     pub zipf: Option<f64>,
     /// gRPC connections to the root (requests are spread over them); in
-    /// `--max` mode, the number of concurrent workers.
-    #[arg(long, default_value_t = 4)]
+    /// `--max` mode, the number of concurrent workers: 1 to 1024.
+    #[arg(long, default_value_t = 4, value_parser = parse_connections)]
     pub connections: usize,
-    /// Limit requests in flight (default: no limit — an open loop does not
-    /// wait for the server).
-    #[arg(long)]
+    /// Limit requests in flight, 1 to 1000000 (default: no limit — an open
+    /// loop does not wait for the server).
+    #[arg(long, value_parser = parse_max_in_flight)]
     pub max_in_flight: Option<usize>,
-    /// Hits per request.
-    #[arg(long, default_value_t = 10)]
+    /// Hits per request: 1 to 1000 (nodes refuse more).
+    #[arg(long, default_value_t = 10, value_parser = parse_top_k)]
     pub top_k: u32,
-    /// budget_ms of every request (0: the root's default). `goodput` counts
-    /// the complete answers that came back within it (with 0, any complete
-    /// answer).
-    #[arg(long, default_value_t = 0)]
+    /// budget_ms of every request, 0 to 300000 (0: the root's default).
+    /// `goodput` counts the complete answers that came back within it (with
+    /// 0, any complete answer).
+    #[arg(long, default_value_t = 0, value_parser = parse_budget_ms)]
     pub budget_ms: u32,
     /// Send every request with `profile` set, and report which level and
     /// which leaf (shard, replica) the requests at or above the p99 spent
     /// their time in. Profiled searches skip the result caches.
     #[arg(long)]
     pub profile_tail: bool,
-    /// Give up on a request after this long (counted as CLIENT_GAVE_UP).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Give up on a request after this long (counted as CLIENT_GAVE_UP):
+    /// above 0 and at most 5m, the top of the latency histograms.
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Closed loop: `--connections` workers send back to back, to find peak
     /// throughput (latency then hides queueing; use it for throughput only).
     #[arg(long, conflicts_with_all = ["sweep", "step_load"])]
     pub max: bool,
     /// Step the rate up from `--rate` by `--step` until p99 exceeds
-    /// `--slo-p99-ms` (or `--max-rate`), and report the highest rate within it.
+    /// `--slo-p99-ms` (or `--max-rate`), and report the highest rate within
+    /// it; at most 1000 runs.
     #[arg(long, conflicts_with = "step_load")]
     pub sweep: bool,
-    /// Rate increment of a sweep.
-    #[arg(long, default_value_t = 100.0)]
+    /// Rate increment of a sweep, requests per second: above 0 and at most
+    /// 1000000.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
     pub step: f64,
-    /// Highest rate a sweep tries.
-    #[arg(long, default_value_t = 5000.0)]
+    /// Highest rate a sweep tries: at least `--rate`, at most 1000000.
+    #[arg(long, default_value_t = 5000.0, value_parser = parse_rate)]
     pub max_rate: f64,
-    /// The p99 a sweep must stay under, in milliseconds.
-    #[arg(long, default_value_t = 50.0)]
+    /// The p99 a sweep must stay under, in milliseconds: above 0 and at
+    /// most 300000.
+    #[arg(long, default_value_t = 50.0, value_parser = parse_slo_ms)]
     pub slo_p99_ms: f64,
     /// The step-load scenario: capacity C from a closed loop
     /// (`--capacity-workers` for `--capacity-duration`), then open loop at
@@ -113,18 +120,20 @@ pub struct BenchArgs {
     /// offered load.
     #[arg(long, conflicts_with = "hgrm")]
     pub step_load: bool,
-    /// Offered load of each step, as factors of C, e.g. 0.5,1,2,3,4.
-    #[arg(long, default_value = "0.5,1,1.5,2,3,4")]
-    pub step_factors: String,
-    /// Concurrent workers of the closed loop that measures C.
-    #[arg(long, default_value_t = 8)]
+    /// Offered load of each step, as factors of C, e.g. 0.5,1,2,3,4: each
+    /// above 0 and at most 100.
+    #[arg(long, default_value = "0.5,1,1.5,2,3,4", value_parser = parse_step_factors)]
+    pub step_factors: StepFactors,
+    /// Concurrent workers of the closed loop that measures C: 1 to 1024.
+    #[arg(long, default_value_t = 8, value_parser = parse_workers)]
     pub capacity_workers: usize,
-    /// Measured duration of the closed loop that measures C.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// Measured duration of the closed loop that measures C: above 0 and
+    /// at most a day (1440m).
+    #[arg(long, default_value = "5s", value_parser = parse_run)]
     pub capacity_duration: Duration,
-    /// Use this capacity (requests/s) instead of measuring it, to step
-    /// several runs from the same C.
-    #[arg(long)]
+    /// Use this capacity (requests/s, above 0 and at most 1000000) instead
+    /// of measuring it, to step several runs from the same C.
+    #[arg(long, value_parser = parse_rate)]
     pub capacity: Option<f64>,
     /// Write the report (the last one, for a sweep: all of them; for
     /// `--step-load`, the capacity and the steps) as JSON.
@@ -166,7 +175,13 @@ impl From<ArrivalFlag> for Arrival {
     }
 }
 
-/// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
+/// `--step-factors`: the offered load of each step as factors of capacity,
+/// checked when the flags are parsed (see [`steps::parse_factors`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepFactors(pub Vec<f64>);
+
+/// Parses `500ms`, `30s`, `2m` or a bare number of seconds; a value too
+/// large for a duration is refused, not left to panic.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -182,7 +197,111 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too long a duration"))
+}
+
+/// `max` as the flags write it: whole minutes as `Nm`, else seconds.
+fn show_duration(max: Duration) -> String {
+    match max.as_secs() {
+        s if s % 60 == 0 && max.subsec_nanos() == 0 => format!("{}m", s / 60),
+        _ => format!("{}s", max.as_secs_f64()),
+    }
+}
+
+/// A duration within `0..=max` (above 0 unless `zero` is allowed), with
+/// the range named when it is not.
+fn duration_within(s: &str, zero: bool, max: Duration) -> Result<Duration, String> {
+    let range = format!(
+        "a duration {} and at most {} (e.g. 500ms, 30s, 2m)",
+        if zero { "from 0" } else { "above 0" },
+        show_duration(max)
+    );
+    match parse_duration(s) {
+        Ok(d) if (zero || !d.is_zero()) && d <= max => Ok(d),
+        Ok(_) => Err(format!("{} is out of range: give {range}", s.trim())),
+        Err(e) => Err(format!("{e}: give {range}")),
+    }
+}
+
+/// `--duration` and `--capacity-duration`: above 0, at most a day.
+fn parse_run(s: &str) -> Result<Duration, String> {
+    duration_within(s, false, limits::MAX_RUN)
+}
+
+/// `--warmup`: 0 to a day.
+fn parse_warmup(s: &str) -> Result<Duration, String> {
+    duration_within(s, true, limits::MAX_RUN)
+}
+
+/// `--timeout`: above 0, at most the top of the latency histograms.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    duration_within(s, false, limits::MAX_TIMEOUT)
+}
+
+/// `--rate`, `--step`, `--max-rate`, `--capacity`: requests per second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    limits::positive(s, limits::MAX_RATE, "requests per second")
+}
+
+/// `--slo-p99-ms`.
+fn parse_slo_ms(s: &str) -> Result<f64, String> {
+    limits::positive(s, limits::MAX_SLO_MS, "milliseconds")
+}
+
+/// `--connections`.
+fn parse_connections(s: &str) -> Result<usize, String> {
+    limits::whole(s, 1, limits::MAX_CONNECTIONS, "connections")
+}
+
+/// `--capacity-workers`.
+fn parse_workers(s: &str) -> Result<usize, String> {
+    limits::whole(s, 1, limits::MAX_CONNECTIONS, "workers")
+}
+
+/// `--max-in-flight`: 0 would never send a request.
+fn parse_max_in_flight(s: &str) -> Result<usize, String> {
+    limits::whole(s, 1, limits::MAX_IN_FLIGHT, "requests")
+}
+
+/// `--top-k`: what nodes accept.
+fn parse_top_k(s: &str) -> Result<u32, String> {
+    limits::whole(s, 1, MAX_TOP_K as u32, "hits; nodes refuse more")
+}
+
+/// `--budget-ms`.
+fn parse_budget_ms(s: &str) -> Result<u32, String> {
+    limits::whole(
+        s,
+        0,
+        limits::MAX_BUDGET_MS,
+        "milliseconds; 0: the root's default",
+    )
+}
+
+/// `--step-factors`.
+fn parse_step_factors(s: &str) -> Result<StepFactors, String> {
+    steps::parse_factors(s).map(StepFactors)
+}
+
+impl BenchArgs {
+    /// Checks what no single flag's parser can, before anything is
+    /// connected or sent: a sweep's number of runs, `--max-rate` against
+    /// `--rate`, the step-load rates a given `--capacity` comes to, and
+    /// every run's settings (the load tester's own check).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.sweep {
+            limits::sweep_runs(self.rate, self.step, self.max_rate).map_err(anyhow::Error::msg)?;
+        }
+        if self.step_load
+            && let Some(c) = self.capacity
+        {
+            steps::plan(c, &self.step_factors.0).map_err(anyhow::Error::msg)?;
+        }
+        load_config(self, self.rate)
+            .check()
+            .map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
 }
 
 /// Reads a query file: one query per line; blank lines and `#` comments are
@@ -222,9 +341,7 @@ pub fn load_queries(path: Option<&std::path::Path>) -> anyhow::Result<Vec<String
 
 /// Runs the load test.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if !args.rate.is_finite() || args.rate <= 0.0 {
-        bail!("--rate must be positive");
-    }
+    args.validate()?;
     let queries = Arc::new(load_queries(args.queries.as_deref())?);
     let target: Arc<dyn Target> = match (&args.root, &args.direct, &args.ping) {
         (Some(root), _, _) => Arc::new(GrpcTarget::connect(root, args.connections).await?),
@@ -336,16 +453,9 @@ async fn step_load(
     target: Arc<dyn Target>,
     queries: Arc<Vec<String>>,
 ) -> anyhow::Result<()> {
-    let factors = steps::parse_factors(&args.step_factors)
-        .map_err(|e| anyhow::anyhow!("--step-factors: {e}"))?;
-    if let Some(c) = args.capacity
-        && (!c.is_finite() || c <= 0.0)
-    {
-        bail!("--capacity must be positive");
-    }
     let config = StepConfig {
         load: load_config(args, args.rate),
-        factors,
+        factors: args.step_factors.0.clone(),
         capacity_workers: args.capacity_workers,
         capacity_duration: args.capacity_duration,
         capacity: args.capacity,
@@ -469,12 +579,9 @@ async fn one_run(
     (recorder, report)
 }
 
-/// A Zipf exponent: positive and finite.
+/// `--zipf`: an exponent above 0 and at most [`limits::MAX_ZIPF`].
 fn parse_zipf(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive exponent")),
-    }
+    limits::positive(s, limits::MAX_ZIPF, "Zipf exponent")
 }
 
 /// Every value a histogram recorded (µs) with its count, one per line.
@@ -494,6 +601,188 @@ fn latency_counts(h: &hdrhistogram::Histogram<u64>) -> String {
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    /// `searchtree bench --root HOST:PORT ARGS` as parsed, or clap's message.
+    fn parse(args: &[&str]) -> Result<BenchArgs, String> {
+        use clap::Parser;
+        let argv = ["bench", "--root", "127.0.0.1:1"].iter().chain(args);
+        Cli::try_parse_from(argv)
+            .map(|c| c.bench)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Asserts that `args` are refused when parsed, with a message naming
+    /// the flag, the value and `range`.
+    fn refused(args: &[&str], flag: &str, value: &str, range: &str) {
+        let err = parse(args).expect_err(&format!("{args:?} accepted"));
+        assert!(
+            err.contains(&format!("'{flag} <"))
+                && err.contains(&format!("'{value}'"))
+                && err.contains(range),
+            "{args:?}: {err}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_within_range() {
+        let args = parse(&[]).unwrap();
+        args.validate().unwrap();
+        assert_eq!(args.step_factors.0, steps::DEFAULT_FACTORS);
+        let args = parse(&["--sweep", "--step-load"]);
+        assert!(args.is_err(), "conflicting modes");
+    }
+
+    #[test]
+    fn numbers_that_would_hang_panic_or_mislead_are_refused_when_parsed() {
+        // A sweep that stays at one rate forever, or steps to a negative one.
+        let rate = "above 0 and at most 1000000 (requests per second)";
+        refused(&["--sweep", "--step", "0"], "--step", "0", rate);
+        refused(&["--sweep", "--step=-60"], "--step", "-60", rate);
+        refused(&["--step", "NaN"], "--step", "NaN", rate);
+        // Waits for ever for its first permit.
+        refused(
+            &["--max-in-flight", "0"],
+            "--max-in-flight",
+            "0",
+            "from 1 to 1000000 (requests)",
+        );
+        // Every request would be refused by the root.
+        refused(
+            &["--top-k", "100000"],
+            "--top-k",
+            "100000",
+            "from 1 to 1000 (hits; nodes refuse more)",
+        );
+        refused(&["--top-k", "0"], "--top-k", "0", "from 1 to 1000");
+        for bad in ["0", "-5", "inf", "NaN", "1e300"] {
+            refused(&[&format!("--rate={bad}")], "--rate", bad, rate);
+            refused(&[&format!("--max-rate={bad}")], "--max-rate", bad, rate);
+            refused(&[&format!("--capacity={bad}")], "--capacity", bad, rate);
+            refused(
+                &[&format!("--slo-p99-ms={bad}")],
+                "--slo-p99-ms",
+                bad,
+                "above 0 and at most 300000 (milliseconds)",
+            );
+            refused(
+                &[&format!("--zipf={bad}")],
+                "--zipf",
+                bad,
+                "above 0 and at most 100 (Zipf exponent)",
+            );
+        }
+        for flag in ["--connections", "--capacity-workers"] {
+            refused(&[flag, "0"], flag, "0", "from 1 to 1024");
+            refused(&[flag, "100000"], flag, "100000", "from 1 to 1024");
+        }
+        refused(
+            &["--budget-ms", "4000000000"],
+            "--budget-ms",
+            "4000000000",
+            "from 0 to 300000 (milliseconds; 0: the root's default)",
+        );
+        let run = "above 0 and at most 1440m";
+        refused(&["--duration", "0s"], "--duration", "0s", run);
+        refused(&["--duration", "1e30"], "--duration", "1e30", run);
+        // Once a panic in Duration::from_secs_f64.
+        let huge = "99999999999999999999999";
+        refused(&["--duration", huge], "--duration", huge, run);
+        refused(
+            &["--warmup", huge],
+            "--warmup",
+            huge,
+            "from 0 and at most 1440m",
+        );
+        refused(
+            &["--capacity-duration", "0"],
+            "--capacity-duration",
+            "0",
+            run,
+        );
+        refused(
+            &["--timeout", "0ms"],
+            "--timeout",
+            "0ms",
+            "above 0 and at most 5m",
+        );
+        refused(
+            &["--timeout", "10m"],
+            "--timeout",
+            "10m",
+            "above 0 and at most 5m",
+        );
+        refused(
+            &["--step-factors", "1,1e300"],
+            "--step-factors",
+            "1,1e300",
+            "above 0 and at most 100",
+        );
+        // Within range: accepted.
+        let ok = parse(&[
+            "--rate",
+            "0.5",
+            "--max-in-flight",
+            "1",
+            "--top-k",
+            "1000",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "5m",
+            "--duration",
+            "1440m",
+        ])
+        .unwrap();
+        ok.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_that_do_not_fit_together_are_refused_before_anything_runs() {
+        let err = |args: &[&str]| parse(args).unwrap().validate().unwrap_err().to_string();
+        let e = err(&["--sweep", "--step", "0.001"]);
+        assert!(
+            e.starts_with("a sweep from --rate 100 to --max-rate 5000 by --step 0.001 is ")
+                && e.ends_with("runs: at most 1000 (raise --step or lower --max-rate)"),
+            "{e}"
+        );
+        let e = err(&["--sweep", "--rate", "500", "--max-rate", "100"]);
+        assert!(e.contains("--max-rate 100 is below --rate 500"), "{e}");
+        let e = err(&[
+            "--step-load",
+            "--capacity",
+            "900000",
+            "--step-factors",
+            "1,2",
+        ]);
+        assert!(
+            e.contains("step 2x of capacity 900000/s is 1800000/s"),
+            "{e}"
+        );
+        // Without --sweep, --step and --max-rate are not used.
+        parse(&["--rate", "500", "--max-rate", "100"])
+            .unwrap()
+            .validate()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bad_value_fails_the_run_before_it_connects() {
+        // Nothing listens on port 1: had the run started, it would say so.
+        let mut args = parse(&["--sweep"]).unwrap();
+        args.step = 0.0;
+        let err = run(&args).await.unwrap_err().to_string();
+        assert!(err.starts_with("a sweep from --rate 100"), "{err}");
+        let mut args = parse(&[]).unwrap();
+        args.top_k = 100_000;
+        let err = run(&args).await.unwrap_err().to_string();
+        assert!(err.starts_with("top_k 100000"), "{err}");
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
@@ -502,12 +791,15 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("3h").is_err());
         assert!(parse_duration("fast").is_err());
+        // Too long for a Duration: refused, not a panic.
+        assert!(parse_duration("99999999999999999999999").is_err());
+        assert!(parse_duration("999999999999999999m").is_err());
     }
 
     #[test]
     fn zipf_exponents_are_positive() {
         assert_eq!(parse_zipf("1.1"), Ok(1.1));
-        for bad in ["0", "-1", "inf", "NaN", "often"] {
+        for bad in ["0", "-1", "inf", "NaN", "often", "1000"] {
             assert!(parse_zipf(bad).is_err(), "{bad}");
         }
     }
