@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use searchtree_bench::limits::show;
 use searchtree_parent::child::{Child, ChildError};
 use searchtree_proto::pb::{
     Coverage, FetchRequest, FetchResponse, Hit, SearchRequest, SearchResponse, ShardSource,
@@ -20,6 +21,20 @@ use tokio::time::Instant;
 const SHARD_DOCS: u64 = 10_000;
 /// Hits a simulated leaf returns (at most the request's k).
 const LEAF_HITS: usize = 3;
+
+/// The range of a lognormal body's median, ms: from 1 µs (the histograms'
+/// resolution) to a minute (a leaf slower than that in the middle of its
+/// distribution is not a search leaf; stragglers model the slow tail).
+pub const MEDIAN_MS_RANGE: (f64, f64) = (0.001, 60_000.0);
+
+/// The largest σ of a lognormal body: at 5 the p99 is already 10⁵ times the
+/// median; wider is no longer a latency distribution anyone measured.
+pub const MAX_SIGMA: f64 = 5.0;
+
+/// The slowest one draw of a leaf's body may be: [`super::MAX_BUDGET`], the
+/// longest a query may wait, so that a lognormal's far tail (σ 5 reaches
+/// 10¹⁸ times the median) cuts there instead of overflowing a duration.
+const MAX_DRAW: Duration = super::MAX_BUDGET;
 
 /// The body of a leaf's latency distribution.
 #[derive(Debug, Clone)]
@@ -39,40 +54,81 @@ pub enum Body {
 }
 
 impl Body {
-    /// Parses `lognormal:MEDIAN_MS[:SIGMA]` (σ 0.5 by default) or a file
+    /// Parses `lognormal:MEDIAN_MS[:SIGMA]` (σ 0.5 by default; the median
+    /// within [`MEDIAN_MS_RANGE`], σ within 0 to [`MAX_SIGMA`]) or a file
     /// of `VALUE_US COUNT` lines (as `searchtree bench --save-latency`
-    /// writes).
+    /// writes; values up to a day). The flag's value parser: the message
+    /// says what is wrong and what is allowed.
     pub fn parse(spec: &str) -> Result<Body, String> {
         if let Some(rest) = spec.strip_prefix("lognormal:") {
             let mut parts = rest.split(':');
-            let median_ms: f64 = parts
-                .next()
-                .unwrap_or("")
-                .parse()
-                .map_err(|_| format!("--leaf-latency {spec:?}: lognormal:MEDIAN_MS[:SIGMA]"))?;
+            let median_ms: f64 = parts.next().unwrap_or("").parse().map_err(|_| {
+                format!("{spec:?} is not lognormal:MEDIAN_MS[:SIGMA] ({LOGNORMAL_RANGE})")
+            })?;
             let sigma: f64 = match parts.next() {
                 Some(s) => s
                     .parse()
-                    .map_err(|_| format!("--leaf-latency {spec:?}: σ {s:?} is not a number"))?,
+                    .map_err(|_| format!("σ {s:?} is not a number ({LOGNORMAL_RANGE})"))?,
                 None => 0.5,
             };
-            if !(median_ms > 0.0 && (0.0..=5.0).contains(&sigma)) {
+            if parts.next().is_some() {
                 return Err(format!(
-                    "--leaf-latency {spec:?}: the median must be positive and σ within 0..5"
+                    "{spec:?} has too many parts: give lognormal:MEDIAN_MS[:SIGMA]"
                 ));
             }
-            return Ok(Body::Lognormal {
+            let body = Body::Lognormal {
                 median_us: median_ms * 1000.0,
                 sigma,
-            });
+            };
+            body.problem().map_or(Ok(body), Err)
+        } else {
+            Self::read(Path::new(spec))
         }
-        Self::read(Path::new(spec))
+    }
+
+    /// Checks a body built other than by [`Body::parse`] against the same
+    /// bounds, the flag named.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.problem() {
+            None => Ok(()),
+            Some(problem) => anyhow::bail!("--leaf-latency: {problem}"),
+        }
+    }
+
+    /// What is out of bounds in this body, if anything.
+    fn problem(&self) -> Option<String> {
+        match self {
+            Body::Lognormal { median_us, sigma } => {
+                let median_ms = median_us / 1000.0;
+                let (lo, hi) = MEDIAN_MS_RANGE;
+                if !(lo..=hi).contains(&median_ms) {
+                    Some(format!(
+                        "the median {} ms is out of range ({LOGNORMAL_RANGE})",
+                        show(median_ms)
+                    ))
+                } else if !(0.0..=MAX_SIGMA).contains(sigma) {
+                    Some(format!(
+                        "σ {} is out of range ({LOGNORMAL_RANGE})",
+                        show(*sigma)
+                    ))
+                } else {
+                    None
+                }
+            }
+            Body::Measured { cumulative } => match cumulative.last() {
+                None => Some("a measured body with no latencies".into()),
+                Some((slowest, _)) if *slowest > MAX_DRAW.as_micros() as u64 => Some(format!(
+                    "a measured latency of {slowest} µs is more than a day, the longest a simulated query may take"
+                )),
+                Some(_) => None,
+            },
+        }
     }
 
     fn read(path: &Path) -> Result<Body, String> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
-                "--leaf-latency {}: {e} (give lognormal:MEDIAN_MS[:SIGMA] or a file from `searchtree bench --save-latency`)",
+                "{}: {e} (give lognormal:MEDIAN_MS[:SIGMA] or a file from `searchtree bench --save-latency`)",
                 path.display()
             )
         })?;
@@ -92,7 +148,22 @@ impl Body {
                     n + 1
                 ));
             };
-            total += count;
+            if value > MAX_DRAW.as_micros() as u64 {
+                return Err(format!(
+                    "{}:{}: {value} µs is more than a day ({} µs), the longest a simulated query may take",
+                    path.display(),
+                    n + 1,
+                    MAX_DRAW.as_micros()
+                ));
+            }
+            total = total.checked_add(count).ok_or_else(|| {
+                format!(
+                    "{}:{}: the counts add up to more than {}",
+                    path.display(),
+                    n + 1,
+                    u64::MAX
+                )
+            })?;
             cumulative.push((value, total));
         }
         if total == 0 {
@@ -102,13 +173,15 @@ impl Body {
         Ok(Body::Measured { cumulative })
     }
 
-    /// One latency, from uniform draws `u`, `v` in [0, 1).
+    /// One latency, from uniform draws `u`, `v` in [0, 1); at most
+    /// [`MAX_DRAW`].
     fn draw(&self, u: f64, v: f64) -> Duration {
         match self {
             Body::Lognormal { median_us, sigma } => {
                 // Box-Muller: a standard normal from two uniforms.
                 let z = (-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos();
-                Duration::from_secs_f64(median_us * (sigma * z).exp() / 1e6)
+                let secs = median_us * (sigma * z).exp() / 1e6;
+                Duration::try_from_secs_f64(secs).map_or(MAX_DRAW, |d| d.min(MAX_DRAW))
             }
             Body::Measured { cumulative } => {
                 let total = cumulative.last().map_or(1, |c| c.1);
@@ -119,6 +192,10 @@ impl Body {
         }
     }
 }
+
+/// The bounds of `lognormal:MEDIAN_MS[:SIGMA]`, as messages and the
+/// flag's help give them.
+const LOGNORMAL_RANGE: &str = "MEDIAN_MS from 0.001 to 60000, SIGMA from 0 to 5";
 
 /// How every simulated leaf behaves.
 #[derive(Debug, Clone)]
@@ -318,7 +395,70 @@ mod tests {
         assert!(
             Body::parse("/no/such/file")
                 .unwrap_err()
-                .contains("--leaf-latency")
+                .contains("/no/such/file: ")
         );
+    }
+
+    #[test]
+    fn lognormal_parameters_are_bounded_and_the_bounds_named() {
+        assert!(Body::parse("lognormal:60000:5").is_ok());
+        assert!(Body::parse("lognormal:0.001:0").is_ok());
+        for (spec, what) in [
+            (
+                "lognormal:1e12",
+                "the median 1000000000000 ms is out of range",
+            ),
+            ("lognormal:0", "the median 0 ms is out of range"),
+            ("lognormal:-2", "the median -2 ms is out of range"),
+            ("lognormal:NaN", "the median NaN ms is out of range"),
+            ("lognormal:inf", "the median inf ms is out of range"),
+            ("lognormal:2:6", "σ 6 is out of range"),
+            ("lognormal:2:-1", "σ -1 is out of range"),
+            ("lognormal:2:NaN", "σ NaN is out of range"),
+            ("lognormal:2:0.5:9", "too many parts"),
+        ] {
+            let err = Body::parse(spec).unwrap_err();
+            assert!(err.contains(what), "{spec}: {err}");
+            if err.contains("out of range") {
+                assert!(err.contains(LOGNORMAL_RANGE), "{spec}: {err}");
+            }
+        }
+        let built = Body::Lognormal {
+            median_us: 1e15,
+            sigma: 0.5,
+        };
+        assert!(
+            built
+                .check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--leaf-latency: ")
+        );
+    }
+
+    #[test]
+    fn the_far_tail_of_a_draw_is_cut_at_a_day_not_overflowed() {
+        // σ 5 at the most extreme draw: 10^18 times the median, which
+        // overflowed a Duration before.
+        let body = Body::parse("lognormal:60000:5").unwrap();
+        let worst = 1.0 - f64::EPSILON / 2.0;
+        assert_eq!(body.draw(worst, 0.0), MAX_DRAW);
+        let middle = body.draw(0.5, 0.25).as_secs_f64();
+        assert!((middle - 60.0).abs() < 1e-6, "{middle}");
+    }
+
+    #[test]
+    fn measured_latencies_beyond_a_day_are_refused_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leaf.txt");
+        std::fs::write(&path, "1000 3\n86400000001 1\n").unwrap();
+        let err = Body::parse(path.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.contains("leaf.txt:2: 86400000001 µs is more than a day"),
+            "{err}"
+        );
+        std::fs::write(&path, "1000 18446744073709551615\n2000 1\n").unwrap();
+        let err = Body::parse(path.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("leaf.txt:2: the counts add up"), "{err}");
     }
 }

@@ -18,6 +18,13 @@
 //! learns from 1/N of the traffic; for trees without replicas the
 //! statistics are those of one tree. The same seed and N give the same
 //! numbers on any machine.
+//!
+//! No simulated query waits longer than [`MAX_BUDGET`], a day of simulated
+//! time: a query with no budget gets that one, and says so in the output.
+//! The simulator's root judges answers as the serving root does
+//! (`searchtree_root::policy::judge`): a query that no shard answered is an
+//! error (`UNAVAILABLE`, or `DEADLINE_EXCEEDED` when time ran out), not an
+//! empty answer.
 
 pub mod leaf;
 pub mod tree;
@@ -28,6 +35,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use searchtree_parent::NodeError;
+use searchtree_proto::MAX_TOP_K;
 use searchtree_proto::pb::SearchRequest;
 use searchtree_proto::query::QueryLimits;
 use searchtree_proto::request::SearchParams;
@@ -35,6 +44,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use leaf::LeafModel;
+use searchtree_bench::limits::show;
+use searchtree_root::policy::judge;
 use tree::TreeShape;
 
 /// One simulation's settings.
@@ -114,6 +125,27 @@ impl SimReport {
     }
 }
 
+/// The longest a simulated query may take: a day of simulated time. It is
+/// the largest `--budget-ms`, and the budget of a query when none is given
+/// (so "no budget" means "a day", as the output says); every inner node's
+/// budget limit; and the most one leaf draw may take (a lognormal's far tail
+/// is cut there, as no query could wait for more). Millisecond flags (delays,
+/// stragglers) are bounded by it too.
+pub const MAX_BUDGET: Duration = Duration::from_secs(86_400);
+
+/// The slowest and fastest query rates simulated, per second: below one
+/// query in 1000 s a gap between two arrivals can be days (and the run
+/// weeks of simulated time); above a million no tree is being asked a
+/// meaningful question.
+pub const RATE_RANGE: (f64, f64) = (0.001, 1_000_000.0);
+
+/// The most queries one simulation sends: each asks every leaf, so more
+/// would take days of wall time.
+pub const MAX_QUERIES: u64 = 1_000_000_000;
+
+/// The most copies of the tree `--parallel` runs, one thread each.
+pub const MAX_PARALLEL: u32 = 256;
+
 /// What one query came to.
 enum Outcome {
     Answered {
@@ -129,38 +161,112 @@ enum Outcome {
 /// take gigabytes and hours; more would only exhaust memory.
 pub const MAX_LEAF_PROCESSES: u64 = 1_000_000;
 
+impl SimConfig {
+    /// Checks every setting, naming the flag, its value and the range it
+    /// takes: values that would panic (a rate whose gaps overflow a
+    /// duration), hang (no queries at all, a fan-out of 1), exhaust memory
+    /// (too many leaf processes) or mean nothing (a probability above 1, a
+    /// budget the reserve eats whole). The command checks every run of a
+    /// sweep with it before the first one starts; [`run`] checks again.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let (shape, model) = (&self.shape, &self.model);
+        let (slowest, fastest) = RATE_RANGE;
+        anyhow::ensure!(
+            (slowest..=fastest).contains(&self.rate),
+            "--rate {} must be a number of queries per second from {slowest} to {fastest}",
+            show(self.rate)
+        );
+        anyhow::ensure!(
+            (1..=MAX_QUERIES).contains(&self.queries),
+            "--queries {} must be from 1 to {MAX_QUERIES}",
+            self.queries
+        );
+        anyhow::ensure!(
+            (1..=MAX_TOP_K).contains(&(self.top_k as usize)),
+            "--top-k {} must be from 1 to {MAX_TOP_K} (nodes refuse more)",
+            self.top_k
+        );
+        anyhow::ensure!(
+            shape.leaves >= 1 && shape.replicas >= 1,
+            "--leaves {} and --replicas {} must be at least 1",
+            shape.leaves,
+            shape.replicas
+        );
+        let processes = u64::from(shape.leaves) * u64::from(shape.replicas);
+        anyhow::ensure!(
+            processes <= MAX_LEAF_PROCESSES,
+            "--leaves {} times --replicas {} is {processes} leaf processes: at most {MAX_LEAF_PROCESSES} are simulated (each costs memory, and every query asks every leaf)",
+            shape.leaves,
+            shape.replicas
+        );
+        anyhow::ensure!(
+            shape.fanout >= 2,
+            "--fanout {} must be at least 2 (children per inner node)",
+            shape.fanout
+        );
+        anyhow::ensure!(
+            (1..=MAX_PARALLEL).contains(&self.parallel),
+            "--parallel {} must be from 1 to {MAX_PARALLEL}",
+            self.parallel
+        );
+        let unit = |flag: &str, p: f64| {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&p),
+                "--{flag} {} must be a number from 0 to 1",
+                show(p)
+            );
+            Ok(())
+        };
+        unit("straggler-prob", model.straggler_prob)?;
+        unit("failure-prob", model.failure_prob)?;
+        unit("dead-fraction", shape.dead_fraction)?;
+        unit("hedge-ratio", shape.hedge_ratio)?;
+        anyhow::ensure!(
+            shape.child_k_probability > 0.0 && shape.child_k_probability <= 1.0,
+            "--child-k-probability {} must be above 0 and at most 1",
+            show(shape.child_k_probability)
+        );
+        let day = |flag: &str, d: Duration| {
+            anyhow::ensure!(
+                d <= MAX_BUDGET,
+                "--{flag} {} must be at most {} ms (a day)",
+                show(d.as_secs_f64() * 1000.0),
+                MAX_BUDGET.as_millis()
+            );
+            Ok(())
+        };
+        day("straggler-ms", model.straggler)?;
+        day("straggler-for-ms", model.straggler_for.unwrap_or_default())?;
+        day("reserve-ms", shape.reserve)?;
+        day("hop-ms", shape.hop)?;
+        if let Some(budget) = self.budget {
+            day("budget-ms", budget)?;
+            anyhow::ensure!(
+                !budget.is_zero(),
+                "--budget-ms must be above 0 (leave it out for no budget)"
+            );
+            anyhow::ensure!(
+                budget > shape.reserve,
+                "--budget-ms {} must be above --reserve-ms {}: the root keeps the reserve back for its merge, so no leaf would have any time",
+                show(budget.as_secs_f64() * 1000.0),
+                show(shape.reserve.as_secs_f64() * 1000.0)
+            );
+        }
+        model.body.check()?;
+        Ok(())
+    }
+
+    /// The budget each query has: the one given, or [`MAX_BUDGET`]; one
+    /// figure for the queries' deadlines and for the output that states it.
+    pub fn budget_or_cap(&self) -> Duration {
+        self.budget.unwrap_or(MAX_BUDGET)
+    }
+}
+
 /// Runs a simulation: one copy of the tree per `config.parallel`, each on
 /// its own thread with a current-thread runtime and a paused clock.
 pub fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
-    anyhow::ensure!(
-        config.rate > 0.0 && config.rate.is_finite(),
-        "--rate must be above 0 and finite"
-    );
-    anyhow::ensure!(config.queries > 0, "--queries must be at least 1");
-    anyhow::ensure!(
-        config.shape.leaves >= 1 && config.shape.replicas >= 1,
-        "--leaves and --replicas must be at least 1"
-    );
-    let processes = u64::from(config.shape.leaves) * u64::from(config.shape.replicas);
-    anyhow::ensure!(
-        processes <= MAX_LEAF_PROCESSES,
-        "--leaves {} times --replicas {} is {processes} leaf processes: at most {MAX_LEAF_PROCESSES} are simulated (each costs memory, and every query asks every leaf)",
-        config.shape.leaves,
-        config.shape.replicas
-    );
-    anyhow::ensure!(
-        config.shape.fanout >= 2,
-        "--fanout {} must be at least 2 (children per inner node)",
-        config.shape.fanout
-    );
-    anyhow::ensure!(
-        config.budget.is_none_or(|b| !b.is_zero()),
-        "--budget-ms must be above 0 (leave it out for no budget)"
-    );
-    anyhow::ensure!(
-        (1..=256).contains(&config.parallel),
-        "--parallel must be within 1..256"
-    );
+    config.check()?;
     // Thousands of simulated nodes: no metric series per child.
     searchtree_node::ops::metrics::without_child_series();
     let copies = u64::from(config.parallel).min(config.queries);
@@ -247,7 +353,7 @@ fn run_one(config: &SimConfig) -> anyhow::Result<SimReport> {
 async fn drive(config: &SimConfig) -> anyhow::Result<SimReport> {
     let (root, requests) = tree::build(&config.shape, config.model.clone());
     let root = Arc::new(root);
-    let budget = config.budget.unwrap_or(Duration::from_secs(3600));
+    let budget = config.budget_or_cap();
     let params = SearchParams::validate(
         &SearchRequest {
             query: "simulated".into(),
@@ -267,7 +373,9 @@ async fn drive(config: &SimConfig) -> anyhow::Result<SimReport> {
         partial_fraction: 0.0,
         coverage_mean: 0.0,
         coverage_min: 1.0,
-        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+        // Up to twice the longest budget: no answer comes later than its
+        // budget (and one that did would be recorded at the top, not lost).
+        latency: Histogram::new_with_bounds(1, 2 * MAX_BUDGET.as_micros() as u64, 3)?,
         leaf_requests: 0,
         simulated: Duration::ZERO,
         wall: Duration::ZERO,
@@ -284,7 +392,9 @@ async fn drive(config: &SimConfig) -> anyhow::Result<SimReport> {
             partial += u64::from(p);
             coverage_sum += coverage;
             report.coverage_min = report.coverage_min.min(coverage);
-            let _ = report.latency.record((latency.as_micros() as u64).max(1));
+            report
+                .latency
+                .saturating_record((latency.as_micros() as u64).max(1));
         }
         Outcome::Failed(kind) => *report.errors.entry(kind).or_default() += 1,
     };
@@ -299,7 +409,13 @@ async fn drive(config: &SimConfig) -> anyhow::Result<SimReport> {
         let params = Arc::clone(&params);
         tasks.spawn(async move {
             let sent = Instant::now();
-            match root.search(&params, sent + budget).await {
+            // Judged as the serving root judges it: an answer no shard
+            // contributed to is an error, not a fast empty answer.
+            let judged = root
+                .search(&params, sent + budget)
+                .await
+                .and_then(|response| judge(&params, response).map_err(|(_, err)| err));
+            match judged {
                 Ok(response) => {
                     let coverage = response.coverage.as_ref().map_or(0.0, |c| {
                         f64::from(c.shards_ok) / f64::from(c.shards_total.max(1))
@@ -310,7 +426,7 @@ async fn drive(config: &SimConfig) -> anyhow::Result<SimReport> {
                         partial: response.partial,
                     }
                 }
-                Err(err) => Outcome::Failed(error_kind(&err.to_string())),
+                Err(err) => Outcome::Failed(code_name(&err).to_string()),
             }
         });
         report.sent += 1;
@@ -332,15 +448,17 @@ async fn drive(config: &SimConfig) -> anyhow::Result<SimReport> {
     Ok(report)
 }
 
-/// A short, stable name for an error (its first words), for the report.
-fn error_kind(message: &str) -> String {
-    message
-        .split(':')
-        .next()
-        .unwrap_or(message)
-        .chars()
-        .take(60)
-        .collect()
+/// The gRPC code the serving root would answer `err` with, by the name the
+/// load tester's reports use, so that the two reports' `errors` compare.
+fn code_name(err: &NodeError) -> &'static str {
+    match err {
+        NodeError::Invalid(_) => "INVALID_ARGUMENT",
+        NodeError::Timeout(_) => "DEADLINE_EXCEEDED",
+        NodeError::Unavailable(_) => "UNAVAILABLE",
+        NodeError::VersionMissing(_) => "FAILED_PRECONDITION",
+        NodeError::Overloaded(_) => "RESOURCE_EXHAUSTED",
+        NodeError::Internal(_) => "INTERNAL",
+    }
 }
 
 #[cfg(test)]
@@ -459,7 +577,100 @@ mod tests {
         );
         refused(&|c| c.rate = f64::INFINITY, "--rate");
         refused(&|c| c.rate = f64::NAN, "--rate");
+        // Its first gap overflowed a Duration: a panic.
+        refused(
+            &|c| c.rate = 1e-300,
+            "--rate 1e-300 must be a number of queries per second from 0.001 to 1000000",
+        );
         refused(&|c| c.budget = Some(Duration::ZERO), "--budget-ms");
+        refused(
+            &|c| c.budget = Some(Duration::from_millis(1)),
+            "--budget-ms 1 must be above --reserve-ms 1",
+        );
+        refused(
+            &|c| c.budget = Some(MAX_BUDGET + Duration::from_secs(1)),
+            "--budget-ms 86401000 must be at most 86400000 ms",
+        );
+        refused(
+            &|c| c.top_k = 100_000,
+            "--top-k 100000 must be from 1 to 1000",
+        );
+        refused(&|c| c.queries = 0, "--queries 0 must be from 1");
+        refused(&|c| c.model.failure_prob = 2.0, "--failure-prob 2 must be");
+        refused(&|c| c.shape.dead_fraction = f64::NAN, "--dead-fraction NaN");
+        refused(
+            &|c| c.model.straggler = Duration::from_secs(86_401),
+            "--straggler-ms 86401000 must be at most",
+        );
+        refused(
+            &|c| {
+                c.model.body = Body::Lognormal {
+                    median_us: 1e15,
+                    sigma: 0.5,
+                }
+            },
+            "--leaf-latency: the median 1000000000000 ms is out of range",
+        );
+    }
+
+    #[test]
+    fn with_every_leaf_dead_every_query_fails_as_at_the_serving_root() {
+        let mut c = config(20, 50);
+        c.shape.dead_fraction = 1.0;
+        let r = run(&c).unwrap();
+        assert_eq!(r.sent, 50);
+        assert_eq!(r.completed, 0, "no leaf answered, yet queries did");
+        assert_eq!(r.errors.get("UNAVAILABLE"), Some(&50), "{:?}", r.errors);
+        assert_eq!((r.coverage_mean, r.coverage_min), (0.0, 0.0));
+        assert!(r.latency.is_empty());
+        // With replicas, all dead, the same; half dead, every query is
+        // answered by the live replica of each shard.
+        c.shape.replicas = 2;
+        let r = run(&c).unwrap();
+        assert_eq!((r.completed, r.errors.get("UNAVAILABLE")), (0, Some(&50)));
+        c.shape.dead_fraction = 0.5;
+        let r = run(&c).unwrap();
+        assert_eq!(r.completed, 50, "{:?}", r.errors);
+    }
+
+    #[test]
+    fn with_every_leaf_too_slow_for_the_budget_every_query_fails_as_timed_out() {
+        let mut c = config(20, 50);
+        c.model.straggler_prob = 1.0;
+        c.budget = Some(Duration::from_millis(100));
+        let r = run(&c).unwrap();
+        assert_eq!(r.completed, 0);
+        assert_eq!(
+            r.errors.get("DEADLINE_EXCEEDED"),
+            Some(&50),
+            "{:?}",
+            r.errors
+        );
+    }
+
+    #[test]
+    fn no_budget_waits_for_every_leaf_past_an_hour_and_long_budgets_hold_below_the_root() {
+        // Three levels; one leaf request in ten takes 90 minutes. Without a
+        // budget (or with two hours) every answer is complete: nothing is
+        // cut at an hour, at the root or at the nodes below it.
+        let mut c = config(20, 100);
+        c.shape.fanout = 4;
+        c.model.straggler_prob = 0.1;
+        c.model.straggler = Duration::from_secs(90 * 60);
+        for budget in [None, Some(Duration::from_secs(2 * 3600))] {
+            c.budget = budget;
+            let r = run(&c).unwrap();
+            assert_eq!(r.completed, 100, "{budget:?}: {:?}", r.errors);
+            assert_eq!(r.coverage_min, 1.0, "{budget:?}");
+            assert!(
+                r.latency.max() > 90 * 60 * 1_000_000,
+                "{budget:?}: max {} µs",
+                r.latency.max()
+            );
+        }
+        assert_eq!(c.budget_or_cap(), Duration::from_secs(7200));
+        c.budget = None;
+        assert_eq!(c.budget_or_cap(), MAX_BUDGET);
     }
 
     #[test]

@@ -133,10 +133,13 @@ pub fn build(shape: &TreeShape, model: LeafModel) -> (InnerNode, Arc<AtomicU64>)
             group as Arc<dyn Child>
         })
         .collect();
+    // Every inner node grants what its parent passes down, up to the
+    // longest budget a simulated query may have: a node's own limit must
+    // not cut a long budget short below the root.
     let timing = InnerTiming {
         policy: BudgetPolicy {
-            default: Duration::from_secs(3600),
-            max: Duration::from_secs(3600),
+            default: super::MAX_BUDGET,
+            max: super::MAX_BUDGET,
         },
         reserve: shape.reserve,
     };
