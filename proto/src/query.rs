@@ -74,6 +74,15 @@ pub const DEFAULT_MAX_PREFIX_TERMS: usize = 8;
 pub const DEFAULT_MAX_RANGES: usize = 4;
 /// The default boost limit.
 pub const DEFAULT_MAX_BOOST: f64 = 1000.0;
+/// The largest slop of a sloppy phrase (`"a b"~N`). Matching a sloppy
+/// phrase in one document costs more than linear in its slop and words, and
+/// cannot be interrupted by the deadline (it happens inside one document's
+/// match): a phrase of 28 common words with slop 255 took every leaf to
+/// gigabytes of memory and an abort. Elasticsearch users rarely go past a
+/// few; 16 keeps "near each other" queries.
+pub const MAX_PHRASE_SLOP: u32 = 16;
+/// The most words in a phrase that has a slop.
+pub const MAX_SLOPPY_PHRASE_WORDS: usize = 8;
 
 impl Default for QueryLimits {
     fn default() -> Self {
@@ -166,6 +175,19 @@ pub enum QueryError {
         found: usize,
         /// The limit.
         limit: usize,
+    },
+    /// A sloppy phrase (`"a b"~N`) whose slop is above [`MAX_PHRASE_SLOP`],
+    /// or with more words than [`MAX_SLOPPY_PHRASE_WORDS`].
+    #[error(
+        "phrase with slop {slop} and {words} words is too costly: a sloppy phrase may have a \
+         slop of at most {MAX_PHRASE_SLOP} and at most {MAX_SLOPPY_PHRASE_WORDS} words \
+         (drop the ~N, or search the words without quotes)"
+    )]
+    SloppyPhrase {
+        /// The slop given.
+        slop: u32,
+        /// Words in the phrase.
+        words: usize,
     },
     /// A field the corpus does not have.
     #[error("unknown field {field}: a query may name {}", FIELDS.join(", "))]
@@ -386,7 +408,23 @@ fn measure_leaf(leaf: &UserInputLeaf, shape: &mut QueryShape) -> Result<(), Quer
     match leaf {
         UserInputLeaf::Literal(literal) => {
             known_field(literal.field_name.as_deref())?;
-            shape.terms += literal.phrase.split_whitespace().count().max(1);
+            let words = literal.phrase.split_whitespace().count();
+            // Tokens as the index's tokenizer splits them (on anything not
+            // alphanumeric): "a.b.c" is one word but three positions.
+            let tokens = literal
+                .phrase
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|t| !t.is_empty())
+                .count();
+            if literal.slop > 0
+                && (literal.slop > MAX_PHRASE_SLOP || tokens > MAX_SLOPPY_PHRASE_WORDS)
+            {
+                return Err(QueryError::SloppyPhrase {
+                    slop: literal.slop,
+                    words: tokens,
+                });
+            }
+            shape.terms += words.max(1);
             if literal.prefix {
                 shape.prefix_terms += 1;
             }
@@ -467,6 +505,26 @@ mod tests {
             }
         );
         assert!(check_default(&format!("{}a", "NOT ".repeat(900))).is_err());
+        // A sloppy phrase is bounded in slop and words (tokens, as the
+        // index splits them); a phrase without slop only by the term limit.
+        let attack = format!("\"{}\"~255", "the of and in a to was is ".repeat(4).trim());
+        assert!(matches!(
+            check_default(&attack),
+            Err(QueryError::SloppyPhrase {
+                slop: 255,
+                words: 32
+            })
+        ));
+        assert!(check_default("\"the of and in a to was is\"~16").is_ok());
+        assert!(matches!(
+            check_default("\"a b\"~17"),
+            Err(QueryError::SloppyPhrase { slop: 17, .. })
+        ));
+        assert!(matches!(
+            check_default("\"a.b.c.d.e.f.g.h.i\"~2"),
+            Err(QueryError::SloppyPhrase { words: 9, .. })
+        ));
+        assert!(check_default(&format!("\"{}\"", "the of ".repeat(30))).is_ok());
         // Upper-case words holding NOT are terms, not levels.
         let shouting = "NOTHING ANNOTATED NOTABLE ".repeat(40);
         assert_eq!(check_default(&shouting).unwrap().nesting, 0);
