@@ -29,6 +29,18 @@ pub fn check(hops: u32, node: &str) -> Result<(), Status> {
     )))
 }
 
+/// Refuses, at the root, a client's request whose `hops` is past
+/// [`MAX_HOPS`]: clients leave it 0, so the value is the client's mistake
+/// (`INVALID_ARGUMENT`), not a loop in the tree.
+pub fn check_from_client(hops: u32) -> Result<(), Status> {
+    if hops <= MAX_HOPS {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "hops {hops} is past the limit of {MAX_HOPS}: inner nodes set it, clients leave it 0"
+    )))
+}
+
 /// The `hops` to send down from a request that came with `hops`.
 pub fn next(hops: u32) -> u32 {
     hops.saturating_add(1)
@@ -46,6 +58,11 @@ mod tests {
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         assert!(refused.message().contains("wiring has a loop"));
         assert!(refused.message().starts_with("parent p refused"));
+        assert_eq!(
+            check_from_client(MAX_HOPS + 1).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert!(check_from_client(0).is_ok());
         assert_eq!(next(u32::MAX), u32::MAX);
         assert_eq!(next(3), 4);
     }

@@ -138,6 +138,15 @@ impl RootNode {
 
     /// Counts a request and validates it on receipt.
     pub fn validate(&self, request: &SearchRequest) -> Result<SearchParams, NodeError> {
+        if request.canary {
+            // A canary searches one shard; from a client its answer would
+            // read as complete, coverage and all, over a part of the corpus.
+            return Err(NodeError::Invalid(
+                "canary is the root's own probe of one shard (root flag --canary): a client's \
+                 search covers every shard, leave canary false"
+                    .into(),
+            ));
+        }
         self.node.validate(request)
     }
 

@@ -32,7 +32,7 @@ impl Search for RootService {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let arrived = arrival(&request);
-        hops::check(request.get_ref().hops, "the root")?;
+        hops::check_from_client(request.get_ref().hops)?;
         self.root.inner().count_queue_wait(arrived);
         let params = self.root.validate(request.get_ref())?;
         let deadline = arrived + self.root.budget(&params, grpc_timeout(&request));
@@ -47,7 +47,7 @@ impl Search for RootService {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let arrived = arrival(&request);
-        hops::check(request.get_ref().hops, "the root")?;
+        hops::check_from_client(request.get_ref().hops)?;
         let params = self.root.validate_fetch(request.get_ref())?;
         let deadline = arrived + self.root.fetch_budget(&params, grpc_timeout(&request));
         let response = self.root.fetch(&params, deadline).await?;

@@ -6,7 +6,9 @@
 use prost::Message;
 use searchtree_proto::forwarded::forwarded;
 use searchtree_proto::pb::corpus_client::CorpusClient;
-use searchtree_proto::pb::{DocOp, InstallResponse, LoadAck, LoadBatch, VersionsRequest};
+use searchtree_proto::pb::{
+    DocOp, InstallResponse, LoadAck, LoadBatch, SearchRequest, VersionsRequest,
+};
 use searchtree_proto::sharding::{NUM_SHARDS_METADATA, shard_of};
 use searchtree_tests::{SHARDS, client, fixture, node_addr, search, start_sharded_tree};
 use tonic::Code;
@@ -47,6 +49,40 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
                 "{name} {query:?}: message {:?} should mention {should_mention:?}",
                 status.message()
             );
+        }
+        // A sloppy phrase too costly to match: refused before any leaf
+        // tries (one such query once took every leaf down).
+        let sloppy = format!("\"{}\"~255", "the of and in a to was is ".repeat(4).trim());
+        let status = search(&mut node, &sloppy, 10)
+            .await
+            .expect_err("a sloppy phrase past the cap");
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        assert!(status.message().contains("slop 255"), "{name}: {status:?}");
+        if name == "root" {
+            // Fields only nodes set: a client's canary would read as a
+            // complete answer over one shard; its hops past the limit.
+            for (request, should_mention) in [
+                (
+                    SearchRequest {
+                        query: "volcano".into(),
+                        canary: true,
+                        ..Default::default()
+                    },
+                    "leave canary false",
+                ),
+                (
+                    SearchRequest {
+                        query: "volcano".into(),
+                        hops: 17,
+                        ..Default::default()
+                    },
+                    "clients leave it 0",
+                ),
+            ] {
+                let status = node.search(request).await.expect_err(should_mention);
+                assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+                assert!(status.message().contains(should_mention), "{status:?}");
+            }
         }
         // A request that is not a SearchRequest at all: a client whose
         // .proto declares the query as bytes, sending bytes that are not
