@@ -207,8 +207,12 @@ pub enum QueryError {
     /// A regular expression (`/.../`).
     #[error("regular expressions (/.../) are not supported: use terms, phrases or \"prefix\"*")]
     Regex,
-    /// A boost that is not a number in range.
-    #[error("boost {found} is out of range: give a positive number up to {limit}")]
+    /// A boost, or the product of nested boosts, that is not a number in
+    /// range.
+    #[error(
+        "boost {found} is out of range: give a positive number up to {limit} (nested boosts \
+         multiply)"
+    )]
     Boost {
         /// The boost found, as a short number (`4.9e256`, not 257 digits).
         found: String,
@@ -384,19 +388,24 @@ fn syntax_hint(query: &str) -> String {
 /// recursion.
 fn measure(ast: &UserInputAst, limits: &QueryLimits) -> Result<QueryShape, QueryError> {
     let mut shape = QueryShape::default();
-    let mut stack = vec![ast];
-    while let Some(node) = stack.pop() {
+    // Each node with the product of the boosts above it: nested boosts
+    // multiply, and 13 levels of ^1000 overflow a score to infinity.
+    let mut stack = vec![(ast, 1.0_f64)];
+    while let Some((node, above)) = stack.pop() {
         match node {
-            UserInputAst::Clause(clauses) => stack.extend(clauses.iter().map(|(_, ast)| ast)),
+            UserInputAst::Clause(clauses) => {
+                stack.extend(clauses.iter().map(|(_, ast)| (ast, above)));
+            }
             UserInputAst::Boost(inner, boost) => {
                 let boost = boost.into_inner();
-                if !(boost.is_finite() && boost > 0.0 && boost <= limits.max_boost) {
+                let total = above * boost;
+                if !(boost.is_finite() && boost > 0.0 && total <= limits.max_boost) {
                     return Err(QueryError::Boost {
-                        found: truncate_chars(&format!("{boost:e}"), 12),
+                        found: truncate_chars(&format!("{total:e}"), 12),
                         limit: limits.max_boost,
                     });
                 }
-                stack.push(inner);
+                stack.push((inner, total));
             }
             UserInputAst::Leaf(leaf) => measure_leaf(leaf, &mut shape)?,
         }
@@ -525,6 +534,15 @@ mod tests {
             Err(QueryError::SloppyPhrase { words: 9, .. })
         ));
         assert!(check_default(&format!("\"{}\"", "the of ".repeat(30))).is_ok());
+        // Nested boosts multiply: each within the limit, their product not.
+        let nested = format!("{}paris{}", "(".repeat(13), ")^1000".repeat(13));
+        assert!(matches!(
+            check_default(&nested),
+            Err(QueryError::Boost { .. })
+        ));
+        assert!(check_default("((paris)^10)^100").is_ok());
+        assert!(check_default("((paris)^10)^101").is_err());
+        assert!(check_default("(paris^1000) (rome^1000)").is_ok());
         // Upper-case words holding NOT are terms, not levels.
         let shouting = "NOTHING ANNOTATED NOTABLE ".repeat(40);
         assert_eq!(check_default(&shouting).unwrap().nesting, 0);
