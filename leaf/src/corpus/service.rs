@@ -421,6 +421,16 @@ impl Corpus for LeafCorpus {
         &self,
         request: Request<CatchUpRequest>,
     ) -> Result<Response<CatchUpResponse>, Status> {
+        // A parent sends it to a replica that is behind; sent by a client,
+        // it could move one replica to another version than its siblings'.
+        if !forwarded::is_forwarded(request.metadata()) {
+            return Err(Status::failed_precondition(format!(
+                "this is a leaf (shard {}): CatchUp is sent by its parent, to bring a replica \
+                 that is behind to its siblings' version; a client does not send it (the \
+                 tree's parents catch replicas up by themselves)",
+                self.shard()?
+            )));
+        }
         let started = Instant::now();
         let CatchUpRequest {
             version,

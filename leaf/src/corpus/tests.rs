@@ -717,15 +717,20 @@ async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
         status.message()
     );
 
-    let caught = b
-        .catch_up(CatchUpRequest {
-            version: 2,
-            source: addr_a.clone(),
-            activate: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = CatchUpRequest {
+        version: 2,
+        source: addr_a.clone(),
+        activate: true,
+    };
+    // Sent by a client rather than the parent: refused, nothing copied.
+    let refused = b.catch_up(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("CatchUp is sent by its parent"),
+        "{}",
+        refused.message()
+    );
+    let caught = b.catch_up(forwarded(request)).await.unwrap().into_inner();
     assert_eq!(caught.version, 2);
     assert!(caught.bytes > 0);
 

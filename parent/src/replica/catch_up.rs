@@ -135,7 +135,9 @@ impl CatchUpCall for GrpcCatchUp {
         let client = self.client(replica);
         Box::pin(async move {
             let mut client = client?;
-            let mut request = tonic::Request::new(request);
+            // Marked as passed down, as a publish's steps are: a leaf
+            // refuses a CatchUp a client sends it.
+            let mut request = searchtree_proto::forwarded::forwarded(request);
             request.set_timeout(CATCH_UP_TIMEOUT);
             Ok(client.catch_up(request).await?.into_inner())
         })
