@@ -14,6 +14,12 @@ pub const UPSERT: &str = "upsert";
 /// The operation that deletes the document with the line's id.
 pub const DELETE: &str = "delete";
 
+/// The largest document (id, title and body) a load sends: one batch's
+/// worth of text, well inside the tree's 64 MiB message limit. A larger one
+/// would be refused by the transport with an error naming neither the line
+/// nor the cause, on every rerun.
+pub const MAX_LOADED_DOCUMENT_BYTES: usize = crate::live::batches::MAX_BATCH_BYTES;
+
 /// Parses one line into an operation (its `line` left 0), or says what is
 /// wrong with it, in the words of the build's reader.
 pub fn parse_op(line: &str, names: &FieldNames) -> Result<DocOp, String> {
@@ -35,6 +41,15 @@ pub fn parse_op(line: &str, names: &FieldNames) -> Result<DocOp, String> {
         }
     }
     let document = document_of(&obj, names)?;
+    let bytes = document.id.len() + document.title.len() + document.body.len();
+    if bytes > MAX_LOADED_DOCUMENT_BYTES {
+        return Err(format!(
+            "the document is {bytes} bytes; a loaded document may be at most {} MiB (it \
+             travels in one message through the tree): split it, or build the corpus offline \
+             (`searchtree build`, then `searchtree publish --from-build`)",
+            MAX_LOADED_DOCUMENT_BYTES >> 20
+        ));
+    }
     Ok(DocOp {
         id: document.id,
         title: document.title,
@@ -49,6 +64,21 @@ mod tests {
 
     fn parse(line: &str) -> Result<DocOp, String> {
         parse_op(line, &FieldNames::default())
+    }
+
+    #[test]
+    fn a_document_past_the_limit_is_a_bad_line_saying_so() {
+        let body = "x".repeat(MAX_LOADED_DOCUMENT_BYTES);
+        let err = parse(&format!(r#"{{"id":"a","body":"{body}"}}"#)).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "the document is {} bytes; a loaded document may be at most 16 MiB",
+                MAX_LOADED_DOCUMENT_BYTES + 1
+            )),
+            "{err}"
+        );
+        let fits = "x".repeat(MAX_LOADED_DOCUMENT_BYTES - 1);
+        assert!(parse(&format!(r#"{{"id":"a","body":"{fits}"}}"#)).is_ok());
     }
 
     #[test]
