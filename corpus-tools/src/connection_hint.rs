@@ -59,7 +59,8 @@ pub fn hint(chain: &str, client_uses_tls: bool) -> Option<&'static str> {
     {
         return Some(
             "if the node serves TLS, call it with --tls-ca CA.pem (and --token-file for \
-             admin calls); a plaintext call to a TLS node fails this way",
+             admin calls); a plaintext call to a TLS node fails this way, and so does a call \
+             to a node's HTTP port (status page, metrics) instead of its gRPC port",
         );
     }
     None

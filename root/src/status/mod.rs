@@ -150,10 +150,12 @@ async fn search(
             axum::Json(json::search(&params.q, response.get_ref())),
         ),
         Err(status) => (
-            if status.code() == tonic::Code::InvalidArgument {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
+            match status.code() {
+                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                // The budget ran out before any shard answered.
+                tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
             },
             axum::Json(json!({
                 "error": status.message(),
