@@ -90,7 +90,11 @@ fn main() {
     };
     let (mut plain, mut layered) = (
         bare(),
-        Operated::new(bare(), Arc::new(AuthPolicy::default())),
+        Operated::new(
+            bare(),
+            Arc::new(AuthPolicy::default()),
+            searchtree_node::ops::responses::ResponseBudget::default(),
+        ),
     );
     let child = metrics().child("0-1");
     let context = trace::TraceContext::from_headers(request().headers());

@@ -13,6 +13,7 @@ pub mod http;
 pub mod layer;
 pub mod metrics;
 pub mod otlp;
+pub mod responses;
 pub mod status;
 pub mod timing;
 pub mod tls;

@@ -337,6 +337,9 @@ pub async fn serve<S: Search, C: Corpus>(
         search_token = policy.search_token.is_some(),
         "serving"
     );
+    // One budget for every connection of this server (see
+    // [`crate::ops::responses`]).
+    let responses = crate::ops::responses::ResponseBudget::default();
     server
         // Outermost, so it runs first: a request's clock starts when its
         // headers reach the node, not when a busy runtime gets round to its
@@ -349,7 +352,11 @@ pub async fn serve<S: Search, C: Corpus>(
         // its trace (log lines carry the trace id; calls to children pass
         // it on), every call's latency by method and status.
         .layer(tower::layer::layer_fn(move |inner| {
-            crate::ops::layer::Operated::new(inner, std::sync::Arc::clone(&policy))
+            crate::ops::layer::Operated::new(
+                inner,
+                std::sync::Arc::clone(&policy),
+                responses.clone(),
+            )
         }))
         .add_service(SearchServer::new(search))
         .add_service(corpus_service(corpus))

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use crate::ops::auth::AuthPolicy;
+use crate::ops::responses::{Held, ResponseBudget};
 use crate::ops::{otlp, timing, trace};
 
 /// A service that refuses what the policy does not allow, runs the rest
@@ -20,12 +21,18 @@ use crate::ops::{otlp, timing, trace};
 pub struct Operated<S> {
     inner: S,
     policy: Arc<AuthPolicy>,
+    responses: ResponseBudget,
 }
 
 impl<S> Operated<S> {
-    /// Wraps `inner`, admitting calls as `policy` says.
-    pub fn new(inner: S, policy: Arc<AuthPolicy>) -> Self {
-        Operated { inner, policy }
+    /// Wraps `inner`, admitting calls as `policy` says and while
+    /// `responses` has room.
+    pub fn new(inner: S, policy: Arc<AuthPolicy>, responses: ResponseBudget) -> Self {
+        Operated {
+            inner,
+            policy,
+            responses,
+        }
     }
 }
 
@@ -50,6 +57,14 @@ where
             timing::record(method, &refusal, start.elapsed());
             return Box::pin(async move { Ok(refusal) });
         }
+        let permit = match self.responses.admit(request.uri().path()) {
+            Ok(permit) => permit,
+            Err(status) => {
+                let refusal = status.into_http();
+                timing::record(method, &refusal, start.elapsed());
+                return Box::pin(async move { Ok(refusal) });
+            }
+        };
         let context = trace::TraceContext::from_headers(request.headers());
         let span = trace::span(&context, request.uri().path());
         // What the exported span needs, taken only when exporting.
@@ -63,6 +78,11 @@ where
         let call = trace::within(context.clone(), span, || inner.call(request));
         Box::pin(async move {
             let mut result = call.await;
+            if let (Ok(response), Some(permit)) = (&mut result, permit) {
+                // The permit is held until the body is sent or dropped.
+                let body = std::mem::replace(response.body_mut(), tonic::body::Body::empty());
+                *response.body_mut() = tonic::body::Body::new(Held::new(body, permit));
+            }
             if let Ok(response) = &mut result {
                 undecodable_is_invalid_argument(response.headers_mut());
                 trace::echo(&context, response.headers_mut());
