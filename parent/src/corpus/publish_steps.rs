@@ -534,7 +534,14 @@ impl CorpusNode {
                             shard: *shard,
                             replica: target.addr.clone(),
                             reachable: false,
-                            error: format!("{:?}: {}", status.code(), status.message()),
+                            // tonic's own words for a deadline that ran out
+                            // ("Cancelled: Timeout expired") name neither.
+                            error: match status.code() {
+                                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+                                    format!("no answer within {} ms", below.as_millis())
+                                }
+                                code => format!("{code:?}: {}", status.message()),
+                            },
                             ..LeafVersions::default()
                         })
                         .collect(),

@@ -398,6 +398,8 @@ async fn a_hung_replica_costs_its_own_entry_not_the_whole_answer() {
     let mut want = [(a.addr.as_str(), true), (hung.addr.as_str(), false)];
     want.sort();
     assert_eq!(reachable, want);
+    let silent = versions.leaves.iter().find(|l| !l.reachable).unwrap();
+    assert_eq!(silent.error, "no answer within 400 ms");
 }
 
 #[tokio::test]
