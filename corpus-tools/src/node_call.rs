@@ -15,7 +15,6 @@ use anyhow::Context;
 use searchtree_node::ops::client::{self, NodeChannel};
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::live::window::describe_status;
 use tonic_health::pb::health_client::HealthClient;
 
 /// How long a connection, TCP and TLS and HTTP/2 handshakes, may take.
@@ -59,6 +58,25 @@ pub async fn connect(addr: &str, what: &str) -> anyhow::Result<NodeChannel> {
             CONNECT_TIMEOUT.as_secs()
         ),
     }
+}
+
+/// How a failed call's status reads in the CLI's messages: its code, its
+/// message, and
+/// the transport's own causes when the call failed below gRPC (tonic says
+/// only "http2 error"; the cause says, e.g., that a keepalive ping went
+/// unanswered).
+pub fn describe_status(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use clap::Args;
 use searchtree_proto::pb::{DiscardRequest, DiscardResponse};
 
 use crate::live::client::connect;
-use crate::live::window::describe_status;
+use crate::node_call::describe_status;
 
 /// Throw away every operation staged in a running tree (loaded, not yet
 /// published); the tree keeps serving its current version, and the next

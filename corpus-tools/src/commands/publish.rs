@@ -13,7 +13,7 @@ use searchtree_proto::pb::{PublishRequest, PublishResponse};
 
 use crate::build::manifest::Manifest;
 use crate::live::client::connect;
-use crate::live::window::describe_status;
+use crate::node_call::describe_status;
 
 /// Make the operations loaded into a running tree searchable, as its next
 /// version; or, with `--from-build`, switch the tree to a corpus rebuilt

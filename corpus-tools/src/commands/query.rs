@@ -4,7 +4,7 @@ use clap::Args;
 use searchtree_proto::pb::SearchRequest;
 use searchtree_proto::pb::search_client::SearchClient;
 
-use crate::live::window::describe_status;
+use crate::node_call::describe_status;
 use crate::output;
 
 /// Send one query to a tree's root and print the answer.

@@ -25,7 +25,7 @@ pub async fn run(args: &StatsArgs) -> anyhow::Result<()> {
         let stats = client
             .get_stats(GetStatsRequest {})
             .await
-            .map_err(|s| anyhow::anyhow!("{addr}: {}", crate::live::window::describe_status(&s)))?
+            .map_err(|s| anyhow::anyhow!("{addr}: {}", crate::node_call::describe_status(&s)))?
             .into_inner();
         let counters: BTreeMap<String, u64> = stats.counters.into_iter().collect();
         for (k, v) in &counters {

@@ -7,7 +7,7 @@ use clap::Args;
 use searchtree_proto::pb::{LeafVersions, VersionsRequest, VersionsResponse};
 
 use crate::live::client::connect;
-use crate::live::window::describe_status;
+use crate::node_call::describe_status;
 
 /// Show every leaf's versions: the current one, those installed, staged
 /// operations, documents and content digest.

@@ -13,6 +13,7 @@ use tonic::Status;
 
 use crate::live::batches::{BatchInfo, Batcher, Next, OpSource};
 use crate::live::tally::Tally;
+use crate::node_call::describe_status;
 
 /// The two directions of one `Corpus.Load` stream.
 pub(crate) trait Link {
@@ -22,24 +23,6 @@ pub(crate) trait Link {
     fn next_ack(&mut self) -> impl std::future::Future<Output = Option<Result<LoadAck, Status>>>;
     /// Ends the request stream: nothing more will be sent.
     fn close(&mut self);
-}
-
-/// How the root's status reads in the summary: its code, its message, and
-/// the transport's own causes when the call failed below gRPC (tonic says
-/// only "http2 error"; the cause says, e.g., that a keepalive ping went
-/// unanswered).
-pub fn describe_status(status: &Status) -> String {
-    let mut text = format!("{:?}: {}", status.code(), status.message());
-    let mut source = std::error::Error::source(status);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Sends every batch `batcher` yields over `link`, at most `in_flight`
