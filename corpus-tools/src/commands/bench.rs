@@ -619,13 +619,7 @@ mod tests {
     /// Asserts that `args` are refused when parsed, with a message naming
     /// the flag, the value and `range`.
     fn refused(args: &[&str], flag: &str, value: &str, range: &str) {
-        let err = parse(args).expect_err(&format!("{args:?} accepted"));
-        assert!(
-            err.contains(&format!("'{flag} <"))
-                && err.contains(&format!("'{value}'"))
-                && err.contains(range),
-            "{args:?}: {err}"
-        );
+        crate::commands::test_support::assert_refused(parse(args), args, flag, value, range);
     }
 
     #[test]
