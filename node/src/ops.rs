@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod drain;
 pub mod http;
+pub mod http_slots;
 pub mod layer;
 pub mod metrics;
 pub mod otlp;

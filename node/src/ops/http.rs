@@ -13,7 +13,11 @@
 //! client must also send each request's head (request line and headers)
 //! within [`HTTP_HEADER_READ_TIMEOUT`], after a TLS handshake of at most
 //! [`HANDSHAKE_TIMEOUT`]: one that trickles its head a byte at a time,
-//! which the idle timeout never catches, gives its slot up then. When the
+//! which the idle timeout never catches, gives its slot up then. And when
+//! every slot is held, the connection that has waited longest for a
+//! request's head gives its slot to the newcomer
+//! ([`super::http_slots`]), so clients that hold connections open without
+//! asking anything cannot keep a scraper out. When the
 //! node stops, requests still open on it get [`HTTP_SHUTDOWN_GRACE`] to
 //! finish, so a half-sent request cannot hold up a drain.
 //!
@@ -44,6 +48,7 @@ use tonic::transport::server::Connected as _;
 use tower::ServiceExt as _;
 
 use super::auth::AuthPolicy;
+use super::http_slots::{SlotHandle, Slots, Taken};
 use crate::serving::connections::{Connection, ConnectionLimits, Incoming};
 
 /// The prefix of the line a node prints on stdout once its HTTP port is
@@ -54,7 +59,9 @@ pub const HTTP_PREFIX: &str = "HTTP ";
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections the HTTP port holds at once (Prometheus and a few browsers
-/// need a handful); past it a new connection is accepted and closed at once.
+/// need a handful); past it a newcomer takes the slot of the connection
+/// that has waited longest for a request's head, or is closed at once when
+/// every connection is serving a request.
 pub const MAX_HTTP_CONNECTIONS: usize = 64;
 
 /// A connection to the HTTP port on which no byte moved for this long is
@@ -74,10 +81,12 @@ pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// take to finish before the port closes anyway.
 pub const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// The HTTP port's connection limits.
+/// The HTTP port's connection limits. The listener lets twice the slots
+/// through, so that a newcomer can be accepted while the connection it
+/// evicted closes; [`Slots`] keeps to [`MAX_HTTP_CONNECTIONS`].
 fn http_limits() -> ConnectionLimits {
     ConnectionLimits {
-        max_connections: MAX_HTTP_CONNECTIONS,
+        max_connections: 2 * MAX_HTTP_CONNECTIONS,
         idle_timeout: HTTP_IDLE_TIMEOUT,
     }
 }
@@ -114,7 +123,8 @@ pub async fn serve(
     }));
     let acceptor = tls.map(TlsAcceptor::from);
     let mut incoming = Incoming::new(listener, http_limits());
-    // At most MAX_HTTP_CONNECTIONS tasks, one per connection held.
+    let slots = Slots::new(MAX_HTTP_CONNECTIONS);
+    // One task per connection held, and those closing after an eviction.
     let mut connections = JoinSet::new();
     let (closing, closing_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -122,13 +132,33 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             connection = incoming.accept() => {
-                connections.spawn(serve_connection(
+                let peer = connection.connect_info().remote_addr();
+                let Some((slot, taken)) = slots.take() else {
+                    tracing::debug!(
+                        ?peer,
+                        max = MAX_HTTP_CONNECTIONS,
+                        "HTTP port: every connection is serving a request; closed a new one"
+                    );
+                    continue;
+                };
+                if let Taken::Evicted(waited) = taken {
+                    tracing::debug!(
+                        ?peer,
+                        ?waited,
+                        "HTTP port: at its cap; closed the connection that waited longest \
+                         for a request to make room"
+                    );
+                }
+                let slot = Arc::new(slot);
+                let serving = serve_connection(
                     connection,
                     local,
                     router.clone(),
                     acceptor.clone(),
+                    Arc::clone(&slot),
                     closing_rx.clone(),
-                ));
+                );
+                connections.spawn(evictable(slot, serving));
             }
             // Reap finished connections as they end.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -150,18 +180,29 @@ pub async fn serve(
     }
 }
 
+/// Runs `serving` (one connection's), holding `slot`, until it ends or a
+/// newcomer takes the slot.
+async fn evictable(slot: Arc<SlotHandle>, serving: impl Future<Output = ()>) {
+    tokio::select! {
+        () = serving => {}
+        () = slot.evicted() => {}
+    }
+}
+
 /// Serves one connection: its TLS handshake first with `acceptor`, then
-/// its requests, until it ends, fails, or the port closes (`closing`).
+/// its requests, until it ends, fails, or the port closes (`closing`);
+/// `slot` learns when it serves a request and when it waits for one.
 async fn serve_connection(
     connection: Connection,
     local: SocketAddr,
     router: axum::Router,
     acceptor: Option<TlsAcceptor>,
+    slot: Arc<SlotHandle>,
     closing: watch::Receiver<bool>,
 ) {
     let addr = connection.connect_info().remote_addr().unwrap_or(local);
     let Some(acceptor) = acceptor else {
-        return serve_http1(connection, addr, router, None, closing).await;
+        return serve_http1(connection, addr, router, None, slot, closing).await;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
         Ok(Ok(stream)) => {
@@ -169,7 +210,7 @@ async fn serve_connection(
                 addr,
                 verified_certificate: stream.get_ref().1.peer_certificates().is_some(),
             };
-            serve_http1(stream, addr, router, Some(peer), closing).await;
+            serve_http1(stream, addr, router, Some(peer), slot, closing).await;
         }
         Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "HTTP port: TLS handshake failed"),
         Err(_) => tracing::debug!(peer = %addr, "HTTP port: TLS handshake timed out"),
@@ -178,12 +219,14 @@ async fn serve_connection(
 
 /// Serves HTTP/1 requests on `io` with `router`, each request's head due
 /// within [`HTTP_HEADER_READ_TIMEOUT`]; a TLS connection's requests carry
-/// its `peer` for [`guard`].
+/// its `peer` for [`guard`]. While a request is served its `slot` cannot
+/// be taken.
 async fn serve_http1<I>(
     io: I,
     addr: SocketAddr,
     router: axum::Router,
     peer: Option<Peer>,
+    slot: Arc<SlotHandle>,
     mut closing: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -194,8 +237,14 @@ async fn serve_http1<I>(
             if let Some(peer) = peer {
                 request.extensions_mut().insert(ConnectInfo(peer));
             }
+            slot.serving();
             let response = router.clone().oneshot(request);
-            async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|e| match e {})) }
+            let slot = Arc::clone(&slot);
+            async move {
+                let response = response.await.unwrap_or_else(|e| match e {});
+                slot.waiting();
+                Ok::<_, Infallible>(response)
+            }
         });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -320,24 +369,8 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn connections_past_the_cap_are_closed_at_once_and_others_still_served() {
-        let (addr, _stop, _server) = start().await;
-        let mut stalled = Vec::new();
-        for _ in 0..MAX_HTTP_CONNECTIONS {
-            stalled.push(half_request(addr).await);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut extra = half_request(addr).await;
-        let mut buf = [0u8; 64];
-        let read = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf))
-            .await
-            .expect("a connection past the cap is closed, not left hanging");
-        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-
-        // Once the stalled ones go, the port answers again.
-        drop(stalled);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    /// Sends a whole request on a new connection and reads the answer.
+    async fn get_metrics(addr: SocketAddr) -> String {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -348,7 +381,39 @@ mod tests {
             .await
             .expect("answered")
             .unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.ends_with("ok"), "{answer}");
+        answer
+    }
+
+    #[tokio::test]
+    async fn clients_holding_every_slot_without_asking_cannot_keep_a_scraper_out() {
+        let (addr, _stop, _server) = start().await;
+        let mut stalled = Vec::new();
+        for _ in 0..MAX_HTTP_CONNECTIONS {
+            stalled.push(half_request(addr).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every slot is held by a connection waiting for the rest of its
+        // request's head; a scraper is still answered, again and again.
+        for _ in 0..3 {
+            let answer = get_metrics(addr).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.ends_with("ok"), "{answer}");
+        }
+        // The oldest stalled connection gave up its slot to the first
+        // scraper (closed, not left hanging); the others found the slot
+        // that scraper left.
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(3), stalled[0].read(&mut buf))
+            .await
+            .expect("an evicted connection is closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // The newest are still open.
+        let newest = stalled.last_mut().unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), newest.read(&mut buf))
+                .await
+                .is_err(),
+            "a connection newer than the scraper's was closed"
+        );
     }
 }
