@@ -337,9 +337,13 @@ pub async fn serve<S: Search, C: Corpus>(
         search_token = policy.search_token.is_some(),
         "serving"
     );
-    // One budget for every connection of this server (see
+    // One budget for every connection of this server, which closes the
+    // connection holding the most to make room (see
     // [`crate::ops::responses`]).
-    let responses = crate::ops::responses::ResponseBudget::default();
+    let responses = crate::ops::responses::ResponseBudget::new(
+        crate::ops::responses::MAX_LIVE_RESPONSES,
+        Some(incoming.peers()),
+    );
     server
         // Outermost, so it runs first: a request's clock starts when its
         // headers reach the node, not when a busy runtime gets round to its

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use crate::ops::auth::AuthPolicy;
-use crate::ops::responses::{Held, ResponseBudget};
+use crate::ops::responses::{Admission, Held, ResponseBudget};
 use crate::ops::{otlp, timing, trace};
 
 /// A service that refuses what the policy does not allow, runs the rest
@@ -36,14 +36,22 @@ impl<S> Operated<S> {
     }
 }
 
+/// A call's response, boxed.
+pub type CallFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
 impl<S, B> tower::Service<http::Request<B>> for Operated<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    S::Error: Send,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = CallFuture<S::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -57,14 +65,64 @@ where
             timing::record(method, &refusal, start.elapsed());
             return Box::pin(async move { Ok(refusal) });
         }
-        let permit = match self.responses.admit(request.uri().path()) {
-            Ok(permit) => permit,
-            Err(status) => {
-                let refusal = status.into_http();
-                timing::record(method, &refusal, start.elapsed());
-                return Box::pin(async move { Ok(refusal) });
+        let peer = peer_of(&request);
+        let permit = match self.responses.try_admit(request.uri().path(), peer) {
+            Admission::Granted(permit) => permit,
+            Admission::Full => {
+                // The rare path: close the heaviest connection and wait for
+                // its permits, then serve, with the service taken as it is
+                // ready (tower's way of calling a clone later).
+                let ready = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, ready);
+                let mut admitted = Operated {
+                    inner,
+                    policy: Arc::clone(&self.policy),
+                    responses: self.responses.clone(),
+                };
+                return Box::pin(async move {
+                    match admitted.responses.admit_by_eviction(peer).await {
+                        Ok(permit) => admitted.serve(request, start, method, permit).await,
+                        Err(status) => {
+                            let refusal = status.into_http();
+                            timing::record(method, &refusal, start.elapsed());
+                            Ok(refusal)
+                        }
+                    }
+                });
             }
         };
+        self.serve(request, start, method, permit)
+    }
+}
+
+/// The peer address of the connection `request` came on, plain or TLS.
+fn peer_of<B>(request: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|tls| tls.get_ref().remote_addr())
+        })
+}
+
+impl<S> Operated<S> {
+    /// Runs an admitted call within its trace, holding `permit` until its
+    /// response body is done, and times it.
+    fn serve<B>(
+        &mut self,
+        request: http::Request<B>,
+        start: Instant,
+        method: &'static str,
+        permit: Option<crate::ops::responses::ResponsePermit>,
+    ) -> CallFuture<S::Response, S::Error>
+    where
+        S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+        S::Future: Send + 'static,
+    {
         let context = trace::TraceContext::from_headers(request.headers());
         let span = trace::span(&context, request.uri().path());
         // What the exported span needs, taken only when exporting.

@@ -1,5 +1,7 @@
-//! One accepted connection: it holds its permit of the cap until dropped, and
-//! fails its next read once nothing has moved on it for the idle timeout.
+//! One accepted connection: it holds its permit of the cap until dropped,
+//! fails its next read once nothing has moved on it for the idle timeout,
+//! and fails its reads and writes once it is evicted
+//! ([`super::peers`]).
 
 use std::future::Future;
 use std::io;
@@ -15,14 +17,17 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use super::peers::Registered;
 use super::{ConnectionStats, MAX_IDLE_TIMEOUT};
 
 /// A served connection: the socket, its permit of the connection cap
-/// (released when the connection is dropped), and its idle timer.
+/// (released when the connection is dropped), its idle timer, and its entry
+/// among the port's peers.
 #[derive(Debug)]
 pub struct Connection<T = TcpStream> {
     pub(super) io: T,
     idle: IdleTimer,
+    registered: Option<Registered>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -32,6 +37,7 @@ impl<T> Connection<T> {
         permit: OwnedSemaphorePermit,
         idle_timeout: Duration,
         stats: Arc<ConnectionStats>,
+        registered: Option<Registered>,
     ) -> Self {
         let now = Instant::now();
         let idle_timeout = idle_timeout.min(MAX_IDLE_TIMEOUT);
@@ -44,9 +50,35 @@ impl<T> Connection<T> {
                 expired: false,
                 stats,
             },
+            registered,
             _permit: permit,
         }
     }
+
+    /// The error of a read or write once the connection was evicted.
+    fn evicted(&self) -> Option<io::Error> {
+        let load = self.registered.as_ref()?.load();
+        load.is_evicted().then(evicted_error)
+    }
+
+    /// Whether an eviction must end a read or write that would wait.
+    fn evicted_while_pending(&self, cx: &Context<'_>, write: bool) -> bool {
+        self.registered.as_ref().is_some_and(|r| {
+            if write {
+                r.load().wake_write_on_evict(cx)
+            } else {
+                r.load().wake_read_on_evict(cx)
+            }
+        })
+    }
+}
+
+fn evicted_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed: it held the most calls whose responses were not read \
+         when the node reached its bound on live calls",
+    )
 }
 
 /// When a connection has been idle too long. Progress only records the time;
@@ -102,6 +134,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Connection<T> {
         if this.idle.expired {
             return Poll::Ready(Err(this.idle.error()));
         }
+        if let Some(e) = this.evicted() {
+            return Poll::Ready(Err(e));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -111,6 +146,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Connection<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if this.evicted_while_pending(cx, false) => {
+                Poll::Ready(Err(evicted_error()))
+            }
             Poll::Pending => this.idle.poll_expired(cx).map(Err),
         }
     }
@@ -126,6 +164,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
         if this.idle.expired {
             return Poll::Ready(Err(this.idle.error()));
         }
+        if let Some(e) = this.evicted() {
+            return Poll::Ready(Err(e));
+        }
         match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
@@ -134,6 +175,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if this.evicted_while_pending(cx, true) => {
+                Poll::Ready(Err(evicted_error()))
+            }
             // A peer that stopped reading is as idle as one that stopped
             // writing.
             Poll::Pending => this.idle.poll_expired(cx).map(Err),
@@ -149,6 +193,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
         if this.idle.expired {
             return Poll::Ready(Err(this.idle.error()));
         }
+        if let Some(e) = this.evicted() {
+            return Poll::Ready(Err(e));
+        }
         match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
@@ -157,6 +204,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if this.evicted_while_pending(cx, true) => {
+                Poll::Ready(Err(evicted_error()))
+            }
             Poll::Pending => this.idle.poll_expired(cx).map(Err),
         }
     }

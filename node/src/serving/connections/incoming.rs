@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::connection::Connection;
+use super::peers::Peers;
 use super::{ACCEPT_BACKOFF, ConnectionLimits, ConnectionStats, Throttle};
 
 /// A listener that hands out at most [`ConnectionLimits::max_connections`]
@@ -21,6 +22,7 @@ pub struct Incoming {
     capacity: usize,
     limits: ConnectionLimits,
     stats: Arc<ConnectionStats>,
+    peers: Arc<Peers>,
     refusals: Throttle,
     failures: Throttle,
 }
@@ -35,6 +37,7 @@ impl Incoming {
             capacity,
             limits,
             stats: Arc::default(),
+            peers: Arc::default(),
             refusals: Throttle::default(),
             failures: Throttle::default(),
         }
@@ -43,6 +46,12 @@ impl Incoming {
     /// What this listener has done so far.
     pub fn stats(&self) -> Arc<ConnectionStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// The connections held, by peer address, with the calls each has
+    /// alive (see [`crate::ops::responses`]).
+    pub fn peers(&self) -> Arc<Peers> {
+        Arc::clone(&self.peers)
     }
 
     /// Connections open now (accepted and not yet dropped).
@@ -73,6 +82,7 @@ impl Incoming {
                         permit,
                         self.limits.idle_timeout,
                         Arc::clone(&self.stats),
+                        Some(self.peers.register(peer)),
                     );
                 }
                 Err(e) if is_connection_error(&e) => {

@@ -16,7 +16,10 @@
 //! - when `accept()` fails for want of descriptors or memory, the node logs
 //!   it (rate-limited) and pauses [`ACCEPT_BACKOFF`] before trying again;
 //! - a connection on which no byte has been read or written for
-//!   [`ConnectionLimits::idle_timeout`] fails its next read, which ends it.
+//!   [`ConnectionLimits::idle_timeout`] fails its next read, which ends it;
+//! - each connection is known by its peer's address with the calls it has
+//!   alive ([`peers`]), so that the one holding the most can be closed when
+//!   the node's bound on live calls is reached.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -240,6 +243,7 @@ impl Throttle {
 
 mod connection;
 mod incoming;
+pub mod peers;
 #[cfg(test)]
 mod tests;
 

@@ -130,7 +130,7 @@ async fn a_connection_is_closed_once_nothing_moved_for_the_idle_timeout() {
     let permits = Arc::new(Semaphore::new(1));
     let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
     let (mut peer, server) = tokio::io::duplex(64);
-    let mut conn = Connection::new(server, permit, timeout, Arc::clone(&stats));
+    let mut conn = Connection::new(server, permit, timeout, Arc::clone(&stats), None);
     let start = Instant::now();
     let mut buf = [0u8; 8];
 
