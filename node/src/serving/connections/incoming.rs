@@ -1,5 +1,6 @@
-//! Accepting connections under the node-wide cap: refuse cleanly past it,
-//! back off when descriptors run out, never spin.
+//! Accepting connections under the node-wide cap: at it, make room by
+//! closing the connection that has gone longest without a call, or refuse
+//! cleanly; back off when descriptors run out, never spin.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connection::Connection;
 use super::peers::Peers;
-use super::{ACCEPT_BACKOFF, ConnectionLimits, ConnectionStats, Throttle};
+use super::{
+    ACCEPT_BACKOFF, ConnectionLimits, ConnectionStats, EVICT_AFTER_IDLE, EVICTION_WAIT, Throttle,
+};
 
 /// A listener that hands out at most [`ConnectionLimits::max_connections`]
 /// connections at once, refuses the rest cleanly and never spins.
@@ -24,6 +27,7 @@ pub struct Incoming {
     stats: Arc<ConnectionStats>,
     peers: Arc<Peers>,
     refusals: Throttle,
+    evictions: Throttle,
     failures: Throttle,
 }
 
@@ -39,6 +43,7 @@ impl Incoming {
             stats: Arc::default(),
             peers: Arc::default(),
             refusals: Throttle::default(),
+            evictions: Throttle::default(),
             failures: Throttle::default(),
         }
     }
@@ -66,9 +71,15 @@ impl Incoming {
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-                        self.refuse(stream, peer);
-                        continue;
+                    let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+                        Ok(permit) => permit,
+                        Err(_) => match self.make_room(peer).await {
+                            Some(permit) => permit,
+                            None => {
+                                self.refuse(stream, peer);
+                                continue;
+                            }
+                        },
                     };
                     // No Nagle: a response's header, data and trailer frames
                     // must not wait for the peer's ACK, which would add
@@ -114,6 +125,33 @@ impl Incoming {
         }
     }
 
+    /// At the cap: closes the connection that has gone longest without a
+    /// call (none alive, none started for [`EVICT_AFTER_IDLE`]) and waits
+    /// at most [`EVICTION_WAIT`] for its permit. `None` when every
+    /// connection is calling: the newcomer is the one to refuse.
+    async fn make_room(&mut self, newcomer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        let (idlest, load) = self.peers.idlest(EVICT_AFTER_IDLE)?;
+        let idle = load.idle_for(tokio::time::Instant::now());
+        load.evict();
+        let total = self.stats.evicted.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(held_back) = self.evictions.ready() {
+            tracing::warn!(
+                %newcomer,
+                evicted = %idlest,
+                ?idle,
+                max_connections = self.limits.max_connections,
+                evicted_total = total,
+                evicted_since_last_warning = held_back,
+                "at the connection cap: closed the connection longest without a call \
+                 to make room"
+            );
+        }
+        tokio::time::timeout(EVICTION_WAIT, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Closes a connection accepted past the cap: its client sees the
     /// connection end at once instead of hanging in the backlog.
     fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
@@ -125,7 +163,8 @@ impl Incoming {
                 max_connections = self.limits.max_connections,
                 refused_total = total,
                 refused_since_last_warning = held_back,
-                "connection refused: the node is at its connection cap"
+                "connection refused: the node is at its connection cap, every \
+                 connection with a call alive or started in the last second"
             );
         }
     }

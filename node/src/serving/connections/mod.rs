@@ -10,9 +10,13 @@
 //!
 //! - each accepted connection holds a permit of a node-wide cap
 //!   ([`ConnectionLimits::max_connections`]), released when the connection is
-//!   dropped; at the cap a new connection is accepted and closed at once, so
-//!   its client fails fast instead of waiting in the backlog, and the node
-//!   keeps the descriptors its own channels, index files and logs need;
+//!   dropped; at the cap the connection that has gone longest without a
+//!   call (none for [`EVICT_AFTER_IDLE`] at least) is closed to make room,
+//!   so that clients opening connections and never calling cannot keep
+//!   others out; when every connection is calling, a new connection is
+//!   accepted and closed at once, so its client fails fast instead of
+//!   waiting in the backlog, and the node keeps the descriptors its own
+//!   channels, index files and logs need;
 //! - when `accept()` fails for want of descriptors or memory, the node logs
 //!   it (rate-limited) and pauses [`ACCEPT_BACKOFF`] before trying again;
 //! - a connection on which no byte has been read or written for
@@ -25,6 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// At the connection cap, a connection that has carried no call for this
+/// long may be closed to make room for a new one.
+pub const EVICT_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// How long a new connection that closed another to make room waits for
+/// the permit it gave back (the closed connection's task drops it as soon
+/// as it runs) before it is refused after all.
+pub const EVICTION_WAIT: Duration = Duration::from_millis(250);
 
 /// The idle timeout when `--idle-timeout-secs` is not given: long enough that
 /// a quiet but live client is never cut off for pausing (and live HTTP/2
@@ -67,7 +80,8 @@ const FALLBACK_MAX_CONNECTIONS: usize = 896;
 /// How many connections a node holds at once, and when it closes a silent one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Connections held at once; past it a new connection is closed at once.
+    /// Connections held at once; past it the one longest without a call
+    /// makes room, or a new connection is closed at once.
     pub max_connections: usize,
     /// A connection on which no byte moved for this long is closed.
     pub idle_timeout: Duration,
@@ -108,8 +122,10 @@ impl ConnectionLimits {
 /// configuration flattens them in, so leaves, parents and the root agree.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
-    /// Connections held at once; past it a new connection is accepted and
-    /// closed at once. Default: the descriptor limit (`ulimit -n`) less an
+    /// Connections held at once; past it the connection that has carried
+    /// no call for longest (at least 1 s) is closed to make room, or, when
+    /// every connection is calling, a new one is accepted and closed at
+    /// once. Default: the descriptor limit (`ulimit -n`) less an
     /// eighth of it (at least 64), kept for the node's own channels, index
     /// files and logs.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -189,6 +205,7 @@ pub fn cap_for_descriptor_limit(limit: u64) -> usize {
 pub struct ConnectionStats {
     accepted: AtomicU64,
     refused: AtomicU64,
+    evicted: AtomicU64,
     idle_closed: AtomicU64,
     accept_errors: AtomicU64,
 }
@@ -202,6 +219,11 @@ impl ConnectionStats {
     /// Connections closed at once because the node was at its cap.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at the cap to make room for a new one.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Connections closed because nothing moved on them for the idle timeout.

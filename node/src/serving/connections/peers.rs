@@ -3,6 +3,11 @@
 //! ([`crate::ops::responses`]), the connection holding the most can be told
 //! to close and give them back.
 //!
+//! The same entries let a port at its connection cap make room: the
+//! connection that has carried no call for longest gives its place to a
+//! newcomer ([`Peers::idlest`], used by [`super::Incoming`]), so clients
+//! that open connections and never call cannot keep others out.
+//!
 //! A call is alive from the moment it is taken until its response has been
 //! sent; a client that never reads its responses keeps them all alive. A
 //! node-wide bound keeps such a client from exhausting memory, but on its
@@ -15,11 +20,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Context;
 
+use std::time::Duration;
+
 use futures::task::AtomicWaker;
+use tokio::time::Instant;
 
 /// The connections of one port, by their peer's address.
 #[derive(Debug, Default)]
@@ -27,11 +35,14 @@ pub struct Peers {
     by_addr: Mutex<HashMap<SocketAddr, Arc<ConnectionLoad>>>,
 }
 
-/// One connection's share: its calls alive, and whether it has been told to
-/// close.
-#[derive(Debug, Default)]
+/// One connection's share: its calls alive, when it last started one, and
+/// whether it has been told to close.
+#[derive(Debug)]
 pub struct ConnectionLoad {
     live: AtomicUsize,
+    opened: Instant,
+    /// When the last call started, in ms after `opened` (0: none yet).
+    last_call_ms: AtomicU64,
     evicted: AtomicBool,
     read: AtomicWaker,
     write: AtomicWaker,
@@ -48,7 +59,14 @@ pub struct Registered {
 impl Peers {
     /// Enters a new connection from `addr`.
     pub fn register(self: &Arc<Self>, addr: SocketAddr) -> Registered {
-        let load = Arc::new(ConnectionLoad::default());
+        let load = Arc::new(ConnectionLoad {
+            live: AtomicUsize::new(0),
+            opened: Instant::now(),
+            last_call_ms: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
+            read: AtomicWaker::new(),
+            write: AtomicWaker::new(),
+        });
         self.lock().insert(addr, Arc::clone(&load));
         Registered {
             peers: Arc::clone(self),
@@ -70,6 +88,20 @@ impl Peers {
             .filter(|(_, load)| !load.is_evicted())
             .map(|(addr, load)| (*addr, Arc::clone(load), load.live()))
             .max_by_key(|&(addr, _, live)| (live, std::cmp::Reverse(addr)))
+    }
+
+    /// The connection that has gone longest without a call (none alive,
+    /// none started for at least `min_idle`), among those not already told
+    /// to close: the one to give its place to a newcomer.
+    pub fn idlest(&self, min_idle: Duration) -> Option<(SocketAddr, Arc<ConnectionLoad>)> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(_, load)| !load.is_evicted() && load.live() == 0)
+            .map(|(addr, load)| (*addr, Arc::clone(load), load.idle_for(now)))
+            .filter(|&(_, _, idle)| idle >= min_idle)
+            .max_by_key(|&(addr, _, idle)| (idle, std::cmp::Reverse(addr)))
+            .map(|(addr, load, _)| (addr, load))
     }
 
     /// Connections held now.
@@ -116,6 +148,15 @@ impl ConnectionLoad {
     /// One more call alive; [`Self::ended`] when its response is sent.
     pub fn started(&self) {
         self.live.fetch_add(1, Ordering::Relaxed);
+        let since_opened = Instant::now().duration_since(self.opened);
+        let ms = u64::try_from(since_opened.as_millis()).unwrap_or(u64::MAX);
+        self.last_call_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the connection last started a call (or opened).
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        let last = self.opened + Duration::from_millis(self.last_call_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last)
     }
 
     /// A call's response was sent or dropped.
@@ -171,6 +212,10 @@ mod tests {
         assert_eq!(peers.get(b.addr).unwrap().live(), 1, "looked up by address");
         b.load().ended();
         drop(a);
+        // `b` has no call alive but started one just now: too recent to
+        // give way.
+        assert!(peers.idlest(Duration::from_secs(1)).is_none());
+        assert_eq!(peers.idlest(Duration::ZERO).unwrap().0, b.addr);
         assert_eq!(peers.len(), 1);
         drop(b);
         assert!(peers.is_empty());

@@ -181,3 +181,51 @@ async fn a_silent_tcp_connection_is_closed_at_the_idle_timeout() {
     assert_eq!(stats.idle_closed(), 1);
     assert_eq!(incoming.open(), 0);
 }
+
+#[tokio::test]
+async fn at_the_cap_the_connection_longest_without_a_call_makes_room() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = Incoming::new(
+        listener,
+        ConnectionLimits {
+            max_connections: 2,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        },
+    );
+    let stats = incoming.stats();
+    let peers = incoming.peers();
+    tokio::spawn(async move {
+        loop {
+            let conn = incoming.accept().await;
+            tokio::spawn(echo(conn));
+        }
+    });
+
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    round_trip(&mut a, b"a").await.unwrap();
+    tokio::time::sleep(EVICT_AFTER_IDLE + Duration::from_millis(200)).await;
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    round_trip(&mut b, b"b").await.unwrap();
+    // `a` carried bytes but no call for over a second: it gives way; `b`,
+    // just opened, would not.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    round_trip(&mut c, b"c").await.unwrap();
+    assert!(closed_at_once(&mut a).await, "the idlest was not closed");
+    assert_eq!((stats.evicted(), stats.refused()), (1, 0));
+    round_trip(&mut b, b"still b").await.unwrap();
+
+    // Connections with a call alive, or one started too recently, stay;
+    // the newcomer is refused.
+    let b_addr = b.local_addr().unwrap();
+    let c_addr = c.local_addr().unwrap();
+    peers.get(b_addr).expect("b is known").started();
+    let c_load = peers.get(c_addr).expect("c is known");
+    c_load.started();
+    c_load.ended();
+    let mut d = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_at_once(&mut d).await, "not refused at the cap");
+    assert_eq!((stats.evicted(), stats.refused()), (1, 1));
+    round_trip(&mut b, b"b again").await.unwrap();
+    round_trip(&mut c, b"c again").await.unwrap();
+}
