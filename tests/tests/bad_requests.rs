@@ -58,6 +58,17 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
             .expect_err("a sloppy phrase past the cap");
         assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
         assert!(status.message().contains("slop 255"), "{name}: {status:?}");
+        // A message above the transport's limit (4 MiB): the request is at
+        // fault, not the server (tonic says OUT_OF_RANGE).
+        let huge = "volcano ".repeat(5 << 17);
+        let status = search(&mut node, &huge, 10)
+            .await
+            .expect_err("a 5 MiB request");
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        assert!(
+            status.message().contains("smaller request"),
+            "{name}: {status:?}"
+        );
         if name == "root" {
             // Fields only nodes set: a client's canary would read as a
             // complete answer over one shard; its hops past the limit.

@@ -169,27 +169,43 @@ pub const UNDECODABLE: &str = "failed to decode Protobuf message";
 /// tonic's refusal of a unary call whose body holds no message at all.
 const NO_MESSAGE: &str = "Missing request message.";
 
-/// Rewrites tonic's `INTERNAL` refusal of a request it could not decode
-/// (bytes that are not the method's message, a string field that is not
-/// UTF-8, an empty body) into `INVALID_ARGUMENT`, keeping the decoder's
-/// words: the request is what is wrong, and sending it again cannot help,
-/// which `INTERNAL` would not tell a client. Such a refusal ends the call in
+/// How tonic's refusal of a request message above the method's size limit
+/// begins (its `OUT_OF_RANGE`).
+const TOO_LARGE: &str = "Error, decoded message length too large";
+
+/// Rewrites tonic's refusals of a request it could not take into
+/// `INVALID_ARGUMENT`, keeping tonic's words: its `INTERNAL` for one it
+/// could not decode (bytes that are not the method's message, a string
+/// field that is not UTF-8, an empty body), and its `OUT_OF_RANGE` for one
+/// above the method's message size limit. The request is what is wrong,
+/// and sending it again cannot help, which neither code tells a client
+/// (`INTERNAL` reads as the server's fault). Such a refusal ends the call in
 /// the response's headers (trailers-only), before any node code runs; every
 /// other response is left as it is.
 pub fn undecodable_is_invalid_argument(headers: &mut http::HeaderMap) {
-    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"13") {
+    let code = headers.get("grpc-status").map(|v| v.as_bytes());
+    if code != Some(b"13") && code != Some(b"11") {
         return;
     }
     let Some(status) = tonic::Status::from_header_map(headers) else {
         return;
     };
     let message = status.message();
-    if !(message.starts_with(UNDECODABLE) || message == NO_MESSAGE) {
-        return;
-    }
-    let refusal = tonic::Status::invalid_argument(format!(
-        "the request is not this method's message (is the client's .proto searchtree's?): {message}"
-    ));
+    let refusal = match status.code() {
+        tonic::Code::Internal if message.starts_with(UNDECODABLE) || message == NO_MESSAGE => {
+            tonic::Status::invalid_argument(format!(
+                "the request is not this method's message (is the client's .proto \
+                 searchtree's?): {message}"
+            ))
+        }
+        tonic::Code::OutOfRange if message.starts_with(TOO_LARGE) => {
+            tonic::Status::invalid_argument(format!(
+                "the request message is larger than this method takes (a query is a few KB \
+                 at most; send a smaller request): {message}"
+            ))
+        }
+        _ => return,
+    };
     headers.remove("grpc-message");
     headers.remove("grpc-status-details-bin");
     let _ = refusal.add_header(headers);
@@ -228,9 +244,22 @@ mod tests {
             tonic::Code::InvalidArgument
         );
 
+        let too_large = "Error, decoded message length too large: found 5242893 bytes, \
+                         the limit is: 4194304 bytes";
+        let mut large = headers_of(tonic::Status::out_of_range(too_large));
+        undecodable_is_invalid_argument(&mut large);
+        let status = tonic::Status::from_header_map(&large).unwrap();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("smaller request") && status.message().contains(too_large),
+            "{}",
+            status.message()
+        );
+
         for other in [
             tonic::Status::internal("search panicked"),
             tonic::Status::unavailable(UNDECODABLE),
+            tonic::Status::out_of_range("top_k past the end"),
         ] {
             let before = headers_of(other);
             let mut after = before.clone();
