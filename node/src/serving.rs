@@ -240,6 +240,14 @@ pub async fn serve<S: Search, C: Corpus>(
         .tls
         .server()
         .map_err(|e| ServeError::Config(e.to_string()))?;
+    for problem in options
+        .ops
+        .tls
+        .check_certificate_for(dialed_host(&options, local).as_deref())
+        .map_err(|e| ServeError::Config(e.to_string()))?
+    {
+        tracing::warn!("{problem}");
+    }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SearchServer<S>>().await;
 
@@ -379,6 +387,27 @@ pub async fn serve<S: Search, C: Corpus>(
     }
     drop(registration);
     Ok(())
+}
+
+/// The host other nodes dial to reach this one: its advertised address's
+/// (with --etcd --advertise), else the one it listens on; `None` for a
+/// wildcard address, which no caller dials.
+fn dialed_host(options: &ServeOptions, local: SocketAddr) -> Option<String> {
+    if let Some(advertise) = options
+        .member
+        .as_ref()
+        .and_then(|(m, _, _)| m.advertise.as_deref())
+    {
+        let host = advertise
+            .rsplit_once(':')
+            .map_or(advertise, |(host, _)| host);
+        return Some(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        );
+    }
+    (!local.ip().is_unspecified()).then(|| local.ip().to_string())
 }
 
 /// How long a starting node waits to be registered in etcd before it says

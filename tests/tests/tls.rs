@@ -442,3 +442,81 @@ fn tls_files_that_do_not_go_together_are_named_at_start() {
         "{err}"
     );
 }
+
+/// Starts a leaf on 127.0.0.1 with `tls` (flag, file) pairs, waits until it
+/// listens, stops it, and returns what it logged.
+fn leaf_log(tls: &[(&str, &Path)]) -> String {
+    use std::io::{BufRead, BufReader};
+    let f = fixture(TMP);
+    let shard = f.sharded.join("shards/shard-000");
+    let mut cmd = Command::new(searchtree_tests::node_binaries().leaf);
+    cmd.args(["--index", path(&shard), "--shard", "0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (flag, file) in tls {
+        cmd.args([*flag, path(file)]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let listening = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with(searchtree_node::serving::LISTENING_PREFIX));
+    assert!(listening, "the leaf did not start with {tls:?}");
+    searchtree_tests::terminate(&mut child);
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    log
+}
+
+#[test]
+fn a_certificate_its_callers_would_refuse_is_said_at_start() {
+    let f = fixture(TMP);
+    let dir = f.dir.join(format!("tls-callers-{}", std::process::id()));
+    let certs = |name: &str, hosts: &str| {
+        let out = dir.join(name);
+        let done = searchtree_tests::searchtree()
+            .args(["certs", "--out", path(&out), "--hosts", hosts])
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "{done:?}");
+        out
+    };
+    let (a, b) = (
+        certs("a", "localhost,127.0.0.1"),
+        certs("b", "localhost,127.0.0.1"),
+    );
+    let named_elsewhere = certs("elsewhere", "localhost,search.example");
+    let files = |cert_dir: &Path, ca_dir: &Path| {
+        [
+            ("--tls-cert", cert_dir.join("node.pem")),
+            ("--tls-key", cert_dir.join("node.key")),
+            ("--tls-ca", ca_dir.join("ca.pem")),
+        ]
+    };
+    let log = |cert_dir: &Path, ca_dir: &Path| {
+        let files = files(cert_dir, ca_dir);
+        let flags: Vec<(&str, &Path)> = files.iter().map(|(f, p)| (*f, p.as_path())).collect();
+        leaf_log(&flags)
+    };
+
+    // Its certificate and its CA from one set: nothing to say.
+    let quiet = log(&a, &a);
+    assert!(!quiet.contains("--tls-cert does not"), "{quiet}");
+    // Signed by another CA than the tree's: callers trusting the tree's
+    // CA would refuse every handshake.
+    let other_ca = log(&a, &b);
+    assert!(
+        other_ca.contains("--tls-cert does not verify against --tls-ca"),
+        "{other_ca}"
+    );
+    // Made for other names than the host callers dial.
+    let wrong_name = log(&named_elsewhere, &named_elsewhere);
+    assert!(
+        wrong_name.contains("--tls-cert does not name 127.0.0.1")
+            && wrong_name.contains("--hosts localhost,127.0.0.1"),
+        "{wrong_name}"
+    );
+}

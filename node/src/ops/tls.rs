@@ -152,6 +152,64 @@ fn check_in_date(cert: &CertificateDer<'static>, flag: &str, path: &Path) -> Res
     }
 }
 
+/// What callers that trust `ca` (the tree's CA: this node's own --tls-ca)
+/// would find wrong with `chain` when they dial it by `host`: a certificate
+/// that does not chain to that CA, or does not name that host. Every
+/// handshake would fail, and the failure would show in the callers' logs
+/// as a transport error, not here; so it is said at start. `host` is
+/// `None` when the node listens on a wildcard address and has no
+/// advertised one: then only the chain is checked. A node whose callers
+/// trust another CA than the one it trusts for its own calls (a tree with
+/// a CA per level) is told so in a warning it may ignore, which is why
+/// these are warnings and not refusals.
+pub fn callers_would_refuse(
+    chain: &[CertificateDer<'static>],
+    ca: &[CertificateDer<'static>],
+    host: Option<&str>,
+) -> Vec<String> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::{CertificateError, Error};
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Vec::new();
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        let _ = roots.add(cert.clone());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(verifier) =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+    else {
+        return Vec::new();
+    };
+    // webpki checks the chain before the name: a name it does not hold is
+    // the only error once the chain is good.
+    let dialed = host.unwrap_or("localhost");
+    let Ok(name) = rustls::pki_types::ServerName::try_from(dialed.to_string()) else {
+        return Vec::new();
+    };
+    let now = rustls::pki_types::UnixTime::now();
+    match verifier.verify_server_cert(end_entity, intermediates, &name, &[], now) {
+        Ok(_) => Vec::new(),
+        Err(Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) if host.is_none() => Vec::new(),
+        Err(Error::InvalidCertificate(
+            e @ (CertificateError::NotValidForName
+            | CertificateError::NotValidForNameContext { .. }),
+        )) => vec![format!(
+            "--tls-cert does not name {dialed}, the host callers dial: they will refuse it \
+             ({e}); make it for that name too (for development: `searchtree certs --out DIR \
+             --hosts localhost,{dialed}`)"
+        )],
+        Err(e) => vec![format!(
+            "--tls-cert does not verify against --tls-ca: callers that trust that CA will \
+             refuse it ({e})"
+        )],
+    }
+}
+
 impl TlsArgs {
     /// The node's identity, if it has one.
     pub fn identity(&self) -> Result<Option<Identity>, TlsError> {
@@ -161,6 +219,18 @@ impl TlsArgs {
             }
             _ => Ok(None),
         }
+    }
+
+    /// What callers trusting this node's --tls-ca would refuse in its
+    /// --tls-cert when they dial `host` ([`callers_would_refuse`]); nothing
+    /// without both flags.
+    pub fn check_certificate_for(&self, host: Option<&str>) -> Result<Vec<String>, TlsError> {
+        let (Some(cert), Some(ca)) = (&self.tls_cert, &self.tls_ca) else {
+            return Ok(Vec::new());
+        };
+        let chain = read_some_certs(cert, "--tls-cert")?;
+        let ca = read_some_certs(ca, "--tls-ca")?;
+        Ok(callers_would_refuse(&chain, &ca, host))
     }
 
     /// The server's TLS settings, or `None` for plaintext.
