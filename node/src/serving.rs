@@ -321,7 +321,7 @@ pub async fn serve<S: Search, C: Corpus>(
     // connections held, refuses the rest cleanly, backs off instead of
     // spinning when descriptors run out, closes idle connections, and keeps
     // TCP_NODELAY (which tonic's builder setting does not apply here).
-    let incoming = connections::Incoming::new(listener, limits);
+    let incoming = connections::Incoming::with_peers(listener, limits);
 
     let mut server = grpc_server(&limits);
     if let Some(tls) = tls {
@@ -346,11 +346,11 @@ pub async fn serve<S: Search, C: Corpus>(
         "serving"
     );
     // One budget for every connection of this server, which closes the
-    // connection holding the most to make room (see
+    // connection with the most unread responses to make room (see
     // [`crate::ops::responses`]).
     let responses = crate::ops::responses::ResponseBudget::new(
         crate::ops::responses::MAX_LIVE_RESPONSES,
-        Some(incoming.peers()),
+        incoming.peers(),
     );
     server
         // Outermost, so it runs first: a request's clock starts when its

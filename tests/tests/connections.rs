@@ -17,6 +17,7 @@ use searchtree::build::TOPOLOGY_FILE;
 use searchtree::tree::topology::Topology;
 use searchtree_node::ops::http::{HTTP_HEADER_READ_TIMEOUT, HTTP_PREFIX, MAX_HTTP_CONNECTIONS};
 use searchtree_node::serving::LISTENING_PREFIX;
+use searchtree_node::serving::connections::EVICT_AFTER_IDLE;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::{
@@ -222,12 +223,16 @@ async fn at_its_connection_cap_a_node_refuses_cleanly_keeps_answering_and_makes_
     let mut idle = open_idle(leaf.addr, FLOOD).await;
     // While every connection held is new (none has gone a second without
     // a call), a connection past the cap is closed at once, not left in
-    // the backlog.
+    // the backlog. (On a machine so slow that the flood took longer, the
+    // newcomer may rightly take an old one's place instead.)
     let mut extra = TcpStream::connect(leaf.addr).await.expect("connect");
-    assert!(
-        closed_within(&mut extra, Duration::from_secs(1)).await,
-        "a connection past the cap was left open"
-    );
+    let flood_took = started.elapsed();
+    let closed_at_once = closed_within(&mut extra, Duration::from_secs(1)).await;
+    if flood_took < EVICT_AFTER_IDLE {
+        assert!(closed_at_once, "a connection past the cap was left open");
+    } else {
+        eprintln!("the flood took {flood_took:?}: not checking the refusal");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The client it had still gets answers.

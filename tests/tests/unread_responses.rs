@@ -3,8 +3,9 @@
 //! It opens connections with an HTTP/2 receive window of 0 and sends call
 //! after call: every response stays in the node, waiting for a window that
 //! never opens, until the node's bound on live calls is reached. Then a
-//! client that reads its answers must still be served (the connection
-//! holding the most is closed to make room), and the node stays up.
+//! client that reads its answers must still be served (the connection with
+//! the most unread responses is closed to make room), and the node stays
+//! up.
 
 use bytes::Bytes;
 use searchtree_proto::pb::GetStatsRequest;

@@ -242,7 +242,8 @@ async fn serve_http1<I>(
             let slot = Arc::clone(&slot);
             async move {
                 let response = response.await.unwrap_or_else(|e| match e {});
-                slot.waiting();
+                // Serving until the body is sent.
+                let response = response.map(|body| slot.waiting_after(body));
                 Ok::<_, Infallible>(response)
             }
         });

@@ -8,10 +8,13 @@
 //! serving a request or waiting for the next request's head; when every
 //! slot is held, the connection that has been waiting longest gives its
 //! slot to the newcomer (nginx and Apache's event MPM close idle keep-alive
-//! connections first in the same way). A slowloris's connections are
-//! always the ones waiting longest, so a scraper that sends its head at once
-//! is served however many of them there are; only when every slot is in
-//! the middle of a request is a newcomer refused.
+//! connections first in the same way). A slowloris's connections are the
+//! ones waiting longest, so a scraper that sends its head at once is served
+//! unless 64 more connections arrive between its connecting and its head;
+//! only when every slot is in the middle of a request (or sending an
+//! answer) is a newcomer refused. All clients share the slots: many
+//! clients with real requests (64 looping `/api/search`) fill the port as
+//! any load fills a server.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -136,10 +139,52 @@ impl SlotHandle {
         self.slots.set_waiting(self.id, Some(Instant::now()));
     }
 
+    /// `body`, after which (once sent, or dropped) the connection waits for
+    /// the next request's head: until then it is serving.
+    pub fn waiting_after<B>(self: &Arc<Self>, body: B) -> WaitingAfter<B> {
+        WaitingAfter {
+            body,
+            slot: Arc::clone(self),
+        }
+    }
+
     /// Resolves once a newcomer has taken this slot: the connection must
     /// close.
     pub async fn evicted(&self) {
         self.evicted.notified().await;
+    }
+}
+
+/// A response body that marks its connection waiting once it is done
+/// ([`SlotHandle::waiting_after`]).
+pub struct WaitingAfter<B> {
+    body: B,
+    slot: Arc<SlotHandle>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for WaitingAfter<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<B> Drop for WaitingAfter<B> {
+    fn drop(&mut self) {
+        self.slot.waiting();
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::ops::auth::AuthPolicy;
 use crate::ops::responses::{Admission, Held, ResponseBudget};
 use crate::ops::{otlp, timing, trace};
+use crate::serving::connections::peers::PeerKey;
 
 /// A service that refuses what the policy does not allow, runs the rest
 /// within their trace, and times every call.
@@ -69,7 +70,7 @@ where
         let permit = match self.responses.try_admit(request.uri().path(), peer) {
             Admission::Granted(permit) => permit,
             Admission::Full => {
-                // The rare path: close the heaviest connection and wait for
+                // The rare path: close the connection reading least and wait for
                 // its permits, then serve, with the service taken as it is
                 // ready (tower's way of calling a clone later).
                 let ready = self.inner.clone();
@@ -95,18 +96,17 @@ where
     }
 }
 
-/// The peer address of the connection `request` came on, plain or TLS.
-fn peer_of<B>(request: &http::Request<B>) -> Option<std::net::SocketAddr> {
+/// The addresses (ours, the peer's) of the connection `request` came on,
+/// plain or TLS.
+fn peer_of<B>(request: &http::Request<B>) -> Option<PeerKey> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let extensions = request.extensions();
-    extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|tls| tls.get_ref().remote_addr())
-        })
+    let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    })?;
+    Some((tcp.local_addr()?, tcp.remote_addr()?))
 }
 
 impl<S> Operated<S> {
@@ -200,8 +200,8 @@ pub fn undecodable_is_invalid_argument(headers: &mut http::HeaderMap) {
         }
         tonic::Code::OutOfRange if message.starts_with(TOO_LARGE) => {
             tonic::Status::invalid_argument(format!(
-                "the request message is larger than this method takes (a query is a few KB \
-                 at most; send a smaller request): {message}"
+                "a request message is larger than this method accepts; send a smaller one (a \
+                 search is a few KB at most, a Load batch at most 64 MiB): {message}"
             ))
         }
         _ => return,
@@ -251,7 +251,7 @@ mod tests {
         let status = tonic::Status::from_header_map(&large).unwrap();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(
-            status.message().contains("smaller request") && status.message().contains(too_large),
+            status.message().contains("send a smaller one") && status.message().contains(too_large),
             "{}",
             status.message()
         );

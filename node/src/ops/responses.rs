@@ -12,14 +12,15 @@
 //! and their permits with them.
 //!
 //! The bound alone let the client that filled it keep everyone else out.
-//! So when it is reached, a call from a connection holding fewer calls than
-//! the heaviest connection closes that connection
-//! ([`crate::serving::connections::peers`]) and waits, at most
-//! [`EVICTION_WAIT`], for the permits it gave back: a client that reads its
-//! answers is served however many unread ones another client piles up, and
-//! the one holding the most is the one refused.
+//! So when it is reached, a call from a connection with fewer responses
+//! waiting to be sent than the connection with the most (by two or more)
+//! closes that connection ([`crate::serving::connections::peers`]) and
+//! waits, at most [`EVICTION_WAIT`], for the permits it gives back; while a
+//! closed connection's permits are still on their way back, callers wait
+//! for them rather than close another. A client that reads its answers is
+//! served however many unread ones another client piles up, and the one
+//! that reads least is the one refused.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +31,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::serving::connections::peers::{ConnectionLoad, Peers};
+use crate::serving::connections::peers::{ConnectionLoad, PeerKey, Peers};
 
 /// The most calls a node holds at once, handlers running or responses
 /// unsent: far above what the tree's own traffic needs (a parent's
@@ -39,8 +40,8 @@ use crate::serving::connections::peers::{ConnectionLoad, Peers};
 /// at worst.
 pub const MAX_LIVE_RESPONSES: usize = 2048;
 
-/// How long a call that closed the heaviest connection waits for the
-/// permits it gave back: the closed connection's streams end as soon as its
+/// How long a call that closed a connection waits for the permits it
+/// gave back: the closed connection's streams end as soon as its
 /// task runs again, well within this.
 pub const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
@@ -73,11 +74,25 @@ pub enum Admission {
 pub struct ResponsePermit {
     _permit: OwnedSemaphorePermit,
     load: Option<Arc<ConnectionLoad>>,
+    answered: bool,
+}
+
+impl ResponsePermit {
+    /// The call's handler answered: its response now waits to be sent.
+    fn answered(&mut self) {
+        if let (Some(load), false) = (&self.load, self.answered) {
+            load.answered();
+            self.answered = true;
+        }
+    }
 }
 
 impl Drop for ResponsePermit {
     fn drop(&mut self) {
         if let Some(load) = &self.load {
+            if self.answered {
+                load.sent();
+            }
             load.ended();
         }
     }
@@ -85,8 +100,8 @@ impl Drop for ResponsePermit {
 
 impl ResponseBudget {
     /// A budget of `max` live responses; with `peers` (the connections of
-    /// the port it guards), the heaviest connection is closed to make room
-    /// for a lighter one.
+    /// the port it guards), the connection with the most unsent responses
+    /// is closed to make room for one with fewer.
     pub fn new(max: usize, peers: Option<Arc<Peers>>) -> Self {
         ResponseBudget {
             permits: Arc::new(Semaphore::new(max)),
@@ -101,7 +116,7 @@ impl ResponseBudget {
     pub async fn admit(
         &self,
         path: &str,
-        peer: Option<SocketAddr>,
+        peer: Option<PeerKey>,
     ) -> Result<Option<ResponsePermit>, tonic::Status> {
         match self.try_admit(path, peer) {
             Admission::Granted(permit) => Ok(permit),
@@ -110,10 +125,13 @@ impl ResponseBudget {
     }
 
     /// [`Self::admit`] when it can be decided at once: a permit, or
-    /// [`Admission::Full`] when the call must close the heaviest connection
+    /// [`Admission::Full`] when the call must close another connection
     /// and wait ([`Self::admit_by_eviction`]) or be refused.
-    pub fn try_admit(&self, path: &str, peer: Option<SocketAddr>) -> Admission {
+    pub fn try_admit(&self, path: &str, peer: Option<PeerKey>) -> Admission {
         if path.starts_with("/grpc.health.v1.Health/") {
+            if let Some(load) = self.load_of(peer) {
+                load.touch();
+            }
             return Admission::Granted(None);
         }
         match Arc::clone(&self.permits).try_acquire_owned() {
@@ -123,14 +141,15 @@ impl ResponseBudget {
     }
 
     /// The rest of [`Self::admit`] once the bound is reached: closes the
-    /// heaviest connection if the caller's holds fewer calls, and waits for
+    /// connection with the most unsent responses if the caller's has fewer
+    /// (unless a closed one's permits are still coming back), and waits for
     /// a permit at most [`EVICTION_WAIT`]; otherwise the refusal.
     pub async fn admit_by_eviction(
         &self,
-        peer: Option<SocketAddr>,
+        peer: Option<PeerKey>,
     ) -> Result<Option<ResponsePermit>, tonic::Status> {
-        let mine = peer.and_then(|addr| self.peers.as_ref()?.get(addr));
-        if !self.evict_for(mine.as_ref(), peer) {
+        let pending = self.peers.as_ref().is_some_and(|p| p.eviction_pending());
+        if !pending && !self.evict_for(self.load_of(peer).as_ref(), peer) {
             return Err(self.refusal());
         }
         match tokio::time::timeout(EVICTION_WAIT, Arc::clone(&self.permits).acquire_owned()).await {
@@ -139,50 +158,57 @@ impl ResponseBudget {
         }
     }
 
-    fn grant(&self, permit: OwnedSemaphorePermit, peer: Option<SocketAddr>) -> ResponsePermit {
-        let load = peer.and_then(|addr| self.peers.as_ref()?.get(addr));
+    fn grant(&self, permit: OwnedSemaphorePermit, peer: Option<PeerKey>) -> ResponsePermit {
+        let load = self.load_of(peer);
         if let Some(load) = &load {
             load.started();
         }
         ResponsePermit {
             _permit: permit,
             load,
+            answered: false,
         }
     }
 
-    /// Closes the connection holding the most live calls, if it holds at
-    /// least two more than the caller's (`mine`, from `peer`): true if one
-    /// was closed.
-    fn evict_for(&self, mine: Option<&Arc<ConnectionLoad>>, peer: Option<SocketAddr>) -> bool {
+    fn load_of(&self, peer: Option<PeerKey>) -> Option<Arc<ConnectionLoad>> {
+        let (local, remote) = peer?;
+        self.peers.as_ref()?.get(local, remote)
+    }
+
+    /// Closes the connection with the most responses waiting to be sent,
+    /// if it has at least two more than the caller's (`mine`, from `peer`):
+    /// true if one was closed.
+    fn evict_for(&self, mine: Option<&Arc<ConnectionLoad>>, peer: Option<PeerKey>) -> bool {
         let Some(peers) = &self.peers else {
             return false;
         };
-        let Some((addr, heaviest, live)) = peers.heaviest() else {
+        let Some((addr, heaviest, unsent)) = peers.most_unsent() else {
             return false;
         };
-        let my_live = mine.map_or(0, |l| l.live());
-        if mine.is_some_and(|l| Arc::ptr_eq(l, &heaviest)) || live < my_live + 2 {
+        let my_unsent = mine.map_or(0, |l| l.unsent());
+        if mine.is_some_and(|l| Arc::ptr_eq(l, &heaviest)) || unsent < my_unsent + 2 {
             return false;
         }
         heaviest.evict();
         let total = self.evictions.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(
             evicted = %addr,
-            evicted_live_calls = live,
-            caller = ?peer,
-            caller_live_calls = my_live,
+            evicted_unsent_responses = unsent,
+            evicted_live_calls = heaviest.live(),
+            caller = ?peer.map(|(_, remote)| remote),
+            caller_unsent_responses = my_unsent,
             bound = self.max,
             evictions_so_far = total,
-            "at the bound on live calls: closed the connection holding the most \
-             (a client not reading its responses?)"
+            "at the bound on live calls: closed the connection with the most responses \
+             it has not read"
         );
         true
     }
 
     fn refusal(&self) -> tonic::Status {
         tonic::Status::resource_exhausted(format!(
-            "this node holds {} calls whose responses are not yet sent, and this \
-             connection holds as many as any (client not reading them?): retry later",
+            "this node holds {} calls whose responses are not yet sent, and no other \
+             connection has more of them unread than this one: retry later",
             self.max
         ))
     }
@@ -206,7 +232,8 @@ pub struct Held {
 
 impl Held {
     /// `body`, holding `permit` as long as it lives.
-    pub fn new(body: tonic::body::Body, permit: ResponsePermit) -> Self {
+    pub fn new(body: tonic::body::Body, mut permit: ResponsePermit) -> Self {
+        permit.answered();
         Held {
             body,
             _permit: permit,
@@ -263,56 +290,86 @@ mod tests {
         assert_eq!(budget.available(), 2);
     }
 
+    fn key(port: u16) -> PeerKey {
+        (
+            std::net::SocketAddr::from(([127, 0, 0, 1], 50051)),
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn at_the_bound_the_heaviest_connection_is_closed_for_a_lighter_one() {
+    async fn at_the_bound_the_connection_reading_least_is_closed_and_only_one_at_a_time() {
         let peers = Arc::new(Peers::default());
-        let heavy_addr: SocketAddr = "127.0.0.1:1001".parse().unwrap();
-        let light_addr: SocketAddr = "127.0.0.1:1002".parse().unwrap();
-        let heavy = peers.register(heavy_addr);
-        let light = peers.register(light_addr);
-        let budget = ResponseBudget::new(4, Some(Arc::clone(&peers)));
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            held.push(
-                budget
-                    .admit(SEARCH, Some(heavy_addr))
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
-        }
-        assert_eq!(heavy.load().live(), 4);
-
-        // The heavy connection itself is refused at once, and not closed.
-        let refused = budget.admit(SEARCH, Some(heavy_addr)).await.unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        assert!(!heavy.load().is_evicted());
-
-        // A lighter one closes it and gets a permit once the closed
-        // connection's calls are dropped.
-        let waiting = tokio::spawn({
+        let register = |k: PeerKey| peers.register(k.0, k.1);
+        let (unread, parent, other, light, late) = (key(1), key(2), key(3), key(4), key(5));
+        let (unread_conn, parent_conn, other_conn) =
+            (register(unread), register(parent), register(other));
+        let (_light_conn, _late_conn) = (register(light), register(late));
+        let budget = ResponseBudget::new(6, Some(Arc::clone(&peers)));
+        let admit = |k: PeerKey| {
             let budget = budget.clone();
-            async move { budget.admit(SEARCH, Some(light_addr)).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(heavy.load().is_evicted());
-        assert_eq!(budget.evictions(), 1);
-        held.clear();
-        let permit = waiting.await.unwrap().unwrap().unwrap();
-        assert_eq!(light.load().live(), 1);
-        assert_eq!(heavy.load().live(), 0);
-        drop(permit);
-        assert_eq!(light.load().live(), 0);
+            tokio::spawn(async move { budget.admit(SEARCH, Some(k)).await })
+        };
 
-        // A closed connection that does not give its calls back: the
-        // caller is refused after the wait.
-        let third: SocketAddr = "127.0.0.1:1003".parse().unwrap();
-        let stuck = peers.register(third);
-        for _ in 0..4 {
-            held.push(budget.admit(SEARCH, Some(third)).await.unwrap().unwrap());
+        // A parent's searches still running (many alive, none answered),
+        // and a client that does not read its three answers.
+        let mut searches = Vec::new();
+        for _ in 0..3 {
+            searches.push(budget.admit(SEARCH, Some(parent)).await.unwrap().unwrap());
         }
-        let refused = budget.admit(SEARCH, Some(light_addr)).await.unwrap_err();
+        let mut unread_answers = Vec::new();
+        for _ in 0..3 {
+            let permit = budget.admit(SEARCH, Some(unread)).await.unwrap().unwrap();
+            unread_answers.push(Held::new(tonic::body::Body::empty(), permit));
+        }
+        assert_eq!(
+            (parent_conn.load().live(), unread_conn.load().unsent()),
+            (3, 3)
+        );
+
+        // The reader-less connection itself is refused, and not closed.
+        let refused = budget.admit(SEARCH, Some(unread)).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        assert!(stuck.load().is_evicted());
+        assert!(!unread_conn.load().is_evicted());
+
+        // The parent, with the most calls alive, asks again: the
+        // connection that reads least is closed, not the parent's.
+        let waiting = admit(parent);
+        tokio::task::yield_now().await;
+        assert!(unread_conn.load().is_evicted());
+        assert!(!parent_conn.load().is_evicted());
+        unread_answers.clear();
+        searches.push(waiting.await.unwrap().unwrap().unwrap());
+        assert_eq!(budget.evictions(), 1);
+
+        // Full again (two answers unread on `other`). Two callers at once
+        // close one connection between them, and wait for its permits.
+        let mut other_answers = Vec::new();
+        for _ in 0..2 {
+            let permit = budget.admit(SEARCH, Some(other)).await.unwrap().unwrap();
+            other_answers.push(Held::new(tonic::body::Body::empty(), permit));
+        }
+        let first = admit(light);
+        tokio::task::yield_now().await;
+        let second = admit(late);
+        tokio::task::yield_now().await;
+        assert!(other_conn.load().is_evicted());
+        assert_eq!(budget.evictions(), 2, "the second caller closed another");
+        assert!(!parent_conn.load().is_evicted());
+        other_answers.clear();
+        first.await.unwrap().unwrap().unwrap();
+        second.await.unwrap().unwrap().unwrap();
+
+        // A closed connection that does not give its calls back: callers
+        // are refused after the wait.
+        let stuck = key(6);
+        let stuck_conn = register(stuck);
+        let mut stuck_answers = Vec::new();
+        while let Admission::Granted(Some(permit)) = budget.try_admit(SEARCH, Some(stuck)) {
+            stuck_answers.push(Held::new(tonic::body::Body::empty(), permit));
+        }
+        let refused = budget.admit(SEARCH, Some(light)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(stuck_conn.load().is_evicted());
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::connection::Connection;
 use super::peers::Peers;
 use super::{
-    ACCEPT_BACKOFF, ConnectionLimits, ConnectionStats, EVICT_AFTER_IDLE, EVICTION_WAIT, Throttle,
+    ACCEPT_BACKOFF, ConnectionLimits, ConnectionStats, EVICT_AFTER_IDLE, EVICTION_SLACK, Throttle,
 };
 
 /// A listener that hands out at most [`ConnectionLimits::max_connections`]
@@ -22,26 +22,46 @@ use super::{
 pub struct Incoming {
     listener: TcpListener,
     permits: Arc<Semaphore>,
+    /// Permits in all: the cap, plus [`EVICTION_SLACK`] when connections
+    /// are evicted to make room (newcomers then hold the slack until the
+    /// connections they evicted close).
     capacity: usize,
     limits: ConnectionLimits,
     stats: Arc<ConnectionStats>,
-    peers: Arc<Peers>,
+    /// The connections held, when this listener makes room at the cap.
+    peers: Option<Arc<Peers>>,
     refusals: Throttle,
     evictions: Throttle,
     failures: Throttle,
 }
 
 impl Incoming {
-    /// Accepts on `listener` within `limits`.
+    /// Accepts on `listener` within `limits`; at the cap a newcomer is
+    /// refused.
     pub fn new(listener: TcpListener, limits: ConnectionLimits) -> Self {
-        let capacity = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        Self::build(listener, limits, None)
+    }
+
+    /// As [`Self::new`], but knowing each connection by its addresses with
+    /// the calls it has alive ([`Self::peers`], for
+    /// [`crate::ops::responses`]), and making room at the cap: a connection
+    /// that never called, else the one longest without a call (at least
+    /// [`EVICT_AFTER_IDLE`]), is closed for the newcomer.
+    pub fn with_peers(listener: TcpListener, limits: ConnectionLimits) -> Self {
+        Self::build(listener, limits, Some(Arc::default()))
+    }
+
+    fn build(listener: TcpListener, limits: ConnectionLimits, peers: Option<Arc<Peers>>) -> Self {
+        let cap = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        let slack = if peers.is_some() { EVICTION_SLACK } else { 0 };
+        let capacity = (cap + slack).min(Semaphore::MAX_PERMITS);
         Incoming {
             listener,
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
             limits,
             stats: Arc::default(),
-            peers: Arc::default(),
+            peers,
             refusals: Throttle::default(),
             evictions: Throttle::default(),
             failures: Throttle::default(),
@@ -53,10 +73,11 @@ impl Incoming {
         Arc::clone(&self.stats)
     }
 
-    /// The connections held, by peer address, with the calls each has
-    /// alive (see [`crate::ops::responses`]).
-    pub fn peers(&self) -> Arc<Peers> {
-        Arc::clone(&self.peers)
+    /// The connections held, by their addresses, with the calls each has
+    /// alive (see [`crate::ops::responses`]); `None` unless made
+    /// [`Self::with_peers`].
+    pub fn peers(&self) -> Option<Arc<Peers>> {
+        self.peers.clone()
     }
 
     /// Connections open now (accepted and not yet dropped).
@@ -71,15 +92,14 @@ impl Incoming {
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
-                    let permit = match Arc::clone(&self.permits).try_acquire_owned() {
-                        Ok(permit) => permit,
-                        Err(_) => match self.make_room(peer).await {
-                            Some(permit) => permit,
-                            None => {
-                                self.refuse(stream, peer);
-                                continue;
-                            }
-                        },
+                    let permit = if self.open() < self.limits.max_connections {
+                        Arc::clone(&self.permits).try_acquire_owned().ok()
+                    } else {
+                        self.make_room(peer)
+                    };
+                    let Some(permit) = permit else {
+                        self.refuse(stream, peer);
+                        continue;
                     };
                     // No Nagle: a response's header, data and trailer frames
                     // must not wait for the peer's ACK, which would add
@@ -88,12 +108,16 @@ impl Incoming {
                         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
                     self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    let registered = match (&self.peers, stream.local_addr()) {
+                        (Some(peers), Ok(local)) => Some(peers.register(local, peer)),
+                        _ => None,
+                    };
                     return Connection::new(
                         stream,
                         permit,
                         self.limits.idle_timeout,
                         Arc::clone(&self.stats),
-                        Some(self.peers.register(peer)),
+                        registered,
                     );
                 }
                 Err(e) if is_connection_error(&e) => {
@@ -125,13 +149,18 @@ impl Incoming {
         }
     }
 
-    /// At the cap: closes the connection that has gone longest without a
-    /// call (none alive, none started for [`EVICT_AFTER_IDLE`]) and waits
-    /// at most [`EVICTION_WAIT`] for its permit. `None` when every
-    /// connection is calling: the newcomer is the one to refuse.
-    async fn make_room(&mut self, newcomer: SocketAddr) -> Option<OwnedSemaphorePermit> {
-        let (idlest, load) = self.peers.idlest(EVICT_AFTER_IDLE)?;
+    /// At the cap: closes a connection that never made a call, else the
+    /// one that has gone longest without one (none alive, none started for
+    /// [`EVICT_AFTER_IDLE`]), and lends the newcomer a permit of the slack
+    /// until it closes. `None` when every connection is calling, or the
+    /// slack is spent on connections still closing: the newcomer is the one
+    /// to refuse. Never waits: the accept loop goes on.
+    fn make_room(&mut self, newcomer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        let peers = self.peers.as_ref()?;
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        let (idlest, load) = peers.idlest(EVICT_AFTER_IDLE)?;
         let idle = load.idle_for(tokio::time::Instant::now());
+        let never_called = !load.has_called();
         load.evict();
         let total = self.stats.evicted.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(held_back) = self.evictions.ready() {
@@ -139,6 +168,7 @@ impl Incoming {
                 %newcomer,
                 evicted = %idlest,
                 ?idle,
+                never_called,
                 max_connections = self.limits.max_connections,
                 evicted_total = total,
                 evicted_since_last_warning = held_back,
@@ -146,10 +176,7 @@ impl Incoming {
                  to make room"
             );
         }
-        tokio::time::timeout(EVICTION_WAIT, Arc::clone(&self.permits).acquire_owned())
-            .await
-            .ok()?
-            .ok()
+        Some(permit)
     }
 
     /// Closes a connection accepted past the cap: its client sees the

@@ -10,8 +10,10 @@
 //!
 //! - each accepted connection holds a permit of a node-wide cap
 //!   ([`ConnectionLimits::max_connections`]), released when the connection is
-//!   dropped; at the cap the connection that has gone longest without a
-//!   call (none for [`EVICT_AFTER_IDLE`] at least) is closed to make room,
+//!   dropped; at the cap, on a gRPC port ([`Incoming::with_peers`]), a
+//!   connection that never made a call, else the one that has gone longest
+//!   without one (none for [`EVICT_AFTER_IDLE`] at least), is closed to make
+//!   room,
 //!   so that clients opening connections and never calling cannot keep
 //!   others out; when every connection is calling, a new connection is
 //!   accepted and closed at once, so its client fails fast instead of
@@ -21,9 +23,10 @@
 //!   it (rate-limited) and pauses [`ACCEPT_BACKOFF`] before trying again;
 //! - a connection on which no byte has been read or written for
 //!   [`ConnectionLimits::idle_timeout`] fails its next read, which ends it;
-//! - each connection is known by its peer's address with the calls it has
-//!   alive ([`peers`]), so that the one holding the most can be closed when
-//!   the node's bound on live calls is reached.
+//! - on a gRPC port each connection is known by its addresses with the
+//!   calls it has alive and the responses it has not read ([`peers`]), so
+//!   that the one reading least can be closed when the node's bound on live
+//!   calls is reached.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,10 +37,10 @@ use tokio::time::Instant;
 /// long may be closed to make room for a new one.
 pub const EVICT_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// How long a new connection that closed another to make room waits for
-/// the permit it gave back (the closed connection's task drops it as soon
-/// as it runs) before it is refused after all.
-pub const EVICTION_WAIT: Duration = Duration::from_millis(250);
+/// Connections a listener that makes room at its cap may hold past it, for
+/// newcomers whose evicted connections have not closed yet (each closes as
+/// soon as its task runs): past that too, newcomers are refused.
+pub const EVICTION_SLACK: usize = 16;
 
 /// The idle timeout when `--idle-timeout-secs` is not given: long enough that
 /// a quiet but live client is never cut off for pausing (and live HTTP/2

@@ -186,7 +186,7 @@ async fn a_silent_tcp_connection_is_closed_at_the_idle_timeout() {
 async fn at_the_cap_the_connection_longest_without_a_call_makes_room() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut incoming = Incoming::new(
+    let mut incoming = Incoming::with_peers(
         listener,
         ConnectionLimits {
             max_connections: 2,
@@ -194,7 +194,7 @@ async fn at_the_cap_the_connection_longest_without_a_call_makes_room() {
         },
     );
     let stats = incoming.stats();
-    let peers = incoming.peers();
+    let peers = incoming.peers().expect("with peers");
     tokio::spawn(async move {
         loop {
             let conn = incoming.accept().await;
@@ -219,8 +219,8 @@ async fn at_the_cap_the_connection_longest_without_a_call_makes_room() {
     // the newcomer is refused.
     let b_addr = b.local_addr().unwrap();
     let c_addr = c.local_addr().unwrap();
-    peers.get(b_addr).expect("b is known").started();
-    let c_load = peers.get(c_addr).expect("c is known");
+    peers.get(addr, b_addr).expect("b is known").started();
+    let c_load = peers.get(addr, c_addr).expect("c is known");
     c_load.started();
     c_load.ended();
     let mut d = TcpStream::connect(addr).await.unwrap();
