@@ -346,7 +346,7 @@ pub async fn serve<S: Search, C: Corpus>(
         "serving"
     );
     // One budget for every connection of this server, which closes the
-    // connection with the most unread responses to make room (see
+    // connection with the most stalled calls to make room (see
     // [`crate::ops::responses`]).
     let responses = crate::ops::responses::ResponseBudget::new(
         crate::ops::responses::MAX_LIVE_RESPONSES,

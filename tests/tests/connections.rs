@@ -223,12 +223,15 @@ async fn at_its_connection_cap_a_node_refuses_cleanly_keeps_answering_and_makes_
     let mut idle = open_idle(leaf.addr, FLOOD).await;
     // While every connection held is new (none has gone a second without
     // a call), a connection past the cap is closed at once, not left in
-    // the backlog. (On a machine so slow that the flood took longer, the
-    // newcomer may rightly take an old one's place instead.)
+    // the backlog. On a machine so slow that the flood took longer (the
+    // node accepts a little after the client connects: half the second is
+    // kept for that), a newcomer may rightly take an old one's place
+    // instead, and there may be no refusal at all.
     let mut extra = TcpStream::connect(leaf.addr).await.expect("connect");
     let flood_took = started.elapsed();
     let closed_at_once = closed_within(&mut extra, Duration::from_secs(1)).await;
-    if flood_took < EVICT_AFTER_IDLE {
+    let fast_flood = flood_took < EVICT_AFTER_IDLE / 2;
+    if fast_flood {
         assert!(closed_at_once, "a connection past the cap was left open");
     } else {
         eprintln!("the flood took {flood_took:?}: not checking the refusal");
@@ -244,7 +247,7 @@ async fn at_its_connection_cap_a_node_refuses_cleanly_keeps_answering_and_makes_
     eprintln!("CPU at the connection cap: {cpu:?} per second");
     assert!(cpu < MAX_CPU_PER_SECOND, "{cpu:?} of CPU in 1 s at the cap");
     assert!(
-        leaf.log_lines("connection refused") >= 1,
+        !fast_flood || leaf.log_lines("connection refused") >= 1,
         "no warning logged"
     );
 

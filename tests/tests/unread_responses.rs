@@ -1,13 +1,15 @@
-//! A client that never reads its responses cannot keep other clients out.
+//! A client that stalls its calls cannot keep other clients out.
 //!
 //! It opens connections with an HTTP/2 receive window of 0 and sends call
 //! after call: every response stays in the node, waiting for a window that
-//! never opens, until the node's bound on live calls is reached. Then a
-//! client that reads its answers must still be served (the connection with
-//! the most unread responses is closed to make room), and the node stays
-//! up.
+//! never opens — or it sends each call's headers and never its body — until
+//! the node's bound on live calls is reached. Then a client that sends and
+//! reads as it goes must still be served (the connection with the most
+//! calls stalled on their client is closed to make room), and the node
+//! stays up.
 
 use bytes::Bytes;
+use searchtree_node::serving::connections::peers::STALLED_AFTER;
 use searchtree_proto::pb::GetStatsRequest;
 use searchtree_proto::pb::node_stats_client::NodeStatsClient;
 use searchtree_tests::{client, fixture, node_addr, search, start_sharded_tree};
@@ -41,11 +43,22 @@ async fn unread_connection(
     (send, tokio::spawn(connection))
 }
 
-/// Sends one `GetStats` call (an empty message) on `send`.
+/// How the client holds its calls up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stall {
+    /// It sends whole requests and never reads an answer.
+    Answers,
+    /// It sends each request's headers and never its body.
+    Requests,
+}
+
+/// Sends one `GetStats` call (an empty message) on `send`, whole or, with
+/// `Stall::Requests`, its headers only.
 async fn get_stats(
     send: &mut h2::client::SendRequest<Bytes>,
     addr: std::net::SocketAddr,
-) -> Result<h2::client::ResponseFuture, h2::Error> {
+    stall: Stall,
+) -> Result<(h2::client::ResponseFuture, Option<h2::SendStream<Bytes>>), h2::Error> {
     let ready = send.clone().ready().await?;
     *send = ready;
     let request = http::Request::post(format!("http://{addr}/searchtree.v1.NodeStats/GetStats"))
@@ -54,13 +67,26 @@ async fn get_stats(
         .body(())
         .expect("request");
     let (response, mut body) = send.send_request(request, false)?;
+    if stall == Stall::Requests {
+        // Kept open: dropping it would end the request.
+        return Ok((response, Some(body)));
+    }
     // A gRPC frame: not compressed, length 0.
     body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)?;
-    Ok(response)
+    Ok((response, None))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reads_nothing_cannot_keep_others_out() {
+    stalling_client_cannot_keep_others_out(Stall::Answers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_requests_cannot_keep_others_out() {
+    stalling_client_cannot_keep_others_out(Stall::Requests).await;
+}
+
+async fn stalling_client_cannot_keep_others_out(stall: Stall) {
     let fx = fixture(TMP);
     let tree = start_sharded_tree(fx).await;
     let leaf = node_addr(&tree, "leaf-0");
@@ -69,9 +95,9 @@ async fn a_client_that_reads_nothing_cannot_keep_others_out() {
     for _ in 0..CONNECTIONS {
         connections.push(unread_connection(leaf).await);
     }
-    // Answers are kept: dropping one would cancel its stream. A connection
-    // the node closes meanwhile (to serve a lighter one: another of these,
-    // or a parent's call) loses its answers and leaves the rotation.
+    // Calls are kept: dropping one would cancel its stream. A connection
+    // the node closes meanwhile (to serve one stalling less: another of
+    // these, or a parent's call) loses its calls and leaves the rotation.
     let mut held = Vec::new();
     let mut refused = 0;
     let mut alive: Vec<bool> = vec![true; CONNECTIONS];
@@ -79,27 +105,33 @@ async fn a_client_that_reads_nothing_cannot_keep_others_out() {
         let mut round = Vec::new();
         for (i, (send, _)) in connections.iter_mut().enumerate() {
             for _ in 0..CALLS_PER_ROUND {
-                match alive[i].then_some(()).map(|()| get_stats(send, leaf)) {
-                    Some(call) => match call.await {
-                        Ok(response) => round.push(response),
-                        Err(_) => alive[i] = false,
-                    },
-                    None => break,
+                if !alive[i] {
+                    break;
+                }
+                match get_stats(send, leaf, stall).await {
+                    Ok(call) => round.push(call),
+                    Err(_) => alive[i] = false,
                 }
             }
         }
-        // Heads are not flow-controlled: each comes. One with a message to
-        // send holds a live call; one past the bound is refused in its head.
-        for response in round {
-            let Ok(response) = response.await else {
-                continue;
-            };
-            match response.headers().get("grpc-status") {
-                None => held.push(response),
-                Some(status) => {
-                    assert_eq!(status, "8", "refused as RESOURCE_EXHAUSTED: {response:?}");
-                    refused += 1;
-                }
+        // A call past the bound is refused at once, in its head (heads are
+        // not flow-controlled). An answer with a message to send holds a
+        // live call and its head comes too; a call without its request's
+        // body never gets a head.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for (response, body) in round {
+            let mut response = response;
+            let head = futures::FutureExt::now_or_never(&mut response);
+            match head {
+                Some(Ok(head)) => match head.headers().get("grpc-status") {
+                    None => held.push((Some(head), None, body)),
+                    Some(status) => {
+                        assert_eq!(status, "8", "refused as RESOURCE_EXHAUSTED: {head:?}");
+                        refused += 1;
+                    }
+                },
+                Some(Err(_)) => {} // its connection was closed
+                None => held.push((None, Some(response), body)),
             }
         }
         if refused > 0 {
@@ -112,9 +144,10 @@ async fn a_client_that_reads_nothing_cannot_keep_others_out() {
     );
     assert!(
         alive.iter().any(|a| *a),
-        "every unread connection was closed"
+        "every stalling connection was closed"
     );
-
+    // Long enough that the held calls count as stalled on their client.
+    tokio::time::sleep(STALLED_AFTER + std::time::Duration::from_millis(200)).await;
     // A client that reads its answers is still served, by that leaf and
     // through the tree.
     let mut stats = NodeStatsClient::connect(format!("http://{leaf}"))
@@ -135,8 +168,8 @@ async fn a_client_that_reads_nothing_cannot_keep_others_out() {
             closed += 1;
         }
     }
-    assert!(closed >= 1, "no unread connection was closed");
-    assert!(closed < CONNECTIONS, "every unread connection was closed");
+    assert!(closed >= 1, "no stalling connection was closed");
+    assert!(closed < CONNECTIONS, "every stalling connection was closed");
     drop(held);
     drop(tree);
 }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use crate::ops::auth::AuthPolicy;
-use crate::ops::responses::{Admission, Held, ResponseBudget};
+use crate::ops::responses::{Admission, Held, ResponseBudget, ResponsePermit, Watched};
 use crate::ops::{otlp, timing, trace};
 use crate::serving::connections::peers::PeerKey;
 
@@ -48,7 +48,7 @@ where
         + 'static,
     S::Future: Send + 'static,
     S::Error: Send,
-    B: Send + 'static,
+    B: Watched + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -70,7 +70,7 @@ where
         let permit = match self.responses.try_admit(request.uri().path(), peer) {
             Admission::Granted(permit) => permit,
             Admission::Full => {
-                // The rare path: close the connection reading least and wait for
+                // The rare path: close the connection stalling most and wait for
                 // its permits, then serve, with the service taken as it is
                 // ready (tower's way of calling a clone later).
                 let ready = self.inner.clone();
@@ -117,12 +117,18 @@ impl<S> Operated<S> {
         request: http::Request<B>,
         start: Instant,
         method: &'static str,
-        permit: Option<crate::ops::responses::ResponsePermit>,
+        permit: Option<ResponsePermit>,
     ) -> CallFuture<S::Response, S::Error>
     where
         S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
         S::Future: Send + 'static,
+        B: Watched,
     {
+        // The request's body tells when the call waits on its client.
+        let request = match permit.as_ref().and_then(ResponsePermit::wait) {
+            Some(wait) => request.map(|body| body.watched(wait)),
+            None => request,
+        };
         let context = trace::TraceContext::from_headers(request.headers());
         let span = trace::span(&context, request.uri().path());
         // What the exported span needs, taken only when exporting.

@@ -12,14 +12,18 @@
 //! and their permits with them.
 //!
 //! The bound alone let the client that filled it keep everyone else out.
-//! So when it is reached, a call from a connection with fewer responses
-//! waiting to be sent than the connection with the most (by two or more)
-//! closes that connection ([`crate::serving::connections::peers`]) and
-//! waits, at most [`EVICTION_WAIT`], for the permits it gives back; while a
-//! closed connection's permits are still on their way back, callers wait
-//! for them rather than close another. A client that reads its answers is
-//! served however many unread ones another client piles up, and the one
-//! that reads least is the one refused.
+//! So each call's wait on its client is watched ([`Held`] for its answer,
+//! [`Receiving`] for its request), and when the bound is reached, a call
+//! from a connection with fewer calls stalled on their client than the
+//! connection with the most (by two or more) closes that connection
+//! ([`crate::serving::connections::peers`]) and waits, at most
+//! [`EVICTION_WAIT`], for the permits it gives back; while a closed
+//! connection's permits are still on their way back, callers wait for them
+//! rather than close another. A client that sends and reads as it goes is
+//! served however many calls another client stalls on one connection, and
+//! the one that stalls most is the one refused. (A client that spreads its
+//! stalled calls thinly over many connections is not told apart from
+//! honest ones: the protection is by connection, not by client.)
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,7 +35,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::serving::connections::peers::{ConnectionLoad, PeerKey, Peers};
+use crate::serving::connections::peers::{CallWait, ConnectionLoad, MakeRoom, PeerKey, Peers};
 
 /// The most calls a node holds at once, handlers running or responses
 /// unsent: far above what the tree's own traffic needs (a parent's
@@ -73,34 +77,27 @@ pub enum Admission {
 #[derive(Debug)]
 pub struct ResponsePermit {
     _permit: OwnedSemaphorePermit,
-    load: Option<Arc<ConnectionLoad>>,
-    answered: bool,
+    call: Option<(Arc<ConnectionLoad>, u64, Arc<CallWait>)>,
 }
 
 impl ResponsePermit {
-    /// The call's handler answered: its response now waits to be sent.
-    fn answered(&mut self) {
-        if let (Some(load), false) = (&self.load, self.answered) {
-            load.answered();
-            self.answered = true;
-        }
+    /// Whether the call waits on its client, for the bodies that tell.
+    pub fn wait(&self) -> Option<Arc<CallWait>> {
+        self.call.as_ref().map(|(_, _, wait)| Arc::clone(wait))
     }
 }
 
 impl Drop for ResponsePermit {
     fn drop(&mut self) {
-        if let Some(load) = &self.load {
-            if self.answered {
-                load.sent();
-            }
-            load.ended();
+        if let Some((load, id, _)) = &self.call {
+            load.ended(*id);
         }
     }
 }
 
 impl ResponseBudget {
     /// A budget of `max` live responses; with `peers` (the connections of
-    /// the port it guards), the connection with the most unsent responses
+    /// the port it guards), the connection with the most stalled calls
     /// is closed to make room for one with fewer.
     pub fn new(max: usize, peers: Option<Arc<Peers>>) -> Self {
         ResponseBudget {
@@ -141,32 +138,58 @@ impl ResponseBudget {
     }
 
     /// The rest of [`Self::admit`] once the bound is reached: closes the
-    /// connection with the most unsent responses if the caller's has fewer
-    /// (unless a closed one's permits are still coming back), and waits for
-    /// a permit at most [`EVICTION_WAIT`]; otherwise the refusal.
+    /// connection with the most calls stalled on their client if the
+    /// caller's has fewer ([`Peers::make_room_for`]; or, while a closed one's
+    /// permits are still coming back, closes nothing), and waits for a
+    /// permit at most [`EVICTION_WAIT`]; otherwise the refusal.
     pub async fn admit_by_eviction(
         &self,
         peer: Option<PeerKey>,
     ) -> Result<Option<ResponsePermit>, tonic::Status> {
-        let pending = self.peers.as_ref().is_some_and(|p| p.eviction_pending());
-        if !pending && !self.evict_for(self.load_of(peer).as_ref(), peer) {
+        let Some(peers) = &self.peers else {
             return Err(self.refusal());
+        };
+        match peers.make_room_for(peer) {
+            MakeRoom::Refuse => return Err(self.refusal()),
+            MakeRoom::Pending => {}
+            MakeRoom::Evicted {
+                peer: evicted,
+                stalled,
+                live,
+                caller_stalled,
+            } => {
+                let total = self.evictions.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    %evicted,
+                    evicted_stalled_calls = stalled,
+                    evicted_live_calls = live,
+                    caller = ?peer.map(|(_, remote)| remote),
+                    caller_stalled_calls = caller_stalled,
+                    bound = self.max,
+                    evictions_so_far = total,
+                    "at the bound on live calls: closed the connection with the most calls \
+                     stalled on their client (not reading answers, or not sending requests)"
+                );
+            }
         }
         match tokio::time::timeout(EVICTION_WAIT, Arc::clone(&self.permits).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Some(self.grant(permit, peer))),
-            _ => Err(self.refusal()),
+            _ => Err(tonic::Status::resource_exhausted(format!(
+                "this node holds {} calls whose responses are not yet sent, and those of the \
+                 connection closed to make room did not come back within {:?}: retry later",
+                self.max, EVICTION_WAIT
+            ))),
         }
     }
 
     fn grant(&self, permit: OwnedSemaphorePermit, peer: Option<PeerKey>) -> ResponsePermit {
-        let load = self.load_of(peer);
-        if let Some(load) = &load {
-            load.started();
-        }
+        let call = self.load_of(peer).map(|load| {
+            let (id, wait) = load.started();
+            (load, id, wait)
+        });
         ResponsePermit {
             _permit: permit,
-            load,
-            answered: false,
+            call,
         }
     }
 
@@ -175,40 +198,10 @@ impl ResponseBudget {
         self.peers.as_ref()?.get(local, remote)
     }
 
-    /// Closes the connection with the most responses waiting to be sent,
-    /// if it has at least two more than the caller's (`mine`, from `peer`):
-    /// true if one was closed.
-    fn evict_for(&self, mine: Option<&Arc<ConnectionLoad>>, peer: Option<PeerKey>) -> bool {
-        let Some(peers) = &self.peers else {
-            return false;
-        };
-        let Some((addr, heaviest, unsent)) = peers.most_unsent() else {
-            return false;
-        };
-        let my_unsent = mine.map_or(0, |l| l.unsent());
-        if mine.is_some_and(|l| Arc::ptr_eq(l, &heaviest)) || unsent < my_unsent + 2 {
-            return false;
-        }
-        heaviest.evict();
-        let total = self.evictions.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::warn!(
-            evicted = %addr,
-            evicted_unsent_responses = unsent,
-            evicted_live_calls = heaviest.live(),
-            caller = ?peer.map(|(_, remote)| remote),
-            caller_unsent_responses = my_unsent,
-            bound = self.max,
-            evictions_so_far = total,
-            "at the bound on live calls: closed the connection with the most responses \
-             it has not read"
-        );
-        true
-    }
-
     fn refusal(&self) -> tonic::Status {
         tonic::Status::resource_exhausted(format!(
             "this node holds {} calls whose responses are not yet sent, and no other \
-             connection has more of them unread than this one: retry later",
+             connection holds it up more than this one: retry later",
             self.max
         ))
     }
@@ -224,18 +217,21 @@ impl ResponseBudget {
     }
 }
 
-/// A response body that holds its call's permit until it is done.
+/// A response body that holds its call's permit until it is done, and
+/// marks the call waiting on its client while a frame it handed over is
+/// not taken.
 pub struct Held {
     body: tonic::body::Body,
+    wait: Option<Arc<CallWait>>,
     _permit: ResponsePermit,
 }
 
 impl Held {
     /// `body`, holding `permit` as long as it lives.
-    pub fn new(body: tonic::body::Body, mut permit: ResponsePermit) -> Self {
-        permit.answered();
+    pub fn new(body: tonic::body::Body, permit: ResponsePermit) -> Self {
         Held {
             body,
+            wait: permit.wait(),
             _permit: permit,
         }
     }
@@ -249,7 +245,20 @@ impl Body for Held {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Some(wait) = &self.wait {
+            match &polled {
+                // Handed over: the transport polls again once it has sent
+                // it, which a client that does not read never lets it do.
+                Poll::Ready(Some(Ok(_))) => {
+                    wait.not_waiting();
+                    wait.waiting();
+                }
+                // The node's own work (a stream's next message), or done.
+                _ => wait.not_waiting(),
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -261,9 +270,60 @@ impl Body for Held {
     }
 }
 
+/// A request body that marks its call waiting on its client while the rest
+/// of the request has not come (a client that sends headers and never the
+/// body holds its call's permit otherwise unseen).
+pub struct Receiving {
+    body: tonic::body::Body,
+    wait: Arc<CallWait>,
+}
+
+impl Body for Receiving {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Pending => self.wait.waiting(),
+            Poll::Ready(_) => self.wait.not_waiting(),
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Request bodies whose wait on the client can be watched
+/// ([`Receiving`]); `()` (in benchmarks) has nothing to wait for.
+pub trait Watched: Sized {
+    /// This body, telling `wait` when the call waits on its client.
+    fn watched(self, wait: Arc<CallWait>) -> Self;
+}
+
+impl Watched for tonic::body::Body {
+    fn watched(self, wait: Arc<CallWait>) -> Self {
+        tonic::body::Body::new(Receiving { body: self, wait })
+    }
+}
+
+impl Watched for () {
+    fn watched(self, _wait: Arc<CallWait>) -> Self {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serving::connections::peers::STALLED_AFTER;
 
     const SEARCH: &str = "/searchtree.v1.Search/Search";
 
@@ -297,13 +357,60 @@ mod tests {
         )
     }
 
+    /// A body of one frame, as a unary answer's message.
+    struct OneFrame(Option<Bytes>);
+
+    impl Body for OneFrame {
+        type Data = Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+            Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+        }
+    }
+
+    /// An answer whose message the transport has taken and cannot send: a
+    /// client that does not read it.
+    async fn unread(permit: ResponsePermit) -> Held {
+        let mut held = Held::new(
+            tonic::body::Body::new(OneFrame(Some(Bytes::from_static(b"hits")))),
+            permit,
+        );
+        let frame = futures::future::poll_fn(|cx| Pin::new(&mut held).poll_frame(cx)).await;
+        assert!(matches!(frame, Some(Ok(_))));
+        held
+    }
+
+    /// A request that never gets its body: a client that sent headers only.
+    async fn bodiless(permit: &ResponsePermit) -> tonic::body::Body {
+        struct Never;
+        impl Body for Never {
+            type Data = Bytes;
+            type Error = tonic::Status;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+                Poll::Pending
+            }
+        }
+        let mut body = tonic::body::Body::new(Never).watched(permit.wait().unwrap());
+        let polled =
+            futures::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        assert!(polled.is_pending());
+        body
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn at_the_bound_the_connection_reading_least_is_closed_and_only_one_at_a_time() {
+    async fn at_the_bound_the_connection_stalling_most_is_closed_and_only_one_at_a_time() {
         let peers = Arc::new(Peers::default());
         let register = |k: PeerKey| peers.register(k.0, k.1);
-        let (unread, parent, other, light, late) = (key(1), key(2), key(3), key(4), key(5));
+        let (unread_key, parent, other, light, late) = (key(1), key(2), key(3), key(4), key(5));
         let (unread_conn, parent_conn, other_conn) =
-            (register(unread), register(parent), register(other));
+            (register(unread_key), register(parent), register(other));
         let (_light_conn, _late_conn) = (register(light), register(late));
         let budget = ResponseBudget::new(6, Some(Arc::clone(&peers)));
         let admit = |k: PeerKey| {
@@ -311,29 +418,34 @@ mod tests {
             tokio::spawn(async move { budget.admit(SEARCH, Some(k)).await })
         };
 
-        // A parent's searches still running (many alive, none answered),
-        // and a client that does not read its three answers.
+        // A parent's searches still running (many alive, none waiting on
+        // the parent), and a client that does not read its three answers.
         let mut searches = Vec::new();
         for _ in 0..3 {
             searches.push(budget.admit(SEARCH, Some(parent)).await.unwrap().unwrap());
         }
         let mut unread_answers = Vec::new();
         for _ in 0..3 {
-            let permit = budget.admit(SEARCH, Some(unread)).await.unwrap().unwrap();
-            unread_answers.push(Held::new(tonic::body::Body::empty(), permit));
+            let permit = budget
+                .admit(SEARCH, Some(unread_key))
+                .await
+                .unwrap()
+                .unwrap();
+            unread_answers.push(unread(permit).await);
         }
-        assert_eq!(
-            (parent_conn.load().live(), unread_conn.load().unsent()),
-            (3, 3)
-        );
+        tokio::time::advance(STALLED_AFTER).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(parent_conn.load().live(), 3);
+        assert_eq!(parent_conn.load().stalled(now), 0);
+        assert_eq!(unread_conn.load().stalled(now), 3);
 
         // The reader-less connection itself is refused, and not closed.
-        let refused = budget.admit(SEARCH, Some(unread)).await.unwrap_err();
+        let refused = budget.admit(SEARCH, Some(unread_key)).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(!unread_conn.load().is_evicted());
 
         // The parent, with the most calls alive, asks again: the
-        // connection that reads least is closed, not the parent's.
+        // connection stalling the most is closed, not the parent's.
         let waiting = admit(parent);
         tokio::task::yield_now().await;
         assert!(unread_conn.load().is_evicted());
@@ -342,13 +454,16 @@ mod tests {
         searches.push(waiting.await.unwrap().unwrap().unwrap());
         assert_eq!(budget.evictions(), 1);
 
-        // Full again (two answers unread on `other`). Two callers at once
-        // close one connection between them, and wait for its permits.
-        let mut other_answers = Vec::new();
+        // Full again: two calls on `other` whose requests never get their
+        // body. Two callers at once close one connection between them, and
+        // wait for its permits.
+        let mut other_calls = Vec::new();
         for _ in 0..2 {
             let permit = budget.admit(SEARCH, Some(other)).await.unwrap().unwrap();
-            other_answers.push(Held::new(tonic::body::Body::empty(), permit));
+            let body = bodiless(&permit).await;
+            other_calls.push((permit, body));
         }
+        tokio::time::advance(STALLED_AFTER).await;
         let first = admit(light);
         tokio::task::yield_now().await;
         let second = admit(late);
@@ -356,20 +471,25 @@ mod tests {
         assert!(other_conn.load().is_evicted());
         assert_eq!(budget.evictions(), 2, "the second caller closed another");
         assert!(!parent_conn.load().is_evicted());
-        other_answers.clear();
+        other_calls.clear();
         first.await.unwrap().unwrap().unwrap();
         second.await.unwrap().unwrap().unwrap();
 
         // A closed connection that does not give its calls back: callers
-        // are refused after the wait.
+        // are refused after the wait, saying so.
         let stuck = key(6);
         let stuck_conn = register(stuck);
         let mut stuck_answers = Vec::new();
         while let Admission::Granted(Some(permit)) = budget.try_admit(SEARCH, Some(stuck)) {
-            stuck_answers.push(Held::new(tonic::body::Body::empty(), permit));
+            stuck_answers.push(unread(permit).await);
         }
+        tokio::time::advance(STALLED_AFTER).await;
         let refused = budget.admit(SEARCH, Some(light)).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("did not come back"),
+            "{refused:?}"
+        );
         assert!(stuck_conn.load().is_evicted());
     }
 }

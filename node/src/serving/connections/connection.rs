@@ -76,8 +76,9 @@ impl<T> Connection<T> {
 fn evicted_error() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
-        "connection closed: it held the most calls whose responses were not read \
-         when the node reached its bound on live calls",
+        "connection closed by the node to make room: at its bound on live calls it \
+         held the most calls stalled on the client, or at the connection cap it had \
+         gone longest without a call",
     )
 }
 

@@ -24,8 +24,8 @@
 //! - a connection on which no byte has been read or written for
 //!   [`ConnectionLimits::idle_timeout`] fails its next read, which ends it;
 //! - on a gRPC port each connection is known by its addresses with the
-//!   calls it has alive and the responses it has not read ([`peers`]), so
-//!   that the one reading least can be closed when the node's bound on live
+//!   calls it has alive and those stalled on its client ([`peers`]), so
+//!   that the one stalling most can be closed when the node's bound on live
 //!   calls is reached.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,8 @@
 //! The connections a gRPC port holds, by their addresses, with how many
-//! calls each has alive and how many of its responses are waiting to be
-//! sent — so that when the node's bound on live calls is reached
-//! ([`crate::ops::responses`]), the connection whose client reads the
-//! least can be told to close and give its calls back.
+//! calls each has alive and how many of those are stalled on their client
+//! ([`CallWait`]) — so that when the node's bound on live calls is reached
+//! ([`crate::ops::responses`]), the connection whose client holds the node
+//! up the most can be told to close and give its calls back.
 //!
 //! The same entries let a port at its connection cap make room: a
 //! connection that never made a call, else the one that has gone longest
@@ -16,11 +16,11 @@
 //! own it let that client take every call's place: everyone else was
 //! refused for as long as it kept its connections open. Closing a
 //! connection is the one way to get back what it holds (its responses sit in
-//! HTTP/2 streams waiting for a window the client never opens). The one to
-//! close is the one with the most responses answered and not sent, not the
-//! one with the most calls alive: a parent sends a child all its searches
-//! over one connection, hundreds at once under load, and reads each answer
-//! as it comes.
+//! HTTP/2 streams waiting for a window the client never opens, or its
+//! requests for bodies it never sends). The one to close is the one with
+//! the most calls stalled on their client, not the one with the most calls
+//! alive: a parent sends a child all its searches over one connection,
+//! hundreds at once under load, and sends and reads each as it goes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,13 +42,14 @@ pub struct Peers {
     by_key: Mutex<HashMap<PeerKey, Arc<ConnectionLoad>>>,
 }
 
-/// One connection's share: its calls alive and, of those, the ones
-/// answered but not yet sent; when it last started a call; whether it has
-/// been told to close.
+/// One connection's share: its calls alive, each with whether it waits on
+/// the client; when it last started a call; whether it has been told to
+/// close.
 #[derive(Debug)]
 pub struct ConnectionLoad {
     live: AtomicUsize,
-    unsent: AtomicUsize,
+    calls: Mutex<HashMap<u64, Arc<CallWait>>>,
+    next_call: AtomicU64,
     opened: Instant,
     /// When the last call (health checks included) started, in ms after
     /// `opened`.
@@ -57,6 +58,75 @@ pub struct ConnectionLoad {
     evicted: AtomicBool,
     read: AtomicWaker,
     write: AtomicWaker,
+}
+
+/// How long a call must have waited on its client, without a byte of its
+/// request arriving or a frame of its answer being taken, to count as
+/// stalled: far longer than a client that reads and writes as it goes
+/// ever makes one wait, even under load.
+pub const STALLED_AFTER: Duration = Duration::from_millis(500);
+
+const NOT_WAITING: u64 = u64::MAX;
+
+/// Whether one call waits on its client, and since when: for the rest of
+/// its request (a client that sent headers and no body), or for its
+/// answer to be taken (a client that does not read, its window at 0). A
+/// call the node itself is working on (its handler running, or its
+/// streaming answer not ready) does not wait on its client, however long
+/// it takes.
+#[derive(Debug)]
+pub struct CallWait {
+    base: Instant,
+    /// ms after `base` since when the call has waited on its client, or
+    /// [`NOT_WAITING`].
+    since_ms: AtomicU64,
+}
+
+impl CallWait {
+    /// From now on the call waits on its client (unless it already did:
+    /// then since then).
+    pub fn waiting(&self) {
+        let ms = u64::try_from(Instant::now().duration_since(self.base).as_millis())
+            .unwrap_or(NOT_WAITING - 1);
+        let _ =
+            self.since_ms
+                .compare_exchange(NOT_WAITING, ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The client moved (a frame came or was taken) or the node has work
+    /// to do: the call does not wait on its client.
+    pub fn not_waiting(&self) {
+        self.since_ms.store(NOT_WAITING, Ordering::Relaxed);
+    }
+
+    /// Whether the call has waited on its client for [`STALLED_AFTER`] or
+    /// longer.
+    pub fn stalled(&self, now: Instant) -> bool {
+        let since = self.since_ms.load(Ordering::Relaxed);
+        since != NOT_WAITING
+            && now.saturating_duration_since(self.base + Duration::from_millis(since))
+                >= STALLED_AFTER
+    }
+}
+
+/// What [`Peers::make_room_for`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MakeRoom {
+    /// A connection closed earlier still holds calls: wait for them.
+    Pending,
+    /// No connection has enough more calls stalled than the caller's.
+    Refuse,
+    /// This connection was told to close.
+    Evicted {
+        /// Its peer's address.
+        peer: SocketAddr,
+        /// Its calls stalled on their client.
+        stalled: usize,
+        /// Its calls alive.
+        live: usize,
+        /// The caller's connection's calls stalled.
+        caller_stalled: usize,
+    },
 }
 
 /// A connection's entry in [`Peers`], removed when dropped.
@@ -72,7 +142,8 @@ impl Peers {
     pub fn register(self: &Arc<Self>, local: SocketAddr, remote: SocketAddr) -> Registered {
         let load = Arc::new(ConnectionLoad {
             live: AtomicUsize::new(0),
-            unsent: AtomicUsize::new(0),
+            calls: Mutex::default(),
+            next_call: AtomicU64::new(0),
             opened: Instant::now(),
             last_call_ms: AtomicU64::new(0),
             called: AtomicBool::new(false),
@@ -94,25 +165,43 @@ impl Peers {
         self.lock().get(&(local, remote)).cloned()
     }
 
-    /// The connection with the most responses answered but not sent (a
-    /// client not reading them), and how many, among those not already
-    /// told to close. A client that reads its answers has a few unsent at
-    /// most, however many calls it has alive: the tree's own parent sends
-    /// a child all its searches over one connection.
-    pub fn most_unsent(&self) -> Option<(SocketAddr, Arc<ConnectionLoad>, usize)> {
-        self.lock()
-            .iter()
-            .filter(|(_, load)| !load.is_evicted())
-            .map(|((_, remote), load)| (*remote, Arc::clone(load), load.unsent()))
-            .max_by_key(|&(remote, _, unsent)| (unsent, std::cmp::Reverse(remote)))
-    }
-
-    /// Whether a connection told to close still holds calls: their permits
-    /// are on their way back.
-    pub fn eviction_pending(&self) -> bool {
-        self.lock()
+    /// Makes room at the bound on live calls for a call from `caller`:
+    /// closes the connection with the most calls stalled on their client
+    /// (see [`CallWait`]), if it has at least two more than the caller's,
+    /// among those not already told to close. Decided under one lock, so
+    /// that callers arriving together close one connection between them:
+    /// while a closed connection still holds calls, their permits are on
+    /// their way back, and nothing more is closed.
+    pub fn make_room_for(&self, caller: Option<PeerKey>) -> MakeRoom {
+        let by_key = self.lock();
+        if by_key
             .values()
             .any(|load| load.is_evicted() && load.live() > 0)
+        {
+            return MakeRoom::Pending;
+        }
+        let now = Instant::now();
+        let mine = caller
+            .and_then(|key| by_key.get(&key))
+            .map_or(0, |load| load.stalled(now));
+        let Some((key, load, stalled)) = by_key
+            .iter()
+            .filter(|(key, load)| !load.is_evicted() && Some(**key) != caller)
+            .map(|(key, load)| (*key, load, load.stalled(now)))
+            .max_by_key(|&(key, _, stalled)| (stalled, std::cmp::Reverse(key)))
+        else {
+            return MakeRoom::Refuse;
+        };
+        if stalled < mine + 2 {
+            return MakeRoom::Refuse;
+        }
+        load.evict();
+        MakeRoom::Evicted {
+            peer: key.1,
+            stalled,
+            live: load.live(),
+            caller_stalled: mine,
+        }
     }
 
     /// The connection to give its place to a newcomer, among those with no
@@ -172,15 +261,26 @@ impl ConnectionLoad {
         self.live.load(Ordering::Relaxed)
     }
 
-    /// Calls answered whose responses are not yet sent.
-    pub fn unsent(&self) -> usize {
-        self.unsent.load(Ordering::Relaxed)
+    /// Calls that have waited on their client for [`STALLED_AFTER`] or
+    /// longer, now.
+    pub fn stalled(&self, now: Instant) -> usize {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.values().filter(|call| call.stalled(now)).count()
     }
 
-    /// One more call alive; [`Self::ended`] when its response is sent.
-    pub fn started(&self) {
+    /// One more call alive: its wait on the client, to be given back with
+    /// [`Self::ended`] when its response is sent.
+    pub fn started(&self) -> (u64, Arc<CallWait>) {
         self.live.fetch_add(1, Ordering::Relaxed);
         self.touch();
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let wait = Arc::new(CallWait {
+            base: self.opened,
+            since_ms: AtomicU64::new(NOT_WAITING),
+        });
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.insert(id, Arc::clone(&wait));
+        (id, wait)
     }
 
     /// A call that holds nothing (a health check) was made: the connection
@@ -192,20 +292,12 @@ impl ConnectionLoad {
         self.called.store(true, Ordering::Relaxed);
     }
 
-    /// A call's handler answered; its response waits to be sent until
-    /// [`Self::sent`].
-    pub fn answered(&self) {
-        self.unsent.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A response counted by [`Self::answered`] was sent or dropped.
-    pub fn sent(&self) {
-        self.unsent.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// A call's response was sent or dropped.
-    pub fn ended(&self) {
+    /// The call `id` (from [`Self::started`]) ended: its response was
+    /// sent or dropped.
+    pub fn ended(&self, id: u64) {
         self.live.fetch_sub(1, Ordering::Relaxed);
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.remove(&id);
     }
 
     /// Whether the connection has made a call (health checks included).
@@ -254,37 +346,53 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    #[test]
-    fn the_connection_with_most_unsent_is_named_and_entries_leave_with_their_connections() {
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_with_most_calls_stalled_on_their_client_is_closed_one_at_a_time() {
         let peers = Arc::new(Peers::default());
         let local = addr(50051);
-        let a = peers.register(local, addr(1001));
-        let b = peers.register(local, addr(1002));
-        // `b` has more calls alive, but reads its answers; `a` does not.
-        for _ in 0..5 {
-            b.load().started();
+        let (unread, parent, caller) = (
+            (local, addr(1001)),
+            (local, addr(1002)),
+            (local, addr(1003)),
+        );
+        let a = peers.register(unread.0, unread.1);
+        let b = peers.register(parent.0, parent.1);
+        let _c = peers.register(caller.0, caller.1);
+        // `b` (a parent) has more calls alive, its searches running; `a`'s
+        // three answers wait for a client that does not read them.
+        let searches: Vec<_> = (0..5).map(|_| b.load().started()).collect();
+        let unread_calls: Vec<_> = (0..3).map(|_| a.load().started()).collect();
+        for (_, wait) in &unread_calls {
+            wait.waiting();
         }
-        for _ in 0..3 {
-            a.load().started();
-            a.load().answered();
+        // A brief wait on the parent's side is not a stall.
+        searches[0].1.waiting();
+        tokio::time::advance(STALLED_AFTER).await;
+        searches[1].1.waiting();
+        assert_eq!(b.load().stalled(Instant::now()), 1);
+        assert_eq!(
+            peers.make_room_for(Some(caller)),
+            MakeRoom::Evicted {
+                peer: addr(1001),
+                stalled: 3,
+                live: 3,
+                caller_stalled: 0
+            }
+        );
+        assert!(a.load().is_evicted() && !b.load().is_evicted());
+        // Its calls are still alive: the next caller waits for them.
+        assert_eq!(peers.make_room_for(Some(caller)), MakeRoom::Pending);
+        for (id, _) in unread_calls {
+            a.load().ended(id);
         }
-        let (remote, load, unsent) = peers.most_unsent().unwrap();
-        assert_eq!((remote, unsent), (addr(1001), 3));
-        assert!(!peers.eviction_pending());
-        load.evict();
-        assert!(a.load().is_evicted());
-        assert!(peers.eviction_pending(), "a's calls are still alive");
-        assert_eq!(peers.most_unsent().unwrap().0, addr(1002));
-        for _ in 0..3 {
-            a.load().sent();
-            a.load().ended();
-        }
-        assert!(!peers.eviction_pending());
+        // The parent has one call stalled, the caller none: not enough.
+        assert_eq!(peers.make_room_for(Some(caller)), MakeRoom::Refuse);
+        // A call that moves again is no longer stalled.
+        searches[0].1.not_waiting();
+        assert_eq!(b.load().stalled(Instant::now()), 0);
         assert_eq!(peers.get(local, addr(1002)).unwrap().live(), 5);
         drop(a);
-        assert_eq!(peers.len(), 1);
-        drop(b);
-        assert!(peers.is_empty());
+        assert_eq!(peers.len(), 2);
     }
 
     #[test]
@@ -294,7 +402,7 @@ mod tests {
         let a = peers.register(addr(50051), remote);
         let b = peers.register(SocketAddr::from(([127, 0, 0, 2], 50051)), remote);
         assert_eq!(peers.len(), 2);
-        a.load().started();
+        let _call = a.load().started();
         assert_eq!(peers.get(addr(50051), remote).unwrap().live(), 1);
         drop(b);
         assert_eq!(peers.get(addr(50051), remote).unwrap().live(), 1);

@@ -219,10 +219,10 @@ async fn at_the_cap_the_connection_longest_without_a_call_makes_room() {
     // the newcomer is refused.
     let b_addr = b.local_addr().unwrap();
     let c_addr = c.local_addr().unwrap();
-    peers.get(addr, b_addr).expect("b is known").started();
+    let _b_call = peers.get(addr, b_addr).expect("b is known").started();
     let c_load = peers.get(addr, c_addr).expect("c is known");
-    c_load.started();
-    c_load.ended();
+    let (c_call, _) = c_load.started();
+    c_load.ended(c_call);
     let mut d = TcpStream::connect(addr).await.unwrap();
     assert!(closed_at_once(&mut d).await, "not refused at the cap");
     assert_eq!((stats.evicted(), stats.refused()), (1, 1));
