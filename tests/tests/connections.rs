@@ -215,7 +215,15 @@ async fn at_its_connection_cap_a_node_refuses_cleanly_keeps_answering_and_makes_
     let _one = ONE_AT_A_TIME.lock().await;
     let fx = fixture(TMP);
     let idle_timeout = IDLE_TIMEOUT_SECS.to_string();
-    let leaf = Leaf::start(fx, &["--idle-timeout-secs", &idle_timeout]);
+    let leaf = Leaf::start(
+        fx,
+        &[
+            "--idle-timeout-secs",
+            &idle_timeout,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
     let mut old = client(leaf.addr).await;
     search(&mut old, "river", 5).await.expect("answers");
 
@@ -260,6 +268,20 @@ async fn at_its_connection_cap_a_node_refuses_cleanly_keeps_answering_and_makes_
         leaf.log_lines("closed the connection longest without a call") >= 1,
         "making room was not logged"
     );
+    let http = leaf.http.expect("the leaf announced its HTTP port");
+    let (_, page) =
+        tokio::task::spawn_blocking(move || searchtree_tests::http_get(http, "/metrics"))
+            .await
+            .unwrap();
+    let evicted: u64 = page
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("searchtree_connections_evicted_total{reason=\"connection_cap\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no eviction series in:\n{page}"));
+    assert!(evicted >= 1, "making room was not counted");
     // The server, not the test, closed the idle connections it held. They
     // were opened one after another, so their timers end one after another:
     // allow them a few seconds between them, on a busy machine.

@@ -142,6 +142,9 @@ pub async fn serve(
                     continue;
                 };
                 if let Taken::Evicted(waited) = taken {
+                    crate::serving::connections::count_eviction(
+                        crate::serving::connections::EvictionReason::HttpSlots,
+                    );
                     tracing::debug!(
                         ?peer,
                         ?waited,

@@ -36,6 +36,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::serving::connections::peers::{CallWait, ConnectionLoad, MakeRoom, PeerKey, Peers};
+use crate::serving::connections::{EvictionReason, count_eviction};
 
 /// The most calls a node holds at once, handlers running or responses
 /// unsent: far above what the tree's own traffic needs (a parent's
@@ -159,6 +160,7 @@ impl ResponseBudget {
                 caller_stalled,
             } => {
                 let total = self.evictions.fetch_add(1, Ordering::Relaxed) + 1;
+                count_eviction(EvictionReason::StalledCalls);
                 tracing::warn!(
                     %evicted,
                     evicted_stalled_calls = stalled,
@@ -200,8 +202,8 @@ impl ResponseBudget {
 
     fn refusal(&self) -> tonic::Status {
         tonic::Status::resource_exhausted(format!(
-            "this node holds {} calls whose responses are not yet sent, and no other \
-             connection holds it up more than this one: retry later",
+            "this node holds {} calls whose responses are not yet sent (clients slow to \
+             send or read?), and none can be freed for this call now: retry later",
             self.max
         ))
     }

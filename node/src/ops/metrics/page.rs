@@ -85,6 +85,20 @@ impl prometheus_client::collector::Collector for CounterCollector {
             }
         }
 
+        let mut e = encoder.encode_descriptor(
+            "searchtree_connections_evicted",
+            "Connections the node closed to make room for others, by reason: stalled_calls \
+             (at the bound on live calls, the most calls stalled on their client), \
+             connection_cap (at the gRPC port's cap, longest without a call), http_slots \
+             (at the HTTP port's slots, longest waiting for a request)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in crate::serving::connections::evictions() {
+            let labels = [("reason", reason.label())];
+            ConstCounter::new(value).encode(e.encode_family(&labels)?)?;
+        }
+
         for &(name, help, value) in &self.values {
             let help = page_help(name, help, &self.values);
             let help = help.as_str();

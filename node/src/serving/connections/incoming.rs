@@ -163,6 +163,7 @@ impl Incoming {
         let never_called = !load.has_called();
         load.evict();
         let total = self.stats.evicted.fetch_add(1, Ordering::Relaxed) + 1;
+        super::count_eviction(super::EvictionReason::ConnectionCap);
         if let Some(held_back) = self.evictions.ready() {
             tracing::warn!(
                 %newcomer,

@@ -80,6 +80,50 @@ const MAX_DEFAULT_CONNECTIONS: u64 = 1 << 20;
 /// gives for the common limit of 1,024.
 const FALLBACK_MAX_CONNECTIONS: usize = 896;
 
+/// Why a connection was closed to make room for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictionReason {
+    /// At the node's bound on live calls, it had the most calls stalled on
+    /// its client ([`crate::ops::responses`]).
+    StalledCalls,
+    /// At the gRPC port's connection cap, it had gone longest without a
+    /// call ([`Incoming::with_peers`]).
+    ConnectionCap,
+    /// At the HTTP port's slots, it had waited longest for a request
+    /// ([`crate::ops::http_slots`]).
+    HttpSlots,
+}
+
+impl EvictionReason {
+    /// Every reason, in the order [`evictions`] gives them.
+    pub const ALL: [EvictionReason; 3] = [
+        EvictionReason::StalledCalls,
+        EvictionReason::ConnectionCap,
+        EvictionReason::HttpSlots,
+    ];
+
+    /// The reason's label on `searchtree_connections_evicted_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            EvictionReason::StalledCalls => "stalled_calls",
+            EvictionReason::ConnectionCap => "connection_cap",
+            EvictionReason::HttpSlots => "http_slots",
+        }
+    }
+}
+
+static EVICTIONS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counts a connection closed to make room, for the node's metrics.
+pub fn count_eviction(reason: EvictionReason) {
+    EVICTIONS[reason as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Connections this process closed to make room, by reason.
+pub fn evictions() -> [(EvictionReason, u64); 3] {
+    EvictionReason::ALL.map(|reason| (reason, EVICTIONS[reason as usize].load(Ordering::Relaxed)))
+}
+
 /// How many connections a node holds at once, and when it closes a silent one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
