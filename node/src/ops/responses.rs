@@ -1,12 +1,16 @@
 //! A node-wide bound on responses alive at once: from the moment a call is
-//! taken until its response body has been sent (or dropped).
+//! taken until the last of its response body has been handed to the
+//! transport (or dropped), which [`Held`] does a slice at a time as the
+//! client takes them.
 //!
 //! A response a client does not read stays in the node, bytes and all,
 //! while HTTP/2 flow control holds it back; the handler has returned, so
 //! admission control and the in-flight bounds no longer count it. A client
 //! that opens many streams, sets its receive window to 0 and never reads
 //! grew a root from 32 MB to 2 GB in 6 s until it aborted. Each call now
-//! holds a permit until its body is done; past [`MAX_LIVE_RESPONSES`] a new
+//! holds a permit until its body is done (a client opening a window of one
+//! byte got each answer buffered whole in h2, its permit given back, and a
+//! root to 3.3 GB: hence the slices); past [`MAX_LIVE_RESPONSES`] a new
 //! call is refused with `RESOURCE_EXHAUSTED` (health checks are exempt: a
 //! saturated node is still alive). A connection that dies drops its bodies,
 //! and their permits with them.
@@ -35,7 +39,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::serving::connections::peers::{CallWait, ConnectionLoad, MakeRoom, PeerKey, Peers};
+use crate::serving::connections::peers::{
+    CallWait, ConnectionLoad, Direction, MakeRoom, PeerKey, Peers,
+};
 use crate::serving::connections::{EvictionReason, count_eviction};
 
 /// The most calls a node holds at once, handlers running or responses
@@ -219,11 +225,21 @@ impl ResponseBudget {
     }
 }
 
-/// A response body that holds its call's permit until it is done, and
-/// marks the call waiting on its client while a frame it handed over is
-/// not taken.
+/// The most of an answer's message handed to the transport at once. hyper
+/// takes a frame from the body as soon as the stream has a byte of window,
+/// and h2 buffers all of it: a whole answer handed over at once would be
+/// buffered in h2, its permit given back, for a client that opens a window
+/// of one byte and reads no more. Handed over in slices, at most one slice
+/// is buffered beyond what the client took, and the rest stays with the
+/// call, counted.
+pub const MAX_SLICE: usize = 16 * 1024;
+
+/// A response body that holds its call's permit until it is done, hands
+/// its messages over in slices of at most [`MAX_SLICE`], and marks the call
+/// waiting on its client while a slice it handed over is not taken.
 pub struct Held {
     body: tonic::body::Body,
+    rest: Option<Bytes>,
     wait: Option<Arc<CallWait>>,
     _permit: ResponsePermit,
 }
@@ -233,8 +249,28 @@ impl Held {
     pub fn new(body: tonic::body::Body, permit: ResponsePermit) -> Self {
         Held {
             body,
+            rest: None,
             wait: permit.wait(),
             _permit: permit,
+        }
+    }
+
+    /// The next slice of `data`, keeping what is left of it.
+    fn slice(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > MAX_SLICE {
+            let first = data.split_to(MAX_SLICE);
+            self.rest = Some(data);
+            first
+        } else {
+            data
+        }
+    }
+
+    fn handed_over(&self) {
+        // The transport polls again once the client has taken enough of it,
+        // which a client that does not read never lets it do.
+        if let Some(wait) = &self.wait {
+            wait.waiting_afresh(Direction::Response);
         }
     }
 }
@@ -247,37 +283,103 @@ impl Body for Held {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        if let Some(rest) = self.rest.take() {
+            let slice = self.slice(rest);
+            self.handed_over();
+            return Poll::Ready(Some(Ok(Frame::data(slice))));
+        }
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Some(wait) = &self.wait {
-            match &polled {
-                // Handed over: the transport polls again once it has sent
-                // it, which a client that does not read never lets it do.
-                Poll::Ready(Some(Ok(_))) => {
-                    wait.not_waiting();
-                    wait.waiting();
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let slice = self.slice(data);
+                    self.handed_over();
+                    Poll::Ready(Some(Ok(Frame::data(slice))))
                 }
-                // The node's own work (a stream's next message), or done.
-                _ => wait.not_waiting(),
+                // Trailers: the end, sent without window.
+                Err(frame) => {
+                    if let Some(wait) = &self.wait {
+                        wait.not_waiting(Direction::Response);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+            },
+            // The node's own work (a stream's next message), or done.
+            other => {
+                if let Some(wait) = &self.wait {
+                    wait.not_waiting(Direction::Response);
+                }
+                other
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let hint = self.body.size_hint();
+        let Some(rest) = &self.rest else {
+            return hint;
+        };
+        let rest = rest.len() as u64;
+        let mut with_rest = SizeHint::new();
+        with_rest.set_lower(hint.lower() + rest);
+        if let Some(upper) = hint.upper() {
+            with_rest.set_upper(upper + rest);
+        }
+        with_rest
     }
 }
 
-/// A request body that marks its call waiting on its client while the rest
-/// of the request has not come (a client that sends headers and never the
-/// body holds its call's permit otherwise unseen).
+/// A request body that marks its call waiting on its client from the
+/// moment a message of it is awaited until that whole message has come:
+/// a client that sends headers and never the body, or trickles a message a
+/// byte at a time, holds its call's permit otherwise unseen. It reads the
+/// gRPC framing (a flag byte, a 4-byte length, the message) to know where
+/// messages end; between messages, while the node works on the last one
+/// (a Load batch being committed), the call does not wait on its client.
 pub struct Receiving {
     body: tonic::body::Body,
     wait: Arc<CallWait>,
+    /// Bytes of the current message's 5-byte prefix seen so far.
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Bytes of the current message's payload still to come.
+    payload_left: usize,
+}
+
+impl Receiving {
+    /// Follows `data` through the framing: a message begun keeps the call
+    /// waiting since it was first awaited, a message ended stops the wait.
+    fn received(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let take = self.payload_left.min(data.len());
+                self.payload_left -= take;
+                data = &data[take..];
+                if self.payload_left == 0 {
+                    self.wait.not_waiting(Direction::Request);
+                }
+                continue;
+            }
+            // A message's prefix, begun or going on.
+            self.wait.waiting(Direction::Request);
+            let take = (5 - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
+            self.prefix_len += take;
+            data = &data[take..];
+            if self.prefix_len == 5 {
+                self.prefix_len = 0;
+                let [_, a, b, c, d] = self.prefix;
+                self.payload_left = u32::from_be_bytes([a, b, c, d]) as usize;
+                if self.payload_left == 0 {
+                    self.wait.not_waiting(Direction::Request);
+                }
+            }
+        }
+    }
 }
 
 impl Body for Receiving {
@@ -290,8 +392,15 @@ impl Body for Receiving {
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
-            Poll::Pending => self.wait.waiting(),
-            Poll::Ready(_) => self.wait.not_waiting(),
+            // Awaiting the client: since now, or since the message began.
+            Poll::Pending => self.wait.waiting(Direction::Request),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let data = data.clone();
+                    self.received(&data);
+                }
+            }
+            Poll::Ready(_) => self.wait.not_waiting(Direction::Request),
         }
         polled
     }
@@ -314,7 +423,13 @@ pub trait Watched: Sized {
 
 impl Watched for tonic::body::Body {
     fn watched(self, wait: Arc<CallWait>) -> Self {
-        tonic::body::Body::new(Receiving { body: self, wait })
+        tonic::body::Body::new(Receiving {
+            body: self,
+            wait,
+            prefix: [0; 5],
+            prefix_len: 0,
+            payload_left: 0,
+        })
     }
 }
 
@@ -493,5 +608,75 @@ mod tests {
             "{refused:?}"
         );
         assert!(stuck_conn.load().is_evicted());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_goes_over_in_slices_and_its_permit_stays_until_the_last() {
+        let peers = Arc::new(Peers::default());
+        let k = key(7);
+        let conn = peers.register(k.0, k.1);
+        let budget = ResponseBudget::new(1, Some(Arc::clone(&peers)));
+        let permit = budget.admit(SEARCH, Some(k)).await.unwrap().unwrap();
+        let message = Bytes::from(vec![7u8; 2 * MAX_SLICE + 100]);
+        let mut held = Held::new(
+            tonic::body::Body::new(OneFrame(Some(message.clone()))),
+            permit,
+        );
+        async fn next(held: &mut Held) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+            futures::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *held).poll_frame(cx))).await
+        }
+        let mut got = Vec::new();
+        // The first slice handed over; a client that takes no more leaves
+        // the call waiting on it, stalled after a while, permit held.
+        let Poll::Ready(Some(Ok(first))) = next(&mut held).await else {
+            panic!("no first slice")
+        };
+        got.extend_from_slice(first.data_ref().unwrap());
+        assert_eq!(got.len(), MAX_SLICE);
+        tokio::time::advance(STALLED_AFTER).await;
+        assert_eq!(conn.load().stalled(tokio::time::Instant::now()), 1);
+        assert_eq!(budget.available(), 0);
+        // Taken: the rest follows, then the end.
+        while let Poll::Ready(Some(Ok(frame))) = next(&mut held).await {
+            got.extend_from_slice(frame.data_ref().unwrap());
+        }
+        assert_eq!(got, message, "the slices make the message");
+        assert_eq!(conn.load().stalled(tokio::time::Instant::now()), 0);
+        drop(held);
+        assert_eq!(budget.available(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_message_trickled_a_byte_at_a_time_stalls_its_call() {
+        let peers = Arc::new(Peers::default());
+        let k = key(8);
+        let conn = peers.register(k.0, k.1);
+        let budget = ResponseBudget::new(2, Some(Arc::clone(&peers)));
+        let permit = budget.admit(SEARCH, Some(k)).await.unwrap().unwrap();
+        let wait = permit.wait().unwrap();
+        let mut receiving = Receiving {
+            body: tonic::body::Body::empty(),
+            wait,
+            prefix: [0; 5],
+            prefix_len: 0,
+            payload_left: 0,
+        };
+        let stalled = || conn.load().stalled(tokio::time::Instant::now()) > 0;
+        // A 10-byte message: its prefix, then a byte every 400 ms.
+        receiving.received(&[0, 0, 0, 0, 10]);
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_millis(400)).await;
+            receiving.received(&[1]);
+        }
+        assert!(stalled(), "a message trickled over 1.2 s is a stall");
+        // The rest comes: the message is whole, the call no longer waits.
+        receiving.received(&[1; 7]);
+        assert!(!stalled());
+        // Two whole messages in one frame, then the node works on them:
+        // no wait on the client meanwhile, however long.
+        receiving.received(&[0, 0, 0, 0, 1, 9, 0, 0, 0, 0, 0]);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!stalled());
+        drop(permit);
     }
 }

@@ -60,52 +60,92 @@ pub struct ConnectionLoad {
     write: AtomicWaker,
 }
 
-/// How long a call must have waited on its client, without a byte of its
-/// request arriving or a frame of its answer being taken, to count as
-/// stalled: far longer than a client that reads and writes as it goes
-/// ever makes one wait, even under load.
+/// How long a call must have waited on its client to count as stalled:
+/// for a whole message of its request (a request's headers without its
+/// body, or a message trickled a byte at a time), or for a frame of its
+/// answer to be taken. Far longer than a client that sends and reads as it
+/// goes ever makes one wait, even under load.
 pub const STALLED_AFTER: Duration = Duration::from_millis(500);
 
 const NOT_WAITING: u64 = u64::MAX;
 
-/// Whether one call waits on its client, and since when: for the rest of
-/// its request (a client that sent headers and no body), or for its
-/// answer to be taken (a client that does not read, its window at 0). A
-/// call the node itself is working on (its handler running, or its
-/// streaming answer not ready) does not wait on its client, however long
-/// it takes.
+/// Which way a call waits on its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// For its request's next message (or the end of it).
+    Request,
+    /// For its answer's frame to be taken.
+    Response,
+}
+
+/// Whether one call waits on its client, each way, and since when. A call
+/// the node itself is working on (its handler running, or its streaming
+/// answer not ready) does not wait on its client, however long it takes.
 #[derive(Debug)]
 pub struct CallWait {
     base: Instant,
-    /// ms after `base` since when the call has waited on its client, or
+    /// ms after `base` since when the call has waited for its request, or
     /// [`NOT_WAITING`].
-    since_ms: AtomicU64,
+    request_ms: AtomicU64,
+    /// The same, for its answer to be taken.
+    response_ms: AtomicU64,
 }
 
 impl CallWait {
-    /// From now on the call waits on its client (unless it already did:
-    /// then since then).
-    pub fn waiting(&self) {
-        let ms = u64::try_from(Instant::now().duration_since(self.base).as_millis())
-            .unwrap_or(NOT_WAITING - 1);
-        let _ =
-            self.since_ms
-                .compare_exchange(NOT_WAITING, ms, Ordering::Relaxed, Ordering::Relaxed);
+    fn new(base: Instant) -> Self {
+        CallWait {
+            base,
+            request_ms: AtomicU64::new(NOT_WAITING),
+            response_ms: AtomicU64::new(NOT_WAITING),
+        }
     }
 
-    /// The client moved (a frame came or was taken) or the node has work
-    /// to do: the call does not wait on its client.
-    pub fn not_waiting(&self) {
-        self.since_ms.store(NOT_WAITING, Ordering::Relaxed);
+    fn side(&self, direction: Direction) -> &AtomicU64 {
+        match direction {
+            Direction::Request => &self.request_ms,
+            Direction::Response => &self.response_ms,
+        }
     }
 
-    /// Whether the call has waited on its client for [`STALLED_AFTER`] or
-    /// longer.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(Instant::now().duration_since(self.base).as_millis())
+            .unwrap_or(NOT_WAITING - 1)
+    }
+
+    /// From now on the call waits on its client that way, unless it
+    /// already did: then since then.
+    pub fn waiting(&self, direction: Direction) {
+        let _ = self.side(direction).compare_exchange(
+            NOT_WAITING,
+            self.now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The call waits on its client that way from now on, whatever it
+    /// waited for before (the client moved: a message came, a frame was
+    /// taken, and the next is awaited).
+    pub fn waiting_afresh(&self, direction: Direction) {
+        self.side(direction).store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The call does not wait on its client that way.
+    pub fn not_waiting(&self, direction: Direction) {
+        self.side(direction).store(NOT_WAITING, Ordering::Relaxed);
+    }
+
+    /// Whether the call has waited on its client, either way, for
+    /// [`STALLED_AFTER`] or longer.
     pub fn stalled(&self, now: Instant) -> bool {
-        let since = self.since_ms.load(Ordering::Relaxed);
-        since != NOT_WAITING
-            && now.saturating_duration_since(self.base + Duration::from_millis(since))
-                >= STALLED_AFTER
+        [&self.request_ms, &self.response_ms]
+            .into_iter()
+            .any(|side| {
+                let since = side.load(Ordering::Relaxed);
+                since != NOT_WAITING
+                    && now.saturating_duration_since(self.base + Duration::from_millis(since))
+                        >= STALLED_AFTER
+            })
     }
 }
 
@@ -171,19 +211,26 @@ impl Peers {
     /// among those not already told to close. Decided under one lock, so
     /// that callers arriving together close one connection between them:
     /// while a closed connection still holds calls, their permits are on
-    /// their way back, and nothing more is closed.
+    /// their way back, and nothing more is closed (and a caller whose own
+    /// connection stalls calls is refused rather than queued for them).
     pub fn make_room_for(&self, caller: Option<PeerKey>) -> MakeRoom {
         let by_key = self.lock();
-        if by_key
-            .values()
-            .any(|load| load.is_evicted() && load.live() > 0)
-        {
-            return MakeRoom::Pending;
-        }
         let now = Instant::now();
         let mine = caller
             .and_then(|key| by_key.get(&key))
             .map_or(0, |load| load.stalled(now));
+        if by_key
+            .values()
+            .any(|load| load.is_evicted() && load.live() > 0)
+        {
+            // Only a caller that stalls nothing waits for them: a stalling
+            // client's calls queued first would take what was freed.
+            return if mine == 0 {
+                MakeRoom::Pending
+            } else {
+                MakeRoom::Refuse
+            };
+        }
         let Some((key, load, stalled)) = by_key
             .iter()
             .filter(|(key, load)| !load.is_evicted() && Some(**key) != caller)
@@ -274,10 +321,7 @@ impl ConnectionLoad {
         self.live.fetch_add(1, Ordering::Relaxed);
         self.touch();
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        let wait = Arc::new(CallWait {
-            base: self.opened,
-            since_ms: AtomicU64::new(NOT_WAITING),
-        });
+        let wait = Arc::new(CallWait::new(self.opened));
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         calls.insert(id, Arc::clone(&wait));
         (id, wait)
@@ -363,12 +407,12 @@ mod tests {
         let searches: Vec<_> = (0..5).map(|_| b.load().started()).collect();
         let unread_calls: Vec<_> = (0..3).map(|_| a.load().started()).collect();
         for (_, wait) in &unread_calls {
-            wait.waiting();
+            wait.waiting(Direction::Response);
         }
         // A brief wait on the parent's side is not a stall.
-        searches[0].1.waiting();
+        searches[0].1.waiting(Direction::Request);
         tokio::time::advance(STALLED_AFTER).await;
-        searches[1].1.waiting();
+        searches[1].1.waiting(Direction::Request);
         assert_eq!(b.load().stalled(Instant::now()), 1);
         assert_eq!(
             peers.make_room_for(Some(caller)),
@@ -388,7 +432,7 @@ mod tests {
         // The parent has one call stalled, the caller none: not enough.
         assert_eq!(peers.make_room_for(Some(caller)), MakeRoom::Refuse);
         // A call that moves again is no longer stalled.
-        searches[0].1.not_waiting();
+        searches[0].1.not_waiting(Direction::Request);
         assert_eq!(b.load().stalled(Instant::now()), 0);
         assert_eq!(peers.get(local, addr(1002)).unwrap().live(), 5);
         drop(a);
