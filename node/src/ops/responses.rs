@@ -92,6 +92,11 @@ impl ResponsePermit {
     pub fn wait(&self) -> Option<Arc<CallWait>> {
         self.call.as_ref().map(|(_, _, wait)| Arc::clone(wait))
     }
+
+    /// The connection the call came on.
+    fn load(&self) -> Option<Arc<ConnectionLoad>> {
+        self.call.as_ref().map(|(load, _, _)| Arc::clone(load))
+    }
 }
 
 impl Drop for ResponsePermit {
@@ -229,18 +234,23 @@ impl ResponseBudget {
 /// takes a frame from the body as soon as the stream has a byte of window,
 /// and h2 buffers all of it: a whole answer handed over at once would be
 /// buffered in h2, its permit given back, for a client that opens a window
-/// of one byte and reads no more. Handed over in slices, at most one slice
-/// is buffered beyond what the client took, and the rest stays with the
-/// call, counted.
+/// of one byte and reads no more. Handed over in slices, a stream holds
+/// about two slices beyond the window its client granted (one in h2, one
+/// in hyper's hand), and the rest stays with the call, counted. What the
+/// client's window allows but its socket does not take is bounded per
+/// connection by [`crate::serving::connections::peers::MAX_UNWRITTEN`].
 pub const MAX_SLICE: usize = 16 * 1024;
 
 /// A response body that holds its call's permit until it is done, hands
-/// its messages over in slices of at most [`MAX_SLICE`], and marks the call
-/// waiting on its client while a slice it handed over is not taken.
+/// its messages over in slices of at most [`MAX_SLICE`] while its
+/// connection has fewer than [`crate::serving::connections::peers::MAX_UNWRITTEN`] bytes handed over and not
+/// written, and marks the call waiting on its client while a slice it
+/// handed over is not taken, or while it waits for room.
 pub struct Held {
     body: tonic::body::Body,
     rest: Option<Bytes>,
     wait: Option<Arc<CallWait>>,
+    load: Option<Arc<ConnectionLoad>>,
     _permit: ResponsePermit,
 }
 
@@ -251,26 +261,14 @@ impl Held {
             body,
             rest: None,
             wait: permit.wait(),
+            load: permit.load(),
             _permit: permit,
         }
     }
 
-    /// The next slice of `data`, keeping what is left of it.
-    fn slice(&mut self, mut data: Bytes) -> Bytes {
-        if data.len() > MAX_SLICE {
-            let first = data.split_to(MAX_SLICE);
-            self.rest = Some(data);
-            first
-        } else {
-            data
-        }
-    }
-
-    fn handed_over(&self) {
-        // The transport polls again once the client has taken enough of it,
-        // which a client that does not read never lets it do.
+    fn not_waiting(&self) {
         if let Some(wait) = &self.wait {
-            wait.waiting_afresh(Direction::Response);
+            wait.not_waiting(Direction::Response);
         }
     }
 }
@@ -283,35 +281,47 @@ impl Body for Held {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        if let Some(rest) = self.rest.take() {
-            let slice = self.slice(rest);
-            self.handed_over();
-            return Poll::Ready(Some(Ok(Frame::data(slice))));
-        }
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match polled {
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => {
-                    let slice = self.slice(data);
-                    self.handed_over();
-                    Poll::Ready(Some(Ok(Frame::data(slice))))
-                }
-                // Trailers: the end, sent without window.
-                Err(frame) => {
-                    if let Some(wait) = &self.wait {
-                        wait.not_waiting(Direction::Response);
+        if self.rest.is_none() {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.rest = Some(data),
+                    // Trailers: the end, sent without window.
+                    Err(frame) => {
+                        self.not_waiting();
+                        return Poll::Ready(Some(Ok(frame)));
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                },
+                // The node's own work (a stream's next message), or done.
+                other => {
+                    self.not_waiting();
+                    return other;
                 }
-            },
-            // The node's own work (a stream's next message), or done.
-            other => {
-                if let Some(wait) = &self.wait {
-                    wait.not_waiting(Direction::Response);
-                }
-                other
             }
         }
+        let rest = self.rest.take().unwrap_or_default();
+        let len = rest.len().min(MAX_SLICE);
+        if let Some(load) = &self.load
+            && !load.may_hand_over(len, cx)
+        {
+            // The connection's socket is not taking what it was handed:
+            // the rest waits here, counted, for the client to read.
+            self.rest = Some(rest);
+            if let Some(wait) = &self.wait {
+                wait.waiting(Direction::Response);
+            }
+            return Poll::Pending;
+        }
+        let mut rest = rest;
+        let slice = rest.split_to(len);
+        if !rest.is_empty() {
+            self.rest = Some(rest);
+        }
+        // The transport polls again once the stream has window for more,
+        // which a client that does not read never gives it.
+        if let Some(wait) = &self.wait {
+            wait.waiting_afresh(Direction::Response);
+        }
+        Poll::Ready(Some(Ok(Frame::data(slice))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -333,13 +343,14 @@ impl Body for Held {
     }
 }
 
-/// A request body that marks its call waiting on its client from the
-/// moment a message of it is awaited until that whole message has come:
-/// a client that sends headers and never the body, or trickles a message a
-/// byte at a time, holds its call's permit otherwise unseen. It reads the
-/// gRPC framing (a flag byte, a 4-byte length, the message) to know where
-/// messages end; between messages, while the node works on the last one
-/// (a Load batch being committed), the call does not wait on its client.
+/// A request body that marks its call waiting on its client while a
+/// message of it is awaited: from the first time the transport has nothing
+/// more of it until the whole message has come, the wait starting afresh
+/// at every [`MAX_SLICE`] bytes that do come. A client that sends headers
+/// and never the body, or trickles a message a byte at a time, holds its
+/// call's permit otherwise unseen; a client sending a large message at any
+/// useful speed never waits that long. It reads the gRPC framing (a flag
+/// byte, a 4-byte length, the message) to know where messages end.
 pub struct Receiving {
     body: tonic::body::Body,
     wait: Arc<CallWait>,
@@ -348,24 +359,40 @@ pub struct Receiving {
     prefix_len: usize,
     /// Bytes of the current message's payload still to come.
     payload_left: usize,
+    /// Bytes come since the wait last started afresh.
+    since_refresh: usize,
 }
 
 impl Receiving {
-    /// Follows `data` through the framing: a message begun keeps the call
-    /// waiting since it was first awaited, a message ended stops the wait.
+    fn new(body: tonic::body::Body, wait: Arc<CallWait>) -> Self {
+        Receiving {
+            body,
+            wait,
+            prefix: [0; 5],
+            prefix_len: 0,
+            payload_left: 0,
+            since_refresh: 0,
+        }
+    }
+
+    /// Follows `data` through the framing: a message ended stops the wait,
+    /// and every [`MAX_SLICE`] bytes of one start it afresh.
     fn received(&mut self, mut data: &[u8]) {
+        self.since_refresh += data.len();
+        if self.since_refresh >= MAX_SLICE {
+            self.since_refresh = 0;
+            self.wait.refresh(Direction::Request);
+        }
         while !data.is_empty() {
             if self.payload_left > 0 {
                 let take = self.payload_left.min(data.len());
                 self.payload_left -= take;
                 data = &data[take..];
                 if self.payload_left == 0 {
-                    self.wait.not_waiting(Direction::Request);
+                    self.message_ended();
                 }
                 continue;
             }
-            // A message's prefix, begun or going on.
-            self.wait.waiting(Direction::Request);
             let take = (5 - self.prefix_len).min(data.len());
             self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
             self.prefix_len += take;
@@ -375,10 +402,15 @@ impl Receiving {
                 let [_, a, b, c, d] = self.prefix;
                 self.payload_left = u32::from_be_bytes([a, b, c, d]) as usize;
                 if self.payload_left == 0 {
-                    self.wait.not_waiting(Direction::Request);
+                    self.message_ended();
                 }
             }
         }
+    }
+
+    fn message_ended(&mut self) {
+        self.since_refresh = 0;
+        self.wait.not_waiting(Direction::Request);
     }
 }
 
@@ -423,13 +455,7 @@ pub trait Watched: Sized {
 
 impl Watched for tonic::body::Body {
     fn watched(self, wait: Arc<CallWait>) -> Self {
-        tonic::body::Body::new(Receiving {
-            body: self,
-            wait,
-            prefix: [0; 5],
-            prefix_len: 0,
-            payload_left: 0,
-        })
+        tonic::body::Body::new(Receiving::new(self, wait))
     }
 }
 
@@ -654,29 +680,83 @@ mod tests {
         let budget = ResponseBudget::new(2, Some(Arc::clone(&peers)));
         let permit = budget.admit(SEARCH, Some(k)).await.unwrap().unwrap();
         let wait = permit.wait().unwrap();
-        let mut receiving = Receiving {
-            body: tonic::body::Body::empty(),
-            wait,
-            prefix: [0; 5],
-            prefix_len: 0,
-            payload_left: 0,
-        };
+        let mut receiving = Receiving::new(tonic::body::Body::empty(), wait);
         let stalled = || conn.load().stalled(tokio::time::Instant::now()) > 0;
+        // What the transport does: bytes come, then it has nothing more.
+        let arrive = |receiving: &mut Receiving, bytes: &[u8]| {
+            receiving.received(bytes);
+            receiving.wait.waiting(Direction::Request);
+        };
         // A 10-byte message: its prefix, then a byte every 400 ms.
-        receiving.received(&[0, 0, 0, 0, 10]);
+        arrive(&mut receiving, &[0, 0, 0, 0, 10]);
         for _ in 0..3 {
             tokio::time::advance(Duration::from_millis(400)).await;
-            receiving.received(&[1]);
+            arrive(&mut receiving, &[1]);
         }
         assert!(stalled(), "a message trickled over 1.2 s is a stall");
         // The rest comes: the message is whole, the call no longer waits.
         receiving.received(&[1; 7]);
         assert!(!stalled());
-        // Two whole messages in one frame, then the node works on them:
-        // no wait on the client meanwhile, however long.
-        receiving.received(&[0, 0, 0, 0, 1, 9, 0, 0, 0, 0, 0]);
+        // Two whole messages in one frame, the second's start in it too,
+        // then the node works on them: no wait on the client meanwhile,
+        // however long.
+        receiving.received(&[0, 0, 0, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0]);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(!stalled());
+        // The rest of that message's prefix, then a large message at a
+        // useful speed: 16 KiB every 400 ms is no stall.
+        let size = 4 * MAX_SLICE as u32;
+        arrive(&mut receiving, &[0, 0]);
+        arrive(&mut receiving, &size.to_be_bytes()[1..]);
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_millis(400)).await;
+            assert!(!stalled());
+            arrive(&mut receiving, &vec![0; MAX_SLICE]);
+        }
+        assert!(!stalled());
         drop(permit);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_wait_with_their_calls_while_the_socket_takes_nothing() {
+        let peers = Arc::new(Peers::default());
+        let k = key(9);
+        let conn = peers.register(k.0, k.1);
+        let budget = ResponseBudget::new(128, Some(Arc::clone(&peers)));
+        let answer = |permit| {
+            Held::new(
+                tonic::body::Body::new(OneFrame(Some(Bytes::from(vec![1u8; MAX_SLICE])))),
+                permit,
+            )
+        };
+        let poll = |held: &mut Held| {
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            Pin::new(held)
+                .poll_frame(&mut cx)
+                .map(|f| f.map(|f| f.is_ok()))
+        };
+        let admit = || match budget.try_admit(SEARCH, Some(k)) {
+            Admission::Granted(Some(permit)) => permit,
+            _ => panic!("a permit"),
+        };
+        // A client whose window takes anything, whose socket takes nothing:
+        // answers go over until a MiB is handed over and not written...
+        let mut handed = Vec::new();
+        while conn.load().unwritten() < crate::serving::connections::peers::MAX_UNWRITTEN {
+            let mut held = answer(admit());
+            assert_eq!(poll(&mut held), Poll::Ready(Some(true)));
+            handed.push(held);
+        }
+        assert_eq!(handed.len(), 64);
+        // ...then the next waits, its permit held, stalled in time.
+        let permit = admit();
+        let mut waiting = answer(permit);
+        assert!(poll(&mut waiting).is_pending());
+        tokio::time::advance(STALLED_AFTER).await;
+        assert!(conn.load().stalled(tokio::time::Instant::now()) >= 1);
+        // The socket takes bytes: it goes on.
+        conn.load().written(2 * MAX_SLICE);
+        assert_eq!(poll(&mut waiting), Poll::Ready(Some(true)));
     }
 }

@@ -172,6 +172,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     this.idle.progress();
+                    if let Some(registered) = &this.registered {
+                        registered.load().written(n);
+                    }
                 }
                 Poll::Ready(Ok(n))
             }
@@ -201,6 +204,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     this.idle.progress();
+                    if let Some(registered) = &this.registered {
+                        registered.load().written(n);
+                    }
                 }
                 Poll::Ready(Ok(n))
             }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Context;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use futures::task::AtomicWaker;
@@ -58,7 +58,19 @@ pub struct ConnectionLoad {
     evicted: AtomicBool,
     read: AtomicWaker,
     write: AtomicWaker,
+    /// Answer bytes handed to the transport and not yet written to the
+    /// socket, as far as can be told (see [`ConnectionLoad::unwritten`]).
+    unwritten: AtomicU64,
+    /// Answers waiting for `unwritten` to fall.
+    writable: Mutex<Vec<Waker>>,
 }
+
+/// The most answer bytes a connection may have handed to the transport and
+/// not written to its socket: past it, answers wait with their calls
+/// (counted, their permits held) instead of piling up in h2's buffers,
+/// which take up to 400 KiB a stream from a client that announces a large
+/// window and then does not read its socket.
+pub const MAX_UNWRITTEN: u64 = 1 << 20;
 
 /// How long a call must have waited on its client to count as stalled:
 /// for a whole message of its request (a request's headers without its
@@ -130,6 +142,17 @@ impl CallWait {
         self.side(direction).store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// If the call waits on its client that way, it does so afresh from now
+    /// (the client moved, though the wait is not over).
+    pub fn refresh(&self, direction: Direction) {
+        let now = self.now_ms();
+        let _ = self
+            .side(direction)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
+                (since != NOT_WAITING).then_some(now)
+            });
+    }
+
     /// The call does not wait on its client that way.
     pub fn not_waiting(&self, direction: Direction) {
         self.side(direction).store(NOT_WAITING, Ordering::Relaxed);
@@ -190,6 +213,8 @@ impl Peers {
             evicted: AtomicBool::new(false),
             read: AtomicWaker::new(),
             write: AtomicWaker::new(),
+            unwritten: AtomicU64::new(0),
+            writable: Mutex::default(),
         });
         let key = (local, remote);
         self.lock().insert(key, Arc::clone(&load));
@@ -355,12 +380,64 @@ impl ConnectionLoad {
         now.saturating_duration_since(last)
     }
 
+    /// Bytes of answers handed to the transport and not yet written, as far
+    /// as can be told: what was handed over, less every byte written since
+    /// (frames' own bytes included), never below zero — so a connection
+    /// that was read for a long while builds no credit for later.
+    pub fn unwritten(&self) -> u64 {
+        self.unwritten.load(Ordering::Relaxed)
+    }
+
+    /// Whether `len` more bytes of an answer may be handed to the
+    /// transport now; if not, `cx` is woken once the socket takes bytes.
+    pub fn may_hand_over(&self, len: usize, cx: &Context<'_>) -> bool {
+        if self.unwritten() < MAX_UNWRITTEN || self.is_evicted() {
+            self.unwritten.fetch_add(len as u64, Ordering::Relaxed);
+            return true;
+        }
+        let mut writable = self.writable.lock().unwrap_or_else(|e| e.into_inner());
+        // Written meanwhile?
+        if self.unwritten() < MAX_UNWRITTEN {
+            drop(writable);
+            self.unwritten.fetch_add(len as u64, Ordering::Relaxed);
+            return true;
+        }
+        writable.push(cx.waker().clone());
+        false
+    }
+
+    /// The socket took `n` bytes (the connection says so as it writes):
+    /// answers waiting for room go on.
+    pub fn written(&self, n: usize) {
+        let _ = self
+            .unwritten
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                (u != 0).then(|| u.saturating_sub(n as u64))
+            });
+        if self.unwritten() < MAX_UNWRITTEN {
+            let waiting = {
+                let mut writable = self.writable.lock().unwrap_or_else(|e| e.into_inner());
+                if writable.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut *writable)
+            };
+            for waker in waiting {
+                waker.wake();
+            }
+        }
+    }
+
     /// Tells the connection to close: its next read or write fails, and a
     /// read or write waiting now is woken to fail.
     pub fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
         self.read.wake();
         self.write.wake();
+        let waiting = std::mem::take(&mut *self.writable.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in waiting {
+            waker.wake();
+        }
     }
 
     /// Whether the connection has been told to close.
