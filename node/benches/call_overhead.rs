@@ -1,9 +1,10 @@
 //! What metrics and tracing cost a query, measured in-process.
 //!
 //! Every call a node serves passes through [`Operated`] (the caller's
-//! credentials judged, the trace context read or made, a `tracing` span
-//! around the call, its latency recorded by method and status, the trace
-//! echoed in the answer's headers); every call a node makes to a child
+//! credentials judged, a permit of the bound on live calls taken and the
+//! call counted on its connection, the trace context read or made, a
+//! `tracing` span around the call, its latency recorded by method and
+//! status, the trace echoed in the answer's headers); every call a node makes to a child
 //! carries the trace ([`trace::inject`]) and records its round trip in the
 //! child's series; every inner node records its answer's completeness, and
 //! every leaf its search time. This benchmark times each of those against
@@ -33,14 +34,28 @@ const ROUNDS: usize = 9;
 
 type Answer = http::Response<tonic::body::Body>;
 
+/// The addresses of the connection the benchmark's calls come on.
+const LOCAL: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+const REMOTE: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
+
 fn request() -> http::Request<()> {
-    http::Request::builder()
+    let mut request = http::Request::builder()
         .uri("http://127.0.0.1:1/searchtree.v1.Search/Search")
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("traceparent", TRACEPARENT)
         .body(())
-        .expect("a valid request")
+        .expect("a valid request");
+    // As tonic gives it: the call's connection, which the layer tracks.
+    request
+        .extensions_mut()
+        .insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: Some(LOCAL),
+            remote_addr: Some(REMOTE),
+        });
+    request
 }
 
 /// Nanoseconds per call of `service`.
@@ -88,12 +103,19 @@ fn main() {
             Ok::<_, Infallible>(Answer::new(tonic::body::Body::empty()))
         })
     };
+    // The connection is known, as a served one is: each call is counted
+    // on it and its wait on the client watched.
+    let peers = Arc::new(searchtree_node::serving::connections::peers::Peers::default());
+    let _connection = peers.register(LOCAL, REMOTE);
     let (mut plain, mut layered) = (
         bare(),
         Operated::new(
             bare(),
             Arc::new(AuthPolicy::default()),
-            searchtree_node::ops::responses::ResponseBudget::default(),
+            searchtree_node::ops::responses::ResponseBudget::new(
+                searchtree_node::ops::responses::MAX_LIVE_RESPONSES,
+                Some(peers),
+            ),
         ),
     );
     let child = metrics().child("0-1");
