@@ -398,16 +398,19 @@ fn dialed_host(options: &ServeOptions, local: SocketAddr) -> Option<String> {
         .as_ref()
         .and_then(|(m, _, _)| m.advertise.as_deref())
     {
-        let host = advertise
-            .rsplit_once(':')
-            .map_or(advertise, |(host, _)| host);
         return Some(
-            host.trim_start_matches('[')
+            host_of(advertise)
+                .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string(),
         );
     }
     (!local.ip().is_unspecified()).then(|| local.ip().to_string())
+}
+
+/// The host of a `HOST:PORT` address, brackets of an IPv6 one kept.
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
 }
 
 /// How long a starting node waits to be registered in etcd before it says
@@ -438,9 +441,7 @@ fn register(
     };
     // The HTTP port at the advertised host.
     let http = http.map(|h| {
-        let host = addr
-            .rsplit_once(':')
-            .map_or(addr.as_str(), |(host, _)| host);
+        let host = host_of(&addr);
         if h.ip().is_unspecified() {
             format!("{host}:{}", h.port())
         } else {

@@ -428,8 +428,7 @@ impl Body for Receiving {
             Poll::Pending => self.wait.waiting(Direction::Request),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let data = data.clone();
-                    self.received(&data);
+                    self.received(data);
                 }
             }
             Poll::Ready(_) => self.wait.not_waiting(Direction::Request),
