@@ -76,6 +76,7 @@ pub fn reason_name(reason: i32) -> &'static str {
         FailureReason::Error => "error",
         FailureReason::Lost => "lost",
         FailureReason::VersionMissing => "version_missing",
+        FailureReason::Overloaded => "overloaded",
         FailureReason::Unspecified => "unspecified",
     }
 }

@@ -27,9 +27,15 @@ pub enum ChildError {
     /// The child did not answer in time.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The child could not be reached or is overloaded.
+    /// The child could not be reached, or is shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The child is up but refused the request for load
+    /// (`RESOURCE_EXHAUSTED`): another replica may have room, and the child
+    /// itself stays in rotation — ejecting a replica for shedding load would
+    /// push its load onto its siblings.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// The child answered with an error.
     #[error("error: {0}")]
     Failed(String),
@@ -48,7 +54,7 @@ const VERSION_MISSING: &str = "FailedPrecondition: version-missing:";
 impl ChildError {
     /// Whether another replica might succeed where this one failed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ChildError::Unavailable(_))
+        matches!(self, ChildError::Unavailable(_) | ChildError::Overloaded(_))
     }
 
     /// If this is a leaf's refusal of the version a request is pinned to,
@@ -74,7 +80,8 @@ impl From<crate::error::NodeError> for ChildError {
         match err {
             E::Invalid(msg) => ChildError::InvalidArgument(msg),
             E::Timeout(msg) => ChildError::Timeout(msg),
-            E::Unavailable(msg) | E::Overloaded(msg) => ChildError::Unavailable(msg),
+            E::Unavailable(msg) => ChildError::Unavailable(msg),
+            E::Overloaded(msg) => ChildError::Overloaded(msg),
             // As a gRPC child's would read (see `From<tonic::Status>`).
             E::VersionMissing(msg) => ChildError::Failed(format!("FailedPrecondition: {msg}")),
             E::Internal(msg) => ChildError::Failed(msg),
@@ -88,7 +95,8 @@ impl From<tonic::Status> for ChildError {
         match status.code() {
             Code::InvalidArgument => ChildError::InvalidArgument(msg),
             Code::DeadlineExceeded | Code::Cancelled => ChildError::Timeout(msg),
-            Code::Unavailable | Code::ResourceExhausted => ChildError::Unavailable(msg),
+            Code::Unavailable => ChildError::Unavailable(msg),
+            Code::ResourceExhausted => ChildError::Overloaded(msg),
             // What tonic reports when the connection dies under a request
             // already sent (e.g. the child aborted): the h2 stream ends with
             // no status. Refused connections are UNAVAILABLE instead.
@@ -323,7 +331,7 @@ mod tests {
         ));
         assert!(matches!(
             kind(Status::resource_exhausted("busy")),
-            ChildError::Unavailable(_)
+            ChildError::Overloaded(_)
         ));
         assert!(matches!(
             kind(Status::unknown("transport error")),
@@ -336,6 +344,7 @@ mod tests {
         // Only a refusal is retried elsewhere: a lost connection may mean the
         // request itself killed the node.
         assert!(ChildError::Unavailable(String::new()).is_retryable());
+        assert!(ChildError::Overloaded(String::new()).is_retryable());
         assert!(!ChildError::Lost(String::new()).is_retryable());
     }
 

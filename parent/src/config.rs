@@ -67,6 +67,12 @@ pub struct InnerArgs {
     /// How long a health check may take, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub health_timeout_ms: u64,
+    /// Consecutive failed health checks before a replica is taken out of
+    /// rotation (a refused or failed request takes it out at once). A check
+    /// that times out while this node's own timer runs late (the node is
+    /// the slow one) is not counted.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub health_fall: u32,
     /// Over how long a replica back from an outage ramps up to its full
     /// share of traffic, in milliseconds.
     #[arg(long, default_value_t = 3000)]
@@ -265,6 +271,7 @@ impl InnerArgs {
             policy: self.replica_policy,
             health_interval: Duration::from_millis(self.health_interval_ms.max(1)),
             health_timeout: Duration::from_millis(self.health_timeout_ms.max(1)),
+            fall: self.health_fall,
             slow_start: Duration::from_millis(self.slow_start_ms),
             retries: self.retries,
             hedge_ratio: self.hedge_ratio,

@@ -32,6 +32,9 @@ counter_set! {
         Ejections = "ejections",
         /// Replicas back in rotation.
         Returns = "returns",
+        /// Health checks that timed out while this node's own timer ran
+        /// late (the node, not the replica, was slow): counted neither way.
+        HealthChecksInconclusive = "health_checks_inconclusive",
         /// Replicas put on probation for being slow.
         Probations = "probations",
         /// Probes sent to replicas on probation.
@@ -138,6 +141,7 @@ pub const PARENT_COUNTERS: &[InnerCounter] = &[
     InnerCounter::HedgesWon,
     InnerCounter::Ejections,
     InnerCounter::Returns,
+    InnerCounter::HealthChecksInconclusive,
     InnerCounter::Probations,
     InnerCounter::ShadowRequests,
     InnerCounter::ReplicasBehind,

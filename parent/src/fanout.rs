@@ -793,6 +793,7 @@ fn failure(slot: &Slot, err: &ChildError) -> SearchResponse {
     let reason = match err {
         ChildError::Timeout(_) => FailureReason::Timeout,
         ChildError::Unavailable(_) => FailureReason::Unavailable,
+        ChildError::Overloaded(_) => FailureReason::Overloaded,
         ChildError::Lost(_) => FailureReason::Lost,
         _ if err.version_missing().is_some() => FailureReason::VersionMissing,
         ChildError::InvalidArgument(_) | ChildError::Failed(_) => FailureReason::Error,

@@ -9,6 +9,8 @@
 //! out of time or failed may answer next time (`DEADLINE_EXCEEDED`,
 //! `UNAVAILABLE`), but when every shard refused because it does not hold
 //! the version the request is pinned to, none will (`FAILED_PRECONDITION`).
+//! When every shard refused for load, the tree is past its capacity and the
+//! client is told so as the root itself would (`RESOURCE_EXHAUSTED`).
 
 use searchtree_parent::{InnerCounter, NodeError};
 use searchtree_proto::SearchParams;
@@ -43,7 +45,8 @@ impl Refusal {
 
 /// Passes `response` through, or refuses it: `DEADLINE_EXCEEDED` when shards
 /// are missing because time ran out, `FAILED_PRECONDITION` when no shard
-/// answered and every one lacks the version asked for, `UNAVAILABLE` when
+/// answered and every one lacks the version asked for, `RESOURCE_EXHAUSTED`
+/// when none answered and every one refused for load, `UNAVAILABLE` when
 /// they failed otherwise. The message carries the coverage and what went
 /// wrong with each missing shard.
 pub fn judge(
@@ -62,17 +65,22 @@ pub fn judge(
         return Ok(response);
     };
     let timed_out = c.shards_timed_out > 0;
-    let version_missing = refusal == Refusal::NothingAnswered
-        && !timed_out
-        && !c.failures.is_empty()
-        && c.failures
-            .iter()
-            .all(|f| f.reason == FailureReason::VersionMissing as i32);
+    let all_failed_with = |reason: FailureReason| {
+        refusal == Refusal::NothingAnswered
+            && !timed_out
+            && !c.failures.is_empty()
+            && c.failures.iter().all(|f| f.reason == reason as i32)
+    };
+    let version_missing = all_failed_with(FailureReason::VersionMissing);
+    let overloaded = all_failed_with(FailureReason::Overloaded);
     let headline = match refusal {
         Refusal::NothingAnswered if version_missing => format!(
             "no shard could answer: none holds version {}",
             params.version
         ),
+        Refusal::NothingAnswered if overloaded => {
+            "no shard could answer: every one is at its limit; retry after a moment".to_string()
+        }
         Refusal::NothingAnswered => "no shard could answer".to_string(),
         Refusal::BelowMinCoverage => format!(
             "coverage {} is below min_coverage {:.1}%",
@@ -93,6 +101,8 @@ pub fn judge(
         NodeError::Timeout(message)
     } else if version_missing {
         NodeError::VersionMissing(message)
+    } else if overloaded {
+        NodeError::Overloaded(message)
     } else {
         NodeError::Unavailable(message)
     };
@@ -225,5 +235,23 @@ mod tests {
         assert!(matches!(err, NodeError::Timeout(_)), "{err:?}");
         // Some shards answered: a partial answer, as for any failure.
         assert!(judge(&pinned, lacking(answer(1, 0, 1), &[1])).is_ok());
+    }
+
+    #[test]
+    fn every_shard_refusing_for_load_is_resource_exhausted() {
+        let mut all = answer(0, 0, 3);
+        for f in &mut all.coverage.as_mut().unwrap().failures {
+            f.reason = FailureReason::Overloaded as i32;
+        }
+        let (refusal, err) = judge(&params(0.0), all.clone()).unwrap_err();
+        assert_eq!(refusal, Refusal::NothingAnswered);
+        let NodeError::Overloaded(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(msg.contains("every one is at its limit; retry"), "{msg}");
+        // One of them down for another reason: the tree is not just busy.
+        all.coverage.as_mut().unwrap().failures[2].reason = FailureReason::Unavailable as i32;
+        let (_, err) = judge(&params(0.0), all).unwrap_err();
+        assert!(matches!(err, NodeError::Unavailable(_)), "{err:?}");
     }
 }

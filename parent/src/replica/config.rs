@@ -16,6 +16,10 @@ pub struct ReplicaConfig {
     pub health_timeout: Duration,
     /// Consecutive good checks before an ejected replica returns.
     pub rise: u32,
+    /// Consecutive failed checks before a replica in rotation is ejected
+    /// (a failed request ejects it at once): one check lost to a burst, on
+    /// either side, is not an outage.
+    pub fall: u32,
     /// Over how long a returning replica's share of traffic ramps up.
     pub slow_start: Duration,
     /// Retries after a retryable error, each to another replica.
@@ -37,6 +41,7 @@ impl Default for ReplicaConfig {
             health_interval: Duration::from_millis(250),
             health_timeout: Duration::from_millis(100),
             rise: 2,
+            fall: 2,
             slow_start: Duration::from_secs(3),
             retries: 1,
             hedge_ratio: 0.05,

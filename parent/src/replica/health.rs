@@ -10,7 +10,7 @@ use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tokio::time::Instant;
 
 use super::ReplicaGroup;
-use super::state::{InFlight, Replica, Rotation};
+use super::state::{InFlight, OVERLOAD_BACKOFF, Replica, Rotation};
 use crate::child::ChildError;
 use crate::counters::InnerCounter;
 
@@ -18,6 +18,37 @@ use crate::counters::InnerCounter;
 const PROBATION_MIN_SAMPLES: usize = 16;
 /// Latencies below this are never "slow", whatever the ratio.
 const PROBATION_FLOOR_US: u64 = 2_000;
+
+/// What one health check says about a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// It answered `SERVING` in time.
+    Passed,
+    /// It refused, answered anything but `SERVING`, or did not answer in
+    /// time.
+    Failed,
+    /// It did not answer in time, but this node's own timer fired so late
+    /// that the node itself was the slow one (a burst of requests on its
+    /// runtime, a stall of its process): the answer may be sitting unread in
+    /// its socket. Counted neither way, so that a node under a burst does not
+    /// eject every child at once.
+    Inconclusive,
+}
+
+impl Check {
+    /// Judges a check that answered (`Some(serving)`) or timed out
+    /// (`None`) after `elapsed`, against its `timeout`: a timeout that fired
+    /// more than half the timeout late is the checker's lag, not the
+    /// replica's.
+    fn judge(answered: Option<bool>, elapsed: Duration, timeout: Duration) -> Check {
+        match answered {
+            Some(true) => Check::Passed,
+            Some(false) => Check::Failed,
+            None if elapsed > timeout + timeout / 2 => Check::Inconclusive,
+            None => Check::Failed,
+        }
+    }
+}
 
 /// The snapshot version an answer came from: the one it names, else the one
 /// the request was pinned to (a leaf answers at it or refuses).
@@ -49,12 +80,13 @@ impl ReplicaGroup {
     /// Checks every replica once, all at once.
     pub async fn check_all(&self) {
         let replicas = self.replicas();
+        let timeout = self.config.health_timeout;
         let checks = replicas.iter().map(|r| async move {
-            let ok = matches!(
-                tokio::time::timeout(self.config.health_timeout, r.child.check_health()).await,
-                Ok(Ok(()))
-            );
-            self.on_health(r, ok);
+            let started = Instant::now();
+            let result = tokio::time::timeout(timeout, r.child.check_health()).await;
+            let answered = result.ok().map(|r| r.is_ok());
+            let check = Check::judge(answered, started.elapsed(), timeout);
+            self.on_health(r, check);
         });
         futures::future::join_all(checks).await;
     }
@@ -64,12 +96,25 @@ impl ReplicaGroup {
         self.replicas().iter().map(|r| r.lock().rotation).collect()
     }
 
-    fn on_health(&self, replica: &Replica, ok: bool) {
+    fn on_health(&self, replica: &Replica, check: Check) {
         let mut s = replica.lock();
-        match (s.rotation, ok) {
-            (Rotation::In | Rotation::Probation, false) => {
+        match (s.rotation, check) {
+            (_, Check::Inconclusive) => {
+                drop(s);
+                self.counters.inc(InnerCounter::HealthChecksInconclusive);
+                tracing::debug!(
+                    replica = replica.child.name(),
+                    "health check timed out while this node was running late: not counted"
+                );
+            }
+            (Rotation::In | Rotation::Probation, Check::Failed) => {
+                s.consecutive_failed += 1;
+                if s.consecutive_failed < self.config.fall.max(1) {
+                    return;
+                }
                 s.rotation = Rotation::Ejected;
                 s.consecutive_ok = 0;
+                s.consecutive_failed = 0;
                 drop(s);
                 self.counters.inc(InnerCounter::Ejections);
                 tracing::warn!(
@@ -77,10 +122,11 @@ impl ReplicaGroup {
                     "ejected: health check failed"
                 );
             }
-            (Rotation::Ejected, true) => {
+            (Rotation::Ejected, Check::Passed) => {
                 s.consecutive_ok += 1;
                 if s.consecutive_ok >= self.config.rise {
                     s.rotation = Rotation::In;
+                    s.consecutive_failed = 0;
                     s.back_since = Some(Instant::now());
                     // What it measured before the outage says nothing now.
                     s.recent.clear();
@@ -93,8 +139,8 @@ impl ReplicaGroup {
                     self.versions_wanted.notify_one();
                 }
             }
-            (Rotation::Ejected, false) => s.consecutive_ok = 0,
-            (Rotation::In | Rotation::Probation, true) => {}
+            (Rotation::Ejected, Check::Failed) => s.consecutive_ok = 0,
+            (Rotation::In | Rotation::Probation, Check::Passed) => s.consecutive_failed = 0,
             // Healthy or not, a behind replica lacks the version asked for:
             // only a catch-up brings it back (see `catch_up`).
             (Rotation::Behind { .. }, _) => {}
@@ -130,6 +176,12 @@ impl ReplicaGroup {
             }
             // Too slow: at least this slow, as far as the numbers go.
             ChildError::Timeout(_) => replica.lock().observe(elapsed),
+            // Up and shedding load: it stays in rotation (ejected, its
+            // siblings would take its load and shed in turn), left alone
+            // for a moment while a sibling can answer, as this request may.
+            ChildError::Overloaded(_) => {
+                replica.lock().busy_until = Some(Instant::now() + OVERLOAD_BACKOFF);
+            }
             ChildError::InvalidArgument(_) | ChildError::Failed(_) => {}
         }
         err.is_retryable()
@@ -257,6 +309,9 @@ mod tests {
         let r = fakes(2, ms(1));
         let g = group(&r, round_robin());
         r[1].set_down(true);
+        // One failed check is not an outage (fall = 2); a second is.
+        g.check_all().await;
+        assert_eq!(g.rotations(), [Rotation::In, Rotation::In]);
         g.check_all().await;
         assert_eq!(g.rotations(), [Rotation::In, Rotation::Ejected]);
         send(&g, 20).await;
@@ -287,6 +342,33 @@ mod tests {
         assert_eq!(r[1].calls() - before, 100);
         assert_eq!(g.counters.get(InnerCounter::Ejections), 1);
         assert_eq!(g.counters.get(InnerCounter::Returns), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_passed_check_resets_the_count_of_failed_ones() {
+        let r = fakes(2, ms(1));
+        let g = group(&r, round_robin());
+        for _ in 0..5 {
+            r[1].set_down(true);
+            g.check_all().await;
+            r[1].set_down(false);
+            g.check_all().await;
+        }
+        assert_eq!(g.rotations(), [Rotation::In, Rotation::In]);
+        assert_eq!(g.counters.get(InnerCounter::Ejections), 0);
+    }
+
+    #[test]
+    fn a_check_timed_out_by_a_late_timer_counts_neither_way() {
+        let timeout = ms(100);
+        assert_eq!(Check::judge(Some(true), ms(400), timeout), Check::Passed);
+        // A refusal is a refusal, however late this node saw it.
+        assert_eq!(Check::judge(Some(false), ms(400), timeout), Check::Failed);
+        // Timed out on time: the replica did not answer.
+        assert_eq!(Check::judge(None, ms(100), timeout), Check::Failed);
+        assert_eq!(Check::judge(None, ms(150), timeout), Check::Failed);
+        // Timed out, but the timer fired 60 ms late: this node was the slow one.
+        assert_eq!(Check::judge(None, ms(160), timeout), Check::Inconclusive);
     }
 
     #[tokio::test(start_paused = true)]
@@ -350,6 +432,7 @@ mod tests {
             );
             send(&g, 50).await;
             r[1].set_down(true);
+            g.check_all().await;
             g.check_all().await;
             r[1].set_down(false);
             g.check_all().await;

@@ -174,7 +174,7 @@ mod tests {
     use super::super::testing::{fakes, group, ms, request, round_robin};
     use super::*;
     use crate::fake::FakeChild;
-    use crate::replica::state::Rotation;
+    use crate::replica::state::{OVERLOAD_BACKOFF, Rotation};
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_request_ejects_its_replica_and_is_retried_on_another() {
@@ -192,6 +192,41 @@ mod tests {
         let err = g.search(request(), ms(100)).await.unwrap_err();
         assert!(matches!(err, ChildError::Unavailable(_)));
         assert_eq!(r[0].calls() + r[1].calls(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_shedding_load_stays_in_rotation_and_its_request_goes_to_another() {
+        let busy = Arc::new(
+            FakeChild::failing(0, ms(1), ChildError::Overloaded("at its limit".into()))
+                .named("busy"),
+        );
+        let healthy = fakes(1, ms(1)).remove(0);
+        let g = group(&[busy, Arc::clone(&healthy)], round_robin());
+        // Refused for load: retried on the sibling, and left alone for a
+        // moment, in rotation.
+        let response = g.search(request(), ms(100)).await.unwrap();
+        assert_eq!(response.coverage.unwrap().sources[0].replica, "r0");
+        assert_eq!(g.counters.get(InnerCounter::Retries), 1);
+        for _ in 0..4 {
+            g.search(request(), ms(100)).await.unwrap();
+        }
+        assert_eq!(healthy.calls(), 5);
+        assert_eq!(
+            g.counters.get(InnerCounter::Retries),
+            1,
+            "no more tries of it"
+        );
+        assert_eq!(
+            g.rotations(),
+            [Rotation::In, Rotation::In],
+            "shedding load is not an outage"
+        );
+        assert_eq!(g.counters.get(InnerCounter::Ejections), 0);
+        // After the back-off it is asked again.
+        tokio::time::advance(OVERLOAD_BACKOFF).await;
+        g.search(request(), ms(100)).await.unwrap();
+        g.search(request(), ms(100)).await.unwrap();
+        assert_eq!(g.counters.get(InnerCounter::Retries), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,11 @@ use crate::child::Child;
 /// Latencies kept per replica, for its recent percentiles.
 const RECENT: usize = 32;
 
+/// How long a replica that refused a request for load gets no new requests
+/// while a sibling in rotation can take them: about the pushback nodes
+/// themselves ask for.
+pub const OVERLOAD_BACKOFF: Duration = Duration::from_millis(50);
+
 /// Whether a replica receives traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
@@ -40,8 +45,13 @@ pub struct ReplicaState {
     pub rotation: Rotation,
     /// Consecutive successful health checks while ejected.
     pub consecutive_ok: u32,
+    /// Consecutive failed health checks while in rotation.
+    pub consecutive_failed: u32,
     /// When it last came back into rotation (start of its slow start).
     pub back_since: Option<Instant>,
+    /// Until when it is left alone for having refused a request for load
+    /// (still in rotation: when no sibling can answer, it is asked anyway).
+    pub busy_until: Option<Instant>,
     /// Smoothed latency, µs (0: not measured yet).
     pub ewma_us: f64,
     /// Recent latencies, µs.
@@ -62,7 +72,9 @@ impl ReplicaState {
         ReplicaState {
             rotation: Rotation::In,
             consecutive_ok: 0,
+            consecutive_failed: 0,
             back_since: None,
+            busy_until: None,
             ewma_us: 0.0,
             recent: VecDeque::with_capacity(RECENT),
             answered: 0,
@@ -94,11 +106,12 @@ impl ReplicaState {
         Some(nth_smallest(&self.recent, i))
     }
 
-    /// Share of its normal traffic the replica gets now: 0 out of rotation;
-    /// ramping linearly from 10 % to 100 % over `slow_start` after it came
-    /// back, so a recovered replica is not flooded at once.
+    /// Share of its normal traffic the replica gets now: 0 out of rotation
+    /// or while it sheds load; ramping linearly from 10 % to 100 % over
+    /// `slow_start` after it came back, so a recovered replica is not
+    /// flooded at once.
     pub fn weight(&self, now: Instant, slow_start: Duration) -> f64 {
-        if self.rotation != Rotation::In {
+        if self.rotation != Rotation::In || self.busy_until.is_some_and(|until| now < until) {
             return 0.0;
         }
         match self.back_since {
@@ -190,6 +203,15 @@ mod tests {
         assert_eq!(s.weight(now + Duration::from_secs(20), window), 1.0);
         s.rotation = Rotation::Ejected;
         assert_eq!(s.weight(now + Duration::from_secs(20), window), 0.0);
+    }
+
+    #[test]
+    fn a_replica_shedding_load_is_left_alone_for_a_moment() {
+        let now = Instant::now();
+        let mut s = ReplicaState::new();
+        s.busy_until = Some(now + OVERLOAD_BACKOFF);
+        assert_eq!(s.weight(now, Duration::ZERO), 0.0);
+        assert_eq!(s.weight(now + OVERLOAD_BACKOFF, Duration::ZERO), 1.0);
     }
 
     #[test]
