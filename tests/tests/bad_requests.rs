@@ -199,11 +199,35 @@ async fn a_load_message_that_does_not_decode_is_invalid_argument_and_what_came_b
             status.message()
         );
     }
+    // A message past the size limit after one that was answered: refused
+    // by its number too, not with the transport's OUT_OF_RANGE.
+    let too_large = vec![0u8; (64 << 20) + 1024];
+    let (acks, end) = raw_load(
+        root,
+        false,
+        vec![batch(17, "root-before-large").encode_to_vec(), too_large],
+    )
+    .await;
+    assert!(
+        acks.len() == 1 && acks[0].ok && acks[0].seq == 17,
+        "{acks:?}"
+    );
+    let status = end.expect_err("an oversized message must be refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("message 2 of the Load stream is larger than a LoadBatch may be (64 MiB)")
+            && status.message().ends_with("split into smaller ones"),
+        "{:?}",
+        status.message()
+    );
+    assert_eq!(staged_on_shard_0(root).await, 4);
     // A well-formed load goes through afterwards: nothing was left held.
     let (acks, end) = raw_load(root, false, vec![batch(21, "root-next").encode_to_vec()]).await;
     end.expect("a whole stream ends cleanly");
     assert!(acks.len() == 1 && acks[0].ok, "{acks:?}");
-    assert_eq!(staged_on_shard_0(root).await, 4);
+    assert_eq!(staged_on_shard_0(root).await, 5);
     tree.shutdown().await;
 }
 

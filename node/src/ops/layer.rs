@@ -176,8 +176,9 @@ pub const UNDECODABLE: &str = "failed to decode Protobuf message";
 const NO_MESSAGE: &str = "Missing request message.";
 
 /// How tonic's refusal of a request message above the method's size limit
-/// begins (its `OUT_OF_RANGE`).
-const TOO_LARGE: &str = "Error, decoded message length too large";
+/// begins (its `OUT_OF_RANGE`); a streaming request's is rewritten by
+/// [`crate::serving::request_stream`].
+pub const TOO_LARGE: &str = "Error, decoded message length too large";
 
 /// Rewrites tonic's refusals of a request it could not take into
 /// `INVALID_ARGUMENT`, keeping tonic's words: its `INTERNAL` for one it

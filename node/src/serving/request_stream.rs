@@ -1,13 +1,15 @@
 //! A client-streaming request, message by message: a message that does not
-//! decode is the caller's error, named by its number in the stream.
+//! decode, or is larger than the method takes, is the caller's error, named
+//! by its number in the stream.
 //!
 //! tonic hands a streaming handler the decoder's failure as it does for a
-//! unary call, `INTERNAL` with prost's words, but midway through the
-//! stream, after the response has begun: the layer that rewrites a unary
-//! refusal ([`crate::ops::layer::undecodable_is_invalid_argument`]) never
-//! sees it. A handler that reads its request through [`numbered`] gets
-//! `INVALID_ARGUMENT` instead, saying which message did not decode, and
-//! nothing after it: the messages before it were handled as usual, and
+//! unary call — `INTERNAL` with prost's words, `OUT_OF_RANGE` for a message
+//! past the size limit — but midway through the stream, after the response
+//! has begun: the layer that rewrites a unary refusal
+//! ([`crate::ops::layer::undecodable_is_invalid_argument`]) never sees it.
+//! A handler that reads its request through [`numbered`] gets
+//! `INVALID_ARGUMENT` instead, saying which message was refused and why,
+//! and nothing after it: the messages before it were handled as usual, and
 //! none after it is, so what was answered stands and nothing is applied
 //! past a gap.
 
@@ -17,12 +19,14 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use tonic::Status;
 
-use crate::ops::layer::UNDECODABLE;
+use crate::ops::layer::{TOO_LARGE, UNDECODABLE};
+use crate::serving::MAX_CORPUS_MESSAGE_BYTES;
 
 /// The messages of `stream`, a `call`'s request of messages named
 /// `message` (e.g. `Load`, `LoadBatch`), counted; a message that does not
-/// decode ends it with `INVALID_ARGUMENT` (see [`undecodable_message`]),
-/// and so does any other failure of the stream, as it is.
+/// decode or is too large ends it with `INVALID_ARGUMENT` (see
+/// [`undecodable_message`]), and so does any other failure of the stream,
+/// as it is.
 pub fn numbered<S>(stream: S, call: &'static str, message: &'static str) -> Numbered<S> {
     Numbered {
         stream,
@@ -77,29 +81,40 @@ where
     }
 }
 
-/// Rewrites tonic's `INTERNAL` failure to decode the message that followed
-/// the `received` ones of a `call`'s request stream into `INVALID_ARGUMENT`
-/// naming it by its number (1-based), with the decoder's words and what to
-/// do; any other status is returned as it is.
+/// Rewrites tonic's refusal of the message that followed the `received`
+/// ones of a `call`'s request stream — `INTERNAL` when it does not decode,
+/// `OUT_OF_RANGE` when it is past the size limit — into `INVALID_ARGUMENT`
+/// naming it by its number (1-based), with tonic's words and what to do;
+/// any other status is returned as it is.
 pub fn undecodable_message(status: Status, call: &str, message: &str, received: u64) -> Status {
-    if status.code() != tonic::Code::Internal || !status.message().starts_with(UNDECODABLE) {
-        return status;
-    }
-    let number = received + 1;
-    let before = match received {
-        0 => "no message came before it".to_string(),
-        1 => "the message before it was handled as usual".to_string(),
-        n => format!("the {n} messages before it were handled as usual"),
-    };
     let article = if message.starts_with(['A', 'E', 'I', 'O', 'U']) {
         "an"
     } else {
         "a"
     };
+    let number = received + 1;
+    let (what, fix) = match status.code() {
+        tonic::Code::Internal if status.message().starts_with(UNDECODABLE) => (
+            format!("is not {article} {message} (is the client's .proto searchtree's?)"),
+            "fixed",
+        ),
+        tonic::Code::OutOfRange if status.message().starts_with(TOO_LARGE) => (
+            format!(
+                "is larger than {article} {message} may be ({} MiB)",
+                MAX_CORPUS_MESSAGE_BYTES >> 20
+            ),
+            "split into smaller ones",
+        ),
+        _ => return status,
+    };
+    let before = match received {
+        0 => "no message came before it".to_string(),
+        1 => "the message before it was handled as usual".to_string(),
+        n => format!("the {n} messages before it were handled as usual"),
+    };
     Status::invalid_argument(format!(
-        "message {number} of the {call} stream is not {article} {message} (is the client's .proto \
-         searchtree's?): {}. The stream ends there: {before}, and nothing after it was read; \
-         send message {number} and those after it again, fixed",
+        "message {number} of the {call} stream {what}: {}. The stream ends there: {before}, and \
+         nothing after it was read; send message {number} and those after it again, {fix}",
         status.message()
     ))
 }
@@ -139,10 +154,29 @@ mod tests {
     }
 
     #[test]
+    fn a_message_past_the_size_limit_is_named_and_the_fix_given() {
+        let too_large = Status::out_of_range(format!(
+            "{TOO_LARGE}: found 70000000 bytes, the limit is: 67108864 bytes"
+        ));
+        let status = undecodable_message(too_large, "Load", "LoadBatch", 3);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(
+                "message 4 of the Load stream is larger than a LoadBatch may be (64 MiB)"
+            ) && status.message().contains("found 70000000 bytes")
+                && status.message().contains("the 3 messages before it")
+                && status.message().ends_with("split into smaller ones"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
     fn other_failures_of_a_stream_are_left_as_they_are() {
         for other in [
             Status::internal("h2 protocol error"),
             Status::cancelled(UNDECODABLE),
+            Status::out_of_range("past the end"),
         ] {
             let kept = undecodable_message(other.clone(), "Load", "LoadBatch", 4);
             assert_eq!(
