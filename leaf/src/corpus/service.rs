@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use searchtree_node::ops::layer::ClientWait;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_node::serving::request_stream::numbered;
 use searchtree_proto::forwarded::{self, describe_shards};
@@ -205,6 +206,10 @@ impl Corpus for LeafCorpus {
                 placement.shard, placement.num_shards
             )));
         }
+        // Looking for more batches without waiting for them leaves the call
+        // marked as waiting on its client: the commit after says the turn
+        // is this node's.
+        let client_wait = request.extensions().get::<ClientWait>().cloned();
         // A batch that does not decode ends the stream, named by its
         // number: the batches before it are staged and acknowledged as
         // usual (a group commit stops at it), none after it is read.
@@ -236,6 +241,9 @@ impl Corpus for LeafCorpus {
                     if ended.is_some() {
                         break;
                     }
+                }
+                if let Some(wait) = &client_wait {
+                    wait.working();
                 }
                 let seqs: Vec<u64> = group.iter().map(|b| b.seq).collect();
                 let guard = Arc::clone(&store).lock_owned().await;

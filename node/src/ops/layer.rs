@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::ops::auth::AuthPolicy;
 use crate::ops::responses::{Admission, Held, ResponseBudget, ResponsePermit, Watched};
 use crate::ops::{otlp, timing, trace};
-use crate::serving::connections::peers::PeerKey;
+use crate::serving::connections::peers::{CallWait, Direction, PeerKey};
 
 /// A service that refuses what the policy does not allow, runs the rest
 /// within their trace, and times every call.
@@ -96,6 +96,32 @@ where
     }
 }
 
+/// A streaming handler's word on its call's wait for the client's next
+/// message, found in the request's extensions (tonic's
+/// `Request::extensions`) when the call's connection is watched.
+///
+/// A handler that looks whether more of its request has come without
+/// waiting for it (`now_or_never`, as a leaf's group commit does) leaves
+/// the call marked as waiting on its client; if it then works a long while
+/// (a commit), the call would count as stalled on the client, and its
+/// connection could be closed to make room. [`ClientWait::working`] says
+/// the node, not the client, has the turn, until the handler next waits.
+#[derive(Debug, Clone)]
+pub struct ClientWait(Arc<CallWait>);
+
+impl ClientWait {
+    /// The word on `wait`'s request side.
+    pub(crate) fn new(wait: Arc<CallWait>) -> Self {
+        ClientWait(wait)
+    }
+
+    /// The handler works on what it has; it does not wait on its client
+    /// until it next polls the request for more.
+    pub fn working(&self) {
+        self.0.not_waiting(Direction::Request);
+    }
+}
+
 /// The addresses (ours, the peer's) of the connection `request` came on,
 /// plain or TLS.
 fn peer_of<B>(request: &http::Request<B>) -> Option<PeerKey> {
@@ -126,7 +152,11 @@ impl<S> Operated<S> {
     {
         // The request's body tells when the call waits on its client.
         let request = match permit.as_ref().and_then(ResponsePermit::wait) {
-            Some(wait) => request.map(|body| body.watched(wait)),
+            Some(wait) => {
+                let mut request = request.map(|body| body.watched(Arc::clone(&wait)));
+                request.extensions_mut().insert(ClientWait::new(wait));
+                request
+            }
             None => request,
         };
         let context = trace::TraceContext::from_headers(request.headers());

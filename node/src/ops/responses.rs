@@ -717,6 +717,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_handler_that_looked_for_more_and_works_on_what_it_has_is_no_stall() {
+        let peers = Arc::new(Peers::default());
+        let k = key(9);
+        let conn = peers.register(k.0, k.1);
+        let budget = ResponseBudget::new(2, Some(Arc::clone(&peers)));
+        let permit = budget.admit(SEARCH, Some(k)).await.unwrap().unwrap();
+        let wait = permit.wait().unwrap();
+        let handler = crate::ops::layer::ClientWait::new(Arc::clone(&wait));
+        let stalled = || conn.load().stalled(tokio::time::Instant::now()) > 0;
+        // A message came; the handler looks for another without waiting
+        // (nothing yet), then commits what it has for 2 s.
+        let mut receiving = Receiving::new(tonic::body::Body::empty(), wait);
+        receiving.received(&[0, 0, 0, 0, 1, 7]);
+        receiving.wait.waiting(Direction::Request);
+        handler.working();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!stalled(), "the node's commit is not the client's stall");
+        // It waits for the next message again: from now on, the client's.
+        receiving.wait.waiting(Direction::Request);
+        tokio::time::advance(STALLED_AFTER).await;
+        assert!(stalled());
+        drop(permit);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn answers_wait_with_their_calls_while_the_socket_takes_nothing() {
         let peers = Arc::new(Peers::default());
         let k = key(9);
