@@ -465,14 +465,14 @@ async fn a_replica_killed_during_a_load_catches_up_before_serving_again() {
     let stop = Arc::new(AtomicBool::new(false));
     let querying = keep_querying(root, Arc::clone(&stop));
 
-    let load = tokio::spawn(cli(load_args(root, &["--batch-size", "100"])));
+    let load = HeldLoad::start("catch-up", root, &["--batch-size", "100"]);
     // Once the load is under way, one replica of shard 1 dies.
     wait_for_staged_ops(root).await;
     kill_node(&tree, "leaf-1-0");
     tree.stop_node("leaf-1-0").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     tree.restart_node("leaf-1-0").await.unwrap();
-    let out = load.await.unwrap();
+    let out = load.finish().await;
     assert!(out.status.success(), "{}", text(&out));
 
     // The restarted replica is behind; queries pinned to the new version
@@ -622,6 +622,64 @@ async fn wait_until_every_replica_holds(root: std::net::SocketAddr, version: u64
     }
 }
 
+/// A `searchtree load` of the load file whose input is a named pipe: the
+/// first half of the file goes through at once, the rest only once
+/// `release` is sent. A node killed in between is killed while the load is
+/// certainly under way, however fast the machine stages the first half.
+struct HeldLoad {
+    load: tokio::task::JoinHandle<Output>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl HeldLoad {
+    fn start(name: &str, root: std::net::SocketAddr, extra: &[&str]) -> HeldLoad {
+        let fifo = corpora().dir.join(format!("{name}.fifo.jsonl"));
+        let _ = std::fs::remove_file(&fifo);
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+        let lines: Vec<String> = std::fs::read_to_string(&corpora().load_file)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let writing = fifo.clone();
+        std::thread::spawn(move || {
+            // Opening blocks until the load opens its end.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&writing)
+                .unwrap();
+            let (first, rest) = lines.split_at(lines.len() / 2);
+            let mut write = |lines: &[String]| {
+                for line in lines {
+                    if writeln!(out, "{line}").is_err() {
+                        return; // the load went away
+                    }
+                }
+                let _ = out.flush();
+            };
+            write(first);
+            let _ = released.recv();
+            write(rest);
+        });
+        let mut args = load_args(root, extra);
+        let input = args.iter().position(|a| a == "--input").unwrap() + 1;
+        args[input] = fifo.display().to_string();
+        HeldLoad {
+            load: tokio::spawn(cli(args)),
+            release,
+        }
+    }
+
+    /// Lets the rest of the file through, and waits for the load to end.
+    async fn finish(self) -> Output {
+        let _ = self.release.send(());
+        self.load.await.unwrap()
+    }
+}
+
 /// Waits until some leaf has staged operations: the load is under way.
 async fn wait_for_staged_ops(root: std::net::SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -638,11 +696,11 @@ async fn a_leaf_killed_during_a_load_fails_its_batches_and_a_rerun_completes_it(
     let stop = Arc::new(AtomicBool::new(false));
     let querying = keep_querying(root, Arc::clone(&stop));
 
-    let load = tokio::spawn(cli(load_args(root, &["--batch-size", "50"])));
+    let load = HeldLoad::start("rerun", root, &["--batch-size", "50"]);
     wait_for_staged_ops(root).await;
     kill_node(&tree, "leaf-2");
     tree.stop_node("leaf-2").await.unwrap();
-    let out = load.await.unwrap();
+    let out = load.finish().await;
     assert!(!out.status.success(), "{}", text(&out));
     let printed = text(&out);
     assert!(printed.contains("not acknowledged"), "{printed}");
