@@ -27,7 +27,8 @@ pub enum ChildError {
     /// The child did not answer in time.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The child could not be reached, or is shutting down.
+    /// The child could not be reached, is not serving (draining, shutting
+    /// down), answered for other shards, or no replica of it is known.
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// The child is up but refused the request for load

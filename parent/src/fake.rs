@@ -23,6 +23,7 @@ pub struct FakeChild {
     shards: Vec<u32>,
     delay_us: AtomicU64,
     down: AtomicBool,
+    hung: AtomicBool,
     snapshot: Mutex<String>,
     outcome: Result<Vec<Hit>, ChildError>,
     /// Calls started.
@@ -67,6 +68,7 @@ impl FakeChild {
             shards: vec![shard],
             delay_us: AtomicU64::new(delay.as_micros() as u64),
             down: AtomicBool::new(false),
+            hung: AtomicBool::new(false),
             snapshot: Mutex::default(),
             outcome,
             started: Arc::default(),
@@ -101,6 +103,12 @@ impl FakeChild {
     /// Takes the child down (it refuses calls and health checks) or up.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Makes the child's health checks never answer (a hung process, a
+    /// black-holed link), or answer again.
+    pub fn set_hung(&self, hung: bool) {
+        self.hung.store(hung, Ordering::SeqCst);
     }
 
     /// Calls started so far.
@@ -255,6 +263,9 @@ impl Child for FakeChild {
 
     fn check_health(&self) -> BoxFuture<'_, Result<(), ChildError>> {
         Box::pin(async move {
+            if self.hung.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             if self.down.load(Ordering::SeqCst) {
                 Err(ChildError::Unavailable(format!("{} is down", self.name)))
             } else {

@@ -132,22 +132,31 @@ async fn a_leaf_shedding_load_stays_in_rotation_and_the_client_is_told_to_back_o
             "1",
         ],
     );
-    // The root's own admission off, so that the leaf is the one to shed.
+    // The root's own admission off, so that the leaf is the one to shed,
+    // and its cache off, so that every query of the burst reaches the leaf
+    // (concurrent identical queries would be searched once).
     let child = format!("0@{}", leaf.1);
-    let root = Node::start(bins.root, &["--child", &child, "--no-admission"]);
+    let root = Node::start(
+        bins.root,
+        &["--child", &child, "--no-admission", "--cache-mb", "0"],
+    );
     let addr = root.1;
 
+    const WORDS: [&str; 8] = [
+        "paris", "river", "music", "war", "history", "city", "art", "science",
+    ];
     let burst = (0..BURST).map(|i| async move {
         let mut c = client(addr).await;
         send(
             &mut c,
             SearchRequest {
-                query: [
-                    "paris river music war",
-                    "history of the city",
-                    "art OR science",
-                ][i % 3]
-                    .into(),
+                // Distinct queries: three words of the list each.
+                query: format!(
+                    "{} {} {}",
+                    WORDS[i % 8],
+                    WORDS[(i / 8) % 8],
+                    WORDS[(i / 64) % 8]
+                ),
                 top_k: 10,
                 budget_ms: 2_000,
                 ..Default::default()

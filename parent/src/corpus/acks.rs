@@ -32,7 +32,8 @@ impl ReplicaAnswer {
     pub fn from_status(status: &Status) -> Self {
         let reason = match status.code() {
             Code::DeadlineExceeded | Code::Cancelled => FailureReason::Timeout,
-            Code::Unavailable | Code::ResourceExhausted => FailureReason::Unavailable,
+            Code::Unavailable => FailureReason::Unavailable,
+            Code::ResourceExhausted => FailureReason::Overloaded,
             Code::Unknown if status.message().starts_with("transport error") => FailureReason::Lost,
             _ => FailureReason::Error,
         };

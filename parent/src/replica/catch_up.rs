@@ -199,7 +199,7 @@ impl ReplicaGroup {
             _ => wanted,
         };
         s.rotation = Rotation::Behind { version };
-        s.consecutive_ok = 0;
+        s.reset_checks();
         let spawn = !s.catching_up;
         s.catching_up = true;
         drop(s);
@@ -313,7 +313,7 @@ impl ReplicaGroup {
         s.not_a_leaf = true;
         if matches!(s.rotation, Rotation::Behind { .. }) {
             s.rotation = Rotation::Ejected;
-            s.consecutive_ok = 0;
+            s.reset_checks();
         }
         s.catching_up = false;
     }
@@ -326,6 +326,7 @@ impl ReplicaGroup {
         match s.rotation {
             Rotation::Behind { version: behind } if behind <= version => {
                 s.rotation = Rotation::Probation;
+                s.reset_checks();
                 s.recent.clear();
                 s.ewma_us = 0.0;
                 drop(s);

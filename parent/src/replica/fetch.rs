@@ -3,7 +3,8 @@
 //! on another while time remains. No hedging: a fetch is small, and a
 //! fetch's latency says little about a replica's search latency, so it is
 //! not folded into the statistics that hedging and probation judge by. A
-//! refusal still ejects the replica, as it would for a search.
+//! refusal still ejects the replica, and a refusal for load leaves it alone
+//! for a back-off, as they would for a search.
 
 use std::time::Duration;
 

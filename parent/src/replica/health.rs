@@ -10,7 +10,7 @@ use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use tokio::time::Instant;
 
 use super::ReplicaGroup;
-use super::state::{InFlight, OVERLOAD_BACKOFF, Replica, Rotation};
+use super::state::{InFlight, Replica, Rotation};
 use crate::child::ChildError;
 use crate::counters::InnerCounter;
 
@@ -24,16 +24,23 @@ const PROBATION_FLOOR_US: u64 = 2_000;
 enum Check {
     /// It answered `SERVING` in time.
     Passed,
-    /// It refused, answered anything but `SERVING`, or did not answer in
-    /// time.
-    Failed,
+    /// It answered anything but `SERVING` (draining, shutting down), or
+    /// could not be reached: out at once.
+    Refused,
+    /// It did not answer in time: out after `fall` in a row.
+    TimedOut,
     /// It did not answer in time, but this node's own timer fired so late
     /// that the node itself was the slow one (a burst of requests on its
     /// runtime, a stall of its process): the answer may be sitting unread in
     /// its socket. Counted neither way, so that a node under a burst does not
-    /// eject every child at once.
+    /// eject every child at once — up to [`MAX_INCONCLUSIVE_IN_A_ROW`].
     Inconclusive,
 }
+
+/// Inconclusive checks in a row after which the next one counts as timed
+/// out: a node always running late must still eject a replica that never
+/// answers.
+const MAX_INCONCLUSIVE_IN_A_ROW: u32 = 3;
 
 impl Check {
     /// Judges a check that answered (`Some(serving)`) or timed out
@@ -43,9 +50,9 @@ impl Check {
     fn judge(answered: Option<bool>, elapsed: Duration, timeout: Duration) -> Check {
         match answered {
             Some(true) => Check::Passed,
-            Some(false) => Check::Failed,
+            Some(false) => Check::Refused,
             None if elapsed > timeout + timeout / 2 => Check::Inconclusive,
-            None => Check::Failed,
+            None => Check::TimedOut,
         }
     }
 }
@@ -98,23 +105,33 @@ impl ReplicaGroup {
 
     fn on_health(&self, replica: &Replica, check: Check) {
         let mut s = replica.lock();
-        match (s.rotation, check) {
-            (_, Check::Inconclusive) => {
+        let check = match check {
+            Check::Inconclusive if s.inconclusive_in_a_row + 1 < MAX_INCONCLUSIVE_IN_A_ROW => {
+                s.inconclusive_in_a_row += 1;
                 drop(s);
                 self.counters.inc(InnerCounter::HealthChecksInconclusive);
                 tracing::debug!(
                     replica = replica.child.name(),
                     "health check timed out while this node was running late: not counted"
                 );
+                return;
             }
-            (Rotation::In | Rotation::Probation, Check::Failed) => {
+            // Late again and again: from now on, each counts as timed out
+            // until a check is conclusive.
+            Check::Inconclusive => Check::TimedOut,
+            other => {
+                s.inconclusive_in_a_row = 0;
+                other
+            }
+        };
+        match (s.rotation, check) {
+            (Rotation::In | Rotation::Probation, Check::Refused | Check::TimedOut) => {
                 s.consecutive_failed += 1;
-                if s.consecutive_failed < self.config.fall.max(1) {
+                if check == Check::TimedOut && s.consecutive_failed < self.config.fall.max(1) {
                     return;
                 }
                 s.rotation = Rotation::Ejected;
-                s.consecutive_ok = 0;
-                s.consecutive_failed = 0;
+                s.reset_checks();
                 drop(s);
                 self.counters.inc(InnerCounter::Ejections);
                 tracing::warn!(
@@ -126,7 +143,7 @@ impl ReplicaGroup {
                 s.consecutive_ok += 1;
                 if s.consecutive_ok >= self.config.rise {
                     s.rotation = Rotation::In;
-                    s.consecutive_failed = 0;
+                    s.reset_checks();
                     s.back_since = Some(Instant::now());
                     // What it measured before the outage says nothing now.
                     s.recent.clear();
@@ -139,8 +156,8 @@ impl ReplicaGroup {
                     self.versions_wanted.notify_one();
                 }
             }
-            (Rotation::Ejected, Check::Failed) => s.consecutive_ok = 0,
-            (Rotation::In | Rotation::Probation, Check::Passed) => s.consecutive_failed = 0,
+            (Rotation::Ejected, _) => s.consecutive_ok = 0,
+            (Rotation::In | Rotation::Probation, _) => s.consecutive_failed = 0,
             // Healthy or not, a behind replica lacks the version asked for:
             // only a catch-up brings it back (see `catch_up`).
             (Rotation::Behind { .. }, _) => {}
@@ -168,7 +185,7 @@ impl ReplicaGroup {
                 // would bring it back without the version.
                 if matches!(s.rotation, Rotation::In | Rotation::Probation) {
                     s.rotation = Rotation::Ejected;
-                    s.consecutive_ok = 0;
+                    s.reset_checks();
                     drop(s);
                     self.counters.inc(InnerCounter::Ejections);
                     tracing::warn!(replica = replica.child.name(), %err, "ejected: request failed");
@@ -178,10 +195,9 @@ impl ReplicaGroup {
             ChildError::Timeout(_) => replica.lock().observe(elapsed),
             // Up and shedding load: it stays in rotation (ejected, its
             // siblings would take its load and shed in turn), left alone
-            // for a moment while a sibling can answer, as this request may.
-            ChildError::Overloaded(_) => {
-                replica.lock().busy_until = Some(Instant::now() + OVERLOAD_BACKOFF);
-            }
+            // for a back-off while a sibling can answer, as this request
+            // may.
+            ChildError::Overloaded(_) => replica.lock().overloaded(Instant::now()),
             ChildError::InvalidArgument(_) | ChildError::Failed(_) => {}
         }
         err.is_retryable()
@@ -191,7 +207,11 @@ impl ReplicaGroup {
     /// (0: unknown).
     pub(super) fn on_success(&self, replica: &Arc<Replica>, latency: Duration, version: u64) {
         self.on_answered(replica, version);
-        replica.lock().observe(latency);
+        {
+            let mut s = replica.lock();
+            s.observe(latency);
+            s.answered_now();
+        }
         let review = self
             .recent
             .lock()
@@ -309,9 +329,7 @@ mod tests {
         let r = fakes(2, ms(1));
         let g = group(&r, round_robin());
         r[1].set_down(true);
-        // One failed check is not an outage (fall = 2); a second is.
-        g.check_all().await;
-        assert_eq!(g.rotations(), [Rotation::In, Rotation::In]);
+        // A refused check takes it out at once.
         g.check_all().await;
         assert_eq!(g.rotations(), [Rotation::In, Rotation::Ejected]);
         send(&g, 20).await;
@@ -345,17 +363,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_passed_check_resets_the_count_of_failed_ones() {
+    async fn checks_that_time_out_eject_after_fall_in_a_row() {
         let r = fakes(2, ms(1));
         let g = group(&r, round_robin());
+        // One timed-out check is not an outage (fall = 2), and a good one
+        // in between starts the count again.
         for _ in 0..5 {
-            r[1].set_down(true);
+            r[1].set_hung(true);
             g.check_all().await;
-            r[1].set_down(false);
+            r[1].set_hung(false);
             g.check_all().await;
         }
         assert_eq!(g.rotations(), [Rotation::In, Rotation::In]);
         assert_eq!(g.counters.get(InnerCounter::Ejections), 0);
+        // Two in a row are.
+        r[1].set_hung(true);
+        g.check_all().await;
+        g.check_all().await;
+        assert_eq!(g.rotations(), [Rotation::In, Rotation::Ejected]);
+        assert_eq!(g.counters.get(InnerCounter::Ejections), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_always_late_still_ejects_a_replica_that_never_answers() {
+        let r = fakes(2, ms(1));
+        let g = group(&r, round_robin());
+        let late = Check::Inconclusive;
+        for _ in 0..MAX_INCONCLUSIVE_IN_A_ROW - 1 {
+            g.on_health(&g.replicas()[1], late);
+        }
+        assert_eq!(g.rotations()[1], Rotation::In, "a burst's late checks");
+        assert_eq!(
+            g.counters.get(InnerCounter::HealthChecksInconclusive),
+            u64::from(MAX_INCONCLUSIVE_IN_A_ROW - 1)
+        );
+        // The next late one counts as timed out; fall = 2 takes two.
+        g.on_health(&g.replicas()[1], late);
+        g.on_health(&g.replicas()[1], late);
+        assert_eq!(g.rotations()[1], Rotation::Ejected);
     }
 
     #[test]
@@ -363,10 +408,10 @@ mod tests {
         let timeout = ms(100);
         assert_eq!(Check::judge(Some(true), ms(400), timeout), Check::Passed);
         // A refusal is a refusal, however late this node saw it.
-        assert_eq!(Check::judge(Some(false), ms(400), timeout), Check::Failed);
+        assert_eq!(Check::judge(Some(false), ms(400), timeout), Check::Refused);
         // Timed out on time: the replica did not answer.
-        assert_eq!(Check::judge(None, ms(100), timeout), Check::Failed);
-        assert_eq!(Check::judge(None, ms(150), timeout), Check::Failed);
+        assert_eq!(Check::judge(None, ms(100), timeout), Check::TimedOut);
+        assert_eq!(Check::judge(None, ms(150), timeout), Check::TimedOut);
         // Timed out, but the timer fired 60 ms late: this node was the slow one.
         assert_eq!(Check::judge(None, ms(160), timeout), Check::Inconclusive);
     }
@@ -432,7 +477,6 @@ mod tests {
             );
             send(&g, 50).await;
             r[1].set_down(true);
-            g.check_all().await;
             g.check_all().await;
             r[1].set_down(false);
             g.check_all().await;

@@ -3,16 +3,25 @@
 //!
 //! - **Health.** Every replica is checked with `grpc.health.v1` every
 //!   `health_interval` (with `health_timeout`); errors on real traffic count
-//!   too. A replica that fails is ejected at once; one that comes back returns
-//!   after `rise` consecutive good checks, with **slow start**: its share of
-//!   traffic ramps from 10 % to 100 % over `slow_start`.
+//!   too. A replica that refuses a check or a request (not serving,
+//!   unreachable) is ejected at once, one whose checks time out after `fall`
+//!   in a row; a check that timed out while this node's own timer ran late
+//!   is not counted (a few times in a row at most). One that comes back
+//!   returns after `rise` consecutive good checks, with **slow start**: its
+//!   share of traffic ramps from 10 % to 100 % over `slow_start`.
+//! - **Load.** A replica that refuses a request for load
+//!   (`RESOURCE_EXHAUSTED`) stays in rotation, passed over for a back-off
+//!   (50 ms, doubling with each refusal in a row, at most 1 s) while another
+//!   in rotation can answer; never hedged to.
 //! - **Probation.** A replica whose recent p90 is persistently more than
 //!   `probation_factor` times its peers' median is taken out of rotation and
 //!   sent a trickle of shadow requests (copies whose answers are ignored); it
 //!   returns when its p90 does. The last replica in rotation is never taken out.
 //! - **Choice** among replicas in rotation: [`Policy`].
 //! - **Retries.** A request that fails with a retryable error (unavailable,
-//!   connection refused) goes once more to another replica, if time remains.
+//!   connection refused, overloaded) goes once more to another replica, if
+//!   time remains. Each refusal for load is retried once at most, so a group
+//!   shedding load as a whole gets at most twice its requests.
 //! - **Hedging.** A request not answered after the group's recent p95 latency
 //!   (over its last 256 answers, worked out every 8; at least
 //!   `hedge_min_delay`) is sent to a second replica too; the first

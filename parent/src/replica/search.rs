@@ -124,7 +124,7 @@ impl ReplicaGroup {
                     hedge_armed = false;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     if !remaining.is_zero()
-                        && let Some(j) = self.pick(replicas, &tried)
+                        && let Some(j) = self.pick_hedge(replicas, &tried)
                         && self.take_hedge_token()
                     {
                         tried.push(j);

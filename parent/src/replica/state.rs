@@ -15,8 +15,12 @@ const RECENT: usize = 32;
 
 /// How long a replica that refused a request for load gets no new requests
 /// while a sibling in rotation can take them: about the pushback nodes
-/// themselves ask for.
+/// themselves ask for. It doubles with each refusal in a row (a replica
+/// wedged at its limit is asked less and less), up to
+/// [`MAX_OVERLOAD_BACKOFF`], and an answer resets it.
 pub const OVERLOAD_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest a replica refusing for load is left alone at a time.
+pub const MAX_OVERLOAD_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Whether a replica receives traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,10 @@ pub struct ReplicaState {
     /// Until when it is left alone for having refused a request for load
     /// (still in rotation: when no sibling can answer, it is asked anyway).
     pub busy_until: Option<Instant>,
+    /// Refusals for load since its last answer.
+    pub overloads_in_a_row: u32,
+    /// Health checks in a row that timed out while this node ran late.
+    pub inconclusive_in_a_row: u32,
     /// Smoothed latency, µs (0: not measured yet).
     pub ewma_us: f64,
     /// Recent latencies, µs.
@@ -75,6 +83,8 @@ impl ReplicaState {
             consecutive_failed: 0,
             back_since: None,
             busy_until: None,
+            overloads_in_a_row: 0,
+            inconclusive_in_a_row: 0,
             ewma_us: 0.0,
             recent: VecDeque::with_capacity(RECENT),
             answered: 0,
@@ -111,7 +121,16 @@ impl ReplicaState {
     /// `slow_start` after it came back, so a recovered replica is not
     /// flooded at once.
     pub fn weight(&self, now: Instant, slow_start: Duration) -> f64 {
-        if self.rotation != Rotation::In || self.busy_until.is_some_and(|until| now < until) {
+        if self.busy(now) {
+            return 0.0;
+        }
+        self.rotation_weight(now, slow_start)
+    }
+
+    /// [`ReplicaState::weight`] as if it were not shedding load: what it
+    /// gets when every replica in rotation is.
+    pub fn rotation_weight(&self, now: Instant, slow_start: Duration) -> f64 {
+        if self.rotation != Rotation::In {
             return 0.0;
         }
         match self.back_since {
@@ -122,6 +141,34 @@ impl ReplicaState {
             }
             _ => 1.0,
         }
+    }
+
+    /// Whether it is left alone for now, having refused for load.
+    pub fn busy(&self, now: Instant) -> bool {
+        self.busy_until.is_some_and(|until| now < until)
+    }
+
+    /// It refused a request for load at `now`: left alone for a back-off
+    /// that doubles with each refusal in a row.
+    pub fn overloaded(&mut self, now: Instant) {
+        let doublings = self.overloads_in_a_row.min(5);
+        self.overloads_in_a_row = self.overloads_in_a_row.saturating_add(1);
+        let backoff = (OVERLOAD_BACKOFF * (1 << doublings)).min(MAX_OVERLOAD_BACKOFF);
+        self.busy_until = Some(now + backoff);
+    }
+
+    /// It answered: whatever load it refused before is past.
+    pub fn answered_now(&mut self) {
+        self.overloads_in_a_row = 0;
+        self.busy_until = None;
+    }
+
+    /// It leaves or re-enters rotation: counts of checks in a row start
+    /// again.
+    pub fn reset_checks(&mut self) {
+        self.consecutive_ok = 0;
+        self.consecutive_failed = 0;
+        self.inconclusive_in_a_row = 0;
     }
 }
 
@@ -206,12 +253,28 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_shedding_load_is_left_alone_for_a_moment() {
+    fn a_replica_shedding_load_is_left_alone_longer_at_each_refusal_in_a_row() {
         let now = Instant::now();
         let mut s = ReplicaState::new();
-        s.busy_until = Some(now + OVERLOAD_BACKOFF);
+        s.overloaded(now);
         assert_eq!(s.weight(now, Duration::ZERO), 0.0);
+        assert_eq!(s.rotation_weight(now, Duration::ZERO), 1.0);
         assert_eq!(s.weight(now + OVERLOAD_BACKOFF, Duration::ZERO), 1.0);
+        // Refusing again and again: 100, 200, 400, 800 ms, then 1 s at most.
+        let mut backoffs = Vec::new();
+        for _ in 0..6 {
+            s.overloaded(now);
+            backoffs.push(s.busy_until.unwrap() - now);
+        }
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            backoffs,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
+        // An answer resets it.
+        s.answered_now();
+        s.overloaded(now);
+        assert_eq!(s.busy_until.unwrap() - now, OVERLOAD_BACKOFF);
     }
 
     #[test]

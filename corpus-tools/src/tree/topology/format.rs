@@ -46,6 +46,10 @@ pub struct Routing {
     /// Time between health checks, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_interval_ms: Option<u64>,
+    /// Health checks timed out in a row before a replica is taken out of
+    /// rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_fall: Option<u32>,
     /// Slow-start window of a returning replica, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start_ms: Option<u64>,
@@ -88,6 +92,9 @@ impl Routing {
         }
         if let Some(v) = self.health_interval_ms {
             flags.push(format!("--health-interval-ms={v}"));
+        }
+        if let Some(v) = self.health_fall {
+            flags.push(format!("--health-fall={v}"));
         }
         if let Some(v) = self.slow_start_ms {
             flags.push(format!("--slow-start-ms={v}"));
