@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Shedding below the root: a tree of 4 shards, 2 replicas each, 2 parents,
+# result caches off, offered RATE queries/s (open loop, Poisson) with a
+# BUDGET ms budget — past what it can take, so that the root's admission
+# and the leaves' own queues both refuse work. Counts, per run, the replicas
+# taken out of rotation (the `ejected` lines of the nodes' logs, by a failed
+# request or by health checks) beside the bench's outcome. With several
+# --bin-dir sets, the runs alternate between them, each set with its own
+# build of the corpus.
+# Usage: scripts/shedding.sh [--rounds N] [--rate R] [--budget-ms B]
+#          [--bin-dir DIR --label NAME]... [OUT_DIR]
+#        (default: target/release, label "now", after `cargo build --release --workspace`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+rounds=3 rate=3000 budget=50 out="" bins=() labels=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds="$2"; shift ;;
+    --rate) rate="$2"; shift ;;
+    --budget-ms) budget="$2"; shift ;;
+    --bin-dir) bins+=("$(realpath "$2")"); shift ;;
+    --label) labels+=("$2"); shift ;;
+    *) out="$1" ;;
+  esac
+  shift
+done
+if [ ${#bins[@]} -eq 0 ]; then
+  cargo build --release --workspace --quiet
+  bins=("$PWD/target/release"); labels=("now")
+fi
+out="${out:-bench-results/shedding-$(date -u +%Y%m%dT%H%M%SZ)}"; mkdir -p "$out"
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+for i in "${!bins[@]}"; do
+  dir="$out/${labels[$i]}"
+  "${bins[$i]}/searchtree" build --input corpus-tools/data/wiki-summaries.jsonl.gz \
+    --shards 4 --parents 2 --replicas 2 --out "$dir/idx" > "$dir.build.log" 2>&1
+  without_cache "$dir/idx/topology.toml" "$dir/idx/t.toml"
+  mv "$dir/idx/t.toml" "$dir/idx/topology.toml"
+done
+printf '| set | round | goodput/s | rejected | other errors | partial | replicas ejected (by request, by check) |\n|---|---|---|---|---|---|---|\n'
+for round in $(seq 1 "$rounds"); do
+  for i in "${!bins[@]}"; do
+    label="${labels[$i]}" dir="$out/${labels[$i]}"
+    log="$dir/up-$round.log"
+    start_up "${bins[$i]}" "$dir/idx/topology.toml" "$log" --state-dir "$dir/state-$round"
+    sleep 3
+    "${bins[$i]}/searchtree" bench --root "$root" --rate "$rate" --duration 8s --warmup 1s \
+      --budget-ms "$budget" > "$dir/bench-$round.txt" 2>&1
+    stop_up
+    goodput=$(grep -o 'goodput [0-9.]*/s' "$dir/bench-$round.txt" | head -1 | cut -d' ' -f2)
+    rejected=$(grep -o 'rejected (RESOURCE_EXHAUSTED) [0-9]*' "$dir/bench-$round.txt" | awk '{print $3}')
+    other=$(grep -o 'other errors [0-9]*' "$dir/bench-$round.txt" | awk '{print $3}')
+    partial=$(grep -o 'partial [0-9.]*%' "$dir/bench-$round.txt" | awk '{print $2}')
+    by_request=$(grep -c 'ejected: request failed' "$log" || true)
+    by_check=$(grep -c 'ejected: health check' "$log" || true)
+    echo "| $label | $round | $goodput | $rejected | $other | $partial | $((by_request + by_check)) ($by_request, $by_check) |"
+  done
+done
