@@ -401,7 +401,8 @@ async fn a_load_switches_the_whole_tree_at_once_and_ends_exact() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let querying = keep_querying(root, Arc::clone(&stop));
-    let out = cli(load_args(root, &[])).await;
+    // Batches smaller than the default, so that the load is several.
+    let out = cli(load_args(root, &["--batch-size", "1000"])).await;
     // A little more querying at the new version before stopping.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
