@@ -111,6 +111,13 @@ mod tests {
         let now = Instant::now();
         replicas[0].lock().rotation = Rotation::Ejected;
         replicas[1].lock().overloaded(now);
+        assert_eq!(
+            g.replica_rotations()
+                .into_iter()
+                .map(|(_, state)| state)
+                .collect::<Vec<_>>(),
+            ["ejected", "shedding", "healthy"]
+        );
         // r2 can answer: the busy one is passed over, requests and hedges alike.
         for _ in 0..10 {
             assert_eq!(g.pick(&replicas, &[]), Some(2));

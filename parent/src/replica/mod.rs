@@ -105,12 +105,16 @@ pub struct ReplicaGroup {
 
 impl ReplicaGroup {
     /// Each replica's address and whether it is in rotation (`healthy`,
-    /// `ejected`, `probation`, `behind`), for the status page.
+    /// `shedding` — in rotation, passed over for a back-off after refusing
+    /// for load —, `ejected`, `probation`, `behind`), for the status page.
     pub fn replica_rotations(&self) -> Vec<(String, &'static str)> {
+        let now = tokio::time::Instant::now();
         self.replicas()
             .iter()
             .map(|r| {
-                let state = match r.lock().rotation {
+                let s = r.lock();
+                let state = match s.rotation {
+                    state::Rotation::In if s.busy(now) => "shedding",
                     state::Rotation::In => "healthy",
                     state::Rotation::Ejected => "ejected",
                     state::Rotation::Probation => "probation",
