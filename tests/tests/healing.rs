@@ -32,6 +32,8 @@ struct Up {
     /// The address printed on the READY line, if one was printed.
     root: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Set once its stderr has been read to the end.
+    log_ended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Up {
@@ -61,12 +63,15 @@ impl Up {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&log);
+        let log_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ended = Arc::clone(&log_ended);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("up| {line}");
                 sink.lock().unwrap().push(line);
             }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         // The first line is READY, or nothing if `up` failed to start.
         let mut line = String::new();
@@ -77,7 +82,12 @@ impl Up {
             .trim()
             .strip_prefix("READY root=")
             .map(|a| a.parse().expect("READY address"));
-        Up { child, root, log }
+        Up {
+            child,
+            root,
+            log,
+            log_ended,
+        }
     }
 
     fn root(&self) -> SocketAddr {
@@ -139,10 +149,21 @@ impl Up {
 
     /// Waits (bounded) for `up` to exit.
     async fn exit_status(&mut self) -> ExitStatus {
-        eventually("up exits", async || {
+        let status = eventually("up exits", async || {
             self.child.try_wait().unwrap().ok_or("still running")
         })
-        .await
+        .await;
+        // Its last lines may still be in the pipe: read them all before
+        // anyone looks at the log.
+        let ended = Arc::clone(&self.log_ended);
+        eventually("up's log read to its end", async || {
+            ended
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+                .ok_or("not yet")
+        })
+        .await;
+        status
     }
 
     /// SIGTERM, as an operator stops it.
