@@ -24,6 +24,9 @@ counter_set! {
         ReplicaCalls = "replica_calls",
         /// Retries to another replica after a retryable error.
         Retries = "retries",
+        /// Retries not sent: the group had used its retry budget (a fifth
+        /// of its requests, beyond a burst of ten).
+        RetriesThrottled = "retries_throttled",
         /// Hedged (second) requests sent.
         HedgesSent = "hedges_sent",
         /// Hedged requests that answered first.
@@ -137,6 +140,7 @@ pub const PARENT_COUNTERS: &[InnerCounter] = &[
     InnerCounter::ChildrenFailed,
     InnerCounter::ReplicaCalls,
     InnerCounter::Retries,
+    InnerCounter::RetriesThrottled,
     InnerCounter::HedgesSent,
     InnerCounter::HedgesWon,
     InnerCounter::Ejections,

@@ -30,6 +30,7 @@ impl ReplicaGroup {
         let mut tried = Vec::new();
         let mut budget = budget;
         let replicas = self.replicas();
+        self.retry_budget.earn();
         loop {
             let Some(i) = self.pick(&replicas, &tried) else {
                 return Err(ChildError::Unavailable(format!(
@@ -59,7 +60,8 @@ impl ReplicaGroup {
             budget = deadline.saturating_duration_since(Instant::now());
             let retry = retryable
                 && budget > MIN_RETRY_BUDGET
-                && tried.len() <= self.config.retries as usize;
+                && tried.len() <= self.config.retries as usize
+                && self.may_retry(&err);
             if !retry {
                 return Err(err);
             }

@@ -1,7 +1,8 @@
-//! Hedging: when a request is sent to a second replica, and how many may be.
-//! The delay is the group's recent p95 latency (at least `hedge_min_delay`);
-//! a token bucket, earning `hedge_ratio` of a token per request, caps hedges
-//! at that share of requests. (The hedge itself is sent by the group's search.)
+//! Hedging: when a request is sent to a second replica. The delay is the
+//! group's recent p95 latency (at least `hedge_min_delay`); a token bucket
+//! ([`super::budget`]), earning `hedge_ratio` of a token per request, caps
+//! hedges at that share of requests. (The hedge itself is sent by the
+//! group's search.)
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,10 +17,6 @@ const HEDGE_MIN_SAMPLES: usize = 20;
 /// Answers between two reviews of a group: its hedge delay worked out
 /// again, and its replicas' probation.
 const REVIEW_EVERY: u64 = 8;
-/// One hedge token, in the bucket's unit.
-pub(super) const TOKEN: u64 = 1000;
-/// The most hedge tokens saved up.
-const HEDGE_BURST: u64 = 10 * TOKEN;
 
 /// A group's recent latencies (µs) and the p95 they give, worked out
 /// every [`REVIEW_EVERY`] answers rather than per request: sorting the
@@ -69,24 +66,6 @@ impl ReplicaGroup {
         }
         let p95 = self.recent.lock().expect("recent lock").p95?;
         Some(Duration::from_micros(p95).max(self.config.hedge_min_delay))
-    }
-
-    /// Earns this request's share of a hedge.
-    pub(super) fn earn_hedge_token(&self) {
-        let earned = (self.config.hedge_ratio * TOKEN as f64).round() as u64;
-        let mut tokens = self.hedge_tokens.lock().expect("tokens lock");
-        *tokens = (*tokens + earned).min(HEDGE_BURST);
-    }
-
-    /// Spends a hedge token if there is one.
-    pub(super) fn take_hedge_token(&self) -> bool {
-        let mut tokens = self.hedge_tokens.lock().expect("tokens lock");
-        if *tokens >= TOKEN {
-            *tokens -= TOKEN;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -176,16 +155,16 @@ mod tests {
     fn the_hedge_bucket_earns_a_twentieth_per_request() {
         let g = group(&fakes(2, ms(1)), ReplicaConfig::default());
         for _ in 0..100 {
-            g.earn_hedge_token();
+            g.hedge_budget.earn();
         }
         // One token to start with and 100 x 0.05 earned.
-        let granted = (0..10).filter(|_| g.take_hedge_token()).count();
+        let granted = (0..10).filter(|_| g.hedge_budget.take()).count();
         assert_eq!(granted, 6);
         for _ in 0..1000 {
-            g.earn_hedge_token();
+            g.hedge_budget.earn();
         }
         assert_eq!(
-            (0..20).filter(|_| g.take_hedge_token()).count(),
+            (0..20).filter(|_| g.hedge_budget.take()).count(),
             10,
             "bursts are capped"
         );

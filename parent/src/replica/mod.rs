@@ -20,8 +20,9 @@
 //! - **Choice** among replicas in rotation: [`Policy`].
 //! - **Retries.** A request that fails with a retryable error (unavailable,
 //!   connection refused, overloaded) goes once more to another replica, if
-//!   time remains. Each refusal for load is retried once at most, so a group
-//!   shedding load as a whole gets at most twice its requests.
+//!   time remains and the group's retry budget allows (`budget`: a fifth
+//!   of its requests beyond a burst), so a group shedding load as a whole is
+//!   not sent every request twice.
 //! - **Hedging.** A request not answered after the group's recent p95 latency
 //!   (over its last 256 answers, worked out every 8; at least
 //!   `hedge_min_delay`) is sent to a second replica too; the first
@@ -50,6 +51,7 @@
 pub mod policy;
 pub mod state;
 
+mod budget;
 mod catch_up;
 mod choice;
 mod config;
@@ -66,9 +68,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::counters::InnerCounters;
 
+use budget::TokenBucket;
 pub use catch_up::{CatchUpCall, GrpcCatchUp};
 pub use config::ReplicaConfig;
-use hedge::{RecentLatencies, TOKEN};
+use hedge::RecentLatencies;
 pub use policy::Policy;
 use state::Replica;
 
@@ -86,8 +89,10 @@ pub struct ReplicaGroup {
     turn: AtomicUsize,
     /// Draws for the policies and slow start; seeded, so runs repeat.
     rng: Mutex<fastrand::Rng>,
-    /// Hedge tokens, in thousandths (integers: no rounding drift).
-    hedge_tokens: Mutex<u64>,
+    /// Hedges earned, as a share of requests.
+    hedge_budget: TokenBucket,
+    /// Retries earned, as a share of requests.
+    retry_budget: TokenBucket,
     /// The group's recent latencies, for its hedge delay and reviews.
     recent: Mutex<RecentLatencies>,
     /// How a behind replica is told to copy a version from a sibling.
@@ -187,6 +192,7 @@ impl ReplicaGroup {
         counters: Arc<InnerCounters>,
         catch_up: Arc<dyn CatchUpCall>,
     ) -> Arc<Self> {
+        let hedge_ratio = config.hedge_ratio;
         Arc::new_cyclic(|me| ReplicaGroup {
             name,
             shards,
@@ -195,7 +201,8 @@ impl ReplicaGroup {
             counters,
             turn: AtomicUsize::new(0),
             rng: Mutex::new(fastrand::Rng::with_seed(0x5eed)),
-            hedge_tokens: Mutex::new(TOKEN),
+            hedge_budget: TokenBucket::new(hedge_ratio),
+            retry_budget: TokenBucket::full(budget::RETRY_RATIO, budget::RETRIES_PER_SECOND),
             recent: Mutex::new(RecentLatencies::new()),
             catch_up,
             answered: tokio::sync::Notify::new(),

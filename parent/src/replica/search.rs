@@ -46,6 +46,21 @@ impl ReplicaGroup {
         (i, kind, started, result)
     }
 
+    /// Whether a request that failed with `err` may be retried: always when
+    /// the replica lacked the version asked for (a sibling holds it, and
+    /// the replica leaves rotation at once), else if a retry token is left;
+    /// a retry refused for want of one is counted.
+    pub(super) fn may_retry(&self, err: &ChildError) -> bool {
+        if err.version_missing().is_some() {
+            return true;
+        }
+        let taken = self.retry_budget.take();
+        if !taken {
+            self.counters.inc(InnerCounter::RetriesThrottled);
+        }
+        taken
+    }
+
     async fn search_replicas(
         &self,
         request: SearchRequest,
@@ -55,7 +70,8 @@ impl ReplicaGroup {
         let deadline = start + budget;
         let turn = self.turn.load(Ordering::Relaxed);
         self.shadow(&request, budget, turn);
-        self.earn_hedge_token();
+        self.hedge_budget.earn();
+        self.retry_budget.earn();
 
         let replicas = self.replicas();
         let replicas = &replicas[..];
@@ -108,6 +124,7 @@ impl ReplicaGroup {
                             && retries_left > 0
                             && remaining > MIN_RETRY_BUDGET
                             && let Some(j) = self.pick(replicas, &tried)
+                            && self.may_retry(&err)
                         {
                             retries_left -= 1;
                             tried.push(j);
@@ -125,7 +142,7 @@ impl ReplicaGroup {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     if !remaining.is_zero()
                         && let Some(j) = self.pick_hedge(replicas, &tried)
-                        && self.take_hedge_token()
+                        && self.hedge_budget.take()
                     {
                         tried.push(j);
                         self.counters.inc(InnerCounter::HedgesSent);
@@ -227,6 +244,31 @@ mod tests {
         g.search(request(), ms(100)).await.unwrap();
         g.search(request(), ms(100)).await.unwrap();
         assert_eq!(g.counters.get(InnerCounter::Retries), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_shedding_load_as_a_whole_is_not_sent_every_request_twice() {
+        let busy = |name: &str| {
+            Arc::new(
+                FakeChild::failing(0, ms(1), ChildError::Overloaded("at its limit".into()))
+                    .named(name),
+            )
+        };
+        let (a, b) = (busy("a"), busy("b"));
+        let g = group(&[Arc::clone(&a), Arc::clone(&b)], round_robin());
+        for _ in 0..100 {
+            let err = g.search(request(), ms(100)).await.unwrap_err();
+            assert!(matches!(err, ChildError::Overloaded(_)), "{err:?}");
+        }
+        // 100 requests: a burst of 10 retries, then one per 5 requests
+        // (and one a second; 100 requests of 1 ms take a tenth of one).
+        let retries = g.counters.get(InnerCounter::Retries);
+        assert!((28..=31).contains(&retries), "{retries} retries");
+        assert_eq!(a.calls() + b.calls(), 100 + retries as usize);
+        assert_eq!(
+            g.counters.get(InnerCounter::RetriesThrottled),
+            100 - retries
+        );
     }
 
     #[tokio::test(start_paused = true)]
