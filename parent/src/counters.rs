@@ -25,7 +25,8 @@ counter_set! {
         /// Retries to another replica after a retryable error.
         Retries = "retries",
         /// Retries not sent: the group had used its retry budget (a fifth
-        /// of its requests, beyond a burst of ten).
+        /// of its requests and one a second, beyond a burst of ten; a
+        /// replica lacking the version asked for is retried regardless).
         RetriesThrottled = "retries_throttled",
         /// Hedged (second) requests sent.
         HedgesSent = "hedges_sent",

@@ -63,9 +63,10 @@ impl TokenBucket {
         let mut state = self.state.lock().expect("tokens lock");
         if self.per_second > 0 {
             let now = Instant::now();
+            // Whole milliseconds only, the rest kept for the next take.
             let ms = now.saturating_duration_since(state.1).as_millis() as u64;
             state.0 = (state.0 + self.per_second.saturating_mul(ms) / 1000).min(BURST);
-            state.1 = now;
+            state.1 += std::time::Duration::from_millis(ms);
         }
         if state.0 >= TOKEN {
             state.0 -= TOKEN;

@@ -483,6 +483,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_replica_lacking_the_version_is_retried_on_a_sibling_with_the_retry_budget_spent() {
+        let r = r0_behind();
+        let copies = FakeCatchUp::new(&r, ms(50), 0);
+        let g = versioned_group(&r, &copies, config());
+        while g.retry_budget.take() {}
+        // r0's turn: it refuses version 2, and r1 answers all the same.
+        let response = g.search(pinned(2), ms(100)).await.unwrap();
+        let source = &response.coverage.unwrap().sources[0];
+        assert_eq!((source.replica.as_str(), source.retried), ("r1", true));
+        assert_eq!(g.counters.get(InnerCounter::RetriesThrottled), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_behind_replica_is_left_out_and_catches_up_from_the_sibling_that_answered() {
         let r = r0_behind();
         let copies = FakeCatchUp::new(&r, ms(50), 0);

@@ -31,13 +31,21 @@ impl ReplicaGroup {
         let mut budget = budget;
         let replicas = self.replicas();
         self.retry_budget.earn();
+        // The failure a retry would follow, if this is one.
+        let mut failed: Option<ChildError> = None;
         loop {
             let Some(i) = self.pick(&replicas, &tried) else {
-                return Err(ChildError::Unavailable(format!(
-                    "{}: no replica",
-                    self.name
-                )));
+                return Err(failed.unwrap_or_else(|| {
+                    ChildError::Unavailable(format!("{}: no replica", self.name))
+                }));
             };
+            if let Some(err) = failed.take() {
+                // A retry, to a replica there is: within the budget.
+                if !self.may_retry(&err) {
+                    return Err(err);
+                }
+                self.counters.inc(InnerCounter::Retries);
+            }
             tried.push(i);
             let replica = &replicas[i];
             let started = Instant::now();
@@ -60,12 +68,11 @@ impl ReplicaGroup {
             budget = deadline.saturating_duration_since(Instant::now());
             let retry = retryable
                 && budget > MIN_RETRY_BUDGET
-                && tried.len() <= self.config.retries as usize
-                && self.may_retry(&err);
+                && tried.len() <= self.config.retries as usize;
             if !retry {
                 return Err(err);
             }
-            self.counters.inc(InnerCounter::Retries);
+            failed = Some(err);
         }
     }
 }
@@ -127,5 +134,34 @@ mod tests {
         assert!(matches!(err, ChildError::Timeout(_)), "{err:?}");
         assert_eq!(start.elapsed(), ms(20));
         assert_eq!(r[0].fetch_calls() + r[1].fetch_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_replica_s_failure_is_its_own_and_spends_no_retry() {
+        let r = fakes(1, ms(1));
+        let g = group(&r, round_robin());
+        r[0].set_down(true);
+        let err = g.fetch(fetch_request(), ms(100)).await.unwrap_err();
+        assert!(
+            matches!(&err, ChildError::Unavailable(m) if m.contains("is down")),
+            "the replica's own error, not 'no replica': {err:?}"
+        );
+        assert_eq!(g.counters.get(InnerCounter::Retries), 0);
+        assert_eq!(g.counters.get(InnerCounter::RetriesThrottled), 0);
+        // The budget is untouched: ten retries are still there.
+        assert_eq!((0..20).filter(|_| g.retry_budget.take()).count(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fetch_retries_come_out_of_the_group_s_budget() {
+        let r = fakes(2, ms(1));
+        let g = group(&r, round_robin());
+        while g.retry_budget.take() {}
+        r[0].set_down(true);
+        // The dead replica's turn: no retry left, its error comes back.
+        let err = g.fetch(fetch_request(), ms(100)).await.unwrap_err();
+        assert!(matches!(err, ChildError::Unavailable(_)), "{err:?}");
+        assert_eq!(g.counters.get(InnerCounter::RetriesThrottled), 1);
+        assert_eq!(r[1].fetch_calls(), 0);
     }
 }
