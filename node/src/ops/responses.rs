@@ -465,7 +465,7 @@ impl Watched for () {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serving::connections::peers::STALLED_AFTER;
+    use crate::serving::connections::peers::{Registered, STALLED_AFTER};
 
     const SEARCH: &str = "/searchtree.v1.Search/Search";
 
@@ -496,6 +496,19 @@ mod tests {
         (
             std::net::SocketAddr::from(([127, 0, 0, 1], 50051)),
             std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    }
+
+    /// A budget of `slots` permits whose calls come on one connection,
+    /// `key(port)`: the connection's entry (registered while it lives), the
+    /// budget, and the key its calls are admitted with.
+    fn one_connection(port: u16, slots: usize) -> (Registered, ResponseBudget, PeerKey) {
+        let peers = Arc::new(Peers::default());
+        let k = key(port);
+        (
+            peers.register(k.0, k.1),
+            ResponseBudget::new(slots, Some(peers)),
+            k,
         )
     }
 
@@ -637,10 +650,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_goes_over_in_slices_and_its_permit_stays_until_the_last() {
-        let peers = Arc::new(Peers::default());
-        let k = key(7);
-        let conn = peers.register(k.0, k.1);
-        let budget = ResponseBudget::new(1, Some(Arc::clone(&peers)));
+        let (conn, budget, k) = one_connection(7, 1);
         let permit = budget.admit(SEARCH, Some(k)).await.unwrap().unwrap();
         let message = Bytes::from(vec![7u8; 2 * MAX_SLICE + 100]);
         let mut held = Held::new(
@@ -673,10 +683,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_message_trickled_a_byte_at_a_time_stalls_its_call() {
-        let peers = Arc::new(Peers::default());
-        let k = key(8);
-        let conn = peers.register(k.0, k.1);
-        let budget = ResponseBudget::new(2, Some(Arc::clone(&peers)));
+        let (conn, budget, k) = one_connection(8, 2);
         let permit = budget.admit(SEARCH, Some(k)).await.unwrap().unwrap();
         let wait = permit.wait().unwrap();
         let mut receiving = Receiving::new(tonic::body::Body::empty(), wait);
@@ -718,10 +725,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_handler_that_looked_for_more_and_works_on_what_it_has_is_no_stall() {
-        let peers = Arc::new(Peers::default());
-        let k = key(9);
-        let conn = peers.register(k.0, k.1);
-        let budget = ResponseBudget::new(2, Some(Arc::clone(&peers)));
+        let (conn, budget, k) = one_connection(9, 2);
         let permit = budget.admit(SEARCH, Some(k)).await.unwrap().unwrap();
         let wait = permit.wait().unwrap();
         let handler = crate::ops::layer::ClientWait::new(Arc::clone(&wait));
@@ -743,10 +747,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn answers_wait_with_their_calls_while_the_socket_takes_nothing() {
-        let peers = Arc::new(Peers::default());
-        let k = key(9);
-        let conn = peers.register(k.0, k.1);
-        let budget = ResponseBudget::new(128, Some(Arc::clone(&peers)));
+        let (conn, budget, k) = one_connection(9, 128);
         let answer = |permit| {
             Held::new(
                 tonic::body::Body::new(OneFrame(Some(Bytes::from(vec![1u8; MAX_SLICE])))),
