@@ -284,3 +284,31 @@ pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Reads a node's stdout up to its readiness line: the address it serves
+/// gRPC on, and its HTTP port if it announced one before (with
+/// `--metrics-listen`). The rest of its stdout is drained on a thread, so
+/// that the node never blocks writing it.
+pub fn read_listening(
+    stdout: std::process::ChildStdout,
+) -> (std::net::SocketAddr, Option<std::net::SocketAddr>) {
+    use searchtree_node::ops::http::HTTP_PREFIX;
+    use searchtree_node::serving::LISTENING_PREFIX;
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut http = None;
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the node exited before listening")
+            .expect("read the node's stdout");
+        if let Some(addr) = line.strip_prefix(HTTP_PREFIX) {
+            http = Some(addr.trim().parse().expect("an address"));
+        }
+        if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
+            break addr.trim().parse().expect("an address");
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (addr, http)
+}

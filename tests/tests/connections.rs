@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 
 use searchtree::build::TOPOLOGY_FILE;
 use searchtree::tree::topology::Topology;
-use searchtree_node::ops::http::{HTTP_HEADER_READ_TIMEOUT, HTTP_PREFIX, MAX_HTTP_CONNECTIONS};
-use searchtree_node::serving::LISTENING_PREFIX;
+use searchtree_node::ops::http::{HTTP_HEADER_READ_TIMEOUT, MAX_HTTP_CONNECTIONS};
 use searchtree_node::serving::connections::EVICT_AFTER_IDLE;
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{SearchRequest, SearchResponse};
 use searchtree_tests::{
-    Fixture, client, fixture, node_addr, node_binaries, search, send, start_tree,
+    Fixture, client, fixture, node_addr, node_binaries, read_listening, search, send, start_tree,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -91,22 +90,7 @@ impl Leaf {
                 lines.lock().unwrap().push(line);
             }
         });
-        let mut stdout = BufReader::new(process.stdout.take().expect("piped")).lines();
-        // The HTTP port is announced before the readiness line.
-        let mut http = None;
-        let addr = loop {
-            let line = stdout
-                .next()
-                .expect("the leaf exited before listening")
-                .expect("read the leaf's stdout");
-            if let Some(addr) = line.strip_prefix(HTTP_PREFIX) {
-                http = Some(addr.trim().parse().expect("an address"));
-            }
-            if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
-                break addr.trim().parse().expect("an address");
-            }
-        };
-        std::thread::spawn(move || stdout.for_each(drop));
+        let (addr, http) = read_listening(process.stdout.take().expect("piped"));
         Leaf {
             process,
             addr,

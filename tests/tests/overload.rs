@@ -4,15 +4,14 @@
 //! that sheds a burst stays in rotation, and a query every shard refused
 //! for load reaches the client as RESOURCE_EXHAUSTED too.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use futures::future::join_all;
 use searchtree::tree::topology::Topology;
-use searchtree_node::serving::LISTENING_PREFIX;
 use searchtree_proto::pb::SearchRequest;
 use searchtree_tests::{
-    SHARDS, client, counter, fixture, node_binaries, search, send, start_tree, terminate,
+    SHARDS, client, counter, fixture, node_binaries, read_listening, search, send, start_tree,
+    terminate,
 };
 use tonic::Code;
 
@@ -94,17 +93,7 @@ impl Node {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the node");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the node exited before listening")
-                .expect("read its stdout");
-            if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
-                break addr.trim().parse().expect("an address");
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let (addr, _) = read_listening(child.stdout.take().expect("piped"));
         Node(child, addr)
     }
 }
