@@ -6,20 +6,25 @@
 # taken out of rotation (the `ejected` lines of the nodes' logs, by a failed
 # request or by health checks) beside the bench's outcome. With several
 # --bin-dir sets, the runs alternate between them, each set with its own
-# build of the corpus.
+# build of the corpus; a set's --routing adds lines to its topology's
+# [routing] table (the same --bin-dir twice, with and without
+# `retry_ratio = 1`, compares the retry budget with no budget). The
+# parents' retries, sent and held back by the budget, are summed from their
+# counters at the end of each run.
 # Usage: scripts/shedding.sh [--rounds N] [--rate R] [--budget-ms B]
-#          [--bin-dir DIR --label NAME]... [OUT_DIR]
+#          [--bin-dir DIR --label NAME [--routing 'KEY = VALUE']]... [OUT_DIR]
 #        (default: target/release, label "now", after `cargo build --release --workspace`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-rounds=3 rate=3000 budget=50 out="" bins=() labels=()
+rounds=3 rate=3000 budget=50 out="" bins=() labels=() routings=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift ;;
     --rate) rate="$2"; shift ;;
     --budget-ms) budget="$2"; shift ;;
-    --bin-dir) bins+=("$(realpath "$2")"); shift ;;
+    --bin-dir) bins+=("$(realpath "$2")"); routings+=(""); shift ;;
+    --routing) routings[${#bins[@]}-1]="$2"; shift ;;
     --label) labels+=("$2"); shift ;;
     *) out="$1" ;;
   esac
@@ -27,7 +32,7 @@ while [ $# -gt 0 ]; do
 done
 if [ ${#bins[@]} -eq 0 ]; then
   cargo build --release --workspace --quiet
-  bins=("$PWD/target/release"); labels=("now")
+  bins=("$PWD/target/release"); labels=("now"); routings=("")
 fi
 out="${out:-bench-results/shedding-$(date -u +%Y%m%dT%H%M%SZ)}"; mkdir -p "$out"
 pids=()
@@ -38,8 +43,23 @@ for i in "${!bins[@]}"; do
     --shards 4 --parents 2 --replicas 2 --out "$dir/idx" > "$dir.build.log" 2>&1
   without_cache "$dir/idx/topology.toml" "$dir/idx/t.toml"
   mv "$dir/idx/t.toml" "$dir/idx/topology.toml"
+  if [ -n "${routings[$i]}" ]; then
+    printf '\n[routing]\n%s\n' "${routings[$i]}" >> "$dir/idx/topology.toml"
+  fi
 done
-printf '| set | round | goodput/s | rejected | other errors | partial | replicas ejected (by request, by check) |\n|---|---|---|---|---|---|---|\n'
+# parent_counters LOG: the parents' retries and retries held back by the
+# budget, summed, as "RETRIES THROTTLED".
+parent_counters() {
+  local addrs=()
+  for a in $(grep -o 'node serving node=parent-[0-9]* addr=[0-9.:]*' "$1" | sed 's/.*addr=//'); do
+    addrs+=(--addr "$a")
+  done
+  "$bin/searchtree" stats "${addrs[@]}" | python3 -c '
+import json, sys
+total = json.load(sys.stdin)["total"]
+print(total["retries"], total["retries_throttled"])'
+}
+printf '| set | round | goodput/s | rejected | other errors | partial | replicas ejected (by request, by check) | retries (held back) |\n|---|---|---|---|---|---|---|---|\n'
 for round in $(seq 1 "$rounds"); do
   for i in "${!bins[@]}"; do
     label="${labels[$i]}" dir="$out/${labels[$i]}"
@@ -48,6 +68,7 @@ for round in $(seq 1 "$rounds"); do
     sleep 3
     "${bins[$i]}/searchtree" bench --root "$root" --rate "$rate" --duration 8s --warmup 1s \
       --budget-ms "$budget" > "$dir/bench-$round.txt" 2>&1
+    read -r retries throttled < <(bin="${bins[$i]}" parent_counters "$log")
     stop_up
     goodput=$(grep -o 'goodput [0-9.]*/s' "$dir/bench-$round.txt" | head -1 | cut -d' ' -f2)
     rejected=$(grep -o 'rejected (RESOURCE_EXHAUSTED) [0-9]*' "$dir/bench-$round.txt" | awk '{print $3}')
@@ -55,6 +76,6 @@ for round in $(seq 1 "$rounds"); do
     partial=$(grep -o 'partial [0-9.]*%' "$dir/bench-$round.txt" | awk '{print $2}')
     by_request=$(grep -c 'ejected: request failed' "$log" || true)
     by_check=$(grep -c 'ejected: health check' "$log" || true)
-    echo "| $label | $round | $goodput | $rejected | $other | $partial | $((by_request + by_check)) ($by_request, $by_check) |"
+    echo "| $label | $round | $goodput | $rejected | $other | $partial | $((by_request + by_check)) ($by_request, $by_check) | $retries ($throttled) |"
   done
 done

@@ -80,6 +80,12 @@ pub struct InnerArgs {
     /// Retries after a retryable error, each to another replica.
     #[arg(long, default_value_t = 1)]
     pub retries: u32,
+    /// Retries allowed per request on average, beyond a burst of ten and
+    /// one a second, so that a group whose replicas all shed load is not
+    /// sent every request twice (1 lets every request retry; 0 leaves only
+    /// the burst and the one a second).
+    #[arg(long, default_value_t = crate::replica::RETRY_RATIO)]
+    pub retry_ratio: f64,
     /// Hedged requests allowed per request on average (0 turns hedging off).
     #[arg(long, default_value_t = 0.05)]
     pub hedge_ratio: f64,
@@ -267,6 +273,9 @@ impl InnerArgs {
         if !(0.0..=1.0).contains(&self.hedge_ratio) {
             anyhow::bail!("--hedge-ratio {} must be between 0 and 1", self.hedge_ratio);
         }
+        if !(0.0..=1.0).contains(&self.retry_ratio) {
+            anyhow::bail!("--retry-ratio {} must be between 0 and 1", self.retry_ratio);
+        }
         Ok(ReplicaConfig {
             policy: self.replica_policy,
             health_interval: Duration::from_millis(self.health_interval_ms.max(1)),
@@ -274,6 +283,7 @@ impl InnerArgs {
             fall: self.health_fall,
             slow_start: Duration::from_millis(self.slow_start_ms),
             retries: self.retries,
+            retry_ratio: self.retry_ratio,
             hedge_ratio: self.hedge_ratio,
             hedge_min_delay: Duration::from_secs_f64(self.hedge_min_delay_ms.max(0.0) / 1000.0),
             probation_factor: if self.probation_factor > 0.0 {

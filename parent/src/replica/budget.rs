@@ -1,5 +1,6 @@
 //! Token buckets that cap extra calls at a share of requests: hedges at
-//! `hedge_ratio`, retries at [`RETRY_RATIO`] (plus [`RETRIES_PER_SECOND`]).
+//! `hedge_ratio`, retries at `retry_ratio` ([`RETRY_RATIO`] by default) plus
+//! [`RETRIES_PER_SECOND`].
 //! Each request earns its share of a token; each extra call spends a whole
 //! one; up to ten saved up absorb a burst. Without a cap on retries, a group whose replicas all shed load
 //! would see every refused request twice (as gRPC's `retryThrottling` and
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 const TOKEN: u64 = 1000;
 /// The most tokens saved up.
 const BURST: u64 = 10 * TOKEN;
-/// Retries allowed per request, on average, beyond the burst.
+/// Retries allowed per request, on average, beyond the burst, by default.
 pub const RETRY_RATIO: f64 = 0.2;
 /// Retries allowed per second whatever the traffic, so that a quiet group
 /// can still retry now and then.

@@ -24,6 +24,10 @@ pub struct ReplicaConfig {
     pub slow_start: Duration,
     /// Retries after a retryable error, each to another replica.
     pub retries: u32,
+    /// Retries allowed per request, on average, beyond a burst of ten and
+    /// one a second: a group whose replicas all shed load is then not sent
+    /// every request again (1 lets every request retry once).
+    pub retry_ratio: f64,
     /// Hedges allowed per request, on average (0 turns hedging off).
     pub hedge_ratio: f64,
     /// The least time to wait before hedging.
@@ -44,6 +48,7 @@ impl Default for ReplicaConfig {
             fall: 2,
             slow_start: Duration::from_secs(3),
             retries: 1,
+            retry_ratio: super::budget::RETRY_RATIO,
             hedge_ratio: 0.05,
             hedge_min_delay: Duration::from_millis(2),
             probation_factor: 3.0,

@@ -68,6 +68,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::counters::InnerCounters;
 
+pub use budget::RETRY_RATIO;
 use budget::TokenBucket;
 pub use catch_up::{CatchUpCall, GrpcCatchUp};
 pub use config::ReplicaConfig;
@@ -193,6 +194,7 @@ impl ReplicaGroup {
         catch_up: Arc<dyn CatchUpCall>,
     ) -> Arc<Self> {
         let hedge_ratio = config.hedge_ratio;
+        let retry_ratio = config.retry_ratio;
         Arc::new_cyclic(|me| ReplicaGroup {
             name,
             shards,
@@ -202,7 +204,7 @@ impl ReplicaGroup {
             turn: AtomicUsize::new(0),
             rng: Mutex::new(fastrand::Rng::with_seed(0x5eed)),
             hedge_budget: TokenBucket::new(hedge_ratio),
-            retry_budget: TokenBucket::full(budget::RETRY_RATIO, budget::RETRIES_PER_SECOND),
+            retry_budget: TokenBucket::full(retry_ratio, budget::RETRIES_PER_SECOND),
             recent: Mutex::new(RecentLatencies::new()),
             catch_up,
             answered: tokio::sync::Notify::new(),

@@ -191,6 +191,7 @@ mod tests {
     use super::super::testing::{fakes, group, ms, request, round_robin};
     use super::*;
     use crate::fake::FakeChild;
+    use crate::replica::ReplicaConfig;
     use crate::replica::state::{OVERLOAD_BACKOFF, Rotation};
 
     #[tokio::test(start_paused = true)]
@@ -269,6 +270,18 @@ mod tests {
             g.counters.get(InnerCounter::RetriesThrottled),
             100 - retries
         );
+        // At a ratio of 1 every refused request is tried again.
+        let (a, b) = (busy("a"), busy("b"));
+        let unthrottled = ReplicaConfig {
+            retry_ratio: 1.0,
+            ..round_robin()
+        };
+        let g = group(&[Arc::clone(&a), Arc::clone(&b)], unthrottled);
+        for _ in 0..100 {
+            g.search(request(), ms(100)).await.unwrap_err();
+        }
+        assert_eq!(g.counters.get(InnerCounter::Retries), 100);
+        assert_eq!(g.counters.get(InnerCounter::RetriesThrottled), 0);
     }
 
     #[tokio::test(start_paused = true)]

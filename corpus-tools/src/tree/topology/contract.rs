@@ -147,6 +147,8 @@ mod tests {
         );
         let bad_ratio = error(&format!("{TREE}[routing]\nhedge_ratio = 3.0\n"));
         assert!(bad_ratio.contains("--hedge-ratio 3"), "{bad_ratio}");
+        let bad_retries = error(&format!("{TREE}[routing]\nretry_ratio = -0.5\n"));
+        assert!(bad_retries.contains("--retry-ratio -0.5"), "{bad_retries}");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct Routing {
     /// Retries to another replica after a retryable error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// Retries per request on average, beyond a burst; 1 lets every
+    /// request retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_ratio: Option<f64>,
     /// Time between health checks, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_interval_ms: Option<u64>,
@@ -89,6 +93,9 @@ impl Routing {
         }
         if let Some(v) = self.retries {
             flags.push(format!("--retries={v}"));
+        }
+        if let Some(v) = self.retry_ratio {
+            flags.push(format!("--retry-ratio={v}"));
         }
         if let Some(v) = self.health_interval_ms {
             flags.push(format!("--health-interval-ms={v}"));
