@@ -11,18 +11,21 @@
 # `retry_ratio = 1`, compares the retry budget with no budget). The
 # parents' retries, sent and held back by the budget, are summed from their
 # counters at the end of each run.
-# Usage: scripts/shedding.sh [--rounds N] [--rate R] [--budget-ms B]
+# --no-admission turns the root's admission control off, so that the
+# leaves' own queues do all the shedding and the parents retry on siblings.
+# Usage: scripts/shedding.sh [--rounds N] [--rate R] [--budget-ms B] [--no-admission]
 #          [--bin-dir DIR --label NAME [--routing 'KEY = VALUE']]... [OUT_DIR]
 #        (default: target/release, label "now", after `cargo build --release --workspace`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-rounds=3 rate=3000 budget=50 out="" bins=() labels=() routings=()
+rounds=3 rate=3000 budget=50 admission=true out="" bins=() labels=() routings=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift ;;
     --rate) rate="$2"; shift ;;
     --budget-ms) budget="$2"; shift ;;
+    --no-admission) admission=false ;;
     --bin-dir) bins+=("$(realpath "$2")"); routings+=(""); shift ;;
     --routing) routings[${#bins[@]}-1]="$2"; shift ;;
     --label) labels+=("$2"); shift ;;
@@ -43,6 +46,10 @@ for i in "${!bins[@]}"; do
     --shards 4 --parents 2 --replicas 2 --out "$dir/idx" > "$dir.build.log" 2>&1
   without_cache "$dir/idx/topology.toml" "$dir/idx/t.toml"
   mv "$dir/idx/t.toml" "$dir/idx/topology.toml"
+  if [ "$admission" = false ]; then
+    awk '{ print } /^\[root\]$/ { print "admission = false" }' "$dir/idx/topology.toml" > "$dir/idx/t.toml"
+    mv "$dir/idx/t.toml" "$dir/idx/topology.toml"
+  fi
   if [ -n "${routings[$i]}" ]; then
     printf '\n[routing]\n%s\n' "${routings[$i]}" >> "$dir/idx/topology.toml"
   fi

@@ -32,6 +32,15 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// Whether every request earns a whole token: then every extra call is
+    /// allowed, even when many requests have earned theirs at once (which
+    /// the burst's cap would otherwise drop).
+    fn unlimited(&self) -> bool {
+        self.per_request >= TOKEN
+    }
+}
+
+impl TokenBucket {
     /// A bucket earning `ratio` of a token per request, starting with one
     /// token: hedges.
     pub fn new(ratio: f64) -> Self {
@@ -61,6 +70,9 @@ impl TokenBucket {
 
     /// Spends a token if there is one.
     pub fn take(&self) -> bool {
+        if self.unlimited() {
+            return true;
+        }
         let mut state = self.state.lock().expect("tokens lock");
         if self.per_second > 0 {
             let now = Instant::now();
@@ -105,6 +117,13 @@ mod tests {
         assert!(none.take());
         none.earn();
         assert!(!none.take());
+        // A ratio of 1 allows every extra call, even after more requests
+        // at once than the burst holds.
+        let all = TokenBucket::full(1.0, 0.0);
+        for _ in 0..50 {
+            all.earn();
+        }
+        assert_eq!((0..50).filter(|_| all.take()).count(), 50);
     }
 
     #[tokio::test(start_paused = true)]
