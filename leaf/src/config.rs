@@ -40,7 +40,7 @@ pub struct LeafConfig {
     pub ops: OpsArgs,
     /// Searches run at once; further requests queue until their deadline.
     /// Defaults to the number of CPUs.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub max_concurrent_searches: Option<usize>,
     /// Requests that may wait for a search slot; more are refused at once
     /// with RESOURCE_EXHAUSTED, so the queue stays bounded under any load.
@@ -81,6 +81,16 @@ pub struct LeafConfig {
     /// How complex a query may be.
     #[command(flatten)]
     pub query_limits: QueryLimitArgs,
+}
+
+/// A count that must not be 0: a leaf with no search slot would queue every
+/// request until its deadline.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl LeafConfig {

@@ -174,6 +174,31 @@ mod tests {
     }
 
     #[test]
+    fn a_leafs_slots_and_queue_reach_it_and_are_checked() {
+        let tree = TREE.replace(
+            "index = \"s0\"\n",
+            "index = \"s0\"\nmax_concurrent_searches = 1\nmax_queued_searches = 3\n",
+        );
+        let plan = parse(&tree).plan().unwrap();
+        let leaf = plan.nodes.iter().find(|n| n.name() == "leaf-0").unwrap();
+        let args = leaf.args(|_| Some("127.0.0.1:1".into()));
+        assert!(
+            args.contains(&"--max-concurrent-searches=1".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"--max-queued-searches=3".to_string()),
+            "{args:?}"
+        );
+        let no_slot =
+            error(&tree.replace("max_concurrent_searches = 1", "max_concurrent_searches = 0"));
+        assert!(
+            no_slot.contains("leaf-0") && no_slot.contains("at least 1"),
+            "{no_slot}"
+        );
+    }
+
+    #[test]
     fn children_are_passed_as_the_parents_own_spec_type() {
         let plan = parse(TREE).plan().unwrap();
         let root = plan.nodes.last().unwrap();

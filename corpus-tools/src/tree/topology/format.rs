@@ -231,6 +231,13 @@ pub struct LeafNode {
     /// shard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_pruned_docs: Option<u64>,
+    /// Searches run at once (unset: the leaf's default, one per CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_searches: Option<usize>,
+    /// Requests that may wait for a search slot before more are refused
+    /// with RESOURCE_EXHAUSTED (unset: 64 per slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued_searches: Option<usize>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -46,6 +46,8 @@ impl Topology {
                 inject_error_prob: 0.0,
                 inject_crash_on: None,
                 min_pruned_docs: None,
+                max_concurrent_searches: None,
+                max_queued_searches: None,
             })
             .collect();
         let parents: Vec<ParentNode> = (0..parents)

@@ -22,6 +22,8 @@
 //! # inject_error_prob = 0.0         # probability a request fails UNAVAILABLE
 //! # inject_crash_on = "boom"        # abort on a query containing this
 //! # min_pruned_docs = 0             # prune even small shards (default 16384)
+//! # max_concurrent_searches = 2     # search slots (default: one per CPU)
+//! # max_queued_searches = 128       # waiting requests before refusals (default: 64 a slot)
 //! ```
 //!
 //! [`Topology::plan`] validates a topology and orders its nodes so that every

@@ -291,6 +291,12 @@ impl LeafNode {
         if let Some(docs) = self.min_pruned_docs {
             flags.push(format!("--min-pruned-docs={docs}"));
         }
+        if let Some(n) = self.max_concurrent_searches {
+            flags.push(format!("--max-concurrent-searches={n}"));
+        }
+        if let Some(n) = self.max_queued_searches {
+            flags.push(format!("--max-queued-searches={n}"));
+        }
         Ok(flags)
     }
 }
