@@ -12,20 +12,22 @@
 # parents' retries, sent and held back by the budget, are summed from their
 # counters at the end of each run.
 # --no-admission turns the root's admission control off, so that the
-# leaves' own queues do all the shedding and the parents retry on siblings.
-# Usage: scripts/shedding.sh [--rounds N] [--rate R] [--budget-ms B] [--no-admission]
+# leaves' own queues do all the shedding and the parents retry on siblings;
+# --leaf-queue N lets N requests wait at each leaf before it refuses more.
+# Usage: scripts/shedding.sh [--rounds N] [--rate R] [--budget-ms B] [--no-admission] [--leaf-queue N]
 #          [--bin-dir DIR --label NAME [--routing 'KEY = VALUE']]... [OUT_DIR]
 #        (default: target/release, label "now", after `cargo build --release --workspace`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-rounds=3 rate=3000 budget=50 admission=true out="" bins=() labels=() routings=()
+rounds=3 rate=3000 budget=50 admission=true leaf_queue="" out="" bins=() labels=() routings=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift ;;
     --rate) rate="$2"; shift ;;
     --budget-ms) budget="$2"; shift ;;
     --no-admission) admission=false ;;
+    --leaf-queue) leaf_queue="$2"; shift ;;
     --bin-dir) bins+=("$(realpath "$2")"); routings+=(""); shift ;;
     --routing) routings[${#bins[@]}-1]="$2"; shift ;;
     --label) labels+=("$2"); shift ;;
@@ -48,6 +50,11 @@ for i in "${!bins[@]}"; do
   mv "$dir/idx/t.toml" "$dir/idx/topology.toml"
   if [ "$admission" = false ]; then
     awk '{ print } /^\[root\]$/ { print "admission = false" }' "$dir/idx/topology.toml" > "$dir/idx/t.toml"
+    mv "$dir/idx/t.toml" "$dir/idx/topology.toml"
+  fi
+  if [ -n "$leaf_queue" ]; then
+    awk -v n="$leaf_queue" '{ print } /^\[\[leaf\]\]$/ { print "max_queued_searches = " n }' \
+      "$dir/idx/topology.toml" > "$dir/idx/t.toml"
     mv "$dir/idx/t.toml" "$dir/idx/topology.toml"
   fi
   if [ -n "${routings[$i]}" ]; then
