@@ -184,7 +184,21 @@ impl ReplicaGroup {
             }
             return true;
         }
-        self.mark_behind(replica, wanted);
+        let held_by_a_sibling = self.replicas().iter().any(|r| {
+            !Arc::ptr_eq(r, replica) && {
+                let s = r.lock();
+                s.answered >= wanted && !matches!(s.rotation, Rotation::Behind { .. })
+            }
+        });
+        if held_by_a_sibling {
+            self.mark_behind(replica, wanted);
+        } else {
+            // Perhaps no replica holds it (a version not published, or
+            // asked for by mistake): behind only once a sibling answers at
+            // it (see `on_answered`).
+            let mut s = replica.lock();
+            s.refused_unconfirmed = s.refused_unconfirmed.max(wanted);
+        }
         true
     }
 
@@ -255,12 +269,29 @@ impl ReplicaGroup {
         s.answered = version;
         let caught_up =
             matches!(s.rotation, Rotation::Behind { version: behind } if version >= behind);
+        if s.refused_unconfirmed <= version {
+            s.refused_unconfirmed = 0;
+        }
         drop(s);
         if caught_up {
             self.on_caught_up(replica, version);
         }
         if changed {
             self.answered.notify_waiters();
+            // Siblings that refused this version before anyone was known
+            // to hold it are behind after all.
+            for sibling in self.replicas().iter() {
+                let lacked = {
+                    let mut s = sibling.lock();
+                    let lacked = s.refused_unconfirmed;
+                    if lacked == 0 || lacked > version {
+                        continue;
+                    }
+                    s.refused_unconfirmed = 0;
+                    lacked
+                };
+                self.mark_behind(sibling, lacked);
+            }
         }
     }
 
@@ -493,6 +524,30 @@ mod tests {
         let source = &response.coverage.unwrap().sources[0];
         assert_eq!((source.replica.as_str(), source.retried), ("r1", true));
         assert_eq!(g.counters.get(InnerCounter::RetriesThrottled), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_version_no_replica_holds_takes_none_out_of_rotation() {
+        let r = [
+            VersionedChild::new("r0", &[1]),
+            VersionedChild::new("r1", &[1]),
+        ];
+        let copies = FakeCatchUp::new(&r, ms(50), 0);
+        let g = versioned_group(&r, &copies, config());
+        // A request naming a version that was never published: both
+        // refuse it, and the caller is told.
+        for _ in 0..4 {
+            let err = g.search(pinned(u64::MAX), ms(100)).await.unwrap_err();
+            assert!(err.version_missing().is_some(), "{err:?}");
+        }
+        // The published version is answered by both, as before.
+        for _ in 0..4 {
+            g.search(pinned(1), ms(100)).await.unwrap();
+        }
+        tokio::time::sleep(ms(100)).await;
+        assert_eq!(g.rotations(), [Rotation::In, Rotation::In]);
+        assert_eq!(g.counters.get(InnerCounter::ReplicasBehind), 0);
+        assert!(copies.calls().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

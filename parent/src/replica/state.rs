@@ -67,6 +67,11 @@ pub struct ReplicaState {
     /// The snapshot version of its last answer (0: none known), so that a
     /// sibling behind knows whom to copy a version from.
     pub answered: u64,
+    /// The newest version it refused as lacking while no sibling was known
+    /// to hold it (0: none): it is behind only once a sibling answers at
+    /// that version, so that a request naming a version no replica holds
+    /// takes none out of rotation.
+    pub refused_unconfirmed: u64,
     /// Whether a catch-up task runs for it (at most one does).
     pub catching_up: bool,
     /// It refused a catch-up as an inner node does (it answers for leaves
@@ -88,6 +93,7 @@ impl ReplicaState {
             ewma_us: 0.0,
             recent: VecDeque::with_capacity(RECENT),
             answered: 0,
+            refused_unconfirmed: 0,
             catching_up: false,
             not_a_leaf: false,
         }
