@@ -2,7 +2,9 @@
 //! shards hold it, all children at once, and whatever has come back by the
 //! deadline is the answer. A document whose child failed, was late or holds
 //! no such document is reported as such; a fetch never fails as a whole
-//! for a child's sake (as a search does not). A document asked for twice is
+//! for a child's sake (as a search does not), except when a child finds the
+//! request itself invalid (a query no leaf can parse), which no other child
+//! would answer either: that is the caller's `INVALID_ARGUMENT`. A document asked for twice is
 //! fetched once and answered twice, so the answer lines up with the request.
 
 use std::collections::{HashMap, HashSet};
@@ -15,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::child::{Child, ChildError};
 use crate::counters::{InnerCounter, InnerCounters};
+use crate::error::NodeError;
 use crate::round_trip::RoundTrip;
 
 /// Routes fetches to the children that hold the documents' shards.
@@ -50,8 +53,12 @@ impl Fetcher {
     /// `not_found` if no child holds its shard or its child has no such
     /// document; else as `unfetched` (its child failed, had not answered by
     /// then, or left it out; the late calls are dropped, which cancels
-    /// them).
-    pub async fn fetch(&self, params: &FetchParams, answer_at: Instant) -> FetchResponse {
+    /// them). A child's `INVALID_ARGUMENT` fails the fetch as invalid.
+    pub async fn fetch(
+        &self,
+        params: &FetchParams,
+        answer_at: Instant,
+    ) -> Result<FetchResponse, NodeError> {
         let started = Instant::now();
         self.counters.inc(InnerCounter::Fetches);
         let mut routed: Vec<Vec<DocRef>> = vec![Vec::new(); self.children.len()];
@@ -92,6 +99,10 @@ impl Fetcher {
                             }
                             not_found.extend(part.not_found.into_iter().map(|d| (d.doc_id, d.shard)));
                         }
+                        Err(ChildError::InvalidArgument(msg)) => {
+                            self.counters.inc(InnerCounter::InvalidRequests);
+                            return Err(NodeError::Invalid(msg));
+                        }
                         Err(err) => {
                             self.counters.inc(InnerCounter::FetchFailures);
                             tracing::debug!(child = self.children[i].name(), %err, "fetch failed");
@@ -120,7 +131,7 @@ impl Fetcher {
         self.counters
             .add(InnerCounter::FetchUnfetched, answer.unfetched.len() as u64);
         answer.took_us = started.elapsed().as_micros() as u64;
-        answer
+        Ok(answer)
     }
 
     /// One child's share of the fetch, given the time to `answer_at` minus
@@ -208,7 +219,10 @@ mod tests {
         let c = children(ms(2));
         let f = fetcher(&c);
         let asked = vec![doc("21", 2), doc("00", 0), doc("nope", 0), doc("x", 9)];
-        let answer = f.fetch(&params(asked), Instant::now() + ms(50)).await;
+        let answer = f
+            .fetch(&params(asked), Instant::now() + ms(50))
+            .await
+            .unwrap();
         let got: Vec<(&str, &str)> = answer
             .hits
             .iter()
@@ -240,7 +254,10 @@ mod tests {
             doc("20", 2),
             doc("x", 9),
         ];
-        let answer = f.fetch(&params(asked), Instant::now() + ms(50)).await;
+        let answer = f
+            .fetch(&params(asked), Instant::now() + ms(50))
+            .await
+            .unwrap();
         let ids: Vec<&str> = answer.hits.iter().map(|h| h.doc_id.as_str()).collect();
         assert_eq!(ids, ["00", "10", "00", "10"], "one hit per time asked");
         assert_eq!(answer.hits[2].title, FakeChild::title_of("00"));
@@ -261,7 +278,7 @@ mod tests {
         let f = fetcher(&c);
         let start = Instant::now();
         let asked = vec![doc("10", 1), doc("00", 0), doc("11", 1)];
-        let answer = f.fetch(&params(asked), start + ms(50)).await;
+        let answer = f.fetch(&params(asked), start + ms(50)).await.unwrap();
         // The child's own deadline (the time left less the hop's reserve)
         // ended its call: the answer is in before the deadline.
         assert_eq!(start.elapsed(), ms(47));
@@ -280,10 +297,33 @@ mod tests {
         let start = Instant::now();
         let answer = f
             .fetch(&params(vec![doc("20", 2), doc("01", 0)]), start + ms(50))
-            .await;
+            .await
+            .unwrap();
         assert_eq!(start.elapsed(), ms(2), "no waiting for the failed child");
         assert_eq!(answer.unfetched, vec![doc("20", 2)]);
         assert_eq!(answer.hits[0].doc_id, "01");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_query_a_child_finds_invalid_fails_the_fetch_as_invalid() {
+        let mut c = children(ms(2));
+        c[2] = Arc::new(FakeChild::failing(
+            2,
+            ms(1),
+            ChildError::InvalidArgument("the query has only excluded terms".into()),
+        ));
+        let f = fetcher(&c);
+        let err = f
+            .fetch(
+                &params(vec![doc("20", 2), doc("01", 0)]),
+                Instant::now() + ms(50),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NodeError::Invalid(m) if m.contains("only excluded terms")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -298,7 +338,10 @@ mod tests {
         let top: Vec<Arc<dyn Child>> = vec![Arc::clone(&c[0]) as Arc<dyn Child>, Arc::new(mid)];
         let f = Fetcher::new(&top, inner_counters("root"));
         let asked = vec![doc("21", 2), doc("10", 1), doc("01", 0)];
-        let answer = f.fetch(&params(asked), Instant::now() + ms(50)).await;
+        let answer = f
+            .fetch(&params(asked), Instant::now() + ms(50))
+            .await
+            .unwrap();
         let ids: Vec<&str> = answer.hits.iter().map(|h| h.doc_id.as_str()).collect();
         assert_eq!(ids, ["21", "10", "01"], "in the order asked");
         assert_eq!(answer.hits[1].title, FakeChild::title_of("10"));

@@ -355,7 +355,7 @@ impl InnerNode {
     ) -> Result<FetchResponse, NodeError> {
         let arrived = Instant::now();
         let (_slot, answer_at) = self.start(arrived, deadline)?;
-        let mut answer = self.fetcher.fetch(params, answer_at).await;
+        let mut answer = self.fetcher.fetch(params, answer_at).await?;
         answer.took_us = arrived.elapsed().as_micros() as u64;
         Ok(answer)
     }

@@ -7,7 +7,8 @@ use prost::Message;
 use searchtree_proto::forwarded::forwarded;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{
-    DocOp, InstallResponse, LoadAck, LoadBatch, SearchRequest, VersionsRequest,
+    DocOp, DocRef, FetchRequest, InstallResponse, LoadAck, LoadBatch, SearchRequest,
+    VersionsRequest,
 };
 use searchtree_proto::sharding::{NUM_SHARDS_METADATA, shard_of};
 use searchtree_tests::{SHARDS, client, fixture, node_addr, search, start_sharded_tree};
@@ -58,6 +59,23 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
             .expect_err("a sloppy phrase past the cap");
         assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
         assert!(status.message().contains("slop 255"), "{name}: {status:?}");
+        // A fetch is refused for the same query as a search, at every
+        // level: the leaf that finds it invalid says why, and its parents
+        // pass that on rather than answering with the document unfetched.
+        let fetch = FetchRequest {
+            query: "-paris".into(),
+            docs: vec![DocRef {
+                doc_id: "anything".into(),
+                shard: 0,
+            }],
+            ..Default::default()
+        };
+        let status = node.fetch(fetch).await.expect_err("a fetch of -paris");
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        assert!(
+            status.message().contains("only excluded terms"),
+            "{name}: {status:?}"
+        );
         // A message above the transport's limit (4 MiB): the request is at
         // fault, not the server (tonic says OUT_OF_RANGE).
         let huge = "volcano ".repeat(5 << 17);
