@@ -204,6 +204,13 @@ impl<S> Operated<S> {
 pub const UNDECODABLE: &str = "failed to decode Protobuf message";
 /// tonic's refusal of a unary call whose body holds no message at all.
 const NO_MESSAGE: &str = "Missing request message.";
+/// tonic's refusal of a body that ends inside a message (its 5-byte
+/// prefix promised more bytes than came).
+pub const TRUNCATED: &str = "Unexpected EOF decoding stream.";
+/// How tonic's refusal of a message prefix whose compression flag is
+/// neither 0 nor 1 begins. (A flag of 1 with no `grpc-encoding` stays
+/// `INTERNAL`: gRPC's compression spec requires that code for it.)
+pub const BAD_FLAG: &str = "protocol error: received message with invalid compression flag";
 
 /// How tonic's refusal of a request message above the method's size limit
 /// begins (its `OUT_OF_RANGE`); a streaming request's is rewritten by
@@ -229,7 +236,12 @@ pub fn undecodable_is_invalid_argument(headers: &mut http::HeaderMap) {
     };
     let message = status.message();
     let refusal = match status.code() {
-        tonic::Code::Internal if message.starts_with(UNDECODABLE) || message == NO_MESSAGE => {
+        tonic::Code::Internal
+            if message.starts_with(UNDECODABLE)
+                || message == NO_MESSAGE
+                || message == TRUNCATED
+                || message.starts_with(BAD_FLAG) =>
+        {
             tonic::Status::invalid_argument(format!(
                 "the request is not this method's message (is the client's .proto \
                  searchtree's?): {message}"
@@ -274,12 +286,17 @@ mod tests {
             status.message()
         );
 
-        let mut empty = headers_of(tonic::Status::internal(NO_MESSAGE));
-        undecodable_is_invalid_argument(&mut empty);
-        assert_eq!(
-            tonic::Status::from_header_map(&empty).unwrap().code(),
-            tonic::Code::InvalidArgument
-        );
+        for framing in [
+            NO_MESSAGE.to_string(),
+            TRUNCATED.to_string(),
+            format!("{BAD_FLAG}: 7 (valid flags are 0 and 1), while sending request"),
+        ] {
+            let mut headers = headers_of(tonic::Status::internal(framing.clone()));
+            undecodable_is_invalid_argument(&mut headers);
+            let status = tonic::Status::from_header_map(&headers).unwrap();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{framing}");
+            assert!(status.message().contains(&framing), "{}", status.message());
+        }
 
         let too_large = "Error, decoded message length too large: found 5242893 bytes, \
                          the limit is: 4194304 bytes";
@@ -295,6 +312,9 @@ mod tests {
 
         for other in [
             tonic::Status::internal("search panicked"),
+            tonic::Status::internal(
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            ),
             tonic::Status::unavailable(UNDECODABLE),
             tonic::Status::out_of_range("top_k past the end"),
         ] {

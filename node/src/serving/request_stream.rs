@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use tonic::Status;
 
-use crate::ops::layer::{TOO_LARGE, UNDECODABLE};
+use crate::ops::layer::{BAD_FLAG, TOO_LARGE, TRUNCATED, UNDECODABLE};
 use crate::serving::MAX_CORPUS_MESSAGE_BYTES;
 
 /// The messages of `stream`, a `call`'s request of messages named
@@ -98,6 +98,14 @@ pub fn undecodable_message(status: Status, call: &str, message: &str, received: 
             format!("is not {article} {message} (is the client's .proto searchtree's?)"),
             "fixed",
         ),
+        tonic::Code::Internal
+            if status.message() == TRUNCATED || status.message().starts_with(BAD_FLAG) =>
+        {
+            (
+                "is cut short or badly framed".to_string(),
+                "each whole and with a compression flag of 0 or 1",
+            )
+        }
         tonic::Code::OutOfRange if status.message().starts_with(TOO_LARGE) => (
             format!(
                 "is larger than {article} {message} may be ({} MiB)",
@@ -166,6 +174,20 @@ mod tests {
             ) && status.message().contains("found 70000000 bytes")
                 && status.message().contains("the 3 messages before it")
                 && status.message().ends_with("split into smaller ones"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn a_message_cut_short_is_named() {
+        let status = undecodable_message(Status::internal(TRUNCATED), "Load", "LoadBatch", 1);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("message 2 of the Load stream is cut short or badly framed")
+                && status.message().contains(TRUNCATED),
             "{}",
             status.message()
         );
