@@ -7,6 +7,7 @@
 //! to look for what a node can be told about its operation.
 
 pub mod auth;
+pub mod bounded_status;
 pub mod client;
 pub mod drain;
 pub mod http;

@@ -280,5 +280,34 @@ async fn reflection_lists_the_search_service_with_fetch() {
         .map(|m| m.name().to_string())
         .collect();
     assert_eq!(methods, ["Search", "Fetch"]);
+
+    // A symbol that does not exist, 100 KB long: refused as not found,
+    // with a message short enough for any client's header limit (16 KiB
+    // in grpc-go and grpc-python), not the symbol quoted in full.
+    let mut answers = reflection
+        .server_reflection_info(ask(MessageRequest::FileContainingSymbol(
+            "x".repeat(100_000),
+        )))
+        .await
+        .expect("file containing a missing symbol")
+        .into_inner();
+    let status = loop {
+        match answers.next().await {
+            Some(Err(status)) => break status,
+            Some(Ok(answer)) => match answer.message_response {
+                Some(MessageResponse::ErrorResponse(e)) => {
+                    break tonic::Status::new(Code::from(e.error_code), e.error_message);
+                }
+                other => panic!("an answer for a missing symbol: {other:?}"),
+            },
+            None => panic!("the stream ended with no answer"),
+        }
+    };
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(
+        status.message().len() <= 1024,
+        "{} bytes",
+        status.message().len()
+    );
     tree.shutdown().await;
 }

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use crate::ops::auth::AuthPolicy;
+use crate::ops::bounded_status::{BoundedTrailers, bound_status_message};
 use crate::ops::responses::{Admission, Held, ResponseBudget, ResponsePermit, Watched};
 use crate::ops::{otlp, timing, trace};
 use crate::serving::connections::peers::{CallWait, Direction, PeerKey};
@@ -168,6 +169,8 @@ impl<S> Operated<S> {
                 std::time::SystemTime::now(),
             )
         });
+        // Reflection's errors come in trailers and quote the request.
+        let streams_stock_errors = request.uri().path().starts_with("/grpc.reflection.");
         let inner = &mut self.inner;
         let call = trace::within(context.clone(), span, || inner.call(request));
         Box::pin(async move {
@@ -179,6 +182,11 @@ impl<S> Operated<S> {
             }
             if let Ok(response) = &mut result {
                 undecodable_is_invalid_argument(response.headers_mut());
+                bound_status_message(response.headers_mut());
+                if streams_stock_errors {
+                    let body = std::mem::replace(response.body_mut(), tonic::body::Body::empty());
+                    *response.body_mut() = tonic::body::Body::new(BoundedTrailers::new(body));
+                }
                 trace::echo(&context, response.headers_mut());
                 timing::record(method, response, start.elapsed());
                 if let Some((path, began)) = exported {
