@@ -291,17 +291,15 @@ async fn reflection_lists_the_search_service_with_fetch() {
         .await
         .expect("file containing a missing symbol")
         .into_inner();
-    let status = loop {
-        match answers.next().await {
-            Some(Err(status)) => break status,
-            Some(Ok(answer)) => match answer.message_response {
-                Some(MessageResponse::ErrorResponse(e)) => {
-                    break tonic::Status::new(Code::from(e.error_code), e.error_message);
-                }
-                other => panic!("an answer for a missing symbol: {other:?}"),
-            },
-            None => panic!("the stream ended with no answer"),
-        }
+    let status = match answers.next().await {
+        Some(Err(status)) => status,
+        Some(Ok(answer)) => match answer.message_response {
+            Some(MessageResponse::ErrorResponse(e)) => {
+                tonic::Status::new(Code::from(e.error_code), e.error_message)
+            }
+            other => panic!("an answer for a missing symbol: {other:?}"),
+        },
+        None => panic!("the stream ended with no answer"),
     };
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert!(
