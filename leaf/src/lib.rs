@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault;
 pub mod fetch;
 pub mod node;
+pub mod prefix_terms;
 pub mod schema;
 pub mod searcher;
 pub mod service;

@@ -129,6 +129,14 @@ impl ShardSearcher {
                     e => truncate_chars(&e.to_string(), REASON_CHARS),
                 },
             })?;
+        let fields = [self.shard.fields.title, self.shard.fields.body];
+        let searcher = self.shard.reader.searcher();
+        crate::prefix_terms::check(query, &self.shard.index, &searcher, &fields).map_err(
+            |reason| SearchError::InvalidQuery {
+                query: Quoted::new(query),
+                reason,
+            },
+        )?;
         Ok(sum_order::in_query_order(parsed.as_ref()).unwrap_or(parsed))
     }
 

@@ -33,6 +33,9 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
             ("nosuchfield:paris", 10, "nosuchfield"),
             ("paris", 1001, "top_k 1001 is too large"),
             ("-paris", 10, "only excluded terms"),
+            // A prefix that begins more words than a shard expands: each
+            // shard would pick different ones.
+            ("\"the a\"*", 10, "begins more than 50 words"),
             // Punctuation has no words to search: said as much, not
             // blamed on exclusions the query does not have.
             ("! !", 10, "punctuation"),

@@ -122,6 +122,21 @@ async fn tree_top10_equals_one_index_for_every_bundled_query() {
             short += usize::from(assert_same(query, 10, count, &got, &want));
         }
     }
+    // Prefix phrases whose last word begins few enough words for every
+    // shard to expand them all, as one index does.
+    for query in [
+        "\"new yor\"*",
+        "\"united kingd\"*",
+        "\"albert einste\"*",
+        "\"the volc\"*",
+    ] {
+        let want = oracle.top_k(query, 10);
+        assert!(!want.0.is_empty(), "{query} finds nothing");
+        for count in [Count::Exact, Count::Pruned] {
+            let got = search(&mut root, query, 10, count).await;
+            assert_same(query, 10, count, &got, &want);
+        }
+    }
     // The comparison means something only if the queries find things, and
     // if pruning did skip documents.
     assert!(nonempty >= 200, "only {nonempty} queries had hits");
