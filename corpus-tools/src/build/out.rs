@@ -256,9 +256,16 @@ impl Staging {
             // fails if anything has appeared there meanwhile.
             return std::fs::rename(self.path(), &self.target).map_err(into_target);
         }
+        // One atomic swap where the system has it: the previous build then
+        // sits at the staging path, which a build killed before removing it
+        // leaves for the next build to clear (it is not locked).
+        if exchange(self.path(), &self.target).map_err(into_target)? {
+            let _ = std::fs::remove_dir_all(self.path());
+            return Ok(());
+        }
         let old = self.path().with_file_name(format!(
-            ".{}.old-{}",
-            file_name(&self.target),
+            "{}{}",
+            set_aside_prefix(&file_name(&self.target)),
             std::process::id()
         ));
         std::fs::rename(&self.target, &old)
@@ -278,6 +285,48 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Swaps directories `a` and `b` in one step (`renameat2` with
+/// `RENAME_EXCHANGE`): true if done, false if the system or file system
+/// cannot.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if done == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+/// The start of the names a previous build is moved aside to, while the
+/// new one takes its place, where no atomic swap is to be had.
+fn set_aside_prefix(target_name: &str) -> String {
+    format!(".{target_name}.old-")
+}
+
 /// The start of the names of `target`'s staging directories.
 fn staging_prefix(target_name: &str) -> String {
     format!(".{target_name}.partial-")
@@ -285,14 +334,33 @@ fn staging_prefix(target_name: &str) -> String {
 
 /// Removes staging directories left by builds that were killed: a build
 /// holds a lock on its staging directory while it runs, so one whose lock
-/// can be taken belongs to no running build.
+/// can be taken belongs to no running build. A previous build moved aside
+/// by a build killed before it put the new one in its place is put back.
 fn remove_abandoned(parent: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     let prefix = staging_prefix(name);
+    let aside = set_aside_prefix(name);
     for entry in entries.flatten() {
         let path = entry.path();
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = entry_name.strip_prefix(&aside)
+            && is_real_dir(&path)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let target = parent.join(name);
+            if target.exists() {
+                tracing::info!(dir = %path.display(), "removing a previous build left aside");
+                let _ = std::fs::remove_dir_all(&path);
+            } else if std::fs::rename(&path, &target).is_ok() {
+                tracing::warn!(
+                    dir = %target.display(),
+                    "put back the previous build, which a killed build had moved aside"
+                );
+            }
+            continue;
+        }
         if !entry.file_name().to_string_lossy().starts_with(&prefix) || !is_real_dir(&path) {
             continue;
         }
@@ -393,6 +461,37 @@ mod tests {
             &dir.join("x/index"),
         ));
         assert!(err.contains("lies inside --input-dir"), "{err}");
+    }
+
+    #[test]
+    fn a_previous_build_moved_aside_by_a_killed_build_is_put_back() {
+        let scratch = scratch();
+        let dir = scratch.path();
+        // A build killed between moving the old build aside and putting
+        // the new one in its place (a pid no process has).
+        let aside = dir.join(format!("{}999999999", set_aside_prefix("index")));
+        std::fs::create_dir(&aside).unwrap();
+        std::fs::write(aside.join("manifest.json"), "{}").unwrap();
+        remove_abandoned(dir, "index");
+        assert!(dir.join("index/manifest.json").exists(), "put back");
+        assert!(!aside.exists());
+        // With the target there, a leftover is only removed.
+        std::fs::create_dir(&aside).unwrap();
+        remove_abandoned(dir, "index");
+        assert!(!aside.exists() && dir.join("index/manifest.json").exists());
+    }
+
+    #[test]
+    fn two_directories_are_swapped_in_one_step() {
+        let scratch = scratch();
+        let (a, b) = (scratch.path().join("a"), scratch.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("new"), "").unwrap();
+        std::fs::write(b.join("old"), "").unwrap();
+        if exchange(&a, &b).unwrap() {
+            assert!(b.join("new").exists() && a.join("old").exists());
+        }
     }
 
     #[test]
