@@ -40,6 +40,27 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Checks a `--listen` value before anything starts: `HOST:PORT`, the port
+/// a number up to 65535 (0 picks a free one), the host a name or an address
+/// (IPv6 in brackets). A value that cannot be listened on is then refused
+/// by the flag parser, so `searchtree up` names the node before starting
+/// any, instead of a node dying at start-up.
+pub fn listen_address(s: &str) -> Result<String, String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "{s:?} is not HOST:PORT (e.g. 127.0.0.1:7000, or port 0 for any free one)"
+        ));
+    };
+    if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
+        return Err(format!(
+            "{s:?} has no host, or an IPv6 address without brackets ([::1]:7000)"
+        ));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("{s:?}: the port {port:?} is not a number from 0 to 65535"))?;
+    Ok(s.to_string())
+}
+
 /// Binds a listener; `addr` may use port 0 to let the OS pick a free port.
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     bind_with(addr, false).await

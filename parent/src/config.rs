@@ -26,7 +26,7 @@ use searchtree_membership::TreeMembership;
 pub struct ParentConfig {
     /// Address to listen on; port 0 picks a free port, printed as
     /// `LISTENING HOST:PORT` on stdout.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = searchtree_node::serving::listen_address)]
     pub listen: String,
     /// How many connections it holds, and when it closes an idle one.
     #[command(flatten)]
@@ -62,10 +62,10 @@ pub struct InnerArgs {
     #[arg(long, default_value_t = Policy::default())]
     pub replica_policy: Policy,
     /// Time between health checks of each replica, in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..))]
     pub health_interval_ms: u64,
     /// How long a health check may take, in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub health_timeout_ms: u64,
     /// Consecutive failed health checks before a replica is taken out of
     /// rotation (a refused or failed request takes it out at once). A check

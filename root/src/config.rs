@@ -16,7 +16,7 @@ use crate::canary::{self, CanaryConfig};
 pub struct RootConfig {
     /// Address to listen on; port 0 picks a free port, printed as
     /// `LISTENING HOST:PORT` on stdout.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = searchtree_node::serving::listen_address)]
     pub listen: String,
     /// How many connections it holds, and when it closes an idle one.
     #[command(flatten)]

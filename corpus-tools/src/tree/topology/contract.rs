@@ -149,6 +149,20 @@ mod tests {
         assert!(bad_ratio.contains("--hedge-ratio 3"), "{bad_ratio}");
         let bad_retries = error(&format!("{TREE}[routing]\nretry_ratio = -0.5\n"));
         assert!(bad_retries.contains("--retry-ratio -0.5"), "{bad_retries}");
+        let busy_checks = error(&format!("{TREE}[routing]\nhealth_interval_ms = 0\n"));
+        assert!(busy_checks.contains("health-interval-ms"), "{busy_checks}");
+        for (listen, should_say) in [
+            ("127.0.0.1:70000", "from 0 to 65535"),
+            ("nonsense", "not HOST:PORT"),
+            (":7000", "no host"),
+        ] {
+            let tree = TREE.replacen("[root]\n", &format!("[root]\nlisten = \"{listen}\"\n"), 1);
+            let err = error(&tree);
+            assert!(
+                err.contains("root") && err.contains(should_say),
+                "{listen}: {err}"
+            );
+        }
     }
 
     #[test]
