@@ -217,6 +217,38 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_index_file_is_named_without_a_panic() {
+        let scratch = tempfile::tempdir().unwrap();
+        let out = built(scratch.path());
+        let shard = out.join("shards/shard-001");
+        let flip = |ext: &str| {
+            for entry in std::fs::read_dir(&shard).unwrap().flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == ext) {
+                    let mut bytes = std::fs::read(&path).unwrap();
+                    let at = bytes.len() / 3;
+                    bytes[at] ^= 0xff;
+                    std::fs::write(&path, bytes).unwrap();
+                }
+            }
+        };
+        // A byte of the term dictionary (reading its ids once panicked),
+        // then of every kind of file (the shard no longer opens).
+        for exts in [&["term"][..], &["idx", "pos", "store", "fast"]] {
+            for ext in exts {
+                flip(ext);
+            }
+            let report = check(&out);
+            let problems = report.problems.join("\n");
+            assert!(
+                problems.contains("files whose checksum does not match their content")
+                    && problems.contains(".term"),
+                "{problems}"
+            );
+        }
+    }
+
+    #[test]
     fn a_missing_manifest_or_a_truncated_statistics_file_is_named() {
         let scratch = tempfile::tempdir().unwrap();
         let out = built(scratch.path());

@@ -93,6 +93,11 @@ pub fn check_shard(
         Ok(shard) => shard,
         Err(e) => {
             problems.push(format!("shard {number} does not open: {e}"));
+            if let Some(bad) = damaged_files(shard_dir) {
+                problems.push(format!(
+                    "{shown}: files whose checksum does not match their content: {bad}"
+                ));
+            }
             return None;
         }
     };
@@ -105,8 +110,13 @@ pub fn check_shard(
                 "{shown}: files whose checksum does not match their content: {}",
                 names.join(", ")
             ));
+            // Damaged files are not read further: tantivy may panic on them.
+            return None;
         }
-        Err(e) => problems.push(format!("{shown}: checking checksums failed: {e}")),
+        Err(e) => {
+            problems.push(format!("{shown}: checking checksums failed: {e}"));
+            return None;
+        }
     }
     if serde_json::to_value(shard.index.schema()).ok().as_ref() != Some(&manifest.schema) {
         problems.push(format!(
@@ -121,7 +131,24 @@ pub fn check_shard(
             meta.num_docs
         ));
     }
-    let misplaced = match check_ids(&searcher, &shard, manifest.num_shards, number, ids) {
+    // Files that pass their checksums may still not be what tantivy wrote
+    // (a checksum computed over damaged bytes): a panic reading them is a
+    // problem found, not the end of the check.
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_ids(&searcher, &shard, manifest.num_shards, number, ids)
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Err(tantivy::TantivyError::InternalError(format!(
+            "the index is damaged ({})",
+            searchtree_proto::query::truncate_chars(why, 120)
+        )))
+    });
+    let misplaced = match checked {
         Ok(wrong) => {
             for what in &wrong {
                 problems.push(format!("{shown}: {what}"));
@@ -142,6 +169,19 @@ pub fn check_shard(
         }
     };
     Some((searcher, stored, misplaced))
+}
+
+/// The files of the index in `shard_dir` that fail their checksums, named,
+/// if the index opens far enough to check them and any fail.
+fn damaged_files(shard_dir: &Path) -> Option<String> {
+    let index = tantivy::Index::open_in_dir(shard_dir).ok()?;
+    let bad = index.validate_checksum().ok()?;
+    if bad.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
+    names.sort();
+    Some(names.join(", "))
 }
 
 /// What is wrong with the ids of one shard: ids whose hash names another
