@@ -40,6 +40,29 @@ impl SearcherSettings {
     }
 }
 
+/// Opens a version the leaf starts with, once its files have passed their
+/// checksums: a damaged file would otherwise serve searches that look
+/// normal while every call that reads the whole shard (versions, loads,
+/// publishes) panicked inside tantivy, and the errors would point at the
+/// network.
+fn open_intact(settings: &SearcherSettings, dir: &Path) -> Result<ShardSearcher, CorpusError> {
+    let searcher = settings.open(dir)?;
+    let bad = searcher.shard().index.validate_checksum().map_err(|e| {
+        CorpusError::Precondition(format!("{}: checking checksums failed: {e}", dir.display()))
+    })?;
+    if !bad.is_empty() {
+        let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
+        names.sort();
+        return Err(CorpusError::Precondition(format!(
+            "{}: files whose checksum does not match their content: {}; the shard is damaged: \
+             build it again, or copy it again from where it was built",
+            dir.display(),
+            names.join(", ")
+        )));
+    }
+    Ok(searcher)
+}
+
 /// The content of `CURRENT`.
 #[derive(Debug, Serialize, Deserialize)]
 struct Current {
@@ -128,7 +151,7 @@ impl CorpusStore {
             .get(&current)
             .cloned()
             .unwrap_or_else(|| build_dir.to_path_buf());
-        let held = Arc::new(HeldVersions::new(settings.open(&current_dir)?));
+        let held = Arc::new(HeldVersions::new(open_intact(&settings, &current_dir)?));
         let mut dirs = BTreeMap::from([(current, current_dir)]);
         for (version, dir) in on_disk {
             if version == current {
@@ -140,7 +163,7 @@ impl CorpusStore {
                 }
                 continue;
             }
-            held.insert(settings.open(&dir)?);
+            held.insert(open_intact(&settings, &dir)?);
             dirs.insert(version, dir);
         }
         let staging = Staging::open(&data.join(STAGING_DIR), current)?;

@@ -966,6 +966,29 @@ fn batches_staged_under_one_commit_ack_each_and_publish_exactly() {
 }
 
 #[test]
+fn a_leaf_does_not_start_on_a_damaged_shard_and_names_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(4, "d", 30), 1, "one");
+    let term = std::fs::read_dir(&builds[0])
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .find(|f| f.extension().is_some_and(|e| e == "term"))
+        .unwrap();
+    let mut bytes = std::fs::read(&term).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(&term, bytes).unwrap();
+    let Err(err) = CorpusStore::open(&builds[0], &tmp.path().join("data"), settings("leaf")) else {
+        panic!("a damaged shard must not be served");
+    };
+    let message = tonic::Status::from(err).message().to_string();
+    assert!(
+        message.contains("checksum does not match") && message.contains(".term"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_data_directory_in_use_by_another_leaf_is_refused_with_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let builds = build(&tmp.path().join("build"), &corpus(4, "d", 10), 1, "one");
