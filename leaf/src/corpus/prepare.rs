@@ -182,7 +182,17 @@ impl CorpusStore {
     ) -> Result<Candidate, CorpusError> {
         let shard = self.build.shard;
         let source = build.join("shards").join(format!("shard-{shard:03}"));
-        let meta = read_meta(&source)?;
+        let not_a_build = |why: String| {
+            CorpusError::Precondition(format!(
+                "{} is not a searchtree build ({why}); give --from-build the directory \
+                 `searchtree build --out` made, the one holding {MANIFEST_FILE} and shards/",
+                build.display()
+            ))
+        };
+        if !build.join(MANIFEST_FILE).is_file() {
+            return Err(not_a_build(format!("it has no {MANIFEST_FILE}")));
+        }
+        let meta = read_meta(&source).map_err(|e| not_a_build(e.to_string()))?;
         if (meta.shard, meta.num_shards) != (shard, self.build.num_shards) {
             return Err(CorpusError::Precondition(format!(
                 "{} is shard {} of {}, this leaf serves shard {shard} of {}",

@@ -566,6 +566,26 @@ fn a_damaged_build_is_refused_and_the_current_version_stays() {
     }
     assert_matches_build(&held(&stores), &builds, 0, "the version before");
 
+    // Paths that are no build at all: refused as such, not as a failure of
+    // the leaf (which a caller would retry).
+    let shards_dir = tmp.path().join("rebuilt").join("shards");
+    for not_a_build in [
+        tmp.path().join("nonexistent"),
+        shards_dir,
+        tmp.path().to_path_buf(),
+    ] {
+        let err = stores[0]
+            .prepare(2, not_a_build.to_str().unwrap())
+            .unwrap_err();
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status.message().contains("is not a searchtree build"),
+            "{}",
+            status.message()
+        );
+    }
+
     // The intact build still prepares, installs and serves.
     publish(&mut stores, 2, tmp.path().join("rebuilt").to_str().unwrap());
     activate(&mut stores, 2);
