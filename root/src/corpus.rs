@@ -24,6 +24,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::idle_load::{Activity, LOAD_IDLE, idle_limited};
 use crate::pin::PinnedVersion;
 
 /// How often the root asks the leaves for their versions until one answers,
@@ -323,14 +324,26 @@ impl Corpus for RootCorpus {
         };
         let guard = self.lock()?;
         self.settled_versions().await?;
-        let incoming = numbered(request.into_inner(), "Load", "LoadBatch");
+        let activity = Activity::new();
+        let incoming = idle_limited(
+            numbered(request.into_inner(), "Load", "LoadBatch"),
+            LOAD_IDLE,
+            Arc::clone(&activity),
+        );
         let (mut acks, work) = self.node.load(num_shards, incoming);
+        // The slot is free as soon as the load's work is done, whether or
+        // not the client reads its last acknowledgements.
+        let work = async move {
+            work.await;
+            drop(guard);
+        };
         // The client's ack stream ends only once the slot is free again, so
         // that a publish sent as soon as it ends is not refused as busy.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         background::spawn(async move {
             let forward = async move {
                 while let Some(ack) = acks.recv().await {
+                    activity.touch();
                     if tx.send(ack).await.is_err() {
                         break; // the client went away
                     }
@@ -341,7 +354,6 @@ impl Corpus for RootCorpus {
                 tx
             };
             let ((), tx) = tokio::join!(work, forward);
-            drop(guard);
             drop(tx);
         });
         Ok(Response::new(Box::pin(receiver_stream(rx))))

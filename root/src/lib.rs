@@ -8,6 +8,7 @@ pub mod canary;
 pub mod config;
 pub mod corpus;
 pub mod fetch_phase;
+pub mod idle_load;
 pub mod node;
 pub mod pin;
 pub mod policy;
