@@ -13,6 +13,33 @@ pub fn hint(chain: &str, client_uses_tls: bool) -> Option<&'static str> {
              machine unreachable): check it, then run the command again",
         );
     }
+    // The root's own account of a step that failed below it: it names the
+    // node, and the call to the root was fine.
+    if chain.contains(" failed at Prepare")
+        || chain.contains(" failed at Install")
+        || chain.contains(" failed at Activate")
+    {
+        return Some(
+            "a node below the root failed during the publish (named above); the tree still \
+             serves the version before: once that node is back, run the command again",
+        );
+    }
+    // A connection that worked and then broke: the node went away.
+    if [
+        "broken pipe",
+        "Broken pipe",
+        "connection reset",
+        "Connection reset",
+        "stream closed",
+    ]
+    .iter()
+    .any(|m| chain.contains(m))
+    {
+        return Some(
+            "the node went away during the call (stopped, crashed or restarted): check it, \
+             then run the command again",
+        );
+    }
     if client_uses_tls {
         if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
             return Some(
@@ -69,6 +96,27 @@ pub fn hint(chain: &str, client_uses_tls: bool) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::hint;
+
+    #[test]
+    fn a_node_that_went_away_mid_call_is_not_taken_for_tls() {
+        for chain in [
+            "the load is incomplete: Unknown: transport error: stream closed because of a broken pipe",
+            "publish failed: Unknown: h2 protocol error: connection reset",
+        ] {
+            let h = hint(chain, false).unwrap();
+            assert!(
+                h.contains("went away") && !h.contains("--tls-ca"),
+                "{chain}: {h}"
+            );
+        }
+        let step = "publish failed: Unavailable: publish of v3 failed at Prepare: \
+                    127.0.0.1:45261: Unknown: transport error";
+        let h = hint(step, false).unwrap();
+        assert!(
+            h.contains("run the command again") && !h.contains("--tls-ca"),
+            "{h}"
+        );
+    }
 
     #[test]
     fn plaintext_client_against_tls_node_names_tls_ca() {
