@@ -181,9 +181,10 @@ fn corpora() -> &'static Corpora {
             old_oracle: Oracle::open(&dir.join("old-whole/shards/shard-000")),
             new_oracle: Oracle::open(&dir.join("new-whole/shards/shard-000")),
             load_file,
+            // The ephemeral document is added, then deleted.
             added: rest.len() + 1,
             replaced,
-            deleted,
+            deleted: deleted + 1,
             final_build,
             initial_file,
             dir,

@@ -16,7 +16,7 @@
 //! Applying the same operations twice yields the same staging area, so a
 //! resent batch is harmless.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,8 @@ use searchtree_proto::pb::{DocOp, LoadAck, RefusedOp};
 use searchtree_proto::sharding::{id_refusal, shard_of};
 use serde::{Deserialize, Serialize};
 use tantivy::indexer::NoMergePolicy;
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DocSet, TERMINATED};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Segment, Term, doc};
 
 use super::CorpusError;
@@ -171,6 +173,10 @@ impl Staging {
         let mut deleted = Vec::new();
         let mut applied = 0u64;
         let fields = self.fields;
+        // Whether each id met in this group is there after its last op, so
+        // that an id upserted twice is added once and then replaced, and one
+        // added then deleted is deleted (not missing).
+        let mut present: HashMap<&str, bool> = HashMap::new();
         for ops in batches {
             let mut ack = LoadAck {
                 ok: true,
@@ -186,7 +192,14 @@ impl Staging {
                     continue;
                 }
                 let term = Term::from_field_text(fields.id, &op.id);
-                let exists = published.doc_freq(&term)? > 0;
+                let exists = match present.get(op.id.as_str()) {
+                    Some(&now) => now,
+                    None => match self.staged_presence(&term, &op.id)? {
+                        Some(now) => now,
+                        None => published.doc_freq(&term)? > 0,
+                    },
+                };
+                present.insert(op.id.as_str(), !op.delete);
                 self.writer.delete_term(term);
                 if op.delete {
                     deleted.push(op.id.clone());
@@ -216,6 +229,8 @@ impl Staging {
         }
         self.writer.commit()?;
         self.compact()?;
+        // The next batches count against what this one staged.
+        self.reader.reload()?;
         let record = LogRecord {
             base,
             ops: applied,
@@ -228,6 +243,29 @@ impl Staging {
         self.ops += applied;
         self.deleted.extend(record.deleted);
         Ok(acks)
+    }
+
+    /// Whether `id` (its id `term`) is there after the batches staged so
+    /// far: `Some(true)` if a staged document holds it, `Some(false)` if a
+    /// staged delete took it away, `None` if staging has not touched it (the
+    /// published version says).
+    fn staged_presence(&self, term: &Term, id: &str) -> Result<Option<bool>, CorpusError> {
+        let searcher = self.reader.searcher();
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(term.field())?;
+            let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::Basic)? else {
+                continue;
+            };
+            let alive = segment.alive_bitset();
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    return Ok(Some(true));
+                }
+                doc = postings.advance();
+            }
+        }
+        Ok(self.deleted.contains(id).then_some(false))
     }
 
     /// Merges the staged segments into one once there are
