@@ -25,6 +25,8 @@ async fn main() -> anyhow::Result<()> {
         .membership
         .membership()
         .map_err(anyhow::Error::msg)?;
+    // Held while the process runs: a rebuild in place waits for no leaf.
+    let _serving_build = searchtree_leaf::shard::in_use::hold(&config.index)?;
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
     let name = listener.local_addr()?.to_string();
     let settings = SearcherSettings {

@@ -369,6 +369,33 @@ fn build_never_replaces_what_is_not_a_previous_build() {
     assert_eq!(manifest["num_shards"], 3);
     assert_nothing_left_in(&dir);
 
+    // A build a running leaf serves is not rebuilt in place: the leaf's
+    // files would go, and it could not restart over the new build.
+    let mut leaf = Command::new(searchtree_tests::node_binaries().leaf)
+        .args(["--listen", "127.0.0.1:0", "--index"])
+        .arg(out.join("shards/shard-001"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start a leaf");
+    let mut line = String::new();
+    BufReader::new(leaf.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("LISTENING "), "{line:?}");
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok, "rebuilt a build a leaf serves");
+    assert!(
+        err.contains("a running leaf serves") && err.contains("shard-001"),
+        "{err}"
+    );
+    assert!(out.join("manifest.json").exists(), "the served build stays");
+    leaf.kill().unwrap();
+    leaf.wait().unwrap();
+    let (ok, _, err) = run(&mut cmd);
+    assert!(ok, "rebuild once the leaf is gone: {err}");
+    assert_nothing_left_in(&dir);
+
     // A previous build holding a file a build does not write is not replaced.
     let mine = out.join("my-topology.toml");
     write(&mine, "# hand-written\n");

@@ -211,6 +211,8 @@ impl Staging {
         std::fs::create_dir_all(&parent)
             .with_context(|| format!("creating {}", parent.display()))?;
         remove_abandoned(&parent, &name);
+        // Refused before any work, as well as at the swap.
+        drop(searchtree_leaf::shard::in_use::take_all(target)?);
         let dir = tempfile::Builder::new()
             .prefix(&staging_prefix(&name))
             .tempdir_in(&parent)
@@ -256,6 +258,9 @@ impl Staging {
             // fails if anything has appeared there meanwhile.
             return std::fs::rename(self.path(), &self.target).map_err(into_target);
         }
+        // Not a build a running leaf serves (the locks last until the swap
+        // is done).
+        let _previous = searchtree_leaf::shard::in_use::take_all(&self.target)?;
         // One atomic swap where the system has it: the previous build then
         // sits at the staging path, which a build killed before removing it
         // leaves for the next build to clear (it is not locked).

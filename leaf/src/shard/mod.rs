@@ -12,6 +12,7 @@
 //! format live here so that it has one owner.
 
 pub mod check;
+pub mod in_use;
 pub mod manifest;
 pub mod write;
 
