@@ -30,7 +30,8 @@ const REASON_CHARS: usize = 160;
 
 /// Why a query with no positive part is refused.
 const NOTHING_TO_MATCH: &str = "nothing in it can match: it has only excluded terms \
-    (-word, NOT word) or punctuation without words; add a word to search for";
+    (-word, NOT word), punctuation without words, or words longer than 40 bytes (the index \
+    leaves those out); add a word to search for";
 
 /// Why a shard search failed.
 #[derive(Debug, thiserror::Error)]
