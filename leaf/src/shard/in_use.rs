@@ -10,8 +10,23 @@ use std::fs::{File, TryLockError};
 use std::path::Path;
 
 /// Held by a leaf while it serves the shard in `shard_dir`: a shared lock
-/// on the directory, for as long as the returned file lives.
+/// on the directory, for as long as the returned file lives. A path that
+/// is not a shard's directory is refused first, saying what to give.
 pub fn hold(shard_dir: &Path) -> anyhow::Result<File> {
+    if !shard_dir.exists() {
+        anyhow::bail!(
+            "--index {} does not exist: give a shard's directory of a build \
+             (BUILD/shards/shard-NNN)",
+            shard_dir.display()
+        );
+    }
+    if shard_dir.join(super::manifest::MANIFEST_FILE).exists() {
+        anyhow::bail!(
+            "--index {} is a whole build: give one of its shards' directories, {}",
+            shard_dir.display(),
+            shard_dir.join("shards/shard-NNN").display()
+        );
+    }
     let dir = File::open(shard_dir).map_err(|e| anyhow::anyhow!("{}: {e}", shard_dir.display()))?;
     match dir.try_lock_shared() {
         Ok(()) => Ok(dir),
@@ -68,6 +83,11 @@ mod tests {
         std::fs::create_dir_all(&shard).unwrap();
         std::fs::create_dir_all(tmp.path().join("shards/shard-001")).unwrap();
         let served = hold(&shard).unwrap();
+        let err = hold(&tmp.path().join("nowhere")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        std::fs::write(tmp.path().join("manifest.json"), "{}").unwrap();
+        let err = hold(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("is a whole build"), "{err}");
         let err = take_all(tmp.path()).unwrap_err().to_string();
         assert!(
             err.contains("a running leaf serves") && err.contains("shard-000"),
