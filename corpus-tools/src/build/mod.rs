@@ -199,6 +199,15 @@ fn build_into(
         }
     }
     if first.is_empty() {
+        if corpus.skipped > 0 {
+            bail!(
+                "{}: no documents: every one of its {} lines with a document was invalid and \
+                 skipped (--skip-invalid), e.g. {}",
+                input.display(),
+                corpus.skipped,
+                corpus.skipped_examples.first().map_or("", String::as_str)
+            );
+        }
         bail!("{}: no documents", input.display());
     }
     check_enough_documents(first.len(), opts.shards)
@@ -442,6 +451,20 @@ mod tests {
 
     pub(super) fn message(result: anyhow::Result<impl std::fmt::Debug>) -> String {
         format!("{:#}", result.unwrap_err())
+    }
+
+    #[test]
+    fn a_file_of_only_invalid_lines_says_they_were_skipped() {
+        let scratch = scratch();
+        let input = scratch.path().join("junk.jsonl");
+        std::fs::write(&input, "not json\n{\"id\": 3}\n").unwrap();
+        let mut opts = options(&input, &scratch.path().join("out"), 1);
+        opts.skip_invalid = true;
+        let err = message(build(&opts));
+        assert!(
+            err.contains("every one of its 2 lines") && err.contains("junk.jsonl:1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -134,6 +134,15 @@ fn is_real_dir(path: &Path) -> bool {
 /// for a directory corpus, an output inside the input, which the build would
 /// read back as documents.
 pub(super) fn check_paths(input: &Input, out: &Path) -> anyhow::Result<()> {
+    if let Input::Lines(path) = input
+        && path.is_dir()
+    {
+        bail!(
+            "--input {} is a directory: --input takes a JSON Lines file (plain or .gz); for a \
+             directory of text files, one document each, use --input-dir",
+            path.display()
+        );
+    }
     let (input_path, out_path) = (resolved(input.path())?, resolved(out)?);
     if input_path == out_path {
         bail!(
@@ -451,6 +460,12 @@ mod tests {
         let scratch = scratch();
         let dir = scratch.path();
         let input = corpus(dir, 1);
+        // A directory given as --input is pointed to --input-dir.
+        let err = message(check_paths(
+            &Input::Lines(dir.to_path_buf()),
+            &dir.join("../elsewhere"),
+        ));
+        assert!(err.contains("use --input-dir"), "{err}");
         // Beside each other is fine, even in a directory not yet made.
         assert!(check_paths(&Input::Lines(input.clone()), &dir.join("a/b/index")).is_ok());
         let err = message(check_paths(&Input::Lines(input.clone()), dir));
