@@ -68,7 +68,20 @@ pub struct Staging {
     fields: Fields,
     ops: u64,
     deleted: BTreeSet<String>,
+    /// Whether each id the staged operations touched is there after them,
+    /// by a hash of the id (8 bytes an id, where the ids themselves would
+    /// take tens): what a load's counts are taken against before the
+    /// published version. A hash shared by two ids would only miscount.
+    present: HashMap<u64, bool>,
     log: File,
+}
+
+/// The key of `id` in [`Staging`]'s `present`.
+fn id_key(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Staging {
@@ -125,10 +138,13 @@ impl Staging {
             fields,
             ops,
             deleted,
+            present: HashMap::new(),
             log,
         };
         if stale {
             staging.clear()?;
+        } else {
+            staging.present = staging.staged_ids()?;
         }
         Ok(staging)
     }
@@ -194,8 +210,8 @@ impl Staging {
                 let term = Term::from_field_text(fields.id, &op.id);
                 let exists = match present.get(op.id.as_str()) {
                     Some(&now) => now,
-                    None => match self.staged_presence(&term, &op.id)? {
-                        Some(now) => now,
+                    None => match self.present.get(&id_key(&op.id)) {
+                        Some(&now) => now,
                         None => published.doc_freq(&term)? > 0,
                     },
                 };
@@ -230,7 +246,8 @@ impl Staging {
         self.writer.commit()?;
         self.compact()?;
         // The next batches count against what this one staged.
-        self.reader.reload()?;
+        self.present
+            .extend(present.into_iter().map(|(id, now)| (id_key(id), now)));
         let record = LogRecord {
             base,
             ops: applied,
@@ -245,27 +262,30 @@ impl Staging {
         Ok(acks)
     }
 
-    /// Whether `id` (its id `term`) is there after the batches staged so
-    /// far: `Some(true)` if a staged document holds it, `Some(false)` if a
-    /// staged delete took it away, `None` if staging has not touched it (the
-    /// published version says).
-    fn staged_presence(&self, term: &Term, id: &str) -> Result<Option<bool>, CorpusError> {
-        let searcher = self.reader.searcher();
-        for segment in searcher.segment_readers() {
-            let inverted = segment.inverted_index(term.field())?;
-            let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::Basic)? else {
-                continue;
-            };
+    /// What the staging area holds, as [`Staging`]'s `present`: every id of
+    /// a live staged document, and every id deleted since and not staged
+    /// again (read once, when a leaf opens its staging area after a restart).
+    fn staged_ids(&self) -> Result<HashMap<u64, bool>, CorpusError> {
+        let mut present: HashMap<u64, bool> =
+            self.deleted.iter().map(|id| (id_key(id), false)).collect();
+        for segment in self.reader.searcher().segment_readers() {
+            let inverted = segment.inverted_index(self.fields.id)?;
             let alive = segment.alive_bitset();
-            let mut doc = postings.doc();
-            while doc != TERMINATED {
-                if alive.is_none_or(|a| a.is_alive(doc)) {
-                    return Ok(Some(true));
+            let mut terms = inverted.terms().stream()?;
+            while terms.advance() {
+                let mut postings = inverted
+                    .read_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)?;
+                let mut doc = postings.doc();
+                while doc != TERMINATED {
+                    if alive.is_none_or(|a| a.is_alive(doc)) {
+                        present.insert(id_key(&String::from_utf8_lossy(terms.key())), true);
+                        break;
+                    }
+                    doc = postings.advance();
                 }
-                doc = postings.advance();
             }
         }
-        Ok(self.deleted.contains(id).then_some(false))
+        Ok(present)
     }
 
     /// Merges the staged segments into one once there are
@@ -319,6 +339,7 @@ impl Staging {
         self.writer.commit()?;
         self.ops = 0;
         self.deleted.clear();
+        self.present.clear();
         Ok(())
     }
 }

@@ -982,6 +982,18 @@ fn batches_staged_under_one_commit_ack_each_and_publish_exactly() {
         6,
         "refused operations are not staged"
     );
+    // What was staged before the restart still counts: n1 is there (a
+    // replace), d4 was deleted (a delete of a missing document).
+    let again = LoadBatch {
+        seq: 13,
+        ops: vec![upsert("n1", "again", "light harbor"), delete("d4")],
+    };
+    let ack = stores[0].load(&again).unwrap();
+    assert_eq!(
+        [ack.added, ack.replaced, ack.deleted, ack.delete_missing],
+        [0, 1, 0, 1]
+    );
+    // (The same operations as before: the documents do not change.)
     publish(&mut stores, 2, "");
     activate(&mut stores, 2);
     let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
