@@ -285,6 +285,21 @@ pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
+/// Starts a leaf by hand over the shard in `index`, on a free port, with
+/// `extra` flags, and waits until it listens: the process and its address.
+pub fn spawn_leaf(index: &Path, extra: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    let mut leaf = std::process::Command::new(node_binaries().leaf)
+        .args(["--listen", "127.0.0.1:0", "--index"])
+        .arg(index)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a leaf");
+    let (addr, _) = read_listening(leaf.stdout.take().expect("the leaf's stdout"));
+    (leaf, addr)
+}
+
 /// Reads a node's stdout up to its readiness line: the address it serves
 /// gRPC on, and its HTTP port if it announced one before (with
 /// `--metrics-listen`). The rest of its stdout is drained on a thread, so

@@ -371,18 +371,7 @@ fn build_never_replaces_what_is_not_a_previous_build() {
 
     // A build a running leaf serves is not rebuilt in place: the leaf's
     // files would go, and it could not restart over the new build.
-    let mut leaf = Command::new(searchtree_tests::node_binaries().leaf)
-        .args(["--listen", "127.0.0.1:0", "--index"])
-        .arg(out.join("shards/shard-001"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start a leaf");
-    let mut line = String::new();
-    BufReader::new(leaf.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("LISTENING "), "{line:?}");
+    let (mut leaf, _) = searchtree_tests::spawn_leaf(&out.join("shards/shard-001"), &[]);
     let (ok, _, err) = run(&mut cmd);
     assert!(!ok, "rebuilt a build a leaf serves");
     assert!(
@@ -622,18 +611,8 @@ fn a_second_up_on_the_same_ports_is_refused() {
 fn commands_against_a_stopped_node_fail_naming_it_instead_of_waiting() {
     let fx = fixture(TMP);
     let index = fx.whole.join("shards/shard-000");
-    let mut leaf = Command::new(searchtree_tests::node_binaries().leaf)
-        .args(["--shard", "0", "--listen", "127.0.0.1:0", "--index"])
-        .arg(&index)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start a leaf");
-    let mut line = String::new();
-    BufReader::new(leaf.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("LISTENING ").unwrap().to_string();
+    let (mut leaf, addr) = searchtree_tests::spawn_leaf(&index, &["--shard", "0"]);
+    let addr = addr.to_string();
     let signal = |sig: &str| {
         let ok = Command::new("kill")
             .args([sig, &leaf.id().to_string()])
