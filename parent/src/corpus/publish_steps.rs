@@ -536,11 +536,24 @@ impl CorpusNode {
                             reachable: false,
                             // tonic's own words for a deadline that ran out
                             // ("Cancelled: Timeout expired") name neither.
-                            error: match status.code() {
-                                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-                                    format!("no answer within {} ms", below.as_millis())
+                            error: {
+                                let why = match status.code() {
+                                    tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+                                        format!("no answer within {} ms", below.as_millis())
+                                    }
+                                    code => format!("{code:?}: {}", status.message()),
+                                };
+                                if child.shards.len() > 1 {
+                                    // A leaf serves one shard: this is an
+                                    // inner node, not a replica.
+                                    format!(
+                                        "{why} (it serves shards {:?}: a node above their \
+                                         leaves, which could not be asked through it)",
+                                        child.shards
+                                    )
+                                } else {
+                                    why
                                 }
-                                code => format!("{code:?}: {}", status.message()),
                             },
                             ..LeafVersions::default()
                         })

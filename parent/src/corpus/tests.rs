@@ -376,7 +376,12 @@ async fn versions_list_every_leaf_and_an_unreachable_one_per_shard() {
         .map(|l| l.shard)
         .collect();
     assert_eq!(unreachable, [1, 2]);
-    assert!(!versions.leaves[1].error.is_empty());
+    // A child of two shards is no leaf: said so, not taken for a replica.
+    let error = &versions.leaves[1].error;
+    assert!(
+        error.contains("it serves shards [1, 2]: a node above their leaves"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
