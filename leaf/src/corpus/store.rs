@@ -47,19 +47,13 @@ impl SearcherSettings {
 /// network.
 fn open_intact(settings: &SearcherSettings, dir: &Path) -> Result<ShardSearcher, CorpusError> {
     let searcher = settings.open(dir)?;
-    let bad = searcher.shard().index.validate_checksum().map_err(|e| {
-        CorpusError::Precondition(format!("{}: checking checksums failed: {e}", dir.display()))
+    crate::shard::check::intact(&searcher.shard().index).map_err(|damage| {
+        CorpusError::Precondition(format!(
+            "{}: {damage}; the shard is damaged: build it again, or copy it again from where \
+             it was built",
+            dir.display()
+        ))
     })?;
-    if !bad.is_empty() {
-        let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
-        names.sort();
-        return Err(CorpusError::Precondition(format!(
-            "{}: files whose checksum does not match their content: {}; the shard is damaged: \
-             build it again, or copy it again from where it was built",
-            dir.display(),
-            names.join(", ")
-        )));
-    }
     Ok(searcher)
 }
 

@@ -93,30 +93,18 @@ pub fn check_shard(
         Ok(shard) => shard,
         Err(e) => {
             problems.push(format!("shard {number} does not open: {e}"));
-            if let Some(bad) = damaged_files(shard_dir) {
-                problems.push(format!(
-                    "{shown}: files whose checksum does not match their content: {bad}"
-                ));
+            if let Ok(index) = tantivy::Index::open_in_dir(shard_dir)
+                && let Err(damage) = intact(&index)
+            {
+                problems.push(format!("{shown}: {damage}"));
             }
             return None;
         }
     };
-    match shard.index.validate_checksum() {
-        Ok(bad) if bad.is_empty() => {}
-        Ok(bad) => {
-            let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
-            names.sort();
-            problems.push(format!(
-                "{shown}: files whose checksum does not match their content: {}",
-                names.join(", ")
-            ));
-            // Damaged files are not read further: tantivy may panic on them.
-            return None;
-        }
-        Err(e) => {
-            problems.push(format!("{shown}: checking checksums failed: {e}"));
-            return None;
-        }
+    if let Err(damage) = intact(&shard.index) {
+        problems.push(format!("{shown}: {damage}"));
+        // Damaged files are not read further: tantivy may panic on them.
+        return None;
     }
     if serde_json::to_value(shard.index.schema()).ok().as_ref() != Some(&manifest.schema) {
         problems.push(format!(
@@ -171,17 +159,22 @@ pub fn check_shard(
     Some((searcher, stored, misplaced))
 }
 
-/// The files of the index in `shard_dir` that fail their checksums, named,
-/// if the index opens far enough to check them and any fail.
-fn damaged_files(shard_dir: &Path) -> Option<String> {
-    let index = tantivy::Index::open_in_dir(shard_dir).ok()?;
-    let bad = index.validate_checksum().ok()?;
+/// Whether every file of `index` passes its checksum; if not, what is
+/// wrong, the damaged files named. Used by the checks of a build and by a
+/// leaf opening the versions it starts with.
+pub fn intact(index: &tantivy::Index) -> Result<(), String> {
+    let bad = index
+        .validate_checksum()
+        .map_err(|e| format!("checking checksums failed: {e}"))?;
     if bad.is_empty() {
-        return None;
+        return Ok(());
     }
     let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
     names.sort();
-    Some(names.join(", "))
+    Err(format!(
+        "files whose checksum does not match their content: {}",
+        names.join(", ")
+    ))
 }
 
 /// What is wrong with the ids of one shard: ids whose hash names another
