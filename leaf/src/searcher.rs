@@ -131,8 +131,7 @@ impl ShardSearcher {
                 },
             })?;
         let fields = [self.shard.fields.title, self.shard.fields.body];
-        let searcher = self.shard.reader.searcher();
-        crate::prefix_terms::check(query, &self.shard.index, &searcher, &fields).map_err(
+        crate::prefix_terms::check(query, &self.shard.index, &self.shard.reader, &fields).map_err(
             |reason| SearchError::InvalidQuery {
                 query: Quoted::new(query),
                 reason,
