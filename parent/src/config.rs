@@ -270,11 +270,13 @@ impl InnerArgs {
 
     /// How replica groups behave.
     pub fn replica_config(&self) -> anyhow::Result<ReplicaConfig> {
-        if !(0.0..=1.0).contains(&self.hedge_ratio) {
-            anyhow::bail!("--hedge-ratio {} must be between 0 and 1", self.hedge_ratio);
-        }
-        if !(0.0..=1.0).contains(&self.retry_ratio) {
-            anyhow::bail!("--retry-ratio {} must be between 0 and 1", self.retry_ratio);
+        for (flag, ratio) in [
+            ("--hedge-ratio", self.hedge_ratio),
+            ("--retry-ratio", self.retry_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&ratio) {
+                anyhow::bail!("{flag} {ratio} must be between 0 and 1");
+            }
         }
         Ok(ReplicaConfig {
             policy: self.replica_policy,

@@ -32,15 +32,6 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// Whether every request earns a whole token: then every extra call is
-    /// allowed, even when many requests have earned theirs at once (which
-    /// the burst's cap would otherwise drop).
-    fn unlimited(&self) -> bool {
-        self.per_request >= TOKEN
-    }
-}
-
-impl TokenBucket {
     /// A bucket earning `ratio` of a token per request, starting with one
     /// token: hedges.
     pub fn new(ratio: f64) -> Self {
@@ -60,6 +51,13 @@ impl TokenBucket {
             per_request: thousandths(ratio.min(1.0)),
             per_second: thousandths(per_second),
         }
+    }
+
+    /// Whether every request earns a whole token: then every extra call is
+    /// allowed, even when many requests have earned theirs at once (which
+    /// the burst's cap would otherwise drop).
+    fn unlimited(&self) -> bool {
+        self.per_request >= TOKEN
     }
 
     /// A request's share of a token.
