@@ -7,7 +7,7 @@ use searchtree_proto::SearchParams;
 use searchtree_proto::pb::{
     Coverage, FailureReason, Hit, SearchResponse, ShardFailure, ShardSource,
 };
-use searchtree_proto::query::{Quoted, truncate_chars};
+use searchtree_proto::query::{NOTHING_TO_MATCH, Quoted, truncate_chars};
 use tantivy::query::{Query, QueryParser, QueryParserError};
 use tantivy::{Searcher, TantivyDocument};
 
@@ -27,11 +27,6 @@ pub const MIN_PRUNED_DOCS: u64 = 16_384;
 /// The longest part of tantivy's explanation quoted in an error, in
 /// characters: its messages may echo the query, which must stay short.
 const REASON_CHARS: usize = 160;
-
-/// Why a query with no positive part is refused.
-const NOTHING_TO_MATCH: &str = "nothing in it can match: it has only excluded terms \
-    (-word, NOT word), punctuation without words, or words longer than 40 bytes (the index \
-    leaves those out); add a word to search for";
 
 /// Why a shard search failed.
 #[derive(Debug, thiserror::Error)]

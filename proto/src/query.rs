@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use tantivy_query_grammar::{UserInputAst, UserInputLeaf};
+use tantivy_query_grammar::{Occur, UserInputAst, UserInputLeaf};
 
 /// The fields a query may name (`title:paris`). They are the corpus schema's
 /// searchable fields, part of the API contract.
@@ -32,6 +32,16 @@ pub const FIELDS: &[&str] = &["title", "body", "id"];
 /// The fields `field:*` ("has a value") can be asked of: only fields the
 /// index keeps a column for. Every document has an id, so `id:*` matches all.
 pub const EXISTS_FIELDS: &[&str] = &["id"];
+
+/// Why a query with nothing to search for is refused: one text for the
+/// check here and for tantivy's own refusal at a leaf.
+pub const NOTHING_TO_MATCH: &str = "nothing in it can match: it has only excluded terms \
+    (-word, NOT word), punctuation or symbols without words, or words of 40 bytes or more (the \
+    index leaves those out); add a word to search for";
+
+/// The shortest word, in bytes, that the index's tokenizer leaves out
+/// (tantivy's `RemoveLongFilter::limit(40)` keeps words shorter than it).
+const LEFT_OUT_WORD_BYTES: usize = 40;
 
 /// The longest excerpt of a query quoted in an error message, in characters.
 pub const QUOTED_QUERY_CHARS: usize = 48;
@@ -204,6 +214,10 @@ pub enum QueryError {
         /// The field, quoted and truncated.
         field: Quoted,
     },
+    /// Nothing outside an exclusion can match: every word left is
+    /// punctuation, a symbol or too long to be indexed, or excluded.
+    #[error("{NOTHING_TO_MATCH}")]
+    NothingToMatch,
     /// A regular expression (`/.../`).
     #[error("regular expressions (/.../) are not supported: use terms, phrases or \"prefix\"*")]
     Regex,
@@ -388,13 +402,22 @@ fn syntax_hint(query: &str) -> String {
 /// recursion.
 fn measure(ast: &UserInputAst, limits: &QueryLimits) -> Result<QueryShape, QueryError> {
     let mut shape = QueryShape::default();
-    // Each node with the product of the boosts above it: nested boosts
-    // multiply, and 13 levels of ^1000 overflow a score to infinity.
-    let mut stack = vec![(ast, 1.0_f64)];
-    while let Some((node, above)) = stack.pop() {
+    // Whether a leaf outside every exclusion can match a document: a query
+    // without one matches nothing on any shard, which is the caller's
+    // mistake to hear about, not an empty answer.
+    let mut can_match = false;
+    // Each node with the product of the boosts above it (nested boosts
+    // multiply, and 13 levels of ^1000 overflow a score to infinity), and
+    // whether no exclusion (-x, NOT x) stands above it.
+    let mut stack = vec![(ast, 1.0_f64, true)];
+    while let Some((node, above, included)) = stack.pop() {
         match node {
             UserInputAst::Clause(clauses) => {
-                stack.extend(clauses.iter().map(|(_, ast)| (ast, above)));
+                stack.extend(
+                    clauses.iter().map(|(occur, ast)| {
+                        (ast, above, included && *occur != Some(Occur::MustNot))
+                    }),
+                );
             }
             UserInputAst::Boost(inner, boost) => {
                 let boost = boost.into_inner();
@@ -405,12 +428,32 @@ fn measure(ast: &UserInputAst, limits: &QueryLimits) -> Result<QueryShape, Query
                         limit: limits.max_boost,
                     });
                 }
-                stack.push((inner, total));
+                stack.push((inner, total, included));
             }
-            UserInputAst::Leaf(leaf) => measure_leaf(leaf, &mut shape)?,
+            UserInputAst::Leaf(leaf) => {
+                measure_leaf(leaf, &mut shape)?;
+                can_match |= included && leaf_can_match(leaf);
+            }
         }
     }
+    if !can_match {
+        return Err(QueryError::NothingToMatch);
+    }
     Ok(shape)
+}
+
+/// Whether `leaf` can match a document: a term or phrase on a tokenized
+/// field can only if the index's tokenizer finds a word in it (a run of
+/// letters and digits shorter than [`LEFT_OUT_WORD_BYTES`]); an id, a range,
+/// a set, `*` and `field:*` always can.
+fn leaf_can_match(leaf: &UserInputLeaf) -> bool {
+    match leaf {
+        UserInputLeaf::Literal(literal) if literal.field_name.as_deref() != Some("id") => literal
+            .phrase
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|word| !word.is_empty() && word.len() < LEFT_OUT_WORD_BYTES),
+        _ => true,
+    }
 }
 
 fn measure_leaf(leaf: &UserInputLeaf, shape: &mut QueryShape) -> Result<(), QueryError> {
@@ -494,6 +537,11 @@ mod tests {
             "rust^2.5 lang",
             "\"foo ba\"*",
             "id: IN [a b c]",
+            "paris ...",
+            "id:...",
+            "café",
+            "東京",
+            &format!("{} ok", "x".repeat(60)),
         ] {
             assert!(check_default(q).is_ok(), "{q}: {:?}", check_default(q));
         }
@@ -593,6 +641,29 @@ mod tests {
             ),
             Err(QueryError::TooManyRanges { found: 5, .. })
         ));
+    }
+
+    #[test]
+    fn a_query_with_nothing_to_search_for_is_refused() {
+        for q in [
+            "...",
+            "!!!",
+            "title:\"...\"",
+            "\u{1f389}",
+            "\u{200b}",
+            "-paris",
+            "NOT paris",
+            "-(paris london)",
+            "... -paris",
+            "\"...\"*",
+            "body:(\"--\" OR ++)",
+            &"x".repeat(40),
+            &format!("title:{}", "\u{e9}".repeat(20)),
+        ] {
+            assert_eq!(check_default(q), Err(QueryError::NothingToMatch), "{q:?}");
+        }
+        // A word of 39 bytes is indexed; one of 40 is not.
+        assert!(check_default(&"x".repeat(39)).is_ok());
     }
 
     #[test]

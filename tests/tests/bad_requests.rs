@@ -39,11 +39,13 @@ async fn bad_requests_are_invalid_argument_and_the_tree_keeps_serving() {
             // Punctuation has no words to search: said as much, not
             // blamed on exclusions the query does not have.
             ("! !", 10, "punctuation"),
+            ("...", 10, "punctuation"),
+            ("title:\"\u{1f389}\"", 10, "symbols"),
             // Words the index leaves out, too long to be words.
             (
                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
                 10,
-                "longer than 40 bytes",
+                "words of 40 bytes or more",
             ),
         ] {
             let status = search(&mut node, query, top_k)
