@@ -73,6 +73,10 @@ pub const DEFAULT_CACHE_MB: u64 = 64;
 /// Default time an answer is kept. It bounds how long a node that sees only
 /// cache hits keeps serving a snapshot the tree has left behind.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// The longest time-to-live a node accepts: a day. Answers are keyed by the
+/// snapshot below, so a longer one would only keep a node that sees nothing
+/// but hits on a snapshot the tree left long ago.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How big the cache is and how long answers stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

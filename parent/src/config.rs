@@ -259,8 +259,12 @@ impl InnerArgs {
         let Some(max_bytes) = self.cache_mb.checked_mul(1 << 20) else {
             anyhow::bail!("--cache-mb {} is too large", self.cache_mb);
         };
-        if self.cache_ttl_secs == 0 {
-            anyhow::bail!("--cache-ttl-secs must be at least 1 (--cache-mb 0 turns the cache off)");
+        if !(1..=cache::MAX_TTL.as_secs()).contains(&self.cache_ttl_secs) {
+            anyhow::bail!(
+                "--cache-ttl-secs {} must be between 1 and {} (a day; --cache-mb 0 turns the cache off)",
+                self.cache_ttl_secs,
+                cache::MAX_TTL.as_secs()
+            );
         }
         Ok(Some(CacheConfig {
             max_bytes,
@@ -278,6 +282,12 @@ impl InnerArgs {
                 anyhow::bail!("{flag} {ratio} must be between 0 and 1");
             }
         }
+        if !(0.0..=60_000.0).contains(&self.hedge_min_delay_ms) {
+            anyhow::bail!(
+                "--hedge-min-delay-ms {} must be between 0 and 60000",
+                self.hedge_min_delay_ms
+            );
+        }
         Ok(ReplicaConfig {
             policy: self.replica_policy,
             health_interval: Duration::from_millis(self.health_interval_ms.max(1)),
@@ -287,7 +297,7 @@ impl InnerArgs {
             retries: self.retries,
             retry_ratio: self.retry_ratio,
             hedge_ratio: self.hedge_ratio,
-            hedge_min_delay: Duration::from_secs_f64(self.hedge_min_delay_ms.max(0.0) / 1000.0),
+            hedge_min_delay: Duration::from_secs_f64(self.hedge_min_delay_ms / 1000.0),
             probation_factor: if self.probation_factor > 0.0 {
                 self.probation_factor
             } else {
@@ -352,5 +362,43 @@ impl InnerArgs {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok((children, discovered, groups))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(extra: &[&str]) -> InnerArgs {
+        let mut args = vec!["searchtree-parent", "--child", "0@127.0.0.1:1"];
+        args.extend_from_slice(extra);
+        ParentConfig::try_parse_from(args).unwrap().inner
+    }
+
+    #[test]
+    fn durations_a_timer_cannot_hold_are_refused_not_panicked_on() {
+        for delay in ["inf", "1e300", "-1", "NaN"] {
+            let err = flags(&[&format!("--hedge-min-delay-ms={delay}")])
+                .replica_config()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("between 0 and 60000"), "{delay}: {err}");
+        }
+        assert!(
+            flags(&["--hedge-min-delay-ms", "0"])
+                .replica_config()
+                .is_ok()
+        );
+        let err = flags(&["--cache-ttl-secs", "40000000000"])
+            .cache()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 1 and 86400"), "{err}");
+        assert!(
+            flags(&["--cache-ttl-secs", "86400"])
+                .cache()
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -185,6 +185,13 @@ mod tests {
             bad_ttl.contains("parent-0") && bad_ttl.contains("--cache-ttl-secs"),
             "{bad_ttl}"
         );
+        // The cache crate panics on a time-to-live past 1,000 years: the
+        // node refuses it first, and `up` before starting anything.
+        let huge_ttl = error(&tree.replace("cache_ttl_secs = 5", "cache_ttl_secs = 40000000000"));
+        assert!(
+            huge_ttl.contains("parent-0") && huge_ttl.contains("between 1 and 86400"),
+            "{huge_ttl}"
+        );
     }
 
     #[test]
