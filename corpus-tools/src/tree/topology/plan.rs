@@ -95,6 +95,20 @@ impl Plan {
 /// The name the root goes by in messages.
 pub const ROOT_NAME: &str = "root";
 
+/// The longest node name, in bytes.
+const MAX_NAME_BYTES: usize = 64;
+
+/// Whether `name` can stand as one path component under the state
+/// directory as it is: no separator, no `.` or `..`, nothing hidden, and
+/// no two names that differ only in how they spell a path (`l1`, `./l1`).
+fn plain_name(name: &str) -> bool {
+    name.len() <= MAX_NAME_BYTES
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl Topology {
     /// Validates the tree's shape (no filesystem access) and orders its
     /// nodes for start-up.
@@ -108,6 +122,13 @@ impl Topology {
         {
             if name.is_empty() || name == ROOT_NAME {
                 return invalid(format!("{kind} name {name:?} is reserved or empty"));
+            }
+            if !plain_name(name) {
+                return invalid(format!(
+                    "{kind} name {name:?} must be at most {MAX_NAME_BYTES} letters, digits, '-', '_' \
+                     and '.', not starting with '.': it names the leaf's state directory, its log \
+                     lines and its entry in the nodes file"
+                ));
             }
             if kinds.insert(name, kind).is_some() {
                 return invalid(format!("the name {name:?} is used by two nodes"));
@@ -398,6 +419,26 @@ mod tests {
         let plan = parse(&text).plan().unwrap();
         let names: Vec<&str> = plan.nodes.iter().map(PlannedNode::name).collect();
         assert_eq!(names, ["leaf-0", "leaf-1", "mid", "leaf-2", "top", "root"]);
+    }
+
+    #[test]
+    fn names_that_are_not_one_plain_path_component_are_refused() {
+        for name in [
+            "../../escape",
+            "/tmp/abs",
+            "./l1",
+            "a/b",
+            ".hidden",
+            "..",
+            "sp ace",
+        ] {
+            let e = error(&format!("[root]\nchildren = [{name:?}]\n{}", leaf(name, 0)));
+            assert!(e.contains("letters, digits"), "{name}: {e}");
+        }
+        for name in ["leaf-0", "eu_west.1", "L0"] {
+            let text = format!("[root]\nchildren = [{name:?}]\n{}", leaf(name, 0));
+            assert!(parse(&text).plan().is_ok(), "{name}");
+        }
     }
 
     #[test]
