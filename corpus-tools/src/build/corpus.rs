@@ -103,8 +103,11 @@ pub fn parse_line(line: &str, names: &FieldNames) -> Result<Document, String> {
     document_of(&parse_object(line)?, names)
 }
 
-/// Parses one line as a JSON object, or says why it is not one.
+/// Parses one line as a JSON object, or says why it is not one. A byte
+/// order mark before it (editors on Windows write one at the start of a
+/// file) is not part of the line.
 pub fn parse_object(line: &str) -> Result<Map<String, Value>, String> {
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     let Value::Object(obj) = value else {
         return Err("not a JSON object".into());
@@ -322,6 +325,8 @@ mod tests {
     fn parses_documents_and_names_what_is_wrong() {
         let doc = parse_line(r#"{"id":"a","title":"T","body":"b"}"#, &names()).unwrap();
         assert_eq!(doc.id, "a");
+        let marked = parse_line("\u{feff}{\"id\":\"a\",\"body\":\"b\"}", &names()).unwrap();
+        assert_eq!(marked.id, "a", "a byte order mark is not part of the line");
         assert_eq!(
             parse_line(r#"{"id":7,"body":"b"}"#, &names()).unwrap().id,
             "7"
