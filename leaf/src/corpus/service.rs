@@ -25,7 +25,7 @@ use searchtree_proto::pb::{
     PublishResponse, ShardDiscard, ShardFailure, VersionsRequest, VersionsResponse,
 };
 use searchtree_proto::sharding::NUM_SHARDS_METADATA;
-use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, mpsc};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -48,6 +48,12 @@ const LOAD_IN_FLIGHT: usize = 4;
 /// commit starts).
 const MAX_GROUP_BATCHES: usize = 8;
 
+/// The most versions a leaf sends to copying siblings at once. Each copy
+/// holds a thread reading the version's files for as long as its reader
+/// takes; past this a copy is refused with RESOURCE_EXHAUSTED, which a
+/// catching-up replica retries after a back-off.
+pub const MAX_COPIES_SENT: usize = 4;
+
 /// How long a catch-up waits to connect to its source.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -62,6 +68,8 @@ pub struct LeafCorpus {
     name: String,
     /// The current version's totals of a read-only leaf, computed once.
     read_only_local: OnceLock<LocalTotals>,
+    /// Slots for the copies being sent ([`MAX_COPIES_SENT`]).
+    copies_sent: Arc<Semaphore>,
 }
 
 impl LeafCorpus {
@@ -74,6 +82,7 @@ impl LeafCorpus {
             counters,
             name,
             read_only_local: OnceLock::new(),
+            copies_sent: Arc::new(Semaphore::new(MAX_COPIES_SENT)),
         };
         corpus.update_gauge();
         corpus
@@ -88,6 +97,7 @@ impl LeafCorpus {
             counters,
             name,
             read_only_local: OnceLock::new(),
+            copies_sent: Arc::new(Semaphore::new(MAX_COPIES_SENT)),
         };
         corpus.update_gauge();
         corpus
@@ -186,7 +196,7 @@ async fn blocking<T: Send + 'static>(
 impl Corpus for LeafCorpus {
     type LoadStream = ReceiverStream<Result<LoadAck, Status>>;
     type PrepareStream = ReceiverStream<Result<PrepareChunk, Status>>;
-    type CopyVersionStream = ReceiverStream<Result<FileChunk, Status>>;
+    type CopyVersionStream = futures::stream::BoxStream<'static, Result<FileChunk, Status>>;
 
     async fn load(
         &self,
@@ -398,13 +408,28 @@ impl Corpus for LeafCorpus {
             .shard()
             .dir
             .clone();
+        let slot = Arc::clone(&self.copies_sent)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "this leaf is already sending {MAX_COPIES_SENT} copies of its versions; \
+                     retry when one has ended"
+                ))
+            })?;
         let (tx, rx) = mpsc::channel(4);
         background::detach(move || {
+            // Ends at the first chunk the stream below can no longer take.
             if let Err(e) = read_version(&dir, |chunk| tx.blocking_send(Ok(chunk)).is_ok()) {
                 let _ = tx.blocking_send(Err(e.into()));
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        // The slot is the response stream's: held until the copy has been
+        // sent or its reader went away.
+        let stream = ReceiverStream::new(rx).map(move |chunk| {
+            let _slot = &slot;
+            chunk
+        });
+        Ok(Response::new(stream.boxed()))
     }
 
     async fn discard(

@@ -11,8 +11,8 @@ use searchtree_proto::SearchParams;
 use searchtree_proto::forwarded::forwarded;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{
-    ActivateRequest, CatchUpRequest, DocOp, FieldTerms, InstallChunk, LoadBatch, PrepareRequest,
-    SearchRequest, SearchResponse, ShardSummary, VersionsRequest,
+    ActivateRequest, CatchUpRequest, CopyVersionRequest, DocOp, FieldTerms, InstallChunk,
+    LoadBatch, PrepareRequest, SearchRequest, SearchResponse, ShardSummary, VersionsRequest,
 };
 use searchtree_proto::sharding::{NUM_SHARDS_METADATA, SHARDING_FUNCTION, shard_of};
 use tonic::Code;
@@ -813,6 +813,30 @@ async fn a_leaf_without_a_data_dir_serves_its_build_read_only() {
         (1, vec![1], 20)
     );
     assert_eq!(leaf.snapshot, "one");
+
+    // Copies of its build are sent, up to a cap: a reader that holds its
+    // stream unread keeps a slot, and the slot returns when it lets go.
+    use futures::StreamExt;
+    let copy = || corpus.copy_version(tonic::Request::new(CopyVersionRequest { version: 1 }));
+    let mut open = Vec::new();
+    for _ in 0..super::service::MAX_COPIES_SENT {
+        open.push(copy().await.unwrap().into_inner());
+    }
+    let Err(err) = copy().await else {
+        panic!("a copy past the cap was sent");
+    };
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    drop(open.pop());
+    let Ok(stream) = copy().await else {
+        panic!("the slot did not come back");
+    };
+    let mut stream = stream.into_inner();
+    let mut chunks = 0;
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+        chunks += 1;
+    }
+    assert!(chunks > 0, "the copy sends the build's files");
 }
 
 #[test]
