@@ -81,6 +81,7 @@ impl Body for BoundedTrailers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::{BodyExt, Empty};
 
     fn headers_of(status: tonic::Status) -> http::HeaderMap {
         status.into_http::<tonic::body::Body>().headers().clone()
@@ -104,25 +105,12 @@ mod tests {
         assert_eq!(kept, short);
     }
 
-    /// A body that is only trailers.
-    struct Trailers(Option<http::HeaderMap>);
-
-    impl Body for Trailers {
-        type Data = Bytes;
-        type Error = tonic::Status;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-            Poll::Ready(self.0.take().map(|t| Ok(Frame::trailers(t))))
-        }
-    }
-
     #[tokio::test]
     async fn trailers_are_bounded_as_they_pass() {
         let trailers = headers_of(tonic::Status::not_found("y".repeat(5000)));
-        let mut bounded = BoundedTrailers::new(tonic::body::Body::new(Trailers(Some(trailers))));
+        // A body that is only trailers.
+        let body = Empty::<Bytes>::new().with_trailers(async { Some(Ok(trailers)) });
+        let mut bounded = BoundedTrailers::new(tonic::body::Body::new(body));
         let frame = std::future::poll_fn(|cx| Pin::new(&mut bounded).poll_frame(cx))
             .await
             .unwrap()

@@ -466,6 +466,7 @@ impl Watched for () {
 mod tests {
     use super::*;
     use crate::serving::connections::peers::{Registered, STALLED_AFTER};
+    use http_body_util::Full;
 
     const SEARCH: &str = "/searchtree.v1.Search/Search";
 
@@ -512,26 +513,11 @@ mod tests {
         )
     }
 
-    /// A body of one frame, as a unary answer's message.
-    struct OneFrame(Option<Bytes>);
-
-    impl Body for OneFrame {
-        type Data = Bytes;
-        type Error = tonic::Status;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-            Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
-        }
-    }
-
     /// An answer whose message the transport has taken and cannot send: a
     /// client that does not read it.
     async fn unread(permit: ResponsePermit) -> Held {
         let mut held = Held::new(
-            tonic::body::Body::new(OneFrame(Some(Bytes::from_static(b"hits")))),
+            tonic::body::Body::new(Full::new(Bytes::from_static(b"hits"))),
             permit,
         );
         let frame = futures::future::poll_fn(|cx| Pin::new(&mut held).poll_frame(cx)).await;
@@ -653,10 +639,7 @@ mod tests {
         let (conn, budget, k) = one_connection(7, 1);
         let permit = budget.admit(SEARCH, Some(k)).await.unwrap().unwrap();
         let message = Bytes::from(vec![7u8; 2 * MAX_SLICE + 100]);
-        let mut held = Held::new(
-            tonic::body::Body::new(OneFrame(Some(message.clone()))),
-            permit,
-        );
+        let mut held = Held::new(tonic::body::Body::new(Full::new(message.clone())), permit);
         async fn next(held: &mut Held) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
             futures::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *held).poll_frame(cx))).await
         }
@@ -750,7 +733,7 @@ mod tests {
         let (conn, budget, k) = one_connection(9, 128);
         let answer = |permit| {
             Held::new(
-                tonic::body::Body::new(OneFrame(Some(Bytes::from(vec![1u8; MAX_SLICE])))),
+                tonic::body::Body::new(Full::new(Bytes::from(vec![1u8; MAX_SLICE]))),
                 permit,
             )
         };
