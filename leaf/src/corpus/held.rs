@@ -1,6 +1,6 @@
 //! The versions a leaf can answer at, by number: its current one and those
-//! installed beside it (the next one before it is activated, the previous
-//! one while queries pinned to it are still in flight).
+//! installed beside it (the next one before it is activated, the one it
+//! replaced while queries pinned to it are still in flight).
 //!
 //! Searches pick a version here by `params.version` and keep its
 //! `Arc<ShardSearcher>` for their whole run, so a version released by an
@@ -83,17 +83,24 @@ impl HeldVersions {
         }
     }
 
-    /// Makes `version` (held) the current one and releases every version
-    /// older than `version - 1`; returns the released numbers. `None` if
-    /// the version is not held.
+    /// Makes `version` (held) the current one and releases every older
+    /// version but the one it replaces, which queries pinned to it (roots
+    /// that have not yet switched) still need; returns the released
+    /// numbers. `None` if the version is not held. The one replaced is not
+    /// always `version - 1`: a publish that failed after installing leaves
+    /// a version that was never current, which is released here.
     pub fn activate(&self, version: u64) -> Option<Vec<u64>> {
         let mut held = self.state.write().expect("held versions lock");
         if !held.versions.contains_key(&version) {
             return None;
         }
-        held.current = version;
-        let keep_from = version.saturating_sub(1);
-        let released: Vec<u64> = held.versions.range(..keep_from).map(|(v, _)| *v).collect();
+        let previous = std::mem::replace(&mut held.current, version);
+        let released: Vec<u64> = held
+            .versions
+            .range(..version)
+            .map(|(v, _)| *v)
+            .filter(|&v| v != previous)
+            .collect();
         for v in &released {
             held.versions.remove(v);
         }

@@ -70,6 +70,12 @@ pub struct LeafCorpus {
     read_only_local: OnceLock<LocalTotals>,
     /// Slots for the copies being sent ([`MAX_COPIES_SENT`]).
     copies_sent: Arc<Semaphore>,
+    /// The one Install under way. A second one waiting for the store
+    /// behind the first would hold up its sender, whose other streams feed
+    /// the first: a leaf reached twice by one publish (under two parents,
+    /// or registered for a shard it does not serve) stalled every leaf's
+    /// Install that way, for good.
+    installing: Arc<Semaphore>,
 }
 
 impl LeafCorpus {
@@ -83,6 +89,7 @@ impl LeafCorpus {
             name,
             read_only_local: OnceLock::new(),
             copies_sent: Arc::new(Semaphore::new(MAX_COPIES_SENT)),
+            installing: Arc::new(Semaphore::new(1)),
         };
         corpus.update_gauge();
         corpus
@@ -98,6 +105,7 @@ impl LeafCorpus {
             name,
             read_only_local: OnceLock::new(),
             copies_sent: Arc::new(Semaphore::new(MAX_COPIES_SENT)),
+            installing: Arc::new(Semaphore::new(1)),
         };
         corpus.update_gauge();
         corpus
@@ -338,6 +346,16 @@ impl Corpus for LeafCorpus {
     ) -> Result<Response<InstallResponse>, Status> {
         self.step_from_above(request.metadata(), "publish")?;
         let store = self.store()?;
+        let _installing = Arc::clone(&self.installing)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::aborted(format!(
+                    "{} is already installing a version: one publish reached it twice (is it \
+                     listed under two parents, or registered in etcd for a shard it does not \
+                     serve?)",
+                    self.name
+                ))
+            })?;
         let mut inbound = numbered(request.into_inner(), "Install", "InstallChunk");
         let first = inbound
             .next()

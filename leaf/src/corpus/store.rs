@@ -61,6 +61,10 @@ fn open_intact(settings: &SearcherSettings, dir: &Path) -> Result<ShardSearcher,
 #[derive(Debug, Serialize, Deserialize)]
 struct Current {
     version: u64,
+    /// The version it replaced, kept for queries still pinned to it (absent
+    /// from files written before it was recorded: then `version - 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<u64>,
 }
 
 /// A version built by Prepare and not yet installed.
@@ -110,9 +114,15 @@ impl CorpusStore {
         let lock = super::owner::claim(data, build_dir, &build)?;
         let versions = data.join(VERSIONS_DIR);
         std::fs::create_dir_all(&versions)?;
-        let current = match std::fs::read(data.join(CURRENT_FILE)) {
-            Ok(bytes) => serde_json::from_slice::<Current>(&bytes)?.version,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => build.version,
+        let (current, previous) = match std::fs::read(data.join(CURRENT_FILE)) {
+            Ok(bytes) => {
+                let file = serde_json::from_slice::<Current>(&bytes)?;
+                let previous = file
+                    .previous
+                    .unwrap_or_else(|| file.version.saturating_sub(1));
+                (file.version, previous)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (build.version, build.version),
             Err(e) => return Err(e.into()),
         };
         let mut on_disk = BTreeMap::new();
@@ -135,8 +145,8 @@ impl CorpusStore {
                 version_dir(data, current).display()
             )));
         }
-        // The build is also the previous version of version 2.
-        if current == build.version + 1 {
+        // The build is also a version (the first), kept as the one replaced.
+        if previous == build.version && current != build.version {
             on_disk
                 .entry(build.version)
                 .or_insert(build_dir.to_path_buf());
@@ -151,7 +161,9 @@ impl CorpusStore {
             if version == current {
                 continue;
             }
-            if version + 1 < current {
+            // Older versions but the one replaced: released before the
+            // stop, or installed by a publish that never activated them.
+            if version < current && version != previous {
                 if dir != build_dir {
                     fsio::remove_dir_if_exists(&dir)?;
                 }
@@ -208,6 +220,16 @@ impl CorpusStore {
     /// Stages `batches` in order with one durable commit for all of them
     /// (see [`Staging::apply_group`]), one acknowledgement each.
     pub fn load_group(&mut self, batches: &[LoadBatch]) -> Result<Vec<LoadAck>, CorpusError> {
+        if let Some(version) = self.publishing() {
+            // Activating it empties the staging area: a batch staged now
+            // would be acknowledged and then lost (another root's publish
+            // running beside this load, or one that stopped half-way).
+            return Err(CorpusError::Precondition(format!(
+                "version {version} is being published here (prepared or installed, not yet \
+                 activated), and a batch staged now would be left out of it: rerun the load \
+                 once that publish has ended; if it failed, run `searchtree publish` again"
+            )));
+        }
         let current = self.held.current();
         let published = self
             .held
@@ -223,6 +245,16 @@ impl CorpusStore {
             ack.seq = batch.seq;
         }
         Ok(acks)
+    }
+
+    /// The version a publish has prepared or installed here and not yet
+    /// activated, if any.
+    pub fn publishing(&self) -> Option<u64> {
+        let current = self.held.current();
+        self.candidate
+            .as_ref()
+            .map(|c| c.version)
+            .or_else(|| self.dirs.keys().copied().find(|&v| v > current))
     }
 
     /// The directory of held version `version`.
@@ -277,7 +309,10 @@ impl CorpusStore {
         if !self.dirs.contains_key(&version) {
             return Err(self.missing(version));
         }
-        let bytes = serde_json::to_vec(&Current { version })?;
+        let bytes = serde_json::to_vec(&Current {
+            version,
+            previous: Some(previous),
+        })?;
         fsio::write_atomic(&self.data.join(CURRENT_FILE), &bytes)?;
         let released = self
             .held

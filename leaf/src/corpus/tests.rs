@@ -784,6 +784,45 @@ async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
 }
 
 #[tokio::test]
+async fn a_second_install_at_once_is_refused_rather_than_queued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(6, "d", 20), 1, "one");
+    let store = CorpusStore::open(&builds[0], &tmp.path().join("data"), settings("a")).unwrap();
+    let addr = serve(store).await;
+    // An Install whose sender has not sent its first chunk yet.
+    let (_hold, pending) = tokio::sync::mpsc::channel::<InstallChunk>(1);
+    let mut first = client(&addr).await;
+    let held_open = tokio::spawn(async move {
+        first
+            .install(forwarded(
+                tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(pending),
+            ))
+            .await
+    });
+    // Until the first holds the slot, a second (of no chunk) is told it
+    // sent nothing; then it is refused at once, not queued behind it.
+    let mut second = client(&addr).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refusal = loop {
+        let err = second
+            .install(forwarded(futures::stream::empty::<InstallChunk>()))
+            .await
+            .unwrap_err();
+        if err.code() != Code::InvalidArgument || std::time::Instant::now() > deadline {
+            break err;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(refusal.code(), Code::Aborted, "{refusal:?}");
+    assert!(
+        refusal.message().contains("already installing"),
+        "{}",
+        refusal.message()
+    );
+    held_open.abort();
+}
+
+#[tokio::test]
 async fn a_leaf_without_a_data_dir_serves_its_build_read_only() {
     let tmp = tempfile::tempdir().unwrap();
     let builds = build(&tmp.path().join("build"), &corpus(5, "d", 20), 1, "one");
@@ -962,6 +1001,47 @@ fn a_candidate_left_by_a_crash_is_removed_and_install_needs_a_prepare() {
     assert_eq!(stores[0].held().numbers(), vec![2, 3]);
     let answer = pinned.search(&params("river", 0), Stop::default()).unwrap();
     assert_eq!(answer.version, 1);
+}
+
+#[test]
+fn a_publish_under_way_refuses_loads_and_a_version_never_activated_is_not_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(3, "d", 30), 1, "one");
+    let data = tmp.path().join("data");
+    let mut stores = open_stores(&builds, &data);
+    load(&mut stores, &[upsert("a", "", "river")]);
+    // A publish (another root's, beside this load) has prepared version 2:
+    // activating it empties the staging area, so a batch staged now would
+    // be acknowledged and then lost.
+    stores[0].prepare(2, "").unwrap();
+    let batch = LoadBatch {
+        seq: 9,
+        ops: vec![upsert("b", "", "lake")],
+    };
+    let err = stores[0].load(&batch).unwrap_err().to_string();
+    assert!(err.contains("version 2 is being published"), "{err}");
+    // Installed and not yet activated: still refused.
+    publish(&mut stores, 2, "");
+    assert!(stores[0].load(&batch).is_err());
+    activate(&mut stores, 2);
+    assert!(stores[0].load(&batch).unwrap().ok);
+
+    // A publish that stops after installing leaves version 3, never
+    // current. The next one releases it and keeps version 2, the one it
+    // replaced, for queries still pinned to it — across a restart too.
+    publish(&mut stores, 3, "");
+    publish(&mut stores, 4, "");
+    activate(&mut stores, 4);
+    assert_eq!(stores[0].held().numbers(), vec![2, 4]);
+    drop(stores);
+    let stores = open_stores(&builds, &data);
+    assert_eq!(stores[0].held().numbers(), vec![2, 4]);
+    let answer = search(&stores[0].held(), "lake", 4);
+    assert_eq!(
+        answer.hits.len(),
+        1,
+        "the batch loaded after version 2 is in 4"
+    );
 }
 
 #[test]
