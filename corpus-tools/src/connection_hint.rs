@@ -14,10 +14,20 @@ pub fn hint(chain: &str, client_uses_tls: bool) -> Option<&'static str> {
         );
     }
     // The root's own account of a step that failed below it: it names the
-    // node, and the call to the root was fine.
-    if chain.contains(" failed at Prepare")
-        || chain.contains(" failed at Install")
-        || chain.contains(" failed at Activate")
+    // node, and the call to the root was fine. A step refused for what was
+    // asked (a build of another shard count, a version no leaf holds) is no
+    // node's failure: its message says what to change, and waiting for a
+    // node would not help.
+    let refused = [
+        "FailedPrecondition: publish of",
+        "InvalidArgument: publish of",
+    ]
+    .iter()
+    .any(|m| chain.contains(m));
+    if !refused
+        && (chain.contains(" failed at Prepare")
+            || chain.contains(" failed at Install")
+            || chain.contains(" failed at Activate"))
     {
         return Some(
             "a node below the root failed during the publish (named above); the tree still \
@@ -116,6 +126,9 @@ mod tests {
             h.contains("run the command again") && !h.contains("--tls-ca"),
             "{h}"
         );
+        let refused = "publish failed: FailedPrecondition: publish of v3 failed at Prepare: \
+                       127.0.0.1:45261: build is shard 0 of 2, this leaf serves shard 0 of 4";
+        assert_eq!(hint(refused, false), None);
     }
 
     #[test]
