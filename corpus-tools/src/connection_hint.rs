@@ -21,6 +21,8 @@ pub fn hint(chain: &str, client_uses_tls: bool) -> Option<&'static str> {
     let refused = [
         "FailedPrecondition: publish of",
         "InvalidArgument: publish of",
+        // A leaf the tree's wiring reaches twice: its message says where.
+        "one publish reached it twice",
     ]
     .iter()
     .any(|m| chain.contains(m));
@@ -129,6 +131,10 @@ mod tests {
         let refused = "publish failed: FailedPrecondition: publish of v3 failed at Prepare: \
                        127.0.0.1:45261: build is shard 0 of 2, this leaf serves shard 0 of 4";
         assert_eq!(hint(refused, false), None);
+        let twice = "publish failed: Unavailable: publish of v3 failed at Install: install failed \
+                     on 127.0.0.1:1: Aborted: 127.0.0.1:1 is already installing a version: one \
+                     publish reached it twice (is it listed under two parents?)";
+        assert_eq!(hint(twice, false), None);
     }
 
     #[test]

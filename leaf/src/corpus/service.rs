@@ -76,6 +76,9 @@ pub struct LeafCorpus {
     /// or registered for a shard it does not serve) stalled every leaf's
     /// Install that way, for good.
     installing: Arc<Semaphore>,
+    /// The one Prepare under way, until its terms are sent: a second one
+    /// (a leaf reached twice) would rebuild the candidate they are read from.
+    preparing: Arc<Semaphore>,
 }
 
 impl LeafCorpus {
@@ -90,6 +93,7 @@ impl LeafCorpus {
             read_only_local: OnceLock::new(),
             copies_sent: Arc::new(Semaphore::new(MAX_COPIES_SENT)),
             installing: Arc::new(Semaphore::new(1)),
+            preparing: Arc::new(Semaphore::new(1)),
         };
         corpus.update_gauge();
         corpus
@@ -106,6 +110,7 @@ impl LeafCorpus {
             read_only_local: OnceLock::new(),
             copies_sent: Arc::new(Semaphore::new(MAX_COPIES_SENT)),
             installing: Arc::new(Semaphore::new(1)),
+            preparing: Arc::new(Semaphore::new(1)),
         };
         corpus.update_gauge();
         corpus
@@ -115,6 +120,24 @@ impl LeafCorpus {
         self.store
             .clone()
             .ok_or_else(|| Status::failed_precondition(READ_ONLY))
+    }
+
+    /// The slot of a publish step that runs one at a time (`doing` says
+    /// which, e.g. "installing"), or ABORTED at once: a step already under
+    /// way means one publish reached this leaf twice, and waiting behind it
+    /// would stall the sender of both.
+    fn one_at_a_time(
+        &self,
+        slot: &Arc<Semaphore>,
+        doing: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        Arc::clone(slot).try_acquire_owned().map_err(|_| {
+            Status::aborted(format!(
+                "{} is already {doing} a version: one publish reached it twice (is it listed \
+                 under two parents, or registered in etcd for a shard it does not serve?)",
+                self.name
+            ))
+        })
     }
 
     /// The shard this leaf serves (its current version's).
@@ -203,7 +226,7 @@ async fn blocking<T: Send + 'static>(
 #[tonic::async_trait]
 impl Corpus for LeafCorpus {
     type LoadStream = ReceiverStream<Result<LoadAck, Status>>;
-    type PrepareStream = ReceiverStream<Result<PrepareChunk, Status>>;
+    type PrepareStream = futures::stream::BoxStream<'static, Result<PrepareChunk, Status>>;
     type CopyVersionStream = futures::stream::BoxStream<'static, Result<FileChunk, Status>>;
 
     async fn load(
@@ -311,6 +334,7 @@ impl Corpus for LeafCorpus {
         request: Request<PrepareRequest>,
     ) -> Result<Response<Self::PrepareStream>, Status> {
         self.step_from_above(request.metadata(), "publish")?;
+        let preparing = self.one_at_a_time(&self.preparing, "preparing")?;
         let PrepareRequest {
             version,
             from_build,
@@ -337,7 +361,12 @@ impl Corpus for LeafCorpus {
                 let _ = tx.blocking_send(Err(e.into()));
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        // Held until the terms are sent or their reader went away.
+        let stream = ReceiverStream::new(rx).map(move |chunk| {
+            let _preparing = &preparing;
+            chunk
+        });
+        Ok(Response::new(stream.boxed()))
     }
 
     async fn install(
@@ -346,16 +375,7 @@ impl Corpus for LeafCorpus {
     ) -> Result<Response<InstallResponse>, Status> {
         self.step_from_above(request.metadata(), "publish")?;
         let store = self.store()?;
-        let _installing = Arc::clone(&self.installing)
-            .try_acquire_owned()
-            .map_err(|_| {
-                Status::aborted(format!(
-                    "{} is already installing a version: one publish reached it twice (is it \
-                     listed under two parents, or registered in etcd for a shard it does not \
-                     serve?)",
-                    self.name
-                ))
-            })?;
+        let _installing = self.one_at_a_time(&self.installing, "installing")?;
         let mut inbound = numbered(request.into_inner(), "Install", "InstallChunk");
         let first = inbound
             .next()

@@ -784,7 +784,7 @@ async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
 }
 
 #[tokio::test]
-async fn a_second_install_at_once_is_refused_rather_than_queued() {
+async fn a_second_prepare_or_install_at_once_is_refused_rather_than_queued() {
     let tmp = tempfile::tempdir().unwrap();
     let builds = build(&tmp.path().join("build"), &corpus(6, "d", 20), 1, "one");
     let store = CorpusStore::open(&builds[0], &tmp.path().join("data"), settings("a")).unwrap();
@@ -820,6 +820,32 @@ async fn a_second_install_at_once_is_refused_rather_than_queued() {
         refusal.message()
     );
     held_open.abort();
+
+    // A Prepare holds its slot until its terms have been read: a second
+    // one would rebuild the candidate they are read from.
+    let mut first = client(&addr).await;
+    let unread = first
+        .prepare(forwarded(PrepareRequest {
+            version: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let Err(refusal) = second
+        .prepare(forwarded(PrepareRequest {
+            version: 2,
+            ..Default::default()
+        }))
+        .await
+    else {
+        panic!("a second Prepare at once was let through");
+    };
+    assert_eq!(refusal.code(), Code::Aborted, "{refusal:?}");
+    assert!(
+        refusal.message().contains("already preparing"),
+        "{refusal:?}"
+    );
+    drop(unread);
 }
 
 #[tokio::test]
@@ -835,10 +861,9 @@ async fn a_leaf_without_a_data_dir_serves_its_build_read_only() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(err.message(), super::service::READ_ONLY);
-    let err = corpus
-        .prepare(forwarded(PrepareRequest::default()))
-        .await
-        .unwrap_err();
+    let Err(err) = corpus.prepare(forwarded(PrepareRequest::default())).await else {
+        panic!("a read-only leaf prepared a version");
+    };
     assert_eq!(err.code(), Code::FailedPrecondition);
     let leaf = corpus
         .versions(tonic::Request::new(VersionsRequest {}))
