@@ -3,7 +3,7 @@
 //! the reasons), the replicas that missed a batch, and why the load stopped
 //! early, if it did; and the summary `searchtree load` prints from it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -182,15 +182,22 @@ impl Tally {
             );
             let mut failed = self.failed.clone();
             failed.sort_by_key(|f| f.info.seq);
+            // A reason many batches share (a publish under way, a leaf
+            // down) is said in full once, at the first of them.
+            let mut first_with: HashMap<String, u64> = HashMap::new();
             for f in &failed {
+                let reason = f.reasons.join("; ");
+                let said = match first_with.get(&reason) {
+                    Some(seq) => format!("the same as batch {seq}"),
+                    None => {
+                        first_with.insert(reason.clone(), f.info.seq);
+                        reason
+                    }
+                };
                 let _ = writeln!(
                     out,
-                    "    batch {} (lines {}-{}, {} operations): {}",
-                    f.info.seq,
-                    f.info.first_line,
-                    f.info.last_line,
-                    f.info.ops,
-                    f.reasons.join("; ")
+                    "    batch {} (lines {}-{}, {} operations): {said}",
+                    f.info.seq, f.info.first_line, f.info.last_line, f.info.ops,
                 );
             }
         }
@@ -273,7 +280,10 @@ mod tests {
             },
         );
         tally.lost(&three, "the root closed the stream: transport error");
-        tally.stop("the root closed the stream".into(), Some(1201));
+        let four = info(4, 1201, 1300);
+        tally.sent(&four);
+        tally.lost(&four, "the root closed the stream: transport error");
+        tally.stop("the root closed the stream".into(), Some(1301));
         tally.stop("a later reason".into(), None);
         assert!(!tally.complete());
         assert_eq!(
@@ -290,16 +300,17 @@ mod tests {
 
         let text = tally.render("in.jsonl", Duration::from_secs(2));
         let expected = [
-            "in.jsonl: 1200 operations in 3 batches sent, 1 batches acknowledged, in 2.0s (600 operations/s)",
+            "in.jsonl: 1300 operations in 4 batches sent, 1 batches acknowledged, in 2.0s (650 operations/s)",
             "  400 added, 90 replaced, 9 deleted, 1 delete_missing (ids not in the published version)",
             "  1 operations refused:",
             "    line 17 (id \"x\"): not of this shard",
-            "  2 batches not acknowledged (not committed everywhere):",
+            "  3 batches not acknowledged (not committed everywhere):",
             "    batch 2 (lines 501-1000, 500 operations): shard 2: unavailable: 127.0.0.1:4002: connection refused",
             "    batch 3 (lines 1001-1200, 200 operations): the root closed the stream: transport error",
+            "    batch 4 (lines 1201-1300, 100 operations): the same as batch 3",
             "  replicas that missed batches (left out of the next version; they catch up by copying it): 127.0.0.1:4005",
             "  stopped: the root closed the stream",
-            "  nothing from line 1201 on was sent",
+            "  nothing from line 1301 on was sent",
         ];
         assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{text}");
     }
