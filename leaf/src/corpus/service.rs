@@ -25,7 +25,7 @@ use searchtree_proto::pb::{
     PublishResponse, ShardDiscard, ShardFailure, VersionsRequest, VersionsResponse,
 };
 use searchtree_proto::sharding::NUM_SHARDS_METADATA;
-use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, mpsc};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -85,26 +85,25 @@ impl LeafCorpus {
     /// The service of a leaf with a data directory: every call is served.
     pub fn new(store: CorpusStore, counters: Arc<LeafCounters>, name: String) -> Self {
         let held = store.held();
-        let corpus = LeafCorpus {
-            held,
-            store: Some(Arc::new(Mutex::new(store))),
-            counters,
-            name,
-            read_only_local: OnceLock::new(),
-            copies_sent: Arc::new(Semaphore::new(MAX_COPIES_SENT)),
-            installing: Arc::new(Semaphore::new(1)),
-            preparing: Arc::new(Semaphore::new(1)),
-        };
-        corpus.update_gauge();
-        corpus
+        Self::serving(held, Some(Arc::new(Mutex::new(store))), counters, name)
     }
 
     /// The service of a leaf without a data directory, serving `held` (its
     /// build) read-only.
     pub fn read_only(held: Arc<HeldVersions>, counters: Arc<LeafCounters>, name: String) -> Self {
+        Self::serving(held, None, counters, name)
+    }
+
+    /// The service over `held`, changed through `store` when there is one.
+    fn serving(
+        held: Arc<HeldVersions>,
+        store: Option<Shared>,
+        counters: Arc<LeafCounters>,
+        name: String,
+    ) -> Self {
         let corpus = LeafCorpus {
             held,
-            store: None,
+            store,
             counters,
             name,
             read_only_local: OnceLock::new(),
@@ -130,7 +129,7 @@ impl LeafCorpus {
         &self,
         slot: &Arc<Semaphore>,
         doing: &str,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    ) -> Result<OwnedSemaphorePermit, Status> {
         Arc::clone(slot).try_acquire_owned().map_err(|_| {
             Status::aborted(format!(
                 "{} is already {doing} a version: one publish reached it twice (is it listed \
@@ -361,12 +360,7 @@ impl Corpus for LeafCorpus {
                 let _ = tx.blocking_send(Err(e.into()));
             }
         });
-        // Held until the terms are sent or their reader went away.
-        let stream = ReceiverStream::new(rx).map(move |chunk| {
-            let _preparing = &preparing;
-            chunk
-        });
-        Ok(Response::new(stream.boxed()))
+        Ok(Response::new(holding(preparing, rx)))
     }
 
     async fn install(
@@ -461,13 +455,7 @@ impl Corpus for LeafCorpus {
                 let _ = tx.blocking_send(Err(e.into()));
             }
         });
-        // The slot is the response stream's: held until the copy has been
-        // sent or its reader went away.
-        let stream = ReceiverStream::new(rx).map(move |chunk| {
-            let _slot = &slot;
-            chunk
-        });
-        Ok(Response::new(stream.boxed()))
+        Ok(Response::new(holding(slot, rx)))
     }
 
     async fn discard(
@@ -560,6 +548,20 @@ fn not_root(shard: u32, call: &str) -> Status {
 }
 
 /// An acknowledgement saying the batch was not committed here, and why.
+/// A response stream of what `rx` receives that holds `slot` until it ends
+/// or its reader goes away (dropping it).
+fn holding<T: Send + 'static>(
+    slot: OwnedSemaphorePermit,
+    rx: mpsc::Receiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    ReceiverStream::new(rx)
+        .map(move |item| {
+            let _slot = &slot;
+            item
+        })
+        .boxed()
+}
+
 fn failed_ack(seq: u64, shard: u32, message: &str) -> LoadAck {
     LoadAck {
         seq,
