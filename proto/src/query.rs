@@ -448,12 +448,19 @@ fn measure(ast: &UserInputAst, limits: &QueryLimits) -> Result<QueryShape, Query
 /// a set, `*` and `field:*` always can.
 fn leaf_can_match(leaf: &UserInputLeaf) -> bool {
     match leaf {
-        UserInputLeaf::Literal(literal) if literal.field_name.as_deref() != Some("id") => literal
-            .phrase
-            .split(|c: char| !c.is_alphanumeric())
-            .any(|word| !word.is_empty() && word.len() < LEFT_OUT_WORD_BYTES),
+        UserInputLeaf::Literal(literal) if literal.field_name.as_deref() != Some("id") => {
+            tokens(&literal.phrase).any(|word| word.len() < LEFT_OUT_WORD_BYTES)
+        }
         _ => true,
     }
+}
+
+/// The tokens of `phrase` as the index's tokenizer splits it: runs of
+/// letters and digits (before it leaves out the long ones).
+fn tokens(phrase: &str) -> impl Iterator<Item = &str> {
+    phrase
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
 }
 
 fn measure_leaf(leaf: &UserInputLeaf, shape: &mut QueryShape) -> Result<(), QueryError> {
@@ -461,13 +468,8 @@ fn measure_leaf(leaf: &UserInputLeaf, shape: &mut QueryShape) -> Result<(), Quer
         UserInputLeaf::Literal(literal) => {
             known_field(literal.field_name.as_deref())?;
             let words = literal.phrase.split_whitespace().count();
-            // Tokens as the index's tokenizer splits them (on anything not
-            // alphanumeric): "a.b.c" is one word but three positions.
-            let tokens = literal
-                .phrase
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|t| !t.is_empty())
-                .count();
+            // "a.b.c" is one word but three positions.
+            let tokens = tokens(&literal.phrase).count();
             if literal.slop > 0
                 && (literal.slop > MAX_PHRASE_SLOP || tokens > MAX_SLOPPY_PHRASE_WORDS)
             {
