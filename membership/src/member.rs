@@ -71,7 +71,13 @@ impl Member {
     /// A record read back; `None` for a value that is not one (written by
     /// something else under the prefix), which is then ignored.
     pub fn from_json(value: &[u8]) -> Option<Member> {
-        serde_json::from_slice(value).ok()
+        Member::parse(value).ok()
+    }
+
+    /// A record read back, or why the value is not one: what `searchtree
+    /// members` shows of a record every node ignores.
+    pub fn parse(value: &[u8]) -> Result<Member, String> {
+        serde_json::from_slice(value).map_err(|e| e.to_string())
     }
 }
 
@@ -96,6 +102,10 @@ mod tests {
         let by_hand = br#"{"addr":"a:1","role":"leaf","shards":[0]}"#;
         assert_eq!(Member::from_json(by_hand).unwrap().instance, 0);
         assert_eq!(Member::from_json(b"not json"), None);
+        assert_eq!(
+            Member::parse(br#"{"addr":"a:1","role":"leaf"}"#).unwrap_err(),
+            "missing field `shards` at line 1 column 28"
+        );
         assert_eq!(
             member_key("demo", "10.0.0.7:7000"),
             "/searchtree/demo/members/10.0.0.7:7000"

@@ -168,9 +168,12 @@ impl RootCorpus {
         let started = Instant::now();
         let (current, leaves) = self.settled_versions().await?;
         let version = next_version(&leaves);
+        // A misplaced entry is an address reached as another shard's
+        // replica: the nodes above already leave it out as that, and as
+        // its own shard's replica it must not be skipped.
         let mut skip: BTreeSet<String> = leaves
             .iter()
-            .filter(|l| !l.reachable)
+            .filter(|l| !l.reachable && !l.misplaced)
             .map(|l| l.replica.clone())
             .collect();
         skip.extend(self.node.missed());

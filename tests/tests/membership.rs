@@ -341,3 +341,139 @@ fn replicas_of_a_parent_over_one_child_never_take_each_other_as_its_child() {
         );
     });
 }
+
+/// A record naming a leaf for a shard it does not serve (written by hand,
+/// or left by a mistake), beside the leaf's own record, and a record that
+/// is no member record at all: `members` names both; queries stay exact;
+/// a load and its publish go through with nothing refused and nobody
+/// missed (the parent leaves the misplaced replica out of shard 0's
+/// steps, and the leaf takes part as shard 2's); `verify --root` names
+/// it; once the record is gone, verify passes.
+#[test]
+fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
+    let f = fixture(TMP);
+    let etcd = EtcdCluster::start(&f.dir, 1);
+    let endpoints = etcd.endpoints();
+    let up = UpProcess::start(
+        &f.sharded.join("topology.toml"),
+        &f.dir,
+        &["--etcd", &endpoints, "--tree", TREE],
+        "warn",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let members = || {
+        let out = searchtree()
+            .args(["members", "--etcd", &endpoints, "--tree", TREE, "--json"])
+            .output()
+            .expect("members");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let listed = members();
+    let two = listed["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "leaf" && m["shards"] == serde_json::json!([2]))
+        .expect("shard 2's leaf")["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(listed["problems"], serde_json::json!([]), "{listed}");
+
+    // The stray records, under a lease so that revoking it deletes them.
+    let store = {
+        let _in = rt.enter();
+        etcd.client()
+    };
+    let lease = rt.block_on(async {
+        let (lease, _) = store.grant(Duration::from_secs(600)).await.unwrap();
+        let stray = format!(r#"{{"addr":"{two}","role":"leaf","shards":[0]}}"#);
+        let prefix = tree_prefix(TREE);
+        store
+            .put(&format!("{prefix}stray"), stray.into_bytes(), lease)
+            .await
+            .unwrap();
+        store
+            .put(&format!("{prefix}junk"), b"not a record".to_vec(), lease)
+            .await
+            .unwrap();
+        lease
+    });
+    let problems = members()["problems"].to_string();
+    assert!(
+        problems.contains(&format!(
+            "{two} is registered as a leaf of shard(s) 0, but the leaf there serves shard 2"
+        )) && problems.contains("junk is not a member record"),
+        "{problems}"
+    );
+    // Time for the parent of shard 0 to take it as a replica.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let oracle = Oracle::open(&f.whole.join("shards/shard-000"));
+    rt.block_on(async {
+        let mut c = client(up.root).await;
+        for query in bundled::queries().iter().step_by(23) {
+            let got = search(&mut c, query, 10).await.expect("search");
+            assert_same_hits(query, &got.hits, &oracle.top_k(query, 10).0);
+        }
+    });
+
+    // A load of 200 new documents, of every shard, then its publish.
+    let input = f
+        .dir
+        .join(format!("stray-load-{}.jsonl", std::process::id()));
+    let lines: Vec<String> = (0..200)
+        .map(|i| {
+            serde_json::json!({"id": format!("stray-{i}"), "title": "t", "body": "zqxstray"})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let root = up.root.to_string();
+    let load = searchtree()
+        .args(["load", "--root", &root, "--input"])
+        .arg(&input)
+        .output()
+        .expect("load");
+    let said =
+        String::from_utf8_lossy(&load.stdout).to_string() + &String::from_utf8_lossy(&load.stderr);
+    assert!(load.status.success(), "{said}");
+    // Nothing refused (the command would fail), nobody missed it.
+    assert!(said.contains("200 added"), "{said}");
+    assert!(!said.contains("missed"), "{said}");
+    rt.block_on(async {
+        let mut c = client(up.root).await;
+        let got = search(&mut c, "zqxstray", 10).await.expect("search");
+        assert_eq!(got.total_hits, 200, "{got:?}");
+    });
+
+    let verify = || {
+        searchtree()
+            .args(["verify", "--root", &root])
+            .output()
+            .expect("verify")
+    };
+    let out = verify();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("shard 0 replica {two} is not that shard's")),
+        "{said}"
+    );
+
+    rt.block_on(store.revoke(lease)).unwrap();
+    let started = Instant::now();
+    loop {
+        let out = verify();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use clap::Args;
-use searchtree_membership::{Discovery, Etcd};
+use searchtree_membership::member::tree_prefix;
+use searchtree_membership::{Discovery, Etcd, Member};
+use searchtree_proto::pb::VersionsRequest;
+use searchtree_proto::pb::corpus_client::CorpusClient;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::tree::supervisor::health_status;
@@ -37,6 +40,51 @@ async fn health(addr: &str) -> String {
     }
 }
 
+/// The shard the leaf at `addr` answers Versions for, if it answers as
+/// one leaf in time: compared with the shards its record names, it finds
+/// a record that sends another shard's documents and queries to it.
+async fn served_shard(addr: &str) -> Option<u32> {
+    let ask = async {
+        let channel = searchtree_node::ops::client::endpoint(addr)
+            .ok()?
+            .connect_timeout(HEALTH_TIMEOUT)
+            .connect()
+            .await
+            .ok()?;
+        let mut call = tonic::Request::new(VersionsRequest {});
+        call.set_timeout(HEALTH_TIMEOUT);
+        let answer = CorpusClient::new(searchtree_node::ops::client::channel(channel))
+            .versions(call)
+            .await
+            .ok()?
+            .into_inner();
+        match answer.leaves.as_slice() {
+            [leaf] if answer.role == "leaf" => Some(leaf.shard),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(HEALTH_TIMEOUT * 2, ask)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// What is wrong with a leaf's record that says `shards` when the leaf
+/// answers for `served`, if anything.
+fn misregistered(record: &Member, served: Option<u32>) -> Option<String> {
+    let served = served?;
+    (record.role == "leaf" && record.shards != [served]).then(|| {
+        format!(
+            "{} is registered as a leaf of shard(s) {}, but the leaf there serves shard \
+             {served}: its parents leave it out of that shard's loads, publishes and \
+             queries; delete the record that names it so (`etcdctl del`), or fix the \
+             address it names",
+            record.addr,
+            searchtree_parent::spec::format_shards(&record.shards)
+        )
+    })
+}
+
 /// Lists the members.
 pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
     searchtree_membership::args::check_tree_name(&args.tree).map_err(anyhow::Error::msg)?;
@@ -62,17 +110,43 @@ pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
         );
     }
     let members = discovery.subscribe().borrow().clone();
+    // Records every node ignores: only the nodes' logs would name them.
+    let unreadable: Vec<(String, String)> = match etcd.get_prefix(&tree_prefix(&args.tree)).await {
+        Ok((kvs, _)) => kvs
+            .into_iter()
+            .filter_map(|(key, value)| Member::parse(&value).err().map(|e| (key, e)))
+            .collect(),
+        Err(err) => vec![(tree_prefix(&args.tree), format!("not read: {err}"))],
+    };
     let healths = futures::future::join_all(members.values().map(|m| health(&m.addr))).await;
+    let served = futures::future::join_all(members.values().map(|m| async {
+        if m.role == "leaf" {
+            served_shard(&m.addr).await
+        } else {
+            None
+        }
+    }))
+    .await;
+    let problems: Vec<String> =
+        members
+            .values()
+            .zip(&served)
+            .filter_map(|(m, s)| misregistered(m, *s))
+            .chain(unreadable.iter().map(|(key, e)| {
+                format!("{key} is not a member record ({e}): every node ignores it")
+            }))
+            .collect();
     let statuses = etcd.statuses().await;
     let shards = |s: &[u32]| searchtree_parent::spec::format_shards(s);
     if args.json {
         let nodes: Vec<serde_json::Value> = members
             .values()
             .zip(&healths)
-            .map(|(m, h)| {
+            .zip(&served)
+            .map(|((m, h), s)| {
                 serde_json::json!({
                     "addr": m.addr, "role": m.role, "shards": m.shards,
-                    "pid": m.pid, "http": m.http, "health": h,
+                    "pid": m.pid, "http": m.http, "health": h, "serves": s,
                 })
             })
             .collect();
@@ -89,7 +163,7 @@ pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "tree": args.tree, "members": nodes, "etcd": etcd,
+                "tree": args.tree, "members": nodes, "etcd": etcd, "problems": problems,
             }))?
         );
         return Ok(());
@@ -119,6 +193,9 @@ pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
             m.http.as_deref().unwrap_or("-")
         );
     }
+    for problem in &problems {
+        println!("problem: {problem}");
+    }
     println!();
     for (endpoint, s) in &statuses {
         match s {
@@ -134,4 +211,36 @@ pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaf_record_naming_shards_its_leaf_does_not_serve_is_a_problem() {
+        let record = |role: &str, shards: &[u32]| Member {
+            addr: "127.0.0.1:7001".into(),
+            role: role.into(),
+            shards: shards.to_vec(),
+            http: None,
+            pid: 0,
+            instance: 0,
+        };
+        assert_eq!(misregistered(&record("leaf", &[2]), Some(2)), None);
+        assert_eq!(
+            misregistered(&record("leaf", &[0]), None),
+            None,
+            "not known"
+        );
+        assert_eq!(misregistered(&record("parent", &[0, 1]), Some(0)), None);
+        let problem = misregistered(&record("leaf", &[0]), Some(2)).unwrap();
+        assert!(
+            problem.starts_with(
+                "127.0.0.1:7001 is registered as a leaf of shard(s) 0, but the leaf there \
+                 serves shard 2"
+            ),
+            "{problem}"
+        );
+    }
 }

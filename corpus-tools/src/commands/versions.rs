@@ -38,6 +38,8 @@ pub fn render(response: &VersionsResponse) -> String {
             let installed: Vec<String> = l.installed.iter().map(u64::to_string).collect();
             let reachable = if l.reachable {
                 "yes".to_string()
+            } else if l.misplaced {
+                format!("misplaced: {}", l.error)
             } else {
                 format!("no: {}", l.error)
             };

@@ -22,7 +22,12 @@ pub fn check(response: &VersionsResponse) -> Report {
     let name = |l: &LeafVersions| format!("shard {} replica {}", l.shard, l.replica);
     let reachable: Vec<&LeafVersions> = leaves.iter().filter(|l| l.reachable).collect();
     for l in leaves.iter().filter(|l| !l.reachable) {
-        report.problem(format!("{} is unreachable: {}", name(l), l.error));
+        let what = if l.misplaced {
+            "is not that shard's"
+        } else {
+            "is unreachable"
+        };
+        report.problem(format!("{} {what}: {}", name(l), l.error));
     }
     if reachable.len() == leaves.len() {
         report.ok(format!("all {} leaves reachable", leaves.len()));
@@ -139,12 +144,17 @@ mod tests {
         let mut gone = leaf(1, "d", 0, "");
         gone.reachable = false;
         gone.error = "connection refused".into();
+        let mut wrong = leaf(1, "a", 0, "");
+        wrong.reachable = false;
+        wrong.misplaced = true;
+        wrong.error = "named as a replica of shard(s) 1, it answers for shard(s) 0".into();
         let report = check(&VersionsResponse {
             leaves: vec![
                 leaf(0, "a", 2, "x"),
                 leaf(0, "b", 2, "z"),
                 leaf(1, "c", 3, "y"),
                 gone,
+                wrong,
             ],
             pinned: 2,
             role: "root".into(),
@@ -153,6 +163,8 @@ mod tests {
             report.problems,
             [
                 "shard 1 replica d is unreachable: connection refused",
+                "shard 1 replica a is not that shard's: named as a replica of shard(s) 1, it \
+                 answers for shard(s) 0",
                 "leaves disagree on the current version (pinned 2): version 2: shard 0 replica a, \
                  shard 0 replica b; version 3: shard 1 replica c",
                 "shard 0: replicas differ: a at version 2 has 10 documents, digest x; \

@@ -204,6 +204,7 @@ impl LeafCorpus {
             num_docs: local.num_docs,
             digest: local.digest(),
             snapshot: shard.meta.input_checksum.clone(),
+            misplaced: false,
         })
     }
 }

@@ -366,6 +366,7 @@ impl CorpusStore {
             num_docs: local.num_docs,
             digest: local.digest(),
             snapshot,
+            misplaced: false,
         })
     }
 

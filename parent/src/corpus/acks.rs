@@ -78,6 +78,8 @@ pub struct BatchAcks {
     seq: u64,
     refused: Vec<RefusedOp>,
     parts: Vec<ChildPart>,
+    /// Shards the batch touches that no replica could be sent: failed.
+    unsent: Vec<ShardFailure>,
 }
 
 impl BatchAcks {
@@ -88,7 +90,19 @@ impl BatchAcks {
             seq,
             refused,
             parts: Vec::new(),
+            unsent: Vec::new(),
         }
+    }
+
+    /// The batch touches `shards` of a child with no replica to send them
+    /// to (`why`): they fail, with nothing to wait for.
+    pub fn none_known(&mut self, shards: Vec<u32>, why: String) {
+        self.unsent
+            .extend(shards.into_iter().map(|shard| ShardFailure {
+                shard,
+                reason: FailureReason::Unavailable as i32,
+                message: why.clone(),
+            }));
     }
 
     /// The batch touches `shards` of child `child`, whose replicas are
@@ -207,6 +221,10 @@ impl BatchAcks {
                     missed.extend(a.replicas_missed.iter().cloned());
                 }
             }
+        }
+        if !self.unsent.is_empty() {
+            ack.ok = false;
+            ack.failures.extend(self.unsent);
         }
         refused.sort_by(|a, b| (a.line, &a.id).cmp(&(b.line, &b.id)));
         refused.dedup_by(|a, b| a.line == b.line && a.id == b.id);

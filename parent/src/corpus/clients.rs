@@ -47,8 +47,39 @@ impl CorpusReplica {
 pub struct CorpusChild {
     /// The shards below the child, ascending.
     pub shards: Vec<u32>,
-    /// Every replica of the child.
+    /// Every replica of the child, but those set aside as misplaced.
     pub replicas: Vec<CorpusReplica>,
+    /// Replicas named for the child that answer for other shards (see
+    /// [`CorpusChildren::set_aside`]), by address: not called, only named.
+    pub misplaced: Vec<String>,
+}
+
+impl CorpusChild {
+    /// Why a step for this child's shards found no replica to send it to,
+    /// when none is left: the misplaced ones named, if any.
+    pub fn none_known(&self) -> String {
+        let shards = crate::spec::format_shards(&self.shards);
+        if self.misplaced.is_empty() {
+            format!("no replica of shard(s) {shards} is known below this node")
+        } else {
+            format!(
+                "no replica of shard(s) {shards} is known below this node: {} {} named for \
+                 them but {} for other shards (a wrong address, or an etcd record naming \
+                 shards the node does not serve; `searchtree members` lists the records)",
+                self.misplaced.join(", "),
+                if self.misplaced.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                },
+                if self.misplaced.len() == 1 {
+                    "answers"
+                } else {
+                    "answer"
+                },
+            )
+        }
+    }
 }
 
 /// Every child of a node, for corpus calls.
@@ -70,6 +101,7 @@ impl CorpusChildren {
                         .iter()
                         .map(|a| CorpusReplica::new(a))
                         .collect::<Result<_, _>>()?,
+                    misplaced: Vec::new(),
                 })
             })
             .collect::<Result<_, tonic::transport::Error>>()?;
@@ -95,6 +127,19 @@ impl CorpusChildren {
             }
         }
         child.replicas = next;
+    }
+
+    /// Moves the replicas for which `misplaced(child's shards, address)`
+    /// holds out of the replicas called, into the child's `misplaced`.
+    pub fn set_aside(&mut self, mut misplaced: impl FnMut(&[u32], &str) -> bool) {
+        for child in &mut self.children {
+            let (out, keep): (Vec<CorpusReplica>, Vec<CorpusReplica>) = child
+                .replicas
+                .drain(..)
+                .partition(|r| misplaced(&child.shards, &r.addr));
+            child.replicas = keep;
+            child.misplaced = out.into_iter().map(|r| r.addr).collect();
+        }
     }
 
     /// The children, in the order given.

@@ -165,11 +165,12 @@ impl Forwarder {
         let mut acks = BatchAcks::new(batch.seq, refused);
         let mut sends = Vec::new();
         for (child, (shards, ops)) in parts {
-            let replicas: Vec<String> = self.children.children()[child]
-                .replicas
-                .iter()
-                .map(|r| r.addr.clone())
-                .collect();
+            let known = &self.children.children()[child];
+            let replicas: Vec<String> = known.replicas.iter().map(|r| r.addr.clone()).collect();
+            if replicas.is_empty() {
+                acks.none_known(shards.into_iter().collect(), known.none_known());
+                continue;
+            }
             acks.expect(child, shards.into_iter().collect(), &replicas);
             for replica in 0..replicas.len() {
                 sends.push((child, replica, ops.clone()));

@@ -51,6 +51,10 @@ pub struct CorpusNode {
     /// none since it started): what its searches are pinned to from then
     /// on, and what its status reports before a search has shown it.
     last_activated: std::sync::atomic::AtomicU64,
+    /// Replicas `(child's shards, address)` that answered Versions for
+    /// other shards than the child's (see [`misplaced`]): left out of every
+    /// corpus call but Versions, which keeps asking them.
+    misplaced: Mutex<BTreeSet<(Vec<u32>, String)>>,
 }
 
 impl CorpusNode {
@@ -62,6 +66,7 @@ impl CorpusNode {
             prepared: Mutex::new(None),
             groups: Mutex::new(Vec::new()),
             last_activated: std::sync::atomic::AtomicU64::new(0),
+            misplaced: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -99,9 +104,51 @@ impl CorpusNode {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The children, for corpus calls (a snapshot).
+    /// The children, for corpus calls (a snapshot), without the replicas
+    /// found misplaced: a load or publish step sent to one would reach
+    /// another shard's leaf as this child's.
     pub fn children(&self) -> CorpusChildren {
+        let mut children = self.all_children();
+        let misplaced = self.misplaced.lock().expect("misplaced lock");
+        if !misplaced.is_empty() {
+            children
+                .set_aside(|shards, addr| misplaced.contains(&(shards.to_vec(), addr.to_string())));
+        }
+        children
+    }
+
+    /// Every child and replica as named (a snapshot), misplaced ones
+    /// included: what Versions asks.
+    fn all_children(&self) -> CorpusChildren {
         self.children.read().expect("children lock").clone()
+    }
+
+    /// Records which replicas of `children` answered Versions for other
+    /// shards (`found`) among those that answered at all (`answered`):
+    /// a replica that did not answer keeps what was known of it.
+    fn set_misplaced(
+        &self,
+        children: &CorpusChildren,
+        answered: &BTreeSet<(Vec<u32>, String)>,
+        found: BTreeSet<(Vec<u32>, String)>,
+    ) {
+        let mut misplaced = self.misplaced.lock().expect("misplaced lock");
+        misplaced.retain(|(shards, addr)| {
+            !answered.contains(&(shards.clone(), addr.clone()))
+                && children
+                    .children()
+                    .iter()
+                    .any(|c| &c.shards == shards && c.replicas.iter().any(|r| &r.addr == addr))
+        });
+        for entry in found {
+            if misplaced.insert(entry.clone()) {
+                tracing::warn!(
+                    replica = %entry.1,
+                    shards = ?entry.0,
+                    "a replica answers for other shards: left out of loads and publishes"
+                );
+            }
+        }
     }
 
     /// Sets the replicas of the child over `shards` (membership in etcd

@@ -316,6 +316,13 @@ impl CorpusNode {
                 .map(|r| r.addr.clone())
                 .collect();
             let mut reasons = errors;
+            reasons.extend(
+                children
+                    .children()
+                    .iter()
+                    .filter(|c| c.replicas.is_empty())
+                    .map(|c| c.none_known()),
+            );
             if !left_out.is_empty() {
                 reasons.push(format!(
                     "left out: {}, which missed part of a load or a discard since the last \
@@ -512,12 +519,14 @@ impl CorpusNode {
 
     /// Versions: what every leaf below holds, answered `within` the time
     /// given; a replica that does not answer is listed unreachable for each
-    /// shard below it. Children get a fifth less time than this node has,
+    /// shard below it, and one that answers for other shards than its
+    /// child's is listed misplaced (and set aside from the other corpus
+    /// calls until it answers as the child's again). Children get a fifth less time than this node has,
     /// so that one hung replica costs its own entry, not this node's whole
     /// answer (which its caller would otherwise give up on at the same
     /// moment).
     pub async fn versions(&self, within: Duration) -> VersionsResponse {
-        let children = self.children();
+        let children = self.all_children();
         let below = within.mul_f64(0.8);
         let calls = all_replicas(&children).map(|(c, r)| {
             let child = &children.children()[c];
@@ -525,47 +534,31 @@ impl CorpusNode {
             let mut call = tonic::Request::new(VersionsRequest {});
             call.set_timeout(below);
             async move {
-                match target.client().versions(call).await {
-                    Ok(r) => r.into_inner().leaves,
-                    Err(status) => child
-                        .shards
-                        .iter()
-                        .map(|shard| LeafVersions {
-                            shard: *shard,
-                            replica: target.addr.clone(),
-                            reachable: false,
-                            // tonic's own words for a deadline that ran out
-                            // ("Cancelled: Timeout expired") name neither.
-                            error: {
-                                let why = match status.code() {
-                                    tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-                                        format!("no answer within {} ms", below.as_millis())
-                                    }
-                                    code => format!("{code:?}: {}", status.message()),
-                                };
-                                if child.shards.len() > 1 {
-                                    // A leaf serves one shard: this is an
-                                    // inner node, not a replica.
-                                    format!(
-                                        "{why} (it serves shards {:?}: a node above their \
-                                         leaves, which could not be asked through it)",
-                                        child.shards
-                                    )
-                                } else {
-                                    why
-                                }
-                            },
-                            ..LeafVersions::default()
-                        })
-                        .collect(),
-                }
+                let answer = target.client().versions(call).await;
+                (child, target, answer)
             }
         });
-        let mut leaves: Vec<LeafVersions> = futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut leaves = Vec::new();
+        let mut answered = BTreeSet::new();
+        let mut misplaced = BTreeSet::new();
+        for (child, target, answer) in futures::future::join_all(calls).await {
+            let entries = match answer {
+                Ok(r) => {
+                    let served = r.into_inner().leaves;
+                    answered.insert((child.shards.clone(), target.addr.clone()));
+                    match foreign_shards(&child.shards, &served) {
+                        None => served,
+                        Some(foreign) => {
+                            misplaced.insert((child.shards.clone(), target.addr.clone()));
+                            misplaced_entries(&child.shards, &target.addr, &foreign)
+                        }
+                    }
+                }
+                Err(status) => unreachable_entries(&child.shards, &target.addr, &status, below),
+            };
+            leaves.extend(entries);
+        }
+        self.set_misplaced(&children, &answered, misplaced);
         leaves.sort_by(|a, b| (a.shard, &a.replica).cmp(&(b.shard, &b.replica)));
         VersionsResponse {
             leaves,
@@ -573,6 +566,79 @@ impl CorpusNode {
             role: String::new(),
         }
     }
+}
+
+/// The shards a replica of a child over `shards` answered Versions for
+/// that are not the child's, if any: the node at its address is another
+/// shard's, not this child's replica.
+fn foreign_shards(shards: &[u32], served: &[LeafVersions]) -> Option<Vec<u32>> {
+    let foreign: BTreeSet<u32> = served
+        .iter()
+        .map(|l| l.shard)
+        .filter(|s| !shards.contains(s))
+        .collect();
+    (!foreign.is_empty()).then(|| foreign.into_iter().collect())
+}
+
+/// The entries of a replica of a child over `shards` that answered for
+/// `foreign` shards: one per shard of the child, none of them reachable
+/// as that shard's replica.
+fn misplaced_entries(shards: &[u32], addr: &str, foreign: &[u32]) -> Vec<LeafVersions> {
+    let error = format!(
+        "named as a replica of shard(s) {}, it answers for shard(s) {}: a wrong address, or \
+         an etcd record naming shards the node does not serve (`searchtree members` lists \
+         the records); loads and publishes leave it out as a replica of shard(s) {0}",
+        crate::spec::format_shards(shards),
+        crate::spec::format_shards(foreign),
+    );
+    shards
+        .iter()
+        .map(|shard| LeafVersions {
+            shard: *shard,
+            replica: addr.to_string(),
+            reachable: false,
+            misplaced: true,
+            error: error.clone(),
+            ..LeafVersions::default()
+        })
+        .collect()
+}
+
+/// The entries of a replica of a child over `shards` that did not answer
+/// Versions (`status`) within `within`: one per shard of the child.
+fn unreachable_entries(
+    shards: &[u32],
+    addr: &str,
+    status: &Status,
+    within: Duration,
+) -> Vec<LeafVersions> {
+    // tonic's own words for a deadline that ran out ("Cancelled: Timeout
+    // expired") name neither.
+    let why = match status.code() {
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            format!("no answer within {} ms", within.as_millis())
+        }
+        code => format!("{code:?}: {}", status.message()),
+    };
+    let error = if shards.len() > 1 {
+        // A leaf serves one shard: this is an inner node, not a replica.
+        format!(
+            "{why} (it serves shards {shards:?}: a node above their leaves, which could not \
+             be asked through it)"
+        )
+    } else {
+        why
+    };
+    shards
+        .iter()
+        .map(|shard| LeafVersions {
+            shard: *shard,
+            replica: addr.to_string(),
+            reachable: false,
+            error: error.clone(),
+            ..LeafVersions::default()
+        })
+        .collect()
 }
 
 /// Every replica of every child, as (child, replica) indices.

@@ -523,3 +523,100 @@ async fn a_sole_replica_that_missed_a_discard_is_named_until_a_discard_reaches_i
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_replica_answering_for_another_shard_is_named_and_left_out_of_loads_and_publishes() {
+    // Shard 0's replicas as named (by an etcd record, say): a shard-0 leaf
+    // and shard 2's leaf, which also serves under its own name.
+    let (zero, two) = (FakeLeaf::start(0).await, FakeLeaf::start(2).await);
+    let node = node(&[spec(0, &[&zero.addr, &two.addr]), spec(2, &[&two.addr])]);
+    let versions = node.versions(super::publish_steps::VERSIONS_TIMEOUT).await;
+    let entry = |shard: u32, addr: &str| {
+        versions
+            .leaves
+            .iter()
+            .find(|l| l.shard == shard && l.replica == addr)
+            .cloned()
+            .unwrap()
+    };
+    let wrong = entry(0, &two.addr);
+    assert!(wrong.misplaced && !wrong.reachable, "{wrong:?}");
+    assert!(
+        wrong
+            .error
+            .starts_with("named as a replica of shard(s) 0, it answers for shard(s) 2"),
+        "{}",
+        wrong.error
+    );
+    assert!(entry(0, &zero.addr).reachable && entry(2, &two.addr).reachable);
+
+    // A load: shard 0's part goes to its leaf only, nobody missed it, and
+    // shard 2's leaf gets only its own documents.
+    let (ids0, ids2) = (ids_in(0, 4, 2), ids_in(2, 4, 1));
+    let batch = LoadBatch {
+        seq: 1,
+        ops: vec![
+            upsert(&ids0[0], 1),
+            upsert(&ids2[0], 2),
+            upsert(&ids0[1], 3),
+        ],
+    };
+    let acks = load(&node, 4, vec![batch]).await;
+    assert!(acks[0].ok, "{:?}", acks[0]);
+    assert_eq!(acks[0].added, 3);
+    assert!(acks[0].refused.is_empty() && acks[0].replicas_missed.is_empty());
+    assert_eq!(zero.seen(|s| s.batches.clone()), [(0, ids0.clone())]);
+    assert_eq!(two.seen(|s| s.batches.clone()), [(0, ids2.clone())]);
+
+    // A publish's steps reach each leaf once, as its own shard's replica.
+    node.prepare(&PrepareRequest {
+        version: 2,
+        ..PrepareRequest::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(two.seen(|s| s.prepares.len()), 1);
+    let chunk = InstallChunk {
+        version: 2,
+        ..InstallChunk::default()
+    };
+    node.install(futures::stream::iter([Ok(chunk)]))
+        .await
+        .unwrap();
+    assert_eq!(two.seen(|s| s.installed_chunks.len()), 1);
+    node.activate(ActivateRequest { version: 2 }).await.unwrap();
+    assert_eq!(two.seen(|s| s.activated.clone()), [2]);
+
+    // Named for shard 0 alone, it leaves shard 0 with no replica: a load
+    // and a publish fail, saying why.
+    let alone =
+        super::CorpusNode::new(CorpusChildren::from_specs(&[spec(0, &[&two.addr])]).unwrap());
+    alone.versions(super::publish_steps::VERSIONS_TIMEOUT).await;
+    let acks = load(
+        &alone,
+        4,
+        vec![LoadBatch {
+            seq: 5,
+            ops: vec![upsert(&ids0[0], 1)],
+        }],
+    )
+    .await;
+    assert!(!acks[0].ok);
+    assert!(
+        acks[0].failures[0].message.contains(&format!(
+            "{} is named for them but answers for other shards",
+            two.addr
+        )),
+        "{:?}",
+        acks[0].failures
+    );
+    let err = alone
+        .prepare(&PrepareRequest {
+            version: 3,
+            ..PrepareRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("answers for other shards"), "{err}");
+    assert_eq!(two.seen(|s| s.batches.len()), 1, "nothing more reached it");
+}

@@ -58,11 +58,13 @@ enum Standing {
     Behind,
 }
 
-/// A replica's answer to Versions, if it is one leaf's: an inner node
-/// answers for every leaf below it, which its own groups keep current.
-fn holds(leaves: &[LeafVersions]) -> Option<Holds> {
+/// A replica's answer to Versions, if it is one leaf's of the group's
+/// `shards`: an inner node answers for every leaf below it, which its own
+/// groups keep current, and a leaf of another shard (a wrong address or
+/// registration) is no sibling to copy from or to compare with.
+fn holds(leaves: &[LeafVersions], shards: &[u32]) -> Option<Holds> {
     match leaves {
-        [leaf] if leaf.reachable => Some(Holds {
+        [leaf] if leaf.reachable && shards == [leaf.shard] => Some(Holds {
             current: leaf.current,
             installed: leaf.installed.clone(),
         }),
@@ -118,7 +120,7 @@ impl ReplicaGroup {
                     tokio::time::timeout(VERSIONS_TIMEOUT, self.catch_up.versions(r.child.name()))
                         .await;
                 match answer {
-                    Ok(Ok(leaves)) => holds(&leaves).map(|h| (r, h)),
+                    Ok(Ok(leaves)) => holds(&leaves, &self.shards).map(|h| (r, h)),
                     Ok(Err(err)) => {
                         tracing::debug!(replica = r.child.name(), %err, "versions not known");
                         None
@@ -198,10 +200,15 @@ mod tests {
             installed: vec![1, 2],
             ..LeafVersions::default()
         };
-        assert_eq!(holds(std::slice::from_ref(&leaf)), Some(at(2, &[1, 2])));
-        // An inner node's answer (several leaves), or none, says nothing.
-        assert_eq!(holds(&[leaf.clone(), leaf]), None);
-        assert_eq!(holds(&[]), None);
+        assert_eq!(
+            holds(std::slice::from_ref(&leaf), &[0]),
+            Some(at(2, &[1, 2]))
+        );
+        // An inner node's answer (several leaves), or none, says nothing;
+        // nor does another shard's leaf reached as this group's replica.
+        assert_eq!(holds(&[leaf.clone(), leaf.clone()], &[0]), None);
+        assert_eq!(holds(&[], &[0]), None);
+        assert_eq!(holds(std::slice::from_ref(&leaf), &[2]), None);
     }
 
     #[tokio::test(start_paused = true)]
