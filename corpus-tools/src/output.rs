@@ -119,12 +119,16 @@ pub fn to_json(r: &SearchResponse) -> Value {
 /// done to them (`indexing`, `loading`), ticking while the work runs.
 pub fn byte_progress(doing: &str, total: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
+    // A pipe has no size to count towards: bytes read so far only.
+    let template = if total == 0 {
+        format!("{{spinner}} {doing} {{bytes}} read ({{elapsed}}) {{msg}}")
+    } else {
+        format!("{{spinner}} {doing} [{{bar:30}}] {{bytes}}/{{total_bytes}} ({{eta}}) {{msg}}")
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} {doing} [{{bar:30}}] {{bytes}}/{{total_bytes}} ({{eta}}) {{msg}}"
-        ))
-        .expect("valid template")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(&template)
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     bar

@@ -3,6 +3,7 @@
 //! tree did not acknowledge can be named by its lines.
 
 use std::io;
+use std::time::Duration;
 
 use searchtree_proto::pb::{DocOp, LoadBatch};
 
@@ -15,19 +16,48 @@ use crate::live::ops::parse_op;
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Invalid lines remembered as examples for the summary.
 pub const SKIPPED_EXAMPLES: usize = 10;
+/// How long a batch under way waits for the input's next line before it
+/// is sent as it is: from a slow producer (a pipe fed as documents come),
+/// operations reach the tree within about this long, rather than once
+/// `--batch-size` of them have been read, and the root, which ends a load
+/// whose client says nothing for a minute, keeps hearing from it.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// One item of input: an operation with its line set, an invalid line, or
+/// `Err` when the input could not be read.
+pub type OpItem = io::Result<Result<DocOp, LineError>>;
+
+/// What waiting a bounded time for the next item found.
+#[derive(Debug)]
+pub enum Pulled {
+    /// The next item.
+    Item(OpItem),
+    /// The input ended.
+    End,
+    /// Nothing came within the wait; the input goes on.
+    Quiet,
+}
 
 /// Where operations come from: a corpus file in `searchtree load`, a list
 /// in tests.
 pub trait OpSource {
-    /// The next operation with its line set, an invalid line, or `None` at
-    /// the end; `Err` when the input could not be read.
-    fn next_op(&mut self) -> Option<io::Result<Result<DocOp, LineError>>>;
+    /// The next item, or `None` at the end, waiting as long as it takes.
+    fn next_op(&mut self) -> Option<OpItem>;
+    /// The next item, waiting at most `wait` for it. A source whose items
+    /// are always at hand (a list) never answers [`Pulled::Quiet`].
+    fn next_op_within(&mut self, wait: Duration) -> Pulled {
+        let _ = wait;
+        match self.next_op() {
+            Some(item) => Pulled::Item(item),
+            None => Pulled::End,
+        }
+    }
     /// Raw input bytes read so far, for progress.
     fn bytes_read(&self) -> u64;
 }
 
 impl OpSource for CorpusReader {
-    fn next_op(&mut self) -> Option<io::Result<Result<DocOp, LineError>>> {
+    fn next_op(&mut self) -> Option<OpItem> {
         let item = self.next_with(parse_op)?;
         let line = crate::build::corpus::Source::location(self);
         Some(item.map(|parsed| parsed.map(|op| DocOp { line, ..op })))
@@ -85,7 +115,8 @@ pub enum Next {
 }
 
 /// Reads operations and hands them out in batches of at most `batch_size`
-/// operations (and [`MAX_BATCH_BYTES`] of text), numbered from 1.
+/// operations (and [`MAX_BATCH_BYTES`] of text), numbered from 1; a batch
+/// whose input goes quiet for [`LINGER`] is handed out as it is.
 pub struct Batcher<S> {
     source: S,
     batch_size: usize,
@@ -120,7 +151,16 @@ impl<S: OpSource> Batcher<S> {
         let mut ops: Vec<DocOp> = Vec::new();
         let mut bytes = 0;
         while ops.len() < self.batch_size && bytes < MAX_BATCH_BYTES {
-            let op = match self.source.next_op() {
+            let item = if ops.is_empty() {
+                self.source.next_op()
+            } else {
+                match self.source.next_op_within(LINGER) {
+                    Pulled::Item(item) => Some(item),
+                    Pulled::End => None,
+                    Pulled::Quiet => break,
+                }
+            };
+            let op = match item {
                 None => break,
                 Some(Ok(Ok(op))) => op,
                 Some(Ok(Err(bad))) if self.skip_invalid => {
@@ -191,11 +231,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// A line of [`Lines`] that stands for the input going quiet (a
+    /// producer with nothing to say for a while): it counts as a line.
+    pub(crate) const QUIET: &str = "<quiet>";
+
     impl OpSource for Lines {
-        fn next_op(&mut self) -> Option<io::Result<Result<DocOp, LineError>>> {
+        fn next_op_within(&mut self, _wait: Duration) -> Pulled {
+            if self.0.front().is_some_and(|(_, text)| text == QUIET) {
+                self.0.pop_front();
+                return Pulled::Quiet;
+            }
+            match self.next_op() {
+                Some(item) => Pulled::Item(item),
+                None => Pulled::End,
+            }
+        }
+
+        fn next_op(&mut self) -> Option<OpItem> {
             loop {
                 let (line, text) = self.0.pop_front()?;
-                if text.trim().is_empty() {
+                if text.trim().is_empty() || text == QUIET {
                     continue;
                 }
                 let parsed = parse_op(&text, &FieldNames::default())
@@ -292,5 +347,28 @@ pub(crate) mod tests {
         let mut batcher = Batcher::new(Lines::new(&refs), 500, false);
         assert_eq!(batch(batcher.next_batch()).info.ops, 2);
         assert_eq!(batch(batcher.next_batch()).info.ops, 1);
+    }
+
+    #[test]
+    fn a_batch_whose_input_goes_quiet_is_sent_as_it_is() {
+        let lines = [
+            doc(1),
+            doc(2),
+            QUIET.into(),
+            doc(3),
+            QUIET.into(),
+            QUIET.into(),
+            doc(4),
+        ];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 100, false);
+        let first = batch(batcher.next_batch());
+        assert_eq!((first.info.ops, first.info.last_line), (2, 2));
+        // A pause before a batch's first operation is waited out.
+        let second = batch(batcher.next_batch());
+        assert_eq!((second.info.first_line, second.info.ops), (4, 1));
+        let third = batch(batcher.next_batch());
+        assert_eq!((third.info.first_line, third.info.ops), (7, 1));
+        assert!(matches!(batcher.next_batch(), Next::End));
     }
 }

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use searchtree_node::ops::client::NodeChannel;
 use searchtree_node::serving::MAX_CORPUS_MESSAGE_BYTES;
 use searchtree_proto::pb::corpus_client::CorpusClient;
 use searchtree_proto::pb::{LoadAck, LoadBatch};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
 use crate::live::window::Link;
@@ -24,11 +24,13 @@ pub async fn connect(addr: &str) -> anyhow::Result<CorpusClient<NodeChannel>> {
 
 type Acks = Result<tonic::Response<Streaming<LoadAck>>, Status>;
 
-/// One `Corpus.Load` stream. The call starts when the first ack is awaited,
-/// by which time the first window of batches is queued to go with it.
+/// One `Corpus.Load` stream. The call starts at once, before any input is
+/// read: the root takes its one-load-or-publish slot and checks the leaves
+/// then, so that a refusal comes before the input is read, and a slow
+/// input's first batch goes out as soon as it is cut.
 pub(crate) struct LoadStream {
     requests: Option<mpsc::Sender<LoadBatch>>,
-    call: Option<BoxFuture<'static, Acks>>,
+    call: Option<JoinHandle<Acks>>,
     acks: Option<Streaming<LoadAck>>,
 }
 
@@ -42,9 +44,20 @@ impl LoadStream {
         let mut client = client.clone();
         LoadStream {
             requests: Some(tx),
-            call: Some(Box::pin(async move { client.load(batches).await })),
+            call: Some(tokio::spawn(async move { client.load(batches).await })),
             acks: None,
         }
+    }
+
+    /// Waits for the root to take the call (its answer's headers), once.
+    async fn answered(&mut self) -> Result<(), Status> {
+        if let Some(call) = self.call.take() {
+            let response = call
+                .await
+                .map_err(|e| Status::internal(format!("the load call's task failed: {e}")))??;
+            self.acks = Some(response.into_inner());
+        }
+        Ok(())
     }
 }
 
@@ -58,6 +71,9 @@ impl LoadStream {
     /// then, so a publish sent earlier would be refused as concurrent.
     pub(crate) async fn finish(&mut self) {
         self.close();
+        if self.answered().await.is_err() {
+            return;
+        }
         let Some(acks) = self.acks.as_mut() else {
             return;
         };
@@ -80,12 +96,13 @@ impl Link for LoadStream {
         requests.send(batch).await.map_err(|_| closed())
     }
 
+    async fn started(&mut self) -> Result<(), Status> {
+        self.answered().await
+    }
+
     async fn next_ack(&mut self) -> Option<Result<LoadAck, Status>> {
-        if let Some(call) = self.call.take() {
-            match call.await {
-                Ok(response) => self.acks = Some(response.into_inner()),
-                Err(status) => return Some(Err(status)),
-            }
+        if let Err(status) = self.answered().await {
+            return Some(Err(status));
         }
         self.acks.as_mut()?.message().await.transpose()
     }

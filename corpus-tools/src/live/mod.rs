@@ -1,6 +1,6 @@
 //! Changing the corpus of a running tree from the command line: reading
-//! `searchtree load`'s input into operations ([`ops`]), cutting them into
-//! batches ([`batches`]), streaming the batches to the root with a bounded
+//! `searchtree load`'s input into operations ([`ops`]) on a thread of its
+//! own ([`read_ahead`]), cutting them into batches ([`batches`]), streaming the batches to the root with a bounded
 //! number unacknowledged ([`window`]), and adding up what the acks say
 //! ([`tally`]). [`client`] connects to the root's `Corpus` service.
 //!
@@ -11,5 +11,6 @@
 pub mod batches;
 pub mod client;
 pub mod ops;
+pub mod read_ahead;
 pub mod tally;
 pub mod window;

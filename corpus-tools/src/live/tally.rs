@@ -150,12 +150,12 @@ impl Tally {
         let secs = elapsed.as_secs_f64().max(1e-3);
         let _ = writeln!(
             out,
-            "{input}: {} operations in {} batches sent, {} batches acknowledged, in {:.1?} ({:.0} operations/s)",
+            "{input}: {} operations in {} batches sent, {} batches acknowledged, in {:.1?} ({} operations/s)",
             self.ops_sent,
             self.batches_sent,
             self.batches_ok,
             elapsed,
-            self.ops_sent as f64 / secs
+            rate(self.ops_sent as f64 / secs)
         );
         let _ = writeln!(
             out,
@@ -222,6 +222,16 @@ impl Tally {
             }
         }
         out
+    }
+}
+
+/// A rate as the summary prints it: whole numbers, but for a trickle (a
+/// slow pipe) that would round to 0.
+fn rate(per_sec: f64) -> String {
+    if per_sec < 10.0 {
+        format!("{per_sec:.2}")
+    } else {
+        format!("{per_sec:.0}")
     }
 }
 
@@ -368,5 +378,11 @@ mod tests {
                 .render("x", Duration::ZERO)
                 .contains("not committed (no reason given)")
         );
+    }
+
+    #[test]
+    fn a_trickle_has_a_rate_too() {
+        assert_eq!(rate(0.333), "0.33");
+        assert_eq!(rate(650.2), "650");
     }
 }

@@ -17,6 +17,8 @@ use crate::node_call::describe_status;
 
 /// The two directions of one `Corpus.Load` stream.
 pub(crate) trait Link {
+    /// Waits until the other side took the stream, or refused it.
+    fn started(&mut self) -> impl std::future::Future<Output = Result<(), Status>>;
     /// Sends a batch; an error means the stream is gone.
     fn send(&mut self, batch: LoadBatch) -> impl std::future::Future<Output = Result<(), Status>>;
     /// The next ack; `None` when the other side ended the stream.
@@ -39,6 +41,14 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
     let mut outstanding: BTreeMap<u64, BatchInfo> = BTreeMap::new();
     let mut reading = true;
     let mut last_sent_line = 0;
+    // A refusal (another load under way, leaves that disagree) before a
+    // line is read.
+    if let Err(status) = link.started().await {
+        tally.not_root |= forwarded::is_not_root(&status);
+        tally.stop(stream_failed(&status), Some(1));
+        link.close();
+        return;
+    }
     loop {
         while reading && outstanding.len() < in_flight {
             match batcher.next_batch() {
@@ -82,7 +92,7 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
             }
             Some(Err(status)) => {
                 tally.not_root |= forwarded::is_not_root(&status);
-                format!("the load stream failed: {}", describe_status(&status))
+                stream_failed(&status)
             }
             None => "the root ended the load stream before acknowledging it".to_string(),
         };
@@ -97,6 +107,11 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
     tally.skipped = batcher.skipped;
     tally.skipped_examples = batcher.skipped_examples.clone();
     link.close();
+}
+
+/// What the summary says of a load stream that failed with `status`.
+fn stream_failed(status: &Status) -> String {
+    format!("the load stream failed: {}", describe_status(status))
 }
 
 #[cfg(test)]
@@ -118,6 +133,8 @@ mod tests {
         fail_after: Option<usize>,
         /// What it breaks with.
         failure: Status,
+        /// Refuses the stream before any batch.
+        refuse: Option<Status>,
         closed: bool,
     }
 
@@ -130,12 +147,17 @@ mod tests {
                 received: Vec::new(),
                 fail_after: None,
                 failure: Status::unavailable("leaf gone"),
+                refuse: None,
                 closed: false,
             }
         }
     }
 
     impl Link for FakeTree {
+        async fn started(&mut self) -> Result<(), Status> {
+            self.refuse.clone().map_or(Ok(()), Err)
+        }
+
         async fn send(&mut self, batch: LoadBatch) -> Result<(), Status> {
             self.received.push(batch.seq);
             self.pending
@@ -250,5 +272,24 @@ mod tests {
         run_window(&mut batcher, &mut tree, 2, &mut tally, |_, _| {}).await;
         assert!(!tally.not_root);
         assert!(tally.advice().contains("rerun the same command"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_refused_at_once_reads_and_sends_nothing() {
+        let lines = docs(4);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        let mut tree = FakeTree::new(Duration::from_millis(10));
+        tree.refuse = Some(Status::aborted("another load or publish is running"));
+        let mut tally = Tally::default();
+        run_window(&mut batcher, &mut tree, 2, &mut tally, |_, _| {}).await;
+        assert!(tree.received.is_empty() && tree.closed);
+        assert_eq!(batcher.source().0.len(), 4, "no line was read");
+        assert_eq!(
+            tally.stopped.as_deref(),
+            Some("the load stream failed: Aborted: another load or publish is running")
+        );
+        assert_eq!(tally.unsent_from, Some(1));
+        assert!(!tally.complete());
     }
 }
