@@ -407,8 +407,27 @@ fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
         )) && problems.contains("junk is not a member record"),
         "{problems}"
     );
-    // Time for the parent of shard 0 to take it as a replica.
-    std::thread::sleep(Duration::from_secs(2));
+    // Until the parent of shard 0 has taken it as a replica (and found it
+    // misplaced), so that the load below would reach it were it not left
+    // out.
+    let root = up.root.to_string();
+    let started = Instant::now();
+    loop {
+        let versions = searchtree()
+            .args(["versions", "--root", &root])
+            .output()
+            .expect("versions");
+        let table = String::from_utf8_lossy(&versions.stdout).to_string();
+        let misplaced = "misplaced: named as a replica of shard(s) 0";
+        if table
+            .lines()
+            .any(|l| l.contains(&two) && l.contains(misplaced))
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{table}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let oracle = Oracle::open(&f.whole.join("shards/shard-000"));
     rt.block_on(async {
@@ -430,7 +449,6 @@ fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
         })
         .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
-    let root = up.root.to_string();
     let load = searchtree()
         .args(["load", "--root", &root, "--input"])
         .arg(&input)

@@ -12,7 +12,7 @@ use crate::commands::build::FieldNameArgs;
 use crate::commands::publish::{publish, render_published};
 use crate::live::batches::{Batcher, OpSource};
 use crate::live::client::{LoadStream, connect};
-use crate::live::read_ahead::ReadAhead;
+use crate::live::read_ahead::LoadInput;
 use crate::live::tally::Tally;
 use crate::live::window::run_window;
 
@@ -53,7 +53,7 @@ pub struct LoadArgs {
 /// Runs the load and prints its summary on stdout (and the publish's).
 /// An error once anything was not loaded or published, or was refused.
 pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
-    let (reader, total_bytes) = ReadAhead::open(&args.input, args.fields.names())?;
+    let (reader, total_bytes) = LoadInput::open(&args.input, args.fields.names())?;
     let client = connect(&args.root).await?;
     let mut batcher = Batcher::new(reader, args.batch_size as usize, args.skip_invalid);
     let mut stream = LoadStream::open(&client, args.in_flight as usize);

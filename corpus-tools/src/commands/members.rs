@@ -111,13 +111,22 @@ pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
     }
     let members = discovery.subscribe().borrow().clone();
     // Records every node ignores: only the nodes' logs would name them.
-    let unreadable: Vec<(String, String)> = match etcd.get_prefix(&tree_prefix(&args.tree)).await {
-        Ok((kvs, _)) => kvs
-            .into_iter()
-            .filter_map(|(key, value)| Member::parse(&value).err().map(|e| (key, e)))
-            .collect(),
-        Err(err) => vec![(tree_prefix(&args.tree), format!("not read: {err}"))],
-    };
+    let (unreadable, unread): (Vec<(String, String)>, Option<String>) =
+        match etcd.get_prefix(&tree_prefix(&args.tree)).await {
+            Ok((kvs, _)) => (
+                kvs.into_iter()
+                    .filter_map(|(key, value)| Member::parse(&value).err().map(|e| (key, e)))
+                    .collect(),
+                None,
+            ),
+            Err(err) => (
+                Vec::new(),
+                Some(format!(
+                    "the records could not be read again to find any that is not a member \
+                     record: {err}"
+                )),
+            ),
+        };
     let healths = futures::future::join_all(members.values().map(|m| health(&m.addr))).await;
     let served = futures::future::join_all(members.values().map(|m| async {
         if m.role == "leaf" {
@@ -135,6 +144,7 @@ pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
             .chain(unreadable.iter().map(|(key, e)| {
                 format!("{key} is not a member record ({e}): every node ignores it")
             }))
+            .chain(unread)
             .collect();
     let statuses = etcd.statuses().await;
     let shards = |s: &[u32]| searchtree_parent::spec::format_shards(s);

@@ -3,7 +3,7 @@
 //! tree did not acknowledge can be named by its lines.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use searchtree_proto::pb::{DocOp, LoadBatch};
 
@@ -16,11 +16,11 @@ use crate::live::ops::parse_op;
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Invalid lines remembered as examples for the summary.
 pub const SKIPPED_EXAMPLES: usize = 10;
-/// How long a batch under way waits for the input's next line before it
-/// is sent as it is: from a slow producer (a pipe fed as documents come),
-/// operations reach the tree within about this long, rather than once
-/// `--batch-size` of them have been read, and the root, which ends a load
-/// whose client says nothing for a minute, keeps hearing from it.
+/// The oldest a batch under way gets before it is sent as it is: from a
+/// slow producer (a pipe fed as documents come), operations reach the tree
+/// within about this long of being read, rather than once `--batch-size`
+/// of them have been. Also how long the batcher waits for a batch's first
+/// line before it says the input is idle ([`Next::Idle`]).
 pub const LINGER: Duration = Duration::from_secs(1);
 
 /// One item of input: an operation with its line set, an invalid line, or
@@ -97,6 +97,8 @@ pub enum Next {
     Batch(Batch),
     /// The input is exhausted.
     End,
+    /// No line came within [`LINGER`]; the input goes on.
+    Idle,
     /// Stop reading: an invalid line (without `skip_invalid`) or an input
     /// that cannot be read. Operations read since the last batch are not
     /// sent; `unsent_from` is the first line of them.
@@ -116,7 +118,7 @@ pub enum Next {
 
 /// Reads operations and hands them out in batches of at most `batch_size`
 /// operations (and [`MAX_BATCH_BYTES`] of text), numbered from 1; a batch
-/// whose input goes quiet for [`LINGER`] is handed out as it is.
+/// [`LINGER`] old is handed out as it is.
 pub struct Batcher<S> {
     source: S,
     batch_size: usize,
@@ -150,15 +152,15 @@ impl<S: OpSource> Batcher<S> {
     pub fn next_batch(&mut self) -> Next {
         let mut ops: Vec<DocOp> = Vec::new();
         let mut bytes = 0;
+        // Set when the batch's first operation is read.
+        let mut due: Option<Instant> = None;
         while ops.len() < self.batch_size && bytes < MAX_BATCH_BYTES {
-            let item = if ops.is_empty() {
-                self.source.next_op()
-            } else {
-                match self.source.next_op_within(LINGER) {
-                    Pulled::Item(item) => Some(item),
-                    Pulled::End => None,
-                    Pulled::Quiet => break,
-                }
+            let wait = due.map_or(LINGER, |due| due.saturating_duration_since(Instant::now()));
+            let item = match self.source.next_op_within(wait) {
+                Pulled::Item(item) => Some(item),
+                Pulled::End => None,
+                Pulled::Quiet if ops.is_empty() => return Next::Idle,
+                Pulled::Quiet => break,
             };
             let op = match item {
                 None => break,
@@ -191,6 +193,7 @@ impl<S: OpSource> Batcher<S> {
             };
             bytes += op.id.len() + op.title.len() + op.body.len();
             ops.push(op);
+            due.get_or_insert_with(|| Instant::now() + LINGER);
         }
         let (Some(first), Some(last)) = (ops.first(), ops.last()) else {
             return Next::End;
@@ -364,9 +367,10 @@ pub(crate) mod tests {
         let mut batcher = Batcher::new(Lines::new(&refs), 100, false);
         let first = batch(batcher.next_batch());
         assert_eq!((first.info.ops, first.info.last_line), (2, 2));
-        // A pause before a batch's first operation is waited out.
         let second = batch(batcher.next_batch());
         assert_eq!((second.info.first_line, second.info.ops), (4, 1));
+        // A pause before a batch's first operation is said, not waited out.
+        assert!(matches!(batcher.next_batch(), Next::Idle));
         let third = batch(batcher.next_batch());
         assert_eq!((third.info.first_line, third.info.ops), (7, 1));
         assert!(matches!(batcher.next_batch(), Next::End));

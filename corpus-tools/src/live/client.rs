@@ -24,9 +24,9 @@ pub async fn connect(addr: &str) -> anyhow::Result<CorpusClient<NodeChannel>> {
 
 type Acks = Result<tonic::Response<Streaming<LoadAck>>, Status>;
 
-/// One `Corpus.Load` stream. The call starts at once, before any input is
-/// read: the root takes its one-load-or-publish slot and checks the leaves
-/// then, so that a refusal comes before the input is read, and a slow
+/// One `Corpus.Load` stream. The call starts at once, before the first
+/// batch is cut: the root takes its one-load-or-publish slot and checks the
+/// leaves then, so that a refusal comes before anything is sent, and a slow
 /// input's first batch goes out as soon as it is cut.
 pub(crate) struct LoadStream {
     requests: Option<mpsc::Sender<LoadBatch>>,

@@ -1,6 +1,7 @@
 //! Changing the corpus of a running tree from the command line: reading
-//! `searchtree load`'s input into operations ([`ops`]) on a thread of its
-//! own ([`read_ahead`]), cutting them into batches ([`batches`]), streaming the batches to the root with a bounded
+//! `searchtree load`'s input into operations ([`ops`]), a pipe's on a
+//! thread of its own ([`read_ahead`]), cutting them into batches
+//! ([`batches`]), streaming the batches to the root with a bounded
 //! number unacknowledged ([`window`]), and adding up what the acks say
 //! ([`tally`]). [`client`] connects to the root's `Corpus` service.
 //!

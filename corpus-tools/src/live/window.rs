@@ -6,6 +6,7 @@
 //! sent is still waited for.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use searchtree_proto::forwarded;
 use searchtree_proto::pb::{LoadAck, LoadBatch};
@@ -42,7 +43,7 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
     let mut reading = true;
     let mut last_sent_line = 0;
     // A refusal (another load under way, leaves that disagree) before a
-    // line is read.
+    // batch is cut.
     if let Err(status) = link.started().await {
         tally.not_root |= forwarded::is_not_root(&status);
         tally.stop(stream_failed(&status), Some(1));
@@ -65,6 +66,27 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
                     progress(batcher.source(), tally);
                 }
                 Next::End => reading = false,
+                // A quiet input: see to the batches in flight, or, with
+                // none, whether the root ended the stream meanwhile (it
+                // ends a load that sends nothing for a minute).
+                Next::Idle if !outstanding.is_empty() => break,
+                Next::Idle => {
+                    if let Ok(ended) = tokio::time::timeout(Duration::ZERO, link.next_ack()).await {
+                        let why = match ended {
+                            Some(Ok(ack)) => {
+                                tracing::warn!(seq = ack.seq, "an ack for no batch in flight");
+                                continue;
+                            }
+                            Some(Err(status)) => {
+                                tally.not_root |= forwarded::is_not_root(&status);
+                                stream_failed(&status)
+                            }
+                            None => "the root ended the load stream".to_string(),
+                        };
+                        tally.stop(why, Some(last_sent_line + 1));
+                        reading = false;
+                    }
+                }
                 Next::Stop {
                     reason,
                     unsent_from,
@@ -117,10 +139,9 @@ fn stream_failed(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::time::Duration;
 
     use super::*;
-    use crate::live::batches::tests::Lines;
+    use crate::live::batches::tests::{Lines, QUIET};
 
     /// A tree that acknowledges each batch `delay` after it arrives (all
     /// batches ok, one document added each), or breaks after `fail_after`
@@ -135,6 +156,9 @@ mod tests {
         failure: Status,
         /// Refuses the stream before any batch.
         refuse: Option<Status>,
+        /// With nothing pending, keeps the stream open (waits) rather than
+        /// ending it.
+        idle_open: bool,
         closed: bool,
     }
 
@@ -148,6 +172,7 @@ mod tests {
                 fail_after: None,
                 failure: Status::unavailable("leaf gone"),
                 refuse: None,
+                idle_open: false,
                 closed: false,
             }
         }
@@ -169,6 +194,9 @@ mod tests {
         async fn next_ack(&mut self) -> Option<Result<LoadAck, Status>> {
             if self.fail_after.is_some_and(|n| self.received.len() > n) {
                 return Some(Err(self.failure.clone()));
+            }
+            if self.pending.is_empty() && self.idle_open {
+                std::future::pending::<()>().await;
             }
             let (at, seq) = self.pending.pop_front()?;
             tokio::time::sleep_until(at).await;
@@ -291,5 +319,36 @@ mod tests {
         );
         assert_eq!(tally.unsent_from, Some(1));
         assert!(!tally.complete());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_input_goes_on_while_the_stream_is_open_and_stops_once_it_ended() {
+        let mut lines = docs(3);
+        lines.insert(2, QUIET.into());
+        lines.insert(2, QUIET.into());
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        let mut tree = FakeTree::new(Duration::from_millis(10));
+        tree.idle_open = true;
+        let mut tally = Tally::default();
+        run_window(&mut batcher, &mut tree, 1, &mut tally, |_, _| {}).await;
+        assert!(tally.complete(), "{tally:?}");
+        assert_eq!(tree.received, [1, 2], "the quiet input was waited out");
+        assert_eq!(tally.ops_sent, 3);
+
+        // The root ended the stream while the input was quiet (it ends a
+        // load that sends nothing for a minute): said, and nothing more
+        // is read.
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        let mut tree = FakeTree::new(Duration::from_millis(10));
+        let mut tally = Tally::default();
+        run_window(&mut batcher, &mut tree, 1, &mut tally, |_, _| {}).await;
+        assert_eq!(tree.received, [1]);
+        assert_eq!(
+            tally.stopped.as_deref(),
+            Some("the root ended the load stream")
+        );
+        assert_eq!(tally.unsent_from, Some(3));
+        assert_eq!(batcher.source().0.len(), 2, "the rest was not read");
     }
 }

@@ -527,6 +527,7 @@ impl CorpusNode {
     /// moment).
     pub async fn versions(&self, within: Duration) -> VersionsResponse {
         let children = self.all_children();
+        let marked = self.misplaced.lock().expect("misplaced lock").clone();
         let below = within.mul_f64(0.8);
         let calls = all_replicas(&children).map(|(c, r)| {
             let child = &children.children()[c];
@@ -553,6 +554,20 @@ impl CorpusNode {
                             misplaced_entries(&child.shards, &target.addr, &foreign)
                         }
                     }
+                }
+                // Still misplaced as far as is known: listed so, for the
+                // root must not skip its address (its own shard's replica).
+                Err(status) if marked.contains(&(child.shards.clone(), target.addr.clone())) => {
+                    let mut entries = misplaced_entries(&child.shards, &target.addr, &[]);
+                    for e in &mut entries {
+                        e.error = format!(
+                            "{} (last time it answered it was another shard's replica; this \
+                             time it did not answer: {})",
+                            e.error,
+                            status.message()
+                        );
+                    }
+                    entries
                 }
                 Err(status) => unreachable_entries(&child.shards, &target.addr, &status, below),
             };
@@ -584,12 +599,16 @@ fn foreign_shards(shards: &[u32], served: &[LeafVersions]) -> Option<Vec<u32>> {
 /// `foreign` shards: one per shard of the child, none of them reachable
 /// as that shard's replica.
 fn misplaced_entries(shards: &[u32], addr: &str, foreign: &[u32]) -> Vec<LeafVersions> {
+    let serves = if foreign.is_empty() {
+        "other shards".to_string()
+    } else {
+        format!("shard(s) {}", crate::spec::format_shards(foreign))
+    };
     let error = format!(
-        "named as a replica of shard(s) {}, it answers for shard(s) {}: a wrong address, or \
+        "named as a replica of shard(s) {}, it answers for {serves}: a wrong address, or \
          an etcd record naming shards the node does not serve (`searchtree members` lists \
          the records); loads and publishes leave it out as a replica of shard(s) {0}",
         crate::spec::format_shards(shards),
-        crate::spec::format_shards(foreign),
     );
     shards
         .iter()

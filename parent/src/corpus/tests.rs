@@ -619,4 +619,20 @@ async fn a_replica_answering_for_another_shard_is_named_and_left_out_of_loads_an
         .unwrap_err();
     assert!(err.message().contains("answers for other shards"), "{err}");
     assert_eq!(two.seen(|s| s.batches.len()), 1, "nothing more reached it");
+
+    // Marked misplaced, it stays listed so when it does not answer: the
+    // root must not skip its address, its own shard's replica's too.
+    two.script(|s| s.hung_versions = true);
+    let versions = node.versions(std::time::Duration::from_millis(300)).await;
+    let silent = versions
+        .leaves
+        .iter()
+        .find(|l| l.shard == 0 && l.replica == two.addr)
+        .unwrap();
+    assert!(silent.misplaced && !silent.reachable, "{silent:?}");
+    assert!(
+        silent.error.contains("this time it did not answer"),
+        "{}",
+        silent.error
+    );
 }
