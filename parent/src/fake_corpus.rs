@@ -201,6 +201,7 @@ impl Corpus for FakeLeaf {
                 staged_ops: s.staged_ops,
             }],
             terms: Vec::new(),
+            left_out: Vec::new(),
         })];
         for (field, terms) in &s.terms {
             chunks.push(Ok(PrepareChunk {
@@ -210,6 +211,7 @@ impl Corpus for FakeLeaf {
                     terms: terms.iter().map(|t| t.0.clone()).collect(),
                     doc_freqs: terms.iter().map(|t| t.1).collect(),
                 }],
+                left_out: Vec::new(),
             }));
         }
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))

@@ -348,7 +348,8 @@ fn replicas_of_a_parent_over_one_child_never_take_each_other_as_its_child() {
 /// a load and its publish go through with nothing refused and nobody
 /// missed (the parent leaves the misplaced replica out of shard 0's
 /// steps, and the leaf takes part as shard 2's); `verify --root` names
-/// it; once the record is gone, verify passes.
+/// it; once the record is gone, verify passes. Then a replica that joins
+/// while a load is staged is left out of its publish and catches up.
 #[test]
 fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
     let f = fixture(TMP);
@@ -494,4 +495,78 @@ fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // A replica that joins while a load is staged (started by hand after
+    // a --no-publish load) has none of it: the publish leaves it out,
+    // rather than failing on replicas that disagree, and it catches up.
+    let late: Vec<String> = (0..100)
+        .map(|i| serde_json::json!({"id": format!("late-{i}"), "body": "zqxlate"}).to_string())
+        .collect();
+    std::fs::write(&input, late.join("\n")).unwrap();
+    let staged = searchtree()
+        .args(["load", "--no-publish", "--root", &root, "--input"])
+        .arg(&input)
+        .output()
+        .expect("load");
+    assert!(staged.status.success(), "{staged:?}");
+    let data = f.dir.join(format!("joined-{}", std::process::id()));
+    let index = shard_dir(&f.sharded, 0);
+    let joined = HandNode::start(
+        &node_binaries().leaf,
+        &endpoints,
+        TREE,
+        &[
+            "--shard",
+            "0",
+            "--index",
+            index.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let joined_addr = joined.addr.to_string();
+    let versions = || {
+        let out = searchtree()
+            .args(["versions", "--root", &root])
+            .output()
+            .expect("versions");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let started = Instant::now();
+    while !versions().contains(&joined_addr) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            versions()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let publish = searchtree()
+        .args(["publish", "--root", &root])
+        .output()
+        .expect("publish");
+    let said = String::from_utf8_lossy(&publish.stdout).to_string()
+        + &String::from_utf8_lossy(&publish.stderr);
+    assert!(publish.status.success(), "{said}");
+    assert!(said.contains(&joined_addr), "named behind: {said}");
+    rt.block_on(async {
+        let mut c = client(up.root).await;
+        let got = search(&mut c, "zqxlate", 10).await.expect("search");
+        assert_eq!(got.total_hits, 100, "{got:?}");
+    });
+    // It catches up: every leaf at one version, replicas identical.
+    let started = Instant::now();
+    loop {
+        let out = verify();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(joined);
 }

@@ -352,6 +352,7 @@ impl Corpus for LeafCorpus {
         let first = PrepareChunk {
             shards: vec![summary],
             terms: Vec::new(),
+            left_out: Vec::new(),
         };
         tx.send(Ok(first))
             .await

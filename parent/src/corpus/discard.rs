@@ -51,6 +51,11 @@ impl CorpusNode {
         let mut missed = self.missed.lock().expect("missed lock");
         missed.retain(|replica| !discarded.contains(replica));
         missed.extend(response.replicas_failed.iter().cloned());
+        if response.replicas_failed.is_empty() {
+            // Nothing is staged below any more: a replica joining now
+            // lacks nothing.
+            self.set_loaded(false);
+        }
         response
     }
 }

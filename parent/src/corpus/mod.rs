@@ -51,6 +51,11 @@ pub struct CorpusNode {
     /// none since it started): what its searches are pinned to from then
     /// on, and what its status reports before a search has shown it.
     last_activated: std::sync::atomic::AtomicU64,
+    /// Whether a load went through this node since the last publish's
+    /// Activate (or a Discard that reached every replica): a replica that
+    /// joins a child meanwhile lacks what its siblings staged, so it counts
+    /// as having missed the load.
+    loaded: std::sync::atomic::AtomicBool,
     /// Replicas `(child's shards, address)` that answered Versions for
     /// other shards than the child's (see [`misplaced`]): left out of every
     /// corpus call but Versions, which keeps asking them.
@@ -66,6 +71,7 @@ impl CorpusNode {
             prepared: Mutex::new(None),
             groups: Mutex::new(Vec::new()),
             last_activated: std::sync::atomic::AtomicU64::new(0),
+            loaded: std::sync::atomic::AtomicBool::new(false),
             misplaced: Mutex::new(BTreeSet::new()),
         }
     }
@@ -152,10 +158,46 @@ impl CorpusNode {
     }
 
     /// Sets the replicas of the child over `shards` (membership in etcd
-    /// changed): corpus calls from now on go to `addrs`.
+    /// changed): corpus calls from now on go to `addrs`. One that joins
+    /// while a load's operations are staged below (or back after it left)
+    /// lacks some of them: it is recorded as having missed the load, left
+    /// out of the next version and caught up from a sibling afterwards,
+    /// rather than failing the publish by disagreeing with its siblings.
     pub fn set_replicas(&self, shards: &[u32], addrs: &[String]) {
         let mut children = self.children.write().expect("children lock");
+        // An address that is another child's replica too is misplaced in
+        // one of them (a leaf serves one shard), and `missed` goes by
+        // address: marking it would leave it out as its own shard's.
+        let elsewhere = |addr: &String| {
+            children
+                .children()
+                .iter()
+                .any(|c| c.shards != shards && c.replicas.iter().any(|r| &r.addr == addr))
+        };
+        let joined: Vec<String> = match children.children().iter().find(|c| c.shards == shards) {
+            Some(child) => addrs
+                .iter()
+                .filter(|a| !child.replicas.iter().any(|r| &r.addr == *a) && !elsewhere(a))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
         children.set_replicas(shards, addrs);
+        drop(children);
+        if !joined.is_empty() && self.loaded.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(
+                replicas = ?joined,
+                "joined while a load is staged below: left out of the next version, to catch up"
+            );
+            self.add_missed(joined);
+        }
+    }
+
+    /// A load started through this node, or ended with a publish or a
+    /// discard (see `loaded`).
+    fn set_loaded(&self, loaded: bool) {
+        self.loaded
+            .store(loaded, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Replicas that missed part of a load since the last Activate.
@@ -184,6 +226,7 @@ impl CorpusNode {
             + Send
             + 'static,
     {
+        self.set_loaded(true);
         let (tx, rx) = mpsc::channel(load::MAX_BATCHES_IN_FLIGHT);
         let work = forward_load(
             self.children(),

@@ -42,7 +42,9 @@ pub struct Prepared {
     pub terms: TermSums,
     /// The replicas `(child, replica)` that prepared the candidate.
     pub replicas: BTreeSet<(usize, usize)>,
-    /// Replicas that failed to prepare while a sibling did (they catch up).
+    /// Replicas that failed to prepare while a sibling did, were skipped
+    /// for having missed part of the load, or were left out below: they
+    /// catch up.
     pub left_out: Vec<String>,
 }
 
@@ -74,6 +76,7 @@ impl Prepared {
         let mut chunks = vec![PrepareChunk {
             shards: self.summaries,
             terms: Vec::new(),
+            left_out: self.left_out,
         }];
         chunks.extend(
             term_chunks(&self.terms)
@@ -81,6 +84,7 @@ impl Prepared {
                 .map(|terms| PrepareChunk {
                     shards: Vec::new(),
                     terms,
+                    left_out: Vec::new(),
                 }),
         );
         chunks
@@ -174,7 +178,8 @@ struct ReplicaPrepare {
     addr: String,
     /// Whether it was the child's replica whose terms were summed.
     claimed: bool,
-    outcome: Result<Vec<ShardSummary>, Status>,
+    /// Its summaries, and the replicas below it it left out.
+    outcome: Result<(Vec<ShardSummary>, Vec<String>), Status>,
 }
 
 impl CorpusNode {
@@ -222,8 +227,10 @@ impl CorpusNode {
                         let mut stream =
                             target.client().prepare(forwarded(down)).await?.into_inner();
                         let mut summaries = Vec::new();
+                        let mut left_out = Vec::new();
                         while let Some(chunk) = stream.message().await? {
                             summaries.extend(chunk.shards);
+                            left_out.extend(chunk.left_out);
                             if chunk.terms.is_empty() {
                                 continue;
                             }
@@ -247,7 +254,7 @@ impl CorpusNode {
                                 })??;
                             }
                         }
-                        Ok::<_, Status>(summaries)
+                        Ok::<_, Status>((summaries, left_out))
                     }
                     .await;
                     ReplicaPrepare {
@@ -264,8 +271,9 @@ impl CorpusNode {
         let mut errors: Vec<String> = Vec::new();
         for answer in answers {
             match answer.outcome {
-                Ok(summaries) => {
+                Ok((summaries, below)) => {
                     prepared.summaries.extend(summaries);
+                    prepared.left_out.extend(below);
                     prepared.replicas.insert((answer.child, answer.replica));
                 }
                 Err(status) if answer.claimed => {
@@ -344,6 +352,18 @@ impl CorpusNode {
             .sort_by(|a, b| (a.shard, &a.replica).cmp(&(b.shard, &b.replica)));
         prepared.terms = std::mem::take(&mut *sums.lock().expect("sums lock"));
         self.add_missed(prepared.left_out.iter().cloned());
+        // Replicas skipped here are behind too; the node above is told, so
+        // that the publish names them.
+        prepared.left_out.extend(
+            children
+                .children()
+                .iter()
+                .flat_map(|c| c.replicas.iter())
+                .filter(|r| skip.contains(&r.addr))
+                .map(|r| r.addr.clone()),
+        );
+        prepared.left_out.sort();
+        prepared.left_out.dedup();
         *self.prepared.lock().expect("prepared lock") =
             Some((request.version, prepared.replicas.clone(), children.clone()));
         Ok(prepared)
@@ -510,6 +530,7 @@ impl CorpusNode {
             .is_some_and(|(v, _, _)| *v == request.version)
         {
             self.missed.lock().expect("missed lock").clear();
+            self.set_loaded(false);
             *prepared = None;
         }
         drop(prepared);

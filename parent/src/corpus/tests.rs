@@ -169,7 +169,8 @@ async fn a_replica_down_is_missed_and_left_out_of_the_prepare() {
         .await
         .unwrap();
     assert_eq!(prepared.summaries.len(), 1);
-    assert!(prepared.left_out.is_empty(), "skipped, not failed");
+    // Skipped, not asked; named as left out, for the publish to say so.
+    assert_eq!(prepared.left_out, std::slice::from_ref(&down));
     let asked = up.seen(|s| s.prepares.clone());
     assert_eq!(
         asked[0].skip_replicas,
@@ -635,4 +636,62 @@ async fn a_replica_answering_for_another_shard_is_named_and_left_out_of_loads_an
         "{}",
         silent.error
     );
+}
+
+#[tokio::test]
+async fn a_replica_joining_while_a_load_is_staged_missed_it_and_is_left_out_of_the_publish() {
+    let (a, late, later) = (
+        FakeLeaf::start(0).await,
+        FakeLeaf::start(0).await,
+        FakeLeaf::start(0).await,
+    );
+    let node = node(&[spec(0, &[&a.addr])]);
+    let ids = ids_in(0, 1, 2);
+    let batch = LoadBatch {
+        seq: 1,
+        ops: vec![upsert(&ids[0], 1), upsert(&ids[1], 2)],
+    };
+    assert!(load(&node, 1, vec![batch]).await[0].ok);
+    // A replica registers (or comes back) now: it has none of the batch.
+    node.set_replicas(&[0], &[a.addr.clone(), late.addr.clone()]);
+    assert!(node.missed().contains(&late.addr));
+    let prepared = node
+        .prepare(&PrepareRequest {
+            version: 2,
+            ..PrepareRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(late.seen(|s| s.prepares.len()), 0, "left out, to catch up");
+    assert_eq!(prepared.left_out, std::slice::from_ref(&late.addr));
+    let chunk = InstallChunk {
+        version: 2,
+        ..InstallChunk::default()
+    };
+    node.install(futures::stream::iter([Ok(chunk)]))
+        .await
+        .unwrap();
+    node.activate(ActivateRequest { version: 2 }).await.unwrap();
+    // Published: one joining now lacks nothing.
+    node.set_replicas(
+        &[0],
+        &[a.addr.clone(), late.addr.clone(), later.addr.clone()],
+    );
+    assert!(node.missed().is_empty(), "{:?}", node.missed());
+}
+
+#[tokio::test]
+async fn another_childs_replica_named_for_a_child_too_is_not_marked_as_missing_a_load() {
+    let (zero, two) = (FakeLeaf::start(0).await, FakeLeaf::start(2).await);
+    let node = node(&[spec(0, &[&zero.addr]), spec(2, &[&two.addr])]);
+    let ids = ids_in(2, 4, 1);
+    let batch = LoadBatch {
+        seq: 1,
+        ops: vec![upsert(&ids[0], 1)],
+    };
+    assert!(load(&node, 4, vec![batch]).await[0].ok);
+    // A stray record names shard 2's leaf for shard 0 as well: were its
+    // address marked, the publish would skip it as shard 2's replica.
+    node.set_replicas(&[0], &[zero.addr.clone(), two.addr.clone()]);
+    assert!(node.missed().is_empty(), "{:?}", node.missed());
 }
