@@ -467,13 +467,10 @@ fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
         assert_eq!(got.total_hits, 200, "{got:?}");
     });
 
-    let verify = || {
-        searchtree()
-            .args(["verify", "--root", &root])
-            .output()
-            .expect("verify")
-    };
-    let out = verify();
+    let out = searchtree()
+        .args(["verify", "--root", &root])
+        .output()
+        .expect("verify");
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!out.status.success(), "{said}");
     assert!(
@@ -482,19 +479,7 @@ fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
     );
 
     rt.block_on(store.revoke(lease)).unwrap();
-    let started = Instant::now();
-    loop {
-        let out = verify();
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    until_verified(&root, Duration::from_secs(20));
 
     // A replica that joins while a load is staged (started by hand after
     // a --no-publish load) has none of it: the publish leaves it out,
@@ -555,18 +540,27 @@ fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
         assert_eq!(got.total_hits, 100, "{got:?}");
     });
     // It catches up: every leaf at one version, replicas identical.
+    until_verified(&root, Duration::from_secs(60));
+    drop(joined);
+}
+
+/// Runs `searchtree verify --root ROOT` until it passes; fails with its
+/// last report after `within`.
+fn until_verified(root: &str, within: Duration) {
     let started = Instant::now();
     loop {
-        let out = verify();
+        let out = searchtree()
+            .args(["verify", "--root", root])
+            .output()
+            .expect("verify");
         if out.status.success() {
-            break;
+            return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < within,
             "{}",
             String::from_utf8_lossy(&out.stdout)
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    drop(joined);
 }

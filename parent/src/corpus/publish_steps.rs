@@ -631,14 +631,20 @@ fn misplaced_entries(shards: &[u32], addr: &str, foreign: &[u32]) -> Vec<LeafVer
          the records); loads and publishes leave it out as a replica of shard(s) {0}",
         crate::spec::format_shards(shards),
     );
+    not_answering(shards, addr, &error, true)
+}
+
+/// One entry per shard of a child over `shards` for its replica `addr`,
+/// which did not answer as that child's (`error` says why).
+fn not_answering(shards: &[u32], addr: &str, error: &str, misplaced: bool) -> Vec<LeafVersions> {
     shards
         .iter()
         .map(|shard| LeafVersions {
             shard: *shard,
             replica: addr.to_string(),
             reachable: false,
-            misplaced: true,
-            error: error.clone(),
+            misplaced,
+            error: error.to_string(),
             ..LeafVersions::default()
         })
         .collect()
@@ -669,16 +675,7 @@ fn unreachable_entries(
     } else {
         why
     };
-    shards
-        .iter()
-        .map(|shard| LeafVersions {
-            shard: *shard,
-            replica: addr.to_string(),
-            reachable: false,
-            error: error.clone(),
-            ..LeafVersions::default()
-        })
-        .collect()
+    not_answering(shards, addr, &error, false)
 }
 
 /// Every replica of every child, as (child, replica) indices.

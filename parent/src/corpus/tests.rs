@@ -41,6 +41,26 @@ fn upsert(id: &str, line: u64) -> DocOp {
     }
 }
 
+/// Prepares `version` below `node`, from what is staged.
+async fn prepare(node: &CorpusNode, version: u64) -> Result<super::Prepared, Status> {
+    node.prepare(&PrepareRequest {
+        version,
+        ..PrepareRequest::default()
+    })
+    .await
+}
+
+/// Installs `version` below `node` (prepared there), with no statistics.
+async fn install(node: &CorpusNode, version: u64) {
+    let chunk = InstallChunk {
+        version,
+        ..InstallChunk::default()
+    };
+    node.install(futures::stream::iter([Ok(chunk)]))
+        .await
+        .unwrap();
+}
+
 /// Loads `batches` through `node` with `num_shards` shards; the acks.
 async fn load(node: &CorpusNode, num_shards: u32, batches: Vec<LoadBatch>) -> Vec<LoadAck> {
     let incoming = futures::stream::iter(batches.into_iter().map(Ok::<_, Status>));
@@ -161,13 +181,7 @@ async fn a_replica_down_is_missed_and_left_out_of_the_prepare() {
     assert_eq!(acks[0].replicas_missed, std::slice::from_ref(&down));
     assert!(node.missed().contains(&down));
 
-    let prepared = node
-        .prepare(&PrepareRequest {
-            version: 2,
-            ..PrepareRequest::default()
-        })
-        .await
-        .unwrap();
+    let prepared = prepare(&node, 2).await.unwrap();
     assert_eq!(prepared.summaries.len(), 1);
     // Skipped, not asked; named as left out, for the publish to say so.
     assert_eq!(prepared.left_out, std::slice::from_ref(&down));
@@ -275,13 +289,7 @@ async fn prepare_sums_terms_over_children_and_install_reaches_every_prepared_rep
         s.terms.insert("title".into(), vec![(b"cat".to_vec(), 1)]);
     });
     let node = node(&[spec(0, &[&a1.addr, &a2.addr]), spec(1, &[&b.addr])]);
-    let prepared = node
-        .prepare(&PrepareRequest {
-            version: 2,
-            ..PrepareRequest::default()
-        })
-        .await
-        .unwrap();
+    let prepared = prepare(&node, 2).await.unwrap();
     assert_eq!(prepared.summaries.len(), 3, "every replica's summary");
     assert_eq!(
         prepared.terms["body"][b"cat".as_slice()],
@@ -326,13 +334,7 @@ async fn replicas_disagreeing_fail_the_prepare_and_a_failed_install_is_unavailab
         s.num_docs = 9;
     });
     let node = node(&[spec(0, &[&a1.addr, &a2.addr])]);
-    let err = node
-        .prepare(&PrepareRequest {
-            version: 2,
-            ..PrepareRequest::default()
-        })
-        .await
-        .unwrap_err();
+    let err = prepare(&node, 2).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(
         err.message()
@@ -343,12 +345,7 @@ async fn replicas_disagreeing_fail_the_prepare_and_a_failed_install_is_unavailab
         s.digest = "digest-0".into();
         s.failing_install = true;
     });
-    node.prepare(&PrepareRequest {
-        version: 2,
-        ..PrepareRequest::default()
-    })
-    .await
-    .unwrap();
+    prepare(&node, 2).await.unwrap();
     let first = InstallChunk {
         version: 2,
         ..InstallChunk::default()
@@ -495,11 +492,7 @@ async fn a_sole_replica_that_missed_a_discard_is_named_until_a_discard_reaches_i
     assert_eq!(discarded.replicas_failed, std::slice::from_ref(&b.addr));
     b.script(|s| s.failing = None);
 
-    let refused = node
-        .prepare(&PrepareRequest {
-            version: 2,
-            ..PrepareRequest::default()
-        })
+    let refused = prepare(&node, 2)
         .await
         .expect_err("shard 1 has no replica in step");
     let message = refused.message();
@@ -517,12 +510,7 @@ async fn a_sole_replica_that_missed_a_discard_is_named_until_a_discard_reaches_i
     let discarded = node.discard().await;
     assert!(discarded.replicas_failed.is_empty(), "{discarded:?}");
     assert!(node.missed().is_empty());
-    node.prepare(&PrepareRequest {
-        version: 2,
-        ..PrepareRequest::default()
-    })
-    .await
-    .unwrap();
+    prepare(&node, 2).await.unwrap();
 }
 
 #[tokio::test]
@@ -570,20 +558,9 @@ async fn a_replica_answering_for_another_shard_is_named_and_left_out_of_loads_an
     assert_eq!(two.seen(|s| s.batches.clone()), [(0, ids2.clone())]);
 
     // A publish's steps reach each leaf once, as its own shard's replica.
-    node.prepare(&PrepareRequest {
-        version: 2,
-        ..PrepareRequest::default()
-    })
-    .await
-    .unwrap();
+    prepare(&node, 2).await.unwrap();
     assert_eq!(two.seen(|s| s.prepares.len()), 1);
-    let chunk = InstallChunk {
-        version: 2,
-        ..InstallChunk::default()
-    };
-    node.install(futures::stream::iter([Ok(chunk)]))
-        .await
-        .unwrap();
+    install(&node, 2).await;
     assert_eq!(two.seen(|s| s.installed_chunks.len()), 1);
     node.activate(ActivateRequest { version: 2 }).await.unwrap();
     assert_eq!(two.seen(|s| s.activated.clone()), [2]);
@@ -611,13 +588,7 @@ async fn a_replica_answering_for_another_shard_is_named_and_left_out_of_loads_an
         "{:?}",
         acks[0].failures
     );
-    let err = alone
-        .prepare(&PrepareRequest {
-            version: 3,
-            ..PrepareRequest::default()
-        })
-        .await
-        .unwrap_err();
+    let err = prepare(&alone, 3).await.unwrap_err();
     assert!(err.message().contains("answers for other shards"), "{err}");
     assert_eq!(two.seen(|s| s.batches.len()), 1, "nothing more reached it");
 
@@ -655,22 +626,10 @@ async fn a_replica_joining_while_a_load_is_staged_missed_it_and_is_left_out_of_t
     // A replica registers (or comes back) now: it has none of the batch.
     node.set_replicas(&[0], &[a.addr.clone(), late.addr.clone()]);
     assert!(node.missed().contains(&late.addr));
-    let prepared = node
-        .prepare(&PrepareRequest {
-            version: 2,
-            ..PrepareRequest::default()
-        })
-        .await
-        .unwrap();
+    let prepared = prepare(&node, 2).await.unwrap();
     assert_eq!(late.seen(|s| s.prepares.len()), 0, "left out, to catch up");
     assert_eq!(prepared.left_out, std::slice::from_ref(&late.addr));
-    let chunk = InstallChunk {
-        version: 2,
-        ..InstallChunk::default()
-    };
-    node.install(futures::stream::iter([Ok(chunk)]))
-        .await
-        .unwrap();
+    install(&node, 2).await;
     node.activate(ActivateRequest { version: 2 }).await.unwrap();
     // Published: one joining now lacks nothing.
     node.set_replicas(
