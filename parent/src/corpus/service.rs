@@ -27,6 +27,11 @@ use searchtree_proto::sharding::NUM_SHARDS_METADATA;
 /// A stream of answers, as the `Corpus` service returns them.
 pub type AnswerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// How long a parent waits for its replicas' shards when a Load stream
+/// opens (see [`Corpus::load`]); one that does not answer by then keeps
+/// what was known of it.
+pub const LOAD_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves `searchtree.v1.Corpus` at a parent.
 #[derive(Debug, Clone)]
 pub struct ParentCorpus {
@@ -103,6 +108,11 @@ impl Corpus for ParentCorpus {
         request: Request<Streaming<LoadBatch>>,
     ) -> Result<Response<Self::LoadStream>, Status> {
         let num_shards = num_shards_of(request.metadata(), &self.node.children())?;
+        // The root checked every replica's shards before the load began,
+        // but this stream opens with the first batch for these shards,
+        // maybe minutes later: a replica named since (a stray etcd record)
+        // is checked now, before the load's replicas are fixed.
+        self.node.versions(LOAD_CHECK_TIMEOUT).await;
         let incoming = numbered(request.into_inner(), "Load", "LoadBatch");
         let (acks, work) = self.node.load(num_shards, incoming);
         background::spawn(work);

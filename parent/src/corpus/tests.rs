@@ -654,3 +654,49 @@ async fn another_childs_replica_named_for_a_child_too_is_not_marked_as_missing_a
     node.set_replicas(&[0], &[zero.addr.clone(), two.addr.clone()]);
     assert!(node.missed().is_empty(), "{:?}", node.missed());
 }
+
+#[tokio::test]
+async fn a_parent_checks_its_replicas_shards_when_a_load_stream_opens() {
+    use searchtree_node::serving::corpus_service;
+    use searchtree_proto::pb::corpus_client::CorpusClient;
+    use searchtree_proto::sharding::NUM_SHARDS_METADATA;
+
+    // A stray record names shard 2's leaf for shard 0 after the root's
+    // check: nothing has asked this parent's Versions since.
+    let (zero, two) = (FakeLeaf::start(0).await, FakeLeaf::start(2).await);
+    let node = Arc::new(node(&[spec(0, &[&zero.addr, &two.addr])]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        Some((l.accept().await.map(|(s, _)| s), l))
+    });
+    let service = corpus_service(super::ParentCorpus::new(Arc::clone(&node)));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    let mut client = CorpusClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let ids = ids_in(0, 4, 2);
+    let batch = LoadBatch {
+        seq: 1,
+        ops: vec![upsert(&ids[0], 1), upsert(&ids[1], 2)],
+    };
+    let mut request = tonic::Request::new(futures::stream::iter([batch]));
+    request
+        .metadata_mut()
+        .insert(NUM_SHARDS_METADATA, "4".parse().unwrap());
+    let mut acks = client.load(request).await.unwrap().into_inner();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert!(
+        ack.ok && ack.refused.is_empty() && ack.replicas_missed.is_empty(),
+        "{ack:?}"
+    );
+    assert_eq!(zero.seen(|s| s.batches.len()), 1);
+    assert!(
+        two.seen(|s| s.batches.is_empty()),
+        "set aside before the load"
+    );
+}
