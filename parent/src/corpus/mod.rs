@@ -57,8 +57,8 @@ pub struct CorpusNode {
     /// as having missed the load.
     loaded: std::sync::atomic::AtomicBool,
     /// Replicas `(child's shards, address)` that answered Versions for
-    /// other shards than the child's (see [`misplaced`]): left out of every
-    /// corpus call but Versions, which keeps asking them.
+    /// other shards than the child's (see [`CorpusNode::versions`]): left
+    /// out of every corpus call but Versions, which keeps asking them.
     misplaced: Mutex<BTreeSet<(Vec<u32>, String)>>,
 }
 

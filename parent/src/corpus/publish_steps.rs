@@ -542,10 +542,10 @@ impl CorpusNode {
     /// given; a replica that does not answer is listed unreachable for each
     /// shard below it, and one that answers for other shards than its
     /// child's is listed misplaced (and set aside from the other corpus
-    /// calls until it answers as the child's again). Children get a fifth less time than this node has,
-    /// so that one hung replica costs its own entry, not this node's whole
-    /// answer (which its caller would otherwise give up on at the same
-    /// moment).
+    /// calls until it answers as the child's again). Children get a fifth
+    /// less time than this node has, so that one hung replica costs its own
+    /// entry, not this node's whole answer (which its caller would
+    /// otherwise give up on at the same moment).
     pub async fn versions(&self, within: Duration) -> VersionsResponse {
         let children = self.all_children();
         let marked = self.misplaced.lock().expect("misplaced lock").clone();
@@ -572,23 +572,21 @@ impl CorpusNode {
                         None => served,
                         Some(foreign) => {
                             misplaced.insert((child.shards.clone(), target.addr.clone()));
-                            misplaced_entries(&child.shards, &target.addr, &foreign)
+                            let error = misplaced_error(&child.shards, &foreign);
+                            not_answering(&child.shards, &target.addr, &error, true)
                         }
                     }
                 }
                 // Still misplaced as far as is known: listed so, for the
                 // root must not skip its address (its own shard's replica).
                 Err(status) if marked.contains(&(child.shards.clone(), target.addr.clone())) => {
-                    let mut entries = misplaced_entries(&child.shards, &target.addr, &[]);
-                    for e in &mut entries {
-                        e.error = format!(
-                            "{} (last time it answered it was another shard's replica; this \
-                             time it did not answer: {})",
-                            e.error,
-                            status.message()
-                        );
-                    }
-                    entries
+                    let error = format!(
+                        "{} (last time it answered it was another shard's replica; this time \
+                         it did not answer: {})",
+                        misplaced_error(&child.shards, &[]),
+                        status.message()
+                    );
+                    not_answering(&child.shards, &target.addr, &error, true)
                 }
                 Err(status) => unreachable_entries(&child.shards, &target.addr, &status, below),
             };
@@ -616,22 +614,20 @@ fn foreign_shards(shards: &[u32], served: &[LeafVersions]) -> Option<Vec<u32>> {
     (!foreign.is_empty()).then(|| foreign.into_iter().collect())
 }
 
-/// The entries of a replica of a child over `shards` that answered for
-/// `foreign` shards: one per shard of the child, none of them reachable
-/// as that shard's replica.
-fn misplaced_entries(shards: &[u32], addr: &str, foreign: &[u32]) -> Vec<LeafVersions> {
+/// Why a replica of a child over `shards` that answered for `foreign`
+/// shards (none known: `[]`) is not that child's replica.
+fn misplaced_error(shards: &[u32], foreign: &[u32]) -> String {
     let serves = if foreign.is_empty() {
         "other shards".to_string()
     } else {
         format!("shard(s) {}", crate::spec::format_shards(foreign))
     };
-    let error = format!(
+    format!(
         "named as a replica of shard(s) {}, it answers for {serves}: a wrong address, or \
          an etcd record naming shards the node does not serve (`searchtree members` lists \
          the records); loads and publishes leave it out as a replica of shard(s) {0}",
         crate::spec::format_shards(shards),
-    );
-    not_answering(shards, addr, &error, true)
+    )
 }
 
 /// One entry per shard of a child over `shards` for its replica `addr`,
