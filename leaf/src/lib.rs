@@ -9,6 +9,7 @@
 pub mod collector;
 pub mod config;
 pub mod corpus;
+pub mod cost;
 pub mod error;
 pub mod fault;
 pub mod fetch;

@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         Faults::new(faults, config.seed()),
     )
     .with_max_queued(config.max_queued())
+    .with_inline_cost(config.inline_search_cost)
     .with_query_limits(config.query_limits.limits().map_err(anyhow::Error::msg)?)
     .with_crash_on(config.inject_crash_on.clone());
     if let Some(term) = &config.inject_crash_on {

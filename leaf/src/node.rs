@@ -69,6 +69,9 @@ counter_set! {
         InjectedErrors = "injected_errors",
         /// Searches or fetches that panicked (and failed only their request).
         SearchPanics = "search_panics",
+        /// Searches short enough by their estimate to run on the thread that
+        /// received them, rather than on the blocking pool ([`crate::cost`]).
+        SearchesInline = "searches_inline",
         /// Fetch requests received (the second phase of a two-phase search).
         Fetches = "fetches",
         /// Documents fetched: titles and snippets built.
@@ -125,6 +128,12 @@ pub trait ShardSearch: Send + Sync + 'static {
     /// Fetches titles and snippets of documents (see [`crate::fetch`]).
     /// Blocking.
     fn fetch(&self, params: &FetchParams, stop: &Stop) -> Result<FetchResponse, SearchError>;
+    /// The estimated work of a search ([`crate::cost`]), or `None` if it
+    /// cannot be told cheaply: a search estimated short runs on the thread
+    /// that received it. By default none can be told.
+    fn cost(&self, _params: &SearchParams) -> Option<u64> {
+        None
+    }
 }
 
 impl ShardSearch for ShardSearcher {
@@ -138,6 +147,10 @@ impl ShardSearch for ShardSearcher {
 
     fn fetch(&self, params: &FetchParams, stop: &Stop) -> Result<FetchResponse, SearchError> {
         ShardSearcher::fetch(self, params, stop)
+    }
+
+    fn cost(&self, params: &SearchParams) -> Option<u64> {
+        crate::cost::estimate(self, params)
     }
 }
 
@@ -223,6 +236,8 @@ pub struct LeafNode<S = ShardSearcher> {
     faults: Faults,
     limits: QueryLimits,
     crash_on: Option<String>,
+    /// Searches estimated at most this run on the receiving thread (0: none).
+    inline_cost: u64,
     counters: Arc<LeafCounters>,
 }
 
@@ -256,6 +271,7 @@ impl<S: ShardSearch> LeafNode<S> {
             faults,
             limits: QueryLimits::default(),
             crash_on: None,
+            inline_cost: crate::cost::DEFAULT_INLINE_SEARCH_COST,
             counters: Counters::new("leaf"),
         }
     }
@@ -278,6 +294,14 @@ impl<S: ShardSearch> LeafNode<S> {
     /// stays bounded whatever the offered load. 0: never wait.
     pub fn with_max_queued(mut self, max_queued: usize) -> Self {
         self.max_queued = max_queued;
+        self
+    }
+
+    /// Runs searches whose estimated cost ([`crate::cost`]) is at most
+    /// `cost` on the thread that received them instead of the blocking
+    /// pool; 0 sends every search to the pool.
+    pub fn with_inline_cost(mut self, cost: u64) -> Self {
+        self.inline_cost = cost;
         self
     }
 
@@ -488,7 +512,12 @@ impl<S: ShardSearch> LeafNode<S> {
         let searcher = Arc::clone(&self.searcher);
         let counters = Arc::clone(&self.counters);
         let query = params.query.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let inline = self.inline_cost > 0
+            && self
+                .searcher
+                .cost(&params)
+                .is_some_and(|cost| cost <= self.inline_cost);
+        let work = move || {
             let cancelled = Arc::clone(&stop.cancelled);
             let result = searcher.search(&params, stop);
             if cancelled.load(Ordering::Relaxed) {
@@ -508,8 +537,21 @@ impl<S: ShardSearch> LeafNode<S> {
             // The estimate is updated before the next waiter gets the slot.
             drop(permit);
             result
-        })
-        .await;
+        };
+        // A short search runs here: handing it to the pool would cost two
+        // context switches, about as much as the search (crate::cost).
+        let result = if inline {
+            self.counters.inc(LeafCounter::SearchesInline);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .map_err(|panic| panic_message(&*panic))
+        } else {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| match e.try_into_panic() {
+                    Ok(panic) => panic_message(&*panic),
+                    Err(e) => e.to_string(),
+                })
+        };
         guard.armed = false;
         match result {
             Ok(answer) => {
@@ -532,8 +574,8 @@ impl<S: ShardSearch> LeafNode<S> {
                 }
                 Ok(answer)
             }
-            // A panic in one search fails that request, not the process: the
-            // blocking task caught it.
+            // A panic in one search fails that request, not the process: it
+            // was caught where the search ran.
             Err(e) => {
                 self.counters.inc(LeafCounter::SearchPanics);
                 tracing::error!(query = %Quoted::new(&query), error = %e, "search panicked");
@@ -609,6 +651,15 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// What a panic said, for the log: its message if it carried one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => format!("panicked: {message}"),
+        (_, Some(message)) => format!("panicked: {message}"),
+        _ => "panicked".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -623,6 +674,10 @@ mod tests {
         release: Mutex<mpsc::Receiver<()>>,
         stops: Mutex<Vec<Stop>>,
         panics: bool,
+        /// What [`ShardSearch::cost`] says of every search.
+        cost: Option<u64>,
+        /// The threads its searches ran on.
+        threads: Mutex<Vec<std::thread::ThreadId>>,
     }
 
     fn scripted() -> (ScriptedShard, mpsc::Sender<()>) {
@@ -631,6 +686,8 @@ mod tests {
             release: Mutex::new(rx),
             stops: Mutex::default(),
             panics: false,
+            cost: None,
+            threads: Mutex::default(),
         };
         (shard, tx)
     }
@@ -658,8 +715,16 @@ mod tests {
             Ok(answer)
         }
 
+        fn cost(&self, _: &SearchParams) -> Option<u64> {
+            self.cost
+        }
+
         fn search(&self, _: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError> {
             self.stops.lock().unwrap().push(stop.clone());
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
             assert!(!self.panics, "scripted panic");
             // Wait until released, or cancelled (polling, as a real search
             // checks its stop every 256 documents).
@@ -836,6 +901,63 @@ mod tests {
         // The slot was given back: the next search gets it.
         let err = node.search(params(), Instant::now() + ms(100)).await;
         assert!(matches!(err, Err(LeafError::Internal(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_search_runs_on_the_receiving_thread_and_others_on_the_pool() {
+        let here = std::thread::current().id();
+        // (cost the shard estimates, the leaf's limit, runs here)
+        for (cost, limit, inline) in [
+            (Some(10), crate::cost::DEFAULT_INLINE_SEARCH_COST, true),
+            (
+                Some(crate::cost::DEFAULT_INLINE_SEARCH_COST),
+                crate::cost::DEFAULT_INLINE_SEARCH_COST,
+                true,
+            ),
+            (
+                Some(crate::cost::DEFAULT_INLINE_SEARCH_COST + 1),
+                crate::cost::DEFAULT_INLINE_SEARCH_COST,
+                false,
+            ),
+            (None, crate::cost::DEFAULT_INLINE_SEARCH_COST, false),
+            (Some(1), 0, false),
+        ] {
+            let (mut shard, release) = scripted();
+            shard.cost = cost;
+            release.send(()).unwrap(); // the search ends as soon as it starts
+            let timing = LeafTiming {
+                policy: BudgetPolicy::default(),
+                reserve: ms(1),
+            };
+            let node = LeafNode::new(shard, 2, timing, Faults::new(FaultConfig::default(), 1))
+                .with_inline_cost(limit);
+            node.search(params(), Instant::now() + ms(100))
+                .await
+                .unwrap();
+            let ran_on = node.searcher.threads.lock().unwrap()[0];
+            assert_eq!(ran_on == here, inline, "cost {cost:?}, limit {limit}");
+            assert_eq!(
+                node.counters().get(LeafCounter::SearchesInline),
+                u64::from(inline)
+            );
+            assert_eq!(node.counters().get(LeafCounter::SearchesCompleted), 1);
+            assert!(node.service_estimate().is_some(), "its time is counted");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_short_search_fails_its_request_only() {
+        let (mut shard, _) = scripted();
+        shard.panics = true;
+        shard.cost = Some(1);
+        let node = leaf(shard, 1, FaultConfig::default());
+        for _ in 0..2 {
+            // The second search gets the slot the first gave back.
+            let err = node.search(params(), Instant::now() + ms(100)).await;
+            assert!(matches!(err, Err(LeafError::Internal(_))), "{err:?}");
+        }
+        assert_eq!(node.counters().get(LeafCounter::SearchPanics), 2);
+        assert_eq!(node.counters().get(LeafCounter::SearchesInline), 2);
     }
 
     /// Waits (really, briefly) until `n` requests wait for a slot.

@@ -60,6 +60,14 @@ impl LeafService {
         }
     }
 
+    /// Runs searches estimated at most `cost` on the thread that received
+    /// them ([`LeafNode::with_inline_cost`]).
+    pub fn with_inline_cost(self, cost: u64) -> Self {
+        LeafService {
+            node: self.node.with_inline_cost(cost),
+        }
+    }
+
     /// The leaf's counters.
     pub fn counters(&self) -> Arc<LeafCounters> {
         self.node.counters()

@@ -120,4 +120,10 @@ impl ShardSearch for HeldVersions {
     fn fetch(&self, params: &FetchParams, stop: &Stop) -> Result<FetchResponse, SearchError> {
         self.get(params.version)?.fetch(params, stop)
     }
+
+    /// The estimate at the version asked for; none if it is not held (the
+    /// search says so, from the pool).
+    fn cost(&self, params: &SearchParams) -> Option<u64> {
+        crate::cost::estimate(&*self.get(params.version).ok()?, params)
+    }
 }

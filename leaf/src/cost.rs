@@ -1,0 +1,206 @@
+//! What a search will cost, told before it runs, so that a short one can
+//! run on the thread that received its request.
+//!
+//! Handing a search to the blocking pool wakes a pool thread and then, when
+//! it ends, the runtime's worker again: two context switches per search,
+//! which on short documents cost about as much as the search itself. A leaf
+//! therefore runs a search whose estimate is at most its limit
+//! (`--inline-search-cost`) on the async worker that received it, where a
+//! longer one would keep the worker's other requests (health checks,
+//! cancellations, other searches) waiting; those still go to the pool.
+//! BENCHMARKS.md, "Short searches on the receiving thread", has the figures.
+//!
+//! The estimate counts what a search walks through: the postings of every
+//! term the query names in this shard (twice over for a term read with its
+//! positions, as a phrase's are), and, when the hits come back with titles
+//! and snippets, the tokens of the bodies to highlight — `top_k` bodies of
+//! the corpus's mean length, each token counting as four postings (a
+//! document read, tokenized and its passages weighed). A query
+//! whose work is not in the terms it names — a prefix, a range, a regular
+//! expression, a fuzzy term, everything (`*`) — has no estimate and always
+//! goes to the pool.
+
+use searchtree_proto::SearchParams;
+use tantivy::query::Bm25StatisticsProvider;
+use tantivy::{Searcher, Term};
+
+use crate::searcher::ShardSearcher;
+
+/// The default limit: at most about a millisecond of a search here (a unit
+/// took 50–150 ns at the median over the bundled and linux-doc queries).
+/// Every search of the bundled corpus's quarter shards is under it; on
+/// linux-doc, searches for ids are under it and searches with snippets of
+/// its long bodies are not.
+pub const DEFAULT_INLINE_SEARCH_COST: u64 = 8_192;
+
+/// How much more a posting read with its positions costs than one read
+/// without.
+const POSITIONS_FACTOR: u64 = 2;
+
+/// How many postings a token of a body to highlight counts as.
+const TOKEN_FACTOR: u64 = 4;
+
+/// Characters of the query syntax whose matches are not the terms a query
+/// names: a prefix (`*`), ranges and sets (`[`, `{`), regular expressions
+/// (`/`), fuzzy terms and slop (`~`).
+const EXPANDING_SYNTAX: [char; 5] = ['*', '[', '{', '/', '~'];
+
+/// The estimated work of searching `searcher` for `params`, in postings and
+/// tokens; `None` if it cannot be told from the query's terms (or the query
+/// does not parse: the search will say why, from the pool).
+pub fn estimate(searcher: &ShardSearcher, params: &SearchParams) -> Option<u64> {
+    if params.query.contains(EXPANDING_SYNTAX) {
+        return None;
+    }
+    let query = searcher.parse(&params.query).ok()?;
+    let index = searcher.shard().reader.searcher();
+    let mut postings = 0u64;
+    let mut terms = 0usize;
+    query.query_terms(&mut |term, positions| {
+        terms += 1;
+        let factor = if positions { POSITIONS_FACTOR } else { 1 };
+        postings = postings.saturating_add(shard_doc_freq(&index, term).saturating_mul(factor));
+    });
+    if terms == 0 {
+        return None;
+    }
+    let tokens = if params.ids_only {
+        0
+    } else {
+        present_cost(searcher, params.top_k as u64)
+    };
+    Some(postings.saturating_add(tokens))
+}
+
+/// The documents of this shard holding `term` (what its postings hold); a
+/// term the index cannot look up counts as every document.
+fn shard_doc_freq(index: &Searcher, term: &Term) -> u64 {
+    index
+        .segment_readers()
+        .iter()
+        .map(|segment| {
+            segment
+                .inverted_index(term.field())
+                .and_then(|inverted| Ok(inverted.doc_freq(term)?))
+                .map_or(u64::from(segment.max_doc()), u64::from)
+        })
+        .sum()
+}
+
+/// The tokens highlighted for `top_k` hits, weighted: that many bodies of
+/// the corpus's mean length (at most the shard's documents).
+fn present_cost(searcher: &ShardSearcher, top_k: u64) -> u64 {
+    let shard = searcher.shard();
+    let stats = &shard.stats;
+    let docs = stats.total_num_docs().unwrap_or(0).max(1);
+    let tokens = stats.total_num_tokens(shard.fields.body).unwrap_or(0);
+    top_k
+        .min(shard.meta.num_docs)
+        .saturating_mul(tokens / docs)
+        .saturating_mul(TOKEN_FACTOR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::Shard;
+    use crate::shard::write::{ShardDocument, ShardWriter, write_scoring};
+
+    /// A three-document shard (number 0 of 1) in a fresh directory.
+    fn tiny_shard() -> (tempfile::TempDir, ShardSearcher) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        let mut writer = ShardWriter::create(&path, 1, 0).unwrap();
+        for (id, title, body) in [
+            ("a", "Apple", "an apple a day keeps the banana away"),
+            ("b", "Banana", "a banana is yellow; an apple is not"),
+            ("c", "Cherry", "cherries are small and red"),
+        ] {
+            writer
+                .add(ShardDocument {
+                    id: id.into(),
+                    title: title.into(),
+                    body: body.into(),
+                })
+                .unwrap();
+        }
+        write_scoring(&[writer.finish().unwrap()], "sum").unwrap();
+        (dir, ShardSearcher::new(Shard::open(&path).unwrap()))
+    }
+
+    fn params(query: &str, ids_only: bool) -> SearchParams {
+        SearchParams::try_from(&searchtree_proto::pb::SearchRequest {
+            query: query.into(),
+            top_k: 2,
+            ids_only,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn terms_cost_their_postings_and_phrases_twice() {
+        let (_dir, searcher) = tiny_shard();
+        let cost = |q| estimate(&searcher, &params(q, true));
+        let one = cost("apple").expect("a term has an estimate");
+        assert!(one > 0);
+        // Title and body: each field's postings count.
+        assert!(cost("apple banana").unwrap() > one);
+        assert_eq!(cost("\"apple banana\"").unwrap() % POSITIONS_FACTOR, 0);
+        assert_eq!(cost("zzzunseen"), Some(0));
+    }
+
+    #[test]
+    fn queries_that_expand_have_no_estimate() {
+        let (_dir, searcher) = tiny_shard();
+        for q in [
+            "app*",
+            "\"apple ba\"*",
+            "body:[a TO c]",
+            "\"apple banana\"~2",
+            "*",
+        ] {
+            assert_eq!(estimate(&searcher, &params(q, true)), None, "{q}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_search_answers_the_same_on_the_receiving_thread_as_on_the_pool() {
+        use crate::fault::{FaultConfig, Faults};
+        use crate::node::{LeafCounter, LeafNode, LeafTiming};
+        let (dir, _) = tiny_shard();
+        let node = |inline_cost| {
+            let searcher = ShardSearcher::new(Shard::open(&dir.path().join("shard")).unwrap());
+            let timing = LeafTiming {
+                policy: Default::default(),
+                reserve: std::time::Duration::from_millis(1),
+            };
+            LeafNode::new(searcher, 1, timing, Faults::new(FaultConfig::default(), 1))
+                .with_inline_cost(inline_cost)
+        };
+        let (inline, pooled) = (node(DEFAULT_INLINE_SEARCH_COST), node(0));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        for query in [
+            "apple",
+            "apple banana",
+            "\"an apple\"",
+            "apple -banana",
+            "app*",
+        ] {
+            let a = inline.search(params(query, false), deadline).await.unwrap();
+            let b = pooled.search(params(query, false), deadline).await.unwrap();
+            assert_eq!((&a.hits, a.total_hits), (&b.hits, b.total_hits), "{query}");
+        }
+        // All but the prefix ran where they were received.
+        assert_eq!(inline.counters().get(LeafCounter::SearchesInline), 4);
+        assert_eq!(pooled.counters().get(LeafCounter::SearchesInline), 0);
+    }
+
+    #[test]
+    fn hits_with_snippets_add_the_bodies_to_highlight() {
+        let (_dir, searcher) = tiny_shard();
+        let bare = estimate(&searcher, &params("apple", true)).unwrap();
+        let shown = estimate(&searcher, &params("apple", false)).unwrap();
+        assert!(shown > bare, "{shown} > {bare}");
+    }
+}
