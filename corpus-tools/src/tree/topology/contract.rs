@@ -195,10 +195,11 @@ mod tests {
     }
 
     #[test]
-    fn a_leafs_slots_and_queue_reach_it_and_are_checked() {
+    fn a_leafs_slots_queue_and_inline_cost_reach_it_and_are_checked() {
         let tree = TREE.replace(
             "index = \"s0\"\n",
-            "index = \"s0\"\nmax_concurrent_searches = 1\nmax_queued_searches = 3\n",
+            "index = \"s0\"\nmax_concurrent_searches = 1\nmax_queued_searches = 3\n\
+             inline_search_cost = 0\n",
         );
         let plan = parse(&tree).plan().unwrap();
         let leaf = plan.nodes.iter().find(|n| n.name() == "leaf-0").unwrap();
@@ -209,6 +210,10 @@ mod tests {
         );
         assert!(
             args.contains(&"--max-queued-searches=3".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"--inline-search-cost=0".to_string()),
             "{args:?}"
         );
         let no_slot =

@@ -231,6 +231,11 @@ pub struct LeafNode {
     /// shard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_pruned_docs: Option<u64>,
+    /// Searches estimated at most this run on the thread that received them
+    /// (unset: the leaf's default, `--inline-search-cost`; 0 sends every
+    /// search to the blocking pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_search_cost: Option<u64>,
     /// Searches run at once (unset: the leaf's default, one per CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_searches: Option<usize>,

@@ -46,6 +46,7 @@ impl Topology {
                 inject_error_prob: 0.0,
                 inject_crash_on: None,
                 min_pruned_docs: None,
+                inline_search_cost: None,
                 max_concurrent_searches: None,
                 max_queued_searches: None,
             })

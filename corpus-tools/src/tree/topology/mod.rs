@@ -22,6 +22,7 @@
 //! # inject_error_prob = 0.0         # probability a request fails UNAVAILABLE
 //! # inject_crash_on = "boom"        # abort on a query containing this
 //! # min_pruned_docs = 0             # prune even small shards (default 16384)
+//! # inline_search_cost = 0          # every search on the blocking pool (default 8192)
 //! # max_concurrent_searches = 2     # search slots (default: one per CPU)
 //! # max_queued_searches = 128       # waiting requests before refusals (default: 64 a slot)
 //! ```

@@ -312,6 +312,9 @@ impl LeafNode {
         if let Some(docs) = self.min_pruned_docs {
             flags.push(format!("--min-pruned-docs={docs}"));
         }
+        if let Some(cost) = self.inline_search_cost {
+            flags.push(format!("--inline-search-cost={cost}"));
+        }
         if let Some(n) = self.max_concurrent_searches {
             flags.push(format!("--max-concurrent-searches={n}"));
         }
