@@ -29,7 +29,7 @@
 //! `searchtree-bench`.
 #![warn(missing_docs)]
 
-pub mod allocator;
+pub use searchtree_node::allocator;
 pub mod build;
 pub mod bundled;
 pub mod certs;

@@ -12,22 +12,6 @@ use searchtree::commands::{
 #[global_allocator]
 static ALLOCATOR: searchtree::allocator::MiMalloc = searchtree::allocator::MiMalloc;
 
-/// Tells the allocator to keep what it frees rather than return it to the
-/// OS after a delay: a simulation frees and allocates again the same
-/// hundreds of MiB for every batch of queries, and giving them back (to
-/// fault them in again, zeroed by the kernel) cost it a tenth of its time.
-fn keep_freed_memory() {
-    use std::ffi::{c_int, c_long};
-    // `mi_option_purge_delay` in mimalloc.h (v2 and v3 alike); -1: never.
-    const MI_OPTION_PURGE_DELAY: c_int = 15;
-    unsafe extern "C" {
-        fn mi_option_set(option: c_int, value: c_long);
-    }
-    // SAFETY: sets one of the allocator's options; it reads no memory of
-    // ours and options may be changed at any time.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
-
 /// Build, run and query a scatter/gather search tree.
 #[derive(Debug, Parser)]
 #[command(name = "searchtree", version)]
@@ -104,7 +88,11 @@ async fn main() {
         Command::Members(args) => members::run(args).await,
         // Its own runtime, on a paused clock, on a thread of its own.
         Command::Simulate(args) => std::thread::scope(|s| {
-            keep_freed_memory();
+            // A simulation frees and allocates again the same hundreds of
+            // MiB for every batch of queries; giving them back (to fault
+            // them in again, zeroed by the kernel) cost it a tenth of its
+            // time.
+            searchtree::allocator::set_purge_delay(-1);
             s.spawn(|| simulate::run(args))
                 .join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the simulation panicked")))

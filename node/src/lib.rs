@@ -7,12 +7,14 @@
 //! - [`counters`]: typed counters per role, served over `NodeStats`;
 //! - [`query_args`]: the query-limit flags every node takes;
 //! - [`ops`]: the operations flags (HTTP port for metrics, TLS, admin
-//!   calls, tracing, drain) and the HTTP server.
+//!   calls, tracing, drain) and the HTTP server;
+//! - [`allocator`]: the global allocator of every binary, the CLI's too.
 //!
 //! The API itself (generated code, validated requests) stays in
 //! `searchtree-proto`, which clients use without any of this.
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod background;
 pub mod counters;
 pub mod ops;

@@ -6,8 +6,14 @@ use searchtree_parent::ParentService;
 use searchtree_parent::config::ParentConfig;
 use searchtree_parent::corpus::ParentCorpus;
 
+/// mimalloc, as every searchtree binary: glibc's malloc and free were a
+/// fifth of a leaf's time at the tree's peak (BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: searchtree_node::allocator::MiMalloc = searchtree_node::allocator::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    searchtree_node::allocator::set_purge_delay(searchtree_node::allocator::SERVER_PURGE_DELAY_MS);
     serving::init_tracing();
     let config = ParentConfig::parse();
     config

@@ -1,5 +1,9 @@
-//! The CLI's global allocator: mimalloc, called through its plain entry
-//! points whenever they give the alignment asked for.
+//! Every searchtree binary's global allocator (the nodes' and the CLI's):
+//! mimalloc, called through its plain entry points whenever they give the
+//! alignment asked for. A leaf spent a fifth of its time at the tree's peak
+//! in glibc's malloc and free (the request, its query, its hits, their
+//! snippets and the answer, allocated and freed for every query); see
+//! BENCHMARKS.md, "The allocator".
 //!
 //! The `mimalloc` crate's allocator sends every request through
 //! `mi_malloc_aligned`, and mimalloc v3 takes its fast path there only
@@ -67,6 +71,28 @@ unsafe impl GlobalAlloc for MiMalloc {
             }
         }
     }
+}
+
+/// How long a server keeps memory it freed before giving it back to the
+/// OS, in milliseconds. mimalloc's own default (10 ms) is the gap between
+/// two queries at 100/s: every query faulted its pages in again, zeroed by
+/// the kernel, which made the tree slower at low load with mimalloc than
+/// with glibc's malloc. A second keeps them across a steady stream of
+/// requests, and still gives an idle node's memory back.
+pub const SERVER_PURGE_DELAY_MS: i64 = 1_000;
+
+/// Sets how long the allocator keeps freed memory before returning it to
+/// the OS: `delay_ms` milliseconds, or never if negative.
+pub fn set_purge_delay(delay_ms: i64) {
+    use std::ffi::{c_int, c_long};
+    // `mi_option_purge_delay` in mimalloc.h (v2 and v3 alike).
+    const MI_OPTION_PURGE_DELAY: c_int = 15;
+    unsafe extern "C" {
+        fn mi_option_set(option: c_int, value: c_long);
+    }
+    // SAFETY: sets one of the allocator's options; it reads no memory of
+    // ours and options may be changed at any time.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms as c_long) }
 }
 
 #[cfg(test)]
