@@ -357,10 +357,17 @@ impl Corpus for LeafCorpus {
         tx.send(Ok(first))
             .await
             .map_err(|_| Status::cancelled("the caller went away"))?;
+        // The slot is held by the answer and by the thread reading the
+        // candidate's terms, until both are done: a caller that drops the
+        // answer early must not let the next Prepare rebuild the directory
+        // while this thread still reads it.
+        let preparing = Arc::new(preparing);
+        let reading = Arc::clone(&preparing);
         background::detach(move || {
             if let Err(e) = term_chunks(&dir, |chunk| tx.blocking_send(Ok(chunk)).is_ok()) {
                 let _ = tx.blocking_send(Err(e.into()));
             }
+            drop(reading);
         });
         Ok(Response::new(holding(preparing, rx)))
     }
@@ -552,8 +559,8 @@ fn not_root(shard: u32, call: &str) -> Status {
 /// An acknowledgement saying the batch was not committed here, and why.
 /// A response stream of what `rx` receives that holds `slot` until it ends
 /// or its reader goes away (dropping it).
-fn holding<T: Send + 'static>(
-    slot: OwnedSemaphorePermit,
+fn holding<T: Send + 'static, S: Send + Sync + 'static>(
+    slot: S,
     rx: mpsc::Receiver<T>,
 ) -> futures::stream::BoxStream<'static, T> {
     ReceiverStream::new(rx)

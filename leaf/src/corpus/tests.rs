@@ -784,7 +784,7 @@ async fn a_replica_catches_up_by_copying_a_version_over_grpc() {
 }
 
 #[tokio::test]
-async fn a_second_prepare_or_install_at_once_is_refused_rather_than_queued() {
+async fn a_second_install_at_once_is_refused_rather_than_queued() {
     let tmp = tempfile::tempdir().unwrap();
     let builds = build(&tmp.path().join("build"), &corpus(6, "d", 20), 1, "one");
     let store = CorpusStore::open(&builds[0], &tmp.path().join("data"), settings("a")).unwrap();
@@ -820,24 +820,27 @@ async fn a_second_prepare_or_install_at_once_is_refused_rather_than_queued() {
         refusal.message()
     );
     held_open.abort();
+}
 
-    // A Prepare holds its slot until its terms have been read: a second
-    // one would rebuild the candidate they are read from.
-    let mut first = client(&addr).await;
-    let unread = first
-        .prepare(forwarded(PrepareRequest {
+/// A Prepare holds its slot until its terms have been read: a second one
+/// would rebuild the candidate they are read from. Called in process, so
+/// that nothing reads the first one's answer (over gRPC the server's
+/// transport reads a small one to its end at once, and frees the slot).
+#[tokio::test]
+async fn a_second_prepare_while_the_first_is_unread_is_refused_rather_than_queued() {
+    use searchtree_proto::pb::corpus_server::Corpus;
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(6, "d", 20), 1, "one");
+    let store = CorpusStore::open(&builds[0], &tmp.path().join("data"), settings("p")).unwrap();
+    let corpus = LeafCorpus::new(store, LeafCounters::new("leaf"), "p".into());
+    let prepare = || {
+        corpus.prepare(forwarded(PrepareRequest {
             version: 2,
             ..Default::default()
         }))
-        .await
-        .unwrap();
-    let Err(refusal) = second
-        .prepare(forwarded(PrepareRequest {
-            version: 2,
-            ..Default::default()
-        }))
-        .await
-    else {
+    };
+    let unread = prepare().await.unwrap();
+    let Err(refusal) = prepare().await else {
         panic!("a second Prepare at once was let through");
     };
     assert_eq!(refusal.code(), Code::Aborted, "{refusal:?}");
@@ -845,7 +848,19 @@ async fn a_second_prepare_or_install_at_once_is_refused_rather_than_queued() {
         refusal.message().contains("already preparing"),
         "{refusal:?}"
     );
+    // Once the first answer is gone, and the thread reading its terms has
+    // stopped, so is its hold: the next Prepare rebuilds the candidate.
     drop(unread);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match prepare().await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::Aborted && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("the Prepare after the first was dropped failed: {e:?}"),
+        }
+    }
 }
 
 #[tokio::test]
