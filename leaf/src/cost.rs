@@ -22,7 +22,6 @@
 
 use searchtree_proto::SearchParams;
 use tantivy::query::Bm25StatisticsProvider;
-use tantivy::{Searcher, Term};
 
 use crate::searcher::ShardSearcher;
 
@@ -59,7 +58,10 @@ pub fn estimate(searcher: &ShardSearcher, params: &SearchParams) -> Option<u64> 
     query.query_terms(&mut |term, positions| {
         terms += 1;
         let factor = if positions { POSITIONS_FACTOR } else { 1 };
-        postings = postings.saturating_add(shard_doc_freq(&index, term).saturating_mul(factor));
+        // The documents of this shard holding the term (what its postings
+        // hold); a term the index cannot look up counts as every document.
+        let docs = index.doc_freq(term).unwrap_or_else(|_| index.num_docs());
+        postings = postings.saturating_add(docs.saturating_mul(factor));
     });
     if terms == 0 {
         return None;
@@ -70,21 +72,6 @@ pub fn estimate(searcher: &ShardSearcher, params: &SearchParams) -> Option<u64> 
         present_cost(searcher, params.top_k as u64)
     };
     Some(postings.saturating_add(tokens))
-}
-
-/// The documents of this shard holding `term` (what its postings hold); a
-/// term the index cannot look up counts as every document.
-fn shard_doc_freq(index: &Searcher, term: &Term) -> u64 {
-    index
-        .segment_readers()
-        .iter()
-        .map(|segment| {
-            segment
-                .inverted_index(term.field())
-                .and_then(|inverted| Ok(inverted.doc_freq(term)?))
-                .map_or(u64::from(segment.max_doc()), u64::from)
-        })
-        .sum()
 }
 
 /// The tokens highlighted for `top_k` hits, weighted: that many bodies of
