@@ -47,3 +47,12 @@ impl From<searchtree_proto::RequestError> for LeafError {
         LeafError::Invalid(err.to_string())
     }
 }
+
+/// What a caught panic said, if it carried a message (as `panic!`,
+/// `assert!` and `expect` do), for a log line or an error message.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+}

@@ -653,11 +653,10 @@ impl Drop for CancelOnDrop {
 
 /// What a panic said, for the log: its message if it carried one.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(message), _) => format!("panicked: {message}"),
-        (_, Some(message)) => format!("panicked: {message}"),
-        _ => "panicked".into(),
-    }
+    crate::error::panic_text(panic).map_or_else(
+        || "panicked".into(),
+        |message| format!("panicked: {message}"),
+    )
 }
 
 #[cfg(test)]

@@ -126,11 +126,7 @@ pub fn check_shard(
         check_ids(&searcher, &shard, manifest.num_shards, number, ids)
     }))
     .unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic");
+        let why = crate::error::panic_text(&*panic).unwrap_or("a panic");
         Err(tantivy::TantivyError::InternalError(format!(
             "the index is damaged ({})",
             searchtree_proto::query::truncate_chars(why, 120)
