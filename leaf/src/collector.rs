@@ -7,6 +7,12 @@
 //! ascending. Within a segment, the id fast field's term ordinals sort like
 //! the ids themselves, so the per-segment heap compares ordinals; ids are
 //! resolved to strings only for the few survivors, when segments are merged.
+//! A caller that reads every survivor's stored document anyway (for its
+//! title and snippet) can take the id from there instead
+//! ([`TopById::ids_from_documents`]): then ids are resolved only when hits of
+//! two segments must be ordered against each other. Resolving one from the
+//! fast field walks a block of its term dictionary, and cost a tenth of a
+//! leaf's CPU on short documents (BENCHMARKS.md, "Ids from the documents").
 //!
 //! The collector also stops early, between documents, once its [`Stop`] says
 //! so — the request's deadline has passed or its caller has gone — and then
@@ -68,6 +74,7 @@ pub struct TopById {
     id_field: String,
     stop: Stop,
     pruning: Option<Pruning>,
+    ids_from_documents: bool,
 }
 
 impl TopById {
@@ -79,7 +86,16 @@ impl TopById {
             id_field: id_field.to_string(),
             stop: Stop::default(),
             pruning: None,
+            ids_from_documents: false,
         }
+    }
+
+    /// The same collector, leaving a hit's id unresolved ([`Collected::id`]
+    /// `None`) when the hits' order does not need it, because the caller
+    /// reads each hit's stored document, id included, anyway.
+    pub fn ids_from_documents(mut self, yes: bool) -> Self {
+        self.ids_from_documents = yes;
+        self
     }
 
     /// The same collector, letting tantivy skip documents that cannot reach
@@ -103,8 +119,9 @@ pub struct Collected {
     pub score: Score,
     /// Where the document lives in the index.
     pub address: DocAddress,
-    /// The document's corpus id.
-    pub id: String,
+    /// The document's corpus id; `None` only if the collector was asked to
+    /// leave ids to the stored documents and the order did not need them.
+    pub id: Option<String>,
 }
 
 /// The collector's result: the best hits in order, and how many matched.
@@ -192,9 +209,12 @@ impl SegmentTop {
     }
 }
 
-/// What a segment hands to the merge: its survivors with resolved ids.
+/// What a segment hands to the merge: its survivors, best first, and the
+/// column to resolve their ids from.
 pub struct SegmentFruit {
-    hits: Result<Vec<Collected>, String>,
+    segment: SegmentOrdinal,
+    ids: StrColumn,
+    entries: Vec<Entry>,
     total: u64,
     docs_searched: u64,
     stopped: bool,
@@ -210,28 +230,13 @@ impl SegmentCollector for SegmentTop {
     }
 
     fn harvest(self) -> SegmentFruit {
-        let mut id = String::new();
-        let hits = self
-            .heap
-            .into_sorted_vec()
-            .into_iter()
-            .map(|e| {
-                id.clear();
-                match self.ids.ord_to_str(e.id_ord, &mut id) {
-                    Ok(true) => Ok(Collected {
-                        score: e.score,
-                        address: DocAddress::new(self.segment, e.doc),
-                        id: id.clone(),
-                    }),
-                    Ok(false) => Err(format!("document {} has no id", e.doc)),
-                    Err(err) => Err(format!("reading id of document {}: {err}", e.doc)),
-                }
-            })
-            .collect();
+        let entries = self.heap.into_sorted_vec();
         // Documents are visited in id order: stopping at d means [0, d) were seen.
         let docs_searched = u64::from(self.stopped_at.unwrap_or(self.max_doc));
         SegmentFruit {
-            hits,
+            segment: self.segment,
+            ids: self.ids,
+            entries,
             total: self.total,
             docs_searched,
             stopped: self.stopped_at.is_some(),
@@ -388,16 +393,52 @@ impl Collector for TopById {
 
     fn merge_fruits(&self, fruits: Vec<SegmentFruit>) -> tantivy::Result<TopHits> {
         let mut out = TopHits::default();
+        // One segment's survivors are already in order, ids included (the
+        // ordinals sort like the ids): their ids can wait for the documents.
+        let resolve =
+            !self.ids_from_documents || fruits.iter().filter(|f| !f.entries.is_empty()).count() > 1;
+        let mut id = String::new();
         for fruit in fruits {
             out.total += fruit.total;
             out.docs_searched += fruit.docs_searched;
             out.stopped |= fruit.stopped;
             out.total_is_lower_bound |= fruit.pruned || fruit.stopped;
-            out.hits
-                .extend(fruit.hits.map_err(tantivy::TantivyError::InternalError)?);
+            for e in fruit.entries {
+                let id = if resolve {
+                    id.clear();
+                    let found = fruit.ids.ord_to_str(e.id_ord, &mut id).map_err(|err| {
+                        tantivy::TantivyError::InternalError(format!(
+                            "reading id of document {}: {err}",
+                            e.doc
+                        ))
+                    })?;
+                    if !found {
+                        return Err(tantivy::TantivyError::InternalError(format!(
+                            "document {} has no id",
+                            e.doc
+                        )));
+                    }
+                    Some(id.clone())
+                } else {
+                    None
+                };
+                out.hits.push(Collected {
+                    score: e.score,
+                    address: DocAddress::new(fruit.segment, e.doc),
+                    id,
+                });
+            }
         }
-        out.hits
-            .sort_by(|a, b| score_then_id(a.score, &a.id, b.score, &b.id));
+        if resolve {
+            out.hits.sort_by(|a, b| {
+                score_then_id(
+                    a.score,
+                    a.id.as_deref().unwrap_or_default(),
+                    b.score,
+                    b.id.as_deref().unwrap_or_default(),
+                )
+            });
+        }
         out.hits.truncate(self.k);
         Ok(out)
     }
@@ -503,12 +544,61 @@ mod tests {
     fn ties_are_broken_by_id_not_by_insertion_order() {
         let (index, fields) = index(1000);
         let top = run(&index, fields, &TopById::new(3, schema::ID));
-        let ids: Vec<_> = top.hits.iter().map(|h| h.id.as_str()).collect();
+        let ids: Vec<_> = top.hits.iter().map(|h| h.id.as_deref().unwrap()).collect();
         assert_eq!(ids, ["doc-00000", "doc-00001", "doc-00002"]);
         assert_eq!(
             (top.total, top.docs_searched, top.stopped),
             (1000, 1000, false)
         );
+    }
+
+    /// `index(n)`'s documents again, written in two commits (two segments),
+    /// the second half first.
+    fn two_segment_index(n: usize) -> (Index, schema::Fields) {
+        let (schema, fields) = schema::build();
+        let index = Index::create_in_ram(schema);
+        let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 20 << 20).unwrap();
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        for half in [n / 2..n, 0..n / 2] {
+            for i in half.rev() {
+                writer
+                    .add_document(
+                        doc!(fields.id => format!("doc-{i:05}"), fields.body => "same words"),
+                    )
+                    .unwrap();
+            }
+            writer.commit().unwrap();
+        }
+        (index, fields)
+    }
+
+    #[test]
+    fn ids_left_to_the_documents_are_resolved_only_across_segments() {
+        let lazy = |k| TopById::new(k, schema::ID).ids_from_documents(true);
+        // One segment: the order is the ordinals', no id is read.
+        let (one, fields) = index(40);
+        let top = run(&one, fields, &lazy(3));
+        assert!(top.hits.iter().all(|h| h.id.is_none()));
+        let searcher = one.reader().unwrap().searcher();
+        let stored: Vec<String> = top
+            .hits
+            .iter()
+            .map(|h| {
+                let doc: tantivy::TantivyDocument = searcher.doc(h.address).unwrap();
+                let id = doc.get_first(fields.id).unwrap();
+                tantivy::schema::Value::as_str(&id).unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(stored, ["doc-00000", "doc-00001", "doc-00002"]);
+        // Two segments holding hits: ties between them need the ids.
+        let (two, fields) = two_segment_index(40);
+        assert_eq!(two.reader().unwrap().searcher().segment_readers().len(), 2);
+        let top = run(&two, fields, &lazy(3));
+        let ids: Vec<_> = top.hits.iter().map(|h| h.id.as_deref().unwrap()).collect();
+        assert_eq!(ids, ["doc-00000", "doc-00001", "doc-00002"]);
+        // Resolved or not, the same documents in the same order.
+        let eager = run(&two, fields, &TopById::new(3, schema::ID));
+        assert_eq!(eager.hits, top.hits);
     }
 
     #[test]
@@ -567,7 +657,7 @@ mod tests {
             // The best hits among the documents seen: ids were inserted in
             // descending order, so those hold the `seen` highest ids, and the
             // best hits are the lowest of them.
-            let ids: Vec<_> = top.hits.iter().map(|h| h.id.as_str()).collect();
+            let ids: Vec<_> = top.hits.iter().map(|h| h.id.as_deref().unwrap()).collect();
             let first = 1000 - seen;
             let expected: Vec<String> = (first..first + 3).map(|i| format!("doc-{i:05}")).collect();
             assert_eq!(ids, expected, "cancelled after {after}");

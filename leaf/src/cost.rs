@@ -21,7 +21,7 @@
 //! goes to the pool.
 
 use searchtree_proto::SearchParams;
-use tantivy::query::Bm25StatisticsProvider;
+use tantivy::query::{Bm25StatisticsProvider, Query};
 
 use crate::searcher::ShardSearcher;
 
@@ -44,10 +44,20 @@ const TOKEN_FACTOR: u64 = 4;
 /// (`/`), fuzzy terms and slop (`~`).
 const EXPANDING_SYNTAX: [char; 5] = ['*', '[', '{', '/', '~'];
 
-/// The estimated work of searching `searcher` for `params`, in postings and
-/// tokens; `None` if it cannot be told from the query's terms (or the query
+/// A search parsed on receipt, with its estimated work: the leaf decides
+/// from the estimate where the search runs, and the search reuses the
+/// parsed query instead of parsing it again.
+pub struct Plan {
+    /// The query, as [`ShardSearcher::parse`] made it.
+    pub query: Box<dyn Query>,
+    /// The estimated work, in postings and tokens.
+    pub cost: u64,
+}
+
+/// Parses the search of `searcher` for `params` and estimates its work;
+/// `None` if the work cannot be told from the query's terms (or the query
 /// does not parse: the search will say why, from the pool).
-pub fn estimate(searcher: &ShardSearcher, params: &SearchParams) -> Option<u64> {
+pub fn plan(searcher: &ShardSearcher, params: &SearchParams) -> Option<Plan> {
     if params.query.contains(EXPANDING_SYNTAX) {
         return None;
     }
@@ -71,7 +81,10 @@ pub fn estimate(searcher: &ShardSearcher, params: &SearchParams) -> Option<u64> 
     } else {
         present_cost(searcher, params.top_k as u64)
     };
-    Some(postings.saturating_add(tokens))
+    Some(Plan {
+        query,
+        cost: postings.saturating_add(tokens),
+    })
 }
 
 /// The tokens highlighted for `top_k` hits, weighted: that many bodies of
@@ -113,6 +126,11 @@ mod tests {
         }
         write_scoring(&[writer.finish().unwrap()], "sum").unwrap();
         (dir, ShardSearcher::new(Shard::open(&path).unwrap()))
+    }
+
+    /// The estimate alone.
+    fn estimate(searcher: &ShardSearcher, params: &SearchParams) -> Option<u64> {
+        plan(searcher, params).map(|p| p.cost)
     }
 
     fn params(query: &str, ids_only: bool) -> SearchParams {
@@ -165,7 +183,8 @@ mod tests {
             LeafNode::new(searcher, 1, timing, Faults::new(FaultConfig::default(), 1))
                 .with_inline_cost(inline_cost)
         };
-        let (inline, pooled) = (node(DEFAULT_INLINE_SEARCH_COST), node(0));
+        // In place; planned but too costly for in place; never planned.
+        let (inline, planned, pooled) = (node(DEFAULT_INLINE_SEARCH_COST), node(1), node(0));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         for query in [
             "apple",
@@ -177,10 +196,16 @@ mod tests {
             let a = inline.search(params(query, false), deadline).await.unwrap();
             let b = pooled.search(params(query, false), deadline).await.unwrap();
             assert_eq!((&a.hits, a.total_hits), (&b.hits, b.total_hits), "{query}");
+            let c = planned
+                .search(params(query, false), deadline)
+                .await
+                .unwrap();
+            assert_eq!((&c.hits, c.total_hits), (&b.hits, b.total_hits), "{query}");
         }
         // All but the prefix ran where they were received.
         assert_eq!(inline.counters().get(LeafCounter::SearchesInline), 4);
         assert_eq!(pooled.counters().get(LeafCounter::SearchesInline), 0);
+        assert_eq!(planned.counters().get(LeafCounter::SearchesInline), 0);
     }
 
     #[test]

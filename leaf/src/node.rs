@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::collector::Stop;
+use crate::cost::Plan;
 use crate::error::LeafError;
 use crate::fault::{Fault, Faults};
 use crate::searcher::{SearchError, ShardSearcher};
@@ -128,11 +129,22 @@ pub trait ShardSearch: Send + Sync + 'static {
     /// Fetches titles and snippets of documents (see [`crate::fetch`]).
     /// Blocking.
     fn fetch(&self, params: &FetchParams, stop: &Stop) -> Result<FetchResponse, SearchError>;
-    /// The estimated work of a search ([`crate::cost`]), or `None` if it
-    /// cannot be told cheaply: a search estimated short runs on the thread
-    /// that received it. By default none can be told.
-    fn cost(&self, _params: &SearchParams) -> Option<u64> {
+    /// Parses a search on receipt and estimates its work ([`crate::cost`]),
+    /// or `None` if the work cannot be told cheaply (the search then parses
+    /// its query itself): a search estimated short runs on the thread that
+    /// received it. By default none can be told.
+    fn plan(&self, _params: &SearchParams) -> Option<Plan> {
         None
+    }
+    /// Searches with the query `plan` parsed. Blocking. By default parses
+    /// it again.
+    fn search_planned(
+        &self,
+        params: &SearchParams,
+        _plan: Plan,
+        stop: Stop,
+    ) -> Result<SearchResponse, SearchError> {
+        self.search(params, stop)
     }
 }
 
@@ -149,8 +161,17 @@ impl ShardSearch for ShardSearcher {
         ShardSearcher::fetch(self, params, stop)
     }
 
-    fn cost(&self, params: &SearchParams) -> Option<u64> {
-        crate::cost::estimate(self, params)
+    fn plan(&self, params: &SearchParams) -> Option<Plan> {
+        crate::cost::plan(self, params)
+    }
+
+    fn search_planned(
+        &self,
+        params: &SearchParams,
+        plan: Plan,
+        stop: Stop,
+    ) -> Result<SearchResponse, SearchError> {
+        self.search_query(params, plan.query, stop)
     }
 }
 
@@ -512,14 +533,20 @@ impl<S: ShardSearch> LeafNode<S> {
         let searcher = Arc::clone(&self.searcher);
         let counters = Arc::clone(&self.counters);
         let query = params.query.clone();
-        let inline = self.inline_cost > 0
-            && self
-                .searcher
-                .cost(&params)
-                .is_some_and(|cost| cost <= self.inline_cost);
+        // Parsed once here, wherever it runs; with in-place searches off,
+        // it is not planned at all.
+        let plan = if self.inline_cost > 0 {
+            self.searcher.plan(&params)
+        } else {
+            None
+        };
+        let inline = plan.as_ref().is_some_and(|p| p.cost <= self.inline_cost);
         let work = move || {
             let cancelled = Arc::clone(&stop.cancelled);
-            let result = searcher.search(&params, stop);
+            let result = match plan {
+                Some(plan) => searcher.search_planned(&params, plan, stop),
+                None => searcher.search(&params, stop),
+            };
             if cancelled.load(Ordering::Relaxed) {
                 // Cut short: its time says nothing of the service time.
                 counters.inc(LeafCounter::SearchesCancelled);
@@ -714,8 +741,11 @@ mod tests {
             Ok(answer)
         }
 
-        fn cost(&self, _: &SearchParams) -> Option<u64> {
-            self.cost
+        fn plan(&self, _: &SearchParams) -> Option<Plan> {
+            self.cost.map(|cost| Plan {
+                query: Box::new(tantivy::query::AllQuery),
+                cost,
+            })
         }
 
         fn search(&self, _: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError> {

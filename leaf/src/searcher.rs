@@ -9,6 +9,7 @@ use searchtree_proto::pb::{
 };
 use searchtree_proto::query::{NOTHING_TO_MATCH, Quoted, truncate_chars};
 use tantivy::query::{Query, QueryParser, QueryParserError};
+use tantivy::schema::Value;
 use tantivy::{Searcher, TantivyDocument};
 
 use crate::collector::{Pruning, Stop, TopById};
@@ -146,6 +147,28 @@ impl ShardSearcher {
     pub fn search(&self, params: &SearchParams, stop: Stop) -> Result<SearchResponse, SearchError> {
         let started = Instant::now();
         let query = self.parse(&params.query)?;
+        self.search_parsed(params, query, stop, started)
+    }
+
+    /// [`search`](Self::search) with `query` already parsed from
+    /// `params.query` by [`parse`](Self::parse), as a leaf's plan of it
+    /// ([`crate::cost::plan`]) did on receipt.
+    pub fn search_query(
+        &self,
+        params: &SearchParams,
+        query: Box<dyn Query>,
+        stop: Stop,
+    ) -> Result<SearchResponse, SearchError> {
+        self.search_parsed(params, query, stop, Instant::now())
+    }
+
+    fn search_parsed(
+        &self,
+        params: &SearchParams,
+        query: Box<dyn Query>,
+        stop: Stop,
+        started: Instant,
+    ) -> Result<SearchResponse, SearchError> {
         let searcher = self.shard.reader.searcher();
         let cancelled = stop.cancelled.clone();
         let pruning = if params.exact_total_hits || searcher.num_docs() < self.min_pruned_docs {
@@ -161,14 +184,20 @@ impl ShardSearcher {
                 &*query,
                 &TopById::new(params.top_k, schema::ID)
                     .with_stop(stop)
-                    .with_pruning(pruning),
+                    .with_pruning(pruning)
+                    // Hits with titles and snippets read their stored
+                    // documents, ids included.
+                    .ids_from_documents(!params.ids_only),
                 &self.shard.stats,
             )
             .map_err(|e| SearchError::from_tantivy(&params.query, e))?;
         let hits = if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
             Vec::new() // nobody is waiting: skip fetching titles and snippets
         } else if params.ids_only {
-            top.hits.into_iter().map(|c| self.bare_hit(c)).collect()
+            top.hits
+                .into_iter()
+                .map(|c| self.bare_hit(c.score, c.id.unwrap_or_default()))
+                .collect()
         } else {
             self.hits(&searcher, &*query, top.hits)
                 .map_err(|e| SearchError::from_tantivy(&params.query, e))?
@@ -221,10 +250,10 @@ impl ShardSearcher {
     }
 
     /// A hit as the query phase returns it: id, score and shard only.
-    fn bare_hit(&self, c: crate::collector::Collected) -> Hit {
+    fn bare_hit(&self, score: f32, doc_id: String) -> Hit {
         Hit {
-            doc_id: c.id,
-            score: c.score,
+            doc_id,
+            score,
             shard: self.shard.meta.shard,
             ..Default::default()
         }
@@ -244,11 +273,24 @@ impl ShardSearcher {
             .into_iter()
             .map(|c| {
                 let doc: TantivyDocument = searcher.doc(c.address)?;
+                let id = match c.id {
+                    Some(id) => id,
+                    None => doc
+                        .get_first(self.shard.fields.id)
+                        .and_then(|v| v.as_str())
+                        .ok_or_else(|| {
+                            tantivy::TantivyError::InternalError(format!(
+                                "stored document {:?} has no id",
+                                c.address
+                            ))
+                        })?
+                        .to_string(),
+                };
                 let (title, snippet) = presenter.title_and_snippet(&doc);
                 Ok(Hit {
                     title,
                     snippet,
-                    ..self.bare_hit(c)
+                    ..self.bare_hit(c.score, id)
                 })
             })
             .collect()

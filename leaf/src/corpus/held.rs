@@ -13,6 +13,7 @@ use searchtree_proto::pb::{FetchResponse, SearchResponse};
 use searchtree_proto::{FetchParams, SearchParams};
 
 use crate::collector::Stop;
+use crate::cost::Plan;
 use crate::node::ShardSearch;
 use crate::searcher::{SearchError, ShardSearcher, VERSION_MISSING};
 
@@ -121,9 +122,19 @@ impl ShardSearch for HeldVersions {
         self.get(params.version)?.fetch(params, stop)
     }
 
-    /// The estimate at the version asked for; none if it is not held (the
+    /// The plan at the version asked for; none if it is not held (the
     /// search says so, from the pool).
-    fn cost(&self, params: &SearchParams) -> Option<u64> {
-        crate::cost::estimate(&*self.get(params.version).ok()?, params)
+    fn plan(&self, params: &SearchParams) -> Option<Plan> {
+        crate::cost::plan(&*self.get(params.version).ok()?, params)
+    }
+
+    fn search_planned(
+        &self,
+        params: &SearchParams,
+        plan: Plan,
+        stop: Stop,
+    ) -> Result<SearchResponse, SearchError> {
+        self.get(params.version)?
+            .search_query(params, plan.query, stop)
     }
 }
