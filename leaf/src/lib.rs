@@ -13,6 +13,7 @@ pub mod cost;
 pub mod error;
 pub mod fault;
 pub mod fetch;
+pub mod highlight;
 pub mod node;
 pub mod prefix_terms;
 pub mod schema;

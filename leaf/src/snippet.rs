@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tantivy::query::{Bm25StatisticsProvider, Query};
 use tantivy::schema::Value;
-use tantivy::snippet::SnippetGenerator;
 use tantivy::{Score, Searcher, TantivyDocument, Term};
 
+use crate::highlight::Highlighter;
 use crate::schema::Fields;
 
 /// Longest snippet, in characters.
@@ -25,7 +25,7 @@ pub const MAX_ANALYZED_BYTES: usize = 1_000_000;
 
 /// Builds titles and snippets for one query over one searcher.
 pub struct Presenter {
-    snippets: SnippetGenerator,
+    snippets: Highlighter,
     fields: Fields,
 }
 
@@ -60,7 +60,7 @@ impl Presenter {
             }
         }
         let tokenizer = searcher.index().tokenizer_for_field(fields.body)?;
-        let snippets = SnippetGenerator::new(weights, tokenizer, fields.body, SNIPPET_CHARS);
+        let snippets = Highlighter::new(weights, tokenizer, SNIPPET_CHARS);
         Ok(Presenter { snippets, fields })
     }
 
@@ -77,8 +77,8 @@ impl Presenter {
             .unwrap_or_default();
         let snippet = self
             .snippets
-            .snippet(analyzed_prefix(body.trim(), MAX_ANALYZED_BYTES));
-        (title, snippet.to_html())
+            .html(analyzed_prefix(body.trim(), MAX_ANALYZED_BYTES));
+        (title, snippet)
     }
 }
 
