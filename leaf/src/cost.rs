@@ -19,6 +19,11 @@
 //! whose work is not in the terms it names — a prefix, a range, a regular
 //! expression, a fuzzy term, everything (`*`) — has no estimate and always
 //! goes to the pool.
+//!
+//! The query parsed for the estimate is the one the search then runs, in
+//! place or on the pool (a [`Plan`]): a second parse cost a leaf about 3 %
+//! of its CPU on short documents (BENCHMARKS.md, "Ids from the documents,
+//! and a query parsed once").
 
 use searchtree_proto::SearchParams;
 use tantivy::query::{Bm25StatisticsProvider, Query};
