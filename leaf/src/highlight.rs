@@ -12,6 +12,12 @@
 //! only the best passage so far is kept, and escaping copies the runs
 //! between the characters it replaces. Titles and snippets were the largest
 //! part of a leaf's CPU on short documents (BENCHMARKS.md, "Snippets").
+//!
+//! On long documents the rest was splitting the body into tokens, which
+//! tantivy's `default` analyzer does a character at a time. A body indexed
+//! with that analyzer (every `TEXT` field of the schema) is split here
+//! instead, into the same tokens ([`default_tokens`], tested against the
+//! analyzer): an ASCII body 64 bytes at a time through bit masks.
 
 use std::ops::Range;
 
@@ -24,7 +30,7 @@ pub struct Highlighter {
     /// The query's terms in the highlighted field, as the analyzer makes
     /// them, with their weights.
     terms: Vec<(String, Score)>,
-    tokenizer: TextAnalyzer,
+    tokens: Tokens,
     /// The longest passage, in bytes from its first token's start to its
     /// last token's end (tantivy's `max_num_chars`).
     max_bytes: usize,
@@ -50,6 +56,19 @@ impl Passage {
     }
 }
 
+/// How a text is split into the tokens its field was indexed with.
+#[derive(Clone)]
+enum Tokens {
+    /// tantivy's `default` analyzer, by [`default_tokens`].
+    Default,
+    /// Any other analyzer, run as it is.
+    Analyzer(TextAnalyzer),
+}
+
+/// The longest token tantivy's `default` analyzer keeps, exclusive, in
+/// bytes of the text (its `RemoveLongFilter::limit(40)`).
+const DEFAULT_TOKEN_LIMIT: usize = 40;
+
 impl Highlighter {
     /// A highlighter of `terms` (each term once, with its weight), cutting
     /// passages of at most `max_bytes` from texts `tokenizer` splits.
@@ -60,7 +79,21 @@ impl Highlighter {
     ) -> Self {
         Highlighter {
             terms: terms.into_iter().collect(),
-            tokenizer,
+            tokens: Tokens::Analyzer(tokenizer),
+            max_bytes,
+        }
+    }
+
+    /// A highlighter of texts indexed with tantivy's `default` analyzer
+    /// (the schema's `TEXT` fields), which splits them itself, the same
+    /// way at a fraction of the cost ([`default_tokens`]).
+    pub fn for_default_analyzer(
+        terms: impl IntoIterator<Item = (String, Score)>,
+        max_bytes: usize,
+    ) -> Self {
+        Highlighter {
+            terms: terms.into_iter().collect(),
+            tokens: Tokens::Default,
             max_bytes,
         }
     }
@@ -87,23 +120,173 @@ impl Highlighter {
     /// The snippet of `text` as HTML: its best passage, the query's terms in
     /// `<b>`, the rest escaped; empty if no term of the query is in it.
     pub fn html(&self, text: &str) -> String {
-        let mut tokenizer = self.tokenizer.clone();
-        let mut tokens = tokenizer.token_stream(text);
         let mut best: Option<Passage> = None;
         let mut current = Passage::starting_at(0);
-        while let Some(token) = tokens.next() {
-            if token.offset_to - current.start > self.max_bytes {
-                let next = Passage::starting_at(token.offset_from);
+        let mut take = |from: usize, to: usize, token: &str| {
+            if to - current.start > self.max_bytes {
+                let next = Passage::starting_at(from);
                 keep_better(&mut best, std::mem::replace(&mut current, next));
             }
-            current.stop = token.offset_to;
-            if let Some(weight) = self.weight(&token.text) {
+            current.stop = to;
+            if let Some(weight) = self.weight(token) {
                 current.score += weight;
-                current.highlighted.push(token.offset_from..token.offset_to);
+                current.highlighted.push(from..to);
+            }
+        };
+        match &self.tokens {
+            Tokens::Default => default_tokens(text, take),
+            Tokens::Analyzer(analyzer) => {
+                let mut analyzer = analyzer.clone();
+                let mut tokens = analyzer.token_stream(text);
+                while let Some(token) = tokens.next() {
+                    take(token.offset_from, token.offset_to, &token.text);
+                }
             }
         }
         keep_better(&mut best, current);
         best.map_or_else(String::new, |passage| render(text, passage))
+    }
+}
+
+/// What each ASCII byte is to tantivy's `SimpleTokenizer`: not part of a
+/// token ([`SEPARATOR`]), part of one ([`LOWER`]: a digit or a lowercase
+/// letter), or part of one that needs lowercasing ([`UPPER`]); what
+/// `char::is_alphanumeric` says of it, looked up.
+const ASCII_CLASS: [u8; 128] = {
+    let mut table = [SEPARATOR; 128];
+    let mut b = 0;
+    while b < 128 {
+        let byte = b as u8;
+        if byte.is_ascii_uppercase() {
+            table[b] = UPPER;
+        } else if byte.is_ascii_alphanumeric() {
+            table[b] = LOWER;
+        }
+        b += 1;
+    }
+    table
+};
+const SEPARATOR: u8 = 0;
+const LOWER: u8 = 1;
+const UPPER: u8 = 2;
+
+/// Calls `take(from, to, token)` for each token of `text` as tantivy's
+/// `default` analyzer makes it — `SimpleTokenizer` (runs of alphanumeric
+/// characters), `RemoveLongFilter::limit(40)` (tokens of 40 bytes or more
+/// dropped), `LowerCaser` (ASCII lowercased in place, anything else a
+/// character at a time) — with its byte offsets. The analyzer walks every
+/// character through `char_indices` and copies every token; this walks the
+/// bytes of an ASCII text through a table, and copies only a token that
+/// needs lowercasing. A text with other characters goes a character at a
+/// time, as the analyzer does.
+fn default_tokens(text: &str, take: impl FnMut(usize, usize, &str)) {
+    if text.is_ascii() {
+        ascii_tokens(text, take);
+    } else {
+        unicode_tokens(text, take);
+    }
+}
+
+/// [`default_tokens`] of an ASCII text, 64 bytes at a time: each byte's
+/// class goes into a bit mask, and the tokens' starts and ends are the
+/// mask's edges, found with `trailing_zeros` rather than a branch per byte.
+fn ascii_tokens(text: &str, mut take: impl FnMut(usize, usize, &str)) {
+    let bytes = text.as_bytes();
+    let mut lowered = String::new();
+    let mut emit = |from: usize, to: usize, upper: bool| {
+        if to - from >= DEFAULT_TOKEN_LIMIT {
+            return;
+        }
+        let token = &text[from..to];
+        if upper {
+            lowered.clear();
+            lowered.push_str(token);
+            lowered.make_ascii_lowercase();
+            take(from, to, &lowered);
+        } else {
+            take(from, to, token);
+        }
+    };
+    // The token the last chunk ended in: where it started, and whether it
+    // has a capital so far.
+    let mut open: Option<(usize, bool)> = None;
+    for (chunk_index, chunk) in bytes.chunks(64).enumerate() {
+        let base = chunk_index * 64;
+        let (mut alphanumeric, mut upper) = (0u64, 0u64);
+        for (i, &byte) in chunk.iter().enumerate() {
+            let class = ASCII_CLASS[usize::from(byte & 0x7f)];
+            alphanumeric |= u64::from(class != SEPARATOR) << i;
+            upper |= u64::from(class == UPPER) << i;
+        }
+        let before = (alphanumeric << 1) | u64::from(open.is_some());
+        let starts = alphanumeric & !before;
+        // Past a short last chunk the mask is 0: its last token ends there.
+        let ends = !alphanumeric & before & low_bits(chunk.len() + 1);
+        // Starts and ends alternate: a token open from the last chunk
+        // takes the first end, and each start the end after it.
+        let (mut starts, mut ends) = (starts, ends);
+        let capital_in =
+            |from_bit: usize, to_bit: usize| (upper & low_bits(to_bit)) >> from_bit != 0;
+        if let Some((from, capital)) = open {
+            if ends == 0 {
+                open = Some((from, capital || capital_in(0, 64)));
+                continue;
+            }
+            let to_bit = ends.trailing_zeros() as usize;
+            ends &= ends - 1;
+            emit(from, base + to_bit, capital || capital_in(0, to_bit));
+            open = None;
+        }
+        while starts != 0 {
+            let from_bit = starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            if ends == 0 {
+                open = Some((base + from_bit, capital_in(from_bit, 64)));
+                break;
+            }
+            let to_bit = ends.trailing_zeros() as usize;
+            ends &= ends - 1;
+            emit(base + from_bit, base + to_bit, capital_in(from_bit, to_bit));
+        }
+    }
+    if let Some((from, capital)) = open {
+        emit(from, bytes.len(), capital);
+    }
+}
+
+/// A mask of the `n` lowest bits (all 64 from 64 on).
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+}
+
+/// [`default_tokens`] of a text with characters beyond ASCII.
+fn unicode_tokens(text: &str, mut take: impl FnMut(usize, usize, &str)) {
+    let mut lowered = String::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((from, c)) = chars.next() {
+        if !c.is_alphanumeric() {
+            continue;
+        }
+        let mut to = from + c.len_utf8();
+        while let Some(&(at, c)) = chars.peek() {
+            if !c.is_alphanumeric() {
+                break;
+            }
+            to = at + c.len_utf8();
+            chars.next();
+        }
+        if to - from >= DEFAULT_TOKEN_LIMIT {
+            continue;
+        }
+        let token = &text[from..to];
+        lowered.clear();
+        if token.is_ascii() {
+            lowered.push_str(token);
+            lowered.make_ascii_lowercase();
+        } else {
+            lowered.extend(token.chars().flat_map(char::to_lowercase));
+        }
+        take(from, to, &lowered);
     }
 }
 
@@ -185,9 +368,65 @@ mod tests {
         let tokenizer = index.tokenizer_for_field(fields.body).unwrap();
         let weights: BTreeMap<String, Score> =
             terms.iter().map(|&(t, w)| (t.to_string(), w)).collect();
-        let ours = Highlighter::new(weights.clone(), tokenizer.clone(), max_bytes);
+        let ours = Highlighter::for_default_analyzer(weights.clone(), max_bytes);
+        let analyzed = Highlighter::new(weights.clone(), tokenizer.clone(), max_bytes);
         let theirs = SnippetGenerator::new(weights, tokenizer, fields.body, max_bytes);
-        (ours.html(text), theirs.snippet(text).to_html())
+        let ours = ours.html(text);
+        assert_eq!(
+            ours,
+            analyzed.html(text),
+            "{text:?}: the two ways of splitting"
+        );
+        (ours, theirs.snippet(text).to_html())
+    }
+
+    /// The tokens of tantivy's `default` analyzer and [`default_tokens`].
+    fn tokens_both_ways(text: &str) -> (Vec<(usize, usize, String)>, Vec<(usize, usize, String)>) {
+        let mut analyzer = tantivy::tokenizer::TokenizerManager::default()
+            .get("default")
+            .unwrap();
+        let mut stream = analyzer.token_stream(text);
+        let mut theirs = Vec::new();
+        while let Some(t) = stream.next() {
+            theirs.push((t.offset_from, t.offset_to, t.text.clone()));
+        }
+        let mut ours = Vec::new();
+        default_tokens(text, |from, to, token| {
+            ours.push((from, to, token.to_string()))
+        });
+        (ours, theirs)
+    }
+
+    #[test]
+    fn the_default_analyzer_s_tokens_exactly() {
+        let long = "x".repeat(39);
+        let texts = [
+            String::new(),
+            "  ,,, ".to_string(),
+            "Hello, happy tax payer! 42 apples, x86_64 and C++".to_string(),
+            "ÜBER über Straße STRASSE İstanbul ǅemal café CAFÉ ΟΔΟΣ Σίσυφος".to_string(),
+            "日本語のテキスト、中文文本。한국어 텍스트 ١٢٣ ½ ² Ⅻ".to_string(),
+            "emoji 😀 between 🇫🇷 words ‍ zero‍width ẞ ﬁne".to_string(),
+            // Around the 40-byte limit, in ASCII and with wider characters.
+            format!("{long} {long}y {long}yz é{long} {long}é"),
+            "ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÐÑÒÓÔÕÖØÙÚÛÜÝ ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÐÑÒÓÔÕÖØÙÚÛÜÝÞ".to_string(),
+            "tab\tnew\nline\r\nend\u{a0}nbsp\u{2009}thin".to_string(),
+            "<a href=\"x\">link</a>&amp;&#x27;".to_string(),
+        ];
+        for text in &texts {
+            let (ours, theirs) = tokens_both_ways(text);
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+        // Random strings over a mixed alphabet.
+        let alphabet: Vec<char> = "aZ9 _-.,é€ÖİΣσßǅ日😀\u{300}\u{2028}\t".chars().collect();
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..2_000 {
+            let text: String = (0..rng.usize(0..80))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            let (ours, theirs) = tokens_both_ways(&text);
+            assert_eq!(ours, theirs, "{text:?}");
+        }
     }
 
     #[test]

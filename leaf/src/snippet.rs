@@ -59,8 +59,12 @@ impl Presenter {
                 weights.insert(text.to_string(), 1.0 / (1.0 + doc_freq as Score));
             }
         }
-        let tokenizer = searcher.index().tokenizer_for_field(fields.body)?;
-        let snippets = Highlighter::new(weights, tokenizer, SNIPPET_CHARS);
+        let snippets = if indexed_with_default_analyzer(searcher, fields.body) {
+            Highlighter::for_default_analyzer(weights, SNIPPET_CHARS)
+        } else {
+            let tokenizer = searcher.index().tokenizer_for_field(fields.body)?;
+            Highlighter::new(weights, tokenizer, SNIPPET_CHARS)
+        };
         Ok(Presenter { snippets, fields })
     }
 
@@ -95,6 +99,18 @@ fn analyzed_prefix(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Whether `field` is indexed with tantivy's `default` analyzer, which the
+/// index's tokenizer manager holds as tantivy made it (no node registers
+/// another under that name): then the highlighter splits texts itself.
+fn indexed_with_default_analyzer(searcher: &Searcher, field: tantivy::schema::Field) -> bool {
+    match searcher.schema().get_field_entry(field).field_type() {
+        tantivy::schema::FieldType::Str(options) => options
+            .get_indexing_options()
+            .is_some_and(|indexing| indexing.tokenizer() == "default"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +122,16 @@ mod tests {
         // 'é' is two bytes: a cut inside it backs off before it.
         assert_eq!(analyzed_prefix("aé", 2), "a");
         assert_eq!(analyzed_prefix("aé", 3), "aé");
+    }
+
+    #[test]
+    fn the_body_is_highlighted_by_the_default_analyzer_s_own_split() {
+        let (schema, fields) = crate::schema::build();
+        let index = tantivy::Index::create_in_ram(schema);
+        let searcher = index.reader().unwrap().searcher();
+        assert!(indexed_with_default_analyzer(&searcher, fields.body));
+        assert!(indexed_with_default_analyzer(&searcher, fields.title));
+        // The id is indexed whole (`raw`).
+        assert!(!indexed_with_default_analyzer(&searcher, fields.id));
     }
 }
