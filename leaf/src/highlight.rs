@@ -380,8 +380,11 @@ mod tests {
         (ours, theirs.snippet(text).to_html())
     }
 
-    /// The tokens of tantivy's `default` analyzer and [`default_tokens`].
-    fn tokens_both_ways(text: &str) -> (Vec<(usize, usize, String)>, Vec<(usize, usize, String)>) {
+    /// Tokens with their byte offsets: (from, to, text).
+    type Split = Vec<(usize, usize, String)>;
+
+    /// The tokens of [`default_tokens`] and of tantivy's `default` analyzer.
+    fn tokens_both_ways(text: &str) -> (Split, Split) {
         let mut analyzer = tantivy::tokenizer::TokenizerManager::default()
             .get("default")
             .unwrap();
