@@ -30,6 +30,9 @@ pub struct Highlighter {
     /// The query's terms in the highlighted field, as the analyzer makes
     /// them, with their weights.
     terms: Vec<(String, Score)>,
+    /// Bit n is set when a term is n bytes long (n < 64): most tokens of a
+    /// text are no term's length, and are passed over on that alone.
+    term_lengths: u64,
     tokens: Tokens,
     /// The longest passage, in bytes from its first token's start to its
     /// last token's end (tantivy's `max_num_chars`).
@@ -77,8 +80,10 @@ impl Highlighter {
         tokenizer: TextAnalyzer,
         max_bytes: usize,
     ) -> Self {
+        let terms: Vec<(String, Score)> = terms.into_iter().collect();
         Highlighter {
-            terms: terms.into_iter().collect(),
+            term_lengths: lengths_of(&terms),
+            terms,
             tokens: Tokens::Analyzer(tokenizer),
             max_bytes,
         }
@@ -91,8 +96,10 @@ impl Highlighter {
         terms: impl IntoIterator<Item = (String, Score)>,
         max_bytes: usize,
     ) -> Self {
+        let terms: Vec<(String, Score)> = terms.into_iter().collect();
         Highlighter {
-            terms: terms.into_iter().collect(),
+            term_lengths: lengths_of(&terms),
+            terms,
             tokens: Tokens::Default,
             max_bytes,
         }
@@ -117,23 +124,44 @@ impl Highlighter {
             .map(|&(_, weight)| weight)
     }
 
+    /// The weight of a token of an ASCII text split by [`ascii_tokens`],
+    /// which is lowercase already: [`Highlighter::weight`] without looking
+    /// at its bytes again, and none at once for a length no term has.
+    fn weight_of_lowercase(&self, token: &str) -> Option<Score> {
+        let len = token.len();
+        if len >= 64 || (self.term_lengths >> len) & 1 == 0 {
+            return None;
+        }
+        self.terms
+            .iter()
+            .find(|(term, _)| term == token)
+            .map(|&(_, weight)| weight)
+    }
+
     /// The snippet of `text` as HTML: its best passage, the query's terms in
     /// `<b>`, the rest escaped; empty if no term of the query is in it.
     pub fn html(&self, text: &str) -> String {
         let mut best: Option<Passage> = None;
         let mut current = Passage::starting_at(0);
+        let split_ascii = matches!(self.tokens, Tokens::Default) && text.is_ascii();
         let mut take = |from: usize, to: usize, token: &str| {
             if to - current.start > self.max_bytes {
                 let next = Passage::starting_at(from);
                 keep_better(&mut best, std::mem::replace(&mut current, next));
             }
             current.stop = to;
-            if let Some(weight) = self.weight(token) {
+            let weight = if split_ascii {
+                self.weight_of_lowercase(token)
+            } else {
+                self.weight(token)
+            };
+            if let Some(weight) = weight {
                 current.score += weight;
                 current.highlighted.push(from..to);
             }
         };
         match &self.tokens {
+            // (Splits an ASCII text with `ascii_tokens`, as `split_ascii` says.)
             Tokens::Default => default_tokens(text, take),
             Tokens::Analyzer(analyzer) => {
                 let mut analyzer = analyzer.clone();
@@ -288,6 +316,14 @@ fn unicode_tokens(text: &str, mut take: impl FnMut(usize, usize, &str)) {
         }
         take(from, to, &lowered);
     }
+}
+
+/// The set of the terms' lengths in bytes, as [`Highlighter::term_lengths`].
+fn lengths_of(terms: &[(String, Score)]) -> u64 {
+    terms
+        .iter()
+        .filter(|(term, _)| term.len() < 64)
+        .fold(0, |lengths, (term, _)| lengths | 1 << term.len())
 }
 
 /// Keeps `candidate` if it holds a term and weighs more than the best so
