@@ -466,6 +466,27 @@ mod tests {
             let (ours, theirs) = tokens_both_ways(&text);
             assert_eq!(ours, theirs, "{text:?}");
         }
+        // ASCII texts, split 64 bytes at a time: tokens across the chunks'
+        // edges, at the 40-byte limit, and at the end of the text.
+        let ascii: Vec<char> = "aaaaZZ99 .,-_\n".chars().collect();
+        for _ in 0..2_000 {
+            let text: String = (0..rng.usize(0..300))
+                .map(|_| ascii[rng.usize(..ascii.len())])
+                .collect();
+            assert!(text.is_ascii());
+            let (ours, theirs) = tokens_both_ways(&text);
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+        for len in [63, 64, 65, 127, 128, 129] {
+            for text in [
+                "a".repeat(len),
+                format!("{} b", "c".repeat(len)),
+                "Ab ".repeat(len),
+            ] {
+                let (ours, theirs) = tokens_both_ways(&text);
+                assert_eq!(ours, theirs, "{text:?}");
+            }
+        }
     }
 
     #[test]
