@@ -80,13 +80,7 @@ impl Highlighter {
         tokenizer: TextAnalyzer,
         max_bytes: usize,
     ) -> Self {
-        let terms: Vec<(String, Score)> = terms.into_iter().collect();
-        Highlighter {
-            term_lengths: lengths_of(&terms),
-            terms,
-            tokens: Tokens::Analyzer(tokenizer),
-            max_bytes,
-        }
+        Self::splitting(terms, Tokens::Analyzer(tokenizer), max_bytes)
     }
 
     /// A highlighter of texts indexed with tantivy's `default` analyzer
@@ -96,11 +90,21 @@ impl Highlighter {
         terms: impl IntoIterator<Item = (String, Score)>,
         max_bytes: usize,
     ) -> Self {
+        Self::splitting(terms, Tokens::Default, max_bytes)
+    }
+
+    /// A highlighter of `terms` splitting texts by `tokens`: what both
+    /// constructors make.
+    fn splitting(
+        terms: impl IntoIterator<Item = (String, Score)>,
+        tokens: Tokens,
+        max_bytes: usize,
+    ) -> Self {
         let terms: Vec<(String, Score)> = terms.into_iter().collect();
         Highlighter {
             term_lengths: lengths_of(&terms),
             terms,
-            tokens: Tokens::Default,
+            tokens,
             max_bytes,
         }
     }
@@ -118,10 +122,7 @@ impl Highlighter {
             lowered = token.to_lowercase();
             lowered.as_str()
         };
-        self.terms
-            .iter()
-            .find(|(term, _)| term == key)
-            .map(|&(_, weight)| weight)
+        self.term_weight(key)
     }
 
     /// The weight of a token of an ASCII text split by [`ascii_tokens`],
@@ -132,9 +133,14 @@ impl Highlighter {
         if len >= 64 || (self.term_lengths >> len) & 1 == 0 {
             return None;
         }
+        self.term_weight(token)
+    }
+
+    /// The weight of the term `key`, if it is one of the query's.
+    fn term_weight(&self, key: &str) -> Option<Score> {
         self.terms
             .iter()
-            .find(|(term, _)| term == token)
+            .find(|(term, _)| term == key)
             .map(|&(_, weight)| weight)
     }
 
