@@ -8,6 +8,7 @@
 //! - [`query_args`]: the query-limit flags every node takes;
 //! - [`ops`]: the operations flags (HTTP port for metrics, TLS, admin
 //!   calls, tracing, drain) and the HTTP server;
+//! - [`frames`]: calls between nodes as frames over TCP, without HTTP/2;
 //! - [`allocator`]: the global allocator of every binary, the CLI's too.
 //!
 //! The API itself (generated code, validated requests) stays in
@@ -17,6 +18,7 @@
 pub mod allocator;
 pub mod background;
 pub mod counters;
+pub mod frames;
 pub mod ops;
 pub mod query_args;
 pub mod serving;

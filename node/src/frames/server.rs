@@ -1,0 +1,273 @@
+//! A node's side of a connection of frames: each call read off it is served
+//! by the node's gRPC stack (the same routes, credentials check, permits,
+//! trace and timing as a call over HTTP/2), on its own task, and its answer
+//! written back whenever it is ready, in any order.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tonic::transport::server::TcpConnectInfo;
+use tower::ServiceExt;
+
+use super::wire::{self, Kind};
+
+/// How many answers may wait for the socket before calls wait to send
+/// theirs: the writer batches what is waiting into one write.
+const ANSWERS_QUEUED: usize = 64;
+
+/// The most bytes gathered into one write.
+const WRITE_BATCH_BYTES: usize = 64 << 10;
+
+/// The service a connection's calls go to: the node's gRPC stack.
+pub trait CallService:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> CallService for S where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// Serves the calls of one connection (its [`wire::MAGIC`] already read)
+/// with `service`, at most `max_calls` at once (more are refused with
+/// `RESOURCE_EXHAUSTED`), until the caller closes it or `stopped`
+/// resolves. Then it tells the caller which calls it read (a
+/// [`Kind::GoAway`]), answers them, and closes.
+pub async fn serve_connection<IO, S>(
+    io: IO,
+    info: TcpConnectInfo,
+    service: S,
+    max_calls: usize,
+    stopped: impl Future<Output = ()>,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+    S: CallService,
+{
+    let (read, write) = tokio::io::split(io);
+    let mut reader = BufReader::with_capacity(16 << 10, read);
+    let (answers, queued) = mpsc::channel::<Bytes>(ANSWERS_QUEUED);
+    let writer = tokio::spawn(write_loop(write, queued));
+    let live: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
+    // Every call's task holds a clone; `recv` ends once all are done.
+    let (done, mut all_done) = mpsc::channel::<()>(1);
+    let mut last_read = 0;
+    tokio::pin!(stopped);
+    let drained = loop {
+        let frame = tokio::select! {
+            biased;
+            () = &mut stopped => break true,
+            frame = wire::read_frame(&mut reader) => frame,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break false,
+            Err(e) => {
+                tracing::debug!(peer = ?info.remote_addr(), error = %e, "a connection of frames failed");
+                break false;
+            }
+        };
+        match frame.kind {
+            Kind::Request => {
+                last_read = frame.id;
+                let id = frame.id;
+                let full = live.lock().unwrap_or_else(|e| e.into_inner()).len() >= max_calls;
+                if full {
+                    let refusal = tonic::Status::resource_exhausted(format!(
+                        "more than {max_calls} calls at once on one connection"
+                    ));
+                    if answers.send(status_answer(id, refusal)).await.is_err() {
+                        break false;
+                    }
+                    continue;
+                }
+                let call = serve_call(service.clone(), info.clone(), frame.payload);
+                let answers = answers.clone();
+                let done = done.clone();
+                let table_of_task = Arc::clone(&live);
+                // Held while spawning, so the task cannot remove itself
+                // before it is listed.
+                let mut table = live.lock().unwrap_or_else(|e| e.into_inner());
+                let task = tokio::spawn(async move {
+                    let _done = done;
+                    let (answer, held) = call.await;
+                    let mut out = BytesMut::new();
+                    wire::put_frame(&mut out, Kind::Response, id, |out| answer.encode(out));
+                    let _ = answers.send(out.freeze()).await;
+                    // The call's permit of the node's live responses is
+                    // held until its answer is queued for the socket, so a
+                    // caller that stops reading holds permits, as over
+                    // HTTP/2.
+                    drop(held);
+                    table_of_task
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                });
+                table.insert(id, task.abort_handle());
+            }
+            Kind::Cancel => {
+                if let Some(task) = live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&frame.id)
+                {
+                    task.abort();
+                }
+            }
+            Kind::Ping => {
+                let mut out = BytesMut::new();
+                wire::put_frame(&mut out, Kind::Pong, frame.id, |_| {});
+                if answers.send(out.freeze()).await.is_err() {
+                    break false;
+                }
+            }
+            Kind::Pong | Kind::Response | Kind::GoAway => {}
+        }
+    };
+    drop(done);
+    if drained {
+        let mut out = BytesMut::new();
+        wire::put_frame(&mut out, Kind::GoAway, last_read, |_| {});
+        let _ = answers.send(out.freeze()).await;
+        // The calls read so far are answered; then the writer closes.
+        let _ = all_done.recv().await;
+    } else {
+        // The caller is gone: nobody waits for these answers.
+        for (_, task) in live.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            task.abort();
+        }
+    }
+    drop(answers);
+    let _ = writer.await;
+}
+
+/// A call's answer, as the gRPC stack gave it.
+struct Answer {
+    headers: http::HeaderMap,
+    trailers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn encode(&self, out: &mut BytesMut) {
+        wire::put_headers(out, &self.headers);
+        wire::put_headers(out, &self.trailers);
+        out.put_slice(&self.body);
+    }
+}
+
+fn status_answer(id: u64, status: tonic::Status) -> Bytes {
+    let answer = Answer {
+        headers: status.into_http::<()>().into_parts().0.headers,
+        trailers: http::HeaderMap::new(),
+        body: Bytes::new(),
+    };
+    let mut out = BytesMut::new();
+    wire::put_frame(&mut out, Kind::Response, id, |out| answer.encode(out));
+    out.freeze()
+}
+
+/// Serves one call, `payload` being its path, headers and message; its
+/// answer, and the spent body that holds the call's permit.
+async fn serve_call<S: CallService>(
+    service: S,
+    info: TcpConnectInfo,
+    payload: Bytes,
+) -> (Answer, Option<tonic::body::Body>) {
+    let status_only = |status: tonic::Status| Answer {
+        headers: status.into_http::<()>().into_parts().0.headers,
+        trailers: http::HeaderMap::new(),
+        body: Bytes::new(),
+    };
+    let mut payload = payload;
+    let request = (|| {
+        let path = wire::get_short(&mut payload)?;
+        let headers = wire::get_headers(&mut payload)?;
+        let uri = http::Uri::from_maybe_shared(path)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok::<_, std::io::Error>((uri, headers))
+    })();
+    let (uri, headers) = match request {
+        Ok(parts) => parts,
+        Err(e) => {
+            let status = tonic::Status::invalid_argument(format!("a malformed call: {e}"));
+            return (status_only(status), None);
+        }
+    };
+    let mut request =
+        http::Request::new(tonic::body::Body::new(http_body_util::Full::new(payload)));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request.extensions_mut().insert(info);
+    let Ok(response) = service.oneshot(request).await;
+    let (parts, mut body) = response.into_parts();
+    let mut data = BytesMut::new();
+    let mut trailers = http::HeaderMap::new();
+    while let Some(frame) = body.frame().await {
+        match frame.map(http_body::Frame::into_data) {
+            Ok(Ok(chunk)) => data.put(chunk),
+            Ok(Err(frame)) => {
+                if let Ok(more) = frame.into_trailers() {
+                    trailers.extend(more);
+                }
+            }
+            Err(status) => return (status_only(status), Some(body)),
+        }
+    }
+    let answer = Answer {
+        headers: parts.headers,
+        trailers,
+        body: data.freeze(),
+    };
+    (answer, Some(body))
+}
+
+/// Writes the answers as they come, several to a write when they queue.
+async fn write_loop<W: AsyncWrite>(write: W, mut queued: mpsc::Receiver<Bytes>) {
+    tokio::pin!(write);
+    let mut batch = BytesMut::new();
+    while let Some(first) = queued.recv().await {
+        let written = match queued.try_recv() {
+            Err(_) => write.write_all(&first).await,
+            Ok(second) => {
+                batch.clear();
+                batch.put_slice(&first);
+                batch.put_slice(&second);
+                while batch.len() < WRITE_BATCH_BYTES {
+                    match queued.try_recv() {
+                        Ok(more) => batch.put_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                write.write_all(&batch).await
+            }
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
