@@ -46,6 +46,11 @@ pub struct OpsArgs {
     /// Span export over OTLP.
     #[command(flatten)]
     pub otlp: otlp::OtlpArgs,
+    /// How an inner node calls its children's searches and fetches:
+    /// `frames` (searchtree's own framing over TCP, cheaper than HTTP/2 on
+    /// every hop; plaintext only) or `grpc`. With TLS, always `grpc`.
+    #[arg(long, value_enum, default_value_t = client::ChildTransport::Frames)]
+    pub child_transport: client::ChildTransport,
 }
 
 impl OpsArgs {
@@ -60,6 +65,7 @@ impl OpsArgs {
             .as_deref()
             .map(auth::read_token)
             .transpose()?;
-        client::set_security(client::ClientSecurity { tls, token })
+        client::set_security(client::ClientSecurity { tls, token })?;
+        client::set_child_transport(self.child_transport)
     }
 }

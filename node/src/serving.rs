@@ -9,6 +9,7 @@ use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -343,11 +344,32 @@ pub async fn serve<S: Search, C: Corpus>(
     // spinning when descriptors run out, closes idle connections, and keeps
     // TCP_NODELAY (which tonic's builder setting does not apply here).
     let incoming = connections::Incoming::with_peers(listener, limits);
-
+    // One budget for every connection of this server, which closes the
+    // connection with the most stalled calls to make room (see
+    // [`crate::ops::responses`]).
+    let responses = crate::ops::responses::ResponseBudget::new(
+        crate::ops::responses::MAX_LIVE_RESPONSES,
+        incoming.peers(),
+    );
+    let search = SearchServer::new(search);
+    let plaintext = tls.is_none();
     let mut server = grpc_server(&limits);
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
+    // Plaintext: the port takes calls as frames too (see [`crate::frames`]),
+    // served by the same stack as HTTP/2's.
+    let (connections, frames_done) = if plaintext {
+        let frames = frames_stack(
+            search.clone(),
+            std::sync::Arc::clone(&policy),
+            responses.clone(),
+        );
+        let (grpc, frames_done) = sort_connections(incoming, frames, stopped.clone());
+        (grpc.boxed(), Some(frames_done))
+    } else {
+        (incoming.into_stream().boxed(), None)
+    };
     // Registered before the readiness line, so that a node started after
     // this one (its parent) finds it in its first view of the membership.
     if let Some(registration) = &registration
@@ -365,13 +387,6 @@ pub async fn serve<S: Search, C: Corpus>(
         admin_token = policy.admin_token.is_some(),
         search_token = policy.search_token.is_some(),
         "serving"
-    );
-    // One budget for every connection of this server, which closes the
-    // connection with the most stalled calls to make room (see
-    // [`crate::ops::responses`]).
-    let responses = crate::ops::responses::ResponseBudget::new(
-        crate::ops::responses::MAX_LIVE_RESPONSES,
-        incoming.peers(),
     );
     server
         // Outermost, so it runs first: a request's clock starts when its
@@ -391,7 +406,7 @@ pub async fn serve<S: Search, C: Corpus>(
                 responses.clone(),
             )
         }))
-        .add_service(SearchServer::new(search))
+        .add_service(search)
         .add_service(corpus_service(corpus))
         .add_service(NodeStatsServer::new(StatsService {
             counters,
@@ -401,13 +416,101 @@ pub async fn serve<S: Search, C: Corpus>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming.into_stream(), stopped())
+        .serve_with_incoming_shutdown(connections, stopped())
         .await?;
+    if let Some(mut frames_done) = frames_done {
+        // Calls read off connections of frames are answered too.
+        let _ = frames_done.recv().await;
+    }
     if let Some(http) = http {
         let _ = http.await;
     }
     drop(registration);
     Ok(())
+}
+
+/// How long a new connection may take to say what it speaks (its first
+/// bytes) before it is taken for HTTP/2.
+const SNIFF_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The stack a call read off a connection of frames goes through: the same
+/// arrival stamp, credentials check, permits, trace and timing as a call
+/// over HTTP/2, then the search service.
+fn frames_stack<S: Search>(
+    search: SearchServer<S>,
+    policy: std::sync::Arc<crate::ops::auth::AuthPolicy>,
+    responses: crate::ops::responses::ResponseBudget,
+) -> impl crate::frames::server::CallService {
+    let routes = tonic::service::Routes::new(search).prepare();
+    tower::util::MapRequest::new(
+        crate::ops::layer::Operated::new(routes, policy, responses),
+        stamp_arrival as fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
+    )
+}
+
+/// Accepts connections until `stopped`, serving those that start with
+/// [`crate::frames::wire::MAGIC`] as frames and passing the others on, as
+/// the stream tonic serves. The receiver ends once every connection of
+/// frames is done.
+fn sort_connections<F, Fut>(
+    mut incoming: connections::Incoming,
+    frames: impl crate::frames::server::CallService + Sync,
+    stopped: F,
+) -> (
+    impl futures::Stream<Item = Result<connections::Connection, std::convert::Infallible>> + Send,
+    tokio::sync::mpsc::Receiver<()>,
+)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (to_grpc, for_grpc) = tokio::sync::mpsc::channel(64);
+    let (frames_live, frames_done) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        let stop = stopped();
+        tokio::pin!(stop);
+        loop {
+            let mut connection = tokio::select! {
+                () = &mut stop => break,
+                connection = incoming.accept() => connection,
+            };
+            let (to_grpc, frames, stopped, live) = (
+                to_grpc.clone(),
+                frames.clone(),
+                stopped.clone(),
+                frames_live.clone(),
+            );
+            tokio::spawn(async move {
+                match connection
+                    .starts_with(crate::frames::wire::MAGIC, SNIFF_WAIT)
+                    .await
+                {
+                    Ok(true) => {
+                        use tonic::transport::server::Connected;
+                        let info = connection.connect_info();
+                        crate::frames::server::serve_connection(
+                            connection,
+                            info,
+                            frames,
+                            MAX_CONCURRENT_STREAMS as usize,
+                            stopped(),
+                        )
+                        .await;
+                        drop(live);
+                    }
+                    Ok(false) => {
+                        let _ = to_grpc.send(connection).await;
+                    }
+                    Err(_) => {}
+                }
+            });
+        }
+        // Dropping `incoming` closes the listener, as tonic's would.
+    });
+    let stream = futures::stream::unfold(for_grpc, |mut rx| async move {
+        rx.recv().await.map(|connection| (Ok(connection), rx))
+    });
+    (stream, frames_done)
 }
 
 /// The host other nodes dial to reach this one: its advertised address's

@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use searchtree_node::ops::client::NodeChannel;
+use searchtree_node::frames::{FrameChannel, Keepalive};
+use searchtree_node::ops::client::{
+    ChildTransport, NodeChannel, NodeFrameChannel, child_transport, frame_channel,
+};
 use searchtree_proto::pb::search_client::SearchClient;
 use searchtree_proto::pb::{FetchRequest, FetchResponse, SearchRequest, SearchResponse};
 use searchtree_proto::query::truncate_bytes;
@@ -233,6 +236,9 @@ pub struct GrpcChild {
     addr: String,
     shards: Vec<u32>,
     client: SearchClient<NodeChannel>,
+    /// Searches and fetches go as frames when the process calls its
+    /// children so ([`child_transport`]); health checks stay on gRPC.
+    frames: Option<SearchClient<NodeFrameChannel>>,
     health: HealthClient<NodeChannel>,
 }
 
@@ -241,10 +247,21 @@ impl GrpcChild {
     /// connection is made yet.
     pub fn new(addr: &str, shards: Vec<u32>) -> Result<Self, tonic::transport::Error> {
         let channel = searchtree_node::ops::client::channel(endpoint(addr)?.connect_lazy());
+        let frames = (child_transport() == ChildTransport::Frames).then(|| {
+            SearchClient::new(frame_channel(FrameChannel::new(
+                addr,
+                CONNECT_TIMEOUT,
+                Keepalive {
+                    interval: KEEPALIVE_INTERVAL,
+                    timeout: KEEPALIVE_TIMEOUT,
+                },
+            )))
+        });
         Ok(GrpcChild {
             addr: addr.to_string(),
             shards,
             client: SearchClient::new(channel.clone()),
+            frames,
             health: HealthClient::new(channel),
         })
     }
@@ -279,13 +296,16 @@ impl Child for GrpcChild {
         request: SearchRequest,
         budget: Duration,
     ) -> BoxFuture<'_, Result<SearchResponse, ChildError>> {
-        let mut client = self.client.clone();
         let canary = request.canary;
         let mut request = tonic::Request::new(request);
         // Sent as the grpc-timeout header: the child's exact deadline.
         request.set_timeout(budget);
         Box::pin(async move {
-            let response = client.search(request).await?.into_inner();
+            let response = match &self.frames {
+                Some(frames) => frames.clone().search(request).await,
+                None => self.client.clone().search(request).await,
+            }?
+            .into_inner();
             // Another replica, if any, answers for the right shards; this
             // one is ejected as if unreachable.
             check_answer_shards(&self.shards, canary, &response)
@@ -299,11 +319,13 @@ impl Child for GrpcChild {
         request: FetchRequest,
         budget: Duration,
     ) -> BoxFuture<'_, Result<FetchResponse, ChildError>> {
-        let mut client = self.client.clone();
         let mut request = tonic::Request::new(request);
         request.set_timeout(budget);
         Box::pin(async move {
-            let response = client.fetch(request).await?;
+            let response = match &self.frames {
+                Some(frames) => frames.clone().fetch(request).await,
+                None => self.client.clone().fetch(request).await,
+            }?;
             Ok(response.into_inner())
         })
     }

@@ -50,11 +50,53 @@ pub type NodeChannel = InterceptedService<Channel, Outgoing>;
 
 /// Wraps `channel` so every call carries the token and the trace.
 pub fn channel(channel: Channel) -> NodeChannel {
+    InterceptedService::new(channel, outgoing())
+}
+
+/// A channel of frames (see [`crate::frames`]) that sends this process's
+/// token and the current trace on every call, as [`NodeChannel`] does.
+pub type NodeFrameChannel = InterceptedService<crate::frames::FrameChannel, Outgoing>;
+
+/// Wraps `channel` so every call carries the token and the trace.
+pub fn frame_channel(channel: crate::frames::FrameChannel) -> NodeFrameChannel {
+    InterceptedService::new(channel, outgoing())
+}
+
+fn outgoing() -> Outgoing {
     let token = security()
         .token
         .as_ref()
         .and_then(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>().ok());
-    InterceptedService::new(channel, Outgoing { token })
+    Outgoing { token }
+}
+
+/// How an inner node calls its children's searches and fetches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChildTransport {
+    /// searchtree's own frames over TCP ([`crate::frames`]): one write a
+    /// call each way. Plaintext only: with TLS, calls go over HTTP/2.
+    #[default]
+    Frames,
+    /// gRPC over HTTP/2, as clients call the root.
+    Grpc,
+}
+
+static TRANSPORT: OnceLock<ChildTransport> = OnceLock::new();
+
+/// Sets how this process calls its children; once, at start-up.
+pub fn set_child_transport(transport: ChildTransport) -> Result<(), String> {
+    TRANSPORT
+        .set(transport)
+        .map_err(|_| "the child transport was already set".to_string())
+}
+
+/// How this process calls its children: as set, frames by default, and
+/// HTTP/2 whenever it calls with TLS.
+pub fn child_transport() -> ChildTransport {
+    if security().tls.is_some() {
+        return ChildTransport::Grpc;
+    }
+    TRANSPORT.get().copied().unwrap_or_default()
 }
 
 /// What every outgoing call carries: the bearer token, the trace.

@@ -231,6 +231,38 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
     }
 }
 
+impl Connection<TcpStream> {
+    /// Whether the peer's first bytes are `magic` (consumed if so, left for
+    /// the next reader if not), waiting at most `wait` for them; a peer
+    /// silent that long is taken not to send it. An error when the peer
+    /// closed first.
+    pub async fn starts_with(&mut self, magic: &[u8], wait: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + wait;
+        let mut first = vec![0; magic.len()];
+        loop {
+            let Ok(peeked) = tokio::time::timeout_at(deadline, self.io.peek(&mut first)).await
+            else {
+                return Ok(false);
+            };
+            let n = peeked?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if first[..n] != magic[..n] {
+                return Ok(false);
+            }
+            if n == magic.len() {
+                tokio::io::AsyncReadExt::read_exact(&mut self.io, &mut first).await?;
+                self.idle.progress();
+                return Ok(true);
+            }
+            // The start of it so far: wait for the rest (rare: the caller
+            // writes it in one segment).
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
 impl Connected for Connection<TcpStream> {
     type ConnectInfo = TcpConnectInfo;
 
