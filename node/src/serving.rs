@@ -429,10 +429,6 @@ pub async fn serve<S: Search, C: Corpus>(
     Ok(())
 }
 
-/// How long a new connection may take to say what it speaks (its first
-/// bytes) before it is taken for HTTP/2.
-const SNIFF_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// The stack a call read off a connection of frames goes through: the same
 /// arrival stamp, credentials check, permits, trace and timing as a call
 /// over HTTP/2, then the search service.
@@ -441,9 +437,10 @@ fn frames_stack<S: Search>(
     policy: std::sync::Arc<crate::ops::auth::AuthPolicy>,
     responses: crate::ops::responses::ResponseBudget,
 ) -> impl crate::frames::server::CallService {
-    let routes = tonic::service::Routes::new(search).prepare();
+    // The search service itself answers `UNIMPLEMENTED` for any other
+    // path: no router in between.
     tower::util::MapRequest::new(
-        crate::ops::layer::Operated::new(routes, policy, responses),
+        crate::ops::layer::Operated::new(search, policy, responses),
         stamp_arrival as fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
     )
 }
@@ -481,10 +478,13 @@ where
                 frames_live.clone(),
             );
             tokio::spawn(async move {
-                match connection
-                    .starts_with(crate::frames::wire::MAGIC, SNIFF_WAIT)
-                    .await
-                {
+                // A connection silent until the node stops, or for its
+                // idle timeout, or evicted meanwhile, is simply closed.
+                let first = tokio::select! {
+                    first = connection.starts_with(crate::frames::wire::MAGIC) => first,
+                    () = stopped() => return,
+                };
+                match first {
                     Ok(true) => {
                         use tonic::transport::server::Connected;
                         let info = connection.connect_info();

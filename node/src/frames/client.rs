@@ -108,6 +108,9 @@ struct Conn {
     /// False once the connection broke or the node said it is draining:
     /// new calls open another.
     open: AtomicBool,
+    /// The node said it is draining: it answers every call it read before
+    /// it closes, so a call still waiting then was never read.
+    going_away: AtomicBool,
     heard: Mutex<Instant>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
@@ -130,6 +133,7 @@ impl Conn {
             pending: Mutex::default(),
             next_id: AtomicU64::new(0),
             open: AtomicBool::new(true),
+            going_away: AtomicBool::new(false),
             heard: Mutex::new(Instant::now()),
             tasks: Mutex::default(),
         });
@@ -170,19 +174,20 @@ impl Conn {
             wire::put_headers(out, headers);
             out.extend_from_slice(&message);
         });
-        let guard = CancelOnDrop {
+        let mut guard = CancelOnDrop {
             conn: Arc::clone(&self),
             id,
+            armed: true,
         };
         if self.queue.send(frame.freeze()).await.is_err() {
-            std::mem::forget(guard);
+            guard.armed = false;
             lock(&self.pending).remove(&id);
             return Err(Status::unavailable(
                 "the connection closed before the call was sent",
             ));
         }
         let outcome = answer.await;
-        std::mem::forget(guard);
+        guard.armed = false;
         outcome.unwrap_or_else(|_| Err(lost("the connection closed")))
     }
 
@@ -213,11 +218,13 @@ impl Drop for Conn {
 struct CancelOnDrop {
     conn: Arc<Conn>,
     id: u64,
+    /// Whether the call is still waiting (false once it has its outcome).
+    armed: bool,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if lock(&self.conn.pending).remove(&self.id).is_some() {
+        if self.armed && lock(&self.conn.pending).remove(&self.id).is_some() {
             let mut frame = BytesMut::new();
             wire::put_frame(&mut frame, Kind::Cancel, self.id, |_| {});
             // Best effort: a full queue means the node has enough to read.
@@ -283,6 +290,7 @@ async fn read_loop(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, conn: We
             Kind::GoAway => {
                 // Calls after the last one the node read never reached it:
                 // another replica, or this one's successor, may take them.
+                conn.going_away.store(true, Ordering::Release);
                 conn.open.store(false, Ordering::Release);
                 let unread: Vec<_> = {
                     let mut pending = lock(&conn.pending);
@@ -310,7 +318,16 @@ async fn read_loop(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, conn: We
         }
     };
     if let Some(conn) = conn.upgrade() {
-        conn.close(|| lost(&why));
+        if conn.going_away.load(Ordering::Acquire) {
+            // Calls are written in any order, so one with an id below the
+            // last the node read may not have been read: at a drained
+            // node's close, every call not answered was not read.
+            conn.close(|| {
+                Status::unavailable("the node drained and closed without reading the call")
+            });
+        } else {
+            conn.close(|| lost(&why));
+        }
     }
 }
 

@@ -233,18 +233,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
 
 impl Connection<TcpStream> {
     /// Whether the peer's first bytes are `magic` (consumed if so, left for
-    /// the next reader if not), waiting at most `wait` for them; a peer
-    /// silent that long is taken not to send it. An error when the peer
-    /// closed first.
-    pub async fn starts_with(&mut self, magic: &[u8], wait: Duration) -> io::Result<bool> {
-        let deadline = Instant::now() + wait;
+    /// the next reader if not). Waiting for them is bounded as any read is:
+    /// an error once the connection has been idle for its timeout, is
+    /// evicted, or the peer closed first.
+    pub async fn starts_with(&mut self, magic: &[u8]) -> io::Result<bool> {
         let mut first = vec![0; magic.len()];
         loop {
-            let Ok(peeked) = tokio::time::timeout_at(deadline, self.io.peek(&mut first)).await
-            else {
-                return Ok(false);
-            };
-            let n = peeked?;
+            let n = std::future::poll_fn(|cx| self.poll_peek(cx, &mut first)).await?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -259,6 +254,25 @@ impl Connection<TcpStream> {
             // The start of it so far: wait for the rest (rare: the caller
             // writes it in one segment).
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Peeks at what the peer sent, failing as [`AsyncRead::poll_read`]
+    /// does when the connection is idle too long or evicted.
+    fn poll_peek(&mut self, cx: &mut Context<'_>, into: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.idle.expired {
+            return Poll::Ready(Err(self.idle.error()));
+        }
+        if let Some(e) = self.evicted() {
+            return Poll::Ready(Err(e));
+        }
+        let mut buf = ReadBuf::new(into);
+        match self.io.poll_peek(cx, &mut buf) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending if self.evicted_while_pending(cx, false) => {
+                Poll::Ready(Err(evicted_error()))
+            }
+            Poll::Pending => self.idle.poll_expired(cx).map(Err),
         }
     }
 }
