@@ -244,30 +244,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn write_loop(
-    mut write: tokio::net::tcp::OwnedWriteHalf,
+    write: tokio::net::tcp::OwnedWriteHalf,
     mut queued: mpsc::Receiver<Bytes>,
     conn: Weak<Conn>,
 ) {
-    let mut batch = BytesMut::new();
-    while let Some(first) = queued.recv().await {
-        let written = match queued.try_recv() {
-            Err(_) => write.write_all(&first).await,
-            Ok(second) => {
-                batch.clear();
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second);
-                while let Ok(more) = queued.try_recv() {
-                    batch.extend_from_slice(&more);
-                }
-                write.write_all(&batch).await
-            }
-        };
-        if let Err(e) = written {
-            if let Some(conn) = conn.upgrade() {
-                conn.close(|| lost(&format!("writing to the node: {e}")));
-            }
-            return;
-        }
+    if let Err(e) = wire::write_frames(write, &mut queued).await
+        && let Some(conn) = conn.upgrade()
+    {
+        conn.close(|| lost(&format!("writing to the node: {e}")));
     }
 }
 

@@ -22,9 +22,6 @@ use super::wire::{self, Kind};
 /// theirs: the writer batches what is waiting into one write.
 const ANSWERS_QUEUED: usize = 64;
 
-/// The most bytes gathered into one write.
-const WRITE_BATCH_BYTES: usize = 64 << 10;
-
 /// The service a connection's calls go to: the node's gRPC stack.
 pub trait CallService:
     tower::Service<
@@ -245,29 +242,11 @@ async fn serve_call<S: CallService>(
     (answer, Some(body))
 }
 
-/// Writes the answers as they come, several to a write when they queue.
+/// Writes the answers as they come, then closes the connection's writing
+/// side.
 async fn write_loop<W: AsyncWrite>(write: W, mut queued: mpsc::Receiver<Bytes>) {
     tokio::pin!(write);
-    let mut batch = BytesMut::new();
-    while let Some(first) = queued.recv().await {
-        let written = match queued.try_recv() {
-            Err(_) => write.write_all(&first).await,
-            Ok(second) => {
-                batch.clear();
-                batch.put_slice(&first);
-                batch.put_slice(&second);
-                while batch.len() < WRITE_BATCH_BYTES {
-                    match queued.try_recv() {
-                        Ok(more) => batch.put_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                write.write_all(&batch).await
-            }
-        };
-        if written.is_err() {
-            return;
-        }
+    if wire::write_frames(&mut write, &mut queued).await.is_ok() {
+        let _ = write.shutdown().await;
     }
-    let _ = write.shutdown().await;
 }

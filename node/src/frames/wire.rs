@@ -9,7 +9,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// What a caller sends first on a connection of frames. An HTTP/2
 /// connection starts with `PRI * HTTP/2.0`, a TLS one with a handshake
@@ -153,6 +153,38 @@ pub fn get_headers(payload: &mut Bytes) -> std::io::Result<HeaderMap> {
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// The most bytes gathered into one write.
+const WRITE_BATCH_BYTES: usize = 64 << 10;
+
+/// Writes the frames `queued` hands over as they come, those that queued
+/// meanwhile together in one write, until the queue closes; the first
+/// write error ends it.
+pub async fn write_frames<W: AsyncWrite>(
+    write: W,
+    queued: &mut tokio::sync::mpsc::Receiver<Bytes>,
+) -> std::io::Result<()> {
+    tokio::pin!(write);
+    let mut batch = BytesMut::new();
+    while let Some(first) = queued.recv().await {
+        match queued.try_recv() {
+            Err(_) => write.write_all(&first).await?,
+            Ok(second) => {
+                batch.clear();
+                batch.put_slice(&first);
+                batch.put_slice(&second);
+                while batch.len() < WRITE_BATCH_BYTES {
+                    match queued.try_recv() {
+                        Ok(more) => batch.put_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                write.write_all(&batch).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid(msg: impl Into<String>) -> std::io::Error {
