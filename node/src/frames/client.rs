@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -24,7 +24,29 @@ use super::wire::{self, Kind};
 const CALLS_QUEUED: usize = 64;
 
 /// How a call ends: its answer as tonic reads one, or why there is none.
-type Outcome = Result<http::Response<tonic::body::Body>, Status>;
+type Outcome = Result<http::Response<tonic::body::Body>, Failure>;
+
+/// Why a call has no answer.
+#[derive(Debug)]
+enum Failure {
+    /// The node never read the call (it drained first, or the connection
+    /// closed before the call was written): safe to send again.
+    Unread(Status),
+    /// Anything else, the call perhaps half done.
+    Other(Status),
+}
+
+impl From<Failure> for Status {
+    fn from(failure: Failure) -> Status {
+        match failure {
+            Failure::Unread(status) | Failure::Other(status) => status,
+        }
+    }
+}
+
+/// How many times a call the node never read is sent again, each time on
+/// a new connection (a drained node's successor on the same address).
+const UNREAD_RESENDS: usize = 2;
 
 /// A node's address and the connection of frames to it, if one is open.
 /// Clones share the connection.
@@ -94,8 +116,17 @@ impl tower::Service<http::Request<tonic::body::Body>> for FrameChannel {
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let message = body.collect().await?.to_bytes();
-            let conn = shared.connection().await?;
-            conn.call(parts.uri.path(), &parts.headers, message).await
+            let mut resends = 0;
+            loop {
+                let conn = shared.connection().await?;
+                match conn
+                    .call(parts.uri.path(), &parts.headers, message.clone())
+                    .await
+                {
+                    Err(Failure::Unread(_)) if resends < UNREAD_RESENDS => resends += 1,
+                    outcome => return outcome.map_err(Status::from),
+                }
+            }
         })
     }
 }
@@ -126,6 +157,20 @@ impl Conn {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
         stream.set_nodelay(true)?;
         stream.write_all(wire::MAGIC).await?;
+        // The node says it took the connection before any call is sent: a
+        // connection reset before that (one left in the backlog of a
+        // listener that closed as its node drained) never reached a node,
+        // and a call on it would be taken for lost.
+        let mut hello = [0; wire::MAGIC.len()];
+        tokio::time::timeout(timeout, stream.read_exact(&mut hello))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))??;
+        if &hello != wire::MAGIC {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a node that speaks frames",
+            ));
+        }
         let (read, write) = stream.into_split();
         let (queue, queued) = mpsc::channel(CALLS_QUEUED);
         let conn = Arc::new(Conn {
@@ -162,9 +207,9 @@ impl Conn {
         {
             let mut pending = lock(&self.pending);
             if !self.open.load(Ordering::Acquire) {
-                return Err(Status::unavailable(
+                return Err(Failure::Unread(Status::unavailable(
                     "the connection closed before the call was sent",
-                ));
+                )));
             }
             pending.insert(id, answered);
         }
@@ -182,18 +227,18 @@ impl Conn {
         if self.queue.send(frame.freeze()).await.is_err() {
             guard.armed = false;
             lock(&self.pending).remove(&id);
-            return Err(Status::unavailable(
+            return Err(Failure::Unread(Status::unavailable(
                 "the connection closed before the call was sent",
-            ));
+            )));
         }
         let outcome = answer.await;
         guard.armed = false;
-        outcome.unwrap_or_else(|_| Err(lost("the connection closed")))
+        outcome.unwrap_or_else(|_| Err(Failure::Other(lost("the connection closed"))))
     }
 
     /// Ends the connection: no new calls on it, and every call waiting
     /// fails with `failure`.
-    fn close(&self, failure: impl Fn() -> Status) {
+    fn close(&self, failure: impl Fn() -> Failure) {
         self.open.store(false, Ordering::Release);
         let waiting: Vec<_> = lock(&self.pending).drain().collect();
         for (_, answered) in waiting {
@@ -248,10 +293,10 @@ async fn write_loop(
     mut queued: mpsc::Receiver<Bytes>,
     conn: Weak<Conn>,
 ) {
-    if let Err(e) = wire::write_frames(write, &mut queued).await
+    if let Err(e) = wire::write_frames(write, &mut queued, None).await
         && let Some(conn) = conn.upgrade()
     {
-        conn.close(|| lost(&format!("writing to the node: {e}")));
+        conn.close(|| Failure::Other(lost(&format!("writing to the node: {e}"))));
     }
 }
 
@@ -268,7 +313,7 @@ async fn read_loop(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, conn: We
             Kind::Response => {
                 let answered = lock(&conn.pending).remove(&frame.id);
                 if let Some(answered) = answered {
-                    let _ = answered.send(decode_answer(frame.payload));
+                    let _ = answered.send(decode_answer(frame.payload).map_err(Failure::Other));
                 }
             }
             Kind::GoAway => {
@@ -288,9 +333,9 @@ async fn read_loop(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, conn: We
                         .collect()
                 };
                 for answered in unread {
-                    let _ = answered.send(Err(Status::unavailable(
+                    let _ = answered.send(Err(Failure::Unread(Status::unavailable(
                         "the node is draining: the call was not read",
-                    )));
+                    ))));
                 }
             }
             Kind::Ping => {
@@ -307,10 +352,12 @@ async fn read_loop(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, conn: We
             // last the node read may not have been read: at a drained
             // node's close, every call not answered was not read.
             conn.close(|| {
-                Status::unavailable("the node drained and closed without reading the call")
+                Failure::Unread(Status::unavailable(
+                    "the node drained and closed without reading the call",
+                ))
             });
         } else {
-            conn.close(|| lost(&why));
+            conn.close(|| Failure::Other(lost(&why)));
         }
     }
 }
@@ -322,7 +369,7 @@ async fn ping_loop(conn: Weak<Conn>, keepalive: Keepalive) {
         let Some(conn) = conn.upgrade() else { return };
         let silent = lock(&conn.heard).elapsed();
         if silent > keepalive.interval + keepalive.timeout {
-            conn.close(|| lost(&format!("no answer to a ping for {silent:?}")));
+            conn.close(|| Failure::Other(lost(&format!("no answer to a ping for {silent:?}"))));
             return;
         }
         nonce += 1;
@@ -333,7 +380,7 @@ async fn ping_loop(conn: Weak<Conn>, keepalive: Keepalive) {
 }
 
 /// The answer as tonic's client reads one: headers, the message, trailers.
-fn decode_answer(mut payload: Bytes) -> Outcome {
+fn decode_answer(mut payload: Bytes) -> Result<http::Response<tonic::body::Body>, Status> {
     let malformed = |e: std::io::Error| Status::internal(format!("a malformed answer: {e}"));
     let headers = wire::get_headers(&mut payload).map_err(malformed)?;
     let trailers = wire::get_headers(&mut payload).map_err(malformed)?;

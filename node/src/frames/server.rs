@@ -22,6 +22,12 @@ use super::wire::{self, Kind};
 /// theirs: the writer batches what is waiting into one write.
 const ANSWERS_QUEUED: usize = 64;
 
+/// How long a caller may leave the node's answers unread (its socket
+/// taking no byte while answers wait) before the connection is closed, and
+/// its calls with it: each waiting answer holds a permit of the node's live
+/// calls, and a caller that stops reading must not keep them.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The service a connection's calls go to: the node's gRPC stack.
 pub trait CallService:
     tower::Service<
@@ -65,6 +71,9 @@ pub async fn serve_connection<IO, S>(
     let (read, write) = tokio::io::split(io);
     let mut reader = BufReader::with_capacity(16 << 10, read);
     let (answers, queued) = mpsc::channel::<Bytes>(ANSWERS_QUEUED);
+    // First, the hello: the caller sends no call before it, so a call is
+    // never written on a connection no node took up.
+    let _ = answers.try_send(Bytes::from_static(wire::MAGIC));
     let writer = tokio::spawn(write_loop(write, queued));
     let live: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
     // Every call's task holds a clone; `recv` ends once all are done.
@@ -75,6 +84,8 @@ pub async fn serve_connection<IO, S>(
         let frame = tokio::select! {
             biased;
             () = &mut stopped => break true,
+            // The writer gave up: the caller stopped reading, or is gone.
+            () = answers.closed() => break false,
             frame = wire::read_frame(&mut reader) => frame,
         };
         let frame = match frame {
@@ -246,7 +257,10 @@ async fn serve_call<S: CallService>(
 /// side.
 async fn write_loop<W: AsyncWrite>(write: W, mut queued: mpsc::Receiver<Bytes>) {
     tokio::pin!(write);
-    if wire::write_frames(&mut write, &mut queued).await.is_ok() {
-        let _ = write.shutdown().await;
+    match wire::write_frames(&mut write, &mut queued, Some(STALLED_AFTER)).await {
+        Ok(()) => {
+            let _ = write.shutdown().await;
+        }
+        Err(e) => tracing::debug!(error = %e, "closing a connection of frames"),
     }
 }

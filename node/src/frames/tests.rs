@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::Code;
@@ -196,9 +196,12 @@ async fn a_node_that_dies_under_a_call_is_a_lost_connection() {
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let mut first = [0; 64];
-        // The magic and the call, then the node is gone.
-        let _ = stream.read(&mut first).await;
+        let mut magic = [0; 8];
+        stream.read_exact(&mut magic).await.unwrap();
+        stream.write_all(wire::MAGIC).await.unwrap();
+        // The call, then the node is gone.
+        let mut call = [0; 16];
+        let _ = stream.read(&mut call).await;
         drop(stream);
     });
     let status = client(&addr).check(check()).await.unwrap_err();
@@ -207,4 +210,93 @@ async fn a_node_that_dies_under_a_call_is_a_lost_connection() {
         status.message().starts_with("transport error"),
         "{status:?}"
     );
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_nodes_hello_is_unavailable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        // Taken, then closed unanswered: as a listener closing with
+        // connections in its backlog.
+        let (stream, _) = listener.accept().await.unwrap();
+        drop(stream);
+    });
+    let status = client(&addr).check(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_call_a_draining_node_did_not_read_goes_to_its_successor() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let routes = health_routes().await;
+    tokio::spawn(async move {
+        // The first connection's node drains having read no call: it says
+        // so (GoAway naming call 0) and closes.
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut magic = [0; 8];
+        stream.read_exact(&mut magic).await.unwrap();
+        stream.write_all(wire::MAGIC).await.unwrap();
+        let call = wire::read_frame(&mut stream).await.unwrap().unwrap();
+        assert_eq!(call.kind, wire::Kind::Request);
+        let mut goaway = bytes::BytesMut::new();
+        wire::put_frame(&mut goaway, wire::Kind::GoAway, 0, |_| {});
+        stream.write_all(&goaway).await.unwrap();
+        drop(stream);
+        // Its successor on the same address answers.
+        let (mut stream, peer) = listener.accept().await.unwrap();
+        stream.read_exact(&mut magic).await.unwrap();
+        let info = TcpConnectInfo {
+            local_addr: stream.local_addr().ok(),
+            remote_addr: Some(peer),
+        };
+        serve_connection(stream, info, routes, 16, std::future::pending()).await;
+    });
+    let answer = client(&addr).check(check()).await.unwrap().into_inner();
+    assert_eq!(
+        answer.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+}
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_is_closed() {
+    // Answers of 1 MiB, to a caller that sends 64 calls and reads nothing.
+    let service = tower::service_fn(|_request: http::Request<tonic::body::Body>| async {
+        let body = http_body_util::Full::new(bytes::Bytes::from(vec![0u8; 1 << 20]));
+        Ok::<_, Infallible>(http::Response::new(tonic::body::Body::new(body)))
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move {
+        let (mut stream, peer) = listener.accept().await.unwrap();
+        let mut magic = [0; 8];
+        stream.read_exact(&mut magic).await.unwrap();
+        let info = TcpConnectInfo {
+            local_addr: stream.local_addr().ok(),
+            remote_addr: Some(peer),
+        };
+        serve_connection(stream, info, service, 1024, std::future::pending()).await;
+    });
+    let mut caller = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut calls = bytes::BytesMut::new();
+    calls.extend_from_slice(wire::MAGIC);
+    for id in 1..=64 {
+        wire::put_frame(&mut calls, wire::Kind::Request, id, |out| {
+            wire::put_short(out, b"/grpc.health.v1.Health/Check");
+            wire::put_headers(out, &http::HeaderMap::new());
+        });
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut caller, &calls)
+        .await
+        .unwrap();
+    // Once its socket is full, the node waits STALLED_AFTER, then closes.
+    let closed = tokio::time::timeout(
+        super::server::STALLED_AFTER + Duration::from_secs(20),
+        served,
+    )
+    .await;
+    assert!(closed.is_ok(), "the node kept a caller that reads nothing");
+    drop(caller);
 }

@@ -1,7 +1,8 @@
 //! The frames on a connection, and how they are written and read.
 //!
 //! A connection starts with [`MAGIC`] from the caller, so that a node can
-//! tell it from an HTTP/2 connection on the same port. Every frame after it
+//! tell it from an HTTP/2 connection on the same port, and the node's
+//! [`MAGIC`] back (its hello) before the caller sends any call. Every frame after it
 //! is `length (u32) | kind (u8) | id (u64) | payload`, big-endian, `length`
 //! counting what follows it. A call's request and its answer carry a gRPC
 //! call as HTTP would (path, headers, the length-prefixed message, trailers),
@@ -160,16 +161,18 @@ const WRITE_BATCH_BYTES: usize = 64 << 10;
 
 /// Writes the frames `queued` hands over as they come, those that queued
 /// meanwhile together in one write, until the queue closes; the first
-/// write error ends it.
+/// write error ends it, and so does a peer that takes no byte for `stall`
+/// (when given) while frames wait.
 pub async fn write_frames<W: AsyncWrite>(
     write: W,
     queued: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    stall: Option<std::time::Duration>,
 ) -> std::io::Result<()> {
     tokio::pin!(write);
     let mut batch = BytesMut::new();
     while let Some(first) = queued.recv().await {
         match queued.try_recv() {
-            Err(_) => write.write_all(&first).await?,
+            Err(_) => write_all(&mut write, &first, stall).await?,
             Ok(second) => {
                 batch.clear();
                 batch.put_slice(&first);
@@ -180,9 +183,35 @@ pub async fn write_frames<W: AsyncWrite>(
                         Err(_) => break,
                     }
                 }
-                write.write_all(&batch).await?;
+                write_all(&mut write, &batch, stall).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes`, each partial write within `stall` (if given).
+async fn write_all<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    mut bytes: &[u8],
+    stall: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = match stall {
+            None => write.write(bytes).await?,
+            Some(stall) => tokio::time::timeout(stall, write.write(bytes))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the peer read none of its answers for {stall:?}"),
+                    )
+                })??,
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
     }
     Ok(())
 }
