@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use searchtree_node::serving::shutdown_signal;
 
 use crate::tree::binaries::NodeBinaries;
@@ -73,6 +73,11 @@ pub struct UpArgs {
     #[arg(long, requires = "otlp_endpoint",
           value_parser = searchtree_node::ops::otlp::parse_ratio)]
     pub otlp_sample_ratio: Option<f64>,
+    /// How inner nodes call their children's searches and fetches (every
+    /// node's --child-transport): `frames` (the default, cheaper a hop) or
+    /// `grpc` (HTTP/2). With --tls-dir, always HTTP/2.
+    #[arg(long, value_enum)]
+    pub child_transport: Option<searchtree_node::ops::client::ChildTransport>,
     /// etcd endpoints (comma-separated): the nodes register there and
     /// parents find their children there, rather than being given their
     /// addresses (needs --tree).
@@ -218,6 +223,27 @@ fn secure_tree(dir: &Path, mtls: bool, protect_search: bool) -> anyhow::Result<V
     Ok(flags)
 }
 
+/// The flags every node of the tree starts with, from `up`'s own.
+fn node_flags(args: &UpArgs) -> anyhow::Result<Vec<String>> {
+    // Every node can be replaced on its address while it drains
+    // (`searchtree restart --rolling`).
+    let mut flags = vec!["--reuse-port".to_string()];
+    if let Some(dir) = &args.tls_dir {
+        flags.extend(secure_tree(dir, args.mtls, args.protect_search)?);
+    }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        flags.push(format!("--otlp-endpoint={endpoint}"));
+    }
+    if let Some(ratio) = args.otlp_sample_ratio {
+        flags.push(format!("--otlp-sample-ratio={ratio}"));
+    }
+    if let Some(transport) = args.child_transport {
+        let name = transport.to_possible_value().expect("not skipped");
+        flags.push(format!("--child-transport={}", name.get_name()));
+    }
+    Ok(flags)
+}
+
 /// Runs `up`.
 pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let options = StartOptions {
@@ -225,21 +251,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         forward_logs: true,
         worker_threads: args.worker_threads,
         metrics: !args.no_metrics,
-        node_args: {
-            // Every node can be replaced on its address while it drains
-            // (`searchtree restart --rolling`).
-            let mut flags = vec!["--reuse-port".to_string()];
-            if let Some(dir) = &args.tls_dir {
-                flags.extend(secure_tree(dir, args.mtls, args.protect_search)?);
-            }
-            if let Some(endpoint) = &args.otlp_endpoint {
-                flags.push(format!("--otlp-endpoint={endpoint}"));
-            }
-            if let Some(ratio) = args.otlp_sample_ratio {
-                flags.push(format!("--otlp-sample-ratio={ratio}"));
-            }
-            flags
-        },
+        node_args: node_flags(args)?,
         membership: args.etcd.clone().zip(args.tree.clone()),
     };
     let state_dir = match &args.state_dir {
@@ -270,4 +282,44 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         tracing::info!("status page: {scheme}://{http}/");
     }
     serve_until_stopped(tree, &args.restart_policy()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use searchtree_node::ops::client::ChildTransport;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Up {
+        #[command(flatten)]
+        args: UpArgs,
+    }
+
+    #[derive(Parser)]
+    struct Node {
+        #[command(flatten)]
+        ops: searchtree_node::ops::OpsArgs,
+    }
+
+    fn node_transport(up: &[&str]) -> ChildTransport {
+        let up = Up::try_parse_from(["up", "--topology", "t.toml"].iter().chain(up)).unwrap();
+        let flags = node_flags(&up.args).unwrap();
+        let node = Node::try_parse_from(std::iter::once("node".to_string()).chain(flags)).unwrap();
+        node.ops.child_transport
+    }
+
+    #[test]
+    fn child_transport_reaches_every_node_as_the_node_parses_it() {
+        assert_eq!(node_transport(&[]), ChildTransport::Frames);
+        assert_eq!(
+            node_transport(&["--child-transport", "grpc"]),
+            ChildTransport::Grpc
+        );
+        assert_eq!(
+            node_transport(&["--child-transport", "frames"]),
+            ChildTransport::Frames
+        );
+    }
 }

@@ -73,8 +73,9 @@ fn outgoing() -> Outgoing {
 /// How an inner node calls its children's searches and fetches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ChildTransport {
-    /// searchtree's own frames over TCP ([`crate::frames`]): one write a
-    /// call each way. Plaintext only: with TLS, calls go over HTTP/2.
+    /// searchtree's own frames over TCP (see the `frames` module): one
+    /// write a call each way. Plaintext only: with TLS, calls go over
+    /// HTTP/2.
     #[default]
     Frames,
     /// gRPC over HTTP/2, as clients call the root.
