@@ -78,11 +78,11 @@ pub struct LeafConfig {
     /// lists (0 prunes every shard).
     #[arg(long, default_value_t = crate::searcher::MIN_PRUNED_DOCS)]
     pub min_pruned_docs: u64,
-    /// Searches whose estimated work (postings and tokens, see the README)
-    /// is at most this run on the thread that received them rather than on
-    /// the blocking pool, saving two context switches each; longer ones go
-    /// to the pool, so that the thread's other requests do not wait behind
-    /// them (0 sends every search to the pool).
+    /// Searches and fetches whose estimated work (postings and tokens, see
+    /// the README) is at most this run on the thread that received them
+    /// rather than on the blocking pool, saving two context switches each;
+    /// longer ones go to the pool, so that the thread's other requests do
+    /// not wait behind them (0 sends every search and fetch to the pool).
     #[arg(long, default_value_t = crate::cost::DEFAULT_INLINE_SEARCH_COST)]
     pub inline_search_cost: u64,
     /// How complex a query may be.

@@ -1,5 +1,5 @@
-//! What a search will cost, told before it runs, so that a short one can
-//! run on the thread that received its request.
+//! What a search or a fetch will cost, told before it runs, so that a short
+//! one can run on the thread that received its request.
 //!
 //! Handing a search to the blocking pool wakes a pool thread and then, when
 //! it ends, the runtime's worker again: two context switches per search,
@@ -20,12 +20,17 @@
 //! expression, a fuzzy term, everything (`*`) — has no estimate and always
 //! goes to the pool.
 //!
+//! A fetch ([`fetch_cost`]) counts the tokens of the bodies it will
+//! highlight, each body its own length, two tokens to a unit (measured:
+//! a fetch's token costs a third to a half of a posting).
+//!
 //! The query parsed for the estimate is the one the search then runs, in
 //! place or on the pool (a [`Plan`]): a second parse cost a leaf about 3 %
 //! of its CPU on short documents (BENCHMARKS.md, "Ids from the documents,
 //! and a query parsed once").
 
-use searchtree_proto::SearchParams;
+use searchtree_proto::{FetchParams, SearchParams};
+use tantivy::Term;
 use tantivy::query::{Bm25StatisticsProvider, Query};
 
 use crate::searcher::ShardSearcher;
@@ -43,6 +48,12 @@ const POSITIONS_FACTOR: u64 = 2;
 
 /// How many postings a token of a body to highlight counts as.
 const TOKEN_FACTOR: u64 = 4;
+
+/// How many tokens of a body a fetch highlights for one unit of work: a
+/// fetch on linux-doc's shards took 27–50 ns a token at the median
+/// (loading the document, splitting and highlighting its body), a third to
+/// a half of a posting's 50–150 ns.
+const FETCH_TOKENS_PER_UNIT: u64 = 2;
 
 /// Characters of the query syntax whose matches are not the terms a query
 /// names: a prefix (`*`), ranges and sets (`[`, `{`), regular expressions
@@ -90,6 +101,31 @@ pub fn plan(searcher: &ShardSearcher, params: &SearchParams) -> Option<Plan> {
         query,
         cost: postings.saturating_add(tokens),
     })
+}
+
+/// The work of a fetch in this shard ([`crate::fetch`]): the tokens of the
+/// bodies it will highlight, [`FETCH_TOKENS_PER_UNIT`] to a unit. Each
+/// body counts its own length (the body field's norm, which tantivy keeps
+/// per document), not the corpus's mean, so one long document in a fetch
+/// sends it to the pool. Documents of other shards, or not found, cost
+/// nothing. `None` if a lookup fails (the fetch then says why, from the
+/// pool).
+pub fn fetch_cost(searcher: &ShardSearcher, params: &FetchParams) -> Option<u64> {
+    let shard = searcher.shard();
+    let index = shard.reader.searcher();
+    let mut tokens = 0u64;
+    for doc in params.docs.iter().filter(|d| d.shard == shard.meta.shard) {
+        let term = Term::from_field_text(shard.fields.id, &doc.doc_id);
+        let Some(address) = crate::fetch::find(&index, term).ok()? else {
+            continue;
+        };
+        let norms = index
+            .segment_reader(address.segment_ord)
+            .get_fieldnorms_reader(shard.fields.body)
+            .ok()?;
+        tokens = tokens.saturating_add(u64::from(norms.fieldnorm(address.doc_id)));
+    }
+    Some(tokens / FETCH_TOKENS_PER_UNIT)
 }
 
 /// The tokens highlighted for `top_k` hits, weighted: that many bodies of
@@ -211,6 +247,68 @@ mod tests {
         assert_eq!(inline.counters().get(LeafCounter::SearchesInline), 4);
         assert_eq!(pooled.counters().get(LeafCounter::SearchesInline), 0);
         assert_eq!(planned.counters().get(LeafCounter::SearchesInline), 0);
+    }
+
+    fn fetch(ids: &[(&str, u32)]) -> FetchParams {
+        let docs = ids
+            .iter()
+            .map(|(id, shard)| searchtree_proto::pb::DocRef {
+                doc_id: id.to_string(),
+                shard: *shard,
+            })
+            .collect();
+        let request = searchtree_proto::pb::FetchRequest {
+            query: "apple".into(),
+            docs,
+            ..Default::default()
+        };
+        FetchParams::validate(&request, &searchtree_proto::QueryLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn a_fetch_costs_its_own_bodies_in_this_shard() {
+        let (_dir, searcher) = tiny_shard();
+        let cost = |ids: &[(&str, u32)]| fetch_cost(&searcher, &fetch(ids)).unwrap();
+        // "a" has 8 body tokens, "c" 5: each counts its own length.
+        let units = |tokens| tokens / FETCH_TOKENS_PER_UNIT;
+        assert_eq!(cost(&[("a", 0)]), units(8));
+        assert_eq!(cost(&[("c", 0)]), units(5));
+        assert_eq!(cost(&[("a", 0), ("c", 0)]), units(13));
+        // Another shard's document, or one not held, costs nothing.
+        assert_eq!(cost(&[("a", 1), ("zzz", 0)]), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_answers_the_same_on_the_receiving_thread_as_on_the_pool() {
+        use crate::fault::{FaultConfig, Faults};
+        use crate::node::{LeafCounter, LeafNode, LeafTiming};
+        let (dir, _) = tiny_shard();
+        let node = |inline_cost| {
+            let searcher = ShardSearcher::new(Shard::open(&dir.path().join("shard")).unwrap());
+            let timing = LeafTiming {
+                policy: Default::default(),
+                reserve: std::time::Duration::from_millis(1),
+            };
+            LeafNode::new(searcher, 1, timing, Faults::new(FaultConfig::default(), 1))
+                .with_inline_cost(inline_cost)
+        };
+        // In place; estimated but too costly for in place; never estimated.
+        let (inline, estimated, pooled) = (node(DEFAULT_INLINE_SEARCH_COST), node(1), node(0));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let ids = [("a", 0), ("b", 0), ("zzz", 0), ("c", 1)];
+        let a = inline.fetch(fetch(&ids), deadline).await.unwrap();
+        let b = pooled.fetch(fetch(&ids), deadline).await.unwrap();
+        let c = estimated.fetch(fetch(&ids), deadline).await.unwrap();
+        assert_eq!(a.hits.len(), 2);
+        assert!(a.hits[0].snippet.contains("<b>apple</b>"), "{:?}", a.hits);
+        for other in [&b, &c] {
+            assert_eq!(a.hits, other.hits);
+            assert_eq!(a.not_found, other.not_found);
+            assert_eq!(a.unfetched, other.unfetched);
+        }
+        assert_eq!(inline.counters().get(LeafCounter::FetchesInline), 1);
+        assert_eq!(pooled.counters().get(LeafCounter::FetchesInline), 0);
+        assert_eq!(estimated.counters().get(LeafCounter::FetchesInline), 0);
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl ShardSearcher {
 }
 
 /// The live document whose (unique) `id` term is `term`, if any.
-fn find(searcher: &Searcher, term: Term) -> tantivy::Result<Option<DocAddress>> {
+pub(crate) fn find(searcher: &Searcher, term: Term) -> tantivy::Result<Option<DocAddress>> {
     for (ord, segment) in searcher.segment_readers().iter().enumerate() {
         let index = segment.inverted_index(term.field())?;
         let Some(mut postings) = index.read_postings(&term, IndexRecordOption::Basic)? else {

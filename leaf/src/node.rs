@@ -75,6 +75,9 @@ counter_set! {
         SearchesInline = "searches_inline",
         /// Fetch requests received (the second phase of a two-phase search).
         Fetches = "fetches",
+        /// Fetches short enough by their estimate to run on the thread that
+        /// received them ([`crate::cost::fetch_cost`]).
+        FetchesInline = "fetches_inline",
         /// Documents fetched: titles and snippets built.
         FetchedDocs = "fetched_docs",
         /// Documents asked for that this shard does not hold.
@@ -136,6 +139,12 @@ pub trait ShardSearch: Send + Sync + 'static {
     fn plan(&self, _params: &SearchParams) -> Option<Plan> {
         None
     }
+    /// Estimates a fetch's work on receipt ([`crate::cost::fetch_cost`]),
+    /// or `None` if it cannot be told: a fetch estimated short runs on the
+    /// thread that received it. By default none can be told.
+    fn fetch_cost(&self, _params: &FetchParams) -> Option<u64> {
+        None
+    }
     /// Searches with the query `plan` parsed. Blocking. By default parses
     /// it again.
     fn search_planned(
@@ -163,6 +172,10 @@ impl ShardSearch for ShardSearcher {
 
     fn plan(&self, params: &SearchParams) -> Option<Plan> {
         crate::cost::plan(self, params)
+    }
+
+    fn fetch_cost(&self, params: &FetchParams) -> Option<u64> {
+        crate::cost::fetch_cost(self, params)
     }
 
     fn search_planned(
@@ -413,13 +426,32 @@ impl<S: ShardSearch> LeafNode<S> {
             deadline: Some(until.into_std()),
             cancelled: Arc::clone(&guard.flag),
         };
+        // A short fetch (a few bodies of ordinary length) runs here, as a
+        // short search does: the pool's two context switches cost about as
+        // much as its snippets.
+        let inline = self.inline_cost > 0
+            && self
+                .searcher
+                .fetch_cost(&params)
+                .is_some_and(|cost| cost <= self.inline_cost);
         let searcher = Arc::clone(&self.searcher);
-        let result = tokio::task::spawn_blocking(move || {
+        let work = move || {
             let result = searcher.fetch(&params, &stop);
             drop(permit);
             result
-        })
-        .await;
+        };
+        let result = if inline {
+            self.counters.inc(LeafCounter::FetchesInline);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .map_err(|panic| panic_message(&*panic))
+        } else {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| match e.try_into_panic() {
+                    Ok(panic) => panic_message(&*panic),
+                    Err(e) => e.to_string(),
+                })
+        };
         guard.armed = false;
         match result {
             Ok(answer) => {

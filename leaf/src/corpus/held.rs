@@ -128,6 +128,11 @@ impl ShardSearch for HeldVersions {
         crate::cost::plan(&*self.get(params.version).ok()?, params)
     }
 
+    /// The estimate at the version asked for; none if it is not held.
+    fn fetch_cost(&self, params: &FetchParams) -> Option<u64> {
+        crate::cost::fetch_cost(&*self.get(params.version).ok()?, params)
+    }
+
     fn search_planned(
         &self,
         params: &SearchParams,
