@@ -169,6 +169,20 @@ mod tests {
         (dir, ShardSearcher::new(Shard::open(&path).unwrap()))
     }
 
+    /// A leaf over [`tiny_shard`]'s shard in `dir`, running work estimated
+    /// at most `inline_cost` where it arrives.
+    fn leaf_node(dir: &std::path::Path, inline_cost: u64) -> crate::node::LeafNode<ShardSearcher> {
+        use crate::fault::{FaultConfig, Faults};
+        use crate::node::{LeafNode, LeafTiming};
+        let searcher = ShardSearcher::new(Shard::open(&dir.join("shard")).unwrap());
+        let timing = LeafTiming {
+            policy: Default::default(),
+            reserve: std::time::Duration::from_millis(1),
+        };
+        LeafNode::new(searcher, 1, timing, Faults::new(FaultConfig::default(), 1))
+            .with_inline_cost(inline_cost)
+    }
+
     /// The estimate alone.
     fn estimate(searcher: &ShardSearcher, params: &SearchParams) -> Option<u64> {
         plan(searcher, params).map(|p| p.cost)
@@ -212,18 +226,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_search_answers_the_same_on_the_receiving_thread_as_on_the_pool() {
-        use crate::fault::{FaultConfig, Faults};
-        use crate::node::{LeafCounter, LeafNode, LeafTiming};
+        use crate::node::LeafCounter;
         let (dir, _) = tiny_shard();
-        let node = |inline_cost| {
-            let searcher = ShardSearcher::new(Shard::open(&dir.path().join("shard")).unwrap());
-            let timing = LeafTiming {
-                policy: Default::default(),
-                reserve: std::time::Duration::from_millis(1),
-            };
-            LeafNode::new(searcher, 1, timing, Faults::new(FaultConfig::default(), 1))
-                .with_inline_cost(inline_cost)
-        };
+        let node = |inline_cost| leaf_node(dir.path(), inline_cost);
         // In place; planned but too costly for in place; never planned.
         let (inline, planned, pooled) = (node(DEFAULT_INLINE_SEARCH_COST), node(1), node(0));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -280,18 +285,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_fetch_answers_the_same_on_the_receiving_thread_as_on_the_pool() {
-        use crate::fault::{FaultConfig, Faults};
-        use crate::node::{LeafCounter, LeafNode, LeafTiming};
+        use crate::node::LeafCounter;
         let (dir, _) = tiny_shard();
-        let node = |inline_cost| {
-            let searcher = ShardSearcher::new(Shard::open(&dir.path().join("shard")).unwrap());
-            let timing = LeafTiming {
-                policy: Default::default(),
-                reserve: std::time::Duration::from_millis(1),
-            };
-            LeafNode::new(searcher, 1, timing, Faults::new(FaultConfig::default(), 1))
-                .with_inline_cost(inline_cost)
-        };
+        let node = |inline_cost| leaf_node(dir.path(), inline_cost);
         // In place; estimated but too costly for in place; never estimated.
         let (inline, estimated, pooled) = (node(DEFAULT_INLINE_SEARCH_COST), node(1), node(0));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -440,18 +440,10 @@ impl<S: ShardSearch> LeafNode<S> {
             drop(permit);
             result
         };
-        let result = if inline {
+        if inline {
             self.counters.inc(LeafCounter::FetchesInline);
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .map_err(|panic| panic_message(&*panic))
-        } else {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| match e.try_into_panic() {
-                    Ok(panic) => panic_message(&*panic),
-                    Err(e) => e.to_string(),
-                })
-        };
+        }
+        let result = run_here_or_on_pool(inline, work).await;
         guard.armed = false;
         match result {
             Ok(answer) => {
@@ -599,18 +591,10 @@ impl<S: ShardSearch> LeafNode<S> {
         };
         // A short search runs here: handing it to the pool would cost two
         // context switches, about as much as the search (crate::cost).
-        let result = if inline {
+        if inline {
             self.counters.inc(LeafCounter::SearchesInline);
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .map_err(|panic| panic_message(&*panic))
-        } else {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| match e.try_into_panic() {
-                    Ok(panic) => panic_message(&*panic),
-                    Err(e) => e.to_string(),
-                })
-        };
+        }
+        let result = run_here_or_on_pool(inline, work).await;
         guard.armed = false;
         match result {
             Ok(answer) => {
@@ -711,6 +695,27 @@ impl Drop for CancelOnDrop {
 }
 
 /// What a panic said, for the log: its message if it carried one.
+/// Runs blocking `work` on this thread (`here`: it is short) or on the
+/// blocking pool; a panic in it becomes its message, failing only its
+/// request.
+async fn run_here_or_on_pool<T, W>(here: bool, work: W) -> Result<T, String>
+where
+    T: Send + 'static,
+    W: FnOnce() -> T + Send + 'static,
+{
+    if here {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+            .map_err(|panic| panic_message(&*panic))
+    } else {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| match e.try_into_panic() {
+                Ok(panic) => panic_message(&*panic),
+                Err(e) => e.to_string(),
+            })
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     crate::error::panic_text(panic).map_or_else(
         || "panicked".into(),
