@@ -270,10 +270,8 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed && lock(&self.conn.pending).remove(&self.id).is_some() {
-            let mut frame = BytesMut::new();
-            wire::put_frame(&mut frame, Kind::Cancel, self.id, |_| {});
             // Best effort: a full queue means the node has enough to read.
-            let _ = self.conn.queue.try_send(frame.freeze());
+            let _ = (self.conn.queue).try_send(wire::bare_frame(Kind::Cancel, self.id));
         }
     }
 }
@@ -339,9 +337,7 @@ async fn read_loop(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, conn: We
                 }
             }
             Kind::Ping => {
-                let mut out = BytesMut::new();
-                wire::put_frame(&mut out, Kind::Pong, frame.id, |_| {});
-                let _ = conn.queue.try_send(out.freeze());
+                let _ = conn.queue.try_send(wire::bare_frame(Kind::Pong, frame.id));
             }
             Kind::Pong | Kind::Request | Kind::Cancel => {}
         }
@@ -373,9 +369,7 @@ async fn ping_loop(conn: Weak<Conn>, keepalive: Keepalive) {
             return;
         }
         nonce += 1;
-        let mut out = BytesMut::new();
-        wire::put_frame(&mut out, Kind::Ping, nonce, |_| {});
-        let _ = conn.queue.try_send(out.freeze());
+        let _ = conn.queue.try_send(wire::bare_frame(Kind::Ping, nonce));
     }
 }
 

@@ -145,9 +145,8 @@ pub async fn serve_connection<IO, S>(
                 }
             }
             Kind::Ping => {
-                let mut out = BytesMut::new();
-                wire::put_frame(&mut out, Kind::Pong, frame.id, |_| {});
-                if answers.send(out.freeze()).await.is_err() {
+                let pong = wire::bare_frame(Kind::Pong, frame.id);
+                if answers.send(pong).await.is_err() {
                     break false;
                 }
             }
@@ -156,9 +155,9 @@ pub async fn serve_connection<IO, S>(
     };
     drop(done);
     if drained {
-        let mut out = BytesMut::new();
-        wire::put_frame(&mut out, Kind::GoAway, last_read, |_| {});
-        let _ = answers.send(out.freeze()).await;
+        let _ = answers
+            .send(wire::bare_frame(Kind::GoAway, last_read))
+            .await;
         // The calls read so far are answered; then the writer closes.
         let _ = all_done.recv().await;
     } else {
@@ -179,6 +178,16 @@ struct Answer {
 }
 
 impl Answer {
+    /// An answer that is only a status (in its headers, as tonic sends a
+    /// status with no message).
+    fn from_status(status: tonic::Status) -> Answer {
+        Answer {
+            headers: status.into_http::<()>().into_parts().0.headers,
+            trailers: http::HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
     fn encode(&self, out: &mut BytesMut) {
         wire::put_headers(out, &self.headers);
         wire::put_headers(out, &self.trailers);
@@ -187,11 +196,7 @@ impl Answer {
 }
 
 fn status_answer(id: u64, status: tonic::Status) -> Bytes {
-    let answer = Answer {
-        headers: status.into_http::<()>().into_parts().0.headers,
-        trailers: http::HeaderMap::new(),
-        body: Bytes::new(),
-    };
+    let answer = Answer::from_status(status);
     let mut out = BytesMut::new();
     wire::put_frame(&mut out, Kind::Response, id, |out| answer.encode(out));
     out.freeze()
@@ -204,11 +209,6 @@ async fn serve_call<S: CallService>(
     info: TcpConnectInfo,
     payload: Bytes,
 ) -> (Answer, Option<tonic::body::Body>) {
-    let status_only = |status: tonic::Status| Answer {
-        headers: status.into_http::<()>().into_parts().0.headers,
-        trailers: http::HeaderMap::new(),
-        body: Bytes::new(),
-    };
     let mut payload = payload;
     let request = (|| {
         let path = wire::get_short(&mut payload)?;
@@ -221,7 +221,7 @@ async fn serve_call<S: CallService>(
         Ok(parts) => parts,
         Err(e) => {
             let status = tonic::Status::invalid_argument(format!("a malformed call: {e}"));
-            return (status_only(status), None);
+            return (Answer::from_status(status), None);
         }
     };
     let mut request =
@@ -242,7 +242,7 @@ async fn serve_call<S: CallService>(
                     trailers.extend(more);
                 }
             }
-            Err(status) => return (status_only(status), Some(body)),
+            Err(status) => return (Answer::from_status(status), Some(body)),
         }
     }
     let answer = Answer {

@@ -82,6 +82,14 @@ pub fn put_frame(
     out[start..start + 4].copy_from_slice(&length.to_be_bytes());
 }
 
+/// A frame of `kind` for `id` with nothing in it: a cancel, ping, pong or
+/// goaway.
+pub fn bare_frame(kind: Kind, id: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(13);
+    put_frame(&mut out, kind, id, |_| {});
+    out.freeze()
+}
+
 /// Reads the next frame; `Ok(None)` at a clean end of the connection.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Frame>> {
     let length = match reader.read_u32().await {
