@@ -319,17 +319,10 @@ async fn read_loop(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, conn: We
                 // another replica, or this one's successor, may take them.
                 conn.going_away.store(true, Ordering::Release);
                 conn.open.store(false, Ordering::Release);
-                let unread: Vec<_> = {
-                    let mut pending = lock(&conn.pending);
-                    let ids: Vec<u64> = pending
-                        .keys()
-                        .copied()
-                        .filter(|&id| id > frame.id)
-                        .collect();
-                    ids.into_iter()
-                        .filter_map(|id| pending.remove(&id))
-                        .collect()
-                };
+                let unread: Vec<_> = lock(&conn.pending)
+                    .extract_if(|&id, _| id > frame.id)
+                    .map(|(_, answered)| answered)
+                    .collect();
                 for answered in unread {
                     let _ = answered.send(Err(Failure::Unread(Status::unavailable(
                         "the node is draining: the call was not read",
