@@ -13,7 +13,7 @@ static ALLOCATOR: searchtree_node::allocator::MiMalloc = searchtree_node::alloca
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    searchtree_node::allocator::set_purge_delay(searchtree_node::allocator::SERVER_PURGE_DELAY_MS);
+    searchtree_node::allocator::configure_for_server();
     serving::init_tracing();
     let config = RootConfig::parse();
     config
