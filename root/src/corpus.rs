@@ -187,6 +187,7 @@ impl RootCorpus {
             })
             .await
             .map_err(|s| step_failed("Prepare", version, s))?;
+        let prepare_ms = started.elapsed().as_millis();
         skip.extend(prepared.left_out.iter().cloned());
         let (num_docs, num_tokens) = prepared.totals();
         let staged_ops = prepared.per_shard().values().map(|s| s.staged_ops).sum();
@@ -210,6 +211,7 @@ impl RootCorpus {
             .install(futures::stream::iter(chunks.into_iter().map(Ok)))
             .await
             .map_err(|s| step_failed("Install", version, s))?;
+        let install_ms = started.elapsed().as_millis() - prepare_ms;
         // Every leaf in the version holds it: queries may ask for it.
         self.pinned.set(version);
         let activated = self
@@ -218,7 +220,10 @@ impl RootCorpus {
             .await
             .map_err(|s| step_failed("Activate", version, s))?;
         skip.extend(activated.replicas_failed);
-        tracing::info!(version, num_docs, behind = ?skip, "published");
+        // Where a publish's time went, step by step (Prepare includes
+        // finding the leaves' versions).
+        let activate_ms = started.elapsed().as_millis() - prepare_ms - install_ms;
+        tracing::info!(version, num_docs, behind = ?skip, prepare_ms, install_ms, activate_ms, "published");
         Ok(PublishResponse {
             version,
             previous_version: current,
