@@ -989,7 +989,7 @@ fn many_small_batches_stay_a_few_segments_and_publish_exactly() {
         apply(&mut docs, std::slice::from_ref(&op));
         load(&mut stores, &[op]);
     }
-    let (_, segments) = stores[0].staging().snapshot().unwrap();
+    let (_, segments) = stores[0].staging_mut().snapshot().unwrap();
     assert!(
         segments.len() < super::staging::MAX_SEGMENTS,
         "{}",
@@ -1142,6 +1142,72 @@ fn batches_staged_under_one_commit_ack_each_and_publish_exactly() {
     activate(&mut stores, 2);
     let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
     assert_matches_build(&held(&stores), &fresh, 2, "after a group commit");
+}
+
+#[test]
+fn acknowledged_operations_the_index_never_committed_are_applied_again_at_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(13, "d", 30);
+    let builds = build(&tmp.path().join("build"), &docs, 1, "one");
+    let data = tmp.path().join("data");
+    let mut stores = open_stores(&builds, &data);
+    // Committed by the index (a snapshot commits), then its log emptied as
+    // `clear` does first: a leaf stopped between the two steps.
+    let first = [upsert("n1", "first", "river stone")];
+    apply(&mut docs, &first);
+    load(&mut stores, &first);
+    stores[0].staging_mut().snapshot().unwrap();
+    drop(stores);
+    fsio::write_atomic(&data.join("leaf-0/staging/ops.log"), b"").unwrap();
+    // Acknowledged after the restart and never committed by the index: the
+    // commit's count of log lines (1) must not cover the new log's line 1.
+    let mut stores = open_stores(&builds, &data);
+    let second = [upsert("n2", "second", "light harbor"), delete("d2")];
+    apply(&mut docs, &second);
+    load(&mut stores, &second);
+    drop(stores);
+    let mut stores = open_stores(&builds, &data);
+    assert_eq!(stores[0].staging().ops(), 2);
+    publish(&mut stores, 2, "");
+    activate(&mut stores, 2);
+    let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
+    assert_matches_build(&held(&stores), &fresh, 2, "after two restarts");
+}
+
+#[test]
+fn a_long_load_commits_as_it_goes_and_a_restart_applies_only_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(17, "d", 20);
+    let builds = build(&tmp.path().join("build"), &docs, 1, "one");
+    let data = tmp.path().join("data");
+    let mut stores = open_stores(&builds, &data);
+    // Batches of about 4 MiB: the index commits once they pass the bound.
+    let body = "harbor ".repeat(4 << 17);
+    let batches = super::staging::COMMIT_AFTER_BYTES / body.len() + 2;
+    for i in 0..batches {
+        let ops = [upsert(&format!("big{i}"), "big", &body)];
+        apply(&mut docs, &ops);
+        load(&mut stores, &ops);
+    }
+    let log = data.join("leaf-0/staging/ops.log");
+    let committed = tantivy::Index::open_in_dir(data.join("leaf-0/staging"))
+        .unwrap()
+        .load_metas()
+        .unwrap()
+        .payload;
+    let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    let committed: usize = committed
+        .expect("committed past the bound")
+        .parse()
+        .unwrap();
+    assert!(committed > 0 && committed < lines, "{committed} of {lines}");
+    drop(stores);
+    let mut stores = open_stores(&builds, &data);
+    assert_eq!(stores[0].staging().ops(), batches as u64);
+    publish(&mut stores, 2, "");
+    activate(&mut stores, 2);
+    let fresh = build(&tmp.path().join("fresh"), &docs, 1, "fresh");
+    assert_matches_build(&held(&stores), &fresh, 2, "after a long load and a restart");
 }
 
 #[test]
