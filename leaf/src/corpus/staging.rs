@@ -86,6 +86,51 @@ struct LoggedOp {
     body: String,
 }
 
+/// What `ops.log` says when a leaf opens its staging area.
+struct LogContents {
+    /// Operations applied, over every line.
+    ops: u64,
+    /// Ids deleted, over every line.
+    deleted: BTreeSet<String>,
+    /// Whether a line was counted against a version older than the
+    /// current one (its operations are published already).
+    stale: bool,
+    /// Whole lines (a torn last line is a batch never acknowledged).
+    lines: u64,
+    /// The operations of the lines from the one asked for on, in order:
+    /// those the index has not committed. Earlier lines' documents are
+    /// not kept, so a long log is not held in memory whole.
+    to_apply: Vec<LoggedOp>,
+}
+
+impl LogContents {
+    fn read(path: &Path, apply_from: u64, current: u64) -> Result<Self, CorpusError> {
+        let mut contents = LogContents {
+            ops: 0,
+            deleted: BTreeSet::new(),
+            stale: false,
+            lines: 0,
+            to_apply: Vec::new(),
+        };
+        let Ok(file) = File::open(path) else {
+            return Ok(contents);
+        };
+        for line in BufReader::new(file).lines() {
+            let Ok(record) = serde_json::from_str::<LogRecord>(&line?) else {
+                break;
+            };
+            contents.stale |= record.base < current;
+            contents.ops += record.ops;
+            contents.deleted.extend(record.deleted);
+            if contents.lines >= apply_from {
+                contents.to_apply.extend(record.applied);
+            }
+            contents.lines += 1;
+        }
+        Ok(contents)
+    }
+}
+
 /// Where this shard sits in the corpus, to refuse documents of others.
 #[derive(Debug, Clone, Copy)]
 pub struct Placement {
@@ -156,30 +201,21 @@ impl Staging {
             .try_into()?;
         let log_path = dir.join(LOG_FILE);
         let committed = committed_lines(&index)?;
-        let (mut ops, mut deleted, mut stale) = (0, BTreeSet::new(), false);
-        let mut applied = Vec::new();
-        if let Ok(file) = File::open(&log_path) {
-            for line in BufReader::new(file).lines() {
-                // A torn last line is a batch that was never acknowledged.
-                let Ok(record) = serde_json::from_str::<LogRecord>(&line?) else {
-                    break;
-                };
-                stale |= record.base < current;
-                ops += record.ops;
-                deleted.extend(record.deleted);
-                applied.push(record.applied);
-            }
-        }
-        let lines = applied.len() as u64;
+        let mut log = LogContents::read(&log_path, committed, current)?;
         // A commit covering more lines than the log holds is from before
         // the log was emptied (a leaf stopped inside `clear`): it covers
         // none of these.
-        let covered = if committed > lines { 0 } else { committed };
-        let to_apply: Vec<LoggedOp> = applied
-            .into_iter()
-            .skip(covered as usize)
-            .flatten()
-            .collect();
+        let covered = if committed > log.lines { 0 } else { committed };
+        if covered < committed && log.lines > 0 {
+            log = LogContents::read(&log_path, 0, current)?;
+        }
+        let LogContents {
+            ops,
+            deleted,
+            stale,
+            lines,
+            to_apply,
+        } = log;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
