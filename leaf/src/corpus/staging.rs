@@ -240,16 +240,7 @@ impl Staging {
         } else {
             // Acknowledged before the leaf stopped, not yet in the index.
             for op in &to_apply {
-                staging
-                    .writer
-                    .delete_term(Term::from_field_text(fields.id, &op.id));
-                if !op.delete {
-                    staging.writer.add_document(doc!(
-                        fields.id => op.id.as_str(),
-                        fields.title => op.title.as_str(),
-                        fields.body => op.body.as_str(),
-                    ))?;
-                }
+                staging.stage(&op.id, op.delete, &op.title, &op.body)?;
             }
             if !to_apply.is_empty() {
                 tracing::info!(
@@ -334,7 +325,7 @@ impl Staging {
                     },
                 };
                 present.insert(op.id.as_str(), !op.delete);
-                self.writer.delete_term(term);
+                self.stage(&op.id, op.delete, &op.title, &op.body)?;
                 logged.push(LoggedOp {
                     id: op.id.clone(),
                     delete: op.delete,
@@ -356,17 +347,10 @@ impl Staging {
                     } else {
                         ack.delete_missing += 1;
                     }
+                } else if exists {
+                    ack.replaced += 1;
                 } else {
-                    self.writer.add_document(doc!(
-                        fields.id => op.id.as_str(),
-                        fields.title => op.title.as_str(),
-                        fields.body => op.body.as_str(),
-                    ))?;
-                    if exists {
-                        ack.replaced += 1;
-                    } else {
-                        ack.added += 1;
-                    }
+                    ack.added += 1;
                 }
                 applied += 1;
             }
@@ -425,6 +409,22 @@ impl Staging {
             }
         }
         Ok(present)
+    }
+
+    /// Puts one operation into the index (uncommitted): any staged copy of
+    /// `id` deleted, and the document added unless the operation deletes.
+    fn stage(&self, id: &str, delete: bool, title: &str, body: &str) -> tantivy::Result<()> {
+        let fields = self.fields;
+        self.writer
+            .delete_term(Term::from_field_text(fields.id, id));
+        if !delete {
+            self.writer.add_document(doc!(
+                fields.id => id,
+                fields.title => title,
+                fields.body => body,
+            ))?;
+        }
+        Ok(())
     }
 
     /// Commits the index, recording how many lines of `ops.log` it holds,
