@@ -158,7 +158,7 @@ pub struct Staging {
     /// Lines in `ops.log`, and how many of them the index has committed.
     lines: u64,
     committed_lines: u64,
-    /// Bytes of documents applied since the index last committed.
+    /// Bytes of `ops.log` lines written since the index last committed.
     uncommitted_bytes: usize,
 }
 
@@ -439,8 +439,9 @@ impl Staging {
     }
 
     /// Merges the staged segments into one once there are
-    /// [`MAX_SEGMENTS`] (each batch commits one): every delete is applied
-    /// to every segment, so their number bounds the cost of a batch.
+    /// [`MAX_SEGMENTS`] (each commit of the index makes one): every delete
+    /// is applied to every segment, so their number bounds the cost of a
+    /// commit.
     /// Synchronous, under the store's lock, so no snapshot sees it half done.
     fn compact(&mut self) -> Result<(), CorpusError> {
         let segments = self.index.searchable_segment_ids()?;
