@@ -22,6 +22,8 @@
 //!   Zipf-distributed draws from it, as query logs repeat;
 //! - [`limits`]: the range of every setting, and parsers that refuse
 //!   values outside it with the range named;
+//! - [`priority`]: the tester's threads at a real-time priority, so that
+//!   its own wait for a core is not reported as the tree's latency;
 //! - [`cpu`]: the load tester's own CPU use, to tell when it, not the
 //!   tree, limited a run;
 //! - [`steps`]: the step-load scenario — capacity from a closed loop, then
@@ -32,6 +34,7 @@
 pub mod cpu;
 pub mod limits;
 pub mod plot;
+pub mod priority;
 pub mod queries;
 pub mod record;
 pub mod report;

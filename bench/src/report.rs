@@ -78,6 +78,10 @@ pub struct Report {
     /// Whether the searching ran in the load tester's own process (`--direct`),
     /// so that `loadgen_cpu` includes it.
     pub target_in_process: bool,
+    /// The tester's scheduling priority, as [`crate::priority::Priority`]
+    /// describes it (`None`: not set by the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tester_priority: Option<String>,
     /// Where the requests at or above the p99 spent their time, when they
     /// were profiled (`--profile-tail`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +147,7 @@ impl Report {
             latency_ok_us: percentiles(&r.latency_ok),
             loadgen_cpu: r.loadgen_cpu,
             target_in_process: r.target_in_process,
+            tester_priority: None,
             tail: (!r.slow_paths.is_empty())
                 .then(|| crate::tail::report(&r.slow_paths, percentiles(&r.latency_ok).p99)),
         }
@@ -225,6 +230,9 @@ impl Report {
                     ""
                 }
             );
+            if let Some(priority) = &self.tester_priority {
+                let _ = writeln!(out, "           priority {priority}");
+            }
             if cpu > WARN_FRACTION && !self.target_in_process {
                 let _ = writeln!(
                     out,

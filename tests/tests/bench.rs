@@ -120,6 +120,14 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
     assert_eq!(report["target_in_process"], false);
     assert_eq!(report["mode"], "open_loop");
     assert_eq!(report["coverage_mean"], 1.0);
+    // The tester took a real-time priority, or says why it could not.
+    let priority = report["tester_priority"].as_str().unwrap();
+    assert!(
+        priority.starts_with("real-time (SCHED_FIFO")
+            || priority.starts_with("normal (real-time refused"),
+        "{priority}"
+    );
+    assert!(stdout.contains(&format!("priority {priority}")), "{stdout}");
     let hgrm = std::fs::read_to_string(&hgrm).unwrap();
     assert!(
         hgrm.contains("Percentile") && hgrm.contains("#[Max"),
@@ -129,7 +137,12 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
 
     // The transport's floor: health checks of a node at the same rate, every
     // one answered SERVING and counted as a complete answer.
-    let (_, report) = short_run(&["--ping", &root], &json, &[]);
+    let (_, report) = short_run(
+        &["--ping", &root],
+        &json,
+        &["--tester-priority".as_ref(), "normal".as_ref()],
+    );
+    assert_eq!(report["tester_priority"], "normal", "{report}");
     assert!(
         report["target"].as_str().unwrap().contains("health checks"),
         "{report}"
@@ -143,6 +156,8 @@ async fn a_short_run_reports_consistent_numbers_and_writes_its_files() {
     let (_, report) = short_run(&["--direct", direct.to_str().unwrap()], &json, &[]);
     assert!(report["target"].as_str().unwrap().contains("one index"));
     assert_eq!(report["target_in_process"], true);
+    // Searches in the tester's own process keep the normal priority.
+    assert!(report.get("tester_priority").is_none(), "{report}");
 }
 
 /// The step-load scenario, very short: C from a 1 s closed loop, then 1 s

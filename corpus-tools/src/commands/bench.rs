@@ -17,6 +17,7 @@ use searchtree_proto::{MAX_TOP_K, SearchParams};
 
 use searchtree_bench::limits;
 use searchtree_bench::plot;
+use searchtree_bench::priority::Priority;
 use searchtree_bench::record::Recorder;
 use searchtree_bench::report::{Report, hgrm};
 use searchtree_bench::schedule::{Arrival, Live, LoadConfig, Pacing, closed_loop, open_loop};
@@ -89,6 +90,13 @@ pub struct BenchArgs {
     /// their time in. Profiled searches skip the result caches.
     #[arg(long)]
     pub profile_tail: bool,
+    /// The tester's own scheduling priority in open-loop runs against a
+    /// node: real-time, so that its wait for a core on a shared machine is
+    /// not reported as the tree's latency (needs root or CAP_SYS_NICE;
+    /// otherwise the report says it ran at normal priority). Closed-loop
+    /// runs, `--step-load` and `--direct` always run at normal priority.
+    #[arg(long, value_enum, default_value_t = PriorityFlag::Realtime)]
+    pub tester_priority: PriorityFlag,
     /// Give up on a request after this long (counted as CLIENT_GAVE_UP):
     /// above 0 and at most 5m, the top of the latency histograms.
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
@@ -164,6 +172,16 @@ pub enum ArrivalFlag {
     /// Exponentially distributed gaps with mean 1/rate (a Poisson process),
     /// as independent users would arrive.
     Poisson,
+}
+
+/// `--tester-priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PriorityFlag {
+    /// `SCHED_FIFO`: the tester takes a core as soon as an answer arrives,
+    /// as a client on another machine would not wait for the tree's cores.
+    Realtime,
+    /// The scheduler's default, shared with everything else on the machine.
+    Normal,
 }
 
 impl From<ArrivalFlag> for Arrival {
@@ -339,6 +357,20 @@ pub fn load_queries(path: Option<&std::path::Path>) -> anyhow::Result<Vec<String
     Ok(queries)
 }
 
+/// Sets the tester's priority for this run (see
+/// [`searchtree_bench::priority`]); `None` where the run keeps the
+/// scheduler's default without being asked to (closed loop, step load,
+/// in-process searches).
+fn tester_priority(args: &BenchArgs) -> Option<Priority> {
+    if args.max || args.step_load || args.direct.is_some() {
+        return None;
+    }
+    Some(match args.tester_priority {
+        PriorityFlag::Normal => Priority::Normal,
+        PriorityFlag::Realtime => searchtree_bench::priority::try_realtime(),
+    })
+}
+
 /// Runs the load test.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     args.validate()?;
@@ -352,6 +384,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     };
     eprintln!("{} queries against {}", queries.len(), target.describe());
+    let priority = tester_priority(args);
     if args.step_load {
         return step_load(args, target, queries).await;
     }
@@ -361,7 +394,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut rate = args.rate;
     loop {
         let config = load_config(args, rate);
-        let (recorder, report) = one_run(args, &target, &queries, &config).await;
+        let (recorder, mut report) = one_run(args, &target, &queries, &config).await;
+        report.tester_priority = priority.as_ref().map(Priority::describe);
         print!("{}", report.text());
         let p99_ms = report.latency_us.p99 as f64 / 1000.0;
         reports.push(report);
