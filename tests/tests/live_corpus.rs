@@ -402,8 +402,20 @@ async fn a_load_switches_the_whole_tree_at_once_and_ends_exact() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let querying = keep_querying(root, Arc::clone(&stop));
-    // Batches smaller than the default, so that the load is several.
-    let out = cli(load_args(root, &["--batch-size", "1000"])).await;
+    // Paced, as an operator keeping a load off the queries' cores would:
+    // at 10,000 operations a second the load cuts batches of 1,000 (a
+    // tenth of the rate), so it is several, each sent no sooner than 100 ms
+    // after the one before.
+    let ops = c.added + c.replaced + c.deleted;
+    assert!(ops > 3000, "{ops} operations");
+    let loading = std::time::Instant::now();
+    let out = cli(load_args(root, &["--max-rate", "10000"])).await;
+    let took = loading.elapsed();
+    let batches = ops.div_ceil(1000);
+    assert!(
+        took >= Duration::from_millis(100 * (batches as u64 - 1)),
+        "{batches} batches paced 100 ms apart took {took:?}"
+    );
     // A little more querying at the new version before stopping.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);

@@ -12,6 +12,7 @@ use crate::commands::build::FieldNameArgs;
 use crate::commands::publish::{publish, render_published};
 use crate::live::batches::{Batcher, OpSource};
 use crate::live::client::{LoadStream, connect};
+use crate::live::pace::Pace;
 use crate::live::read_ahead::LoadInput;
 use crate::live::tally::Tally;
 use crate::live::window::run_window;
@@ -29,15 +30,22 @@ pub struct LoadArgs {
     /// The operations: JSON Lines, plain or `.gz`.
     #[arg(long)]
     pub input: PathBuf,
-    /// Operations per batch (a batch also closes at 16 MiB of text). Each
-    /// batch is a durable commit at every leaf it reaches: larger batches
-    /// load faster (BENCHMARKS, "Loading into a running tree").
-    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub batch_size: u32,
+    /// Operations per batch (a batch also closes at 16 MiB of text): 8000,
+    /// or with `--max-rate`, a tenth of that rate (at most 8000). Each batch
+    /// is fsync'd at every leaf it reaches before it is acknowledged: larger
+    /// batches load faster (BENCHMARKS, "Loading into a running tree").
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: Option<u32>,
     /// Batches sent and not yet acknowledged, at most: the next is read
     /// only when an ack frees a slot.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub in_flight: u32,
+    /// At most this many operations a second: batches are spaced so that
+    /// the leaves' indexing takes less of the cores the tree's queries
+    /// share (default: as fast as the tree acknowledges). Above 0 and at
+    /// most 10000000.
+    #[arg(long, value_parser = parse_max_rate)]
+    pub max_rate: Option<f64>,
     /// Skip invalid lines, and accept operations the tree refuses, instead
     /// of stopping at the first invalid line (and failing on refusals).
     #[arg(long)]
@@ -50,12 +58,34 @@ pub struct LoadArgs {
     pub fields: FieldNameArgs,
 }
 
+/// Operations per batch unless `--batch-size` or `--max-rate` says
+/// otherwise.
+pub const DEFAULT_BATCH_SIZE: u32 = 8000;
+
+/// `--max-rate`: above 0 and at most 10,000,000 operations a second.
+fn parse_max_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of operations a second"))?;
+    if rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0 {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{s} is out of range: above 0 and at most 10000000 operations a second"
+        ))
+    }
+}
+
 /// Runs the load and prints its summary on stdout (and the publish's).
 /// An error once anything was not loaded or published, or was refused.
 pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
     let (reader, total_bytes) = LoadInput::open(&args.input, args.fields.names())?;
     let client = connect(&args.root).await?;
-    let mut batcher = Batcher::new(reader, args.batch_size as usize, args.skip_invalid);
+    let mut pace = Pace::new(args.max_rate);
+    let batch_size = args
+        .batch_size
+        .unwrap_or(pace.batch_size(DEFAULT_BATCH_SIZE));
+    let mut batcher = Batcher::new(reader, batch_size as usize, args.skip_invalid);
     let mut stream = LoadStream::open(&client, args.in_flight as usize);
     let bar = progress_bar(total_bytes);
     let mut tally = Tally::default();
@@ -64,6 +94,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         &mut batcher,
         &mut stream,
         args.in_flight as usize,
+        &mut pace,
         &mut tally,
         |source, tally| {
             bar.set_position(source.bytes_read());
@@ -81,6 +112,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let input = args.input.display().to_string();
     print!("{}", tally.render(&input, elapsed));
+    if let Some(rate) = args.max_rate {
+        println!("paced: at most {rate} operations/s (--max-rate), batches of {batch_size}");
+    }
 
     if !tally.complete() {
         println!("{}", tally.advice());
@@ -163,14 +197,23 @@ mod tests {
     #[test]
     fn defaults_and_bounds_of_the_flags() {
         let args = parse(&[]).unwrap();
-        assert_eq!((args.batch_size, args.in_flight), (8000, 8));
+        assert_eq!((args.batch_size, args.in_flight), (None, 8));
+        assert_eq!(args.max_rate, None);
         assert!(!args.skip_invalid && !args.no_publish);
         assert_eq!(args.fields.id_field, "id");
         assert!(parse(&["--batch-size", "0"]).is_err());
         assert!(parse(&["--in-flight", "0"]).is_err());
         assert!(parse(&["--in-flight", "65"]).is_err());
         let args = parse(&["--in-flight", "1", "--batch-size", "100000"]).unwrap();
-        assert_eq!((args.batch_size, args.in_flight), (100_000, 1));
+        assert_eq!((args.batch_size, args.in_flight), (Some(100_000), 1));
+        assert_eq!(
+            parse(&["--max-rate", "20000"]).unwrap().max_rate,
+            Some(20_000.0)
+        );
+        for bad in ["0", "-5", "nan", "inf", "1e8", "fast"] {
+            let err = parse(&["--max-rate", bad]).unwrap_err();
+            assert!(err.contains("--max-rate"), "{err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use searchtree_proto::pb::{LoadAck, LoadBatch};
 use tonic::Status;
 
 use crate::live::batches::{BatchInfo, Batcher, Next, OpSource};
+use crate::live::pace::Pace;
 use crate::live::tally::Tally;
 use crate::node_call::describe_status;
 
@@ -29,12 +30,13 @@ pub(crate) trait Link {
 }
 
 /// Sends every batch `batcher` yields over `link`, at most `in_flight`
-/// unacknowledged, recording what happens in `tally`; `progress` is called
-/// after each batch sent and each ack.
+/// unacknowledged and no faster than `pace` allows, recording what happens
+/// in `tally`; `progress` is called after each batch sent and each ack.
 pub(crate) async fn run_window<S: OpSource, L: Link>(
     batcher: &mut Batcher<S>,
     link: &mut L,
     in_flight: usize,
+    pace: &mut Pace,
     tally: &mut Tally,
     mut progress: impl FnMut(&S, &Tally),
 ) {
@@ -51,10 +53,21 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
         return;
     }
     loop {
+        // With batches in flight, a paced sender reads their acks while it
+        // waits for its next send time.
+        let mut send_at = None;
         while reading && outstanding.len() < in_flight {
+            if let Some(due) = pace.next_due() {
+                if !outstanding.is_empty() {
+                    send_at = Some(due);
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+            }
             match batcher.next_batch() {
                 Next::Batch(batch) => {
                     let info = batch.info;
+                    pace.sent(info.ops);
                     tally.sent(&info);
                     outstanding.insert(info.seq, info);
                     last_sent_line = info.last_line;
@@ -103,7 +116,15 @@ pub(crate) async fn run_window<S: OpSource, L: Link>(
         if outstanding.is_empty() {
             break;
         }
-        let broken = match link.next_ack().await {
+        let next = match send_at {
+            None => link.next_ack().await,
+            Some(due) => match tokio::time::timeout_at(due, link.next_ack()).await {
+                Ok(next) => next,
+                // Time for the next batch.
+                Err(_) => continue,
+            },
+        };
+        let broken = match next {
             Some(Ok(ack)) => {
                 match outstanding.remove(&ack.seq) {
                     Some(info) => tally.acked(&info, ack),
@@ -227,7 +248,15 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(100));
         let mut tally = Tally::default();
         let started = tokio::time::Instant::now();
-        run_window(&mut batcher, &mut tree, 4, &mut tally, |_, _| {}).await;
+        run_window(
+            &mut batcher,
+            &mut tree,
+            4,
+            &mut Pace::new(None),
+            &mut tally,
+            |_, _| {},
+        )
+        .await;
         assert_eq!(tree.max_pending, 4);
         assert_eq!(tree.received, (1..=20).collect::<Vec<_>>());
         assert!(tree.closed);
@@ -239,6 +268,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_ceiling_on_the_rate_spaces_the_batches_under_the_window() {
+        let lines = docs(20);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        let mut tree = FakeTree::new(Duration::from_millis(1));
+        let mut tally = Tally::default();
+        let started = tokio::time::Instant::now();
+        let mut pace = Pace::new(Some(20.0));
+        run_window(&mut batcher, &mut tree, 4, &mut pace, &mut tally, |_, _| {}).await;
+        assert!(tally.complete(), "{tally:?}");
+        assert_eq!((tally.batches_ok, tally.ops_sent), (10, 20));
+        // Ten batches of two at 20 operations a second: one every 100 ms,
+        // each acknowledged 1 ms later, so the window never filled; the
+        // input's end is read when an eleventh batch would have been due.
+        assert_eq!(started.elapsed(), Duration::from_millis(1000));
+        assert_eq!(tree.max_pending, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_broken_stream_fails_the_batches_in_flight_and_stops_reading() {
         let lines = docs(10);
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
@@ -246,7 +294,15 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(10));
         tree.fail_after = Some(2);
         let mut tally = Tally::default();
-        run_window(&mut batcher, &mut tree, 3, &mut tally, |_, _| {}).await;
+        run_window(
+            &mut batcher,
+            &mut tree,
+            3,
+            &mut Pace::new(None),
+            &mut tally,
+            |_, _| {},
+        )
+        .await;
         assert_eq!(tree.received, [1, 2, 3]);
         let failed: Vec<u64> = tally.failed.iter().map(|f| f.info.seq).collect();
         assert_eq!(failed, [1, 2, 3]);
@@ -266,7 +322,15 @@ mod tests {
         let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
         let mut tree = FakeTree::new(Duration::from_millis(10));
         let mut tally = Tally::default();
-        run_window(&mut batcher, &mut tree, 4, &mut tally, |_, _| {}).await;
+        run_window(
+            &mut batcher,
+            &mut tree,
+            4,
+            &mut Pace::new(None),
+            &mut tally,
+            |_, _| {},
+        )
+        .await;
         assert_eq!(tree.received, [1, 2]);
         assert_eq!(tally.batches_ok, 2);
         assert!(tally.failed.is_empty());
@@ -285,7 +349,15 @@ mod tests {
         tree.fail_after = Some(0);
         tree.failure = forwarded::not_root("a leaf (shard 1)", "load");
         let mut tally = Tally::default();
-        run_window(&mut batcher, &mut tree, 2, &mut tally, |_, _| {}).await;
+        run_window(
+            &mut batcher,
+            &mut tree,
+            2,
+            &mut Pace::new(None),
+            &mut tally,
+            |_, _| {},
+        )
+        .await;
         assert!(!tally.complete());
         assert!(tally.not_root);
         let advice = tally.advice();
@@ -297,7 +369,15 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(10));
         tree.fail_after = Some(0);
         let mut tally = Tally::default();
-        run_window(&mut batcher, &mut tree, 2, &mut tally, |_, _| {}).await;
+        run_window(
+            &mut batcher,
+            &mut tree,
+            2,
+            &mut Pace::new(None),
+            &mut tally,
+            |_, _| {},
+        )
+        .await;
         assert!(!tally.not_root);
         assert!(tally.advice().contains("rerun the same command"));
     }
@@ -310,7 +390,15 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(10));
         tree.refuse = Some(Status::aborted("another load or publish is running"));
         let mut tally = Tally::default();
-        run_window(&mut batcher, &mut tree, 2, &mut tally, |_, _| {}).await;
+        run_window(
+            &mut batcher,
+            &mut tree,
+            2,
+            &mut Pace::new(None),
+            &mut tally,
+            |_, _| {},
+        )
+        .await;
         assert!(tree.received.is_empty() && tree.closed);
         assert_eq!(batcher.source().0.len(), 4, "no line was read");
         assert_eq!(
@@ -331,7 +419,15 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(10));
         tree.idle_open = true;
         let mut tally = Tally::default();
-        run_window(&mut batcher, &mut tree, 1, &mut tally, |_, _| {}).await;
+        run_window(
+            &mut batcher,
+            &mut tree,
+            1,
+            &mut Pace::new(None),
+            &mut tally,
+            |_, _| {},
+        )
+        .await;
         assert!(tally.complete(), "{tally:?}");
         assert_eq!(tree.received, [1, 2], "the quiet input was waited out");
         assert_eq!(tally.ops_sent, 3);
@@ -342,7 +438,15 @@ mod tests {
         let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
         let mut tree = FakeTree::new(Duration::from_millis(10));
         let mut tally = Tally::default();
-        run_window(&mut batcher, &mut tree, 1, &mut tally, |_, _| {}).await;
+        run_window(
+            &mut batcher,
+            &mut tree,
+            1,
+            &mut Pace::new(None),
+            &mut tally,
+            |_, _| {},
+        )
+        .await;
         assert_eq!(tree.received, [1]);
         assert_eq!(
             tally.stopped.as_deref(),
