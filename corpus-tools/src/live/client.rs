@@ -50,10 +50,12 @@ impl LoadStream {
     }
 
     /// Waits for the root to take the call (its answer's headers), once.
+    /// Cancel-safe: the call is let go of only once it answered.
     async fn answered(&mut self) -> Result<(), Status> {
-        if let Some(call) = self.call.take() {
-            let response = call
-                .await
+        if let Some(call) = self.call.as_mut() {
+            let answer = call.await;
+            self.call = None;
+            let response = answer
                 .map_err(|e| Status::internal(format!("the load call's task failed: {e}")))??;
             self.acks = Some(response.into_inner());
         }

@@ -24,6 +24,8 @@ pub(crate) trait Link {
     /// Sends a batch; an error means the stream is gone.
     fn send(&mut self, batch: LoadBatch) -> impl std::future::Future<Output = Result<(), Status>>;
     /// The next ack; `None` when the other side ended the stream.
+    /// Cancel-safe: a paced sender stops waiting for it when its next
+    /// batch is due, and no ack may be lost then.
     fn next_ack(&mut self) -> impl std::future::Future<Output = Option<Result<LoadAck, Status>>>;
     /// Ends the request stream: nothing more will be sent.
     fn close(&mut self);
@@ -219,8 +221,10 @@ mod tests {
             if self.pending.is_empty() && self.idle_open {
                 std::future::pending::<()>().await;
             }
-            let (at, seq) = self.pending.pop_front()?;
+            // Cancel-safe, as the real stream: taken off only once due.
+            let &(at, _) = self.pending.front()?;
             tokio::time::sleep_until(at).await;
+            let (_, seq) = self.pending.pop_front()?;
             Some(Ok(LoadAck {
                 seq,
                 ok: true,
@@ -284,6 +288,21 @@ mod tests {
         // input's end is read when an eleventh batch would have been due.
         assert_eq!(started.elapsed(), Duration::from_millis(1000));
         assert_eq!(tree.max_pending, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_sender_with_slow_acks_keeps_its_window_and_loses_no_ack() {
+        let lines = docs(20);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
+        // Acks take 250 ms; batches are due every 100 ms.
+        let mut tree = FakeTree::new(Duration::from_millis(250));
+        let mut tally = Tally::default();
+        let mut pace = Pace::new(Some(20.0));
+        run_window(&mut batcher, &mut tree, 2, &mut pace, &mut tally, |_, _| {}).await;
+        assert!(tally.complete(), "{tally:?}");
+        assert_eq!(tally.batches_ok, 10, "every ack counted");
+        assert_eq!(tree.max_pending, 2, "the window, not the pace, held it");
     }
 
     #[tokio::test(start_paused = true)]
