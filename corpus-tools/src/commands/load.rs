@@ -211,7 +211,7 @@ mod tests {
             Some(20_000.0)
         );
         for bad in ["0", "-5", "nan", "inf", "1e8", "fast"] {
-            let err = parse(&["--max-rate", bad]).unwrap_err();
+            let err = parse(&[&format!("--max-rate={bad}")]).unwrap_err();
             assert!(err.contains("--max-rate"), "{err}");
         }
     }
