@@ -238,6 +238,17 @@ mod tests {
         }
     }
 
+    /// `run_window` with no ceiling on the rate and no progress callback.
+    async fn run_unpaced<S: OpSource>(
+        batcher: &mut Batcher<S>,
+        tree: &mut FakeTree,
+        in_flight: usize,
+        tally: &mut Tally,
+    ) {
+        let mut pace = Pace::new(None);
+        run_window(batcher, tree, in_flight, &mut pace, tally, |_, _| {}).await;
+    }
+
     fn docs(n: usize) -> Vec<String> {
         (0..n)
             .map(|i| format!(r#"{{"id":"d{i}","body":"b"}}"#))
@@ -252,15 +263,7 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(100));
         let mut tally = Tally::default();
         let started = tokio::time::Instant::now();
-        run_window(
-            &mut batcher,
-            &mut tree,
-            4,
-            &mut Pace::new(None),
-            &mut tally,
-            |_, _| {},
-        )
-        .await;
+        run_unpaced(&mut batcher, &mut tree, 4, &mut tally).await;
         assert_eq!(tree.max_pending, 4);
         assert_eq!(tree.received, (1..=20).collect::<Vec<_>>());
         assert!(tree.closed);
@@ -313,15 +316,7 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(10));
         tree.fail_after = Some(2);
         let mut tally = Tally::default();
-        run_window(
-            &mut batcher,
-            &mut tree,
-            3,
-            &mut Pace::new(None),
-            &mut tally,
-            |_, _| {},
-        )
-        .await;
+        run_unpaced(&mut batcher, &mut tree, 3, &mut tally).await;
         assert_eq!(tree.received, [1, 2, 3]);
         let failed: Vec<u64> = tally.failed.iter().map(|f| f.info.seq).collect();
         assert_eq!(failed, [1, 2, 3]);
@@ -341,15 +336,7 @@ mod tests {
         let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
         let mut tree = FakeTree::new(Duration::from_millis(10));
         let mut tally = Tally::default();
-        run_window(
-            &mut batcher,
-            &mut tree,
-            4,
-            &mut Pace::new(None),
-            &mut tally,
-            |_, _| {},
-        )
-        .await;
+        run_unpaced(&mut batcher, &mut tree, 4, &mut tally).await;
         assert_eq!(tree.received, [1, 2]);
         assert_eq!(tally.batches_ok, 2);
         assert!(tally.failed.is_empty());
@@ -368,15 +355,7 @@ mod tests {
         tree.fail_after = Some(0);
         tree.failure = forwarded::not_root("a leaf (shard 1)", "load");
         let mut tally = Tally::default();
-        run_window(
-            &mut batcher,
-            &mut tree,
-            2,
-            &mut Pace::new(None),
-            &mut tally,
-            |_, _| {},
-        )
-        .await;
+        run_unpaced(&mut batcher, &mut tree, 2, &mut tally).await;
         assert!(!tally.complete());
         assert!(tally.not_root);
         let advice = tally.advice();
@@ -388,15 +367,7 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(10));
         tree.fail_after = Some(0);
         let mut tally = Tally::default();
-        run_window(
-            &mut batcher,
-            &mut tree,
-            2,
-            &mut Pace::new(None),
-            &mut tally,
-            |_, _| {},
-        )
-        .await;
+        run_unpaced(&mut batcher, &mut tree, 2, &mut tally).await;
         assert!(!tally.not_root);
         assert!(tally.advice().contains("rerun the same command"));
     }
@@ -409,15 +380,7 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(10));
         tree.refuse = Some(Status::aborted("another load or publish is running"));
         let mut tally = Tally::default();
-        run_window(
-            &mut batcher,
-            &mut tree,
-            2,
-            &mut Pace::new(None),
-            &mut tally,
-            |_, _| {},
-        )
-        .await;
+        run_unpaced(&mut batcher, &mut tree, 2, &mut tally).await;
         assert!(tree.received.is_empty() && tree.closed);
         assert_eq!(batcher.source().0.len(), 4, "no line was read");
         assert_eq!(
@@ -438,15 +401,7 @@ mod tests {
         let mut tree = FakeTree::new(Duration::from_millis(10));
         tree.idle_open = true;
         let mut tally = Tally::default();
-        run_window(
-            &mut batcher,
-            &mut tree,
-            1,
-            &mut Pace::new(None),
-            &mut tally,
-            |_, _| {},
-        )
-        .await;
+        run_unpaced(&mut batcher, &mut tree, 1, &mut tally).await;
         assert!(tally.complete(), "{tally:?}");
         assert_eq!(tree.received, [1, 2], "the quiet input was waited out");
         assert_eq!(tally.ops_sent, 3);
@@ -457,15 +412,7 @@ mod tests {
         let mut batcher = Batcher::new(Lines::new(&refs), 2, false);
         let mut tree = FakeTree::new(Duration::from_millis(10));
         let mut tally = Tally::default();
-        run_window(
-            &mut batcher,
-            &mut tree,
-            1,
-            &mut Pace::new(None),
-            &mut tally,
-            |_, _| {},
-        )
-        .await;
+        run_unpaced(&mut batcher, &mut tree, 1, &mut tally).await;
         assert_eq!(tree.received, [1]);
         assert_eq!(
             tally.stopped.as_deref(),
