@@ -62,18 +62,12 @@ pub struct LoadArgs {
 /// otherwise.
 pub const DEFAULT_BATCH_SIZE: u32 = 8000;
 
-/// `--max-rate`: above 0 and at most 10,000,000 operations a second.
+/// The highest `--max-rate`, operations a second.
+pub const MAX_LOAD_RATE: f64 = 10_000_000.0;
+
+/// `--max-rate`: above 0 and at most [`MAX_LOAD_RATE`].
 fn parse_max_rate(s: &str) -> Result<f64, String> {
-    let rate: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of operations a second"))?;
-    if rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0 {
-        Ok(rate)
-    } else {
-        Err(format!(
-            "{s} is out of range: above 0 and at most 10000000 operations a second"
-        ))
-    }
+    searchtree_bench::limits::positive(s, MAX_LOAD_RATE, "operations per second")
 }
 
 /// Runs the load and prints its summary on stdout (and the publish's).
