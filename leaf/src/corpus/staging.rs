@@ -27,6 +27,7 @@
 //! Applying the same operations twice yields the same staging area, so a
 //! resent batch is harmless.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -58,9 +59,10 @@ pub const COMMIT_AFTER_BYTES: usize = 64 << 20;
 /// shard as much, `corpus-tools`' `TOTAL_INDEXING_MEMORY`).
 const STAGING_MEMORY: usize = 128 << 20;
 
-/// One line of `ops.log`.
+/// One line of `ops.log`. Written borrowing the batch's text (a load's
+/// documents are not copied to be logged), read back owning it.
 #[derive(Debug, Serialize, Deserialize)]
-struct LogRecord {
+struct LogRecord<'a> {
     /// The current version when the batch was applied.
     base: u64,
     /// Operations applied.
@@ -71,19 +73,32 @@ struct LogRecord {
     /// had not committed them (empty in lines written when every group was
     /// committed before its line).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    applied: Vec<LoggedOp>,
+    applied: Vec<LoggedOp<'a>>,
 }
 
 /// One applied operation in `ops.log`.
 #[derive(Debug, Serialize, Deserialize)]
-struct LoggedOp {
-    id: String,
+struct LoggedOp<'a> {
+    id: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     delete: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    title: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    body: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    title: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    body: Cow<'a, str>,
+}
+
+impl<'a> LoggedOp<'a> {
+    /// `op` as logged: its text borrowed, none for a delete.
+    fn of(op: &'a DocOp) -> Self {
+        let text = |s: &'a str| Cow::Borrowed(if op.delete { "" } else { s });
+        LoggedOp {
+            id: Cow::Borrowed(&op.id),
+            delete: op.delete,
+            title: text(&op.title),
+            body: text(&op.body),
+        }
+    }
 }
 
 /// What `ops.log` says when a leaf opens its staging area.
@@ -100,7 +115,7 @@ struct LogContents {
     /// The operations of the lines from the one asked for on, in order:
     /// those the index has not committed. Earlier lines' documents are
     /// not kept, so a long log is not held in memory whole.
-    to_apply: Vec<LoggedOp>,
+    to_apply: Vec<LoggedOp<'static>>,
 }
 
 impl LogContents {
@@ -316,30 +331,16 @@ impl Staging {
                     });
                     continue;
                 }
-                let term = Term::from_field_text(fields.id, &op.id);
                 let exists = match present.get(op.id.as_str()) {
                     Some(&now) => now,
                     None => match self.present.get(&id_key(&op.id)) {
                         Some(&now) => now,
-                        None => published.doc_freq(&term)? > 0,
+                        None => published.doc_freq(&Term::from_field_text(fields.id, &op.id))? > 0,
                     },
                 };
                 present.insert(op.id.as_str(), !op.delete);
                 self.stage(&op.id, op.delete, &op.title, &op.body)?;
-                logged.push(LoggedOp {
-                    id: op.id.clone(),
-                    delete: op.delete,
-                    title: if op.delete {
-                        String::new()
-                    } else {
-                        op.title.clone()
-                    },
-                    body: if op.delete {
-                        String::new()
-                    } else {
-                        op.body.clone()
-                    },
-                });
+                logged.push(LoggedOp::of(op));
                 if op.delete {
                     deleted.push(op.id.clone());
                     if exists {
