@@ -55,21 +55,19 @@ impl Priority {
 
 /// Moves every thread of this process to `SCHED_FIFO` at
 /// [`REALTIME_PRIORITY`]; threads started later inherit it from the thread
-/// that starts them. Returns how many threads were moved.
-pub fn raise_to_realtime() -> io::Result<usize> {
-    let mut moved = 0;
+/// that starts them.
+pub fn raise_to_realtime() -> io::Result<()> {
     for entry in std::fs::read_dir("/proc/self/task")? {
         let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) else {
             continue;
         };
         match set_policy(tid, true) {
-            Ok(()) => moved += 1,
             // A thread that ended since the directory was read.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => return Err(e),
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => return Err(e),
+            _ => {}
         }
     }
-    Ok(moved)
+    Ok(())
 }
 
 /// Puts thread `tid` (0: the calling thread) at `SCHED_FIFO`
@@ -105,7 +103,7 @@ fn set_policy(tid: i32, realtime: bool) -> io::Result<()> {
 /// Raises the tester to real-time, or says why it stays at normal priority.
 pub fn try_realtime() -> Priority {
     match raise_to_realtime() {
-        Ok(_) => Priority::Realtime,
+        Ok(()) => Priority::Realtime,
         Err(e) => Priority::Refused(e.to_string()),
     }
 }
