@@ -7,9 +7,13 @@
 //! computes the corpus-wide numbers once and stores, beside each shard:
 //!
 //! - the totals (documents, tokens per field) in the shard's metadata, and
-//! - `doc_freqs.bin`: for every term of the shard's single segment, the
+//! - `doc_freqs.bin`: for every term of each of the shard's segments, the
 //!   term's document frequency over the whole corpus, indexed by the term's
-//!   ordinal in that segment's term dictionary (4 bytes per term).
+//!   ordinal in that segment's term dictionary (4 bytes per term). A build's
+//!   shard is one segment and its file holds one table ([`DocFreqs`]); a
+//!   version published from loaded documents may keep several segments
+//!   (those a load did not touch are not rewritten) and its file holds a
+//!   table per segment, named by the segment's id ([`ShardDocFreqs`]).
 //!
 //! A leaf answers tantivy's [`Bm25StatisticsProvider`] from these, so no
 //! query needs an extra round trip to learn global statistics.
@@ -26,6 +30,8 @@ use tantivy::{InvertedIndexReader, Searcher, Term};
 /// File name of the per-term document frequencies inside a shard directory.
 pub const DOC_FREQS_FILE: &str = "doc_freqs.bin";
 const MAGIC: &[u8; 8] = b"STDFREQ1";
+/// The magic of a file holding one table per segment.
+const MAGIC_BY_SEGMENT: &[u8; 8] = b"STDFREQ2";
 
 /// Whole-corpus totals, stored in each shard's metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +58,10 @@ impl DocFreqs {
     /// Writes the table in its binary form.
     pub fn write_to(&self, mut out: impl Write) -> io::Result<()> {
         out.write_all(MAGIC)?;
+        self.write_body(&mut out)
+    }
+
+    fn write_body(&self, mut out: impl Write) -> io::Result<()> {
         let mut fields: Vec<_> = self.per_field.iter().collect();
         fields.sort_by_key(|(id, _)| **id);
         out.write_all(&(fields.len() as u32).to_le_bytes())?;
@@ -72,9 +82,13 @@ impl DocFreqs {
         if &magic != MAGIC {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "not a searchtree doc_freqs file (bad magic)",
+                "not a searchtree doc_freqs file of one table (bad magic)",
             ));
         }
+        Self::read_body(input)
+    }
+
+    fn read_body(mut input: impl Read) -> io::Result<Self> {
         let mut per_field = HashMap::new();
         for _ in 0..read_u32(&mut input)? {
             let field = read_u32(&mut input)?;
@@ -103,57 +117,155 @@ fn read_u64(input: &mut impl Read) -> io::Result<u64> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// The corpus-wide document frequencies of a shard's terms, as its
+/// `doc_freqs.bin` holds them: one table for the one segment of a build, or
+/// one per segment, by segment id, for a published version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardDocFreqs {
+    /// The table of a shard of (at most) one segment, whatever its id.
+    OneSegment(DocFreqs),
+    /// A table per segment, by the segment's id (`SegmentId::uuid_string`).
+    BySegment(BTreeMap<String, DocFreqs>),
+}
+
+impl ShardDocFreqs {
+    /// Writes the tables in their binary form.
+    pub fn write_to(&self, mut out: impl Write) -> io::Result<()> {
+        match self {
+            ShardDocFreqs::OneSegment(table) => table.write_to(out),
+            ShardDocFreqs::BySegment(tables) => {
+                out.write_all(MAGIC_BY_SEGMENT)?;
+                out.write_all(&(tables.len() as u32).to_le_bytes())?;
+                for (segment, table) in tables {
+                    out.write_all(&(segment.len() as u32).to_le_bytes())?;
+                    out.write_all(segment.as_bytes())?;
+                    table.write_body(&mut out)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads tables written by [`ShardDocFreqs::write_to`] (or by
+    /// [`DocFreqs::write_to`]).
+    pub fn read_from(mut input: impl Read) -> io::Result<Self> {
+        let mut magic = [0u8; 8];
+        input.read_exact(&mut magic)?;
+        if &magic == MAGIC {
+            return Ok(ShardDocFreqs::OneSegment(DocFreqs::read_body(input)?));
+        }
+        if &magic != MAGIC_BY_SEGMENT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a searchtree doc_freqs file (bad magic)",
+            ));
+        }
+        let mut tables = BTreeMap::new();
+        for _ in 0..read_u32(&mut input)? {
+            let len = read_u32(&mut input)? as usize;
+            if len > 64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a segment id of {len} bytes: the file is damaged"),
+                ));
+            }
+            let mut id = vec![0u8; len];
+            input.read_exact(&mut id)?;
+            let id = String::from_utf8(id).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, "a segment id is not text")
+            })?;
+            tables.insert(id, DocFreqs::read_body(&mut input)?);
+        }
+        Ok(ShardDocFreqs::BySegment(tables))
+    }
+}
+
 /// Answers BM25's questions with whole-corpus numbers for one shard.
 ///
-/// The shard must be a single segment: term ordinals are that segment's.
+/// Term ordinals are per segment, so each segment has its table; a term's
+/// corpus-wide frequency is the same in every table that holds it.
 pub struct CorpusStatistics {
     totals: CorpusTotals,
     field_names: HashMap<u32, String>,
-    doc_freqs: DocFreqs,
-    inverted: HashMap<u32, Arc<InvertedIndexReader>>,
+    /// Per field id: each segment's term dictionary and its frequencies.
+    lookups: HashMap<u32, Vec<SegmentFreqs>>,
 }
 
+/// One segment's term dictionary for a field, and the corpus-wide
+/// frequency of each of its terms by ordinal.
+type SegmentFreqs = (Arc<InvertedIndexReader>, Vec<u32>);
+
 impl CorpusStatistics {
-    /// Ties the stored statistics to the (single) segment of `searcher`.
+    /// Ties the stored statistics to the segments of `searcher`: each
+    /// segment must have its table, covering every term it holds.
     pub fn new(
         searcher: &Searcher,
         totals: CorpusTotals,
-        doc_freqs: DocFreqs,
+        doc_freqs: ShardDocFreqs,
     ) -> tantivy::Result<Self> {
         let segments = searcher.segment_readers();
-        if segments.len() > 1 {
-            return Err(tantivy::TantivyError::InvalidArgument(format!(
-                "a shard must be a single segment, this one has {}; rebuild it with `searchtree build`",
-                segments.len()
-            )));
-        }
+        let mismatch = |why: String| {
+            tantivy::TantivyError::InvalidArgument(format!(
+                "{why}; the shard and its statistics do not belong together"
+            ))
+        };
+        let tables: Vec<DocFreqs> = match doc_freqs {
+            ShardDocFreqs::OneSegment(table) => {
+                if segments.len() > 1 {
+                    return Err(tantivy::TantivyError::InvalidArgument(format!(
+                        "a built shard must be a single segment, this one has {}; rebuild it \
+                         with `searchtree build`",
+                        segments.len()
+                    )));
+                }
+                // An empty shard has no segment: nothing matches, nothing
+                // to look up.
+                segments.iter().map(|_| table.clone()).collect()
+            }
+            ShardDocFreqs::BySegment(mut by_id) => {
+                let mut tables = Vec::with_capacity(segments.len());
+                for segment in segments {
+                    let id = segment.segment_id().uuid_string();
+                    let table = by_id.remove(&id).ok_or_else(|| {
+                        mismatch(format!("doc_freqs has no table for segment {id}"))
+                    })?;
+                    tables.push(table);
+                }
+                if let Some(id) = by_id.keys().next() {
+                    return Err(mismatch(format!(
+                        "doc_freqs has a table for segment {id}, which the index does not hold"
+                    )));
+                }
+                tables
+            }
+        };
         let schema = searcher.schema();
         let mut field_names = HashMap::new();
-        let mut inverted = HashMap::new();
-        for &field_id in doc_freqs.per_field.keys() {
-            let field = Field::from_field_id(field_id);
-            field_names.insert(field_id, schema.get_field_name(field).to_string());
-            // An empty shard has no segment: nothing matches, nothing to look up.
-            if let Some(segment) = segments.first() {
-                inverted.insert(field_id, segment.inverted_index(field)?);
+        let mut lookups: HashMap<u32, Vec<SegmentFreqs>> = HashMap::new();
+        for (segment, table) in segments.iter().zip(tables) {
+            for (field_id, freqs) in table.per_field {
+                let field = Field::from_field_id(field_id);
+                let reader = segment.inverted_index(field)?;
+                let actual = reader.terms().num_terms();
+                if freqs.len() != actual {
+                    return Err(mismatch(format!(
+                        "doc_freqs for field {} cover {} terms but the segment has {actual}",
+                        schema.get_field_name(field),
+                        freqs.len()
+                    )));
+                }
+                lookups.entry(field_id).or_default().push((reader, freqs));
             }
         }
-        for (field_id, reader) in &inverted {
-            let stored = doc_freqs.per_field[field_id].len();
-            let actual = reader.terms().num_terms();
-            if stored != actual {
-                return Err(tantivy::TantivyError::InvalidArgument(format!(
-                    "doc_freqs for field {} cover {stored} terms but the segment has {actual}; \
-                     the shard and its statistics do not belong together",
-                    field_names[field_id]
-                )));
+        for (field, entry) in schema.fields() {
+            if entry.is_indexed() {
+                field_names.insert(field.field_id(), entry.name().to_string());
             }
         }
         Ok(CorpusStatistics {
             totals,
             field_names,
-            doc_freqs,
-            inverted,
+            lookups,
         })
     }
 }
@@ -172,19 +284,18 @@ impl Bm25StatisticsProvider for CorpusStatistics {
     }
 
     fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
-        let field = term.field().field_id();
-        let (Some(reader), Some(freqs)) = (
-            self.inverted.get(&field),
-            self.doc_freqs.per_field.get(&field),
-        ) else {
+        let Some(segments) = self.lookups.get(&term.field().field_id()) else {
             return Ok(0);
         };
-        // A term absent from this shard matches nothing here, so its
-        // frequency cannot change any score this shard produces.
-        Ok(reader
-            .terms()
-            .term_ord(term.serialized_value_bytes())?
-            .map_or(0, |ord| u64::from(freqs[ord as usize])))
+        // A term absent from every segment of this shard matches nothing
+        // here, so its frequency cannot change any score this shard
+        // produces.
+        for (reader, freqs) in segments {
+            if let Some(ord) = reader.terms().term_ord(term.serialized_value_bytes())? {
+                return Ok(u64::from(freqs[ord as usize]));
+            }
+        }
+        Ok(0)
     }
 }
 
@@ -256,6 +367,32 @@ mod tests {
         let mut bytes = Vec::new();
         table.write_to(&mut bytes).unwrap();
         assert_eq!(DocFreqs::read_from(&bytes[..]).unwrap(), table);
+    }
+
+    #[test]
+    fn tables_by_segment_round_trip_and_a_build_s_file_reads_as_one_segment() {
+        let mut one = DocFreqs::default();
+        one.insert(Field::from_field_id(1), vec![3, 1, 4]);
+        let mut two = DocFreqs::default();
+        two.insert(Field::from_field_id(1), vec![2]);
+        let tables = ShardDocFreqs::BySegment(BTreeMap::from([
+            ("aa".to_string(), one.clone()),
+            ("bb".to_string(), two),
+        ]));
+        let mut bytes = Vec::new();
+        tables.write_to(&mut bytes).unwrap();
+        assert_eq!(ShardDocFreqs::read_from(&bytes[..]).unwrap(), tables);
+        // A build writes one table; read as the shard's, it is that table.
+        let mut bytes = Vec::new();
+        one.write_to(&mut bytes).unwrap();
+        assert_eq!(
+            ShardDocFreqs::read_from(&bytes[..]).unwrap(),
+            ShardDocFreqs::OneSegment(one)
+        );
+        // A file of tables by segment is not a build's.
+        let mut bytes = Vec::new();
+        tables.write_to(&mut bytes).unwrap();
+        assert!(DocFreqs::read_from(&bytes[..]).is_err());
     }
 
     #[test]

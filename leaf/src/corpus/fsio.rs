@@ -60,9 +60,20 @@ pub fn version_files(dir: &Path) -> std::io::Result<Vec<String>> {
 /// except those in `skip`: hard links where the file system allows (a
 /// version's files are never modified in place), copies elsewhere.
 pub fn link_or_copy_files(from: &Path, to: &Path, skip: &[&str]) -> std::io::Result<u64> {
+    link_or_copy_matching(from, to, |name| !skip.contains(&name))
+}
+
+/// Fills the (existing) directory `to` with the version files of `from`
+/// whose name `wanted` accepts, linked or copied as [`link_or_copy_files`]
+/// does.
+pub fn link_or_copy_matching(
+    from: &Path,
+    to: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> std::io::Result<u64> {
     let mut bytes = 0;
     for name in version_files(from)? {
-        if skip.contains(&name.as_str()) {
+        if !wanted(&name) {
             continue;
         }
         let (src, dst) = (from.join(&name), to.join(&name));

@@ -1,7 +1,7 @@
 //! Install: the corpus-wide statistics of the candidate version arrive (the
 //! totals, then every term's document frequency summed over all shards);
-//! the leaf keeps those of its own terms, writes the candidate's scoring
-//! files (`doc_freqs.bin`, `shard.json`) durably, renames it into place and
+//! the leaf keeps those of its own terms (in each of the candidate's
+//! segments), writes the candidate's scoring files (`doc_freqs.bin`, `shard.json`) durably, renames it into place and
 //! opens it — searchable by number, not yet current.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use super::store::CorpusStore;
 use super::{CorpusError, fsio};
 use crate::schema;
 use crate::shard::{SHARD_META_FILE, ShardMeta, write_scoring_files};
-use crate::stats::{CorpusTotals, DOC_FREQS_FILE, DocFreqs};
+use crate::stats::{CorpusTotals, DOC_FREQS_FILE, DocFreqs, ShardDocFreqs};
 
 /// The corpus-wide document frequency of every id term: ids are unique in
 /// a corpus (a build refuses duplicates, a load replaces by id), so the
@@ -23,10 +23,13 @@ use crate::stats::{CorpusTotals, DOC_FREQS_FILE, DocFreqs};
 pub const UNIQUE_ID_FREQ: u32 = 1;
 
 /// The corpus-wide statistics of a candidate, gathered chunk by chunk:
-/// only the terms of this shard's segment are kept, by ordinal.
+/// only the terms of this shard's segments are kept, by ordinal.
 pub struct GlobalStats {
     version: u64,
     corpus: CorpusTotals,
+    /// The id of each of the candidate's segments, in the order of each
+    /// field's `segments`.
+    segment_ids: Vec<String>,
     /// Per indexed field name.
     fields: HashMap<String, FieldStats>,
 }
@@ -34,9 +37,14 @@ pub struct GlobalStats {
 /// The global frequencies of one field's terms in the candidate.
 struct FieldStats {
     field: Field,
-    /// The candidate's term dictionary (none in an empty candidate).
-    inverted: Option<Arc<InvertedIndexReader>>,
-    /// The global frequency by term ordinal; 0 = not yet seen.
+    /// One per segment of the candidate (none in an empty candidate).
+    segments: Vec<SegmentTerms>,
+}
+
+/// One segment's term dictionary for a field, and the global frequency of
+/// each of its terms by ordinal; 0 = not yet seen.
+struct SegmentTerms {
+    inverted: Arc<InvertedIndexReader>,
     by_ordinal: Vec<u32>,
 }
 
@@ -53,20 +61,17 @@ impl GlobalStats {
                     group.doc_freqs.len()
                 )));
             }
-            let Some(FieldStats {
-                inverted: Some(inverted),
-                by_ordinal,
-                ..
-            }) = self.fields.get_mut(&group.field)
-            else {
+            let Some(stats) = self.fields.get_mut(&group.field) else {
                 continue;
             };
-            let dictionary = inverted.terms();
             for (term, &freq) in group.terms.iter().zip(&group.doc_freqs) {
-                if let Some(ord) = dictionary.term_ord(term)? {
-                    by_ordinal[ord as usize] = u32::try_from(freq).map_err(|_| {
-                        CorpusError::Invalid(format!("document frequency {freq} out of range"))
-                    })?;
+                let freq = u32::try_from(freq).map_err(|_| {
+                    CorpusError::Invalid(format!("document frequency {freq} out of range"))
+                })?;
+                for segment in &mut stats.segments {
+                    if let Some(ord) = segment.inverted.terms().term_ord(term)? {
+                        segment.by_ordinal[ord as usize] = freq;
+                    }
                 }
             }
         }
@@ -92,29 +97,30 @@ impl CorpusStore {
         }
         let index = Index::open_in_dir(&candidate.dir)?;
         let searcher = index.reader()?.searcher();
-        let segment = searcher.segment_readers().first();
+        let segments = searcher.segment_readers();
         let mut fields = HashMap::new();
         for (field, entry) in index.schema().fields() {
             if !entry.is_indexed() {
                 continue;
             }
-            let inverted = segment.map(|s| s.inverted_index(field)).transpose()?;
-            let num_terms = inverted.as_ref().map_or(0, |i| i.terms().num_terms());
             // Id terms are not exchanged: each is one document's.
             let known = if entry.name() == schema::ID {
                 UNIQUE_ID_FREQ
             } else {
                 0
             };
-            let by_ordinal = vec![known; num_terms];
-            fields.insert(
-                entry.name().to_string(),
-                FieldStats {
-                    field,
-                    inverted,
-                    by_ordinal,
-                },
-            );
+            let segments = segments
+                .iter()
+                .map(|segment| {
+                    let inverted = segment.inverted_index(field)?;
+                    let by_ordinal = vec![known; inverted.terms().num_terms()];
+                    Ok(SegmentTerms {
+                        inverted,
+                        by_ordinal,
+                    })
+                })
+                .collect::<tantivy::Result<Vec<_>>>()?;
+            fields.insert(entry.name().to_string(), FieldStats { field, segments });
         }
         let mut stats = GlobalStats {
             version: first.version,
@@ -122,6 +128,10 @@ impl CorpusStore {
                 num_docs: first.num_docs,
                 num_tokens: first.num_tokens.clone().into_iter().collect(),
             },
+            segment_ids: segments
+                .iter()
+                .map(|s| s.segment_id().uuid_string())
+                .collect(),
             fields,
         };
         stats.absorb(&first.terms)?;
@@ -142,24 +152,22 @@ impl CorpusStore {
                 )));
             }
         };
-        let mut doc_freqs = DocFreqs::default();
-        for (
-            name,
-            FieldStats {
-                field, by_ordinal, ..
-            },
-        ) in stats.fields
-        {
-            if let Some(missing) = by_ordinal.iter().position(|&f| f == 0) {
-                self.candidate = Some(candidate);
-                return Err(CorpusError::Invalid(format!(
-                    "the corpus statistics of version {} lack term #{missing} of field {name} \
-                     of shard {}",
-                    stats.version, self.build.shard
-                )));
+        let mut tables = vec![DocFreqs::default(); stats.segment_ids.len()];
+        for (name, FieldStats { field, segments }) in stats.fields {
+            for (number, (segment, table)) in segments.into_iter().zip(&mut tables).enumerate() {
+                if let Some(missing) = segment.by_ordinal.iter().position(|&f| f == 0) {
+                    self.candidate = Some(candidate);
+                    return Err(CorpusError::Invalid(format!(
+                        "the corpus statistics of version {} lack term #{missing} of field \
+                         {name} of segment {number} of shard {}",
+                        stats.version, self.build.shard
+                    )));
+                }
+                table.insert(field, segment.by_ordinal);
             }
-            doc_freqs.insert(field, by_ordinal);
         }
+        let doc_freqs =
+            ShardDocFreqs::BySegment(stats.segment_ids.into_iter().zip(tables).collect());
         // Every shard of a published version names it alike, so that an
         // answer's `snapshot` lists one name: the version and a digest of
         // the corpus totals all shards were given.

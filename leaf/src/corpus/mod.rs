@@ -27,6 +27,7 @@ pub mod install;
 pub mod local;
 pub mod owner;
 pub mod prepare;
+pub mod segments;
 pub mod service;
 pub mod staging;
 pub mod store;

@@ -2,23 +2,25 @@
 //! what the publish needs of it — this shard's exact totals and digest,
 //! and its terms' document frequencies (for the corpus-wide sums).
 //!
-//! From the staging area, the candidate is one merge
-//! ([`tantivy::indexer::merge_filtered_segments`]) of the current version's
-//! segment, less the documents deleted or upserted since, with the staged
-//! segments: one segment without deletes, as every version is. From a
-//! build, it is that build's shard directory, linked file by file, once it
-//! passed the checks `searchtree verify` makes of a shard.
+//! From the staging area, the candidate is the current version's segments,
+//! less the documents deleted or upserted since, with the staged segments:
+//! untouched segments linked, the others merged into one, none with
+//! deletes, as every version is ([`super::segments`]). From a build, it is
+//! that build's shard directory, linked file by file, once it passed the
+//! checks `searchtree verify` makes of a shard.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use searchtree_proto::pb::{FieldTerms, PrepareChunk, ShardSummary};
-use tantivy::directory::{MmapDirectory, OwnedBytes};
+use tantivy::directory::OwnedBytes;
 use tantivy::fastfield::{AliveBitSet, write_alive_bitset};
 use tantivy::schema::IndexRecordOption;
+use tantivy::termdict::TermMerger;
 use tantivy::{BitSet, DocAddress, DocSet, Index, TERMINATED, TantivyDocument, Term};
 
 use super::local::{LocalTotals, TokenCounter};
+use super::segments::VersionSegments;
 use super::store::{Candidate, CorpusStore};
 use super::{CorpusError, fsio};
 use crate::schema;
@@ -102,14 +104,17 @@ impl CorpusStore {
             }
         }
 
-        // The published documents deleted or replaced leave.
+        // The published documents deleted or replaced leave: each segment
+        // of the current version is kept, dropped or merged without them.
+        let mut parts = VersionSegments::default();
+        let base_dir = self.dir_of(current)?.to_path_buf();
         let base_searcher = base_shard.reader.searcher();
+        let base_segments = base_shard.index.searchable_segments()?;
         let mut counter = TokenCounter::new(&base_shard.index, fields)?;
-        let mut base_filter = None;
-        if let Some(segment) = base_searcher.segment_readers().first() {
-            let mut alive = BitSet::with_max_value_and_full(segment.max_doc());
+        for (ord, reader) in base_searcher.segment_readers().iter().enumerate() {
+            let mut alive = BitSet::with_max_value_and_full(reader.max_doc());
             let mut removed = 0;
-            let ids = segment.inverted_index(fields.id)?;
+            let ids = reader.inverted_index(fields.id)?;
             for id in self.staging.deleted().iter().chain(&staged_ids) {
                 let term = Term::from_field_text(fields.id, id);
                 let Some(mut postings) = ids.read_postings(&term, IndexRecordOption::Basic)? else {
@@ -118,7 +123,8 @@ impl CorpusStore {
                 let mut doc = postings.doc();
                 while doc != TERMINATED {
                     if alive.contains(doc) {
-                        let stored: TantivyDocument = base_searcher.doc(DocAddress::new(0, doc))?;
+                        let address = DocAddress::new(ord as u32, doc);
+                        let stored: TantivyDocument = base_searcher.doc(address)?;
                         local.remove(&counter.count(&stored));
                         alive.remove(doc);
                         removed += 1;
@@ -126,33 +132,47 @@ impl CorpusStore {
                     doc = postings.advance();
                 }
             }
-            if removed > 0 {
+            let segment = base_segments
+                .iter()
+                .find(|s| s.id() == reader.segment_id())
+                .cloned()
+                .ok_or_else(|| {
+                    CorpusError::Precondition(format!(
+                        "version {current} lists segment {} but does not open it",
+                        reader.segment_id().uuid_string()
+                    ))
+                })?;
+            if removed == 0 {
+                parts.keep(segment, &base_dir);
+            } else if removed < reader.num_docs() {
                 let mut bytes = Vec::new();
                 write_alive_bitset(&alive, &mut bytes)?;
-                base_filter = Some(AliveBitSet::open(OwnedBytes::new(bytes)));
+                parts.merge(segment, Some(AliveBitSet::open(OwnedBytes::new(bytes))));
             }
         }
 
-        let mut segments = Vec::new();
-        let mut filters = Vec::new();
-        for segment in base_shard.index.searchable_segments()? {
-            segments.push(segment);
-            filters.push(base_filter.take());
-        }
+        let staging_dir = self.staging.dir().to_path_buf();
         for segment in staged_segments {
-            segments.push(segment);
-            filters.push(None);
+            let meta = segment.meta();
+            if meta.num_docs() == 0 {
+                continue;
+            } else if meta.has_deletes() {
+                parts.merge(segment, None);
+            } else {
+                parts.keep(segment, &staging_dir);
+            }
         }
-        if local.num_docs == 0 {
-            Index::create_in_dir(tmp, base_shard.index.schema())?;
-        } else {
-            tantivy::indexer::merge_filtered_segments(
-                &segments,
-                base_shard.index.settings().clone(),
-                filters,
-                MmapDirectory::open(tmp).map_err(tantivy::TantivyError::from)?,
-            )?;
-        }
+        let written = parts.write(
+            base_shard.index.schema(),
+            base_shard.index.settings().clone(),
+            tmp,
+        )?;
+        tracing::info!(
+            version,
+            kept = written.kept,
+            merged = written.merged,
+            "candidate written: segments kept as they were, segments merged into one"
+        );
         let merged = Index::open_in_dir(tmp)?;
         let docs: u64 = merged
             .searchable_segment_metas()?
@@ -258,8 +278,10 @@ fn check_build_shard(build: &Path, shard: u32, source: &Path) -> Result<(), Corp
 }
 
 /// Streams the terms of the version in `dir` with their (local) document
-/// frequencies, every indexed field but the id (see [`super::install::UNIQUE_ID_FREQ`]), at most [`TERMS_PER_CHUNK`] terms per
-/// chunk, until `send` returns false (nobody listens).
+/// frequencies, every indexed field but the id (see
+/// [`super::install::UNIQUE_ID_FREQ`]), at most [`TERMS_PER_CHUNK`] terms per
+/// chunk, until `send` returns false (nobody listens). A version's segments
+/// have no deletes, so a term's frequency is the sum of its segments'.
 pub fn term_chunks(
     dir: &Path,
     mut send: impl FnMut(PrepareChunk) -> bool,
@@ -267,9 +289,10 @@ pub fn term_chunks(
     let index = Index::open_in_dir(dir)?;
     let searcher = index.reader()?.searcher();
     let schema = index.schema();
-    let Some(segment) = searcher.segment_readers().first() else {
+    let segments = searcher.segment_readers();
+    if segments.is_empty() {
         return Ok(());
-    };
+    }
     let mut chunk = PrepareChunk::default();
     let mut in_chunk = 0;
     for (field, entry) in schema.fields() {
@@ -278,15 +301,26 @@ pub fn term_chunks(
         if !entry.is_indexed() || entry.name() == schema::ID {
             continue;
         }
-        let inverted = segment.inverted_index(field)?;
-        let mut terms = inverted.terms().stream()?;
+        let inverted = segments
+            .iter()
+            .map(|s| s.inverted_index(field))
+            .collect::<tantivy::Result<Vec<_>>>()?;
+        let streams = inverted
+            .iter()
+            .map(|i| i.terms().stream())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut terms = TermMerger::new(streams);
         let mut current = FieldTerms {
             field: entry.name().to_string(),
             ..Default::default()
         };
         while terms.advance() {
+            let doc_freq: u64 = terms
+                .current_segment_ords_and_term_infos()
+                .map(|(_, info)| u64::from(info.doc_freq))
+                .sum();
             current.terms.push(terms.key().to_vec());
-            current.doc_freqs.push(u64::from(terms.value().doc_freq));
+            current.doc_freqs.push(doc_freq);
             in_chunk += 1;
             if in_chunk == TERMS_PER_CHUNK {
                 let name = current.field.clone();

@@ -480,6 +480,12 @@ impl Staging {
         &self.index
     }
 
+    /// The staging area's directory (a version may keep a staged segment,
+    /// its files linked from here).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Empties the staging area durably: its operations are part of a
     /// version now, or superseded by one.
     pub fn clear(&mut self) -> Result<(), CorpusError> {

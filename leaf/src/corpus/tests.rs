@@ -1290,3 +1290,113 @@ fn a_data_directory_of_another_shard_or_build_is_refused_untouched() {
     CorpusStore::open(&two[0], &data, settings("leaf")).unwrap();
     assert!(!leftover.exists());
 }
+
+/// The segments each shard's version `version` searches.
+fn segment_counts(held: &[Arc<HeldVersions>], version: u64) -> Vec<usize> {
+    held.iter()
+        .map(|h| {
+            let searcher = h.get(version).unwrap();
+            searcher.shard().reader.searcher().segment_readers().len()
+        })
+        .collect()
+}
+
+#[test]
+fn publishes_keep_the_segments_a_load_did_not_touch_and_stay_exact() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(5, "d", 60);
+    let builds = build(&tmp.path().join("build"), &docs, 2, "build");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    let mut rng = fastrand::Rng::with_seed(17);
+    let new_docs = |rng: &mut fastrand::Rng, round: usize| -> Vec<DocOp> {
+        (0..12)
+            .map(|i| {
+                upsert(
+                    &format!("r{round}n{i}"),
+                    &text(rng, 0, 2),
+                    &text(rng, 3, 20),
+                )
+            })
+            .collect()
+    };
+
+    // New documents only: the build's segment is linked, not rewritten,
+    // and the staged segment beside it.
+    let ops = new_docs(&mut rng, 0);
+    apply(&mut docs, &ops);
+    load(&mut stores, &ops);
+    publish(&mut stores, 2, "");
+    activate(&mut stores, 2);
+    let held_now = held(&stores);
+    assert_eq!(segment_counts(&held_now, 2), vec![2, 2]);
+    for (store, build) in stores.iter().zip(&builds) {
+        let version = store.dir_of(2).unwrap();
+        let mut linked = 0;
+        for name in fsio::version_files(build).unwrap() {
+            if name.ends_with(".idx") || name.ends_with(".store") {
+                let (a, b) = (build.join(&name), version.join(&name));
+                assert_eq!(
+                    std::fs::metadata(&a).unwrap().ino(),
+                    std::fs::metadata(&b).unwrap().ino(),
+                    "{name} of the build is linked into version 2"
+                );
+                linked += 1;
+            }
+        }
+        assert_eq!(linked, 2);
+    }
+    let fresh = build(&tmp.path().join("fresh2"), &docs, 2, "fresh2");
+    assert_matches_build(&held_now, &fresh, 0, "version 2, two segments");
+
+    // More rounds: new documents, some replacing or deleting documents of
+    // earlier rounds and of the build. Every version stays exact and
+    // within the bound on segments.
+    let mut most = 0;
+    for round in 1..14 {
+        let version = round as u64 + 2;
+        let mut ops = new_docs(&mut rng, round);
+        if round % 3 == 0 {
+            ops.push(upsert(&format!("r{}n1", round - 1), "again", "river stone"));
+            ops.push(delete(&format!("r{}n2", round - 2)));
+            ops.push(delete(&format!("d{round}")));
+        }
+        apply(&mut docs, &ops);
+        load(&mut stores, &ops);
+        publish(&mut stores, version, "");
+        activate(&mut stores, version);
+        let counts = segment_counts(&held(&stores), version);
+        assert!(
+            counts
+                .iter()
+                .all(|&n| n <= super::segments::MAX_VERSION_SEGMENTS),
+            "{counts:?}"
+        );
+        most = most.max(*counts.iter().max().unwrap());
+        let fresh = build(&tmp.path().join(format!("fresh{version}")), &docs, 2, "f");
+        assert_matches_build(&held(&stores), &fresh, 0, &format!("version {version}"));
+    }
+    assert_eq!(
+        most,
+        super::segments::MAX_VERSION_SEGMENTS,
+        "the bound was reached"
+    );
+
+    // Every document replaced: the old segments are dropped, not merged.
+    let ops: Vec<DocOp> = docs
+        .keys()
+        .map(|id| upsert(id, "all", &text(&mut rng, 3, 20)))
+        .collect();
+    apply(&mut docs, &ops);
+    load(&mut stores, &ops);
+    publish(&mut stores, 20, "");
+    activate(&mut stores, 20);
+    assert_eq!(segment_counts(&held(&stores), 20), vec![1, 1]);
+    let fresh = build(&tmp.path().join("fresh20"), &docs, 2, "f20");
+    assert_matches_build(&held(&stores), &fresh, 0, "every document replaced");
+
+    // A restart opens the versions as they were.
+    drop(stores);
+    let stores = open_stores(&builds, &tmp.path().join("data"));
+    assert_matches_build(&held(&stores), &fresh, 0, "after a restart");
+}

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! shard-000/
-//!   meta.json, *.idx, *.pos, ...   tantivy's own files (one segment)
+//!   meta.json, *.idx, *.pos, ...   tantivy's own files (one segment for a
+//!                                  build; a published version may keep more)
 //!   shard.json                     ShardMeta: which shard, corpus-wide totals
 //!   doc_freqs.bin                  corpus-wide document frequency per term
 //! ```
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::{Index, IndexReader, ReloadPolicy};
 
 use crate::schema::{self, Fields};
-use crate::stats::{CorpusStatistics, CorpusTotals, DOC_FREQS_FILE, DocFreqs};
+use crate::stats::{CorpusStatistics, CorpusTotals, DOC_FREQS_FILE, ShardDocFreqs};
 
 pub use write::{ShardDocument, ShardWriter, WrittenShard, write_scoring, write_scoring_files};
 
@@ -118,7 +119,7 @@ impl Shard {
         let meta = read_meta(dir)?;
         let doc_freqs_path = dir.join(DOC_FREQS_FILE);
         let doc_freqs = File::open(&doc_freqs_path)
-            .and_then(|f| DocFreqs::read_from(BufReader::new(f)))
+            .and_then(|f| ShardDocFreqs::read_from(BufReader::new(f)))
             .map_err(|error| ShardError::Io {
                 path: doc_freqs_path,
                 error,

@@ -22,7 +22,7 @@ use tantivy::{Index, IndexWriter, doc};
 
 use super::{SHARD_META_FILE, ShardError, ShardMeta};
 use crate::schema::{self, Fields};
-use crate::stats::{self, CorpusTotals, DOC_FREQS_FILE, DocFreqs};
+use crate::stats::{self, CorpusTotals, DOC_FREQS_FILE, ShardDocFreqs};
 
 /// tantivy's floor of indexing memory per thread: a writer is never given
 /// less, whatever the caller's budget.
@@ -178,7 +178,7 @@ pub fn write_scoring(
             .unwrap_or_default(),
         error,
     })?;
-    for (number, (shard, table)) in shards.iter().zip(&doc_freqs).enumerate() {
+    for (number, (shard, table)) in shards.iter().zip(doc_freqs).enumerate() {
         let meta = ShardMeta {
             shard: number as u32,
             num_shards: shards.len() as u32,
@@ -187,10 +187,12 @@ pub fn write_scoring(
             input_checksum: input_checksum.to_string(),
             version: super::FIRST_VERSION,
         };
-        write_scoring_files(&shard.dir, &meta, table).map_err(|error| ShardError::Io {
-            path: shard.dir.clone(),
-            error,
-        })?;
+        write_scoring_files(&shard.dir, &meta, &ShardDocFreqs::OneSegment(table)).map_err(
+            |error| ShardError::Io {
+                path: shard.dir.clone(),
+                error,
+            },
+        )?;
     }
     Ok(corpus)
 }
@@ -199,7 +201,7 @@ pub fn write_scoring(
 pub fn write_scoring_files(
     dir: &Path,
     meta: &ShardMeta,
-    doc_freqs: &DocFreqs,
+    doc_freqs: &ShardDocFreqs,
 ) -> std::io::Result<()> {
     let mut out = BufWriter::new(File::create(dir.join(DOC_FREQS_FILE))?);
     doc_freqs.write_to(&mut out)?;
