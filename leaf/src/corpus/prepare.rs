@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use searchtree_proto::pb::{FieldTerms, PrepareChunk, ShardSummary};
 use tantivy::directory::OwnedBytes;
@@ -92,7 +93,9 @@ impl CorpusStore {
         let fields = base_shard.fields;
 
         // The staged documents enter.
+        let started = Instant::now();
         let (staged, staged_segments) = self.staging.snapshot()?;
+        let committed = started.elapsed();
         let mut counter = TokenCounter::new(self.staging.index(), fields)?;
         let mut staged_ids = BTreeSet::new();
         for (ord, reader) in staged.segment_readers().iter().enumerate() {
@@ -104,6 +107,7 @@ impl CorpusStore {
             }
         }
 
+        let entered = started.elapsed();
         // The published documents deleted or replaced leave: each segment
         // of the current version is kept, dropped or merged without them.
         let mut parts = VersionSegments::default();
@@ -151,6 +155,7 @@ impl CorpusStore {
             }
         }
 
+        let left = started.elapsed();
         let staging_dir = self.staging.dir().to_path_buf();
         for segment in staged_segments {
             let meta = segment.meta();
@@ -167,11 +172,18 @@ impl CorpusStore {
             base_shard.index.settings().clone(),
             tmp,
         )?;
+        let ms = |d: Duration| d.as_millis() as u64;
         tracing::info!(
             version,
             kept = written.kept,
             merged = written.merged,
-            "candidate written: segments kept as they were, segments merged into one"
+            commit_ms = ms(committed),
+            entered_ms = ms(entered - committed),
+            left_ms = ms(left - entered),
+            write_ms = ms(started.elapsed() - left),
+            "candidate written: segments kept as they were, segments merged into one; \
+             the staging area's commit, the totals of the documents entering and leaving, \
+             the segments' writing"
         );
         let merged = Index::open_in_dir(tmp)?;
         let docs: u64 = merged
