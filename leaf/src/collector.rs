@@ -36,8 +36,6 @@ use tantivy::columnar::StrColumn;
 use tantivy::query::Weight;
 use tantivy::{DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED};
 
-use searchtree_proto::ordering::score_then_id;
-
 mod candidates;
 pub mod pruning;
 pub use pruning::{Pruning, prunable};
@@ -393,53 +391,76 @@ impl Collector for TopById {
 
     fn merge_fruits(&self, fruits: Vec<SegmentFruit>) -> tantivy::Result<TopHits> {
         let mut out = TopHits::default();
-        // One segment's survivors are already in order, ids included (the
-        // ordinals sort like the ids): their ids can wait for the documents.
-        let resolve =
-            !self.ids_from_documents || fruits.iter().filter(|f| !f.entries.is_empty()).count() > 1;
-        let mut id = String::new();
-        for fruit in fruits {
+        let mut entries = Vec::new();
+        for (index, fruit) in fruits.iter().enumerate() {
             out.total += fruit.total;
             out.docs_searched += fruit.docs_searched;
             out.stopped |= fruit.stopped;
             out.total_is_lower_bound |= fruit.pruned || fruit.stopped;
-            for e in fruit.entries {
-                let id = if resolve {
-                    id.clear();
-                    let found = fruit.ids.ord_to_str(e.id_ord, &mut id).map_err(|err| {
-                        tantivy::TantivyError::InternalError(format!(
-                            "reading id of document {}: {err}",
-                            e.doc
-                        ))
-                    })?;
-                    if !found {
-                        return Err(tantivy::TantivyError::InternalError(format!(
-                            "document {} has no id",
-                            e.doc
-                        )));
-                    }
-                    Some(id.clone())
-                } else {
-                    None
-                };
-                out.hits.push(Collected {
-                    score: e.score,
-                    address: DocAddress::new(fruit.segment, e.doc),
-                    id,
-                });
+            entries.extend(fruit.entries.iter().map(|&e| (index, e)));
+        }
+        // Score first; within a segment the ordinals sort like the ids, so
+        // only ties between segments need the ids themselves.
+        entries.sort_by(|(a_fruit, a), (b_fruit, b)| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a_fruit.cmp(b_fruit))
+                .then(a.id_ord.cmp(&b.id_ord))
+        });
+        let resolve = |&(index, e): &(usize, Entry)| -> tantivy::Result<String> {
+            let mut id = String::new();
+            let found = fruits[index]
+                .ids
+                .ord_to_str(e.id_ord, &mut id)
+                .map_err(|err| {
+                    tantivy::TantivyError::InternalError(format!(
+                        "reading id of document {}: {err}",
+                        e.doc
+                    ))
+                })?;
+            if !found {
+                return Err(tantivy::TantivyError::InternalError(format!(
+                    "document {} has no id",
+                    e.doc
+                )));
+            }
+            Ok(id)
+        };
+        let mut ids: Vec<Option<String>> = vec![None; entries.len()];
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        let mut start = 0;
+        while start < entries.len() && start < self.k {
+            let score = entries[start].1.score;
+            let end = start
+                + entries[start..]
+                    .iter()
+                    .take_while(|(_, e)| e.score.total_cmp(&score).is_eq())
+                    .count();
+            let run = &entries[start..end];
+            let segments_tied = run.iter().any(|(index, _)| *index != run[0].0);
+            if segments_tied {
+                for i in start..end {
+                    ids[i] = Some(resolve(&entries[i])?);
+                }
+                order[start..end].sort_by(|&a, &b| ids[a].cmp(&ids[b]));
+            }
+            start = end;
+        }
+        if !self.ids_from_documents {
+            for &i in order.iter().take(self.k) {
+                if ids[i].is_none() {
+                    ids[i] = Some(resolve(&entries[i])?);
+                }
             }
         }
-        if resolve {
-            out.hits.sort_by(|a, b| {
-                score_then_id(
-                    a.score,
-                    a.id.as_deref().unwrap_or_default(),
-                    b.score,
-                    b.id.as_deref().unwrap_or_default(),
-                )
+        for &i in order.iter().take(self.k) {
+            let (index, e) = entries[i];
+            out.hits.push(Collected {
+                score: e.score,
+                address: DocAddress::new(fruits[index].segment, e.doc),
+                id: ids[i].take(),
             });
         }
-        out.hits.truncate(self.k);
         Ok(out)
     }
 }
@@ -599,6 +620,40 @@ mod tests {
         // Resolved or not, the same documents in the same order.
         let eager = run(&two, fields, &TopById::new(3, schema::ID));
         assert_eq!(eager.hits, top.hits);
+    }
+
+    #[test]
+    fn hits_of_two_segments_that_do_not_tie_keep_their_ids_unresolved() {
+        // The first segment's documents say "same" twice and score higher
+        // than the second's; ties stay within a segment.
+        let (schema, fields) = schema::build();
+        let index = Index::create_in_ram(schema);
+        let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 20 << 20).unwrap();
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        for (ids, body) in [(10..20, "same same words"), (0..10, "same words")] {
+            for i in ids.rev() {
+                writer
+                    .add_document(doc!(fields.id => format!("doc-{i:05}"), fields.body => body))
+                    .unwrap();
+            }
+            writer.commit().unwrap();
+        }
+        assert_eq!(
+            index.reader().unwrap().searcher().segment_readers().len(),
+            2
+        );
+        let lazy = TopById::new(12, schema::ID).ids_from_documents(true);
+        let top = run(&index, fields, &lazy);
+        assert!(top.hits.iter().all(|h| h.id.is_none()), "{:?}", top.hits);
+        let eager = run(&index, fields, &TopById::new(12, schema::ID));
+        let ids: Vec<_> = eager.hits.iter().map(|h| h.id.clone().unwrap()).collect();
+        let want: Vec<_> = (10..20)
+            .chain(0..2)
+            .map(|i| format!("doc-{i:05}"))
+            .collect();
+        assert_eq!(ids, want, "higher scores first, then ids");
+        let addresses = |t: &TopHits| t.hits.iter().map(|h| h.address).collect::<Vec<_>>();
+        assert_eq!(addresses(&top), addresses(&eager));
     }
 
     #[test]

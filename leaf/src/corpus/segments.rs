@@ -31,7 +31,7 @@ use super::{CorpusError, fsio};
 
 /// The most segments a version keeps; past them, the smallest are merged
 /// until at most half as many remain.
-pub const MAX_VERSION_SEGMENTS: usize = 8;
+pub const MAX_VERSION_SEGMENTS: usize = 4;
 
 /// tantivy's file naming a directory's segments.
 const META_FILE: &str = "meta.json";
