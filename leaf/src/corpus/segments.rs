@@ -30,7 +30,10 @@ use tantivy::{Index, IndexSettings, Segment};
 use super::{CorpusError, fsio};
 
 /// The most segments a version keeps; past them, the smallest are merged
-/// until at most half as many remain.
+/// until at most half as many remain. Each segment costs a query its own
+/// scorers and survivors: a bundled-corpus tree of 8 segments a shard
+/// peaked at 0.81 of one built at once, of 2 at 0.98 (BENCHMARKS.md,
+/// "What several segments cost a query").
 pub const MAX_VERSION_SEGMENTS: usize = 4;
 
 /// tantivy's file naming a directory's segments.
