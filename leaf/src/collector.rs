@@ -5,12 +5,14 @@
 //! equal the one-index answer exactly, every shard must keep the top-k under
 //! the same total order the parents merge with: score descending, then id
 //! ascending. Within a segment, the id fast field's term ordinals sort like
-//! the ids themselves, so the per-segment heap compares ordinals; ids are
-//! resolved to strings only for the few survivors, when segments are merged.
-//! A caller that reads every survivor's stored document anyway (for its
+//! the ids themselves, so the per-segment heap compares ordinals; when
+//! segments are merged, hits are ordered by score and, within a segment, by
+//! ordinal, and ids are resolved to strings only for runs of equal scores
+//! that span segments (and for the top k when the caller wants ids). A
+//! caller that reads every survivor's stored document anyway (for its
 //! title and snippet) can take the id from there instead
-//! ([`TopById::ids_from_documents`]): then ids are resolved only when hits of
-//! two segments must be ordered against each other. Resolving one from the
+//! ([`TopById::ids_from_documents`]): then only those ties between segments
+//! read ids from the fast field. Resolving one from the
 //! fast field walks a block of its term dictionary, and cost a tenth of a
 //! leaf's CPU on short documents (BENCHMARKS.md, "Ids from the documents").
 //!
