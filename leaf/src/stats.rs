@@ -220,7 +220,7 @@ impl CorpusStatistics {
                 }
                 // An empty shard has no segment: nothing matches, nothing
                 // to look up.
-                segments.iter().map(|_| table.clone()).collect()
+                segments.first().map(|_| table).into_iter().collect()
             }
             ShardDocFreqs::BySegment(mut by_id) => {
                 let mut tables = Vec::with_capacity(segments.len());

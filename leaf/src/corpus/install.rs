@@ -1,8 +1,9 @@
 //! Install: the corpus-wide statistics of the candidate version arrive (the
 //! totals, then every term's document frequency summed over all shards);
 //! the leaf keeps those of its own terms (in each of the candidate's
-//! segments), writes the candidate's scoring files (`doc_freqs.bin`, `shard.json`) durably, renames it into place and
-//! opens it — searchable by number, not yet current.
+//! segments), writes the candidate's scoring files (`doc_freqs.bin`,
+//! `shard.json`) durably, renames it into place and opens it — searchable
+//! by number, not yet current.
 
 use std::collections::HashMap;
 use std::sync::Arc;

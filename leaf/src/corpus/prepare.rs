@@ -115,13 +115,20 @@ impl CorpusStore {
         let base_searcher = base_shard.reader.searcher();
         let base_segments = base_shard.index.searchable_segments()?;
         let mut counter = TokenCounter::new(&base_shard.index, fields)?;
+        // The ids whose published copy leaves, looked up in every segment.
+        let leaving: Vec<Term> = self
+            .staging
+            .deleted()
+            .iter()
+            .chain(&staged_ids)
+            .map(|id| Term::from_field_text(fields.id, id))
+            .collect();
         for (ord, reader) in base_searcher.segment_readers().iter().enumerate() {
             let mut alive = BitSet::with_max_value_and_full(reader.max_doc());
             let mut removed = 0;
             let ids = reader.inverted_index(fields.id)?;
-            for id in self.staging.deleted().iter().chain(&staged_ids) {
-                let term = Term::from_field_text(fields.id, id);
-                let Some(mut postings) = ids.read_postings(&term, IndexRecordOption::Basic)? else {
+            for term in &leaving {
+                let Some(mut postings) = ids.read_postings(term, IndexRecordOption::Basic)? else {
                     continue;
                 };
                 let mut doc = postings.doc();
