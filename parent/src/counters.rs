@@ -126,6 +126,12 @@ counter_set! {
         /// Root: answers sent with `hits_unfetched > 0` (the fetch phase did
         /// not finish within the budget).
         AnswersUnfetched = "answers_unfetched",
+        /// Root: the rate a load may go at now, operations a second, set by
+        /// the queries answered meanwhile (a gauge; 0: loads go unpaced).
+        LoadPaceRate = "load_pace_rate",
+        /// Root: queries answered during a load or publish slower than the
+        /// pace's threshold (a multiple of the idle p99).
+        LoadQueriesSlowed = "load_queries_slowed",
     }
 }
 

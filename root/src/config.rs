@@ -9,6 +9,7 @@ use searchtree_parent::config::InnerArgs;
 
 use crate::admission::{self, AdmissionConfig};
 use crate::canary::{self, CanaryConfig};
+use crate::load_pace::{self, LoadPaceConfig};
 
 /// The root of a search tree: the node clients call.
 #[derive(Debug, Parser)]
@@ -71,6 +72,24 @@ pub struct RootConfig {
     /// the load.
     #[arg(long, default_value_t = admission::DEFAULT_BATCH_GUARANTEED_SHARE)]
     pub batch_guaranteed_share: f64,
+    /// Let loads go as fast as the tree takes them, however much that slows
+    /// the queries answered meanwhile (for comparison). By default the root
+    /// paces a load so that at most --load-slow-share of the queries it
+    /// answers meanwhile take longer than --load-tolerance times their idle
+    /// p99.
+    #[arg(long)]
+    pub no_load_pace: bool,
+    /// A query answered during a load or publish is slowed past this many
+    /// times the idle p99 (at least 1).
+    #[arg(long, default_value_t = load_pace::DEFAULT_TOLERANCE)]
+    pub load_tolerance: f64,
+    /// The share (above 0, below 1) of the queries answered during a load
+    /// or publish that it may slow.
+    #[arg(long, default_value_t = load_pace::DEFAULT_SLOW_SHARE)]
+    pub load_slow_share: f64,
+    /// The rate a paced load is never held below, operations a second.
+    #[arg(long, default_value_t = load_pace::DEFAULT_MIN_RATE)]
+    pub load_min_rate: f64,
 }
 
 impl RootConfig {
@@ -104,6 +123,36 @@ impl RootConfig {
             batch_guaranteed_share: self.batch_guaranteed_share,
             default_budget: Duration::from_millis(self.inner.default_budget_ms),
             ..AdmissionConfig::default()
+        }))
+    }
+
+    /// The pace of loads, unless loads are not paced.
+    pub fn load_pace(&self) -> anyhow::Result<Option<LoadPaceConfig>> {
+        if self.no_load_pace {
+            return Ok(None);
+        }
+        if !(self.load_tolerance >= 1.0 && self.load_tolerance.is_finite()) {
+            anyhow::bail!(
+                "--load-tolerance {} must be at least 1 (times the idle p99)",
+                self.load_tolerance
+            );
+        }
+        if !(self.load_slow_share > 0.0 && self.load_slow_share < 1.0) {
+            anyhow::bail!(
+                "--load-slow-share {} must be above 0 and below 1",
+                self.load_slow_share
+            );
+        }
+        if !(self.load_min_rate > 0.0 && self.load_min_rate.is_finite()) {
+            anyhow::bail!(
+                "--load-min-rate {} must be above 0 (operations a second)",
+                self.load_min_rate
+            );
+        }
+        Ok(Some(LoadPaceConfig {
+            tolerance: self.load_tolerance,
+            slow_share: self.load_slow_share,
+            min_rate: self.load_min_rate,
         }))
     }
 

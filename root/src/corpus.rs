@@ -25,6 +25,8 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::idle_load::{Activity, LOAD_IDLE, idle_limited};
+use crate::load_chunks::{ChunkBook, chunked};
+use crate::load_pace::{Busy, LoadPace};
 use crate::pin::PinnedVersion;
 
 /// How often the root asks the leaves for their versions until one answers,
@@ -49,6 +51,16 @@ pub struct RootCorpus {
     pinned: Arc<PinnedVersion>,
     /// Held by the load or publish under way.
     busy: Arc<Mutex<()>>,
+    /// Paces loads to the queries answered meanwhile (`None`: loads go as
+    /// fast as the tree takes them).
+    pace: Option<Arc<LoadPace>>,
+}
+
+/// The one corpus operation slot, held; while held, queries answered pace
+/// loads rather than show the idle tail.
+struct Slot {
+    _slot: OwnedMutexGuard<()>,
+    _busy: Option<Busy>,
 }
 
 impl RootCorpus {
@@ -58,7 +70,15 @@ impl RootCorpus {
             node,
             pinned,
             busy: Arc::new(Mutex::new(())),
+            pace: None,
         }
+    }
+
+    /// Paces loads with `pace`, the one the root's searches feed (see
+    /// [`crate::load_pace`]).
+    pub fn with_load_pace(mut self, pace: Option<Arc<LoadPace>>) -> Self {
+        self.pace = pace;
+        self
     }
 
     /// Learns the version to pin queries to in the background: asks the
@@ -134,10 +154,14 @@ impl RootCorpus {
     }
 
     /// Takes the one corpus operation slot, or refuses with ABORTED.
-    fn lock(&self) -> Result<OwnedMutexGuard<()>, Status> {
-        Arc::clone(&self.busy)
+    fn lock(&self) -> Result<Slot, Status> {
+        let slot = Arc::clone(&self.busy)
             .try_lock_owned()
-            .map_err(|_| Status::aborted("another load or publish is running"))
+            .map_err(|_| Status::aborted("another load or publish is running"))?;
+        Ok(Slot {
+            _slot: slot,
+            _busy: self.pace.as_ref().map(LoadPace::busy),
+        })
     }
 
     /// The leaves' versions once they agree on the current one. A leaf
@@ -338,11 +362,21 @@ impl Corpus for RootCorpus {
             LOAD_IDLE,
             Arc::clone(&activity),
         );
+        // Paced, a batch goes in chunks whose acknowledgements merge again.
+        let book = self.pace.as_ref().map(|_| ChunkBook::new());
+        let incoming = match (&self.pace, &book) {
+            (Some(pace), Some(book)) => chunked(incoming, Arc::clone(pace), Arc::clone(book)),
+            _ => incoming,
+        };
+        let loading = self.pace.as_ref().map(LoadPace::loading);
         let (mut acks, work) = self.node.load(num_shards, incoming);
         // The slot is free as soon as the load's work is done, whether or
         // not the client reads its last acknowledgements.
         let work = async move {
             work.await;
+            if let Some(loading) = loading {
+                loading.log_load_end();
+            }
             drop(guard);
         };
         // The client's ack stream ends only once the slot is free again, so
@@ -352,6 +386,13 @@ impl Corpus for RootCorpus {
             let forward = async move {
                 while let Some(ack) = acks.recv().await {
                     activity.touch();
+                    let ack = match (ack, &book) {
+                        (Ok(chunk), Some(book)) => match book.on_ack(chunk) {
+                            Some(batch) => Ok(batch),
+                            None => continue,
+                        },
+                        (ack, _) => ack,
+                    };
                     if tx.send(ack).await.is_err() {
                         break; // the client went away
                     }
@@ -683,6 +724,99 @@ mod tests {
         let err = publish(&root).await.unwrap_err();
         assert!(err.message().starts_with("leaves disagree"), "{err}");
         assert!(d.state.lock().unwrap().activated.is_empty());
+    }
+
+    /// A root whose load pace holds loads to `rate`, serving its Corpus on
+    /// a loopback port; queries keep being answered (within the idle tail)
+    /// while `queries` lives.
+    async fn paced_root_over(
+        leaves: &[&FakeLeaf],
+        rate: f64,
+    ) -> (String, Arc<LoadPace>, tokio::task::JoinHandle<()>) {
+        use crate::load_pace::LoadPaceConfig;
+        let pace = Arc::new(LoadPace::new(LoadPaceConfig::default()));
+        for _ in 0..1000 {
+            pace.on_query(Duration::from_millis(2));
+        }
+        pace.set_rate_for_test(rate);
+        let queries = {
+            let pace = Arc::clone(&pace);
+            tokio::spawn(async move {
+                loop {
+                    pace.on_query(Duration::from_millis(2));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let (root, pinned) = root_over(leaves);
+        pinned.set(1);
+        let root = root.with_load_pace(Some(Arc::clone(&pace)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            Some((l.accept().await.map(|(s, _)| s), l))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(searchtree_node::serving::corpus_service(root))
+                .serve_with_incoming(incoming),
+        );
+        (format!("http://{addr}"), pace, queries)
+    }
+
+    #[tokio::test]
+    async fn a_paced_load_reaches_the_leaves_in_chunks_and_is_acknowledged_per_batch() {
+        use searchtree_proto::pb::DocOp;
+        use searchtree_proto::pb::corpus_client::CorpusClient;
+
+        let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        // 20,000 operations a second: chunks of 2,000.
+        let (addr, pace, queries) = paced_root_over(&[&a, &b], 20_000.0).await;
+        let mut client = CorpusClient::connect(addr).await.unwrap();
+        let batch = |seq: u64, from: u64| LoadBatch {
+            seq,
+            ops: (from..from + 5000)
+                .map(|i| DocOp {
+                    id: format!("doc-{i}"),
+                    body: "words".into(),
+                    line: i + 1,
+                    ..DocOp::default()
+                })
+                .collect(),
+        };
+        let started = Instant::now();
+        let batches = futures::stream::iter([batch(10, 0), batch(11, 5000)]);
+        let mut acks = client.load(batches).await.unwrap().into_inner();
+        let mut answered = Vec::new();
+        while let Some(ack) = acks.message().await.unwrap() {
+            answered.push((ack.seq, ack.ok, ack.added));
+        }
+        // One acknowledgement per batch, under the client's numbers, with
+        // the sums of its chunks'.
+        assert_eq!(answered, [(10, true, 5000), (11, true, 5000)]);
+        // The leaves got every operation once, in chunks of the pace's.
+        let received: Vec<(u64, Vec<String>)> = [&a, &b]
+            .iter()
+            .flat_map(|leaf| leaf.seen(|s| s.batches.clone()))
+            .collect();
+        let ops: usize = received.iter().map(|(_, ids)| ids.len()).sum();
+        assert_eq!(ops, 10_000);
+        let chunks: std::collections::BTreeSet<u64> =
+            received.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(
+            chunks.len(),
+            6,
+            "each batch in chunks of 2,000, 2,000 and 1,000"
+        );
+        // Paced: each chunk goes a chunk's time at the rate after the one
+        // before (fast queries raise the rate a little meanwhile).
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(pace.summary().rate.unwrap() >= 20_000.0);
+        queries.abort();
     }
 
     #[test]

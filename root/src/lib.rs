@@ -9,6 +9,8 @@ pub mod config;
 pub mod corpus;
 pub mod fetch_phase;
 pub mod idle_load;
+pub mod load_chunks;
+pub mod load_pace;
 pub mod node;
 pub mod pin;
 pub mod policy;

@@ -29,11 +29,15 @@ async fn main() -> anyhow::Result<()> {
     let counters = node.counters();
     let shards = node.shards();
     let listener = serving::bind_with(&config.listen, config.ops.drain.reuse_port).await?;
+    let load_pace = config
+        .load_pace()?
+        .map(|pace| std::sync::Arc::new(searchtree_root::load_pace::LoadPace::new(pace)));
     let root = RootNode::new(node)
+        .with_load_pace(load_pace.clone())
         .with_canary(config.canary())
         .with_admission(config.admission()?)
         .with_one_phase(config.one_phase);
-    let corpus = RootCorpus::new(corpus_node, root.pinned());
+    let corpus = RootCorpus::new(corpus_node, root.pinned()).with_load_pace(load_pace);
     corpus
         .pin_at_start(searchtree_root::corpus::PIN_AT_START_WAIT)
         .await;

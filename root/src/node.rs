@@ -23,6 +23,7 @@ use searchtree_parent::counters::InnerCounters;
 use crate::admission::{Admission, AdmissionConfig, ShedReason};
 use crate::canary::{Canary, CanaryConfig};
 use crate::fetch_phase::FetchPhase;
+use crate::load_pace::LoadPace;
 use crate::pin::PinnedVersion;
 use crate::policy::judge;
 
@@ -36,6 +37,8 @@ pub struct RootNode {
     fetch: Option<FetchPhase>,
     /// The version every search and fetch is sent at.
     pinned: Arc<PinnedVersion>,
+    /// Fed every search's round trip, so that loads give way to queries.
+    load_pace: Option<Arc<LoadPace>>,
 }
 
 impl RootNode {
@@ -47,7 +50,14 @@ impl RootNode {
             admission: None,
             fetch: Some(FetchPhase::new()),
             pinned: Arc::new(PinnedVersion::default()),
+            load_pace: None,
         }
+    }
+
+    /// Feeds `pace` every search's round trip (see [`crate::load_pace`]).
+    pub fn with_load_pace(mut self, pace: Option<Arc<LoadPace>>) -> Self {
+        self.load_pace = pace;
+        self
     }
 
     /// The version queries are pinned to, shared with the corpus service
@@ -165,6 +175,7 @@ impl RootNode {
         params: &SearchParams,
         deadline: Instant,
     ) -> Result<SearchResponse, NodeError> {
+        let started = Instant::now();
         let counters = self.node.counters();
         // Every shard answers at the pinned version (the cache keys on it).
         let pinned;
@@ -238,6 +249,15 @@ impl RootNode {
         if let (Some(phase), Ok(answer)) = (fetch, response.as_mut()) {
             phase.fill(&self.node, params, answer, deadline).await;
             self.node.remember(params, answer).await;
+        }
+        if let (Some(pace), false, Ok(_)) = (&self.load_pace, from_cache, &response) {
+            pace.on_query(started.elapsed());
+            let pace = pace.summary();
+            counters.set(
+                InnerCounter::LoadPaceRate,
+                pace.rate.map_or(0, |rate| rate.round() as u64),
+            );
+            counters.set(InnerCounter::LoadQueriesSlowed, pace.slowed);
         }
         let permit = permit.filter(|_| !from_cache);
         if let (Some(permit), Some(admission)) = (permit, &self.admission) {

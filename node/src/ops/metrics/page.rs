@@ -26,6 +26,7 @@ fn start() -> &'static (Instant, std::time::SystemTime) {
 const GAUGES: &[&str] = &[
     "admission_limit",
     "admission_floor",
+    "load_pace_rate",
     "cache_bytes",
     "versions_held",
 ];
