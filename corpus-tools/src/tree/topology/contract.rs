@@ -97,6 +97,7 @@ fn check_node(node: &PlannedNode, args: Vec<String>) -> Result<(), String> {
                 .map_err(first_line)?;
             check_inner(&config.inner)?;
             config.admission().map_err(|e| e.to_string())?;
+            config.load_pace().map_err(|e| e.to_string())?;
         }
         PlannedNode::Inner { .. } => {
             let config = ParentConfig::try_parse_from(with_program("searchtree-parent", args))
@@ -192,6 +193,42 @@ mod tests {
             huge_ttl.contains("parent-0") && huge_ttl.contains("between 1 and 86400"),
             "{huge_ttl}"
         );
+    }
+
+    #[test]
+    fn load_pace_keys_reach_the_root_and_are_checked() {
+        let tree = TREE.replacen(
+            "[root]\n",
+            "[root]\nload_tolerance = 1.5\nload_slow_share = 0.02\n",
+            1,
+        );
+        let plan = parse(&tree).plan().unwrap();
+        let root = plan.nodes.last().unwrap();
+        let args = root.args(|_| Some("127.0.0.1:1".into()));
+        assert!(
+            args.contains(&"--load-tolerance=1.5".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"--load-slow-share=0.02".to_string()),
+            "{args:?}"
+        );
+        assert!(!args.contains(&"--no-load-pace".to_string()));
+        let off = TREE.replacen("[root]\n", "[root]\nload_pace = false\n", 1);
+        let off = parse(&off).plan().unwrap();
+        let args = off
+            .nodes
+            .last()
+            .unwrap()
+            .args(|_| Some("127.0.0.1:1".into()));
+        assert!(args.contains(&"--no-load-pace".to_string()), "{args:?}");
+        let lax = error(&tree.replace("load_tolerance = 1.5", "load_tolerance = 0.5"));
+        assert!(
+            lax.contains("root") && lax.contains("--load-tolerance 0.5 must be at least 1"),
+            "{lax}"
+        );
+        let all = error(&tree.replace("load_slow_share = 0.02", "load_slow_share = 1.0"));
+        assert!(all.contains("--load-slow-share 1 must be above 0"), "{all}");
     }
 
     #[test]

@@ -164,6 +164,18 @@ pub struct RootNode {
     /// default, `--cache-ttl-secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_ttl_secs: Option<u64>,
+    /// Loads paced by the queries answered meanwhile (on unless `false`,
+    /// `--no-load-pace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_pace: Option<bool>,
+    /// How many times the idle p99 a query may take during a load (unset:
+    /// the root's default, `--load-tolerance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_tolerance: Option<f64>,
+    /// The share of queries a load may slow past that (unset: the root's
+    /// default, `--load-slow-share`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_slow_share: Option<f64>,
 }
 
 /// An inner node.

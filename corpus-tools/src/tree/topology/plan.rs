@@ -269,6 +269,15 @@ impl Topology {
         if let Some(n) = self.root.admission_initial_limit {
             root_flags.push(format!("--admission-initial-limit={n}"));
         }
+        if self.root.load_pace == Some(false) {
+            root_flags.push("--no-load-pace".into());
+        }
+        if let Some(x) = self.root.load_tolerance {
+            root_flags.push(format!("--load-tolerance={x}"));
+        }
+        if let Some(x) = self.root.load_slow_share {
+            root_flags.push(format!("--load-slow-share={x}"));
+        }
         set_routing(&mut root, root_flags);
         nodes.push(root);
         let plan = Plan { nodes, num_shards };
