@@ -11,7 +11,8 @@
 # The load is the corpus COPIES times over with distinct ids, so that it
 # lasts long enough to query through.
 # Usage: [INPUT=FILE.jsonl[.gz]] [COPIES=3] [SEED_DOCS=1000] [REPLICAS=1]
-#        [RATE=100] [ROUNDS=3] [LOAD_FLAGS='--in-flight 8'] scripts/load_bench.sh [OUT_DIR]
+#        [RATE=100] [ROUNDS=3] [LOAD_FLAGS='--in-flight 8'] [ROOT_KEYS='load_pace = false']
+#        scripts/load_bench.sh [OUT_DIR]
 #        (BENCH_FLAGS: extra flags for the query bench, e.g. --profile-tail)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +56,12 @@ build_rate=$(rate_of "$docs" "$t0" "$t1")
 # comparison would be of cache hits against misses, not of search latency.
 without_cache "$out/tree/topology.toml" "$out/tree/t.toml"
 mv "$out/tree/t.toml" "$out/tree/topology.toml"
+# ROOT_KEYS: more keys for the root, e.g. 'load_pace = false' to compare
+# loads the root does not pace.
+if [ -n "${ROOT_KEYS:-}" ]; then
+  awk -v keys="$ROOT_KEYS" '{ print } /^\[root\]$/ { print keys }' "$out/tree/topology.toml" > "$out/tree/t.toml"
+  mv "$out/tree/t.toml" "$out/tree/topology.toml"
+fi
 start_up "$bin" "$out/tree/topology.toml" "$out/up.log" \
   || { echo "the tree did not start, see $out/up.log" >&2; exit 1; }
 
