@@ -14,18 +14,18 @@
 //!   twice that many) times `tolerance` is the threshold past which a query
 //!   counts as slowed.
 //! - **A share of slowed queries.** While a load or a publish runs, every
-//!   query answered moves the load's rate. One
-//!   within the threshold raises it by a factor `1 + up`; one past it cuts
-//!   it by `1 − down`. With `up = down × slow_share ÷ (1 − slow_share)` the
-//!   rate settles where `slow_share` of the queries are slowed: at the
-//!   defaults (twice the idle p99, 1 %), where the p99 of the queries
-//!   answered during a load is twice idle's.
+//!   query answered moves the load's rate. One within the threshold raises
+//!   it by a factor `1 + up`; one past it cuts it by `1 − down` (a tenth).
+//!   With `up = down × slow_share ÷ (1 − slow_share)` the rate settles
+//!   where `slow_share` of the queries are slowed: at the defaults (twice
+//!   the idle p99, 1 %), where the p99 of the queries answered during a
+//!   load is twice idle's.
 //! - **Only while it matters.** Until the first slowed query, while no
 //!   query has been answered for [`QUERIES_RECENT`], or while no idle p99 is
 //!   known yet, batches go at once: there is nothing to protect, or nothing
 //!   yet to protect it against. The first cut starts from the best rate a
-//!   load achieved unpaced (over a quarter of a second, or over a whole
-//!   load). The rate rises only while it holds a load back.
+//!   load achieved unpaced (over a second, or over a whole load). The rate
+//!   rises only while it holds a load back.
 //! - **Publishes count.** A leaf acknowledges a batch once it is logged
 //!   durably and indexes it behind that; the publish that follows waits for
 //!   that indexing to finish. So a faster load leaves its publish more to
