@@ -363,10 +363,13 @@ impl Corpus for RootCorpus {
             Arc::clone(&activity),
         );
         // Paced, a batch goes in chunks whose acknowledgements merge again.
-        let book = self.pace.as_ref().map(|_| ChunkBook::new());
-        let incoming = match (&self.pace, &book) {
-            (Some(pace), Some(book)) => chunked(incoming, Arc::clone(pace), Arc::clone(book)),
-            _ => incoming,
+        let (incoming, book) = match &self.pace {
+            Some(pace) => {
+                let book = ChunkBook::new();
+                let chunks = chunked(incoming, Arc::clone(pace), Arc::clone(&book));
+                (chunks, Some(book))
+            }
+            None => (incoming, None),
         };
         let loading = self.pace.as_ref().map(LoadPace::loading);
         let (mut acks, work) = self.node.load(num_shards, incoming);

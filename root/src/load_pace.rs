@@ -64,7 +64,7 @@ const DOWN: f64 = 0.1;
 pub const QUERIES_RECENT: Duration = Duration::from_secs(1);
 
 /// Idle queries the idle p99 is taken over (between this and twice this,
-/// the newest), and the fewest it is taken from.
+/// the newest).
 pub const IDLE_SAMPLES: u64 = 5000;
 
 /// The fewest idle queries an idle p99 is taken from.
@@ -213,6 +213,18 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl State {
+    fn summary(&self) -> PaceSummary {
+        PaceSummary {
+            rate: self.rate,
+            threshold: self.threshold_us.map(Duration::from_micros),
+            queries: self.busy_queries,
+            slowed: self.slowed,
+            cuts: self.cuts,
+            publish_queries: self.publish_queries,
+            publish_slowed: self.publish_slowed,
+        }
+    }
+
     /// The rate loads go at now, if the pace holds them back: once a query
     /// was slowed, with an idle tail known and queries coming.
     fn pacing(&self, now: Instant) -> Option<f64> {
@@ -285,11 +297,17 @@ impl LoadPace {
             .then(|| (idle.value_at_quantile(0.99) as f64 * self.config.tolerance) as u64)
     }
 
-    /// A query was answered in `round_trip`.
-    pub fn on_query(&self, round_trip: Duration) {
+    /// A query was answered in `round_trip`; returns what the pace has done
+    /// since, for the gauges (one lock a query, not two).
+    pub fn on_query(&self, round_trip: Duration) -> PaceSummary {
+        let mut state = self.state.lock().expect("load pace lock");
+        self.count_query(&mut state, round_trip);
+        state.summary()
+    }
+
+    fn count_query(&self, state: &mut State, round_trip: Duration) {
         let now = Instant::now();
         let us = (round_trip.as_micros() as u64).max(1);
-        let mut state = self.state.lock().expect("load pace lock");
         state.last_query = Some(now);
         if state.busy == 0 {
             state.idle.saturating_record(us);
@@ -403,16 +421,7 @@ impl LoadPace {
 
     /// What the pace has done, for logs and gauges.
     pub fn summary(&self) -> PaceSummary {
-        let state = self.state.lock().expect("load pace lock");
-        PaceSummary {
-            rate: state.rate,
-            threshold: state.threshold_us.map(Duration::from_micros),
-            queries: state.busy_queries,
-            slowed: state.slowed,
-            cuts: state.cuts,
-            publish_queries: state.publish_queries,
-            publish_slowed: state.publish_slowed,
-        }
+        self.state.lock().expect("load pace lock").summary()
     }
 
     fn log_load_end(&self) {

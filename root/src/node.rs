@@ -251,8 +251,7 @@ impl RootNode {
             self.node.remember(params, answer).await;
         }
         if let (Some(pace), false, Ok(_)) = (&self.load_pace, from_cache, &response) {
-            pace.on_query(started.elapsed());
-            let pace = pace.summary();
+            let pace = pace.on_query(started.elapsed());
             counters.set(
                 InnerCounter::LoadPaceRate,
                 pace.rate.map_or(0, |rate| rate.round() as u64),
