@@ -6,22 +6,36 @@
 //! tantivy's own token count is exact only for a segment written without
 //! deletes; a merge that drops documents estimates it. So the totals of a
 //! build are read from its segment, and those of a version built from
-//! staged operations are carried forward exactly ([`LocalTotals::remove`],
-//! [`LocalTotals::add`]) by running each field's tokenizer over the stored
-//! text of the documents that leave or enter.
+//! staged operations are carried forward exactly: a whole segment's at a
+//! time where they are known ([`SEGMENT_TOTALS_FILE`]: a segment that
+//! enters as the staging area indexed it, or leaves whole), and otherwise
+//! document by document ([`LocalTotals::remove`], [`LocalTotals::add`]) by
+//! running each field's tokenizer over the stored text of the documents
+//! that leave or enter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use searchtree_proto::sharding::fnv1a_64;
 use serde::{Deserialize, Serialize};
-use tantivy::schema::{FieldType, Schema, Value};
-use tantivy::{Index, Searcher, TantivyDocument};
+use tantivy::schema::{Field, FieldType, Schema, Value};
+use tantivy::{Index, Searcher, SegmentReader, TantivyDocument};
 
 use crate::schema::Fields;
 
 /// File name of a version's local totals inside its directory.
 pub const LOCAL_FILE: &str = "local.json";
+
+/// File name of a version's per-segment totals inside its directory: each
+/// segment's own [`LocalTotals`], by segment id, so that a publish whose
+/// load replaced a whole segment takes that segment's totals out at once
+/// rather than reading and tokenizing every document in it. A version
+/// without it (a build, or one written before it was kept) carries its
+/// totals document by document.
+pub const SEGMENT_TOTALS_FILE: &str = "segment_totals.json";
+
+/// Each segment's own totals, by segment id ([`SEGMENT_TOTALS_FILE`]).
+pub type SegmentTotals = HashMap<String, LocalTotals>;
 
 /// This shard's exact totals for one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +112,61 @@ impl LocalTotals {
         Ok(totals)
     }
 
+    /// The totals of a segment indexed as it stands — written without
+    /// deletes and never merged, so that tantivy's token counts are exact —
+    /// with each document's content hash from `content` (by id). Inserts
+    /// its ids into `ids`. `None` when `content` lacks an id.
+    pub fn of_indexed(
+        segment: &SegmentReader,
+        fields: Fields,
+        content: impl Fn(&str) -> Option<u64>,
+        ids: &mut std::collections::BTreeSet<String>,
+    ) -> tantivy::Result<Option<Self>> {
+        let mut totals = LocalTotals {
+            num_docs: u64::from(segment.num_docs()),
+            ..Default::default()
+        };
+        for (field, entry) in segment.schema().fields() {
+            if entry.is_indexed() {
+                let tokens = segment.inverted_index(field)?.total_num_tokens();
+                totals.num_tokens.insert(entry.name().to_string(), tokens);
+            }
+        }
+        let inverted = segment.inverted_index(fields.id)?;
+        let mut terms = inverted.terms().stream()?;
+        while terms.advance() {
+            let id = String::from_utf8_lossy(terms.key());
+            let Some(hash) = content(&id) else {
+                return Ok(None);
+            };
+            totals.id_hash_sum = totals.id_hash_sum.wrapping_add(fnv1a_64(terms.key()));
+            totals.content_hash_sum = totals.content_hash_sum.wrapping_add(hash);
+            ids.insert(id.into_owned());
+        }
+        Ok(Some(totals))
+    }
+
+    /// Puts another part's totals in (a segment's).
+    pub fn absorb(&mut self, other: &LocalTotals) {
+        self.num_docs += other.num_docs;
+        self.id_hash_sum = self.id_hash_sum.wrapping_add(other.id_hash_sum);
+        self.content_hash_sum = self.content_hash_sum.wrapping_add(other.content_hash_sum);
+        for (field, n) in &other.num_tokens {
+            *self.num_tokens.entry(field.clone()).or_default() += n;
+        }
+    }
+
+    /// Takes another part's totals out (a segment that leaves whole).
+    pub fn subtract(&mut self, other: &LocalTotals) {
+        self.num_docs = self.num_docs.saturating_sub(other.num_docs);
+        self.id_hash_sum = self.id_hash_sum.wrapping_sub(other.id_hash_sum);
+        self.content_hash_sum = self.content_hash_sum.wrapping_sub(other.content_hash_sum);
+        for (field, n) in &other.num_tokens {
+            let total = self.num_tokens.entry(field.clone()).or_default();
+            *total = total.saturating_sub(*n);
+        }
+    }
+
     /// Takes a document out.
     pub fn remove(&mut self, doc: &DocTokens) {
         self.num_docs -= 1;
@@ -150,16 +219,70 @@ impl LocalTotals {
     }
 }
 
+/// Reads [`SEGMENT_TOTALS_FILE`] of a version directory, if it has one.
+pub fn read_segment_totals(dir: &Path) -> std::io::Result<Option<SegmentTotals>> {
+    match std::fs::read(dir.join(SEGMENT_TOTALS_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(Into::into),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes [`SEGMENT_TOTALS_FILE`] into a version directory, durably.
+pub fn write_segment_totals(dir: &Path, totals: &SegmentTotals) -> std::io::Result<()> {
+    let sorted: BTreeMap<_, _> = totals.iter().collect();
+    let bytes = serde_json::to_vec_pretty(&sorted)?;
+    super::fsio::write_atomic(&dir.join(SEGMENT_TOTALS_FILE), &bytes)
+}
+
+/// A stored document's content hash ([`ContentHasher::hash`]), made
+/// wherever a document is at hand: at a scan, and as a load stages it.
+#[derive(Clone)]
+pub struct ContentHasher {
+    id: Field,
+    /// The indexed fields but the id, in the schema's order.
+    fields: Vec<Field>,
+}
+
+impl ContentHasher {
+    /// A hasher for documents of `schema`, whose id field is `id`.
+    pub fn new(schema: &Schema, id: Field) -> Self {
+        let fields = schema
+            .fields()
+            .filter(|(field, entry)| entry.is_indexed() && *field != id)
+            .map(|(field, _)| field)
+            .collect();
+        ContentHasher { id, fields }
+    }
+
+    /// `fnv1a_64` over the document's id and the text of each indexed
+    /// field, in the schema's order, each value closed by a 0xff byte
+    /// (which no UTF-8 text contains), each field by another.
+    pub fn hash(&self, doc: &TantivyDocument) -> u64 {
+        let mut bytes = Vec::new();
+        let id = doc.get_first(self.id).and_then(|v| v.as_str());
+        bytes.extend_from_slice(id.unwrap_or_default().as_bytes());
+        bytes.push(0xff);
+        for field in &self.fields {
+            for value in doc.get_all(*field) {
+                if let Some(text) = value.as_str() {
+                    bytes.extend_from_slice(text.as_bytes());
+                }
+                bytes.push(0xff);
+            }
+            bytes.push(0xff);
+        }
+        fnv1a_64(&bytes)
+    }
+}
+
 /// Counts a stored document's tokens per indexed field the way indexing
 /// did: each text field's own tokenizer over its stored text; a raw
 /// (untokenized) field counts one token per value.
 pub struct TokenCounter {
-    fields: Vec<(
-        tantivy::schema::Field,
-        String,
-        tantivy::tokenizer::TextAnalyzer,
-    )>,
-    id: tantivy::schema::Field,
+    fields: Vec<(Field, String, tantivy::tokenizer::TextAnalyzer)>,
+    id: Field,
+    hasher: ContentHasher,
 }
 
 impl TokenCounter {
@@ -186,6 +309,7 @@ impl TokenCounter {
         Ok(TokenCounter {
             fields: counted,
             id: fields.id,
+            hasher: ContentHasher::new(&schema, fields.id),
         })
     }
 
@@ -212,27 +336,9 @@ impl TokenCounter {
         out
     }
 
-    /// A stored document's content hash: `fnv1a_64` over its id and the
-    /// text of each indexed field, in the schema's order, each value
-    /// closed by a 0xff byte (which no UTF-8 text contains).
+    /// A stored document's content hash ([`ContentHasher::hash`]).
     pub fn content_hash(&self, doc: &TantivyDocument) -> u64 {
-        let mut bytes = Vec::new();
-        let id = doc.get_first(self.id).and_then(|v| v.as_str());
-        bytes.extend_from_slice(id.unwrap_or_default().as_bytes());
-        bytes.push(0xff);
-        for (field, _, _) in &self.fields {
-            if *field == self.id {
-                continue;
-            }
-            for value in doc.get_all(*field) {
-                if let Some(text) = value.as_str() {
-                    bytes.extend_from_slice(text.as_bytes());
-                }
-                bytes.push(0xff);
-            }
-            bytes.push(0xff);
-        }
-        fnv1a_64(&bytes)
+        self.hasher.hash(doc)
     }
 }
 

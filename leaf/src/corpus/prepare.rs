@@ -9,7 +9,7 @@
 //! that build's shard directory, linked file by file, once it passed the
 //! checks `searchtree verify` makes of a shard.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::termdict::TermMerger;
 use tantivy::{BitSet, DocAddress, DocSet, Index, TERMINATED, TantivyDocument, Term};
 
-use super::local::{LocalTotals, TokenCounter};
+use super::local::{LocalTotals, SegmentTotals, TokenCounter, write_segment_totals};
 use super::segments::VersionSegments;
 use super::store::{Candidate, CorpusStore};
 use super::{CorpusError, fsio};
@@ -68,6 +68,9 @@ impl CorpusStore {
             }
         };
         candidate.local.write(&tmp)?;
+        if !candidate.segment_totals.is_empty() {
+            write_segment_totals(&tmp, &candidate.segment_totals)?;
+        }
         fsio::sync_files(&tmp)?;
         fsio::sync_dir(&self.versions_root())?;
         let summary = ShardSummary {
@@ -92,26 +95,43 @@ impl CorpusStore {
         let base_shard = base.shard();
         let fields = base_shard.fields;
 
-        // The staged documents enter.
+        // The staged documents enter: a segment as it was indexed by its
+        // totals at once, any other document by document.
         let started = Instant::now();
         let (staged, staged_segments) = self.staging.snapshot()?;
         let committed = started.elapsed();
         let mut counter = TokenCounter::new(self.staging.index(), fields)?;
         let mut staged_ids = BTreeSet::new();
+        let mut staged_totals = HashMap::new();
+        let mut docs_read = 0u64;
         for (ord, reader) in staged.segment_readers().iter().enumerate() {
-            for doc in reader.doc_ids_alive() {
-                let stored: TantivyDocument = staged.doc(DocAddress::new(ord as u32, doc))?;
-                let tokens = counter.count(&stored);
-                local.add(&tokens);
-                staged_ids.insert(tokens.id);
-            }
+            let totals = match self.staging.indexed_totals(reader, &mut staged_ids)? {
+                Some(totals) => totals,
+                None => {
+                    let mut totals = LocalTotals::default();
+                    for doc in reader.doc_ids_alive() {
+                        let stored: TantivyDocument =
+                            staged.doc(DocAddress::new(ord as u32, doc))?;
+                        let tokens = counter.count(&stored);
+                        totals.add(&tokens);
+                        staged_ids.insert(tokens.id);
+                        docs_read += 1;
+                    }
+                    totals
+                }
+            };
+            local.absorb(&totals);
+            staged_totals.insert(reader.segment_id(), totals);
         }
 
         let entered = started.elapsed();
         // The published documents deleted or replaced leave: each segment
         // of the current version is kept, dropped or merged without them.
+        // A segment that leaves whole takes its totals out at once when the
+        // version has them; otherwise each leaving document is counted.
         let mut parts = VersionSegments::default();
         let base_dir = self.dir_of(current)?.to_path_buf();
+        let base_totals = self.segment_totals(current)?;
         let base_searcher = base_shard.reader.searcher();
         let base_segments = base_shard.index.searchable_segments()?;
         let mut counter = TokenCounter::new(&base_shard.index, fields)?;
@@ -125,7 +145,7 @@ impl CorpusStore {
             .collect();
         for (ord, reader) in base_searcher.segment_readers().iter().enumerate() {
             let mut alive = BitSet::with_max_value_and_full(reader.max_doc());
-            let mut removed = 0;
+            let mut removed = Vec::new();
             let ids = reader.inverted_index(fields.id)?;
             for term in &leaving {
                 let Some(mut postings) = ids.read_postings(term, IndexRecordOption::Basic)? else {
@@ -134,11 +154,8 @@ impl CorpusStore {
                 let mut doc = postings.doc();
                 while doc != TERMINATED {
                     if alive.contains(doc) {
-                        let address = DocAddress::new(ord as u32, doc);
-                        let stored: TantivyDocument = base_searcher.doc(address)?;
-                        local.remove(&counter.count(&stored));
                         alive.remove(doc);
-                        removed += 1;
+                        removed.push(doc);
                     }
                     doc = postings.advance();
                 }
@@ -153,12 +170,35 @@ impl CorpusStore {
                         reader.segment_id().uuid_string()
                     ))
                 })?;
-            if removed == 0 {
-                parts.keep(segment, &base_dir);
-            } else if removed < reader.num_docs() {
+            let mut totals = base_totals.get(&segment.id().uuid_string()).cloned();
+            if removed.is_empty() {
+                parts.keep(segment, &base_dir, totals);
+                continue;
+            }
+            let whole = removed.len() as u32 == reader.num_docs();
+            match totals.as_mut() {
+                Some(segment_totals) if whole => local.subtract(segment_totals),
+                _ => {
+                    for &doc in &removed {
+                        let address = DocAddress::new(ord as u32, doc);
+                        let stored: TantivyDocument = base_searcher.doc(address)?;
+                        let tokens = counter.count(&stored);
+                        local.remove(&tokens);
+                        if let Some(segment_totals) = totals.as_mut() {
+                            segment_totals.remove(&tokens);
+                        }
+                        docs_read += 1;
+                    }
+                }
+            }
+            if !whole {
                 let mut bytes = Vec::new();
                 write_alive_bitset(&alive, &mut bytes)?;
-                parts.merge(segment, Some(AliveBitSet::open(OwnedBytes::new(bytes))));
+                parts.merge(
+                    segment,
+                    Some(AliveBitSet::open(OwnedBytes::new(bytes))),
+                    totals,
+                );
             }
         }
 
@@ -166,12 +206,13 @@ impl CorpusStore {
         let staging_dir = self.staging.dir().to_path_buf();
         for segment in staged_segments {
             let meta = segment.meta();
+            let totals = staged_totals.remove(&segment.id());
             if meta.num_docs() == 0 {
                 continue;
             } else if meta.has_deletes() {
-                parts.merge(segment, None);
+                parts.merge(segment, None, totals);
             } else {
-                parts.keep(segment, &staging_dir);
+                parts.keep(segment, &staging_dir, totals);
             }
         }
         let written = parts.write(
@@ -184,13 +225,15 @@ impl CorpusStore {
             version,
             kept = written.kept,
             merged = written.merged,
+            docs_read,
             commit_ms = ms(committed),
             entered_ms = ms(entered - committed),
             left_ms = ms(left - entered),
             write_ms = ms(started.elapsed() - left),
-            "candidate written: segments kept as they were, segments merged into one; \
-             the staging area's commit, the totals of the documents entering and leaving, \
-             the segments' writing"
+            "candidate written: segments kept as they were, segments merged into one, \
+             documents read to carry the totals (segments entering as indexed or leaving \
+             whole are not); the staging area's commit, the totals of the documents entering \
+             and leaving, the segments' writing"
         );
         let merged = Index::open_in_dir(tmp)?;
         let docs: u64 = merged
@@ -208,6 +251,8 @@ impl CorpusStore {
             version,
             dir: tmp.to_path_buf(),
             local,
+            segment_totals: written.totals,
+            docs_read,
             from_build: None,
             staged_ops: self.staging.ops(),
         })
@@ -247,7 +292,12 @@ impl CorpusStore {
         fsio::link_or_copy_files(
             &source,
             tmp,
-            &[SHARD_META_FILE, DOC_FREQS_FILE, super::local::LOCAL_FILE],
+            &[
+                SHARD_META_FILE,
+                DOC_FREQS_FILE,
+                super::local::LOCAL_FILE,
+                super::local::SEGMENT_TOTALS_FILE,
+            ],
         )?;
         let index = Index::open_in_dir(tmp)?;
         let fields = crate::schema::fields_of(&index.schema())?;
@@ -264,6 +314,8 @@ impl CorpusStore {
             version,
             dir: tmp.to_path_buf(),
             local,
+            segment_totals: SegmentTotals::new(),
+            docs_read: 0,
             from_build: Some(meta.input_checksum),
             staged_ops: self.staging.ops(),
         })

@@ -14,6 +14,9 @@
 //!   documents, staged segments with deletes — are **merged** into one new
 //!   segment, without the documents that left.
 //!
+//! Each part carries its segment's exact totals where they are known, so
+//! that the version records every segment's own ([`SEGMENT_TOTALS_FILE`]).
+//!
 //! Past [`MAX_VERSION_SEGMENTS`] the smallest kept segments join the merge,
 //! so that a tree published often searches a bounded number of segments
 //! per shard. Before, every publish merged the whole shard into one
@@ -27,6 +30,9 @@ use tantivy::fastfield::AliveBitSet;
 use tantivy::schema::Schema;
 use tantivy::{Index, IndexSettings, Segment};
 
+#[cfg(doc)]
+use super::local::SEGMENT_TOTALS_FILE;
+use super::local::{LocalTotals, SegmentTotals};
 use super::{CorpusError, fsio};
 
 /// The most segments a version keeps; past them, the smallest are merged
@@ -43,37 +49,61 @@ const META_FILE: &str = "meta.json";
 #[derive(Default)]
 pub struct VersionSegments {
     kept: Vec<Kept>,
-    merged: Vec<(Segment, Option<AliveBitSet>)>,
+    merged: Vec<Merged>,
 }
 
 /// A segment kept as it is, and the directory its files are linked from.
 struct Kept {
     segment: Segment,
     from: PathBuf,
+    totals: Option<LocalTotals>,
 }
 
-/// What a version's directory was made of, for the publish's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A segment merged into the new one, less the documents `alive` lacks,
+/// and the totals of the documents it brings, where known.
+struct Merged {
+    segment: Segment,
+    alive: Option<AliveBitSet>,
+    totals: Option<LocalTotals>,
+}
+
+/// What a version's directory was made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
-    /// Segments linked as they were.
+    /// Segments linked as they were (for the publish's log).
     pub kept: usize,
-    /// Segments merged into one.
+    /// Segments merged into one (for the publish's log).
     pub merged: usize,
+    /// The totals of each of the version's segments whose parts all had
+    /// theirs.
+    pub totals: SegmentTotals,
 }
 
 impl VersionSegments {
-    /// Keeps `segment` (of the index in `from`, without deletes) as it is.
-    pub fn keep(&mut self, segment: Segment, from: &Path) {
+    /// Keeps `segment` (of the index in `from`, without deletes) as it is;
+    /// `totals` are its own, if known.
+    pub fn keep(&mut self, segment: Segment, from: &Path, totals: Option<LocalTotals>) {
         self.kept.push(Kept {
             segment,
             from: from.to_path_buf(),
+            totals,
         });
     }
 
     /// Merges `segment` into the version's new segment, less the documents
-    /// `alive` does not hold (and less its own deletes).
-    pub fn merge(&mut self, segment: Segment, alive: Option<AliveBitSet>) {
-        self.merged.push((segment, alive));
+    /// `alive` does not hold (and less its own deletes); `totals` are those
+    /// of the documents it brings, if known.
+    pub fn merge(
+        &mut self,
+        segment: Segment,
+        alive: Option<AliveBitSet>,
+        totals: Option<LocalTotals>,
+    ) {
+        self.merged.push(Merged {
+            segment,
+            alive,
+            totals,
+        });
     }
 
     /// Moves the smallest kept segments into the merge while the version
@@ -87,7 +117,7 @@ impl VersionSegments {
             .sort_by_key(|k| std::cmp::Reverse(k.segment.meta().num_docs()));
         while self.kept.len() + 1 > MAX_VERSION_SEGMENTS / 2 {
             let smallest = self.kept.pop().expect("more kept segments than the bound");
-            self.merged.push((smallest.segment, None));
+            self.merge(smallest.segment, None, smallest.totals);
         }
     }
 
@@ -101,9 +131,10 @@ impl VersionSegments {
         dir: &Path,
     ) -> Result<Written, CorpusError> {
         self.bound();
-        let written = Written {
+        let mut written = Written {
             kept: self.kept.len(),
             merged: self.merged.len(),
+            totals: SegmentTotals::new(),
         };
         if self.merged.is_empty() {
             Index::builder()
@@ -111,22 +142,40 @@ impl VersionSegments {
                 .settings(settings)
                 .create_in_dir(dir)?;
         } else {
-            let (segments, alive): (Vec<_>, Vec<_>) = self.merged.into_iter().unzip();
+            let mut totals = Some(LocalTotals::default());
+            let mut segments = Vec::with_capacity(self.merged.len());
+            let mut alive = Vec::with_capacity(self.merged.len());
+            for part in self.merged {
+                totals = totals.zip(part.totals).map(|(mut sum, part)| {
+                    sum.absorb(&part);
+                    sum
+                });
+                segments.push(part.segment);
+                alive.push(part.alive);
+            }
             tantivy::indexer::merge_filtered_segments(
                 &segments,
                 settings,
                 alive,
                 MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?,
             )?;
+            let ids = Index::open_in_dir(dir)?.searchable_segment_ids()?;
+            if let (Some(totals), [id]) = (totals, ids.as_slice()) {
+                written.totals.insert(id.uuid_string(), totals);
+            }
         }
         if self.kept.is_empty() {
             return Ok(written);
         }
         let mut meta = Index::open_in_dir(dir)?.load_metas()?;
         for kept in self.kept {
-            let prefix = format!("{}.", kept.segment.id().uuid_string());
+            let id = kept.segment.id().uuid_string();
+            let prefix = format!("{id}.");
             fsio::link_or_copy_matching(&kept.from, dir, |name| name.starts_with(&prefix))?;
             meta.segments.push(kept.segment.meta().clone());
+            if let Some(totals) = kept.totals {
+                written.totals.insert(id, totals);
+            }
         }
         let mut bytes = serde_json::to_vec_pretty(&meta)?;
         bytes.push(b'\n');

@@ -28,7 +28,7 @@
 //! resent batch is harmless.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -36,13 +36,18 @@ use std::path::{Path, PathBuf};
 use searchtree_proto::pb::{DocOp, LoadAck, RefusedOp};
 use searchtree_proto::sharding::{id_refusal, shard_of};
 use serde::{Deserialize, Serialize};
+use tantivy::index::SegmentId;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocSet, TERMINATED};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Segment, Term, doc};
+use tantivy::{
+    Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Segment, SegmentReader,
+    TantivyDocument, Term, doc,
+};
 
 use super::CorpusError;
 use super::fsio;
+use super::local::{ContentHasher, LocalTotals};
 use crate::schema::{self, Fields};
 
 const LOG_FILE: &str = "ops.log";
@@ -168,7 +173,13 @@ pub struct Staging {
     /// by a hash of the id (8 bytes an id, where the ids themselves would
     /// take tens): what a load's counts are taken against before the
     /// published version. A hash shared by two ids would only miscount.
-    present: HashMap<u64, bool>,
+    /// An id that is there has its staged copy's content hash, for the
+    /// totals of segments as they were indexed ([`Staging::indexed_totals`]).
+    present: HashMap<u64, Option<u64>>,
+    hasher: ContentHasher,
+    /// Segments made by this process's commits and not merged since:
+    /// tantivy's token counts are exact in them while they have no deletes.
+    indexed: HashSet<SegmentId>,
     log: File,
     /// Lines in `ops.log`, and how many of them the index has committed.
     lines: u64,
@@ -216,6 +227,7 @@ impl Staging {
             .try_into()?;
         let log_path = dir.join(LOG_FILE);
         let committed = committed_lines(&index)?;
+        let hasher = ContentHasher::new(&index.schema(), fields.id);
         let mut log = LogContents::read(&log_path, committed, current)?;
         // A commit covering more lines than the log holds is from before
         // the log was emptied (a leaf stopped inside `clear`): it covers
@@ -245,6 +257,8 @@ impl Staging {
             ops,
             deleted,
             present: HashMap::new(),
+            hasher,
+            indexed: HashSet::new(),
             log,
             lines,
             committed_lines: covered,
@@ -313,10 +327,10 @@ impl Staging {
         let mut applied = 0u64;
         let mut logged = Vec::new();
         let fields = self.fields;
-        // Whether each id met in this group is there after its last op, so
-        // that an id upserted twice is added once and then replaced, and one
-        // added then deleted is deleted (not missing).
-        let mut present: HashMap<&str, bool> = HashMap::new();
+        // Whether each id met in this group is there after its last op (with
+        // its content hash), so that an id upserted twice is added once and
+        // then replaced, and one added then deleted is deleted (not missing).
+        let mut present: HashMap<&str, Option<u64>> = HashMap::new();
         for ops in batches {
             let mut ack = LoadAck {
                 ok: true,
@@ -332,14 +346,14 @@ impl Staging {
                     continue;
                 }
                 let exists = match present.get(op.id.as_str()) {
-                    Some(&now) => now,
+                    Some(now) => now.is_some(),
                     None => match self.present.get(&id_key(&op.id)) {
-                        Some(&now) => now,
+                        Some(now) => now.is_some(),
                         None => published.doc_freq(&Term::from_field_text(fields.id, &op.id))? > 0,
                     },
                 };
-                present.insert(op.id.as_str(), !op.delete);
-                self.stage(&op.id, op.delete, &op.title, &op.body)?;
+                let content = self.stage(&op.id, op.delete, &op.title, &op.body)?;
+                present.insert(op.id.as_str(), content);
                 logged.push(LoggedOp::of(op));
                 if op.delete {
                     deleted.push(op.id.clone());
@@ -386,15 +400,17 @@ impl Staging {
     }
 
     /// What the staging area holds, as [`Staging`]'s `present`: every id of
-    /// a live staged document, and every id deleted since and not staged
-    /// again (read once, when a leaf opens its staging area after a restart).
-    fn staged_ids(&self) -> Result<HashMap<u64, bool>, CorpusError> {
+    /// a live staged document with its content hash, and every id deleted
+    /// since and not staged again (read once, when a leaf opens its staging
+    /// area after a restart).
+    fn staged_ids(&self) -> Result<HashMap<u64, Option<u64>>, CorpusError> {
         self.reader.reload()?;
-        let mut present: HashMap<u64, bool> =
-            self.deleted.iter().map(|id| (id_key(id), false)).collect();
+        let mut present: HashMap<u64, Option<u64>> =
+            self.deleted.iter().map(|id| (id_key(id), None)).collect();
         for segment in self.reader.searcher().segment_readers() {
             let inverted = segment.inverted_index(self.fields.id)?;
             let alive = segment.alive_bitset();
+            let store = segment.get_store_reader(1)?;
             let mut terms = inverted.terms().stream()?;
             while terms.advance() {
                 let mut postings = inverted
@@ -402,7 +418,11 @@ impl Staging {
                 let mut doc = postings.doc();
                 while doc != TERMINATED {
                     if alive.is_none_or(|a| a.is_alive(doc)) {
-                        present.insert(id_key(&String::from_utf8_lossy(terms.key())), true);
+                        let stored: TantivyDocument = store.get(doc)?;
+                        present.insert(
+                            id_key(&String::from_utf8_lossy(terms.key())),
+                            Some(self.hasher.hash(&stored)),
+                        );
                         break;
                     }
                     doc = postings.advance();
@@ -414,26 +434,63 @@ impl Staging {
 
     /// Puts one operation into the index (uncommitted): any staged copy of
     /// `id` deleted, and the document added unless the operation deletes.
-    fn stage(&self, id: &str, delete: bool, title: &str, body: &str) -> tantivy::Result<()> {
+    /// Returns the added document's content hash.
+    fn stage(
+        &self,
+        id: &str,
+        delete: bool,
+        title: &str,
+        body: &str,
+    ) -> tantivy::Result<Option<u64>> {
         let fields = self.fields;
         self.writer
             .delete_term(Term::from_field_text(fields.id, id));
-        if !delete {
-            self.writer.add_document(doc!(
-                fields.id => id,
-                fields.title => title,
-                fields.body => body,
-            ))?;
+        if delete {
+            return Ok(None);
         }
-        Ok(())
+        let document = doc!(
+            fields.id => id,
+            fields.title => title,
+            fields.body => body,
+        );
+        let content = self.hasher.hash(&document);
+        self.writer.add_document(document)?;
+        Ok(Some(content))
+    }
+
+    /// The exact totals of a staged segment as it was indexed — made by a
+    /// commit of this process, not merged since, without deletes — read
+    /// from tantivy's counts and the content hashes kept as it was staged,
+    /// with its ids inserted into `ids`; `None` for any other segment,
+    /// whose documents are counted one by one.
+    pub fn indexed_totals(
+        &self,
+        segment: &SegmentReader,
+        ids: &mut BTreeSet<String>,
+    ) -> Result<Option<LocalTotals>, CorpusError> {
+        if segment.has_deletes() || !self.indexed.contains(&segment.segment_id()) {
+            return Ok(None);
+        }
+        let content = |id: &str| self.present.get(&id_key(id)).copied().flatten();
+        // Ids are inserted as they are read: on a `None` part way, the
+        // caller counts the segment document by document, which inserts
+        // the same ids again.
+        Ok(LocalTotals::of_indexed(segment, self.fields, content, ids)?)
     }
 
     /// Commits the index, recording how many lines of `ops.log` it holds,
     /// and merges its segments if there are too many.
     fn commit(&mut self) -> Result<(), CorpusError> {
+        let before: HashSet<SegmentId> = self.index.searchable_segment_ids()?.into_iter().collect();
         let mut prepared = self.writer.prepare_commit()?;
         prepared.set_payload(&self.lines.to_string());
         prepared.commit()?;
+        // No merge policy runs: every new segment is one the indexing made.
+        for id in self.index.searchable_segment_ids()? {
+            if !before.contains(&id) {
+                self.indexed.insert(id);
+            }
+        }
         self.committed_lines = self.lines;
         self.uncommitted_bytes = 0;
         self.compact()
@@ -449,6 +506,8 @@ impl Staging {
         if segments.len() >= MAX_SEGMENTS {
             self.writer.merge(&segments).wait()?;
             self.writer.garbage_collect_files().wait()?;
+            // A merge estimates the token counts of documents it drops.
+            self.indexed.clear();
         }
         Ok(())
     }
@@ -502,6 +561,7 @@ impl Staging {
         self.ops = 0;
         self.deleted.clear();
         self.present.clear();
+        self.indexed.clear();
         Ok(())
     }
 }

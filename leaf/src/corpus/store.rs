@@ -10,7 +10,7 @@ use searchtree_proto::pb::{DocOp, LeafVersions, LoadAck, LoadBatch};
 use serde::{Deserialize, Serialize};
 
 use super::held::HeldVersions;
-use super::local::LocalTotals;
+use super::local::{LocalTotals, SegmentTotals, read_segment_totals};
 use super::staging::{Placement, Staging};
 use super::{CorpusError, fsio};
 use crate::searcher::{ShardSearcher, VERSION_MISSING};
@@ -76,6 +76,11 @@ pub struct Candidate {
     pub dir: PathBuf,
     /// Its exact local totals.
     pub local: LocalTotals,
+    /// Each of its segments' own totals, where known.
+    pub segment_totals: SegmentTotals,
+    /// Stored documents read to carry the totals forward (none when every
+    /// segment entered as the staging area indexed it or left whole).
+    pub docs_read: u64,
     /// The build's input checksum, when it is a copy of a build's shard;
     /// `None` when it was built from the staging area.
     pub from_build: Option<String>,
@@ -294,6 +299,26 @@ impl CorpusStore {
         };
         self.locals.insert(version, local.clone());
         Ok(local)
+    }
+
+    /// Each segment's own totals in held version `version`: its
+    /// [`super::local::SEGMENT_TOTALS_FILE`], or for a version of one
+    /// segment without it (a build) its local totals; none otherwise.
+    pub fn segment_totals(&mut self, version: u64) -> Result<SegmentTotals, CorpusError> {
+        let dir = self.dir_of(version)?.to_path_buf();
+        if let Some(totals) = read_segment_totals(&dir)? {
+            return Ok(totals);
+        }
+        let searcher = self
+            .held
+            .get(version)
+            .map_err(|e| CorpusError::Precondition(e.to_string()))?;
+        let ids = searcher.shard().index.searchable_segment_ids()?;
+        let mut totals = SegmentTotals::new();
+        if let [id] = ids.as_slice() {
+            totals.insert(id.uuid_string(), self.local(version)?);
+        }
+        Ok(totals)
     }
 
     /// Makes held version `version` current: durably (CURRENT), then for

@@ -247,9 +247,24 @@ fn load(stores: &mut [CorpusStore], ops: &[DocOp]) -> [u32; 5] {
 /// The publish the root and parents perform, in-process: prepare every
 /// shard, sum their statistics, install the sums, activate.
 fn publish(stores: &mut [CorpusStore], version: u64, from_build: &str) -> Vec<ShardSummary> {
+    publish_reading(stores, version, from_build).0
+}
+
+/// [`publish`], with how many stored documents each shard's prepare read
+/// to carry its totals.
+fn publish_reading(
+    stores: &mut [CorpusStore],
+    version: u64,
+    from_build: &str,
+) -> (Vec<ShardSummary>, Vec<u64>) {
+    let mut docs_read = Vec::new();
     let summaries: Vec<ShardSummary> = stores
         .iter_mut()
-        .map(|s| s.prepare(version, from_build).unwrap())
+        .map(|s| {
+            let summary = s.prepare(version, from_build).unwrap();
+            docs_read.push(s.candidate.as_ref().unwrap().docs_read);
+            summary
+        })
         .collect();
     let mut global: BTreeMap<String, BTreeMap<Vec<u8>, u64>> = BTreeMap::new();
     for store in stores.iter() {
@@ -290,7 +305,25 @@ fn publish(stores: &mut [CorpusStore], version: u64, from_build: &str) -> Vec<Sh
         stats.absorb(&terms).unwrap();
         store.finish_install(stats).unwrap();
     }
-    summaries
+    (summaries, docs_read)
+}
+
+/// Asserts that each summary's totals are those of a fresh build's shard.
+fn assert_totals_match(summaries: &[ShardSummary], fresh: &[PathBuf], what: &str) {
+    for (summary, dir) in summaries.iter().zip(fresh) {
+        let shard = Shard::open(dir).unwrap();
+        let want = LocalTotals::of_undeleted(&shard.reader.searcher(), shard.fields).unwrap();
+        assert_eq!(summary.num_docs, want.num_docs, "{what}");
+        assert_eq!(
+            summary.num_tokens,
+            want.num_tokens
+                .clone()
+                .into_iter()
+                .collect::<HashMap<_, _>>(),
+            "{what}"
+        );
+        assert_eq!(summary.digest, want.digest(), "{what}");
+    }
 }
 
 fn activate(stores: &mut [CorpusStore], version: u64) {
@@ -368,20 +401,8 @@ fn a_published_version_searches_as_a_fresh_build_and_the_old_one_stays() {
     let summaries = publish(&mut stores, 2, "");
     let fresh = build(&tmp.path().join("fresh"), &docs, 2, "fresh");
     // Exact local totals: as the fresh build's own.
-    for (summary, dir) in summaries.iter().zip(&fresh) {
-        let shard = Shard::open(dir).unwrap();
-        let want = LocalTotals::of_undeleted(&shard.reader.searcher(), shard.fields).unwrap();
-        assert_eq!(summary.num_docs, want.num_docs);
-        assert_eq!(
-            summary.num_tokens,
-            want.num_tokens
-                .clone()
-                .into_iter()
-                .collect::<HashMap<_, _>>()
-        );
-        assert_eq!(summary.digest, want.digest());
-        assert!(summary.staged_ops > 0);
-    }
+    assert_totals_match(&summaries, &fresh, "version 2");
+    assert!(summaries.iter().all(|s| s.staged_ops > 0));
     let held_now = held(&stores);
     // Installed, not current: version 0 still answers as before.
     assert_matches_build(&held_now, &fresh, 2, "installed version 2");
@@ -1363,8 +1384,13 @@ fn publishes_keep_the_segments_a_load_did_not_touch_and_stay_exact() {
         }
         apply(&mut docs, &ops);
         load(&mut stores, &ops);
-        publish(&mut stores, version, "");
+        let (summaries, docs_read) = publish_reading(&mut stores, version, "");
         activate(&mut stores, version);
+        if round % 3 != 0 {
+            // New documents only, each staged segment as it was indexed:
+            // no stored document is read for the totals.
+            assert_eq!(docs_read, vec![0, 0], "round {round}");
+        }
         let counts = segment_counts(&held(&stores), version);
         assert!(
             counts
@@ -1375,6 +1401,7 @@ fn publishes_keep_the_segments_a_load_did_not_touch_and_stay_exact() {
         most = most.max(*counts.iter().max().unwrap());
         let fresh = build(&tmp.path().join(format!("fresh{version}")), &docs, 2, "f");
         assert_matches_build(&held(&stores), &fresh, 0, &format!("version {version}"));
+        assert_totals_match(&summaries, &fresh, &format!("version {version}"));
     }
     assert_eq!(
         most,
@@ -1382,18 +1409,35 @@ fn publishes_keep_the_segments_a_load_did_not_touch_and_stay_exact() {
         "the bound was reached"
     );
 
-    // Every document replaced: the old segments are dropped, not merged.
+    // Every document replaced: the old segments are dropped, not merged,
+    // their totals taken out whole, and no stored document is read.
     let ops: Vec<DocOp> = docs
         .keys()
         .map(|id| upsert(id, "all", &text(&mut rng, 3, 20)))
         .collect();
     apply(&mut docs, &ops);
     load(&mut stores, &ops);
-    publish(&mut stores, 20, "");
+    let (summaries, docs_read) = publish_reading(&mut stores, 20, "");
     activate(&mut stores, 20);
+    assert_eq!(docs_read, vec![0, 0]);
     assert_eq!(segment_counts(&held(&stores), 20), vec![1, 1]);
     let fresh = build(&tmp.path().join("fresh20"), &docs, 2, "f20");
     assert_matches_build(&held(&stores), &fresh, 0, "every document replaced");
+    assert_totals_match(&summaries, &fresh, "every document replaced");
+
+    // And again, the staged segment of that load now leaving whole.
+    let ops: Vec<DocOp> = docs
+        .keys()
+        .map(|id| upsert(id, "again", &text(&mut rng, 3, 20)))
+        .collect();
+    apply(&mut docs, &ops);
+    load(&mut stores, &ops);
+    let (summaries, docs_read) = publish_reading(&mut stores, 21, "");
+    activate(&mut stores, 21);
+    assert_eq!(docs_read, vec![0, 0]);
+    let fresh = build(&tmp.path().join("fresh21"), &docs, 2, "f21");
+    assert_matches_build(&held(&stores), &fresh, 0, "every document replaced twice");
+    assert_totals_match(&summaries, &fresh, "every document replaced twice");
 
     // A restart opens the versions as they were.
     drop(stores);
