@@ -145,18 +145,25 @@ async fn killing_a_replica_of_every_shard_loses_nothing_and_they_come_back_gradu
         "{:?}",
         recorded.errors
     );
+    // Restarting four processes on a busy machine can outlast that load:
+    // another second of it, now that all are back, is what they get
+    // traffic from.
+    let (after, _) = background_load(&target, &queries, 100.0, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(after.errors.values().sum::<u64>(), 0, "{:?}", after.errors);
     for s in 0..SHARDS {
         let back = requests(node_addr(&tree, &format!("leaf-{s}-0"))).await;
         eprintln!("leaf-{s}-0: {back} requests since its restart");
         assert!(back > 0, "leaf-{s}-0 got no traffic after its restart");
     }
-    // Gradually: in their first second back (slow start is 3 s) the restarted
-    // replicas took well under half of their shards' traffic.
+    // Gradually: in their first second or two back (slow start is 3 s) the
+    // restarted replicas took well under half of their shards' traffic.
     let mut back_total = 0;
     for s in 0..SHARDS {
         back_total += requests(node_addr(&tree, &format!("leaf-{s}-0"))).await;
     }
-    let shard_requests = 4 * recorded.sent;
+    let shard_requests = 4 * (recorded.sent + after.sent);
     assert!(
         (back_total as f64) < 0.4 * shard_requests as f64,
         "restarted replicas took {back_total} of {shard_requests} shard requests"
