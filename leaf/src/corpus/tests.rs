@@ -1444,3 +1444,44 @@ fn publishes_keep_the_segments_a_load_did_not_touch_and_stay_exact() {
     let stores = open_stores(&builds, &tmp.path().join("data"));
     assert_matches_build(&held(&stores), &fresh, 0, "after a restart");
 }
+
+#[test]
+fn replicas_that_carry_their_totals_by_different_paths_agree_on_the_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(23, "d", 50);
+    let builds = build(&tmp.path().join("build"), &docs, 2, "build");
+    let mut steady = open_stores(&builds, &tmp.path().join("steady"));
+    let mut restarted = open_stores(&builds, &tmp.path().join("restarted"));
+    let mut rng = fastrand::Rng::with_seed(29);
+    // Every document replaced and some added, committed by the index (a
+    // snapshot commits) on both replicas of each shard; one of them then
+    // restarts, so its staged segments are no longer known as indexed.
+    let ops: Vec<DocOp> = docs
+        .keys()
+        .cloned()
+        .chain((0..10).map(|i| format!("n{i}")))
+        .map(|id| upsert(&id, &text(&mut rng, 0, 2), &text(&mut rng, 3, 20)))
+        .collect();
+    apply(&mut docs, &ops);
+    load(&mut steady, &ops);
+    load(&mut restarted, &ops);
+    for store in &mut restarted {
+        store.staging_mut().snapshot().unwrap();
+    }
+    drop(restarted);
+    let mut restarted = open_stores(&builds, &tmp.path().join("restarted"));
+
+    let (by_segment, read_none) = publish_reading(&mut steady, 2, "");
+    let (by_document, read_all) = publish_reading(&mut restarted, 2, "");
+    assert_eq!(read_none, vec![0, 0], "segments moved whole");
+    // The restarted replica read every document that entered (its
+    // shard's all); the build's segment left whole on both.
+    let per_shard: Vec<u64> = by_document.iter().map(|s| s.num_docs).collect();
+    assert_eq!(read_all, per_shard);
+    for (a, b) in by_segment.iter().zip(&by_document) {
+        assert_eq!(a.digest, b.digest, "shard {}", a.shard);
+    }
+    let fresh = build(&tmp.path().join("fresh"), &docs, 2, "fresh");
+    assert_totals_match(&by_segment, &fresh, "totals moved by segment");
+    assert_totals_match(&by_document, &fresh, "totals counted by document");
+}
