@@ -15,6 +15,10 @@
 //! and every [`COMMIT_AFTER_BYTES`] of operations, and records in its
 //! commit how many lines it holds. A leaf that stops with operations not
 //! committed applies those lines again when it opens the staging area.
+//! Once the index has committed them, the lines' documents are not needed
+//! again: the log is rewritten as one line that stands for them all (their
+//! counts and deleted ids, no documents), so that it holds at most about
+//! [`COMMIT_AFTER_BYTES`] of documents however long the load.
 //! A commit per group made a segment per group, about six a leaf for a
 //! load of 50,000 documents into four shards, which the indexing then paid
 //! for in term dictionaries built again and deletes applied to every
@@ -76,9 +80,22 @@ struct LogRecord<'a> {
     deleted: Vec<String>,
     /// The operations applied, in order, to apply them again if the index
     /// had not committed them (empty in lines written when every group was
-    /// committed before its line).
+    /// committed before its line, and in a line standing for several).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     applied: Vec<LoggedOp<'a>>,
+    /// How many lines this one stands for: more than one once committed
+    /// lines were rewritten as one (their documents dropped).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    lines: u64,
+}
+
+/// A log line stands for itself unless it says otherwise.
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// One applied operation in `ops.log`.
@@ -115,6 +132,8 @@ struct LogContents {
     /// Whether a line was counted against a version older than the
     /// current one (its operations are published already).
     stale: bool,
+    /// The oldest version a line was counted against.
+    base: Option<u64>,
     /// Whole lines (a torn last line is a batch never acknowledged).
     lines: u64,
     /// The operations of the lines from the one asked for on, in order:
@@ -129,6 +148,7 @@ impl LogContents {
             ops: 0,
             deleted: BTreeSet::new(),
             stale: false,
+            base: None,
             lines: 0,
             to_apply: Vec::new(),
         };
@@ -140,12 +160,13 @@ impl LogContents {
                 break;
             };
             contents.stale |= record.base < current;
+            contents.base = Some(contents.base.map_or(record.base, |b| b.min(record.base)));
             contents.ops += record.ops;
             contents.deleted.extend(record.deleted);
             if contents.lines >= apply_from {
                 contents.to_apply.extend(record.applied);
             }
-            contents.lines += 1;
+            contents.lines += record.lines.max(1);
         }
         Ok(contents)
     }
@@ -181,7 +202,10 @@ pub struct Staging {
     /// tantivy's token counts are exact in them while they have no deletes.
     indexed: HashSet<SegmentId>,
     log: File,
-    /// Lines in `ops.log`, and how many of them the index has committed.
+    /// The oldest version a line of `ops.log` was counted against.
+    base: Option<u64>,
+    /// Lines in `ops.log` (a line standing for several counts as they do),
+    /// and how many of them the index has committed.
     lines: u64,
     committed_lines: u64,
     /// Bytes of `ops.log` lines written since the index last committed.
@@ -240,6 +264,7 @@ impl Staging {
             ops,
             deleted,
             stale,
+            base,
             lines,
             to_apply,
         } = log;
@@ -260,6 +285,7 @@ impl Staging {
             hasher,
             indexed: HashSet::new(),
             log,
+            base,
             lines,
             committed_lines: covered,
             uncommitted_bytes: 0,
@@ -382,6 +408,7 @@ impl Staging {
             ops: applied,
             deleted,
             applied: logged,
+            lines: 1,
         };
         let mut line = serde_json::to_vec(&record)?;
         line.push(b'\n');
@@ -390,6 +417,7 @@ impl Staging {
         self.log.write_all(&line)?;
         self.log.sync_data()?;
         self.lines += 1;
+        self.base = Some(self.base.map_or(base, |b| b.min(base)));
         self.uncommitted_bytes += line.len();
         self.ops += applied;
         self.deleted.extend(record.deleted);
@@ -493,7 +521,32 @@ impl Staging {
         }
         self.committed_lines = self.lines;
         self.uncommitted_bytes = 0;
+        self.shorten_log()?;
         self.compact()
+    }
+
+    /// Rewrites `ops.log`, every line of which the index has just
+    /// committed, as one line standing for them all: their counts, the ids
+    /// they deleted, none of their documents. Atomic: a leaf stopped on the
+    /// way finds the old log or the new one, and either says the index
+    /// holds every line.
+    fn shorten_log(&mut self) -> Result<(), CorpusError> {
+        let Some(base) = self.base else {
+            return Ok(());
+        };
+        let record = LogRecord {
+            base,
+            ops: self.ops,
+            deleted: self.deleted.iter().cloned().collect(),
+            applied: Vec::new(),
+            lines: self.lines,
+        };
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        let path = self.dir.join(LOG_FILE);
+        fsio::write_atomic(&path, &line)?;
+        self.log = OpenOptions::new().append(true).open(&path)?;
+        Ok(())
     }
 
     /// Merges the staged segments into one once there are
@@ -557,6 +610,7 @@ impl Staging {
             .open(self.dir.join(LOG_FILE))?;
         self.writer.delete_all_documents()?;
         self.lines = 0;
+        self.base = None;
         self.commit()?;
         self.ops = 0;
         self.deleted.clear();
