@@ -93,6 +93,14 @@ pub fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes the file `path`, if it exists.
+pub fn remove_file_if_exists(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

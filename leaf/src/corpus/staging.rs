@@ -543,9 +543,27 @@ impl Staging {
         };
         let mut line = serde_json::to_vec(&record)?;
         line.push(b'\n');
+        self.replace_log(&line)
+    }
+
+    /// Replaces `ops.log` with `bytes` atomically and appends to the new
+    /// file from then on. The handle appended to is the one `bytes` were
+    /// written with, taken over as soon as the rename has put it in place,
+    /// so that no acknowledged line can go to a file no longer named
+    /// `ops.log`.
+    fn replace_log(&mut self, bytes: &[u8]) -> Result<(), CorpusError> {
         let path = self.dir.join(LOG_FILE);
-        fsio::write_atomic(&path, &line)?;
-        self.log = OpenOptions::new().append(true).open(&path)?;
+        let tmp = path.with_extension("tmp-write");
+        fsio::remove_file_if_exists(&tmp)?;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        self.log = file;
+        fsio::sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -604,10 +622,7 @@ impl Staging {
         // The log first: were the leaf to stop between the two steps, staged
         // documents without their log are re-applied upserts (harmless),
         // while a log without its documents would delete published ones.
-        fsio::write_atomic(&self.dir.join(LOG_FILE), b"")?;
-        self.log = OpenOptions::new()
-            .append(true)
-            .open(self.dir.join(LOG_FILE))?;
+        self.replace_log(b"")?;
         self.writer.delete_all_documents()?;
         self.lines = 0;
         self.base = None;
