@@ -9,6 +9,7 @@
 //!   LOCK                    held locked by the leaf using it
 //!   CURRENT                 {"version": N}; absent: the --index build is current
 //!   versions/vNNNNNNNN/      an installed version: a shard directory + local.json
+//!                            (+ segment_totals.json, each segment's own totals)
 //!   versions/vNNNNNNNN.tmp/  a candidate being prepared or copied; never searched
 //!   staging/                 loaded operations ([`staging`])
 //! ```
