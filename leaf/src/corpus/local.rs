@@ -205,11 +205,7 @@ impl LocalTotals {
 
     /// Reads `local.json` of a version directory, if it has one.
     pub fn read(dir: &Path) -> std::io::Result<Option<Self>> {
-        match std::fs::read(dir.join(LOCAL_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(Into::into),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        read_json_if_present(&dir.join(LOCAL_FILE))
     }
 
     /// Writes `local.json` into a version directory, durably.
@@ -221,7 +217,12 @@ impl LocalTotals {
 
 /// Reads [`SEGMENT_TOTALS_FILE`] of a version directory, if it has one.
 pub fn read_segment_totals(dir: &Path) -> std::io::Result<Option<SegmentTotals>> {
-    match std::fs::read(dir.join(SEGMENT_TOTALS_FILE)) {
+    read_json_if_present(&dir.join(SEGMENT_TOTALS_FILE))
+}
+
+/// The JSON file at `path`, parsed; `None` if there is none.
+fn read_json_if_present<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
+    match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(Into::into),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

@@ -1427,34 +1427,31 @@ fn publishes_keep_the_segments_a_load_did_not_touch_and_stay_exact() {
     );
 
     // Every document replaced: the old segments are dropped, not merged,
-    // their totals taken out whole, and no stored document is read.
-    let ops: Vec<DocOp> = docs
-        .keys()
-        .map(|id| upsert(id, "all", &text(&mut rng, 3, 20)))
-        .collect();
-    apply(&mut docs, &ops);
-    load(&mut stores, &ops);
-    let (summaries, docs_read) = publish_reading(&mut stores, 20, "");
-    activate(&mut stores, 20);
-    assert_eq!(docs_read, vec![0, 0]);
-    assert_eq!(segment_counts(&held(&stores), 20), vec![1, 1]);
-    let fresh = build(&tmp.path().join("fresh20"), &docs, 2, "f20");
-    assert_matches_build(&held(&stores), &fresh, 0, "every document replaced");
-    assert_totals_match(&summaries, &fresh, "every document replaced");
-
-    // And again, the staged segment of that load now leaving whole.
-    let ops: Vec<DocOp> = docs
-        .keys()
-        .map(|id| upsert(id, "again", &text(&mut rng, 3, 20)))
-        .collect();
-    apply(&mut docs, &ops);
-    load(&mut stores, &ops);
-    let (summaries, docs_read) = publish_reading(&mut stores, 21, "");
-    activate(&mut stores, 21);
-    assert_eq!(docs_read, vec![0, 0]);
-    let fresh = build(&tmp.path().join("fresh21"), &docs, 2, "f21");
-    assert_matches_build(&held(&stores), &fresh, 0, "every document replaced twice");
-    assert_totals_match(&summaries, &fresh, "every document replaced twice");
+    // their totals taken out whole, and no stored document is read. Then
+    // again, the staged segment of that load now leaving whole.
+    let mut fresh = Vec::new();
+    for (version, title, what) in [
+        (20, "all", "every document replaced"),
+        (21, "again", "every document replaced twice"),
+    ] {
+        let ops: Vec<DocOp> = docs
+            .keys()
+            .map(|id| upsert(id, title, &text(&mut rng, 3, 20)))
+            .collect();
+        apply(&mut docs, &ops);
+        load(&mut stores, &ops);
+        let (summaries, docs_read) = publish_reading(&mut stores, version, "");
+        activate(&mut stores, version);
+        assert_eq!(docs_read, vec![0, 0], "{what}");
+        assert_eq!(
+            segment_counts(&held(&stores), version),
+            vec![1, 1],
+            "{what}"
+        );
+        fresh = build(&tmp.path().join(format!("fresh{version}")), &docs, 2, "f");
+        assert_matches_build(&held(&stores), &fresh, 0, what);
+        assert_totals_match(&summaries, &fresh, what);
+    }
 
     // A restart opens the versions as they were.
     drop(stores);
