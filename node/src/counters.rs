@@ -189,6 +189,7 @@ impl NodeStats for StatsService {
                 .counters
                 .snapshot()
                 .into_iter()
+                .chain([("panics", crate::panics::caught())])
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }))

@@ -9,6 +9,7 @@
 //! - [`ops`]: the operations flags (HTTP port for metrics, TLS, admin
 //!   calls, tracing, drain) and the HTTP server;
 //! - [`frames`]: calls between nodes as frames over TCP, without HTTP/2;
+//! - [`panics`]: the count of panics a node caught and lived through;
 //! - [`allocator`]: the global allocator of every binary, the CLI's too.
 //!
 //! The API itself (generated code, validated requests) stays in
@@ -20,6 +21,7 @@ pub mod background;
 pub mod counters;
 pub mod frames;
 pub mod ops;
+pub mod panics;
 pub mod query_args;
 pub mod serving;
 

@@ -30,8 +30,10 @@ pub use connections::{ConnectionArgs, ConnectionLimits};
 pub const LISTENING_PREFIX: &str = "LISTENING ";
 
 /// Sends `tracing` output to stderr (stdout carries the readiness line),
-/// filtered by `RUST_LOG`, `info` by default.
+/// filtered by `RUST_LOG`, `info` by default; and counts panics from here
+/// on ([`crate::panics`]).
 pub fn init_tracing() {
+    crate::panics::count_panics();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

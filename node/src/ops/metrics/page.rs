@@ -86,6 +86,13 @@ impl prometheus_client::collector::Collector for CounterCollector {
             }
         }
 
+        ConstCounter::new(crate::panics::caught()).encode(encoder.encode_descriptor(
+            "searchtree_panics",
+            "Panics the node caught and kept serving through (a request's task, a search): \
+             each is a defect, and its message is in the node's log",
+            None,
+            MetricType::Counter,
+        )?)?;
         let mut e = encoder.encode_descriptor(
             "searchtree_connections_evicted",
             "Connections the node closed to make room for others, by reason: stalled_calls \
