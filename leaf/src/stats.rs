@@ -254,6 +254,17 @@ impl CorpusStatistics {
                         freqs.len()
                     )));
                 }
+                // BM25's idf is undefined for a term in more documents than
+                // the corpus holds (tantivy asserts it at every search).
+                if let Some(&most) = freqs.iter().max()
+                    && u64::from(most) > totals.num_docs
+                {
+                    return Err(mismatch(format!(
+                        "doc_freqs for field {} hold a term in {most} documents of a corpus of {}",
+                        schema.get_field_name(field),
+                        totals.num_docs
+                    )));
+                }
                 lookups.entry(field_id).or_default().push((reader, freqs));
             }
         }

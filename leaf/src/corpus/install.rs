@@ -51,7 +51,9 @@ struct SegmentTerms {
 
 impl GlobalStats {
     /// Takes in one chunk's terms; terms this shard does not hold are
-    /// skipped.
+    /// skipped. A frequency above the corpus's document count is refused:
+    /// BM25's idf is undefined there (tantivy asserts it), so every search
+    /// of the term would fail at this version.
     pub fn absorb(&mut self, terms: &[FieldTerms]) -> Result<(), CorpusError> {
         for group in terms {
             if group.terms.len() != group.doc_freqs.len() {
@@ -66,6 +68,13 @@ impl GlobalStats {
                 continue;
             };
             for (term, &freq) in group.terms.iter().zip(&group.doc_freqs) {
+                if freq > self.corpus.num_docs {
+                    return Err(CorpusError::Invalid(format!(
+                        "field {}: a term in {freq} documents of a corpus of {} in the \
+                         statistics of version {}",
+                        group.field, self.corpus.num_docs, self.version
+                    )));
+                }
                 let freq = u32::try_from(freq).map_err(|_| {
                     CorpusError::Invalid(format!("document frequency {freq} out of range"))
                 })?;
@@ -95,6 +104,25 @@ impl CorpusStore {
                 "shard {} prepared version {}, not {}",
                 self.build.shard, candidate.version, first.version
             )));
+        }
+        // The corpus holds this shard: totals below the shard's own are
+        // no corpus's (and a count of 0 documents would leave every
+        // field's mean length undefined).
+        if first.num_docs < candidate.local.num_docs {
+            return Err(CorpusError::Invalid(format!(
+                "the statistics of version {} count {} documents, fewer than shard {}'s own {}",
+                first.version, first.num_docs, self.build.shard, candidate.local.num_docs
+            )));
+        }
+        for (field, &own) in &candidate.local.num_tokens {
+            let total = first.num_tokens.get(field).copied().unwrap_or(0);
+            if total < own {
+                return Err(CorpusError::Invalid(format!(
+                    "the statistics of version {} count {total} tokens in field {field}, fewer \
+                     than shard {}'s own {own}",
+                    first.version, self.build.shard
+                )));
+            }
         }
         let index = Index::open_in_dir(&candidate.dir)?;
         let searcher = index.reader()?.searcher();

@@ -1065,6 +1065,63 @@ fn a_candidate_left_by_a_crash_is_removed_and_install_needs_a_prepare() {
 }
 
 #[test]
+fn statistics_no_corpus_could_have_are_refused_and_the_candidate_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(4, "d", 30), 1, "one");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    load(&mut stores, &[upsert("x", "", "river")]);
+    let summary = stores[0].prepare(2, "").unwrap();
+    let sound = InstallChunk {
+        version: 2,
+        num_docs: summary.num_docs,
+        num_tokens: summary.num_tokens.clone(),
+        ..Default::default()
+    };
+    let refused = |store: &CorpusStore, first: &InstallChunk, terms: &[FieldTerms]| {
+        let err = match store.begin_install(first) {
+            Err(err) => err,
+            Ok(mut stats) => stats.absorb(terms).expect_err("refused"),
+        };
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        status.message().to_string()
+    };
+    // Fewer documents, or fewer tokens in a field, than the shard holds.
+    let few_docs = InstallChunk {
+        num_docs: 1,
+        ..sound.clone()
+    };
+    let message = refused(&stores[0], &few_docs, &[]);
+    assert!(
+        message.contains("count 1 documents, fewer than shard 0's own 31"),
+        "{message}"
+    );
+    let mut few_tokens = sound.clone();
+    few_tokens.num_tokens.insert("body".into(), 2);
+    let message = refused(&stores[0], &few_tokens, &[]);
+    assert!(message.contains("tokens in field body"), "{message}");
+    // A term in more documents than the corpus holds: BM25 has no idf for
+    // it, and tantivy would panic at every search of it.
+    let over = [FieldTerms {
+        field: "body".into(),
+        terms: vec![b"river".to_vec()],
+        doc_freqs: vec![summary.num_docs + 1],
+    }];
+    let message = refused(&stores[0], &sound, &over);
+    assert!(
+        message.contains("a term in 32 documents of a corpus of 31"),
+        "{message}"
+    );
+    // Refusals leave the candidate: the sound statistics install it, and
+    // the version answers as a fresh build.
+    publish(&mut stores, 2, "");
+    activate(&mut stores, 2);
+    let answer = search(&stores[0].held(), "river", 0);
+    assert_eq!(answer.version, 2);
+    assert!(answer.hits.iter().any(|h| h.doc_id == "x"));
+}
+
+#[test]
 fn a_publish_under_way_refuses_loads_and_a_version_never_activated_is_not_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let builds = build(&tmp.path().join("build"), &corpus(3, "d", 30), 1, "one");
@@ -1269,6 +1326,22 @@ fn a_leaf_does_not_start_on_a_damaged_shard_and_names_its_files() {
         message.contains("checksum does not match") && message.contains(".term"),
         "{message}"
     );
+}
+
+#[test]
+fn a_shard_whose_statistics_count_fewer_documents_than_a_term_is_in_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(4, "d", 30), 1, "one");
+    let meta = builds[0].join(crate::shard::SHARD_META_FILE);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    json["corpus"]["num_docs"] = 2.into();
+    std::fs::write(&meta, serde_json::to_vec(&json).unwrap()).unwrap();
+    let Err(err) = Shard::open(&builds[0]) else {
+        panic!("statistics BM25 cannot score with must not be served");
+    };
+    let message = format!("{err:#}");
+    assert!(message.contains("documents of a corpus of 2"), "{message}");
 }
 
 #[test]
