@@ -1,10 +1,12 @@
 //! The flags that put a node in a tree whose membership lives in etcd.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use crate::etcd::Etcd;
+use crate::etcd::{Etcd, EtcdCredentials, EtcdSecurity};
 
 /// The longest lease a node may ask for, in seconds.
 pub const MAX_LEASE_TTL_SECS: u64 = 3600;
@@ -31,6 +33,111 @@ pub struct MembershipArgs {
     /// hours).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_TTL_SECS))]
     pub lease_ttl_secs: u64,
+    /// How etcd is reached: TLS, a user.
+    #[command(flatten)]
+    pub access: EtcdAccessArgs,
+}
+
+/// How a process reaches etcd when etcd is not open to anyone who can
+/// reach it: over TLS, as a user. The nodes and `searchtree members` take
+/// the same flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EtcdAccessArgs {
+    /// The CA (PEM) that signed etcd's certificate: etcd is reached over
+    /// TLS, at `https://` endpoints.
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for an etcd that asks for one
+    /// (`--client-cert-auth`); with --etcd-key and --etcd-ca.
+    #[arg(long, requires_all = ["etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<PathBuf>,
+    /// The private key (PEM) of --etcd-cert.
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// The etcd user to act as, for an etcd with authentication enabled
+    /// (`etcdctl auth enable`); with --etcd-password-file.
+    #[arg(long, requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// A file whose first line is --etcd-user's password (a file, so that
+    /// the password is not in the process list).
+    #[arg(long, requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+}
+
+/// The contents of the file given as flag `what`.
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+impl EtcdAccessArgs {
+    /// The same flags, to pass on to a node this process starts (paths
+    /// made absolute, since the node may run elsewhere).
+    pub fn to_flags(&self) -> Result<Vec<String>, String> {
+        let mut flags = Vec::new();
+        let files = [
+            ("--etcd-ca", &self.etcd_ca),
+            ("--etcd-cert", &self.etcd_cert),
+            ("--etcd-key", &self.etcd_key),
+            ("--etcd-password-file", &self.etcd_password_file),
+        ];
+        for (flag, path) in files {
+            if let Some(path) = path {
+                let path = std::path::absolute(path)
+                    .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+                flags.push(format!("{flag}={}", path.display()));
+            }
+        }
+        if let Some(user) = &self.etcd_user {
+            flags.push(format!("--etcd-user={user}"));
+        }
+        Ok(flags)
+    }
+
+    /// How these flags say to reach etcd, their files read.
+    pub fn security(&self) -> Result<EtcdSecurity, String> {
+        let tls = match &self.etcd_ca {
+            None => None,
+            Some(ca) => {
+                let ca_pem = read_file(ca, "--etcd-ca")?;
+                if !String::from_utf8_lossy(&ca_pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(format!(
+                        "--etcd-ca {}: no certificate in it (a PEM file with -----BEGIN \
+                         CERTIFICATE----- blocks is expected)",
+                        ca.display()
+                    ));
+                }
+                let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+                if let (Some(cert), Some(key)) = (&self.etcd_cert, &self.etcd_key) {
+                    tls = tls.identity(Identity::from_pem(
+                        read_file(cert, "--etcd-cert")?,
+                        read_file(key, "--etcd-key")?,
+                    ));
+                }
+                Some(tls)
+            }
+        };
+        let credentials = match (&self.etcd_user, &self.etcd_password_file) {
+            (Some(user), Some(file)) => {
+                let text = read_file(file, "--etcd-password-file")?;
+                let text = String::from_utf8(text).map_err(|_| {
+                    format!("--etcd-password-file {}: not UTF-8 text", file.display())
+                })?;
+                let password = text.lines().next().unwrap_or_default().to_string();
+                if password.is_empty() {
+                    return Err(format!(
+                        "--etcd-password-file {}: its first line is empty",
+                        file.display()
+                    ));
+                }
+                Some(EtcdCredentials {
+                    user: user.clone(),
+                    password,
+                })
+            }
+            _ => None,
+        };
+        Ok(EtcdSecurity { tls, credentials })
+    }
 }
 
 impl Default for MembershipArgs {
@@ -40,6 +147,7 @@ impl Default for MembershipArgs {
             tree: None,
             advertise: None,
             lease_ttl_secs: 10,
+            access: EtcdAccessArgs::default(),
         }
     }
 }
@@ -123,7 +231,8 @@ impl MembershipArgs {
         if let Some(addr) = &self.advertise {
             check_advertise(addr)?;
         }
-        let etcd = Etcd::new(&self.etcd).map_err(|e| e.to_string())?;
+        let etcd =
+            Etcd::with_security(&self.etcd, &self.access.security()?).map_err(|e| e.to_string())?;
         Ok(Some(TreeMembership {
             etcd,
             tree,

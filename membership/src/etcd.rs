@@ -6,6 +6,11 @@
 //! leader), the call moves on to the next endpoint, so losing a minority of
 //! the cluster, or its leader, costs a retry, not an error. Every call has a
 //! timeout: a member that hangs is passed over like one that refuses.
+//!
+//! An etcd that serves TLS is reached over `https://` endpoints with the
+//! CA that signed its certificate (and a client certificate, for etcd's
+//! `--client-cert-auth`); one with authentication enabled, as a user whose
+//! token every call carries, renewed when etcd says it is stale.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,9 +18,13 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::pb;
+use crate::pb::auth_client::AuthClient;
 use crate::pb::kv_client::KvClient;
 use crate::pb::lease_client::LeaseClient;
 use crate::pb::maintenance_client::MaintenanceClient;
@@ -33,8 +42,74 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_ANSWER_BYTES: usize = i32::MAX as usize;
 
 /// A KV client on `channel` that reads answers of any size etcd sends.
-fn kv(channel: Channel) -> KvClient<Channel> {
+fn kv(channel: EtcdChannel) -> KvClient<EtcdChannel> {
     KvClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
+/// How this process reaches etcd: over TLS or not, as a user or not.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdSecurity {
+    /// TLS for `https://` endpoints: the CA that signed etcd's certificate,
+    /// and a client certificate for an etcd that asks for one. `None`:
+    /// plaintext, `http://` endpoints only.
+    pub tls: Option<ClientTlsConfig>,
+    /// The user to authenticate as, for an etcd with authentication
+    /// enabled.
+    pub credentials: Option<EtcdCredentials>,
+}
+
+/// An etcd user and its password.
+#[derive(Clone)]
+pub struct EtcdCredentials {
+    /// The user's name.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCredentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What a call to etcd goes through: a member's channel, carrying the
+/// user's token when there is one.
+pub type EtcdChannel = InterceptedService<Channel, TokenHeader>;
+
+/// Puts the user's token on a call (etcd reads it from the `token`
+/// header).
+#[derive(Debug, Clone)]
+pub struct TokenHeader(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for TokenHeader {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The user's credentials and the token they last got.
+struct Auth {
+    credentials: EtcdCredentials,
+    token: std::sync::Mutex<Option<MetadataValue<Ascii>>>,
+}
+
+/// Whether etcd refused a call for its token (expired, or issued before
+/// the users or roles changed) rather than for what it asked: a new token
+/// may get it through.
+fn stale_token(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unauthenticated
+        || status.message().contains("invalid auth token")
+        || status.message().contains("auth store is old")
 }
 
 /// Why an etcd call failed (on every endpoint it was tried on).
@@ -119,6 +194,8 @@ pub struct Etcd {
     endpoints: Arc<Vec<(String, Channel)>>,
     /// The endpoint that answered last: calls start there.
     current: Arc<AtomicUsize>,
+    /// The user calls are made as, if any.
+    auth: Option<Arc<Auth>>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -144,9 +221,20 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 impl Etcd {
     /// A client of the cluster whose members answer at `endpoints`
-    /// (`http://host:port` or `host:port`, comma-separated or as a list).
-    /// Connects lazily: a cluster that is down now is not an error yet.
+    /// (`http://host:port` or `host:port`, comma-separated or as a list),
+    /// in plaintext and as nobody. Connects lazily: a cluster that is down
+    /// now is not an error yet.
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self, EtcdError> {
+        Self::with_security(endpoints, &EtcdSecurity::default())
+    }
+
+    /// [`Etcd::new`], reaching the cluster as `security` says: with TLS,
+    /// endpoints are `https://host:port` (or `host:port`).
+    pub fn with_security<S: AsRef<str>>(
+        endpoints: &[S],
+        security: &EtcdSecurity,
+    ) -> Result<Self, EtcdError> {
+        let tls = security.tls.as_ref();
         let mut list = Vec::new();
         for endpoint in endpoints
             .iter()
@@ -156,6 +244,8 @@ impl Etcd {
         {
             let uri = if endpoint.contains("://") {
                 endpoint.to_string()
+            } else if tls.is_some() {
+                format!("https://{endpoint}")
             } else {
                 format!("http://{endpoint}")
             };
@@ -163,16 +253,31 @@ impl Etcd {
                 endpoint: endpoint.to_string(),
                 reason: reason.to_string(),
             };
-            let parsed = Endpoint::from_shared(uri).map_err(|e| refuse(&e.to_string()))?;
-            match parsed.uri().scheme_str() {
-                Some("http") => {}
-                Some("https") => {
+            let mut parsed = Endpoint::from_shared(uri).map_err(|e| refuse(&e.to_string()))?;
+            match (parsed.uri().scheme_str(), tls) {
+                (Some("http"), None) => {}
+                (Some("https"), Some(tls)) => {
+                    parsed = parsed
+                        .tls_config(tls.clone())
+                        .map_err(|e| refuse(&e.to_string()))?;
+                }
+                (Some("https"), None) => {
                     return Err(refuse(
-                        "etcd over TLS is not supported: reach etcd over http:// on a \
-                         private network",
+                        "is https://: give --etcd-ca, the CA (PEM) that signed etcd's \
+                         certificate",
                     ));
                 }
-                _ => return Err(refuse("give it as http://HOST:PORT")),
+                (Some("http"), Some(_)) => {
+                    return Err(refuse(
+                        "is http://, but etcd is reached over TLS (--etcd-ca): give \
+                         https://HOST:PORT",
+                    ));
+                }
+                _ => {
+                    return Err(refuse(
+                        "give it as http://HOST:PORT (or https://HOST:PORT with --etcd-ca)",
+                    ));
+                }
             }
             if parsed.uri().port_u16().is_none() {
                 return Err(refuse(
@@ -198,7 +303,60 @@ impl Etcd {
         Ok(Etcd {
             endpoints: Arc::new(list),
             current: Arc::new(AtomicUsize::new(0)),
+            auth: security.credentials.clone().map(|credentials| {
+                Arc::new(Auth {
+                    credentials,
+                    token: std::sync::Mutex::new(None),
+                })
+            }),
         })
+    }
+
+    /// The token calls carry: none without credentials; the last one
+    /// etcd gave unless `renew`; else a new one, from `channel`'s member.
+    async fn token(
+        &self,
+        channel: &Channel,
+        renew: bool,
+    ) -> Result<Option<MetadataValue<Ascii>>, tonic::Status> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let held = || auth.token.lock().unwrap_or_else(|e| e.into_inner());
+        if !renew && let Some(token) = held().clone() {
+            return Ok(Some(token));
+        }
+        let request = pb::AuthenticateRequest {
+            name: auth.credentials.user.clone(),
+            password: auth.credentials.password.clone(),
+        };
+        let response = AuthClient::new(channel.clone())
+            .authenticate(request)
+            .await
+            .map_err(|status| {
+                tonic::Status::new(
+                    status.code(),
+                    format!(
+                        "authenticating as {:?}: {}",
+                        auth.credentials.user,
+                        status.message()
+                    ),
+                )
+            })?
+            .into_inner();
+        let token = response
+            .token
+            .parse::<MetadataValue<Ascii>>()
+            .map_err(|_| {
+                tonic::Status::unauthenticated("etcd gave a token that is not a header value")
+            })?;
+        *held() = Some(token.clone());
+        Ok(Some(token))
+    }
+
+    /// `channel` carrying `token`.
+    fn with_token(channel: &Channel, token: Option<MetadataValue<Ascii>>) -> EtcdChannel {
+        InterceptedService::new(channel.clone(), TokenHeader(token))
     }
 
     /// The endpoints, as given.
@@ -219,13 +377,25 @@ impl Etcd {
     /// calls then start at that one.
     async fn first_answer<T, F, Fut>(&self, mut call: F) -> Result<T, EtcdError>
     where
-        F: FnMut(&str, Channel) -> Fut,
+        F: FnMut(&str, EtcdChannel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut errors = Vec::new();
         for i in self.order().collect::<Vec<_>>() {
             let (name, channel) = &self.endpoints[i];
-            match tokio::time::timeout(CALL_TIMEOUT, call(name, channel.clone())).await {
+            // With credentials, a call refused for its token is made once
+            // more with a new one.
+            let attempt = async {
+                let token = self.token(channel, false).await?;
+                match call(name, Self::with_token(channel, token)).await {
+                    Err(status) if self.auth.is_some() && stale_token(&status) => {
+                        let token = self.token(channel, true).await?;
+                        call(name, Self::with_token(channel, token)).await
+                    }
+                    answer => answer,
+                }
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
                 Ok(Ok(answer)) => {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(answer);
@@ -243,7 +413,7 @@ impl Etcd {
     /// A unary call, on the first member that answers it.
     async fn unary<T, F, Fut>(&self, mut call: F) -> Result<T, EtcdError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(EtcdChannel) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.first_answer(|_, channel| {
@@ -420,7 +590,11 @@ impl Etcd {
     /// the leader it knows, its version.
     pub async fn statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
         let calls = self.endpoints.iter().map(|(name, channel)| async move {
-            let mut client = MaintenanceClient::new(channel.clone());
+            let token = match &self.auth {
+                Some(auth) => auth.token.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                None => None,
+            };
+            let mut client = MaintenanceClient::new(Self::with_token(channel, token));
             let call = client.status(pb::StatusRequest {});
             let status = match tokio::time::timeout(CALL_TIMEOUT, call).await {
                 Ok(Ok(response)) => Some(response.into_inner()),
@@ -563,10 +737,10 @@ mod endpoint_tests {
     }
 
     #[tokio::test]
-    async fn endpoints_need_http_and_a_port() {
+    async fn endpoints_need_a_scheme_that_matches_tls_and_a_port() {
         assert!(Etcd::new(&["http://127.0.0.1:2379,etcd-b:2379"]).is_ok());
         for (bad, why) in [
-            ("https://etcd:2379", "TLS is not supported"),
+            ("https://etcd:2379", "give --etcd-ca"),
             ("http://etcd", "has no port"),
             ("etcd", "has no port"),
             ("ftp://etcd:2379", "http://HOST:PORT"),
@@ -574,5 +748,24 @@ mod endpoint_tests {
             let err = Etcd::new(&[bad]).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
+        let tls = EtcdSecurity {
+            tls: Some(ClientTlsConfig::new()),
+            credentials: None,
+        };
+        assert!(Etcd::with_security(&["https://etcd-a:2379,etcd-b:2379"], &tls).is_ok());
+        let err = Etcd::with_security(&["http://etcd:2379"], &tls)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("give https://HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_password_is_never_printed() {
+        let credentials = EtcdCredentials {
+            user: "searchtree".into(),
+            password: "hunter2".into(),
+        };
+        let printed = format!("{credentials:?}");
+        assert!(printed.contains("searchtree") && !printed.contains("hunter2"));
     }
 }

@@ -22,9 +22,9 @@ pub mod etcd;
 pub mod member;
 pub mod register;
 
-pub use args::{MembershipArgs, TreeMembership};
+pub use args::{EtcdAccessArgs, MembershipArgs, TreeMembership};
 pub use discovery::{Discovery, Members};
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdCredentials, EtcdSecurity};
 pub use member::Member;
 pub use register::Registration;
 

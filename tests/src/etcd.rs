@@ -21,6 +21,23 @@ struct Member {
 pub struct EtcdCluster {
     dir: PathBuf,
     members: Vec<Member>,
+    /// How clients reach it (TLS, a user), and its members' flags for it.
+    secure: Option<Secure>,
+}
+
+/// A cluster that serves its clients TLS and (once [`EtcdCluster::enable_auth`]
+/// ran) only known users.
+pub struct Secure {
+    /// The CA that signed the members' certificate.
+    pub ca: PathBuf,
+    /// The members' certificate and key (any node's will do).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The user clients act as, once authentication is on.
+    pub credentials: Option<searchtree_membership::EtcdCredentials>,
+    /// Seconds a simple token lives unused (etcd's `--auth-token-ttl`).
+    pub token_ttl_secs: u32,
 }
 
 /// A free port on loopback (bound, then released).
@@ -35,6 +52,11 @@ impl EtcdCluster {
     /// Starts `n` members with data under `dir` and waits until the
     /// cluster has a leader.
     pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+        Self::start_with(dir, n, None)
+    }
+
+    /// [`EtcdCluster::start`], serving clients over TLS as `secure` says.
+    pub fn start_with(dir: &Path, n: usize, secure: Option<Secure>) -> EtcdCluster {
         let dir = dir.join(format!("etcd-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("etcd dir");
         let members = (0..n)
@@ -45,7 +67,11 @@ impl EtcdCluster {
                 process: None,
             })
             .collect();
-        let mut cluster = EtcdCluster { dir, members };
+        let mut cluster = EtcdCluster {
+            dir,
+            members,
+            secure,
+        };
         for i in 0..n {
             cluster.start_member(i);
         }
@@ -65,9 +91,18 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(secure) = &self.secure {
+            command
+                .arg("--cert-file")
+                .arg(&secure.cert)
+                .arg("--key-file")
+                .arg(&secure.key)
+                .args(["--auth-token-ttl", &secure.token_ttl_secs.to_string()]);
+        }
+        let child = command
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(self.dir.join(&m.name))
@@ -86,18 +121,93 @@ impl EtcdCluster {
         self.members[i].process = Some(child);
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.secure.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The client endpoints, comma-separated.
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect::<Vec<_>>()
             .join(",")
     }
 
+    /// How a client reaches the cluster: TLS and the user, if it has them.
+    pub fn security(&self) -> searchtree_membership::EtcdSecurity {
+        let Some(secure) = &self.secure else {
+            return Default::default();
+        };
+        let ca = std::fs::read(&secure.ca).expect("the CA");
+        searchtree_membership::EtcdSecurity {
+            tls: Some(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            ),
+            credentials: secure.credentials.clone(),
+        }
+    }
+
     /// A client of the cluster (within a tokio runtime).
     pub fn client(&self) -> Etcd {
-        Etcd::new(&[self.endpoints()]).expect("etcd client")
+        Etcd::with_security(&[self.endpoints()], &self.security()).expect("etcd client")
+    }
+
+    /// Turns authentication on (`etcdctl`): a `root` user, and `user`
+    /// with `password` allowed to read and write the keys under `prefix`
+    /// only; clients act as `user` from now on.
+    pub fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) {
+        let secure = self.secure.as_mut().expect("auth on a TLS cluster");
+        let endpoints = self
+            .members
+            .iter()
+            .map(|m| format!("https://127.0.0.1:{}", m.client_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ca = secure.ca.clone();
+        let etcdctl = |args: &[&str]| {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={endpoints}"))
+                .arg(format!("--cacert={}", ca.display()))
+                .args(args)
+                .output()
+                .expect("etcdctl (Debian's etcd-client)");
+            assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        };
+        let root_password = format!("{password}-root");
+        etcdctl(&[
+            "user",
+            "add",
+            &format!("root:{root_password}"),
+            "--interactive=false",
+        ]);
+        etcdctl(&["role", "add", user]);
+        etcdctl(&[
+            "role",
+            "grant-permission",
+            user,
+            "--prefix=true",
+            "readwrite",
+            prefix,
+        ]);
+        etcdctl(&[
+            "user",
+            "add",
+            &format!("{user}:{password}"),
+            "--interactive=false",
+        ]);
+        etcdctl(&["user", "grant-role", user, user]);
+        etcdctl(&["auth", "enable"]);
+        secure.credentials = Some(searchtree_membership::EtcdCredentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
     }
 
     /// The index of the member that is leader now, if one is.

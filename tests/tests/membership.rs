@@ -4,6 +4,8 @@
 //! traffic; one killed with SIGKILL leaves when its lease expires; and
 //! neither the loss of etcd's leader nor 10 s without any etcd at all fails
 //! a query under steady load — membership changes made afterwards are seen.
+//! An etcd serving TLS to known users only is reached with its CA and a
+//! user's password, the user's token renewed when it lapses.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -12,8 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use searchtree::bundled;
+use searchtree_membership::Etcd;
 use searchtree_membership::member::tree_prefix;
-use searchtree_tests::etcd::EtcdCluster;
+use searchtree_tests::etcd::{EtcdCluster, Secure};
 use searchtree_tests::oracle::{Oracle, assert_same_hits};
 use searchtree_tests::up::UpProcess;
 use searchtree_tests::{client, counter, fixture, node_binaries, search, searchtree, sigkill};
@@ -563,4 +566,126 @@ fn until_verified(root: &str, within: Duration) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A tree whose etcd serves TLS and lets in only known users: the nodes,
+/// `up` and `searchtree members` reach it with the CA and a user that may
+/// touch `/searchtree/` alone; their token is renewed once etcd lets it
+/// lapse; a wrong password or none is refused, naming why.
+#[test]
+fn a_tree_reaches_an_etcd_with_tls_and_users_and_renews_its_token() {
+    let f = fixture(TMP);
+    let certs = searchtree::certs::generate(
+        &f.dir.join("etcd-certs"),
+        &searchtree::certs::DEFAULT_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .expect("certificates");
+    use searchtree::certs::files;
+    // Tokens lapse after 2 s unused, so the test sees them renewed.
+    let mut etcd = EtcdCluster::start_with(
+        &f.dir,
+        1,
+        Some(Secure {
+            ca: certs.file(files::CA),
+            cert: certs.file(files::NODE),
+            key: certs.file(files::NODE_KEY),
+            credentials: None,
+            token_ttl_secs: 2,
+        }),
+    );
+    etcd.enable_auth("searchtree", "s3cret", "/searchtree/");
+    let password = f.dir.join("etcd-password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let wrong = f.dir.join("etcd-wrong-password");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let endpoints = etcd.endpoints();
+    let ca = certs.file(files::CA);
+    let access = |password: &Path| {
+        vec![
+            format!("--etcd-ca={}", ca.display()),
+            "--etcd-user=searchtree".to_string(),
+            format!("--etcd-password-file={}", password.display()),
+        ]
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // As the user, its keys read; after the token lapsed, again.
+    rt.block_on(async {
+        let user = etcd.client();
+        user.get_prefix("/searchtree/").await.expect("as the user");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        user.get_prefix("/searchtree/")
+            .await
+            .expect("a renewed token");
+    });
+    // Anonymous, or with a wrong password, etcd refuses, and says why.
+    let anonymous = searchtree_membership::EtcdSecurity {
+        credentials: None,
+        ..etcd.security()
+    };
+    let err = rt.block_on(async {
+        let anonymous = Etcd::with_security(&[&endpoints], &anonymous).unwrap();
+        anonymous
+            .get_prefix("/searchtree/")
+            .await
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(err.contains("user name is empty"), "{err}");
+    let members = |password: &Path| {
+        searchtree()
+            .args(["members", "--etcd", &endpoints, "--tree", TREE, "--json"])
+            .args(access(password))
+            .output()
+            .expect("members")
+    };
+    let refused = members(&wrong);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("authenticating as \"searchtree\"")
+            && stderr.contains("authentication failed"),
+        "{stderr}"
+    );
+
+    // A tree started through it: every node registers, the parents find
+    // their children, and the answers are exact.
+    let mut up_args = vec![
+        "--etcd".to_string(),
+        endpoints.clone(),
+        "--tree".into(),
+        TREE.into(),
+    ];
+    up_args.extend(access(&password));
+    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
+    let up = UpProcess::start(&f.sharded.join("topology.toml"), &f.dir, &up_args, "warn");
+    let listed = members(&password);
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let nodes = listed["members"].as_array().unwrap();
+    assert_eq!(nodes.len(), 7, "{listed}");
+    assert!(nodes.iter().all(|n| n["health"] == "serving"), "{listed}");
+    let oracle = Oracle::open(&f.whole.join("shards/shard-000"));
+    rt.block_on(async {
+        let mut c = client(up.root).await;
+        for query in bundled::queries().iter().step_by(23) {
+            let (want, _) = oracle.top_k(query, 10);
+            let got = search(&mut c, query, 10).await.expect("search");
+            assert_same_hits(query, &got.hits, &want);
+        }
+    });
+
+    // Once every node's token has lapsed, a replica started by hand
+    // registers, and the parent's watch, opened with an old token, sees it.
+    std::thread::sleep(Duration::from_secs(3));
+    let index = shard_dir(&f.sharded, 1);
+    let mut leaf_args = vec!["--shard", "1", "--index", index.to_str().unwrap()];
+    let extra = access(&password);
+    leaf_args.extend(extra.iter().map(String::as_str));
+    let started = Instant::now();
+    let added = HandNode::start(&node_binaries().leaf, &endpoints, TREE, &leaf_args);
+    rt.block_on(first_routed_query(up.root, added.addr, started));
 }

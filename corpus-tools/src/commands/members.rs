@@ -25,6 +25,9 @@ pub struct MembersArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// How etcd is reached: TLS, a user (as the nodes take them).
+    #[command(flatten)]
+    pub access: searchtree_membership::EtcdAccessArgs,
 }
 
 /// How long one node's health check may take.
@@ -88,7 +91,8 @@ fn misregistered(record: &Member, served: Option<u32>) -> Option<String> {
 /// Lists the members.
 pub async fn run(args: &MembersArgs) -> anyhow::Result<()> {
     searchtree_membership::args::check_tree_name(&args.tree).map_err(anyhow::Error::msg)?;
-    let etcd = Etcd::new(&[args.etcd.as_str()])?;
+    let security = args.access.security().map_err(anyhow::Error::msg)?;
+    let etcd = Etcd::with_security(&[args.etcd.as_str()], &security)?;
     let discovery = Discovery::start(etcd.clone(), &args.tree);
     if !discovery.synced(Duration::from_secs(5)).await {
         // Say which members answer: a cluster that lost its quorum answers

@@ -86,6 +86,9 @@ pub struct UpArgs {
     /// The tree's name in etcd (with --etcd).
     #[arg(long, requires = "etcd")]
     pub tree: Option<String>,
+    /// How the nodes reach etcd: TLS, a user (passed on to every node).
+    #[command(flatten)]
+    pub etcd_access: searchtree_membership::EtcdAccessArgs,
 }
 
 /// The name of the leaves' state directory beside a topology file.
@@ -240,6 +243,12 @@ fn node_flags(args: &UpArgs) -> anyhow::Result<Vec<String>> {
     if let Some(transport) = args.child_transport {
         let name = transport.to_possible_value().expect("not skipped");
         flags.push(format!("--child-transport={}", name.get_name()));
+    }
+    if args.etcd.is_some() {
+        // Read here first, so that a missing file is named before any
+        // node starts.
+        args.etcd_access.security().map_err(anyhow::Error::msg)?;
+        flags.extend(args.etcd_access.to_flags().map_err(anyhow::Error::msg)?);
     }
     Ok(flags)
 }
