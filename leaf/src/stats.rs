@@ -92,9 +92,28 @@ impl DocFreqs {
         let mut per_field = HashMap::new();
         for _ in 0..read_u32(&mut input)? {
             let field = read_u32(&mut input)?;
-            let len = read_u64(&mut input)? as usize;
-            let mut bytes = vec![0u8; len * 4];
-            input.read_exact(&mut bytes)?;
+            // The length is the file's word: the table is read as it
+            // comes, not allocated whole from it, so that a corrupt or
+            // hostile length (a version copied from elsewhere) is an error
+            // rather than an allocation that aborts the process.
+            let len = read_u64(&mut input)?;
+            let want = len.checked_mul(4).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a table of {len} frequencies, more than any file holds"),
+                )
+            })?;
+            let mut bytes = Vec::new();
+            (&mut input).take(want).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 != want {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "a table of {len} frequencies ends after {} bytes",
+                        bytes.len()
+                    ),
+                ));
+            }
             let freqs = bytes
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
@@ -404,6 +423,23 @@ mod tests {
         let mut bytes = Vec::new();
         tables.write_to(&mut bytes).unwrap();
         assert!(DocFreqs::read_from(&bytes[..]).is_err());
+    }
+
+    #[test]
+    fn a_table_longer_than_its_file_is_an_error_not_an_allocation() {
+        for len in [u64::MAX, 1 << 50, 3] {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&1u32.to_le_bytes());
+            bytes.extend_from_slice(&0u32.to_le_bytes());
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&7u32.to_le_bytes());
+            let err = DocFreqs::read_from(&bytes[..]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("a table of {len} frequencies")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -165,6 +165,15 @@ impl CorpusStore {
                 meta.version, meta.shard, meta.num_shards, self.build.shard, self.build.num_shards
             )));
         }
+        // Opened and checked whole where it was copied to, before it takes
+        // a version's place: a copy that is damaged or not a shard never
+        // becomes a version this leaf opens again at every start.
+        if let Err(damage) = super::store::open_intact(&self.settings, tmp) {
+            let _ = fsio::remove_dir_if_exists(tmp);
+            return Err(CorpusError::Precondition(format!(
+                "the copy of version {version} does not open: {damage}"
+            )));
+        }
         if self.dirs.contains_key(&version) {
             self.drop_version(version)?;
         }

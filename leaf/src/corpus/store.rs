@@ -45,7 +45,10 @@ impl SearcherSettings {
 /// normal while every call that reads the whole shard (versions, loads,
 /// publishes) panicked inside tantivy, and the errors would point at the
 /// network.
-fn open_intact(settings: &SearcherSettings, dir: &Path) -> Result<ShardSearcher, CorpusError> {
+pub(super) fn open_intact(
+    settings: &SearcherSettings,
+    dir: &Path,
+) -> Result<ShardSearcher, CorpusError> {
     let searcher = settings.open(dir)?;
     crate::shard::check::intact(&searcher.shard().index).map_err(|damage| {
         CorpusError::Precondition(format!(
@@ -174,8 +177,22 @@ impl CorpusStore {
                 }
                 continue;
             }
-            held.insert(open_intact(&settings, &dir)?);
-            dirs.insert(version, dir);
+            // Only the current version must open for the leaf to serve; a
+            // damaged other one (the one replaced, or one installed and
+            // never activated) is dropped, and copied again if it is ever
+            // needed.
+            match open_intact(&settings, &dir) {
+                Ok(searcher) => {
+                    held.insert(searcher);
+                    dirs.insert(version, dir);
+                }
+                Err(damage) => {
+                    tracing::warn!(version, %damage, "dropping a version that does not open");
+                    if dir != build_dir {
+                        fsio::remove_dir_if_exists(&dir)?;
+                    }
+                }
+            }
         }
         let staging = Staging::open(&data.join(STAGING_DIR), current)?;
         Ok(CorpusStore {

@@ -994,6 +994,51 @@ fn a_copied_version_has_the_same_files_byte_for_byte() {
 }
 
 #[test]
+fn a_copy_that_does_not_open_never_becomes_a_version_nor_stops_a_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(6, "d", 30), 1, "one");
+    let mut a = open_stores(&builds, &tmp.path().join("a"));
+    load(&mut a, &[upsert("x", "", "river")]);
+    publish(&mut a, 2, "");
+    activate(&mut a, 2);
+    let source = a[0].version_dir(2);
+    // A copy whose statistics table claims 2^50 frequencies: read as the
+    // file says, it would ask for 4 PiB and abort the process.
+    let damaged = |into: &Path| {
+        std::fs::create_dir_all(into).unwrap();
+        for file in std::fs::read_dir(&source).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, into.join(file.file_name().unwrap())).unwrap();
+        }
+        // One table (a build's format), of field 0, 2^50 long.
+        let mut bytes = b"STDFREQ1".to_vec();
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&(1u64 << 50).to_le_bytes());
+        std::fs::write(into.join(crate::stats::DOC_FREQS_FILE), bytes).unwrap();
+    };
+    let data_b = tmp.path().join("b");
+    let mut b = open_stores(&builds, &data_b);
+    let copy = b[0].begin_copy(2).unwrap();
+    damaged(&copy);
+    let err = b[0].adopt_copy(2, &copy, true).unwrap_err().to_string();
+    assert!(
+        err.contains("the copy of version 2 does not open")
+            && err.contains("a table of 1125899906842624 frequencies"),
+        "{err}"
+    );
+    assert!(!copy.exists() && !b[0].version_dir(2).exists());
+    assert_eq!(b[0].held().numbers(), vec![1]);
+    // A damaged version beside the current one (the disk's doing) is
+    // dropped at the next start; the leaf serves its current version.
+    damaged(&b[0].version_dir(2));
+    drop(b);
+    let b = open_stores(&builds, &data_b);
+    assert_eq!(b[0].held().numbers(), vec![1]);
+    assert!(!b[0].version_dir(2).exists());
+}
+
+#[test]
 fn many_small_batches_stay_a_few_segments_and_publish_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let mut docs = corpus(9, "d", 40);
