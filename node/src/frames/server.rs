@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -100,6 +101,17 @@ pub async fn serve_connection<IO, S>(
             Kind::Request => {
                 last_read = frame.id;
                 let id = frame.id;
+                // An id already in use would make its answer, a cancel and
+                // the bound on calls ambiguous: a caller that reuses one is
+                // broken, and its connection is closed.
+                if live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&id)
+                {
+                    tracing::debug!(peer = ?info.remote_addr(), id, "a call id used twice at once");
+                    break false;
+                }
                 let full = live.lock().unwrap_or_else(|e| e.into_inner()).len() >= max_calls;
                 if full {
                     let refusal = tonic::Status::resource_exhausted(format!(
@@ -119,7 +131,22 @@ pub async fn serve_connection<IO, S>(
                 let mut table = live.lock().unwrap_or_else(|e| e.into_inner());
                 let task = tokio::spawn(async move {
                     let _done = done;
-                    let (answer, held) = call.await;
+                    // Leaves the table however the task ends (answered,
+                    // aborted, or a panic), so no call holds a place of
+                    // the connection's bound for ever.
+                    let _listed = Unlist(table_of_task, id, tokio::task::id());
+                    // A call that panics is answered INTERNAL rather than
+                    // left for its caller to time out.
+                    let (answer, held) =
+                        match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+                            Ok(served) => served,
+                            Err(_) => (
+                                Answer::from_status(tonic::Status::internal(
+                                    "the node failed while serving this call",
+                                )),
+                                None,
+                            ),
+                        };
                     let mut out = BytesMut::new();
                     wire::put_frame(&mut out, Kind::Response, id, |out| answer.encode(out));
                     let _ = answers.send(out.freeze()).await;
@@ -128,10 +155,6 @@ pub async fn serve_connection<IO, S>(
                     // caller that stops reading holds permits, as over
                     // HTTP/2.
                     drop(held);
-                    table_of_task
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
                 });
                 table.insert(id, task.abort_handle());
             }
@@ -168,6 +191,20 @@ pub async fn serve_connection<IO, S>(
     }
     drop(answers);
     let _ = writer.await;
+}
+
+/// Takes call `.1`, served by task `.2`, out of the connection's table of
+/// live calls when dropped — unless a cancel took it out already and a new
+/// call reused its id.
+struct Unlist(Arc<Mutex<HashMap<u64, AbortHandle>>>, u64, tokio::task::Id);
+
+impl Drop for Unlist {
+    fn drop(&mut self) {
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if table.get(&self.1).is_some_and(|task| task.id() == self.2) {
+            table.remove(&self.1);
+        }
+    }
 }
 
 /// A call's answer, as the gRPC stack gave it.

@@ -300,3 +300,46 @@ async fn a_caller_that_stops_reading_is_closed() {
     assert!(closed.is_ok(), "the node kept a caller that reads nothing");
     drop(caller);
 }
+
+#[tokio::test]
+async fn a_call_that_panics_is_answered_internal_and_frees_its_place() {
+    let panicking = tower::service_fn(|_request: http::Request<tonic::body::Body>| async move {
+        if true {
+            panic!("a defect in the service");
+        }
+        Ok::<_, Infallible>(tonic::Status::ok("").into_http::<tonic::body::Body>())
+    });
+    // One call at a time: a panic that kept its place would refuse the next.
+    let (addr, _stop) = node(panicking, 1).await;
+    let mut health = client(&addr);
+    for _ in 0..3 {
+        let status = health.check(check()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert!(
+            status.message().contains("failed while serving"),
+            "{status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_caller_that_reuses_a_live_call_id_is_closed() {
+    let service = slow_health(Duration::from_secs(5), Arc::default()).await;
+    let (addr, _stop) = node(service, 16).await;
+    let mut caller = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut calls = bytes::BytesMut::new();
+    calls.extend_from_slice(wire::MAGIC);
+    for _ in 0..2 {
+        wire::put_frame(&mut calls, wire::Kind::Request, 7, |out| {
+            wire::put_short(out, b"/grpc.health.v1.Health/Check");
+            wire::put_headers(out, &http::HeaderMap::new());
+        });
+    }
+    caller.write_all(&calls).await.unwrap();
+    // The hello, then the end of the connection: the first call is
+    // dropped with it, long before its 5 s answer.
+    let mut read = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), caller.read_to_end(&mut read)).await;
+    assert!(closed.is_ok(), "the connection stayed open");
+    assert_eq!(read, wire::MAGIC);
+}

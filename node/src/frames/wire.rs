@@ -151,7 +151,11 @@ pub fn get_headers(payload: &mut Bytes) -> std::io::Result<HeaderMap> {
         return Err(invalid("a frame ends before its headers"));
     }
     let count = payload.get_u16() as usize;
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the rest of the frame can hold (a header takes at
+    // least its two lengths), not for what the count claims: the
+    // header map refuses, by panicking, a capacity past its own bound.
+    let mut headers = HeaderMap::try_with_capacity(count.min(payload.remaining() / 4))
+        .map_err(|e| invalid(format!("header count {count}: {e}")))?;
     for _ in 0..count {
         let name = get_short(payload)?;
         let value = get_short(payload)?;
@@ -276,5 +280,10 @@ mod tests {
         assert!(err.to_string().contains("unknown frame kind 99"), "{err}");
         let mut short = Bytes::from_static(b"\0\x05ab");
         assert!(get_short(&mut short).is_err());
+        // A count of headers far past what the frame holds is refused as
+        // the frame ending early, not taken as a capacity.
+        let mut lying = Bytes::from_static(b"\xff\xff\0\x01a\0\x01b");
+        let err = get_headers(&mut lying).unwrap_err();
+        assert!(err.to_string().contains("ends inside a length"), "{err}");
     }
 }
