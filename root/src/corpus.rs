@@ -191,7 +191,13 @@ impl RootCorpus {
     async fn publish_locked(&self, request: PublishRequest) -> Result<PublishResponse, Status> {
         let started = Instant::now();
         let (current, leaves) = self.settled_versions().await?;
-        let version = next_version(&leaves);
+        let version = next_version(&leaves).ok_or_else(|| {
+            Status::failed_precondition(
+                "a leaf holds version 18446744073709551615, which no version can follow: \
+                 remove that version from its data directory (`searchtree verify --root` \
+                 names the leaf)",
+            )
+        })?;
         // A misplaced entry is an address reached as another shard's
         // replica: the nodes above already leave it out as that, and as
         // its own shard's replica it must not be skipped.
@@ -311,15 +317,15 @@ pub fn agreed_current(leaves: &[LeafVersions]) -> Result<u64, Status> {
 }
 
 /// The version a publish makes: one above the highest any reachable leaf
-/// holds, current or installed.
-pub fn next_version(leaves: &[LeafVersions]) -> u64 {
+/// holds, current or installed; `None` past the last version there is.
+pub fn next_version(leaves: &[LeafVersions]) -> Option<u64> {
     leaves
         .iter()
         .filter(|l| l.reachable)
         .flat_map(|l| l.installed.iter().copied().chain([l.current]))
         .max()
         .unwrap_or(0)
-        + 1
+        .checked_add(1)
 }
 
 fn step_failed(step: &str, version: u64, status: Status) -> Status {
@@ -348,14 +354,17 @@ impl Corpus for RootCorpus {
         &self,
         request: Request<Streaming<LoadBatch>>,
     ) -> Result<Response<Self::LoadStream>, Status> {
+        let guard = self.lock()?;
+        self.settled_versions().await?;
+        // After the versions settled: the children known then are the
+        // ones the load goes to (found in etcd, they may have just come).
         let Some(num_shards) = self.node.children().whole_tree_shards() else {
             return Err(Status::failed_precondition(format!(
-                "the root's shards {:?} are not 0..n: it cannot place documents",
+                "the root's shards {:?} are not 0..n (none: no child found yet): it cannot \
+                 place documents",
                 self.node.children().shards()
             )));
         };
-        let guard = self.lock()?;
-        self.settled_versions().await?;
         let activity = Activity::new();
         let incoming = idle_limited(
             numbered(request.into_inner(), "Load", "LoadBatch"),
@@ -825,9 +834,10 @@ mod tests {
     #[test]
     fn the_next_version_is_above_anything_installed() {
         let leaves = [leaf(0, 4000, 2, &[2, 4]), leaf(1, 4001, 3, &[3])];
-        assert_eq!(next_version(&leaves), 5);
+        assert_eq!(next_version(&leaves), Some(5));
         let mut down = leaf(2, 4002, 9, &[9]);
         down.reachable = false;
-        assert_eq!(next_version(&[leaf(0, 4000, 1, &[1]), down]), 2);
+        assert_eq!(next_version(&[leaf(0, 4000, 1, &[1]), down]), Some(2));
+        assert_eq!(next_version(&[leaf(0, 4000, 1, &[u64::MAX])]), None);
     }
 }

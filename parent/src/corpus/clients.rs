@@ -169,7 +169,8 @@ impl CorpusChildren {
     /// `0..n` (a whole tree), which is then `n`.
     pub fn whole_tree_shards(&self) -> Option<u32> {
         let shards = self.shards();
-        let n = u32::try_from(shards.len()).ok()?;
+        // No shard known (yet): no count to place documents by.
+        let n = u32::try_from(shards.len()).ok().filter(|&n| n > 0)?;
         shards
             .iter()
             .enumerate()
@@ -196,5 +197,7 @@ mod tests {
         assert_eq!(children.children()[1].replicas[1].addr, "127.0.0.1:3");
         let part = CorpusChildren::from_specs(&["1-2@127.0.0.1:1".parse().unwrap()]).unwrap();
         assert_eq!(part.whole_tree_shards(), None);
+        let none = CorpusChildren::from_specs(&[]).unwrap();
+        assert_eq!(none.whole_tree_shards(), None);
     }
 }
