@@ -79,6 +79,9 @@ pub struct LeafCorpus {
     /// The one Prepare under way, until its terms are sent: a second one
     /// (a leaf reached twice) would rebuild the candidate they are read from.
     preparing: Arc<Semaphore>,
+    /// How long a stream that holds the store (an Install coming in, a
+    /// version being copied) may go without a message ([`STALLED_STREAM`]).
+    stalled_after: Duration,
 }
 
 impl LeafCorpus {
@@ -86,6 +89,14 @@ impl LeafCorpus {
     pub fn new(store: CorpusStore, counters: Arc<LeafCounters>, name: String) -> Self {
         let held = store.held();
         Self::serving(held, Some(Arc::new(Mutex::new(store))), counters, name)
+    }
+
+    /// The same service, giving up a stream that holds the store after
+    /// `stalled_after` without a message instead of [`STALLED_STREAM`] (for
+    /// tests that watch it happen).
+    pub fn giving_up_after(mut self, stalled_after: Duration) -> Self {
+        self.stalled_after = stalled_after;
+        self
     }
 
     /// The service of a leaf without a data directory, serving `held` (its
@@ -108,6 +119,7 @@ impl LeafCorpus {
             name,
             read_only_local: OnceLock::new(),
             copies_sent: Arc::new(Semaphore::new(MAX_COPIES_SENT)),
+            stalled_after: STALLED_STREAM,
             installing: Arc::new(Semaphore::new(1)),
             preparing: Arc::new(Semaphore::new(1)),
         };
@@ -388,7 +400,14 @@ impl Corpus for LeafCorpus {
         let shard = guard.placement().shard;
         let (guard, begun) = blocking(guard, move |s| s.begin_install(&first)).await?;
         let mut stats = begun?;
-        while let Some(chunk) = inbound.next().await.transpose()? {
+        // The store is locked until the last chunk: a caller that stops
+        // sending must not hold every other step of this leaf for ever.
+        let stalled_after = self.stalled_after;
+        while let Some(chunk) = tokio::time::timeout(stalled_after, inbound.next())
+            .await
+            .map_err(|_| stalled("Install", "chunk", stalled_after))?
+            .transpose()?
+        {
             stats = background::spawn(move || stats.absorb(&chunk.terms).map(|()| stats))
                 .await
                 .map_err(|e| Status::internal(format!("install failed unexpectedly: {e}")))??;
@@ -525,7 +544,7 @@ impl Corpus for LeafCorpus {
         } else {
             let (guard, tmp) = blocking(guard, move |s| s.begin_copy(version)).await?;
             let tmp = tmp?;
-            match copy_from(&source, version, tmp.clone()).await {
+            match copy_from(&source, version, tmp.clone(), self.stalled_after).await {
                 Ok(bytes) => {
                     let (_, adopted) =
                         blocking(guard, move |s| s.adopt_copy(version, &tmp, activate)).await?;
@@ -586,7 +605,24 @@ fn failed_ack(seq: u64, shard: u32, message: &str) -> LoadAck {
 
 /// Copies version `version` from the replica at `source` into `dir`;
 /// returns the bytes copied.
-async fn copy_from(source: &str, version: u64, dir: PathBuf) -> Result<u64, Status> {
+/// How long a stream that holds the store's lock (an Install coming in,
+/// a version being copied) may go without a message before it is given
+/// up.
+pub(crate) const STALLED_STREAM: Duration = Duration::from_secs(30);
+
+/// The refusal of a `call` whose stream sent no `what` for `after`.
+fn stalled(call: &str, what: &str, after: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "{call}: no {what} for {after:?}; given up, so that the leaf's other steps can go on"
+    ))
+}
+
+async fn copy_from(
+    source: &str,
+    version: u64,
+    dir: PathBuf,
+    stalled_after: Duration,
+) -> Result<u64, Status> {
     let unavailable = |e: &dyn std::fmt::Display| {
         Status::unavailable(format!("cannot copy version {version} from {source}: {e}"))
     };
@@ -597,12 +633,20 @@ async fn copy_from(source: &str, version: u64, dir: PathBuf) -> Result<u64, Stat
     let mut client = CorpusClient::new(searchtree_node::ops::client::channel(channel))
         .max_decoding_message_size(MAX_CORPUS_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CORPUS_MESSAGE_BYTES);
-    let mut stream = client
-        .copy_version(CopyVersionRequest { version })
-        .await?
-        .into_inner();
+    // The store is locked while the copy runs: a source that stops
+    // sending must not hold every other step of this leaf for ever.
+    let mut stream = tokio::time::timeout(
+        stalled_after,
+        client.copy_version(CopyVersionRequest { version }),
+    )
+    .await
+    .map_err(|_| stalled("CopyVersion", "answer", stalled_after))??
+    .into_inner();
     let mut writer = VersionWriter::new(dir);
-    while let Some(chunk) = stream.message().await? {
+    while let Some(chunk) = tokio::time::timeout(stalled_after, stream.message())
+        .await
+        .map_err(|_| stalled("CopyVersion", "chunk", stalled_after))??
+    {
         writer = background::spawn(move || writer.write(&chunk).map(|()| writer))
             .await
             .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))??;

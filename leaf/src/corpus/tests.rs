@@ -617,6 +617,12 @@ fn a_damaged_build_is_refused_and_the_current_version_stays() {
 
 /// Serves a store's Search and Corpus on a local port, as the binary does.
 async fn serve(store: CorpusStore) -> String {
+    serve_giving_up_after(store, super::service::STALLED_STREAM).await
+}
+
+/// [`serve`], giving up a stream that holds the store after `stalled_after`
+/// without a message.
+async fn serve_giving_up_after(store: CorpusStore, stalled_after: std::time::Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let timing = LeafTiming {
@@ -626,7 +632,8 @@ async fn serve(store: CorpusStore) -> String {
     let faults = crate::fault::Faults::new(Default::default(), 1);
     let service = LeafService::new(store.held(), 2, timing, faults);
     let counters: Arc<LeafCounters> = service.counters();
-    let corpus = LeafCorpus::new(store, Arc::clone(&counters), addr.clone());
+    let corpus =
+        LeafCorpus::new(store, Arc::clone(&counters), addr.clone()).giving_up_after(stalled_after);
     tokio::spawn(searchtree_node::serving::serve(
         listener,
         service,
@@ -841,6 +848,53 @@ async fn a_second_install_at_once_is_refused_rather_than_queued() {
         refusal.message()
     );
     held_open.abort();
+}
+
+/// An Install holds the store until its last chunk: one whose sender goes
+/// quiet is given up, and the leaf's other steps go on.
+#[tokio::test]
+async fn an_install_whose_sender_goes_quiet_is_given_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(6, "d", 20), 1, "one");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    load(&mut stores, &[upsert("x", "", "river")]);
+    let summary = stores[0].prepare(2, "").unwrap();
+    let store = stores.pop().unwrap();
+    let addr = serve_giving_up_after(store, std::time::Duration::from_millis(300)).await;
+    let first = InstallChunk {
+        version: 2,
+        num_docs: summary.num_docs,
+        num_tokens: summary.num_tokens.clone(),
+        ..Default::default()
+    };
+    // The first chunk, then nothing, the stream left open.
+    let (send, pending) = tokio::sync::mpsc::channel::<InstallChunk>(1);
+    send.send(first).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = client(&addr)
+        .await
+        .install(forwarded(
+            tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(pending),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("no chunk for 300ms"), "{err:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The store and the install's slot are free again: the next Install
+    // gets as far as checking its first chunk.
+    let bogus = InstallChunk {
+        version: 2,
+        num_docs: 1,
+        ..Default::default()
+    };
+    let err = client(&addr)
+        .await
+        .install(forwarded(futures::stream::iter(vec![bogus])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    drop(send);
 }
 
 /// A Prepare holds its slot until its terms have been read: a second one
