@@ -155,12 +155,13 @@ impl Canary {
         if params.canary {
             return node.search(params, deadline).await; // a client's own canary
         }
-        let key = params.query.trim();
+        let query = params.query.trim();
+        let key = &canary_key(params);
         match self.verdict(key) {
             Verdict::Seen => return node.search(params, deadline).await,
             Verdict::Refused(ago) => {
                 node.counters().inc(InnerCounter::CanaryRefusals);
-                return Err(refusal(key, ago, self.config.refuse_for));
+                return Err(refusal(query, ago, self.config.refuse_for));
             }
             Verdict::Unseen => {}
         }
@@ -172,15 +173,29 @@ impl Canary {
         let answer = node.search(&probe, deadline).await?;
         if lost(&answer) {
             node.counters().inc(InnerCounter::CanaryCrashes);
-            tracing::error!(query = %Quoted::new(key), "canary: the query crashed a node; refusing it");
+            tracing::error!(query = %Quoted::new(query), "canary: the query crashed a node; refusing it");
             self.crashed(key);
-            return Err(refusal(key, Duration::ZERO, self.config.refuse_for));
+            return Err(refusal(query, Duration::ZERO, self.config.refuse_for));
         }
         if answer.coverage.as_ref().is_some_and(|c| c.shards_ok > 0) {
             self.passed(key);
         }
         node.search(params, deadline).await
     }
+}
+
+/// What a query's verdict is remembered by: its text and what else
+/// changes the work a leaf does for it (how many hits, whether it counts
+/// every match, whether it builds snippets) — the same text searched
+/// another way can take another path, and must be tried on its own.
+fn canary_key(params: &SearchParams) -> String {
+    format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}",
+        params.query.trim(),
+        params.top_k,
+        params.exact_total_hits,
+        params.ids_only
+    )
 }
 
 /// Whether a node died under the request (rather than refusing it, or
@@ -280,6 +295,18 @@ mod tests {
         ask(&canary, &node, "q").await.unwrap();
         assert_eq!(kids.iter().map(|k| started(k)).sum::<usize>(), 7);
         assert_eq!(node.counters().get(InnerCounter::Canaries), 1);
+        // The same text counting every match takes another path at the
+        // leaves: it is tried on one first, on its own.
+        let exact = SearchParams {
+            exact_total_hits: true,
+            ..params("q")
+        };
+        canary
+            .search(&node, &exact, Instant::now() + ms(100))
+            .await
+            .unwrap();
+        assert_eq!(kids.iter().map(|k| started(k)).sum::<usize>(), 11);
+        assert_eq!(node.counters().get(InnerCounter::Canaries), 2);
     }
 
     #[tokio::test(start_paused = true)]
