@@ -162,7 +162,8 @@ mod tests {
             tls_ca: Some(certs.file(files::CA)),
             tls_client_ca: Some(certs.file(files::CA)),
         };
-        assert!(args.server().unwrap().is_some());
+        assert!(args.grpc_server().unwrap().is_some());
         assert!(args.client().unwrap().is_some());
+        assert!(args.frames_client().unwrap().is_some());
     }
 }

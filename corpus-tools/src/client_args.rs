@@ -58,6 +58,12 @@ impl ClientArgs {
             .map(auth::read_token)
             .transpose()
             .map_err(anyhow::Error::msg)?;
-        client::set_security(client::ClientSecurity { tls, token }).map_err(anyhow::Error::msg)
+        // The CLI calls the root over gRPC only: no frames.
+        client::set_security(client::ClientSecurity {
+            tls,
+            frames_tls: None,
+            token,
+        })
+        .map_err(anyhow::Error::msg)
     }
 }

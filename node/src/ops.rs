@@ -47,8 +47,8 @@ pub struct OpsArgs {
     #[command(flatten)]
     pub otlp: otlp::OtlpArgs,
     /// How an inner node calls its children's searches and fetches:
-    /// `frames` (searchtree's own framing over TCP, cheaper than HTTP/2 on
-    /// every hop; plaintext only) or `grpc`. With TLS, always `grpc`.
+    /// `frames` (searchtree's own framing over TCP, or over TLS with
+    /// --tls-ca; cheaper than HTTP/2 on every hop) or `grpc`.
     #[arg(long, value_enum, default_value_t = client::ChildTransport::Frames)]
     pub child_transport: client::ChildTransport,
 }
@@ -59,13 +59,18 @@ impl OpsArgs {
     /// at start-up, before any channel is made.
     pub fn install_client_security(&self) -> Result<(), String> {
         let tls = self.tls.client().map_err(|e| e.to_string())?;
+        let frames_tls = self.tls.frames_client().map_err(|e| e.to_string())?;
         let token = self
             .auth
             .admin_token_file
             .as_deref()
             .map(auth::read_token)
             .transpose()?;
-        client::set_security(client::ClientSecurity { tls, token })?;
+        client::set_security(client::ClientSecurity {
+            tls,
+            frames_tls,
+            token,
+        })?;
         client::set_child_transport(self.child_transport)
     }
 }

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -262,7 +261,7 @@ pub async fn serve<S: Search, C: Corpus>(
     let tls = options
         .ops
         .tls
-        .server()
+        .grpc_server()
         .map_err(|e| ServeError::Config(e.to_string()))?;
     for problem in options
         .ops
@@ -354,24 +353,13 @@ pub async fn serve<S: Search, C: Corpus>(
         incoming.peers(),
     );
     let search = SearchServer::new(search);
-    let plaintext = tls.is_none();
-    let mut server = grpc_server(&limits);
-    if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
-    }
-    // Plaintext: the port takes calls as frames too (see [`crate::frames`]),
-    // served by the same stack as HTTP/2's.
-    let (connections, frames_done) = if plaintext {
-        let frames = frames_stack(
-            search.clone(),
-            std::sync::Arc::clone(&policy),
-            responses.clone(),
-        );
-        let (grpc, frames_done) = sort_connections(incoming, frames, stopped.clone());
-        (grpc.boxed(), Some(frames_done))
-    } else {
-        (incoming.into_stream().boxed(), None)
-    };
+    // The port takes calls as frames too (see [`crate::frames`]), served by
+    // the same stack as HTTP/2's; over TLS, the handshake says which.
+    let frames = frames_stack(
+        search.clone(),
+        std::sync::Arc::clone(&policy),
+        responses.clone(),
+    );
     // Registered before the readiness line, so that a node started after
     // this one (its parent) finds it in its first view of the membership.
     if let Some(registration) = &registration
@@ -390,7 +378,7 @@ pub async fn serve<S: Search, C: Corpus>(
         search_token = policy.search_token.is_some(),
         "serving"
     );
-    server
+    let router = grpc_server(&limits)
         // Outermost, so it runs first: a request's clock starts when its
         // headers reach the node, not when a busy runtime gets round to its
         // handler (see [`arrival`]).
@@ -417,13 +405,23 @@ pub async fn serve<S: Search, C: Corpus>(
         }))
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(connections, stopped())
-        .await?;
-    if let Some(mut frames_done) = frames_done {
-        // Calls read off connections of frames are answered too.
-        let _ = frames_done.recv().await;
-    }
+        .add_service(reflection_v1alpha);
+    let mut frames_done = match tls {
+        None => {
+            let (grpc, frames_done) = sort_connections(incoming, frames, stopped.clone());
+            router.serve_with_incoming_shutdown(grpc, stopped()).await?;
+            frames_done
+        }
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let (grpc, frames_done) =
+                sort_tls_connections(incoming, acceptor, frames, stopped.clone());
+            router.serve_with_incoming_shutdown(grpc, stopped()).await?;
+            frames_done
+        }
+    };
+    // Calls read off connections of frames are answered too.
+    let _ = frames_done.recv().await;
     if let Some(http) = http {
         let _ = http.await;
     }
@@ -508,6 +506,97 @@ where
             });
         }
         // Dropping `incoming` closes the listener, as tonic's would.
+    });
+    let stream = futures::stream::unfold(for_grpc, |mut rx| async move {
+        rx.recv().await.map(|connection| (Ok(connection), rx))
+    });
+    (stream, frames_done)
+}
+
+/// How long a caller may take over its TLS handshake on the gRPC port.
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`sort_connections`] for a port that serves TLS: each connection's
+/// handshake is made here, and the protocol it agreed (ALPN) sorts it:
+/// [`crate::ops::tls::FRAMES_ALPN`] is frames (its [`crate::frames::wire::MAGIC`]
+/// read inside TLS), anything else HTTP/2, passed on encrypted to tonic.
+/// A handshake that fails or takes longer than [`TLS_HANDSHAKE`] closes
+/// the connection.
+fn sort_tls_connections<F, Fut>(
+    mut incoming: connections::Incoming,
+    acceptor: tokio_rustls::TlsAcceptor,
+    frames: impl crate::frames::server::CallService + Sync,
+    stopped: F,
+) -> (
+    impl futures::Stream<
+        Item = Result<
+            tokio_rustls::server::TlsStream<connections::Connection>,
+            std::convert::Infallible,
+        >,
+    > + Send,
+    tokio::sync::mpsc::Receiver<()>,
+)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    use tonic::transport::server::Connected;
+    let (to_grpc, for_grpc) = tokio::sync::mpsc::channel(64);
+    let (frames_live, frames_done) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        let stop = stopped();
+        tokio::pin!(stop);
+        loop {
+            let connection = tokio::select! {
+                () = &mut stop => break,
+                connection = incoming.accept() => connection,
+            };
+            let (to_grpc, frames, stopped, live, acceptor) = (
+                to_grpc.clone(),
+                frames.clone(),
+                stopped.clone(),
+                frames_live.clone(),
+                acceptor.clone(),
+            );
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(connection));
+                let mut stream = tokio::select! {
+                    accepted = handshake => match accepted {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "a TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                    () = stopped() => return,
+                };
+                let alpn = stream.get_ref().1.alpn_protocol();
+                if alpn != Some(crate::ops::tls::FRAMES_ALPN) {
+                    let _ = to_grpc.send(stream).await;
+                    return;
+                }
+                let mut magic = [0; crate::frames::wire::MAGIC.len()];
+                let read = tokio::select! {
+                    read = stream.read_exact(&mut magic) => read,
+                    () = stopped() => return,
+                };
+                if read.is_err() || &magic != crate::frames::wire::MAGIC {
+                    return;
+                }
+                let info = stream.connect_info();
+                crate::frames::server::serve_connection(
+                    stream,
+                    info,
+                    frames,
+                    MAX_CONCURRENT_STREAMS as usize,
+                    stopped(),
+                )
+                .await;
+                drop(live);
+            });
+        }
     });
     let stream = futures::stream::unfold(for_grpc, |mut rx| async move {
         rx.recv().await.map(|connection| (Ok(connection), rx))

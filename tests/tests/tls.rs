@@ -2,7 +2,8 @@
 //! `searchtree up --tls-dir` answers grpcurl over TLS with the development
 //! CA — the same hits one index gives — and refuses plaintext; admin calls
 //! need the token (UNAUTHENTICATED without one, PERMISSION_DENIED with a
-//! wrong one); under mutual TLS a client without a certificate is refused.
+//! wrong one); under mutual TLS a client without a certificate is refused,
+//! and every node answers frames over TLS as it answers HTTP/2.
 //! The HTTP port (metrics, status page) serves HTTPS with the node's
 //! certificate and asks for the same tokens. A node or the CLI given TLS
 //! files that do not go together, or a certificate out of date, says which,
@@ -272,6 +273,53 @@ fn under_mutual_tls_a_client_needs_a_certificate() {
         "searchtree.v1.NodeStats/GetStats",
     ]);
     assert!(ok && out.contains("\"role\": \"root\""), "{out}{err}");
+
+    // Frames over TLS, as the nodes call each other: every node answers
+    // them, with the CA and a client certificate, as it answers HTTP/2.
+    let frames_tls = searchtree_node::ops::tls::TlsArgs {
+        tls_cert: Some(certs.join("client.pem")),
+        tls_key: Some(certs.join("client.key")),
+        tls_ca: Some(ca.clone()),
+        tls_client_ca: None,
+    }
+    .frames_client()
+    .unwrap();
+    searchtree_node::ops::client::set_security(searchtree_node::ops::client::ClientSecurity {
+        tls: None,
+        frames_tls,
+        token: None,
+    })
+    .unwrap();
+    let oracle = Oracle::open(&f.whole.join("shards/shard-000"));
+    let (want, _) = oracle.top_k("paris", 3);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use searchtree_node::frames::{FrameChannel, Keepalive};
+        use searchtree_proto::pb::{SearchRequest, search_client::SearchClient};
+        let keepalive = Keepalive {
+            interval: std::time::Duration::from_secs(30),
+            timeout: std::time::Duration::from_secs(20),
+        };
+        for node in up.nodes().nodes {
+            let channel = FrameChannel::new(
+                &node.grpc.to_string(),
+                std::time::Duration::from_secs(5),
+                keepalive,
+            );
+            let answer = SearchClient::new(channel)
+                .search(SearchRequest {
+                    query: "paris".into(),
+                    top_k: 3,
+                    budget_ms: searchtree_tests::GENEROUS_BUDGET_MS,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{} over frames and TLS: {e:?}", node.name))
+                .into_inner();
+            if node.role == "root" {
+                searchtree_tests::oracle::assert_same_hits("paris", &answer.hits, &want);
+            }
+        }
+    });
 
     // The HTTP port holds callers to the same rules: a verified client
     // certificate is an admin there too; without one (or a token) only the

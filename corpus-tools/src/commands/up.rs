@@ -75,7 +75,7 @@ pub struct UpArgs {
     pub otlp_sample_ratio: Option<f64>,
     /// How inner nodes call their children's searches and fetches (every
     /// node's --child-transport): `frames` (the default, cheaper a hop) or
-    /// `grpc` (HTTP/2). With --tls-dir, always HTTP/2.
+    /// `grpc` (HTTP/2). With --tls-dir, frames go over TLS.
     #[arg(long, value_enum)]
     pub child_transport: Option<searchtree_node::ops::client::ChildTransport>,
     /// etcd endpoints (comma-separated): the nodes register there and

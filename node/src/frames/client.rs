@@ -1,6 +1,7 @@
 //! A caller's side: [`FrameChannel`], a transport for tonic's generated
 //! clients that sends each call as frames on one connection to a node,
-//! made on first use and again after it breaks.
+//! made on first use and again after it breaks; over TLS when this
+//! process calls other nodes with TLS ([`crate::ops::client::security`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -152,26 +153,32 @@ impl Conn {
         timeout: Duration,
         keepalive: Keepalive,
     ) -> std::io::Result<Arc<Conn>> {
-        let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
         stream.set_nodelay(true)?;
-        stream.write_all(wire::MAGIC).await?;
-        // The node says it took the connection before any call is sent: a
-        // connection reset before that (one left in the backlog of a
-        // listener that closed as its node drained) never reached a node,
-        // and a call on it would be taken for lost.
-        let mut hello = [0; wire::MAGIC.len()];
-        tokio::time::timeout(timeout, stream.read_exact(&mut hello))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))??;
-        if &hello != wire::MAGIC {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not a node that speaks frames",
-            ));
-        }
-        let (read, write) = stream.into_split();
+        let (read, write): (Reader, Writer) = match &crate::ops::client::security().frames_tls {
+            None => {
+                let (read, write) = hello(stream, timeout).await?.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let stream = tokio::time::timeout(
+                    timeout,
+                    tokio_rustls::TlsConnector::from(Arc::clone(tls)).connect(name, stream),
+                )
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake")
+                })??;
+                let (read, write) = tokio::io::split(hello(stream, timeout).await?);
+                (Box::new(read), Box::new(write))
+            }
+        };
         let (queue, queued) = mpsc::channel(CALLS_QUEUED);
         let conn = Arc::new(Conn {
             queue,
@@ -286,11 +293,36 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn write_loop(
-    write: tokio::net::tcp::OwnedWriteHalf,
-    mut queued: mpsc::Receiver<Bytes>,
-    conn: Weak<Conn>,
-) {
+/// The reading half of a connection, over TLS or not.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// Its writing half.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Says hello on `stream` ([`wire::MAGIC`]) and waits for the node's: the
+/// node says it took the connection before any call is sent. A connection
+/// reset before that (one left in the backlog of a listener that closed as
+/// its node drained) never reached a node, and a call on it would be taken
+/// for lost.
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    timeout: Duration,
+) -> std::io::Result<S> {
+    stream.write_all(wire::MAGIC).await?;
+    stream.flush().await?;
+    let mut hello = [0; wire::MAGIC.len()];
+    tokio::time::timeout(timeout, stream.read_exact(&mut hello))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))??;
+    if &hello != wire::MAGIC {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a node that speaks frames",
+        ));
+    }
+    Ok(stream)
+}
+
+async fn write_loop(write: Writer, mut queued: mpsc::Receiver<Bytes>, conn: Weak<Conn>) {
     if let Err(e) = wire::write_frames(write, &mut queued, None).await
         && let Some(conn) = conn.upgrade()
     {
@@ -298,7 +330,7 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, conn: Weak<Conn>) {
+async fn read_loop(mut read: BufReader<Reader>, conn: Weak<Conn>) {
     let why = loop {
         let frame = match wire::read_frame(&mut read).await {
             Ok(Some(frame)) => frame,

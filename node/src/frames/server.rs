@@ -29,6 +29,27 @@ const ANSWERS_QUEUED: usize = 64;
 /// calls, and a caller that stops reading must not keep them.
 pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What a connection's calls carry of their caller, as tonic puts it in a
+/// request's extensions: [`TcpConnectInfo`] over plain TCP,
+/// `TlsConnectInfo` (with the caller's certificates) over TLS, so that the
+/// credentials check reads them as it does over HTTP/2.
+pub trait PeerInfo: Clone + Send + Sync + 'static {
+    /// The caller's address, for logs.
+    fn peer(&self) -> Option<std::net::SocketAddr>;
+}
+
+impl PeerInfo for TcpConnectInfo {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.remote_addr()
+    }
+}
+
+impl PeerInfo for tonic::transport::server::TlsConnectInfo<TcpConnectInfo> {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.get_ref().remote_addr()
+    }
+}
+
 /// The service a connection's calls go to: the node's gRPC stack.
 pub trait CallService:
     tower::Service<
@@ -59,14 +80,15 @@ impl<S> CallService for S where
 /// `RESOURCE_EXHAUSTED`), until the caller closes it or `stopped`
 /// resolves. Then it tells the caller which calls it read (a
 /// [`Kind::GoAway`]), answers them, and closes.
-pub async fn serve_connection<IO, S>(
+pub async fn serve_connection<IO, I, S>(
     io: IO,
-    info: TcpConnectInfo,
+    info: I,
     service: S,
     max_calls: usize,
     stopped: impl Future<Output = ()>,
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
+    I: PeerInfo,
     S: CallService,
 {
     let (read, write) = tokio::io::split(io);
@@ -93,7 +115,7 @@ pub async fn serve_connection<IO, S>(
             Ok(Some(frame)) => frame,
             Ok(None) => break false,
             Err(e) => {
-                tracing::debug!(peer = ?info.remote_addr(), error = %e, "a connection of frames failed");
+                tracing::debug!(peer = ?info.peer(), error = %e, "a connection of frames failed");
                 break false;
             }
         };
@@ -109,7 +131,7 @@ pub async fn serve_connection<IO, S>(
                     .unwrap_or_else(|e| e.into_inner())
                     .contains_key(&id)
                 {
-                    tracing::debug!(peer = ?info.remote_addr(), id, "a call id used twice at once");
+                    tracing::debug!(peer = ?info.peer(), id, "a call id used twice at once");
                     break false;
                 }
                 let full = live.lock().unwrap_or_else(|e| e.into_inner()).len() >= max_calls;
@@ -241,9 +263,9 @@ fn status_answer(id: u64, status: tonic::Status) -> Bytes {
 
 /// Serves one call, `payload` being its path, headers and message; its
 /// answer, and the spent body that holds the call's permit.
-async fn serve_call<S: CallService>(
+async fn serve_call<S: CallService, I: PeerInfo>(
     service: S,
-    info: TcpConnectInfo,
+    info: I,
     payload: Bytes,
 ) -> (Answer, Option<tonic::body::Body>) {
     let mut payload = payload;

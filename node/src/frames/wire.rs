@@ -225,7 +225,8 @@ async fn write_all<W: AsyncWrite + Unpin>(
         }
         bytes = &bytes[n..];
     }
-    Ok(())
+    // Nothing over TCP; over TLS, the last record out of the session.
+    write.flush().await
 }
 
 fn invalid(msg: impl Into<String>) -> std::io::Error {

@@ -15,6 +15,9 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 pub struct ClientSecurity {
     /// TLS settings; `None` for plaintext.
     pub tls: Option<ClientTlsConfig>,
+    /// The same TLS settings for calls as frames (rustls's own, which
+    /// tonic's do not expose); `None` for plaintext.
+    pub frames_tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
     /// The bearer token sent on every call, if any.
     pub token: Option<String>,
 }
@@ -73,9 +76,8 @@ fn outgoing() -> Outgoing {
 /// How an inner node calls its children's searches and fetches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ChildTransport {
-    /// searchtree's own frames over TCP (see the `frames` module): one
-    /// write a call each way. Plaintext only: with TLS, calls go over
-    /// HTTP/2.
+    /// searchtree's own frames over TCP (see the `frames` module), over
+    /// TLS when the node calls with TLS: one write a call each way.
     #[default]
     Frames,
     /// gRPC over HTTP/2, as clients call the root.
@@ -91,12 +93,8 @@ pub fn set_child_transport(transport: ChildTransport) -> Result<(), String> {
         .map_err(|_| "the child transport was already set".to_string())
 }
 
-/// How this process calls its children: as set, frames by default, and
-/// HTTP/2 whenever it calls with TLS.
+/// How this process calls its children: as set, frames by default.
 pub fn child_transport() -> ChildTransport {
-    if security().tls.is_some() {
-        return ChildTransport::Grpc;
-    }
     TRANSPORT.get().copied().unwrap_or_default()
 }
 

@@ -1,6 +1,8 @@
 //! TLS for a node: its identity (certificate and key, from files), the CA
 //! it trusts when it calls other nodes, and whether its callers must show
-//! a certificate of their own (mutual TLS). rustls, through tonic.
+//! a certificate of their own (mutual TLS). rustls: the node makes its
+//! gRPC port's handshakes itself, so that one port serves HTTP/2 and
+//! frames over TLS alike; tonic's settings for its calls over HTTP/2.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +13,11 @@ use tokio_rustls::rustls::RootCertStore;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+/// What a caller of frames over TLS asks for in the handshake (ALPN), so
+/// that the node serves the connection as frames rather than HTTP/2.
+pub const FRAMES_ALPN: &[u8] = b"stframe1";
 
 /// The TLS flags of a node.
 #[derive(Debug, Clone, Default, Args)]
@@ -233,19 +239,6 @@ impl TlsArgs {
         Ok(callers_would_refuse(&chain, &ca, host))
     }
 
-    /// The server's TLS settings, or `None` for plaintext.
-    pub fn server(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
-        let Some(identity) = self.identity()? else {
-            return Ok(None);
-        };
-        let mut config = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &self.tls_client_ca {
-            read_some_certs(ca, "--tls-client-ca")?;
-            config = config.client_ca_root(Certificate::from_pem(read(ca, "--tls-client-ca")?));
-        }
-        Ok(Some(config))
-    }
-
     /// The TLS settings of the node's HTTP port, or `None` for plain HTTP:
     /// the same certificate and key as its gRPC port, HTTP/1.1. Under mutual
     /// TLS a client certificate is asked for and verified against
@@ -253,6 +246,30 @@ impl TlsArgs {
     /// seldom has one, and the page itself is open (what a caller without
     /// one may read is [`super::auth::AuthPolicy::check_http`]'s to say).
     pub fn http_server(&self) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+        self.rustls_server(true, vec![b"http/1.1".to_vec()], "the HTTP port's TLS")
+    }
+
+    /// The TLS settings of the node's gRPC port, or `None` for plaintext:
+    /// HTTP/2 for gRPC callers, [`FRAMES_ALPN`] for callers of frames (the
+    /// node tells them apart by what the handshake agreed). Under mutual
+    /// TLS every caller must present a certificate --tls-client-ca signed.
+    pub fn grpc_server(&self) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+        self.rustls_server(
+            false,
+            vec![b"h2".to_vec(), FRAMES_ALPN.to_vec()],
+            "the gRPC port's TLS",
+        )
+    }
+
+    /// A server config of the node's certificate and key speaking `alpn`;
+    /// under mutual TLS, client certificates verified against
+    /// --tls-client-ca, required unless `optional_client_cert`.
+    fn rustls_server(
+        &self,
+        optional_client_cert: bool,
+        alpn: Vec<Vec<u8>>,
+        what: &str,
+    ) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
@@ -268,10 +285,16 @@ impl TlsArgs {
                 for cert in read_some_certs(ca, "--tls-client-ca")? {
                     roots.add(cert).map_err(|e| invalid(&e))?;
                 }
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| invalid(&e))?
+                let builder = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                );
+                let builder = if optional_client_cert {
+                    builder.allow_unauthenticated()
+                } else {
+                    builder
+                };
+                builder.build().map_err(|e| invalid(&e))?
             }
         };
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -280,8 +303,39 @@ impl TlsArgs {
                 b.with_client_cert_verifier(clients)
                     .with_single_cert(chain, key)
             })
-            .map_err(|e| TlsError(format!("the HTTP port's TLS: {e}")))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            .map_err(|e| TlsError(format!("{what}: {e}")))?;
+        config.alpn_protocols = alpn;
+        Ok(Some(Arc::new(config)))
+    }
+
+    /// How this node calls its children as frames over TLS: trusting
+    /// --tls-ca, presenting its own certificate to children that ask for
+    /// one; `None` (plaintext) without --tls-ca.
+    pub fn frames_client(&self) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let invalid =
+            |e: &dyn std::fmt::Display| TlsError(format!("--tls-ca {}: {e}", ca.display()));
+        let mut roots = RootCertStore::empty();
+        for cert in read_some_certs(ca, "--tls-ca")? {
+            roots.add(cert).map_err(|e| invalid(&e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e))?
+            .with_root_certificates(roots);
+        let mut config = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (chain, key) = read_pair(cert, "--tls-cert", key, "--tls-key")?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsError(format!("--tls-cert {}: {e}", cert.display())))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![FRAMES_ALPN.to_vec()];
         Ok(Some(Arc::new(config)))
     }
 
