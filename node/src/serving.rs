@@ -408,14 +408,15 @@ pub async fn serve<S: Search, C: Corpus>(
         .add_service(reflection_v1alpha);
     let mut frames_done = match tls {
         None => {
-            let (grpc, frames_done) = sort_connections(incoming, frames, stopped.clone());
+            let (grpc, frames_done) =
+                sort_connections(incoming, frames, stopped.clone(), by_first_bytes);
             router.serve_with_incoming_shutdown(grpc, stopped()).await?;
             frames_done
         }
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let (grpc, frames_done) =
-                sort_tls_connections(incoming, acceptor, frames, stopped.clone());
+            let sort = move |connection| by_handshake(acceptor.clone(), connection);
+            let (grpc, frames_done) = sort_connections(incoming, frames, stopped.clone(), sort);
             router.serve_with_incoming_shutdown(grpc, stopped()).await?;
             frames_done
         }
@@ -445,21 +446,38 @@ fn frames_stack<S: Search>(
     )
 }
 
-/// Accepts connections until `stopped`, serving those that start with
-/// [`crate::frames::wire::MAGIC`] as frames and passing the others on, as
-/// the stream tonic serves. The receiver ends once every connection of
-/// frames is done.
-fn sort_connections<F, Fut>(
+/// What a new connection turned out to be.
+enum Sorted<G, F, I> {
+    /// An HTTP/2 connection, for tonic.
+    Grpc(G),
+    /// A connection of frames (its [`crate::frames::wire::MAGIC`] read),
+    /// and what its calls carry of their caller.
+    Frames(F, I),
+    /// Neither: it closed, went silent, or failed its handshake.
+    Closed,
+}
+
+/// Accepts connections until `stopped`, sorting each with `sort` on a task
+/// of its own: connections of frames are served here, the others passed
+/// on, as the stream tonic serves. The receiver ends once every connection
+/// of frames is done.
+fn sort_connections<F, Fut, S, SFut, G, FIo, I>(
     mut incoming: connections::Incoming,
     frames: impl crate::frames::server::CallService + Sync,
     stopped: F,
+    sort: S,
 ) -> (
-    impl futures::Stream<Item = Result<connections::Connection, std::convert::Infallible>> + Send,
+    impl futures::Stream<Item = Result<G, std::convert::Infallible>> + Send,
     tokio::sync::mpsc::Receiver<()>,
 )
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
+    S: Fn(connections::Connection) -> SFut + Send + Sync + 'static,
+    SFut: Future<Output = Sorted<G, FIo, I>> + Send + 'static,
+    G: Send + 'static,
+    FIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    I: crate::frames::server::PeerInfo,
 {
     let (to_grpc, for_grpc) = tokio::sync::mpsc::channel(64);
     let (frames_live, frames_done) = tokio::sync::mpsc::channel::<()>(1);
@@ -467,7 +485,7 @@ where
         let stop = stopped();
         tokio::pin!(stop);
         loop {
-            let mut connection = tokio::select! {
+            let connection = tokio::select! {
                 () = &mut stop => break,
                 connection = incoming.accept() => connection,
             };
@@ -477,19 +495,18 @@ where
                 stopped.clone(),
                 frames_live.clone(),
             );
+            let sorted = sort(connection);
             tokio::spawn(async move {
                 // A connection silent until the node stops, or for its
                 // idle timeout, or evicted meanwhile, is simply closed.
-                let first = tokio::select! {
-                    first = connection.starts_with(crate::frames::wire::MAGIC) => first,
+                let sorted = tokio::select! {
+                    sorted = sorted => sorted,
                     () = stopped() => return,
                 };
-                match first {
-                    Ok(true) => {
-                        use tonic::transport::server::Connected;
-                        let info = connection.connect_info();
+                match sorted {
+                    Sorted::Frames(io, info) => {
                         crate::frames::server::serve_connection(
-                            connection,
+                            io,
                             info,
                             frames,
                             MAX_CONCURRENT_STREAMS as usize,
@@ -498,10 +515,10 @@ where
                         .await;
                         drop(live);
                     }
-                    Ok(false) => {
+                    Sorted::Grpc(connection) => {
                         let _ = to_grpc.send(connection).await;
                     }
-                    Err(_) => {}
+                    Sorted::Closed => {}
                 }
             });
         }
@@ -513,95 +530,67 @@ where
     (stream, frames_done)
 }
 
+/// Sorts a plaintext connection by its first bytes: those that start with
+/// [`crate::frames::wire::MAGIC`] are frames, the others HTTP/2.
+async fn by_first_bytes(
+    mut connection: connections::Connection,
+) -> Sorted<
+    connections::Connection,
+    connections::Connection,
+    tonic::transport::server::TcpConnectInfo,
+> {
+    use tonic::transport::server::Connected;
+    match connection.starts_with(crate::frames::wire::MAGIC).await {
+        Ok(true) => {
+            let info = connection.connect_info();
+            Sorted::Frames(connection, info)
+        }
+        Ok(false) => Sorted::Grpc(connection),
+        Err(_) => Sorted::Closed,
+    }
+}
+
 /// How long a caller may take over its TLS handshake on the gRPC port.
 const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// [`sort_connections`] for a port that serves TLS: each connection's
-/// handshake is made here, and the protocol it agreed (ALPN) sorts it:
-/// [`crate::ops::tls::FRAMES_ALPN`] is frames (its [`crate::frames::wire::MAGIC`]
-/// read inside TLS), anything else HTTP/2, passed on encrypted to tonic.
-/// A handshake that fails or takes longer than [`TLS_HANDSHAKE`] closes
-/// the connection.
-fn sort_tls_connections<F, Fut>(
-    mut incoming: connections::Incoming,
+/// The stream of a connection that speaks TLS.
+type TlsConnection = tokio_rustls::server::TlsStream<connections::Connection>;
+
+/// Sorts a connection to a port that serves TLS: its handshake is made
+/// here, and the protocol it agreed (ALPN) sorts it:
+/// [`crate::ops::tls::FRAMES_ALPN`] is frames (its
+/// [`crate::frames::wire::MAGIC`] read inside TLS), anything else HTTP/2,
+/// passed on encrypted to tonic. A handshake that fails or takes longer
+/// than [`TLS_HANDSHAKE`] closes the connection.
+async fn by_handshake(
     acceptor: tokio_rustls::TlsAcceptor,
-    frames: impl crate::frames::server::CallService + Sync,
-    stopped: F,
-) -> (
-    impl futures::Stream<
-        Item = Result<
-            tokio_rustls::server::TlsStream<connections::Connection>,
-            std::convert::Infallible,
-        >,
-    > + Send,
-    tokio::sync::mpsc::Receiver<()>,
-)
-where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+    connection: connections::Connection,
+) -> Sorted<
+    TlsConnection,
+    TlsConnection,
+    tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>,
+> {
     use tokio::io::AsyncReadExt;
     use tonic::transport::server::Connected;
-    let (to_grpc, for_grpc) = tokio::sync::mpsc::channel(64);
-    let (frames_live, frames_done) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::spawn(async move {
-        let stop = stopped();
-        tokio::pin!(stop);
-        loop {
-            let connection = tokio::select! {
-                () = &mut stop => break,
-                connection = incoming.accept() => connection,
-            };
-            let (to_grpc, frames, stopped, live, acceptor) = (
-                to_grpc.clone(),
-                frames.clone(),
-                stopped.clone(),
-                frames_live.clone(),
-                acceptor.clone(),
-            );
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(connection));
-                let mut stream = tokio::select! {
-                    accepted = handshake => match accepted {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "a TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    },
-                    () = stopped() => return,
-                };
-                let alpn = stream.get_ref().1.alpn_protocol();
-                if alpn != Some(crate::ops::tls::FRAMES_ALPN) {
-                    let _ = to_grpc.send(stream).await;
-                    return;
-                }
-                let mut magic = [0; crate::frames::wire::MAGIC.len()];
-                let read = tokio::select! {
-                    read = stream.read_exact(&mut magic) => read,
-                    () = stopped() => return,
-                };
-                if read.is_err() || &magic != crate::frames::wire::MAGIC {
-                    return;
-                }
-                let info = stream.connect_info();
-                crate::frames::server::serve_connection(
-                    stream,
-                    info,
-                    frames,
-                    MAX_CONCURRENT_STREAMS as usize,
-                    stopped(),
-                )
-                .await;
-                drop(live);
-            });
+    let mut stream = match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(connection)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "a TLS handshake failed");
+            return Sorted::Closed;
         }
-    });
-    let stream = futures::stream::unfold(for_grpc, |mut rx| async move {
-        rx.recv().await.map(|connection| (Ok(connection), rx))
-    });
-    (stream, frames_done)
+        Err(_) => return Sorted::Closed,
+    };
+    if stream.get_ref().1.alpn_protocol() != Some(crate::ops::tls::FRAMES_ALPN) {
+        return Sorted::Grpc(stream);
+    }
+    let mut magic = [0; crate::frames::wire::MAGIC.len()];
+    match stream.read_exact(&mut magic).await {
+        Ok(_) if &magic == crate::frames::wire::MAGIC => {
+            let info = stream.connect_info();
+            Sorted::Frames(stream, info)
+        }
+        _ => Sorted::Closed,
+    }
 }
 
 /// The host other nodes dial to reach this one: its advertised address's
