@@ -133,6 +133,7 @@ impl VersionWriter {
 impl CorpusStore {
     /// A fresh temporary directory to copy version `version` into.
     pub fn begin_copy(&mut self, version: u64) -> Result<PathBuf, CorpusError> {
+        self.check_version_step(version)?;
         let tmp = self.tmp_dir(version);
         if self.candidate.as_ref().is_some_and(|c| c.dir == tmp) {
             self.candidate = None;

@@ -46,6 +46,7 @@ impl CorpusStore {
                 self.build.shard
             )));
         }
+        self.check_version_step(version)?;
         if self.dirs.contains_key(&version) {
             self.drop_version(version)?;
         }

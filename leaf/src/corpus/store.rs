@@ -60,6 +60,13 @@ pub(super) fn open_intact(
     Ok(searcher)
 }
 
+/// The most a new version (prepared or copied) may be above the highest
+/// a leaf holds. Versions go up one a publish, and a replica behind copies
+/// its siblings' version, so no sound step comes near it; a version near
+/// `u64::MAX`, taken from a hostile or broken caller, would leave no
+/// version to follow it.
+pub const MAX_VERSION_STEP: u64 = 1_000_000;
+
 /// The content of `CURRENT`.
 #[derive(Debug, Serialize, Deserialize)]
 struct Current {
@@ -446,6 +453,27 @@ impl CorpusStore {
     }
 
     /// Where version `version` lives once complete.
+    /// Refuses `version` if it jumps more than [`MAX_VERSION_STEP`] above
+    /// the highest version this shard holds.
+    pub(super) fn check_version_step(&self, version: u64) -> Result<(), CorpusError> {
+        let highest = self
+            .held
+            .numbers()
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            .max(self.held.current());
+        if version > highest.saturating_add(MAX_VERSION_STEP) {
+            return Err(CorpusError::Invalid(format!(
+                "version {version} is more than {MAX_VERSION_STEP} above the highest shard {} \
+                 holds ({highest}): a publish makes the version one above the highest any leaf \
+                 holds, and a replica behind copies its siblings'",
+                self.build.shard
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) fn version_dir(&self, version: u64) -> PathBuf {
         version_dir(&self.data, version)
     }

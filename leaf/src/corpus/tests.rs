@@ -1146,9 +1146,16 @@ fn a_candidate_left_by_a_crash_is_removed_and_install_needs_a_prepare() {
         panic!("an install without a candidate must be refused");
     };
     assert_eq!(tonic::Status::from(err).code(), Code::FailedPrecondition);
-    // A version at or below the current one cannot be prepared; an
+    // A version at or below the current one cannot be prepared, nor one
+    // that jumps a million versions (none could follow u64::MAX); an
     // activation of a version not held is refused as missing.
     assert!(stores[0].prepare(1, "").is_err());
+    for far in [u64::MAX, 1 + super::store::MAX_VERSION_STEP + 1] {
+        let err = tonic::Status::from(stores[0].prepare(far, "").unwrap_err());
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("more than 1000000 above"), "{err:?}");
+        assert!(stores[0].begin_copy(far).is_err());
+    }
     let err = stores[0].activate(5).unwrap_err().to_string();
     assert!(err.starts_with(VERSION_MISSING), "{err}");
 
