@@ -103,6 +103,13 @@ struct Auth {
     token: std::sync::Mutex<Option<MetadataValue<Ascii>>>,
 }
 
+impl Auth {
+    /// The token last got, locked.
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<MetadataValue<Ascii>>> {
+        self.token.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Whether etcd refused a call for its token (expired, or issued before
 /// the users or roles changed) rather than for what it asked: a new token
 /// may get it through.
@@ -322,8 +329,7 @@ impl Etcd {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let held = || auth.token.lock().unwrap_or_else(|e| e.into_inner());
-        if !renew && let Some(token) = held().clone() {
+        if !renew && let Some(token) = auth.held().clone() {
             return Ok(Some(token));
         }
         let request = pb::AuthenticateRequest {
@@ -350,7 +356,7 @@ impl Etcd {
             .map_err(|_| {
                 tonic::Status::unauthenticated("etcd gave a token that is not a header value")
             })?;
-        *held() = Some(token.clone());
+        *auth.held() = Some(token.clone());
         Ok(Some(token))
     }
 
@@ -590,10 +596,7 @@ impl Etcd {
     /// the leader it knows, its version.
     pub async fn statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
         let calls = self.endpoints.iter().map(|(name, channel)| async move {
-            let token = match &self.auth {
-                Some(auth) => auth.token.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-                None => None,
-            };
+            let token = self.auth.as_ref().and_then(|auth| auth.held().clone());
             let mut client = MaintenanceClient::new(Self::with_token(channel, token));
             let call = client.status(pb::StatusRequest {});
             let status = match tokio::time::timeout(CALL_TIMEOUT, call).await {

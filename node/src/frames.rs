@@ -9,10 +9,9 @@
 //! the headers, message and trailers, one write each way. The node serves
 //! them with its gRPC stack unchanged (credentials, permits, traces,
 //! timing, deadlines), on the same port: a connection that starts with
-//! [`wire::MAGIC`] is frames, any other is HTTP/2.
-//!
-//! Only plaintext: a node with TLS takes HTTP/2 only, and a node calling
-//! with TLS calls over HTTP/2. Clients of the root use gRPC as ever.
+//! [`wire::MAGIC`] is frames, any other is HTTP/2. Over TLS the handshake
+//! tells them apart (ALPN [`crate::ops::tls::FRAMES_ALPN`]), and frames go
+//! inside TLS. Clients of the root use gRPC as ever.
 
 pub mod client;
 pub mod server;
@@ -22,3 +21,9 @@ pub mod wire;
 mod tests;
 
 pub use client::{FrameChannel, Keepalive};
+
+/// Locks `mutex`, taking it over from a holder that panicked: the tables
+/// behind these locks stay consistent whatever a call did.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

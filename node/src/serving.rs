@@ -613,7 +613,7 @@ fn dialed_host(options: &ServeOptions, local: SocketAddr) -> Option<String> {
 }
 
 /// The host of a `HOST:PORT` address, brackets of an IPv6 one kept.
-fn host_of(addr: &str) -> &str {
+pub(crate) fn host_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(host, _)| host)
 }
 

@@ -603,8 +603,6 @@ fn failed_ack(seq: u64, shard: u32, message: &str) -> LoadAck {
     }
 }
 
-/// Copies version `version` from the replica at `source` into `dir`;
-/// returns the bytes copied.
 /// How long a stream that holds the store's lock (an Install coming in,
 /// a version being copied) may go without a message before it is given
 /// up.
@@ -617,6 +615,9 @@ fn stalled(call: &str, what: &str, after: Duration) -> Status {
     ))
 }
 
+/// Copies version `version` from the replica at `source` into `dir`,
+/// giving up after `stalled_after` without a message; returns the bytes
+/// copied.
 async fn copy_from(
     source: &str,
     version: u64,

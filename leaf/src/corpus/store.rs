@@ -452,7 +452,6 @@ impl CorpusStore {
         Ok(())
     }
 
-    /// Where version `version` lives once complete.
     /// Refuses `version` if it jumps more than [`MAX_VERSION_STEP`] above
     /// the highest version this shard holds.
     pub(super) fn check_version_step(&self, version: u64) -> Result<(), CorpusError> {
@@ -474,6 +473,7 @@ impl CorpusStore {
         Ok(())
     }
 
+    /// Where version `version` lives once complete.
     pub(super) fn version_dir(&self, version: u64) -> PathBuf {
         version_dir(&self.data, version)
     }

@@ -19,6 +19,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tonic::Status;
 
+use super::lock;
 use super::wire::{self, Kind};
 
 /// How many calls may wait for the socket before callers wait to send.
@@ -163,8 +164,9 @@ impl Conn {
                 (Box::new(read), Box::new(write))
             }
             Some(tls) => {
-                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let name = crate::serving::host_of(addr)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
                 let name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.to_string())
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
                 let stream = tokio::time::timeout(
@@ -287,10 +289,6 @@ impl Drop for CancelOnDrop {
 /// have killed the node, so it is not retried elsewhere.
 fn lost(why: &str) -> Status {
     Status::unknown(format!("transport error: {why}"))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The reading half of a connection, over TLS or not.

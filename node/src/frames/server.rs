@@ -17,6 +17,7 @@ use tokio::task::AbortHandle;
 use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt;
 
+use super::lock;
 use super::wire::{self, Kind};
 
 /// How many answers may wait for the socket before calls wait to send
@@ -123,18 +124,17 @@ pub async fn serve_connection<IO, I, S>(
             Kind::Request => {
                 last_read = frame.id;
                 let id = frame.id;
+                let (reused, full) = {
+                    let table = lock(&live);
+                    (table.contains_key(&id), table.len() >= max_calls)
+                };
                 // An id already in use would make its answer, a cancel and
                 // the bound on calls ambiguous: a caller that reuses one is
                 // broken, and its connection is closed.
-                if live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains_key(&id)
-                {
+                if reused {
                     tracing::debug!(peer = ?info.peer(), id, "a call id used twice at once");
                     break false;
                 }
-                let full = live.lock().unwrap_or_else(|e| e.into_inner()).len() >= max_calls;
                 if full {
                     let refusal = tonic::Status::resource_exhausted(format!(
                         "more than {max_calls} calls at once on one connection"
@@ -150,7 +150,7 @@ pub async fn serve_connection<IO, I, S>(
                 let table_of_task = Arc::clone(&live);
                 // Held while spawning, so the task cannot remove itself
                 // before it is listed.
-                let mut table = live.lock().unwrap_or_else(|e| e.into_inner());
+                let mut table = lock(&live);
                 let task = tokio::spawn(async move {
                     let _done = done;
                     // Leaves the table however the task ends (answered,
@@ -181,11 +181,7 @@ pub async fn serve_connection<IO, I, S>(
                 table.insert(id, task.abort_handle());
             }
             Kind::Cancel => {
-                if let Some(task) = live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&frame.id)
-                {
+                if let Some(task) = lock(&live).remove(&frame.id) {
                     task.abort();
                 }
             }
@@ -207,7 +203,7 @@ pub async fn serve_connection<IO, I, S>(
         let _ = all_done.recv().await;
     } else {
         // The caller is gone: nobody waits for these answers.
-        for (_, task) in live.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        for (_, task) in lock(&live).drain() {
             task.abort();
         }
     }
@@ -222,7 +218,7 @@ struct Unlist(Arc<Mutex<HashMap<u64, AbortHandle>>>, u64, tokio::task::Id);
 
 impl Drop for Unlist {
     fn drop(&mut self) {
-        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = lock(&self.0);
         if table.get(&self.1).is_some_and(|task| task.id() == self.2) {
             table.remove(&self.1);
         }

@@ -72,6 +72,18 @@ fn read_some_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static
     Ok(certs)
 }
 
+/// The certificates of the CA file given as flag `what`, as rustls trusts
+/// them: at least one, each one webpki can read.
+fn read_roots(path: &Path, what: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_some_certs(path, what)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
 /// The identity in `cert` and `key`, given as flags `cert_flag` and
 /// `key_flag` (e.g. `--client-cert`, `--client-key`), checked as
 /// [`read_pair`] checks it.
@@ -281,12 +293,8 @@ impl TlsArgs {
                 let invalid = |e: &dyn std::fmt::Display| {
                     TlsError(format!("--tls-client-ca {}: {e}", ca.display()))
                 };
-                let mut roots = RootCertStore::empty();
-                for cert in read_some_certs(ca, "--tls-client-ca")? {
-                    roots.add(cert).map_err(|e| invalid(&e))?;
-                }
                 let builder = WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
+                    Arc::new(read_roots(ca, "--tls-client-ca")?),
                     Arc::clone(&provider),
                 );
                 let builder = if optional_client_cert {
@@ -315,16 +323,11 @@ impl TlsArgs {
         let Some(ca) = &self.tls_ca else {
             return Ok(None);
         };
-        let invalid =
-            |e: &dyn std::fmt::Display| TlsError(format!("--tls-ca {}: {e}", ca.display()));
-        let mut roots = RootCertStore::empty();
-        for cert in read_some_certs(ca, "--tls-ca")? {
-            roots.add(cert).map_err(|e| invalid(&e))?;
-        }
+        let roots = read_roots(ca, "--tls-ca")?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(&e))?
+            .map_err(|e| TlsError(format!("--tls-ca {}: {e}", ca.display())))?
             .with_root_certificates(roots);
         let mut config = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
