@@ -28,6 +28,13 @@ pub struct LeafConfig {
     /// serves its build read-only and refuses to load or publish.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Free space kept on the data directory's file system: a load's
+    /// batch, a publish's prepare or install, or a copy from a sibling
+    /// that would leave less is refused with RESOURCE_EXHAUSTED before it
+    /// writes (searches go on). A size (`512MiB`, `1GiB`) or a percentage
+    /// of the file system (`5%`); `0` refuses only what does not fit.
+    #[arg(long, default_value = crate::corpus::disk::DEFAULT_MIN_FREE)]
+    pub min_free_disk: crate::corpus::disk::MinFree,
     /// Address to listen on; port 0 picks a free port, printed as
     /// `LISTENING HOST:PORT` on stdout.
     #[arg(long, default_value = "127.0.0.1:0", value_parser = searchtree_node::serving::listen_address)]

@@ -6,6 +6,7 @@ use clap::Parser;
 use searchtree_leaf::LeafService;
 use searchtree_leaf::config::LeafConfig;
 use searchtree_leaf::corpus::background;
+use searchtree_leaf::corpus::disk::DiskFloor;
 use searchtree_leaf::corpus::store::SearcherSettings;
 use searchtree_leaf::corpus::{CorpusStore, HeldVersions, LeafCorpus};
 use searchtree_leaf::fault::Faults;
@@ -46,7 +47,9 @@ async fn main() -> anyhow::Result<()> {
         Some(data) => {
             let index = config.index.clone();
             let settings = settings.clone();
-            Some(background::spawn(move || CorpusStore::open(&index, &data, settings)).await??)
+            let floor = DiskFloor::new(config.min_free_disk);
+            let store = background::spawn(move || CorpusStore::open(&index, &data, settings));
+            Some(store.await??.with_disk_floor(floor))
         }
         None => None,
     };

@@ -102,6 +102,9 @@ counter_set! {
         Activations = "activations",
         /// Versions copied from a sibling replica.
         CatchUps = "catch_ups",
+        /// Writing steps (load batches, prepares, installs, copies) refused
+        /// because they would leave less free disk than `--min-free-disk`.
+        DiskRefusals = "disk_refusals",
         /// Versions held open now (a gauge).
         VersionsHeld = "versions_held",
     }

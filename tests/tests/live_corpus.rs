@@ -218,11 +218,21 @@ fn interleave(lines: Vec<String>) -> Vec<String> {
 /// A fresh tree over the initial corpus: `replicas` leaves per shard, two
 /// parents, health checks every 100 ms, built into `name`.
 async fn start_initial_tree(name: &str, replicas: u32) -> (Tree, PathBuf) {
+    start_initial_tree_with(name, replicas, |_| {}).await
+}
+
+/// [`start_initial_tree`], its topology changed by `change` first.
+async fn start_initial_tree_with(
+    name: &str,
+    replicas: u32,
+    change: impl FnOnce(&mut Topology),
+) -> (Tree, PathBuf) {
     let c = corpora();
     let out = c.dir.join(name);
     build_into(&c.initial_file, &out, SHARDS, 2, replicas);
     let mut topology = Topology::load(&out.join(TOPOLOGY_FILE)).unwrap();
     topology.routing.health_interval_ms = Some(100);
+    change(&mut topology);
     let path = out.join("live.toml");
     std::fs::write(&path, topology.to_toml()).unwrap();
     (start_tree(&path).await, out)
@@ -730,6 +740,42 @@ async fn a_leaf_killed_during_a_load_fails_its_batches_and_a_rerun_completes_it(
     let seen = check_answers(querying.await.unwrap(), 1, true);
     assert!(seen.contains_key(&Corpus::Old), "{seen:?}");
     assert_answers_final_corpus(root, 2).await;
+    tree.shutdown().await;
+}
+
+/// A leaf whose disk is below its floor refuses its batches before
+/// writing them: the load says which batches and why, publishes nothing,
+/// and the tree answers at the version it had throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_short_of_disk_refuses_its_batches_and_the_tree_keeps_answering() {
+    let (tree, _) = start_initial_tree_with("disk-tree", 1, |topology| {
+        let leaf = topology.leaves.iter_mut().find(|l| l.name == "leaf-1");
+        leaf.unwrap().min_free_disk = Some("100%".into());
+    })
+    .await;
+    let root = tree.root_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let querying = keep_querying(root, Arc::clone(&stop));
+    let out = cli(load_args(root, &["--batch-size", "200"])).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(!out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    for said in [
+        "not acknowledged",
+        "a load's batch refused",
+        "--min-free-disk 100%",
+        "not published",
+    ] {
+        assert!(printed.contains(said), "{said:?} not in:\n{printed}");
+    }
+    let seen = check_answers(querying.await.unwrap(), 1, false);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), [&Corpus::Old], "{seen:?}");
+    assert!(counter(node_addr(&tree, "leaf-1"), "disk_refusals").await > 0);
+    assert_eq!(
+        counter(node_addr(&tree, "leaf-0"), "disk_refusals").await,
+        0
+    );
     tree.shutdown().await;
 }
 

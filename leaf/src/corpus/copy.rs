@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use searchtree_proto::pb::FileChunk;
 
+use super::disk::DiskFloor;
 use super::store::CorpusStore;
 use super::{CorpusError, fsio};
 
@@ -78,15 +79,20 @@ pub struct VersionWriter {
     dir: PathBuf,
     open: Option<(String, File)>,
     bytes: u64,
+    /// Checked at every chunk: a copy's size is known only at its end, and
+    /// a source that sends without end must not fill the disk.
+    floor: DiskFloor,
 }
 
 impl VersionWriter {
-    /// A writer into the (fresh, empty) directory `dir`.
-    pub fn new(dir: PathBuf) -> Self {
+    /// A writer into the (fresh, empty) directory `dir` that refuses a
+    /// chunk which would leave less than `floor` free.
+    pub fn new(dir: PathBuf, floor: DiskFloor) -> Self {
         VersionWriter {
             dir,
             open: None,
             bytes: 0,
+            floor,
         }
     }
 
@@ -99,6 +105,11 @@ impl VersionWriter {
                 "a copied version names a file {name:?}"
             )));
         }
+        self.floor.check(
+            &self.dir,
+            chunk.data.len() as u64,
+            &format!("a copied version's next chunk (after {} bytes)", self.bytes),
+        )?;
         if self.open.as_ref().is_none_or(|(open, _)| open != name) {
             if let Some((open, _)) = &self.open {
                 return Err(CorpusError::Invalid(format!(
@@ -134,6 +145,7 @@ impl CorpusStore {
     /// A fresh temporary directory to copy version `version` into.
     pub fn begin_copy(&mut self, version: u64) -> Result<PathBuf, CorpusError> {
         self.check_version_step(version)?;
+        self.check_disk(0, &format!("copying version {version}"))?;
         let tmp = self.tmp_dir(version);
         if self.candidate.as_ref().is_some_and(|c| c.dir == tmp) {
             self.candidate = None;

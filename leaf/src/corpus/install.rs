@@ -105,6 +105,7 @@ impl CorpusStore {
                 self.build.shard, candidate.version, first.version
             )));
         }
+        self.check_disk(0, &format!("installing version {}", first.version))?;
         // The corpus holds this shard: totals below the shard's own are
         // no corpus's (and a count of 0 documents would leave every
         // field's mean length undefined).

@@ -22,6 +22,7 @@
 
 pub mod background;
 pub mod copy;
+pub mod disk;
 pub mod fsio;
 pub mod held;
 pub mod install;
@@ -64,6 +65,10 @@ pub enum CorpusError {
     /// A JSON file could not be written or read.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// The step would leave less free disk than the leaf keeps
+    /// ([`disk::DiskFloor`]): `RESOURCE_EXHAUSTED`.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 impl From<CorpusError> for tonic::Status {
@@ -71,6 +76,7 @@ impl From<CorpusError> for tonic::Status {
         match err {
             CorpusError::Precondition(msg) => tonic::Status::failed_precondition(msg),
             CorpusError::Invalid(msg) => tonic::Status::invalid_argument(msg),
+            CorpusError::DiskFull(msg) => tonic::Status::resource_exhausted(msg),
             other => tonic::Status::internal(other.to_string()),
         }
     }

@@ -53,6 +53,14 @@ impl CorpusStore {
         if let Some(old) = self.candidate.take() {
             fsio::remove_dir_if_exists(&old.dir)?;
         }
+        // A candidate writes at most the staged documents again (the
+        // current version's segments are linked), or a copy of the build.
+        let writes = if from_build.is_empty() {
+            super::disk::dir_bytes(self.staging.dir())?
+        } else {
+            super::disk::dir_bytes(Path::new(from_build))?
+        };
+        self.check_disk(writes, &format!("preparing version {version}"))?;
         let tmp = self.tmp_dir(version);
         fsio::remove_dir_if_exists(&tmp)?;
         std::fs::create_dir_all(&tmp)?;

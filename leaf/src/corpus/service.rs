@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::background;
 use super::copy::{VersionWriter, read_version};
+use super::disk::DiskFloor;
 use super::held::HeldVersions;
 use super::local::LocalTotals;
 use super::prepare::term_chunks;
@@ -187,7 +188,7 @@ impl LeafCorpus {
         let guard = self.store()?.lock_owned().await;
         let (_, result) = blocking(guard, op).await?;
         self.update_gauge();
-        result.map_err(Status::from)
+        result.map_err(|e| refused(&self.counters, e))
     }
 
     fn versions_read_only(&self) -> Result<LeafVersions, Status> {
@@ -312,10 +313,12 @@ impl Corpus for LeafCorpus {
                         }
                         acks
                     }
-                    Ok((_, Err(e))) => seqs
-                        .iter()
-                        .map(|&seq| failed_ack(seq, placement.shard, &e.to_string()))
-                        .collect(),
+                    Ok((_, Err(e))) => {
+                        let e = refused(&counters, e);
+                        seqs.iter()
+                            .map(|&seq| failed_ack(seq, placement.shard, e.message()))
+                            .collect()
+                    }
                     Err(status) => seqs
                         .iter()
                         .map(|&seq| failed_ack(seq, placement.shard, status.message()))
@@ -399,7 +402,7 @@ impl Corpus for LeafCorpus {
         let guard = store.lock_owned().await;
         let shard = guard.placement().shard;
         let (guard, begun) = blocking(guard, move |s| s.begin_install(&first)).await?;
-        let mut stats = begun?;
+        let mut stats = begun.map_err(|e| refused(&self.counters, e))?;
         // The store is locked until the last chunk: a caller that stops
         // sending must not hold every other step of this leaf for ever.
         let stalled_after = self.stalled_after;
@@ -542,9 +545,14 @@ impl Corpus for LeafCorpus {
             result?;
             0
         } else {
-            let (guard, tmp) = blocking(guard, move |s| s.begin_copy(version)).await?;
-            let tmp = tmp?;
-            match copy_from(&source, version, tmp.clone(), self.stalled_after).await {
+            let (guard, begun) = blocking(guard, move |s| {
+                let tmp = s.begin_copy(version)?;
+                Ok((tmp, s.disk_floor()))
+            })
+            .await?;
+            let (tmp, floor) = begun.map_err(|e| refused(&self.counters, e))?;
+            let copied = copy_from(&source, version, tmp.clone(), floor, self.stalled_after);
+            match copied.await.map_err(|e| e.counted(&self.counters)) {
                 Ok(bytes) => {
                     let (_, adopted) =
                         blocking(guard, move |s| s.adopt_copy(version, &tmp, activate)).await?;
@@ -590,6 +598,15 @@ fn holding<T: Send + 'static, S: Send + Sync + 'static>(
         .boxed()
 }
 
+/// The status of a failed corpus step; a refusal for want of disk
+/// ([`super::disk`]) is counted.
+fn refused(counters: &LeafCounters, e: CorpusError) -> Status {
+    if matches!(e, CorpusError::DiskFull(_)) {
+        counters.inc(LeafCounter::DiskRefusals);
+    }
+    Status::from(e)
+}
+
 fn failed_ack(seq: u64, shard: u32, message: &str) -> LoadAck {
     LoadAck {
         seq,
@@ -616,14 +633,15 @@ fn stalled(call: &str, what: &str, after: Duration) -> Status {
 }
 
 /// Copies version `version` from the replica at `source` into `dir`,
-/// giving up after `stalled_after` without a message; returns the bytes
-/// copied.
+/// keeping `floor` free, giving up after `stalled_after` without a
+/// message; returns the bytes copied.
 async fn copy_from(
     source: &str,
     version: u64,
     dir: PathBuf,
+    floor: DiskFloor,
     stalled_after: Duration,
-) -> Result<u64, Status> {
+) -> Result<u64, CopyFailed> {
     let unavailable = |e: &dyn std::fmt::Display| {
         Status::unavailable(format!("cannot copy version {version} from {source}: {e}"))
     };
@@ -643,7 +661,7 @@ async fn copy_from(
     .await
     .map_err(|_| stalled("CopyVersion", "answer", stalled_after))??
     .into_inner();
-    let mut writer = VersionWriter::new(dir);
+    let mut writer = VersionWriter::new(dir, floor);
     while let Some(chunk) = tokio::time::timeout(stalled_after, stream.message())
         .await
         .map_err(|_| stalled("CopyVersion", "chunk", stalled_after))??
@@ -652,8 +670,36 @@ async fn copy_from(
             .await
             .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))??;
     }
-    background::spawn(move || writer.finish())
+    Ok(background::spawn(move || writer.finish())
         .await
-        .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))?
-        .map_err(Status::from)
+        .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))??)
+}
+
+/// Why a copy failed: the source or the call ([`Status`]), or this leaf's
+/// own writing ([`CorpusError`], a refusal for disk among them).
+enum CopyFailed {
+    Call(Status),
+    Writing(CorpusError),
+}
+
+impl From<Status> for CopyFailed {
+    fn from(status: Status) -> Self {
+        CopyFailed::Call(status)
+    }
+}
+
+impl From<CorpusError> for CopyFailed {
+    fn from(e: CorpusError) -> Self {
+        CopyFailed::Writing(e)
+    }
+}
+
+impl CopyFailed {
+    /// The status to answer with, a refusal for disk counted.
+    fn counted(self, counters: &LeafCounters) -> Status {
+        match self {
+            CopyFailed::Call(status) => status,
+            CopyFailed::Writing(e) => refused(counters, e),
+        }
+    }
 }

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use prost::Message;
 use searchtree_proto::pb::{DocOp, LeafVersions, LoadAck, LoadBatch};
 use serde::{Deserialize, Serialize};
 
+use super::disk::DiskFloor;
 use super::held::HeldVersions;
 use super::local::{LocalTotals, SegmentTotals, read_segment_totals};
 use super::staging::{Placement, Staging};
@@ -110,6 +112,8 @@ pub struct CorpusStore {
     locals: HashMap<u64, LocalTotals>,
     pub(super) staging: Staging,
     pub(super) candidate: Option<Candidate>,
+    /// The free space every writing step leaves ([`DiskFloor`]).
+    pub(super) disk: DiskFloor,
     /// Held locked while the store is open ([`super::owner`]).
     _lock: std::fs::File,
 }
@@ -212,8 +216,27 @@ impl CorpusStore {
             locals: HashMap::new(),
             staging,
             candidate: None,
+            disk: DiskFloor::default(),
             _lock: lock,
         })
+    }
+
+    /// The same store, keeping `floor` free on its file system instead of
+    /// the default ([`super::disk::DEFAULT_MIN_FREE`]).
+    pub fn with_disk_floor(mut self, floor: DiskFloor) -> Self {
+        self.disk = floor;
+        self
+    }
+
+    /// The free space every writing step leaves.
+    pub fn disk_floor(&self) -> DiskFloor {
+        self.disk
+    }
+
+    /// Refuses `step` if writing about `needed` bytes into the data
+    /// directory would leave less than the floor free.
+    pub(super) fn check_disk(&self, needed: u64, step: &str) -> Result<(), CorpusError> {
+        self.disk.check(&self.data, needed, step)
     }
 
     /// The versions searches pick from.
@@ -259,6 +282,10 @@ impl CorpusStore {
                  once that publish has ended; if it failed, run `searchtree publish` again"
             )));
         }
+        // The log takes each operation once and the staged index about as
+        // much again.
+        let bytes: u64 = batches.iter().map(|b| b.encoded_len() as u64).sum();
+        self.check_disk(bytes.saturating_mul(2), "a load's batch")?;
         let current = self.held.current();
         let published = self
             .held

@@ -17,6 +17,7 @@ use searchtree_proto::pb::{
 use searchtree_proto::sharding::{NUM_SHARDS_METADATA, SHARDING_FUNCTION, shard_of};
 use tonic::Code;
 
+use super::disk::{DiskFloor, MinFree};
 use super::held::HeldVersions;
 use super::local::LocalTotals;
 use super::prepare::term_chunks;
@@ -130,6 +131,16 @@ fn settings(name: &str) -> SearcherSettings {
         name: name.into(),
         min_pruned_docs: 0,
     }
+}
+
+/// A floor that keeps nothing back (only what does not fit is refused).
+fn no_floor() -> DiskFloor {
+    DiskFloor::new(MinFree::Bytes(0))
+}
+
+/// A floor no file system can keep: every writing step is refused.
+fn floor_of_everything() -> DiskFloor {
+    DiskFloor::new(MinFree::Percent(100.0))
 }
 
 fn params(query: &str, version: u64) -> SearchParams {
@@ -1021,7 +1032,7 @@ fn a_copied_version_has_the_same_files_byte_for_byte() {
             .iter()
             .all(|c| c.data.len() <= super::copy::CHUNK_BYTES)
     );
-    let mut writer = super::copy::VersionWriter::new(to.clone());
+    let mut writer = super::copy::VersionWriter::new(to.clone(), no_floor());
     for chunk in &chunks {
         writer.write(chunk).unwrap();
     }
@@ -1033,14 +1044,14 @@ fn a_copied_version_has_the_same_files_byte_for_byte() {
 
     // A name that would leave the directory is refused; so is a copy that
     // stops in the middle of a file.
-    let mut writer = super::copy::VersionWriter::new(to.clone());
+    let mut writer = super::copy::VersionWriter::new(to.clone(), no_floor());
     let evil = searchtree_proto::pb::FileChunk {
         name: "../x".into(),
         data: vec![1],
         last: true,
     };
     assert!(writer.write(&evil).is_err());
-    let mut writer = super::copy::VersionWriter::new(to);
+    let mut writer = super::copy::VersionWriter::new(to, no_floor());
     let mut cut = chunks[0].clone();
     cut.last = false;
     writer.write(&cut).unwrap();
@@ -1677,4 +1688,85 @@ fn replicas_that_carry_their_totals_by_different_paths_agree_on_the_digest() {
     let fresh = build(&tmp.path().join("fresh"), &docs, 2, "fresh");
     assert_totals_match(&by_segment, &fresh, "totals moved by segment");
     assert_totals_match(&by_document, &fresh, "totals counted by document");
+}
+
+/// Below its disk floor a leaf refuses every step that writes, before it
+/// writes, with RESOURCE_EXHAUSTED and the figures; what it held stays, it
+/// goes on searching, and the same steps go through once there is room.
+#[test]
+fn steps_that_write_are_refused_below_the_disk_floor_and_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builds = build(&tmp.path().join("build"), &corpus(6, "d", 20), 1, "one");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    load(&mut stores, &[upsert("x", "", "river")]);
+    let before = search(&stores[0].held(), "river", 0);
+
+    stores[0].disk = floor_of_everything();
+    let refused = |err: super::CorpusError, step: &str| {
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains(&format!("{step} refused"))
+                && status.message().contains("--min-free-disk 100%")
+                && status.message().contains("free of"),
+            "{status:?}"
+        );
+    };
+    let batch = LoadBatch {
+        seq: 9,
+        ops: vec![upsert("y", "", "river stone")],
+    };
+    refused(stores[0].load(&batch).unwrap_err(), "a load's batch");
+    assert_eq!(
+        stores[0].staging().ops(),
+        1,
+        "the refused batch is not staged"
+    );
+    refused(stores[0].prepare(2, "").unwrap_err(), "preparing version 2");
+    assert!(stores[0].candidate.is_none());
+    assert!(!stores[0].tmp_dir(2).exists());
+    refused(stores[0].begin_copy(2).unwrap_err(), "copying version 2");
+    assert_same(
+        &search(&stores[0].held(), "river", 0),
+        &before,
+        "searches go on at the current version",
+    );
+
+    stores[0].disk = no_floor();
+    assert!(stores[0].load(&batch).unwrap().ok);
+    publish(&mut stores, 2, "");
+    activate(&mut stores, 2);
+    let ids: Vec<String> = search(&stores[0].held(), "river", 0)
+        .hits
+        .into_iter()
+        .map(|h| h.doc_id)
+        .collect();
+    assert!(
+        ids.contains(&"x".to_string()) && ids.contains(&"y".to_string()),
+        "{ids:?}"
+    );
+}
+
+/// A copy's size is known only at its end: each chunk is checked against
+/// the floor before it is written, so a source that sends more than the
+/// disk can take is stopped at the first chunk that does not fit.
+#[test]
+fn a_copy_is_refused_at_a_chunk_the_disk_floor_has_no_room_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let to = tmp.path().join("copy");
+    std::fs::create_dir(&to).unwrap();
+    let chunk = |last: bool| searchtree_proto::pb::FileChunk {
+        name: "a".into(),
+        data: vec![7; 1000],
+        last,
+    };
+    let mut writer = super::copy::VersionWriter::new(to.clone(), no_floor());
+    writer.write(&chunk(false)).unwrap();
+    let mut writer = super::copy::VersionWriter::new(to.clone(), floor_of_everything());
+    let status = tonic::Status::from(writer.write(&chunk(true)).unwrap_err());
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("next chunk (after 0 bytes)"),
+        "{status:?}"
+    );
 }

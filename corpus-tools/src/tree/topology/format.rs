@@ -255,6 +255,11 @@ pub struct LeafNode {
     /// with RESOURCE_EXHAUSTED (unset: 64 per slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queued_searches: Option<usize>,
+    /// Free space kept on the leaf's state directory's file system, a size
+    /// (`"512MiB"`) or a percentage (`"5%"`); writing steps that would
+    /// leave less are refused (unset: the leaf's default, 1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_free_disk: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

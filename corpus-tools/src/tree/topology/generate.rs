@@ -49,6 +49,7 @@ impl Topology {
                 inline_search_cost: None,
                 max_concurrent_searches: None,
                 max_queued_searches: None,
+                min_free_disk: None,
             })
             .collect();
         let parents: Vec<ParentNode> = (0..parents)

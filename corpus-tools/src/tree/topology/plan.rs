@@ -330,6 +330,9 @@ impl LeafNode {
         if let Some(n) = self.max_queued_searches {
             flags.push(format!("--max-queued-searches={n}"));
         }
+        if let Some(floor) = &self.min_free_disk {
+            flags.push(format!("--min-free-disk={floor}"));
+        }
         Ok(flags)
     }
 }
