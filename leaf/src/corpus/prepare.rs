@@ -58,7 +58,7 @@ impl CorpusStore {
         let writes = if from_build.is_empty() {
             super::disk::dir_bytes(self.staging.dir())?
         } else {
-            super::disk::dir_bytes(Path::new(from_build))?
+            super::disk::dir_bytes(&build_shard(Path::new(from_build), self.build.shard))?
         };
         self.check_disk(writes, &format!("preparing version {version}"))?;
         let tmp = self.tmp_dir(version);
@@ -274,7 +274,7 @@ impl CorpusStore {
         tmp: &Path,
     ) -> Result<Candidate, CorpusError> {
         let shard = self.build.shard;
-        let source = build.join("shards").join(format!("shard-{shard:03}"));
+        let source = build_shard(build, shard);
         let not_a_build = |why: String| {
             CorpusError::Precondition(format!(
                 "{} is not a searchtree build ({why}); give --from-build the directory \
@@ -425,4 +425,12 @@ pub fn term_chunks(
         send(chunk);
     }
     Ok(())
+}
+
+/// The directory of shard `shard` in the build `build` (`searchtree build
+/// --out`).
+fn build_shard(build: &Path, shard: u32) -> std::path::PathBuf {
+    build
+        .join("shards")
+        .join(crate::shard::manifest::shard_dir_name(shard))
 }
