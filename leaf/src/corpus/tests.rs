@@ -1724,7 +1724,10 @@ fn steps_that_write_are_refused_below_the_disk_floor_and_lose_nothing() {
     );
     refused(stores[0].prepare(2, "").unwrap_err(), "preparing version 2");
     let rebuilt = tmp.path().join("build").display().to_string();
-    refused(stores[0].prepare(2, &rebuilt).unwrap_err(), "preparing version 2");
+    refused(
+        stores[0].prepare(2, &rebuilt).unwrap_err(),
+        "preparing version 2",
+    );
     assert!(stores[0].candidate.is_none());
     assert!(!stores[0].tmp_dir(2).exists());
     refused(stores[0].begin_copy(2).unwrap_err(), "copying version 2");
