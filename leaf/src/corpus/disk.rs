@@ -26,10 +26,12 @@ pub enum MinFree {
     Percent(f64),
 }
 
-/// The floor a leaf keeps unless told otherwise: enough that its log,
-/// `CURRENT` and its logs can still be written after any refusal, small
-/// enough for a developer's machine.
-pub const DEFAULT_MIN_FREE: &str = "1GiB";
+/// The floor a leaf keeps unless told otherwise: a share of the file
+/// system (Elasticsearch's flood stage is the same 95 % full), so that a
+/// small volume (a 1 GiB claim on Kubernetes) keeps tens of megabytes and
+/// a large disk more, enough for its log, `CURRENT` and its logs after any
+/// refusal.
+pub const DEFAULT_MIN_FREE: &str = "5%";
 
 impl FromStr for MinFree {
     type Err = String;
@@ -245,6 +247,15 @@ mod tests {
             let err = bad.parse::<MinFree>().unwrap_err();
             assert!(err.contains(&format!("{:?}", bad.trim())), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_default_floor_fits_a_small_volume() {
+        // A Kubernetes leaf's 1 GiB claim keeps about 51 MiB back, not all
+        // of it.
+        let kept = DiskFloor::default().kept(1 << 30);
+        assert_eq!(kept, ((1u64 << 30) as f64 * 0.05).ceil() as u64);
+        assert!(kept < 64 << 20, "{kept}");
     }
 
     #[test]

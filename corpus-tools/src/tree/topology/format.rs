@@ -257,7 +257,7 @@ pub struct LeafNode {
     pub max_queued_searches: Option<usize>,
     /// Free space kept on the leaf's state directory's file system, a size
     /// (`"512MiB"`) or a percentage (`"5%"`); writing steps that would
-    /// leave less are refused (unset: the leaf's default, 1 GiB).
+    /// leave less are refused (unset: the leaf's default, 5%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_free_disk: Option<String>,
 }

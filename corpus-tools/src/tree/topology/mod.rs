@@ -25,7 +25,7 @@
 //! # inline_search_cost = 0          # every search on the blocking pool (default 8192)
 //! # max_concurrent_searches = 2     # search slots (default: one per CPU)
 //! # max_queued_searches = 128       # waiting requests before refusals (default: 64 a slot)
-//! # min_free_disk = "5%"            # free disk kept; writes that would leave less are refused (default 1GiB)
+//! # min_free_disk = "1GiB"          # free disk kept; writes that would leave less are refused (default 5%)
 //! ```
 //!
 //! [`Topology::plan`] validates a topology and orders its nodes so that every
