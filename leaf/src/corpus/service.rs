@@ -551,8 +551,15 @@ impl Corpus for LeafCorpus {
             })
             .await?;
             let (tmp, floor) = begun.map_err(|e| refused(&self.counters, e))?;
-            let copied = copy_from(&source, version, tmp.clone(), floor, self.stalled_after);
-            match copied.await.map_err(|e| e.counted(&self.counters)) {
+            let copied = copy_from(
+                &source,
+                version,
+                tmp.clone(),
+                floor,
+                &self.counters,
+                self.stalled_after,
+            );
+            match copied.await {
                 Ok(bytes) => {
                     let (_, adopted) =
                         blocking(guard, move |s| s.adopt_copy(version, &tmp, activate)).await?;
@@ -633,15 +640,16 @@ fn stalled(call: &str, what: &str, after: Duration) -> Status {
 }
 
 /// Copies version `version` from the replica at `source` into `dir`,
-/// keeping `floor` free, giving up after `stalled_after` without a
-/// message; returns the bytes copied.
+/// keeping `floor` free (a refusal counted in `counters`), giving up after
+/// `stalled_after` without a message; returns the bytes copied.
 async fn copy_from(
     source: &str,
     version: u64,
     dir: PathBuf,
     floor: DiskFloor,
+    counters: &LeafCounters,
     stalled_after: Duration,
-) -> Result<u64, CopyFailed> {
+) -> Result<u64, Status> {
     let unavailable = |e: &dyn std::fmt::Display| {
         Status::unavailable(format!("cannot copy version {version} from {source}: {e}"))
     };
@@ -668,38 +676,11 @@ async fn copy_from(
     {
         writer = background::spawn(move || writer.write(&chunk).map(|()| writer))
             .await
-            .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))??;
+            .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))?
+            .map_err(|e| refused(counters, e))?;
     }
-    Ok(background::spawn(move || writer.finish())
+    background::spawn(move || writer.finish())
         .await
-        .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))??)
-}
-
-/// Why a copy failed: the source or the call ([`Status`]), or this leaf's
-/// own writing ([`CorpusError`], a refusal for disk among them).
-enum CopyFailed {
-    Call(Status),
-    Writing(CorpusError),
-}
-
-impl From<Status> for CopyFailed {
-    fn from(status: Status) -> Self {
-        CopyFailed::Call(status)
-    }
-}
-
-impl From<CorpusError> for CopyFailed {
-    fn from(e: CorpusError) -> Self {
-        CopyFailed::Writing(e)
-    }
-}
-
-impl CopyFailed {
-    /// The status to answer with, a refusal for disk counted.
-    fn counted(self, counters: &LeafCounters) -> Status {
-        match self {
-            CopyFailed::Call(status) => status,
-            CopyFailed::Writing(e) => refused(counters, e),
-        }
-    }
+        .map_err(|e| Status::internal(format!("copy failed unexpectedly: {e}")))?
+        .map_err(|e| refused(counters, e))
 }
