@@ -6,7 +6,7 @@ use clap::Parser;
 use searchtree_leaf::LeafService;
 use searchtree_leaf::config::LeafConfig;
 use searchtree_leaf::corpus::background;
-use searchtree_leaf::corpus::disk::DiskFloor;
+use searchtree_leaf::corpus::disk::{self, DiskFloor};
 use searchtree_leaf::corpus::store::SearcherSettings;
 use searchtree_leaf::corpus::{CorpusStore, HeldVersions, LeafCorpus};
 use searchtree_leaf::fault::Faults;
@@ -94,6 +94,14 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(%term, "fault injection: this leaf aborts on queries containing the term");
     }
     let counters = service.counters();
+    match &config.data_dir {
+        Some(data) => disk::watch(
+            data.clone(),
+            Some(DiskFloor::new(config.min_free_disk)),
+            Arc::clone(&counters),
+        ),
+        None => disk::watch(config.index.clone(), None, Arc::clone(&counters)),
+    }
     let status_versions = Arc::clone(&held);
     let status: searchtree_node::ops::status::RoleStatusFn =
         Arc::new(move || searchtree_node::ops::status::RoleStatus {

@@ -107,6 +107,16 @@ counter_set! {
         DiskRefusals = "disk_refusals",
         /// Versions held open now (a gauge).
         VersionsHeld = "versions_held",
+        /// Bytes an unprivileged writer may still use on the file system of
+        /// the leaf's data directory (of its index when it has none), read
+        /// every few seconds (a gauge).
+        DiskFreeBytes = "disk_free_bytes",
+        /// The size of that file system in bytes (a gauge).
+        DiskTotalBytes = "disk_total_bytes",
+        /// The bytes `--min-free-disk` keeps free there: writing steps that
+        /// would bring `disk_free_bytes` below it are refused (a gauge; 0
+        /// for a leaf without a data directory, which never writes).
+        DiskFloorBytes = "disk_floor_bytes",
     }
 }
 

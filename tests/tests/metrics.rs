@@ -140,6 +140,23 @@ async fn every_node_serves_metrics_that_promtool_accepts_and_that_move() {
                     node.name
                 );
                 assert!(page.contains("searchtree_leaf_queue_wait_seconds_bucket"));
+                // The disk the leaf writes to, next to the floor it keeps.
+                let gauge = |name: &str| {
+                    assert!(
+                        page.contains(&format!("# TYPE {name} gauge")),
+                        "{}: {name} is not a gauge:\n{page}",
+                        node.name
+                    );
+                    sample(&page, name).unwrap_or_else(|| panic!("{}: no {name}", node.name))
+                };
+                let free = gauge("searchtree_disk_free_bytes");
+                let total = gauge("searchtree_disk_total_bytes");
+                let floor = gauge("searchtree_disk_floor_bytes");
+                assert!(
+                    free > 0.0 && free <= total && floor < total,
+                    "{}: free {free}, total {total}, floor {floor}",
+                    node.name
+                );
             }
         }
     }

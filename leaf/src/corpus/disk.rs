@@ -12,10 +12,13 @@
 //! chunk, since its size is known only at its end.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::CorpusError;
+use crate::node::{LeafCounter, LeafCounters};
 
 /// How much of its file system a leaf leaves free.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -212,6 +215,52 @@ pub fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(bytes)
 }
 
+/// How often [`watch`] reads the file system: a load can write a gigabyte
+/// in less, but a scraper reads every 15–60 s, and the writing steps check
+/// for themselves.
+pub const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the gauges `disk_free_bytes`, `disk_total_bytes` and
+/// `disk_floor_bytes` current for the file system of `dir`, so that an
+/// operator sees a leaf nearing its floor before its loads are refused
+/// (as node exporters show a machine's disks, but per leaf and next to
+/// the floor it keeps). `floor` is `None` for a leaf that never writes (no
+/// data directory): its floor reads 0. Reads once before returning, then
+/// every [`WATCH_EVERY`] on a thread of its own, since `statvfs` on a
+/// stuck network file system blocks; the thread ends with the process.
+pub fn watch(dir: PathBuf, floor: Option<DiskFloor>, counters: Arc<LeafCounters>) {
+    report(&dir, floor, &counters);
+    let started = std::thread::Builder::new()
+        .name("disk-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(WATCH_EVERY);
+                report(&dir, floor, &counters);
+            }
+        });
+    if let Err(e) = started {
+        tracing::error!(%e, "cannot start the disk watch: the disk gauges stay as first read");
+    }
+}
+
+/// Sets the disk gauges from one reading of `dir`'s file system; a failed
+/// reading leaves them as they were and is logged.
+fn report(dir: &Path, floor: Option<DiskFloor>, counters: &LeafCounters) {
+    match space(dir) {
+        Ok(space) => {
+            counters.set(LeafCounter::DiskFreeBytes, space.available);
+            counters.set(LeafCounter::DiskTotalBytes, space.total);
+            counters.set(
+                LeafCounter::DiskFloorBytes,
+                floor.map_or(0, |f| f.kept(space.total)),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(%e, dir = %dir.display(), "cannot read the free space of the leaf's disk");
+        }
+    }
+}
+
 /// A byte count as people read it (binary units).
 struct Bytes(u64);
 
@@ -307,5 +356,33 @@ mod tests {
         assert_eq!(dir_bytes(&tmp.path().join("absent")).unwrap(), 0);
         let everything = DiskFloor::new(MinFree::Percent(100.0));
         assert!(everything.check(tmp.path(), 0, "x").is_err());
+    }
+
+    #[test]
+    fn the_watch_sets_the_disk_gauges_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let counters = LeafCounters::new("leaf");
+        watch(
+            tmp.path().to_path_buf(),
+            Some(DiskFloor::new(MinFree::Percent(50.0))),
+            Arc::clone(&counters),
+        );
+        let total = counters.get(LeafCounter::DiskTotalBytes);
+        let free = counters.get(LeafCounter::DiskFreeBytes);
+        assert!(total > 0 && free <= total, "{free} of {total}");
+        assert_eq!(
+            counters.get(LeafCounter::DiskFloorBytes),
+            DiskFloor::new(MinFree::Percent(50.0)).kept(total)
+        );
+
+        // A leaf that never writes keeps no floor.
+        let read_only = LeafCounters::new("leaf");
+        watch(tmp.path().to_path_buf(), None, Arc::clone(&read_only));
+        assert_eq!(read_only.get(LeafCounter::DiskFloorBytes), 0);
+        assert_eq!(read_only.get(LeafCounter::DiskTotalBytes), total);
+
+        // A directory that cannot be read leaves the gauges as they were.
+        report(&tmp.path().join("absent"), None, &read_only);
+        assert_eq!(read_only.get(LeafCounter::DiskTotalBytes), total);
     }
 }

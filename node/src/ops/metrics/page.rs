@@ -29,6 +29,9 @@ const GAUGES: &[&str] = &[
     "load_pace_rate",
     "cache_bytes",
     "versions_held",
+    "disk_free_bytes",
+    "disk_total_bytes",
+    "disk_floor_bytes",
 ];
 
 /// A node's typed counters, read at every scrape.
