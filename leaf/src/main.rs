@@ -103,12 +103,14 @@ async fn main() -> anyhow::Result<()> {
         None => disk::watch(config.index.clone(), None, Arc::clone(&counters)),
     }
     let status_versions = Arc::clone(&held);
+    let status_counters = Arc::clone(&counters);
     let status: searchtree_node::ops::status::RoleStatusFn =
         Arc::new(move || searchtree_node::ops::status::RoleStatus {
             version: status_versions
                 .get(0)
                 .map_or(0, |current| current.shard().meta.version),
             children: Vec::new(),
+            disk: disk::status(&status_counters),
         });
     let corpus = match store {
         Some(store) => LeafCorpus::new(store, Arc::clone(&counters), name),

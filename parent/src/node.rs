@@ -196,6 +196,7 @@ impl InnerNode {
                 pin => pin,
             },
             children: child_statuses(&children),
+            disk: status::DiskStatus::default(),
         })
     }
 }

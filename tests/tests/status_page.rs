@@ -94,6 +94,17 @@ fn the_page_renders_the_tree_and_a_search_in_a_real_browser() {
         7,
         "{dom}"
     );
+    // Leaves show their disk next to the floor they keep; inner nodes none.
+    assert_eq!(dom.matches("class=\"meta disk").count(), 4, "{dom}");
+    let whole = tree(root.http.expect("root HTTP port"));
+    let leaf = &whole["children"][0]["replicas"][0]["node"]["children"][0]["replicas"][0]["node"];
+    let (free, total, floor) = (
+        leaf["disk_free_bytes"].as_u64().unwrap(),
+        leaf["disk_total_bytes"].as_u64().unwrap(),
+        leaf["disk_floor_bytes"].as_u64().unwrap(),
+    );
+    assert!(free > 0 && free <= total && floor < total, "{leaf}");
+    assert!(dom.contains(" free of "), "{dom}");
     // Every child, a lone one included, is health-checked by its parent.
     assert!(!dom.contains("unchecked"), "{dom}");
     assert_eq!(dom.matches(">healthy<").count(), 6, "{dom}");

@@ -243,6 +243,15 @@ pub fn watch(dir: PathBuf, floor: Option<DiskFloor>, counters: Arc<LeafCounters>
     }
 }
 
+/// The disk as the gauges last read it, for the leaf's status.
+pub fn status(counters: &LeafCounters) -> searchtree_node::ops::status::DiskStatus {
+    searchtree_node::ops::status::DiskStatus {
+        free_bytes: counters.get(LeafCounter::DiskFreeBytes),
+        total_bytes: counters.get(LeafCounter::DiskTotalBytes),
+        floor_bytes: counters.get(LeafCounter::DiskFloorBytes),
+    }
+}
+
 /// Sets the disk gauges from one reading of `dir`'s file system; a failed
 /// reading leaves them as they were and is logged.
 fn report(dir: &Path, floor: Option<DiskFloor>, counters: &LeafCounters) {
@@ -374,6 +383,8 @@ mod tests {
             counters.get(LeafCounter::DiskFloorBytes),
             DiskFloor::new(MinFree::Percent(50.0)).kept(total)
         );
+        let shown = status(&counters);
+        assert_eq!((shown.total_bytes, shown.free_bytes), (total, free));
 
         // A leaf that never writes keeps no floor.
         let read_only = LeafCounters::new("leaf");

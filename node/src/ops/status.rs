@@ -82,6 +82,21 @@ pub struct RoleStatus {
     pub version: u64,
     /// Its children, as it sees them.
     pub children: Vec<ChildStatus>,
+    /// A leaf's disk: what its status page shows next to the floor it keeps.
+    pub disk: DiskStatus,
+}
+
+/// The free space of a leaf's disk, as its gauges last read it (all 0 for
+/// an inner node), so that the status page shows a leaf nearing the floor
+/// at which its loads are refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskStatus {
+    /// Bytes free on the file system the leaf writes to.
+    pub free_bytes: u64,
+    /// That file system's size in bytes.
+    pub total_bytes: u64,
+    /// The bytes `--min-free-disk` keeps free there.
+    pub floor_bytes: u64,
 }
 
 /// How a role reports what only it knows.
@@ -105,6 +120,9 @@ pub fn status(node: &str, role: &str, extra: Option<&RoleStatusFn>) -> GetStatus
         coverage_mean: figures.coverage_mean,
         answers: figures.answers,
         children: role_status.children,
+        disk_free_bytes: role_status.disk.free_bytes,
+        disk_total_bytes: role_status.disk.total_bytes,
+        disk_floor_bytes: role_status.disk.floor_bytes,
     }
 }
 
@@ -136,10 +154,19 @@ mod tests {
         let extra: RoleStatusFn = Arc::new(|| RoleStatus {
             version: 7,
             children: Vec::new(),
+            disk: DiskStatus {
+                free_bytes: 3,
+                total_bytes: 10,
+                floor_bytes: 1,
+            },
         });
         let s = status("127.0.0.1:1", "parent", Some(&extra));
         assert_eq!(s.role, "parent");
         assert_eq!(s.version, 7);
+        assert_eq!(
+            (s.disk_free_bytes, s.disk_total_bytes, s.disk_floor_bytes),
+            (3, 10, 1)
+        );
         assert!(s.requests >= 100);
         assert!((45_000..=55_000).contains(&s.p50_us), "{s:?}");
         assert!(s.p99_us >= 98_000, "{s:?}");

@@ -17,6 +17,9 @@ pub fn status(s: &GetStatusResponse) -> Value {
         "p999_ms": s.p999_us as f64 / 1000.0,
         "coverage_mean": s.coverage_mean,
         "answers": s.answers,
+        "disk_free_bytes": s.disk_free_bytes,
+        "disk_total_bytes": s.disk_total_bytes,
+        "disk_floor_bytes": s.disk_floor_bytes,
     })
 }
 
