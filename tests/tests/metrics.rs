@@ -1,8 +1,9 @@
 //! Prometheus metrics: every node of a tree started by `searchtree up`
 //! serves `GET /metrics` at the HTTP address the nodes file gives, in a
 //! format `promtool check metrics` accepts, with the series an operator's
-//! dashboard reads — only those of its role, there from the start — and
-//! they move when queries are served.
+//! dashboard and alerting rules read — only those of its role, there from
+//! the start — and they move when queries are served. The alerting rules
+//! pass promtool's own unit tests.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -161,6 +162,7 @@ async fn every_node_serves_metrics_that_promtool_accepts_and_that_move() {
         }
     }
     dashboard_queries_parse_and_name_served_series(&all_pages);
+    alerts_name_served_series(&all_pages);
 }
 
 /// The families a page declares (`# TYPE` lines).
@@ -289,18 +291,66 @@ fn dashboard_queries_parse_and_name_served_series(pages: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     for expr in &exprs {
-        for name in expr
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| w.starts_with("searchtree_"))
-        {
-            assert!(
-                pages.contains(&format!("# TYPE {name} "))
-                    || ["_bucket", "_sum", "_count"].iter().any(|s| name
-                        .strip_suffix(s)
-                        .is_some_and(|base| pages.contains(&format!("# TYPE {base} histogram")))),
-                "the dashboard reads {name}, which no node serves"
-            );
-        }
+        assert_served("the dashboard", expr, pages);
+    }
+}
+
+/// Every `searchtree_` series `text` names is one some node's page (of
+/// `pages`) serves: a histogram by its base name or a `_bucket`, `_sum` or
+/// `_count` of it.
+fn assert_served(reader: &str, text: &str, pages: &str) {
+    for name in text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("searchtree_"))
+    {
+        assert!(
+            pages.contains(&format!("# TYPE {name} "))
+                || ["_bucket", "_sum", "_count"].iter().any(|s| name
+                    .strip_suffix(s)
+                    .is_some_and(|base| pages.contains(&format!("# TYPE {base} histogram")))),
+            "{reader} reads {name}, which no node serves"
+        );
+    }
+}
+
+/// The alerting rules an operator loads (`deploy/prometheus/alerts.yml`).
+const ALERTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deploy/prometheus/alerts.yml"
+);
+
+/// The alerting rules read only series the nodes serve.
+fn alerts_name_served_series(pages: &str) {
+    let rules = std::fs::read_to_string(ALERTS).expect("alerts.yml");
+    assert!(rules.contains("alert: "), "{rules}");
+    assert_served("alerts.yml", &rules, pages);
+}
+
+/// promtool accepts the alerting rules, and their unit tests pass: each
+/// alert fires on the series that should raise it (a node down, the root
+/// failing or shedding, partial or slow answers, a failing child, a leaf
+/// near or at its disk floor, a caught panic), with its labels and text,
+/// and not on those that should not (another role's errors, a read-only
+/// leaf's small disk, a target that is not a node).
+#[test]
+fn alerting_rules_pass_promtool_and_their_unit_tests() {
+    let dir = std::path::Path::new(ALERTS).parent().unwrap();
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("promtool (install Debian's `prometheus` package, as .ci/run does)");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
