@@ -107,6 +107,10 @@ counter_set! {
         DiskRefusals = "disk_refusals",
         /// Versions held open now (a gauge).
         VersionsHeld = "versions_held",
+        /// The version the leaf answers at by default, its current one (a
+        /// gauge): equal at every leaf of a tree but for the moments of a
+        /// publish's switch, so a leaf left behind shows.
+        CurrentVersion = "current_version",
         /// Bytes an unprivileged writer may still use on the file system of
         /// the leaf's data directory (of its index when it has none), read
         /// every few seconds (a gauge).

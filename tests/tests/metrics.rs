@@ -150,6 +150,7 @@ async fn every_node_serves_metrics_that_promtool_accepts_and_that_move() {
                     );
                     sample(&page, name).unwrap_or_else(|| panic!("{}: no {name}", node.name))
                 };
+                assert!(gauge("searchtree_current_version") >= 1.0, "{page}");
                 let free = gauge("searchtree_disk_free_bytes");
                 let total = gauge("searchtree_disk_total_bytes");
                 let floor = gauge("searchtree_disk_floor_bytes");

@@ -178,6 +178,8 @@ impl LeafCorpus {
     fn update_gauge(&self) {
         self.counters
             .set(LeafCounter::VersionsHeld, self.held.numbers().len() as u64);
+        self.counters
+            .set(LeafCounter::CurrentVersion, self.held.current());
     }
 
     /// Runs `op` on the store, alone, on a low-priority thread.

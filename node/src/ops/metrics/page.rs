@@ -29,6 +29,7 @@ const GAUGES: &[&str] = &[
     "load_pace_rate",
     "cache_bytes",
     "versions_held",
+    "current_version",
     "disk_free_bytes",
     "disk_total_bytes",
     "disk_floor_bytes",
