@@ -87,15 +87,46 @@ async fn follow(
     tx: watch::Sender<Arc<Members>>,
     synced: watch::Sender<bool>,
 ) {
+    let mut members = Members::new();
+    follow_prefix(&etcd, &prefix, "membership", |seen| {
+        match seen {
+            Seen::Listed(kvs) => {
+                members = kvs
+                    .into_iter()
+                    .filter_map(|(key, value)| Some((key, Member::from_json(&value)?)))
+                    .collect();
+                let _ = synced.send(true);
+            }
+            Seen::Changed(events) => apply(&mut members, events),
+        }
+        publish(&tx, members.clone());
+    })
+    .await
+}
+
+/// What [`follow_prefix`] saw under its prefix.
+pub enum Seen<'a> {
+    /// Every key and its value, as read (first, and after a lost watch).
+    Listed(Vec<(String, Vec<u8>)>),
+    /// Changes since, in order.
+    Changed(&'a [Event]),
+}
+
+/// Follows the keys under `prefix` for as long as the task runs: lists them
+/// (`seen` gets [`Seen::Listed`]), then watches from the revision read
+/// (`seen` gets each batch of changes); after a watch fails or is lost,
+/// lists again. While etcd is away it retries, backing off from
+/// [`RETRY_MIN`] to [`RETRY_MAX`], and `seen` hears nothing: what was last
+/// seen stands. `what` names the keys in the log.
+pub async fn follow_prefix(etcd: &Etcd, prefix: &str, what: &str, mut seen: impl FnMut(Seen<'_>)) {
     let mut retry = RETRY_MIN;
     let mut away = false;
     loop {
-        let listed = etcd.get_prefix(&prefix).await;
-        let (kvs, revision) = match listed {
-            Ok(listed) => listed,
+        let (kvs, revision) = match etcd.get_prefix(prefix).await {
+            Ok(read) => read,
             Err(err) => {
                 if !away {
-                    tracing::warn!(%err, "etcd unreachable: keeping the membership last seen");
+                    tracing::warn!(%err, what, "etcd unreachable: keeping what was last seen");
                     away = true;
                 }
                 tokio::time::sleep(retry).await;
@@ -103,49 +134,36 @@ async fn follow(
                 continue;
             }
         };
-        let mut members = Members::new();
-        for (key, value) in kvs {
-            if let Some(member) = Member::from_json(&value) {
-                members.insert(key, member);
-            }
-        }
         if away {
-            tracing::info!(
-                revision,
-                members = members.len(),
-                "etcd back: membership re-read"
-            );
+            tracing::info!(revision, what, keys = kvs.len(), "etcd back: read again");
             away = false;
         }
-        publish(&tx, members.clone());
-        let _ = synced.send(true);
+        seen(Seen::Listed(kvs));
 
-        let mut watch = match etcd.watch_prefix(&prefix, revision + 1).await {
+        let mut watch = match etcd.watch_prefix(prefix, revision + 1).await {
             Ok(watch) => watch,
             Err(err) => {
-                tracing::warn!(%err, "cannot watch etcd: reading again");
+                tracing::warn!(%err, what, "cannot watch etcd: reading again");
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
                 continue;
             }
         };
         retry = RETRY_MIN;
-        tracing::debug!(endpoint = watch.endpoint(), revision, "watching membership");
+        tracing::debug!(endpoint = watch.endpoint(), revision, what, "watching");
         loop {
             match watch.next().await {
                 Ok(WatchMessage::Events { events, .. }) => {
-                    if events.is_empty() {
-                        continue;
+                    if !events.is_empty() {
+                        seen(Seen::Changed(&events));
                     }
-                    apply(&mut members, &events);
-                    publish(&tx, members.clone());
                 }
                 Ok(WatchMessage::Lost(reason)) => {
-                    tracing::info!(reason, "membership watch lost: reading again");
+                    tracing::info!(reason, what, "watch lost: reading again");
                     break;
                 }
                 Err(err) => {
-                    tracing::warn!(%err, endpoint = watch.endpoint(), "membership watch failed: reading again");
+                    tracing::warn!(%err, what, endpoint = watch.endpoint(), "watch failed: reading again");
                     tokio::time::sleep(RETRY_MIN).await;
                     break;
                 }

@@ -9,6 +9,8 @@
 //! - [`discovery`]: an inner node's live view of who is registered, kept
 //!   through etcd outages (the last view stands) and caught up afterwards
 //!   (read again, then watch from the revision read);
+//! - [`published`]: the newest version published through any root,
+//!   announced so that every root of the tree pins it at once;
 //! - [`args`]: the flags.
 //!
 //! Registration says who exists; whether a replica is healthy stays the
@@ -20,12 +22,14 @@ pub mod args;
 pub mod discovery;
 pub mod etcd;
 pub mod member;
+pub mod published;
 pub mod register;
 
 pub use args::{EtcdAccessArgs, MembershipArgs, TreeMembership};
 pub use discovery::{Discovery, Members};
 pub use etcd::{Etcd, EtcdCredentials, EtcdSecurity};
 pub use member::Member;
+pub use published::Announcements;
 pub use register::Registration;
 
 /// Code generated from the part of etcd's v3 API used here.

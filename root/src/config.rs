@@ -39,6 +39,12 @@ pub struct RootConfig {
     /// How long a query whose canary crashed a node is refused, in seconds.
     #[arg(long, default_value_t = canary::DEFAULT_REFUSE_FOR.as_secs())]
     pub canary_refuse_secs: u64,
+    /// How often, in seconds, the root asks the leaves whether a version
+    /// was published through another root of the tree (with --etcd it
+    /// also hears of one at once, from that root's announcement).
+    #[arg(long, default_value_t = crate::corpus::PIN_FOLLOW.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub follow_publishes_secs: u64,
     /// Search in one phase: leaves fill titles and snippets for their own
     /// top-k, instead of the default two phases (ids and scores from the
     /// tree, then titles and snippets fetched for the global top-k only).

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use searchtree_membership::TreeMembership;
+use searchtree_membership::published;
 use searchtree_node::background;
 use searchtree_node::serving::request_stream::numbered;
 use searchtree_parent::corpus::publish_steps::{VERSIONS_TIMEOUT, term_chunks};
@@ -20,7 +22,7 @@ use searchtree_proto::pb::{
     LoadAck, LoadBatch, PrepareChunk, PrepareRequest, PublishRequest, PublishResponse,
     VersionsRequest, VersionsResponse,
 };
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -41,6 +43,12 @@ pub const PIN_AT_START_WAIT: Duration = Duration::from_secs(5);
 /// (see [`RootCorpus::spawn_follow_publishes`]).
 pub const PIN_FOLLOW: Duration = Duration::from_secs(5);
 
+/// After an announcement of a newer version, how often the root asks the
+/// leaves until they all serve it, and how many times at most (then it
+/// goes back to [`PIN_FOLLOW`]).
+const ANNOUNCED_RETRY: Duration = Duration::from_millis(200);
+const ANNOUNCED_ASKS: u32 = 25;
+
 /// The most leaves a refusal lists.
 const MAX_LEAVES_NAMED: usize = 16;
 
@@ -54,6 +62,9 @@ pub struct RootCorpus {
     /// Paces loads to the queries answered meanwhile (`None`: loads go as
     /// fast as the tree takes them).
     pace: Option<Arc<LoadPace>>,
+    /// Where a publish is announced to the tree's other roots (a tree in
+    /// etcd).
+    announce_to: Option<TreeMembership>,
 }
 
 /// The one corpus operation slot, held; while held, queries answered pace
@@ -71,7 +82,15 @@ impl RootCorpus {
             pinned,
             busy: Arc::new(Mutex::new(())),
             pace: None,
+            announce_to: None,
         }
+    }
+
+    /// Announces every publish in `membership`'s etcd, so that the tree's
+    /// other roots pin it at once ([`searchtree_membership::published`]).
+    pub fn with_announcements(mut self, membership: Option<TreeMembership>) -> Self {
+        self.announce_to = membership;
+        self
     }
 
     /// Paces loads with `pace`, the one the root's searches feed (see
@@ -108,15 +127,54 @@ impl RootCorpus {
 
     /// Follows publishes made through other roots (a tree may have
     /// several behind one address): every `every` ([`PIN_FOLLOW`] in a
-    /// served root), while no load or
-    /// publish runs here, asks the leaves for their versions, and when every
-    /// reachable leaf serves a newer current version than the one pinned,
-    /// pins it. A root's own publish pins its version itself.
-    pub fn spawn_follow_publishes(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// served root), and at once when `announced` (the tree's
+    /// announcements in etcd) names a version newer than the one pinned,
+    /// while no load or publish runs here, asks the leaves for their
+    /// versions, and when every reachable leaf serves a newer current
+    /// version than the one pinned, pins it. A root's own publish pins its
+    /// version itself.
+    pub fn spawn_follow_publishes(
+        &self,
+        every: Duration,
+        mut announced: Option<watch::Receiver<u64>>,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         background::spawn(async move {
+            let mut asks_left = 0;
             loop {
-                tokio::time::sleep(every).await;
+                let wait = if asks_left > 0 {
+                    asks_left -= 1;
+                    ANNOUNCED_RETRY
+                } else {
+                    every
+                };
+                let heard = match &mut announced {
+                    Some(rx) => tokio::select! {
+                        () = tokio::time::sleep(wait) => false,
+                        changed = rx.changed() => {
+                            if changed.is_err() {
+                                announced = None;
+                            }
+                            true
+                        }
+                    },
+                    None => {
+                        tokio::time::sleep(wait).await;
+                        false
+                    }
+                };
+                if let Some(rx) = &announced {
+                    let newest = *rx.borrow();
+                    if newest <= this.pinned.get() {
+                        asks_left = 0;
+                        if heard {
+                            continue; // this root's own publish, or one it follows already
+                        }
+                    } else if heard {
+                        // The leaves may still be switching: ask again soon.
+                        asks_left = ANNOUNCED_ASKS;
+                    }
+                }
                 // Skipped while a load or publish of this root's own runs,
                 // but not held during the sweep: a sweep can take seconds
                 // (a leaf just started reads its shard once for its totals),
@@ -150,6 +208,28 @@ impl RootCorpus {
                 ?wait,
                 "no leaf said its version yet: queries go unpinned until one does"
             );
+        }
+    }
+
+    /// Tells the tree's other roots, through etcd, that `version` is
+    /// published; the publish stands whether or not etcd takes it (they
+    /// then find it by asking the leaves).
+    async fn announce(&self, version: u64) {
+        let Some(m) = &self.announce_to else { return };
+        let announced = tokio::time::timeout(
+            published::ANNOUNCE_TIMEOUT,
+            published::announce(&m.etcd, &m.tree, version),
+        )
+        .await;
+        match announced {
+            Ok(Ok(())) => tracing::debug!(version, "publish announced in etcd"),
+            Ok(Err(err)) => {
+                tracing::warn!(version, %err, "cannot announce the publish in etcd: other roots will find it by asking the leaves");
+            }
+            Err(_) => tracing::warn!(
+                version,
+                "etcd did not take the publish's announcement in time: other roots will find it by asking the leaves"
+            ),
         }
     }
 
@@ -254,6 +334,7 @@ impl RootCorpus {
         // finding the leaves' versions).
         let activate_ms = started.elapsed().as_millis() - prepare_ms - install_ms;
         tracing::info!(version, num_docs, behind = ?skip, prepare_ms, install_ms, activate_ms, "published");
+        self.announce(version).await;
         Ok(PublishResponse {
             version,
             previous_version: current,
@@ -637,7 +718,7 @@ mod tests {
         let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
         let (root, pinned) = root_over(&[&a, &b]);
         pinned.set(1);
-        let following = root.spawn_follow_publishes(Duration::from_millis(20));
+        let following = root.spawn_follow_publishes(Duration::from_millis(20), None);
         // Another root published v2: one leaf activated so far, then both.
         a.script(|s| s.current = 2);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -659,7 +740,7 @@ mod tests {
         b.script(|s| s.hung_versions = true);
         let (root, pinned) = root_over(&[&a, &b]);
         pinned.set(1);
-        let following = root.spawn_follow_publishes(Duration::from_millis(10));
+        let following = root.spawn_follow_publishes(Duration::from_millis(10), None);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             root.lock().is_ok(),

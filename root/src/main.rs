@@ -37,11 +37,20 @@ async fn main() -> anyhow::Result<()> {
         .with_canary(config.canary())
         .with_admission(config.admission()?)
         .with_one_phase(config.one_phase);
-    let corpus = RootCorpus::new(corpus_node, root.pinned()).with_load_pace(load_pace);
+    let corpus = RootCorpus::new(corpus_node, root.pinned())
+        .with_load_pace(load_pace)
+        .with_announcements(membership.clone());
     corpus
         .pin_at_start(searchtree_root::corpus::PIN_AT_START_WAIT)
         .await;
-    corpus.spawn_follow_publishes(searchtree_root::corpus::PIN_FOLLOW);
+    // Kept for as long as the root serves: it follows the announcements.
+    let announcements = membership
+        .as_ref()
+        .map(|m| searchtree_membership::Announcements::start(m.etcd.clone(), &m.tree));
+    corpus.spawn_follow_publishes(
+        std::time::Duration::from_secs(config.follow_publishes_secs),
+        announcements.as_ref().map(|a| a.subscribe()),
+    );
     let pinned = root.pinned();
     let status = root.inner().status_fn(move || pinned.get());
     let service = RootService::new(root);

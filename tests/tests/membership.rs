@@ -5,7 +5,8 @@
 //! neither the loss of etcd's leader nor 10 s without any etcd at all fails
 //! a query under steady load — membership changes made afterwards are seen.
 //! An etcd serving TLS to known users only is reached with its CA and a
-//! user's password, the user's token renewed when it lapses.
+//! user's password, the user's token renewed when it lapses. A publish
+//! through one of two roots is pinned by the other from its announcement.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -688,4 +689,118 @@ fn a_tree_reaches_an_etcd_with_tls_and_users_and_renews_its_token() {
     let started = Instant::now();
     let added = HandNode::start(&node_binaries().leaf, &endpoints, TREE, &leaf_args);
     rt.block_on(first_routed_query(up.root, added.addr, started));
+}
+
+/// A tree with two roots in etcd, as the Kubernetes manifests run it: a
+/// publish through one root is pinned by the other from the announcement
+/// in etcd, not at its next look at the leaves — which is set an hour away
+/// here, so that only the announcement can move it. Clients of the second
+/// root then get the new version, and may pin it there.
+#[test]
+fn a_publish_through_one_root_is_pinned_by_the_other_from_its_announcement() {
+    const TREE: &str = "two-roots-test";
+    let f = fixture(TMP);
+    let etcd = EtcdCluster::start(&f.dir, 1);
+    let endpoints = etcd.endpoints();
+    let up = UpProcess::start(
+        &f.sharded.join("topology.toml"),
+        &f.dir,
+        &["--etcd", &endpoints, "--tree", TREE],
+        "warn",
+    );
+    let second = HandNode::start(
+        &node_binaries().root,
+        &endpoints,
+        TREE,
+        &[
+            "--child",
+            "0-1",
+            "--child",
+            "2-3",
+            "--follow-publishes-secs",
+            "3600",
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answered_at = |root: SocketAddr| {
+        rt.block_on(async {
+            let mut c = client(root).await;
+            let got = search(&mut c, "zanzibarish", 10).await.expect("search");
+            let c = got.coverage.as_ref().unwrap();
+            assert_eq!(c.shards_ok, c.shards_total, "{got:?}");
+            (got.version, got.hits.len())
+        })
+    };
+    // The second root finds the parents in etcd and answers at the
+    // version the leaves serve.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let answered = rt.block_on(async {
+            let mut c = client(second.addr).await;
+            search(&mut c, "paris", 3).await
+        });
+        match answered {
+            Ok(got) if got.coverage.as_ref().is_some_and(|c| c.shards_ok == 4) => {
+                break got.version;
+            }
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            other => panic!("the second root does not answer in full: {other:?}"),
+        }
+    };
+    assert_eq!(answered_at(second.addr), (before, 0));
+
+    // A load published through the first root.
+    let input = f.dir.join(format!("announce-{}.jsonl", std::process::id()));
+    std::fs::write(
+        &input,
+        "{\"id\": \"announced_doc\", \"title\": \"Announced\", \"body\": \"a zanzibarish word\"}\n",
+    )
+    .unwrap();
+    let loaded = searchtree()
+        .args(["load", "--root", &up.root.to_string(), "--input"])
+        .arg(&input)
+        .output()
+        .expect("searchtree load");
+    assert!(loaded.status.success(), "{loaded:?}");
+    let published = before + 1;
+    assert_eq!(answered_at(up.root), (published, 1));
+
+    // The announcement is in etcd, and the second root pins the version.
+    let announced = rt.block_on(async {
+        etcd.client()
+            .get(&searchtree_membership::published::published_key(TREE))
+            .await
+            .expect("etcd get")
+    });
+    assert_eq!(
+        announced.map(|(value, lease)| (String::from_utf8(value).unwrap(), lease)),
+        Some((format!("{{\"version\":{published}}}"), 0))
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered_at(second.addr) != (published, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the second root still answers at {:?}, not version {published}",
+            answered_at(second.addr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A client may pin the new version at the second root.
+    let pinned = rt.block_on(async {
+        let mut c = client(second.addr).await;
+        searchtree_tests::send(
+            &mut c,
+            searchtree_proto::pb::SearchRequest {
+                query: "zanzibarish".into(),
+                top_k: 10,
+                version: published,
+                budget_ms: 5_000,
+                ..Default::default()
+            },
+        )
+        .await
+    });
+    let pinned = pinned.expect("a search pinned to the published version");
+    assert_eq!((pinned.version, pinned.hits.len()), (published, 1));
+    drop(second);
 }
