@@ -733,6 +733,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_announced_publish_is_followed_at_once_once_the_leaves_serve_it() {
+        let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
+        let (root, pinned) = root_over(&[&a, &b]);
+        pinned.set(1);
+        let (announce, announced) = watch::channel(0);
+        // Polling an hour apart: only an announcement moves the pin here.
+        let following = root.spawn_follow_publishes(Duration::from_secs(3600), Some(announced));
+        async fn until_pinned(pinned: &PinnedVersion, version: u64) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while pinned.get() != version {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never pinned {version}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        // Announced while the leaves are still switching: asked again
+        // until they all serve it.
+        a.script(|s| s.current = 2);
+        announce.send(2).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(pinned.get(), 1, "leaves that disagree move nothing");
+        b.script(|s| s.current = 2);
+        until_pinned(&pinned, 2).await;
+
+        // An announcement the leaves do not bear out (a value written by
+        // hand) moves nothing.
+        announce.send(9).unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(pinned.get(), 2);
+
+        // The next real publish: announced, followed.
+        a.script(|s| s.current = 10);
+        b.script(|s| s.current = 10);
+        announce.send(10).unwrap();
+        until_pinned(&pinned, 10).await;
+        following.abort();
+    }
+
+    #[tokio::test]
     async fn a_slow_sweep_for_other_roots_publishes_does_not_make_a_load_wait() {
         let (a, b) = (FakeLeaf::start(0).await, FakeLeaf::start(1).await);
         // One leaf takes its time to say its versions (as one just started
