@@ -491,6 +491,25 @@ impl Etcd {
         .map(drop)
     }
 
+    /// Sets `key` to `value` (no lease) and returns the value it replaced,
+    /// if there was one: for writers that must not lower what another
+    /// wrote meanwhile (see [`crate::published::announce`]).
+    pub async fn swap(&self, key: &str, value: Vec<u8>) -> Result<Option<Vec<u8>>, EtcdError> {
+        let request = pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            lease: 0,
+            prev_kv: true,
+        };
+        let response = self
+            .unary(|c| {
+                let request = request.clone();
+                async move { kv(c).put(request).await }
+            })
+            .await?;
+        Ok(response.prev_kv.map(|kv| kv.value))
+    }
+
     /// Grants a lease of `ttl`; returns its id and the TTL granted (etcd may
     /// raise a TTL below its minimum).
     pub async fn grant(&self, ttl: Duration) -> Result<(i64, Duration), EtcdError> {

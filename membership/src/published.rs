@@ -30,15 +30,28 @@ pub fn published_key(tree: &str) -> String {
 }
 
 /// Writes `version` as the newest published in `tree`, unless a newer one
-/// is there already (two roots publishing one after the other). Not
-/// attached to a lease: it outlives the root that wrote it.
+/// is there already. Not attached to a lease: it outlives the root that
+/// wrote it. Two roots publishing one after the other may write at the
+/// same moment; a write that replaced a newer version puts that one back
+/// (and so on, should a newer one still have been replaced), so the key
+/// ends at the newest written — a maximum kept with plain puts. Each put
+/// back writes a newer version than the last, so the loop ends; a caller
+/// bounds it in time ([`ANNOUNCE_TIMEOUT`]) against a writer that keeps
+/// writing newer ones.
 pub async fn announce(etcd: &Etcd, tree: &str, version: u64) -> Result<(), EtcdError> {
     let key = published_key(tree);
     let there = etcd.get(&key).await?.and_then(|(value, _)| parse(&value));
     if there.is_some_and(|v| v >= version) {
         return Ok(());
     }
-    etcd.put(&key, render(version), 0).await
+    let mut writing = version;
+    loop {
+        let replaced = etcd.swap(&key, render(writing)).await?;
+        match replaced.and_then(|value| parse(&value)) {
+            Some(newer) if newer > writing => writing = newer,
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// The value an announcement writes.

@@ -87,3 +87,55 @@ fn a_prefix_larger_than_a_default_grpc_message_still_reads() {
         assert!(revision > 0);
     });
 }
+
+/// Roots announcing publishes at the same moment leave the newest version
+/// in the key, whatever the order their writes land in; an older one
+/// announced later leaves it; a value written by hand is replaced; and the
+/// announcements a root follows only ever grow.
+#[test]
+fn announcements_written_at_once_leave_the_newest_and_are_followed() {
+    use searchtree_membership::published::{Announcements, announce, published_key};
+    let cluster = EtcdCluster::start(std::path::Path::new(TMP), 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let etcd = cluster.client();
+        let tree = "announce-store-test";
+        let key = published_key(tree);
+        let read =
+            || async { String::from_utf8(etcd.get(&key).await.unwrap().unwrap().0).unwrap() };
+        let followed = Announcements::start(etcd.clone(), tree);
+        let mut newest = followed.subscribe();
+
+        etcd.put(&key, b"written by hand".to_vec(), 0)
+            .await
+            .unwrap();
+        announce(&etcd, tree, 3).await.unwrap();
+        assert_eq!(read().await, "{\"version\":3}");
+        announce(&etcd, tree, 2).await.unwrap();
+        assert_eq!(read().await, "{\"version\":3}", "an older one leaves it");
+
+        for round in 0..5u64 {
+            let base = 10 + round * 100;
+            let writers: Vec<_> = (0..24u64)
+                .map(|i| {
+                    let etcd = etcd.clone();
+                    tokio::spawn(async move { announce(&etcd, tree, base + i).await })
+                })
+                .collect();
+            for w in writers {
+                w.await.unwrap().unwrap();
+            }
+            let want = base + 23;
+            assert_eq!(
+                read().await,
+                format!("{{\"version\":{want}}}"),
+                "round {round}"
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while *newest.borrow_and_update() != want {
+                assert!(Instant::now() < deadline, "the follower never saw {want}");
+                let _ = tokio::time::timeout(Duration::from_millis(100), newest.changed()).await;
+            }
+        }
+    });
+}
