@@ -27,6 +27,7 @@ pub struct EtcdCluster {
 
 /// A cluster that serves its clients TLS and (once [`EtcdCluster::enable_auth`]
 /// ran) only known users.
+#[derive(Clone)]
 pub struct Secure {
     /// The CA that signed the members' certificate.
     pub ca: PathBuf,
@@ -56,7 +57,50 @@ impl EtcdCluster {
     }
 
     /// [`EtcdCluster::start`], serving clients over TLS as `secure` says.
+    /// Ports are found free, then released and handed to etcd, so a test
+    /// running beside this one may take one in between: a cluster one of
+    /// whose members exited without a leader is started again on other
+    /// ports (three times at most).
     pub fn start_with(dir: &Path, n: usize, secure: Option<Secure>) -> EtcdCluster {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut cluster = Self::try_start(dir, n, secure.clone());
+            let Some(i) = cluster.exited() else {
+                cluster.wait_for_leader(Duration::from_secs(20));
+                return cluster;
+            };
+            let log =
+                std::fs::read_to_string(cluster.dir.join(format!("e{i}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            eprintln!(
+                "etcd member e{i} exited as it started (attempt {attempt} of {ATTEMPTS}); \
+                 its log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        panic!("no etcd cluster started in {ATTEMPTS} attempts (see the logs above)");
+    }
+
+    /// The first member whose process has exited, if one has, after giving
+    /// the cluster a moment to elect a leader or fail.
+    fn exited(&mut self) -> Option<usize> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) && self.leader().is_none() {
+            let gone = self.members.iter_mut().position(|m| {
+                m.process
+                    .as_mut()
+                    .is_some_and(|p| matches!(p.try_wait(), Ok(Some(_))))
+            });
+            if gone.is_some() {
+                return gone;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Starts `n` members on ports free now, without waiting for a leader.
+    fn try_start(dir: &Path, n: usize, secure: Option<Secure>) -> EtcdCluster {
         let dir = dir.join(format!("etcd-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("etcd dir");
         let members = (0..n)
@@ -75,7 +119,6 @@ impl EtcdCluster {
         for i in 0..n {
             cluster.start_member(i);
         }
-        cluster.wait_for_leader(Duration::from_secs(20));
         cluster
     }
 
