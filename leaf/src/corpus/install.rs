@@ -42,8 +42,12 @@ struct FieldStats {
     segments: Vec<SegmentTerms>,
 }
 
+/// A term whose frequency no chunk has carried yet. 0 is a frequency: a
+/// term only deleted documents of a segment hold is in no live document.
+const UNSEEN: u32 = u32::MAX;
+
 /// One segment's term dictionary for a field, and the global frequency of
-/// each of its terms by ordinal; 0 = not yet seen.
+/// each of its terms by ordinal; [`UNSEEN`] = not yet seen.
 struct SegmentTerms {
     inverted: Arc<InvertedIndexReader>,
     by_ordinal: Vec<u32>,
@@ -75,9 +79,12 @@ impl GlobalStats {
                         group.field, self.corpus.num_docs, self.version
                     )));
                 }
-                let freq = u32::try_from(freq).map_err(|_| {
-                    CorpusError::Invalid(format!("document frequency {freq} out of range"))
-                })?;
+                let freq = u32::try_from(freq)
+                    .ok()
+                    .filter(|&f| f != UNSEEN)
+                    .ok_or_else(|| {
+                        CorpusError::Invalid(format!("document frequency {freq} out of range"))
+                    })?;
                 for segment in &mut stats.segments {
                     if let Some(ord) = segment.inverted.terms().term_ord(term)? {
                         segment.by_ordinal[ord as usize] = freq;
@@ -137,7 +144,7 @@ impl CorpusStore {
             let known = if entry.name() == schema::ID {
                 UNIQUE_ID_FREQ
             } else {
-                0
+                UNSEEN
             };
             let segments = segments
                 .iter()
@@ -185,7 +192,7 @@ impl CorpusStore {
         let mut tables = vec![DocFreqs::default(); stats.segment_ids.len()];
         for (name, FieldStats { field, segments }) in stats.fields {
             for (number, (segment, table)) in segments.into_iter().zip(&mut tables).enumerate() {
-                if let Some(missing) = segment.by_ordinal.iter().position(|&f| f == 0) {
+                if let Some(missing) = segment.by_ordinal.iter().position(|&f| f == UNSEEN) {
                     self.candidate = Some(candidate);
                     return Err(CorpusError::Invalid(format!(
                         "the corpus statistics of version {} lack term #{missing} of field \

@@ -316,6 +316,16 @@ impl TokenCounter {
 
     /// The id and tokens per field of a stored document.
     pub fn count(&mut self, doc: &TantivyDocument) -> DocTokens {
+        self.count_visiting(doc, &mut |_, _| {})
+    }
+
+    /// [`TokenCounter::count`], handing `visit` each token (its field's
+    /// name and its text, the term indexing made of it) as it goes.
+    pub fn count_visiting(
+        &mut self,
+        doc: &TantivyDocument,
+        visit: &mut dyn FnMut(&str, &str),
+    ) -> DocTokens {
         let mut out = DocTokens::default();
         for (field, name, analyzer) in &mut self.fields {
             let mut n = 0u64;
@@ -323,6 +333,7 @@ impl TokenCounter {
                 let Some(text) = value.as_str() else { continue };
                 let mut stream = analyzer.token_stream(text);
                 while stream.advance() {
+                    visit(name, &stream.token().text);
                     n += 1;
                 }
             }

@@ -9,7 +9,9 @@
 //!   LOCK                    held locked by the leaf using it
 //!   CURRENT                 {"version": N}; absent: the --index build is current
 //!   versions/vNNNNNNNN/      an installed version: a shard directory + local.json
-//!                            (+ segment_totals.json, each segment's own totals)
+//!                            (+ segment_totals.json, each segment's own totals;
+//!                            deleted_terms.bin, the terms of documents its
+//!                            segments keep deleted, [`deleted_terms`])
 //!   versions/vNNNNNNNN.tmp/  a candidate being prepared or copied; never searched
 //!   staging/                 loaded operations ([`staging`])
 //! ```
@@ -22,6 +24,7 @@
 
 pub mod background;
 pub mod copy;
+pub mod deleted_terms;
 pub mod disk;
 pub mod fsio;
 pub mod held;

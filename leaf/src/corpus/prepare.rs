@@ -4,8 +4,8 @@
 //!
 //! From the staging area, the candidate is the current version's segments,
 //! less the documents deleted or upserted since, with the staged segments:
-//! untouched segments linked, the others merged into one, none with
-//! deletes, as every version is ([`super::segments`]). From a build, it is
+//! untouched segments linked, segments that lost a few documents linked
+//! with a delete file, the others merged into one ([`super::segments`]). From a build, it is
 //! that build's shard directory, linked file by file, once it passed the
 //! checks `searchtree verify` makes of a shard.
 
@@ -20,8 +20,9 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::termdict::TermMerger;
 use tantivy::{BitSet, DocAddress, DocSet, Index, TERMINATED, TantivyDocument, Term};
 
+use super::deleted_terms::{DeletedTerms, FieldDeleted};
 use super::local::{LocalTotals, SegmentTotals, TokenCounter, write_segment_totals};
-use super::segments::VersionSegments;
+use super::segments::{VersionSegments, keeps_deletes};
 use super::store::{Candidate, CorpusStore};
 use super::{CorpusError, fsio};
 use crate::schema;
@@ -152,8 +153,18 @@ impl CorpusStore {
             .chain(&staged_ids)
             .map(|id| Term::from_field_text(fields.id, id))
             .collect();
+        // The terms of the documents kept segments hold deleted, carried
+        // for the segments kept again.
+        let mut deleted_terms = DeletedTerms::read(&base_dir)?;
         for (ord, reader) in base_searcher.segment_readers().iter().enumerate() {
             let mut alive = BitSet::with_max_value_and_full(reader.max_doc());
+            if let Some(deleted) = reader.alive_bitset() {
+                for doc in 0..reader.max_doc() {
+                    if deleted.is_deleted(doc) {
+                        alive.remove(doc);
+                    }
+                }
+            }
             let mut removed = Vec::new();
             let ids = reader.inverted_index(fields.id)?;
             for term in &leaving {
@@ -185,13 +196,22 @@ impl CorpusStore {
                 continue;
             }
             let whole = removed.len() as u32 == reader.num_docs();
+            // A segment that lost a few documents is kept with a delete
+            // file; the terms of those documents are counted as they leave.
+            let id = segment.id().uuid_string();
+            let keep_deletes =
+                !whole && keeps_deletes(reader.max_doc() - alive.len() as u32, reader.max_doc());
             match totals.as_mut() {
                 Some(segment_totals) if whole => local.subtract(segment_totals),
                 _ => {
                     for &doc in &removed {
                         let address = DocAddress::new(ord as u32, doc);
                         let stored: TantivyDocument = base_searcher.doc(address)?;
-                        let tokens = counter.count(&stored);
+                        let tokens = if keep_deletes {
+                            deleted_terms.add_document(&id, &mut counter, &stored)
+                        } else {
+                            counter.count(&stored)
+                        };
                         local.remove(&tokens);
                         if let Some(segment_totals) = totals.as_mut() {
                             segment_totals.remove(&tokens);
@@ -200,7 +220,9 @@ impl CorpusStore {
                     }
                 }
             }
-            if !whole {
+            if keep_deletes {
+                parts.keep_with_deletes(segment, &base_dir, alive, version, totals);
+            } else if !whole {
                 let mut bytes = Vec::new();
                 write_alive_bitset(&alive, &mut bytes)?;
                 parts.merge(
@@ -229,17 +251,21 @@ impl CorpusStore {
             base_shard.index.settings().clone(),
             tmp,
         )?;
+        deleted_terms.retain_segments(|id| written.kept_ids.iter().any(|k| k == id));
+        deleted_terms.write(tmp)?;
         let ms = |d: Duration| d.as_millis() as u64;
         tracing::info!(
             version,
             kept = written.kept,
+            with_deletes = written.with_deletes,
             merged = written.merged,
             docs_read,
             commit_ms = ms(committed),
             entered_ms = ms(entered - committed),
             left_ms = ms(left - entered),
             write_ms = ms(started.elapsed() - left),
-            "candidate written: segments kept as they were, segments merged into one, \
+            "candidate written: segments kept (of which with a new delete file), segments \
+             merged into one, \
              documents read to carry the totals (segments entering as indexed or leaving \
              whole are not); the staging area's commit, the totals of the documents entering \
              and leaving, the segments' writing"
@@ -360,8 +386,11 @@ fn check_build_shard(build: &Path, shard: u32, source: &Path) -> Result<(), Corp
 /// Streams the terms of the version in `dir` with their (local) document
 /// frequencies, every indexed field but the id (see
 /// [`super::install::UNIQUE_ID_FREQ`]), at most [`TERMS_PER_CHUNK`] terms per
-/// chunk, until `send` returns false (nobody listens). A version's segments
-/// have no deletes, so a term's frequency is the sum of its segments'.
+/// chunk, until `send` returns false (nobody listens). A term's frequency
+/// is the sum of its segments', less the deleted documents of each that
+/// hold it ([`DeletedTerms`]); a term only deleted documents hold is sent
+/// with 0, so that the install finds every term of the version's
+/// dictionaries.
 pub fn term_chunks(
     dir: &Path,
     mut send: impl FnMut(PrepareChunk) -> bool,
@@ -373,6 +402,11 @@ pub fn term_chunks(
     if segments.is_empty() {
         return Ok(());
     }
+    let deleted = DeletedTerms::read(dir)?;
+    let segment_ids: Vec<String> = segments
+        .iter()
+        .map(|s| s.segment_id().uuid_string())
+        .collect();
     let mut chunk = PrepareChunk::default();
     let mut in_chunk = 0;
     for (field, entry) in schema.fields() {
@@ -389,6 +423,10 @@ pub fn term_chunks(
             .iter()
             .map(|i| i.terms().stream())
             .collect::<std::io::Result<Vec<_>>>()?;
+        let deleted_by_ord: Vec<Option<&FieldDeleted>> = segment_ids
+            .iter()
+            .map(|id| deleted.field(id, entry.name()))
+            .collect();
         let mut terms = TermMerger::new(streams);
         let mut current = FieldTerms {
             field: entry.name().to_string(),
@@ -397,7 +435,13 @@ pub fn term_chunks(
         while terms.advance() {
             let doc_freq: u64 = terms
                 .current_segment_ords_and_term_infos()
-                .map(|(_, info)| u64::from(info.doc_freq))
+                .map(|(ord, info)| {
+                    let gone = deleted_by_ord[ord]
+                        .and_then(|d| d.get(terms.key()))
+                        .copied()
+                        .unwrap_or(0);
+                    u64::from(info.doc_freq.saturating_sub(gone))
+                })
                 .sum();
             current.terms.push(terms.key().to_vec());
             current.doc_freqs.push(doc_freq);

@@ -375,7 +375,11 @@ impl Staging {
                     Some(now) => now.is_some(),
                     None => match self.present.get(&id_key(&op.id)) {
                         Some(now) => now.is_some(),
-                        None => published.doc_freq(&Term::from_field_text(fields.id, &op.id))? > 0,
+                        // The published copy, unless a delete file hides it.
+                        None => {
+                            crate::fetch::find(published, Term::from_field_text(fields.id, &op.id))?
+                                .is_some()
+                        }
                     },
                 };
                 let content = self.stage(&op.id, op.delete, &op.title, &op.body)?;

@@ -1775,3 +1775,137 @@ fn a_copy_is_refused_at_a_chunk_the_disk_floor_has_no_room_for() {
         "{status:?}"
     );
 }
+
+/// The number of deleted documents each segment of `version` holds, per
+/// shard.
+fn deleted_counts(held: &[Arc<HeldVersions>], version: u64) -> Vec<Vec<u32>> {
+    held.iter()
+        .map(|h| {
+            let searcher = h.get(version).unwrap();
+            let readers = searcher.shard().reader.searcher();
+            readers
+                .segment_readers()
+                .iter()
+                .map(|s| s.num_deleted_docs())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_few_deletes_keep_a_segment_with_a_delete_file_and_count_nowhere() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = corpus(11, "d", 200);
+    // A word only one document holds: once it is deleted, the word is in
+    // no live document, though the segment's dictionary still has it.
+    docs.insert("only".into(), ("alone".into(), "zyzzyva river".into()));
+    let builds = build(&tmp.path().join("build"), &docs, 2, "build");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    let mut rng = fastrand::Rng::with_seed(3);
+    let ids: Vec<String> = docs.keys().filter(|id| *id != "only").cloned().collect();
+    let zyzzyva = |held: &[Arc<HeldVersions>], version: u64| -> u64 {
+        held.iter()
+            .map(|h| search(h, "zyzzyva", version).total_hits)
+            .sum()
+    };
+
+    // A few documents deleted and replaced: the build's segment is kept,
+    // its files linked, with a delete file; only the leaving documents are
+    // read; the answers are a fresh build's of what is left.
+    let mut ops = vec![delete("only"), delete(&ids[0]), delete(&ids[1])];
+    for id in &ids[2..8] {
+        ops.push(upsert(id, "changed", &text(&mut rng, 3, 20)));
+    }
+    apply(&mut docs, &ops);
+    load(&mut stores, &ops);
+    let (summaries, docs_read) = publish_reading(&mut stores, 2, "");
+    activate(&mut stores, 2);
+    assert_eq!(
+        docs_read.iter().sum::<u64>(),
+        9,
+        "the leaving documents, once each"
+    );
+    let held_now = held(&stores);
+    for (shard, counts) in deleted_counts(&held_now, 2).iter().enumerate() {
+        assert!(
+            counts.iter().any(|&n| n > 0),
+            "shard {shard} keeps a segment with deletes: {counts:?}"
+        );
+    }
+    for (store, build) in stores.iter().zip(&builds) {
+        let version = store.dir_of(2).unwrap();
+        for name in fsio::version_files(build).unwrap() {
+            if name.ends_with(".idx") || name.ends_with(".store") {
+                assert_eq!(
+                    std::fs::metadata(build.join(&name)).unwrap().ino(),
+                    std::fs::metadata(version.join(&name)).unwrap().ino(),
+                    "{name} of the build is linked into version 2, not rewritten"
+                );
+            }
+        }
+        assert!(
+            version
+                .join(super::deleted_terms::DELETED_TERMS_FILE)
+                .is_file()
+        );
+    }
+    let fresh = build(&tmp.path().join("fresh2"), &docs, 2, "f2");
+    assert_matches_build(&held_now, &fresh, 0, "version 2, deletes kept");
+    assert_totals_match(&summaries, &fresh, "version 2, deletes kept");
+    assert_eq!(
+        zyzzyva(&held_now, 2),
+        0,
+        "a deleted document's word matches nothing"
+    );
+    assert_eq!(zyzzyva(&held_now, 1), 1, "version 1 still has it");
+
+    // A load counts against the published documents the delete file
+    // leaves: deleting a deleted id again is missing, adding it back adds.
+    let ops = vec![delete(&ids[0]), upsert(&ids[1], "back", "river stone")];
+    apply(&mut docs, &ops);
+    let [added, replaced, deleted, missing, _] = load(&mut stores, &ops);
+    assert_eq!((added, replaced, deleted, missing), (1, 0, 0, 1));
+
+    // Deletes pile up over publishes, each version exact, until a segment
+    // passes the share a version keeps: then it is merged without them.
+    let mut next = 8;
+    let mut version = 2;
+    let mut merged_at = None;
+    while merged_at.is_none() {
+        version += 1;
+        let ops: Vec<DocOp> = ids[next..next + 8].iter().map(|id| delete(id)).collect();
+        next += 8;
+        apply(&mut docs, &ops);
+        load(&mut stores, &ops);
+        let (summaries, _) = publish_reading(&mut stores, version, "");
+        activate(&mut stores, version);
+        let fresh = build(&tmp.path().join(format!("fresh{version}")), &docs, 2, "f");
+        let what = format!("version {version}");
+        assert_matches_build(&held(&stores), &fresh, 0, &what);
+        assert_totals_match(&summaries, &fresh, &what);
+        for (segments, build) in deleted_counts(&held(&stores), version).iter().zip(&builds) {
+            let built = Shard::open(build).unwrap().reader.searcher().num_docs() as f64;
+            for &n in segments {
+                assert!(f64::from(n) <= 0.2 * built + 1.0, "{what}: {segments:?}");
+            }
+        }
+        if deleted_counts(&held(&stores), version)
+            .iter()
+            .any(|s| s.iter().all(|&n| n == 0))
+        {
+            merged_at = Some(version);
+        }
+        assert!(
+            version < 12,
+            "no segment was merged after {version} publishes"
+        );
+    }
+    assert_eq!(zyzzyva(&held(&stores), version), 0);
+
+    // A restart opens the versions with their delete files as they were.
+    drop(stores);
+    let stores = open_stores(&builds, &tmp.path().join("data"));
+    let fresh = build(&tmp.path().join("fresh-end"), &docs, 2, "f");
+    assert_matches_build(&held(&stores), &fresh, 0, "after a restart");
+}
