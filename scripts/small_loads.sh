@@ -6,10 +6,13 @@
 # deleted twice), each published; prints each load's wall time (publish
 # included), from the tree's log the leaves' candidates (which segments
 # each kept, merged or wrote deletes for, and how long each step took),
-# and then what the final version costs a query: the closed-loop peak (8
-# connections) and the p99 at 100/s, result caches off.
+# then what the final version costs a query: the closed-loop peak (8
+# connections) and the p99 at 100/s, result caches off; and last the query
+# p99 at RATE/s while such loads run back to back (the files again, in
+# turn) against idle, ROUNDS windows of each in alternation.
 # Usage: [INPUT=FILE.jsonl[.gz]] [COPIES=10] [CHANGES=100] [LOADS=6]
-#        [BIN_DIR=target/release] scripts/small_loads.sh [OUT_DIR]
+#        [RATE=100] [ROUNDS=2] [BIN_DIR=target/release]
+#        scripts/small_loads.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -20,7 +23,7 @@ fi
 bin="$BIN_DIR"
 out="${1:-bench-results/small-loads-$(date -u +%Y%m%dT%H%M%SZ)}"; mkdir -p "$out"
 input="${INPUT:-corpus-tools/data/wiki-summaries.jsonl.gz}"
-copies="${COPIES:-10}"; changes="${CHANGES:-100}"; loads="${LOADS:-6}"
+copies="${COPIES:-10}"; changes="${CHANGES:-100}"; loads="${LOADS:-6}"; rate="${RATE:-100}"; rounds="${ROUNDS:-2}"
 
 python3 - "$input" "$copies" "$changes" "$loads" "$out" <<'EOF'
 import gzip, json, random, sys
@@ -61,9 +64,28 @@ done
 "$bin/searchtree" bench --root "$root" --max --connections 8 --warmup 1s --duration 8s --json "$out/peak.json" > "$out/peak.txt" 2>> "$out/bench.log"
 "$bin/searchtree" bench --root "$root" --rate 100 --warmup 1s --duration 10s --json "$out/rate100.json" > "$out/rate100.txt" 2>> "$out/bench.log"
 
-python3 - "$out" "$loads" "$docs" "$changes" <<'EOF' | tee "$out/summary.txt"
+# Queried while small loads run back to back, against idle, alternating.
+reload_loop() { # $1: round
+  local n=0 start; start=$(now)
+  while [ ! -e "$out/bench.done" ]; do
+    "$bin/searchtree" load --root "$root" --input "$out/changes-$((n % loads + 1)).jsonl" >> "$out/reload.txt" 2>> "$out/load.log"
+    n=$((n + 1))
+  done
+  echo "$n $start $(now)" > "$out/reload-$1.times"
+}
+for r in $(seq "$rounds"); do
+  "$bin/searchtree" bench --root "$root" --rate "$rate" --warmup 1s --duration 15s --json "$out/idle-$r.json" > "$out/idle-$r.txt" 2>> "$out/bench.log"
+  rm -f "$out/bench.done"
+  reload_loop "$r" &
+  reload_pid=$!
+  "$bin/searchtree" bench --root "$root" --rate "$rate" --warmup 1s --duration 15s --json "$out/during-$r.json" > "$out/during-$r.txt" 2>> "$out/bench.log"
+  touch "$out/bench.done"
+  wait "$reload_pid"
+done
+
+python3 - "$out" "$loads" "$docs" "$changes" "$rounds" "$rate" <<'EOF' | tee "$out/summary.txt"
 import re, statistics, sys
-out, loads, docs, changes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out, loads, docs, changes, rounds, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 strip = lambda s: re.sub(r"\x1b\[[0-9;]*m", "", s)
 log = [strip(l) for l in open(f"{out}/up.log", errors="replace")]
 field = lambda l, k: (re.search(rf"\b{k}=(\d+)", l) or [None, None])[1]
@@ -78,4 +100,15 @@ for k in ["kept", "merged", "with_deletes", "docs_read", "commit_ms", "left_ms",
 import json
 peak, low = (json.load(open(f"{out}/{n}.json")) for n in ("peak", "rate100"))
 print(f"final version: peak {peak['rate_achieved']:.0f} q/s (8 connections); at 100/s p50 {low['latency_us']['p50'] / 1000:.2f} ms, p99 {low['latency_us']['p99'] / 1000:.2f} ms")
+p99 = lambda name: [json.load(open(f"{out}/{name}-{r}.json"))["latency_us"]["p99"] / 1000 for r in range(1, rounds + 1)]
+errors = lambda name: sum(sum(json.load(open(f"{out}/{name}-{r}.json"))["errors"].values()) for r in range(1, rounds + 1))
+idle, during = p99(f"idle"), p99(f"during")
+n = t = 0.0
+for r in range(1, rounds + 1):
+    k, t0, t1 = open(f"{out}/reload-{r}.times").read().split()
+    n += int(k); t += float(t1) - float(t0)
+print(f"queried at {rate}/s: p99 idle {statistics.median(idle):.2f} ms ({' '.join(f'{x:.2f}' for x in idle)}), "
+      f"during small loads {statistics.median(during):.2f} ms ({' '.join(f'{x:.2f}' for x in during)}) = "
+      f"{statistics.median(during) / statistics.median(idle):.2f}x idle; {n / t:.1f} loads/s back to back; "
+      f"errors idle {errors('idle')}, during {errors('during')}")
 EOF

@@ -51,8 +51,9 @@ pub const MAX_VERSION_SEGMENTS: usize = 4;
 
 /// The share of a segment's documents that may be deleted while a version
 /// keeps it; past it, the segment is merged without them. Lucene's tiered
-/// merge policy allows 20–33 %: each deleted document costs a search a
-/// posting skipped, and the segment's disk its bytes, until the merge.
+/// merge policy lets deletes reach a third of an index by default
+/// (`deletesPctAllowed`, 20 at the least): each deleted document costs a
+/// search a posting skipped, and the disk its bytes, until the merge.
 pub const MAX_DELETED_SHARE: f64 = 0.2;
 
 /// Whether a segment of `max_doc` documents with `deleted` of them deleted
