@@ -176,6 +176,8 @@ pub struct SegmentTop {
     heap: BinaryHeap<Entry>,
     total: u64,
     max_doc: DocId,
+    /// Live documents (a kept segment may hold deleted ones).
+    num_docs: DocId,
     /// The document the search stopped at, if it stopped early.
     stopped_at: Option<DocId>,
     /// Whether tantivy was ever allowed to skip a document.
@@ -231,8 +233,14 @@ impl SegmentCollector for SegmentTop {
 
     fn harvest(self) -> SegmentFruit {
         let entries = self.heap.into_sorted_vec();
-        // Documents are visited in id order: stopping at d means [0, d) were seen.
-        let docs_searched = u64::from(self.stopped_at.unwrap_or(self.max_doc));
+        // Documents are visited in id order: stopping at d means [0, d) were
+        // seen, of which the live share where the segment holds deleted
+        // documents (spread over its ids as they came).
+        let docs_searched = match self.stopped_at {
+            None => u64::from(self.num_docs),
+            Some(d) if self.num_docs == self.max_doc => u64::from(d),
+            Some(d) => u64::from(d) * u64::from(self.num_docs) / u64::from(self.max_doc.max(1)),
+        };
         SegmentFruit {
             segment: self.segment,
             ids: self.ids,
@@ -344,6 +352,7 @@ impl Collector for TopById {
             heap: BinaryHeap::with_capacity(self.k + 1),
             total: 0,
             max_doc: reader.max_doc(),
+            num_docs: reader.num_docs(),
             stopped_at: None,
             pruned: false,
         })

@@ -12,6 +12,7 @@ use searchtree_proto::pb::{FieldTerms, InstallChunk};
 use tantivy::schema::Field;
 use tantivy::{Index, InvertedIndexReader};
 
+use super::deleted_terms::{DeletedTerms, FieldDeleted};
 use super::store::CorpusStore;
 use super::{CorpusError, fsio};
 use crate::schema;
@@ -189,10 +190,19 @@ impl CorpusStore {
                 )));
             }
         };
+        let deleted = match DeletedTerms::read(&candidate.dir) {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                self.candidate = Some(candidate);
+                return Err(e.into());
+            }
+        };
         let mut tables = vec![DocFreqs::default(); stats.segment_ids.len()];
         for (name, FieldStats { field, segments }) in stats.fields {
-            for (number, (segment, table)) in segments.into_iter().zip(&mut tables).enumerate() {
-                if let Some(missing) = segment.by_ordinal.iter().position(|&f| f == UNSEEN) {
+            for (number, (mut segment, table)) in segments.into_iter().zip(&mut tables).enumerate()
+            {
+                let gone = deleted.field(&stats.segment_ids[number], &name);
+                if let Err(missing) = only_deleted_unseen(&mut segment, gone) {
                     self.candidate = Some(candidate);
                     return Err(CorpusError::Invalid(format!(
                         "the corpus statistics of version {} lack term #{missing} of field \
@@ -232,6 +242,41 @@ impl CorpusStore {
         fsio::sync_dir(&self.versions_root())?;
         self.hold(stats.version, dir)
     }
+}
+
+/// Sets to 0 each term of `segment` no chunk carried whose documents there
+/// are all deleted (`gone` counts them): the replica whose terms were
+/// summed may have merged or dropped the segment that holds them, and a
+/// term in no live document has no frequency to carry. Any other term left
+/// unseen is the statistics' fault: its ordinal is the error.
+fn only_deleted_unseen(
+    segment: &mut SegmentTerms,
+    gone: Option<&FieldDeleted>,
+) -> Result<(), usize> {
+    let terms = segment.inverted.terms();
+    let mut bytes = Vec::new();
+    for (ord, freq) in segment.by_ordinal.iter_mut().enumerate() {
+        if *freq != UNSEEN {
+            continue;
+        }
+        let deleted_only = gone.is_some_and(|gone| {
+            bytes.clear();
+            if !terms.ord_to_term(ord as u64, &mut bytes).unwrap_or(false) {
+                return false;
+            }
+            let held = terms
+                .get(&bytes)
+                .ok()
+                .flatten()
+                .map_or(0, |info| info.doc_freq);
+            gone.get(&bytes).copied().unwrap_or(0) >= held
+        });
+        if !deleted_only {
+            return Err(ord);
+        }
+        *freq = 0;
+    }
+    Ok(())
 }
 
 /// The snapshot name of a version published from loaded documents:

@@ -268,6 +268,19 @@ fn publish_reading(
     version: u64,
     from_build: &str,
 ) -> (Vec<ShardSummary>, Vec<u64>) {
+    publish_summing(stores, version, from_build, |_| true)
+}
+
+/// [`publish_reading`], summing only the terms each shard sends with a
+/// frequency `sent` accepts: `|df| df > 0` is what a replica whose
+/// segments hold no deleted document sends, where its sibling's kept
+/// segment holds terms only deleted documents have.
+fn publish_summing(
+    stores: &mut [CorpusStore],
+    version: u64,
+    from_build: &str,
+    sent: impl Fn(u64) -> bool,
+) -> (Vec<ShardSummary>, Vec<u64>) {
     let mut docs_read = Vec::new();
     let summaries: Vec<ShardSummary> = stores
         .iter_mut()
@@ -284,7 +297,9 @@ fn publish_reading(
             for group in chunk.terms {
                 let field = global.entry(group.field).or_default();
                 for (term, df) in group.terms.into_iter().zip(group.doc_freqs) {
-                    *field.entry(term).or_default() += df;
+                    if sent(df) {
+                        *field.entry(term).or_default() += df;
+                    }
                 }
             }
             true
@@ -1819,7 +1834,10 @@ fn a_few_deletes_keep_a_segment_with_a_delete_file_and_count_nowhere() {
     }
     apply(&mut docs, &ops);
     load(&mut stores, &ops);
-    let (summaries, docs_read) = publish_reading(&mut stores, 2, "");
+    // The terms summed as a replica that merged the segment would send
+    // them: without the words only deleted documents hold. The install
+    // takes them all the same.
+    let (summaries, docs_read) = publish_summing(&mut stores, 2, "", |df| df > 0);
     activate(&mut stores, 2);
     assert_eq!(
         docs_read.iter().sum::<u64>(),
@@ -1908,4 +1926,40 @@ fn a_few_deletes_keep_a_segment_with_a_delete_file_and_count_nowhere() {
     let stores = open_stores(&builds, &tmp.path().join("data"));
     let fresh = build(&tmp.path().join("fresh-end"), &docs, 2, "f");
     assert_matches_build(&held(&stores), &fresh, 0, "after a restart");
+}
+
+#[test]
+fn an_install_missing_a_term_some_live_document_holds_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = corpus(12, "d", 40);
+    let builds = build(&tmp.path().join("build"), &docs, 1, "one");
+    let mut stores = open_stores(&builds, &tmp.path().join("data"));
+    let ops = vec![delete("d1"), upsert("new", "river", "stone river")];
+    load(&mut stores, &ops);
+    let summary = stores[0].prepare(2, "").unwrap();
+    let mut terms = Vec::new();
+    term_chunks(&stores[0].tmp_dir(2), |chunk| {
+        terms.extend(chunk.terms);
+        true
+    })
+    .unwrap();
+    // "river" is in live documents: statistics without it are wrong, not
+    // a replica's other layout of deleted ones.
+    for group in &mut terms {
+        let keep: Vec<bool> = group.terms.iter().map(|t| t != b"river").collect();
+        let mut k = keep.iter();
+        group.terms.retain(|_| *k.next().unwrap());
+        let mut k = keep.iter();
+        group.doc_freqs.retain(|_| *k.next().unwrap());
+    }
+    let first = InstallChunk {
+        version: 2,
+        num_docs: summary.num_docs,
+        num_tokens: summary.num_tokens.clone(),
+        ..Default::default()
+    };
+    let mut stats = stores[0].begin_install(&first).unwrap();
+    stats.absorb(&terms).unwrap();
+    let err = stores[0].finish_install(stats).unwrap_err().to_string();
+    assert!(err.contains("lack term"), "{err}");
 }
