@@ -72,7 +72,8 @@ impl GlobalStats {
             let Some(stats) = self.fields.get_mut(&group.field) else {
                 continue;
             };
-            for (term, &freq) in group.terms.iter().zip(&group.doc_freqs) {
+            let mut freqs = Vec::with_capacity(group.doc_freqs.len());
+            for &freq in &group.doc_freqs {
                 if freq > self.corpus.num_docs {
                     return Err(CorpusError::Invalid(format!(
                         "field {}: a term in {freq} documents of a corpus of {} in the \
@@ -80,17 +81,56 @@ impl GlobalStats {
                         group.field, self.corpus.num_docs, self.version
                     )));
                 }
-                let freq = u32::try_from(freq)
-                    .ok()
-                    .filter(|&f| f != UNSEEN)
-                    .ok_or_else(|| {
-                        CorpusError::Invalid(format!("document frequency {freq} out of range"))
-                    })?;
-                for segment in &mut stats.segments {
-                    if let Some(ord) = segment.inverted.terms().term_ord(term)? {
-                        segment.by_ordinal[ord as usize] = freq;
-                    }
+                freqs.push(
+                    u32::try_from(freq)
+                        .ok()
+                        .filter(|&f| f != UNSEEN)
+                        .ok_or_else(|| {
+                            CorpusError::Invalid(format!("document frequency {freq} out of range"))
+                        })?,
+                );
+            }
+            for segment in &mut stats.segments {
+                segment.take(&group.terms, &freqs)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SegmentTerms {
+    /// Records the frequencies of the terms this segment holds. The nodes
+    /// above send a field's terms in order (they sum them in sorted maps),
+    /// so the segment's dictionary is walked once beside them over the
+    /// chunk's range, rather than each term looked up on its own (the
+    /// install's main cost in a small publish, BENCHMARKS "Small changes to
+    /// a large shard"); terms out of order are looked up one by one.
+    fn take(&mut self, terms: &[Vec<u8>], freqs: &[u32]) -> Result<(), CorpusError> {
+        let dictionary = self.inverted.terms();
+        let (Some(first), Some(last)) = (terms.first(), terms.last()) else {
+            return Ok(());
+        };
+        if !terms.windows(2).all(|w| w[0] < w[1]) {
+            for (term, &freq) in terms.iter().zip(freqs) {
+                if let Some(ord) = dictionary.term_ord(term)? {
+                    self.by_ordinal[ord as usize] = freq;
                 }
+            }
+            return Ok(());
+        }
+        let mut held = dictionary.range().ge(first).le(last).into_stream()?;
+        let mut next = 0;
+        while held.advance() {
+            let key = held.key();
+            while next < terms.len() && terms[next].as_slice() < key {
+                next += 1;
+            }
+            if next == terms.len() {
+                break;
+            }
+            if terms[next].as_slice() == key {
+                self.by_ordinal[held.term_ord() as usize] = freqs[next];
+                next += 1;
             }
         }
         Ok(())
@@ -289,4 +329,57 @@ pub fn snapshot_name(version: u64, corpus: &CorpusTotals) -> String {
         content_hash_sum: 0,
     };
     format!("v{version}-{}", totals.digest())
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::{IndexWriter, doc};
+
+    use super::*;
+
+    /// A segment's `body` terms, none seen yet.
+    fn segment_terms() -> SegmentTerms {
+        let (schema, fields) = schema::build();
+        let index = Index::create_in_ram(schema);
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 20 << 20).unwrap();
+        writer
+            .add_document(doc!(fields.id => "1", fields.body => "bb dd ff"))
+            .unwrap();
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let inverted = searcher.segment_readers()[0]
+            .inverted_index(fields.body)
+            .unwrap();
+        let by_ordinal = vec![UNSEEN; inverted.terms().num_terms()];
+        SegmentTerms {
+            inverted,
+            by_ordinal,
+        }
+    }
+
+    #[test]
+    fn terms_in_order_and_out_of_order_give_the_same_table() {
+        let terms = |words: &[&str]| {
+            words
+                .iter()
+                .map(|w| w.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let mut walked = segment_terms();
+        walked
+            .take(&terms(&["aa", "bb", "cc", "dd"]), &[1, 2, 3, 4])
+            .unwrap();
+        walked
+            .take(&terms(&["ee", "ff", "gg"]), &[5, 6, 7])
+            .unwrap();
+        assert_eq!(walked.by_ordinal, vec![2, 4, 6]);
+        let mut looked_up = segment_terms();
+        looked_up
+            .take(&terms(&["ff", "bb", "zz", "dd"]), &[6, 2, 9, 4])
+            .unwrap();
+        assert_eq!(looked_up.by_ordinal, walked.by_ordinal);
+        let mut partial = segment_terms();
+        partial.take(&terms(&["dd"]), &[4]).unwrap();
+        assert_eq!(partial.by_ordinal, vec![UNSEEN, 4, UNSEEN]);
+    }
 }
