@@ -374,16 +374,25 @@ fn a_record_naming_a_leaf_for_another_shard_is_named_and_left_out_of_loads() {
         assert!(out.status.success(), "{out:?}");
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    let listed = members();
-    let two = listed["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "leaf" && m["shards"] == serde_json::json!([2]))
-        .expect("shard 2's leaf")["addr"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // A node whose first registration etcd did not take in time serves
+    // meanwhile and registers on its retry: wait for the leaf's record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (listed, two) = loop {
+        let listed = members();
+        let two = listed["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == "leaf" && m["shards"] == serde_json::json!([2]))
+            .map(|m| m["addr"].as_str().unwrap().to_string());
+        match two {
+            Some(two) => break (listed, two),
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            None => panic!("shard 2's leaf never registered: {listed}"),
+        }
+    };
     assert_eq!(listed["problems"], serde_json::json!([]), "{listed}");
 
     // The stray records, under a lease so that revoking it deletes them.
