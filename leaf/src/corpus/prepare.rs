@@ -14,15 +14,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use searchtree_proto::pb::{FieldTerms, PrepareChunk, ShardSummary};
-use tantivy::directory::OwnedBytes;
-use tantivy::fastfield::{AliveBitSet, write_alive_bitset};
 use tantivy::schema::IndexRecordOption;
 use tantivy::termdict::TermMerger;
 use tantivy::{BitSet, DocAddress, DocSet, Index, TERMINATED, TantivyDocument, Term};
 
 use super::deleted_terms::{DeletedTerms, FieldDeleted};
 use super::local::{LocalTotals, SegmentTotals, TokenCounter, write_segment_totals};
-use super::segments::{VersionSegments, keeps_deletes};
+use super::segments::{VersionSegments, alive_bitset, keeps_deletes};
 use super::store::{Candidate, CorpusStore};
 use super::{CorpusError, fsio};
 use crate::schema;
@@ -223,13 +221,7 @@ impl CorpusStore {
             if keep_deletes {
                 parts.keep_with_deletes(segment, &base_dir, alive, version, totals);
             } else if !whole {
-                let mut bytes = Vec::new();
-                write_alive_bitset(&alive, &mut bytes)?;
-                parts.merge(
-                    segment,
-                    Some(AliveBitSet::open(OwnedBytes::new(bytes))),
-                    totals,
-                );
+                parts.merge(segment, Some(alive_bitset(&alive)?), totals);
             }
         }
 

@@ -277,8 +277,8 @@ impl VersionSegments {
     }
 }
 
-/// `alive` as the merge takes it.
-fn alive_bitset(alive: &BitSet) -> Result<AliveBitSet, CorpusError> {
+/// `alive` (the documents of a segment to keep) as a merge takes it.
+pub fn alive_bitset(alive: &BitSet) -> Result<AliveBitSet, CorpusError> {
     let mut bytes = Vec::new();
     write_alive_bitset(alive, &mut bytes)?;
     Ok(AliveBitSet::open(OwnedBytes::new(bytes)))
